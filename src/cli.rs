@@ -1,0 +1,542 @@
+//! The `tether` command line. Every command prints what it did; a secret is
+//! printed once, alone on the last line.
+
+use crate::config::Settings;
+use crate::db::models::{api_key::ApiKey, tenant::Tenant, user::User};
+use crate::startup::{self, Application, Context};
+use clap::{Parser, Subcommand};
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tether",
+    version,
+    about = "OAuth connections for every tenant of a CRM: connect, store encrypted, refresh, hand out tokens."
+)]
+pub struct Cli {
+    /// TOML file with settings (keys are the variable names in lower case); the environment wins.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage tenants (the CRM's client businesses).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage tenant admins who sign in to the settings pages.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API keys for the CRM's internal services.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+    /// Inspect and rotate the encryption key ring.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Show the provider catalogue.
+    #[command(subcommand)]
+    Providers(ProvidersCommand),
+    /// Check the configuration, database, keys and providers; print what to fix.
+    Doctor,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant with the CRM's id for it.
+    Add {
+        external_id: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tenants.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an admin for a tenant (prompts for the password unless --password-stdin).
+    Add {
+        #[arg(long, value_name = "EXTERNAL_ID")]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List admins.
+    List {
+        #[arg(long, value_name = "EXTERNAL_ID")]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key; the secret is printed once, on the last line.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Limit the key to one tenant (default: all tenants).
+        #[arg(long, value_name = "EXTERNAL_ID")]
+        tenant: Option<String>,
+        /// Allow tenant provisioning.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by its prefix.
+    Revoke { prefix: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Count encrypted rows per key id.
+    Status,
+    /// Re-encrypt every row under the primary (first) key, in batches.
+    Rotate {
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        batch_size: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProvidersCommand {
+    /// Every provider, enabled or not and why, with its redirect URI.
+    List,
+}
+
+/// Parses the command line, loads settings, sets up logging, runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprint!("tether: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    env_logger::Builder::new()
+        .parse_filters(&settings.log_filter)
+        .format_timestamp_millis()
+        .init();
+    match run(cli.command.unwrap_or(Command::Serve), settings) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tether: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command, settings: Settings) -> Result<ExitCode, String> {
+    match command {
+        Command::Serve => serve(settings).map(|_| ExitCode::SUCCESS),
+        Command::Migrate => {
+            // prepare() migrates; say so either way.
+            let ctx = startup::prepare(settings)?;
+            println!(
+                "database ({}) is migrated to the latest schema",
+                ctx.backend
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tenant(c) => tenant(c, &startup::prepare(settings)?).map(|_| ExitCode::SUCCESS),
+        Command::User(c) => user(c, &startup::prepare(settings)?).map(|_| ExitCode::SUCCESS),
+        Command::ApiKey(c) => api_key(c, &startup::prepare(settings)?).map(|_| ExitCode::SUCCESS),
+        Command::Keys(c) => keys(c, settings),
+        Command::Providers(ProvidersCommand::List) => {
+            providers_list(settings).map(|_| ExitCode::SUCCESS)
+        }
+        Command::Doctor => Ok(doctor(settings)),
+    }
+}
+
+fn serve(settings: Settings) -> Result<(), String> {
+    let ctx = startup::prepare(settings)?;
+    let first = startup::bootstrap(&ctx)?;
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(ctx.clone())
+            .map_err(|e| format!("cannot listen on {}: {e}", ctx.settings.bind))?;
+        let s = &ctx.settings;
+        let env = if s.is_production() {
+            "production"
+        } else {
+            "development"
+        };
+        println!(
+            "Tether is listening on http://{}:{} ({}, {env})",
+            s.bind.ip(),
+            app.port(),
+            ctx.backend
+        );
+        match first {
+            Some(admin) => {
+                println!(
+                    "First start: created tenant '{}' and its admin. Log in at {}/login",
+                    admin.tenant,
+                    s.base_url()
+                );
+                println!("  email:    {}", admin.email);
+                println!("  password: {}", admin.password.expose());
+                println!("  (the password is shown only this once)");
+            }
+            None => println!(
+                "Log in at {}/login (add an admin with `tether user add`)",
+                s.base_url()
+            ),
+        }
+        app.run_until_stopped().await.map_err(|e| e.to_string())
+    })
+}
+
+fn conn(ctx: &Context) -> Result<crate::db::PooledConn, String> {
+    ctx.pool
+        .get()
+        .map_err(|e| format!("database unreachable: {e}"))
+}
+
+fn tenant(c: TenantCommand, ctx: &Context) -> Result<(), String> {
+    let mut db = conn(ctx)?;
+    match c {
+        TenantCommand::Add { external_id, name } => {
+            let name = name.unwrap_or_else(|| external_id.clone());
+            let t = Tenant::create(&mut db, &external_id, &name).map_err(|e| e.to_string())?;
+            println!("created tenant '{}' ({})", t.external_id, t.name);
+        }
+        TenantCommand::List => {
+            let tenants = Tenant::list(&mut db).map_err(|e| e.to_string())?;
+            println!("{:<32} {:<32} CREATED", "EXTERNAL ID", "NAME");
+            for t in &tenants {
+                println!(
+                    "{:<32} {:<32} {}",
+                    t.external_id,
+                    t.name,
+                    t.created_at.format("%Y-%m-%d %H:%M")
+                );
+            }
+            println!("{} tenant(s)", tenants.len());
+        }
+    }
+    Ok(())
+}
+
+fn read_password(from_stdin: bool) -> Result<String, String> {
+    let password = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        let first = rpassword::prompt_password("Password: ").map_err(|_| {
+            "no terminal to prompt on: pass --password-stdin and pipe the password in".to_string()
+        })?;
+        let again = rpassword::prompt_password("Again: ").map_err(|e| e.to_string())?;
+        if first != again {
+            return Err("the passwords differ".into());
+        }
+        first
+    };
+    if password.chars().count() < crate::auth::MIN_PASSWORD_LEN {
+        return Err(format!(
+            "a password needs at least {} characters",
+            crate::auth::MIN_PASSWORD_LEN
+        ));
+    }
+    Ok(password)
+}
+
+fn user(c: UserCommand, ctx: &Context) -> Result<(), String> {
+    let mut db = conn(ctx)?;
+    match c {
+        UserCommand::Add {
+            tenant,
+            email,
+            password_stdin,
+        } => {
+            let t = Tenant::require(&mut db, &tenant).map_err(|e| e.to_string())?;
+            // Check the email before asking for a password.
+            let email =
+                crate::db::models::user::normalize_email(&email).map_err(|e| e.to_string())?;
+            let password = read_password(password_stdin)?;
+            let hash = crate::auth::hash_password(&password).map_err(|e| e.to_string())?;
+            let u = User::create(&mut db, &t.id, &email, Some(&hash)).map_err(|e| e.to_string())?;
+            println!("created admin {} for tenant '{}'", u.email, t.external_id);
+        }
+        UserCommand::List { tenant } => {
+            if let Some(ext) = &tenant {
+                Tenant::require(&mut db, ext).map_err(|e| e.to_string())?;
+            }
+            let users = User::list(&mut db, tenant.as_deref()).map_err(|e| e.to_string())?;
+            println!("{:<40} {:<24} {:<8} LAST LOGIN", "EMAIL", "TENANT", "ROLE");
+            for (u, ext) in &users {
+                let last = u
+                    .last_login_at
+                    .map_or("never".into(), |t| t.format("%Y-%m-%d %H:%M").to_string());
+                println!("{:<40} {:<24} {:<8} {last}", u.email, ext, u.role);
+            }
+            println!("{} user(s)", users.len());
+        }
+    }
+    Ok(())
+}
+
+fn api_key(c: ApiKeyCommand, ctx: &Context) -> Result<(), String> {
+    let mut db = conn(ctx)?;
+    match c {
+        ApiKeyCommand::Create {
+            name,
+            tenant,
+            admin,
+        } => {
+            let tenant_row = match &tenant {
+                Some(ext) => Some(Tenant::require(&mut db, ext).map_err(|e| e.to_string())?),
+                None => None,
+            };
+            let (key, secret) = ApiKey::create(
+                &mut db,
+                &name,
+                tenant_row.as_ref().map(|t| t.id.as_str()),
+                admin,
+            )
+            .map_err(|e| e.to_string())?;
+            let scope = tenant.map_or("all tenants".to_string(), |t| format!("tenant '{t}'"));
+            let admin = if key.is_admin { ", admin" } else { "" };
+            println!(
+                "created API key '{}' (prefix {}, {scope}{admin}); it is shown only once:",
+                key.name, key.prefix
+            );
+            println!("{}", secret.expose());
+        }
+        ApiKeyCommand::List => {
+            let keys = ApiKey::list(&mut db).map_err(|e| e.to_string())?;
+            println!(
+                "{:<10} {:<24} {:<20} {:<6} {:<17} STATE",
+                "PREFIX", "NAME", "TENANT", "ADMIN", "LAST USED"
+            );
+            for (k, ext) in &keys {
+                let last = k
+                    .last_used_at
+                    .map_or("never".into(), |t| t.format("%Y-%m-%d %H:%M").to_string());
+                let state = if k.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                let tenant = ext.clone().unwrap_or_else(|| "(all)".into());
+                println!(
+                    "{:<10} {:<24} {:<20} {:<6} {:<17} {state}",
+                    k.prefix,
+                    k.name,
+                    tenant,
+                    if k.is_admin { "yes" } else { "no" },
+                    last
+                );
+            }
+            println!("{} key(s)", keys.len());
+        }
+        ApiKeyCommand::Revoke { prefix } => {
+            let k = ApiKey::revoke(&mut db, &prefix).map_err(|e| e.to_string())?;
+            println!("revoked API key '{}' (prefix {})", k.name, k.prefix);
+        }
+    }
+    Ok(())
+}
+
+fn keys(c: KeysCommand, settings: Settings) -> Result<ExitCode, String> {
+    match c {
+        KeysCommand::Status => {
+            // Opened without the start-up check, so that a broken ring can be inspected.
+            let ctx = startup::open(settings)?;
+            let mut db = conn(&ctx)?;
+            let usage = crate::keys::usage(&mut db, &ctx.keys).map_err(|e| e.to_string())?;
+            println!(
+                "{:<34} {:<22} {:>12} {:>12}",
+                "KEY ID", "STATE", "CONNECTIONS", "OAUTH STATES"
+            );
+            for u in &usage {
+                let state = match (u.in_ring, u.primary) {
+                    (true, true) => "primary",
+                    (true, false) => "in ring (read only)",
+                    (false, _) => "MISSING from ring",
+                };
+                println!(
+                    "{:<34} {:<22} {:>12} {:>12}",
+                    u.key_id, state, u.connections, u.oauth_states
+                );
+            }
+            match crate::keys::verify(&mut db, &ctx.keys) {
+                Ok(()) => {
+                    let stale: i64 = usage
+                        .iter()
+                        .filter(|u| !u.primary)
+                        .map(|u| u.connections + u.oauth_states)
+                        .sum();
+                    if stale > 0 {
+                        println!("{stale} row(s) are not under the primary key: run `tether keys rotate`");
+                    } else {
+                        println!(
+                            "every encrypted row is under the primary key '{}'",
+                            ctx.keys.primary_id()
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("problem: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        KeysCommand::Rotate { batch_size } => {
+            let ctx = startup::prepare(settings)?;
+            let mut db = conn(&ctx)?;
+            println!(
+                "re-encrypting under primary key '{}' in batches of {batch_size}",
+                ctx.keys.primary_id()
+            );
+            let report =
+                crate::keys::rotate(&mut db, &ctx.keys, batch_size, |line| println!("{line}"))
+                    .map_err(|e| format!("database error: {e}"))?;
+            println!(
+                "done: {} row(s) re-encrypted, {} changed meanwhile by a running server, {} could not be opened",
+                report.rotated,
+                report.changed_meanwhile,
+                report.failed.len()
+            );
+            for row in &report.failed {
+                println!("  could not open: {row}");
+            }
+            Ok(if report.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+fn providers_list(settings: Settings) -> Result<(), String> {
+    let catalogue = crate::providers::Catalogue::load(&settings).map_err(|e| e.to_string())?;
+    println!("{:<12} {:<24} {:<50} REDIRECT URI", "KEY", "NAME", "STATE");
+    for p in catalogue.all() {
+        let state = match p.disabled_reason() {
+            None => "enabled".to_string(),
+            Some(why) => format!("disabled: {why}"),
+        };
+        let redirect = match p.flow {
+            crate::providers::Flow::AuthorizationCode => settings.redirect_uri(&p.key),
+            crate::providers::Flow::ClientCredentials => "(none: no browser redirect)".into(),
+        };
+        println!(
+            "{:<12} {:<24} {:<50} {redirect}",
+            p.key, p.display_name, state
+        );
+    }
+    Ok(())
+}
+
+/// Prints one line per check; exits non-zero when anything will fail.
+fn doctor(settings: Settings) -> ExitCode {
+    let mut failed = false;
+    let mut report = |level: &str, msg: String| {
+        if level == "FAIL" {
+            failed = true;
+        }
+        println!("{level:<4}  {msg}");
+    };
+    let env = if settings.is_production() {
+        "production"
+    } else {
+        "development"
+    };
+    report("ok", format!("configuration is valid ({env})"));
+
+    let public = settings.public_url.clone();
+    let local = matches!(public.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    if public.scheme() == "http" && !local {
+        report("warn", format!("TETHER_PUBLIC_URL {} is http:// on a non-local host: providers refuse such redirect URIs", settings.base_url()));
+    }
+    if std::env::var("TETHER_PUBLIC_URL").is_ok_and(|v| v.trim().ends_with('/')) {
+        report("warn", "TETHER_PUBLIC_URL ends with '/': it is ignored; register the redirect URIs below exactly".into());
+    }
+    if !settings.is_production() {
+        report("warn", "development mode: keys are generated into the data dir; use TETHER_ENV=production for real tenants".into());
+    }
+
+    match startup::open(settings.clone()) {
+        Ok(ctx) => {
+            report(
+                "ok",
+                format!("database ({}) is reachable and migrated", ctx.backend),
+            );
+            match conn(&ctx).and_then(|mut db| crate::keys::verify(&mut db, &ctx.keys)) {
+                Ok(()) => report(
+                    "ok",
+                    format!(
+                        "key ring opens the stored data (primary key '{}')",
+                        ctx.keys.primary_id()
+                    ),
+                ),
+                Err(e) => report("FAIL", format!("key ring: {e}")),
+            }
+        }
+        Err(e) => report("FAIL", e),
+    }
+
+    match crate::providers::Catalogue::load(&settings) {
+        Ok(catalogue) => {
+            for p in catalogue.all() {
+                let redirect = settings.redirect_uri(&p.key);
+                if p.enabled() {
+                    report(
+                        "ok",
+                        format!("{}: enabled; redirect URI to register: {redirect}", p.key),
+                    );
+                } else {
+                    let has_id = std::env::var(&p.client_id_env).is_ok();
+                    let has_secret = std::env::var(&p.client_secret_env).is_ok();
+                    if has_id != has_secret {
+                        let missing = if has_id {
+                            &p.client_secret_env
+                        } else {
+                            &p.client_id_env
+                        };
+                        report(
+                            "FAIL",
+                            format!("{}: {missing} is missing (the other half is set)", p.key),
+                        );
+                    } else {
+                        report(
+                            "--",
+                            format!(
+                                "{}: disabled ({}); redirect URI would be {redirect}",
+                                p.key,
+                                p.disabled_reason().unwrap_or_default()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        Err(e) => report("FAIL", e.to_string()),
+    }
+    if failed {
+        println!("doctor found problems that will stop Tether from working");
+        ExitCode::FAILURE
+    } else {
+        println!("doctor found nothing that will fail");
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,570 @@
+//! One typed `Settings`, read from the environment and an optional TOML file,
+//! validated whole at start: every problem is reported at once, by variable.
+
+use crate::crypto::{KeyRing, Secret};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+/// Every variable Tether reads, with its default and meaning. The README's
+/// configuration table is this list; a test keeps the two in step.
+pub const VARIABLES: &[(&str, &str, &str)] = &[
+    ("TETHER_BIND", "127.0.0.1:8080", "listen address"),
+    (
+        "TETHER_PUBLIC_URL",
+        "http://127.0.0.1:8080",
+        "base of every redirect URI",
+    ),
+    (
+        "TETHER_DATA_DIR",
+        "./data",
+        "SQLite file and development keys",
+    ),
+    (
+        "TETHER_DATABASE_URL",
+        "sqlite://{data dir}/tether.db",
+        "`postgres://...` for PostgreSQL",
+    ),
+    (
+        "TETHER_DB_POOL_SIZE",
+        "10",
+        "database connections per process",
+    ),
+    (
+        "TETHER_ENV",
+        "development",
+        "`production` enforces explicit keys, https, no demo provider, Secure cookies",
+    ),
+    (
+        "TETHER_ENCRYPTION_KEYS",
+        "generated in development",
+        "`kid:base64,kid:base64` (32-byte keys), first is primary",
+    ),
+    (
+        "TETHER_SESSION_KEY",
+        "generated in development",
+        "64 bytes, base64",
+    ),
+    (
+        "TETHER_PROVIDERS_FILE",
+        "none",
+        "custom providers and overrides (TOML)",
+    ),
+    (
+        "TETHER_WEBHOOK_URL",
+        "none",
+        "where connection events are posted",
+    ),
+    (
+        "TETHER_WEBHOOK_SECRET",
+        "none",
+        "HMAC key for `Tether-Signature` (required with the URL)",
+    ),
+    (
+        "TETHER_SSO_SECRET",
+        "none",
+        "enables `/sso` (at least 32 characters)",
+    ),
+    (
+        "TETHER_REFRESH_ENABLED",
+        "true",
+        "run the refresh scheduler in `serve`",
+    ),
+    (
+        "TETHER_REFRESH_INTERVAL_SECS",
+        "15",
+        "how often the scheduler looks for due connections",
+    ),
+    (
+        "TETHER_REFRESH_MARGIN_SECS",
+        "300",
+        "refresh at 80% of a token's life, and at least this long before expiry",
+    ),
+    (
+        "TETHER_REFRESH_CONCURRENCY",
+        "16",
+        "refreshes in flight per process",
+    ),
+    (
+        "TETHER_REFRESH_PER_PROVIDER",
+        "4",
+        "refreshes in flight per process and provider",
+    ),
+    (
+        "TETHER_REFRESH_LEASE_SECS",
+        "60",
+        "how long a claimed refresh is held before another instance may take it",
+    ),
+    (
+        "TETHER_DEMO_PROVIDER",
+        "on in development",
+        "the built-in demo authorization server",
+    ),
+    (
+        "TETHER_CONFIG_FILE",
+        "none",
+        "TOML file with the same keys in lower case (`tether_bind = ...`); the environment wins",
+    ),
+    ("RUST_LOG", "info", "env_logger filter"),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone)]
+pub struct RefreshSettings {
+    pub enabled: bool,
+    pub interval: Duration,
+    pub margin: Duration,
+    pub concurrency: usize,
+    pub per_provider: usize,
+    pub lease: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    /// Without a trailing slash.
+    pub public_url: Url,
+    pub data_dir: PathBuf,
+    pub database_url: Secret<String>,
+    pub db_pool_size: u32,
+    pub environment: Environment,
+    /// Explicit key ring; `None` in development means "generate and keep one in the data dir".
+    pub encryption_keys: Option<KeyRing>,
+    pub session_key: Option<Secret<Vec<u8>>>,
+    pub providers_file: Option<PathBuf>,
+    pub webhook: Option<(Url, Secret<String>)>,
+    pub sso_secret: Option<Secret<String>>,
+    pub refresh: RefreshSettings,
+    pub demo_provider: bool,
+    pub log_filter: String,
+}
+
+/// Everything wrong with a configuration, one line per problem.
+#[derive(Debug)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "configuration is invalid:")?;
+        for p in &self.0 {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Settings {
+    /// Reads the process environment, and the TOML file named by `file` or
+    /// `TETHER_CONFIG_FILE`, whose keys the environment overrides.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let env: BTreeMap<String, String> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| VARIABLES.iter().any(|(name, _, _)| name == k))
+            .collect();
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| env.get("TETHER_CONFIG_FILE").map(PathBuf::from));
+        let mut vars = match file {
+            Some(path) => read_file(&path).map_err(|e| ConfigError(vec![e]))?,
+            None => BTreeMap::new(),
+        };
+        vars.extend(env);
+        Settings::from_vars(&vars)
+    }
+
+    /// Builds settings from variables (environment names); pure, for tests.
+    pub fn from_vars(vars: &BTreeMap<String, String>) -> Result<Settings, ConfigError> {
+        let mut v = Reader {
+            vars,
+            problems: Vec::new(),
+        };
+        let environment = match v.get("TETHER_ENV").as_deref() {
+            None | Some("development") => Environment::Development,
+            Some("production") => Environment::Production,
+            Some(other) => {
+                v.problem(
+                    "TETHER_ENV",
+                    format!("'{other}' is neither 'development' nor 'production'"),
+                );
+                Environment::Development
+            }
+        };
+        let dev = environment == Environment::Development;
+
+        let bind = v.parse("TETHER_BIND", "127.0.0.1:8080", |s| {
+            s.parse::<SocketAddr>()
+                .map_err(|_| "is not a socket address such as 127.0.0.1:8080".to_string())
+        });
+        let public_url = v.parse(
+            "TETHER_PUBLIC_URL",
+            "http://127.0.0.1:8080",
+            parse_public_url,
+        );
+        let data_dir = PathBuf::from(v.get("TETHER_DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let database_url = match v.get("TETHER_DATABASE_URL") {
+            Some(url) => {
+                if let Err(e) = crate::db::Backend::from_url(&url) {
+                    v.problem("TETHER_DATABASE_URL", e);
+                }
+                url
+            }
+            None => format!("sqlite://{}", data_dir.join("tether.db").display()),
+        };
+        let db_pool_size = v.parse("TETHER_DB_POOL_SIZE", "10", |s| parse_range(s, 1, 1000));
+        let encryption_keys = v.get("TETHER_ENCRYPTION_KEYS").and_then(|s| {
+            KeyRing::parse(&s)
+                .map_err(|e| v.problem("TETHER_ENCRYPTION_KEYS", e))
+                .ok()
+        });
+        let session_key = v
+            .get("TETHER_SESSION_KEY")
+            .and_then(|s| match B64.decode(s.trim()) {
+                Ok(raw) if raw.len() >= 64 => Some(Secret::new(raw)),
+                Ok(raw) => {
+                    v.problem(
+                        "TETHER_SESSION_KEY",
+                        format!("is {} bytes; it must be at least 64 (base64)", raw.len()),
+                    );
+                    None
+                }
+                Err(_) => {
+                    v.problem("TETHER_SESSION_KEY", "is not valid base64".into());
+                    None
+                }
+            });
+        let providers_file = v.get("TETHER_PROVIDERS_FILE").map(PathBuf::from);
+        if let Some(p) = &providers_file {
+            if !p.is_file() {
+                v.problem(
+                    "TETHER_PROVIDERS_FILE",
+                    format!("'{}' is not a readable file", p.display()),
+                );
+            }
+        }
+        let webhook = match (v.get("TETHER_WEBHOOK_URL"), v.get("TETHER_WEBHOOK_SECRET")) {
+            (None, None) => None,
+            (Some(url), Some(secret)) => {
+                let url = match Url::parse(&url) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+                    _ => {
+                        v.problem("TETHER_WEBHOOK_URL", "is not an http(s) URL".into());
+                        None
+                    }
+                };
+                if secret.len() < 16 {
+                    v.problem(
+                        "TETHER_WEBHOOK_SECRET",
+                        "must be at least 16 characters".into(),
+                    );
+                }
+                url.map(|u| (u, Secret::new(secret)))
+            }
+            (Some(_), None) => {
+                v.problem(
+                    "TETHER_WEBHOOK_SECRET",
+                    "is required when TETHER_WEBHOOK_URL is set".into(),
+                );
+                None
+            }
+            (None, Some(_)) => {
+                v.problem(
+                    "TETHER_WEBHOOK_URL",
+                    "is required when TETHER_WEBHOOK_SECRET is set".into(),
+                );
+                None
+            }
+        };
+        let sso_secret = v.get("TETHER_SSO_SECRET").and_then(|s| {
+            if s.len() < 32 {
+                v.problem("TETHER_SSO_SECRET", "must be at least 32 characters".into());
+                None
+            } else {
+                Some(Secret::new(s))
+            }
+        });
+        let refresh = RefreshSettings {
+            enabled: v.parse("TETHER_REFRESH_ENABLED", "true", parse_bool),
+            interval: Duration::from_secs(v.parse("TETHER_REFRESH_INTERVAL_SECS", "15", |s| {
+                parse_range(s, 1, 3600)
+            })),
+            margin: Duration::from_secs(v.parse("TETHER_REFRESH_MARGIN_SECS", "300", |s| {
+                parse_range(s, 0, 86_400)
+            })),
+            concurrency: v.parse("TETHER_REFRESH_CONCURRENCY", "16", |s| {
+                parse_range(s, 1, 1024)
+            }),
+            per_provider: v.parse("TETHER_REFRESH_PER_PROVIDER", "4", |s| {
+                parse_range(s, 1, 1024)
+            }),
+            lease: Duration::from_secs(v.parse("TETHER_REFRESH_LEASE_SECS", "60", |s| {
+                parse_range(s, 5, 3600)
+            })),
+        };
+        let demo_provider = v.parse(
+            "TETHER_DEMO_PROVIDER",
+            if dev { "true" } else { "false" },
+            parse_bool,
+        );
+        let log_filter = v.get("RUST_LOG").unwrap_or_else(|| "info".into());
+
+        if !dev {
+            if encryption_keys.is_none() && v.get("TETHER_ENCRYPTION_KEYS").is_none() {
+                v.problem(
+                    "TETHER_ENCRYPTION_KEYS",
+                    "is required in production (no generated keys)".into(),
+                );
+            }
+            if session_key.is_none() && v.get("TETHER_SESSION_KEY").is_none() {
+                v.problem(
+                    "TETHER_SESSION_KEY",
+                    "is required in production (no generated keys)".into(),
+                );
+            }
+            if public_url.scheme() != "https" {
+                v.problem("TETHER_PUBLIC_URL", "must be https:// in production".into());
+            }
+            if demo_provider {
+                v.problem("TETHER_DEMO_PROVIDER", "must be off in production".into());
+            }
+        }
+
+        if !v.problems.is_empty() {
+            return Err(ConfigError(v.problems));
+        }
+        Ok(Settings {
+            bind,
+            public_url,
+            data_dir,
+            database_url: Secret::new(database_url),
+            db_pool_size,
+            environment,
+            encryption_keys,
+            session_key,
+            providers_file,
+            webhook,
+            sso_secret,
+            refresh,
+            demo_provider,
+            log_filter,
+        })
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.environment == Environment::Production
+    }
+
+    /// `{public_url}/oauth/{provider}/callback`, the exact URI to register.
+    pub fn redirect_uri(&self, provider: &str) -> String {
+        format!(
+            "{}/oauth/{provider}/callback",
+            self.public_url.as_str().trim_end_matches('/')
+        )
+    }
+
+    /// The base URL without a trailing slash, for links.
+    pub fn base_url(&self) -> &str {
+        self.public_url.as_str().trim_end_matches('/')
+    }
+}
+
+struct Reader<'a> {
+    vars: &'a BTreeMap<String, String>,
+    problems: Vec<String>,
+}
+
+impl Reader<'_> {
+    /// A variable's value; an empty value counts as unset.
+    fn get(&self, name: &str) -> Option<String> {
+        self.vars
+            .get(name)
+            .filter(|s| !s.trim().is_empty())
+            .cloned()
+    }
+
+    fn problem(&mut self, name: &str, why: String) {
+        self.problems.push(format!("{name}: {why}"));
+    }
+
+    /// Parses the variable, or the default when unset; records a problem and
+    /// returns the parsed default when the value is bad, so that every
+    /// variable is still checked.
+    fn parse<T>(&mut self, name: &str, default: &str, f: impl Fn(&str) -> Result<T, String>) -> T {
+        match self.get(name) {
+            Some(raw) => match f(raw.trim()) {
+                Ok(v) => v,
+                Err(why) => {
+                    // Values may be secrets: never echo them.
+                    self.problem(name, why);
+                    f(default).unwrap_or_else(|_| panic!("default of {name} parses"))
+                }
+            },
+            None => f(default).unwrap_or_else(|_| panic!("default of {name} parses")),
+        }
+    }
+}
+
+fn parse_public_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s)
+        .map_err(|_| "is not an absolute URL such as https://tether.example.com".to_string())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must start with http:// or https://".into());
+    }
+    if url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return Err("must not carry a query, a fragment or credentials".into());
+    }
+    if url.host_str().is_none() {
+        return Err("has no host".into());
+    }
+    let trimmed = url.as_str().trim_end_matches('/').to_string();
+    Url::parse(&trimmed).map_err(|_| "is not a valid URL".to_string())
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("must be true or false".into()),
+    }
+}
+
+fn parse_range<T>(s: &str, min: u64, max: u64) -> Result<T, String>
+where
+    T: TryFrom<u64>,
+{
+    let n: u64 = s
+        .parse()
+        .map_err(|_| format!("must be a whole number from {min} to {max}"))?;
+    if !(min..=max).contains(&n) {
+        return Err(format!("must be a whole number from {min} to {max}"));
+    }
+    T::try_from(n).map_err(|_| format!("must be a whole number from {min} to {max}"))
+}
+
+/// Reads the optional TOML file: a flat table whose keys are the variable
+/// names in lower case. Unknown keys are errors (they are usually typos).
+fn read_file(path: &Path) -> Result<BTreeMap<String, String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("config file {}: {e}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| format!("config file {}: {}", path.display(), e.message()))?;
+    let mut vars = BTreeMap::new();
+    for (key, value) in table {
+        let name = key.to_ascii_uppercase();
+        if !VARIABLES.iter().any(|(n, _, _)| *n == name) || name == "TETHER_CONFIG_FILE" {
+            return Err(format!(
+                "config file {}: unknown key '{key}'",
+                path.display()
+            ));
+        }
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => {
+                return Err(format!(
+                    "config file {}: '{key}' must be a string, number or boolean",
+                    path.display()
+                ))
+            }
+        };
+        vars.insert(name, value);
+    }
+    Ok(vars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let s = Settings::from_vars(&BTreeMap::new()).unwrap();
+        assert_eq!(s.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            s.redirect_uri("demo"),
+            "http://127.0.0.1:8080/oauth/demo/callback"
+        );
+        assert_eq!(s.database_url.expose(), "sqlite://./data/tether.db");
+        assert!(s.demo_provider);
+        assert!(s.encryption_keys.is_none());
+    }
+
+    #[test]
+    fn every_problem_is_reported_by_variable_name() {
+        let err = Settings::from_vars(&vars(&[
+            ("TETHER_BIND", "nope"),
+            ("TETHER_PUBLIC_URL", "ftp://x"),
+            ("TETHER_REFRESH_CONCURRENCY", "0"),
+            ("TETHER_DATABASE_URL", "mysql://x"),
+        ]))
+        .unwrap_err();
+        let text = err.to_string();
+        for name in [
+            "TETHER_BIND",
+            "TETHER_PUBLIC_URL",
+            "TETHER_REFRESH_CONCURRENCY",
+            "TETHER_DATABASE_URL",
+        ] {
+            assert!(text.contains(name), "{text}");
+        }
+    }
+
+    #[test]
+    fn production_refuses_generated_keys_http_and_the_demo_provider() {
+        let err = Settings::from_vars(&vars(&[
+            ("TETHER_ENV", "production"),
+            ("TETHER_DEMO_PROVIDER", "on"),
+        ]))
+        .unwrap_err();
+        let text = err.to_string();
+        for name in [
+            "TETHER_ENCRYPTION_KEYS",
+            "TETHER_SESSION_KEY",
+            "TETHER_PUBLIC_URL",
+            "TETHER_DEMO_PROVIDER",
+        ] {
+            assert!(text.contains(name), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_secret_values_are_not_echoed() {
+        let err = Settings::from_vars(&vars(&[("TETHER_SESSION_KEY", "c2VjcmV0LXNlc3Npb24ta2V5")]))
+            .unwrap_err();
+        assert!(!err.to_string().contains("c2VjcmV0"), "{err}");
+    }
+
+    #[test]
+    fn public_url_loses_its_trailing_slash() {
+        let s =
+            Settings::from_vars(&vars(&[("TETHER_PUBLIC_URL", "https://t.example.com/")])).unwrap();
+        assert_eq!(
+            s.redirect_uri("hubspot"),
+            "https://t.example.com/oauth/hubspot/callback"
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! The database: one connection enum over SQLite and PostgreSQL, an r2d2 pool
+//! that picks the backend from the URL scheme, embedded migrations, and the
+//! only place where SQL differs between the two backends.
+
+pub mod models;
+pub mod schema;
+
+use chrono::{NaiveDateTime, SubsecRound, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::R2D2Connection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Held while migrating so that several instances starting together on one
+/// PostgreSQL database do not race (the value is arbitrary but fixed).
+const MIGRATION_LOCK: i64 = 0x7465_7468_6572; // "tether"
+
+/// A connection to either backend. Queries written against it compile for both.
+#[derive(diesel::MultiConnection)]
+pub enum DbConn {
+    Postgres(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+pub type Pool = r2d2::Pool<Manager>;
+pub type PooledConn = r2d2::PooledConnection<Manager>;
+
+/// Which backend a database URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Backend {
+    /// `sqlite://path` (or `sqlite:path`) and `postgres://` / `postgresql://`.
+    pub fn from_url(url: &str) -> Result<Backend, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Backend::Postgres(url.to_string()));
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or("must start with sqlite:// or postgres://")?;
+        if path.is_empty() {
+            return Err("sqlite:// needs a file path, e.g. sqlite://./data/tether.db".into());
+        }
+        Ok(Backend::Sqlite(PathBuf::from(path)))
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// The r2d2 manager: opens the backend the URL names, with SQLite tuned for a
+/// server (WAL, busy timeout, foreign keys).
+#[derive(Debug)]
+pub struct Manager {
+    backend: Backend,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = DbConn;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<DbConn, Self::Error> {
+        match &self.backend {
+            Backend::Postgres(url) => PgConnection::establish(url)
+                .map(DbConn::Postgres)
+                .map_err(diesel::r2d2::Error::ConnectionError),
+            Backend::Sqlite(path) => {
+                let path = path.to_str().ok_or_else(|| {
+                    diesel::r2d2::Error::ConnectionError(
+                        diesel::ConnectionError::InvalidConnectionUrl(
+                            "the SQLite path is not valid UTF-8".into(),
+                        ),
+                    )
+                })?;
+                let mut conn = SqliteConnection::establish(path)
+                    .map_err(diesel::r2d2::Error::ConnectionError)?;
+                // busy_timeout first: switching a new file to WAL takes a lock
+                // that other pool connections opening at the same moment wait on.
+                conn.batch_execute(
+                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                )
+                .map_err(diesel::r2d2::Error::QueryError)?;
+                Ok(DbConn::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConn) -> Result<(), Self::Error> {
+        conn.ping().map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut DbConn) -> bool {
+        conn.is_broken()
+    }
+}
+
+/// Opens a pool on `url`. For SQLite, the file's folder is created first.
+pub fn connect(url: &str, size: u32) -> Result<Pool, String> {
+    let backend = Backend::from_url(url)?;
+    if let Backend::Sqlite(path) = &backend {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+    }
+    let name = backend.name();
+    r2d2::Pool::builder()
+        .max_size(size)
+        .min_idle(Some(1))
+        .connection_timeout(Duration::from_secs(10))
+        .build(Manager { backend })
+        .map_err(|e| {
+            format!(
+                "cannot connect to the {name} database: {}",
+                redact_url_error(&e.to_string())
+            )
+        })
+}
+
+/// libpq errors may quote the connection string; keep a password out of them.
+fn redact_url_error(message: &str) -> String {
+    message
+        .split_whitespace()
+        .map(|w| {
+            if w.contains("://") && w.contains('@') {
+                "<database url>"
+            } else {
+                w
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Applies pending migrations; returns the versions applied. On PostgreSQL an
+/// advisory lock serialises instances that start at the same moment.
+pub fn migrate(conn: &mut DbConn) -> Result<Vec<String>, String> {
+    let applied = match conn {
+        DbConn::Postgres(c) => {
+            diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+                .execute(c)
+                .map_err(|e| e.to_string())?;
+            let result = c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.iter().map(ToString::to_string).collect::<Vec<_>>())
+                .map_err(|e| e.to_string());
+            diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+                .execute(c)
+                .map_err(|e| e.to_string())?;
+            result?
+        }
+        DbConn::Sqlite(c) => c
+            .run_pending_migrations(SQLITE_MIGRATIONS)
+            .map(|v| v.iter().map(ToString::to_string).collect())
+            .map_err(|e| e.to_string())?,
+    };
+    Ok(applied)
+}
+
+/// Inserts a key check unless one exists for that key id. Upserts are the one
+/// piece of SQL whose spelling differs between the backends.
+pub fn insert_key_check_if_absent(
+    conn: &mut DbConn,
+    row: &models::key_check::KeyCheck,
+) -> QueryResult<usize> {
+    use schema::key_checks::dsl::*;
+    match conn {
+        DbConn::Postgres(c) => diesel::insert_into(key_checks)
+            .values(row)
+            .on_conflict(key_id)
+            .do_nothing()
+            .execute(c),
+        DbConn::Sqlite(c) => diesel::insert_or_ignore_into(key_checks)
+            .values(row)
+            .execute(c),
+    }
+}
+
+/// Now, in UTC, at the microsecond precision both backends store.
+pub fn now() -> NaiveDateTime {
+    Utc::now().naive_utc().trunc_subsecs(6)
+}
+
+/// A fresh random id for a row.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

@@ -1,0 +1,359 @@
+//! Connections: one row per (tenant, provider, account), holding the whole
+//! token set as one AEAD ciphertext bound to the row.
+
+use crate::crypto::{Aad, CryptoError, KeyRing, Secret};
+use crate::db::schema::connections;
+use crate::db::{new_id, now, DbConn};
+use crate::error::{AppError, AppResult};
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+/// Where a connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Connected,
+    /// The provider said the grant is gone: only the user can fix it.
+    NeedsReconnect,
+    /// Refreshing fails for now; retrying.
+    Error,
+    Disconnected,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Connected => "connected",
+            Status::NeedsReconnect => "needs_reconnect",
+            Status::Error => "error",
+            Status::Disconnected => "disconnected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Status {
+        match s {
+            "connected" => Status::Connected,
+            "needs_reconnect" => Status::NeedsReconnect,
+            "error" => Status::Error,
+            // The CHECK constraint allows nothing else.
+            _ => Status::Disconnected,
+        }
+    }
+}
+
+/// The secret part of a connection, sealed as one JSON document.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TokenSet {
+    pub access_token: Secret<String>,
+    pub refresh_token: Option<Secret<String>>,
+    pub token_type: String,
+    /// The provider's whole token response, as received.
+    pub raw: Secret<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = connections)]
+pub struct Connection {
+    pub id: String,
+    pub tenant_id: String,
+    pub provider: String,
+    pub account_id: String,
+    pub account_name: Option<String>,
+    pub status: String,
+    /// JSON array of granted scopes.
+    pub scopes: String,
+    pub token_ciphertext: Option<Vec<u8>>,
+    pub key_id: Option<String>,
+    pub expires_at: Option<NaiveDateTime>,
+    pub refresh_expires_at: Option<NaiveDateTime>,
+    pub next_refresh_at: Option<NaiveDateTime>,
+    pub version: i64,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<NaiveDateTime>,
+    pub failure_count: i32,
+    pub last_error: Option<String>,
+    /// JSON object of non-secret metadata (e.g. GoHighLevel's locationId).
+    pub metadata: String,
+    pub last_refreshed_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// A freshly granted token set and what is known about its account.
+#[derive(Debug)]
+pub struct Grant<'a> {
+    pub tenant_id: &'a str,
+    pub provider: &'a str,
+    pub account_id: &'a str,
+    pub account_name: Option<&'a str>,
+    pub scopes: &'a [String],
+    pub tokens: &'a TokenSet,
+    pub expires_at: Option<NaiveDateTime>,
+    pub refresh_expires_at: Option<NaiveDateTime>,
+    pub next_refresh_at: Option<NaiveDateTime>,
+    pub metadata: &'a serde_json::Value,
+}
+
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = connections, treat_none_as_null = true)]
+struct GrantRow<'a> {
+    account_name: Option<&'a str>,
+    status: &'a str,
+    scopes: String,
+    token_ciphertext: Option<Vec<u8>>,
+    key_id: Option<String>,
+    expires_at: Option<NaiveDateTime>,
+    refresh_expires_at: Option<NaiveDateTime>,
+    next_refresh_at: Option<NaiveDateTime>,
+    lease_owner: Option<String>,
+    lease_until: Option<NaiveDateTime>,
+    failure_count: i32,
+    last_error: Option<String>,
+    metadata: String,
+    last_refreshed_at: Option<NaiveDateTime>,
+    updated_at: NaiveDateTime,
+}
+
+/// A sealed value as stored, with what is needed to re-seal it in place.
+#[derive(Debug, Clone, Queryable)]
+pub struct SealedRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub provider: String,
+    pub key_id: Option<String>,
+    pub bytes: Option<Vec<u8>>,
+    pub version: i64,
+}
+
+fn aad<'a>(id: &'a str, tenant_id: &'a str, provider: &'a str) -> Aad<'a> {
+    Aad::Connection {
+        id,
+        tenant_id,
+        provider,
+    }
+}
+
+impl Connection {
+    /// Stores a new grant for (tenant, provider, account): a new row, or the
+    /// existing one overwritten with status `connected`. Returns the row.
+    pub fn store_grant(
+        conn: &mut DbConn,
+        ring: &KeyRing,
+        grant: &Grant<'_>,
+    ) -> AppResult<Connection> {
+        let plaintext = serde_json::to_vec(grant.tokens).map_err(AppError::internal)?;
+        let row = |id: &str| {
+            let sealed = ring.seal(&plaintext, aad(id, grant.tenant_id, grant.provider));
+            let t = now();
+            GrantRow {
+                account_name: grant.account_name,
+                status: Status::Connected.as_str(),
+                scopes: serde_json::to_string(grant.scopes).unwrap_or_else(|_| "[]".into()),
+                token_ciphertext: Some(sealed.bytes),
+                key_id: Some(sealed.key_id),
+                expires_at: grant.expires_at,
+                refresh_expires_at: grant.refresh_expires_at,
+                next_refresh_at: grant.next_refresh_at,
+                lease_owner: None,
+                lease_until: None,
+                failure_count: 0,
+                last_error: None,
+                metadata: grant.metadata.to_string(),
+                last_refreshed_at: Some(t),
+                updated_at: t,
+            }
+        };
+        // A losing racer on the insert finds the winner's row on the second pass.
+        for _ in 0..2 {
+            if let Some(existing) =
+                Connection::find(conn, grant.tenant_id, grant.provider, grant.account_id)?
+            {
+                diesel::update(connections::table.find(&existing.id))
+                    .set((
+                        row(&existing.id),
+                        connections::version.eq(connections::version + 1),
+                    ))
+                    .execute(conn)?;
+                return Ok(Connection::by_id(conn, &existing.id)?);
+            }
+            let id = new_id();
+            let inserted = diesel::insert_into(connections::table)
+                .values((
+                    connections::id.eq(&id),
+                    connections::tenant_id.eq(grant.tenant_id),
+                    connections::provider.eq(grant.provider),
+                    connections::account_id.eq(grant.account_id),
+                    connections::version.eq(0i64),
+                    connections::created_at.eq(now()),
+                    row(&id),
+                ))
+                .execute(conn);
+            match inserted {
+                Ok(_) => return Ok(Connection::by_id(conn, &id)?),
+                Err(diesel::result::Error::DatabaseError(
+                    diesel::result::DatabaseErrorKind::UniqueViolation,
+                    _,
+                )) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AppError::conflict(
+            "concurrent_update",
+            "the connection changed while saving; try again",
+        ))
+    }
+
+    pub fn by_id(conn: &mut DbConn, id: &str) -> QueryResult<Connection> {
+        connections::table
+            .find(id)
+            .select(Connection::as_select())
+            .first(conn)
+    }
+
+    pub fn find(
+        conn: &mut DbConn,
+        tenant_id: &str,
+        provider: &str,
+        account_id: &str,
+    ) -> QueryResult<Option<Connection>> {
+        connections::table
+            .filter(connections::tenant_id.eq(tenant_id))
+            .filter(connections::provider.eq(provider))
+            .filter(connections::account_id.eq(account_id))
+            .select(Connection::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    /// The tenant's connections to `provider`, most recently updated first.
+    pub fn for_provider(
+        conn: &mut DbConn,
+        tenant_id: &str,
+        provider: &str,
+    ) -> QueryResult<Vec<Connection>> {
+        connections::table
+            .filter(connections::tenant_id.eq(tenant_id))
+            .filter(connections::provider.eq(provider))
+            .order(connections::updated_at.desc())
+            .select(Connection::as_select())
+            .load(conn)
+    }
+
+    pub fn status(&self) -> Status {
+        Status::parse(&self.status)
+    }
+
+    pub fn scopes(&self) -> Vec<String> {
+        serde_json::from_str(&self.scopes).unwrap_or_default()
+    }
+
+    pub fn metadata(&self) -> serde_json::Value {
+        serde_json::from_str(&self.metadata).unwrap_or_else(|_| serde_json::json!({}))
+    }
+
+    /// Opens the token set. `Ok(None)` when the tokens were erased.
+    pub fn tokens(&self, ring: &KeyRing) -> Result<Option<TokenSet>, CryptoError> {
+        let (Some(bytes), Some(kid)) = (&self.token_ciphertext, &self.key_id) else {
+            return Ok(None);
+        };
+        let plain = ring.open(kid, bytes, aad(&self.id, &self.tenant_id, &self.provider))?;
+        // A ciphertext that authenticates was written by us; a parse failure
+        // would mean a format change, reported the same way as tampering.
+        serde_json::from_slice(&plain)
+            .map(Some)
+            .map_err(|_| CryptoError::Tampered(kid.clone()))
+    }
+
+    /// Marks the connection disconnected and erases its tokens.
+    pub fn erase(conn: &mut DbConn, id: &str) -> QueryResult<usize> {
+        diesel::update(connections::table.find(id))
+            .set((
+                connections::status.eq(Status::Disconnected.as_str()),
+                connections::token_ciphertext.eq(None::<Vec<u8>>),
+                connections::key_id.eq(None::<String>),
+                connections::expires_at.eq(None::<NaiveDateTime>),
+                connections::next_refresh_at.eq(None::<NaiveDateTime>),
+                connections::lease_owner.eq(None::<String>),
+                connections::lease_until.eq(None::<NaiveDateTime>),
+                connections::version.eq(connections::version + 1),
+                connections::updated_at.eq(now()),
+            ))
+            .execute(conn)
+    }
+
+    /// Opens and re-seals a stored row (used by key rotation).
+    pub fn reseal(
+        ring: &KeyRing,
+        row: &SealedRow,
+    ) -> Result<Option<crate::crypto::Sealed>, CryptoError> {
+        let (Some(bytes), Some(kid)) = (&row.bytes, &row.key_id) else {
+            return Ok(None);
+        };
+        let a = aad(&row.id, &row.tenant_id, &row.provider);
+        let plain = ring.open(kid, bytes, a)?;
+        Ok(Some(ring.seal(&plain, a)))
+    }
+
+    /// Up to `limit` sealed rows not under `primary`, in id order after `after`.
+    pub fn sealed_batch(
+        conn: &mut DbConn,
+        primary: &str,
+        after: &str,
+        limit: i64,
+    ) -> QueryResult<Vec<SealedRow>> {
+        connections::table
+            .filter(connections::key_id.is_not_null())
+            .filter(connections::key_id.ne(primary))
+            .filter(connections::id.gt(after))
+            .order(connections::id.asc())
+            .limit(limit)
+            .select((
+                connections::id,
+                connections::tenant_id,
+                connections::provider,
+                connections::key_id,
+                connections::token_ciphertext,
+                connections::version,
+            ))
+            .load(conn)
+    }
+
+    /// Replaces a row's ciphertext if nobody wrote the row in between. The
+    /// version is left alone: the token set itself did not change.
+    pub fn replace_sealed(
+        conn: &mut DbConn,
+        row: &SealedRow,
+        sealed: &crate::crypto::Sealed,
+    ) -> QueryResult<bool> {
+        diesel::update(
+            connections::table
+                .find(&row.id)
+                .filter(connections::version.eq(row.version))
+                .filter(connections::key_id.eq(row.key_id.as_deref().unwrap_or_default())),
+        )
+        .set((
+            connections::token_ciphertext.eq(&sealed.bytes),
+            connections::key_id.eq(&sealed.key_id),
+        ))
+        .execute(conn)
+        .map(|n| n == 1)
+    }
+
+    /// Rows per key id.
+    pub fn count_by_key(conn: &mut DbConn) -> QueryResult<Vec<(Option<String>, i64)>> {
+        connections::table
+            .filter(connections::key_id.is_not_null())
+            .group_by(connections::key_id)
+            .select((connections::key_id, diesel::dsl::count_star()))
+            .order(connections::key_id.asc())
+            .load(conn)
+    }
+
+    /// Whether any row is sealed under `key_id` (an index lookup).
+    pub fn uses_key(conn: &mut DbConn, key_id: &str) -> QueryResult<bool> {
+        diesel::select(diesel::dsl::exists(
+            connections::table.filter(connections::key_id.eq(key_id)),
+        ))
+        .get_result(conn)
+    }
+}

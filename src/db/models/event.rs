@@ -1,0 +1,75 @@
+//! The audit trail of a connection: who connected, refreshed or disconnected it, and when.
+
+use crate::db::schema::events;
+use crate::db::{new_id, now, DbConn};
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
+#[diesel(table_name = events)]
+pub struct Event {
+    pub id: String,
+    pub tenant_id: String,
+    pub connection_id: Option<String>,
+    pub provider: String,
+    pub kind: String,
+    pub actor: String,
+    pub detail: Option<String>,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = events)]
+struct NewEvent<'a> {
+    id: &'a str,
+    tenant_id: &'a str,
+    connection_id: Option<&'a str>,
+    provider: &'a str,
+    kind: &'a str,
+    actor: &'a str,
+    detail: Option<&'a str>,
+    created_at: NaiveDateTime,
+}
+
+impl Event {
+    /// Records an event. `detail` must never contain a secret.
+    pub fn record(
+        conn: &mut DbConn,
+        tenant_id: &str,
+        connection_id: Option<&str>,
+        provider: &str,
+        kind: &str,
+        actor: &str,
+        detail: Option<&str>,
+    ) -> QueryResult<()> {
+        diesel::insert_into(events::table)
+            .values(NewEvent {
+                id: &new_id(),
+                tenant_id,
+                connection_id,
+                provider,
+                kind,
+                actor,
+                detail,
+                created_at: now(),
+            })
+            .execute(conn)
+            .map(|_| ())
+    }
+
+    /// The latest events of a tenant's provider, newest first.
+    pub fn recent(
+        conn: &mut DbConn,
+        tenant_id: &str,
+        provider: &str,
+        limit: i64,
+    ) -> QueryResult<Vec<Event>> {
+        events::table
+            .filter(events::tenant_id.eq(tenant_id))
+            .filter(events::provider.eq(provider))
+            .order((events::created_at.desc(), events::id.desc()))
+            .limit(limit)
+            .select(Event::as_select())
+            .load(conn)
+    }
+}

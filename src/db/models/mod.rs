@@ -1,0 +1,9 @@
+//! One module per table; each owns its queries.
+
+pub mod api_key;
+pub mod connection;
+pub mod event;
+pub mod key_check;
+pub mod oauth_state;
+pub mod tenant;
+pub mod user;

@@ -1,0 +1,125 @@
+//! Tenants: the CRM's client businesses, keyed by the CRM's own id.
+
+use crate::db::schema::tenants;
+use crate::db::{new_id, now, DbConn};
+use crate::error::{AppError, AppResult};
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable, serde::Serialize)]
+#[diesel(table_name = tenants)]
+pub struct Tenant {
+    pub id: String,
+    pub external_id: String,
+    pub name: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = tenants)]
+struct NewTenant<'a> {
+    id: &'a str,
+    external_id: &'a str,
+    name: &'a str,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+/// Checks a CRM client id: it appears in URLs, so keep it to a safe alphabet.
+pub fn validate_external_id(external_id: &str) -> AppResult<()> {
+    let ok = (1..=128).contains(&external_id.len())
+        && external_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::bad_request(
+            "invalid_tenant",
+            "a tenant id is 1 to 128 characters of letters, digits, '-', '_', '.' or ':'",
+        ))
+    }
+}
+
+fn validate_name(name: &str) -> AppResult<()> {
+    if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(AppError::bad_request(
+            "invalid_name",
+            "a tenant name is 1 to 200 printable characters",
+        ));
+    }
+    Ok(())
+}
+
+impl Tenant {
+    /// Creates a tenant; the external id must be new.
+    pub fn create(conn: &mut DbConn, external_id: &str, name: &str) -> AppResult<Tenant> {
+        validate_external_id(external_id)?;
+        validate_name(name)?;
+        if Tenant::by_external_id(conn, external_id)?.is_some() {
+            return Err(AppError::conflict(
+                "tenant_exists",
+                format!("tenant '{external_id}' already exists"),
+            ));
+        }
+        let id = new_id();
+        let t = now();
+        diesel::insert_into(tenants::table)
+            .values(NewTenant {
+                id: &id,
+                external_id,
+                name: name.trim(),
+                created_at: t,
+                updated_at: t,
+            })
+            .execute(conn)
+            .map_err(|e| match e {
+                diesel::result::Error::DatabaseError(
+                    diesel::result::DatabaseErrorKind::UniqueViolation,
+                    _,
+                ) => AppError::conflict(
+                    "tenant_exists",
+                    format!("tenant '{external_id}' already exists"),
+                ),
+                e => e.into(),
+            })?;
+        Ok(tenants::table
+            .find(&id)
+            .select(Tenant::as_select())
+            .first(conn)?)
+    }
+
+    pub fn by_external_id(conn: &mut DbConn, external_id: &str) -> QueryResult<Option<Tenant>> {
+        tenants::table
+            .filter(tenants::external_id.eq(external_id))
+            .select(Tenant::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    pub fn by_id(conn: &mut DbConn, id: &str) -> QueryResult<Option<Tenant>> {
+        tenants::table
+            .find(id)
+            .select(Tenant::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    /// The tenant with that external id, or a 404 naming it.
+    pub fn require(conn: &mut DbConn, external_id: &str) -> AppResult<Tenant> {
+        Tenant::by_external_id(conn, external_id)?
+            .ok_or_else(|| AppError::not_found(format!("no tenant '{external_id}'")))
+    }
+
+    pub fn list(conn: &mut DbConn) -> QueryResult<Vec<Tenant>> {
+        tenants::table
+            .order(tenants::external_id.asc())
+            .select(Tenant::as_select())
+            .load(conn)
+    }
+
+    pub fn count(conn: &mut DbConn) -> QueryResult<i64> {
+        tenants::table.count().get_result(conn)
+    }
+}

@@ -1,0 +1,108 @@
+//! Tenant admins who sign in to the settings pages.
+
+use crate::db::schema::{tenants, users};
+use crate::db::{new_id, now, DbConn};
+use crate::error::{AppError, AppResult};
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = users)]
+pub struct User {
+    pub id: String,
+    pub tenant_id: String,
+    pub email: String,
+    pub password_hash: Option<String>,
+    pub role: String,
+    pub created_at: NaiveDateTime,
+    pub last_login_at: Option<NaiveDateTime>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = users)]
+struct NewUser<'a> {
+    id: &'a str,
+    tenant_id: &'a str,
+    email: &'a str,
+    password_hash: Option<&'a str>,
+    role: &'a str,
+    created_at: NaiveDateTime,
+}
+
+/// Lower-cases and checks an email address (enough to catch typos; the CRM owns identity).
+pub fn normalize_email(email: &str) -> AppResult<String> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'));
+    if valid {
+        Ok(email)
+    } else {
+        Err(AppError::bad_request(
+            "invalid_email",
+            "that is not an email address",
+        ))
+    }
+}
+
+impl User {
+    /// Creates an admin of `tenant_id`. Emails are unique across tenants: the
+    /// login form identifies the tenant by the email alone.
+    pub fn create(
+        conn: &mut DbConn,
+        tenant_id: &str,
+        email: &str,
+        password_hash: Option<&str>,
+    ) -> AppResult<User> {
+        let email = normalize_email(email)?;
+        if User::by_email(conn, &email)?.is_some() {
+            return Err(AppError::conflict(
+                "user_exists",
+                format!("a user with email {email} already exists"),
+            ));
+        }
+        let id = new_id();
+        diesel::insert_into(users::table)
+            .values(NewUser {
+                id: &id,
+                tenant_id,
+                email: &email,
+                password_hash,
+                role: "admin",
+                created_at: now(),
+            })
+            .execute(conn)?;
+        Ok(users::table
+            .find(&id)
+            .select(User::as_select())
+            .first(conn)?)
+    }
+
+    pub fn by_email(conn: &mut DbConn, email: &str) -> QueryResult<Option<User>> {
+        users::table
+            .filter(users::email.eq(email.trim().to_lowercase()))
+            .select(User::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    /// Every user with the external id of its tenant, optionally for one tenant.
+    pub fn list(
+        conn: &mut DbConn,
+        tenant_external_id: Option<&str>,
+    ) -> QueryResult<Vec<(User, String)>> {
+        let mut q = users::table
+            .inner_join(tenants::table)
+            .select((User::as_select(), tenants::external_id))
+            .order((tenants::external_id.asc(), users::email.asc()))
+            .into_boxed();
+        if let Some(ext) = tenant_external_id {
+            q = q.filter(tenants::external_id.eq(ext.to_string()));
+        }
+        q.load(conn)
+    }
+
+    pub fn count(conn: &mut DbConn) -> QueryResult<i64> {
+        users::table.count().get_result(conn)
+    }
+}

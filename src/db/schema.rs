@@ -1,0 +1,134 @@
+// One schema for both backends, in portable types only (Text ids, UTC
+// Timestamp, Binary ciphertext, Bool). Kept by hand in step with migrations/.
+
+diesel::table! {
+    tenants (id) {
+        id -> Text,
+        external_id -> Text,
+        name -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        tenant_id -> Text,
+        email -> Text,
+        password_hash -> Nullable<Text>,
+        role -> Text,
+        created_at -> Timestamp,
+        last_login_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    connections (id) {
+        id -> Text,
+        tenant_id -> Text,
+        provider -> Text,
+        account_id -> Text,
+        account_name -> Nullable<Text>,
+        status -> Text,
+        scopes -> Text,
+        token_ciphertext -> Nullable<Binary>,
+        key_id -> Nullable<Text>,
+        expires_at -> Nullable<Timestamp>,
+        refresh_expires_at -> Nullable<Timestamp>,
+        next_refresh_at -> Nullable<Timestamp>,
+        version -> BigInt,
+        lease_owner -> Nullable<Text>,
+        lease_until -> Nullable<Timestamp>,
+        failure_count -> Integer,
+        last_error -> Nullable<Text>,
+        metadata -> Text,
+        last_refreshed_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    oauth_states (id) {
+        id -> Text,
+        state_hash -> Text,
+        tenant_id -> Text,
+        user_id -> Nullable<Text>,
+        session_binding -> Nullable<Text>,
+        provider -> Text,
+        pkce_ciphertext -> Nullable<Binary>,
+        key_id -> Nullable<Text>,
+        redirect_uri -> Text,
+        return_to -> Nullable<Text>,
+        popup -> Bool,
+        expires_at -> Timestamp,
+        consumed_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        name -> Text,
+        prefix -> Text,
+        secret_hash -> Text,
+        tenant_id -> Nullable<Text>,
+        is_admin -> Bool,
+        created_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    events (id) {
+        id -> Text,
+        tenant_id -> Text,
+        connection_id -> Nullable<Text>,
+        provider -> Text,
+        kind -> Text,
+        actor -> Text,
+        detail -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_outbox (id) {
+        id -> Text,
+        event_id -> Nullable<Text>,
+        payload -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        delivered_at -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    key_checks (key_id) {
+        key_id -> Text,
+        ciphertext -> Binary,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(users -> tenants (tenant_id));
+diesel::joinable!(connections -> tenants (tenant_id));
+diesel::joinable!(oauth_states -> tenants (tenant_id));
+diesel::joinable!(api_keys -> tenants (tenant_id));
+diesel::joinable!(events -> tenants (tenant_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    tenants,
+    users,
+    connections,
+    oauth_states,
+    api_keys,
+    events,
+    webhook_outbox,
+    key_checks,
+);

@@ -1,0 +1,12 @@
+//! Tether: keeps every tenant of a CRM connected to the OAuth platforms it uses.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod keys;
+pub mod providers;
+pub mod startup;
+pub mod web;

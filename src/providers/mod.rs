@@ -1,0 +1,473 @@
+//! The provider catalogue: built-in presets, the demo provider, and custom
+//! providers or overrides from `TETHER_PROVIDERS_FILE`. A provider is enabled
+//! when its client id and secret are configured.
+
+mod presets;
+
+use crate::config::Settings;
+use crate::crypto::Secret;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// HTTP Basic with id and secret.
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
+    /// `client_id` and `client_secret` in a JSON body (Wix).
+    Json,
+}
+
+/// How a connection's access token is renewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefreshStyle {
+    /// RFC 6749 `grant_type=refresh_token`.
+    Standard,
+    /// Tokens do not expire or cannot be renewed: reconnect when they lapse.
+    None,
+    /// Instagram: `GET .../refresh_access_token?grant_type=ig_refresh_token`.
+    Instagram,
+    /// Wix: mint a new token with client credentials and the site's instance id.
+    ClientCredentials,
+}
+
+/// How a connection is first made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flow {
+    /// The browser is sent to the provider's authorize URL.
+    AuthorizationCode,
+    /// No user redirect: tokens are minted per site instance (Wix apps).
+    ClientCredentials,
+}
+
+/// One configured provider.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub key: String,
+    pub display_name: String,
+    pub flow: Flow,
+    pub authorize_url: String,
+    pub token_url: String,
+    pub revocation_url: Option<String>,
+    pub userinfo_url: Option<String>,
+    /// JSON pointer into the userinfo (else token) response.
+    pub account_id: Option<String>,
+    pub account_name: Option<String>,
+    pub issuer: Option<String>,
+    pub scopes: Vec<String>,
+    pub scope_separator: String,
+    pub pkce: bool,
+    pub client_auth: ClientAuth,
+    pub client_id_env: String,
+    pub client_secret_env: String,
+    pub keep_fields: Vec<String>,
+    pub api_base_url: Option<String>,
+    pub authorize_params: BTreeMap<String, String>,
+    pub token_params: BTreeMap<String, String>,
+    pub refresh: RefreshStyle,
+    /// Known refresh-token lifetime, to warn before it lapses.
+    pub refresh_token_lifetime_days: Option<i64>,
+    /// Client id and secret, when configured.
+    pub credentials: Option<(String, Secret<String>)>,
+}
+
+impl Provider {
+    pub fn enabled(&self) -> bool {
+        self.credentials.is_some()
+    }
+
+    /// Why the provider is disabled, or `None` when it is enabled.
+    pub fn disabled_reason(&self) -> Option<String> {
+        if self.enabled() {
+            None
+        } else {
+            Some(format!(
+                "set {} and {}",
+                self.client_id_env, self.client_secret_env
+            ))
+        }
+    }
+}
+
+/// A malformed providers file: where and why.
+#[derive(Debug)]
+pub struct CatalogueError(pub String);
+
+impl fmt::Display for CatalogueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CatalogueError {}
+
+/// Every provider Tether knows, enabled or not, in key order.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    providers: BTreeMap<String, Provider>,
+}
+
+/// The TOML form of a provider (DESIGN.md section 9). Every field is optional
+/// so that a preset can be overridden field by field.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderToml {
+    display_name: Option<String>,
+    flow: Option<Flow>,
+    authorize_url: Option<String>,
+    token_url: Option<String>,
+    revocation_url: Option<String>,
+    userinfo_url: Option<String>,
+    account_id: Option<String>,
+    account_name: Option<String>,
+    issuer: Option<String>,
+    scopes: Option<Vec<String>>,
+    scope_separator: Option<String>,
+    pkce: Option<bool>,
+    client_auth: Option<ClientAuth>,
+    client_id_env: Option<String>,
+    client_secret_env: Option<String>,
+    keep_fields: Option<Vec<String>>,
+    api_base_url: Option<String>,
+    authorize_params: Option<BTreeMap<String, String>>,
+    token_params: Option<BTreeMap<String, String>>,
+    refresh: Option<RefreshStyle>,
+    refresh_token_lifetime_days: Option<i64>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProvidersFile {
+    #[serde(default)]
+    providers: BTreeMap<String, ProviderToml>,
+}
+
+/// Provider keys appear in URLs and env names: keep them simple.
+pub fn valid_key(key: &str) -> bool {
+    (1..=32).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && key.as_bytes()[0].is_ascii_lowercase()
+}
+
+impl Catalogue {
+    /// Presets, the demo provider when on, and the providers file; credentials
+    /// from the environment.
+    pub fn load(settings: &Settings) -> Result<Catalogue, CatalogueError> {
+        let file = match &settings.providers_file {
+            Some(path) => Some((
+                path.display().to_string(),
+                std::fs::read_to_string(path).map_err(|e| {
+                    CatalogueError(format!("TETHER_PROVIDERS_FILE {}: {e}", path.display()))
+                })?,
+            )),
+            None => None,
+        };
+        Catalogue::build(
+            settings,
+            file.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
+            &|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()),
+        )
+    }
+
+    /// As [`Catalogue::load`], with the file text and the environment given.
+    pub fn build(
+        settings: &Settings,
+        file: Option<(&str, &str)>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Catalogue, CatalogueError> {
+        let mut providers: BTreeMap<String, Provider> = presets::all()
+            .into_iter()
+            .map(|p| (p.key.clone(), p))
+            .collect();
+        if let Some((path, text)) = file {
+            let parsed: ProvidersFile = toml::from_str(text).map_err(|e| {
+                CatalogueError(format!(
+                    "TETHER_PROVIDERS_FILE {path}: {}",
+                    describe_toml_error(text, &e)
+                ))
+            })?;
+            for (key, t) in parsed.providers {
+                let at = |msg: String| {
+                    CatalogueError(format!(
+                        "TETHER_PROVIDERS_FILE {path}: [providers.{key}] {msg}"
+                    ))
+                };
+                if !valid_key(&key) || key == "demo" {
+                    return Err(at("the key must be 1 to 32 of a-z, 0-9, '_' or '-', start with a letter, and not be 'demo'".into()));
+                }
+                let base = match providers.remove(&key) {
+                    Some(p) => p,
+                    None => new_custom(&key, &t).map_err(at)?,
+                };
+                let merged = merge(base, t);
+                validate(&merged).map_err(at)?;
+                providers.insert(key, merged);
+            }
+        }
+        for p in providers.values_mut() {
+            p.credentials = match (env(&p.client_id_env), env(&p.client_secret_env)) {
+                (Some(id), Some(secret)) => Some((id, Secret::new(secret))),
+                _ => None,
+            };
+        }
+        if settings.demo_provider {
+            let demo = presets::demo(settings);
+            providers.insert(demo.key.clone(), demo);
+        }
+        Ok(Catalogue { providers })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Provider> {
+        self.providers.get(key)
+    }
+
+    /// The provider if it exists and is enabled.
+    pub fn enabled(&self, key: &str) -> Option<&Provider> {
+        self.providers.get(key).filter(|p| p.enabled())
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Provider> {
+        self.providers.values()
+    }
+}
+
+fn new_custom(key: &str, t: &ProviderToml) -> Result<Provider, String> {
+    let required = |v: &Option<String>, name: &str| {
+        v.clone()
+            .ok_or_else(|| format!("'{name}' is required for a new provider"))
+    };
+    let upper = key.to_ascii_uppercase().replace('-', "_");
+    Ok(Provider {
+        key: key.to_string(),
+        display_name: required(&t.display_name, "display_name")?,
+        flow: Flow::AuthorizationCode,
+        authorize_url: if t.flow == Some(Flow::ClientCredentials) {
+            String::new()
+        } else {
+            required(&t.authorize_url, "authorize_url")?
+        },
+        token_url: required(&t.token_url, "token_url")?,
+        revocation_url: None,
+        userinfo_url: None,
+        account_id: None,
+        account_name: None,
+        issuer: None,
+        scopes: Vec::new(),
+        scope_separator: " ".into(),
+        pkce: true,
+        client_auth: ClientAuth::Post,
+        client_id_env: format!("{upper}_CLIENT_ID"),
+        client_secret_env: format!("{upper}_CLIENT_SECRET"),
+        keep_fields: Vec::new(),
+        api_base_url: None,
+        authorize_params: BTreeMap::new(),
+        token_params: BTreeMap::new(),
+        refresh: RefreshStyle::Standard,
+        refresh_token_lifetime_days: None,
+        credentials: None,
+    })
+}
+
+fn merge(mut p: Provider, t: ProviderToml) -> Provider {
+    macro_rules! set {
+        ($($field:ident),*) => { $( if let Some(v) = t.$field { p.$field = v; } )* };
+    }
+    macro_rules! set_opt {
+        ($($field:ident),*) => { $( if let Some(v) = t.$field { p.$field = Some(v); } )* };
+    }
+    set!(
+        display_name,
+        flow,
+        authorize_url,
+        token_url,
+        scopes,
+        scope_separator,
+        pkce,
+        client_auth
+    );
+    set!(
+        client_id_env,
+        client_secret_env,
+        keep_fields,
+        authorize_params,
+        token_params,
+        refresh
+    );
+    set_opt!(
+        revocation_url,
+        userinfo_url,
+        account_id,
+        account_name,
+        issuer,
+        api_base_url,
+        refresh_token_lifetime_days
+    );
+    p
+}
+
+fn validate(p: &Provider) -> Result<(), String> {
+    let urls = [
+        (
+            "authorize_url",
+            Some(&p.authorize_url).filter(|_| p.flow == Flow::AuthorizationCode),
+        ),
+        ("token_url", Some(&p.token_url)),
+        ("revocation_url", p.revocation_url.as_ref()),
+        ("userinfo_url", p.userinfo_url.as_ref()),
+        ("api_base_url", p.api_base_url.as_ref()),
+    ];
+    for (name, url) in urls {
+        if let Some(u) = url {
+            match url::Url::parse(u) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                _ => return Err(format!("'{name}' is not an http(s) URL")),
+            }
+        }
+    }
+    for (name, ptr) in [
+        ("account_id", &p.account_id),
+        ("account_name", &p.account_name),
+    ] {
+        if let Some(ptr) = ptr {
+            if !ptr.is_empty() && !ptr.starts_with('/') {
+                return Err(format!("'{name}' must be a JSON pointer such as \"/sub\""));
+            }
+        }
+    }
+    for name in [&p.client_id_env, &p.client_secret_env] {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(format!(
+                "'{name}' is not an environment variable name (A-Z, 0-9, _)"
+            ));
+        }
+    }
+    if p.scope_separator.is_empty() {
+        return Err("'scope_separator' must not be empty".into());
+    }
+    Ok(())
+}
+
+/// "line 3, column 7: invalid type ..." from a TOML error.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {}", e.message())
+        }
+        None => e.message().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings::from_vars(&BTreeMap::new()).unwrap()
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn presets_cover_the_ten_platforms_and_are_disabled_without_credentials() {
+        let c = Catalogue::build(&settings(), None, &no_env).unwrap();
+        for key in [
+            "gohighlevel",
+            "hubspot",
+            "calendly",
+            "google",
+            "spotify",
+            "instagram",
+            "microsoft",
+            "bing",
+            "wordpress",
+            "wix",
+        ] {
+            let p = c.get(key).unwrap_or_else(|| panic!("{key} preset"));
+            assert!(!p.enabled(), "{key}");
+            assert!(validate(p).is_ok(), "{key}: {:?}", validate(p));
+        }
+        assert!(c.enabled("demo").is_some());
+    }
+
+    #[test]
+    fn credentials_enable_a_provider() {
+        let env = |n: &str| match n {
+            "HUBSPOT_CLIENT_ID" => Some("id".to_string()),
+            "HUBSPOT_CLIENT_SECRET" => Some("secret".to_string()),
+            _ => None,
+        };
+        let c = Catalogue::build(&settings(), None, &env).unwrap();
+        assert!(c.enabled("hubspot").is_some());
+        assert!(c.enabled("google").is_none());
+    }
+
+    #[test]
+    fn a_file_adds_custom_providers_and_overrides_presets() {
+        let file = r#"
+[providers.acme]
+display_name = "Acme CRM"
+authorize_url = "https://auth.acme.example/oauth/authorize"
+token_url = "https://auth.acme.example/oauth/token"
+scopes = ["contacts.read"]
+client_auth = "basic"
+keep_fields = ["locationId"]
+
+[providers.google]
+scopes = ["openid"]
+"#;
+        let c = Catalogue::build(&settings(), Some(("p.toml", file)), &no_env).unwrap();
+        let acme = c.get("acme").unwrap();
+        assert_eq!(acme.client_auth, ClientAuth::Basic);
+        assert_eq!(acme.client_id_env, "ACME_CLIENT_ID");
+        assert_eq!(c.get("google").unwrap().scopes, vec!["openid"]);
+        assert_eq!(
+            c.get("google")
+                .unwrap()
+                .authorize_params
+                .get("access_type")
+                .map(String::as_str),
+            Some("offline")
+        );
+    }
+
+    #[test]
+    fn a_malformed_file_names_the_line_and_the_reason() {
+        let file = "[providers.acme]\ndisplay_name = \"Acme\"\npkce = \"yes\"\n";
+        let err = Catalogue::build(&settings(), Some(("p.toml", file)), &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
+        let err = Catalogue::build(
+            &settings(),
+            Some(("p.toml", "[providers.acme]\ndisplay_name = \"A\"\n")),
+            &no_env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("authorize_url"), "{err}");
+        let err = Catalogue::build(
+            &settings(),
+            Some(("p.toml", "[providers.x]\ncolour = 1\n")),
+            &no_env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("colour"), "{err}");
+    }
+}

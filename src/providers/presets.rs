@@ -1,0 +1,234 @@
+//! Built-in presets, from what each platform documents (shared/PROVIDERS.md).
+//! Anything a platform does not confirm is configurable through the providers file.
+
+use super::{ClientAuth, Flow, Provider, RefreshStyle};
+use crate::config::Settings;
+use std::collections::BTreeMap;
+
+/// A preset with the common defaults; each platform changes what differs.
+fn base(key: &str, display_name: &str, authorize_url: &str, token_url: &str) -> Provider {
+    let upper = key.to_ascii_uppercase();
+    Provider {
+        key: key.into(),
+        display_name: display_name.into(),
+        flow: Flow::AuthorizationCode,
+        authorize_url: authorize_url.into(),
+        token_url: token_url.into(),
+        revocation_url: None,
+        userinfo_url: None,
+        account_id: None,
+        account_name: None,
+        issuer: None,
+        scopes: Vec::new(),
+        scope_separator: " ".into(),
+        pkce: true,
+        client_auth: ClientAuth::Post,
+        client_id_env: format!("{upper}_CLIENT_ID"),
+        client_secret_env: format!("{upper}_CLIENT_SECRET"),
+        keep_fields: Vec::new(),
+        api_base_url: None,
+        authorize_params: BTreeMap::new(),
+        token_params: BTreeMap::new(),
+        refresh: RefreshStyle::Standard,
+        refresh_token_lifetime_days: None,
+        credentials: None,
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn params(items: &[(&str, &str)]) -> BTreeMap<String, String> {
+    items
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+pub fn all() -> Vec<Provider> {
+    vec![
+        Provider {
+            // PKCE unconfirmed: off by default, on through the providers file.
+            pkce: false,
+            scopes: strings(&[
+                "contacts.readonly",
+                "contacts.write",
+                "conversations/message.write",
+            ]),
+            keep_fields: strings(&[
+                "locationId",
+                "companyId",
+                "userId",
+                "userType",
+                "approvedLocations",
+                "planId",
+            ]),
+            account_id: Some("/locationId".into()),
+            token_params: params(&[("user_type", "Location")]),
+            api_base_url: Some("https://services.leadconnectorhq.com".into()),
+            refresh_token_lifetime_days: Some(365),
+            ..base(
+                "gohighlevel",
+                "GoHighLevel",
+                "https://marketplace.gohighlevel.com/oauth/chooselocation",
+                "https://services.leadconnectorhq.com/oauth/token",
+            )
+        },
+        Provider {
+            revocation_url: Some("https://api.hubapi.com/oauth/v3/token/revoke".into()),
+            scopes: strings(&["oauth", "crm.objects.contacts.read"]),
+            keep_fields: strings(&["hub_id", "hub_domain"]),
+            api_base_url: Some("https://api.hubapi.com".into()),
+            ..base(
+                "hubspot",
+                "HubSpot",
+                "https://app.hubspot.com/oauth/authorize",
+                "https://api.hubapi.com/oauth/v3/token",
+            )
+        },
+        Provider {
+            client_auth: ClientAuth::Basic,
+            revocation_url: Some("https://auth.calendly.com/oauth/revoke".into()),
+            userinfo_url: Some("https://api.calendly.com/users/me".into()),
+            account_id: Some("/resource/uri".into()),
+            account_name: Some("/resource/name".into()),
+            keep_fields: strings(&["owner", "organization"]),
+            api_base_url: Some("https://api.calendly.com".into()),
+            ..base(
+                "calendly",
+                "Calendly",
+                "https://auth.calendly.com/oauth/authorize",
+                "https://auth.calendly.com/oauth/token",
+            )
+        },
+        Provider {
+            revocation_url: Some("https://oauth2.googleapis.com/revoke".into()),
+            userinfo_url: Some("https://openidconnect.googleapis.com/v1/userinfo".into()),
+            account_id: Some("/sub".into()),
+            account_name: Some("/email".into()),
+            issuer: Some("https://accounts.google.com".into()),
+            scopes: strings(&[
+                "openid",
+                "email",
+                "https://www.googleapis.com/auth/webmasters.readonly",
+            ]),
+            authorize_params: params(&[("access_type", "offline"), ("prompt", "consent")]),
+            api_base_url: Some("https://www.googleapis.com".into()),
+            ..base(
+                "google",
+                "Google Search Console",
+                "https://accounts.google.com/o/oauth2/v2/auth",
+                "https://oauth2.googleapis.com/token",
+            )
+        },
+        Provider {
+            client_auth: ClientAuth::Basic,
+            userinfo_url: Some("https://api.spotify.com/v1/me".into()),
+            account_id: Some("/id".into()),
+            account_name: Some("/display_name".into()),
+            scopes: strings(&["user-read-email"]),
+            api_base_url: Some("https://api.spotify.com".into()),
+            refresh_token_lifetime_days: Some(180),
+            ..base(
+                "spotify",
+                "Spotify",
+                "https://accounts.spotify.com/authorize",
+                "https://accounts.spotify.com/api/token",
+            )
+        },
+        Provider {
+            pkce: false,
+            userinfo_url: Some("https://graph.instagram.com/me?fields=user_id,username".into()),
+            account_id: Some("/user_id".into()),
+            account_name: Some("/username".into()),
+            scopes: strings(&["instagram_business_basic"]),
+            scope_separator: ",".into(),
+            api_base_url: Some("https://graph.instagram.com".into()),
+            refresh: RefreshStyle::Instagram,
+            ..base(
+                "instagram",
+                "Instagram",
+                "https://api.instagram.com/oauth/authorize",
+                "https://api.instagram.com/oauth/access_token",
+            )
+        },
+        Provider {
+            userinfo_url: Some("https://graph.microsoft.com/v1.0/me".into()),
+            account_id: Some("/id".into()),
+            account_name: Some("/userPrincipalName".into()),
+            scopes: strings(&["offline_access", "User.Read"]),
+            api_base_url: Some("https://graph.microsoft.com".into()),
+            ..base(
+                "microsoft",
+                "Microsoft",
+                "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+                "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+            )
+        },
+        Provider {
+            pkce: false,
+            scopes: strings(&["webmaster.manage"]),
+            api_base_url: Some("https://ssl.bing.com/webmaster/api.svc/json".into()),
+            ..base(
+                "bing",
+                "Bing Webmaster",
+                "https://www.bing.com/webmasters/oauth/authorize",
+                "https://www.bing.com/webmasters/oauth/token",
+            )
+        },
+        Provider {
+            pkce: false,
+            userinfo_url: Some("https://public-api.wordpress.com/rest/v1/me".into()),
+            account_id: Some("/ID".into()),
+            account_name: Some("/username".into()),
+            scopes: strings(&["global"]),
+            keep_fields: strings(&["blog_id", "blog_url"]),
+            api_base_url: Some("https://public-api.wordpress.com".into()),
+            refresh: RefreshStyle::None,
+            ..base(
+                "wordpress",
+                "WordPress.com",
+                "https://public-api.wordpress.com/oauth2/authorize",
+                "https://public-api.wordpress.com/oauth2/token",
+            )
+        },
+        Provider {
+            flow: Flow::ClientCredentials,
+            pkce: false,
+            client_auth: ClientAuth::Json,
+            userinfo_url: Some("https://www.wixapis.com/apps/v1/instance".into()),
+            account_id: Some("/instance/instanceId".into()),
+            account_name: Some("/site/url".into()),
+            api_base_url: Some("https://www.wixapis.com".into()),
+            refresh: RefreshStyle::ClientCredentials,
+            ..base("wix", "Wix", "", "https://www.wixapis.com/oauth2/token")
+        },
+    ]
+}
+
+/// The demo provider: the small authorization server inside this binary.
+/// Its client credentials are internal, so it is enabled whenever it is on.
+pub fn demo(settings: &Settings) -> Provider {
+    let base_url = settings.base_url();
+    Provider {
+        revocation_url: Some(format!("{base_url}/demo/oauth/revoke")),
+        userinfo_url: Some(format!("{base_url}/demo/api/me")),
+        account_id: Some("/id".into()),
+        account_name: Some("/name".into()),
+        scopes: strings(&["profile", "contacts.read"]),
+        api_base_url: Some(format!("{base_url}/demo/api")),
+        client_id_env: "TETHER_DEMO_CLIENT_ID".into(),
+        client_secret_env: "TETHER_DEMO_CLIENT_SECRET".into(),
+        credentials: Some((
+            "tether-demo".into(),
+            crate::crypto::Secret::new("demo-secret-not-for-production".into()),
+        )),
+        ..base(
+            "demo",
+            "Demo",
+            &format!("{base_url}/demo/oauth/authorize"),
+            &format!("{base_url}/demo/oauth/token"),
+        )
+    }
+}

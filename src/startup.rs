@@ -1,0 +1,219 @@
+//! From settings to a running server: keys, database, migrations, the key
+//! check, the first tenant, and the HTTP server bound to a listener (port 0 in
+//! tests).
+
+use crate::config::Settings;
+use crate::crypto::{random_token, KeyRing, Secret};
+use crate::db::models::{tenant::Tenant, user::User};
+use crate::db::{self, Backend, Pool};
+use crate::providers::Catalogue;
+use crate::web;
+use actix_web::dev::Server;
+use actix_web::{middleware, App, HttpServer};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Everything a command needs once start-up checks have passed.
+#[derive(Clone)]
+pub struct Context {
+    pub settings: Arc<Settings>,
+    pub pool: Pool,
+    pub keys: Arc<KeyRing>,
+    pub session_key: Arc<Secret<Vec<u8>>>,
+    pub backend: &'static str,
+    pub providers: Arc<Catalogue>,
+}
+
+/// Opens the database, applies migrations, and proves the key ring opens the
+/// data (stopping with a message naming the key id when it does not).
+pub fn prepare(settings: Settings) -> Result<Context, String> {
+    let ctx = open(settings)?;
+    let mut conn = ctx
+        .pool
+        .get()
+        .map_err(|e| format!("cannot reach the {} database: {e}", ctx.backend))?;
+    crate::keys::ensure_checks(&mut conn, &ctx.keys)
+        .map_err(|e| format!("key ring check failed: {e}"))?;
+    drop(conn);
+    Ok(ctx)
+}
+
+/// As [`prepare`], without checking the key ring against the data (for
+/// commands that diagnose it). Development keys are generated into the data
+/// dir on first use.
+pub fn open(settings: Settings) -> Result<Context, String> {
+    let dev_keys = !settings.is_production();
+    let keys = match &settings.encryption_keys {
+        Some(ring) => ring.clone(),
+        None if dev_keys => {
+            let spec = load_or_create_key_file(&settings.data_dir, "encryption.key", || {
+                KeyRing::generate("dev1").1.expose().clone()
+            })?;
+            KeyRing::parse(spec.expose().trim()).map_err(|e| {
+                format!(
+                    "{}: {e}",
+                    settings.data_dir.join("encryption.key").display()
+                )
+            })?
+        }
+        None => return Err("TETHER_ENCRYPTION_KEYS is required".into()),
+    };
+    let session_key = match &settings.session_key {
+        Some(k) => k.clone(),
+        None if dev_keys => {
+            let b64 = load_or_create_key_file(&settings.data_dir, "session.key", || {
+                B64.encode(crate::crypto::random_bytes(64))
+            })?;
+            Secret::new(
+                B64.decode(b64.expose().trim())
+                    .ok()
+                    .filter(|k| k.len() >= 64)
+                    .ok_or_else(|| {
+                        format!(
+                            "{} is not 64 bytes of base64",
+                            settings.data_dir.join("session.key").display()
+                        )
+                    })?,
+            )
+        }
+        None => return Err("TETHER_SESSION_KEY is required".into()),
+    };
+    let providers = Catalogue::load(&settings).map_err(|e| e.to_string())?;
+    let backend = Backend::from_url(settings.database_url.expose())?.name();
+    let pool = db::connect(settings.database_url.expose(), settings.db_pool_size)?;
+    {
+        let mut conn = pool
+            .get()
+            .map_err(|e| format!("cannot reach the {backend} database: {e}"))?;
+        let applied = db::migrate(&mut conn).map_err(|e| format!("migrations failed: {e}"))?;
+        for version in applied {
+            log::info!("applied migration {version}");
+        }
+    }
+    Ok(Context {
+        settings: Arc::new(settings),
+        pool,
+        keys: Arc::new(keys),
+        session_key: Arc::new(session_key),
+        backend,
+        providers: Arc::new(providers),
+    })
+}
+
+/// Reads a key file from the data dir, or creates it (mode 0600) with `make`.
+/// `create_new` makes two processes starting at once agree on one key.
+fn load_or_create_key_file(
+    dir: &Path,
+    name: &str,
+    make: impl FnOnce() -> String,
+) -> Result<Secret<String>, String> {
+    let path = dir.join(name);
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(&path) {
+        Ok(mut file) => {
+            let value = make();
+            file.write_all(value.as_bytes())
+                .and_then(|_| file.sync_all())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            log::info!("generated development key {}", path.display());
+            Ok(Secret::new(value))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read_to_string(&path)
+            .map(Secret::new)
+            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        Err(e) => Err(format!("cannot create {}: {e}", path.display())),
+    }
+}
+
+/// The first admin, created on a fresh development database.
+pub struct FirstAdmin {
+    pub tenant: String,
+    pub email: String,
+    pub password: Secret<String>,
+}
+
+pub const FIRST_TENANT: &str = "default";
+pub const FIRST_ADMIN: &str = "admin@tether.local";
+
+/// On a database with no tenant yet, in development, creates the `default`
+/// tenant and an admin with a random password. `None` when there was nothing to do.
+pub fn bootstrap(ctx: &Context) -> Result<Option<FirstAdmin>, String> {
+    if ctx.settings.is_production() {
+        return Ok(None);
+    }
+    let mut conn = ctx.pool.get().map_err(|e| e.to_string())?;
+    if Tenant::count(&mut conn).map_err(|e| e.to_string())? > 0 {
+        return Ok(None);
+    }
+    // Another instance may win this race; its admin is then the first one.
+    let Ok(tenant) = Tenant::create(&mut conn, FIRST_TENANT, "Default tenant") else {
+        return Ok(None);
+    };
+    let password = random_token(15);
+    let hash = crate::auth::hash_password(&password).map_err(|e| e.to_string())?;
+    User::create(&mut conn, &tenant.id, FIRST_ADMIN, Some(&hash)).map_err(|e| e.to_string())?;
+    Ok(Some(FirstAdmin {
+        tenant: tenant.external_id,
+        email: FIRST_ADMIN.into(),
+        password: Secret::new(password),
+    }))
+}
+
+/// The HTTP server, bound and ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Binds `settings.bind` (port 0 picks a free port).
+    pub fn build(ctx: Context) -> std::io::Result<Application> {
+        let listener = TcpListener::bind(ctx.settings.bind)?;
+        Application::build_on(ctx, listener)
+    }
+
+    pub fn build_on(ctx: Context, listener: TcpListener) -> std::io::Result<Application> {
+        let port = listener.local_addr()?.port();
+        let state = actix_web::web::Data::new(web::AppState::new(ctx));
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(
+                    middleware::Logger::new("%{method}xi %U %s %Dms")
+                        .custom_request_replace("method", |req| req.method().to_string()),
+                )
+                .app_data(state.clone())
+                .configure(web::routes)
+        })
+        .listen(listener)?
+        .run();
+        Ok(Application { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

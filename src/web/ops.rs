@@ -1,0 +1,49 @@
+//! Operations endpoints: liveness, readiness, and the stylesheet.
+
+use crate::web::AppState;
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use diesel::connection::SimpleConnection;
+
+/// Liveness: constant, no I/O.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body("ok\n")
+}
+
+/// Readiness: the database answers and the key ring opens the data.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let pool = state.pool.clone();
+    let keys = state.keys.clone();
+    let result = web::block(move || -> Result<(), String> {
+        let mut conn = pool
+            .get()
+            .map_err(|e| format!("database unreachable: {e}"))?;
+        conn.batch_execute("SELECT 1")
+            .map_err(|e| format!("database unreachable: {e}"))?;
+        crate::keys::verify(&mut conn, &keys)
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    let mut res = match &result {
+        Ok(()) => HttpResponse::Ok(),
+        Err(reason) => {
+            log::warn!("not ready: {reason}");
+            HttpResponse::ServiceUnavailable()
+        }
+    };
+    res.insert_header((header::CACHE_CONTROL, "no-store"));
+    match result {
+        Ok(()) => res.json(serde_json::json!({ "status": "ready" })),
+        Err(reason) => res.json(serde_json::json!({ "status": "unavailable", "reason": reason })),
+    }
+}
+
+pub async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .body(include_str!("../../static/style.css"))
+}
