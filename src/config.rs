@@ -559,6 +559,22 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_table_lists_every_variable() {
+        let readme = include_str!("../README.md");
+        for (name, default, _) in VARIABLES {
+            let row = format!("| `{name}` | ");
+            let line = readme
+                .lines()
+                .find(|l| l.starts_with(&row))
+                .unwrap_or_else(|| panic!("README lacks {name}"));
+            assert!(
+                line.contains(default),
+                "README default of {name} should read {default}: {line}"
+            );
+        }
+    }
+
+    #[test]
     fn public_url_loses_its_trailing_slash() {
         let s =
             Settings::from_vars(&vars(&[("TETHER_PUBLIC_URL", "https://t.example.com/")])).unwrap();

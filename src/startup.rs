@@ -105,7 +105,9 @@ pub fn open(settings: Settings) -> Result<Context, String> {
 }
 
 /// Reads a key file from the data dir, or creates it (mode 0600) with `make`.
-/// `create_new` makes two processes starting at once agree on one key.
+/// The key is written whole to a private temporary file and then linked into
+/// place: the link is atomic and fails if another process got there first,
+/// so two processes starting at once agree on one key and never read half of it.
 fn load_or_create_key_file(
     dir: &Path,
     name: &str,
@@ -122,25 +124,38 @@ fn load_or_create_key_file(
     builder
         .create(dir)
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map(Secret::new)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    if path.exists() {
+        return read(&path);
+    }
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    match options.open(&path) {
-        Ok(mut file) => {
-            let value = make();
-            file.write_all(value.as_bytes())
-                .and_then(|_| file.sync_all())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let value = make();
+    options
+        .open(&tmp)
+        .and_then(|mut file| {
+            file.write_all(value.as_bytes())?;
+            file.sync_all()
+        })
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
             log::info!("generated development key {}", path.display());
             Ok(Secret::new(value))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read_to_string(&path)
-            .map(Secret::new)
-            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(&path),
         Err(e) => Err(format!("cannot create {}: {e}", path.display())),
     }
 }

@@ -118,11 +118,20 @@ pub fn connect(url: &str, size: u32) -> Result<Pool, String> {
         }
     }
     let name = backend.name();
+    let manager = Manager { backend };
+    // One direct attempt first: r2d2 would retry a refused connection until
+    // its timeout, where the operator wants the reason at once.
+    r2d2::ManageConnection::connect(&manager).map_err(|e| {
+        format!(
+            "cannot connect to the {name} database: {}",
+            redact_url_error(&e.to_string())
+        )
+    })?;
     r2d2::Pool::builder()
         .max_size(size)
         .min_idle(Some(1))
         .connection_timeout(Duration::from_secs(10))
-        .build(Manager { backend })
+        .build(manager)
         .map_err(|e| {
             format!(
                 "cannot connect to the {name} database: {}",
@@ -163,9 +172,15 @@ pub fn migrate(conn: &mut DbConn) -> Result<Vec<String>, String> {
                 .map_err(|e| e.to_string())?;
             result?
         }
+        // An IMMEDIATE transaction takes the write lock first, so a second
+        // process waits (busy_timeout) and then finds nothing pending; the
+        // harness's own transactions nest inside as savepoints.
         DbConn::Sqlite(c) => c
-            .run_pending_migrations(SQLITE_MIGRATIONS)
-            .map(|v| v.iter().map(ToString::to_string).collect())
+            .immediate_transaction(|c| {
+                c.run_pending_migrations(SQLITE_MIGRATIONS)
+                    .map(|v| v.iter().map(ToString::to_string).collect::<Vec<_>>())
+                    .map_err(diesel::result::Error::QueryBuilderError)
+            })
             .map_err(|e| e.to_string())?,
     };
     Ok(applied)

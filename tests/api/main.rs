@@ -1,1 +1,10 @@
+//! Integration tests: the real server and binary on real SQLite and, when
+//! TETHER_TEST_POSTGRES_URL is set, real PostgreSQL.
 
+mod helpers;
+
+mod cli;
+mod keys;
+mod ops;
+mod startup;
+mod storage;

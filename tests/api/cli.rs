@@ -1,0 +1,357 @@
+//! The command line: each command does what it says, prints it, and turns
+//! bad input into a usage message or a clear error.
+
+use crate::backend_tests;
+use crate::helpers::{run, stderr, stdout, tether, Backend, TestDb, KEY_K1};
+use diesel::prelude::*;
+use std::process::Command;
+use tether::db::models::{api_key::ApiKey, user::User};
+
+backend_tests!(
+    tenant_add_then_list_shows_it_and_refuses_duplicates_and_bad_ids,
+    user_add_reads_the_password_from_stdin_and_stores_an_argon2_hash,
+    api_key_create_prints_the_secret_once_on_the_last_line_and_stores_its_hash,
+    doctor_prints_redirect_uris_and_passes_on_a_working_setup,
+);
+
+fn pool(db: &TestDb) -> tether::db::Pool {
+    tether::db::connect(&db.url, 2).unwrap()
+}
+
+async fn tenant_add_then_list_shows_it_and_refuses_duplicates_and_bad_ids(backend: Backend) {
+    let db = TestDb::new(backend);
+    let out = run(
+        tether(&db, KEY_K1).args(["tenant", "add", "client-42", "--name", "Main Street Dental"]),
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "created tenant 'client-42' (Main Street Dental)"
+    );
+
+    let out = run(tether(&db, KEY_K1).args(["tenant", "list"]), "");
+    assert!(stdout(&out).contains("client-42") && stdout(&out).contains("Main Street Dental"));
+    assert!(stdout(&out).contains("1 tenant(s)"));
+
+    let dup = run(tether(&db, KEY_K1).args(["tenant", "add", "client-42"]), "");
+    assert_eq!(dup.status.code(), Some(1));
+    assert!(stderr(&dup).contains("already exists"), "{}", stderr(&dup));
+
+    let bad = run(
+        tether(&db, KEY_K1).args(["tenant", "add", "has space/../x"]),
+        "",
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("a tenant id is"), "{}", stderr(&bad));
+    let out = run(tether(&db, KEY_K1).args(["tenant", "list"]), "");
+    assert!(
+        stdout(&out).contains("1 tenant(s)"),
+        "nothing else was created"
+    );
+}
+
+async fn user_add_reads_the_password_from_stdin_and_stores_an_argon2_hash(backend: Backend) {
+    let db = TestDb::new(backend);
+    run(tether(&db, KEY_K1).args(["tenant", "add", "acme"]), "");
+    let add = [
+        "user",
+        "add",
+        "--tenant",
+        "acme",
+        "--email",
+        "Owner@Acme.example",
+        "--password-stdin",
+    ];
+
+    let short = run(tether(&db, KEY_K1).args(add), "short\n");
+    assert_eq!(short.status.code(), Some(1));
+    assert!(
+        stderr(&short).contains("at least 12 characters"),
+        "{}",
+        stderr(&short)
+    );
+
+    let out = run(tether(&db, KEY_K1).args(add), "a long enough passphrase\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "created admin owner@acme.example for tenant 'acme'"
+    );
+
+    let pool = pool(&db);
+    let user = User::by_email(&mut pool.get().unwrap(), "owner@acme.example")
+        .unwrap()
+        .unwrap();
+    let hash = user.password_hash.unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(tether::auth::verify_password(
+        "a long enough passphrase",
+        &hash
+    ));
+
+    let unknown = run(
+        tether(&db, KEY_K1).args([
+            "user",
+            "add",
+            "--tenant",
+            "nope",
+            "--email",
+            "a@b.example",
+            "--password-stdin",
+        ]),
+        "x\n",
+    );
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        stderr(&unknown).contains("no tenant 'nope'"),
+        "{}",
+        stderr(&unknown)
+    );
+
+    let bad_email = run(
+        tether(&db, KEY_K1).args([
+            "user",
+            "add",
+            "--tenant",
+            "acme",
+            "--email",
+            "not-an-email",
+            "--password-stdin",
+        ]),
+        "a long enough passphrase\n",
+    );
+    assert_eq!(bad_email.status.code(), Some(1));
+    assert!(stderr(&bad_email).contains("not an email address"));
+
+    let list = run(
+        tether(&db, KEY_K1).args(["user", "list", "--tenant", "acme"]),
+        "",
+    );
+    assert!(
+        stdout(&list).contains("owner@acme.example") && stdout(&list).contains("1 user(s)"),
+        "{}",
+        stdout(&list)
+    );
+}
+
+async fn api_key_create_prints_the_secret_once_on_the_last_line_and_stores_its_hash(
+    backend: Backend,
+) {
+    let db = TestDb::new(backend);
+    run(tether(&db, KEY_K1).args(["tenant", "add", "acme"]), "");
+    let out = run(
+        tether(&db, KEY_K1).args(["api-key", "create", "--name", "chatbot", "--tenant", "acme"]),
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let secret = text.lines().last().unwrap().trim().to_string();
+    assert!(secret.starts_with("tth_"), "{text}");
+    assert!(text.contains("tenant 'acme'"));
+
+    let pool = pool(&db);
+    let key = ApiKey::authenticate(&mut pool.get().unwrap(), &secret).unwrap();
+    assert_eq!(key.name, "chatbot");
+    assert_eq!(
+        key.secret_hash,
+        tether::crypto::sha256_hex(secret.as_bytes())
+    );
+    // The secret is nowhere in the table.
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        secret_hash: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        prefix: String,
+    }
+    let rows: Vec<Row> = diesel::sql_query("SELECT secret_hash, prefix FROM api_keys")
+        .load(&mut pool.get().unwrap())
+        .unwrap();
+    assert!(rows
+        .iter()
+        .all(|r| !r.secret_hash.contains(&secret[10..]) && !secret.ends_with(&r.prefix)));
+
+    let list = run(tether(&db, KEY_K1).args(["api-key", "list"]), "");
+    assert!(stdout(&list).contains("chatbot") && !stdout(&list).contains(&secret));
+
+    let revoke = run(
+        tether(&db, KEY_K1).args(["api-key", "revoke", &key.prefix]),
+        "",
+    );
+    assert!(revoke.status.success(), "{}", stderr(&revoke));
+    assert!(ApiKey::authenticate(&mut pool.get().unwrap(), &secret).is_err());
+    let again = run(
+        tether(&db, KEY_K1).args(["api-key", "revoke", &key.prefix]),
+        "",
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("already revoked"));
+    let wrong_tenant = run(
+        tether(&db, KEY_K1).args(["api-key", "create", "--name", "x", "--tenant", "nope"]),
+        "",
+    );
+    assert_eq!(wrong_tenant.status.code(), Some(1));
+}
+
+async fn doctor_prints_redirect_uris_and_passes_on_a_working_setup(backend: Backend) {
+    let db = TestDb::new(backend);
+    let out = run(
+        tether(&db, KEY_K1)
+            .env("TETHER_PUBLIC_URL", "https://tether.example.com")
+            .arg("doctor"),
+        "",
+    );
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("database (") && text.contains("reachable"),
+        "{text}"
+    );
+    assert!(
+        text.contains("https://tether.example.com/oauth/hubspot/callback"),
+        "{text}"
+    );
+
+    // A half-configured provider is a failure the operator must fix.
+    let half = run(
+        tether(&db, KEY_K1)
+            .env("TETHER_PUBLIC_URL", "https://tether.example.com")
+            .env("HUBSPOT_CLIENT_ID", "id")
+            .arg("doctor"),
+        "",
+    );
+    assert!(!half.status.success());
+    assert!(
+        stdout(&half).contains("HUBSPOT_CLIENT_SECRET is missing"),
+        "{}",
+        stdout(&half)
+    );
+}
+
+fn bare() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
+    let dir = std::env::temp_dir();
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(dir);
+    cmd
+}
+
+#[test]
+fn bad_arguments_print_the_usage_and_exit_non_zero() {
+    for args in [
+        vec!["bogus"],
+        vec!["tenant"],
+        vec!["tenant", "add"],
+        vec!["keys", "rotate", "--batch-size", "0"],
+        vec!["api-key", "create"],
+        vec!["user", "add", "--email", "a@b.example"],
+    ] {
+        let out = run(bare().args(&args), "");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("Usage:") || err.contains("try '--help'"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn invalid_configuration_names_each_variable_and_exits_non_zero() {
+    let out = run(
+        bare()
+            .env("TETHER_BIND", "nowhere")
+            .env("TETHER_REFRESH_INTERVAL_SECS", "-1")
+            .arg("migrate"),
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("TETHER_BIND") && err.contains("TETHER_REFRESH_INTERVAL_SECS"),
+        "{err}"
+    );
+}
+
+#[test]
+fn production_refuses_generated_keys_plain_http_and_the_demo_provider() {
+    let out = run(
+        bare()
+            .env("TETHER_ENV", "production")
+            .env("TETHER_DEMO_PROVIDER", "true")
+            .arg("serve"),
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for name in [
+        "TETHER_ENCRYPTION_KEYS",
+        "TETHER_SESSION_KEY",
+        "TETHER_PUBLIC_URL",
+        "TETHER_DEMO_PROVIDER",
+    ] {
+        assert!(err.contains(name), "{name}: {err}");
+    }
+}
+
+#[test]
+fn doctor_fails_on_an_unreachable_database() {
+    let out = run(
+        bare()
+            .env(
+                "TETHER_DATABASE_URL",
+                "postgres://tether:pw-not-shown@127.0.0.1:1/tether",
+            )
+            .arg("doctor"),
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("FAIL") && text.contains("cannot connect to the postgres database"),
+        "{text}"
+    );
+    assert!(!text.contains("pw-not-shown") && !stderr(&out).contains("pw-not-shown"));
+}
+
+#[test]
+fn providers_list_shows_every_provider_why_it_is_off_and_its_redirect_uri() {
+    let out = run(
+        bare()
+            .env("GOOGLE_CLIENT_ID", "id")
+            .env("GOOGLE_CLIENT_SECRET", "s")
+            .args(["providers", "list"]),
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for key in [
+        "gohighlevel",
+        "hubspot",
+        "calendly",
+        "google",
+        "spotify",
+        "instagram",
+        "microsoft",
+        "bing",
+        "wordpress",
+        "wix",
+        "demo",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(key)), "{key}: {text}");
+    }
+    let google = text.lines().find(|l| l.starts_with("google")).unwrap();
+    assert!(
+        google.contains("enabled")
+            && google.contains("http://127.0.0.1:8080/oauth/google/callback"),
+        "{google}"
+    );
+    let hubspot = text.lines().find(|l| l.starts_with("hubspot")).unwrap();
+    assert!(
+        hubspot.contains("disabled: set HUBSPOT_CLIENT_ID and HUBSPOT_CLIENT_SECRET"),
+        "{hubspot}"
+    );
+}

@@ -1,0 +1,315 @@
+//! Test harness: a throwaway database per test (a temp SQLite file, or a fresh
+//! PostgreSQL database when TETHER_TEST_POSTGRES_URL is set), the real server
+//! on port 0, and the real binary for CLI tests.
+
+use diesel::prelude::*;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use tether::config::Settings;
+use tether::startup::{self, Application, Context};
+
+/// A fixed test key ring, so tests can build rings that include or lack it.
+pub const KEY_K1: &str = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+pub const KEY_K2: &str = "k2:AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+/// k1's id with other key material.
+pub const KEY_K1_OTHER: &str = "k1:AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates one test per backend from `async fn name(backend: Backend)`.
+/// The PostgreSQL variant says it is skipped when no server is configured.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[actix_web::test]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[actix_web::test]
+                async fn $name() {
+                    if $crate::helpers::postgres_url().is_none() {
+                        eprintln!("skipped: TETHER_TEST_POSTGRES_URL is not set");
+                        return;
+                    }
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+pub fn postgres_url() -> Option<String> {
+    std::env::var("TETHER_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// A database that exists for one test: a file in a temp dir, or a PostgreSQL
+/// database dropped when the test ends.
+pub struct TestDb {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    pub fn new(backend: Backend) -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Sqlite => TestDb {
+                url: format!("sqlite://{}", dir.path().join("tether.db").display()),
+                dir,
+                pg_name: None,
+            },
+            Backend::Postgres => {
+                let admin = postgres_url().expect("TETHER_TEST_POSTGRES_URL");
+                let name = format!("tether_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn =
+                    PgConnection::establish(&admin).expect("connect to TETHER_TEST_POSTGRES_URL");
+                diesel::sql_query(format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .expect("create test database");
+                let mut url = url::Url::parse(&admin).expect("TETHER_TEST_POSTGRES_URL is a URL");
+                url.set_path(&name);
+                TestDb {
+                    url: url.to_string(),
+                    dir,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs raw SQL against the test database, outside Tether.
+    pub fn raw_pg(&self) -> PgConnection {
+        PgConnection::establish(&self.url).expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let (Some(name), Some(admin)) = (&self.pg_name, postgres_url()) {
+            if let Ok(mut conn) = PgConnection::establish(&admin) {
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn);
+            }
+        }
+    }
+}
+
+/// Settings for a test: port 0, the test database, the k1 key ring, and `extra`.
+pub fn settings_for(db: &TestDb, extra: &[(&str, &str)]) -> Settings {
+    let mut vars: BTreeMap<String, String> = [
+        ("TETHER_BIND", "127.0.0.1:0".to_string()),
+        ("TETHER_DATA_DIR", db.data_dir().display().to_string()),
+        ("TETHER_DATABASE_URL", db.url.clone()),
+        ("TETHER_ENCRYPTION_KEYS", KEY_K1.to_string()),
+        ("TETHER_DB_POOL_SIZE", "4".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    Settings::from_vars(&vars).expect("valid test settings")
+}
+
+/// A running Tether server on a throwaway database.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub ctx: Context,
+    pub db: TestDb,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(TestDb::new(backend), &[]).await
+}
+
+pub async fn spawn_app_with(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
+    let settings = settings_for(&db, extra);
+    let ctx = startup::prepare(settings).expect("prepare");
+    let app = Application::build(ctx.clone()).expect("bind");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    actix_web::rt::spawn(app.run_until_stopped());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .expect("client");
+    TestApp {
+        address,
+        client,
+        ctx,
+        db,
+    }
+}
+
+impl TestApp {
+    pub fn conn(&self) -> tether::db::PooledConn {
+        self.ctx.pool.get().expect("pooled connection")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request")
+    }
+}
+
+/// The `tether` binary with a clean environment pointed at `db`.
+pub fn tether(db: &TestDb, keys: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TETHER_BIND", "127.0.0.1:0")
+        .env("TETHER_DATA_DIR", db.data_dir())
+        .env("TETHER_DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .current_dir(db.data_dir());
+    if !keys.is_empty() {
+        cmd.env("TETHER_ENCRYPTION_KEYS", keys);
+    }
+    cmd
+}
+
+/// Runs a command with `stdin` as its input and returns its output.
+pub fn run(cmd: &mut Command, stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tether");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for tether")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A `tether serve` process, read up to the line that says it listens.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    /// Everything printed on stdout up to and including the listening line,
+    /// and the lines after it that belong to the start banner.
+    pub banner: Vec<String>,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Server {
+    /// Starts `cmd` and blocks until it prints its listening line (or exits).
+    pub fn start(cmd: &mut Command) -> Result<Server, String> {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut banner = Vec::new();
+        loop {
+            let mut line = String::new();
+            if stdout.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                let _ = child.wait();
+                return Err(format!("tether exited before listening: {err}"));
+            }
+            let line = line.trim_end().to_string();
+            banner.push(line.clone());
+            if let Some(rest) = line.strip_prefix("Tether is listening on http://127.0.0.1:") {
+                let port = rest
+                    .split(' ')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .ok_or("no port")?;
+                // The banner's next line is always printed with it.
+                let mut next = String::new();
+                stdout.read_line(&mut next).map_err(|e| e.to_string())?;
+                banner.push(next.trim_end().to_string());
+                if next.starts_with("First start") {
+                    for _ in 0..3 {
+                        let mut l = String::new();
+                        stdout.read_line(&mut l).map_err(|e| e.to_string())?;
+                        banner.push(l.trim_end().to_string());
+                    }
+                }
+                return Ok(Server {
+                    child,
+                    port,
+                    banner,
+                    stdout,
+                });
+            }
+        }
+    }
+
+    /// Stops the server and returns what it wrote to stderr.
+    pub fn stop(mut self) -> String {
+        use std::io::Read;
+        let _ = self.child.kill();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let _ = self.child.wait();
+        let mut rest = String::new();
+        let _ = self.stdout.read_to_string(&mut rest);
+        err
+    }
+}
+
+/// Every file under `dir`, concatenated (SQLite keeps recent pages in -wal).
+pub fn all_bytes_under(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.extend(bytes);
+            }
+        }
+    }
+    out
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

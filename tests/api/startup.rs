@@ -1,0 +1,116 @@
+//! The first run, and several instances starting together.
+
+use crate::backend_tests;
+use crate::helpers::{tether, Backend, Server, TestDb, KEY_K1};
+use std::process::Command;
+use tether::db::models::{tenant::Tenant, user::User};
+
+/// `tether` in an empty folder with no configuration at all (but port 0).
+fn fresh(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TETHER_BIND", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .current_dir(dir);
+    cmd
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[actix_web::test]
+async fn a_first_start_creates_the_data_dir_keys_and_an_admin_and_a_second_reuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&mut fresh(dir.path())).unwrap();
+    let banner = server.banner.join("\n");
+    let base = format!("http://127.0.0.1:{}", server.port);
+    assert!(banner.contains("(sqlite, development)"), "{banner}");
+    assert!(
+        banner.contains("Log in at http://127.0.0.1:8080/login"),
+        "{banner}"
+    );
+    assert!(banner.contains("email:    admin@tether.local"), "{banner}");
+    let password = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("password: "))
+        .expect("a password line")
+        .to_string();
+
+    // One log line per request: method, path without the query, status, latency.
+    let res = reqwest::get(format!("{base}/healthz?token=hunter2-secret"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let log = server.stop();
+    let line = log
+        .lines()
+        .find(|l| l.contains("GET /healthz 200"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.trim_end().ends_with("ms"), "{line}");
+    assert!(!log.contains("hunter2"), "{log}");
+
+    let data = dir.path().join("data");
+    for file in ["tether.db", "encryption.key", "session.key"] {
+        assert!(data.join(file).is_file(), "{file}");
+    }
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&data.join("encryption.key")), 0o600);
+        assert_eq!(mode(&data.join("session.key")), 0o600);
+    }
+    let key_before = std::fs::read(data.join("encryption.key")).unwrap();
+
+    // The printed password is the admin's.
+    let pool =
+        tether::db::connect(&format!("sqlite://{}", data.join("tether.db").display()), 1).unwrap();
+    let admin = User::by_email(&mut pool.get().unwrap(), "admin@tether.local")
+        .unwrap()
+        .unwrap();
+    assert!(tether::auth::verify_password(
+        &password,
+        admin.password_hash.as_deref().unwrap()
+    ));
+
+    let second = Server::start(&mut fresh(dir.path())).unwrap();
+    let banner = second.banner.join("\n");
+    second.stop();
+    assert!(!banner.contains("password"), "{banner}");
+    assert!(banner.contains("Log in at"), "{banner}");
+    assert_eq!(
+        std::fs::read(data.join("encryption.key")).unwrap(),
+        key_before
+    );
+    assert_eq!(Tenant::count(&mut pool.get().unwrap()).unwrap(), 1);
+}
+
+backend_tests!(two_servers_started_together_on_one_database_both_come_up);
+
+async fn two_servers_started_together_on_one_database_both_come_up(backend: Backend) {
+    let db = TestDb::new(backend);
+    // Generated development keys would differ per process: share a ring, as
+    // production does.
+    let a = std::thread::spawn({
+        let mut cmd = tether(&db, KEY_K1);
+        move || Server::start(cmd.arg("serve"))
+    });
+    let b = std::thread::spawn({
+        let mut cmd = tether(&db, KEY_K1);
+        move || Server::start(cmd.arg("serve"))
+    });
+    let a = a.join().unwrap().expect("first instance");
+    let b = b.join().unwrap().expect("second instance");
+    let firsts = [&a, &b]
+        .iter()
+        .filter(|s| s.banner.iter().any(|l| l.starts_with("First start")))
+        .count();
+    a.stop();
+    b.stop();
+    assert_eq!(firsts, 1, "exactly one instance creates the first admin");
+    let pool = tether::db::connect(&db.url, 1).unwrap();
+    assert_eq!(Tenant::count(&mut pool.get().unwrap()).unwrap(), 1);
+    assert_eq!(User::count(&mut pool.get().unwrap()).unwrap(), 1);
+}
