@@ -216,6 +216,7 @@ pub fn demo(settings: &Settings) -> Provider {
         userinfo_url: Some(format!("{base_url}/demo/api/me")),
         account_id: Some("/id".into()),
         account_name: Some("/name".into()),
+        issuer: Some(format!("{base_url}/demo")),
         scopes: strings(&["profile", "contacts.read"]),
         api_base_url: Some(format!("{base_url}/demo/api")),
         client_id_env: "TETHER_DEMO_CLIENT_ID".into(),

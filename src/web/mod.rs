@@ -48,6 +48,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
         .route("/static/style.css", web::get().to(ops::stylesheet))
+        .configure(crate::demo::routes)
         .default_service(web::to(not_found));
 }
 
