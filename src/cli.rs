@@ -468,7 +468,10 @@ fn doctor(settings: Settings) -> ExitCode {
     if public.scheme() == "http" && !local {
         report("warn", format!("TETHER_PUBLIC_URL {} is http:// on a non-local host: providers refuse such redirect URIs", settings.base_url()));
     }
-    if std::env::var("TETHER_PUBLIC_URL").is_ok_and(|v| v.trim().ends_with('/')) {
+    if settings
+        .var("TETHER_PUBLIC_URL")
+        .is_some_and(|v| v.trim().ends_with('/'))
+    {
         report("warn", "TETHER_PUBLIC_URL ends with '/': it is ignored; register the redirect URIs below exactly".into());
     }
     if !settings.is_production() {
@@ -505,8 +508,8 @@ fn doctor(settings: Settings) -> ExitCode {
                         format!("{}: enabled; redirect URI to register: {redirect}", p.key),
                     );
                 } else {
-                    let has_id = std::env::var(&p.client_id_env).is_ok();
-                    let has_secret = std::env::var(&p.client_secret_env).is_ok();
+                    let has_id = settings.var(&p.client_id_env).is_some();
+                    let has_secret = settings.var(&p.client_secret_env).is_some();
                     if has_id != has_secret {
                         let missing = if has_id {
                             &p.client_secret_env

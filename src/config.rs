@@ -147,6 +147,9 @@ pub struct Settings {
     pub refresh: RefreshSettings,
     pub demo_provider: bool,
     pub log_filter: String,
+    /// Every variable the settings were read from, for provider credentials
+    /// (`<KEY>_CLIENT_ID` ...). Never printed.
+    pub env: Secret<BTreeMap<String, String>>,
 }
 
 /// Everything wrong with a configuration, one line per problem.
@@ -171,7 +174,6 @@ impl Settings {
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
         let env: BTreeMap<String, String> = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .filter(|(k, _)| VARIABLES.iter().any(|(name, _, _)| name == k))
             .collect();
         let file = file
             .map(Path::to_path_buf)
@@ -358,6 +360,7 @@ impl Settings {
             refresh,
             demo_provider,
             log_filter,
+            env: Secret::new(vars.clone()),
         })
     }
 
@@ -371,6 +374,15 @@ impl Settings {
             "{}/oauth/{provider}/callback",
             self.public_url.as_str().trim_end_matches('/')
         )
+    }
+
+    /// A non-empty variable from the environment the settings came from.
+    pub fn var(&self, name: &str) -> Option<String> {
+        self.env
+            .expose()
+            .get(name)
+            .filter(|v| !v.trim().is_empty())
+            .cloned()
     }
 
     /// The base URL without a trailing slash, for links.

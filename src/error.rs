@@ -55,6 +55,10 @@ impl AppError {
         e.retry_after = Some(retry_after);
         e
     }
+    /// 502: a provider failed us; `message` says what the user can do.
+    pub fn bad_gateway(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, code, message)
+    }
     /// 503 with `Retry-After`: the service or a provider cannot do this now.
     pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
         let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message);

@@ -8,6 +8,10 @@ use crate::db::models::{tenant::Tenant, user::User};
 use crate::db::{self, Backend, Pool};
 use crate::providers::Catalogue;
 use crate::web;
+use actix_session::config::{CookieContentSecurity, PersistentSession};
+use actix_session::storage::CookieSessionStore;
+use actix_session::SessionMiddleware;
+use actix_web::cookie::{time::Duration as CookieDuration, SameSite};
 use actix_web::dev::Server;
 use actix_web::{middleware, App, HttpServer};
 use base64::engine::general_purpose::STANDARD as B64;
@@ -209,9 +213,32 @@ impl Application {
 
     pub fn build_on(ctx: Context, listener: TcpListener) -> std::io::Result<Application> {
         let port = listener.local_addr()?.port();
+        let session_key = actix_web::cookie::Key::from(ctx.session_key.expose());
+        let secure = ctx.settings.is_production();
         let state = actix_web::web::Data::new(web::AppState::new(ctx));
         let server = HttpServer::new(move || {
+            // Sessions live in an encrypted cookie: any instance can read them.
+            let sessions = SessionMiddleware::builder(CookieSessionStore::default(), session_key.clone())
+                .cookie_name("tether_session".into())
+                .cookie_secure(secure)
+                .cookie_http_only(true)
+                .cookie_same_site(SameSite::Lax)
+                .cookie_content_security(CookieContentSecurity::Private)
+                .session_lifecycle(PersistentSession::default().session_ttl(CookieDuration::hours(12)))
+                .build();
             App::new()
+                .wrap(sessions)
+                .wrap(
+                    middleware::DefaultHeaders::new()
+                        .add(("X-Content-Type-Options", "nosniff"))
+                        .add(("X-Frame-Options", "DENY"))
+                        .add(("Referrer-Policy", "same-origin"))
+                        .add((
+                            "Content-Security-Policy",
+                            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                             object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+                        )),
+                )
                 .wrap(
                     middleware::Logger::new("%{method}xi %U %s %Dms")
                         .custom_request_replace("method", |req| req.method().to_string()),

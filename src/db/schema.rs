@@ -116,6 +116,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sso_nonces (nonce_hash) {
+        nonce_hash -> Text,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(users -> tenants (tenant_id));
 diesel::joinable!(connections -> tenants (tenant_id));
 diesel::joinable!(oauth_states -> tenants (tenant_id));
@@ -131,4 +138,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     events,
     webhook_outbox,
     key_checks,
+    sso_nonces,
 );

@@ -172,7 +172,7 @@ impl Catalogue {
         Catalogue::build(
             settings,
             file.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
-            &|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()),
+            &|name| settings.var(name),
         )
     }
 

@@ -1,6 +1,10 @@
 //! HTTP routes by area; handlers stay thin and call into the domain.
 
+pub mod oauth;
 pub mod ops;
+pub mod pages;
+pub mod ratelimit;
+pub mod session;
 
 use crate::config::Settings;
 use crate::crypto::KeyRing;
@@ -9,7 +13,9 @@ use crate::error::{AppError, AppResult, PageError};
 use crate::providers::Catalogue;
 use crate::startup::Context;
 use actix_web::{web, HttpRequest, HttpResponse};
+use ratelimit::RateLimiter;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Shared by every handler.
 pub struct AppState {
@@ -17,6 +23,14 @@ pub struct AppState {
     pub pool: Pool,
     pub keys: Arc<KeyRing>,
     pub providers: Arc<Catalogue>,
+    /// For calls to providers.
+    pub http: reqwest::Client,
+    /// Names this process in leases.
+    pub instance_id: String,
+    /// Sign-in attempts per email and per client address.
+    pub login_limiter: RateLimiter,
+    /// OAuth starts and callbacks per client address.
+    pub oauth_limiter: RateLimiter,
 }
 
 impl AppState {
@@ -26,6 +40,10 @@ impl AppState {
             pool: ctx.pool,
             keys: ctx.keys,
             providers: ctx.providers,
+            http: crate::oauth::client::http_client(),
+            instance_id: crate::crypto::random_token(6),
+            login_limiter: RateLimiter::new(10, Duration::from_secs(300)),
+            oauth_limiter: RateLimiter::new(60, Duration::from_secs(60)),
         }
     }
 
@@ -44,12 +62,40 @@ impl AppState {
     }
 }
 
+/// The client's address for rate limiting: the TCP peer (a proxy's
+/// X-Forwarded-For is not trusted, as it can be forged).
+pub fn client_addr(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(ops::healthz))
-        .route("/readyz", web::get().to(ops::readyz))
-        .route("/static/style.css", web::get().to(ops::stylesheet))
-        .configure(crate::demo::routes)
-        .default_service(web::to(not_found));
+    cfg.app_data(
+        web::FormConfig::default()
+            .limit(16 * 1024)
+            .error_handler(|e, _| {
+                PageError(AppError::bad_request(
+                    "invalid_form",
+                    format!("the form could not be read: {e}"),
+                ))
+                .into()
+            }),
+    )
+    .app_data(web::QueryConfig::default().error_handler(|e, _| {
+        PageError(AppError::bad_request(
+            "invalid_query",
+            format!("the address has invalid parameters: {e}"),
+        ))
+        .into()
+    }))
+    .route("/healthz", web::get().to(ops::healthz))
+    .route("/readyz", web::get().to(ops::readyz))
+    .route("/static/{file}", web::get().to(ops::static_file))
+    .configure(pages::routes)
+    .configure(oauth::routes)
+    .configure(crate::demo::routes)
+    .default_service(web::to(not_found));
 }
 
 /// Unknown routes: JSON under `/api`, a page elsewhere.

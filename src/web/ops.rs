@@ -41,9 +41,29 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-pub async fn stylesheet() -> HttpResponse {
+/// The stylesheet and the two small scripts, compiled into the binary.
+pub async fn static_file(path: web::Path<String>) -> HttpResponse {
+    let (body, content_type) = match path.as_str() {
+        "style.css" => (
+            include_str!("../../static/style.css"),
+            "text/css; charset=utf-8",
+        ),
+        "app.js" => (
+            include_str!("../../static/app.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "popup.js" => (
+            include_str!("../../static/popup.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        _ => {
+            return HttpResponse::NotFound()
+                .content_type("text/plain; charset=utf-8")
+                .body("not found\n")
+        }
+    };
     HttpResponse::Ok()
-        .content_type("text/css; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
-        .body(include_str!("../../static/style.css"))
+        .content_type(content_type)
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .body(body)
 }

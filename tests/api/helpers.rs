@@ -313,3 +313,148 @@ pub fn all_bytes_under(dir: &Path) -> Vec<u8> {
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// The password of admins made by [`TestApp::create_admin`].
+pub const PASSWORD: &str = "correct horse battery";
+
+impl TestApp {
+    /// A tenant with one admin (password [`PASSWORD`]).
+    pub fn create_admin(&self, tenant: &str, email: &str) -> tether::db::models::tenant::Tenant {
+        let mut conn = self.conn();
+        let t = match tether::db::models::tenant::Tenant::by_external_id(&mut conn, tenant).unwrap()
+        {
+            Some(t) => t,
+            None => tether::db::models::tenant::Tenant::create(&mut conn, tenant, tenant).unwrap(),
+        };
+        let hash = tether::auth::hash_password(PASSWORD).unwrap();
+        tether::db::models::user::User::create(&mut conn, &t.id, email, Some(&hash)).unwrap();
+        t
+    }
+
+    /// The CSRF token of the form on `path`.
+    pub async fn csrf(&self, path: &str) -> String {
+        let html = self.get(path).await.text().await.unwrap();
+        csrf_in(&html).unwrap_or_else(|| panic!("no csrf field on {path}: {html}"))
+    }
+
+    /// Signs in through the login form; returns the response (303 on success).
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        let csrf = self.csrf("/login").await;
+        self.client
+            .post(format!("{}/login", self.address))
+            .form(&[("email", email), ("password", password), ("csrf", &csrf)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Everything a rejected request must leave alone, as one comparable string.
+    pub fn snapshot(&self) -> String {
+        #[derive(QueryableByName, Debug)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            v: String,
+        }
+        let queries = [
+            "SELECT id || '|' || status || '|' || CAST(version AS TEXT) || '|' || COALESCE(key_id, '-') || '|' || CAST(updated_at AS TEXT) AS v FROM connections ORDER BY id",
+            "SELECT id || '|' || COALESCE(CAST(consumed_at AS TEXT), '-') AS v FROM oauth_states ORDER BY id",
+            "SELECT CAST(COUNT(*) AS TEXT) AS v FROM events",
+            "SELECT CAST(COUNT(*) AS TEXT) AS v FROM users",
+            "SELECT CAST(COUNT(*) AS TEXT) AS v FROM tenants",
+        ];
+        let mut conn = self.conn();
+        queries
+            .iter()
+            .map(|q| {
+                format!(
+                    "{:?}",
+                    diesel::sql_query(*q).load::<Row>(&mut conn).unwrap()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// The value of the first `name="csrf"` hidden field in a page.
+pub fn csrf_in(html: &str) -> Option<String> {
+    let at = html.find("name=\"csrf\" value=\"")? + "name=\"csrf\" value=\"".len();
+    Some(html[at..].split('"').next()?.to_string())
+}
+
+/// A query parameter of a URL.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// An OAuth provider faked at the HTTP level, configured into Tether through a
+/// real providers file as `acme`.
+pub struct FakeProvider {
+    pub server: wiremock::MockServer,
+}
+
+pub const ACME_ISSUER: &str = "https://auth.acme.example";
+
+impl FakeProvider {
+    pub async fn start() -> FakeProvider {
+        FakeProvider {
+            server: wiremock::MockServer::start().await,
+        }
+    }
+
+    /// The providers file declaring `acme` against this server.
+    pub fn providers_toml(&self, client_auth: &str) -> String {
+        let base = self.server.uri();
+        format!(
+            r#"
+[providers.acme]
+display_name = "Acme CRM"
+authorize_url = "{base}/authorize"
+token_url = "{base}/token"
+revocation_url = "{base}/revoke"
+userinfo_url = "{base}/me"
+account_id = "/sub"
+account_name = "/name"
+issuer = "{ACME_ISSUER}"
+scopes = ["contacts.read", "contacts.write"]
+client_auth = "{client_auth}"
+keep_fields = ["locationId"]
+api_base_url = "{base}/api"
+"#
+        )
+    }
+}
+
+/// A running app with `acme` enabled against `fake` (client auth `post` or `basic`).
+pub async fn spawn_app_with_provider(
+    backend: Backend,
+    fake: &FakeProvider,
+    client_auth: &str,
+) -> TestApp {
+    let db = TestDb::new(backend);
+    let file = db.data_dir().join("providers.toml");
+    std::fs::write(&file, fake.providers_toml(client_auth)).unwrap();
+    let file = file.display().to_string();
+    spawn_app_with(
+        db,
+        &[
+            ("TETHER_PROVIDERS_FILE", &file),
+            ("ACME_CLIENT_ID", "acme-client"),
+            ("ACME_CLIENT_SECRET", "acme-secret-value"),
+        ],
+    )
+    .await
+}

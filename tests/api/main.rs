@@ -3,7 +3,10 @@
 
 mod helpers;
 
+mod browser;
 mod cli;
+mod demo;
+mod flow;
 mod keys;
 mod ops;
 mod startup;

@@ -114,6 +114,14 @@ struct GrantRow<'a> {
     updated_at: NaiveDateTime,
 }
 
+/// What a successful refresh changes besides the tokens.
+#[derive(Debug)]
+pub struct Refreshed {
+    pub expires_at: Option<NaiveDateTime>,
+    pub next_refresh_at: Option<NaiveDateTime>,
+    pub scopes: Vec<String>,
+}
+
 /// A sealed value as stored, with what is needed to re-seal it in place.
 #[derive(Debug, Clone, Queryable)]
 pub struct SealedRow {
@@ -239,6 +247,21 @@ impl Connection {
             .load(conn)
     }
 
+    /// The connection a tenant's card shows for `provider`: the most recently
+    /// updated one holding tokens, else the most recent one.
+    pub fn current(
+        conn: &mut DbConn,
+        tenant_id: &str,
+        provider: &str,
+    ) -> QueryResult<Option<Connection>> {
+        let all = Connection::for_provider(conn, tenant_id, provider)?;
+        let live = all.iter().position(|c| c.token_ciphertext.is_some());
+        Ok(match live {
+            Some(i) => all.into_iter().nth(i),
+            None => all.into_iter().next(),
+        })
+    }
+
     pub fn status(&self) -> Status {
         Status::parse(&self.status)
     }
@@ -262,6 +285,127 @@ impl Connection {
         serde_json::from_slice(&plain)
             .map(Some)
             .map_err(|_| CryptoError::Tampered(kid.clone()))
+    }
+
+    /// Takes the refresh lease if nobody holds it: the one guard that keeps a
+    /// refresh token from being sent twice. Returns the row as leased.
+    pub fn claim(
+        conn: &mut DbConn,
+        id: &str,
+        owner: &str,
+        until: NaiveDateTime,
+    ) -> QueryResult<Option<Connection>> {
+        let t = now();
+        let taken = diesel::update(
+            connections::table
+                .find(id)
+                .filter(connections::token_ciphertext.is_not_null())
+                .filter(
+                    connections::status
+                        .eq_any([Status::Connected.as_str(), Status::Error.as_str()]),
+                )
+                .filter(
+                    connections::lease_until
+                        .is_null()
+                        .or(connections::lease_until.lt(t)),
+                ),
+        )
+        .set((
+            connections::lease_owner.eq(owner),
+            connections::lease_until.eq(until),
+        ))
+        .execute(conn)?;
+        if taken == 1 {
+            Connection::by_id(conn, id).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Commits a refreshed token set if the row is still the one we leased
+    /// (compare-and-swap on version and lease owner), and releases the lease.
+    pub fn commit_refresh(
+        conn: &mut DbConn,
+        ring: &KeyRing,
+        leased: &Connection,
+        owner: &str,
+        tokens: &TokenSet,
+        refreshed: &Refreshed,
+    ) -> QueryResult<bool> {
+        let plaintext = serde_json::to_vec(tokens)
+            .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+        let sealed = ring.seal(
+            &plaintext,
+            aad(&leased.id, &leased.tenant_id, &leased.provider),
+        );
+        let t = now();
+        diesel::update(
+            connections::table
+                .find(&leased.id)
+                .filter(connections::version.eq(leased.version))
+                .filter(connections::lease_owner.eq(owner)),
+        )
+        .set((
+            connections::token_ciphertext.eq(sealed.bytes),
+            connections::key_id.eq(sealed.key_id),
+            connections::status.eq(Status::Connected.as_str()),
+            connections::expires_at.eq(refreshed.expires_at),
+            connections::next_refresh_at.eq(refreshed.next_refresh_at),
+            connections::scopes
+                .eq(serde_json::to_string(&refreshed.scopes).unwrap_or_else(|_| "[]".into())),
+            connections::version.eq(connections::version + 1),
+            connections::lease_owner.eq(None::<String>),
+            connections::lease_until.eq(None::<NaiveDateTime>),
+            connections::failure_count.eq(0),
+            connections::last_error.eq(None::<String>),
+            connections::last_refreshed_at.eq(t),
+            connections::updated_at.eq(t),
+        ))
+        .execute(conn)
+        .map(|n| n == 1)
+    }
+
+    /// Records a failed refresh and releases the lease. `status` is
+    /// `needs_reconnect` (no more tries: `next_refresh_at` is cleared) or `error`.
+    pub fn record_failure(
+        conn: &mut DbConn,
+        leased: &Connection,
+        owner: &str,
+        status: Status,
+        error: &str,
+        next_refresh_at: Option<NaiveDateTime>,
+    ) -> QueryResult<bool> {
+        diesel::update(
+            connections::table
+                .find(&leased.id)
+                .filter(connections::version.eq(leased.version))
+                .filter(connections::lease_owner.eq(owner)),
+        )
+        .set((
+            connections::status.eq(status.as_str()),
+            connections::next_refresh_at.eq(next_refresh_at),
+            connections::failure_count.eq(connections::failure_count + 1),
+            connections::last_error.eq(error),
+            connections::lease_owner.eq(None::<String>),
+            connections::lease_until.eq(None::<NaiveDateTime>),
+            connections::updated_at.eq(now()),
+        ))
+        .execute(conn)
+        .map(|n| n == 1)
+    }
+
+    /// Releases a lease without changing anything else.
+    pub fn release(conn: &mut DbConn, id: &str, owner: &str) -> QueryResult<usize> {
+        diesel::update(
+            connections::table
+                .find(id)
+                .filter(connections::lease_owner.eq(owner)),
+        )
+        .set((
+            connections::lease_owner.eq(None::<String>),
+            connections::lease_until.eq(None::<NaiveDateTime>),
+        ))
+        .execute(conn)
     }
 
     /// Marks the connection disconnected and erases its tokens.

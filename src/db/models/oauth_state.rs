@@ -1,10 +1,10 @@
 //! Pending authorizations. The state value itself is stored only as a hash;
 //! the PKCE verifier is sealed like a token.
 
-use crate::crypto::{Aad, CryptoError, KeyRing, Sealed};
+use crate::crypto::{Aad, CryptoError, KeyRing, Sealed, Secret};
 use crate::db::models::connection::SealedRow;
 use crate::db::schema::oauth_states;
-use crate::db::DbConn;
+use crate::db::{new_id, now, DbConn};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -35,7 +35,92 @@ fn aad<'a>(id: &'a str, tenant_id: &'a str, provider: &'a str) -> Aad<'a> {
     }
 }
 
+/// A pending authorization to record.
+#[derive(Debug)]
+pub struct NewState<'a> {
+    pub state_hash: &'a str,
+    pub tenant_id: &'a str,
+    pub user_id: Option<&'a str>,
+    pub session_binding: Option<&'a str>,
+    pub provider: &'a str,
+    pub verifier: Option<&'a Secret<String>>,
+    pub redirect_uri: &'a str,
+    pub return_to: Option<&'a str>,
+    pub popup: bool,
+    pub expires_at: NaiveDateTime,
+}
+
 impl OAuthState {
+    /// Records a pending authorization, sealing the PKCE verifier to the row.
+    pub fn create(conn: &mut DbConn, ring: &KeyRing, new: &NewState<'_>) -> QueryResult<String> {
+        let id = new_id();
+        let sealed = new
+            .verifier
+            .map(|v| ring.seal(v.expose().as_bytes(), aad(&id, new.tenant_id, new.provider)));
+        diesel::insert_into(oauth_states::table)
+            .values((
+                oauth_states::id.eq(&id),
+                oauth_states::state_hash.eq(new.state_hash),
+                oauth_states::tenant_id.eq(new.tenant_id),
+                oauth_states::user_id.eq(new.user_id),
+                oauth_states::session_binding.eq(new.session_binding),
+                oauth_states::provider.eq(new.provider),
+                oauth_states::pkce_ciphertext.eq(sealed.as_ref().map(|s| s.bytes.clone())),
+                oauth_states::key_id.eq(sealed.map(|s| s.key_id)),
+                oauth_states::redirect_uri.eq(new.redirect_uri),
+                oauth_states::return_to.eq(new.return_to),
+                oauth_states::popup.eq(new.popup),
+                oauth_states::expires_at.eq(new.expires_at),
+                oauth_states::created_at.eq(now()),
+            ))
+            .execute(conn)?;
+        Ok(id)
+    }
+
+    pub fn by_hash(conn: &mut DbConn, state_hash: &str) -> QueryResult<Option<OAuthState>> {
+        oauth_states::table
+            .filter(oauth_states::state_hash.eq(state_hash))
+            .select(OAuthState::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    /// Marks the state used. `false` when it was already used or has expired
+    /// meanwhile: exactly one caller ever gets `true`.
+    pub fn consume(conn: &mut DbConn, id: &str) -> QueryResult<bool> {
+        let t = now();
+        diesel::update(
+            oauth_states::table
+                .find(id)
+                .filter(oauth_states::consumed_at.is_null())
+                .filter(oauth_states::expires_at.gt(t)),
+        )
+        .set(oauth_states::consumed_at.eq(t))
+        .execute(conn)
+        .map(|n| n == 1)
+    }
+
+    /// The PKCE verifier, when the flow used one.
+    pub fn verifier(&self, ring: &KeyRing) -> Result<Option<Secret<String>>, CryptoError> {
+        let (Some(bytes), Some(kid)) = (&self.pkce_ciphertext, &self.key_id) else {
+            return Ok(None);
+        };
+        let plain = ring.open(kid, bytes, aad(&self.id, &self.tenant_id, &self.provider))?;
+        String::from_utf8(plain)
+            .map(|s| Some(Secret::new(s)))
+            .map_err(|_| CryptoError::Tampered(kid.clone()))
+    }
+
+    /// Deletes states that expired before `before`.
+    pub fn delete_expired(conn: &mut DbConn, before: NaiveDateTime) -> QueryResult<usize> {
+        diesel::delete(oauth_states::table.filter(oauth_states::expires_at.lt(before)))
+            .execute(conn)
+    }
+
+    pub fn count(conn: &mut DbConn) -> QueryResult<i64> {
+        oauth_states::table.count().get_result(conn)
+    }
+
     /// Opens and re-seals a stored PKCE verifier (used by key rotation).
     pub fn reseal(ring: &KeyRing, row: &SealedRow) -> Result<Option<Sealed>, CryptoError> {
         let (Some(bytes), Some(kid)) = (&row.bytes, &row.key_id) else {

@@ -102,6 +102,12 @@ impl User {
         q.load(conn)
     }
 
+    pub fn touch_login(conn: &mut DbConn, id: &str) -> QueryResult<usize> {
+        diesel::update(users::table.find(id))
+            .set(users::last_login_at.eq(now()))
+            .execute(conn)
+    }
+
     pub fn count(conn: &mut DbConn) -> QueryResult<i64> {
         users::table.count().get_result(conn)
     }

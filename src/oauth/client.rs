@@ -1,0 +1,441 @@
+//! Talking to providers: code exchange, refresh, revocation, identity. Each
+//! failure is classified the way DESIGN.md section 6 asks.
+
+use super::token::TokenResponse;
+use crate::crypto::Secret;
+use crate::providers::{ClientAuth, Provider, RefreshStyle};
+use reqwest::header::{ACCEPT, RETRY_AFTER};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Largest provider response we read.
+const MAX_BODY: usize = 1 << 20;
+
+/// The HTTP client for provider calls: bounded time, no redirects followed
+/// (a token endpoint that redirects is misconfigured, and following could
+/// carry credentials elsewhere).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("tether/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("a static reqwest configuration builds")
+}
+
+/// What went wrong at the provider.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// The grant is gone (invalid_grant, revoked, expired): only the user can fix it.
+    #[error("the provider says the grant is no longer valid ({error})")]
+    GrantGone { error: String },
+    /// Our client credentials are wrong: an operator must fix the provider's configuration.
+    #[error("the provider rejected Tether's client credentials ({error})")]
+    ClientMisconfigured { error: String },
+    /// The request was refused for another reason (bad scope, bad request).
+    #[error("the provider refused the request ({error})")]
+    Refused { error: String },
+    /// Timeouts, 5xx, 429, unreadable answers: worth retrying later.
+    #[error("the provider is unavailable for now ({detail})")]
+    Transient {
+        detail: String,
+        retry_after: Option<u64>,
+    },
+}
+
+impl ProviderError {
+    fn transient(detail: impl Into<String>) -> Self {
+        ProviderError::Transient {
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// Classifies a non-2xx answer from a token or revocation endpoint.
+pub fn classify(status: u16, retry_after: Option<u64>, body: &[u8]) -> ProviderError {
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    let field = |name: &str| {
+        json.as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    // RFC 6749 5.2 `error`, or HubSpot's legacy `status` (e.g. BAD_REFRESH_TOKEN).
+    let error = field("error")
+        .or_else(|| field("status"))
+        .unwrap_or_default();
+    let lower = error.to_ascii_lowercase();
+    if status == 429 || status >= 500 {
+        return ProviderError::Transient {
+            detail: format!("HTTP {status}"),
+            retry_after,
+        };
+    }
+    match lower.as_str() {
+        "invalid_grant" | "bad_refresh_token" | "expired_token" | "token_revoked" | "revoked"
+        | "access_denied" => return ProviderError::GrantGone { error },
+        "invalid_client" | "unauthorized_client" | "bad_client_id" | "bad_client_secret" => {
+            return ProviderError::ClientMisconfigured { error }
+        }
+        _ => {}
+    }
+    if matches!(status, 400 | 401) {
+        // No RFC 6749 code: a body naming the grant or the refresh token means it is gone.
+        let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+        if text.contains("grant") || text.contains("refresh") || text.contains("revoked") {
+            return ProviderError::GrantGone {
+                error: if error.is_empty() {
+                    format!("HTTP {status}")
+                } else {
+                    error
+                },
+            };
+        }
+        if error.is_empty() && json.is_none() {
+            return ProviderError::transient(format!("HTTP {status} with an unreadable body"));
+        }
+    }
+    ProviderError::Refused {
+        error: if error.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            error
+        },
+    }
+}
+
+async fn read_body(res: reqwest::Response) -> Result<(u16, Option<u64>, Vec<u8>), ProviderError> {
+    let status = res.status().as_u16();
+    let retry_after = res
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let mut res = res;
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(ProviderError::transient("response larger than 1 MiB"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, retry_after, body))
+}
+
+/// A transport failure, without the URL (it may carry a token).
+fn transport(e: reqwest::Error) -> ProviderError {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "transport error"
+    };
+    ProviderError::transient(format!("{kind}: {}", e.without_url()))
+}
+
+async fn token_response(
+    provider: &Provider,
+    req: reqwest::RequestBuilder,
+) -> Result<TokenResponse, ProviderError> {
+    let res = req
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(transport)?;
+    let (status, retry_after, body) = read_body(res).await?;
+    if !(200..300).contains(&status) {
+        return Err(classify(status, retry_after, &body));
+    }
+    TokenResponse::parse(provider, &body).map_err(|e| ProviderError::transient(e.to_string()))
+}
+
+fn credentials(provider: &Provider) -> Result<(&str, &Secret<String>), ProviderError> {
+    provider
+        .credentials
+        .as_ref()
+        .map(|(id, secret)| (id.as_str(), secret))
+        .ok_or_else(|| ProviderError::ClientMisconfigured {
+            error: format!(
+                "{} and {} are not set",
+                provider.client_id_env, provider.client_secret_env
+            ),
+        })
+}
+
+/// A form POST to the token endpoint with the provider's client authentication
+/// and extra token parameters.
+fn token_post(
+    http: &reqwest::Client,
+    provider: &Provider,
+    url: &str,
+    mut form: Vec<(String, String)>,
+) -> Result<reqwest::RequestBuilder, ProviderError> {
+    let (id, secret) = credentials(provider)?;
+    for (k, v) in &provider.token_params {
+        form.push((k.clone(), v.clone()));
+    }
+    let req = http.post(url);
+    Ok(match provider.client_auth {
+        ClientAuth::Basic => req.basic_auth(id, Some(secret.expose())).form(&form),
+        ClientAuth::Post => {
+            form.push(("client_id".into(), id.into()));
+            form.push(("client_secret".into(), secret.expose().clone()));
+            req.form(&form)
+        }
+        ClientAuth::Json => {
+            let mut obj: serde_json::Map<String, Value> = form
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            obj.insert("client_id".into(), id.into());
+            obj.insert("client_secret".into(), secret.expose().clone().into());
+            req.json(&obj)
+        }
+    })
+}
+
+/// Exchanges an authorization code (with the PKCE verifier when used).
+pub async fn exchange_code(
+    http: &reqwest::Client,
+    provider: &Provider,
+    code: &str,
+    redirect_uri: &str,
+    verifier: Option<&str>,
+) -> Result<TokenResponse, ProviderError> {
+    // Instagram appends "#_" to codes it hands out.
+    let code = if provider.refresh == RefreshStyle::Instagram {
+        code.trim_end_matches("#_")
+    } else {
+        code
+    };
+    let mut form = vec![
+        ("grant_type".to_string(), "authorization_code".to_string()),
+        ("code".to_string(), code.to_string()),
+        ("redirect_uri".to_string(), redirect_uri.to_string()),
+    ];
+    if let Some(v) = verifier {
+        form.push(("code_verifier".into(), v.into()));
+    }
+    let short = token_response(
+        provider,
+        token_post(http, provider, &provider.token_url, form)?,
+    )
+    .await?;
+    if provider.refresh == RefreshStyle::Instagram {
+        return instagram_long_lived(http, provider, &short).await;
+    }
+    Ok(short)
+}
+
+/// Instagram: trades a short-lived token (1 h) for a long-lived one (60 days).
+async fn instagram_long_lived(
+    http: &reqwest::Client,
+    provider: &Provider,
+    short: &TokenResponse,
+) -> Result<TokenResponse, ProviderError> {
+    let (_, secret) = credentials(provider)?;
+    let base = provider
+        .api_base_url
+        .as_deref()
+        .unwrap_or("https://graph.instagram.com");
+    let req = http
+        .get(format!("{}/access_token", base.trim_end_matches('/')))
+        .query(&[
+            ("grant_type", "ig_exchange_token"),
+            ("client_secret", secret.expose().as_str()),
+            ("access_token", short.tokens.access_token.expose().as_str()),
+        ]);
+    let mut long = token_response(provider, req).await?;
+    // Keep what only the short-lived response carried (user_id, permissions).
+    if let (Some(long_raw), Some(short_raw)) = (long.raw.as_object_mut(), short.raw.as_object()) {
+        for (k, v) in short_raw {
+            if k != "access_token" && k != "expires_in" {
+                long_raw.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        long.tokens.raw = Secret::new(long.raw.clone());
+    }
+    if long.scopes.is_none() {
+        long.scopes = short.scopes.clone();
+    }
+    Ok(long)
+}
+
+/// Renews a token set the provider's way. Never called twice with the same
+/// refresh token: callers hold the connection's lease.
+pub async fn refresh(
+    http: &reqwest::Client,
+    provider: &Provider,
+    access_token: &str,
+    refresh_token: Option<&str>,
+    metadata: &Value,
+) -> Result<TokenResponse, ProviderError> {
+    match provider.refresh {
+        RefreshStyle::Standard => {
+            let rt = refresh_token.ok_or_else(|| ProviderError::GrantGone {
+                error: "no refresh token was issued".into(),
+            })?;
+            let form = vec![
+                ("grant_type".to_string(), "refresh_token".to_string()),
+                ("refresh_token".to_string(), rt.to_string()),
+            ];
+            token_response(
+                provider,
+                token_post(http, provider, &provider.token_url, form)?,
+            )
+            .await
+        }
+        RefreshStyle::Instagram => {
+            let base = provider
+                .api_base_url
+                .as_deref()
+                .unwrap_or("https://graph.instagram.com");
+            let req = http
+                .get(format!(
+                    "{}/refresh_access_token",
+                    base.trim_end_matches('/')
+                ))
+                .query(&[
+                    ("grant_type", "ig_refresh_token"),
+                    ("access_token", access_token),
+                ]);
+            token_response(provider, req).await
+        }
+        RefreshStyle::ClientCredentials => {
+            let instance = metadata
+                .get("instanceId")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ProviderError::GrantGone {
+                    error: "no instanceId is stored for this connection".into(),
+                })?;
+            client_credentials(http, provider, instance).await
+        }
+        RefreshStyle::None => Err(ProviderError::Refused {
+            error: "this provider's tokens cannot be refreshed".into(),
+        }),
+    }
+}
+
+/// Wix: mints a token for one site instance with the app's credentials.
+pub async fn client_credentials(
+    http: &reqwest::Client,
+    provider: &Provider,
+    instance_id: &str,
+) -> Result<TokenResponse, ProviderError> {
+    let form = vec![
+        ("grant_type".to_string(), "client_credentials".to_string()),
+        ("instance_id".to_string(), instance_id.to_string()),
+    ];
+    token_response(
+        provider,
+        token_post(http, provider, &provider.token_url, form)?,
+    )
+    .await
+}
+
+/// Revokes a token at the provider (RFC 7009). `Ok(false)` when the provider
+/// has no revocation endpoint.
+pub async fn revoke(
+    http: &reqwest::Client,
+    provider: &Provider,
+    token: &str,
+    hint: &str,
+) -> Result<bool, ProviderError> {
+    let Some(url) = provider.revocation_url.as_deref() else {
+        return Ok(false);
+    };
+    let form = vec![
+        ("token".to_string(), token.to_string()),
+        ("token_type_hint".to_string(), hint.to_string()),
+    ];
+    let res = token_post(http, provider, url, form)?
+        .send()
+        .await
+        .map_err(transport)?;
+    let (status, retry_after, body) = read_body(res).await?;
+    if (200..300).contains(&status) {
+        Ok(true)
+    } else {
+        Err(classify(status, retry_after, &body))
+    }
+}
+
+/// Fetches the provider's identity document with the access token.
+pub async fn identity(
+    http: &reqwest::Client,
+    provider: &Provider,
+    access_token: &str,
+) -> Result<Option<Value>, ProviderError> {
+    let Some(url) = provider.userinfo_url.as_deref() else {
+        return Ok(None);
+    };
+    let res = http
+        .get(url)
+        .bearer_auth(access_token)
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(transport)?;
+    let (status, retry_after, body) = read_body(res).await?;
+    if !(200..300).contains(&status) {
+        return Err(classify(status, retry_after, &body));
+    }
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|_| ProviderError::transient("the identity endpoint did not answer JSON"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified_by_code_then_status() {
+        assert!(matches!(
+            classify(400, None, br#"{"error":"invalid_grant"}"#),
+            ProviderError::GrantGone { .. }
+        ));
+        assert!(matches!(
+            classify(
+                400,
+                None,
+                br#"{"status":"BAD_REFRESH_TOKEN","message":"missing or invalid refresh token"}"#
+            ),
+            ProviderError::GrantGone { .. }
+        ));
+        assert!(matches!(
+            classify(401, None, br#"{"error":"invalid_client"}"#),
+            ProviderError::ClientMisconfigured { .. }
+        ));
+        assert!(matches!(
+            classify(400, None, br#"{"error":"unauthorized_client"}"#),
+            ProviderError::ClientMisconfigured { .. }
+        ));
+        assert_eq!(
+            classify(429, Some(30), b"slow down"),
+            ProviderError::Transient {
+                detail: "HTTP 429".into(),
+                retry_after: Some(30)
+            }
+        );
+        assert!(matches!(
+            classify(503, None, b""),
+            ProviderError::Transient { .. }
+        ));
+        assert!(matches!(
+            classify(400, None, b"<html>refresh token expired</html>"),
+            ProviderError::GrantGone { .. }
+        ));
+        assert!(matches!(
+            classify(400, None, b"<html>oops</html>"),
+            ProviderError::Transient { .. }
+        ));
+        assert!(matches!(
+            classify(400, None, br#"{"error":"invalid_scope"}"#),
+            ProviderError::Refused { .. }
+        ));
+    }
+}

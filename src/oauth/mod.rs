@@ -1,0 +1,378 @@
+//! The authorization-code flow: state and PKCE, the authorize URL, the
+//! callback's checks, the code exchange and the account lookup.
+
+pub mod client;
+pub mod token;
+
+use crate::config::Settings;
+use crate::crypto::{random_token, sha256_hex, KeyRing, Secret};
+use crate::db::models::connection::{Connection, Grant};
+use crate::db::models::event::Event;
+use crate::db::models::oauth_state::{NewState, OAuthState};
+use crate::db::{now, DbConn};
+use crate::error::{AppError, AppResult};
+use crate::providers::{Flow, Provider, RefreshStyle};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::Duration;
+use client::ProviderError;
+use token::{pointer_str, TokenResponse};
+
+/// How long a started authorization may take.
+pub const STATE_TTL_MINUTES: i64 = 10;
+/// Where the dashboard lives; the default `return_to`.
+pub const DASHBOARD: &str = "/settings/integrations";
+
+/// The S256 challenge of a PKCE verifier.
+pub fn pkce_challenge(verifier: &str) -> String {
+    use sha2::{Digest, Sha256};
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// Accepts only a relative path inside this app: one leading `/`, no `//`,
+/// no backslash, no control characters. Anything else is refused outright.
+pub fn safe_return_to(value: &str) -> AppResult<String> {
+    let ok = value.len() <= 512
+        && value.starts_with('/')
+        && !value.starts_with("//")
+        && !value.contains('\\')
+        && !value.chars().any(char::is_control)
+        && !value.contains("/..");
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(AppError::bad_request(
+            "invalid_return_to",
+            "return_to must be a path inside Tether, such as /settings/integrations",
+        ))
+    }
+}
+
+/// Who is starting the flow.
+#[derive(Debug, Clone)]
+pub struct Initiator<'a> {
+    pub tenant_id: &'a str,
+    pub user_id: Option<&'a str>,
+    /// Ties the state to the browser session that started it.
+    pub session_binding: Option<&'a str>,
+}
+
+/// Records a pending authorization and returns the provider's authorize URL.
+pub fn start(
+    conn: &mut DbConn,
+    ring: &KeyRing,
+    settings: &Settings,
+    provider: &Provider,
+    who: &Initiator<'_>,
+    return_to: Option<&str>,
+    popup: bool,
+) -> AppResult<String> {
+    if provider.flow != Flow::AuthorizationCode {
+        return Err(AppError::bad_request(
+            "unsupported_flow",
+            format!(
+                "{} is connected from its own app install, not from here",
+                provider.display_name
+            ),
+        ));
+    }
+    let state = random_token(32);
+    let verifier = provider.pkce.then(|| Secret::new(random_token(48)));
+    let redirect_uri = settings.redirect_uri(&provider.key);
+    let binding_hash = who.session_binding.map(|b| sha256_hex(b.as_bytes()));
+    OAuthState::create(
+        conn,
+        ring,
+        &NewState {
+            state_hash: &sha256_hex(state.as_bytes()),
+            tenant_id: who.tenant_id,
+            user_id: who.user_id,
+            session_binding: binding_hash.as_deref(),
+            provider: &provider.key,
+            verifier: verifier.as_ref(),
+            redirect_uri: &redirect_uri,
+            return_to,
+            popup,
+            expires_at: now() + Duration::minutes(STATE_TTL_MINUTES),
+        },
+    )?;
+    let mut url = url::Url::parse(&provider.authorize_url).map_err(|_| {
+        AppError::internal(format!(
+            "provider {} has an invalid authorize_url",
+            provider.key
+        ))
+    })?;
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("response_type", "code")
+            .append_pair(
+                "client_id",
+                provider
+                    .credentials
+                    .as_ref()
+                    .map(|(id, _)| id.as_str())
+                    .unwrap_or_default(),
+            )
+            .append_pair("redirect_uri", &redirect_uri)
+            .append_pair("state", &state);
+        if !provider.scopes.is_empty() {
+            q.append_pair("scope", &provider.scopes.join(&provider.scope_separator));
+        }
+        if let Some(v) = &verifier {
+            q.append_pair("code_challenge", &pkce_challenge(v.expose()))
+                .append_pair("code_challenge_method", "S256");
+        }
+        for (k, v) in &provider.authorize_params {
+            q.append_pair(k, v);
+        }
+    }
+    Ok(url.to_string())
+}
+
+/// The query of a callback, as received.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct CallbackQuery {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub iss: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+fn invalid_state(why: &str) -> AppError {
+    AppError::bad_request(
+        "invalid_state",
+        format!("This sign-in link is not valid ({why}). Start again from the integrations page."),
+    )
+}
+
+/// Checks a callback against its stored state without changing anything:
+/// known, unused, unexpired, same session, same provider, expected issuer.
+pub fn check_callback(
+    conn: &mut DbConn,
+    provider: &Provider,
+    query: &CallbackQuery,
+    session_binding: Option<&str>,
+) -> AppResult<OAuthState> {
+    let state = query
+        .state
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| invalid_state("no state"))?;
+    if state.len() > 512 {
+        return Err(invalid_state("unknown state"));
+    }
+    let row = OAuthState::by_hash(conn, &sha256_hex(state.as_bytes()))?
+        .ok_or_else(|| invalid_state("unknown state"))?;
+    if row.consumed_at.is_some() {
+        return Err(invalid_state("already used"));
+    }
+    if row.expires_at <= now() {
+        return Err(invalid_state("expired"));
+    }
+    if let Some(expected) = &row.session_binding {
+        let presented = session_binding.map(|b| sha256_hex(b.as_bytes()));
+        if presented.as_deref() != Some(expected.as_str()) {
+            return Err(invalid_state("started in another browser session"));
+        }
+    }
+    if row.provider != provider.key {
+        return Err(AppError::bad_request(
+            "provider_mismatch",
+            "This sign-in was started for another provider. Start again from the integrations page.",
+        ));
+    }
+    if let (Some(iss), Some(expected)) = (&query.iss, &provider.issuer) {
+        if iss != expected {
+            return Err(AppError::bad_request(
+                "issuer_mismatch",
+                "The answer did not come from the expected provider (iss mismatch).",
+            ));
+        }
+    }
+    Ok(row)
+}
+
+/// Uses the state up; loses cleanly to a concurrent callback with the same state.
+pub fn consume(conn: &mut DbConn, row: &OAuthState) -> AppResult<()> {
+    if OAuthState::consume(conn, &row.id)? {
+        Ok(())
+    } else {
+        Err(invalid_state("already used"))
+    }
+}
+
+/// A finished exchange: tokens and what we learned about the account.
+#[derive(Debug)]
+pub struct Authorized {
+    pub response: TokenResponse,
+    pub account_id: String,
+    pub account_name: Option<String>,
+    pub scopes: Vec<String>,
+    pub metadata: serde_json::Value,
+}
+
+/// An error for the person at the browser, from a provider failure.
+pub fn provider_failure(provider: &Provider, e: ProviderError) -> AppError {
+    let message = match &e {
+        ProviderError::ClientMisconfigured { .. } => format!(
+            "{} rejected Tether's client credentials. An operator has to check its configuration.",
+            provider.display_name
+        ),
+        ProviderError::Transient { .. } => format!(
+            "{} is not answering right now. Try again in a minute.",
+            provider.display_name
+        ),
+        ProviderError::GrantGone { .. } | ProviderError::Refused { .. } => {
+            format!(
+                "{} refused to complete the connection. Start again from the integrations page.",
+                provider.display_name
+            )
+        }
+    };
+    AppError::bad_gateway("provider_error", message).with_cause(e)
+}
+
+/// Exchanges the code and looks up the account.
+pub async fn exchange(
+    http: &reqwest::Client,
+    provider: &Provider,
+    redirect_uri: &str,
+    code: &str,
+    verifier: Option<&Secret<String>>,
+) -> AppResult<Authorized> {
+    if code.is_empty() || code.len() > 4096 {
+        return Err(AppError::bad_request(
+            "invalid_code",
+            "The provider's answer carried no usable code.",
+        ));
+    }
+    let response = client::exchange_code(
+        http,
+        provider,
+        code,
+        redirect_uri,
+        verifier.map(|v| v.expose().as_str()),
+    )
+    .await
+    .map_err(|e| provider_failure(provider, e))?;
+    let identity = client::identity(http, provider, response.tokens.access_token.expose())
+        .await
+        .map_err(|e| provider_failure(provider, e))?;
+    let lookup = |pointer: &Option<String>| {
+        pointer.as_deref().and_then(|p| {
+            identity
+                .as_ref()
+                .and_then(|doc| pointer_str(doc, p))
+                .or_else(|| pointer_str(&response.raw, p))
+        })
+    };
+    // Without an identity, the provider has one account per tenant.
+    let account_id = lookup(&provider.account_id).unwrap_or_else(|| "default".into());
+    let account_name = lookup(&provider.account_name);
+    let scopes = response
+        .scopes
+        .clone()
+        .unwrap_or_else(|| provider.scopes.clone());
+    let metadata = response.metadata(provider);
+    Ok(Authorized {
+        response,
+        account_id,
+        account_name,
+        scopes,
+        metadata,
+    })
+}
+
+/// Stores an authorization as the tenant's connection and records the event.
+/// Returns the connection and whether it replaced an earlier one.
+pub fn save(
+    conn: &mut DbConn,
+    ring: &KeyRing,
+    settings: &Settings,
+    provider: &Provider,
+    tenant_id: &str,
+    auth: &Authorized,
+    actor: &str,
+) -> AppResult<(Connection, bool)> {
+    let t = now();
+    let existed = Connection::find(conn, tenant_id, &provider.key, &auth.account_id)?
+        .is_some_and(|c| c.token_ciphertext.is_some());
+    let next_refresh_at = match (auth.response.expires_in, provider.refresh) {
+        (_, RefreshStyle::None) | (None, _) => None,
+        (Some(lifetime), _) => Some(token::next_refresh_at(
+            t,
+            lifetime,
+            settings.refresh.margin.as_secs() as i64,
+        )),
+    };
+    let refresh_expires_at = provider
+        .refresh_token_lifetime_days
+        .filter(|_| auth.response.tokens.refresh_token.is_some())
+        .map(|days| t + Duration::days(days));
+    let connection = Connection::store_grant(
+        conn,
+        ring,
+        &Grant {
+            tenant_id,
+            provider: &provider.key,
+            account_id: &auth.account_id,
+            account_name: auth.account_name.as_deref(),
+            scopes: &auth.scopes,
+            tokens: &auth.response.tokens,
+            expires_at: auth.response.expires_at(t),
+            refresh_expires_at,
+            next_refresh_at,
+            metadata: &auth.metadata,
+        },
+    )?;
+    let kind = if existed { "reconnected" } else { "connected" };
+    let detail = auth.account_name.as_deref().unwrap_or(&auth.account_id);
+    Event::record(
+        conn,
+        tenant_id,
+        Some(&connection.id),
+        &provider.key,
+        kind,
+        actor,
+        Some(detail),
+    )?;
+    Ok((connection, existed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_to_accepts_only_paths_inside_the_app() {
+        for ok in [
+            "/settings/integrations",
+            "/settings/integrations?x=1#top",
+            "/",
+        ] {
+            assert!(safe_return_to(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "javascript:alert(1)",
+            "\\\\evil.example",
+            "/\\evil.example",
+            "evil.example",
+            "",
+            "/a/../../x",
+            "/line\nbreak",
+        ] {
+            assert!(safe_return_to(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn pkce_challenge_matches_rfc_7636_appendix_b() {
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGKSsaFUw8"
+        );
+    }
+}

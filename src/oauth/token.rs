@@ -1,0 +1,190 @@
+//! Reading a provider's token response: tokens, expiry (number or string),
+//! granted scopes, and the fields kept as metadata.
+
+use crate::crypto::Secret;
+use crate::db::models::connection::TokenSet;
+use crate::providers::Provider;
+use chrono::{Duration, NaiveDateTime};
+use serde_json::{Map, Value};
+
+/// A token response, parsed.
+#[derive(Debug)]
+pub struct TokenResponse {
+    pub tokens: TokenSet,
+    /// `None`: the token does not expire.
+    pub expires_in: Option<i64>,
+    pub scopes: Option<Vec<String>>,
+    pub raw: Value,
+}
+
+/// Why a token response could not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("the provider's token response is not a JSON object")]
+    NotJson,
+    #[error("the provider's token response has no access_token")]
+    NoAccessToken,
+    #[error("the provider's token response has an unreadable expires_in")]
+    BadExpiry,
+}
+
+impl TokenResponse {
+    /// Parses a successful (2xx) token response body.
+    pub fn parse(provider: &Provider, body: &[u8]) -> Result<TokenResponse, TokenError> {
+        let raw: Value = serde_json::from_slice(body).map_err(|_| TokenError::NotJson)?;
+        let obj = raw.as_object().ok_or(TokenError::NotJson)?;
+        let access = str_field(obj, "access_token").ok_or(TokenError::NoAccessToken)?;
+        let refresh = str_field(obj, "refresh_token");
+        let token_type = str_field(obj, "token_type").unwrap_or_else(|| "Bearer".into());
+        let expires_in = match obj.get("expires_in") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => Some(n.as_i64().ok_or(TokenError::BadExpiry)?),
+            Some(Value::String(s)) => {
+                Some(s.trim().parse::<i64>().map_err(|_| TokenError::BadExpiry)?)
+            }
+            Some(_) => return Err(TokenError::BadExpiry),
+        };
+        if expires_in.is_some_and(|s| s < 0) {
+            return Err(TokenError::BadExpiry);
+        }
+        let scopes = match obj.get("scope").or_else(|| obj.get("scopes")) {
+            Some(Value::String(s)) => Some(split_scopes(s, &provider.scope_separator)),
+            Some(Value::Array(items)) => Some(
+                items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        Ok(TokenResponse {
+            tokens: TokenSet {
+                access_token: Secret::new(access),
+                refresh_token: refresh.map(Secret::new),
+                token_type,
+                raw: Secret::new(raw.clone()),
+            },
+            expires_in,
+            scopes,
+            raw,
+        })
+    }
+
+    /// The non-secret fields the provider keeps as metadata (`keep_fields`).
+    pub fn metadata(&self, provider: &Provider) -> Value {
+        let mut out = Map::new();
+        if let Some(obj) = self.raw.as_object() {
+            for field in &provider.keep_fields {
+                if let Some(v) = obj.get(field) {
+                    out.insert(field.clone(), v.clone());
+                }
+            }
+        }
+        Value::Object(out)
+    }
+
+    pub fn expires_at(&self, now: NaiveDateTime) -> Option<NaiveDateTime> {
+        self.expires_in.map(|s| now + Duration::seconds(s))
+    }
+}
+
+fn str_field(obj: &Map<String, Value>, name: &str) -> Option<String> {
+    match obj.get(name) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Splits a scope string on the provider's separator, and on spaces and commas
+/// too (providers are not always consistent).
+pub fn split_scopes(s: &str, separator: &str) -> Vec<String> {
+    s.split(|c: char| c == ' ' || c == ',' || separator.contains(c))
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// When to refresh a token that expires in `lifetime` seconds: at 80% of its
+/// life, but at least `margin` before it expires.
+pub fn next_refresh_at(now: NaiveDateTime, lifetime: i64, margin: i64) -> NaiveDateTime {
+    let at_80 = lifetime * 4 / 5;
+    let latest = lifetime - margin;
+    now + Duration::seconds(at_80.min(latest).max(0))
+}
+
+/// Reads a JSON pointer as a string (numbers are rendered).
+pub fn pointer_str(value: &Value, pointer: &str) -> Option<String> {
+    match value.pointer(pointer)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn provider() -> Provider {
+        let settings = Settings::from_vars(&Default::default()).unwrap();
+        let mut p = crate::providers::presets::demo(&settings);
+        p.keep_fields = vec!["locationId".into()];
+        p
+    }
+
+    #[test]
+    fn expires_in_may_be_a_number_a_string_or_absent() {
+        let p = provider();
+        let n = TokenResponse::parse(&p, br#"{"access_token":"a","expires_in":3599}"#).unwrap();
+        assert_eq!(n.expires_in, Some(3599));
+        let s = TokenResponse::parse(&p, br#"{"access_token":"a","expires_in":"86399"}"#).unwrap();
+        assert_eq!(s.expires_in, Some(86399));
+        let none = TokenResponse::parse(&p, br#"{"access_token":"a"}"#).unwrap();
+        assert_eq!(none.expires_in, None);
+        assert_eq!(
+            TokenResponse::parse(&p, br#"{"access_token":"a","expires_in":"soon"}"#).unwrap_err(),
+            TokenError::BadExpiry
+        );
+    }
+
+    #[test]
+    fn scopes_metadata_and_errors() {
+        let p = provider();
+        let r = TokenResponse::parse(
+            &p,
+            br#"{"access_token":"a","refresh_token":"r","scope":"contacts.readonly conversations/message.write","locationId":"loc_1","userId":"u"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.scopes.as_deref().unwrap(),
+            ["contacts.readonly", "conversations/message.write"]
+        );
+        assert_eq!(r.metadata(&p), serde_json::json!({"locationId":"loc_1"}));
+        assert_eq!(r.tokens.refresh_token.unwrap().expose(), "r");
+        assert_eq!(
+            TokenResponse::parse(&p, b"<html>").unwrap_err(),
+            TokenError::NotJson
+        );
+        assert_eq!(
+            TokenResponse::parse(&p, b"{}").unwrap_err(),
+            TokenError::NoAccessToken
+        );
+        assert_eq!(split_scopes("a,b c", ","), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn refresh_is_planned_at_80_percent_or_the_margin_before_expiry() {
+        let now = chrono::DateTime::from_timestamp(0, 0).unwrap().naive_utc();
+        assert_eq!(
+            next_refresh_at(now, 3600, 300),
+            now + Duration::seconds(2880)
+        );
+        assert_eq!(
+            next_refresh_at(now, 86400, 300),
+            now + Duration::seconds(69120)
+        );
+        assert_eq!(next_refresh_at(now, 600, 300), now + Duration::seconds(300));
+        assert_eq!(next_refresh_at(now, 60, 300), now);
+    }
+}

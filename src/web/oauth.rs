@@ -1,0 +1,432 @@
+//! Browser OAuth routes: authorize, callback, refresh, status, disconnect.
+//! The tenant always comes from the session, never from the request.
+
+use super::pages::{public_status, see_other};
+use super::session::{self, AdminSession};
+use super::{client_addr, AppState};
+use crate::db::models::connection::Connection;
+use crate::db::models::event::Event;
+use crate::error::{AppError, AppResult, PageError, PageResult};
+use crate::oauth::{self, CallbackQuery, DASHBOARD};
+use crate::providers::Provider;
+use actix_session::Session;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/oauth/{provider}/authorize", web::get().to(authorize))
+        .route("/oauth/{provider}/callback", web::get().to(callback))
+        .route("/oauth/{provider}/refresh", web::post().to(refresh))
+        .route("/oauth/{provider}/status", web::get().to(status))
+        .route("/oauth/{provider}/disconnect", web::post().to(disconnect));
+}
+
+/// The enabled provider named in the path, or a 404.
+fn provider(state: &AppState, key: &str) -> AppResult<Provider> {
+    if !crate::providers::valid_key(key) {
+        return Err(AppError::not_found("no such provider"));
+    }
+    state
+        .providers
+        .enabled(key)
+        .cloned()
+        .ok_or_else(|| AppError::not_found(format!("provider '{key}' is not enabled")))
+}
+
+fn rate_limit(state: &AppState, req: &HttpRequest) -> AppResult<()> {
+    state
+        .oauth_limiter
+        .check(&format!("oauth:{}", client_addr(req)))
+        .map_err(AppError::too_many_requests)
+}
+
+#[derive(serde::Deserialize)]
+struct AuthorizeQuery {
+    popup: Option<String>,
+    return_to: Option<String>,
+}
+
+async fn authorize(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    admin: AdminSession,
+    path: web::Path<String>,
+    query: web::Query<AuthorizeQuery>,
+) -> PageResult<HttpResponse> {
+    rate_limit(&state, &req)?;
+    let provider = provider(&state, &path)?;
+    let return_to = match &query.return_to {
+        Some(r) => oauth::safe_return_to(r)?,
+        None => DASHBOARD.to_string(),
+    };
+    let popup = query.popup.as_deref() == Some("1");
+    let binding = admin.binding()?;
+    let (tenant_id, user_id) = (admin.tenant_id.clone(), admin.user_id.clone());
+    let (keys, settings) = (state.keys.clone(), state.settings.clone());
+    let url = state
+        .db(move |c| {
+            let who = oauth::Initiator {
+                tenant_id: &tenant_id,
+                user_id: Some(&user_id),
+                session_binding: Some(&binding),
+            };
+            oauth::start(
+                c,
+                &keys,
+                &settings,
+                &provider,
+                &who,
+                Some(&return_to),
+                popup,
+            )
+        })
+        .await?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, url))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .finish())
+}
+
+#[derive(Template)]
+#[template(path = "popup_result.html")]
+struct PopupResult<'a> {
+    provider: &'a str,
+    ok: bool,
+    message: &'a str,
+    return_to: &'a str,
+}
+
+/// The end of a popup flow: a tiny page that tells the opener and closes.
+fn popup_page(
+    provider: &str,
+    ok: bool,
+    message: &str,
+    return_to: &str,
+) -> PageResult<HttpResponse> {
+    let body = PopupResult {
+        provider,
+        ok,
+        message,
+        return_to,
+    }
+    .render()
+    .map_err(AppError::internal)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body))
+}
+
+/// Callback errors carry `Referrer-Policy: no-referrer` too: the URL holds a code.
+fn callback_error(err: AppError) -> HttpResponse {
+    let mut res = actix_web::ResponseError::error_response(&PageError(err));
+    res.headers_mut().insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    res
+}
+
+async fn callback(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+    path: web::Path<String>,
+    query: web::Query<CallbackQuery>,
+) -> HttpResponse {
+    match finish_callback(&req, &state, &session, &path, query.into_inner()).await {
+        Ok(res) => res,
+        Err(PageError(e)) => callback_error(e),
+    }
+}
+
+async fn finish_callback(
+    req: &HttpRequest,
+    state: &AppState,
+    session: &Session,
+    provider_key: &str,
+    query: CallbackQuery,
+) -> PageResult<HttpResponse> {
+    rate_limit(state, req)?;
+    let provider = provider(state, provider_key)?;
+    let binding = session.get::<String>("oauth_binding").ok().flatten();
+    let query = std::sync::Arc::new(query);
+    let row = {
+        let (p, q) = (provider.clone(), query.clone());
+        state
+            .db(move |c| oauth::check_callback(c, &p, &q, binding.as_deref()))
+            .await?
+    };
+    let return_to = row.return_to.clone().unwrap_or_else(|| DASHBOARD.into());
+    let actor = match &row.user_id {
+        Some(_) => session
+            .get::<String>("email")
+            .ok()
+            .flatten()
+            .map_or_else(|| "admin".to_string(), |e| format!("admin:{e}")),
+        None => "connect-link".to_string(),
+    };
+    {
+        let row = row.clone();
+        state.db(move |c| oauth::consume(c, &row)).await?;
+    }
+    if let Some(error) = &query.error {
+        // Declined (or failed) at the provider: whatever was connected stays as it was.
+        let message = if error == "access_denied" {
+            format!(
+                "You declined the connection at {}. Nothing was changed.",
+                provider.display_name
+            )
+        } else {
+            format!(
+                "{} did not complete the connection ({}). Nothing was changed.",
+                provider.display_name,
+                short(error)
+            )
+        };
+        log::info!(
+            "authorization not granted tenant={} provider={} error={}",
+            row.tenant_id,
+            provider.key,
+            short(error)
+        );
+        return finish(
+            session,
+            &provider.key,
+            row.popup,
+            false,
+            &message,
+            &return_to,
+        );
+    }
+    let code = query.code.clone().unwrap_or_default();
+    let verifier = row.verifier(&state.keys)?;
+    let authorized = oauth::exchange(
+        &state.http,
+        &provider,
+        &row.redirect_uri,
+        &code,
+        verifier.as_ref(),
+    )
+    .await?;
+    let (keys, settings, p, tenant_id) = (
+        state.keys.clone(),
+        state.settings.clone(),
+        provider.clone(),
+        row.tenant_id.clone(),
+    );
+    let (connection, reconnected) = state
+        .db(move |c| oauth::save(c, &keys, &settings, &p, &tenant_id, &authorized, &actor))
+        .await?;
+    log::info!(
+        "connected tenant={} provider={} connection={}",
+        row.tenant_id,
+        provider.key,
+        connection.id
+    );
+    let who = connection
+        .account_name
+        .as_deref()
+        .unwrap_or(&connection.account_id);
+    let verb = if reconnected {
+        "Reconnected"
+    } else {
+        "Connected"
+    };
+    let message = format!("{verb} {} as {who}.", provider.display_name);
+    finish(
+        session,
+        &provider.key,
+        row.popup,
+        true,
+        &message,
+        &return_to,
+    )
+}
+
+fn short(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(64)
+        .collect()
+}
+
+fn finish(
+    session: &Session,
+    provider: &str,
+    popup: bool,
+    ok: bool,
+    message: &str,
+    return_to: &str,
+) -> PageResult<HttpResponse> {
+    if popup {
+        return popup_page(provider, ok, message, return_to);
+    }
+    session::flash(session, if ok { "ok" } else { "warn" }, message);
+    let mut res = see_other(return_to);
+    res.headers_mut().insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    Ok(res)
+}
+
+#[derive(serde::Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+/// The tenant's current connection to the provider, or a 404.
+async fn current(state: &AppState, tenant_id: &str, provider: &str) -> AppResult<Connection> {
+    let (t, p) = (tenant_id.to_string(), provider.to_string());
+    state
+        .db(move |c| {
+            Connection::current(c, &t, &p)?
+                .ok_or_else(|| AppError::not_found("this provider is not connected"))
+        })
+        .await
+}
+
+async fn refresh(
+    state: web::Data<AppState>,
+    admin: AdminSession,
+    path: web::Path<String>,
+    form: web::Form<CsrfForm>,
+) -> PageResult<HttpResponse> {
+    session::verify_csrf(&admin.session, &form.csrf)?;
+    let provider = provider(&state, &path)?;
+    let connection = current(&state, &admin.tenant_id, &provider.key).await?;
+    match crate::refresh::refresh_now(&state, &connection.id, &admin.actor()).await {
+        Ok(_) => session::flash(
+            &admin.session,
+            "ok",
+            format!("{} tokens refreshed.", provider.display_name),
+        ),
+        Err(e) => session::flash(
+            &admin.session,
+            "error",
+            format!("Refresh failed: {}", e.message()),
+        ),
+    }
+    Ok(see_other(DASHBOARD))
+}
+
+/// The status document of DESIGN.md section 9, shared with the internal API.
+pub fn status_json(provider: &str, c: Option<&Connection>) -> serde_json::Value {
+    let live = c.filter(|c| c.token_ciphertext.is_some());
+    let iso = |t: Option<chrono::NaiveDateTime>| {
+        t.map(|t| {
+            t.and_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        })
+    };
+    serde_json::json!({
+        "provider": provider,
+        "status": public_status(c),
+        "account": live.map(|c| serde_json::json!({"id": c.account_id, "name": c.account_name})),
+        "scopes": live.map(Connection::scopes).unwrap_or_default(),
+        "expires_at": iso(live.and_then(|c| c.expires_at)),
+        "last_refreshed_at": iso(live.and_then(|c| c.last_refreshed_at)),
+        "metadata": live.map_or_else(|| serde_json::json!({}), Connection::metadata),
+        "last_error": live.and_then(|c| c.last_error.clone()),
+    })
+}
+
+async fn status(
+    state: web::Data<AppState>,
+    admin: AdminSession,
+    path: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    let provider = provider(&state, &path)?;
+    let (t, p) = (admin.tenant_id.clone(), provider.key.clone());
+    let c = state
+        .db(move |c| Ok(Connection::current(c, &t, &p)?))
+        .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(status_json(&provider.key, c.as_ref())))
+}
+
+async fn disconnect(
+    state: web::Data<AppState>,
+    admin: AdminSession,
+    path: web::Path<String>,
+    form: web::Form<CsrfForm>,
+) -> PageResult<HttpResponse> {
+    session::verify_csrf(&admin.session, &form.csrf)?;
+    let provider = provider(&state, &path)?;
+    let message =
+        disconnect_connection(&state, &admin.tenant_id, &provider, &admin.actor()).await?;
+    session::flash(&admin.session, "ok", message);
+    Ok(see_other(DASHBOARD))
+}
+
+/// Revokes at the provider where it can (RFC 7009), then erases the tokens,
+/// even when revocation fails. Returns what happened, for the person.
+pub async fn disconnect_connection(
+    state: &AppState,
+    tenant_id: &str,
+    provider: &Provider,
+    actor: &str,
+) -> AppResult<String> {
+    let connection = current(state, tenant_id, &provider.key).await?;
+    let tokens = connection
+        .tokens(&state.keys)?
+        .ok_or_else(|| AppError::not_found("this provider is not connected"))?;
+    let (token, hint) = match &tokens.refresh_token {
+        Some(rt) => (rt.expose().clone(), "refresh_token"),
+        None => (tokens.access_token.expose().clone(), "access_token"),
+    };
+    let revoked = oauth::client::revoke(&state.http, provider, &token, hint).await;
+    let (outcome, detail) = match &revoked {
+        Ok(true) => (format!("Disconnected {}; the provider revoked the access.", provider.display_name), None),
+        Ok(false) => (
+            format!(
+                "Disconnected {}. It offers no way to revoke access from here: remove Tether in your {} account settings too.",
+                provider.display_name, provider.display_name
+            ),
+            None,
+        ),
+        Err(e) => (
+            format!(
+                "Disconnected {} and erased its tokens, but the provider did not confirm the revocation: remove Tether in your {} account settings too.",
+                provider.display_name, provider.display_name
+            ),
+            Some(format!("revocation failed: {e}")),
+        ),
+    };
+    let (id, t, p, actor) = (
+        connection.id.clone(),
+        connection.tenant_id.clone(),
+        provider.key.clone(),
+        actor.to_string(),
+    );
+    let was_revoked = matches!(revoked, Ok(true));
+    state
+        .db(move |c| {
+            Connection::erase(c, &id)?;
+            if was_revoked {
+                Event::record(c, &t, Some(&id), &p, "revoked", &actor, None)?;
+            }
+            Event::record(
+                c,
+                &t,
+                Some(&id),
+                &p,
+                "disconnected",
+                &actor,
+                detail.as_deref(),
+            )?;
+            Ok(())
+        })
+        .await?;
+    log::info!(
+        "disconnected tenant={} provider={} connection={}",
+        connection.tenant_id,
+        provider.key,
+        connection.id
+    );
+    Ok(outcome)
+}

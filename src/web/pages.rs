@@ -1,0 +1,364 @@
+//! Server-rendered pages: sign-in (local and SSO), the integrations dashboard.
+
+use super::session::{self, AdminSession, Flash};
+use super::{client_addr, AppState};
+use crate::db::models::connection::{Connection, Status};
+use crate::db::models::event::Event;
+use crate::db::models::{tenant::Tenant, user::User};
+use crate::error::{AppError, PageError, PageResult};
+use crate::oauth::{safe_return_to, DASHBOARD};
+use crate::providers::{Flow, Provider};
+use actix_session::Session;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use chrono::NaiveDateTime;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(root))
+        .route("/login", web::get().to(login_page))
+        .route("/login", web::post().to(login))
+        .route("/logout", web::post().to(logout))
+        .route("/sso", web::get().to(crate::web::pages::sso))
+        .route("/settings/integrations", web::get().to(dashboard))
+        .route(
+            "/settings/integrations/cards/{provider}",
+            web::get().to(card_fragment),
+        );
+}
+
+/// An HTML response with the headers every page carries.
+pub fn html(body: String) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body)
+}
+
+pub fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .finish()
+}
+
+fn render(t: &impl Template) -> PageResult<HttpResponse> {
+    Ok(html(t.render().map_err(AppError::internal)?))
+}
+
+async fn root() -> HttpResponse {
+    see_other(DASHBOARD)
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    csrf: &'a str,
+    email: &'a str,
+    next: &'a str,
+    error: Option<&'a str>,
+    flash: Option<Flash>,
+}
+
+#[derive(serde::Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+async fn login_page(session: Session, query: web::Query<NextQuery>) -> PageResult<HttpResponse> {
+    let next = query
+        .next
+        .as_deref()
+        .and_then(|n| safe_return_to(n).ok())
+        .unwrap_or_else(|| DASHBOARD.into());
+    let csrf = session::csrf_token(&session)?;
+    render(&LoginPage {
+        csrf: &csrf,
+        email: "",
+        next: &next,
+        error: None,
+        flash: session::take_flash(&session),
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    email: String,
+    password: String,
+    csrf: String,
+    next: Option<String>,
+}
+
+async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+    form: web::Form<LoginForm>,
+) -> PageResult<HttpResponse> {
+    session::verify_csrf(&session, &form.csrf)?;
+    let email = form.email.trim().to_lowercase();
+    for key in [
+        format!("email:{email}"),
+        format!("ip:{}", client_addr(&req)),
+    ] {
+        if let Err(wait) = state.login_limiter.check(&key) {
+            return Err(PageError(AppError::too_many_requests(wait)));
+        }
+    }
+    let next = form
+        .next
+        .as_deref()
+        .and_then(|n| safe_return_to(n).ok())
+        .unwrap_or_else(|| DASHBOARD.into());
+    if email.len() > 254 || form.password.len() > 1024 {
+        return Err(PageError(AppError::bad_request(
+            "invalid_form",
+            "that email or password is far too long",
+        )));
+    }
+    let password = form.password.clone();
+    let user = {
+        let email = email.clone();
+        state
+            .db(move |c| {
+                let user = User::by_email(c, &email)?;
+                // Hash even for unknown emails, so timing does not tell which exist.
+                let hash = user
+                    .as_ref()
+                    .and_then(|u| u.password_hash.clone())
+                    .unwrap_or_else(|| dummy_hash().to_string());
+                let ok = crate::auth::verify_password(&password, &hash);
+                Ok(user.filter(|u| ok && u.password_hash.is_some()))
+            })
+            .await?
+    };
+    let Some(user) = user else {
+        log::info!("failed sign-in for an account");
+        let csrf = session::csrf_token(&session)?;
+        let page = LoginPage {
+            csrf: &csrf,
+            email: &email,
+            next: &next,
+            error: Some("That email and password do not match an account."),
+            flash: None,
+        };
+        let body = page.render().map_err(AppError::internal)?;
+        return Ok(HttpResponse::Unauthorized()
+            .content_type("text/html; charset=utf-8")
+            .body(body));
+    };
+    session::sign_in(&session, &user.id, &user.tenant_id, &user.email)?;
+    let user_id = user.id.clone();
+    state
+        .db(move |c| Ok(User::touch_login(c, &user_id)?))
+        .await?;
+    log::info!("admin signed in tenant={}", user.tenant_id);
+    Ok(see_other(&next))
+}
+
+/// A hash of a random password, verified against for unknown emails.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        crate::auth::hash_password(&crate::crypto::random_token(16)).unwrap_or_default()
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn logout(session: Session, form: web::Form<CsrfForm>) -> PageResult<HttpResponse> {
+    session::verify_csrf(&session, &form.csrf)?;
+    session.purge();
+    // A fresh session only for the message.
+    session::flash(&session, "ok", "You are signed out.");
+    Ok(see_other("/login"))
+}
+
+#[derive(serde::Deserialize)]
+struct SsoQuery {
+    token: String,
+}
+
+/// The CRM hands a signed-in admin over (see `crate::sso`).
+async fn sso(
+    state: web::Data<AppState>,
+    session: Session,
+    query: web::Query<SsoQuery>,
+) -> PageResult<HttpResponse> {
+    let Some(secret) = state.settings.sso_secret.clone() else {
+        return Err(PageError(AppError::not_found(
+            "single sign-on is not enabled",
+        )));
+    };
+    let claims = crate::sso::verify(
+        secret.expose().as_bytes(),
+        &query.token,
+        chrono::Utc::now().timestamp(),
+    )?;
+    let user = state.db(move |c| crate::sso::admit(c, &claims)).await?;
+    session::sign_in(&session, &user.id, &user.tenant_id, &user.email)?;
+    log::info!("admin signed in through SSO tenant={}", user.tenant_id);
+    Ok(see_other(DASHBOARD))
+}
+
+/// One provider's card on the dashboard.
+pub struct Card {
+    pub key: String,
+    pub name: String,
+    /// connected | needs_reconnect | error | not_connected
+    pub status: &'static str,
+    pub status_label: &'static str,
+    pub account: Option<String>,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<String>,
+    pub last_refreshed_at: Option<String>,
+    pub last_error: Option<String>,
+    pub has_tokens: bool,
+    pub events: Vec<EventLine>,
+}
+
+pub struct EventLine {
+    pub when: String,
+    pub label: &'static str,
+    pub actor: String,
+}
+
+fn when(t: NaiveDateTime) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+fn event_label(kind: &str) -> &'static str {
+    match kind {
+        "connected" => "Connected",
+        "reconnected" => "Reconnected",
+        "refreshed" => "Refreshed",
+        "refresh_failed" => "Refresh failed",
+        "needs_reconnect" => "Needs reconnecting",
+        "disconnected" => "Disconnected",
+        "revoked" => "Revoked at the provider",
+        _ => "Activity",
+    }
+}
+
+/// The status the CRM and the dashboard see: a disconnected row is "not connected".
+pub fn public_status(c: Option<&Connection>) -> &'static str {
+    match c.map(Connection::status) {
+        Some(Status::Connected) => "connected",
+        Some(Status::NeedsReconnect) => "needs_reconnect",
+        Some(Status::Error) => "error",
+        Some(Status::Disconnected) | None => "not_connected",
+    }
+}
+
+fn card(provider: &Provider, current: Option<&Connection>, events: Vec<Event>) -> Card {
+    let status = public_status(current);
+    let live = current.filter(|c| c.token_ciphertext.is_some());
+    Card {
+        key: provider.key.clone(),
+        name: provider.display_name.clone(),
+        status,
+        status_label: match status {
+            "connected" => "Connected",
+            "needs_reconnect" => "Needs reconnecting",
+            "error" => "Refresh failing, retrying",
+            _ => "Not connected",
+        },
+        account: live.map(|c| {
+            c.account_name
+                .clone()
+                .unwrap_or_else(|| c.account_id.clone())
+        }),
+        scopes: live.map(Connection::scopes).unwrap_or_default(),
+        expires_at: live.and_then(|c| c.expires_at).map(when),
+        last_refreshed_at: live.and_then(|c| c.last_refreshed_at).map(when),
+        last_error: live.and_then(|c| c.last_error.clone()),
+        has_tokens: live.is_some(),
+        events: events
+            .into_iter()
+            .map(|e| EventLine {
+                when: when(e.created_at),
+                label: event_label(&e.kind),
+                actor: e.actor,
+            })
+            .collect(),
+    }
+}
+
+/// Loads the cards of the tenant's enabled providers (all, or one).
+async fn cards(
+    state: &AppState,
+    tenant_id: &str,
+    only: Option<&str>,
+) -> Result<Vec<Card>, AppError> {
+    let providers: Vec<Provider> = state
+        .providers
+        .all()
+        .filter(|p| p.enabled() && p.flow == Flow::AuthorizationCode)
+        .filter(|p| only.is_none_or(|k| k == p.key))
+        .cloned()
+        .collect();
+    let tenant_id = tenant_id.to_string();
+    state
+        .db(move |c| {
+            let mut out = Vec::new();
+            for p in &providers {
+                let current = Connection::current(c, &tenant_id, &p.key)?;
+                let events = Event::recent(c, &tenant_id, &p.key, 5)?;
+                out.push(card(p, current.as_ref(), events));
+            }
+            Ok(out)
+        })
+        .await
+}
+
+#[derive(Template)]
+#[template(path = "integrations.html")]
+struct Dashboard<'a> {
+    tenant_name: &'a str,
+    email: &'a str,
+    csrf: &'a str,
+    cards: Vec<Card>,
+    flash: Option<Flash>,
+}
+
+async fn dashboard(state: web::Data<AppState>, admin: AdminSession) -> PageResult<HttpResponse> {
+    let tenant_id = admin.tenant_id.clone();
+    let tenant = state.db(move |c| Ok(Tenant::by_id(c, &tenant_id)?)).await?;
+    let Some(tenant) = tenant else {
+        // The tenant was deleted under a live session.
+        admin.session.purge();
+        return Ok(see_other("/login"));
+    };
+    let csrf = session::csrf_token(&admin.session)?;
+    let cards = cards(&state, &admin.tenant_id, None).await?;
+    render(&Dashboard {
+        tenant_name: &tenant.name,
+        email: &admin.email,
+        csrf: &csrf,
+        cards,
+        flash: session::take_flash(&admin.session),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "card_fragment.html")]
+struct CardFragment<'a> {
+    csrf: &'a str,
+    card: &'a Card,
+}
+
+/// One card's HTML, so the dashboard can update it after a popup without a reload.
+async fn card_fragment(
+    state: web::Data<AppState>,
+    admin: AdminSession,
+    path: web::Path<String>,
+) -> PageResult<HttpResponse> {
+    let cards = cards(&state, &admin.tenant_id, Some(path.as_str())).await?;
+    let card = cards
+        .first()
+        .ok_or_else(|| AppError::not_found("no such provider"))?;
+    let csrf = session::csrf_token(&admin.session)?;
+    render(&CardFragment { csrf: &csrf, card })
+}

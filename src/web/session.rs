@@ -1,0 +1,140 @@
+//! Browser sessions: who is signed in (from an encrypted cookie), CSRF tokens,
+//! flash messages, and the value that binds an OAuth state to a session.
+
+use crate::crypto::random_token;
+use crate::error::{AppError, AppResult, PageError};
+use actix_session::{Session, SessionExt};
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest};
+use std::future::{ready, Ready};
+use subtle::ConstantTimeEq;
+
+const USER: &str = "uid";
+const TENANT: &str = "tid";
+const EMAIL: &str = "email";
+const CSRF: &str = "csrf";
+const BINDING: &str = "oauth_binding";
+const FLASH: &str = "flash";
+
+/// A signed-in tenant admin. The tenant always comes from here, never from a parameter.
+#[derive(Clone)]
+pub struct AdminSession {
+    pub user_id: String,
+    pub tenant_id: String,
+    pub email: String,
+    pub session: Session,
+}
+
+impl FromRequest for AdminSession {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let session = req.get_session();
+        let get = |k: &str| session.get::<String>(k).ok().flatten();
+        let result = match (get(USER), get(TENANT), get(EMAIL)) {
+            (Some(user_id), Some(tenant_id), Some(email)) => Ok(AdminSession {
+                user_id,
+                tenant_id,
+                email,
+                session: session.clone(),
+            }),
+            _ => {
+                let err = AppError::unauthorized("sign in first");
+                let wants_json = req
+                    .headers()
+                    .get(actix_web::http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("application/json"));
+                Err(if wants_json {
+                    err.into()
+                } else {
+                    PageError(err).into()
+                })
+            }
+        };
+        ready(result)
+    }
+}
+
+impl AdminSession {
+    /// The actor name recorded in events.
+    pub fn actor(&self) -> String {
+        format!("admin:{}", self.email)
+    }
+
+    /// The random value that ties OAuth states to this session.
+    pub fn binding(&self) -> AppResult<String> {
+        get_or_create(&self.session, BINDING)
+    }
+}
+
+/// Signs `user` in on a fresh session id (no fixation), with new CSRF and binding values.
+pub fn sign_in(session: &Session, user_id: &str, tenant_id: &str, email: &str) -> AppResult<()> {
+    session.renew();
+    session.clear();
+    for (k, v) in [(USER, user_id), (TENANT, tenant_id), (EMAIL, email)] {
+        session
+            .insert(k, v)
+            .map_err(|e| AppError::internal(e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn get_or_create(session: &Session, key: &str) -> AppResult<String> {
+    if let Ok(Some(v)) = session.get::<String>(key) {
+        return Ok(v);
+    }
+    let v = random_token(32);
+    session
+        .insert(key, &v)
+        .map_err(|e| AppError::internal(e.to_string()))?;
+    Ok(v)
+}
+
+/// The session's CSRF token, for a hidden form field.
+pub fn csrf_token(session: &Session) -> AppResult<String> {
+    get_or_create(session, CSRF)
+}
+
+/// Checks a submitted CSRF token against the session's, in constant time.
+pub fn verify_csrf(session: &Session, presented: &str) -> AppResult<()> {
+    let expected = session
+        .get::<String>(CSRF)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    if !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes())) {
+        Ok(())
+    } else {
+        Err(AppError::forbidden(
+            "the form expired or did not come from this site; reload the page and try again",
+        ))
+    }
+}
+
+/// A one-time message shown on the next page.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Flash {
+    /// `ok`, `warn` or `error`.
+    pub kind: String,
+    pub message: String,
+}
+
+pub fn flash(session: &Session, kind: &str, message: impl Into<String>) {
+    let _ = session.insert(
+        FLASH,
+        Flash {
+            kind: kind.into(),
+            message: message.into(),
+        },
+    );
+}
+
+pub fn take_flash(session: &Session) -> Option<Flash> {
+    let f = session.get::<Flash>(FLASH).ok().flatten();
+    if f.is_some() {
+        session.remove(FLASH);
+    }
+    f
+}

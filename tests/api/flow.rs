@@ -1,0 +1,409 @@
+//! The connect flow against a provider faked at the HTTP level: authorize,
+//! callback with PKCE, refresh, reconnect, disconnect.
+
+use crate::backend_tests;
+use crate::helpers::{
+    query_param, spawn_app_with_provider, Backend, FakeProvider, TestApp, ACME_ISSUER, PASSWORD,
+};
+use tether::db::models::connection::Connection;
+use wiremock::matchers::{body_string_contains, header, method, path};
+use wiremock::{Mock, Request, ResponseTemplate};
+
+pub const OWNER: &str = "owner@acme.example";
+
+/// Matches a token request whose PKCE verifier hashes to `challenge`.
+pub struct VerifierMatches(pub String);
+
+impl wiremock::Match for VerifierMatches {
+    fn matches(&self, request: &Request) -> bool {
+        url::form_urlencoded::parse(&request.body)
+            .find(|(k, _)| k == "code_verifier")
+            .is_some_and(|(_, v)| tether::oauth::pkce_challenge(&v) == self.0)
+    }
+}
+
+pub fn tokens(
+    access: &str,
+    refresh: Option<&str>,
+    expires_in: serde_json::Value,
+) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "scope": "contacts.read",
+        "locationId": "loc_9",
+    });
+    if let Some(rt) = refresh {
+        body["refresh_token"] = rt.into();
+    }
+    body
+}
+
+/// Starts a connect as the signed-in admin; returns the state and PKCE challenge.
+pub async fn start(app: &TestApp, extra_query: &str) -> (String, String) {
+    let res = app
+        .get(&format!(
+            "/oauth/acme/authorize?return_to=/settings/integrations{extra_query}"
+        ))
+        .await;
+    assert_eq!(res.status(), 303);
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(
+        query_param(&location, "client_id").as_deref(),
+        Some("acme-client")
+    );
+    assert_eq!(
+        query_param(&location, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    assert_eq!(
+        query_param(&location, "scope").as_deref(),
+        Some("contacts.read contacts.write")
+    );
+    assert_eq!(
+        query_param(&location, "redirect_uri").as_deref(),
+        Some(app.ctx.settings.redirect_uri("acme").as_str())
+    );
+    (
+        query_param(&location, "state").expect("state"),
+        query_param(&location, "code_challenge").expect("challenge"),
+    )
+}
+
+/// The provider's token and identity answers for a first connection.
+pub async fn mount_exchange(fake: &FakeProvider, challenge: &str, access: &str, refresh: &str) {
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_string_contains("grant_type=authorization_code"))
+        .and(body_string_contains("code=the-code"))
+        .and(VerifierMatches(challenge.to_string()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(tokens(
+            access,
+            Some(refresh),
+            "3600".into(),
+        )))
+        .expect(1)
+        .named("code exchange")
+        .mount(&fake.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/me"))
+        .and(header("authorization", format!("Bearer {access}").as_str()))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"sub": "acct-42", "name": "Main Street Dental"})),
+        )
+        .mount(&fake.server)
+        .await;
+}
+
+/// Signs in, connects `acme` with the given tokens, and returns the callback response.
+pub async fn connect(
+    app: &TestApp,
+    fake: &FakeProvider,
+    access: &str,
+    refresh: &str,
+) -> reqwest::Response {
+    let (state, challenge) = start(app, "").await;
+    mount_exchange(fake, &challenge, access, refresh).await;
+    app.get(&format!(
+        "/oauth/acme/callback?code=the-code&state={state}&iss={ACME_ISSUER}"
+    ))
+    .await
+}
+
+pub async fn signed_in(backend: Backend, client_auth: &str) -> (TestApp, FakeProvider) {
+    let fake = FakeProvider::start().await;
+    let app = spawn_app_with_provider(backend, &fake, client_auth).await;
+    app.create_admin("acme", OWNER);
+    assert_eq!(app.login(OWNER, PASSWORD).await.status(), 303);
+    (app, fake)
+}
+
+async fn status(app: &TestApp) -> serde_json::Value {
+    app.client
+        .get(format!("{}/oauth/acme/status", app.address))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn stored(app: &TestApp) -> Connection {
+    let t = tether::db::models::tenant::Tenant::by_external_id(&mut app.conn(), "acme")
+        .unwrap()
+        .unwrap();
+    Connection::current(&mut app.conn(), &t.id, "acme")
+        .unwrap()
+        .unwrap()
+}
+
+backend_tests!(
+    an_admin_connects_a_provider_with_pkce_and_sees_it_connected,
+    basic_client_authentication_sends_the_credentials_in_the_header,
+    refresh_rotates_the_tokens_and_keeps_the_refresh_token_when_none_comes_back,
+    a_refresh_refused_with_invalid_grant_marks_the_connection_needs_reconnect,
+    disconnect_revokes_the_refresh_token_and_erases_the_tokens,
+    disconnect_erases_the_tokens_even_when_revocation_fails_and_says_so,
+    reconnecting_replaces_the_tokens_and_records_a_reconnect,
+    a_popup_flow_ends_on_a_page_that_tells_the_opener_and_closes,
+);
+
+async fn an_admin_connects_a_provider_with_pkce_and_sees_it_connected(backend: Backend) {
+    let (app, fake) = signed_in(backend, "post").await;
+    let res = connect(&app, &fake, "at-1-secret", "rt-1-secret").await;
+    assert_eq!(res.status(), 303, "{:?}", res.text().await);
+    assert_eq!(res.headers()["location"], "/settings/integrations");
+    assert_eq!(res.headers()["referrer-policy"], "no-referrer");
+
+    let token_request = &fake.server.received_requests().await.unwrap()[0];
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&token_request.body)
+        .into_owned()
+        .collect();
+    assert!(form.contains(&("client_id".into(), "acme-client".into())));
+    assert!(form.contains(&("client_secret".into(), "acme-secret-value".into())));
+    assert!(form.contains(&("redirect_uri".into(), app.ctx.settings.redirect_uri("acme"))));
+
+    let s = status(&app).await;
+    assert_eq!(s["status"], "connected");
+    assert_eq!(s["account"]["id"], "acct-42");
+    assert_eq!(s["account"]["name"], "Main Street Dental");
+    assert_eq!(s["scopes"], serde_json::json!(["contacts.read"]));
+    assert_eq!(s["metadata"], serde_json::json!({"locationId": "loc_9"}));
+    assert!(s["expires_at"].as_str().unwrap().ends_with('Z'));
+
+    let page = app
+        .get("/settings/integrations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Connected Acme CRM as Main Street Dental."),
+        "flash: {page}"
+    );
+    assert!(page.contains(r#"data-provider="acme" data-status="connected""#));
+    assert!(page.contains("Main Street Dental") && page.contains("contacts.read"));
+    assert!(
+        page.contains("Connected</span>"),
+        "the connected event is listed"
+    );
+    for secret in ["at-1-secret", "rt-1-secret", "acme-secret-value"] {
+        assert!(!page.contains(secret) && !s.to_string().contains(secret));
+    }
+    let tokens = stored(&app).tokens(&app.ctx.keys).unwrap().unwrap();
+    assert_eq!(tokens.access_token.expose(), "at-1-secret");
+}
+
+async fn basic_client_authentication_sends_the_credentials_in_the_header(backend: Backend) {
+    let (app, fake) = signed_in(backend, "basic").await;
+    let res = connect(&app, &fake, "at-1", "rt-1").await;
+    assert_eq!(res.status(), 303);
+    let token_request = &fake.server.received_requests().await.unwrap()[0];
+    use base64::Engine;
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("acme-client:acme-secret-value")
+    );
+    assert_eq!(
+        token_request.headers["authorization"].to_str().unwrap(),
+        expected
+    );
+    let body = String::from_utf8_lossy(&token_request.body);
+    assert!(!body.contains("client_secret"), "{body}");
+}
+
+async fn refresh_rotates_the_tokens_and_keeps_the_refresh_token_when_none_comes_back(
+    backend: Backend,
+) {
+    let (app, fake) = signed_in(backend, "post").await;
+    connect(&app, &fake, "at-1", "rt-1").await;
+    let before = stored(&app);
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_string_contains("grant_type=refresh_token"))
+        .and(body_string_contains("refresh_token=rt-1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"access_token": "at-2", "expires_in": 7200})),
+        )
+        .expect(1)
+        .mount(&fake.server)
+        .await;
+    let csrf = app.csrf("/settings/integrations").await;
+    let res = app
+        .post_form("/oauth/acme/refresh", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(res.status(), 303);
+    let after = stored(&app);
+    assert_eq!(after.version, before.version + 1);
+    let tokens = after.tokens(&app.ctx.keys).unwrap().unwrap();
+    assert_eq!(tokens.access_token.expose(), "at-2");
+    assert_eq!(
+        tokens.refresh_token.unwrap().expose(),
+        "rt-1",
+        "kept: the response had none"
+    );
+    assert!(after.expires_at.unwrap() > before.expires_at.unwrap());
+    assert!(after.lease_owner.is_none());
+    let page = app
+        .get("/settings/integrations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Acme CRM tokens refreshed.") && page.contains("Refreshed</span>"),
+        "{page}"
+    );
+}
+
+async fn a_refresh_refused_with_invalid_grant_marks_the_connection_needs_reconnect(
+    backend: Backend,
+) {
+    let (app, fake) = signed_in(backend, "post").await;
+    connect(&app, &fake, "at-1", "rt-1").await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_string_contains("grant_type=refresh_token"))
+        .respond_with(
+            ResponseTemplate::new(400).set_body_json(serde_json::json!({"error": "invalid_grant"})),
+        )
+        .expect(1)
+        .mount(&fake.server)
+        .await;
+    let csrf = app.csrf("/settings/integrations").await;
+    app.post_form("/oauth/acme/refresh", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status(&app).await["status"], "needs_reconnect");
+    let page = app
+        .get("/settings/integrations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("no longer accepts this connection"),
+        "banner: {page}"
+    );
+    assert!(page.contains("Refresh failed:"));
+    // No more tries: a second click does not reach the provider (expect(1) above).
+    app.post_form("/oauth/acme/refresh", &[("csrf", &csrf)])
+        .await;
+    assert!(stored(&app).next_refresh_at.is_none());
+}
+
+async fn disconnect_revokes_the_refresh_token_and_erases_the_tokens(backend: Backend) {
+    let (app, fake) = signed_in(backend, "post").await;
+    connect(&app, &fake, "at-1", "rt-1").await;
+    Mock::given(method("POST"))
+        .and(path("/revoke"))
+        .and(body_string_contains("token=rt-1"))
+        .and(body_string_contains("token_type_hint=refresh_token"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&fake.server)
+        .await;
+    let csrf = app.csrf("/settings/integrations").await;
+    let res = app
+        .post_form("/oauth/acme/disconnect", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(status(&app).await["status"], "not_connected");
+    let row = stored(&app);
+    assert!(row.token_ciphertext.is_none() && row.key_id.is_none());
+    let page = app
+        .get("/settings/integrations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("the provider revoked the access"), "{page}");
+    assert!(page.contains("Revoked at the provider") && page.contains("Disconnected</span>"));
+}
+
+async fn disconnect_erases_the_tokens_even_when_revocation_fails_and_says_so(backend: Backend) {
+    let (app, fake) = signed_in(backend, "post").await;
+    connect(&app, &fake, "at-1", "rt-1").await;
+    Mock::given(method("POST"))
+        .and(path("/revoke"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&fake.server)
+        .await;
+    let csrf = app.csrf("/settings/integrations").await;
+    app.post_form("/oauth/acme/disconnect", &[("csrf", &csrf)])
+        .await;
+    assert!(stored(&app).token_ciphertext.is_none());
+    let page = app
+        .get("/settings/integrations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("did not confirm the revocation"), "{page}");
+}
+
+async fn reconnecting_replaces_the_tokens_and_records_a_reconnect(backend: Backend) {
+    let (app, fake) = signed_in(backend, "post").await;
+    connect(&app, &fake, "at-1", "rt-1").await;
+    let first = stored(&app);
+    fake.server.reset().await;
+    let res = connect(&app, &fake, "at-2", "rt-2").await;
+    assert_eq!(res.status(), 303);
+    let second = stored(&app);
+    assert_eq!(first.id, second.id);
+    assert_eq!(
+        second
+            .tokens(&app.ctx.keys)
+            .unwrap()
+            .unwrap()
+            .refresh_token
+            .unwrap()
+            .expose(),
+        "rt-2"
+    );
+    let page = app
+        .get("/settings/integrations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Reconnected Acme CRM as Main Street Dental."),
+        "{page}"
+    );
+    assert!(
+        page.contains("Reconnect<span"),
+        "the button offers a reconnect"
+    );
+}
+
+async fn a_popup_flow_ends_on_a_page_that_tells_the_opener_and_closes(backend: Backend) {
+    let (app, fake) = signed_in(backend, "post").await;
+    let (state, challenge) = start(&app, "&popup=1").await;
+    mount_exchange(&fake, &challenge, "at-popup-secret", "rt-popup-secret").await;
+    let res = app
+        .get(&format!("/oauth/acme/callback?code=the-code&state={state}"))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["referrer-policy"], "no-referrer");
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let html = res.text().await.unwrap();
+    assert!(html.contains(r#"<script src="/static/popup.js" defer></script>"#));
+    assert!(html.contains(r#"data-ok="true""#) && html.contains(r#"data-provider="acme""#));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "nothing third-party: {html}"
+    );
+    assert!(!html.contains("at-popup-secret") && !html.contains("rt-popup-secret"));
+    let script = app.get("/static/popup.js").await.text().await.unwrap();
+    assert!(script.contains("postMessage") && script.contains("window.location.origin"));
+}
