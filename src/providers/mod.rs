@@ -2,7 +2,7 @@
 //! providers or overrides from `TETHER_PROVIDERS_FILE`. A provider is enabled
 //! when its client id and secret are configured.
 
-mod presets;
+pub mod presets;
 
 use crate::config::Settings;
 use crate::crypto::Secret;
