@@ -284,6 +284,47 @@ pub async fn exchange(
     })
 }
 
+/// Wix-style providers: mints a token for one site instance with the app's
+/// credentials (no browser redirect) and looks the instance up.
+pub async fn connect_instance(
+    http: &reqwest::Client,
+    provider: &Provider,
+    instance_id: &str,
+) -> AppResult<Authorized> {
+    let valid = (1..=128).contains(&instance_id.len())
+        && instance_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(AppError::bad_request(
+            "invalid_instance",
+            "an instance id is 1 to 128 letters, digits, '-' or '_'",
+        ));
+    }
+    let response = client::client_credentials(http, provider, instance_id)
+        .await
+        .map_err(|e| provider_failure(provider, e))?;
+    let identity = client::identity(http, provider, response.tokens.access_token.expose())
+        .await
+        .map_err(|e| provider_failure(provider, e))?;
+    let account_name = provider
+        .account_name
+        .as_deref()
+        .and_then(|p| identity.as_ref().and_then(|doc| pointer_str(doc, p)));
+    let mut metadata = response.metadata(provider);
+    metadata["instanceId"] = instance_id.into();
+    Ok(Authorized {
+        scopes: response
+            .scopes
+            .clone()
+            .unwrap_or_else(|| provider.scopes.clone()),
+        account_id: instance_id.to_string(),
+        account_name,
+        metadata,
+        response,
+    })
+}
+
 /// Stores an authorization as the tenant's connection and records the event.
 /// Returns the connection and whether it replaced an earlier one.
 pub fn save(

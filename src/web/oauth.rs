@@ -19,7 +19,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/oauth/{provider}/callback", web::get().to(callback))
         .route("/oauth/{provider}/refresh", web::post().to(refresh))
         .route("/oauth/{provider}/status", web::get().to(status))
-        .route("/oauth/{provider}/disconnect", web::post().to(disconnect));
+        .route("/oauth/{provider}/disconnect", web::post().to(disconnect))
+        .route(
+            "/oauth/{provider}/instance",
+            web::post().to(connect_instance),
+        );
 }
 
 /// The enabled provider named in the path, or a 404.
@@ -276,6 +280,59 @@ fn finish(
 #[derive(serde::Deserialize)]
 struct CsrfForm {
     csrf: String,
+}
+
+#[derive(serde::Deserialize)]
+struct InstanceForm {
+    csrf: String,
+    instance_id: String,
+}
+
+/// Connects a site instance of a client-credentials provider (Wix apps).
+async fn connect_instance(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    admin: AdminSession,
+    path: web::Path<String>,
+    form: web::Form<InstanceForm>,
+) -> PageResult<HttpResponse> {
+    session::verify_csrf(&admin.session, &form.csrf)?;
+    rate_limit(&state, &req)?;
+    let provider = provider(&state, &path)?;
+    if provider.flow != crate::providers::Flow::ClientCredentials {
+        return Err(AppError::bad_request(
+            "unsupported_flow",
+            "this provider connects through its sign-in page",
+        )
+        .into());
+    }
+    let authorized =
+        oauth::connect_instance(&state.http, &provider, form.instance_id.trim()).await?;
+    let (keys, settings, p, tenant_id, actor) = (
+        state.keys.clone(),
+        state.settings.clone(),
+        provider.clone(),
+        admin.tenant_id.clone(),
+        admin.actor(),
+    );
+    let (connection, reconnected) = state
+        .db(move |c| oauth::save(c, &keys, &settings, &p, &tenant_id, &authorized, &actor))
+        .await?;
+    let who = connection
+        .account_name
+        .as_deref()
+        .unwrap_or(&connection.account_id);
+    let verb = if reconnected {
+        "Reconnected"
+    } else {
+        "Connected"
+    };
+    session::flash(
+        &admin.session,
+        "ok",
+        format!("{verb} {} as {who}.", provider.display_name),
+    );
+    Ok(see_other(DASHBOARD))
 }
 
 /// The tenant's current connection to the provider, or a 404.

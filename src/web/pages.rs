@@ -216,6 +216,8 @@ pub struct Card {
     pub last_refreshed_at: Option<String>,
     pub last_error: Option<String>,
     pub has_tokens: bool,
+    /// Connected by a site instance id instead of a sign-in page (Wix apps).
+    pub by_instance: bool,
     pub events: Vec<EventLine>,
 }
 
@@ -275,6 +277,7 @@ fn card(provider: &Provider, current: Option<&Connection>, events: Vec<Event>) -
         last_refreshed_at: live.and_then(|c| c.last_refreshed_at).map(when),
         last_error: live.and_then(|c| c.last_error.clone()),
         has_tokens: live.is_some(),
+        by_instance: provider.flow == Flow::ClientCredentials,
         events: events
             .into_iter()
             .map(|e| EventLine {
@@ -295,7 +298,7 @@ async fn cards(
     let providers: Vec<Provider> = state
         .providers
         .all()
-        .filter(|p| p.enabled() && p.flow == Flow::AuthorizationCode)
+        .filter(|p| p.enabled())
         .filter(|p| only.is_none_or(|k| k == p.key))
         .cloned()
         .collect();

@@ -9,5 +9,6 @@ mod demo;
 mod flow;
 mod keys;
 mod ops;
+mod presets;
 mod startup;
 mod storage;

@@ -1,0 +1,304 @@
+//! Built-in presets behave as their platforms document, checked against
+//! fakes at the HTTP level (the preset's URLs overridden by a providers file).
+
+use crate::backend_tests;
+use crate::helpers::{query_param, spawn_app_with, Backend, TestApp, TestDb, PASSWORD};
+use wiremock::matchers::{body_json, body_string_contains, method, path, query_param as q};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// An app whose preset `key` points at `server`, with credentials, and a signed-in admin.
+async fn app_with_preset(backend: Backend, key: &str, overrides: &str) -> TestApp {
+    let db = TestDb::new(backend);
+    let file = db.data_dir().join("providers.toml");
+    std::fs::write(&file, format!("[providers.{key}]\n{overrides}")).unwrap();
+    let upper = key.to_ascii_uppercase();
+    let (id_var, secret_var) = (
+        format!("{upper}_CLIENT_ID"),
+        format!("{upper}_CLIENT_SECRET"),
+    );
+    let app = spawn_app_with(
+        db,
+        &[
+            ("TETHER_PROVIDERS_FILE", &file.display().to_string()),
+            (&id_var, "preset-client"),
+            (&secret_var, "preset-secret"),
+        ],
+    )
+    .await;
+    app.create_admin("acme", "owner@acme.example");
+    assert_eq!(
+        app.login("owner@acme.example", PASSWORD).await.status(),
+        303
+    );
+    app
+}
+
+/// Starts a connect; returns the provider's authorize URL.
+async fn authorize_url(app: &TestApp, key: &str) -> String {
+    let res = app.get(&format!("/oauth/{key}/authorize")).await;
+    assert_eq!(res.status(), 303);
+    res.headers()["location"].to_str().unwrap().to_string()
+}
+
+async fn status(app: &TestApp, key: &str) -> serde_json::Value {
+    app.client
+        .get(format!("{}/oauth/{key}/status", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+backend_tests!(
+    gohighlevel_sends_user_type_and_keeps_location_and_company_as_metadata,
+    instagram_strips_the_code_suffix_and_trades_for_a_long_lived_token,
+    google_asks_for_offline_access_with_pkce,
+    wix_connects_a_site_instance_with_client_credentials_and_mints_again_to_refresh,
+);
+
+async fn gohighlevel_sends_user_type_and_keeps_location_and_company_as_metadata(backend: Backend) {
+    let fake = MockServer::start().await;
+    let base = fake.uri();
+    let app = app_with_preset(
+        backend,
+        "gohighlevel",
+        &format!(
+            "authorize_url = \"{base}/oauth/chooselocation\"\ntoken_url = \"{base}/oauth/token\"\n"
+        ),
+    )
+    .await;
+    let url = authorize_url(&app, "gohighlevel").await;
+    assert!(url.starts_with(&format!("{base}/oauth/chooselocation?")));
+    assert_eq!(
+        query_param(&url, "scope").as_deref(),
+        Some("contacts.readonly contacts.write conversations/message.write")
+    );
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .and(body_string_contains("user_type=Location"))
+        .and(body_string_contains("client_id=preset-client"))
+        .and(body_string_contains("client_secret=preset-secret"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": "ghl-at", "token_type": "Bearer", "expires_in": 86399, "refresh_token": "ghl-rt",
+            "scope": "contacts.readonly conversations/message.write", "userType": "Location",
+            "companyId": "c_9", "locationId": "loc_123", "userId": "u_1", "isBulkInstallation": false
+        })))
+        .expect(1)
+        .mount(&fake)
+        .await;
+    let state = query_param(&url, "state").unwrap();
+    let res = app
+        .get(&format!("/oauth/gohighlevel/callback?code=c&state={state}"))
+        .await;
+    assert_eq!(res.status(), 303);
+    let s = status(&app, "gohighlevel").await;
+    assert_eq!(s["status"], "connected");
+    assert_eq!(s["account"]["id"], "loc_123");
+    assert_eq!(s["metadata"]["locationId"], "loc_123");
+    assert_eq!(s["metadata"]["companyId"], "c_9");
+    assert_eq!(s["metadata"]["userType"], "Location");
+    assert!(
+        s["metadata"].get("isBulkInstallation").is_none(),
+        "only keep_fields are kept"
+    );
+    assert_eq!(
+        s["scopes"],
+        serde_json::json!(["contacts.readonly", "conversations/message.write"])
+    );
+    let expires = chrono::DateTime::parse_from_rfc3339(s["expires_at"].as_str().unwrap()).unwrap();
+    let in_secs = (expires.timestamp() - chrono::Utc::now().timestamp()) as i64;
+    assert!((86_000..=86_400).contains(&in_secs), "{in_secs}");
+}
+
+async fn instagram_strips_the_code_suffix_and_trades_for_a_long_lived_token(backend: Backend) {
+    let fake = MockServer::start().await;
+    let base = fake.uri();
+    let app = app_with_preset(
+        backend,
+        "instagram",
+        &format!(
+            "authorize_url = \"{base}/oauth/authorize\"\ntoken_url = \"{base}/oauth/access_token\"\napi_base_url = \"{base}\"\nuserinfo_url = \"{base}/me\"\nscopes = [\"instagram_business_basic\", \"instagram_business_content_publish\"]\n"
+        ),
+    )
+    .await;
+    let url = authorize_url(&app, "instagram").await;
+    assert_eq!(
+        query_param(&url, "scope").as_deref(),
+        Some("instagram_business_basic,instagram_business_content_publish"),
+        "comma-separated"
+    );
+    Mock::given(method("POST"))
+        .and(path("/oauth/access_token"))
+        .and(body_string_contains("code=ig-code&"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": "short-lived", "user_id": 17841400000u64, "permissions": ["instagram_business_basic"]
+        })))
+        .expect(1)
+        .mount(&fake)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/access_token"))
+        .and(q("grant_type", "ig_exchange_token"))
+        .and(q("client_secret", "preset-secret"))
+        .and(q("access_token", "short-lived"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": "long-lived", "token_type": "bearer", "expires_in": 5183944
+        })))
+        .expect(1)
+        .mount(&fake)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/me"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"user_id": "17841400000", "username": "mainstreetdental"}),
+        ))
+        .mount(&fake)
+        .await;
+    let state = query_param(&url, "state").unwrap();
+    // Instagram appends "#_" to the code; the fragment reaches us percent-encoded at worst.
+    let res = app
+        .get(&format!(
+            "/oauth/instagram/callback?code=ig-code%23_&state={state}"
+        ))
+        .await;
+    assert_eq!(res.status(), 303, "{:?}", res.text().await);
+    let s = status(&app, "instagram").await;
+    assert_eq!(s["status"], "connected");
+    assert_eq!(s["account"]["name"], "mainstreetdental");
+    let expires = chrono::DateTime::parse_from_rfc3339(s["expires_at"].as_str().unwrap()).unwrap();
+    assert!(
+        expires.timestamp() - chrono::Utc::now().timestamp() > 59 * 86_400,
+        "long-lived: 60 days"
+    );
+    let t = tether::db::models::tenant::Tenant::by_external_id(&mut app.conn(), "acme")
+        .unwrap()
+        .unwrap();
+    let c =
+        tether::db::models::connection::Connection::current(&mut app.conn(), &t.id, "instagram")
+            .unwrap()
+            .unwrap();
+    assert_eq!(
+        c.tokens(&app.ctx.keys)
+            .unwrap()
+            .unwrap()
+            .access_token
+            .expose(),
+        "long-lived"
+    );
+}
+
+async fn google_asks_for_offline_access_with_pkce(backend: Backend) {
+    let app = app_with_preset(
+        backend,
+        "google",
+        "display_name = \"Google Search Console\"\n",
+    )
+    .await;
+    let url = authorize_url(&app, "google").await;
+    assert!(url.starts_with("https://accounts.google.com/o/oauth2/v2/auth?"));
+    assert_eq!(query_param(&url, "access_type").as_deref(), Some("offline"));
+    assert_eq!(query_param(&url, "prompt").as_deref(), Some("consent"));
+    assert_eq!(
+        query_param(&url, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    assert!(query_param(&url, "scope")
+        .unwrap()
+        .contains("https://www.googleapis.com/auth/webmasters.readonly"));
+}
+
+async fn wix_connects_a_site_instance_with_client_credentials_and_mints_again_to_refresh(
+    backend: Backend,
+) {
+    let fake = MockServer::start().await;
+    let base = fake.uri();
+    let app = app_with_preset(
+        backend,
+        "wix",
+        &format!(
+            "token_url = \"{base}/oauth2/token\"\nuserinfo_url = \"{base}/apps/v1/instance\"\n"
+        ),
+    )
+    .await;
+    let page = app
+        .get("/settings/integrations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(r#"action="/oauth/wix/instance""#),
+        "an instance form, not a redirect"
+    );
+    assert!(
+        app.get("/oauth/wix/authorize")
+            .await
+            .status()
+            .is_client_error(),
+        "no browser redirect for Wix"
+    );
+    let mint = |token: &str| {
+        Mock::given(method("POST"))
+            .and(path("/oauth2/token"))
+            .and(body_json(serde_json::json!({
+                "grant_type": "client_credentials", "instance_id": "inst-1",
+                "client_id": "preset-client", "client_secret": "preset-secret"
+            })))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"access_token": token, "expires_in": 14400})),
+            )
+            .up_to_n_times(1)
+    };
+    mint("wix-at-1").mount(&fake).await;
+    Mock::given(method("GET"))
+        .and(path("/apps/v1/instance"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "instance": {"instanceId": "inst-1"}, "site": {"url": "https://mainstreet.example"}
+        })))
+        .mount(&fake)
+        .await;
+    let csrf = app.csrf("/settings/integrations").await;
+    let res = app
+        .post_form(
+            "/oauth/wix/instance",
+            &[("csrf", &csrf), ("instance_id", "inst-1")],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let s = status(&app, "wix").await;
+    assert_eq!(s["status"], "connected");
+    assert_eq!(s["account"]["id"], "inst-1");
+    assert_eq!(s["account"]["name"], "https://mainstreet.example");
+    assert_eq!(s["metadata"]["instanceId"], "inst-1");
+
+    mint("wix-at-2").mount(&fake).await;
+    let res = app
+        .post_form("/oauth/wix/refresh", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(res.status(), 303);
+    let t = tether::db::models::tenant::Tenant::by_external_id(&mut app.conn(), "acme")
+        .unwrap()
+        .unwrap();
+    let c = tether::db::models::connection::Connection::current(&mut app.conn(), &t.id, "wix")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        c.tokens(&app.ctx.keys)
+            .unwrap()
+            .unwrap()
+            .access_token
+            .expose(),
+        "wix-at-2"
+    );
+
+    let bad = app
+        .post_form(
+            "/oauth/wix/instance",
+            &[("csrf", &csrf), ("instance_id", "../../etc")],
+        )
+        .await;
+    assert_eq!(bad.status(), 400);
+}
