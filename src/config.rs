@@ -127,6 +127,8 @@ pub struct RefreshSettings {
     pub concurrency: usize,
     pub per_provider: usize,
     pub lease: Duration,
+    /// Time limit of one call to a provider.
+    pub provider_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -311,9 +313,22 @@ impl Settings {
                 parse_range(s, 1, 1024)
             }),
             lease: Duration::from_secs(v.parse("TETHER_REFRESH_LEASE_SECS", "60", |s| {
-                parse_range(s, 5, 3600)
+                parse_range(s, 10, 3600)
             })),
+            provider_timeout: Duration::from_secs(v.parse(
+                "TETHER_PROVIDER_TIMEOUT_SECS",
+                "15",
+                |s| parse_range(s, 1, 120),
+            )),
         };
+        // A refresh must finish (or time out) while its lease still holds, or
+        // another instance could send the same refresh token.
+        if refresh.lease < refresh.provider_timeout + Duration::from_secs(5) {
+            v.problem(
+                "TETHER_REFRESH_LEASE_SECS",
+                "must be at least TETHER_PROVIDER_TIMEOUT_SECS + 5".into(),
+            );
+        }
         let demo_provider = v.parse(
             "TETHER_DEMO_PROVIDER",
             if dev { "true" } else { "false" },

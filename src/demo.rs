@@ -30,7 +30,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
@@ -57,41 +57,40 @@ const DEFAULT_SCOPE: &str = "profile";
 type Client = (String, Secret<String>);
 
 /// Routes under `/demo`; they answer 404 when the demo provider is off.
+/// The demo server's state for one application: created once, outside the
+/// per-worker app factory, so a code issued by one worker is redeemable on another.
+pub fn new_store(settings: &crate::config::Settings) -> web::Data<DemoStore> {
+    web::Data::new(DemoStore::new(access_ttl(settings.var(TTL_ENV).as_deref())))
+}
+
+/// Routes under `/demo`; the store comes from [`new_store`] as app data.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    // `routes` runs once per worker thread, and a code issued by one worker
-    // must be redeemable on another: one store for the whole process.
-    static STORE: OnceLock<web::Data<DemoStore>> = OnceLock::new();
-    let store = STORE.get_or_init(|| {
-        let ttl = access_ttl(std::env::var(TTL_ENV).ok().as_deref());
-        web::Data::new(DemoStore::new(ttl))
-    });
-    cfg.app_data(store.clone())
-        .service(
-            web::resource("/demo/oauth/authorize")
-                .route(web::get().to(authorize_page))
-                .route(web::post().to(authorize_decision))
-                .default_service(web::to(other_method)),
-        )
-        .service(
-            web::resource("/demo/oauth/token")
-                .route(web::post().to(token))
-                .default_service(web::to(other_method)),
-        )
-        .service(
-            web::resource("/demo/oauth/revoke")
-                .route(web::post().to(revoke))
-                .default_service(web::to(other_method)),
-        )
-        .service(
-            web::resource("/demo/api/me")
-                .route(web::get().to(me))
-                .default_service(web::to(other_method)),
-        )
-        .service(
-            web::resource("/demo/api/contacts")
-                .route(web::get().to(contacts))
-                .default_service(web::to(other_method)),
-        );
+    cfg.service(
+        web::resource("/demo/oauth/authorize")
+            .route(web::get().to(authorize_page))
+            .route(web::post().to(authorize_decision))
+            .default_service(web::to(other_method)),
+    )
+    .service(
+        web::resource("/demo/oauth/token")
+            .route(web::post().to(token))
+            .default_service(web::to(other_method)),
+    )
+    .service(
+        web::resource("/demo/oauth/revoke")
+            .route(web::post().to(revoke))
+            .default_service(web::to(other_method)),
+    )
+    .service(
+        web::resource("/demo/api/me")
+            .route(web::get().to(me))
+            .default_service(web::to(other_method)),
+    )
+    .service(
+        web::resource("/demo/api/contacts")
+            .route(web::get().to(contacts))
+            .default_service(web::to(other_method)),
+    );
 }
 
 // ---------------------------------------------------------------- handlers
@@ -394,13 +393,19 @@ fn redirect_back(
         .finish())
 }
 
-/// Refuses a decision posted from another site. Browsers name the posting
-/// page's origin; the consent page is served from the public URL.
+/// Refuses a decision posted from another page than the consent page.
+/// Browsers say where a request comes from in `Sec-Fetch-Site`; older ones
+/// only in `Origin`, which is `null` here because the consent page sets
+/// `Referrer-Policy: no-referrer`. Clients that send neither are not browsers.
 fn same_origin(req: &HttpRequest, settings: &Settings) -> Result<(), PageError> {
-    let Some(origin) = req.headers().get(header::ORIGIN) else {
-        return Ok(());
+    let value = |name: &str| req.headers().get(name).map(|v| v.to_str().unwrap_or(""));
+    let ours = settings.public_url.origin().ascii_serialization();
+    let allowed = match (value("sec-fetch-site"), value("origin")) {
+        (Some(site), _) => site == "same-origin",
+        (None, Some(origin)) => origin == "null" || origin == ours,
+        (None, None) => true,
     };
-    if origin.to_str().ok() == Some(settings.public_url.origin().ascii_serialization().as_str()) {
+    if allowed {
         Ok(())
     } else {
         Err(PageError(AppError::forbidden(
@@ -818,7 +823,7 @@ struct Tokens {
 type GrantId = u64;
 
 /// Codes, grants and tokens of this process, behind one lock.
-struct DemoStore {
+pub struct DemoStore {
     access_ttl: Duration,
     inner: Mutex<Inner>,
 }

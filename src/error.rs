@@ -82,6 +82,22 @@ impl AppError {
         self
     }
 
+    /// An error with exactly these parts (for outcomes shared between callers).
+    pub fn rebuild(
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        retry_after: Option<u64>,
+    ) -> Self {
+        let mut e = Self::new(status, code, message);
+        e.retry_after = retry_after;
+        e
+    }
+
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
+
     pub fn code(&self) -> &'static str {
         self.code
     }
@@ -242,6 +258,12 @@ impl ResponseError for PageError {
 
     fn error_response(&self) -> HttpResponse {
         self.0.log();
+        // A page that needs a signed-in admin sends the browser to sign in.
+        if self.0.status == StatusCode::UNAUTHORIZED {
+            return HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, "/login"))
+                .finish();
+        }
         let page = ErrorPage {
             status: self.0.status.as_u16(),
             reason: self.0.status.canonical_reason().unwrap_or("Error"),

@@ -216,6 +216,22 @@ impl Application {
         let session_key = actix_web::cookie::Key::from(ctx.session_key.expose());
         let secure = ctx.settings.is_production();
         let state = actix_web::web::Data::new(web::AppState::new(ctx));
+        if state.settings.refresh.enabled {
+            crate::refresh::scheduler::Scheduler::new(state.clone()).start();
+        }
+        if state.settings.webhook.is_some() {
+            let state = state.clone();
+            actix_web::rt::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(2));
+                loop {
+                    every.tick().await;
+                    if let Err(e) = crate::webhooks::deliver_due(&state).await {
+                        log::warn!("webhook delivery: {e:?}");
+                    }
+                }
+            });
+        }
+        let demo_store = crate::demo::new_store(&state.settings);
         let server = HttpServer::new(move || {
             // Sessions live in an encrypted cookie: any instance can read them.
             let sessions = SessionMiddleware::builder(CookieSessionStore::default(), session_key.clone())
@@ -244,6 +260,7 @@ impl Application {
                         .custom_request_replace("method", |req| req.method().to_string()),
                 )
                 .app_data(state.clone())
+                .app_data(demo_store.clone())
                 .configure(web::routes)
         })
         .listen(listener)?

@@ -123,6 +123,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    provider_flags (provider) {
+        provider -> Text,
+        error -> Text,
+        flagged_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(users -> tenants (tenant_id));
 diesel::joinable!(connections -> tenants (tenant_id));
 diesel::joinable!(oauth_states -> tenants (tenant_id));
@@ -139,4 +147,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhook_outbox,
     key_checks,
     sso_nonces,
+    provider_flags,
 );

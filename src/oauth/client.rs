@@ -14,9 +14,9 @@ const MAX_BODY: usize = 1 << 20;
 /// The HTTP client for provider calls: bounded time, no redirects followed
 /// (a token endpoint that redirects is misconfigured, and following could
 /// carry credentials elsewhere).
-pub fn http_client() -> reqwest::Client {
+pub fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
+        .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("tether/", env!("CARGO_PKG_VERSION")))
@@ -42,6 +42,9 @@ pub enum ProviderError {
         detail: String,
         retry_after: Option<u64>,
     },
+    /// The request was sent but no answer came: the provider may have acted on it.
+    #[error("no answer from the provider; the outcome is unknown ({detail})")]
+    Unknown { detail: String },
 }
 
 impl ProviderError {
@@ -124,16 +127,20 @@ async fn read_body(res: reqwest::Response) -> Result<(u16, Option<u64>, Vec<u8>)
     Ok((status, retry_after, body))
 }
 
-/// A transport failure, without the URL (it may carry a token).
+/// A transport failure, without the URL (it may carry a token). A failure to
+/// connect means nothing was sent; anything later may have reached the provider.
 fn transport(e: reqwest::Error) -> ProviderError {
+    if e.is_connect() {
+        return ProviderError::transient(format!("connection failed: {}", e.without_url()));
+    }
     let kind = if e.is_timeout() {
         "timed out"
-    } else if e.is_connect() {
-        "connection failed"
     } else {
         "transport error"
     };
-    ProviderError::transient(format!("{kind}: {}", e.without_url()))
+    ProviderError::Unknown {
+        detail: format!("{kind}: {}", e.without_url()),
+    }
 }
 
 async fn token_response(

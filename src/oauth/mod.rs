@@ -219,7 +219,7 @@ pub fn provider_failure(provider: &Provider, e: ProviderError) -> AppError {
             "{} rejected Tether's client credentials. An operator has to check its configuration.",
             provider.display_name
         ),
-        ProviderError::Transient { .. } => format!(
+        ProviderError::Transient { .. } | ProviderError::Unknown { .. } => format!(
             "{} is not answering right now. Try again in a minute.",
             provider.display_name
         ),

@@ -72,6 +72,10 @@ pub struct Provider {
     pub refresh: RefreshStyle,
     /// Known refresh-token lifetime, to warn before it lapses.
     pub refresh_token_lifetime_days: Option<i64>,
+    /// Whether a refresh returns a new refresh token and retires the old one.
+    /// When a refresh's outcome is unknown (sent, no answer), such a provider
+    /// may already have rotated: Tether then stops rather than resend.
+    pub rotates_refresh_tokens: bool,
     /// Client id and secret, when configured.
     pub credentials: Option<(String, Secret<String>)>,
 }
@@ -138,6 +142,7 @@ struct ProviderToml {
     token_params: Option<BTreeMap<String, String>>,
     refresh: Option<RefreshStyle>,
     refresh_token_lifetime_days: Option<i64>,
+    rotates_refresh_tokens: Option<bool>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -271,6 +276,7 @@ fn new_custom(key: &str, t: &ProviderToml) -> Result<Provider, String> {
         token_params: BTreeMap::new(),
         refresh: RefreshStyle::Standard,
         refresh_token_lifetime_days: None,
+        rotates_refresh_tokens: true,
         credentials: None,
     })
 }
@@ -298,7 +304,8 @@ fn merge(mut p: Provider, t: ProviderToml) -> Provider {
         keep_fields,
         authorize_params,
         token_params,
-        refresh
+        refresh,
+        rotates_refresh_tokens
     );
     set_opt!(
         revocation_url,

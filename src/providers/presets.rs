@@ -31,6 +31,8 @@ fn base(key: &str, display_name: &str, authorize_url: &str, token_url: &str) -> 
         token_params: BTreeMap::new(),
         refresh: RefreshStyle::Standard,
         refresh_token_lifetime_days: None,
+        // Conservative: unknown means "may rotate", so an unknown outcome is never retried blindly.
+        rotates_refresh_tokens: true,
         credentials: None,
     }
 }
@@ -114,6 +116,7 @@ pub fn all() -> Vec<Provider> {
                 "https://www.googleapis.com/auth/webmasters.readonly",
             ]),
             authorize_params: params(&[("access_type", "offline"), ("prompt", "consent")]),
+            rotates_refresh_tokens: false,
             api_base_url: Some("https://www.googleapis.com".into()),
             ..base(
                 "google",
@@ -130,6 +133,7 @@ pub fn all() -> Vec<Provider> {
             scopes: strings(&["user-read-email"]),
             api_base_url: Some("https://api.spotify.com".into()),
             refresh_token_lifetime_days: Some(180),
+            rotates_refresh_tokens: false,
             ..base(
                 "spotify",
                 "Spotify",
@@ -146,6 +150,7 @@ pub fn all() -> Vec<Provider> {
             scope_separator: ",".into(),
             api_base_url: Some("https://graph.instagram.com".into()),
             refresh: RefreshStyle::Instagram,
+            rotates_refresh_tokens: false,
             ..base(
                 "instagram",
                 "Instagram",
@@ -169,6 +174,7 @@ pub fn all() -> Vec<Provider> {
         Provider {
             pkce: false,
             scopes: strings(&["webmaster.manage"]),
+            rotates_refresh_tokens: false,
             api_base_url: Some("https://ssl.bing.com/webmaster/api.svc/json".into()),
             ..base(
                 "bing",
@@ -202,6 +208,7 @@ pub fn all() -> Vec<Provider> {
             account_name: Some("/site/url".into()),
             api_base_url: Some("https://www.wixapis.com".into()),
             refresh: RefreshStyle::ClientCredentials,
+            rotates_refresh_tokens: false,
             ..base("wix", "Wix", "", "https://www.wixapis.com/oauth2/token")
         },
     ]

@@ -1,39 +1,33 @@
-//! Refreshing a connection: take its lease, call the provider once, commit
-//! the new token set with compare-and-swap before anyone sees it, and
-//! classify failures.
+//! Refreshing connections. One rule above all: a refresh token is never sent
+//! to the provider twice. A refresh runs only under the connection's lease in
+//! the database (taken with a conditional UPDATE), concurrent callers in one
+//! process share one run, callers in other processes wait for the lease, and
+//! the new token set is committed (compare-and-swap on `version`) before
+//! anyone is handed the new access token.
 
-use crate::db::models::connection::{Connection, Refreshed, Status};
+pub mod circuit;
+pub mod flight;
+pub mod scheduler;
+
+use crate::db::models::connection::{Connection, Refreshed, Status, TokenSet};
 use crate::db::models::event::Event;
 use crate::db::now;
 use crate::error::{AppError, AppResult};
 use crate::oauth::client::{self, ProviderError};
 use crate::oauth::token;
+use crate::providers::{Provider, RefreshStyle};
 use crate::web::AppState;
-use chrono::Duration;
+use chrono::{Duration, NaiveDateTime};
 use rand::Rng;
 
 /// Back-off after the `failures`-th failure in a row: 30 s doubling to at
-/// most an hour, with ±20% jitter so failed connections do not retry in step.
+/// most an hour, with ±20% jitter so failed connections do not retry in step,
+/// and never sooner than the provider's Retry-After.
 pub fn backoff(failures: i32, retry_after: Option<u64>) -> Duration {
     let base = 30i64.saturating_mul(1i64 << failures.clamp(0, 7)).min(3600);
     let jittered = (base as f64 * rand::thread_rng().gen_range(0.8..1.2)) as i64;
     let floor = retry_after.map_or(0, |s| s.min(86_400) as i64);
     Duration::seconds(jittered.max(floor))
-}
-
-/// Why a connection could not be leased.
-fn not_claimable(row: Option<Connection>) -> AppError {
-    match row {
-        None => AppError::not_found("no such connection"),
-        Some(c) if c.token_ciphertext.is_none() => {
-            AppError::not_found("this provider is not connected")
-        }
-        Some(c) if c.status() == Status::NeedsReconnect => needs_reconnect(),
-        Some(_) => AppError::conflict(
-            "refresh_in_progress",
-            "a refresh of this connection is already under way",
-        ),
-    }
 }
 
 fn needs_reconnect() -> AppError {
@@ -43,29 +37,178 @@ fn needs_reconnect() -> AppError {
     )
 }
 
-/// Refreshes a connection now. `actor` is recorded on the events.
-pub async fn refresh_now(
-    state: &AppState,
-    connection_id: &str,
-    actor: &str,
-) -> AppResult<Connection> {
-    let owner = format!("{}:{}", state.instance_id, crate::crypto::random_token(8));
-    let until =
-        now() + Duration::from_std(state.settings.refresh.lease).unwrap_or(Duration::seconds(60));
-    let leased = {
-        let (id, owner) = (connection_id.to_string(), owner.clone());
-        state
-            .db(move |c| {
-                let claimed = Connection::claim(c, &id, &owner, until)?;
-                match claimed {
-                    Some(row) => Ok(row),
-                    None => Err(not_claimable(Connection::by_id(c, &id).ok())),
+fn not_connected() -> AppError {
+    AppError::not_found("this provider is not connected")
+}
+
+/// A connection whose lease we hold.
+#[derive(Debug, Clone)]
+pub struct Leased {
+    pub row: Connection,
+    pub owner: String,
+}
+
+fn lease_until(state: &AppState) -> NaiveDateTime {
+    now() + Duration::from_std(state.settings.refresh.lease).unwrap_or(Duration::seconds(60))
+}
+
+/// A fresh lease owner name: this process and this attempt.
+pub fn lease_owner(state: &AppState) -> String {
+    format!("{}:{}", state.instance_id, crate::crypto::random_token(6))
+}
+
+/// Takes the lease of one connection, or says who cannot have it: `Ok(None)`
+/// when another holder has it, an error when the row cannot be refreshed.
+async fn claim(state: &AppState, id: &str) -> AppResult<Option<Leased>> {
+    let (id, owner, until) = (id.to_string(), lease_owner(state), lease_until(state));
+    state
+        .db(move |c| {
+            if let Some(row) = Connection::claim(c, &id, &owner, until)? {
+                return Ok(Some(Leased { row, owner }));
+            }
+            match Connection::by_id(c, &id).ok() {
+                None => Err(AppError::not_found("no such connection")),
+                Some(row) if row.token_ciphertext.is_none() => Err(not_connected()),
+                Some(row) if row.status() == Status::NeedsReconnect => Err(needs_reconnect()),
+                Some(_) => Ok(None),
+            }
+        })
+        .await
+}
+
+/// Waits until another holder's lease on `id` is released or lapses, by
+/// polling the row with a growing interval (bounded by the lease length).
+async fn wait_for_lease(state: &AppState, id: &str) -> AppResult<()> {
+    let deadline = std::time::Instant::now()
+        + state.settings.refresh.lease
+        + std::time::Duration::from_secs(1);
+    let mut pause = std::time::Duration::from_millis(10);
+    loop {
+        let row = {
+            let id = id.to_string();
+            state.db(move |c| Ok(Connection::by_id(c, &id)?)).await?
+        };
+        if row.lease_until.is_none_or(|until| until <= now()) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(AppError::unavailable(
+                "refresh_in_progress",
+                "another instance is refreshing this connection",
+                2,
+            ));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Refreshes a connection now, sharing the run with concurrent callers in this
+/// process and waiting for another instance's run if it holds the lease.
+pub async fn refresh_now(state: &AppState, id: &str, actor: &str) -> AppResult<Connection> {
+    state
+        .flights
+        .run(id, || async {
+            let start_version = {
+                let id = id.to_string();
+                state
+                    .db(move |c| Ok(Connection::by_id(c, &id)?.version))
+                    .await?
+            };
+            loop {
+                match claim(state, id).await? {
+                    Some(leased) => return refresh_leased(state, leased, actor).await.map(|_| ()),
+                    None => {
+                        wait_for_lease(state, id).await?;
+                        // The other holder finished: its outcome is ours.
+                        let id = id.to_string();
+                        let row = state.db(move |c| Ok(Connection::by_id(c, &id)?)).await?;
+                        if row.version != start_version || row.status() == Status::NeedsReconnect {
+                            return outcome_of(&row);
+                        }
+                    }
                 }
-            })
+            }
+        })
+        .await?;
+    let id = id.to_string();
+    state.db(move |c| Ok(Connection::by_id(c, &id)?)).await
+}
+
+/// What a finished refresh by someone else means for us.
+fn outcome_of(row: &Connection) -> AppResult<()> {
+    match row.status() {
+        Status::Connected => Ok(()),
+        Status::NeedsReconnect => Err(needs_reconnect()),
+        Status::Disconnected => Err(not_connected()),
+        Status::Error => Err(AppError::unavailable(
+            "refresh_failed",
+            row.last_error
+                .clone()
+                .unwrap_or_else(|| "the last refresh failed".into()),
+            row.next_refresh_at
+                .map_or(30, |t| (t - now()).num_seconds().clamp(1, 3600) as u64),
+        )),
+    }
+}
+
+/// A valid access token for the tenant's connection to `provider`: the stored
+/// one when it stays valid for `min_ttl` seconds, else a refreshed one. While
+/// refreshing fails for now, a token that is still valid is handed out.
+pub async fn fresh_token(
+    state: &AppState,
+    tenant_id: &str,
+    provider: &Provider,
+    min_ttl: i64,
+) -> AppResult<(Connection, TokenSet)> {
+    let current = {
+        let (t, p) = (tenant_id.to_string(), provider.key.clone());
+        state
+            .db(move |c| Ok(Connection::current(c, &t, &p)?))
             .await?
     };
+    let row = current
+        .filter(|c| c.token_ciphertext.is_some())
+        .ok_or_else(not_connected)?;
+    if row.status() == Status::NeedsReconnect {
+        return Err(needs_reconnect());
+    }
+    let valid_for = |c: &Connection, secs: i64| {
+        c.expires_at
+            .is_none_or(|t| t > now() + Duration::seconds(secs))
+    };
+    if valid_for(&row, min_ttl) || provider.refresh == RefreshStyle::None {
+        let tokens = row.tokens(&state.keys)?.ok_or_else(not_connected)?;
+        return Ok((row, tokens));
+    }
+    match refresh_now(state, &row.id, "token-api").await {
+        Ok(fresh) => {
+            let tokens = fresh.tokens(&state.keys)?.ok_or_else(not_connected)?;
+            Ok((fresh, tokens))
+        }
+        Err(e) if e.status().as_u16() == 503 && valid_for(&row, 0) => {
+            // Still usable: better a short-lived token than none.
+            log::warn!(
+                "handing out a token valid < min_ttl for connection {}: {}",
+                row.id,
+                e.message()
+            );
+            let tokens = row.tokens(&state.keys)?.ok_or_else(not_connected)?;
+            Ok((row, tokens))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Refreshes a connection whose lease we hold, and releases the lease.
+pub async fn refresh_leased(
+    state: &AppState,
+    leased: Leased,
+    actor: &str,
+) -> AppResult<Connection> {
+    let Leased { row, owner } = leased;
     let release = |err: AppError| {
-        let (id, owner) = (leased.id.clone(), owner.clone());
+        let (id, owner) = (row.id.clone(), owner.clone());
         async move {
             let _ = state
                 .db(move |c| Ok(Connection::release(c, &id, &owner)?))
@@ -73,38 +216,67 @@ pub async fn refresh_now(
             err
         }
     };
-    let Some(provider) = state.providers.enabled(&leased.provider).cloned() else {
+    let Some(provider) = state.providers.enabled(&row.provider).cloned() else {
         return Err(release(AppError::not_found(format!(
             "provider '{}' is not enabled",
-            leased.provider
+            row.provider
         )))
         .await);
     };
-    let old = match leased.tokens(&state.keys) {
+    if let Err(wait) = state.breakers.allow(&provider.key) {
+        state
+            .metrics
+            .refresh_outcome(&provider.key, "circuit_open", 0.0);
+        return Err(release(AppError::unavailable(
+            "provider_unavailable",
+            format!(
+                "{} is failing; Tether is waiting before trying again",
+                provider.display_name
+            ),
+            wait,
+        ))
+        .await);
+    }
+    let old = match row.tokens(&state.keys) {
         Ok(Some(t)) => t,
-        Ok(None) => {
-            return Err(release(AppError::not_found("this provider is not connected")).await)
-        }
+        Ok(None) => return Err(release(not_connected()).await),
         Err(e) => return Err(release(e.into()).await),
     };
+    // Last check before the refresh token leaves: we still hold the lease,
+    // for long enough to cover the call.
+    {
+        let (id, owner, until) = (row.id.clone(), owner.clone(), lease_until(state));
+        if !state
+            .db(move |c| Ok(Connection::extend_lease(c, &id, &owner, until)?))
+            .await?
+        {
+            return Err(AppError::conflict(
+                "lease_lost",
+                "the refresh lease lapsed before the call; not sending",
+            ));
+        }
+    }
     let started = std::time::Instant::now();
     let result = client::refresh(
         &state.http,
         &provider,
         old.access_token.expose(),
         old.refresh_token.as_ref().map(|t| t.expose().as_str()),
-        &leased.metadata(),
+        &row.metadata(),
     )
     .await;
-    let elapsed = started.elapsed().as_millis();
+    let secs = started.elapsed().as_secs_f64();
+    let ms = started.elapsed().as_millis();
     let (tenant_id, conn_id, provider_key, actor) = (
-        leased.tenant_id.clone(),
-        leased.id.clone(),
-        leased.provider.clone(),
+        row.tenant_id.clone(),
+        row.id.clone(),
+        row.provider.clone(),
         actor.to_string(),
     );
     match result {
         Ok(response) => {
+            state.breakers.success(&provider.key);
+            state.metrics.refresh_outcome(&provider.key, "ok", secs);
             let t = now();
             let mut tokens = response.tokens;
             // A response without a new refresh token keeps the old one.
@@ -117,21 +289,21 @@ pub async fn refresh_now(
                 next_refresh_at: response
                     .expires_in
                     .map(|s| token::next_refresh_at(t, s, margin)),
-                scopes: response.scopes.unwrap_or_else(|| leased.scopes()),
+                scopes: response.scopes.unwrap_or_else(|| row.scopes()),
             };
             let keys = state.keys.clone();
-            let leased = leased.clone();
-            log::info!("refreshed tenant={tenant_id} provider={provider_key} connection={conn_id} in {elapsed}ms");
+            log::info!("refreshed tenant={tenant_id} provider={provider_key} connection={conn_id} in {ms}ms");
+            let row = row.clone();
+            let notify = state.settings.webhook.is_some();
             state
                 .db(move |c| {
-                    if !Connection::commit_refresh(c, &keys, &leased, &owner, &tokens, &refreshed)?
-                    {
+                    if !Connection::commit_refresh(c, &keys, &row, &owner, &tokens, &refreshed)? {
                         return Err(AppError::conflict(
                             "concurrent_update",
-                            "the connection changed while refreshing; try again",
+                            "the connection changed while refreshing",
                         ));
                     }
-                    Event::record(
+                    let event = Event::record(
                         c,
                         &tenant_id,
                         Some(&conn_id),
@@ -140,67 +312,133 @@ pub async fn refresh_now(
                         &actor,
                         None,
                     )?;
+                    if notify {
+                        crate::webhooks::enqueue(c, &event)?;
+                    }
                     Ok(Connection::by_id(c, &conn_id)?)
                 })
                 .await
         }
         Err(e) => {
-            log::warn!("refresh failed tenant={tenant_id} provider={provider_key} connection={conn_id} in {elapsed}ms: {e}");
-            let (status, next, kind, app_err) = match &e {
-                ProviderError::GrantGone { .. } => (
-                    Status::NeedsReconnect,
-                    None,
-                    "needs_reconnect",
-                    needs_reconnect(),
-                ),
-                ProviderError::Transient { retry_after, .. } => {
-                    let wait = backoff(leased.failure_count, *retry_after);
-                    (
-                        Status::Error,
-                        Some(now() + wait),
-                        "refresh_failed",
-                        AppError::unavailable(
-                            "refresh_failed",
-                            format!(
-                                "{} is not answering; Tether will retry",
-                                provider.display_name
-                            ),
-                            wait.num_seconds().max(1) as u64,
-                        ),
-                    )
+            log::warn!("refresh failed tenant={tenant_id} provider={provider_key} connection={conn_id} in {ms}ms: {e}");
+            let failure = classify(&provider, &row, &e);
+            state
+                .metrics
+                .refresh_outcome(&provider.key, failure.outcome, secs);
+            match &e {
+                ProviderError::Transient { .. } => {
+                    if state.breakers.failure(&provider.key) {
+                        log::warn!("circuit opened for provider={provider_key}");
+                    }
                 }
-                ProviderError::ClientMisconfigured { .. } | ProviderError::Refused { .. } => {
-                    let wait = backoff(leased.failure_count.max(4), None);
-                    (
-                        Status::Error,
-                        Some(now() + wait),
-                        "refresh_failed",
-                        AppError::unavailable(
-                            "refresh_failed",
-                            format!("{} refused the refresh: {e}", provider.display_name),
-                            wait.num_seconds().max(1) as u64,
-                        ),
-                    )
+                ProviderError::ClientMisconfigured { error } => {
+                    state.flag_provider(&provider.key, error);
+                    // Not a transient failure of the provider, nor a verdict on the tenant.
+                    state.breakers.success(&provider.key);
                 }
-            };
+                _ => state.breakers.success(&provider.key),
+            }
             let detail = e.to_string();
+            let Failure {
+                status,
+                next_refresh_at,
+                event,
+                error,
+                ..
+            } = failure;
+            let notify = state.settings.webhook.is_some();
             state
                 .db(move |c| {
-                    Connection::record_failure(c, &leased, &owner, status, &detail, next)?;
-                    Event::record(
+                    Connection::record_failure(c, &row, &owner, status, &detail, next_refresh_at)?;
+                    let ev = Event::record(
                         c,
                         &tenant_id,
                         Some(&conn_id),
                         &provider_key,
-                        kind,
+                        event,
                         &actor,
                         Some(&detail),
                     )?;
+                    if notify && status == Status::NeedsReconnect {
+                        crate::webhooks::enqueue(c, &ev)?;
+                    }
                     Ok(())
                 })
                 .await?;
-            Err(app_err)
+            Err(error)
         }
+    }
+}
+
+/// What a failed refresh does to the connection.
+pub struct Failure {
+    pub status: Status,
+    pub next_refresh_at: Option<NaiveDateTime>,
+    pub event: &'static str,
+    /// For metrics.
+    pub outcome: &'static str,
+    pub error: AppError,
+}
+
+/// DESIGN.md section 6: grant gone stops for good; an unknown outcome on a
+/// provider that rotates refresh tokens stops too (resending could revoke the
+/// grant); operator errors and refusals wait long; transient ones back off.
+pub fn classify(provider: &Provider, row: &Connection, e: &ProviderError) -> Failure {
+    let retry =
+        |wait: Duration, code: &'static str, message: String, outcome: &'static str| Failure {
+            status: Status::Error,
+            next_refresh_at: Some(now() + wait),
+            event: "refresh_failed",
+            outcome,
+            error: AppError::unavailable(code, message, wait.num_seconds().max(1) as u64),
+        };
+    let stop = |outcome: &'static str| Failure {
+        status: Status::NeedsReconnect,
+        next_refresh_at: None,
+        event: "needs_reconnect",
+        outcome,
+        error: needs_reconnect(),
+    };
+    match e {
+        ProviderError::GrantGone { .. } => stop("grant_gone"),
+        ProviderError::Unknown { .. }
+            if provider.rotates_refresh_tokens && provider.refresh == RefreshStyle::Standard =>
+        {
+            stop("unknown")
+        }
+        ProviderError::Unknown { .. } => retry(
+            backoff(row.failure_count, None),
+            "refresh_failed",
+            format!(
+                "{} did not answer; Tether will retry",
+                provider.display_name
+            ),
+            "unknown",
+        ),
+        ProviderError::Transient { retry_after, .. } => retry(
+            backoff(row.failure_count, *retry_after),
+            "refresh_failed",
+            format!(
+                "{} is not answering; Tether will retry",
+                provider.display_name
+            ),
+            "transient",
+        ),
+        ProviderError::ClientMisconfigured { .. } => retry(
+            backoff(row.failure_count.max(5), None),
+            "provider_misconfigured",
+            format!(
+                "{} rejected Tether's client credentials; an operator has to fix them",
+                provider.display_name
+            ),
+            "client_error",
+        ),
+        ProviderError::Refused { .. } => retry(
+            backoff(row.failure_count.max(5), None),
+            "refresh_failed",
+            format!("{} refused the refresh: {e}", provider.display_name),
+            "refused",
+        ),
     }
 }
 

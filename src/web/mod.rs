@@ -31,20 +31,45 @@ pub struct AppState {
     pub login_limiter: RateLimiter,
     /// OAuth starts and callbacks per client address.
     pub oauth_limiter: RateLimiter,
+    /// Shares one refresh between concurrent callers in this process.
+    pub flights: crate::refresh::flight::Flights,
+    /// Per-provider circuit breakers.
+    pub breakers: crate::refresh::circuit::Breakers,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
     pub fn new(ctx: Context) -> AppState {
+        let http = crate::oauth::client::http_client(ctx.settings.refresh.provider_timeout);
         AppState {
             settings: ctx.settings,
             pool: ctx.pool,
             keys: ctx.keys,
             providers: ctx.providers,
-            http: crate::oauth::client::http_client(),
+            http,
             instance_id: crate::crypto::random_token(6),
             login_limiter: RateLimiter::new(10, Duration::from_secs(300)),
             oauth_limiter: RateLimiter::new(60, Duration::from_secs(60)),
+            flights: Default::default(),
+            breakers: Default::default(),
+            metrics: Default::default(),
         }
+    }
+
+    /// Records that `provider` rejected our client credentials (an operator
+    /// error, shown by /readyz, doctor and metrics); tenants are left alone.
+    pub fn flag_provider(&self, provider: &str, error: &str) {
+        log::error!("provider {provider} rejected Tether's client credentials ({error}): check its client id and secret");
+        let pool = self.pool.clone();
+        let (provider, error) = (provider.to_string(), error.to_string());
+        // Best effort, off the request path.
+        std::thread::spawn(move || {
+            if let Ok(mut c) = pool.get() {
+                let _ = crate::db::models::provider_flag::ProviderFlag::raise(
+                    &mut c, &provider, &error,
+                );
+            }
+        });
     }
 
     /// Runs blocking database work on the thread pool.

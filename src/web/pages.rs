@@ -170,8 +170,10 @@ struct CsrfForm {
 
 async fn logout(session: Session, form: web::Form<CsrfForm>) -> PageResult<HttpResponse> {
     session::verify_csrf(&session, &form.csrf)?;
-    session.purge();
-    // A fresh session only for the message.
+    // A fresh, empty session that carries only the message (a purged one
+    // would drop it).
+    session.renew();
+    session.clear();
     session::flash(&session, "ok", "You are signed out.");
     Ok(see_other("/login"))
 }

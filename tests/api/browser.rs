@@ -249,7 +249,7 @@ async fn browser_renders_a_page_served_by_tether() {
 }
 
 #[actix_web::test]
-#[ignore = "waits for the dashboard"]
+
 async fn admin_connects_the_demo_provider_in_a_popup_and_disconnects() {
     let Some((client, _driver)) = browser().await else {
         return;

@@ -21,6 +21,7 @@ backend_tests!(
     a_bad_request_goes_back_to_the_client_with_state_and_iss,
     posted_hidden_fields_are_checked_again,
     deny_sends_access_denied_with_the_state,
+    a_decision_posted_from_another_site_is_refused,
     a_wrong_code_verifier_is_invalid_grant,
     a_reused_code_is_invalid_grant_and_revokes_the_grant_it_produced,
     refresh_rotates_and_a_reused_refresh_token_revokes_the_grant,
@@ -341,6 +342,48 @@ async fn deny_sends_access_denied_with_the_state(backend: Backend) {
     assert_eq!(query["state"], STATE);
     assert_eq!(query["iss"], issuer(&app));
     assert!(!query.contains_key("code"));
+}
+
+async fn a_decision_posted_from_another_site_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ours = app.ctx.settings.public_url.origin().ascii_serialization();
+    let post = |headers: &'static [(&'static str, &'static str)], origin: Option<String>| {
+        let mut form = authorize_params(&app, &[]);
+        form.push(("decision".into(), "approve".into()));
+        let mut req = app
+            .client
+            .post(format!("{}/demo/oauth/authorize", app.address))
+            .form(&form);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        if let Some(origin) = origin {
+            req = req.header("origin", origin);
+        }
+        req.send()
+    };
+    for (headers, origin) in [
+        (&[("sec-fetch-site", "cross-site")][..], None),
+        (&[("sec-fetch-site", "same-site")][..], None),
+        (&[][..], Some("https://attacker.example".to_string())),
+    ] {
+        let res = post(headers, origin).await.unwrap();
+        assert_eq!(res.status(), 403);
+        assert!(res.headers().get("location").is_none());
+    }
+    // What browsers send from the consent page itself (no-referrer makes
+    // Origin null on a POST).
+    for (headers, origin) in [
+        (
+            &[("sec-fetch-site", "same-origin")][..],
+            Some("null".to_string()),
+        ),
+        (&[][..], Some("null".to_string())),
+        (&[][..], Some(ours)),
+    ] {
+        let res = post(headers, origin).await.unwrap();
+        assert!(redirected_to_client(&app, &res).contains_key("code"));
+    }
 }
 
 async fn a_wrong_code_verifier_is_invalid_grant(backend: Backend) {

@@ -121,6 +121,7 @@ pub fn settings_for(db: &TestDb, extra: &[(&str, &str)]) -> Settings {
         ("TETHER_DATABASE_URL", db.url.clone()),
         ("TETHER_ENCRYPTION_KEYS", KEY_K1.to_string()),
         ("TETHER_DB_POOL_SIZE", "4".to_string()),
+        ("TETHER_REFRESH_ENABLED", "false".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -359,7 +360,7 @@ impl TestApp {
 
     /// Everything a rejected request must leave alone, as one comparable string.
     pub fn snapshot(&self) -> String {
-        #[derive(QueryableByName, Debug)]
+        #[derive(QueryableByName)]
         struct Row {
             #[diesel(sql_type = diesel::sql_types::Text)]
             v: String,
@@ -375,10 +376,8 @@ impl TestApp {
         queries
             .iter()
             .map(|q| {
-                format!(
-                    "{:?}",
-                    diesel::sql_query(*q).load::<Row>(&mut conn).unwrap()
-                )
+                let rows = diesel::sql_query(*q).load::<Row>(&mut conn).unwrap();
+                rows.into_iter().map(|r| r.v).collect::<Vec<_>>().join(",")
             })
             .collect::<Vec<_>>()
             .join("\n")

@@ -10,5 +10,7 @@ mod flow;
 mod keys;
 mod ops;
 mod presets;
+mod security;
+mod signin;
 mod startup;
 mod storage;

@@ -394,6 +394,82 @@ impl Connection {
         .map(|n| n == 1)
     }
 
+    /// Pushes our lease's end out to `until`, if we still hold it.
+    pub fn extend_lease(
+        conn: &mut DbConn,
+        id: &str,
+        owner: &str,
+        until: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        diesel::update(
+            connections::table
+                .find(id)
+                .filter(connections::lease_owner.eq(owner))
+                .filter(connections::lease_until.gt(now())),
+        )
+        .set(connections::lease_until.eq(until))
+        .execute(conn)
+        .map(|n| n == 1)
+    }
+
+    /// Leases up to `limit` connections due for refresh (oldest due first) to
+    /// `owner` and returns them. On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets
+    /// instances claiming at the same moment take disjoint rows; SQLite
+    /// serialises writers, so the same conditional UPDATE suffices.
+    pub fn claim_due(
+        conn: &mut DbConn,
+        owner: &str,
+        until: NaiveDateTime,
+        limit: i64,
+    ) -> QueryResult<Vec<Connection>> {
+        use diesel::sql_types::{BigInt, Text, Timestamp};
+        #[derive(QueryableByName)]
+        struct Id {
+            #[diesel(sql_type = Text)]
+            id: String,
+        }
+        const DUE: &str = "next_refresh_at <= {now} AND status IN ('connected', 'error') \
+             AND token_ciphertext IS NOT NULL AND (lease_until IS NULL OR lease_until < {now}) \
+             ORDER BY next_refresh_at LIMIT {limit}";
+        let t = now();
+        let ids: Vec<Id> = match conn {
+            DbConn::Postgres(c) => diesel::sql_query(format!(
+                "UPDATE connections SET lease_owner = $1, lease_until = $2 WHERE id IN \
+                 (SELECT id FROM connections WHERE {} FOR UPDATE SKIP LOCKED) RETURNING id",
+                DUE.replace("{now}", "$3").replace("{limit}", "$4")
+            ))
+            .bind::<Text, _>(owner)
+            .bind::<Timestamp, _>(until)
+            .bind::<Timestamp, _>(t)
+            .bind::<BigInt, _>(limit)
+            .load(c)?,
+            DbConn::Sqlite(c) => diesel::sql_query(format!(
+                "UPDATE connections SET lease_owner = ?1, lease_until = ?2 WHERE id IN \
+                 (SELECT id FROM connections WHERE {}) RETURNING id",
+                DUE.replace("{now}", "?3").replace("{limit}", "?4")
+            ))
+            .bind::<Text, _>(owner)
+            .bind::<Timestamp, _>(until)
+            .bind::<Timestamp, _>(t)
+            .bind::<BigInt, _>(limit)
+            .load(c)?,
+        };
+        let ids: Vec<String> = ids.into_iter().map(|r| r.id).collect();
+        connections::table
+            .filter(connections::id.eq_any(&ids))
+            .filter(connections::lease_owner.eq(owner))
+            .select(Connection::as_select())
+            .load(conn)
+    }
+
+    /// Connections per status, for metrics.
+    pub fn count_by_status(conn: &mut DbConn) -> QueryResult<Vec<(String, i64)>> {
+        connections::table
+            .group_by(connections::status)
+            .select((connections::status, diesel::dsl::count_star()))
+            .load(conn)
+    }
+
     /// Releases a lease without changing anything else.
     pub fn release(conn: &mut DbConn, id: &str, owner: &str) -> QueryResult<usize> {
         diesel::update(

@@ -41,20 +41,30 @@ impl Event {
         kind: &str,
         actor: &str,
         detail: Option<&str>,
-    ) -> QueryResult<()> {
+    ) -> QueryResult<Event> {
+        let event = Event {
+            id: new_id(),
+            tenant_id: tenant_id.into(),
+            connection_id: connection_id.map(Into::into),
+            provider: provider.into(),
+            kind: kind.into(),
+            actor: actor.into(),
+            detail: detail.map(Into::into),
+            created_at: now(),
+        };
         diesel::insert_into(events::table)
             .values(NewEvent {
-                id: &new_id(),
+                id: &event.id,
                 tenant_id,
                 connection_id,
                 provider,
                 kind,
                 actor,
                 detail,
-                created_at: now(),
+                created_at: event.created_at,
             })
-            .execute(conn)
-            .map(|_| ())
+            .execute(conn)?;
+        Ok(event)
     }
 
     /// The latest events of a tenant's provider, newest first.

@@ -5,5 +5,6 @@ pub mod connection;
 pub mod event;
 pub mod key_check;
 pub mod oauth_state;
+pub mod provider_flag;
 pub mod tenant;
 pub mod user;

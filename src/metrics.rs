@@ -1,0 +1,177 @@
+//! Prometheus metrics, kept in memory per process and rendered as text.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+/// Latency buckets in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, secs: f64) {
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, le) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {}",
+                self.counts[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    refreshes: Mutex<BTreeMap<(String, String), u64>>,
+    refresh_latency: Mutex<BTreeMap<String, Histogram>>,
+    token_api: Mutex<Histogram>,
+}
+
+impl Metrics {
+    /// Counts a refresh attempt of `provider` with its outcome and duration.
+    pub fn refresh_outcome(&self, provider: &str, outcome: &str, secs: f64) {
+        *self
+            .refreshes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((provider.to_string(), outcome.to_string()))
+            .or_default() += 1;
+        if outcome != "circuit_open" {
+            self.refresh_latency
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(provider.to_string())
+                .or_default()
+                .observe(secs);
+        }
+    }
+
+    pub fn token_api(&self, secs: f64) {
+        self.token_api
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(secs);
+    }
+
+    /// The text exposition; `circuits`, `statuses` and `flags` are read at scrape time.
+    pub fn render(
+        &self,
+        circuits: &[(String, &str)],
+        statuses: &[(String, i64)],
+        flags: &[String],
+    ) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP tether_refreshes_total Refresh attempts by provider and outcome.\n# TYPE tether_refreshes_total counter\n");
+        for ((provider, outcome), n) in self
+            .refreshes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "tether_refreshes_total{{provider=\"{provider}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP tether_refresh_duration_seconds Time of a refresh call to the provider.\n# TYPE tether_refresh_duration_seconds histogram\n");
+        for (provider, h) in self
+            .refresh_latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            h.render(
+                &mut out,
+                "tether_refresh_duration_seconds",
+                &format!("provider=\"{provider}\""),
+            );
+        }
+        out.push_str("# HELP tether_circuit_open Whether a provider's circuit breaker is open (1), half open (0.5) or closed (0).\n# TYPE tether_circuit_open gauge\n");
+        for (provider, state) in circuits {
+            let v = match *state {
+                "open" => "1",
+                "half_open" => "0.5",
+                _ => "0",
+            };
+            let _ = writeln!(out, "tether_circuit_open{{provider=\"{provider}\"}} {v}");
+        }
+        out.push_str("# HELP tether_provider_misconfigured Providers that rejected Tether's client credentials.\n# TYPE tether_provider_misconfigured gauge\n");
+        for provider in flags {
+            let _ = writeln!(
+                out,
+                "tether_provider_misconfigured{{provider=\"{provider}\"}} 1"
+            );
+        }
+        out.push_str(
+            "# HELP tether_connections Connections by status.\n# TYPE tether_connections gauge\n",
+        );
+        for (status, n) in statuses {
+            let _ = writeln!(out, "tether_connections{{status=\"{status}\"}} {n}");
+        }
+        out.push_str("# HELP tether_token_api_duration_seconds Time to answer a token request.\n# TYPE tether_token_api_duration_seconds histogram\n");
+        self.token_api
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .render(&mut out, "tether_token_api_duration_seconds", "");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histograms_and_gauges_in_prometheus_text() {
+        let m = Metrics::default();
+        m.refresh_outcome("demo", "ok", 0.003);
+        m.refresh_outcome("demo", "ok", 0.2);
+        m.refresh_outcome("demo", "transient", 0.01);
+        m.token_api(0.0005);
+        let text = m.render(
+            &[("demo".into(), "open")],
+            &[("connected".into(), 3)],
+            &["acme".into()],
+        );
+        assert!(text.contains("tether_refreshes_total{provider=\"demo\",outcome=\"ok\"} 2"));
+        assert!(text
+            .contains("tether_refresh_duration_seconds_bucket{provider=\"demo\",le=\"0.005\"} 1"));
+        assert!(text.contains("tether_refresh_duration_seconds_count{provider=\"demo\"} 3"));
+        assert!(text.contains("tether_circuit_open{provider=\"demo\"} 1"));
+        assert!(text.contains("tether_connections{status=\"connected\"} 3"));
+        assert!(text.contains("tether_provider_misconfigured{provider=\"acme\"} 1"));
+        assert!(text.contains("tether_token_api_duration_seconds_bucket{le=\"0.001\"} 1"));
+        assert!(text.contains("tether_token_api_duration_seconds_count 1"));
+    }
+}
