@@ -131,7 +131,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    connect_links (token_hash) {
+        token_hash -> Text,
+        tenant_id -> Text,
+        provider -> Text,
+        created_by -> Text,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(users -> tenants (tenant_id));
+diesel::joinable!(connect_links -> tenants (tenant_id));
 diesel::joinable!(connections -> tenants (tenant_id));
 diesel::joinable!(oauth_states -> tenants (tenant_id));
 diesel::joinable!(api_keys -> tenants (tenant_id));
@@ -148,4 +161,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     key_checks,
     sso_nonces,
     provider_flags,
+    connect_links,
 );

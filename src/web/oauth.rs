@@ -279,11 +279,15 @@ fn finish(
 
 #[derive(serde::Deserialize)]
 struct CsrfForm {
+    /// Missing is refused by `verify_csrf` (403), like a wrong one.
+    #[serde(default)]
     csrf: String,
 }
 
 #[derive(serde::Deserialize)]
 struct InstanceForm {
+    /// Missing is refused by `verify_csrf` (403), like a wrong one.
+    #[serde(default)]
     csrf: String,
     instance_id: String,
 }

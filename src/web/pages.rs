@@ -84,6 +84,8 @@ async fn login_page(session: Session, query: web::Query<NextQuery>) -> PageResul
 struct LoginForm {
     email: String,
     password: String,
+    /// Missing is refused by `verify_csrf` (403), like a wrong one.
+    #[serde(default)]
     csrf: String,
     next: Option<String>,
 }
@@ -165,6 +167,8 @@ fn dummy_hash() -> &'static str {
 
 #[derive(serde::Deserialize)]
 struct CsrfForm {
+    /// Missing is refused by `verify_csrf` (403), like a wrong one.
+    #[serde(default)]
     csrf: String,
 }
 

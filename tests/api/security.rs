@@ -15,6 +15,7 @@ use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, ResponseTemplate};
 
 backend_tests!(
+    posts_without_a_csrf_token_are_forbidden,
     callback_without_state_is_rejected_and_stores_nothing,
     callback_with_unknown_state_is_rejected_and_stores_nothing,
     callback_with_reused_state_is_rejected_and_stores_nothing,
@@ -1153,24 +1154,4 @@ async fn posts_without_a_csrf_token_are_forbidden(backend: Backend) {
     let (app, fake) = connected_with_tripwires(backend).await;
     let forms: Vec<Vec<(&str, &str)>> = vec![vec![], vec![("token", "x")]];
     assert_csrf_refused(&app, &fake, &forms, Some(403)).await;
-}
-
-/// Tests that show a bug in src/: kept, ignored until fixed (`backend_tests!` takes no attributes).
-mod known_bugs {
-    use crate::helpers::{postgres_url, Backend};
-
-    #[actix_web::test]
-    #[ignore = "bug: a POST without a csrf field is answered 400 invalid_form (FormConfig error handler, src/web/mod.rs), not 403"]
-    async fn sqlite_posts_without_a_csrf_token_are_forbidden() {
-        super::posts_without_a_csrf_token_are_forbidden(Backend::Sqlite).await
-    }
-
-    #[actix_web::test]
-    #[ignore = "bug: a POST without a csrf field is answered 400 invalid_form (FormConfig error handler, src/web/mod.rs), not 403"]
-    async fn postgres_posts_without_a_csrf_token_are_forbidden() {
-        if postgres_url().is_none() {
-            return;
-        }
-        super::posts_without_a_csrf_token_are_forbidden(Backend::Postgres).await
-    }
 }

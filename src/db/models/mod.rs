@@ -1,6 +1,7 @@
 //! One module per table; each owns its queries.
 
 pub mod api_key;
+pub mod connect_link;
 pub mod connection;
 pub mod event;
 pub mod key_check;

@@ -1,0 +1,74 @@
+//! Single-use links to connect a provider for a tenant without signing in.
+
+use crate::crypto::{random_token, sha256_hex, Secret};
+use crate::db::schema::connect_links;
+use crate::db::{now, DbConn};
+use chrono::{Duration, NaiveDateTime};
+use diesel::prelude::*;
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = connect_links)]
+pub struct ConnectLink {
+    pub token_hash: String,
+    pub tenant_id: String,
+    pub provider: String,
+    pub created_by: String,
+    pub expires_at: NaiveDateTime,
+    pub used_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+}
+
+impl ConnectLink {
+    /// Creates a link; returns its token (shown once, stored as a hash) and expiry.
+    pub fn create(
+        conn: &mut DbConn,
+        tenant_id: &str,
+        provider: &str,
+        created_by: &str,
+        ttl: Duration,
+    ) -> QueryResult<(Secret<String>, NaiveDateTime)> {
+        let token = random_token(32);
+        let t = now();
+        diesel::insert_into(connect_links::table)
+            .values((
+                connect_links::token_hash.eq(sha256_hex(token.as_bytes())),
+                connect_links::tenant_id.eq(tenant_id),
+                connect_links::provider.eq(provider),
+                connect_links::created_by.eq(created_by),
+                connect_links::expires_at.eq(t + ttl),
+                connect_links::created_at.eq(t),
+            ))
+            .execute(conn)?;
+        diesel::delete(
+            connect_links::table.filter(connect_links::expires_at.lt(t - Duration::days(1))),
+        )
+        .execute(conn)?;
+        Ok((Secret::new(token), t + ttl))
+    }
+
+    /// Uses the link up: `None` when it is unknown, used or expired. Exactly
+    /// one caller gets the link.
+    pub fn redeem(conn: &mut DbConn, token: &str) -> QueryResult<Option<ConnectLink>> {
+        if token.len() > 128 {
+            return Ok(None);
+        }
+        let hash = sha256_hex(token.as_bytes());
+        let t = now();
+        let taken = diesel::update(
+            connect_links::table
+                .find(&hash)
+                .filter(connect_links::used_at.is_null())
+                .filter(connect_links::expires_at.gt(t)),
+        )
+        .set(connect_links::used_at.eq(t))
+        .execute(conn)?;
+        if taken != 1 {
+            return Ok(None);
+        }
+        connect_links::table
+            .find(&hash)
+            .select(ConnectLink::as_select())
+            .first(conn)
+            .optional()
+    }
+}
