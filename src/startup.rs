@@ -202,6 +202,7 @@ pub fn bootstrap(ctx: &Context) -> Result<Option<FirstAdmin>, String> {
 pub struct Application {
     port: u16,
     server: Server,
+    state: actix_web::web::Data<web::AppState>,
 }
 
 impl Application {
@@ -232,6 +233,7 @@ impl Application {
             });
         }
         let demo_store = crate::demo::new_store(&state.settings);
+        let handle = state.clone();
         let server = HttpServer::new(move || {
             // Sessions live in an encrypted cookie: any instance can read them.
             let sessions = SessionMiddleware::builder(CookieSessionStore::default(), session_key.clone())
@@ -265,11 +267,20 @@ impl Application {
         })
         .listen(listener)?
         .run();
-        Ok(Application { port, server })
+        Ok(Application {
+            port,
+            server,
+            state: handle,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The state its handlers share (tests drive the scheduler through it).
+    pub fn state(&self) -> actix_web::web::Data<web::AppState> {
+        self.state.clone()
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {

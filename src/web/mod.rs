@@ -1,5 +1,6 @@
 //! HTTP routes by area; handlers stay thin and call into the domain.
 
+pub mod api;
 pub mod oauth;
 pub mod ops;
 pub mod pages;
@@ -36,6 +37,7 @@ pub struct AppState {
     /// Per-provider circuit breakers.
     pub breakers: crate::refresh::circuit::Breakers,
     pub metrics: crate::metrics::Metrics,
+    pub api_cache: api::ApiCache,
 }
 
 impl AppState {
@@ -53,6 +55,7 @@ impl AppState {
             flights: Default::default(),
             breakers: Default::default(),
             metrics: Default::default(),
+            api_cache: Default::default(),
         }
     }
 
@@ -116,9 +119,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     }))
     .route("/healthz", web::get().to(ops::healthz))
     .route("/readyz", web::get().to(ops::readyz))
+    .route("/metrics", web::get().to(ops::metrics))
     .route("/static/{file}", web::get().to(ops::static_file))
     .configure(pages::routes)
     .configure(oauth::routes)
+    .configure(api::routes)
     .configure(crate::demo::routes)
     .default_service(web::to(not_found));
 }

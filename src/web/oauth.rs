@@ -23,7 +23,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/oauth/{provider}/instance",
             web::post().to(connect_instance),
-        );
+        )
+        .route("/connect/done", web::get().to(connect_done))
+        .route("/connect/{token}", web::get().to(connect_with_link));
 }
 
 /// The enabled provider named in the path, or a 404.
@@ -90,6 +92,69 @@ async fn authorize(
         .insert_header((header::LOCATION, url))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .finish())
+}
+
+/// Where a connect link's flow ends.
+const LINK_DONE: &str = "/connect/done";
+
+/// `GET /connect/{token}`: a person following a connect link (no sign-in).
+/// The link is used up, and the state is bound to this browser session.
+async fn connect_with_link(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+    path: web::Path<String>,
+) -> PageResult<HttpResponse> {
+    rate_limit(&state, &req)?;
+    let token = path.into_inner();
+    let link = state
+        .db(move |c| {
+            Ok(crate::db::models::connect_link::ConnectLink::redeem(
+                c, &token,
+            )?)
+        })
+        .await?
+        .ok_or_else(|| {
+            AppError::bad_request(
+                "invalid_link",
+                "This link is not valid: it was already used or has expired. Ask for a new one.",
+            )
+        })?;
+    let provider = provider(&state, &link.provider)?;
+    let binding = crate::crypto::random_token(32);
+    session
+        .insert("oauth_binding", &binding)
+        .map_err(|e| AppError::internal(e.to_string()))?;
+    let (keys, settings) = (state.keys.clone(), state.settings.clone());
+    let url = state
+        .db(move |c| {
+            let who = oauth::Initiator {
+                tenant_id: &link.tenant_id,
+                user_id: None,
+                session_binding: Some(&binding),
+            };
+            oauth::start(c, &keys, &settings, &provider, &who, Some(LINK_DONE), false)
+        })
+        .await?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, url))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .finish())
+}
+
+#[derive(Template)]
+#[template(path = "link_done.html")]
+struct LinkDone {
+    flash: Option<session::Flash>,
+}
+
+async fn connect_done(session: Session) -> PageResult<HttpResponse> {
+    let body = LinkDone {
+        flash: session::take_flash(&session),
+    }
+    .render()
+    .map_err(AppError::internal)?;
+    Ok(super::pages::html(body))
 }
 
 #[derive(Template)]

@@ -1,5 +1,7 @@
 //! Operations endpoints: liveness, readiness, and the stylesheet.
 
+use crate::db::models::connection::Connection;
+use crate::db::models::provider_flag::ProviderFlag;
 use crate::web::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
@@ -12,23 +14,26 @@ pub async fn healthz() -> HttpResponse {
         .body("ok\n")
 }
 
-/// Readiness: the database answers and the key ring opens the data.
+/// Readiness: the database answers and the key ring opens the data. Providers
+/// that rejected our client credentials are reported, but do not make the
+/// instance unready (every other provider still works through it).
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let pool = state.pool.clone();
     let keys = state.keys.clone();
-    let result = web::block(move || -> Result<(), String> {
+    let result = web::block(move || -> Result<Vec<ProviderFlag>, String> {
         let mut conn = pool
             .get()
             .map_err(|e| format!("database unreachable: {e}"))?;
         conn.batch_execute("SELECT 1")
             .map_err(|e| format!("database unreachable: {e}"))?;
-        crate::keys::verify(&mut conn, &keys)
+        crate::keys::verify(&mut conn, &keys)?;
+        ProviderFlag::all(&mut conn).map_err(|e| format!("database error: {e}"))
     })
     .await
     .map_err(|e| e.to_string())
     .and_then(|r| r);
     let mut res = match &result {
-        Ok(()) => HttpResponse::Ok(),
+        Ok(_) => HttpResponse::Ok(),
         Err(reason) => {
             log::warn!("not ready: {reason}");
             HttpResponse::ServiceUnavailable()
@@ -36,9 +41,43 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     };
     res.insert_header((header::CACHE_CONTROL, "no-store"));
     match result {
-        Ok(()) => res.json(serde_json::json!({ "status": "ready" })),
+        Ok(flags) => {
+            let misconfigured: serde_json::Map<String, serde_json::Value> = flags
+                .into_iter()
+                .map(|f| {
+                    (
+                        f.provider,
+                        format!("rejected Tether's client credentials: {}", f.error).into(),
+                    )
+                })
+                .collect();
+            res.json(
+                serde_json::json!({ "status": "ready", "misconfigured_providers": misconfigured }),
+            )
+        }
         Err(reason) => res.json(serde_json::json!({ "status": "unavailable", "reason": reason })),
     }
+}
+
+/// Prometheus text: refreshes, latencies, circuits, connections by status.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let counts = state
+        .db(|c| Ok((Connection::count_by_status(c)?, ProviderFlag::all(c)?)))
+        .await;
+    let (statuses, flags) = match counts {
+        Ok(v) => v,
+        Err(e) => return actix_web::ResponseError::error_response(&e),
+    };
+    let circuits: Vec<(String, &str)> = state
+        .breakers
+        .states()
+        .into_iter()
+        .map(|(p, s)| (p, s.as_str()))
+        .collect();
+    let flags: Vec<String> = flags.into_iter().map(|f| f.provider).collect();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render(&circuits, &statuses, &flags))
 }
 
 /// The stylesheet and the two small scripts, compiled into the binary.

@@ -2,7 +2,7 @@
 //! WebDriver by chromedriver. Without the browser these tests say they are
 //! skipped, unless TETHER_BROWSER_TESTS=required (as in CI), where that fails.
 
-use crate::helpers::{settings_for, spawn_app, Backend, TestApp, TestDb};
+use crate::helpers::{spawn_app, Backend, TestDb};
 use fantoccini::wd::{Capabilities, WindowHandle};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use tether::auth::hash_password;
 use tether::db::models::tenant::Tenant;
 use tether::db::models::user::User;
-use tether::startup::{self, Application};
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -174,32 +173,6 @@ pub async fn screenshot(client: &Client, path: &Path) {
     std::fs::write(path, png).expect("write screenshot");
 }
 
-/// Tether on a port bound before its settings are made, so that
-/// TETHER_PUBLIC_URL, from which the OAuth redirect URI is built, is the
-/// address the browser uses.
-async fn spawn_app_at_its_public_url(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
-    let db = TestDb::new(backend);
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("bound address").port();
-    let address = format!("http://127.0.0.1:{port}");
-    let mut vars = vec![("TETHER_PUBLIC_URL", address.as_str())];
-    vars.extend_from_slice(extra);
-    let ctx = startup::prepare(settings_for(&db, &vars)).expect("prepare");
-    let app = Application::build_on(ctx.clone(), listener).expect("serve");
-    actix_web::rt::spawn(app.run_until_stopped());
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .build()
-        .expect("client");
-    TestApp {
-        address,
-        client,
-        ctx,
-        db,
-    }
-}
-
 /// Polls the window handles until `done` holds, for at most WAIT.
 async fn wait_for_windows(
     client: &Client,
@@ -254,8 +227,11 @@ async fn admin_connects_the_demo_provider_in_a_popup_and_disconnects() {
     let Some((client, _driver)) = browser().await else {
         return;
     };
-    let app =
-        spawn_app_at_its_public_url(Backend::Sqlite, &[("TETHER_DEMO_PROVIDER", "true")]).await;
+    let app = crate::helpers::spawn_app_with(
+        TestDb::new(Backend::Sqlite),
+        &[("TETHER_DEMO_PROVIDER", "true")],
+    )
+    .await;
     let tenant = Tenant::create(&mut app.conn(), "acme", "Acme").expect("tenant");
     let mut conn = app.conn();
     let hash = hash_password("correct horse battery").expect("hash");

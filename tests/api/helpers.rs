@@ -137,6 +137,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub ctx: Context,
+    /// The running server's shared state (scheduler, breakers, metrics).
+    pub state: actix_web::web::Data<tether::web::AppState>,
     pub db: TestDb,
 }
 
@@ -144,11 +146,20 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(TestDb::new(backend), &[]).await
 }
 
+/// A running app on `db`. Its listener is bound first, so that
+/// TETHER_PUBLIC_URL (the base of redirect URIs) is its real address, unless
+/// `extra` sets one.
 pub async fn spawn_app_with(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
-    let settings = settings_for(&db, extra);
-    let ctx = startup::prepare(settings).expect("prepare");
-    let app = Application::build(ctx.clone()).expect("bind");
-    let address = format!("http://127.0.0.1:{}", app.port());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = format!(
+        "http://127.0.0.1:{}",
+        listener.local_addr().expect("address").port()
+    );
+    let mut vars = vec![("TETHER_PUBLIC_URL", address.as_str())];
+    vars.extend_from_slice(extra);
+    let ctx = startup::prepare(settings_for(&db, &vars)).expect("prepare");
+    let app = Application::build_on(ctx.clone(), listener).expect("serve");
+    let state = app.state();
     actix_web::rt::spawn(app.run_until_stopped());
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -159,6 +170,7 @@ pub async fn spawn_app_with(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
         address,
         client,
         ctx,
+        state,
         db,
     }
 }

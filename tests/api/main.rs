@@ -10,6 +10,7 @@ mod flow;
 mod keys;
 mod ops;
 mod presets;
+mod scheduler;
 mod security;
 mod signin;
 mod startup;

@@ -100,6 +100,13 @@ impl ApiKey {
         Ok(key)
     }
 
+    /// Records that the key was used (callers throttle this).
+    pub fn touch(conn: &mut DbConn, id: &str) -> QueryResult<usize> {
+        diesel::update(api_keys::table.find(id))
+            .set(api_keys::last_used_at.eq(now()))
+            .execute(conn)
+    }
+
     /// Every key with its tenant's external id, newest first.
     pub fn list(conn: &mut DbConn) -> QueryResult<Vec<(ApiKey, Option<String>)>> {
         api_keys::table

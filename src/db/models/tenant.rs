@@ -90,6 +90,36 @@ impl Tenant {
             .first(conn)?)
     }
 
+    /// Creates the tenant, or renames it if it exists. Returns it and whether it was created.
+    pub fn provision(
+        conn: &mut DbConn,
+        external_id: &str,
+        name: &str,
+    ) -> AppResult<(Tenant, bool)> {
+        validate_external_id(external_id)?;
+        validate_name(name)?;
+        match Tenant::by_external_id(conn, external_id)? {
+            Some(t) => {
+                diesel::update(tenants::table.find(&t.id))
+                    .set((tenants::name.eq(name.trim()), tenants::updated_at.eq(now())))
+                    .execute(conn)?;
+                Ok((
+                    tenants::table
+                        .find(&t.id)
+                        .select(Tenant::as_select())
+                        .first(conn)?,
+                    false,
+                ))
+            }
+            None => match Tenant::create(conn, external_id, name) {
+                Ok(t) => Ok((t, true)),
+                // Created meanwhile by a concurrent call: rename it instead.
+                Err(e) if e.code() == "tenant_exists" => Tenant::provision(conn, external_id, name),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
     pub fn by_external_id(conn: &mut DbConn, external_id: &str) -> QueryResult<Option<Tenant>> {
         tenants::table
             .filter(tenants::external_id.eq(external_id))

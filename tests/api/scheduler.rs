@@ -1,0 +1,83 @@
+//! The refresh scheduler: due connections are leased and refreshed.
+
+use crate::backend_tests;
+use crate::flow::{connect, signed_in, tokens};
+use crate::helpers::{Backend, TestApp};
+use diesel::prelude::*;
+use tether::db::models::connection::Connection;
+use tether::refresh::scheduler::Scheduler;
+use wiremock::matchers::{body_string_contains, method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+fn the_connection(app: &TestApp) -> Connection {
+    let t = tether::db::models::tenant::Tenant::by_external_id(&mut app.conn(), "acme")
+        .unwrap()
+        .unwrap();
+    Connection::current(&mut app.conn(), &t.id, "acme")
+        .unwrap()
+        .unwrap()
+}
+
+/// Makes the connection due now, as if its time had come.
+pub fn make_due(app: &TestApp, id: &str) {
+    use tether::db::schema::connections;
+    diesel::update(connections::table.find(id))
+        .set(
+            connections::next_refresh_at.eq(Some(tether::db::now() - chrono::Duration::seconds(1))),
+        )
+        .execute(&mut app.conn())
+        .unwrap();
+}
+
+/// Waits until `done` holds for the connection: polls the row (the refresh
+/// runs on a task the scheduler spawned), failing after 20 s.
+pub async fn until(app: &TestApp, id: &str, done: impl Fn(&Connection) -> bool) -> Connection {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let row = Connection::by_id(&mut app.conn(), id).unwrap();
+        if done(&row) {
+            return row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting; last row: {row:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+backend_tests!(a_scheduler_tick_refreshes_a_due_connection_and_plans_the_next);
+
+async fn a_scheduler_tick_refreshes_a_due_connection_and_plans_the_next(backend: Backend) {
+    let (app, fake) = signed_in(backend, "post").await;
+    connect(&app, &fake, "at-1", "rt-1").await;
+    let before = the_connection(&app);
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_string_contains("refresh_token=rt-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(tokens(
+            "at-2",
+            Some("rt-2"),
+            3600.into(),
+        )))
+        .expect(1)
+        .mount(&fake.server)
+        .await;
+    let scheduler = Scheduler::new(app.state.clone());
+    assert_eq!(scheduler.tick().await.unwrap(), 0, "nothing is due yet");
+    make_due(&app, &before.id);
+    assert_eq!(scheduler.tick().await.unwrap(), 1);
+    let after = until(&app, &before.id, |c| {
+        c.version > before.version && c.lease_owner.is_none()
+    })
+    .await;
+    let tokens = after.tokens(&app.ctx.keys).unwrap().unwrap();
+    assert_eq!(tokens.refresh_token.unwrap().expose(), "rt-2");
+    let next = after.next_refresh_at.unwrap();
+    let in_secs = (next - tether::db::now()).num_seconds();
+    assert!(
+        (2_800..=2_880).contains(&in_secs),
+        "80% of 3600 s: {in_secs}"
+    );
+    assert_eq!(scheduler.tick().await.unwrap(), 0, "not due again");
+}
