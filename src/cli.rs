@@ -494,6 +494,21 @@ fn doctor(settings: Settings) -> ExitCode {
                 ),
                 Err(e) => report("FAIL", format!("key ring: {e}")),
             }
+            let flags = conn(&ctx).and_then(|mut db| {
+                crate::db::models::provider_flag::ProviderFlag::all(&mut db)
+                    .map_err(|e| e.to_string())
+            });
+            for flag in flags.unwrap_or_default() {
+                report(
+                    "FAIL",
+                    format!(
+                        "{}: rejected Tether's client credentials at {} ({}); check its client id and secret",
+                        flag.provider,
+                        flag.flagged_at.format("%Y-%m-%d %H:%M UTC"),
+                        flag.error
+                    ),
+                );
+            }
         }
         Err(e) => report("FAIL", e),
     }

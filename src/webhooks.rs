@@ -17,6 +17,44 @@ use sha2::Sha256;
 /// After this many failed attempts a notification is given up (and logged).
 pub const MAX_ATTEMPTS: i32 = 20;
 
+/// Event kinds sent as webhooks. Routine refreshes and transient failures are
+/// not: they would drown the ones an operator must act on.
+pub const NOTIFIED: [&str; 5] = [
+    "connected",
+    "reconnected",
+    "needs_reconnect",
+    "disconnected",
+    "revoked",
+];
+
+/// Records an event and, when webhooks are on and the kind is notified,
+/// queues its notification in the same database work.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    conn: &mut DbConn,
+    webhooks_on: bool,
+    tenant_id: &str,
+    connection_id: Option<&str>,
+    provider: &str,
+    kind: &str,
+    actor: &str,
+    detail: Option<&str>,
+) -> QueryResult<Event> {
+    let event = Event::record(
+        conn,
+        tenant_id,
+        connection_id,
+        provider,
+        kind,
+        actor,
+        detail,
+    )?;
+    if webhooks_on && NOTIFIED.contains(&kind) {
+        enqueue(conn, &event)?;
+    }
+    Ok(event)
+}
+
 /// Queues a notification of `event`.
 pub fn enqueue(conn: &mut DbConn, event: &Event) -> QueryResult<()> {
     let tenant: Option<String> = tenants::table

@@ -7,7 +7,6 @@ pub mod token;
 use crate::config::Settings;
 use crate::crypto::{random_token, sha256_hex, KeyRing, Secret};
 use crate::db::models::connection::{Connection, Grant};
-use crate::db::models::event::Event;
 use crate::db::models::oauth_state::{NewState, OAuthState};
 use crate::db::{now, DbConn};
 use crate::error::{AppError, AppResult};
@@ -369,8 +368,9 @@ pub fn save(
     )?;
     let kind = if existed { "reconnected" } else { "connected" };
     let detail = auth.account_name.as_deref().unwrap_or(&auth.account_id);
-    Event::record(
+    crate::webhooks::record(
         conn,
+        settings.webhook.is_some(),
         tenant_id,
         Some(&connection.id),
         &provider.key,

@@ -10,7 +10,6 @@ pub mod flight;
 pub mod scheduler;
 
 use crate::db::models::connection::{Connection, Refreshed, Status, TokenSet};
-use crate::db::models::event::Event;
 use crate::db::now;
 use crate::error::{AppError, AppResult};
 use crate::oauth::client::{self, ProviderError};
@@ -303,8 +302,10 @@ pub async fn refresh_leased(
                             "the connection changed while refreshing",
                         ));
                     }
-                    let event = Event::record(
+                    crate::db::models::provider_flag::ProviderFlag::clear(c, &provider_key)?;
+                    crate::webhooks::record(
                         c,
+                        notify,
                         &tenant_id,
                         Some(&conn_id),
                         &provider_key,
@@ -312,9 +313,6 @@ pub async fn refresh_leased(
                         &actor,
                         None,
                     )?;
-                    if notify {
-                        crate::webhooks::enqueue(c, &event)?;
-                    }
                     Ok(Connection::by_id(c, &conn_id)?)
                 })
                 .await
@@ -350,8 +348,9 @@ pub async fn refresh_leased(
             state
                 .db(move |c| {
                     Connection::record_failure(c, &row, &owner, status, &detail, next_refresh_at)?;
-                    let ev = Event::record(
+                    crate::webhooks::record(
                         c,
+                        notify,
                         &tenant_id,
                         Some(&conn_id),
                         &provider_key,
@@ -359,9 +358,6 @@ pub async fn refresh_leased(
                         &actor,
                         Some(&detail),
                     )?;
-                    if notify && status == Status::NeedsReconnect {
-                        crate::webhooks::enqueue(c, &ev)?;
-                    }
                     Ok(())
                 })
                 .await?;

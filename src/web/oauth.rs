@@ -5,7 +5,6 @@ use super::pages::{public_status, see_other};
 use super::session::{self, AdminSession};
 use super::{client_addr, AppState};
 use crate::db::models::connection::Connection;
-use crate::db::models::event::Event;
 use crate::error::{AppError, AppResult, PageError, PageResult};
 use crate::oauth::{self, CallbackQuery, DASHBOARD};
 use crate::providers::Provider;
@@ -530,14 +529,16 @@ pub async fn disconnect_connection(
         actor.to_string(),
     );
     let was_revoked = matches!(revoked, Ok(true));
+    let notify = state.settings.webhook.is_some();
     state
         .db(move |c| {
             Connection::erase(c, &id)?;
             if was_revoked {
-                Event::record(c, &t, Some(&id), &p, "revoked", &actor, None)?;
+                crate::webhooks::record(c, notify, &t, Some(&id), &p, "revoked", &actor, None)?;
             }
-            Event::record(
+            crate::webhooks::record(
                 c,
+                notify,
                 &t,
                 Some(&id),
                 &p,
