@@ -14,6 +14,49 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
+/// How far ahead a lapsing refresh token is announced.
+pub const LAPSE_WARNING_DAYS: i64 = 14;
+
+/// Records (once per connection and window) that a refresh token with a known
+/// lifetime lapses soon: after that, only a reconnect helps.
+fn warn_lapsing_refresh_tokens(c: &mut crate::db::DbConn, notify: bool) -> diesel::QueryResult<()> {
+    let window = chrono::Duration::days(LAPSE_WARNING_DAYS);
+    for row in Connection::refresh_token_lapsing(c, now() + window)? {
+        let Some(lapses) = row.refresh_expires_at else {
+            continue;
+        };
+        if crate::db::models::event::Event::exists_since(
+            c,
+            &row.id,
+            "refresh_token_expiring",
+            lapses - window,
+        )? {
+            continue;
+        }
+        let detail = format!(
+            "the refresh token lapses on {}; reconnect before then",
+            lapses.format("%Y-%m-%d")
+        );
+        log::warn!(
+            "tenant={} provider={} connection={}: {detail}",
+            row.tenant_id,
+            row.provider,
+            row.id
+        );
+        crate::webhooks::record(
+            c,
+            notify,
+            &row.tenant_id,
+            Some(&row.id),
+            &row.provider,
+            "refresh_token_expiring",
+            "scheduler",
+            Some(&detail),
+        )?;
+    }
+    Ok(())
+}
+
 pub struct Scheduler {
     state: web::Data<AppState>,
     overall: Arc<Semaphore>,
@@ -30,16 +73,27 @@ impl Scheduler {
         })
     }
 
-    /// Runs ticks forever at the configured interval (on the current runtime).
+    /// Runs forever on the current runtime: a tick every interval, and while
+    /// ticks find a full batch of due work, the next one as soon as a refresh
+    /// slot frees up (so a backlog drains at full concurrency).
     pub fn start(self: &Arc<Self>) {
         let me = self.clone();
         actix_web::rt::spawn(async move {
-            let mut every = tokio::time::interval(me.state.settings.refresh.interval);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                every.tick().await;
-                if let Err(e) = me.tick().await {
-                    log::warn!("refresh scheduler: {e:?}");
+                let full = match me.tick().await {
+                    Ok(started) => started > 0 && me.overall.available_permits() == 0,
+                    Err(e) => {
+                        log::warn!("refresh scheduler: {e:?}");
+                        false
+                    }
+                };
+                if full {
+                    // Wait for one slot, then claim more.
+                    if let Ok(permit) = me.overall.clone().acquire_owned().await {
+                        drop(permit);
+                    }
+                } else {
+                    tokio::time::sleep(me.state.settings.refresh.interval).await;
                 }
             }
         });
@@ -56,12 +110,12 @@ impl Scheduler {
     /// number of connections started; their refreshes run on after it returns.
     pub async fn tick(&self) -> Result<usize, crate::error::AppError> {
         let state = &self.state;
+        let notify = state.settings.webhook.is_some();
         state
-            .db(|c| {
-                Ok(OAuthState::delete_expired(
-                    c,
-                    now() - chrono::Duration::hours(1),
-                )?)
+            .db(move |c| {
+                OAuthState::delete_expired(c, now() - chrono::Duration::hours(1))?;
+                warn_lapsing_refresh_tokens(c, notify)?;
+                Ok(())
             })
             .await?;
         let free = self.overall.available_permits();

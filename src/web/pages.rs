@@ -222,6 +222,8 @@ pub struct Card {
     pub last_refreshed_at: Option<String>,
     pub last_error: Option<String>,
     pub has_tokens: bool,
+    /// When the refresh token lapses soon (a reconnect is needed before then).
+    pub lapses_on: Option<String>,
     /// Connected by a site instance id instead of a sign-in page (Wix apps).
     pub by_instance: bool,
     pub events: Vec<EventLine>,
@@ -246,6 +248,7 @@ fn event_label(kind: &str) -> &'static str {
         "needs_reconnect" => "Needs reconnecting",
         "disconnected" => "Disconnected",
         "revoked" => "Revoked at the provider",
+        "refresh_token_expiring" => "Access lapses soon",
         _ => "Activity",
     }
 }
@@ -283,6 +286,13 @@ fn card(provider: &Provider, current: Option<&Connection>, events: Vec<Event>) -
         last_refreshed_at: live.and_then(|c| c.last_refreshed_at).map(when),
         last_error: live.and_then(|c| c.last_error.clone()),
         has_tokens: live.is_some(),
+        lapses_on: live
+            .and_then(|c| c.refresh_expires_at)
+            .filter(|t| {
+                *t <= crate::db::now()
+                    + chrono::Duration::days(crate::refresh::scheduler::LAPSE_WARNING_DAYS)
+            })
+            .map(|t| t.format("%Y-%m-%d").to_string()),
         by_instance: provider.flow == Flow::ClientCredentials,
         events: events
             .into_iter()

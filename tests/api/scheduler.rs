@@ -46,7 +46,52 @@ pub async fn until(app: &TestApp, id: &str, done: impl Fn(&Connection) -> bool) 
     }
 }
 
-backend_tests!(a_scheduler_tick_refreshes_a_due_connection_and_plans_the_next);
+backend_tests!(
+    a_scheduler_tick_refreshes_a_due_connection_and_plans_the_next,
+    a_refresh_token_about_to_lapse_is_announced_once_and_shown_on_the_card,
+);
+
+async fn a_refresh_token_about_to_lapse_is_announced_once_and_shown_on_the_card(backend: Backend) {
+    let (app, fake) = signed_in(backend, "post").await;
+    connect(&app, &fake, "at-1", "rt-1").await;
+    let row = the_connection(&app);
+    {
+        use tether::db::schema::connections;
+        diesel::update(connections::table.find(&row.id))
+            .set(
+                connections::refresh_expires_at
+                    .eq(Some(tether::db::now() + chrono::Duration::days(3))),
+            )
+            .execute(&mut app.conn())
+            .unwrap();
+    }
+    let scheduler = Scheduler::new(app.state.clone());
+    scheduler.tick().await.unwrap();
+    scheduler.tick().await.unwrap();
+    let events =
+        tether::db::models::event::Event::recent(&mut app.conn(), &row.tenant_id, "acme", 10)
+            .unwrap();
+    let warnings: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "refresh_token_expiring")
+        .collect();
+    assert_eq!(warnings.len(), 1, "announced once: {events:?}");
+    assert!(warnings[0]
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("reconnect before then"));
+    let page = app
+        .get("/settings/integrations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("access lapses on") && page.contains("Access lapses soon"),
+        "{page}"
+    );
+}
 
 async fn a_scheduler_tick_refreshes_a_due_connection_and_plans_the_next(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;

@@ -462,6 +462,23 @@ impl Connection {
             .load(conn)
     }
 
+    /// Live connections whose refresh token lapses before `horizon` (up to 100).
+    pub fn refresh_token_lapsing(
+        conn: &mut DbConn,
+        horizon: NaiveDateTime,
+    ) -> QueryResult<Vec<Connection>> {
+        connections::table
+            .filter(connections::refresh_expires_at.le(horizon))
+            .filter(
+                connections::status.eq_any([Status::Connected.as_str(), Status::Error.as_str()]),
+            )
+            .filter(connections::token_ciphertext.is_not_null())
+            .order(connections::refresh_expires_at.asc())
+            .limit(100)
+            .select(Connection::as_select())
+            .load(conn)
+    }
+
     /// Connections per status, for metrics.
     pub fn count_by_status(conn: &mut DbConn) -> QueryResult<Vec<(String, i64)>> {
         connections::table

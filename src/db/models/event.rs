@@ -67,6 +67,22 @@ impl Event {
         Ok(event)
     }
 
+    /// Whether the connection has an event of `kind` since `since`.
+    pub fn exists_since(
+        conn: &mut DbConn,
+        connection_id: &str,
+        kind: &str,
+        since: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        diesel::select(diesel::dsl::exists(
+            events::table
+                .filter(events::connection_id.eq(connection_id))
+                .filter(events::kind.eq(kind))
+                .filter(events::created_at.ge(since)),
+        ))
+        .get_result(conn)
+    }
+
     /// The latest events of a tenant's provider, newest first.
     pub fn recent(
         conn: &mut DbConn,

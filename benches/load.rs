@@ -1,0 +1,545 @@
+//! Load and drain benchmarks (see BENCHMARKS.md for method and figures).
+//!
+//!   cargo bench --bench load -- token [--rows N] [--secs S]
+//!   cargo bench --bench load -- drain [--rows N]
+//!   cargo bench --bench load -- plan  [--rows N]
+//!
+//! SQLite by default; PostgreSQL when TETHER_BENCH_POSTGRES_URL is set (a
+//! server URL such as postgres://postgres@127.0.0.1:5432/postgres: a fresh
+//! database is created and dropped). Everything talks to 127.0.0.1 only.
+
+use diesel::prelude::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tether::crypto::{Aad, KeyRing, Secret};
+use tether::db::models::api_key::ApiKey;
+use tether::db::models::connection::TokenSet;
+use tether::db::models::tenant::Tenant;
+use tether::db::schema::connections;
+
+const KEYS: &str = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+const SESSION_KEY: &str =
+    "c2Vzc2lvbi1rZXktZm9yLWJlbmNobWFya3Mtb25seS0wMTIzNDU2Nzg5YWJjZGVmMDEyMzQ1Njc4OWFiY2RlZg==";
+
+struct Db {
+    url: String,
+    _dir: tempfile::TempDir,
+    pg: Option<(String, String)>,
+}
+
+impl Db {
+    fn new() -> Db {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match std::env::var("TETHER_BENCH_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
+            Some(admin) => {
+                let name = format!("tether_bench_{}", uuid::Uuid::new_v4().simple());
+                let mut c =
+                    PgConnection::establish(&admin).expect("connect to TETHER_BENCH_POSTGRES_URL");
+                diesel::sql_query(format!("CREATE DATABASE {name}"))
+                    .execute(&mut c)
+                    .expect("create database");
+                let mut url = url::Url::parse(&admin).expect("URL");
+                url.set_path(&name);
+                Db {
+                    url: url.to_string(),
+                    _dir: dir,
+                    pg: Some((admin, name)),
+                }
+            }
+            None => Db {
+                url: format!("sqlite://{}", dir.path().join("tether.db").display()),
+                _dir: dir,
+                pg: None,
+            },
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        if self.pg.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = &self.pg {
+            if let Ok(mut c) = PgConnection::establish(admin) {
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut c);
+            }
+        }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = connections)]
+struct Row {
+    id: String,
+    tenant_id: String,
+    provider: String,
+    account_id: String,
+    account_name: Option<String>,
+    status: String,
+    scopes: String,
+    token_ciphertext: Option<Vec<u8>>,
+    key_id: Option<String>,
+    expires_at: Option<chrono::NaiveDateTime>,
+    next_refresh_at: Option<chrono::NaiveDateTime>,
+    version: i64,
+    failure_count: i32,
+    metadata: String,
+    created_at: chrono::NaiveDateTime,
+    updated_at: chrono::NaiveDateTime,
+}
+
+/// Inserts `n` sealed connections for `provider` spread over `tenants`,
+/// due at `next_refresh_at`, in batches, with a progress line.
+fn seed(
+    db: &Db,
+    ring: &KeyRing,
+    provider: &str,
+    n: usize,
+    tenants: &[Tenant],
+    due: chrono::NaiveDateTime,
+) {
+    let pool = tether::db::connect(&db.url, 2).expect("pool");
+    let mut c = pool.get().expect("connection");
+    let now = tether::db::now();
+    let started = Instant::now();
+    for chunk_start in (0..n).step_by(1000) {
+        let rows: Vec<Row> = (chunk_start..(chunk_start + 1000).min(n))
+            .map(|i| {
+                let id = uuid::Uuid::new_v4().to_string();
+                let tenant = &tenants[i % tenants.len()];
+                let tokens = TokenSet {
+                    access_token: Secret::new(format!("seed-at-{i}")),
+                    refresh_token: Some(Secret::new(format!("seed-rt-{i}"))),
+                    token_type: "Bearer".into(),
+                    raw: Secret::new(serde_json::json!({})),
+                };
+                let sealed = ring.seal(
+                    &serde_json::to_vec(&tokens).expect("json"),
+                    Aad::Connection {
+                        id: &id,
+                        tenant_id: &tenant.id,
+                        provider,
+                    },
+                );
+                Row {
+                    id,
+                    tenant_id: tenant.id.clone(),
+                    provider: provider.into(),
+                    account_id: format!("acct-{i}"),
+                    account_name: Some(format!("Account {i}")),
+                    status: "connected".into(),
+                    scopes: "[]".into(),
+                    token_ciphertext: Some(sealed.bytes),
+                    key_id: Some(sealed.key_id),
+                    expires_at: Some(now + chrono::Duration::hours(1)),
+                    next_refresh_at: Some(due),
+                    version: 0,
+                    failure_count: 0,
+                    metadata: "{}".into(),
+                    created_at: now,
+                    updated_at: now,
+                }
+            })
+            .collect();
+        c.transaction::<_, diesel::result::Error, _>(|c| {
+            diesel::insert_into(connections::table)
+                .values(&rows)
+                .execute(c)?;
+            Ok(())
+        })
+        .expect("insert batch");
+        if (chunk_start / 1000) % 100 == 99 {
+            eprintln!(
+                "  seeded {} of {n} rows ({:.0} rows/s)",
+                chunk_start + 1000,
+                (chunk_start + 1000) as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    if matches!(&*c, tether::db::DbConn::Postgres(_)) {
+        diesel::sql_query("ANALYZE connections")
+            .execute(&mut *c)
+            .expect("analyze");
+    } else {
+        diesel::sql_query("ANALYZE")
+            .execute(&mut *c)
+            .expect("analyze");
+    }
+}
+
+/// Prepares the schema and returns the pool, tenants and key ring.
+fn prepare(db: &Db, tenants: usize) -> (tether::db::Pool, Vec<Tenant>, KeyRing) {
+    let ring = KeyRing::parse(KEYS).expect("ring");
+    let pool = tether::db::connect(&db.url, 2).expect("pool");
+    let mut c = pool.get().expect("connection");
+    tether::db::migrate(&mut c).expect("migrate");
+    tether::keys::ensure_checks(&mut c, &ring).expect("key check");
+    let list = (0..tenants)
+        .map(|i| {
+            Tenant::create(&mut c, &format!("tenant-{i}"), &format!("Tenant {i}")).expect("tenant")
+        })
+        .collect();
+    drop(c);
+    (pool, list, ring)
+}
+
+/// The real `tether serve`, as an operator runs it, on a free port.
+fn serve(db: &Db, extra: &[(&str, String)]) -> (Child, u16) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TETHER_BIND", "127.0.0.1:0")
+        .env("TETHER_DATABASE_URL", &db.url)
+        .env("TETHER_DATA_DIR", db._dir.path())
+        .env("TETHER_ENCRYPTION_KEYS", KEYS)
+        .env("TETHER_SESSION_KEY", SESSION_KEY)
+        .env("TETHER_DB_POOL_SIZE", "16")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start tether");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    loop {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).expect("read") > 0,
+            "tether exited before listening"
+        );
+        if let Some(rest) = line.strip_prefix("Tether is listening on http://127.0.0.1:") {
+            let port = rest
+                .split(' ')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port");
+            // Keep draining stdout so the child never blocks on a full pipe.
+            std::thread::spawn(move || for _ in out.lines() {});
+            return (child, port);
+        }
+    }
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+struct Load {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: usize,
+}
+
+/// `concurrency` connections requesting `url` in a loop for `secs` seconds
+/// (after a 2 s warm-up); every response must be 200.
+fn load(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    bearer: Option<&str>,
+    concurrency: usize,
+    secs: u64,
+) -> Load {
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency)
+            .build()
+            .expect("client");
+        let run = |d: Duration| {
+            let mut tasks = Vec::new();
+            for _ in 0..concurrency {
+                let (client, url, bearer) =
+                    (client.clone(), url.to_string(), bearer.map(str::to_string));
+                tasks.push(tokio::spawn(async move {
+                    let end = Instant::now() + d;
+                    let mut lat = Vec::new();
+                    let mut errors = 0;
+                    while Instant::now() < end {
+                        let t = Instant::now();
+                        let mut req = client.get(&url);
+                        if let Some(b) = &bearer {
+                            req = req.bearer_auth(b);
+                        }
+                        match req.send().await {
+                            Ok(r) if r.status() == 200 => {
+                                let _ = r.bytes().await;
+                                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                            }
+                            _ => errors += 1,
+                        }
+                    }
+                    (lat, errors)
+                }));
+            }
+            tasks
+        };
+        for t in run(Duration::from_secs(2)) {
+            let _ = t.await;
+        }
+        let mut all = Vec::new();
+        let mut errors = 0;
+        for t in run(Duration::from_secs(secs)) {
+            let (lat, e) = t.await.expect("task");
+            all.extend(lat);
+            errors += e;
+        }
+        all.sort_by(|a, b| a.total_cmp(b));
+        let pct = |p: f64| {
+            all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        Load {
+            rps: all.len() as f64 / secs as f64,
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+            errors,
+        }
+    })
+}
+
+fn token_bench(rows: usize, secs: u64) {
+    let db = Db::new();
+    println!(
+        "token API vs /healthz, {} with {rows} connection rows, 64 connections, {secs} s each",
+        db.backend()
+    );
+    let (pool, tenants, ring) = prepare(&db, 1000);
+    let due_later = tether::db::now() + chrono::Duration::days(365);
+    seed(&db, &ring, "demo", rows, &tenants, due_later);
+    let mut c = pool.get().expect("connection");
+    let (_, key) = ApiKey::create(&mut c, "bench", None, false).expect("api key");
+    drop(c);
+    let (mut child, port) = serve(&db, &[("TETHER_REFRESH_ENABLED", "false".into())]);
+    let base = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let token_url = format!("{base}/api/v1/tenants/tenant-7/connections/demo/token");
+    let check = rt.block_on(async {
+        reqwest::Client::new()
+            .get(&token_url)
+            .bearer_auth(key.expose())
+            .send()
+            .await
+            .expect("token")
+            .status()
+    });
+    assert_eq!(check, 200, "token endpoint must answer before measuring");
+    let health = load(&rt, &format!("{base}/healthz"), None, 64, secs);
+    let token = load(&rt, &token_url, Some(key.expose()), 64, secs);
+    let _ = child.kill();
+    let _ = child.wait();
+    println!("| endpoint | req/s | p50 ms | p99 ms | errors |");
+    println!("|---|---|---|---|---|");
+    for (name, l) in [("/healthz", &health), ("token API", &token)] {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {} |",
+            l.rps, l.p50_ms, l.p99_ms, l.errors
+        );
+    }
+    println!(
+        "ratio token/healthz throughput: {:.2}",
+        token.rps / health.rps
+    );
+}
+
+/// A local token endpoint answering each refresh after about 1 ms.
+fn fake_token_endpoint() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            actix_web::HttpServer::new(move || {
+                let counter = counter.clone();
+                actix_web::App::new().route(
+                    "/token",
+                    actix_web::web::post().to(move || {
+                        let counter = counter.clone();
+                        async move {
+                            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            actix_web::HttpResponse::Ok().json(serde_json::json!({
+                                "access_token": tether::crypto::random_token(24),
+                                "refresh_token": tether::crypto::random_token(24),
+                                "token_type": "Bearer",
+                                "expires_in": 3600
+                            }))
+                        }
+                    }),
+                )
+            })
+            .workers(1)
+            .listen(listener)
+            .expect("listen")
+            .run()
+            .await
+        })
+    });
+    (port, calls)
+}
+
+fn drain_bench(rows: usize) {
+    let db = Db::new();
+    println!(
+        "scheduler drain, {}: {rows} connections due at once, token endpoint ~1 ms",
+        db.backend()
+    );
+    let (pool, tenants, ring) = prepare(&db, 100);
+    let (fake_port, calls) = fake_token_endpoint();
+    let providers = db._dir.path().join("providers.toml");
+    std::fs::write(
+        &providers,
+        format!(
+            "[providers.bench]\ndisplay_name = \"Bench\"\nauthorize_url = \"http://127.0.0.1:{fake_port}/authorize\"\ntoken_url = \"http://127.0.0.1:{fake_port}/token\"\n"
+        ),
+    )
+    .expect("providers file");
+    seed(
+        &db,
+        &ring,
+        "bench",
+        rows,
+        &tenants,
+        tether::db::now() - chrono::Duration::seconds(1),
+    );
+    let started = Instant::now();
+    let (mut child, _) = serve(
+        &db,
+        &[
+            ("TETHER_PROVIDERS_FILE", providers.display().to_string()),
+            ("BENCH_CLIENT_ID", "bench".into()),
+            ("BENCH_CLIENT_SECRET", "bench-secret".into()),
+            ("TETHER_DEMO_PROVIDER", "false".into()),
+            ("TETHER_REFRESH_INTERVAL_SECS", "1".into()),
+            ("TETHER_REFRESH_CONCURRENCY", "32".into()),
+            ("TETHER_REFRESH_PER_PROVIDER", "32".into()),
+        ],
+    );
+    let mut c = pool.get().expect("connection");
+    let done = loop {
+        let n: i64 = connections::table
+            .filter(connections::version.gt(0))
+            .count()
+            .get_result(&mut c)
+            .expect("count");
+        if n as usize >= rows {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "drain did not finish in 10 minutes ({n} of {rows})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let rss = peak_rss_mb(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    let failed: i64 = connections::table
+        .filter(connections::status.ne("connected"))
+        .count()
+        .get_result(&mut c)
+        .expect("count");
+    println!("| rows | seconds | refreshes/s | provider calls | not connected | peak RSS MB |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {rows} | {:.2} | {:.0} | {} | {failed} | {rss:.1} |",
+        done.as_secs_f64(),
+        rows as f64 / done.as_secs_f64(),
+        calls.load(std::sync::atomic::Ordering::Relaxed)
+    );
+}
+
+fn plan_bench(rows: usize) {
+    let db = Db::new();
+    println!(
+        "due-for-refresh query plan, {} with {rows} rows",
+        db.backend()
+    );
+    let (pool, tenants, ring) = prepare(&db, 1000);
+    let later = tether::db::now() + chrono::Duration::days(1);
+    seed(&db, &ring, "demo", rows, &tenants, later);
+    let mut c = pool.get().expect("connection");
+    #[derive(QueryableByName)]
+    struct Line {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        line: String,
+    }
+    let due = "SELECT id FROM connections WHERE next_refresh_at <= CURRENT_TIMESTAMP AND status IN ('connected', 'error') \
+               AND token_ciphertext IS NOT NULL AND (lease_until IS NULL OR lease_until < CURRENT_TIMESTAMP) \
+               ORDER BY next_refresh_at LIMIT 32";
+    let lines: Vec<String> = match &mut *c {
+        tether::db::DbConn::Postgres(pg) => {
+            diesel::sql_query(format!("EXPLAIN {due} FOR UPDATE SKIP LOCKED"))
+                .load::<Line>(pg)
+                .expect("explain")
+                .into_iter()
+                .map(|l| l.line)
+                .collect()
+        }
+        tether::db::DbConn::Sqlite(lite) => {
+            #[derive(QueryableByName)]
+            struct Plan {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                detail: String,
+            }
+            diesel::sql_query(format!("EXPLAIN QUERY PLAN {due}"))
+                .load::<Plan>(lite)
+                .expect("explain")
+                .into_iter()
+                .map(|p| p.detail)
+                .collect()
+        }
+    };
+    for l in lines {
+        println!("    {l}");
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let flag = |name: &str, default: u64| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    match args.first().map(String::as_str) {
+        Some("token") => token_bench(flag("--rows", 10_000) as usize, flag("--secs", 10)),
+        Some("drain") => drain_bench(flag("--rows", 10_000) as usize),
+        Some("plan") => plan_bench(flag("--rows", 1_000_000) as usize),
+        _ => {
+            eprintln!("usage: cargo bench --bench load -- token|drain|plan [--rows N] [--secs S]");
+            std::process::exit(2);
+        }
+    }
+}
