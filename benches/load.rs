@@ -80,7 +80,7 @@ impl Drop for Db {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = connections)]
+#[diesel(table_name = connections, treat_none_as_default_value = false)]
 struct Row {
     id: String,
     tenant_id: String,
@@ -153,12 +153,15 @@ fn seed(
                 }
             })
             .collect();
-        c.transaction::<_, diesel::result::Error, _>(|c| {
-            diesel::insert_into(connections::table)
+        // Multi-row inserts are spelled per backend.
+        match &mut *c {
+            tether::db::DbConn::Postgres(pg) => diesel::insert_into(connections::table)
                 .values(&rows)
-                .execute(c)?;
-            Ok(())
-        })
+                .execute(pg),
+            tether::db::DbConn::Sqlite(lite) => diesel::insert_into(connections::table)
+                .values(&rows)
+                .execute(lite),
+        }
         .expect("insert batch");
         if (chunk_start / 1000) % 100 == 99 {
             eprintln!(
@@ -216,6 +219,10 @@ fn serve(db: &Db, extra: &[(&str, String)]) -> (Child, u16) {
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     loop {
         let mut line = String::new();
+        if out.read_line(&mut line).expect("read") == 0 {
+            let _ = child.wait();
+            panic!("tether exited before listening");
+        }
         assert!(
             out.read_line(&mut line).expect("read") > 0,
             "tether exited before listening"

@@ -17,6 +17,7 @@ use crate::oauth::token;
 use crate::providers::{Provider, RefreshStyle};
 use crate::web::AppState;
 use chrono::{Duration, NaiveDateTime};
+use diesel::Connection as _;
 use rand::Rng;
 
 /// Back-off after the `failures`-th failure in a row: 30 s doubling to at
@@ -102,27 +103,64 @@ async fn wait_for_lease(state: &AppState, id: &str) -> AppResult<()> {
     }
 }
 
+/// The state of a row a caller decided from: if the row has moved on since
+/// (a refresh committed or failed, a disconnect), that outcome is the caller's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub version: i64,
+    pub updated_at: NaiveDateTime,
+}
+
+impl Seen {
+    pub fn of(row: &Connection) -> Seen {
+        Seen {
+            version: row.version,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
 /// Refreshes a connection now, sharing the run with concurrent callers in this
-/// process and waiting for another instance's run if it holds the lease.
-pub async fn refresh_now(state: &AppState, id: &str, actor: &str) -> AppResult<Connection> {
+/// process and waiting for another instance's run if it holds the lease. When
+/// the row has moved on since `seen` (the caller's view; `None`: as it is now),
+/// whatever happened meanwhile is the outcome, and nothing is sent.
+pub async fn refresh_now(
+    state: &AppState,
+    id: &str,
+    actor: &str,
+    seen: Option<Seen>,
+) -> AppResult<Connection> {
     state
         .flights
         .run(id, || async {
-            let start_version = {
-                let id = id.to_string();
-                state
-                    .db(move |c| Ok(Connection::by_id(c, &id)?.version))
-                    .await?
+            let baseline = match seen {
+                Some(s) => s,
+                None => {
+                    let id = id.to_string();
+                    state
+                        .db(move |c| Ok(Seen::of(&Connection::by_id(c, &id)?)))
+                        .await?
+                }
             };
             loop {
                 match claim(state, id).await? {
-                    Some(leased) => return refresh_leased(state, leased, actor).await.map(|_| ()),
+                    Some(leased) if Seen::of(&leased.row) == baseline => {
+                        return refresh_leased(state, leased, actor).await.map(|_| ())
+                    }
+                    Some(leased) => {
+                        // Refreshed (or failed) between the caller's look and our claim.
+                        let (id, owner) = (leased.row.id.clone(), leased.owner.clone());
+                        state
+                            .db(move |c| Ok(Connection::release(c, &id, &owner)?))
+                            .await?;
+                        return outcome_of(&leased.row);
+                    }
                     None => {
                         wait_for_lease(state, id).await?;
-                        // The other holder finished: its outcome is ours.
+                        // The other holder finished: its outcome, success or failure, is ours.
                         let id = id.to_string();
                         let row = state.db(move |c| Ok(Connection::by_id(c, &id)?)).await?;
-                        if row.version != start_version || row.status() == Status::NeedsReconnect {
+                        if Seen::of(&row) != baseline || row.status() == Status::NeedsReconnect {
                             return outcome_of(&row);
                         }
                     }
@@ -180,7 +218,7 @@ pub async fn fresh_token(
         let tokens = row.tokens(&state.keys)?.ok_or_else(not_connected)?;
         return Ok((row, tokens));
     }
-    match refresh_now(state, &row.id, "token-api").await {
+    match refresh_now(state, &row.id, "token-api", Some(Seen::of(&row))).await {
         Ok(fresh) => {
             let tokens = fresh.tokens(&state.keys)?.ok_or_else(not_connected)?;
             Ok((fresh, tokens))
@@ -296,24 +334,27 @@ pub async fn refresh_leased(
             let notify = state.settings.webhook.is_some();
             state
                 .db(move |c| {
-                    if !Connection::commit_refresh(c, &keys, &row, &owner, &tokens, &refreshed)? {
-                        return Err(AppError::conflict(
-                            "concurrent_update",
-                            "the connection changed while refreshing",
-                        ));
-                    }
-                    crate::db::models::provider_flag::ProviderFlag::clear(c, &provider_key)?;
-                    crate::webhooks::record(
-                        c,
-                        notify,
-                        &tenant_id,
-                        Some(&conn_id),
-                        &provider_key,
-                        "refreshed",
-                        &actor,
-                        None,
-                    )?;
-                    Ok(Connection::by_id(c, &conn_id)?)
+                    c.transaction(|c| {
+                        if !Connection::commit_refresh(c, &keys, &row, &owner, &tokens, &refreshed)?
+                        {
+                            return Err(AppError::conflict(
+                                "concurrent_update",
+                                "the connection changed while refreshing",
+                            ));
+                        }
+                        crate::db::models::provider_flag::ProviderFlag::clear(c, &provider_key)?;
+                        crate::webhooks::record(
+                            c,
+                            notify,
+                            &tenant_id,
+                            Some(&conn_id),
+                            &provider_key,
+                            "refreshed",
+                            &actor,
+                            None,
+                        )?;
+                        Ok(Connection::by_id(c, &conn_id)?)
+                    })
                 })
                 .await
         }
@@ -324,7 +365,8 @@ pub async fn refresh_leased(
                 .metrics
                 .refresh_outcome(&provider.key, failure.outcome, secs);
             match &e {
-                ProviderError::Transient { .. } => {
+                // No answer is as much a sign of trouble as a 5xx.
+                ProviderError::Transient { .. } | ProviderError::Unknown { .. } => {
                     if state.breakers.failure(&provider.key) {
                         log::warn!("circuit opened for provider={provider_key}");
                     }
@@ -347,18 +389,27 @@ pub async fn refresh_leased(
             let notify = state.settings.webhook.is_some();
             state
                 .db(move |c| {
-                    Connection::record_failure(c, &row, &owner, status, &detail, next_refresh_at)?;
-                    crate::webhooks::record(
-                        c,
-                        notify,
-                        &tenant_id,
-                        Some(&conn_id),
-                        &provider_key,
-                        event,
-                        &actor,
-                        Some(&detail),
-                    )?;
-                    Ok(())
+                    c.transaction(|c| {
+                        Connection::record_failure(
+                            c,
+                            &row,
+                            &owner,
+                            status,
+                            &detail,
+                            next_refresh_at,
+                        )?;
+                        crate::webhooks::record(
+                            c,
+                            notify,
+                            &tenant_id,
+                            Some(&conn_id),
+                            &provider_key,
+                            event,
+                            &actor,
+                            Some(&detail),
+                        )?;
+                        Ok::<(), AppError>(())
+                    })
                 })
                 .await?;
             Err(error)

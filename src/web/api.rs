@@ -81,8 +81,10 @@ impl FromRequest for ApiCaller {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|v| v.trim().to_string());
+            // The scheme name is case-insensitive (RFC 9110 section 11.1).
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim().to_string());
         let state = req.app_data::<web::Data<AppState>>().cloned();
         Box::pin(async move {
             let state = state.ok_or_else(|| AppError::internal("no app state"))?;
@@ -310,7 +312,7 @@ async fn refresh(
         .await?
         .filter(|c| c.token_ciphertext.is_some())
         .ok_or_else(|| AppError::not_found("this provider is not connected"))?;
-    let fresh = crate::refresh::refresh_now(&state, &row.id, &caller.actor()).await?;
+    let fresh = crate::refresh::refresh_now(&state, &row.id, &caller.actor(), None).await?;
     Ok(no_store(
         HttpResponse::Ok().json(status_json(&provider.key, Some(&fresh))),
     ))
@@ -531,7 +533,10 @@ async fn proxy(
             "proxy got 401 tenant={tenant} provider={}; refreshing once",
             provider.key
         );
-        let fresh = crate::refresh::refresh_now(&state, &row.id, &caller.actor()).await?;
+        // If another request refreshed meanwhile, its token is the one to retry with.
+        let seen = crate::refresh::Seen::of(&row);
+        let fresh =
+            crate::refresh::refresh_now(&state, &row.id, &caller.actor(), Some(seen)).await?;
         let tokens = fresh
             .tokens(&state.keys)?
             .ok_or_else(|| AppError::not_found("this provider is not connected"))?;

@@ -423,7 +423,7 @@ async fn refresh(
     session::verify_csrf(&admin.session, &form.csrf)?;
     let provider = provider(&state, &path)?;
     let connection = current(&state, &admin.tenant_id, &provider.key).await?;
-    match crate::refresh::refresh_now(&state, &connection.id, &admin.actor()).await {
+    match crate::refresh::refresh_now(&state, &connection.id, &admin.actor(), None).await {
         Ok(_) => session::flash(
             &admin.session,
             "ok",
