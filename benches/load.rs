@@ -199,6 +199,8 @@ fn prepare(db: &Db, tenants: usize) -> (tether::db::Pool, Vec<Tenant>, KeyRing) 
 }
 
 /// The real `tether serve`, as an operator runs it, on a free port.
+// The child is returned to the caller, which kills and waits on it.
+#[allow(clippy::zombie_processes)]
 fn serve(db: &Db, extra: &[(&str, String)]) -> (Child, u16) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
     cmd.env_clear()
