@@ -210,8 +210,14 @@ fn serve(db: &Db, extra: &[(&str, String)]) -> (Child, u16) {
         .env("TETHER_DATA_DIR", db._dir.path())
         .env("TETHER_ENCRYPTION_KEYS", KEYS)
         .env("TETHER_SESSION_KEY", SESSION_KEY)
-        .env("TETHER_DB_POOL_SIZE", "16")
-        .env("RUST_LOG", "error")
+        .env(
+            "TETHER_DB_POOL_SIZE",
+            std::env::var("TETHER_DB_POOL_SIZE").unwrap_or_else(|_| "16".into()),
+        )
+        .env(
+            "RUST_LOG",
+            std::env::var("TETHER_BENCH_LOG").unwrap_or_else(|_| "error".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     for (k, v) in extra {
@@ -240,6 +246,25 @@ fn serve(db: &Db, extra: &[(&str, String)]) -> (Child, u16) {
             return (child, port);
         }
     }
+}
+
+/// CPU seconds (user + system) the process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of /proc/pid/stat: 11 and 12 here. Clock ticks are 100 Hz on Linux.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn peak_rss_mb(pid: u32) -> f64 {
@@ -358,16 +383,29 @@ fn token_bench(rows: usize, secs: u64) {
             .status()
     });
     assert_eq!(check, 200, "token endpoint must answer before measuring");
+    let pid = child.id();
+    let c0 = cpu_secs(pid);
     let health = load(&rt, &format!("{base}/healthz"), None, 64, secs);
+    let c1 = cpu_secs(pid);
     let token = load(&rt, &token_url, Some(key.expose()), 64, secs);
+    let c2 = cpu_secs(pid);
+    // Warm-up requests are not counted in rps, so this slightly overstates the cost.
+    let per_req = |cpu: f64, l: &Load| cpu / (l.rps * (secs + 2) as f64) * 1e6;
     let _ = child.kill();
     let _ = child.wait();
-    println!("| endpoint | req/s | p50 ms | p99 ms | errors |");
-    println!("|---|---|---|---|---|");
-    for (name, l) in [("/healthz", &health), ("token API", &token)] {
+    println!("| endpoint | req/s | p50 ms | p99 ms | errors | server CPU µs/req |");
+    println!("|---|---|---|---|---|---|");
+    for (name, l, cpu) in [
+        ("/healthz", &health, c1 - c0),
+        ("token API", &token, c2 - c1),
+    ] {
         println!(
-            "| {name} | {:.0} | {:.2} | {:.2} | {} |",
-            l.rps, l.p50_ms, l.p99_ms, l.errors
+            "| {name} | {:.0} | {:.2} | {:.2} | {} | {:.0} |",
+            l.rps,
+            l.p50_ms,
+            l.p99_ms,
+            l.errors,
+            per_req(cpu, l)
         );
     }
     println!(
@@ -530,6 +568,76 @@ fn plan_bench(rows: usize) {
     }
 }
 
+/// Times each step of a warm token request in a loop, single-threaded.
+fn parts_bench() {
+    let db = Db::new();
+    let (pool, tenants, ring) = prepare(&db, 10);
+    seed(
+        &db,
+        &ring,
+        "demo",
+        100,
+        &tenants,
+        tether::db::now() + chrono::Duration::days(1),
+    );
+    let tenant = &tenants[3];
+    let settings = tether::config::Settings::from_vars(&Default::default()).expect("settings");
+    let catalogue =
+        tether::providers::Catalogue::build(&settings, None, &|_| None).expect("catalogue");
+    let n = 20_000;
+    let time = |name: &str, f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        println!(
+            "| {name} | {:.1} |",
+            t.elapsed().as_secs_f64() / n as f64 * 1e6
+        );
+    };
+    println!(
+        "steps of a warm token request on {}, µs each (mean of {n})",
+        db.backend()
+    );
+    println!("| step | µs |");
+    println!("|---|---|");
+    let mut c = pool.get().expect("connection");
+    time("pool checkout + return", &mut || {
+        let _c = pool.get().expect("connection");
+    });
+    time("Connection::current (query + row decode)", &mut || {
+        let _ = tether::db::models::connection::Connection::current(&mut c, &tenant.id, "demo")
+            .expect("query");
+    });
+    let row = tether::db::models::connection::Connection::current(&mut c, &tenant.id, "demo")
+        .expect("query")
+        .expect("row");
+    time("open the token set (decrypt + JSON)", &mut || {
+        let _ = row.tokens(&ring).expect("open");
+    });
+    time("provider lookup + clone", &mut || {
+        let _ = catalogue.enabled("demo").cloned();
+    });
+    let tokens = row.tokens(&ring).expect("open").expect("tokens");
+    time("response body (scopes, metadata, JSON)", &mut || {
+        let body = serde_json::json!({
+            "access_token": tokens.access_token.expose(),
+            "token_type": tokens.token_type,
+            "expires_at": row.expires_at.map(|t| t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            "scopes": row.scopes(),
+            "metadata": row.metadata(),
+        });
+        let _ = serde_json::to_vec(&body);
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    time("spawn_blocking round trip", &mut || {
+        rt.block_on(async { tokio::task::spawn_blocking(|| 1).await.expect("join") });
+    });
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -546,8 +654,11 @@ fn main() {
         Some("token") => token_bench(flag("--rows", 10_000) as usize, flag("--secs", 10)),
         Some("drain") => drain_bench(flag("--rows", 10_000) as usize),
         Some("plan") => plan_bench(flag("--rows", 1_000_000) as usize),
+        Some("parts") => parts_bench(),
         _ => {
-            eprintln!("usage: cargo bench --bench load -- token|drain|plan [--rows N] [--secs S]");
+            eprintln!(
+                "usage: cargo bench --bench load -- token|drain|plan|parts [--rows N] [--secs S]"
+            );
             std::process::exit(2);
         }
     }

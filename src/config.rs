@@ -110,6 +110,21 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "none",
         "TOML file with the same keys in lower case (`tether_bind = ...`); the environment wins",
     ),
+    (
+        "TETHER_PROVIDER_TIMEOUT_SECS",
+        "15",
+        "time limit of one call to a provider (must be shorter than the lease)",
+    ),
+    (
+        "TETHER_TOKEN_CACHE_MS",
+        "1000",
+        "how long this process reuses an opened token set (0: off); other instances' writes show within it",
+    ),
+    (
+        "TETHER_DEMO_TOKEN_TTL_SECS",
+        "3600",
+        "lifetime of the demo provider's access tokens",
+    ),
     ("RUST_LOG", "info", "env_logger filter"),
 ];
 
@@ -129,6 +144,8 @@ pub struct RefreshSettings {
     pub lease: Duration,
     /// Time limit of one call to a provider.
     pub provider_timeout: Duration,
+    /// Lifetime of the per-process token cache (zero: off).
+    pub token_cache: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -320,6 +337,9 @@ impl Settings {
                 "15",
                 |s| parse_range(s, 1, 120),
             )),
+            token_cache: Duration::from_millis(v.parse("TETHER_TOKEN_CACHE_MS", "1000", |s| {
+                parse_range(s, 0, 60_000)
+            })),
         };
         // A refresh must finish (or time out) while its lease still holds, or
         // another instance could send the same refresh token.

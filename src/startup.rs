@@ -265,6 +265,9 @@ impl Application {
                 .app_data(demo_store.clone())
                 .configure(web::routes)
         })
+        // Database work runs on the blocking pool; a few threads per worker
+        // keep up with the pool of connections, and many more only contend.
+        .worker_max_blocking_threads(4)
         .listen(listener)?
         .run();
         Ok(Application {

@@ -130,6 +130,9 @@ pub fn connect(url: &str, size: u32) -> Result<Pool, String> {
     r2d2::Pool::builder()
         .max_size(size)
         .min_idle(Some(1))
+        // No ping on every checkout (it doubles the queries of a token
+        // request); a broken connection is dropped through `has_broken`.
+        .test_on_check_out(false)
         .connection_timeout(Duration::from_secs(10))
         .build(manager)
         .map_err(|e| {

@@ -5,6 +5,7 @@
 //! the new token set is committed (compare-and-swap on `version`) before
 //! anyone is handed the new access token.
 
+pub mod cache;
 pub mod circuit;
 pub mod flight;
 pub mod scheduler;
@@ -198,6 +199,16 @@ pub async fn fresh_token(
     provider: &Provider,
     min_ttl: i64,
 ) -> AppResult<(Connection, TokenSet)> {
+    let valid_for = |c: &Connection, secs: i64| {
+        c.expires_at
+            .is_none_or(|t| t > now() + Duration::seconds(secs))
+    };
+    // Warm path: an opened token set this process read or wrote moments ago.
+    if let Some((row, tokens)) = state.tokens.get(tenant_id, &provider.key) {
+        if row.status() == Status::Connected && valid_for(&row, min_ttl) {
+            return Ok((row, tokens));
+        }
+    }
     let current = {
         let (t, p) = (tenant_id.to_string(), provider.key.clone());
         state
@@ -210,17 +221,17 @@ pub async fn fresh_token(
     if row.status() == Status::NeedsReconnect {
         return Err(needs_reconnect());
     }
-    let valid_for = |c: &Connection, secs: i64| {
-        c.expires_at
-            .is_none_or(|t| t > now() + Duration::seconds(secs))
-    };
     if valid_for(&row, min_ttl) || provider.refresh == RefreshStyle::None {
         let tokens = row.tokens(&state.keys)?.ok_or_else(not_connected)?;
+        if row.status() == Status::Connected {
+            state.tokens.put(&row, &tokens);
+        }
         return Ok((row, tokens));
     }
     match refresh_now(state, &row.id, "token-api", Some(Seen::of(&row))).await {
         Ok(fresh) => {
             let tokens = fresh.tokens(&state.keys)?.ok_or_else(not_connected)?;
+            state.tokens.put(&fresh, &tokens);
             Ok((fresh, tokens))
         }
         Err(e) if e.status().as_u16() == 503 && valid_for(&row, 0) => {
@@ -302,6 +313,8 @@ pub async fn refresh_leased(
         &row.metadata(),
     )
     .await;
+    // Whatever the outcome, the cached token set of this connection is stale now.
+    state.tokens.forget(&row.tenant_id, &row.provider);
     let secs = started.elapsed().as_secs_f64();
     let ms = started.elapsed().as_millis();
     let (tenant_id, conn_id, provider_key, actor) = (

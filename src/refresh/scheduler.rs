@@ -80,8 +80,13 @@ impl Scheduler {
         let me = self.clone();
         actix_web::rt::spawn(async move {
             loop {
-                let full = match me.tick().await {
-                    Ok(started) => started > 0 && me.overall.available_permits() == 0,
+                // A tick that filled every slot it had probably left work due:
+                // go on as soon as a slot frees instead of after the interval.
+                let full = match me.tick_with_capacity().await {
+                    Ok((started, capacity)) => {
+                        log::debug!("scheduler tick started {started} of {capacity} slots");
+                        started > 0 && started == capacity
+                    }
                     Err(e) => {
                         log::warn!("refresh scheduler: {e:?}");
                         false
@@ -109,6 +114,11 @@ impl Scheduler {
     /// One round: lease what is due and start refreshing it. Returns the
     /// number of connections started; their refreshes run on after it returns.
     pub async fn tick(&self) -> Result<usize, crate::error::AppError> {
+        self.tick_with_capacity().await.map(|(started, _)| started)
+    }
+
+    /// As [`Scheduler::tick`], also returning how many slots the tick had.
+    async fn tick_with_capacity(&self) -> Result<(usize, usize), crate::error::AppError> {
         let state = &self.state;
         let notify = state.settings.webhook.is_some();
         state
@@ -118,21 +128,27 @@ impl Scheduler {
                 Ok(())
             })
             .await?;
-        let free = self.overall.available_permits();
-        if free == 0 {
-            return Ok(0);
+        // Take the slots first: each claimed row goes out holding its own, so
+        // the loop in `start` sees at once whether every slot is busy.
+        let mut slots = Vec::new();
+        while let Ok(permit) = self.overall.clone().try_acquire_owned() {
+            slots.push(permit);
+        }
+        let capacity = slots.len();
+        if capacity == 0 {
+            return Ok((0, 0));
         }
         let owner = lease_owner(state);
         let until = super::lease_until(state);
         let due = {
-            let owner = owner.clone();
+            let (owner, limit) = (owner.clone(), slots.len() as i64);
             state
-                .db(move |c| Ok(Connection::claim_due(c, &owner, until, free as i64)?))
+                .db(move |c| Ok(Connection::claim_due(c, &owner, until, limit)?))
                 .await?
         };
         let started = due.len();
-        for row in due {
-            let overall = self.overall.clone();
+        // Unused slots are released when `slots` runs out below.
+        for (row, slot) in due.into_iter().zip(slots) {
             let provider = self.provider_slots(&row.provider);
             let state = state.clone();
             let leased = Leased {
@@ -140,16 +156,14 @@ impl Scheduler {
                 owner: owner.clone(),
             };
             actix_web::rt::spawn(async move {
-                let (Ok(_a), Ok(_b)) = (
-                    overall.acquire_owned().await,
-                    provider.acquire_owned().await,
-                ) else {
+                let _slot = slot;
+                let Ok(_per_provider) = provider.acquire_owned().await else {
                     return;
                 };
                 // Errors are recorded on the connection and logged by refresh_leased.
                 let _ = refresh_leased(&state, leased, "scheduler").await;
             });
         }
-        Ok(started)
+        Ok((started, capacity))
     }
 }

@@ -38,11 +38,14 @@ pub struct AppState {
     pub breakers: crate::refresh::circuit::Breakers,
     pub metrics: crate::metrics::Metrics,
     pub api_cache: api::ApiCache,
+    /// Opened token sets of warm connections (see `refresh::cache`).
+    pub tokens: crate::refresh::cache::TokenCache,
 }
 
 impl AppState {
     pub fn new(ctx: Context) -> AppState {
         let http = crate::oauth::client::http_client(ctx.settings.refresh.provider_timeout);
+        let tokens = crate::refresh::cache::TokenCache::new(ctx.settings.refresh.token_cache);
         AppState {
             settings: ctx.settings,
             pool: ctx.pool,
@@ -56,6 +59,7 @@ impl AppState {
             breakers: Default::default(),
             metrics: Default::default(),
             api_cache: Default::default(),
+            tokens,
         }
     }
 

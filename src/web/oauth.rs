@@ -288,6 +288,9 @@ async fn finish_callback(
     let (connection, reconnected) = state
         .db(move |c| oauth::save(c, &keys, &settings, &p, &tenant_id, &authorized, &actor))
         .await?;
+    state
+        .tokens
+        .forget(&connection.tenant_id, &connection.provider);
     log::info!(
         "connected tenant={} provider={} connection={}",
         row.tenant_id,
@@ -386,6 +389,9 @@ async fn connect_instance(
     let (connection, reconnected) = state
         .db(move |c| oauth::save(c, &keys, &settings, &p, &tenant_id, &authorized, &actor))
         .await?;
+    state
+        .tokens
+        .forget(&connection.tenant_id, &connection.provider);
     let who = connection
         .account_name
         .as_deref()
@@ -549,6 +555,7 @@ pub async fn disconnect_connection(
             Ok(())
         })
         .await?;
+    state.tokens.forget(&connection.tenant_id, &provider.key);
     log::info!(
         "disconnected tenant={} provider={} connection={}",
         connection.tenant_id,

@@ -122,6 +122,9 @@ pub fn settings_for(db: &TestDb, extra: &[(&str, &str)]) -> Settings {
         ("TETHER_ENCRYPTION_KEYS", KEY_K1.to_string()),
         ("TETHER_DB_POOL_SIZE", "4".to_string()),
         ("TETHER_REFRESH_ENABLED", "false".to_string()),
+        // Tests that change rows behind Tether's back must not see a cached
+        // token set; tests/api/token_cache.rs turns it on.
+        ("TETHER_TOKEN_CACHE_MS", "0".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -17,3 +17,4 @@ mod security;
 mod signin;
 mod startup;
 mod storage;
+mod token_cache;

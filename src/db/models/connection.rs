@@ -234,17 +234,27 @@ impl Connection {
     }
 
     /// The tenant's connections to `provider`, most recently updated first.
+    /// This is the token API's one query: it runs on the backend's own
+    /// connection, whose prepared-statement cache it then hits (through the
+    /// multi-backend enum it was parsed again on every call).
     pub fn for_provider(
         conn: &mut DbConn,
         tenant_id: &str,
         provider: &str,
     ) -> QueryResult<Vec<Connection>> {
-        connections::table
-            .filter(connections::tenant_id.eq(tenant_id))
-            .filter(connections::provider.eq(provider))
-            .order(connections::updated_at.desc())
-            .select(Connection::as_select())
-            .load(conn)
+        macro_rules! query {
+            () => {
+                connections::table
+                    .filter(connections::tenant_id.eq(tenant_id))
+                    .filter(connections::provider.eq(provider))
+                    .order(connections::updated_at.desc())
+                    .select(Connection::as_select())
+            };
+        }
+        match conn {
+            DbConn::Postgres(c) => query!().load(c),
+            DbConn::Sqlite(c) => query!().load(c),
+        }
     }
 
     /// The connection a tenant's card shows for `provider`: the most recently
