@@ -100,12 +100,12 @@ struct Row {
     updated_at: chrono::NaiveDateTime,
 }
 
-/// Inserts `n` sealed connections for `provider` spread over `tenants`,
-/// due at `next_refresh_at`, in batches, with a progress line.
+/// Inserts `n` sealed connections spread over `tenants`, due at `due`, in
+/// batches, with a progress line. `provider_of(i)` names row i's provider.
 fn seed(
     db: &Db,
     ring: &KeyRing,
-    provider: &str,
+    provider_of: &dyn Fn(usize) -> String,
     n: usize,
     tenants: &[Tenant],
     due: chrono::NaiveDateTime,
@@ -125,18 +125,19 @@ fn seed(
                     token_type: "Bearer".into(),
                     raw: Secret::new(serde_json::json!({})),
                 };
+                let provider = provider_of(i);
                 let sealed = ring.seal(
                     &serde_json::to_vec(&tokens).expect("json"),
                     Aad::Connection {
                         id: &id,
                         tenant_id: &tenant.id,
-                        provider,
+                        provider: &provider,
                     },
                 );
                 Row {
                     id,
                     tenant_id: tenant.id.clone(),
-                    provider: provider.into(),
+                    provider,
                     account_id: format!("acct-{i}"),
                     account_name: Some(format!("Account {i}")),
                     status: "connected".into(),
@@ -361,7 +362,13 @@ fn token_bench(rows: usize, secs: u64) {
     );
     let (pool, tenants, ring) = prepare(&db, 1000);
     let due_later = tether::db::now() + chrono::Duration::days(365);
-    seed(&db, &ring, "demo", rows, &tenants, due_later);
+    // One account per tenant and provider, as tenants have: row i is tenant
+    // i % 1000's connection to provider i / 1000 ("demo" for the first 1000).
+    let provider_of = |i: usize| match i / 1000 {
+        0 => "demo".to_string(),
+        p => format!("p{p}"),
+    };
+    seed(&db, &ring, &provider_of, rows, &tenants, due_later);
     let mut c = pool.get().expect("connection");
     let (_, key) = ApiKey::create(&mut c, "bench", None, false).expect("api key");
     drop(c);
@@ -393,11 +400,26 @@ fn token_bench(rows: usize, secs: u64) {
     let per_req = |cpu: f64, l: &Load| cpu / (l.rps * (secs + 2) as f64) * 1e6;
     let _ = child.kill();
     let _ = child.wait();
+    // The same server without the token cache: every request reads the row.
+    let (mut child, port) = serve(
+        &db,
+        &[
+            ("TETHER_REFRESH_ENABLED", "false".into()),
+            ("TETHER_TOKEN_CACHE_MS", "0".into()),
+        ],
+    );
+    let uncached_url = token_url.replace(&base, &format!("http://127.0.0.1:{port}"));
+    let c3 = cpu_secs(child.id());
+    let uncached = load(&rt, &uncached_url, Some(key.expose()), 64, secs);
+    let c4 = cpu_secs(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
     println!("| endpoint | req/s | p50 ms | p99 ms | errors | server CPU µs/req |");
     println!("|---|---|---|---|---|---|");
     for (name, l, cpu) in [
         ("/healthz", &health, c1 - c0),
         ("token API", &token, c2 - c1),
+        ("token API, cache off", &uncached, c4 - c3),
     ] {
         println!(
             "| {name} | {:.0} | {:.2} | {:.2} | {} | {:.0} |",
@@ -409,8 +431,9 @@ fn token_bench(rows: usize, secs: u64) {
         );
     }
     println!(
-        "ratio token/healthz throughput: {:.2}",
-        token.rps / health.rps
+        "ratio token/healthz throughput: {:.2} (cache off: {:.2})",
+        token.rps / health.rps,
+        uncached.rps / health.rps
     );
 }
 
@@ -470,7 +493,7 @@ fn drain_bench(rows: usize) {
     seed(
         &db,
         &ring,
-        "bench",
+        &|_| "bench".to_string(),
         rows,
         &tenants,
         tether::db::now() - chrono::Duration::seconds(1),
@@ -530,7 +553,14 @@ fn plan_bench(rows: usize) {
     );
     let (pool, tenants, ring) = prepare(&db, 1000);
     let later = tether::db::now() + chrono::Duration::days(1);
-    seed(&db, &ring, "demo", rows, &tenants, later);
+    seed(
+        &db,
+        &ring,
+        &|i| format!("p{}", i / 1000),
+        rows,
+        &tenants,
+        later,
+    );
     let mut c = pool.get().expect("connection");
     #[derive(QueryableByName)]
     struct Line {
@@ -575,7 +605,7 @@ fn parts_bench() {
     seed(
         &db,
         &ring,
-        "demo",
+        &|_| "demo".to_string(),
         100,
         &tenants,
         tether::db::now() + chrono::Duration::days(1),

@@ -248,37 +248,18 @@ fn new_custom(key: &str, t: &ProviderToml) -> Result<Provider, String> {
         v.clone()
             .ok_or_else(|| format!("'{name}' is required for a new provider"))
     };
-    let upper = key.to_ascii_uppercase().replace('-', "_");
-    Ok(Provider {
-        key: key.to_string(),
-        display_name: required(&t.display_name, "display_name")?,
-        flow: Flow::AuthorizationCode,
-        authorize_url: if t.flow == Some(Flow::ClientCredentials) {
-            String::new()
-        } else {
-            required(&t.authorize_url, "authorize_url")?
-        },
-        token_url: required(&t.token_url, "token_url")?,
-        revocation_url: None,
-        userinfo_url: None,
-        account_id: None,
-        account_name: None,
-        issuer: None,
-        scopes: Vec::new(),
-        scope_separator: " ".into(),
-        pkce: true,
-        client_auth: ClientAuth::Post,
-        client_id_env: format!("{upper}_CLIENT_ID"),
-        client_secret_env: format!("{upper}_CLIENT_SECRET"),
-        keep_fields: Vec::new(),
-        api_base_url: None,
-        authorize_params: BTreeMap::new(),
-        token_params: BTreeMap::new(),
-        refresh: RefreshStyle::Standard,
-        refresh_token_lifetime_days: None,
-        rotates_refresh_tokens: true,
-        credentials: None,
-    })
+    let authorize_url = if t.flow == Some(Flow::ClientCredentials) {
+        String::new()
+    } else {
+        required(&t.authorize_url, "authorize_url")?
+    };
+    // The same defaults as the presets; `merge` applies the rest of the file.
+    Ok(presets::base(
+        key,
+        &required(&t.display_name, "display_name")?,
+        &authorize_url,
+        &required(&t.token_url, "token_url")?,
+    ))
 }
 
 fn merge(mut p: Provider, t: ProviderToml) -> Provider {

@@ -6,8 +6,13 @@ use crate::config::Settings;
 use std::collections::BTreeMap;
 
 /// A preset with the common defaults; each platform changes what differs.
-fn base(key: &str, display_name: &str, authorize_url: &str, token_url: &str) -> Provider {
-    let upper = key.to_ascii_uppercase();
+pub(super) fn base(
+    key: &str,
+    display_name: &str,
+    authorize_url: &str,
+    token_url: &str,
+) -> Provider {
+    let upper = key.to_ascii_uppercase().replace('-', "_");
     Provider {
         key: key.into(),
         display_name: display_name.into(),

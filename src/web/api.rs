@@ -183,20 +183,20 @@ impl ApiCaller {
         }
     }
 
+    /// The tenant (as [`ApiCaller::tenant`]) and the enabled provider of a
+    /// `/tenants/{tenant}/connections/{provider}` route.
+    async fn target(
+        &self,
+        state: &AppState,
+        (tenant, provider): (String, String),
+    ) -> AppResult<(String, Provider)> {
+        let tenant_id = self.tenant(state, &tenant).await?;
+        Ok((tenant_id, state.enabled_provider(&provider)?))
+    }
+
     fn actor(&self) -> String {
         format!("api:{}", self.key.name)
     }
-}
-
-fn provider(state: &AppState, key: &str) -> AppResult<Provider> {
-    if !crate::providers::valid_key(key) {
-        return Err(AppError::not_found("no such provider"));
-    }
-    state
-        .providers
-        .enabled(key)
-        .cloned()
-        .ok_or_else(|| AppError::not_found(format!("provider '{key}' is not enabled")))
 }
 
 fn no_store(mut res: HttpResponse) -> HttpResponse {
@@ -251,9 +251,7 @@ async fn status(
     caller: ApiCaller,
     path: web::Path<(String, String)>,
 ) -> AppResult<HttpResponse> {
-    let (tenant, provider_key) = path.into_inner();
-    let tenant_id = caller.tenant(&state, &tenant).await?;
-    let provider = provider(&state, &provider_key)?;
+    let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
     let c = current(&state, &tenant_id, &provider.key).await?;
     Ok(no_store(
         HttpResponse::Ok().json(status_json(&provider.key, c.as_ref())),
@@ -273,7 +271,6 @@ async fn token(
     query: web::Query<TokenQuery>,
 ) -> AppResult<HttpResponse> {
     let started = Instant::now();
-    let (tenant, provider_key) = path.into_inner();
     let min_ttl = query.min_ttl.unwrap_or(60);
     if !(0..=86_400).contains(&min_ttl) {
         return Err(AppError::bad_request(
@@ -281,8 +278,7 @@ async fn token(
             "min_ttl is a number of seconds from 0 to 86400",
         ));
     }
-    let tenant_id = caller.tenant(&state, &tenant).await?;
-    let provider = provider(&state, &provider_key)?;
+    let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
     let (row, tokens) = crate::refresh::fresh_token(&state, &tenant_id, &provider, min_ttl).await?;
     let expires_in = row
         .expires_at
@@ -305,9 +301,7 @@ async fn refresh(
     caller: ApiCaller,
     path: web::Path<(String, String)>,
 ) -> AppResult<HttpResponse> {
-    let (tenant, provider_key) = path.into_inner();
-    let tenant_id = caller.tenant(&state, &tenant).await?;
-    let provider = provider(&state, &provider_key)?;
+    let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
     let row = current(&state, &tenant_id, &provider.key)
         .await?
         .filter(|c| c.token_ciphertext.is_some())
@@ -324,9 +318,7 @@ async fn disconnect(
     caller: ApiCaller,
     path: web::Path<(String, String)>,
 ) -> AppResult<HttpResponse> {
-    let (tenant, provider_key) = path.into_inner();
-    let tenant_id = caller.tenant(&state, &tenant).await?;
-    let provider = provider(&state, &provider_key)?;
+    let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
     let message = disconnect_connection(&state, &tenant_id, &provider, &caller.actor()).await?;
     Ok(no_store(HttpResponse::Ok().json(serde_json::json!({
         "provider": provider.key, "status": "not_connected", "message": message
@@ -349,7 +341,7 @@ async fn connect_link(
     body: web::Json<LinkRequest>,
 ) -> AppResult<HttpResponse> {
     let tenant_id = caller.tenant(&state, &path).await?;
-    let provider = provider(&state, &body.provider)?;
+    let provider = state.enabled_provider(&body.provider)?;
     if provider.flow != Flow::AuthorizationCode {
         return Err(AppError::bad_request(
             "unsupported_flow",
@@ -493,8 +485,9 @@ async fn proxy(
     body: web::Bytes,
 ) -> AppResult<HttpResponse> {
     let (tenant, provider_key, tail) = path.into_inner();
-    let tenant_id = caller.tenant(&state, &tenant).await?;
-    let provider = provider(&state, &provider_key)?;
+    let (tenant_id, provider) = caller
+        .target(&state, (tenant.clone(), provider_key))
+        .await?;
     let base = provider.api_base_url.clone().ok_or_else(|| {
         AppError::not_found(format!(
             "{} has no API base URL to proxy to",

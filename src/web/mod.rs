@@ -79,6 +79,17 @@ impl AppState {
         });
     }
 
+    /// The enabled provider with this key (as it appears in a URL), or a 404.
+    pub fn enabled_provider(&self, key: &str) -> AppResult<crate::providers::Provider> {
+        if !crate::providers::valid_key(key) {
+            return Err(AppError::not_found("no such provider"));
+        }
+        self.providers
+            .enabled(key)
+            .cloned()
+            .ok_or_else(|| AppError::not_found(format!("provider '{key}' is not enabled")))
+    }
+
     /// Runs blocking database work on the thread pool.
     pub async fn db<T, F>(&self, f: F) -> AppResult<T>
     where

@@ -28,17 +28,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// The enabled provider named in the path, or a 404.
-fn provider(state: &AppState, key: &str) -> AppResult<Provider> {
-    if !crate::providers::valid_key(key) {
-        return Err(AppError::not_found("no such provider"));
-    }
-    state
-        .providers
-        .enabled(key)
-        .cloned()
-        .ok_or_else(|| AppError::not_found(format!("provider '{key}' is not enabled")))
-}
-
 fn rate_limit(state: &AppState, req: &HttpRequest) -> AppResult<()> {
     state
         .oauth_limiter
@@ -60,7 +49,7 @@ async fn authorize(
     query: web::Query<AuthorizeQuery>,
 ) -> PageResult<HttpResponse> {
     rate_limit(&state, &req)?;
-    let provider = provider(&state, &path)?;
+    let provider = state.enabled_provider(&path)?;
     let return_to = match &query.return_to {
         Some(r) => oauth::safe_return_to(r)?,
         None => DASHBOARD.to_string(),
@@ -119,7 +108,7 @@ async fn connect_with_link(
                 "This link is not valid: it was already used or has expired. Ask for a new one.",
             )
         })?;
-    let provider = provider(&state, &link.provider)?;
+    let provider = state.enabled_provider(&link.provider)?;
     let binding = crate::crypto::random_token(32);
     session
         .insert("oauth_binding", &binding)
@@ -218,7 +207,7 @@ async fn finish_callback(
     query: CallbackQuery,
 ) -> PageResult<HttpResponse> {
     rate_limit(state, req)?;
-    let provider = provider(state, provider_key)?;
+    let provider = state.enabled_provider(provider_key)?;
     let binding = session.get::<String>("oauth_binding").ok().flatten();
     let query = std::sync::Arc::new(query);
     let row = {
@@ -297,6 +286,19 @@ async fn finish_callback(
         provider.key,
         connection.id
     );
+    let message = connected_message(&provider, &connection, reconnected);
+    finish(
+        session,
+        &provider.key,
+        row.popup,
+        true,
+        &message,
+        &return_to,
+    )
+}
+
+/// "Connected Acme CRM as Main Street Dental." for the person who did it.
+fn connected_message(provider: &Provider, connection: &Connection, reconnected: bool) -> String {
     let who = connection
         .account_name
         .as_deref()
@@ -306,15 +308,7 @@ async fn finish_callback(
     } else {
         "Connected"
     };
-    let message = format!("{verb} {} as {who}.", provider.display_name);
-    finish(
-        session,
-        &provider.key,
-        row.popup,
-        true,
-        &message,
-        &return_to,
-    )
+    format!("{verb} {} as {who}.", provider.display_name)
 }
 
 fn short(s: &str) -> String {
@@ -369,7 +363,7 @@ async fn connect_instance(
 ) -> PageResult<HttpResponse> {
     session::verify_csrf(&admin.session, &form.csrf)?;
     rate_limit(&state, &req)?;
-    let provider = provider(&state, &path)?;
+    let provider = state.enabled_provider(&path)?;
     if provider.flow != crate::providers::Flow::ClientCredentials {
         return Err(AppError::bad_request(
             "unsupported_flow",
@@ -392,19 +386,10 @@ async fn connect_instance(
     state
         .tokens
         .forget(&connection.tenant_id, &connection.provider);
-    let who = connection
-        .account_name
-        .as_deref()
-        .unwrap_or(&connection.account_id);
-    let verb = if reconnected {
-        "Reconnected"
-    } else {
-        "Connected"
-    };
     session::flash(
         &admin.session,
         "ok",
-        format!("{verb} {} as {who}.", provider.display_name),
+        connected_message(&provider, &connection, reconnected),
     );
     Ok(see_other(DASHBOARD))
 }
@@ -427,7 +412,7 @@ async fn refresh(
     form: web::Form<CsrfForm>,
 ) -> PageResult<HttpResponse> {
     session::verify_csrf(&admin.session, &form.csrf)?;
-    let provider = provider(&state, &path)?;
+    let provider = state.enabled_provider(&path)?;
     let connection = current(&state, &admin.tenant_id, &provider.key).await?;
     match crate::refresh::refresh_now(&state, &connection.id, &admin.actor(), None).await {
         Ok(_) => session::flash(
@@ -470,7 +455,7 @@ async fn status(
     admin: AdminSession,
     path: web::Path<String>,
 ) -> AppResult<HttpResponse> {
-    let provider = provider(&state, &path)?;
+    let provider = state.enabled_provider(&path)?;
     let (t, p) = (admin.tenant_id.clone(), provider.key.clone());
     let c = state
         .db(move |c| Ok(Connection::current(c, &t, &p)?))
@@ -487,7 +472,7 @@ async fn disconnect(
     form: web::Form<CsrfForm>,
 ) -> PageResult<HttpResponse> {
     session::verify_csrf(&admin.session, &form.csrf)?;
-    let provider = provider(&state, &path)?;
+    let provider = state.enabled_provider(&path)?;
     let message =
         disconnect_connection(&state, &admin.tenant_id, &provider, &admin.actor()).await?;
     session::flash(&admin.session, "ok", message);

@@ -234,42 +234,47 @@ impl Connection {
     }
 
     /// The tenant's connections to `provider`, most recently updated first.
-    /// This is the token API's one query: it runs on the backend's own
-    /// connection, whose prepared-statement cache it then hits (through the
-    /// multi-backend enum it was parsed again on every call).
     pub fn for_provider(
         conn: &mut DbConn,
         tenant_id: &str,
         provider: &str,
     ) -> QueryResult<Vec<Connection>> {
-        macro_rules! query {
-            () => {
-                connections::table
-                    .filter(connections::tenant_id.eq(tenant_id))
-                    .filter(connections::provider.eq(provider))
-                    .order(connections::updated_at.desc())
-                    .select(Connection::as_select())
-            };
-        }
-        match conn {
-            DbConn::Postgres(c) => query!().load(c),
-            DbConn::Sqlite(c) => query!().load(c),
-        }
+        connections::table
+            .filter(connections::tenant_id.eq(tenant_id))
+            .filter(connections::provider.eq(provider))
+            .order(connections::updated_at.desc())
+            .select(Connection::as_select())
+            .load(conn)
     }
 
-    /// The connection a tenant's card shows for `provider`: the most recently
-    /// updated one holding tokens, else the most recent one.
+    /// The connection a tenant's card and the token API use for `provider`:
+    /// the most recently updated one holding tokens, else the most recent one.
+    /// This is the token API's one query: it runs on the backend's own
+    /// connection, whose prepared-statement cache it then hits (through the
+    /// multi-backend enum it is parsed again on every call).
     pub fn current(
         conn: &mut DbConn,
         tenant_id: &str,
         provider: &str,
     ) -> QueryResult<Option<Connection>> {
-        let all = Connection::for_provider(conn, tenant_id, provider)?;
-        let live = all.iter().position(|c| c.token_ciphertext.is_some());
-        Ok(match live {
-            Some(i) => all.into_iter().nth(i),
-            None => all.into_iter().next(),
-        })
+        macro_rules! query {
+            () => {
+                connections::table
+                    .filter(connections::tenant_id.eq(tenant_id))
+                    .filter(connections::provider.eq(provider))
+                    // false sorts first on both backends: rows with tokens lead.
+                    .order((
+                        connections::token_ciphertext.is_null().asc(),
+                        connections::updated_at.desc(),
+                    ))
+                    .limit(1)
+                    .select(Connection::as_select())
+            };
+        }
+        match conn {
+            DbConn::Postgres(c) => query!().first(c).optional(),
+            DbConn::Sqlite(c) => query!().first(c).optional(),
+        }
     }
 
     pub fn status(&self) -> Status {
