@@ -564,7 +564,7 @@ fn plan_bench(rows: usize) {
     let mut c = pool.get().expect("connection");
     #[derive(QueryableByName)]
     struct Line {
-        #[diesel(sql_type = diesel::sql_types::Text)]
+        #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
         line: String,
     }
     let due = "SELECT id FROM connections WHERE next_refresh_at <= CURRENT_TIMESTAMP AND status IN ('connected', 'error') \

@@ -11,6 +11,7 @@ backend_tests!(
     tenant_add_then_list_shows_it_and_refuses_duplicates_and_bad_ids,
     user_add_reads_the_password_from_stdin_and_stores_an_argon2_hash,
     api_key_create_prints_the_secret_once_on_the_last_line_and_stores_its_hash,
+    doctor_names_a_provider_that_rejected_tethers_credentials,
     doctor_prints_redirect_uris_and_passes_on_a_working_setup,
 );
 
@@ -353,5 +354,29 @@ fn providers_list_shows_every_provider_why_it_is_off_and_its_redirect_uri() {
     assert!(
         hubspot.contains("disabled: set HUBSPOT_CLIENT_ID and HUBSPOT_CLIENT_SECRET"),
         "{hubspot}"
+    );
+}
+
+async fn doctor_names_a_provider_that_rejected_tethers_credentials(backend: Backend) {
+    let db = TestDb::new(backend);
+    // Applies migrations; then a running server's refresh flags the provider.
+    run(tether(&db, KEY_K1).arg("migrate"), "");
+    let pool = pool(&db);
+    tether::db::models::provider_flag::ProviderFlag::raise(
+        &mut pool.get().unwrap(),
+        "hubspot",
+        "invalid_client",
+    )
+    .unwrap();
+    let out = run(tether(&db, KEY_K1).arg("doctor"), "");
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.contains("hubspot: rejected"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.starts_with("FAIL") && line.contains("invalid_client"),
+        "{line}"
     );
 }

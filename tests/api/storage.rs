@@ -185,3 +185,37 @@ async fn a_flipped_byte_gives_a_clear_error_not_a_panic(backend: Backend) {
         assert_eq!(app_err.code(), "decryption_failed");
     }
 }
+
+#[actix_web::test]
+async fn sqlite_runs_with_wal_a_busy_timeout_and_foreign_keys() {
+    #[derive(QueryableByName)]
+    struct Text {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        journal_mode: String,
+    }
+    #[derive(QueryableByName)]
+    struct Num {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        v: i64,
+    }
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut conn = app.conn();
+    let mode: Text = diesel::sql_query("PRAGMA journal_mode")
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(mode.journal_mode, "wal");
+    let fk: Num = diesel::sql_query("SELECT foreign_keys AS v FROM pragma_foreign_keys")
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(fk.v, 1);
+    let busy: Num = diesel::sql_query("SELECT timeout AS v FROM pragma_busy_timeout")
+        .get_result(&mut conn)
+        .unwrap();
+    assert!(busy.v >= 1000, "busy_timeout {}", busy.v);
+    // Foreign keys are enforced: a connection of a tenant that does not exist is refused.
+    let orphan = diesel::sql_query(
+        "INSERT INTO events (id, tenant_id, provider, kind, actor, created_at) VALUES ('e1', 'no-such-tenant', 'demo', 'connected', 'x', '2026-01-01 00:00:00')",
+    )
+    .execute(&mut conn);
+    assert!(orphan.is_err());
+}
