@@ -258,8 +258,9 @@ impl Application {
                         )),
                 )
                 .wrap(
-                    middleware::Logger::new("%{method}xi %U %s %Dms")
-                        .custom_request_replace("method", |req| req.method().to_string()),
+                    middleware::Logger::new("%{method}xi %{path}xi %s %Dms")
+                        .custom_request_replace("method", |req| req.method().to_string())
+                        .custom_request_replace("path", |req| web::loggable_path(req.path())),
                 )
                 .app_data(state.clone())
                 .app_data(demo_store.clone())

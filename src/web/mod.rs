@@ -105,6 +105,15 @@ impl AppState {
     }
 }
 
+/// The request path for the access log: without the query string (where
+/// codes and states travel), and with a connect link's token masked.
+pub fn loggable_path(path: &str) -> String {
+    match path.strip_prefix("/connect/") {
+        Some(rest) if rest != "done" => "/connect/<link>".to_string(),
+        _ => path.to_string(),
+    }
+}
+
 /// The client's address for rate limiting: the TCP peer (a proxy's
 /// X-Forwarded-For is not trusted, as it can be forged).
 pub fn client_addr(req: &HttpRequest) -> String {
@@ -150,5 +159,18 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, PageError> {
         Ok(actix_web::ResponseError::error_response(&err))
     } else {
         Err(PageError(err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_connect_links_token_never_reaches_the_access_log() {
+        assert_eq!(
+            super::loggable_path("/connect/Zm9vYmFyYmF6"),
+            "/connect/<link>"
+        );
+        assert_eq!(super::loggable_path("/connect/done"), "/connect/done");
+        assert_eq!(super::loggable_path("/healthz"), "/healthz");
     }
 }

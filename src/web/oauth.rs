@@ -488,14 +488,30 @@ pub async fn disconnect_connection(
     actor: &str,
 ) -> AppResult<String> {
     let connection = current(state, tenant_id, &provider.key).await?;
-    let tokens = connection
-        .tokens(&state.keys)?
-        .ok_or_else(|| AppError::not_found("this provider is not connected"))?;
-    let (token, hint) = match &tokens.refresh_token {
-        Some(rt) => (rt.expose().clone(), "refresh_token"),
-        None => (tokens.access_token.expose().clone(), "access_token"),
+    if connection.token_ciphertext.is_none() {
+        return Err(AppError::not_found("this provider is not connected"));
+    }
+    // Tokens that no longer open (a lost key, a damaged row) cannot be
+    // revoked, but must still be erasable.
+    let revoked = match connection.tokens(&state.keys) {
+        Ok(Some(tokens)) => {
+            let (token, hint) = match &tokens.refresh_token {
+                Some(rt) => (rt.expose().clone(), "refresh_token"),
+                None => (tokens.access_token.expose().clone(), "access_token"),
+            };
+            oauth::client::revoke(&state.http, provider, &token, hint).await
+        }
+        Ok(None) => Ok(false),
+        Err(e) => {
+            log::error!(
+                "connection {} does not open ({e}); erasing without revocation",
+                connection.id
+            );
+            Err(oauth::client::ProviderError::Refused {
+                error: "the stored tokens could not be decrypted".into(),
+            })
+        }
     };
-    let revoked = oauth::client::revoke(&state.http, provider, &token, hint).await;
     let (outcome, detail) = match &revoked {
         Ok(true) => (format!("Disconnected {}; the provider revoked the access.", provider.display_name), None),
         Ok(false) => (

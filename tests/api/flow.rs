@@ -149,6 +149,7 @@ backend_tests!(
     a_refresh_refused_with_invalid_grant_marks_the_connection_needs_reconnect,
     disconnect_revokes_the_refresh_token_and_erases_the_tokens,
     disconnect_erases_the_tokens_even_when_revocation_fails_and_says_so,
+    a_connection_whose_tokens_no_longer_open_can_still_be_disconnected,
     reconnecting_replaces_the_tokens_and_records_a_reconnect,
     a_popup_flow_ends_on_a_page_that_tells_the_opener_and_closes,
 );
@@ -406,4 +407,39 @@ async fn a_popup_flow_ends_on_a_page_that_tells_the_opener_and_closes(backend: B
     assert!(!html.contains("at-popup-secret") && !html.contains("rt-popup-secret"));
     let script = app.get("/static/popup.js").await.text().await.unwrap();
     assert!(script.contains("postMessage") && script.contains("window.location.origin"));
+}
+
+async fn a_connection_whose_tokens_no_longer_open_can_still_be_disconnected(backend: Backend) {
+    let (app, fake) = signed_in(backend, "post").await;
+    connect(&app, &fake, "at-1", "rt-1").await;
+    let row = stored(&app);
+    {
+        use diesel::prelude::*;
+        use tether::db::schema::connections;
+        let mut damaged = row.token_ciphertext.clone().unwrap();
+        damaged[40] ^= 0xff;
+        diesel::update(connections::table.find(&row.id))
+            .set(connections::token_ciphertext.eq(Some(damaged)))
+            .execute(&mut app.conn())
+            .unwrap();
+    }
+    Mock::given(method("POST"))
+        .and(path("/revoke"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&fake.server)
+        .await;
+    let csrf = app.csrf("/settings/integrations").await;
+    let res = app
+        .post_form("/oauth/acme/disconnect", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(res.status(), 303);
+    assert!(stored(&app).token_ciphertext.is_none(), "erased");
+    let page = app
+        .get("/settings/integrations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("did not confirm the revocation"), "{page}");
 }
