@@ -83,12 +83,15 @@ async fn a_second_grant_for_the_same_account_replaces_the_first(backend: Backend
     assert_eq!(tokens.access_token.expose(), "access-2");
     let other = store(&app, &t.id, "acct-2", "access-3", "refresh-3");
     assert_ne!(other.id, first.id);
-    assert_eq!(
-        Connection::for_provider(&mut app.conn(), &t.id, "demo")
+    let rows: i64 = {
+        use tether::db::schema::connections;
+        connections::table
+            .filter(connections::tenant_id.eq(&t.id))
+            .count()
+            .get_result(&mut app.conn())
             .unwrap()
-            .len(),
-        2
-    );
+    };
+    assert_eq!(rows, 2, "one row per account");
 }
 
 async fn the_raw_database_holds_none_of_the_secret_bytes(backend: Backend) {

@@ -233,20 +233,6 @@ impl Connection {
             .optional()
     }
 
-    /// The tenant's connections to `provider`, most recently updated first.
-    pub fn for_provider(
-        conn: &mut DbConn,
-        tenant_id: &str,
-        provider: &str,
-    ) -> QueryResult<Vec<Connection>> {
-        connections::table
-            .filter(connections::tenant_id.eq(tenant_id))
-            .filter(connections::provider.eq(provider))
-            .order(connections::updated_at.desc())
-            .select(Connection::as_select())
-            .load(conn)
-    }
-
     /// The connection a tenant's card and the token API use for `provider`:
     /// the most recently updated one holding tokens, else the most recent one.
     /// This is the token API's one query: it runs on the backend's own

@@ -117,10 +117,6 @@ impl OAuthState {
             .execute(conn)
     }
 
-    pub fn count(conn: &mut DbConn) -> QueryResult<i64> {
-        oauth_states::table.count().get_result(conn)
-    }
-
     /// Opens and re-seals a stored PKCE verifier (used by key rotation).
     pub fn reseal(ring: &KeyRing, row: &SealedRow) -> Result<Option<Sealed>, CryptoError> {
         let (Some(bytes), Some(kid)) = (&row.bytes, &row.key_id) else {
