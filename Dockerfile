@@ -12,6 +12,10 @@ COPY src ./src
 COPY migrations ./migrations
 COPY templates ./templates
 COPY static ./static
+# Cargo.toml declares the test and bench targets; cargo wants their files
+# present even for a plain build.
+COPY tests ./tests
+COPY benches ./benches
 RUN cargo build --release --locked && strip target/release/tether
 
 FROM debian:bookworm-slim
