@@ -61,6 +61,9 @@ pub struct Scheduler {
     state: web::Data<AppState>,
     overall: Arc<Semaphore>,
     per_provider: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// When housekeeping last ran; it runs at most once per interval, not on
+    /// every tick of a backlog drain.
+    housekept: Mutex<Option<std::time::Instant>>,
 }
 
 impl Scheduler {
@@ -70,6 +73,7 @@ impl Scheduler {
             state,
             overall,
             per_provider: Mutex::new(HashMap::new()),
+            housekept: Mutex::new(None),
         })
     }
 
@@ -120,14 +124,24 @@ impl Scheduler {
     /// As [`Scheduler::tick`], also returning how many slots the tick had.
     async fn tick_with_capacity(&self) -> Result<(usize, usize), crate::error::AppError> {
         let state = &self.state;
-        let notify = state.settings.webhook.is_some();
-        state
-            .db(move |c| {
-                OAuthState::delete_expired(c, now() - chrono::Duration::hours(1))?;
-                warn_lapsing_refresh_tokens(c, notify)?;
-                Ok(())
-            })
-            .await?;
+        let housekeeping_due = {
+            let mut last = self.housekept.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.is_none_or(|t| t.elapsed() >= state.settings.refresh.interval);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if housekeeping_due {
+            let notify = state.settings.webhook.is_some();
+            state
+                .db(move |c| {
+                    OAuthState::delete_expired(c, now() - chrono::Duration::hours(1))?;
+                    warn_lapsing_refresh_tokens(c, notify)?;
+                    Ok(())
+                })
+                .await?;
+        }
         // Take the slots first: each claimed row goes out holding its own, so
         // the loop in `start` sees at once whether every slot is busy.
         let mut slots = Vec::new();
