@@ -195,7 +195,7 @@ fn serve(settings: Settings) -> Result<(), String> {
                 s.base_url()
             ),
         }
-        app.run_until_stopped().await.map_err(|e| e.to_string())
+        app.run_until_signalled().await.map_err(|e| e.to_string())
     })
 }
 

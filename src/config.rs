@@ -97,8 +97,8 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "TETHER_REFRESH_LEASE_SECS",
-        "60",
-        "how long a claimed refresh is held before another instance may take it",
+        "20",
+        "how long a claimed refresh is held before another instance may take it (at least the provider timeout + 5)",
     ),
     (
         "TETHER_DEMO_PROVIDER",
@@ -329,7 +329,7 @@ impl Settings {
             per_provider: v.parse("TETHER_REFRESH_PER_PROVIDER", "4", |s| {
                 parse_range(s, 1, 1024)
             }),
-            lease: Duration::from_secs(v.parse("TETHER_REFRESH_LEASE_SECS", "60", |s| {
+            lease: Duration::from_secs(v.parse("TETHER_REFRESH_LEASE_SECS", "20", |s| {
                 parse_range(s, 10, 3600)
             })),
             provider_timeout: Duration::from_secs(v.parse(

@@ -269,6 +269,9 @@ impl Application {
         // Database work runs on the blocking pool; a few threads per worker
         // keep up with the pool of connections, and many more only contend.
         .worker_max_blocking_threads(4)
+        // Signals are ours (`run_until_signalled`): a stop must first end
+        // refresh claims, and wait for refreshes in flight after the server.
+        .disable_signals()
         .listen(listener)?
         .run();
         Ok(Application {
@@ -289,5 +292,51 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+
+    /// Serves until SIGTERM or SIGINT, then stops gracefully: no new refresh
+    /// claims, requests in flight answered, refreshes in flight finished
+    /// (bounded by the provider timeout), this instance's leases released.
+    /// A rolling deploy loses nothing.
+    pub async fn run_until_signalled(self) -> std::io::Result<()> {
+        let Application { server, state, .. } = self;
+        let handle = server.handle();
+        let mut server = std::pin::pin!(server);
+        tokio::select! {
+            stopped = &mut server => return stopped,
+            signal = stop_signal() => log::info!("{signal}: stopping gracefully"),
+        }
+        state
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        handle.stop(true).await;
+        server.await?;
+        state.drain().await;
+        log::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Waits for SIGTERM (what orchestrators send) or SIGINT (Ctrl-C).
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(e) => {
+                log::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops gracefully");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
     }
 }

@@ -19,12 +19,13 @@ pub const MAX_ATTEMPTS: i32 = 20;
 
 /// Event kinds sent as webhooks. Routine refreshes and transient failures are
 /// not: they would drown the ones an operator must act on.
-pub const NOTIFIED: [&str; 5] = [
+pub const NOTIFIED: [&str; 6] = [
     "connected",
     "reconnected",
     "needs_reconnect",
     "disconnected",
     "revoked",
+    "refresh_token_expiring",
 ];
 
 /// Records an event and, when webhooks are on and the kind is notified,

@@ -7,6 +7,10 @@ use crate::providers::Provider;
 use chrono::{Duration, NaiveDateTime};
 use serde_json::{Map, Value};
 
+/// The longest lifetime taken from an `expires_in`: one year. Longer claims
+/// are capped (the token is then refreshed within the year).
+pub const MAX_EXPIRES_IN: i64 = 365 * 86_400;
+
 /// A token response, parsed.
 #[derive(Debug)]
 pub struct TokenResponse {
@@ -47,6 +51,9 @@ impl TokenResponse {
         if expires_in.is_some_and(|s| s < 0) {
             return Err(TokenError::BadExpiry);
         }
+        // A provider's "expires in 10^15 seconds" would overflow the date
+        // arithmetic; no token is trusted for longer than this without a refresh.
+        let expires_in = expires_in.map(|s| s.min(MAX_EXPIRES_IN));
         let scopes = match obj.get("scope").or_else(|| obj.get("scopes")) {
             Some(Value::String(s)) => Some(split_scopes(s, &provider.scope_separator)),
             Some(Value::Array(items)) => Some(
@@ -105,11 +112,15 @@ pub fn split_scopes(s: &str, separator: &str) -> Vec<String> {
 }
 
 /// When to refresh a token that expires in `lifetime` seconds: at 80% of its
-/// life, but at least `margin` before it expires.
+/// life, or `margin` before it expires if that is earlier, but never sooner
+/// than half-way through its life. The floor matters for tokens shorter than
+/// the margin (a 5-minute token with the default 300 s margin): without it
+/// they would be due the moment they arrive and be refreshed back to back.
 pub fn next_refresh_at(now: NaiveDateTime, lifetime: i64, margin: i64) -> NaiveDateTime {
+    let lifetime = lifetime.clamp(0, MAX_EXPIRES_IN);
     let at_80 = lifetime * 4 / 5;
     let latest = lifetime - margin;
-    now + Duration::seconds(at_80.min(latest).max(0))
+    now + Duration::seconds(at_80.min(latest).max(lifetime / 2))
 }
 
 /// Reads a JSON pointer as a string (numbers are rendered).
@@ -185,6 +196,35 @@ mod tests {
             now + Duration::seconds(69120)
         );
         assert_eq!(next_refresh_at(now, 600, 300), now + Duration::seconds(300));
-        assert_eq!(next_refresh_at(now, 60, 300), now);
+    }
+
+    #[test]
+    fn tokens_shorter_than_the_margin_are_refreshed_half_way_not_at_once() {
+        let now = chrono::DateTime::from_timestamp(0, 0).unwrap().naive_utc();
+        assert_eq!(next_refresh_at(now, 300, 300), now + Duration::seconds(150));
+        assert_eq!(next_refresh_at(now, 60, 300), now + Duration::seconds(30));
+        assert_eq!(next_refresh_at(now, 4, 300), now + Duration::seconds(2));
+        assert_eq!(next_refresh_at(now, 0, 300), now);
+    }
+
+    #[test]
+    fn an_absurd_expires_in_is_capped_not_a_panic() {
+        let p = provider();
+        for huge in ["1000000000000000", "9223372036854775807"] {
+            let body = format!(r#"{{"access_token":"a","expires_in":{huge}}}"#);
+            let r = TokenResponse::parse(&p, body.as_bytes()).unwrap();
+            assert_eq!(r.expires_in, Some(MAX_EXPIRES_IN));
+            let now = chrono::Utc::now().naive_utc();
+            assert_eq!(
+                r.expires_at(now),
+                Some(now + Duration::seconds(MAX_EXPIRES_IN))
+            );
+            assert!(next_refresh_at(now, i64::MAX, 300) > now);
+        }
+        // Beyond i64: not a number Tether can use.
+        assert_eq!(
+            TokenResponse::parse(&p, br#"{"access_token":"a","expires_in":1e300}"#).unwrap_err(),
+            TokenError::BadExpiry
+        );
     }
 }

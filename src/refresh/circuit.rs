@@ -1,6 +1,10 @@
 //! A circuit breaker per provider, per process: after repeated transient
 //! failures it opens and refreshes for that provider fail fast; after a
 //! cool-down one probe is let through, and its success closes the circuit.
+//! Every call that was let through holds a [`Ticket`]; a probe whose ticket is
+//! dropped without a verdict (cancelled, or stopped before it reached the
+//! provider) reopens the circuit for the next probe instead of leaving it
+//! half-open for ever.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -61,16 +65,23 @@ impl Breakers {
 
     /// May a refresh for `provider` go out now? `Err(seconds)` while open.
     /// An open circuit whose cool-down has passed lets exactly one probe through.
-    pub fn allow(&self, provider: &str) -> Result<(), u64> {
-        self.allow_at(provider, Instant::now())
+    pub fn allow(&self, provider: &str) -> Result<Ticket<'_>, u64> {
+        let probe = self.allow_at(provider, Instant::now())?;
+        Ok(Ticket {
+            breakers: self,
+            provider: provider.to_string(),
+            probe,
+            settled: false,
+        })
     }
 
-    fn allow_at(&self, provider: &str, now: Instant) -> Result<(), u64> {
+    /// `Ok(true)` when the call let through is the probe.
+    fn allow_at(&self, provider: &str, now: Instant) -> Result<bool, u64> {
         self.with(provider, |e| match e.state {
-            State::Closed => Ok(()),
+            State::Closed => Ok(false),
             State::Open if now >= e.open_until => {
                 e.state = State::HalfOpen;
-                Ok(())
+                Ok(true)
             }
             State::Open => Err(e.open_until.saturating_duration_since(now).as_secs().max(1)),
             // The probe is out: the others wait for its verdict.
@@ -78,13 +89,18 @@ impl Breakers {
         })
     }
 
-    pub fn success(&self, provider: &str) {
-        self.with(provider, |e| *e = Entry::default());
+    /// A probe ended without a verdict: open again, due for the next probe now.
+    fn abandon_at(&self, provider: &str, now: Instant) {
+        self.with(provider, |e| {
+            if e.state == State::HalfOpen {
+                e.state = State::Open;
+                e.open_until = now;
+            }
+        })
     }
 
-    /// Records a transient failure; returns true when this opened the circuit.
-    pub fn failure(&self, provider: &str) -> bool {
-        self.failure_at(provider, Instant::now())
+    fn success(&self, provider: &str) {
+        self.with(provider, |e| *e = Entry::default());
     }
 
     fn failure_at(&self, provider: &str, now: Instant) -> bool {
@@ -120,6 +136,38 @@ impl Breakers {
     }
 }
 
+/// Leave to call a provider, given by [`Breakers::allow`]: say how it went.
+#[must_use]
+pub struct Ticket<'a> {
+    breakers: &'a Breakers,
+    provider: String,
+    probe: bool,
+    settled: bool,
+}
+
+impl Ticket<'_> {
+    /// The provider answered (whatever it said): it is up.
+    pub fn success(mut self) {
+        self.settled = true;
+        self.breakers.success(&self.provider);
+    }
+
+    /// A transient failure (timeout, 5xx, 429, no answer); true when this
+    /// opened the circuit.
+    pub fn failure(mut self) -> bool {
+        self.settled = true;
+        self.breakers.failure_at(&self.provider, Instant::now())
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.settled {
+            self.breakers.abandon_at(&self.provider, Instant::now());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +194,29 @@ mod tests {
         );
         assert!(b.allow_at("p", later + FIRST_COOL_DOWN * 2).is_ok());
         b.success("p");
+        assert_eq!(b.state("p"), State::Closed);
+    }
+
+    #[test]
+    fn a_probe_dropped_without_a_verdict_reopens_for_the_next_probe() {
+        let b = Breakers::default();
+        let t0 = Instant::now();
+        for _ in 0..THRESHOLD {
+            b.failure_at("p", t0);
+        }
+        assert_eq!(b.state("p"), State::Open);
+        // Wait out the cool-down on the real clock's terms: make it due now.
+        b.with("p", |e| e.open_until = Instant::now());
+        let probe = b.allow("p").expect("the probe is let through");
+        assert_eq!(b.state("p"), State::HalfOpen);
+        assert!(b.allow("p").is_err(), "only one probe");
+        drop(probe);
+        assert_eq!(b.state("p"), State::Open, "not half-open for ever");
+        let next = b.allow("p").expect("the next probe goes at once");
+        next.success();
+        assert_eq!(b.state("p"), State::Closed);
+        // A ticket of a closed circuit leaves it alone when dropped.
+        drop(b.allow("p").unwrap());
         assert_eq!(b.state("p"), State::Closed);
     }
 }

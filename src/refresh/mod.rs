@@ -1,9 +1,12 @@
 //! Refreshing connections. One rule above all: a refresh token is never sent
-//! to the provider twice. A refresh runs only under the connection's lease in
-//! the database (taken with a conditional UPDATE), concurrent callers in one
-//! process share one run, callers in other processes wait for the lease, and
-//! the new token set is committed (compare-and-swap on `version`) before
-//! anyone is handed the new access token.
+//! to the provider twice while an answer to it can still come. A refresh runs
+//! only under the connection's lease in the database (taken with a conditional
+//! UPDATE), concurrent callers in one process share one run, callers in other
+//! processes wait for the lease, and the new token set is committed
+//! (compare-and-swap on `version`) before anyone is handed the new access
+//! token. Once an answer can no longer come (the call timed out, the process
+//! that sent it died and its lease lapsed), sending the same refresh token
+//! again is the dominant choice: see docs/design.md.
 
 pub mod cache;
 pub mod circuit;
@@ -17,6 +20,7 @@ use crate::oauth::client::{self, ProviderError};
 use crate::oauth::token;
 use crate::providers::{Provider, RefreshStyle};
 use crate::web::AppState;
+use actix_web::web;
 use chrono::{Duration, NaiveDateTime};
 use diesel::Connection as _;
 use rand::Rng;
@@ -50,7 +54,33 @@ pub struct Leased {
 }
 
 fn lease_until(state: &AppState) -> NaiveDateTime {
-    now() + Duration::from_std(state.settings.refresh.lease).unwrap_or(Duration::seconds(60))
+    now() + Duration::from_std(state.settings.refresh.lease).unwrap_or(Duration::seconds(20))
+}
+
+/// The lease taken just before a refresh token is sent: until the moment no
+/// answer to that request can arrive any more (the provider timeout, plus a
+/// little for committing the answer). A holder that dies mid-call is taken
+/// over as soon as that moment passes.
+fn sending_lease_until(state: &AppState) -> NaiveDateTime {
+    now()
+        + Duration::from_std(state.settings.refresh.provider_timeout)
+            .unwrap_or(Duration::seconds(15))
+        + Duration::seconds(SEND_GRACE_SECS)
+}
+
+/// How long a token request whose stored token is still valid waits for a
+/// refresh under way before it takes the stored token.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Time after a provider call's deadline to commit its answer.
+pub const SEND_GRACE_SECS: i64 = 5;
+
+fn shutting_down() -> AppError {
+    AppError::unavailable(
+        "shutting_down",
+        "this instance is stopping; another one takes over",
+        1,
+    )
 }
 
 /// A fresh lease owner name: this process and this attempt.
@@ -126,11 +156,31 @@ impl Seen {
 /// the row has moved on since `seen` (the caller's view; `None`: as it is now),
 /// whatever happened meanwhile is the outcome, and nothing is sent.
 pub async fn refresh_now(
-    state: &AppState,
+    state: &web::Data<AppState>,
     id: &str,
     actor: &str,
     seen: Option<Seen>,
 ) -> AppResult<Connection> {
+    // The run is a task of its own: a caller that goes away (a client hanging
+    // up, a request timing out) must not cancel a refresh whose request may
+    // be at the provider, or the answer (a rotated refresh token) is lost.
+    let run = {
+        let (state, id, actor) = (state.clone(), id.to_string(), actor.to_string());
+        actix_web::rt::spawn(async move { shared_refresh(&state, &id, &actor, seen).await })
+    };
+    run.await
+        .map_err(|e| AppError::internal(format!("the refresh task failed: {e}")))??;
+    let id = id.to_string();
+    state.db(move |c| Ok(Connection::by_id(c, &id)?)).await
+}
+
+/// [`refresh_now`]'s run, shared by every caller in this process.
+async fn shared_refresh(
+    state: &web::Data<AppState>,
+    id: &str,
+    actor: &str,
+    seen: Option<Seen>,
+) -> AppResult<()> {
     state
         .flights
         .run(id, || async {
@@ -168,9 +218,7 @@ pub async fn refresh_now(
                 }
             }
         })
-        .await?;
-    let id = id.to_string();
-    state.db(move |c| Ok(Connection::by_id(c, &id)?)).await
+        .await
 }
 
 /// What a finished refresh by someone else means for us.
@@ -179,40 +227,52 @@ fn outcome_of(row: &Connection) -> AppResult<()> {
         Status::Connected => Ok(()),
         Status::NeedsReconnect => Err(needs_reconnect()),
         Status::Disconnected => Err(not_connected()),
-        Status::Error => Err(AppError::unavailable(
-            "refresh_failed",
-            row.last_error
-                .clone()
-                .unwrap_or_else(|| "the last refresh failed".into()),
-            row.next_refresh_at
-                .map_or(30, |t| (t - now()).num_seconds().clamp(1, 3600) as u64),
-        )),
+        Status::Error => Err(failing(row)),
     }
 }
 
+/// A connection whose refresh fails for now: 503, retried when it is due.
+fn failing(row: &Connection) -> AppError {
+    AppError::unavailable(
+        "refresh_failed",
+        row.last_error
+            .clone()
+            .unwrap_or_else(|| "the last refresh failed".into()),
+        row.next_refresh_at
+            .map_or(30, |t| (t - now()).num_seconds().clamp(1, 3600) as u64),
+    )
+}
+
 /// A valid access token for the tenant's connection to `provider`: the stored
-/// one when it stays valid for `min_ttl` seconds, else a refreshed one. While
-/// refreshing fails for now, a token that is still valid is handed out.
+/// one when it stays valid for `min_ttl` seconds, else a refreshed one. A
+/// token is not refreshed before half its life has passed, whatever `min_ttl`
+/// asks (a 4 s token cannot be valid for 60 s; refreshing it on every request
+/// would only storm the provider). While a refresh is backing off, or another
+/// instance holds the lease, a stored token that is still valid is handed out.
 pub async fn fresh_token(
-    state: &AppState,
+    state: &web::Data<AppState>,
     tenant_id: &str,
     provider: &Provider,
     min_ttl: i64,
 ) -> AppResult<(Connection, TokenSet)> {
+    let t = now();
     let valid_for = |c: &Connection, secs: i64| {
         c.expires_at
-            .is_none_or(|t| t > now() + Duration::seconds(secs))
+            .is_none_or(|exp| exp > t + Duration::seconds(secs))
+    };
+    let wants_refresh = |c: &Connection| {
+        provider.refresh != RefreshStyle::None && !valid_for(c, min_ttl) && c.past_half_life(t)
     };
     // Warm path: an opened token set this process read or wrote moments ago.
     if let Some((row, tokens)) = state.tokens.get(tenant_id, &provider.key) {
-        if row.status() == Status::Connected && valid_for(&row, min_ttl) {
+        if row.status() == Status::Connected && valid_for(&row, 0) && !wants_refresh(&row) {
             return Ok((row, tokens));
         }
     }
     let current = {
-        let (t, p) = (tenant_id.to_string(), provider.key.clone());
+        let (tn, p) = (tenant_id.to_string(), provider.key.clone());
         state
-            .db(move |c| Ok(Connection::current(c, &t, &p)?))
+            .db(move |c| Ok(Connection::current(c, &tn, &p)?))
             .await?
     };
     let row = current
@@ -221,14 +281,41 @@ pub async fn fresh_token(
     if row.status() == Status::NeedsReconnect {
         return Err(needs_reconnect());
     }
-    if valid_for(&row, min_ttl) || provider.refresh == RefreshStyle::None {
+    let backing_off = row.status() == Status::Error && row.next_refresh_at.is_some_and(|at| at > t);
+    let stored = |row: Connection| -> AppResult<(Connection, TokenSet)> {
         let tokens = row.tokens(&state.keys)?.ok_or_else(not_connected)?;
         if row.status() == Status::Connected {
             state.tokens.put(&row, &tokens);
         }
-        return Ok((row, tokens));
+        Ok((row, tokens))
+    };
+    let still_valid = valid_for(&row, 0);
+    if !wants_refresh(&row) || (still_valid && backing_off) {
+        return stored(row);
     }
-    match refresh_now(state, &row.id, "token-api", Some(Seen::of(&row))).await {
+    if backing_off {
+        // Expired, and the last refresh failed for now: say when it is retried.
+        return Err(failing(&row));
+    }
+    let refreshed = refresh_now(state, &row.id, "token-api", Some(Seen::of(&row)));
+    // A caller whose stored token still works waits a little for the refresh
+    // (its own, or another instance's lease), not for a slow provider or the
+    // lease of an instance that died: then the stored token is the answer.
+    // The refresh itself runs on (it is a task of its own).
+    let outcome = if still_valid {
+        tokio::time::timeout(PATIENCE, refreshed)
+            .await
+            .unwrap_or_else(|_| {
+                Err(AppError::unavailable(
+                    "refresh_in_progress",
+                    "a refresh is under way",
+                    1,
+                ))
+            })
+    } else {
+        refreshed.await
+    };
+    match outcome {
         Ok(fresh) => {
             let tokens = fresh.tokens(&state.keys)?.ok_or_else(not_connected)?;
             state.tokens.put(&fresh, &tokens);
@@ -271,29 +358,48 @@ pub async fn refresh_leased(
         )))
         .await);
     };
-    if let Err(wait) = state.breakers.allow(&provider.key) {
-        state
-            .metrics
-            .refresh_outcome(&provider.key, "circuit_open", 0.0);
-        return Err(release(AppError::unavailable(
-            "provider_unavailable",
+    if provider.refresh == RefreshStyle::None {
+        return Err(release(AppError::conflict(
+            "not_refreshable",
             format!(
-                "{} is failing; Tether is waiting before trying again",
+                "{} tokens do not expire and cannot be refreshed",
                 provider.display_name
             ),
-            wait,
         ))
         .await);
     }
+    // Nothing new goes out once a shutdown began; the permit keeps the
+    // shutdown waiting until this refresh's answer is committed.
+    let _sending = match state.sending.try_acquire() {
+        Ok(permit) if !state.is_stopping() => permit,
+        _ => return Err(release(shutting_down()).await),
+    };
+    let ticket = match state.breakers.allow(&provider.key) {
+        Ok(ticket) => ticket,
+        Err(wait) => {
+            state
+                .metrics
+                .refresh_outcome(&provider.key, "circuit_open", 0.0);
+            return Err(release(AppError::unavailable(
+                "provider_unavailable",
+                format!(
+                    "{} is failing; Tether is waiting before trying again",
+                    provider.display_name
+                ),
+                wait,
+            ))
+            .await);
+        }
+    };
     let old = match row.tokens(&state.keys) {
         Ok(Some(t)) => t,
         Ok(None) => return Err(release(not_connected()).await),
         Err(e) => return Err(release(e.into()).await),
     };
     // Last check before the refresh token leaves: we still hold the lease,
-    // for long enough to cover the call.
+    // now until no answer to this call can come any more.
     {
-        let (id, owner, until) = (row.id.clone(), owner.clone(), lease_until(state));
+        let (id, owner, until) = (row.id.clone(), owner.clone(), sending_lease_until(state));
         if !state
             .db(move |c| Ok(Connection::extend_lease(c, &id, &owner, until)?))
             .await?
@@ -325,10 +431,24 @@ pub async fn refresh_leased(
     );
     match result {
         Ok(response) => {
-            state.breakers.success(&provider.key);
+            ticket.success();
             state.metrics.refresh_outcome(&provider.key, "ok", secs);
             let t = now();
             let mut tokens = response.tokens;
+            // A provider that rotates refresh tokens starts the new one's
+            // lifetime afresh (GoHighLevel's year); one that hands back the
+            // old one, or none, keeps the lapse date it had (Spotify's six
+            // months run from consent).
+            let renewed = provider.rotates_refresh_tokens
+                && tokens.refresh_token.as_ref().is_some_and(|new| {
+                    old.refresh_token
+                        .as_ref()
+                        .is_none_or(|old| old.expose() != new.expose())
+                });
+            let refresh_expires_at = match provider.refresh_token_lifetime_days {
+                Some(days) if renewed => Some(t + Duration::days(days)),
+                _ => row.refresh_expires_at,
+            };
             // A response without a new refresh token keeps the old one.
             if tokens.refresh_token.is_none() {
                 tokens.refresh_token = old.refresh_token.clone();
@@ -339,6 +459,7 @@ pub async fn refresh_leased(
                 next_refresh_at: response
                     .expires_in
                     .map(|s| token::next_refresh_at(t, s, margin)),
+                refresh_expires_at,
                 scopes: response.scopes.unwrap_or_else(|| row.scopes()),
             };
             let keys = state.keys.clone();
@@ -380,18 +501,27 @@ pub async fn refresh_leased(
             match &e {
                 // No answer is as much a sign of trouble as a 5xx.
                 ProviderError::Transient { .. } | ProviderError::Unknown { .. } => {
-                    if state.breakers.failure(&provider.key) {
+                    if ticket.failure() {
                         log::warn!("circuit opened for provider={provider_key}");
                     }
                 }
                 ProviderError::ClientMisconfigured { error } => {
                     state.flag_provider(&provider.key, error);
                     // Not a transient failure of the provider, nor a verdict on the tenant.
-                    state.breakers.success(&provider.key);
+                    ticket.success();
                 }
-                _ => state.breakers.success(&provider.key),
+                _ => ticket.success(),
             }
-            let detail = e.to_string();
+            let detail = match (&e, row.last_error.as_deref()) {
+                // Most often the answer to that earlier refresh was lost
+                // after the provider rotated the token: say so.
+                (ProviderError::GrantGone { .. }, Some(earlier))
+                    if row.status() == Status::Error =>
+                {
+                    format!("{e}; the refresh before it had failed: {earlier}")
+                }
+                _ => e.to_string(),
+            };
             let Failure {
                 status,
                 next_refresh_at,
@@ -440,9 +570,13 @@ pub struct Failure {
     pub error: AppError,
 }
 
-/// DESIGN.md section 6: grant gone stops for good; an unknown outcome on a
-/// provider that rotates refresh tokens stops too (resending could revoke the
-/// grant); operator errors and refusals wait long; transient ones back off.
+/// DESIGN.md section 6: grant gone stops for good; operator errors and
+/// refusals wait long; everything else backs off and is retried. That
+/// includes a refresh whose answer never came, even at a provider that
+/// rotates refresh tokens: sending the same refresh token again cannot make
+/// things worse (if the provider never acted it succeeds; if it had rotated
+/// the token, the grant was lost with the answer, and the `invalid_grant` we
+/// get only confirms it). See docs/design.md.
 pub fn classify(provider: &Provider, row: &Connection, e: &ProviderError) -> Failure {
     let retry =
         |wait: Duration, code: &'static str, message: String, outcome: &'static str| Failure {
@@ -452,25 +586,19 @@ pub fn classify(provider: &Provider, row: &Connection, e: &ProviderError) -> Fai
             outcome,
             error: AppError::unavailable(code, message, wait.num_seconds().max(1) as u64),
         };
-    let stop = |outcome: &'static str| Failure {
-        status: Status::NeedsReconnect,
-        next_refresh_at: None,
-        event: "needs_reconnect",
-        outcome,
-        error: needs_reconnect(),
-    };
     match e {
-        ProviderError::GrantGone { .. } => stop("grant_gone"),
-        ProviderError::Unknown { .. }
-            if provider.rotates_refresh_tokens && provider.refresh == RefreshStyle::Standard =>
-        {
-            stop("unknown")
-        }
+        ProviderError::GrantGone { .. } => Failure {
+            status: Status::NeedsReconnect,
+            next_refresh_at: None,
+            event: "needs_reconnect",
+            outcome: "grant_gone",
+            error: needs_reconnect(),
+        },
         ProviderError::Unknown { .. } => retry(
             backoff(row.failure_count, None),
             "refresh_failed",
             format!(
-                "{} did not answer; Tether will retry",
+                "{} did not answer; Tether will retry with the stored refresh token",
                 provider.display_name
             ),
             "unknown",

@@ -83,7 +83,7 @@ impl Scheduler {
     pub fn start(self: &Arc<Self>) {
         let me = self.clone();
         actix_web::rt::spawn(async move {
-            loop {
+            while !me.state.is_stopping() {
                 // A tick that filled every slot it had probably left work due:
                 // go on as soon as a slot frees instead of after the interval.
                 let full = match me.tick_with_capacity().await {
@@ -124,6 +124,9 @@ impl Scheduler {
     /// As [`Scheduler::tick`], also returning how many slots the tick had.
     async fn tick_with_capacity(&self) -> Result<(usize, usize), crate::error::AppError> {
         let state = &self.state;
+        if state.is_stopping() {
+            return Ok((0, 0));
+        }
         let housekeeping_due = {
             let mut last = self.housekept.lock().unwrap_or_else(|e| e.into_inner());
             let due = last.is_none_or(|t| t.elapsed() >= state.settings.refresh.interval);

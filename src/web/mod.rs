@@ -40,7 +40,15 @@ pub struct AppState {
     pub api_cache: api::ApiCache,
     /// Opened token sets of warm connections (see `refresh::cache`).
     pub tokens: crate::refresh::cache::TokenCache,
+    /// Refreshes whose request may be at the provider: each holds a permit
+    /// from the moment it decides to send until its answer is committed.
+    pub sending: tokio::sync::Semaphore,
+    /// Set once a shutdown began: nothing new is claimed or sent.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
+
+/// Permits of [`AppState::sending`]: more than can ever be in flight.
+const SENDING_PERMITS: u32 = 1 << 20;
 
 impl AppState {
     pub fn new(ctx: Context) -> AppState {
@@ -52,7 +60,8 @@ impl AppState {
             keys: ctx.keys,
             providers: ctx.providers,
             http,
-            instance_id: crate::crypto::random_token(6),
+            // Hex, so that it is a plain prefix in a LIKE pattern.
+            instance_id: hex::encode(crate::crypto::random_bytes(6)),
             login_limiter: RateLimiter::new(10, Duration::from_secs(300)),
             oauth_limiter: RateLimiter::new(60, Duration::from_secs(60)),
             flights: Default::default(),
@@ -60,6 +69,45 @@ impl AppState {
             metrics: Default::default(),
             api_cache: Default::default(),
             tokens,
+            sending: tokio::sync::Semaphore::new(SENDING_PERMITS as usize),
+            stopping: Default::default(),
+        }
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A graceful stop: claim and send nothing new, let the refreshes whose
+    /// request is at a provider finish (each is bounded by the provider
+    /// timeout), then release this instance's leases so another instance can
+    /// take the work at once instead of waiting for them to lapse.
+    pub async fn drain(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let bound = self.settings.refresh.provider_timeout + Duration::from_secs(5);
+        let waited = std::time::Instant::now();
+        match tokio::time::timeout(bound, self.sending.acquire_many(SENDING_PERMITS)).await {
+            Ok(_) => log::info!(
+                "shutdown: refreshes in flight finished after {} ms",
+                waited.elapsed().as_millis()
+            ),
+            Err(_) => log::warn!(
+                "shutdown: refreshes still in flight after {} s; stopping anyway",
+                bound.as_secs()
+            ),
+        }
+        let instance = self.instance_id.clone();
+        match self
+            .db(move |c| {
+                Ok(crate::db::models::connection::Connection::release_all_of(
+                    c, &instance,
+                )?)
+            })
+            .await
+        {
+            Ok(n) => log::info!("shutdown: released {n} refresh lease(s)"),
+            Err(e) => log::warn!("shutdown: could not release refresh leases: {e:?}"),
         }
     }
 

@@ -73,6 +73,17 @@ pub async fn start(app: &TestApp, extra_query: &str) -> (String, String) {
 
 /// The provider's token and identity answers for a first connection.
 pub async fn mount_exchange(fake: &FakeProvider, challenge: &str, access: &str, refresh: &str) {
+    mount_exchange_lasting(fake, challenge, access, refresh, 3600).await
+}
+
+/// As [`mount_exchange`], with an access token living `expires_in` seconds.
+pub async fn mount_exchange_lasting(
+    fake: &FakeProvider,
+    challenge: &str,
+    access: &str,
+    refresh: &str,
+    expires_in: i64,
+) {
     Mock::given(method("POST"))
         .and(path("/token"))
         .and(body_string_contains("grant_type=authorization_code"))
@@ -81,7 +92,7 @@ pub async fn mount_exchange(fake: &FakeProvider, challenge: &str, access: &str, 
         .respond_with(ResponseTemplate::new(200).set_body_json(tokens(
             access,
             Some(refresh),
-            "3600".into(),
+            expires_in.to_string().into(),
         )))
         .expect(1)
         .named("code exchange")

@@ -145,10 +145,15 @@ fn the_connection(app: &TestApp, tenant: &str) -> Connection {
 }
 
 /// Makes the stored access token expire `secs` seconds from now (negative: ago).
+/// Makes the access token one issued an hour ago that expires in `secs`.
 fn expire_in(app: &TestApp, secs: i64) {
     let id = the_connection(app, "acme").id;
+    let t = tether::db::now();
     diesel::update(connections::table.find(&id))
-        .set(connections::expires_at.eq(Some(tether::db::now() + chrono::Duration::seconds(secs))))
+        .set((
+            connections::expires_at.eq(Some(t + chrono::Duration::seconds(secs))),
+            connections::last_refreshed_at.eq(Some(t - chrono::Duration::hours(1))),
+        ))
         .execute(&mut app.conn())
         .unwrap();
 }

@@ -47,6 +47,9 @@ struct Ledger {
 struct RotatingInner {
     ledger: Mutex<Ledger>,
     delay: Mutex<Duration>,
+    /// An outage: requests hang and are never acted on (the provider never
+    /// saw them, as far as its grants go).
+    stalled: AtomicBool,
     /// Whether each refresh retires the refresh token and issues a new one.
     rotate: bool,
 }
@@ -65,6 +68,7 @@ impl Rotating {
         Rotating(Arc::new(RotatingInner {
             ledger: Mutex::new(Ledger::default()),
             delay: Mutex::new(Duration::ZERO),
+            stalled: AtomicBool::new(false),
             rotate,
         }))
     }
@@ -93,6 +97,11 @@ impl Rotating {
 
     pub fn set_delay(&self, delay: Duration) {
         *self.0.delay.lock().unwrap() = delay;
+    }
+
+    /// While stalled, every refresh hangs for 3 s without being acted on.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.0.stalled.store(stalled, Ordering::SeqCst);
     }
 
     /// Refresh requests received.
@@ -129,6 +138,9 @@ impl Respond for Rotating {
             .find(|(k, _)| k == "refresh_token")
             .map(|(_, v)| v.into_owned())
             .unwrap_or_default();
+        if self.0.stalled.load(Ordering::SeqCst) {
+            return invalid_grant().set_delay(Duration::from_secs(3));
+        }
         let delay = *self.0.delay.lock().unwrap();
         let mut l = self.ledger();
         l.seen.push(rt.clone());
@@ -238,7 +250,8 @@ fn tenant(app: &TestApp, external_id: &str) -> Tenant {
 }
 
 /// Stores an `acme` connection holding `rt`, expiring in `expires_in` seconds
-/// and due for refresh in `due_in` seconds.
+/// and due for refresh in `due_in` seconds. Its access token was issued an
+/// hour ago, so it is past half its life (when a refresh may happen).
 fn seed_on(
     conn: &mut tether::db::PooledConn,
     keys: &tether::crypto::KeyRing,
@@ -257,7 +270,7 @@ fn seed_on(
     };
     let scopes = vec!["contacts.read".to_string()];
     let metadata = serde_json::json!({});
-    Connection::store_grant(
+    let c = Connection::store_grant(
         conn,
         keys,
         &Grant {
@@ -273,7 +286,18 @@ fn seed_on(
             metadata: &metadata,
         },
     )
-    .expect("store grant")
+    .expect("store grant");
+    issued_ago(conn, &c.id, 3600)
+}
+
+/// Makes a connection's access token `secs` old (as if issued then).
+pub fn issued_ago(conn: &mut tether::db::PooledConn, id: &str, secs: i64) -> Connection {
+    use tether::db::schema::connections;
+    diesel::update(connections::table.find(id))
+        .set(connections::last_refreshed_at.eq(Some(now() - chrono::Duration::seconds(secs))))
+        .execute(conn)
+        .unwrap();
+    Connection::by_id(conn, id).unwrap()
 }
 
 fn seed(
@@ -401,7 +425,10 @@ backend_tests!(
     fifty_concurrent_token_requests_share_one_refresh_and_one_new_token,
     an_expired_lease_of_a_dead_instance_is_taken_over_and_the_refresh_token_sent_once,
     two_instances_refresh_200_connections_without_reusing_a_refresh_token,
-    a_timed_out_refresh_at_a_rotating_provider_needs_reconnect_and_is_never_resent,
+    a_refresh_whose_answer_was_lost_after_rotation_is_retried_and_ends_as_needs_reconnect_with_the_reason,
+    a_provider_timing_out_for_a_while_loses_no_connection_and_all_recover,
+    a_renewed_refresh_token_moves_its_lapse_date_and_a_lapse_warning_is_a_webhook,
+    a_refresh_of_a_provider_without_refresh_is_a_409_that_changes_nothing,
     a_timed_out_refresh_at_a_provider_that_keeps_refresh_tokens_is_retried_later,
     invalid_grant_needs_reconnect_answers_409_and_queues_a_webhook,
     invalid_client_flags_the_provider_not_the_tenant,
@@ -663,12 +690,12 @@ const SHORT_TIMEOUT: [(&str, &str); 2] = [
     ("TETHER_REFRESH_LEASE_SECS", "10"),
 ];
 
-async fn a_timed_out_refresh_at_a_rotating_provider_needs_reconnect_and_is_never_resent(
+async fn a_refresh_whose_answer_was_lost_after_rotation_is_retried_and_ends_as_needs_reconnect_with_the_reason(
     backend: Backend,
 ) {
     let fake = FakeProvider::start().await;
     let rotating = Rotating::new(true);
-    // It rotates on receipt, then the answer comes too late.
+    // It rotates on receipt, then the answer comes too late: lost.
     rotating.set_delay(Duration::from_secs(3));
     rotating.mount(&fake).await;
     let app = spawn(backend, &fake, "", &SHORT_TIMEOUT).await;
@@ -677,12 +704,14 @@ async fn a_timed_out_refresh_at_a_rotating_provider_needs_reconnect_and_is_never
     let c = seed(&app, &t.id, "acct-1", "rt-0", 30, 3600);
     let key = api_key(&app);
 
+    // The stored token is still valid: it is handed out, and the connection
+    // waits to retry instead of being given up.
     let res = token(&app, &key, "acme").await;
-    assert_eq!(res.status(), 409);
+    assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "needs_reconnect", "{body}");
+    assert_eq!(body["access_token"], "at-seed-rt-0");
     let after = row(&app, &c.id);
-    assert_eq!(after.status(), Status::NeedsReconnect);
+    assert_eq!(after.status(), Status::Error, "not given up");
     assert!(
         after
             .last_error
@@ -692,23 +721,93 @@ async fn a_timed_out_refresh_at_a_rotating_provider_needs_reconnect_and_is_never
         "{:?}",
         after.last_error
     );
-    assert_eq!(after.next_refresh_at, None);
+    let next = after.next_refresh_at.expect("a retry is planned");
+    assert!(secs_until(next) >= 20, "backed off: {}", secs_until(next));
     assert!(after.lease_owner.is_none());
-    assert_eq!(rotating.seen("rt-0"), 1);
 
-    // No retry storm: neither the scheduler nor the token API sends it again.
-    make_due(&app, &c.id);
-    let scheduler = Scheduler::new(app.state.clone());
-    assert_eq!(scheduler.tick().await.unwrap(), 0);
+    // While it backs off, callers get the stored token and nothing is sent.
     for _ in 0..3 {
-        assert_eq!(token(&app, &key, "acme").await.status(), 409);
+        assert_eq!(token(&app, &key, "acme").await.status(), 200);
     }
-    assert_eq!(
-        rotating.calls(),
-        1,
-        "the provider saw the refresh token exactly once"
+    assert_eq!(Scheduler::new(app.state.clone()).tick().await.unwrap(), 0);
+    assert_eq!(rotating.calls(), 1, "no resend while backing off");
+
+    // The retry sends the stored refresh token again; the provider had
+    // rotated it, so it says the grant is gone: needs_reconnect, with why.
+    rotating.set_delay(Duration::ZERO);
+    make_due(&app, &c.id);
+    assert_eq!(Scheduler::new(app.state.clone()).tick().await.unwrap(), 1);
+    let done = until(&app, &c.id, |r| r.status() == Status::NeedsReconnect).await;
+    let reason = done.last_error.clone().unwrap_or_default();
+    assert!(reason.contains("no longer valid"), "{reason}");
+    assert!(
+        reason.contains("the refresh before it had failed"),
+        "the lost answer is named: {reason}"
     );
+    assert_eq!(rotating.seen("rt-0"), 2);
+    assert_eq!(token(&app, &key, "acme").await.status(), 409);
+    let status: serde_json::Value = app
+        .client
+        .get(format!(
+            "{}/api/v1/tenants/acme/connections/acme",
+            app.address
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "needs_reconnect");
+    assert_eq!(status["last_error"], serde_json::Value::String(reason));
+}
+
+async fn a_provider_timing_out_for_a_while_loses_no_connection_and_all_recover(backend: Backend) {
+    let fake = FakeProvider::start().await;
+    let rotating = Rotating::new(true);
+    rotating.mount(&fake).await;
+    let app = spawn(backend, &fake, "", &SHORT_TIMEOUT).await;
+    let t = tenant(&app, "acme");
+    // Fewer than the circuit's threshold, so every one is really sent.
+    let n = tether::refresh::circuit::THRESHOLD as usize - 1;
+    let seeded: Vec<(Connection, String)> = (0..n)
+        .map(|i| {
+            let rt = format!("rt-seed-{i}");
+            rotating.grant(&rt);
+            (seed(&app, &t.id, &format!("acct-{i}"), &rt, 600, -1), rt)
+        })
+        .collect();
+
+    // The provider hangs: every refresh times out, none is acted on.
+    rotating.set_stalled(true);
+    let scheduler = Scheduler::new(app.state.clone());
+    assert_eq!(scheduler.tick().await.unwrap(), n);
+    for (c, _) in &seeded {
+        let after = until(&app, &c.id, |r| {
+            r.version > c.version || r.failure_count > 0
+        })
+        .await;
+        assert_eq!(after.status(), Status::Error, "kept, retrying: {after:?}");
+        assert!(after.next_refresh_at.is_some());
+    }
+
+    // It recovers: the retries, with the same refresh tokens, all succeed.
+    rotating.set_stalled(false);
+    for (c, _) in &seeded {
+        make_due(&app, &c.id);
+    }
+    assert_eq!(scheduler.tick().await.unwrap(), n);
+    for (c, first_rt) in &seeded {
+        let done = until(&app, &c.id, |r| {
+            r.status() == Status::Connected && r.lease_owner.is_none()
+        })
+        .await;
+        assert_eq!(done.failure_count, 0);
+        assert_eq!(Some(refresh_token_of(&app, &done)), rotating.live(first_rt));
+    }
     assert!(rotating.reuses().is_empty());
+    assert_eq!(rotating.revoked(), 0);
 }
 
 async fn a_timed_out_refresh_at_a_provider_that_keeps_refresh_tokens_is_retried_later(
@@ -1295,7 +1394,7 @@ async fn a_failed_delivery_stays_pending_and_a_restarted_instance_delivers_it(ba
         let t = Tenant::create(&mut conn, "acme", "acme").unwrap();
         seed_on(&mut conn, &ctx.keys, &t.id, "acct-1", "rt-0", -60, -1)
     };
-    let first = AppState::new(ctx);
+    let first = actix_web::web::Data::new(AppState::new(ctx));
     let err = tether::refresh::refresh_now(&first, &c.id, "test", None)
         .await
         .unwrap_err();
@@ -1422,4 +1521,98 @@ async fn postgres_a_waiting_instance_shares_a_failed_refresh_instead_of_sending_
         return;
     }
     a_waiting_instance_shares_a_failed_refresh_instead_of_sending_another(Backend::Postgres).await
+}
+
+// ---------------------------------------------------------------------------
+// Refresh tokens with a known lifetime; tokens that cannot be refreshed.
+
+async fn a_renewed_refresh_token_moves_its_lapse_date_and_a_lapse_warning_is_a_webhook(
+    backend: Backend,
+) {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hooks"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let hook = format!("{}/hooks", receiver.uri());
+    let fake = FakeProvider::start().await;
+    let rotating = Rotating::new(true);
+    rotating.mount(&fake).await;
+    let app = spawn(
+        backend,
+        &fake,
+        "refresh_token_lifetime_days = 365",
+        &[
+            ("TETHER_WEBHOOK_URL", &hook),
+            ("TETHER_WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ],
+    )
+    .await;
+    let t = tenant(&app, "acme");
+    rotating.grant("rt-0");
+    let c = seed(&app, &t.id, "acct-1", "rt-0", 600, 3600);
+    {
+        use tether::db::schema::connections;
+        diesel::update(connections::table.find(&c.id))
+            .set(connections::refresh_expires_at.eq(Some(now() + chrono::Duration::days(3))))
+            .execute(&mut app.conn())
+            .unwrap();
+    }
+    // The scheduler's housekeeping announces the lapse, as a webhook too.
+    Scheduler::new(app.state.clone()).tick().await.unwrap();
+    let receiver = &receiver;
+    eventually(10, "the lapse webhook", move || async move {
+        !requests_to(receiver).await.is_empty()
+    })
+    .await;
+    let payload = assert_signed(&requests_to(receiver).await[0]);
+    assert_eq!(payload["type"], "refresh_token_expiring");
+    assert_eq!(payload["connection_id"], c.id.as_str());
+
+    // A refresh that brings a new refresh token starts its year afresh.
+    make_due(&app, &c.id);
+    assert_eq!(Scheduler::new(app.state.clone()).tick().await.unwrap(), 1);
+    let after = until(&app, &c.id, |r| {
+        r.version > c.version && r.lease_owner.is_none()
+    })
+    .await;
+    let lapses = after.refresh_expires_at.expect("a lapse date");
+    assert!(
+        (364..=365).contains(&(lapses - now()).num_days()),
+        "moved a year ahead: {lapses}"
+    );
+    assert_eq!(refresh_token_of(&app, &after), "rt-1");
+}
+
+async fn a_refresh_of_a_provider_without_refresh_is_a_409_that_changes_nothing(backend: Backend) {
+    let fake = FakeProvider::start().await;
+    let rotating = Rotating::new(true);
+    rotating.mount(&fake).await;
+    let app = spawn(backend, &fake, r#"refresh = "none""#, &[]).await;
+    let t = tenant(&app, "acme");
+    let c = seed(&app, &t.id, "acct-1", "rt-0", 600, 3600);
+    let key = api_key(&app);
+    let res = app
+        .client
+        .post(format!(
+            "{}/api/v1/tenants/acme/connections/acme/refresh",
+            app.address
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_refreshable", "{body}");
+    let after = row(&app, &c.id);
+    assert_eq!(after.status(), Status::Connected);
+    assert_eq!(after.version, c.version);
+    assert_eq!(after.updated_at, c.updated_at);
+    assert_eq!(after.failure_count, 0);
+    assert!(after.last_error.is_none() && after.lease_owner.is_none());
+    assert_eq!(rotating.calls(), 0, "nothing sent");
+    // The token API hands the stored token out as it is.
+    assert_eq!(token(&app, &key, "acme").await.status(), 200);
 }

@@ -2,7 +2,7 @@
 //! take effect at once, other instances' writes within the cache's lifetime.
 
 use crate::backend_tests;
-use crate::flow::{connect, mount_exchange, start, tokens};
+use crate::flow::{connect, mount_exchange, mount_exchange_lasting, start, tokens};
 use crate::helpers::{
     spawn_app_with, Backend, FakeProvider, TestApp, TestDb, ACME_ISSUER, PASSWORD,
 };
@@ -108,8 +108,31 @@ async fn a_cached_token_is_served_until_the_cache_lapses_and_a_local_disconnect_
 
 async fn a_token_about_to_expire_is_not_served_from_the_cache(backend: Backend) {
     let (app, fake, key) = app_with_cache(backend, "60000").await;
-    connect(&app, &fake, "at-1", "rt-1").await;
-    assert_eq!(token(&app, &key).await.status(), 200);
+    // A 4-second token: the first request (min_ttl 0) caches it.
+    let (state, challenge) = start(&app, "").await;
+    mount_exchange_lasting(&fake, &challenge, "at-1", "rt-1", 4).await;
+    app.get(&format!(
+        "/oauth/acme/callback?code=the-code&state={state}&iss={ACME_ISSUER}"
+    ))
+    .await;
+    let first = |min_ttl: u32| {
+        let (app, key) = (&app, &key);
+        async move {
+            app.client
+                .get(format!(
+                    "{}/api/v1/tenants/acme/connections/acme/token?min_ttl={min_ttl}",
+                    app.address
+                ))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(first(0).await["access_token"], "at-1");
     Mock::given(method("POST"))
         .and(path("/token"))
         .and(body_string_contains("grant_type=refresh_token"))
@@ -121,19 +144,13 @@ async fn a_token_about_to_expire_is_not_served_from_the_cache(backend: Backend) 
         .expect(1)
         .mount(&fake.server)
         .await;
-    // The cached entry expires within min_ttl: it is not served, a refresh happens.
-    let res = app
-        .client
-        .get(format!(
-            "{}/api/v1/tenants/acme/connections/acme/token?min_ttl=7200",
-            app.address
-        ))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    let body: serde_json::Value = res.json().await.unwrap();
-    assert_eq!(body["access_token"], "at-2");
+    // Before half its life, it is served even though min_ttl asks for more.
+    assert_eq!(first(60).await["access_token"], "at-1");
+    // Past half its life, the cached entry is not served: a refresh happens.
+    while !row(&app).past_half_life(tether::db::now()) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(first(60).await["access_token"], "at-2");
     assert_eq!(
         row(&app)
             .tokens(&app.ctx.keys)

@@ -119,6 +119,8 @@ struct GrantRow<'a> {
 pub struct Refreshed {
     pub expires_at: Option<NaiveDateTime>,
     pub next_refresh_at: Option<NaiveDateTime>,
+    /// When the (possibly renewed) refresh token lapses.
+    pub refresh_expires_at: Option<NaiveDateTime>,
     pub scopes: Vec<String>,
 }
 
@@ -267,6 +269,17 @@ impl Connection {
         Status::parse(&self.status)
     }
 
+    /// Whether half the access token's life has passed (tokens without an
+    /// expiry or a known start count as past it). A token is never refreshed
+    /// sooner, by the scheduler or on demand: a 4 s token gets at most about
+    /// two refreshes per lifetime, however many callers want it.
+    pub fn past_half_life(&self, at: NaiveDateTime) -> bool {
+        match (self.last_refreshed_at, self.expires_at) {
+            (Some(from), Some(to)) if to > from => at >= from + (to - from) / 2,
+            _ => true,
+        }
+    }
+
     pub fn scopes(&self) -> Vec<String> {
         serde_json::from_str(&self.scopes).unwrap_or_default()
     }
@@ -352,6 +365,7 @@ impl Connection {
             connections::status.eq(Status::Connected.as_str()),
             connections::expires_at.eq(refreshed.expires_at),
             connections::next_refresh_at.eq(refreshed.next_refresh_at),
+            connections::refresh_expires_at.eq(refreshed.refresh_expires_at),
             connections::scopes
                 .eq(serde_json::to_string(&refreshed.scopes).unwrap_or_else(|_| "[]".into())),
             connections::version.eq(connections::version + 1),
@@ -486,6 +500,19 @@ impl Connection {
             .group_by(connections::status)
             .select((connections::status, diesel::dsl::count_star()))
             .load(conn)
+    }
+
+    /// Releases every lease held by one instance (lease owners are
+    /// `<instance>:<attempt>`), at the end of a graceful shutdown.
+    pub fn release_all_of(conn: &mut DbConn, instance_id: &str) -> QueryResult<usize> {
+        diesel::update(
+            connections::table.filter(connections::lease_owner.like(format!("{instance_id}:%"))),
+        )
+        .set((
+            connections::lease_owner.eq(None::<String>),
+            connections::lease_until.eq(None::<NaiveDateTime>),
+        ))
+        .execute(conn)
     }
 
     /// Releases a lease without changing anything else.
