@@ -101,6 +101,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "how long a claimed refresh is held before another instance may take it (at least the provider timeout + 5)",
     ),
     (
+        "TETHER_RETENTION_DAYS",
+        "90",
+        "events and finished webhook deliveries older than this are deleted (in batches, by the scheduler)",
+    ),
+    (
         "TETHER_DEMO_PROVIDER",
         "on in development",
         "the built-in demo authorization server",
@@ -146,6 +151,8 @@ pub struct RefreshSettings {
     pub provider_timeout: Duration,
     /// Lifetime of the per-process token cache (zero: off).
     pub token_cache: Duration,
+    /// Age after which events and finished webhook deliveries are deleted.
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -340,6 +347,10 @@ impl Settings {
             token_cache: Duration::from_millis(v.parse("TETHER_TOKEN_CACHE_MS", "1000", |s| {
                 parse_range(s, 0, 60_000)
             })),
+            retention: Duration::from_secs(
+                86_400
+                    * v.parse::<u64>("TETHER_RETENTION_DAYS", "90", |s| parse_range(s, 1, 36_500)),
+            ),
         };
         // A refresh must finish (or time out) while its lease still holds, or
         // another instance could send the same refresh token.

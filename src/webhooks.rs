@@ -97,6 +97,22 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &str) -> String {
     )
 }
 
+/// Deletes up to `batch` notifications older than `before` that are done
+/// with: delivered, or given up after [`MAX_ATTEMPTS`]. Returns how many.
+pub fn prune(conn: &mut DbConn, before: NaiveDateTime, batch: i64) -> QueryResult<usize> {
+    let done = webhook_outbox::table
+        .filter(webhook_outbox::created_at.lt(before))
+        .filter(
+            webhook_outbox::delivered_at
+                .is_not_null()
+                .or(webhook_outbox::attempts.ge(MAX_ATTEMPTS)),
+        )
+        .select(webhook_outbox::id)
+        .limit(batch)
+        .load::<String>(conn)?;
+    diesel::delete(webhook_outbox::table.filter(webhook_outbox::id.eq_any(&done))).execute(conn)
+}
+
 #[derive(Debug, Queryable)]
 struct Pending {
     id: String,

@@ -57,6 +57,33 @@ fn warn_lapsing_refresh_tokens(c: &mut crate::db::DbConn, notify: bool) -> diese
     Ok(())
 }
 
+/// Rows deleted per statement, and statements per housekeeping round, when
+/// pruning old events and webhook deliveries: short transactions that never
+/// hold up refreshes, while a backlog still goes within a few rounds.
+const PRUNE_BATCH: i64 = 1_000;
+const PRUNE_BATCHES_PER_ROUND: usize = 20;
+
+/// Deletes events and finished webhook deliveries older than `before`.
+fn prune(c: &mut crate::db::DbConn, before: chrono::NaiveDateTime) -> diesel::QueryResult<()> {
+    let (mut events, mut deliveries) = (0, 0);
+    for _ in 0..PRUNE_BATCHES_PER_ROUND {
+        let e = crate::db::models::event::Event::prune(c, before, PRUNE_BATCH)?;
+        let d = crate::webhooks::prune(c, before, PRUNE_BATCH)?;
+        events += e;
+        deliveries += d;
+        if (e as i64) < PRUNE_BATCH && (d as i64) < PRUNE_BATCH {
+            break;
+        }
+    }
+    if events + deliveries > 0 {
+        log::info!(
+            "retention: deleted {events} events and {deliveries} webhook deliveries older than {}",
+            before.format("%Y-%m-%d")
+        );
+    }
+    Ok(())
+}
+
 pub struct Scheduler {
     state: web::Data<AppState>,
     overall: Arc<Semaphore>,
@@ -137,10 +164,13 @@ impl Scheduler {
         };
         if housekeeping_due {
             let notify = state.settings.webhook.is_some();
+            let retention = chrono::Duration::from_std(state.settings.refresh.retention)
+                .unwrap_or(chrono::Duration::days(90));
             state
                 .db(move |c| {
                     OAuthState::delete_expired(c, now() - chrono::Duration::hours(1))?;
                     warn_lapsing_refresh_tokens(c, notify)?;
+                    prune(c, now() - retention)?;
                     Ok(())
                 })
                 .await?;

@@ -49,7 +49,127 @@ pub async fn until(app: &TestApp, id: &str, done: impl Fn(&Connection) -> bool) 
 backend_tests!(
     a_scheduler_tick_refreshes_a_due_connection_and_plans_the_next,
     a_refresh_token_about_to_lapse_is_announced_once_and_shown_on_the_card,
+    old_events_and_finished_deliveries_are_pruned_and_the_rest_kept,
+    the_card_shows_state_changes_before_routine_refreshes,
 );
+
+/// Records an event `days` old, with a webhook delivery that is `delivery`.
+fn old_event(
+    app: &TestApp,
+    c: &Connection,
+    kind: &str,
+    days: i64,
+    delivery: Option<&str>,
+) -> String {
+    use tether::db::schema::{events, webhook_outbox};
+    let mut conn = app.conn();
+    let e = tether::db::models::event::Event::record(
+        &mut conn,
+        &c.tenant_id,
+        Some(&c.id),
+        "acme",
+        kind,
+        "test",
+        None,
+    )
+    .unwrap();
+    let at = tether::db::now() - chrono::Duration::days(days);
+    diesel::update(events::table.find(&e.id))
+        .set(events::created_at.eq(at))
+        .execute(&mut conn)
+        .unwrap();
+    if let Some(state) = delivery {
+        tether::webhooks::enqueue(&mut conn, &e).unwrap();
+        let (delivered, attempts) = match state {
+            "delivered" => (Some(at), 1),
+            "given_up" => (None, tether::webhooks::MAX_ATTEMPTS),
+            _ => (None, 3),
+        };
+        diesel::update(webhook_outbox::table.filter(webhook_outbox::event_id.eq(&e.id)))
+            .set((
+                webhook_outbox::created_at.eq(at),
+                webhook_outbox::delivered_at.eq(delivered),
+                webhook_outbox::attempts.eq(attempts),
+            ))
+            .execute(&mut conn)
+            .unwrap();
+    }
+    e.id
+}
+
+async fn old_events_and_finished_deliveries_are_pruned_and_the_rest_kept(backend: Backend) {
+    let (app, fake) = signed_in(backend, "post").await;
+    connect(&app, &fake, "at-1", "rt-1").await;
+    let c = the_connection(&app);
+    let gone = [
+        old_event(&app, &c, "refreshed", 91, None),
+        old_event(&app, &c, "needs_reconnect", 200, Some("delivered")),
+        old_event(&app, &c, "disconnected", 120, Some("given_up")),
+    ];
+    let kept = [
+        old_event(&app, &c, "refreshed", 89, None),
+        old_event(&app, &c, "connected", 10, Some("delivered")),
+    ];
+    // Old, but its webhook is not delivered yet: the event goes, the
+    // delivery (whose payload holds all of it) stays until it is done.
+    let pending = old_event(&app, &c, "revoked", 150, Some("pending"));
+    Scheduler::new(app.state.clone()).tick().await.unwrap();
+
+    use tether::db::schema::{events, webhook_outbox};
+    let ids: Vec<String> = events::table
+        .select(events::id)
+        .load(&mut app.conn())
+        .unwrap();
+    for id in gone.iter().chain([&pending]) {
+        assert!(!ids.contains(id), "pruned: {id}");
+    }
+    for id in &kept {
+        assert!(ids.contains(id), "kept: {id}");
+    }
+    let outbox: Vec<(Option<String>, String)> = webhook_outbox::table
+        .select((webhook_outbox::event_id, webhook_outbox::payload))
+        .load(&mut app.conn())
+        .unwrap();
+    assert_eq!(
+        outbox.len(),
+        2,
+        "the recent delivery and the pending one: {outbox:?}"
+    );
+    assert!(outbox
+        .iter()
+        .any(|(e, _)| e.as_deref() == Some(kept[1].as_str())));
+    assert!(outbox.iter().any(|(_, p)| p.contains(&pending)));
+}
+
+async fn the_card_shows_state_changes_before_routine_refreshes(backend: Backend) {
+    let (app, fake) = signed_in(backend, "post").await;
+    connect(&app, &fake, "at-1", "rt-1").await;
+    let c = the_connection(&app);
+    old_event(&app, &c, "refresh_failed", 2, None);
+    for _ in 0..6 {
+        old_event(&app, &c, "refreshed", 0, None);
+    }
+    let recent =
+        tether::db::models::event::Event::recent(&mut app.conn(), &c.tenant_id, "acme", 5).unwrap();
+    let kinds: Vec<&str> = recent.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "connected",
+            "refresh_failed",
+            "refreshed",
+            "refreshed",
+            "refreshed"
+        ]
+    );
+    let page = app
+        .get("/settings/integrations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Refresh failed"), "{page}");
+}
 
 async fn a_refresh_token_about_to_lapse_is_announced_once_and_shown_on_the_card(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;

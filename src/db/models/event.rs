@@ -83,7 +83,10 @@ impl Event {
         .get_result(conn)
     }
 
-    /// The latest events of a tenant's provider, newest first.
+    /// The latest events of a tenant's provider for its card: state changes
+    /// (connected, failures, needs_reconnect...) first, newest first, then
+    /// routine refreshes, so that a day of refreshes does not hide why a
+    /// connection is in the state it is.
     pub fn recent(
         conn: &mut DbConn,
         tenant_id: &str,
@@ -93,9 +96,24 @@ impl Event {
         events::table
             .filter(events::tenant_id.eq(tenant_id))
             .filter(events::provider.eq(provider))
-            .order((events::created_at.desc(), events::id.desc()))
+            // false sorts first on both backends.
+            .order((
+                events::kind.eq("refreshed").asc(),
+                events::created_at.desc(),
+                events::id.desc(),
+            ))
             .limit(limit)
             .select(Event::as_select())
             .load(conn)
+    }
+
+    /// Deletes up to `batch` events older than `before`; returns how many.
+    pub fn prune(conn: &mut DbConn, before: NaiveDateTime, batch: i64) -> QueryResult<usize> {
+        let old: Vec<String> = events::table
+            .filter(events::created_at.lt(before))
+            .select(events::id)
+            .limit(batch)
+            .load(conn)?;
+        diesel::delete(events::table.filter(events::id.eq_any(&old))).execute(conn)
     }
 }

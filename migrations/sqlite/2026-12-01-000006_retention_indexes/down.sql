@@ -1,0 +1,2 @@
+DROP INDEX webhook_outbox_by_age;
+DROP INDEX events_by_age;
