@@ -190,13 +190,15 @@ fn outcome_of(row: &Connection) -> AppResult<()> {
     }
 }
 
-/// A valid access token for the tenant's connection to `provider`: the stored
+/// A valid access token for the tenant's connection to `provider` (the
+/// account named, or the default when `account` is `None`): the stored
 /// one when it stays valid for `min_ttl` seconds, else a refreshed one. While
 /// refreshing fails for now, a token that is still valid is handed out.
 pub async fn fresh_token(
     state: &AppState,
     tenant_id: &str,
     provider: &Provider,
+    account: Option<&str>,
     min_ttl: i64,
 ) -> AppResult<(Connection, TokenSet)> {
     let valid_for = |c: &Connection, secs: i64| {
@@ -204,34 +206,41 @@ pub async fn fresh_token(
             .is_none_or(|t| t > now() + Duration::seconds(secs))
     };
     // Warm path: an opened token set this process read or wrote moments ago.
-    if let Some((row, tokens)) = state.tokens.get(tenant_id, &provider.key) {
+    if let Some((row, tokens)) = state.tokens.get(tenant_id, &provider.key, account) {
         if row.status() == Status::Connected && valid_for(&row, min_ttl) {
             return Ok((row, tokens));
         }
     }
     let current = {
-        let (t, p) = (tenant_id.to_string(), provider.key.clone());
+        let (t, p, a) = (
+            tenant_id.to_string(),
+            provider.key.clone(),
+            account.map(str::to_string),
+        );
         state
-            .db(move |c| Ok(Connection::current(c, &t, &p)?))
+            .db(move |c| Ok(Connection::lookup(c, &t, &p, a.as_deref())?))
             .await?
     };
     let row = current
         .filter(|c| c.token_ciphertext.is_some())
-        .ok_or_else(not_connected)?;
+        .ok_or_else(|| match account {
+            None => not_connected(),
+            Some(_) => crate::db::models::connection::unknown_account(),
+        })?;
     if row.status() == Status::NeedsReconnect {
         return Err(needs_reconnect());
     }
     if valid_for(&row, min_ttl) || provider.refresh == RefreshStyle::None {
         let tokens = row.tokens(&state.keys)?.ok_or_else(not_connected)?;
         if row.status() == Status::Connected {
-            state.tokens.put(&row, &tokens);
+            state.tokens.put(&row, &tokens, account);
         }
         return Ok((row, tokens));
     }
     match refresh_now(state, &row.id, "token-api", Some(Seen::of(&row))).await {
         Ok(fresh) => {
             let tokens = fresh.tokens(&state.keys)?.ok_or_else(not_connected)?;
-            state.tokens.put(&fresh, &tokens);
+            state.tokens.put(&fresh, &tokens, account);
             Ok((fresh, tokens))
         }
         Err(e) if e.status().as_u16() == 503 && valid_for(&row, 0) => {

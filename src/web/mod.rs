@@ -105,6 +105,21 @@ impl AppState {
     }
 }
 
+/// An `account` parameter (a provider's account id) as received: absent is
+/// the default account; anything no provider would issue is a 400.
+pub fn account_param(raw: Option<&str>) -> AppResult<Option<&str>> {
+    match raw {
+        None => Ok(None),
+        Some(a) if !a.is_empty() && a.len() <= 256 && !a.chars().any(char::is_control) => {
+            Ok(Some(a))
+        }
+        Some(_) => Err(AppError::bad_request(
+            "invalid_account",
+            "account is a provider's account id: 1 to 256 characters, no control characters",
+        )),
+    }
+}
+
 /// The request path for the access log: without the query string (where
 /// codes and states travel), and with a connect link's token masked.
 pub fn loggable_path(path: &str) -> String {

@@ -139,7 +139,8 @@ fn the_connection(app: &TestApp, tenant: &str) -> Connection {
     let t = Tenant::by_external_id(&mut app.conn(), tenant)
         .unwrap()
         .unwrap();
-    Connection::current(&mut app.conn(), &t.id, "acme")
+    // By account, not as the default: tests look at it after a disconnect too.
+    Connection::find(&mut app.conn(), &t.id, "acme", "acct-42")
         .unwrap()
         .unwrap()
 }

@@ -176,7 +176,7 @@ async fn instagram_strips_the_code_suffix_and_trades_for_a_long_lived_token(back
         .unwrap()
         .unwrap();
     let c =
-        tether::db::models::connection::Connection::current(&mut app.conn(), &t.id, "instagram")
+        tether::db::models::connection::Connection::default_for(&mut app.conn(), &t.id, "instagram")
             .unwrap()
             .unwrap();
     assert_eq!(
@@ -282,7 +282,7 @@ async fn wix_connects_a_site_instance_with_client_credentials_and_mints_again_to
     let t = tether::db::models::tenant::Tenant::by_external_id(&mut app.conn(), "acme")
         .unwrap()
         .unwrap();
-    let c = tether::db::models::connection::Connection::current(&mut app.conn(), &t.id, "wix")
+    let c = tether::db::models::connection::Connection::default_for(&mut app.conn(), &t.id, "wix")
         .unwrap()
         .unwrap();
     assert_eq!(
