@@ -464,7 +464,8 @@ async fn make_default(
     let account = account_param(form.account.as_deref())?.ok_or_else(|| {
         AppError::bad_request("invalid_account", "choose the account to make the default")
     })?;
-    let chosen = choose_default(&state, &admin.tenant_id, &provider, account, &admin.actor()).await?;
+    let chosen =
+        choose_default(&state, &admin.tenant_id, &provider, account, &admin.actor()).await?;
     session::flash(
         &admin.session,
         "ok",
@@ -549,8 +550,8 @@ pub fn load_status(
 ) -> AppResult<serde_json::Value> {
     match account {
         Some(a) => {
-            let row = Connection::for_account(c, tenant_id, provider, a)?
-                .ok_or_else(unknown_account)?;
+            let row =
+                Connection::for_account(c, tenant_id, provider, a)?.ok_or_else(unknown_account)?;
             Ok(status_json(provider, Some(&row)))
         }
         None => Ok(provider_status_json(
@@ -591,14 +592,8 @@ async fn disconnect(
     session::verify_csrf(&admin.session, &form.csrf)?;
     let provider = state.enabled_provider(&path)?;
     let account = account_param(form.account.as_deref())?;
-    let done = disconnect_connection(
-        &state,
-        &admin.tenant_id,
-        &provider,
-        account,
-        &admin.actor(),
-    )
-    .await?;
+    let done =
+        disconnect_connection(&state, &admin.tenant_id, &provider, account, &admin.actor()).await?;
     session::flash(&admin.session, "ok", done.message);
     Ok(see_other(DASHBOARD))
 }

@@ -72,7 +72,9 @@ async fn connect_account(app: &TestApp, fake: &FakeProvider, account: &str, name
     Mock::given(method("GET"))
         .and(path("/me"))
         .and(header("authorization", format!("Bearer {access}").as_str()))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"sub": account, "name": name})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"sub": account, "name": name})),
+        )
         .mount(&fake.server)
         .await;
     let res = app
@@ -96,7 +98,9 @@ async fn mount_refresh(fake: &FakeProvider, account: &str, access: &str) {
     Mock::given(method("POST"))
         .and(path("/token"))
         .and(body_string_contains("grant_type=refresh_token"))
-        .and(body_string_contains(format!("refresh_token=rt-{account}").as_str()))
+        .and(body_string_contains(
+            format!("refresh_token=rt-{account}").as_str(),
+        ))
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_json(json!({"access_token": access, "expires_in": 7200})),
@@ -418,10 +422,8 @@ async fn deleting_the_default_names_the_earliest_connected_other_account_as_the_
         .mount(&fake.server)
         .await;
 
-    let (code, body) = json_of(
-        call(&app, reqwest::Method::DELETE, ACCOUNTS, &key, None).await,
-    )
-    .await;
+    let (code, body) =
+        json_of(call(&app, reqwest::Method::DELETE, ACCOUNTS, &key, None).await).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["disconnected"], "loc-a");
     assert_eq!(body["default"], "loc-b", "{body}");
@@ -457,10 +459,8 @@ async fn deleting_the_last_account_answers_default_null_and_the_token_api_404s_u
 ) {
     let (app, fake, key) = app(backend, &[]).await;
     connect_account(&app, &fake, "loc-a", "Main Street").await;
-    let (code, body) = json_of(
-        call(&app, reqwest::Method::DELETE, ACCOUNTS, &key, None).await,
-    )
-    .await;
+    let (code, body) =
+        json_of(call(&app, reqwest::Method::DELETE, ACCOUNTS, &key, None).await).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["disconnected"], "loc-a");
     assert_eq!(body["default"], Value::Null);
@@ -516,7 +516,11 @@ async fn an_unknown_account_is_a_404_everywhere_and_a_malformed_one_a_400_and_no
         let attempts = [
             (reqwest::Method::GET, format!("{ACCOUNTS}?{q}"), None),
             (reqwest::Method::GET, format!("{ACCOUNTS}/token?{q}"), None),
-            (reqwest::Method::POST, format!("{ACCOUNTS}/refresh?{q}"), None),
+            (
+                reqwest::Method::POST,
+                format!("{ACCOUNTS}/refresh?{q}"),
+                None,
+            ),
             (reqwest::Method::DELETE, format!("{ACCOUNTS}?{q}"), None),
             (
                 reqwest::Method::PUT,
@@ -580,10 +584,18 @@ async fn the_dashboard_shows_each_account_with_its_own_forms_and_make_default_sw
     let a = card.find(r#"data-account="loc-a""#).expect("loc-a listed");
     let b = card.find(r#"data-account="loc-b""#).expect("loc-b listed");
     assert!(a < b, "the default comes first");
-    let end = card.find(r#"data-action="connect""#).expect("the Connect button");
+    let end = card
+        .find(r#"data-action="connect""#)
+        .expect("the Connect button");
     let (item_a, item_b) = (&card[a..b], &card[b..end]);
-    assert!(item_a.contains("Main Street") && item_a.contains(">Default<"), "{item_a}");
-    assert!(item_b.contains("Harbour Road") && !item_b.contains(">Default<"), "{item_b}");
+    assert!(
+        item_a.contains("Main Street") && item_a.contains(">Default<"),
+        "{item_a}"
+    );
+    assert!(
+        item_b.contains("Harbour Road") && !item_b.contains(">Default<"),
+        "{item_b}"
+    );
     for (item, id) in [(item_a, "loc-a"), (item_b, "loc-b")] {
         let field = format!(r#"<input type="hidden" name="account" value="{id}">"#);
         for action in ["refresh", "disconnect"] {
@@ -595,11 +607,20 @@ async fn the_dashboard_shows_each_account_with_its_own_forms_and_make_default_sw
             assert!(form.contains(r#"name="csrf""#), "{form}");
         }
     }
-    assert!(!item_a.contains("/oauth/acme/default"), "the default has no Make default");
-    let make = &item_b[item_b.find(r#"action="/oauth/acme/default""#).expect("Make default")..];
+    assert!(
+        !item_a.contains("/oauth/acme/default"),
+        "the default has no Make default"
+    );
+    let make = &item_b[item_b
+        .find(r#"action="/oauth/acme/default""#)
+        .expect("Make default")..];
     let make = &make[..make.find("</form>").unwrap()];
     assert!(make.contains(r#"name="account" value="loc-b""#) && make.contains("Make default"));
-    assert_eq!(card.matches(r#"data-action="connect""#).count(), 1, "one Connect");
+    assert_eq!(
+        card.matches(r#"data-action="connect""#).count(),
+        1,
+        "one Connect"
+    );
 
     // Without JavaScript: post, redirect, flash.
     let csrf = csrf_in(&page).unwrap();
@@ -618,7 +639,10 @@ async fn the_dashboard_shows_each_account_with_its_own_forms_and_make_default_sw
         .text()
         .await
         .unwrap();
-    assert!(page.contains("Harbour Road is now the default Acme CRM account."), "{page}");
+    assert!(
+        page.contains("Harbour Road is now the default Acme CRM account."),
+        "{page}"
+    );
     let card = &page[page.find(r#"data-provider="acme""#).unwrap()..];
     assert!(
         card.find(r#"data-account="loc-b""#) < card.find(r#"data-account="loc-a""#),
@@ -628,7 +652,10 @@ async fn the_dashboard_shows_each_account_with_its_own_forms_and_make_default_sw
     // A wrong CSRF token changes nothing; neither does an unknown account.
     let before = app.snapshot();
     let res = app
-        .post_form("/oauth/acme/default", &[("csrf", "wrong"), ("account", "loc-a")])
+        .post_form(
+            "/oauth/acme/default",
+            &[("csrf", "wrong"), ("account", "loc-a")],
+        )
         .await;
     assert_eq!(res.status(), 403);
     let res = app
@@ -703,28 +730,29 @@ async fn the_migration_makes_the_row_the_old_rule_served_the_default_if_it_holds
     let one = Tenant::create(&mut *conn, "one", "One").unwrap();
     let two = Tenant::create(&mut *conn, "two", "Two").unwrap();
     let t0 = tether::db::now() - chrono::Duration::hours(3);
-    let seed = |conn: &mut tether::db::DbConn, tenant: &str, account: &str, tokens: bool, age_h: i64| {
-        let id = format!("{tenant}-{account}");
-        diesel::insert_into(connections::table)
-            .values((
-                connections::id.eq(&id),
-                connections::tenant_id.eq(tenant),
-                connections::provider.eq("acme"),
-                connections::account_id.eq(account),
-                connections::status.eq(if tokens { "connected" } else { "disconnected" }),
-                connections::scopes.eq("[]"),
-                connections::token_ciphertext.eq(tokens.then(|| vec![1u8, 2, 3])),
-                connections::key_id.eq(tokens.then_some("k1")),
-                connections::version.eq(0i64),
-                connections::failure_count.eq(0),
-                connections::metadata.eq("{}"),
-                connections::created_at.eq(t0),
-                connections::updated_at.eq(t0 + chrono::Duration::hours(age_h)),
-            ))
-            .execute(conn)
-            .unwrap();
-        id
-    };
+    let seed =
+        |conn: &mut tether::db::DbConn, tenant: &str, account: &str, tokens: bool, age_h: i64| {
+            let id = format!("{tenant}-{account}");
+            diesel::insert_into(connections::table)
+                .values((
+                    connections::id.eq(&id),
+                    connections::tenant_id.eq(tenant),
+                    connections::provider.eq("acme"),
+                    connections::account_id.eq(account),
+                    connections::status.eq(if tokens { "connected" } else { "disconnected" }),
+                    connections::scopes.eq("[]"),
+                    connections::token_ciphertext.eq(tokens.then(|| vec![1u8, 2, 3])),
+                    connections::key_id.eq(tokens.then_some("k1")),
+                    connections::version.eq(0i64),
+                    connections::failure_count.eq(0),
+                    connections::metadata.eq("{}"),
+                    connections::created_at.eq(t0),
+                    connections::updated_at.eq(t0 + chrono::Duration::hours(age_h)),
+                ))
+                .execute(conn)
+                .unwrap();
+            id
+        };
     // Tenant one: the most recently updated row holding tokens was served,
     // not the newer one without tokens nor the older one.
     let older = seed(&mut *conn, &one.id, "older", true, 0);
@@ -734,9 +762,8 @@ async fn the_migration_makes_the_row_the_old_rule_served_the_default_if_it_holds
     let lone = seed(&mut *conn, &two.id, "lone", false, 2);
 
     assert_eq!(tether::db::migrate(&mut *conn).unwrap().len(), 1);
-    let flag = |conn: &mut tether::db::DbConn, id: &str| {
-        Connection::by_id(conn, id).unwrap().is_default
-    };
+    let flag =
+        |conn: &mut tether::db::DbConn, id: &str| Connection::by_id(conn, id).unwrap().is_default;
     assert!(flag(&mut *conn, &served));
     assert!(!flag(&mut *conn, &older));
     assert!(!flag(&mut *conn, &erased));

@@ -259,7 +259,8 @@ async fn refresh_rotates_the_tokens_and_keeps_the_refresh_token_when_none_comes_
         .await
         .unwrap();
     assert!(
-        page.contains("Acme CRM tokens refreshed for Main Street Dental.") && page.contains("Refreshed</span>"),
+        page.contains("Acme CRM tokens refreshed for Main Street Dental.")
+            && page.contains("Refreshed</span>"),
         "{page}"
     );
 }

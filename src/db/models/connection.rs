@@ -194,43 +194,39 @@ impl Connection {
         for _ in 0..2 {
             let has_default =
                 Connection::default_for(conn, grant.tenant_id, grant.provider)?.is_some();
-            let written = match Connection::find(
-                conn,
-                grant.tenant_id,
-                grant.provider,
-                grant.account_id,
-            )? {
-                Some(existing) => {
-                    // A reconnect keeps its flag; an account that comes back
-                    // while no other is default becomes the default.
-                    let is_default = existing.is_default || !has_default;
-                    diesel::update(connections::table.find(&existing.id))
-                        .set((
-                            row(&existing.id),
-                            connections::version.eq(connections::version + 1),
-                            connections::is_default.eq(is_default),
-                        ))
-                        .execute(conn)
-                        .map(|_| existing.id)
-                }
-                None => {
-                    let id = new_id();
-                    diesel::insert_into(connections::table)
-                        .values((
-                            connections::id.eq(&id),
-                            connections::tenant_id.eq(grant.tenant_id),
-                            connections::provider.eq(grant.provider),
-                            connections::account_id.eq(grant.account_id),
-                            connections::version.eq(0i64),
-                            connections::created_at.eq(now()),
-                            // The first account connected is the default.
-                            connections::is_default.eq(!has_default),
-                            row(&id),
-                        ))
-                        .execute(conn)
-                        .map(|_| id)
-                }
-            };
+            let written =
+                match Connection::find(conn, grant.tenant_id, grant.provider, grant.account_id)? {
+                    Some(existing) => {
+                        // A reconnect keeps its flag; an account that comes back
+                        // while no other is default becomes the default.
+                        let is_default = existing.is_default || !has_default;
+                        diesel::update(connections::table.find(&existing.id))
+                            .set((
+                                row(&existing.id),
+                                connections::version.eq(connections::version + 1),
+                                connections::is_default.eq(is_default),
+                            ))
+                            .execute(conn)
+                            .map(|_| existing.id)
+                    }
+                    None => {
+                        let id = new_id();
+                        diesel::insert_into(connections::table)
+                            .values((
+                                connections::id.eq(&id),
+                                connections::tenant_id.eq(grant.tenant_id),
+                                connections::provider.eq(grant.provider),
+                                connections::account_id.eq(grant.account_id),
+                                connections::version.eq(0i64),
+                                connections::created_at.eq(now()),
+                                // The first account connected is the default.
+                                connections::is_default.eq(!has_default),
+                                row(&id),
+                            ))
+                            .execute(conn)
+                            .map(|_| id)
+                    }
+                };
             match written {
                 Ok(id) => return Ok(Connection::by_id(conn, &id)?),
                 Err(e) if unique_violation(&e) => continue,
