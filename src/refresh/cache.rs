@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 type Key = (String, String);
 /// The account asked for, `None` for the default.
 type Account = Option<String>;
+type Entry = (Connection, TokenSet, Instant);
 
 pub struct TokenCache {
     ttl: Duration,
-    entries: Mutex<HashMap<Key, HashMap<Account, (Connection, TokenSet, Instant)>>>,
+    entries: Mutex<HashMap<Key, HashMap<Account, Entry>>>,
 }
 
 impl TokenCache {

@@ -708,8 +708,9 @@ async fn the_migration_makes_the_row_the_old_rule_served_the_default_if_it_holds
     use tether::db::schema::connections;
     let db = TestDb::new(backend);
     let pool = tether::db::connect(&db.url, 1).unwrap();
-    let mut conn = pool.get().unwrap();
-    tether::db::migrate(&mut *conn).unwrap();
+    let mut pooled = pool.get().unwrap();
+    let conn: &mut tether::db::DbConn = &mut pooled;
+    tether::db::migrate(conn).unwrap();
     let down = match backend {
         Backend::Sqlite => {
             include_str!("../../migrations/sqlite/2026-12-01-000005_default_account/down.sql")
@@ -719,16 +720,16 @@ async fn the_migration_makes_the_row_the_old_rule_served_the_default_if_it_holds
         }
     };
     let version = "20261201000005";
-    diesel::connection::SimpleConnection::batch_execute(&mut *conn, down).unwrap();
+    diesel::connection::SimpleConnection::batch_execute(conn, down).unwrap();
     let removed = diesel::sql_query(format!(
         "DELETE FROM __diesel_schema_migrations WHERE version = '{version}'"
     ))
-    .execute(&mut *conn)
+    .execute(conn)
     .unwrap();
     assert_eq!(removed, 1, "the migration's version");
 
-    let one = Tenant::create(&mut *conn, "one", "One").unwrap();
-    let two = Tenant::create(&mut *conn, "two", "Two").unwrap();
+    let one = Tenant::create(conn, "one", "One").unwrap();
+    let two = Tenant::create(conn, "two", "Two").unwrap();
     let t0 = tether::db::now() - chrono::Duration::hours(3);
     let seed =
         |conn: &mut tether::db::DbConn, tenant: &str, account: &str, tokens: bool, age_h: i64| {
@@ -755,31 +756,31 @@ async fn the_migration_makes_the_row_the_old_rule_served_the_default_if_it_holds
         };
     // Tenant one: the most recently updated row holding tokens was served,
     // not the newer one without tokens nor the older one.
-    let older = seed(&mut *conn, &one.id, "older", true, 0);
-    let served = seed(&mut *conn, &one.id, "served", true, 1);
-    let erased = seed(&mut *conn, &one.id, "erased", false, 2);
+    let older = seed(conn, &one.id, "older", true, 0);
+    let served = seed(conn, &one.id, "served", true, 1);
+    let erased = seed(conn, &one.id, "erased", false, 2);
     // Tenant two: only an erased row, so no default.
-    let lone = seed(&mut *conn, &two.id, "lone", false, 2);
+    let lone = seed(conn, &two.id, "lone", false, 2);
 
-    assert_eq!(tether::db::migrate(&mut *conn).unwrap().len(), 1);
+    assert_eq!(tether::db::migrate(conn).unwrap().len(), 1);
     let flag =
         |conn: &mut tether::db::DbConn, id: &str| Connection::by_id(conn, id).unwrap().is_default;
-    assert!(flag(&mut *conn, &served));
-    assert!(!flag(&mut *conn, &older));
-    assert!(!flag(&mut *conn, &erased));
-    assert!(!flag(&mut *conn, &lone));
+    assert!(flag(conn, &served));
+    assert!(!flag(conn, &older));
+    assert!(!flag(conn, &erased));
+    assert!(!flag(conn, &lone));
     assert_eq!(
-        Connection::default_for(&mut *conn, &one.id, "acme")
+        Connection::default_for(conn, &one.id, "acme")
             .unwrap()
             .map(|c| c.account_id),
         Some("served".to_string())
     );
-    assert!(Connection::default_for(&mut *conn, &two.id, "acme")
+    assert!(Connection::default_for(conn, &two.id, "acme")
         .unwrap()
         .is_none());
     // The index allows one default per (tenant, provider).
     let second = diesel::update(connections::table.find(&older))
         .set(connections::is_default.eq(true))
-        .execute(&mut *conn);
+        .execute(conn);
     assert!(second.is_err(), "a second default is refused");
 }
