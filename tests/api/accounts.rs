@@ -22,6 +22,7 @@ backend_tests!(
     a_refresh_of_the_other_account_by_the_scheduler_or_the_api_leaves_the_default_and_its_token,
     naming_an_account_returns_its_token_status_and_proxied_calls,
     put_default_switches_the_account_the_token_api_serves_even_from_a_warm_cache,
+    choosing_a_default_while_one_of_the_two_accounts_is_being_refreshed_is_a_503_and_changes_nothing,
     deleting_the_default_names_the_earliest_connected_other_account_as_the_new_default,
     deleting_the_last_account_answers_default_null_and_the_token_api_404s_until_a_reconnect,
     an_unknown_account_is_a_404_everywhere_and_a_malformed_one_a_400_and_nothing_changes,
@@ -396,6 +397,58 @@ async fn put_default_switches_the_account_the_token_api_serves_even_from_a_warm_
     .await;
     assert_eq!(res.status(), 200);
     assert_eq!(row(&app, "loc-b").version, after_b.version);
+}
+
+async fn choosing_a_default_while_one_of_the_two_accounts_is_being_refreshed_is_a_503_and_changes_nothing(
+    backend: Backend,
+) {
+    use tether::db::schema::connections;
+    let (app, _fake, key) = two_accounts(backend, &[]).await;
+    // A refresh holds each account's lease in turn: moving the flag would bump
+    // that row's version and make the refresh's compare-and-swap fail.
+    for leased in ["loc-a", "loc-b"] {
+        let id = row(&app, leased).id;
+        diesel::update(connections::table.find(&id))
+            .set((
+                connections::lease_owner.eq(Some("another-instance")),
+                connections::lease_until
+                    .eq(Some(tether::db::now() + chrono::Duration::seconds(30))),
+            ))
+            .execute(&mut app.conn())
+            .unwrap();
+        let before = app.snapshot();
+        let res = call(
+            &app,
+            reqwest::Method::PUT,
+            &format!("{ACCOUNTS}/default"),
+            &key,
+            Some(json!({"account": "loc-b"})),
+        )
+        .await;
+        assert_eq!(res.headers()["retry-after"], "2");
+        let (code, err) = json_of(res).await;
+        assert_eq!(code, 503, "{err}");
+        assert_eq!(err["error"]["code"], "refresh_in_progress");
+        assert_eq!(app.snapshot(), before, "nothing changed");
+        assert_eq!(default_account(&app).as_deref(), Some("loc-a"));
+        diesel::update(connections::table.find(&id))
+            .set((
+                connections::lease_owner.eq(None::<String>),
+                connections::lease_until.eq(None::<chrono::NaiveDateTime>),
+            ))
+            .execute(&mut app.conn())
+            .unwrap();
+    }
+    let res = call(
+        &app,
+        reqwest::Method::PUT,
+        &format!("{ACCOUNTS}/default"),
+        &key,
+        Some(json!({"account": "loc-b"})),
+    )
+    .await;
+    assert_eq!(res.status(), 200, "once the refresh is done");
+    assert_eq!(token(&app, &key, "").await, "at-loc-b");
 }
 
 async fn deleting_the_default_names_the_earliest_connected_other_account_as_the_new_default(
