@@ -635,11 +635,11 @@ fn parts_bench() {
     time("pool checkout + return", &mut || {
         let _c = pool.get().expect("connection");
     });
-    time("Connection::current (query + row decode)", &mut || {
-        let _ = tether::db::models::connection::Connection::current(&mut c, &tenant.id, "demo")
+    time("Connection::default_for (query + row decode)", &mut || {
+        let _ = tether::db::models::connection::Connection::default_for(&mut c, &tenant.id, "demo")
             .expect("query");
     });
-    let row = tether::db::models::connection::Connection::current(&mut c, &tenant.id, "demo")
+    let row = tether::db::models::connection::Connection::default_for(&mut c, &tenant.id, "demo")
         .expect("query")
         .expect("row");
     time("open the token set (decrypt + JSON)", &mut || {

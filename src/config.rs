@@ -123,7 +123,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "TETHER_TOKEN_CACHE_MS",
         "1000",
-        "how long this process reuses an opened token set (0: off); other instances' writes show within it",
+        "how long a cached token set is trusted while other instances' writes cannot be heard (0: cache off)",
     ),
     (
         "TETHER_DEMO_TOKEN_TTL_SECS",

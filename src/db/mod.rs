@@ -2,6 +2,7 @@
 //! that picks the backend from the URL scheme, embedded migrations, and the
 //! only place where SQL differs between the two backends.
 
+pub mod listen;
 pub mod models;
 pub mod schema;
 

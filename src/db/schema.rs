@@ -46,6 +46,7 @@ diesel::table! {
         last_refreshed_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        is_default -> Bool,
     }
 }
 

@@ -1,27 +1,60 @@
-//! A short-lived cache of opened token sets, per process, so a warm token
-//! request touches neither the database nor the key ring. Every write in this
-//! process replaces or drops its entry; what another instance writes is seen
-//! here within the cache's lifetime (`TETHER_TOKEN_CACHE_MS`). An entry is
-//! only ever served while its access token is valid for the caller's min_ttl.
+//! A cache of opened token sets, per process, so a warm token request touches
+//! neither the database nor the key ring. Every write in this process drops
+//! its entries at once; a write by another instance does too, through
+//! PostgreSQL's LISTEN/NOTIFY (`db::listen`). While that coherence holds (on
+//! SQLite, which serves one instance, it always does) an entry lives as long
+//! as its access token is fit to hand out (capped at an hour, for writes made
+//! outside Tether). While it does not (the listener is reconnecting), entries
+//! live `TETHER_TOKEN_CACHE_MS`, so another instance's write is seen within
+//! that time. An entry is only ever served while its access token is valid
+//! for the caller.
 
 use crate::db::models::connection::{Connection, TokenSet};
+use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// (tenant, provider): every write to one of its connections drops all its
+/// entries, since the default may have moved with it.
 type Key = (String, String);
+/// The account asked for, `None` for the default.
+type Account = Option<String>;
+type Entry = (Connection, TokenSet, Instant);
+
+/// Longest life of an entry while writes of other instances are heard.
+const COHERENT_TTL: Duration = Duration::from_secs(3600);
+/// Entries kept at most; past it the cache starts afresh.
+const MAX_ENTRIES: usize = 10_000;
+/// Invalidation counters, each shared by the keys that hash to it.
+const STRIPES: usize = 64;
 
 pub struct TokenCache {
     ttl: Duration,
-    entries: Mutex<HashMap<Key, (Connection, TokenSet, Instant)>>,
+    coherent: AtomicBool,
+    entries: Mutex<HashMap<Key, HashMap<Account, Entry>>>,
+    /// Bumped whenever an invalidation for a key of the stripe arrives: a
+    /// reader that saw the database before the bump must not put what it
+    /// read (it may be the very state the invalidation replaced).
+    epochs: [AtomicU64; STRIPES],
 }
 
+/// What a reader saw of the cache before it read the database.
+#[derive(Debug, Clone, Copy)]
+pub struct Epoch(u64);
+
 impl TokenCache {
-    /// A cache whose entries live `ttl`; zero turns it off.
-    pub fn new(ttl: Duration) -> TokenCache {
+    /// A cache whose entries live `ttl` while incoherent; zero turns it off.
+    /// `coherent`: whether other instances' writes are heard from the start
+    /// (SQLite: there are none).
+    pub fn new(ttl: Duration, coherent: bool) -> TokenCache {
         TokenCache {
             ttl,
+            coherent: AtomicBool::new(coherent),
             entries: Mutex::new(HashMap::new()),
+            epochs: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -29,34 +62,110 @@ impl TokenCache {
         (tenant_id.to_string(), provider.to_string())
     }
 
-    pub fn get(&self, tenant_id: &str, provider: &str) -> Option<(Connection, TokenSet)> {
+    fn epoch_slot(&self, tenant_id: &str, provider: &str) -> &AtomicU64 {
+        let mut h = DefaultHasher::new();
+        (tenant_id, provider).hash(&mut h);
+        &self.epochs[(h.finish() as usize) % STRIPES]
+    }
+
+    pub fn is_coherent(&self) -> bool {
+        self.coherent.load(Ordering::SeqCst)
+    }
+
+    /// Call before reading the database for (tenant, provider); hand the
+    /// result to [`TokenCache::put`].
+    pub fn epoch(&self, tenant_id: &str, provider: &str) -> Epoch {
+        Epoch(self.epoch_slot(tenant_id, provider).load(Ordering::SeqCst))
+    }
+
+    /// The entry for `account` (`None`: the default) of (tenant, provider).
+    pub fn get(
+        &self,
+        tenant_id: &str,
+        provider: &str,
+        account: Option<&str>,
+    ) -> Option<(Connection, TokenSet)> {
         if self.ttl.is_zero() {
             return None;
         }
+        let lifetime = if self.is_coherent() {
+            COHERENT_TTL
+        } else {
+            self.ttl
+        };
         let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         map.get(&Self::key(tenant_id, provider))
-            .filter(|(_, _, at)| at.elapsed() < self.ttl)
+            .and_then(|accounts| accounts.get(&account.map(str::to_string)))
+            .filter(|(_, _, at)| at.elapsed() < lifetime)
             .map(|(row, tokens, _)| (row.clone(), tokens.clone()))
     }
 
-    pub fn put(&self, row: &Connection, tokens: &TokenSet) {
+    /// Keeps `row` as the answer for `account` (`None`: the default), read
+    /// at `seen`, unless an invalidation came since.
+    pub fn put(&self, row: &Connection, tokens: &TokenSet, account: Option<&str>, seen: Epoch) {
         if self.ttl.is_zero() {
             return;
         }
         let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= 10_000 {
-            let ttl = self.ttl;
-            map.retain(|_, (_, _, at)| at.elapsed() < ttl);
+        // Checked under the lock that invalidations take too.
+        if self.epoch(&row.tenant_id, &row.provider).0 != seen.0 {
+            return;
         }
-        map.insert(
-            Self::key(&row.tenant_id, &row.provider),
-            (row.clone(), tokens.clone(), Instant::now()),
-        );
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.entry(Self::key(&row.tenant_id, &row.provider))
+            .or_default()
+            .insert(
+                account.map(str::to_string),
+                (row.clone(), tokens.clone(), Instant::now()),
+            );
     }
 
-    /// Drops the entry after a write that changed the connection.
+    /// Drops the entries of (tenant, provider) after a write in this process
+    /// to one of its connections.
     pub fn forget(&self, tenant_id: &str, provider: &str) {
+        self.invalidate(tenant_id, provider);
+    }
+
+    /// Drops the entries of (tenant, provider), and keeps readers that read
+    /// the database before now from putting them back.
+    pub fn invalidate(&self, tenant_id: &str, provider: &str) {
         let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        self.epoch_slot(tenant_id, provider)
+            .fetch_add(1, Ordering::SeqCst);
         map.remove(&Self::key(tenant_id, provider));
+    }
+
+    /// Drops everything (the listener lost or regained its session).
+    pub fn flush(&self) {
+        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        for e in &self.epochs {
+            e.fetch_add(1, Ordering::SeqCst);
+        }
+        map.clear();
+    }
+
+    /// Whether other instances' writes are heard; either change flushes.
+    pub fn set_coherent(&self, coherent: bool) {
+        self.flush();
+        self.coherent.store(coherent, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_from_before_an_invalidation_is_not_cached() {
+        let cache = TokenCache::new(Duration::from_secs(1), true);
+        let before = cache.epoch("t", "p");
+        cache.invalidate("t", "p");
+        let after = cache.epoch("t", "p");
+        assert_ne!(before.0, after.0);
+        // Other keys may share the stripe, but never miss an invalidation of their own.
+        cache.flush();
+        assert_ne!(after.0, cache.epoch("t", "p").0);
     }
 }

@@ -249,10 +249,12 @@ fn failing(row: &Connection) -> AppError {
 /// asks (a 4 s token cannot be valid for 60 s; refreshing it on every request
 /// would only storm the provider). While a refresh is backing off, or another
 /// instance holds the lease, a stored token that is still valid is handed out.
+/// `account` names the provider account; `None` is the tenant's default.
 pub async fn fresh_token(
     state: &web::Data<AppState>,
     tenant_id: &str,
     provider: &Provider,
+    account: Option<&str>,
     min_ttl: i64,
 ) -> AppResult<(Connection, TokenSet)> {
     let t = now();
@@ -263,21 +265,31 @@ pub async fn fresh_token(
     let wants_refresh = |c: &Connection| {
         provider.refresh != RefreshStyle::None && !valid_for(c, min_ttl) && c.past_half_life(t)
     };
+    // Read before the database, so that what it says is not cached if
+    // another instance's write is heard meanwhile.
+    let epoch = state.tokens.epoch(tenant_id, &provider.key);
     // Warm path: an opened token set this process read or wrote moments ago.
-    if let Some((row, tokens)) = state.tokens.get(tenant_id, &provider.key) {
+    if let Some((row, tokens)) = state.tokens.get(tenant_id, &provider.key, account) {
         if row.status() == Status::Connected && valid_for(&row, 0) && !wants_refresh(&row) {
             return Ok((row, tokens));
         }
     }
     let current = {
-        let (tn, p) = (tenant_id.to_string(), provider.key.clone());
+        let (tn, p, a) = (
+            tenant_id.to_string(),
+            provider.key.clone(),
+            account.map(str::to_string),
+        );
         state
-            .db(move |c| Ok(Connection::current(c, &tn, &p)?))
+            .db(move |c| Ok(Connection::lookup(c, &tn, &p, a.as_deref())?))
             .await?
     };
     let row = current
         .filter(|c| c.token_ciphertext.is_some())
-        .ok_or_else(not_connected)?;
+        .ok_or_else(|| match account {
+            None => not_connected(),
+            Some(_) => crate::db::models::connection::unknown_account(),
+        })?;
     if row.status() == Status::NeedsReconnect {
         return Err(needs_reconnect());
     }
@@ -285,7 +297,7 @@ pub async fn fresh_token(
     let stored = |row: Connection| -> AppResult<(Connection, TokenSet)> {
         let tokens = row.tokens(&state.keys)?.ok_or_else(not_connected)?;
         if row.status() == Status::Connected {
-            state.tokens.put(&row, &tokens);
+            state.tokens.put(&row, &tokens, account, epoch);
         }
         Ok((row, tokens))
     };
@@ -318,7 +330,7 @@ pub async fn fresh_token(
     match outcome {
         Ok(fresh) => {
             let tokens = fresh.tokens(&state.keys)?.ok_or_else(not_connected)?;
-            state.tokens.put(&fresh, &tokens);
+            state.tokens.put(&fresh, &tokens, account, epoch);
             Ok((fresh, tokens))
         }
         Err(e) if e.status().as_u16() == 503 && valid_for(&row, 0) => {
@@ -466,7 +478,8 @@ pub async fn refresh_leased(
             log::info!("refreshed tenant={tenant_id} provider={provider_key} connection={conn_id} in {ms}ms");
             let row = row.clone();
             let notify = state.settings.webhook.is_some();
-            state
+            let (cached_tenant, cached_provider) = (row.tenant_id.clone(), row.provider.clone());
+            let committed = state
                 .db(move |c| {
                     c.transaction(|c| {
                         if !Connection::commit_refresh(c, &keys, &row, &owner, &tokens, &refreshed)?
@@ -490,7 +503,10 @@ pub async fn refresh_leased(
                         Ok(Connection::by_id(c, &conn_id)?)
                     })
                 })
-                .await
+                .await;
+            // Again after the commit: a reader between the two may have cached the old row.
+            state.tokens.forget(&cached_tenant, &cached_provider);
+            committed
         }
         Err(e) => {
             log::warn!("refresh failed tenant={tenant_id} provider={provider_key} connection={conn_id} in {ms}ms: {e}");
@@ -530,7 +546,8 @@ pub async fn refresh_leased(
                 ..
             } = failure;
             let notify = state.settings.webhook.is_some();
-            state
+            let (cached_tenant, cached_provider) = (row.tenant_id.clone(), row.provider.clone());
+            let recorded = state
                 .db(move |c| {
                     c.transaction(|c| {
                         Connection::record_failure(
@@ -554,7 +571,9 @@ pub async fn refresh_leased(
                         Ok::<(), AppError>(())
                     })
                 })
-                .await?;
+                .await;
+            state.tokens.forget(&cached_tenant, &cached_provider);
+            recorded?;
             Err(error)
         }
     }

@@ -1,11 +1,11 @@
 //! The internal JSON API for the CRM's services, under `/api/v1`, behind API
 //! keys (`Authorization: Bearer tth_...`). `{tenant}` is the CRM's external id.
 
-use super::oauth::{disconnect_connection, status_json};
+use super::account_param;
+use super::oauth::{choose_default, connection, disconnect_connection, load_status, status_json};
 use super::AppState;
 use crate::db::models::api_key::ApiKey;
 use crate::db::models::connect_link::ConnectLink;
-use crate::db::models::connection::Connection;
 use crate::db::models::tenant::{validate_external_id, Tenant};
 use crate::error::{AppError, AppResult};
 use crate::providers::{Flow, Provider};
@@ -47,6 +47,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/connections/{provider}", web::delete().to(disconnect))
                 .route("/connections/{provider}/token", web::get().to(token))
                 .route("/connections/{provider}/refresh", web::post().to(refresh))
+                .route(
+                    "/connections/{provider}/default",
+                    web::put().to(set_default),
+                )
                 .route("/connect-links", web::post().to(connect_link))
                 .route("/proxy/{provider}/{tail:.*}", web::to(proxy)),
         );
@@ -207,16 +211,15 @@ fn no_store(mut res: HttpResponse) -> HttpResponse {
     res
 }
 
-async fn current(
-    state: &AppState,
-    tenant_id: &str,
-    provider: &str,
-) -> AppResult<Option<Connection>> {
-    let (t, p) = (tenant_id.to_string(), provider.to_string());
-    state.db(move |c| Ok(Connection::current(c, &t, &p)?)).await
+/// The `account` query parameter of the connection routes: a provider's
+/// account id; without it, the tenant's default account.
+#[derive(serde::Deserialize)]
+struct AccountQuery {
+    account: Option<String>,
 }
 
-/// `GET /connections`: every enabled provider's status for the tenant.
+/// `GET /connections`: every enabled provider's status for the tenant, each
+/// with its accounts.
 async fn list(
     state: web::Data<AppState>,
     caller: ApiCaller,
@@ -232,12 +235,7 @@ async fn list(
     let statuses = state
         .db(move |c| {
             keys.iter()
-                .map(|k| {
-                    Ok(status_json(
-                        k,
-                        Connection::current(c, &tenant_id, k)?.as_ref(),
-                    ))
-                })
+                .map(|k| load_status(c, &tenant_id, k, None))
                 .collect::<AppResult<Vec<_>>>()
         })
         .await?;
@@ -246,21 +244,27 @@ async fn list(
     ))
 }
 
+/// `GET /connections/{provider}[?account=]`: the provider's status (default
+/// account and the list), or one account's.
 async fn status(
     state: web::Data<AppState>,
     caller: ApiCaller,
     path: web::Path<(String, String)>,
+    query: web::Query<AccountQuery>,
 ) -> AppResult<HttpResponse> {
+    let account = account_param(query.account.as_deref())?.map(str::to_string);
     let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
-    let c = current(&state, &tenant_id, &provider.key).await?;
-    Ok(no_store(
-        HttpResponse::Ok().json(status_json(&provider.key, c.as_ref())),
-    ))
+    let key = provider.key.clone();
+    let doc = state
+        .db(move |c| load_status(c, &tenant_id, &key, account.as_deref()))
+        .await?;
+    Ok(no_store(HttpResponse::Ok().json(doc)))
 }
 
 #[derive(serde::Deserialize)]
 struct TokenQuery {
     min_ttl: Option<i64>,
+    account: Option<String>,
 }
 
 /// `GET .../token`: a valid access token, refreshed first when it would expire within `min_ttl`.
@@ -278,8 +282,10 @@ async fn token(
             "min_ttl is a number of seconds from 0 to 86400",
         ));
     }
+    let account = account_param(query.account.as_deref())?;
     let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
-    let (row, tokens) = crate::refresh::fresh_token(&state, &tenant_id, &provider, min_ttl).await?;
+    let (row, tokens) =
+        crate::refresh::fresh_token(&state, &tenant_id, &provider, account, min_ttl).await?;
     let expires_in = row
         .expires_at
         .map(|t| (t - crate::db::now()).num_seconds().max(0));
@@ -290,39 +296,72 @@ async fn token(
         "expires_in": expires_in,
         "scopes": row.scopes(),
         "metadata": row.metadata(),
+        "account": {"id": row.account_id, "name": row.account_name},
     });
     state.metrics.token_api(started.elapsed().as_secs_f64());
     Ok(no_store(HttpResponse::Ok().json(body)))
 }
 
-/// `POST .../refresh`: refresh now (shared with any refresh under way).
+/// `POST .../refresh[?account=]`: refresh now (shared with any refresh under way).
 async fn refresh(
     state: web::Data<AppState>,
     caller: ApiCaller,
     path: web::Path<(String, String)>,
+    query: web::Query<AccountQuery>,
 ) -> AppResult<HttpResponse> {
+    let account = account_param(query.account.as_deref())?;
     let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
-    let row = current(&state, &tenant_id, &provider.key)
-        .await?
-        .filter(|c| c.token_ciphertext.is_some())
-        .ok_or_else(|| AppError::not_found("this provider is not connected"))?;
+    let row = connection(&state, &tenant_id, &provider.key, account).await?;
     let fresh = crate::refresh::refresh_now(&state, &row.id, &caller.actor(), None).await?;
     Ok(no_store(
         HttpResponse::Ok().json(status_json(&provider.key, Some(&fresh))),
     ))
 }
 
-/// `DELETE .../{provider}`: revoke where possible and erase.
+/// `DELETE .../{provider}[?account=]`: revoke where possible and erase. The
+/// answer names the default account afterwards, so that no caller assumes
+/// the provider is gone while another account now serves it (or the reverse).
 async fn disconnect(
     state: web::Data<AppState>,
     caller: ApiCaller,
     path: web::Path<(String, String)>,
+    query: web::Query<AccountQuery>,
 ) -> AppResult<HttpResponse> {
+    let account = account_param(query.account.as_deref())?;
     let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
-    let message = disconnect_connection(&state, &tenant_id, &provider, &caller.actor()).await?;
+    let done =
+        disconnect_connection(&state, &tenant_id, &provider, account, &caller.actor()).await?;
     Ok(no_store(HttpResponse::Ok().json(serde_json::json!({
-        "provider": provider.key, "status": "not_connected", "message": message
+        "provider": provider.key,
+        "disconnected": done.account_id,
+        "status": super::pages::public_status(done.default.as_ref()),
+        "default": done.default.as_ref().map(|d| d.account_id.clone()),
+        "message": done.message,
     }))))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefaultRequest {
+    /// The provider account id to serve when a caller names none.
+    account: String,
+}
+
+/// `PUT .../{provider}/default`: chooses the tenant's default account.
+async fn set_default(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<(String, String)>,
+    body: web::Json<DefaultRequest>,
+) -> AppResult<HttpResponse> {
+    let account = account_param(Some(&body.account))?.unwrap_or_default();
+    let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
+    choose_default(&state, &tenant_id, &provider, account, &caller.actor()).await?;
+    let key = provider.key.clone();
+    let doc = state
+        .db(move |c| load_status(c, &tenant_id, &key, None))
+        .await?;
+    Ok(no_store(HttpResponse::Ok().json(doc)))
 }
 
 #[derive(serde::Deserialize)]
@@ -474,6 +513,25 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Which account a proxied call uses: the `Tether-Account` header (never
+/// forwarded), else the default. Not a query parameter like on the other
+/// routes: the proxied query string belongs to the provider and goes out
+/// verbatim, where an `account` of ours could clash with one of its own.
+fn proxy_account(req: &HttpRequest) -> AppResult<Option<&str>> {
+    match req.headers().get(ACCOUNT_HEADER) {
+        None => Ok(None),
+        Some(v) => account_param(Some(v.to_str().map_err(|_| {
+            AppError::bad_request(
+                "invalid_account",
+                "the Tether-Account header must be a provider's account id",
+            )
+        })?)),
+    }
+}
+
+/// The request header naming the account of a proxied call.
+pub const ACCOUNT_HEADER: &str = "tether-account";
+
 /// `ANY /proxy/{provider}/{path}`: forwards to the provider's API with the
 /// token attached; on a 401, refreshes once and retries once. Redirects are
 /// returned, never followed.
@@ -516,7 +574,9 @@ async fn proxy(
         )
         .with_cause(e.without_url().to_string())
     };
-    let (row, tokens) = crate::refresh::fresh_token(&state, &tenant_id, &provider, 30).await?;
+    let account = proxy_account(&req)?;
+    let (row, tokens) =
+        crate::refresh::fresh_token(&state, &tenant_id, &provider, account, 30).await?;
     let mut res = send(tokens.access_token.expose().clone())
         .await
         .map_err(unreachable)?;

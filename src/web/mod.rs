@@ -39,7 +39,7 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     pub api_cache: api::ApiCache,
     /// Opened token sets of warm connections (see `refresh::cache`).
-    pub tokens: crate::refresh::cache::TokenCache,
+    pub tokens: Arc<crate::refresh::cache::TokenCache>,
     /// Refreshes whose request may be at the provider: each holds a permit
     /// from the moment it decides to send until its answer is committed.
     pub sending: tokio::sync::Semaphore,
@@ -53,7 +53,16 @@ const SENDING_PERMITS: u32 = 1 << 20;
 impl AppState {
     pub fn new(ctx: Context) -> AppState {
         let http = crate::oauth::client::http_client(ctx.settings.refresh.provider_timeout);
-        let tokens = crate::refresh::cache::TokenCache::new(ctx.settings.refresh.token_cache);
+        // SQLite serves one instance: nobody else writes. On PostgreSQL the
+        // cache is coherent once the listener hears other instances' writes.
+        let postgres = ctx.backend == "postgres";
+        let tokens = Arc::new(crate::refresh::cache::TokenCache::new(
+            ctx.settings.refresh.token_cache,
+            !postgres,
+        ));
+        if postgres && !ctx.settings.refresh.token_cache.is_zero() {
+            crate::db::listen::spawn(ctx.settings.database_url.expose(), Arc::downgrade(&tokens));
+        }
         AppState {
             settings: ctx.settings,
             pool: ctx.pool,
@@ -150,6 +159,21 @@ impl AppState {
             f(&mut conn)
         })
         .await?
+    }
+}
+
+/// An `account` parameter (a provider's account id) as received: absent is
+/// the default account; anything no provider would issue is a 400.
+pub fn account_param(raw: Option<&str>) -> AppResult<Option<&str>> {
+    match raw {
+        None => Ok(None),
+        Some(a) if !a.is_empty() && a.len() <= 256 && !a.chars().any(char::is_control) => {
+            Ok(Some(a))
+        }
+        Some(_) => Err(AppError::bad_request(
+            "invalid_account",
+            "account is a provider's account id: 1 to 256 characters, no control characters",
+        )),
     }
 }
 

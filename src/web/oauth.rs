@@ -3,8 +3,8 @@
 
 use super::pages::{public_status, see_other};
 use super::session::{self, AdminSession};
-use super::{client_addr, AppState};
-use crate::db::models::connection::Connection;
+use super::{account_param, client_addr, AppState};
+use crate::db::models::connection::{unknown_account, Connection};
 use crate::error::{AppError, AppResult, PageError, PageResult};
 use crate::oauth::{self, CallbackQuery, DASHBOARD};
 use crate::providers::Provider;
@@ -19,6 +19,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/oauth/{provider}/refresh", web::post().to(refresh))
         .route("/oauth/{provider}/status", web::get().to(status))
         .route("/oauth/{provider}/disconnect", web::post().to(disconnect))
+        .route("/oauth/{provider}/default", web::post().to(make_default))
         .route(
             "/oauth/{provider}/instance",
             web::post().to(connect_instance),
@@ -339,13 +340,6 @@ fn finish(
 }
 
 #[derive(serde::Deserialize)]
-struct CsrfForm {
-    /// Missing is refused by `verify_csrf` (403), like a wrong one.
-    #[serde(default)]
-    csrf: String,
-}
-
-#[derive(serde::Deserialize)]
 struct InstanceForm {
     /// Missing is refused by `verify_csrf` (403), like a wrong one.
     #[serde(default)]
@@ -394,13 +388,37 @@ async fn connect_instance(
     Ok(see_other(DASHBOARD))
 }
 
-/// The tenant's current connection to the provider, or a 404.
-async fn current(state: &AppState, tenant_id: &str, provider: &str) -> AppResult<Connection> {
-    let (t, p) = (tenant_id.to_string(), provider.to_string());
+/// The form of the per-account buttons: the account (its provider id, in a
+/// hidden field; none means the default) and the CSRF field.
+#[derive(serde::Deserialize)]
+struct AccountForm {
+    /// Missing is refused by `verify_csrf` (403), like a wrong one.
+    #[serde(default)]
+    csrf: String,
+    account: Option<String>,
+}
+
+/// The tenant's connected account of the provider (the named one, else the
+/// default), or a 404 that says which of the two is missing.
+pub async fn connection(
+    state: &AppState,
+    tenant_id: &str,
+    provider: &str,
+    account: Option<&str>,
+) -> AppResult<Connection> {
+    let (t, p, a) = (
+        tenant_id.to_string(),
+        provider.to_string(),
+        account.map(str::to_string),
+    );
     state
         .db(move |c| {
-            Connection::current(c, &t, &p)?
-                .ok_or_else(|| AppError::not_found("this provider is not connected"))
+            Connection::lookup(c, &t, &p, a.as_deref())?
+                .filter(|c| c.token_ciphertext.is_some())
+                .ok_or_else(|| match a {
+                    None => AppError::not_found("this provider is not connected"),
+                    Some(_) => unknown_account(),
+                })
         })
         .await
 }
@@ -409,16 +427,21 @@ async fn refresh(
     state: web::Data<AppState>,
     admin: AdminSession,
     path: web::Path<String>,
-    form: web::Form<CsrfForm>,
+    form: web::Form<AccountForm>,
 ) -> PageResult<HttpResponse> {
     session::verify_csrf(&admin.session, &form.csrf)?;
     let provider = state.enabled_provider(&path)?;
-    let connection = current(&state, &admin.tenant_id, &provider.key).await?;
+    let account = account_param(form.account.as_deref())?;
+    let connection = connection(&state, &admin.tenant_id, &provider.key, account).await?;
     match crate::refresh::refresh_now(&state, &connection.id, &admin.actor(), None).await {
         Ok(_) => session::flash(
             &admin.session,
             "ok",
-            format!("{} tokens refreshed.", provider.display_name),
+            format!(
+                "{} tokens refreshed for {}.",
+                provider.display_name,
+                connection.label()
+            ),
         ),
         Err(e) => session::flash(
             &admin.session,
@@ -429,7 +452,54 @@ async fn refresh(
     Ok(see_other(DASHBOARD))
 }
 
-/// The status document of DESIGN.md section 9, shared with the internal API.
+/// `POST /oauth/{provider}/default`: the admin picks the default account.
+async fn make_default(
+    state: web::Data<AppState>,
+    admin: AdminSession,
+    path: web::Path<String>,
+    form: web::Form<AccountForm>,
+) -> PageResult<HttpResponse> {
+    session::verify_csrf(&admin.session, &form.csrf)?;
+    let provider = state.enabled_provider(&path)?;
+    let account = account_param(form.account.as_deref())?.ok_or_else(|| {
+        AppError::bad_request("invalid_account", "choose the account to make the default")
+    })?;
+    let chosen =
+        choose_default(&state, &admin.tenant_id, &provider, account, &admin.actor()).await?;
+    session::flash(
+        &admin.session,
+        "ok",
+        format!(
+            "{} is now the default {} account.",
+            chosen.label(),
+            provider.display_name
+        ),
+    );
+    Ok(see_other(DASHBOARD))
+}
+
+/// Makes the tenant's connected `account` of `provider` its default.
+pub async fn choose_default(
+    state: &AppState,
+    tenant_id: &str,
+    provider: &Provider,
+    account: &str,
+    actor: &str,
+) -> AppResult<Connection> {
+    let target = connection(state, tenant_id, &provider.key, Some(account)).await?;
+    let id = target.id.clone();
+    let chosen = state.db(move |c| Connection::make_default(c, &id)).await?;
+    state.tokens.forget(tenant_id, &provider.key);
+    log::info!(
+        "default account changed tenant={tenant_id} provider={} connection={} actor={actor}",
+        provider.key,
+        chosen.id
+    );
+    Ok(chosen)
+}
+
+/// The status document of DESIGN.md section 9 for one account, shared with
+/// the internal API.
 pub fn status_json(provider: &str, c: Option<&Connection>) -> serde_json::Value {
     let live = c.filter(|c| c.token_ciphertext.is_some());
     let iso = |t: Option<chrono::NaiveDateTime>| {
@@ -442,6 +512,7 @@ pub fn status_json(provider: &str, c: Option<&Connection>) -> serde_json::Value 
         "provider": provider,
         "status": public_status(c),
         "account": live.map(|c| serde_json::json!({"id": c.account_id, "name": c.account_name})),
+        "default": live.is_some_and(|c| c.is_default),
         "scopes": live.map(Connection::scopes).unwrap_or_default(),
         "expires_at": iso(live.and_then(|c| c.expires_at)),
         "last_refreshed_at": iso(live.and_then(|c| c.last_refreshed_at)),
@@ -450,47 +521,105 @@ pub fn status_json(provider: &str, c: Option<&Connection>) -> serde_json::Value 
     })
 }
 
+/// A provider's status: the default account's document (as
+/// [`status_json`]) plus every connected account, from
+/// [`Connection::accounts`] (default first).
+pub fn provider_status_json(provider: &str, accounts: &[Connection]) -> serde_json::Value {
+    let default = accounts.first().filter(|c| c.is_default);
+    let mut doc = status_json(provider, default);
+    doc["accounts"] = accounts
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "id": c.account_id,
+                "name": c.account_name,
+                "status": public_status(Some(c)),
+                "default": c.is_default,
+            })
+        })
+        .collect();
+    doc
+}
+
+/// The status of one named account, or of the provider (default and list).
+pub fn load_status(
+    c: &mut crate::db::DbConn,
+    tenant_id: &str,
+    provider: &str,
+    account: Option<&str>,
+) -> AppResult<serde_json::Value> {
+    match account {
+        Some(a) => {
+            let row =
+                Connection::for_account(c, tenant_id, provider, a)?.ok_or_else(unknown_account)?;
+            Ok(status_json(provider, Some(&row)))
+        }
+        None => Ok(provider_status_json(
+            provider,
+            &Connection::accounts(c, tenant_id, provider)?,
+        )),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct StatusQuery {
+    account: Option<String>,
+}
+
 async fn status(
     state: web::Data<AppState>,
     admin: AdminSession,
     path: web::Path<String>,
+    query: web::Query<StatusQuery>,
 ) -> AppResult<HttpResponse> {
     let provider = state.enabled_provider(&path)?;
+    let account = account_param(query.account.as_deref())?.map(str::to_string);
     let (t, p) = (admin.tenant_id.clone(), provider.key.clone());
-    let c = state
-        .db(move |c| Ok(Connection::current(c, &t, &p)?))
+    let doc = state
+        .db(move |c| load_status(c, &t, &p, account.as_deref()))
         .await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(status_json(&provider.key, c.as_ref())))
+        .json(doc))
 }
 
 async fn disconnect(
     state: web::Data<AppState>,
     admin: AdminSession,
     path: web::Path<String>,
-    form: web::Form<CsrfForm>,
+    form: web::Form<AccountForm>,
 ) -> PageResult<HttpResponse> {
     session::verify_csrf(&admin.session, &form.csrf)?;
     let provider = state.enabled_provider(&path)?;
-    let message =
-        disconnect_connection(&state, &admin.tenant_id, &provider, &admin.actor()).await?;
-    session::flash(&admin.session, "ok", message);
+    let account = account_param(form.account.as_deref())?;
+    let done =
+        disconnect_connection(&state, &admin.tenant_id, &provider, account, &admin.actor()).await?;
+    session::flash(&admin.session, "ok", done.message);
     Ok(see_other(DASHBOARD))
 }
 
+/// What a disconnect did.
+pub struct Disconnected {
+    /// For the person: revoked or not, and what to do.
+    pub message: String,
+    /// The provider account id that was disconnected.
+    pub account_id: String,
+    /// The default account afterwards; `None`: the provider is not connected.
+    pub default: Option<Connection>,
+}
+
 /// Revokes at the provider where it can (RFC 7009), then erases the tokens,
-/// even when revocation fails. Returns what happened, for the person.
+/// even when revocation fails. `account` names the account (`None`: the
+/// default); when the default goes, the earliest-connected other account
+/// becomes the default (see [`Connection::erase`]).
 pub async fn disconnect_connection(
     state: &AppState,
     tenant_id: &str,
     provider: &Provider,
+    account: Option<&str>,
     actor: &str,
-) -> AppResult<String> {
-    let connection = current(state, tenant_id, &provider.key).await?;
-    if connection.token_ciphertext.is_none() {
-        return Err(AppError::not_found("this provider is not connected"));
-    }
+) -> AppResult<Disconnected> {
+    let connection = connection(state, tenant_id, &provider.key, account).await?;
     // Tokens that no longer open (a lost key, a damaged row) cannot be
     // revoked, but must still be erasable.
     let revoked = match connection.tokens(&state.keys) {
@@ -513,18 +642,18 @@ pub async fn disconnect_connection(
         }
     };
     let (outcome, detail) = match &revoked {
-        Ok(true) => (format!("Disconnected {}; the provider revoked the access.", provider.display_name), None),
+        Ok(true) => (format!("Disconnected {} ({}); the provider revoked the access.", provider.display_name, connection.label()), None),
         Ok(false) => (
             format!(
-                "Disconnected {}. It offers no way to revoke access from here: remove Tether in your {} account settings too.",
-                provider.display_name, provider.display_name
+                "Disconnected {} ({}). It offers no way to revoke access from here: remove Tether in your {} account settings too.",
+                provider.display_name, connection.label(), provider.display_name
             ),
             None,
         ),
         Err(e) => (
             format!(
-                "Disconnected {} and erased its tokens, but the provider did not confirm the revocation: remove Tether in your {} account settings too.",
-                provider.display_name, provider.display_name
+                "Disconnected {} ({}) and erased its tokens, but the provider did not confirm the revocation: remove Tether in your {} account settings too.",
+                provider.display_name, connection.label(), provider.display_name
             ),
             Some(format!("revocation failed: {e}")),
         ),
@@ -537,9 +666,9 @@ pub async fn disconnect_connection(
     );
     let was_revoked = matches!(revoked, Ok(true));
     let notify = state.settings.webhook.is_some();
-    state
+    let default = state
         .db(move |c| {
-            Connection::erase(c, &id)?;
+            let default = Connection::erase(c, &id)?;
             if was_revoked {
                 crate::webhooks::record(c, notify, &t, Some(&id), &p, "revoked", &actor, None)?;
             }
@@ -553,7 +682,7 @@ pub async fn disconnect_connection(
                 &actor,
                 detail.as_deref(),
             )?;
-            Ok(())
+            Ok(default)
         })
         .await?;
     state.tokens.forget(&connection.tenant_id, &provider.key);
@@ -563,5 +692,13 @@ pub async fn disconnect_connection(
         provider.key,
         connection.id
     );
-    Ok(outcome)
+    let message = match (&default, connection.is_default) {
+        (Some(d), true) => format!("{outcome} {} is now the default account.", d.label()),
+        _ => outcome,
+    };
+    Ok(Disconnected {
+        message,
+        account_id: connection.account_id,
+        default,
+    })
 }

@@ -213,20 +213,34 @@ async fn sso(
 pub struct Card {
     pub key: String,
     pub name: String,
-    /// connected | needs_reconnect | error | not_connected
+    /// The default account's status: connected | needs_reconnect | error | not_connected
     pub status: &'static str,
     pub status_label: &'static str,
-    pub account: Option<String>,
+    /// Every connected account, the default first.
+    pub accounts: Vec<AccountCard>,
+    pub has_tokens: bool,
+    /// Connected by a site instance id instead of a sign-in page (Wix apps).
+    pub by_instance: bool,
+    /// Whether its tokens can be refreshed (WordPress.com's never expire).
+    pub refreshable: bool,
+    pub events: Vec<EventLine>,
+}
+
+/// One connected account on its provider's card, with its own actions.
+pub struct AccountCard {
+    /// The provider's account id, sent back by the account's forms.
+    pub id: String,
+    /// Its name, else its id.
+    pub label: String,
+    pub is_default: bool,
+    pub status: &'static str,
+    pub status_label: &'static str,
     pub scopes: Vec<String>,
     pub expires_at: Option<String>,
     pub last_refreshed_at: Option<String>,
     pub last_error: Option<String>,
-    pub has_tokens: bool,
     /// When the refresh token lapses soon (a reconnect is needed before then).
     pub lapses_on: Option<String>,
-    /// Connected by a site instance id instead of a sign-in page (Wix apps).
-    pub by_instance: bool,
-    pub events: Vec<EventLine>,
 }
 
 pub struct EventLine {
@@ -263,37 +277,49 @@ pub fn public_status(c: Option<&Connection>) -> &'static str {
     }
 }
 
-fn card(provider: &Provider, current: Option<&Connection>, events: Vec<Event>) -> Card {
-    let status = public_status(current);
-    let live = current.filter(|c| c.token_ciphertext.is_some());
-    Card {
-        key: provider.key.clone(),
-        name: provider.display_name.clone(),
+fn status_label(status: &str) -> &'static str {
+    match status {
+        "connected" => "Connected",
+        "needs_reconnect" => "Needs reconnecting",
+        "error" => "Refresh failing, retrying",
+        _ => "Not connected",
+    }
+}
+
+fn account_card(c: &Connection) -> AccountCard {
+    let status = public_status(Some(c));
+    AccountCard {
+        id: c.account_id.clone(),
+        label: c.label().to_string(),
+        is_default: c.is_default,
         status,
-        status_label: match status {
-            "connected" => "Connected",
-            "needs_reconnect" => "Needs reconnecting",
-            "error" => "Refresh failing, retrying",
-            _ => "Not connected",
-        },
-        account: live.map(|c| {
-            c.account_name
-                .clone()
-                .unwrap_or_else(|| c.account_id.clone())
-        }),
-        scopes: live.map(Connection::scopes).unwrap_or_default(),
-        expires_at: live.and_then(|c| c.expires_at).map(when),
-        last_refreshed_at: live.and_then(|c| c.last_refreshed_at).map(when),
-        last_error: live.and_then(|c| c.last_error.clone()),
-        has_tokens: live.is_some(),
-        lapses_on: live
-            .and_then(|c| c.refresh_expires_at)
+        status_label: status_label(status),
+        scopes: c.scopes(),
+        expires_at: c.expires_at.map(when),
+        last_refreshed_at: c.last_refreshed_at.map(when),
+        last_error: c.last_error.clone(),
+        lapses_on: c
+            .refresh_expires_at
             .filter(|t| {
                 *t <= crate::db::now()
                     + chrono::Duration::days(crate::refresh::scheduler::LAPSE_WARNING_DAYS)
             })
             .map(|t| t.format("%Y-%m-%d").to_string()),
+    }
+}
+
+/// `accounts` as [`Connection::accounts`] returns them (default first).
+fn card(provider: &Provider, accounts: &[Connection], events: Vec<Event>) -> Card {
+    let status = public_status(accounts.first().filter(|c| c.is_default));
+    Card {
+        key: provider.key.clone(),
+        name: provider.display_name.clone(),
+        status,
+        status_label: status_label(status),
+        accounts: accounts.iter().map(account_card).collect(),
+        has_tokens: !accounts.is_empty(),
         by_instance: provider.flow == Flow::ClientCredentials,
+        refreshable: provider.refresh != crate::providers::RefreshStyle::None,
         events: events
             .into_iter()
             .map(|e| EventLine {
@@ -323,9 +349,9 @@ async fn cards(
         .db(move |c| {
             let mut out = Vec::new();
             for p in &providers {
-                let current = Connection::current(c, &tenant_id, &p.key)?;
+                let accounts = Connection::accounts(c, &tenant_id, &p.key)?;
                 let events = Event::recent(c, &tenant_id, &p.key, 5)?;
-                out.push(card(p, current.as_ref(), events));
+                out.push(card(p, &accounts, events));
             }
             Ok(out)
         })

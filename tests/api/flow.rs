@@ -148,7 +148,8 @@ fn stored(app: &TestApp) -> Connection {
     let t = tether::db::models::tenant::Tenant::by_external_id(&mut app.conn(), "acme")
         .unwrap()
         .unwrap();
-    Connection::current(&mut app.conn(), &t.id, "acme")
+    // By account, not as the default: tests look at it after a disconnect too.
+    Connection::find(&mut app.conn(), &t.id, "acme", "acct-42")
         .unwrap()
         .unwrap()
 }
@@ -269,7 +270,8 @@ async fn refresh_rotates_the_tokens_and_keeps_the_refresh_token_when_none_comes_
         .await
         .unwrap();
     assert!(
-        page.contains("Acme CRM tokens refreshed.") && page.contains("Refreshed</span>"),
+        page.contains("Acme CRM tokens refreshed for Main Street Dental.")
+            && page.contains("Refreshed</span>"),
         "{page}"
     );
 }

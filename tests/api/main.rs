@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod accounts;
 mod browser;
 mod cli;
 mod demo;

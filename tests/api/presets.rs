@@ -175,10 +175,13 @@ async fn instagram_strips_the_code_suffix_and_trades_for_a_long_lived_token(back
     let t = tether::db::models::tenant::Tenant::by_external_id(&mut app.conn(), "acme")
         .unwrap()
         .unwrap();
-    let c =
-        tether::db::models::connection::Connection::current(&mut app.conn(), &t.id, "instagram")
-            .unwrap()
-            .unwrap();
+    let c = tether::db::models::connection::Connection::default_for(
+        &mut app.conn(),
+        &t.id,
+        "instagram",
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(
         c.tokens(&app.ctx.keys)
             .unwrap()
@@ -282,7 +285,7 @@ async fn wix_connects_a_site_instance_with_client_credentials_and_mints_again_to
     let t = tether::db::models::tenant::Tenant::by_external_id(&mut app.conn(), "acme")
         .unwrap()
         .unwrap();
-    let c = tether::db::models::connection::Connection::current(&mut app.conn(), &t.id, "wix")
+    let c = tether::db::models::connection::Connection::default_for(&mut app.conn(), &t.id, "wix")
         .unwrap()
         .unwrap();
     assert_eq!(

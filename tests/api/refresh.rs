@@ -1615,4 +1615,21 @@ async fn a_refresh_of_a_provider_without_refresh_is_a_409_that_changes_nothing(b
     assert_eq!(rotating.calls(), 0, "nothing sent");
     // The token API hands the stored token out as it is.
     assert_eq!(token(&app, &key, "acme").await.status(), 200);
+    // And the card offers no Refresh.
+    app.create_admin("acme", "owner@acme.example");
+    assert_eq!(
+        app.login("owner@acme.example", crate::helpers::PASSWORD)
+            .await
+            .status(),
+        303
+    );
+    let page = app
+        .get("/settings/integrations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"data-provider="acme""#), "{page}");
+    assert!(page.contains(r#"data-action="disconnect""#), "{page}");
+    assert!(!page.contains(r#"data-action="refresh""#), "{page}");
 }

@@ -13,7 +13,7 @@ fn the_connection(app: &TestApp) -> Connection {
     let t = tether::db::models::tenant::Tenant::by_external_id(&mut app.conn(), "acme")
         .unwrap()
         .unwrap();
-    Connection::current(&mut app.conn(), &t.id, "acme")
+    Connection::default_for(&mut app.conn(), &t.id, "acme")
         .unwrap()
         .unwrap()
 }

@@ -139,7 +139,7 @@ fn acme_tenant(app: &TestApp, external_id: &str) -> Tenant {
 
 fn current(app: &TestApp, tenant: &str) -> Option<Connection> {
     let t = acme_tenant(app, tenant);
-    Connection::current(&mut app.conn(), &t.id, "acme").unwrap()
+    Connection::default_for(&mut app.conn(), &t.id, "acme").unwrap()
 }
 
 /// What identifies a stored grant: any write changes one of these.
@@ -666,7 +666,7 @@ async fn an_admin_never_reads_refreshes_or_disconnects_another_tenants_connectio
         .unwrap();
     assert_eq!(started, vec![a_tenant.id]);
     assert!(
-        Connection::current(&mut app.conn(), &acme_tenant(&app, "beta").id, "acme")
+        Connection::default_for(&mut app.conn(), &acme_tenant(&app, "beta").id, "acme")
             .unwrap()
             .is_none()
     );

@@ -1,10 +1,11 @@
 //! The per-process token cache: warm requests skip the database, local writes
-//! take effect at once, other instances' writes within the cache's lifetime.
+//! take effect at once, and on PostgreSQL so do other instances' writes
+//! (LISTEN/NOTIFY), also after the listener lost its session.
 
 use crate::backend_tests;
 use crate::flow::{connect, mount_exchange, mount_exchange_lasting, start, tokens};
 use crate::helpers::{
-    spawn_app_with, Backend, FakeProvider, TestApp, TestDb, ACME_ISSUER, PASSWORD,
+    settings_for, spawn_app_with, Backend, FakeProvider, TestApp, TestDb, ACME_ISSUER, PASSWORD,
 };
 use diesel::prelude::*;
 use tether::db::models::connection::Connection;
@@ -53,7 +54,7 @@ fn row(app: &TestApp) -> Connection {
     let t = tether::db::models::tenant::Tenant::by_external_id(&mut app.conn(), "acme")
         .unwrap()
         .unwrap();
-    Connection::current(&mut app.conn(), &t.id, "acme")
+    Connection::default_for(&mut app.conn(), &t.id, "acme")
         .unwrap()
         .unwrap()
 }
@@ -61,7 +62,152 @@ fn row(app: &TestApp) -> Connection {
 backend_tests!(
     a_cached_token_is_served_until_the_cache_lapses_and_a_local_disconnect_is_seen_at_once,
     a_token_about_to_expire_is_not_served_from_the_cache,
+    another_instances_refresh_and_disconnect_are_seen_by_the_very_next_token_request,
 );
+
+/// A second server on `first`'s database, with the cache on; its address.
+async fn second_instance(first: &TestApp) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let file = first
+        .db
+        .data_dir()
+        .join("providers.toml")
+        .display()
+        .to_string();
+    let ctx = tether::startup::prepare(settings_for(
+        &first.db,
+        &[
+            ("TETHER_PUBLIC_URL", address.as_str()),
+            ("TETHER_PROVIDERS_FILE", &file),
+            ("ACME_CLIENT_ID", "acme-client"),
+            ("ACME_CLIENT_SECRET", "acme-secret-value"),
+            ("TETHER_TOKEN_CACHE_MS", "60000"),
+        ],
+    ))
+    .expect("prepare the second instance");
+    let app = tether::startup::Application::build_on(ctx, listener).expect("serve");
+    actix_web::rt::spawn(app.run_until_stopped());
+    address
+}
+
+/// Waits until `app`'s token cache hears other instances (its listener is up).
+async fn listening(app: &TestApp) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !app.state.tokens.is_coherent() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never came up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+async fn another_instances_refresh_and_disconnect_are_seen_by_the_very_next_token_request(
+    backend: Backend,
+) {
+    if backend == Backend::Sqlite {
+        // One instance per SQLite database: its cache is coherent by itself.
+        let (app, _fake, _key) = app_with_cache(backend, "60000").await;
+        assert!(app.state.tokens.is_coherent());
+        eprintln!("skipped: several instances need PostgreSQL");
+        return;
+    }
+    // Cached for up to a minute: only a notification can make A see B's writes.
+    let (a, fake, key) = app_with_cache(backend, "60000").await;
+    connect(&a, &fake, "at-1", "rt-1").await;
+    let b = second_instance(&a).await;
+    listening(&a).await;
+    assert_eq!(token(&a, &key).await.status(), 200, "cached on A");
+
+    let refresh_answers = |n: u32| {
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .and(body_string_contains("grant_type=refresh_token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(tokens(
+                &format!("at-{n}"),
+                Some(&format!("rt-{n}")),
+                3600.into(),
+            )))
+            .up_to_n_times(1)
+    };
+    let on_b = |method: reqwest::Method, path: &str| {
+        a.client
+            .request(
+                method,
+                format!("{b}/api/v1/tenants/acme/connections/acme{path}"),
+            )
+            .bearer_auth(&key)
+    };
+    let access = |res: reqwest::Response| async move {
+        let body: serde_json::Value = res.json().await.unwrap();
+        body["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+
+    // B refreshes: A's very next answer is B's new token.
+    refresh_answers(2).mount(&fake.server).await;
+    let res = on_b(reqwest::Method::POST, "/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(access(token(&a, &key).await).await, "at-2");
+
+    // A's listener loses its session: A flushes, listens again, and still
+    // sees B's next write at once.
+    let killed: Vec<bool> = diesel::sql_query(
+        "SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity \
+         WHERE application_name = 'tether-listener' AND datname = current_database()",
+    )
+    .load::<Killed>(&mut a.db.raw_pg())
+    .unwrap()
+    .into_iter()
+    .map(|k| k.killed)
+    .collect();
+    assert!(
+        !killed.is_empty() && killed.iter().all(|k| *k),
+        "{killed:?}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while a.state.tokens.is_coherent() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the loss was never noticed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    listening(&a).await;
+    assert_eq!(access(token(&a, &key).await).await, "at-2", "cached again");
+    refresh_answers(3).mount(&fake.server).await;
+    let res = on_b(reqwest::Method::POST, "/refresh")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(access(token(&a, &key).await).await, "at-3");
+
+    // B disconnects: A's very next token request says not connected.
+    Mock::given(method("POST"))
+        .and(path("/revoke"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&fake.server)
+        .await;
+    let res = on_b(reqwest::Method::DELETE, "").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let res = token(&a, &key).await;
+    assert_eq!(res.status(), 404);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+}
+
+#[derive(diesel::QueryableByName)]
+struct Killed {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    killed: bool,
+}
 
 async fn a_cached_token_is_served_until_the_cache_lapses_and_a_local_disconnect_is_seen_at_once(
     backend: Backend,

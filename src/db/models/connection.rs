@@ -2,11 +2,13 @@
 //! token set as one AEAD ciphertext bound to the row.
 
 use crate::crypto::{Aad, CryptoError, KeyRing, Secret};
+use crate::db::listen::notify_changed;
 use crate::db::schema::connections;
 use crate::db::{new_id, now, DbConn};
 use crate::error::{AppError, AppResult};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use diesel::Connection as _;
 
 /// Where a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -77,6 +79,23 @@ pub struct Connection {
     pub last_refreshed_at: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// The tenant's default account of this provider: the one served when a
+    /// caller names none. Only admins move it (and a disconnect of it);
+    /// refreshes never touch it.
+    pub is_default: bool,
+}
+
+/// The answer when a caller names an account that is not connected. It
+/// names neither tokens nor the other accounts.
+pub fn unknown_account() -> AppError {
+    AppError::not_found("no account with that id is connected to this provider")
+}
+
+fn unique_violation(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
 }
 
 /// A freshly granted token set and what is known about its account.
@@ -173,37 +192,50 @@ impl Connection {
                 updated_at: t,
             }
         };
-        // A losing racer on the insert finds the winner's row on the second pass.
+        // A losing racer on the insert (same account, or a second default
+        // through the partial unique index) sees the winner on the second pass.
         for _ in 0..2 {
-            if let Some(existing) =
-                Connection::find(conn, grant.tenant_id, grant.provider, grant.account_id)?
-            {
-                diesel::update(connections::table.find(&existing.id))
-                    .set((
-                        row(&existing.id),
-                        connections::version.eq(connections::version + 1),
-                    ))
-                    .execute(conn)?;
-                return Ok(Connection::by_id(conn, &existing.id)?);
-            }
-            let id = new_id();
-            let inserted = diesel::insert_into(connections::table)
-                .values((
-                    connections::id.eq(&id),
-                    connections::tenant_id.eq(grant.tenant_id),
-                    connections::provider.eq(grant.provider),
-                    connections::account_id.eq(grant.account_id),
-                    connections::version.eq(0i64),
-                    connections::created_at.eq(now()),
-                    row(&id),
-                ))
-                .execute(conn);
-            match inserted {
-                Ok(_) => return Ok(Connection::by_id(conn, &id)?),
-                Err(diesel::result::Error::DatabaseError(
-                    diesel::result::DatabaseErrorKind::UniqueViolation,
-                    _,
-                )) => continue,
+            let has_default =
+                Connection::default_for(conn, grant.tenant_id, grant.provider)?.is_some();
+            let written =
+                match Connection::find(conn, grant.tenant_id, grant.provider, grant.account_id)? {
+                    Some(existing) => {
+                        // A reconnect keeps its flag; an account that comes back
+                        // while no other is default becomes the default.
+                        let is_default = existing.is_default || !has_default;
+                        diesel::update(connections::table.find(&existing.id))
+                            .set((
+                                row(&existing.id),
+                                connections::version.eq(connections::version + 1),
+                                connections::is_default.eq(is_default),
+                            ))
+                            .execute(conn)
+                            .map(|_| existing.id)
+                    }
+                    None => {
+                        let id = new_id();
+                        diesel::insert_into(connections::table)
+                            .values((
+                                connections::id.eq(&id),
+                                connections::tenant_id.eq(grant.tenant_id),
+                                connections::provider.eq(grant.provider),
+                                connections::account_id.eq(grant.account_id),
+                                connections::version.eq(0i64),
+                                connections::created_at.eq(now()),
+                                // The first account connected is the default.
+                                connections::is_default.eq(!has_default),
+                                row(&id),
+                            ))
+                            .execute(conn)
+                            .map(|_| id)
+                    }
+                };
+            match written {
+                Ok(id) => {
+                    notify_changed(conn, grant.tenant_id, grant.provider)?;
+                    return Ok(Connection::by_id(conn, &id)?);
+                }
+                Err(e) if unique_violation(&e) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -235,12 +267,14 @@ impl Connection {
             .optional()
     }
 
-    /// The connection a tenant's card and the token API use for `provider`:
-    /// the most recently updated one holding tokens, else the most recent one.
-    /// This is the token API's one query: it runs on the backend's own
-    /// connection, whose prepared-statement cache it then hits (through the
-    /// multi-backend enum it is parsed again on every call).
-    pub fn current(
+    /// The tenant's default account of `provider`, if it holds tokens: what
+    /// the token API, the proxy and the status serve when no account is named.
+    /// This is the token API's one query, answered from the partial unique
+    /// index `connections_default` (the bare `is_default` term matches its
+    /// predicate on both backends). It runs on the backend's own connection,
+    /// whose prepared-statement cache it then hits (through the multi-backend
+    /// enum it is parsed again on every call).
+    pub fn default_for(
         conn: &mut DbConn,
         tenant_id: &str,
         provider: &str,
@@ -250,12 +284,8 @@ impl Connection {
                 connections::table
                     .filter(connections::tenant_id.eq(tenant_id))
                     .filter(connections::provider.eq(provider))
-                    // false sorts first on both backends: rows with tokens lead.
-                    .order((
-                        connections::token_ciphertext.is_null().asc(),
-                        connections::updated_at.desc(),
-                    ))
-                    .limit(1)
+                    .filter(connections::is_default)
+                    .filter(connections::token_ciphertext.is_not_null())
                     .select(Connection::as_select())
             };
         }
@@ -263,6 +293,128 @@ impl Connection {
             DbConn::Postgres(c) => query!().first(c).optional(),
             DbConn::Sqlite(c) => query!().first(c).optional(),
         }
+    }
+
+    /// One connected account (holding tokens) of the tenant's `provider`.
+    pub fn for_account(
+        conn: &mut DbConn,
+        tenant_id: &str,
+        provider: &str,
+        account_id: &str,
+    ) -> QueryResult<Option<Connection>> {
+        Ok(Connection::find(conn, tenant_id, provider, account_id)?
+            .filter(|c| c.token_ciphertext.is_some()))
+    }
+
+    /// The named account, or the default when `account` is `None`.
+    pub fn lookup(
+        conn: &mut DbConn,
+        tenant_id: &str,
+        provider: &str,
+        account: Option<&str>,
+    ) -> QueryResult<Option<Connection>> {
+        match account {
+            None => Connection::default_for(conn, tenant_id, provider),
+            Some(a) => Connection::for_account(conn, tenant_id, provider, a),
+        }
+    }
+
+    /// Every connected account of the tenant's `provider`: the default first,
+    /// then in the order they were connected.
+    pub fn accounts(
+        conn: &mut DbConn,
+        tenant_id: &str,
+        provider: &str,
+    ) -> QueryResult<Vec<Connection>> {
+        connections::table
+            .filter(connections::tenant_id.eq(tenant_id))
+            .filter(connections::provider.eq(provider))
+            .filter(connections::token_ciphertext.is_not_null())
+            // true sorts last on both backends, so descending puts the default first.
+            .order((
+                connections::is_default.desc(),
+                connections::created_at.asc(),
+                connections::id.asc(),
+            ))
+            .select(Connection::as_select())
+            .load(conn)
+    }
+
+    /// Makes the connected account `id` its tenant's default for its provider,
+    /// in one transaction: the flag leaves the old default and comes to this
+    /// one, and both rows get a new `version` and `updated_at`, so that any
+    /// reader that decided from the old rows sees they moved on. A row whose
+    /// refresh is under way (leased) is not touched, because its refresh
+    /// commits with a compare-and-swap on `version` that a bump would make
+    /// fail, losing the provider's new tokens: then nothing changes and the
+    /// caller is asked to retry in a moment. Returns the new default.
+    pub fn make_default(conn: &mut DbConn, id: &str) -> AppResult<Connection> {
+        let target = Connection::by_id(conn, id)
+            .optional()?
+            .filter(|c| c.token_ciphertext.is_some())
+            .ok_or_else(unknown_account)?;
+        if target.is_default {
+            return Ok(target);
+        }
+        let busy = || {
+            AppError::unavailable(
+                "refresh_in_progress",
+                "a refresh of one of these accounts is under way; try again in a moment",
+                2,
+            )
+        };
+        conn.transaction(|conn| {
+            let t = now();
+            // Writes first: on SQLite that takes the write lock up front
+            // (waiting on busy_timeout) instead of failing a lock upgrade.
+            diesel::update(
+                connections::table
+                    .filter(connections::tenant_id.eq(&target.tenant_id))
+                    .filter(connections::provider.eq(&target.provider))
+                    .filter(connections::is_default)
+                    .filter(connections::id.ne(&target.id))
+                    .filter(
+                        connections::lease_until
+                            .is_null()
+                            .or(connections::lease_until.lt(t)),
+                    ),
+            )
+            .set((
+                connections::is_default.eq(false),
+                connections::version.eq(connections::version + 1),
+                connections::updated_at.eq(t),
+            ))
+            .execute(conn)?;
+            let set = diesel::update(
+                connections::table
+                    .find(&target.id)
+                    .filter(connections::token_ciphertext.is_not_null())
+                    .filter(
+                        connections::lease_until
+                            .is_null()
+                            .or(connections::lease_until.lt(t)),
+                    ),
+            )
+            .set((
+                connections::is_default.eq(true),
+                connections::version.eq(connections::version + 1),
+                connections::updated_at.eq(t),
+            ))
+            .execute(conn);
+            match set {
+                // A leased old default kept its flag: the index refuses a second.
+                Err(e) if unique_violation(&e) => Err(busy()),
+                Err(e) => Err(e.into()),
+                Ok(1) => {
+                    notify_changed(conn, &target.tenant_id, &target.provider)?;
+                    Ok(Connection::by_id(conn, &target.id)?)
+                }
+                Ok(_) => match Connection::by_id(conn, &target.id).optional()? {
+                    Some(c) if c.token_ciphertext.is_some() => Err(busy()),
+                    _ => Err(unknown_account()),
+                },
+            }
+        })
     }
 
     pub fn status(&self) -> Status {
@@ -278,6 +430,11 @@ impl Connection {
             (Some(from), Some(to)) if to > from => at >= from + (to - from) / 2,
             _ => true,
         }
+    }
+
+    /// How a person recognises the account: its name, else its id.
+    pub fn label(&self) -> &str {
+        self.account_name.as_deref().unwrap_or(&self.account_id)
     }
 
     pub fn scopes(&self) -> Vec<String> {
@@ -353,7 +510,7 @@ impl Connection {
             aad(&leased.id, &leased.tenant_id, &leased.provider),
         );
         let t = now();
-        diesel::update(
+        let n = diesel::update(
             connections::table
                 .find(&leased.id)
                 .filter(connections::version.eq(leased.version))
@@ -376,8 +533,9 @@ impl Connection {
             connections::last_refreshed_at.eq(t),
             connections::updated_at.eq(t),
         ))
-        .execute(conn)
-        .map(|n| n == 1)
+        .execute(conn)?;
+        notify_changed(conn, &leased.tenant_id, &leased.provider)?;
+        Ok(n == 1)
     }
 
     /// Records a failed refresh and releases the lease. `status` is
@@ -390,7 +548,7 @@ impl Connection {
         error: &str,
         next_refresh_at: Option<NaiveDateTime>,
     ) -> QueryResult<bool> {
-        diesel::update(
+        let n = diesel::update(
             connections::table
                 .find(&leased.id)
                 .filter(connections::version.eq(leased.version))
@@ -405,8 +563,9 @@ impl Connection {
             connections::lease_until.eq(None::<NaiveDateTime>),
             connections::updated_at.eq(now()),
         ))
-        .execute(conn)
-        .map(|n| n == 1)
+        .execute(conn)?;
+        notify_changed(conn, &leased.tenant_id, &leased.provider)?;
+        Ok(n == 1)
     }
 
     /// Pushes our lease's end out to `until`, if we still hold it.
@@ -529,21 +688,52 @@ impl Connection {
         .execute(conn)
     }
 
-    /// Marks the connection disconnected and erases its tokens.
-    pub fn erase(conn: &mut DbConn, id: &str) -> QueryResult<usize> {
-        diesel::update(connections::table.find(id))
-            .set((
-                connections::status.eq(Status::Disconnected.as_str()),
-                connections::token_ciphertext.eq(None::<Vec<u8>>),
-                connections::key_id.eq(None::<String>),
-                connections::expires_at.eq(None::<NaiveDateTime>),
-                connections::next_refresh_at.eq(None::<NaiveDateTime>),
-                connections::lease_owner.eq(None::<String>),
-                connections::lease_until.eq(None::<NaiveDateTime>),
-                connections::version.eq(connections::version + 1),
-                connections::updated_at.eq(now()),
-            ))
-            .execute(conn)
+    /// Marks the connection disconnected, erases its tokens and clears its
+    /// default flag; if it was the default, the earliest-connected remaining
+    /// account becomes the default, so that no other account silently takes
+    /// over by recency. One transaction. Returns the default afterwards
+    /// (`None`: the provider is not connected any more). The promoted row's
+    /// version is left alone: its tokens did not change, and a bump would
+    /// make a refresh of it under way fail its compare-and-swap.
+    pub fn erase(conn: &mut DbConn, id: &str) -> QueryResult<Option<Connection>> {
+        conn.transaction(|conn| {
+            diesel::update(connections::table.find(id))
+                .set((
+                    connections::status.eq(Status::Disconnected.as_str()),
+                    connections::token_ciphertext.eq(None::<Vec<u8>>),
+                    connections::key_id.eq(None::<String>),
+                    connections::expires_at.eq(None::<NaiveDateTime>),
+                    connections::next_refresh_at.eq(None::<NaiveDateTime>),
+                    connections::lease_owner.eq(None::<String>),
+                    connections::lease_until.eq(None::<NaiveDateTime>),
+                    connections::is_default.eq(false),
+                    connections::version.eq(connections::version + 1),
+                    connections::updated_at.eq(now()),
+                ))
+                .execute(conn)?;
+            let Some(erased) = Connection::by_id(conn, id).optional()? else {
+                return Ok(None);
+            };
+            notify_changed(conn, &erased.tenant_id, &erased.provider)?;
+            if let Some(default) =
+                Connection::default_for(conn, &erased.tenant_id, &erased.provider)?
+            {
+                return Ok(Some(default));
+            }
+            let Some(next) = Connection::accounts(conn, &erased.tenant_id, &erased.provider)?
+                .into_iter()
+                .next()
+            else {
+                return Ok(None);
+            };
+            diesel::update(connections::table.find(&next.id))
+                .set(connections::is_default.eq(true))
+                .execute(conn)?;
+            Ok(Some(Connection {
+                is_default: true,
+                ..next
+            }))
+        })
     }
 
     /// Opens and re-seals a stored row (used by key rotation).

@@ -1,0 +1,2 @@
+DROP INDEX connections_default;
+ALTER TABLE connections DROP COLUMN is_default;
