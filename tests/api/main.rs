@@ -11,6 +11,7 @@ mod internal_api;
 mod keys;
 mod ops;
 mod presets;
+mod processes;
 mod refresh;
 mod scheduler;
 mod security;
