@@ -12,6 +12,7 @@ mod internal_api;
 mod keys;
 mod ops;
 mod presets;
+mod processes;
 mod refresh;
 mod scheduler;
 mod security;
