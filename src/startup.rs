@@ -306,11 +306,14 @@ impl Application {
             stopped = &mut server => return stopped,
             signal = stop_signal() => log::info!("{signal}: stopping gracefully"),
         }
+        // The scheduler claims nothing more; requests in hand are answered
+        // (refreshing if they must), then the refreshes still at a provider.
         state
             .stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        handle.stop(true).await;
-        server.await?;
+        // The server's own future carries out the stop: poll both.
+        let (_, served) = tokio::join!(handle.stop(true), server);
+        served?;
         state.drain().await;
         log::info!("stopped");
         Ok(())

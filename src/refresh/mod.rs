@@ -164,12 +164,22 @@ pub async fn refresh_now(
     // The run is a task of its own: a caller that goes away (a client hanging
     // up, a request timing out) must not cancel a refresh whose request may
     // be at the provider, or the answer (a rotated refresh token) is lost.
-    let run = {
+    // It runs on the system's own runtime, not the HTTP worker's: workers
+    // stop with the server, the system runs until refreshes have drained.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    {
         let (state, id, actor) = (state.clone(), id.to_string(), actor.to_string());
-        actix_web::rt::spawn(async move { shared_refresh(&state, &id, &actor, seen).await })
-    };
-    run.await
-        .map_err(|e| AppError::internal(format!("the refresh task failed: {e}")))??;
+        let started = actix_web::rt::System::current()
+            .arbiter()
+            .spawn(async move {
+                let _ = tx.send(shared_refresh(&state, &id, &actor, seen).await);
+            });
+        if !started {
+            return Err(AppError::internal("the refresh runtime has stopped"));
+        }
+    }
+    rx.await
+        .map_err(|_| AppError::internal("the refresh task ended without an outcome"))??;
     let id = id.to_string();
     state.db(move |c| Ok(Connection::by_id(c, &id)?)).await
 }
@@ -380,10 +390,10 @@ pub async fn refresh_leased(
         ))
         .await);
     }
-    // Nothing new goes out once a shutdown began; the permit keeps the
+    // Nothing new goes out once a shutdown is draining; the permit keeps the
     // shutdown waiting until this refresh's answer is committed.
     let _sending = match state.sending.try_acquire() {
-        Ok(permit) if !state.is_stopping() => permit,
+        Ok(permit) if !state.is_draining() => permit,
         _ => return Err(release(shutting_down()).await),
     };
     let ticket = match state.breakers.allow(&provider.key) {
@@ -424,7 +434,7 @@ pub async fn refresh_leased(
     }
     let started = std::time::Instant::now();
     let result = client::refresh(
-        &state.http,
+        &state.refresh_http,
         &provider,
         old.access_token.expose(),
         old.refresh_token.as_ref().map(|t| t.expose().as_str()),

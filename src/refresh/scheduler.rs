@@ -207,6 +207,14 @@ impl Scheduler {
                 let Ok(_per_provider) = provider.acquire_owned().await else {
                     return;
                 };
+                if state.is_stopping() {
+                    // Claimed before the stop, never sent: hand it back now.
+                    let (id, owner) = (leased.row.id.clone(), leased.owner.clone());
+                    let _ = state
+                        .db(move |c| Ok(Connection::release(c, &id, &owner)?))
+                        .await;
+                    return;
+                }
                 // Errors are recorded on the connection and logged by refresh_leased.
                 let _ = refresh_leased(&state, leased, "scheduler").await;
             });

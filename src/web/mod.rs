@@ -26,6 +26,10 @@ pub struct AppState {
     pub providers: Arc<Catalogue>,
     /// For calls to providers.
     pub http: reqwest::Client,
+    /// For refreshes only, which all run on the system's runtime: its pooled
+    /// connections are never ones an HTTP worker opened (they die when the
+    /// worker stops, while a refresh is still using them).
+    pub refresh_http: reqwest::Client,
     /// Names this process in leases.
     pub instance_id: String,
     /// Sign-in attempts per email and per client address.
@@ -43,8 +47,10 @@ pub struct AppState {
     /// Refreshes whose request may be at the provider: each holds a permit
     /// from the moment it decides to send until its answer is committed.
     pub sending: tokio::sync::Semaphore,
-    /// Set once a shutdown began: nothing new is claimed or sent.
+    /// Set once a shutdown began: the scheduler claims nothing more.
     pub stopping: std::sync::atomic::AtomicBool,
+    /// Set once the server stopped answering: no refresh is sent any more.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// Permits of [`AppState::sending`]: more than can ever be in flight.
@@ -53,6 +59,7 @@ const SENDING_PERMITS: u32 = 1 << 20;
 impl AppState {
     pub fn new(ctx: Context) -> AppState {
         let http = crate::oauth::client::http_client(ctx.settings.refresh.provider_timeout);
+        let refresh_http = crate::oauth::client::http_client(ctx.settings.refresh.provider_timeout);
         // SQLite serves one instance: nobody else writes. On PostgreSQL the
         // cache is coherent once the listener hears other instances' writes.
         let postgres = ctx.backend == "postgres";
@@ -68,6 +75,7 @@ impl AppState {
             pool: ctx.pool,
             keys: ctx.keys,
             providers: ctx.providers,
+            refresh_http,
             http,
             // Hex, so that it is a plain prefix in a LIKE pattern.
             instance_id: hex::encode(crate::crypto::random_bytes(6)),
@@ -80,6 +88,7 @@ impl AppState {
             tokens,
             sending: tokio::sync::Semaphore::new(SENDING_PERMITS as usize),
             stopping: Default::default(),
+            draining: Default::default(),
         }
     }
 
@@ -87,13 +96,19 @@ impl AppState {
         self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// A graceful stop: claim and send nothing new, let the refreshes whose
-    /// request is at a provider finish (each is bounded by the provider
-    /// timeout), then release this instance's leases so another instance can
-    /// take the work at once instead of waiting for them to lapse.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The end of a graceful stop, once the server answers no more: send
+    /// nothing new, let the refreshes whose request is at a provider finish
+    /// (each is bounded by the provider timeout), then release this
+    /// instance's leases so another instance can take the work at once
+    /// instead of waiting for them to lapse.
     pub async fn drain(&self) {
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        use std::sync::atomic::Ordering::SeqCst;
+        self.stopping.store(true, SeqCst);
+        self.draining.store(true, SeqCst);
         let bound = self.settings.refresh.provider_timeout + Duration::from_secs(5);
         let waited = std::time::Instant::now();
         match tokio::time::timeout(bound, self.sending.acquire_many(SENDING_PERMITS)).await {
