@@ -1,7 +1,8 @@
 //! Load and drain benchmarks (see BENCHMARKS.md for method and figures).
 //!
 //!   cargo bench --bench load -- token [--rows N] [--secs S]
-//!   cargo bench --bench load -- drain [--rows N]
+//!   cargo bench --bench load -- wrk   [--rows N] [--secs S]
+//!   cargo bench --bench load -- drain [--rows N] [--latency-ms L] [--concurrency C]
 //!   cargo bench --bench load -- plan  [--rows N]
 //!
 //! SQLite by default; PostgreSQL when TETHER_BENCH_POSTGRES_URL is set (a
@@ -437,8 +438,112 @@ fn token_bench(rows: usize, secs: u64) {
     );
 }
 
-/// A local token endpoint answering each refresh after about 1 ms.
-fn fake_token_endpoint() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+/// What wrk measured for one URL.
+struct WrkRun {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    non_2xx: u64,
+}
+
+/// Runs `wrk` (Debian package `wrk`) against `url`: 2 threads, 64
+/// connections, `secs` seconds, after a 2 s warm-up of the same.
+fn wrk(url: &str, bearer: Option<&str>, secs: u64) -> WrkRun {
+    let run = |d: u64| {
+        let mut cmd = Command::new("wrk");
+        cmd.args(["-t2", "-c64", &format!("-d{d}s"), "--latency"]);
+        if let Some(b) = bearer {
+            cmd.args(["-H", &format!("Authorization: Bearer {b}")]);
+        }
+        let out = cmd
+            .arg(url)
+            .output()
+            .expect("run wrk (apt-get install wrk)");
+        assert!(out.status.success(), "wrk failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(2);
+    let text = run(secs);
+    let ms = |v: &str| -> f64 {
+        let v = v.trim();
+        if let Some(us) = v.strip_suffix("us") {
+            us.parse::<f64>().unwrap_or(f64::NAN) / 1000.0
+        } else if let Some(m) = v.strip_suffix("ms") {
+            m.parse().unwrap_or(f64::NAN)
+        } else if let Some(s) = v.strip_suffix('s') {
+            s.parse::<f64>().unwrap_or(f64::NAN) * 1000.0
+        } else {
+            f64::NAN
+        }
+    };
+    let field = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|rest| rest.trim().to_string())
+            .unwrap_or_default()
+    };
+    WrkRun {
+        rps: field("Requests/sec:").parse().unwrap_or(f64::NAN),
+        p50_ms: ms(&field("50%")),
+        p99_ms: ms(&field("99%")),
+        non_2xx: field("Non-2xx or 3xx responses:").parse().unwrap_or(0),
+    }
+}
+
+/// The token API against `/healthz` with wrk as the load generator, both on
+/// one server in one run, so the generator is not the ceiling.
+fn wrk_bench(rows: usize, secs: u64) {
+    let db = Db::new();
+    println!(
+        "token API vs /healthz with wrk, {} with {rows} connection rows, 64 connections, {secs} s each",
+        db.backend()
+    );
+    let (pool, tenants, ring) = prepare(&db, 1000);
+    let due_later = tether::db::now() + chrono::Duration::days(365);
+    let provider_of = |i: usize| match i / 1000 {
+        0 => "demo".to_string(),
+        p => format!("p{p}"),
+    };
+    seed(&db, &ring, &provider_of, rows, &tenants, due_later);
+    let mut c = pool.get().expect("connection");
+    let (_, key) = ApiKey::create(&mut c, "bench", None, false).expect("api key");
+    drop(c);
+    let (mut child, port) = serve(&db, &[("TETHER_REFRESH_ENABLED", "false".into())]);
+    let base = format!("http://127.0.0.1:{port}");
+    let token_url = format!("{base}/api/v1/tenants/tenant-7/connections/demo/token");
+    let pid = child.id();
+    let c0 = cpu_secs(pid);
+    let health = wrk(&format!("{base}/healthz"), None, secs);
+    let c1 = cpu_secs(pid);
+    let token = wrk(&token_url, Some(key.expose()), secs);
+    let c2 = cpu_secs(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    let per_req = |cpu: f64, l: &WrkRun| cpu / (l.rps * (secs + 2) as f64) * 1e6;
+    println!("| endpoint | req/s | p50 ms | p99 ms | non-2xx | server CPU µs/req |");
+    println!("|---|---|---|---|---|---|");
+    for (name, l, cpu) in [
+        ("/healthz", &health, c1 - c0),
+        ("token API", &token, c2 - c1),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {} | {:.0} |",
+            l.rps,
+            l.p50_ms,
+            l.p99_ms,
+            l.non_2xx,
+            per_req(cpu, l)
+        );
+    }
+    println!(
+        "ratio token/healthz throughput: {:.2}",
+        token.rps / health.rps
+    );
+}
+
+/// A local token endpoint answering each refresh after `latency`.
+fn fake_token_endpoint(latency: Duration) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -453,7 +558,7 @@ fn fake_token_endpoint() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
                         let counter = counter.clone();
                         async move {
                             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            tokio::time::sleep(latency).await;
                             actix_web::HttpResponse::Ok().json(serde_json::json!({
                                 "access_token": tether::crypto::random_token(24),
                                 "refresh_token": tether::crypto::random_token(24),
@@ -474,43 +579,55 @@ fn fake_token_endpoint() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
     (port, calls)
 }
 
-fn drain_bench(rows: usize) {
+/// Providers the drain spreads its connections over: with the defaults
+/// (16 in flight, 4 per provider) four providers fill every slot.
+const DRAIN_PROVIDERS: usize = 4;
+
+/// `concurrency`: refreshes in flight per process (`None`: Tether's default,
+/// 16, and 4 per provider); the per-provider limit is a quarter of it.
+fn drain_bench(rows: usize, latency_ms: u64, concurrency: Option<usize>) {
     let db = Db::new();
+    let in_flight = concurrency.unwrap_or(16);
+    let bound = in_flight as f64 / (latency_ms.max(1) as f64 / 1000.0);
     println!(
-        "scheduler drain, {}: {rows} connections due at once, token endpoint ~1 ms",
-        db.backend()
+        "scheduler drain, {}: {rows} connections of {DRAIN_PROVIDERS} providers due at once, token endpoint ~{latency_ms} ms, {in_flight} in flight{}; bound {bound:.0}/s",
+        db.backend(),
+        if concurrency.is_none() { " (the defaults)" } else { "" }
     );
     let (pool, tenants, ring) = prepare(&db, 100);
-    let (fake_port, calls) = fake_token_endpoint();
+    let (fake_port, calls) = fake_token_endpoint(Duration::from_millis(latency_ms));
     let providers = db._dir.path().join("providers.toml");
-    std::fs::write(
-        &providers,
-        format!(
-            "[providers.bench]\ndisplay_name = \"Bench\"\nauthorize_url = \"http://127.0.0.1:{fake_port}/authorize\"\ntoken_url = \"http://127.0.0.1:{fake_port}/token\"\n"
-        ),
-    )
-    .expect("providers file");
+    let mut toml = String::new();
+    for p in 0..DRAIN_PROVIDERS {
+        toml.push_str(&format!(
+            "[providers.bench{p}]\ndisplay_name = \"Bench {p}\"\nauthorize_url = \"http://127.0.0.1:{fake_port}/authorize\"\ntoken_url = \"http://127.0.0.1:{fake_port}/token\"\nclient_id_env = \"BENCH_CLIENT_ID\"\nclient_secret_env = \"BENCH_CLIENT_SECRET\"\n"
+        ));
+    }
+    std::fs::write(&providers, toml).expect("providers file");
     seed(
         &db,
         &ring,
-        &|_| "bench".to_string(),
+        &|i| format!("bench{}", i % DRAIN_PROVIDERS),
         rows,
         &tenants,
         tether::db::now() - chrono::Duration::seconds(1),
     );
+    let mut env = vec![
+        ("TETHER_PROVIDERS_FILE", providers.display().to_string()),
+        ("BENCH_CLIENT_ID", "bench".into()),
+        ("BENCH_CLIENT_SECRET", "bench-secret".into()),
+        ("TETHER_DEMO_PROVIDER", "false".into()),
+        ("TETHER_REFRESH_INTERVAL_SECS", "1".into()),
+    ];
+    if let Some(c) = concurrency {
+        env.push(("TETHER_REFRESH_CONCURRENCY", c.to_string()));
+        env.push((
+            "TETHER_REFRESH_PER_PROVIDER",
+            c.div_ceil(DRAIN_PROVIDERS).to_string(),
+        ));
+    }
     let started = Instant::now();
-    let (mut child, _) = serve(
-        &db,
-        &[
-            ("TETHER_PROVIDERS_FILE", providers.display().to_string()),
-            ("BENCH_CLIENT_ID", "bench".into()),
-            ("BENCH_CLIENT_SECRET", "bench-secret".into()),
-            ("TETHER_DEMO_PROVIDER", "false".into()),
-            ("TETHER_REFRESH_INTERVAL_SECS", "1".into()),
-            ("TETHER_REFRESH_CONCURRENCY", "32".into()),
-            ("TETHER_REFRESH_PER_PROVIDER", "32".into()),
-        ],
-    );
+    let (mut child, _) = serve(&db, &env);
     let mut c = pool.get().expect("connection");
     let done = loop {
         let n: i64 = connections::table
@@ -535,12 +652,13 @@ fn drain_bench(rows: usize) {
         .count()
         .get_result(&mut c)
         .expect("count");
-    println!("| rows | seconds | refreshes/s | provider calls | not connected | peak RSS MB |");
-    println!("|---|---|---|---|---|---|");
+    let rate = rows as f64 / done.as_secs_f64();
+    println!("| rows | in flight | latency ms | seconds | refreshes/s | bound/s | of bound | provider calls | not connected | peak RSS MB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {rows} | {:.2} | {:.0} | {} | {failed} | {rss:.1} |",
+        "| {rows} | {in_flight} | {latency_ms} | {:.2} | {rate:.0} | {bound:.0} | {:.2} | {} | {failed} | {rss:.1} |",
         done.as_secs_f64(),
-        rows as f64 / done.as_secs_f64(),
+        rate / bound,
         calls.load(std::sync::atomic::Ordering::Relaxed)
     );
 }
@@ -682,12 +800,19 @@ fn main() {
     };
     match args.first().map(String::as_str) {
         Some("token") => token_bench(flag("--rows", 10_000) as usize, flag("--secs", 10)),
-        Some("drain") => drain_bench(flag("--rows", 10_000) as usize),
+        Some("wrk") => wrk_bench(flag("--rows", 10_000) as usize, flag("--secs", 10)),
+        Some("drain") => drain_bench(
+            flag("--rows", 10_000) as usize,
+            flag("--latency-ms", 1),
+            args.iter()
+                .position(|a| a == "--concurrency")
+                .map(|_| flag("--concurrency", 16) as usize),
+        ),
         Some("plan") => plan_bench(flag("--rows", 1_000_000) as usize),
         Some("parts") => parts_bench(),
         _ => {
             eprintln!(
-                "usage: cargo bench --bench load -- token|drain|plan|parts [--rows N] [--secs S]"
+                "usage: cargo bench --bench load -- token|wrk|drain|plan|parts [--rows N] [--secs S] [--latency-ms L] [--concurrency C]"
             );
             std::process::exit(2);
         }
