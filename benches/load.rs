@@ -97,6 +97,8 @@ struct Row {
     version: i64,
     failure_count: i32,
     metadata: String,
+    /// The first row of each (tenant, provider) is its default account.
+    is_default: bool,
     created_at: chrono::NaiveDateTime,
     updated_at: chrono::NaiveDateTime,
 }
@@ -115,6 +117,7 @@ fn seed(
     let mut c = pool.get().expect("connection");
     let now = tether::db::now();
     let started = Instant::now();
+    let mut seen = std::collections::HashSet::new();
     for chunk_start in (0..n).step_by(1000) {
         let rows: Vec<Row> = (chunk_start..(chunk_start + 1000).min(n))
             .map(|i| {
@@ -127,6 +130,7 @@ fn seed(
                     raw: Secret::new(serde_json::json!({})),
                 };
                 let provider = provider_of(i);
+                let is_default = seen.insert((tenant.id.clone(), provider.clone()));
                 let sealed = ring.seal(
                     &serde_json::to_vec(&tokens).expect("json"),
                     Aad::Connection {
@@ -150,6 +154,7 @@ fn seed(
                     version: 0,
                     failure_count: 0,
                     metadata: "{}".into(),
+                    is_default,
                     created_at: now,
                     updated_at: now,
                 }
@@ -204,7 +209,19 @@ fn prepare(db: &Db, tenants: usize) -> (tether::db::Pool, Vec<Tenant>, KeyRing) 
 // The child is returned to the caller, which kills and waits on it.
 #[allow(clippy::zombie_processes)]
 fn serve(db: &Db, extra: &[(&str, String)]) -> (Child, u16) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
+    // TETHER_BENCH_WRAP runs the server under a tool (valgrind --tool=callgrind ...).
+    let mut cmd = match std::env::var("TETHER_BENCH_WRAP")
+        .ok()
+        .filter(|w| !w.is_empty())
+    {
+        Some(wrap) => {
+            let mut parts = wrap.split_whitespace();
+            let mut c = Command::new(parts.next().expect("a command"));
+            c.args(parts).arg(env!("CARGO_BIN_EXE_tether"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_tether")),
+    };
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("TETHER_BIND", "127.0.0.1:0")
@@ -512,13 +529,25 @@ fn wrk_bench(rows: usize, secs: u64) {
     let (mut child, port) = serve(&db, &[("TETHER_REFRESH_ENABLED", "false".into())]);
     let base = format!("http://127.0.0.1:{port}");
     let token_url = format!("{base}/api/v1/tenants/tenant-7/connections/demo/token");
+    let check = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {}", key.expose()))
+        .arg(&token_url)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    if let Ok(code) = check {
+        assert_eq!(code, "200", "token endpoint must answer before measuring");
+    }
     let pid = child.id();
     let c0 = cpu_secs(pid);
     let health = wrk(&format!("{base}/healthz"), None, secs);
     let c1 = cpu_secs(pid);
     let token = wrk(&token_url, Some(key.expose()), secs);
     let c2 = cpu_secs(pid);
-    let _ = child.kill();
+    // A graceful stop, so that a wrapping profiler writes its output.
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let _ = child.wait();
     let per_req = |cpu: f64, l: &WrkRun| cpu / (l.rps * (secs + 2) as f64) * 1e6;
     println!("| endpoint | req/s | p50 ms | p99 ms | non-2xx | server CPU µs/req |");

@@ -343,7 +343,8 @@ pub async fn fresh_token(
             state.tokens.put(&fresh, &tokens, account, epoch);
             Ok((fresh, tokens))
         }
-        Err(e) if e.status().as_u16() == 503 && valid_for(&row, 0) => {
+        // Still valid now, after the wait (not only when the request came).
+        Err(e) if e.status().as_u16() == 503 && row.expires_at.is_none_or(|exp| exp > now()) => {
             // Still usable: better a short-lived token than none.
             log::warn!(
                 "handing out a token valid < min_ttl for connection {}: {}",
