@@ -41,11 +41,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     web::PathConfig::default()
                         .error_handler(|_, _| AppError::not_found("no such route").into()),
                 )
+                // The hot route first: routes are tried in order, each a pattern match.
+                .route("/connections/{provider}/token", web::get().to(token))
                 .route("", web::put().to(provision))
                 .route("/connections", web::get().to(list))
                 .route("/connections/{provider}", web::get().to(status))
                 .route("/connections/{provider}", web::delete().to(disconnect))
-                .route("/connections/{provider}/token", web::get().to(token))
                 .route("/connections/{provider}/refresh", web::post().to(refresh))
                 .route(
                     "/connections/{provider}/default",

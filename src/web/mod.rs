@@ -232,9 +232,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/readyz", web::get().to(ops::readyz))
     .route("/metrics", web::get().to(ops::metrics))
     .route("/static/{file}", web::get().to(ops::static_file))
+    // The internal API first: the token route is the hot path, and every
+    // route registered before it is a pattern tried on each of its requests.
+    // (The areas' paths do not overlap, so the order changes nothing else.)
+    .configure(api::routes)
     .configure(pages::routes)
     .configure(oauth::routes)
-    .configure(api::routes)
     .configure(crate::demo::routes)
     .default_service(web::to(not_found));
 }
