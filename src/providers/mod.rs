@@ -8,6 +8,7 @@ use crate::config::Settings;
 use crate::crypto::Secret;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// How the client authenticates at the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -113,7 +114,8 @@ impl std::error::Error for CatalogueError {}
 /// Every provider Tether knows, enabled or not, in key order.
 #[derive(Debug, Clone)]
 pub struct Catalogue {
-    providers: BTreeMap<String, Provider>,
+    /// Shared, so that a request takes a provider without copying it.
+    providers: BTreeMap<String, Arc<Provider>>,
 }
 
 /// The TOML form of a provider (DESIGN.md section 9). Every field is optional
@@ -226,20 +228,30 @@ impl Catalogue {
             let demo = presets::demo(settings);
             providers.insert(demo.key.clone(), demo);
         }
-        Ok(Catalogue { providers })
+        Ok(Catalogue {
+            providers: providers
+                .into_iter()
+                .map(|(k, p)| (k, Arc::new(p)))
+                .collect(),
+        })
     }
 
     pub fn get(&self, key: &str) -> Option<&Provider> {
-        self.providers.get(key)
+        self.providers.get(key).map(|p| &**p)
     }
 
     /// The provider if it exists and is enabled.
     pub fn enabled(&self, key: &str) -> Option<&Provider> {
+        self.shared(key).map(|p| &**p)
+    }
+
+    /// As [`Catalogue::enabled`], as a handle to keep.
+    pub fn shared(&self, key: &str) -> Option<&Arc<Provider>> {
         self.providers.get(key).filter(|p| p.enabled())
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Provider> {
-        self.providers.values()
+        self.providers.values().map(|p| &**p)
     }
 }
 

@@ -374,7 +374,7 @@ pub async fn refresh_leased(
             err
         }
     };
-    let Some(provider) = state.providers.enabled(&row.provider).cloned() else {
+    let Some(provider) = state.providers.shared(&row.provider).cloned() else {
         return Err(release(AppError::not_found(format!(
             "provider '{}' is not enabled",
             row.provider

@@ -194,7 +194,7 @@ impl ApiCaller {
         &self,
         state: &AppState,
         (tenant, provider): (String, String),
-    ) -> AppResult<(String, Provider)> {
+    ) -> AppResult<(String, std::sync::Arc<Provider>)> {
         let tenant_id = self.tenant(state, &tenant).await?;
         Ok((tenant_id, state.enabled_provider(&provider)?))
     }

@@ -152,12 +152,12 @@ impl AppState {
     }
 
     /// The enabled provider with this key (as it appears in a URL), or a 404.
-    pub fn enabled_provider(&self, key: &str) -> AppResult<crate::providers::Provider> {
+    pub fn enabled_provider(&self, key: &str) -> AppResult<Arc<crate::providers::Provider>> {
         if !crate::providers::valid_key(key) {
             return Err(AppError::not_found("no such provider"));
         }
         self.providers
-            .enabled(key)
+            .shared(key)
             .cloned()
             .ok_or_else(|| AppError::not_found(format!("provider '{key}' is not enabled")))
     }
