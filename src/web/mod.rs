@@ -116,10 +116,16 @@ impl AppState {
                 "shutdown: refreshes in flight finished after {} ms",
                 waited.elapsed().as_millis()
             ),
-            Err(_) => log::warn!(
-                "shutdown: refreshes still in flight after {} s; stopping anyway",
-                bound.as_secs()
-            ),
+            Err(_) => {
+                // Their leases are left to lapse: the provider may still act
+                // on those requests, and no other instance may send the same
+                // refresh token before the lease says no answer can come.
+                log::warn!(
+                    "shutdown: refreshes still in flight after {} s; stopping anyway, their leases lapse by themselves",
+                    bound.as_secs()
+                );
+                return;
+            }
         }
         let instance = self.instance_id.clone();
         match self
