@@ -372,24 +372,31 @@ fn load(
     })
 }
 
+/// 1,000 tenants and `rows` connections with tokens valid for an hour, one
+/// account per tenant and provider, as tenants have: row i is tenant i % 1000's
+/// connection to provider i / 1000 ("demo" for the first 1000). Returns an
+/// API key for every tenant.
+fn seed_warm_tokens(db: &Db, rows: usize) -> Secret<String> {
+    let (pool, tenants, ring) = prepare(db, 1000);
+    let due_later = tether::db::now() + chrono::Duration::days(365);
+    let provider_of = |i: usize| match i / 1000 {
+        0 => "demo".to_string(),
+        p => format!("p{p}"),
+    };
+    seed(db, &ring, &provider_of, rows, &tenants, due_later);
+    let mut c = pool.get().expect("connection");
+    ApiKey::create(&mut c, "bench", None, false)
+        .expect("api key")
+        .1
+}
+
 fn token_bench(rows: usize, secs: u64) {
     let db = Db::new();
     println!(
         "token API vs /healthz, {} with {rows} connection rows, 64 connections, {secs} s each",
         db.backend()
     );
-    let (pool, tenants, ring) = prepare(&db, 1000);
-    let due_later = tether::db::now() + chrono::Duration::days(365);
-    // One account per tenant and provider, as tenants have: row i is tenant
-    // i % 1000's connection to provider i / 1000 ("demo" for the first 1000).
-    let provider_of = |i: usize| match i / 1000 {
-        0 => "demo".to_string(),
-        p => format!("p{p}"),
-    };
-    seed(&db, &ring, &provider_of, rows, &tenants, due_later);
-    let mut c = pool.get().expect("connection");
-    let (_, key) = ApiKey::create(&mut c, "bench", None, false).expect("api key");
-    drop(c);
+    let key = seed_warm_tokens(&db, rows);
     let (mut child, port) = serve(&db, &[("TETHER_REFRESH_ENABLED", "false".into())]);
     let base = format!("http://127.0.0.1:{port}");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -516,16 +523,7 @@ fn wrk_bench(rows: usize, secs: u64) {
         "token API vs /healthz with wrk, {} with {rows} connection rows, 64 connections, {secs} s each",
         db.backend()
     );
-    let (pool, tenants, ring) = prepare(&db, 1000);
-    let due_later = tether::db::now() + chrono::Duration::days(365);
-    let provider_of = |i: usize| match i / 1000 {
-        0 => "demo".to_string(),
-        p => format!("p{p}"),
-    };
-    seed(&db, &ring, &provider_of, rows, &tenants, due_later);
-    let mut c = pool.get().expect("connection");
-    let (_, key) = ApiKey::create(&mut c, "bench", None, false).expect("api key");
-    drop(c);
+    let key = seed_warm_tokens(&db, rows);
     let (mut child, port) = serve(&db, &[("TETHER_REFRESH_ENABLED", "false".into())]);
     let base = format!("http://127.0.0.1:{port}");
     let token_url = format!("{base}/api/v1/tenants/tenant-7/connections/demo/token");
