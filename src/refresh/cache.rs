@@ -156,16 +156,83 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::Secret;
+
+    fn row(tenant_id: &str, provider: &str) -> (Connection, TokenSet) {
+        let t = crate::db::now();
+        let row = Connection {
+            id: "c1".into(),
+            tenant_id: tenant_id.into(),
+            provider: provider.into(),
+            account_id: "a1".into(),
+            account_name: None,
+            status: "connected".into(),
+            scopes: "[]".into(),
+            token_ciphertext: None,
+            key_id: None,
+            expires_at: None,
+            refresh_expires_at: None,
+            next_refresh_at: None,
+            version: 0,
+            lease_owner: None,
+            lease_until: None,
+            failure_count: 0,
+            last_error: None,
+            metadata: "{}".into(),
+            last_refreshed_at: None,
+            created_at: t,
+            updated_at: t,
+            is_default: true,
+        };
+        let tokens = TokenSet {
+            access_token: Secret::new("at".into()),
+            refresh_token: None,
+            token_type: "Bearer".into(),
+            raw: Secret::new(serde_json::json!({})),
+        };
+        (row, tokens)
+    }
 
     #[test]
-    fn a_read_from_before_an_invalidation_is_not_cached() {
+    fn a_read_from_before_an_invalidation_is_not_put_back() {
         let cache = TokenCache::new(Duration::from_secs(1), true);
-        let before = cache.epoch("t", "p");
+        let (row, tokens) = row("t", "p");
+        // A reader looks, another instance's write is heard, the reader puts.
+        let seen = cache.epoch("t", "p");
         cache.invalidate("t", "p");
-        let after = cache.epoch("t", "p");
-        assert_ne!(before.0, after.0);
-        // Other keys may share the stripe, but never miss an invalidation of their own.
+        cache.put(&row, &tokens, None, seen);
+        assert!(cache.get("t", "p", None).is_none(), "stale read cached");
+        // A read after the invalidation is cached, for every account key.
+        let seen = cache.epoch("t", "p");
+        cache.put(&row, &tokens, None, seen);
+        cache.put(&row, &tokens, Some("a1"), seen);
+        assert!(cache.get("t", "p", None).is_some());
+        assert!(cache.get("t", "p", Some("a1")).is_some());
+        // One invalidation drops them all; a flush drops everything.
+        cache.invalidate("t", "p");
+        assert!(cache.get("t", "p", None).is_none() && cache.get("t", "p", Some("a1")).is_none());
+        let seen = cache.epoch("t", "p");
+        cache.put(&row, &tokens, None, seen);
         cache.flush();
-        assert_ne!(after.0, cache.epoch("t", "p").0);
+        assert!(cache.get("t", "p", None).is_none());
+    }
+
+    #[test]
+    fn an_incoherent_cache_keeps_entries_only_its_short_lifetime() {
+        let cache = TokenCache::new(Duration::from_millis(1), false);
+        let (row, tokens) = row("t", "p");
+        cache.put(&row, &tokens, None, cache.epoch("t", "p"));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(
+            cache.get("t", "p", None).is_none(),
+            "short-lived while incoherent"
+        );
+        cache.set_coherent(true);
+        cache.put(&row, &tokens, None, cache.epoch("t", "p"));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(
+            cache.get("t", "p", None).is_some(),
+            "long-lived while coherent"
+        );
     }
 }
