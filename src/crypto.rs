@@ -251,6 +251,11 @@ pub fn random_token(n: usize) -> String {
 }
 
 /// Lower-case hex SHA-256, for values stored only as hashes (API keys, states).
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data).into()
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(data))

@@ -14,19 +14,42 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// (tenant, provider): every write to one of its connections drops all its
-/// entries, since the default may have moved with it.
-type Key = (String, String);
+/// A connection row with its token set opened: what a token request serves.
+/// Shared, so that a cache hit copies nothing.
+#[derive(Debug)]
+pub struct Opened {
+    pub row: Connection,
+    pub tokens: TokenSet,
+    /// The row's scopes and metadata, parsed once.
+    pub scopes: Vec<String>,
+    pub metadata: serde_json::Value,
+}
+
+impl Opened {
+    pub fn new(row: Connection, tokens: TokenSet) -> Arc<Opened> {
+        Arc::new(Opened {
+            scopes: row.scopes(),
+            metadata: row.metadata(),
+            row,
+            tokens,
+        })
+    }
+}
+
 /// The account asked for, `None` for the default.
 type Account = Option<String>;
-type Entry = (Connection, TokenSet, Instant);
+type Entry = (Arc<Opened>, Instant);
+/// Tenant -> provider -> account: every write to one of a (tenant,
+/// provider)'s connections drops all its entries, since the default may have
+/// moved with it. Nested so that a lookup borrows instead of building a key.
+type Entries = HashMap<String, HashMap<String, HashMap<Account, Entry>>>;
 
 /// Longest life of an entry while writes of other instances are heard.
 const COHERENT_TTL: Duration = Duration::from_secs(3600);
-/// Entries kept at most; past it the cache starts afresh.
+/// Tenants kept at most; past it the cache starts afresh.
 const MAX_ENTRIES: usize = 10_000;
 /// Invalidation counters, each shared by the keys that hash to it.
 const STRIPES: usize = 64;
@@ -34,7 +57,7 @@ const STRIPES: usize = 64;
 pub struct TokenCache {
     ttl: Duration,
     coherent: AtomicBool,
-    entries: Mutex<HashMap<Key, HashMap<Account, Entry>>>,
+    entries: Mutex<Entries>,
     /// Bumped whenever an invalidation for a key of the stripe arrives: a
     /// reader that saw the database before the bump must not put what it
     /// read (it may be the very state the invalidation replaced).
@@ -56,10 +79,6 @@ impl TokenCache {
             entries: Mutex::new(HashMap::new()),
             epochs: std::array::from_fn(|_| AtomicU64::new(0)),
         }
-    }
-
-    fn key(tenant_id: &str, provider: &str) -> Key {
-        (tenant_id.to_string(), provider.to_string())
     }
 
     fn epoch_slot(&self, tenant_id: &str, provider: &str) -> &AtomicU64 {
@@ -84,7 +103,7 @@ impl TokenCache {
         tenant_id: &str,
         provider: &str,
         account: Option<&str>,
-    ) -> Option<(Connection, TokenSet)> {
+    ) -> Option<Arc<Opened>> {
         if self.ttl.is_zero() {
             return None;
         }
@@ -94,31 +113,38 @@ impl TokenCache {
             self.ttl
         };
         let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&Self::key(tenant_id, provider))
-            .and_then(|accounts| accounts.get(&account.map(str::to_string)))
-            .filter(|(_, _, at)| at.elapsed() < lifetime)
-            .map(|(row, tokens, _)| (row.clone(), tokens.clone()))
+        let accounts = map.get(tenant_id)?.get(provider)?;
+        let entry = match account {
+            None => accounts.get(&None),
+            Some(a) => accounts.get(&Some(a.to_string())),
+        };
+        entry
+            .filter(|(_, at)| at.elapsed() < lifetime)
+            .map(|(opened, _)| opened.clone())
     }
 
     /// Keeps `row` as the answer for `account` (`None`: the default), read
     /// at `seen`, unless an invalidation came since.
-    pub fn put(&self, row: &Connection, tokens: &TokenSet, account: Option<&str>, seen: Epoch) {
+    pub fn put(&self, opened: &Arc<Opened>, account: Option<&str>, seen: Epoch) {
         if self.ttl.is_zero() {
             return;
         }
         let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         // Checked under the lock that invalidations take too.
+        let row = &opened.row;
         if self.epoch(&row.tenant_id, &row.provider).0 != seen.0 {
             return;
         }
         if map.len() >= MAX_ENTRIES {
             map.clear();
         }
-        map.entry(Self::key(&row.tenant_id, &row.provider))
+        map.entry(row.tenant_id.clone())
+            .or_default()
+            .entry(row.provider.clone())
             .or_default()
             .insert(
                 account.map(str::to_string),
-                (row.clone(), tokens.clone(), Instant::now()),
+                (opened.clone(), Instant::now()),
             );
     }
 
@@ -134,7 +160,12 @@ impl TokenCache {
         let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         self.epoch_slot(tenant_id, provider)
             .fetch_add(1, Ordering::SeqCst);
-        map.remove(&Self::key(tenant_id, provider));
+        if let Some(providers) = map.get_mut(tenant_id) {
+            providers.remove(provider);
+            if providers.is_empty() {
+                map.remove(tenant_id);
+            }
+        }
     }
 
     /// Drops everything (the listener lost or regained its session).
@@ -158,7 +189,7 @@ mod tests {
     use super::*;
     use crate::crypto::Secret;
 
-    fn row(tenant_id: &str, provider: &str) -> (Connection, TokenSet) {
+    fn row(tenant_id: &str, provider: &str) -> Arc<Opened> {
         let t = crate::db::now();
         let row = Connection {
             id: "c1".into(),
@@ -190,29 +221,29 @@ mod tests {
             token_type: "Bearer".into(),
             raw: Secret::new(serde_json::json!({})),
         };
-        (row, tokens)
+        Opened::new(row, tokens)
     }
 
     #[test]
     fn a_read_from_before_an_invalidation_is_not_put_back() {
         let cache = TokenCache::new(Duration::from_secs(1), true);
-        let (row, tokens) = row("t", "p");
+        let opened = row("t", "p");
         // A reader looks, another instance's write is heard, the reader puts.
         let seen = cache.epoch("t", "p");
         cache.invalidate("t", "p");
-        cache.put(&row, &tokens, None, seen);
+        cache.put(&opened, None, seen);
         assert!(cache.get("t", "p", None).is_none(), "stale read cached");
         // A read after the invalidation is cached, for every account key.
         let seen = cache.epoch("t", "p");
-        cache.put(&row, &tokens, None, seen);
-        cache.put(&row, &tokens, Some("a1"), seen);
+        cache.put(&opened, None, seen);
+        cache.put(&opened, Some("a1"), seen);
         assert!(cache.get("t", "p", None).is_some());
         assert!(cache.get("t", "p", Some("a1")).is_some());
         // One invalidation drops them all; a flush drops everything.
         cache.invalidate("t", "p");
         assert!(cache.get("t", "p", None).is_none() && cache.get("t", "p", Some("a1")).is_none());
         let seen = cache.epoch("t", "p");
-        cache.put(&row, &tokens, None, seen);
+        cache.put(&opened, None, seen);
         cache.flush();
         assert!(cache.get("t", "p", None).is_none());
     }
@@ -220,15 +251,15 @@ mod tests {
     #[test]
     fn an_incoherent_cache_keeps_entries_only_its_short_lifetime() {
         let cache = TokenCache::new(Duration::from_millis(1), false);
-        let (row, tokens) = row("t", "p");
-        cache.put(&row, &tokens, None, cache.epoch("t", "p"));
+        let opened = row("t", "p");
+        cache.put(&opened, None, cache.epoch("t", "p"));
         std::thread::sleep(Duration::from_millis(5));
         assert!(
             cache.get("t", "p", None).is_none(),
             "short-lived while incoherent"
         );
         cache.set_coherent(true);
-        cache.put(&row, &tokens, None, cache.epoch("t", "p"));
+        cache.put(&opened, None, cache.epoch("t", "p"));
         std::thread::sleep(Duration::from_millis(5));
         assert!(
             cache.get("t", "p", None).is_some(),

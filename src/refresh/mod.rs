@@ -13,7 +13,7 @@ pub mod circuit;
 pub mod flight;
 pub mod scheduler;
 
-use crate::db::models::connection::{Connection, Refreshed, Status, TokenSet};
+use crate::db::models::connection::{Connection, Refreshed, Status};
 use crate::db::now;
 use crate::error::{AppError, AppResult};
 use crate::oauth::client::{self, ProviderError};
@@ -21,9 +21,11 @@ use crate::oauth::token;
 use crate::providers::{Provider, RefreshStyle};
 use crate::web::AppState;
 use actix_web::web;
+use cache::Opened;
 use chrono::{Duration, NaiveDateTime};
 use diesel::Connection as _;
 use rand::Rng;
+use std::sync::Arc;
 
 /// Back-off after the `failures`-th failure in a row: 30 s doubling to at
 /// most an hour, with ±20% jitter so failed connections do not retry in step,
@@ -266,7 +268,7 @@ pub async fn fresh_token(
     provider: &Provider,
     account: Option<&str>,
     min_ttl: i64,
-) -> AppResult<(Connection, TokenSet)> {
+) -> AppResult<Arc<Opened>> {
     let t = now();
     let valid_for = |c: &Connection, secs: i64| {
         c.expires_at
@@ -279,9 +281,10 @@ pub async fn fresh_token(
     // another instance's write is heard meanwhile.
     let epoch = state.tokens.epoch(tenant_id, &provider.key);
     // Warm path: an opened token set this process read or wrote moments ago.
-    if let Some((row, tokens)) = state.tokens.get(tenant_id, &provider.key, account) {
-        if row.status() == Status::Connected && valid_for(&row, 0) && !wants_refresh(&row) {
-            return Ok((row, tokens));
+    if let Some(hit) = state.tokens.get(tenant_id, &provider.key, account) {
+        let row = &hit.row;
+        if row.status() == Status::Connected && valid_for(row, 0) && !wants_refresh(row) {
+            return Ok(hit);
         }
     }
     let current = {
@@ -304,16 +307,17 @@ pub async fn fresh_token(
         return Err(needs_reconnect());
     }
     let backing_off = row.status() == Status::Error && row.next_refresh_at.is_some_and(|at| at > t);
-    let stored = |row: Connection| -> AppResult<(Connection, TokenSet)> {
+    let open = |row: Connection| -> AppResult<Arc<Opened>> {
         let tokens = row.tokens(&state.keys)?.ok_or_else(not_connected)?;
-        if row.status() == Status::Connected {
-            state.tokens.put(&row, &tokens, account, epoch);
+        let opened = Opened::new(row, tokens);
+        if opened.row.status() == Status::Connected {
+            state.tokens.put(&opened, account, epoch);
         }
-        Ok((row, tokens))
+        Ok(opened)
     };
     let still_valid = valid_for(&row, 0);
     if !wants_refresh(&row) || (still_valid && backing_off) {
-        return stored(row);
+        return open(row);
     }
     if backing_off {
         // Expired, and the last refresh failed for now: say when it is retried.
@@ -338,11 +342,7 @@ pub async fn fresh_token(
         refreshed.await
     };
     match outcome {
-        Ok(fresh) => {
-            let tokens = fresh.tokens(&state.keys)?.ok_or_else(not_connected)?;
-            state.tokens.put(&fresh, &tokens, account, epoch);
-            Ok((fresh, tokens))
-        }
+        Ok(fresh) => open(fresh),
         // Still valid now, after the wait (not only when the request came).
         Err(e) if e.status().as_u16() == 503 && row.expires_at.is_none_or(|exp| exp > now()) => {
             // Still usable: better a short-lived token than none.
@@ -352,7 +352,7 @@ pub async fn fresh_token(
                 e.message()
             );
             let tokens = row.tokens(&state.keys)?.ok_or_else(not_connected)?;
-            Ok((row, tokens))
+            Ok(Opened::new(row, tokens))
         }
         Err(e) => Err(e),
     }

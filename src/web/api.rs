@@ -15,7 +15,7 @@ use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -66,7 +66,8 @@ const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// Validated keys and tenant ids, so a warm token request costs one query.
 #[derive(Default)]
 pub struct ApiCache {
-    keys: Mutex<HashMap<String, (ApiKey, Instant)>>,
+    /// SHA-256 of the presented key -> the key.
+    keys: Mutex<HashMap<[u8; 32], (Arc<ApiKey>, Instant)>>,
     touched: Mutex<HashMap<String, Instant>>,
     /// External id -> tenant id: never changes once a tenant exists.
     tenants: Mutex<HashMap<String, String>>,
@@ -74,7 +75,7 @@ pub struct ApiCache {
 
 /// An authenticated internal caller.
 pub struct ApiCaller {
-    pub key: ApiKey,
+    pub key: Arc<ApiKey>,
 }
 
 impl FromRequest for ApiCaller {
@@ -103,8 +104,8 @@ impl FromRequest for ApiCaller {
     }
 }
 
-async fn authenticate(state: &AppState, presented: String) -> AppResult<ApiKey> {
-    let digest = crate::crypto::sha256_hex(presented.as_bytes());
+async fn authenticate(state: &AppState, presented: String) -> AppResult<Arc<ApiKey>> {
+    let digest = crate::crypto::sha256(presented.as_bytes());
     if let Some((key, at)) = state
         .api_cache
         .keys
@@ -116,9 +117,11 @@ async fn authenticate(state: &AppState, presented: String) -> AppResult<ApiKey> 
             return Ok(key.clone());
         }
     }
-    let key = state
-        .db(move |c| ApiKey::authenticate(c, &presented))
-        .await?;
+    let key = Arc::new(
+        state
+            .db(move |c| ApiKey::authenticate(c, &presented))
+            .await?,
+    );
     let now = Instant::now();
     state
         .api_cache
@@ -268,6 +271,24 @@ struct TokenQuery {
     account: Option<String>,
 }
 
+/// The token API's answer.
+#[derive(serde::Serialize)]
+struct TokenBody<'a> {
+    access_token: &'a str,
+    token_type: &'a str,
+    expires_at: Option<String>,
+    expires_in: Option<i64>,
+    scopes: &'a [String],
+    metadata: &'a serde_json::Value,
+    account: AccountBody<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct AccountBody<'a> {
+    id: &'a str,
+    name: Option<&'a str>,
+}
+
 /// `GET .../token`: a valid access token, refreshed first when it would expire within `min_ttl`.
 async fn token(
     state: web::Data<AppState>,
@@ -285,20 +306,26 @@ async fn token(
     }
     let account = account_param(query.account.as_deref())?;
     let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
-    let (row, tokens) =
+    let opened =
         crate::refresh::fresh_token(&state, &tenant_id, &provider, account, min_ttl).await?;
-    let expires_in = row
-        .expires_at
-        .map(|t| (t - crate::db::now()).num_seconds().max(0));
-    let body = serde_json::json!({
-        "access_token": tokens.access_token.expose(),
-        "token_type": tokens.token_type,
-        "expires_at": row.expires_at.map(|t| t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        "expires_in": expires_in,
-        "scopes": row.scopes(),
-        "metadata": row.metadata(),
-        "account": {"id": row.account_id, "name": row.account_name},
-    });
+    let row = &opened.row;
+    let body = TokenBody {
+        access_token: opened.tokens.access_token.expose(),
+        token_type: &opened.tokens.token_type,
+        expires_at: row.expires_at.map(|t| {
+            t.and_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        }),
+        expires_in: row
+            .expires_at
+            .map(|t| (t - crate::db::now()).num_seconds().max(0)),
+        scopes: &opened.scopes,
+        metadata: &opened.metadata,
+        account: AccountBody {
+            id: &row.account_id,
+            name: row.account_name.as_deref(),
+        },
+    };
     state.metrics.token_api(started.elapsed().as_secs_f64());
     Ok(no_store(HttpResponse::Ok().json(body)))
 }
@@ -576,9 +603,9 @@ async fn proxy(
         .with_cause(e.without_url().to_string())
     };
     let account = proxy_account(&req)?;
-    let (row, tokens) =
-        crate::refresh::fresh_token(&state, &tenant_id, &provider, account, 30).await?;
-    let mut res = send(tokens.access_token.expose().clone())
+    let opened = crate::refresh::fresh_token(&state, &tenant_id, &provider, account, 30).await?;
+    let row = &opened.row;
+    let mut res = send(opened.tokens.access_token.expose().clone())
         .await
         .map_err(unreachable)?;
     if res.status() == reqwest::StatusCode::UNAUTHORIZED {
@@ -588,7 +615,7 @@ async fn proxy(
             provider.key
         );
         // If another request refreshed meanwhile, its token is the one to retry with.
-        let seen = crate::refresh::Seen::of(&row);
+        let seen = crate::refresh::Seen::of(row);
         let fresh =
             crate::refresh::refresh_now(&state, &row.id, &caller.actor(), Some(seen)).await?;
         let tokens = fresh
