@@ -1,7 +1,7 @@
 //! Load and drain benchmarks (see BENCHMARKS.md for method and figures).
 //!
 //!   cargo bench --bench load -- token [--rows N] [--secs S]
-//!   cargo bench --bench load -- wrk   [--rows N] [--secs S]
+//!   cargo bench --bench load -- wrk   [--rows N] [--secs S] [--rounds R]
 //!   cargo bench --bench load -- drain [--rows N] [--latency-ms L] [--concurrency C]
 //!   cargo bench --bench load -- plan  [--rows N]
 //!
@@ -517,10 +517,10 @@ fn wrk(url: &str, bearer: Option<&str>, secs: u64) -> WrkRun {
 
 /// The token API against `/healthz` with wrk as the load generator, both on
 /// one server in one run, so the generator is not the ceiling.
-fn wrk_bench(rows: usize, secs: u64) {
+fn wrk_bench(rows: usize, secs: u64, rounds: usize) {
     let db = Db::new();
     println!(
-        "token API vs /healthz with wrk, {} with {rows} connection rows, 64 connections, {secs} s each",
+        "token API vs /healthz with wrk, {} with {rows} connection rows, 64 connections, {rounds} rounds of {secs} s each",
         db.backend()
     );
     let key = seed_warm_tokens(&db, rows);
@@ -536,36 +536,45 @@ fn wrk_bench(rows: usize, secs: u64) {
     if let Ok(code) = check {
         assert_eq!(code, "200", "token endpoint must answer before measuring");
     }
+    // Rounds alternate the two endpoints, so that a drift of this virtual
+    // machine's speed during the run falls on both alike.
     let pid = child.id();
-    let c0 = cpu_secs(pid);
-    let health = wrk(&format!("{base}/healthz"), None, secs);
-    let c1 = cpu_secs(pid);
-    let token = wrk(&token_url, Some(key.expose()), secs);
-    let c2 = cpu_secs(pid);
+    let per_req = |cpu: f64, l: &WrkRun| cpu / (l.rps * (secs + 2) as f64) * 1e6;
+    println!("| round | endpoint | req/s | p50 ms | p99 ms | non-2xx | server CPU µs/req |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let c0 = cpu_secs(pid);
+        let health = wrk(&format!("{base}/healthz"), None, secs);
+        let c1 = cpu_secs(pid);
+        let token = wrk(&token_url, Some(key.expose()), secs);
+        let c2 = cpu_secs(pid);
+        for (name, l, cpu) in [
+            ("/healthz", &health, c1 - c0),
+            ("token API", &token, c2 - c1),
+        ] {
+            println!(
+                "| {round} | {name} | {:.0} | {:.2} | {:.2} | {} | {:.1} |",
+                l.rps,
+                l.p50_ms,
+                l.p99_ms,
+                l.non_2xx,
+                per_req(cpu, l)
+            );
+        }
+        ratios.push(token.rps / health.rps);
+    }
     // A graceful stop, so that a wrapping profiler writes its output.
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
     let _ = child.wait();
-    let per_req = |cpu: f64, l: &WrkRun| cpu / (l.rps * (secs + 2) as f64) * 1e6;
-    println!("| endpoint | req/s | p50 ms | p99 ms | non-2xx | server CPU µs/req |");
-    println!("|---|---|---|---|---|---|");
-    for (name, l, cpu) in [
-        ("/healthz", &health, c1 - c0),
-        ("token API", &token, c2 - c1),
-    ] {
-        println!(
-            "| {name} | {:.0} | {:.2} | {:.2} | {} | {:.0} |",
-            l.rps,
-            l.p50_ms,
-            l.p99_ms,
-            l.non_2xx,
-            per_req(cpu, l)
-        );
-    }
+    let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    ratios.sort_by(f64::total_cmp);
     println!(
-        "ratio token/healthz throughput: {:.2}",
-        token.rps / health.rps
+        "ratio token/healthz throughput by round: {}; median {:.2}",
+        listed.join(", "),
+        ratios[ratios.len() / 2]
     );
 }
 
@@ -827,7 +836,11 @@ fn main() {
     };
     match args.first().map(String::as_str) {
         Some("token") => token_bench(flag("--rows", 10_000) as usize, flag("--secs", 10)),
-        Some("wrk") => wrk_bench(flag("--rows", 10_000) as usize, flag("--secs", 10)),
+        Some("wrk") => wrk_bench(
+            flag("--rows", 10_000) as usize,
+            flag("--secs", 10),
+            flag("--rounds", 3).max(1) as usize,
+        ),
         Some("drain") => drain_bench(
             flag("--rows", 10_000) as usize,
             flag("--latency-ms", 1),
@@ -839,7 +852,7 @@ fn main() {
         Some("parts") => parts_bench(),
         _ => {
             eprintln!(
-                "usage: cargo bench --bench load -- token|wrk|drain|plan|parts [--rows N] [--secs S] [--latency-ms L] [--concurrency C]"
+                "usage: cargo bench --bench load -- token|wrk|drain|plan|parts [--rows N] [--secs S] [--rounds R] [--latency-ms L] [--concurrency C]"
             );
             std::process::exit(2);
         }

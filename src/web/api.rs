@@ -12,49 +12,58 @@ use crate::providers::{Flow, Provider};
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use futures_util::future::{ready, Either, LocalBoxFuture, Ready};
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/v1/openapi.json", web::get().to(openapi))
-        .service(
-            web::scope("/api/v1/tenants/{tenant}")
-                .app_data(
-                    web::JsonConfig::default()
-                        .limit(64 * 1024)
-                        .error_handler(|e, _| {
-                            AppError::bad_request(
-                                "invalid_json",
-                                format!("the request body is not valid JSON: {e}"),
-                            )
-                            .into()
-                        }),
+    let json = || {
+        web::JsonConfig::default()
+            .limit(64 * 1024)
+            .error_handler(|e, _| {
+                AppError::bad_request(
+                    "invalid_json",
+                    format!("the request body is not valid JSON: {e}"),
                 )
-                .app_data(web::QueryConfig::default().error_handler(|e, _| {
-                    AppError::bad_request("invalid_query", format!("invalid query parameters: {e}"))
-                        .into()
-                }))
-                .app_data(
-                    web::PathConfig::default()
-                        .error_handler(|_, _| AppError::not_found("no such route").into()),
-                )
-                // The hot route first: routes are tried in order, each a pattern match.
-                .route("/connections/{provider}/token", web::get().to(token))
-                .route("", web::put().to(provision))
-                .route("/connections", web::get().to(list))
-                .route("/connections/{provider}", web::get().to(status))
-                .route("/connections/{provider}", web::delete().to(disconnect))
-                .route("/connections/{provider}/refresh", web::post().to(refresh))
-                .route(
-                    "/connections/{provider}/default",
-                    web::put().to(set_default),
-                )
-                .route("/connect-links", web::post().to(connect_link))
-                .route("/proxy/{provider}/{tail:.*}", web::to(proxy)),
-        );
+                .into()
+            })
+    };
+    let query = || {
+        web::QueryConfig::default().error_handler(|e, _| {
+            AppError::bad_request("invalid_query", format!("invalid query parameters: {e}")).into()
+        })
+    };
+    let path = || {
+        web::PathConfig::default().error_handler(|_, _| AppError::not_found("no such route").into())
+    };
+    // The hot route first and on its own: routes are tried in order, and a
+    // route inside a scope costs a pattern match for the scope as well.
+    cfg.service(
+        web::resource("/api/v1/tenants/{tenant}/connections/{provider}/token")
+            .app_data(query())
+            .app_data(path())
+            .route(web::get().to(token))
+            .default_service(web::to(super::not_found)),
+    )
+    .route("/api/v1/openapi.json", web::get().to(openapi))
+    .service(
+        web::scope("/api/v1/tenants/{tenant}")
+            .app_data(json())
+            .app_data(query())
+            .app_data(path())
+            .route("", web::put().to(provision))
+            .route("/connections", web::get().to(list))
+            .route("/connections/{provider}", web::get().to(status))
+            .route("/connections/{provider}", web::delete().to(disconnect))
+            .route("/connections/{provider}/refresh", web::post().to(refresh))
+            .route(
+                "/connections/{provider}/default",
+                web::put().to(set_default),
+            )
+            .route("/connect-links", web::post().to(connect_link))
+            .route("/proxy/{provider}/{tail:.*}", web::to(proxy)),
+    );
 }
 
 /// How long a validated key is trusted without asking the database again:
@@ -80,7 +89,10 @@ pub struct ApiCaller {
 
 impl FromRequest for ApiCaller {
     type Error = actix_web::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+    type Future = Either<
+        Ready<Result<Self, Self::Error>>,
+        LocalBoxFuture<'static, Result<Self, Self::Error>>,
+    >;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let presented = req
@@ -90,33 +102,48 @@ impl FromRequest for ApiCaller {
             // The scheme name is case-insensitive (RFC 9110 section 11.1).
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, key)| key.trim().to_string());
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        Box::pin(async move {
-            let state = state.ok_or_else(|| AppError::internal("no app state"))?;
-            let presented = presented.ok_or_else(|| {
-                AppError::unauthorized("send the API key as Authorization: Bearer <key>")
-            })?;
+            .map(|(_, key)| key.trim());
+        let Some(presented) = presented else {
+            return Either::Left(ready(Err(AppError::unauthorized(
+                "send the API key as Authorization: Bearer <key>",
+            )
+            .into())));
+        };
+        let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+            return Either::Left(ready(Err(AppError::internal("no app state").into())));
+        };
+        // A key validated moments ago needs no database, nor a task.
+        let digest = crate::crypto::sha256(presented.as_bytes());
+        if let Some(key) = state.api_cache.key(&digest) {
+            return Either::Left(ready(Ok(ApiCaller { key })));
+        }
+        let presented = presented.to_string();
+        Either::Right(Box::pin(async move {
             Ok(ApiCaller {
-                key: authenticate(&state, presented).await?,
+                key: authenticate(&state, digest, presented).await?,
             })
-        })
+        }))
     }
 }
 
-async fn authenticate(state: &AppState, presented: String) -> AppResult<Arc<ApiKey>> {
-    let digest = crate::crypto::sha256(presented.as_bytes());
-    if let Some((key, at)) = state
-        .api_cache
-        .keys
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&digest)
-    {
-        if at.elapsed() < KEY_CACHE_TTL {
-            return Ok(key.clone());
-        }
+impl ApiCache {
+    /// The key whose SHA-256 is `digest`, if validated within `KEY_CACHE_TTL`.
+    fn key(&self, digest: &[u8; 32]) -> Option<Arc<ApiKey>> {
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
+            .map(|(key, _)| key.clone())
     }
+}
+
+/// Validates a key the cache does not hold (or no longer trusts).
+async fn authenticate(
+    state: &AppState,
+    digest: [u8; 32],
+    presented: String,
+) -> AppResult<Arc<ApiKey>> {
     let key = Arc::new(
         state
             .db(move |c| ApiKey::authenticate(c, &presented))

@@ -1163,9 +1163,20 @@ fn registered_routes() -> Vec<(String, String)> {
         .nth(1)
         .and_then(|s| s.split('"').next())
         .expect("the tenant scope");
+    // Resources registered on their own: `web::resource("/path")` followed
+    // by `.route(web::verb()...)`.
+    let resources = body.split("web::resource(\"").skip(1).flat_map(|chunk| {
+        let (p, rest) = chunk.split_once('"').unwrap();
+        let rest = rest.split("web::resource(").next().unwrap();
+        rest.split(".route(web::")
+            .skip(1)
+            .map(|r| (r.split('(').next().unwrap().to_string(), generic(p)))
+            .collect::<Vec<_>>()
+    });
     // rustfmt may put a route's arguments on lines of their own.
     body.split(".route(")
         .skip(1)
+        .filter(|chunk| chunk.trim_start().starts_with('"'))
         .map(|chunk| {
             let chunk = chunk.trim_start().strip_prefix('"').expect("a route path");
             let (p, rest) = chunk.split_once('"').unwrap();
@@ -1182,6 +1193,7 @@ fn registered_routes() -> Vec<(String, String)> {
             };
             (verb, generic(&full))
         })
+        .chain(resources)
         .collect()
 }
 
