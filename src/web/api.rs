@@ -72,11 +72,14 @@ const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 /// `last_used_at` is written at most this often per key.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
+/// A key and when it was last validated against the database.
+type ValidatedKey = (Arc<ApiKey>, Instant);
+
 /// Validated keys and tenant ids, so a warm token request costs one query.
 #[derive(Default)]
 pub struct ApiCache {
     /// SHA-256 of the presented key -> the key.
-    keys: Mutex<HashMap<[u8; 32], (Arc<ApiKey>, Instant)>>,
+    keys: Mutex<HashMap<[u8; 32], ValidatedKey>>,
     touched: Mutex<HashMap<String, Instant>>,
     /// External id -> tenant id: never changes once a tenant exists.
     tenants: Mutex<HashMap<String, String>>,
