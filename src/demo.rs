@@ -20,7 +20,7 @@
 use crate::config::Settings;
 use crate::crypto::{random_token, sha256_hex, Secret};
 use crate::error::{AppError, PageError, PageResult};
-use crate::web::AppState;
+use crate::providers::Catalogue;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use askama::Template;
@@ -63,7 +63,36 @@ pub fn new_store(settings: &crate::config::Settings) -> web::Data<DemoStore> {
     web::Data::new(DemoStore::new(access_ttl(settings.var(TTL_ENV).as_deref())))
 }
 
-/// Routes under `/demo`; the store comes from [`new_store`] as app data.
+/// What the demo server needs to know of the deployment, and nothing more:
+/// registered as app data beside the store.
+pub struct DemoConfig {
+    /// Tether's client at the demo, `None` while the demo provider is off.
+    client: Option<Client>,
+    /// The one redirect URI the demo accepts.
+    redirect_uri: String,
+    /// Its issuer identifier (RFC 9207 `iss`).
+    issuer: String,
+    /// Tether's public origin, which the consent form must come from.
+    origin: String,
+}
+
+impl DemoConfig {
+    pub fn new(settings: &Settings, providers: &Catalogue) -> web::Data<DemoConfig> {
+        let client = settings
+            .demo_provider
+            .then(|| providers.get("demo").and_then(|p| p.credentials.clone()))
+            .flatten();
+        web::Data::new(DemoConfig {
+            client,
+            redirect_uri: settings.redirect_uri("demo"),
+            issuer: format!("{}/demo", settings.base_url()),
+            origin: settings.public_url.origin().ascii_serialization(),
+        })
+    }
+}
+
+/// Routes under `/demo`; the store comes from [`new_store`] and the config
+/// from [`DemoConfig::new`] as app data.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/demo/oauth/authorize")
@@ -96,12 +125,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 // ---------------------------------------------------------------- handlers
 
 /// `GET /demo/oauth/authorize`: the consent page.
-async fn authorize_page(req: HttpRequest, state: web::Data<AppState>) -> PageResult<HttpResponse> {
-    let client = page_client(&state)?;
+async fn authorize_page(
+    req: HttpRequest,
+    config: web::Data<DemoConfig>,
+) -> PageResult<HttpResponse> {
+    let client = page_client(&config)?;
     let params = Params::parse(req.query_string().as_bytes()).map_err(BadInput::into_page)?;
-    let request = match AuthRequest::validate(&params, client, &state.settings) {
+    let request = match AuthRequest::validate(&params, client, &config) {
         Ok(request) => request,
-        Err(rejection) => return rejection.respond(&state.settings),
+        Err(rejection) => return rejection.respond(&config),
     };
     let page = ConsentPage {
         scopes: SCOPES
@@ -130,26 +162,26 @@ async fn authorize_page(req: HttpRequest, state: web::Data<AppState>) -> PageRes
 async fn authorize_decision(
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    config: web::Data<DemoConfig>,
     store: web::Data<DemoStore>,
 ) -> PageResult<HttpResponse> {
-    let client = page_client(&state)?;
-    same_origin(&req, &state.settings)?;
+    let client = page_client(&config)?;
+    same_origin(&req, &config)?;
     let params = read_form(&req, payload)
         .await
         .map_err(BadInput::into_page)?;
     // The hidden fields came back through the browser: check them all again.
-    let request = match AuthRequest::validate(&params, client, &state.settings) {
+    let request = match AuthRequest::validate(&params, client, &config) {
         Ok(request) => request,
-        Err(rejection) => return rejection.respond(&state.settings),
+        Err(rejection) => return rejection.respond(&config),
     };
     let state_param = Some(request.state.as_str());
     match params.get("decision") {
         Some("approve") => {
             let code = store.issue_code(&request, Instant::now());
-            redirect_back(&state.settings, &[("code", code.as_str())], state_param)
+            redirect_back(&config, &[("code", code.as_str())], state_param)
         }
-        Some("deny") => redirect_back(&state.settings, &[("error", "access_denied")], state_param),
+        Some("deny") => redirect_back(&config, &[("error", "access_denied")], state_param),
         _ => Err(PageError(AppError::bad_request(
             "invalid_decision",
             "choose Approve or Deny",
@@ -161,10 +193,10 @@ async fn authorize_decision(
 async fn token(
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    config: web::Data<DemoConfig>,
     store: web::Data<DemoStore>,
 ) -> actix_web::Result<HttpResponse> {
-    let client = api_client(&state)?;
+    let client = api_client(&config)?;
     let params = read_form(&req, payload).await?;
     let client_id = authenticate_client(&req, &params, client)?;
     let tokens = grant(&store, &params, &client_id, Instant::now())?;
@@ -175,10 +207,10 @@ async fn token(
 async fn revoke(
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    config: web::Data<DemoConfig>,
     store: web::Data<DemoStore>,
 ) -> actix_web::Result<HttpResponse> {
-    let client = api_client(&state)?;
+    let client = api_client(&config)?;
     let params = read_form(&req, payload).await?;
     let client_id = authenticate_client(&req, &params, client)?;
     // `token_type_hint` may be ignored (RFC 7009 section 2.1): both kinds are
@@ -190,10 +222,10 @@ async fn revoke(
 /// `GET /demo/api/me`: the demo account, for the `profile` scope.
 async fn me(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    config: web::Data<DemoConfig>,
     store: web::Data<DemoStore>,
 ) -> actix_web::Result<HttpResponse> {
-    api_client(&state)?;
+    api_client(&config)?;
     check_bearer(&req, &store, "profile")?;
     Ok(no_store(HttpResponse::Ok()).json(serde_json::json!({
         "id": "demo-user-1",
@@ -205,10 +237,10 @@ async fn me(
 /// `GET /demo/api/contacts`: a fixed list, for the `contacts.read` scope.
 async fn contacts(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    config: web::Data<DemoConfig>,
     store: web::Data<DemoStore>,
 ) -> actix_web::Result<HttpResponse> {
-    api_client(&state)?;
+    api_client(&config)?;
     check_bearer(&req, &store, "contacts.read")?;
     Ok(no_store(HttpResponse::Ok()).json(serde_json::json!([
         { "id": "c-1", "name": "Ada Lovelace", "email": "ada@example.com" },
@@ -218,8 +250,8 @@ async fn contacts(
 }
 
 /// Any other method on a demo path: 404 while the demo is off, else 405.
-async fn other_method(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if state.settings.demo_provider {
+async fn other_method(req: HttpRequest, config: web::Data<DemoConfig>) -> HttpResponse {
+    if config.client.is_some() {
         return HttpResponse::MethodNotAllowed().finish();
     }
     let err = AppError::not_found(OFF);
@@ -231,24 +263,19 @@ async fn other_method(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
 }
 
 /// The demo client for a page, or a 404 page while the demo is off.
-fn page_client(state: &AppState) -> Result<&Client, PageError> {
-    demo_client(state).ok_or_else(|| PageError(AppError::not_found(OFF)))
+fn page_client(config: &DemoConfig) -> Result<&Client, PageError> {
+    config
+        .client
+        .as_ref()
+        .ok_or_else(|| PageError(AppError::not_found(OFF)))
 }
 
 /// The demo client for a JSON endpoint, or a JSON 404 while the demo is off.
-fn api_client(state: &AppState) -> Result<&Client, AppError> {
-    demo_client(state).ok_or_else(|| AppError::not_found(OFF))
-}
-
-fn demo_client(state: &AppState) -> Option<&Client> {
-    if !state.settings.demo_provider {
-        return None;
-    }
-    state.providers.get("demo")?.credentials.as_ref()
-}
-
-fn issuer(settings: &Settings) -> String {
-    format!("{}/demo", settings.base_url())
+fn api_client(config: &DemoConfig) -> Result<&Client, AppError> {
+    config
+        .client
+        .as_ref()
+        .ok_or_else(|| AppError::not_found(OFF))
 }
 
 fn no_store(mut res: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
@@ -282,7 +309,7 @@ enum Rejection {
 }
 
 impl Rejection {
-    fn respond(self, settings: &Settings) -> PageResult<HttpResponse> {
+    fn respond(self, config: &DemoConfig) -> PageResult<HttpResponse> {
         match self {
             Rejection::Page(err) => Err(PageError(err)),
             Rejection::Redirect {
@@ -290,7 +317,7 @@ impl Rejection {
                 description,
                 state,
             } => redirect_back(
-                settings,
+                config,
                 &[("error", error), ("error_description", description)],
                 state.as_deref(),
             ),
@@ -299,14 +326,14 @@ impl Rejection {
 }
 
 impl AuthRequest {
-    fn validate(params: &Params, client: &Client, settings: &Settings) -> Result<Self, Rejection> {
+    fn validate(params: &Params, client: &Client, config: &DemoConfig) -> Result<Self, Rejection> {
         if params.get("client_id") != Some(client.0.as_str()) {
             return Err(Rejection::Page(AppError::bad_request(
                 "invalid_client",
                 "unknown client_id: the demo provider only knows Tether's client",
             )));
         }
-        let expected = settings.redirect_uri("demo");
+        let expected = &config.redirect_uri;
         if params.get("redirect_uri") != Some(expected.as_str()) {
             return Err(Rejection::Page(AppError::bad_request(
                 "invalid_redirect_uri",
@@ -348,7 +375,7 @@ impl AuthRequest {
             .ok_or_else(|| fail("invalid_scope", "the demo knows profile and contacts.read"))?;
         Ok(AuthRequest {
             client_id: client.0.clone(),
-            redirect_uri: expected,
+            redirect_uri: expected.clone(),
             state: state_value,
             scope,
             code_challenge: challenge.to_string(),
@@ -371,11 +398,11 @@ impl AuthRequest {
 
 /// A 303 to the redirect URI with `pairs`, `state` and `iss`, encoded by `url`.
 fn redirect_back(
-    settings: &Settings,
+    config: &DemoConfig,
     pairs: &[(&str, &str)],
     state: Option<&str>,
 ) -> PageResult<HttpResponse> {
-    let mut url = url::Url::parse(&settings.redirect_uri("demo")).map_err(AppError::internal)?;
+    let mut url = url::Url::parse(&config.redirect_uri).map_err(AppError::internal)?;
     {
         let mut query = url.query_pairs_mut();
         for (name, value) in pairs {
@@ -384,7 +411,7 @@ fn redirect_back(
         if let Some(state) = state {
             query.append_pair("state", state);
         }
-        query.append_pair("iss", &issuer(settings));
+        query.append_pair("iss", &config.issuer);
     }
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, url.as_str()))
@@ -397,9 +424,9 @@ fn redirect_back(
 /// Browsers say where a request comes from in `Sec-Fetch-Site`; older ones
 /// only in `Origin`, which is `null` here because the consent page sets
 /// `Referrer-Policy: no-referrer`. Clients that send neither are not browsers.
-fn same_origin(req: &HttpRequest, settings: &Settings) -> Result<(), PageError> {
+fn same_origin(req: &HttpRequest, config: &DemoConfig) -> Result<(), PageError> {
     let value = |name: &str| req.headers().get(name).map(|v| v.to_str().unwrap_or(""));
-    let ours = settings.public_url.origin().ascii_serialization();
+    let ours = config.origin.as_str();
     let allowed = match (value("sec-fetch-site"), value("origin")) {
         (Some(site), _) => site == "same-origin",
         (None, Some(origin)) => origin == "null" || origin == ours,

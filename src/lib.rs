@@ -1,5 +1,6 @@
 //! Tether: keeps every tenant of a CRM connected to the OAuth platforms it uses.
 
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -11,8 +12,10 @@ pub mod keys;
 pub mod metrics;
 pub mod oauth;
 pub mod providers;
+pub mod ratelimit;
 pub mod refresh;
 pub mod sso;
 pub mod startup;
 pub mod web;
 pub mod webhooks;
+pub mod workers;

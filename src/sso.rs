@@ -8,12 +8,10 @@
 
 use crate::crypto::sha256_hex;
 use crate::db::models::{tenant::Tenant, user::User};
-use crate::db::schema::sso_nonces;
 use crate::db::{now, DbConn};
 use crate::error::{AppError, AppResult};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use diesel::prelude::*;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -93,20 +91,10 @@ pub fn admit(conn: &mut DbConn, claims: &Claims) -> AppResult<User> {
     }
     // Spend the nonce last, so a link refused above can be fixed and reused.
     let expires_at = now() + chrono::Duration::seconds(MAX_TTL_SECS + 60);
-    diesel::delete(sso_nonces::table.filter(sso_nonces::expires_at.lt(now()))).execute(conn)?;
-    diesel::insert_into(sso_nonces::table)
-        .values((
-            sso_nonces::nonce_hash.eq(sha256_hex(claims.nonce.as_bytes())),
-            sso_nonces::expires_at.eq(expires_at),
-        ))
-        .execute(conn)
-        .map_err(|e| match e {
-            diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::UniqueViolation,
-                _,
-            ) => invalid("already used"),
-            e => e.into(),
-        })?;
+    if !crate::db::models::sso_nonce::spend(conn, &sha256_hex(claims.nonce.as_bytes()), expires_at)?
+    {
+        return Err(invalid("already used"));
+    }
     match existing {
         Some(u) => Ok(u),
         None => User::create(conn, &tenant.id, &email, None),

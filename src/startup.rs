@@ -8,6 +8,7 @@ use crate::db::models::{tenant::Tenant, user::User};
 use crate::db::{self, Backend, Pool};
 use crate::providers::Catalogue;
 use crate::web;
+use crate::workers::Workers;
 use actix_session::config::{CookieContentSecurity, PersistentSession};
 use actix_session::storage::CookieSessionStore;
 use actix_session::SessionMiddleware;
@@ -30,6 +31,18 @@ pub struct Context {
     pub session_key: Arc<Secret<Vec<u8>>>,
     pub backend: &'static str,
     pub providers: Arc<Catalogue>,
+}
+
+impl Context {
+    /// The application these parts make (one per process).
+    pub fn app(&self) -> crate::app::App {
+        crate::app::App::new(
+            self.settings.clone(),
+            self.pool.clone(),
+            self.keys.clone(),
+            self.providers.clone(),
+        )
+    }
 }
 
 /// Opens the database, applies migrations, and proves the key ring opens the
@@ -202,7 +215,8 @@ pub fn bootstrap(ctx: &Context) -> Result<Option<FirstAdmin>, String> {
 pub struct Application {
     port: u16,
     server: Server,
-    state: actix_web::web::Data<web::AppState>,
+    app: Arc<crate::app::App>,
+    workers: Workers,
 }
 
 impl Application {
@@ -216,24 +230,10 @@ impl Application {
         let port = listener.local_addr()?.port();
         let session_key = actix_web::cookie::Key::from(ctx.session_key.expose());
         let secure = ctx.settings.is_production();
-        let state = actix_web::web::Data::new(web::AppState::new(ctx));
-        if state.settings.refresh.enabled {
-            crate::refresh::scheduler::Scheduler::new(state.clone()).start();
-        }
-        if state.settings.webhook.is_some() {
-            let state = state.clone();
-            actix_web::rt::spawn(async move {
-                let mut every = tokio::time::interval(std::time::Duration::from_secs(2));
-                loop {
-                    every.tick().await;
-                    if let Err(e) = crate::webhooks::deliver_due(&state).await {
-                        log::warn!("webhook delivery: {e:?}");
-                    }
-                }
-            });
-        }
+        let app = Arc::new(ctx.app());
+        let state = actix_web::web::Data::from(app.clone());
         let demo_store = crate::demo::new_store(&state.settings);
-        let handle = state.clone();
+        let demo_config = crate::demo::DemoConfig::new(&state.settings, &state.providers);
         let server = HttpServer::new(move || {
             // Sessions live in an encrypted cookie: any instance can read them.
             let sessions = SessionMiddleware::builder(CookieSessionStore::default(), session_key.clone())
@@ -264,6 +264,7 @@ impl Application {
                 )
                 .app_data(state.clone())
                 .app_data(demo_store.clone())
+                .app_data(demo_config.clone())
                 .configure(web::routes)
         })
         // Database work runs on the blocking pool; a few threads per worker
@@ -274,10 +275,13 @@ impl Application {
         .disable_signals()
         .listen(listener)?
         .run();
+        // Beside the server, on the same runtime; supervised by `run_until_*`.
+        let workers = Workers::start(&app);
         Ok(Application {
             port,
             server,
-            state: handle,
+            app,
+            workers,
         })
     }
 
@@ -285,13 +289,22 @@ impl Application {
         self.port
     }
 
-    /// The state its handlers share (tests drive the scheduler through it).
-    pub fn state(&self) -> actix_web::web::Data<web::AppState> {
-        self.state.clone()
+    /// The application its handlers share (tests drive the scheduler through it).
+    pub fn state(&self) -> Arc<crate::app::App> {
+        self.app.clone()
     }
 
+    /// Serves until the server stops, or fails as soon as a worker stops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let Application {
+            server,
+            mut workers,
+            ..
+        } = self;
+        tokio::select! {
+            served = server => served,
+            stopped = workers.first_to_stop() => Err(worker_failure(stopped)),
+        }
     }
 
     /// Serves until SIGTERM or SIGINT, then stops gracefully: no new refresh
@@ -299,25 +312,45 @@ impl Application {
     /// (bounded by the provider timeout), this instance's leases released.
     /// A rolling deploy loses nothing.
     pub async fn run_until_signalled(self) -> std::io::Result<()> {
-        let Application { server, state, .. } = self;
+        let Application {
+            server,
+            app,
+            mut workers,
+            ..
+        } = self;
         let handle = server.handle();
         let mut server = std::pin::pin!(server);
         tokio::select! {
             stopped = &mut server => return stopped,
             signal = stop_signal() => log::info!("{signal}: stopping gracefully"),
+            stopped = workers.first_to_stop() => {
+                // Stop as for a signal (requests in hand answered, leases
+                // released), then exit with the error.
+                app.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                let (_, served) = tokio::join!(handle.stop(true), server);
+                served?;
+                app.drain().await;
+                return Err(worker_failure(stopped));
+            }
         }
         // The scheduler claims nothing more; requests in hand are answered
         // (refreshing if they must), then the refreshes still at a provider.
-        state
-            .stopping
+        app.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
         // The server's own future carries out the stop: poll both.
         let (_, served) = tokio::join!(handle.stop(true), server);
         served?;
-        state.drain().await;
+        app.drain().await;
         log::info!("stopped");
         Ok(())
     }
+}
+
+/// A worker ended while the process was not stopping: logged, and the
+/// process exits with an error rather than running on half alive.
+fn worker_failure(stopped: crate::workers::Stopped) -> std::io::Error {
+    log::error!("{stopped}: stopping the process");
+    std::io::Error::other(stopped.to_string())
 }
 
 /// Waits for SIGTERM (what orchestrators send) or SIGINT (Ctrl-C).

@@ -5,17 +5,17 @@
 //! Each delivery is a JSON POST with
 //! `Tether-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`.
 
+use crate::app::App;
 use crate::db::models::event::Event;
-use crate::db::schema::{tenants, webhook_outbox};
-use crate::db::{new_id, now, DbConn};
-use crate::web::AppState;
-use chrono::{Duration, NaiveDateTime};
-use diesel::prelude::*;
+use crate::db::models::tenant::Tenant;
+use crate::db::models::webhook as outbox;
+use crate::db::{now, DbConn};
+use chrono::Duration;
+use diesel::QueryResult;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// After this many failed attempts a notification is given up (and logged).
-pub const MAX_ATTEMPTS: i32 = 20;
+pub use crate::db::models::webhook::MAX_ATTEMPTS;
 
 /// Event kinds sent as webhooks. Routine refreshes and transient failures are
 /// not: they would drown the ones an operator must act on.
@@ -58,11 +58,7 @@ pub fn record(
 
 /// Queues a notification of `event`.
 pub fn enqueue(conn: &mut DbConn, event: &Event) -> QueryResult<()> {
-    let tenant: Option<String> = tenants::table
-        .find(&event.tenant_id)
-        .select(tenants::external_id)
-        .first(conn)
-        .optional()?;
+    let tenant = Tenant::by_id(conn, &event.tenant_id)?.map(|t| t.external_id);
     let payload = serde_json::json!({
         "id": event.id,
         "type": event.kind,
@@ -73,18 +69,7 @@ pub fn enqueue(conn: &mut DbConn, event: &Event) -> QueryResult<()> {
         "detail": event.detail,
         "occurred_at": event.created_at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
-    let t = now();
-    diesel::insert_into(webhook_outbox::table)
-        .values((
-            webhook_outbox::id.eq(new_id()),
-            webhook_outbox::event_id.eq(&event.id),
-            webhook_outbox::payload.eq(payload.to_string()),
-            webhook_outbox::attempts.eq(0),
-            webhook_outbox::next_attempt_at.eq(t),
-            webhook_outbox::created_at.eq(t),
-        ))
-        .execute(conn)
-        .map(|_| ())
+    outbox::enqueue(conn, &event.id, &payload.to_string())
 }
 
 /// The `Tether-Signature` header value for `body` at `timestamp`.
@@ -97,68 +82,14 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &str) -> String {
     )
 }
 
-/// Deletes up to `batch` notifications older than `before` that are done
-/// with: delivered, or given up after [`MAX_ATTEMPTS`]. Returns how many.
-pub fn prune(conn: &mut DbConn, before: NaiveDateTime, batch: i64) -> QueryResult<usize> {
-    let done = webhook_outbox::table
-        .filter(webhook_outbox::created_at.lt(before))
-        .filter(
-            webhook_outbox::delivered_at
-                .is_not_null()
-                .or(webhook_outbox::attempts.ge(MAX_ATTEMPTS)),
-        )
-        .select(webhook_outbox::id)
-        .limit(batch)
-        .load::<String>(conn)?;
-    diesel::delete(webhook_outbox::table.filter(webhook_outbox::id.eq_any(&done))).execute(conn)
-}
-
-#[derive(Debug, Queryable)]
-struct Pending {
-    id: String,
-    payload: String,
-    attempts: i32,
-    next_attempt_at: NaiveDateTime,
-}
-
-/// Takes up to `limit` due notifications, pushing their next attempt out so
-/// that another instance does not send them at the same time.
-fn claim(conn: &mut DbConn, limit: i64) -> QueryResult<Vec<Pending>> {
-    let t = now();
-    let due: Vec<Pending> = webhook_outbox::table
-        .filter(webhook_outbox::delivered_at.is_null())
-        .filter(webhook_outbox::next_attempt_at.le(t))
-        .order(webhook_outbox::next_attempt_at.asc())
-        .limit(limit)
-        .select((
-            webhook_outbox::id,
-            webhook_outbox::payload,
-            webhook_outbox::attempts,
-            webhook_outbox::next_attempt_at,
-        ))
-        .load(conn)?;
-    let mut mine = Vec::new();
-    for p in due {
-        let taken = diesel::update(
-            webhook_outbox::table
-                .find(&p.id)
-                .filter(webhook_outbox::next_attempt_at.eq(p.next_attempt_at)),
-        )
-        .set(webhook_outbox::next_attempt_at.eq(t + Duration::seconds(60)))
-        .execute(conn)?;
-        if taken == 1 {
-            mine.push(p);
-        }
-    }
-    Ok(mine)
-}
+pub use crate::db::models::webhook::prune;
 
 /// Delivers what is due; returns how many were delivered.
-pub async fn deliver_due(state: &AppState) -> Result<usize, crate::error::AppError> {
+pub async fn deliver_due(state: &App) -> Result<usize, crate::error::AppError> {
     let Some((url, secret)) = state.settings.webhook.clone() else {
         return Ok(0);
     };
-    let batch = state.db(|c| Ok(claim(c, 20)?)).await?;
+    let batch = state.db(|c| Ok(outbox::claim(c, 20)?)).await?;
     let mut delivered = 0;
     for p in batch {
         let ts = chrono::Utc::now().timestamp();
@@ -184,15 +115,7 @@ pub async fn deliver_due(state: &AppState) -> Result<usize, crate::error::AppErr
             Ok(()) => {
                 delivered += 1;
                 state
-                    .db(move |c| {
-                        diesel::update(webhook_outbox::table.find(&id))
-                            .set((
-                                webhook_outbox::delivered_at.eq(now()),
-                                webhook_outbox::attempts.eq(attempts),
-                            ))
-                            .execute(c)?;
-                        Ok(())
-                    })
+                    .db(move |c| Ok(outbox::delivered(c, &id, attempts)?))
                     .await?;
             }
             Err(why) => {
@@ -201,19 +124,10 @@ pub async fn deliver_due(state: &AppState) -> Result<usize, crate::error::AppErr
                     now() + Duration::days(36_500)
                 } else {
                     log::warn!("webhook {id} attempt {attempts} failed: {why}");
-                    now() + crate::refresh::backoff(attempts - 1, None)
+                    now() + crate::refresh::retry::backoff(attempts - 1, None)
                 };
                 state
-                    .db(move |c| {
-                        diesel::update(webhook_outbox::table.find(&id))
-                            .set((
-                                webhook_outbox::attempts.eq(attempts),
-                                webhook_outbox::next_attempt_at.eq(next),
-                                webhook_outbox::last_error.eq(why),
-                            ))
-                            .execute(c)?;
-                        Ok(())
-                    })
+                    .db(move |c| Ok(outbox::failed(c, &id, attempts, next, &why)?))
                     .await?;
             }
         }

@@ -11,7 +11,6 @@
 //! (`TETHER_TOKEN_CACHE_MS`), and it is flushed again once listening resumes
 //! (notifications sent in between were missed).
 
-use crate::refresh::cache::TokenCache;
 use diesel::prelude::*;
 use pq_sys::*;
 use std::ffi::{CStr, CString};
@@ -38,8 +37,19 @@ pub fn notify_changed(
     Ok(())
 }
 
+/// Whoever keeps state that other instances' writes make stale (the token
+/// cache): told what the listener hears.
+pub trait Hearer: Send + Sync + 'static {
+    /// A connection of (tenant, provider) was written by another instance.
+    fn changed(&self, tenant_id: &str, provider: &str);
+    /// Something was written, nobody said what.
+    fn anything_changed(&self);
+    /// Whether other instances' writes are heard from now on.
+    fn hearing(&self, heard: bool);
+}
+
 /// Starts the listener thread for `cache`; it ends when the cache is dropped.
-pub fn spawn(database_url: &str, cache: Weak<TokenCache>) {
+pub fn spawn<H: Hearer>(database_url: &str, cache: Weak<H>) {
     let separator = if database_url.contains('?') { '&' } else { '?' };
     let Ok(conninfo) = CString::new(format!(
         "{database_url}{separator}application_name=tether-listener"
@@ -58,13 +68,13 @@ pub fn spawn(database_url: &str, cache: Weak<TokenCache>) {
                     Ok(session) => {
                         let Some(c) = cache.upgrade() else { return };
                         // Whatever was sent before this session listened is unknown.
-                        c.set_coherent(true);
+                        c.hearing(true);
                         drop(c);
                         log::info!("token cache: listening for other instances' writes");
                         pause = Duration::from_millis(250);
                         let ended = session.serve(&cache);
                         let Some(c) = cache.upgrade() else { return };
-                        c.set_coherent(false);
+                        c.hearing(false);
                         log::warn!(
                             "token cache: listener lost ({ended}); cache flushed, short-lived until it is back"
                         );
@@ -149,7 +159,7 @@ impl Session {
 
     /// Reads notifications until the session fails or the cache is gone;
     /// returns why it ended.
-    fn serve(&self, cache: &Weak<TokenCache>) -> String {
+    fn serve<H: Hearer>(&self, cache: &Weak<H>) -> String {
         // Quiet sessions are checked now and then, so a silently dead
         // network path is noticed (libpq only sees it when it writes).
         const CHECK_EVERY: Duration = Duration::from_secs(10);
@@ -188,8 +198,8 @@ impl Session {
                     return "the instance stopped".into();
                 };
                 match payload.split_once(' ') {
-                    Some((tenant_id, provider)) => c.invalidate(tenant_id, provider),
-                    None => c.flush(),
+                    Some((tenant_id, provider)) => c.changed(tenant_id, provider),
+                    None => c.anything_changed(),
                 }
             }
             if let Err(e) = self.check() {

@@ -3,101 +3,15 @@
 //! when its client id and secret are configured.
 
 pub mod presets;
+mod provider;
+
+pub use provider::{ClientAuth, Flow, Provider, RefreshStyle};
 
 use crate::config::Settings;
 use crate::crypto::Secret;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-
-/// How the client authenticates at the token endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClientAuth {
-    /// HTTP Basic with id and secret.
-    Basic,
-    /// `client_id` and `client_secret` in the form body.
-    Post,
-    /// `client_id` and `client_secret` in a JSON body (Wix).
-    Json,
-}
-
-/// How a connection's access token is renewed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RefreshStyle {
-    /// RFC 6749 `grant_type=refresh_token`.
-    Standard,
-    /// Tokens do not expire or cannot be renewed: reconnect when they lapse.
-    None,
-    /// Instagram: `GET .../refresh_access_token?grant_type=ig_refresh_token`.
-    Instagram,
-    /// Wix: mint a new token with client credentials and the site's instance id.
-    ClientCredentials,
-}
-
-/// How a connection is first made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Flow {
-    /// The browser is sent to the provider's authorize URL.
-    AuthorizationCode,
-    /// No user redirect: tokens are minted per site instance (Wix apps).
-    ClientCredentials,
-}
-
-/// One configured provider.
-#[derive(Debug, Clone)]
-pub struct Provider {
-    pub key: String,
-    pub display_name: String,
-    pub flow: Flow,
-    pub authorize_url: String,
-    pub token_url: String,
-    pub revocation_url: Option<String>,
-    pub userinfo_url: Option<String>,
-    /// JSON pointer into the userinfo (else token) response.
-    pub account_id: Option<String>,
-    pub account_name: Option<String>,
-    pub issuer: Option<String>,
-    pub scopes: Vec<String>,
-    pub scope_separator: String,
-    pub pkce: bool,
-    pub client_auth: ClientAuth,
-    pub client_id_env: String,
-    pub client_secret_env: String,
-    pub keep_fields: Vec<String>,
-    pub api_base_url: Option<String>,
-    pub authorize_params: BTreeMap<String, String>,
-    pub token_params: BTreeMap<String, String>,
-    pub refresh: RefreshStyle,
-    /// Known refresh-token lifetime, to warn before it lapses.
-    pub refresh_token_lifetime_days: Option<i64>,
-    /// Whether a refresh returns a new refresh token and retires the old one.
-    /// When a refresh's outcome is unknown (sent, no answer), such a provider
-    /// may already have rotated: Tether then stops rather than resend.
-    pub rotates_refresh_tokens: bool,
-    /// Client id and secret, when configured.
-    pub credentials: Option<(String, Secret<String>)>,
-}
-
-impl Provider {
-    pub fn enabled(&self) -> bool {
-        self.credentials.is_some()
-    }
-
-    /// Why the provider is disabled, or `None` when it is enabled.
-    pub fn disabled_reason(&self) -> Option<String> {
-        if self.enabled() {
-            None
-        } else {
-            Some(format!(
-                "set {} and {}",
-                self.client_id_env, self.client_secret_env
-            ))
-        }
-    }
-}
 
 /// A malformed providers file: where and why.
 #[derive(Debug)]

@@ -1,7 +1,7 @@
 //! Built-in presets, from what each platform documents (shared/PROVIDERS.md).
 //! Anything a platform does not confirm is configurable through the providers file.
 
-use super::{ClientAuth, Flow, Provider, RefreshStyle};
+use super::provider::{ClientAuth, Flow, Provider, RefreshStyle};
 use crate::config::Settings;
 use std::collections::BTreeMap;
 

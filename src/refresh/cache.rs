@@ -184,6 +184,20 @@ impl TokenCache {
     }
 }
 
+impl crate::db::listen::Hearer for TokenCache {
+    fn changed(&self, tenant_id: &str, provider: &str) {
+        self.invalidate(tenant_id, provider);
+    }
+
+    fn anything_changed(&self) {
+        self.flush();
+    }
+
+    fn hearing(&self, heard: bool) {
+        self.set_coherent(heard);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

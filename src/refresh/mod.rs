@@ -11,31 +11,21 @@
 pub mod cache;
 pub mod circuit;
 pub mod flight;
+pub mod retry;
 pub mod scheduler;
 
+use crate::app::App;
 use crate::db::models::connection::{Connection, Refreshed, Status};
 use crate::db::now;
 use crate::error::{AppError, AppResult};
 use crate::oauth::client::{self, ProviderError};
 use crate::oauth::token;
 use crate::providers::{Provider, RefreshStyle};
-use crate::web::AppState;
-use actix_web::web;
 use cache::Opened;
 use chrono::{Duration, NaiveDateTime};
 use diesel::Connection as _;
-use rand::Rng;
+pub use retry::backoff;
 use std::sync::Arc;
-
-/// Back-off after the `failures`-th failure in a row: 30 s doubling to at
-/// most an hour, with ±20% jitter so failed connections do not retry in step,
-/// and never sooner than the provider's Retry-After.
-pub fn backoff(failures: i32, retry_after: Option<u64>) -> Duration {
-    let base = 30i64.saturating_mul(1i64 << failures.clamp(0, 7)).min(3600);
-    let jittered = (base as f64 * rand::thread_rng().gen_range(0.8..1.2)) as i64;
-    let floor = retry_after.map_or(0, |s| s.min(86_400) as i64);
-    Duration::seconds(jittered.max(floor))
-}
 
 fn needs_reconnect() -> AppError {
     AppError::conflict(
@@ -55,7 +45,7 @@ pub struct Leased {
     pub owner: String,
 }
 
-fn lease_until(state: &AppState) -> NaiveDateTime {
+fn lease_until(state: &App) -> NaiveDateTime {
     now() + Duration::from_std(state.settings.refresh.lease).unwrap_or(Duration::seconds(20))
 }
 
@@ -63,7 +53,7 @@ fn lease_until(state: &AppState) -> NaiveDateTime {
 /// answer to that request can arrive any more (the provider timeout, plus a
 /// little for committing the answer). A holder that dies mid-call is taken
 /// over as soon as that moment passes.
-fn sending_lease_until(state: &AppState) -> NaiveDateTime {
+fn sending_lease_until(state: &App) -> NaiveDateTime {
     now()
         + Duration::from_std(state.settings.refresh.provider_timeout)
             .unwrap_or(Duration::seconds(15))
@@ -86,13 +76,13 @@ fn shutting_down() -> AppError {
 }
 
 /// A fresh lease owner name: this process and this attempt.
-pub fn lease_owner(state: &AppState) -> String {
+pub fn lease_owner(state: &App) -> String {
     format!("{}:{}", state.instance_id, crate::crypto::random_token(6))
 }
 
 /// Takes the lease of one connection, or says who cannot have it: `Ok(None)`
 /// when another holder has it, an error when the row cannot be refreshed.
-async fn claim(state: &AppState, id: &str) -> AppResult<Option<Leased>> {
+async fn claim(state: &App, id: &str) -> AppResult<Option<Leased>> {
     let (id, owner, until) = (id.to_string(), lease_owner(state), lease_until(state));
     state
         .db(move |c| {
@@ -111,7 +101,7 @@ async fn claim(state: &AppState, id: &str) -> AppResult<Option<Leased>> {
 
 /// Waits until another holder's lease on `id` is released or lapses, by
 /// polling the row with a growing interval (bounded by the lease length).
-async fn wait_for_lease(state: &AppState, id: &str) -> AppResult<()> {
+async fn wait_for_lease(state: &App, id: &str) -> AppResult<()> {
     let deadline = std::time::Instant::now()
         + state.settings.refresh.lease
         + std::time::Duration::from_secs(1);
@@ -158,7 +148,7 @@ impl Seen {
 /// the row has moved on since `seen` (the caller's view; `None`: as it is now),
 /// whatever happened meanwhile is the outcome, and nothing is sent.
 pub async fn refresh_now(
-    state: &web::Data<AppState>,
+    state: &Arc<App>,
     id: &str,
     actor: &str,
     seen: Option<Seen>,
@@ -188,7 +178,7 @@ pub async fn refresh_now(
 
 /// [`refresh_now`]'s run, shared by every caller in this process.
 async fn shared_refresh(
-    state: &web::Data<AppState>,
+    state: &Arc<App>,
     id: &str,
     actor: &str,
     seen: Option<Seen>,
@@ -263,7 +253,7 @@ fn failing(row: &Connection) -> AppError {
 /// instance holds the lease, a stored token that is still valid is handed out.
 /// `account` names the provider account; `None` is the tenant's default.
 pub async fn fresh_token(
-    state: &web::Data<AppState>,
+    state: &Arc<App>,
     tenant_id: &str,
     provider: &Provider,
     account: Option<&str>,
@@ -359,11 +349,7 @@ pub async fn fresh_token(
 }
 
 /// Refreshes a connection whose lease we hold, and releases the lease.
-pub async fn refresh_leased(
-    state: &AppState,
-    leased: Leased,
-    actor: &str,
-) -> AppResult<Connection> {
+pub async fn refresh_leased(state: &App, leased: Leased, actor: &str) -> AppResult<Connection> {
     let Leased { row, owner } = leased;
     let release = |err: AppError| {
         let (id, owner) = (row.id.clone(), owner.clone());

@@ -5,11 +5,10 @@
 //! died lapses so that another instance picks the work up.
 
 use super::{lease_owner, refresh_leased, Leased};
+use crate::app::App;
 use crate::db::models::connection::Connection;
 use crate::db::models::oauth_state::OAuthState;
 use crate::db::now;
-use crate::web::AppState;
-use actix_web::web;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
@@ -85,7 +84,7 @@ fn prune(c: &mut crate::db::DbConn, before: chrono::NaiveDateTime) -> diesel::Qu
 }
 
 pub struct Scheduler {
-    state: web::Data<AppState>,
+    state: Arc<App>,
     overall: Arc<Semaphore>,
     per_provider: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// When housekeeping last ran; it runs at most once per interval, not on
@@ -94,7 +93,7 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(state: web::Data<AppState>) -> Arc<Scheduler> {
+    pub fn new(state: Arc<App>) -> Arc<Scheduler> {
         let overall = Arc::new(Semaphore::new(state.settings.refresh.concurrency));
         Arc::new(Scheduler {
             state,
@@ -104,12 +103,13 @@ impl Scheduler {
         })
     }
 
-    /// Runs forever on the current runtime: a tick every interval, and while
-    /// ticks find a full batch of due work, the next one as soon as a refresh
-    /// slot frees up (so a backlog drains at full concurrency).
-    pub fn start(self: &Arc<Self>) {
-        let me = self.clone();
-        actix_web::rt::spawn(async move {
+    /// Runs until the process stops: a tick every interval, and while ticks
+    /// find a full batch of due work, the next one as soon as a refresh slot
+    /// frees up (so a backlog drains at full concurrency). Started by
+    /// `workers`.
+    pub async fn run(self: Arc<Self>) {
+        let me = self;
+        {
             while !me.state.is_stopping() {
                 // A tick that filled every slot it had probably left work due:
                 // go on as soon as a slot frees instead of after the interval.
@@ -132,7 +132,7 @@ impl Scheduler {
                     tokio::time::sleep(me.state.settings.refresh.interval).await;
                 }
             }
-        });
+        }
     }
 
     fn provider_slots(&self, provider: &str) -> Arc<Semaphore> {

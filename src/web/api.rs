@@ -1,9 +1,9 @@
 //! The internal JSON API for the CRM's services, under `/api/v1`, behind API
 //! keys (`Authorization: Bearer tth_...`). `{tenant}` is the CRM's external id.
 
-use super::account_param;
+use super::http::{account_param, no_store};
 use super::oauth::{choose_default, connection, disconnect_connection, load_status, status_json};
-use super::AppState;
+use crate::app::App;
 use crate::db::models::api_key::ApiKey;
 use crate::db::models::connect_link::ConnectLink;
 use crate::db::models::tenant::{validate_external_id, Tenant};
@@ -13,9 +13,8 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use futures_util::future::{ready, Either, LocalBoxFuture, Ready};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let json = || {
@@ -44,7 +43,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .app_data(query())
             .app_data(path())
             .route(web::get().to(token))
-            .default_service(web::to(super::not_found)),
+            .default_service(web::to(super::http::not_found)),
     )
     .route("/api/v1/openapi.json", web::get().to(openapi))
     .service(
@@ -64,25 +63,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/connect-links", web::post().to(connect_link))
             .route("/proxy/{provider}/{tail:.*}", web::to(proxy)),
     );
-}
-
-/// How long a validated key is trusted without asking the database again:
-/// a revoked key stops working within this time.
-const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
-/// `last_used_at` is written at most this often per key.
-const TOUCH_EVERY: Duration = Duration::from_secs(60);
-
-/// A key and when it was last validated against the database.
-type ValidatedKey = (Arc<ApiKey>, Instant);
-
-/// Validated keys and tenant ids, so a warm token request costs one query.
-#[derive(Default)]
-pub struct ApiCache {
-    /// SHA-256 of the presented key -> the key.
-    keys: Mutex<HashMap<[u8; 32], ValidatedKey>>,
-    touched: Mutex<HashMap<String, Instant>>,
-    /// External id -> tenant id: never changes once a tenant exists.
-    tenants: Mutex<HashMap<String, String>>,
 }
 
 /// An authenticated internal caller.
@@ -112,7 +92,7 @@ impl FromRequest for ApiCaller {
             )
             .into())));
         };
-        let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        let Some(state) = req.app_data::<web::Data<App>>().cloned() else {
             return Either::Left(ready(Err(AppError::internal("no app state").into())));
         };
         // A key validated moments ago needs no database, nor a task.
@@ -129,50 +109,14 @@ impl FromRequest for ApiCaller {
     }
 }
 
-impl ApiCache {
-    /// The key whose SHA-256 is `digest`, if validated within `KEY_CACHE_TTL`.
-    fn key(&self, digest: &[u8; 32]) -> Option<Arc<ApiKey>> {
-        self.keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(digest)
-            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
-            .map(|(key, _)| key.clone())
-    }
-}
-
 /// Validates a key the cache does not hold (or no longer trusts).
-async fn authenticate(
-    state: &AppState,
-    digest: [u8; 32],
-    presented: String,
-) -> AppResult<Arc<ApiKey>> {
+async fn authenticate(state: &App, digest: [u8; 32], presented: String) -> AppResult<Arc<ApiKey>> {
     let key = Arc::new(
         state
             .db(move |c| ApiKey::authenticate(c, &presented))
             .await?,
     );
-    let now = Instant::now();
-    state
-        .api_cache
-        .keys
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(digest, (key.clone(), now));
-    let due = {
-        let mut touched = state
-            .api_cache
-            .touched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let due = touched
-            .get(&key.id)
-            .is_none_or(|t| t.elapsed() >= TOUCH_EVERY);
-        if due {
-            touched.insert(key.id.clone(), now);
-        }
-        due
-    };
+    let due = state.api_cache.remember(digest, &key);
     if due {
         let id = key.id.clone();
         state.db(move |c| Ok(ApiKey::touch(c, &id)?)).await?;
@@ -183,17 +127,10 @@ async fn authenticate(
 impl ApiCaller {
     /// The tenant this key may act for: 404 for an unknown tenant, 403 for
     /// another tenant than the key's (without saying whether it exists).
-    async fn tenant(&self, state: &AppState, external_id: &str) -> AppResult<String> {
+    async fn tenant(&self, state: &App, external_id: &str) -> AppResult<String> {
         validate_external_id(external_id)
             .map_err(|_| AppError::not_found(format!("no tenant '{external_id}'")))?;
-        let cached = state
-            .api_cache
-            .tenants
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(external_id)
-            .cloned();
-        let id = match cached {
+        let id = match state.api_cache.tenant(external_id) {
             Some(id) => Some(id),
             None => {
                 let ext = external_id.to_string();
@@ -201,12 +138,7 @@ impl ApiCaller {
                     .db(move |c| Ok(Tenant::by_external_id(c, &ext)?))
                     .await?;
                 if let Some(t) = &found {
-                    state
-                        .api_cache
-                        .tenants
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(t.external_id.clone(), t.id.clone());
+                    state.api_cache.remember_tenant(&t.external_id, &t.id);
                 }
                 found.map(|t| t.id)
             }
@@ -225,7 +157,7 @@ impl ApiCaller {
     /// `/tenants/{tenant}/connections/{provider}` route.
     async fn target(
         &self,
-        state: &AppState,
+        state: &App,
         (tenant, provider): (String, String),
     ) -> AppResult<(String, std::sync::Arc<Provider>)> {
         let tenant_id = self.tenant(state, &tenant).await?;
@@ -235,14 +167,6 @@ impl ApiCaller {
     fn actor(&self) -> String {
         format!("api:{}", self.key.name)
     }
-}
-
-fn no_store(mut res: HttpResponse) -> HttpResponse {
-    res.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    res
 }
 
 /// The `account` query parameter of the connection routes: a provider's
@@ -255,7 +179,7 @@ struct AccountQuery {
 /// `GET /connections`: every enabled provider's status for the tenant, each
 /// with its accounts.
 async fn list(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     caller: ApiCaller,
     path: web::Path<String>,
 ) -> AppResult<HttpResponse> {
@@ -281,7 +205,7 @@ async fn list(
 /// `GET /connections/{provider}[?account=]`: the provider's status (default
 /// account and the list), or one account's.
 async fn status(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     caller: ApiCaller,
     path: web::Path<(String, String)>,
     query: web::Query<AccountQuery>,
@@ -321,7 +245,7 @@ struct AccountBody<'a> {
 
 /// `GET .../token`: a valid access token, refreshed first when it would expire within `min_ttl`.
 async fn token(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     caller: ApiCaller,
     path: web::Path<(String, String)>,
     query: web::Query<TokenQuery>,
@@ -362,7 +286,7 @@ async fn token(
 
 /// `POST .../refresh[?account=]`: refresh now (shared with any refresh under way).
 async fn refresh(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     caller: ApiCaller,
     path: web::Path<(String, String)>,
     query: web::Query<AccountQuery>,
@@ -380,7 +304,7 @@ async fn refresh(
 /// answer names the default account afterwards, so that no caller assumes
 /// the provider is gone while another account now serves it (or the reverse).
 async fn disconnect(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     caller: ApiCaller,
     path: web::Path<(String, String)>,
     query: web::Query<AccountQuery>,
@@ -407,7 +331,7 @@ struct DefaultRequest {
 
 /// `PUT .../{provider}/default`: chooses the tenant's default account.
 async fn set_default(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     caller: ApiCaller,
     path: web::Path<(String, String)>,
     body: web::Json<DefaultRequest>,
@@ -432,7 +356,7 @@ struct LinkRequest {
 
 /// `POST /connect-links`: a single-use link a person opens to connect a provider.
 async fn connect_link(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     caller: ApiCaller,
     path: web::Path<String>,
     body: web::Json<LinkRequest>,
@@ -482,7 +406,7 @@ struct ProvisionRequest {
 
 /// `PUT /api/v1/tenants/{tenant}`: create or rename a tenant (admin keys only).
 async fn provision(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     caller: ApiCaller,
     path: web::Path<String>,
     body: web::Json<ProvisionRequest>,
@@ -595,7 +519,7 @@ pub const ACCOUNT_HEADER: &str = "tether-account";
 /// returned, never followed.
 async fn proxy(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     caller: ApiCaller,
     path: web::Path<(String, String, String)>,
     body: web::Bytes,

@@ -1,9 +1,11 @@
 //! Browser OAuth routes: authorize, callback, refresh, status, disconnect.
 //! The tenant always comes from the session, never from the request.
 
-use super::pages::{public_status, see_other};
-use super::session::{self, AdminSession};
-use super::{account_param, client_addr, AppState};
+use super::http::{account_param, client_addr, html, see_other};
+use super::pages::public_status;
+use super::session::{self, AdminSession, CsrfForm};
+
+use crate::app::App;
 use crate::db::models::connection::{unknown_account, Connection};
 use crate::error::{AppError, AppResult, PageError, PageResult};
 use crate::oauth::{self, CallbackQuery, DASHBOARD};
@@ -29,7 +31,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// The enabled provider named in the path, or a 404.
-fn rate_limit(state: &AppState, req: &HttpRequest) -> AppResult<()> {
+fn rate_limit(state: &App, req: &HttpRequest) -> AppResult<()> {
     state
         .oauth_limiter
         .check(&format!("oauth:{}", client_addr(req)))
@@ -44,7 +46,7 @@ struct AuthorizeQuery {
 
 async fn authorize(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     admin: AdminSession,
     path: web::Path<String>,
     query: web::Query<AuthorizeQuery>,
@@ -90,7 +92,7 @@ const LINK_DONE: &str = "/connect/done";
 /// The link is used up, and the state is bound to this browser session.
 async fn connect_with_link(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     session: Session,
     path: web::Path<String>,
 ) -> PageResult<HttpResponse> {
@@ -111,9 +113,7 @@ async fn connect_with_link(
         })?;
     let provider = state.enabled_provider(&link.provider)?;
     let binding = crate::crypto::random_token(32);
-    session
-        .insert("oauth_binding", &binding)
-        .map_err(|e| AppError::internal(e.to_string()))?;
+    session::bind_oauth(&session, &binding)?;
     let (keys, settings) = (state.keys.clone(), state.settings.clone());
     let url = state
         .db(move |c| {
@@ -143,7 +143,7 @@ async fn connect_done(session: Session) -> PageResult<HttpResponse> {
     }
     .render()
     .map_err(AppError::internal)?;
-    Ok(super::pages::html(body))
+    Ok(html(body))
 }
 
 #[derive(Template)]
@@ -189,7 +189,7 @@ fn callback_error(err: AppError) -> HttpResponse {
 
 async fn callback(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     session: Session,
     path: web::Path<String>,
     query: web::Query<CallbackQuery>,
@@ -202,14 +202,14 @@ async fn callback(
 
 async fn finish_callback(
     req: &HttpRequest,
-    state: &AppState,
+    state: &App,
     session: &Session,
     provider_key: &str,
     query: CallbackQuery,
 ) -> PageResult<HttpResponse> {
     rate_limit(state, req)?;
     let provider = state.enabled_provider(provider_key)?;
-    let binding = session.get::<String>("oauth_binding").ok().flatten();
+    let binding = session::oauth_binding(session);
     let query = std::sync::Arc::new(query);
     let row = {
         let (p, q) = (provider.clone(), query.clone());
@@ -341,21 +341,17 @@ fn finish(
 
 #[derive(serde::Deserialize)]
 struct InstanceForm {
-    /// Missing is refused by `verify_csrf` (403), like a wrong one.
-    #[serde(default)]
-    csrf: String,
     instance_id: String,
 }
 
 /// Connects a site instance of a client-credentials provider (Wix apps).
 async fn connect_instance(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     admin: AdminSession,
     path: web::Path<String>,
-    form: web::Form<InstanceForm>,
+    CsrfForm(form): CsrfForm<InstanceForm>,
 ) -> PageResult<HttpResponse> {
-    session::verify_csrf(&admin.session, &form.csrf)?;
     rate_limit(&state, &req)?;
     let provider = state.enabled_provider(&path)?;
     if provider.flow != crate::providers::Flow::ClientCredentials {
@@ -389,19 +385,16 @@ async fn connect_instance(
 }
 
 /// The form of the per-account buttons: the account (its provider id, in a
-/// hidden field; none means the default) and the CSRF field.
+/// hidden field; none means the default); the CSRF field is `CsrfForm`'s.
 #[derive(serde::Deserialize)]
 struct AccountForm {
-    /// Missing is refused by `verify_csrf` (403), like a wrong one.
-    #[serde(default)]
-    csrf: String,
     account: Option<String>,
 }
 
 /// The tenant's connected account of the provider (the named one, else the
 /// default), or a 404 that says which of the two is missing.
 pub async fn connection(
-    state: &AppState,
+    state: &App,
     tenant_id: &str,
     provider: &str,
     account: Option<&str>,
@@ -424,12 +417,11 @@ pub async fn connection(
 }
 
 async fn refresh(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     admin: AdminSession,
     path: web::Path<String>,
-    form: web::Form<AccountForm>,
+    CsrfForm(form): CsrfForm<AccountForm>,
 ) -> PageResult<HttpResponse> {
-    session::verify_csrf(&admin.session, &form.csrf)?;
     let provider = state.enabled_provider(&path)?;
     let account = account_param(form.account.as_deref())?;
     let connection = connection(&state, &admin.tenant_id, &provider.key, account).await?;
@@ -454,12 +446,11 @@ async fn refresh(
 
 /// `POST /oauth/{provider}/default`: the admin picks the default account.
 async fn make_default(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     admin: AdminSession,
     path: web::Path<String>,
-    form: web::Form<AccountForm>,
+    CsrfForm(form): CsrfForm<AccountForm>,
 ) -> PageResult<HttpResponse> {
-    session::verify_csrf(&admin.session, &form.csrf)?;
     let provider = state.enabled_provider(&path)?;
     let account = account_param(form.account.as_deref())?.ok_or_else(|| {
         AppError::bad_request("invalid_account", "choose the account to make the default")
@@ -480,7 +471,7 @@ async fn make_default(
 
 /// Makes the tenant's connected `account` of `provider` its default.
 pub async fn choose_default(
-    state: &AppState,
+    state: &App,
     tenant_id: &str,
     provider: &Provider,
     account: &str,
@@ -567,7 +558,7 @@ struct StatusQuery {
 }
 
 async fn status(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     admin: AdminSession,
     path: web::Path<String>,
     query: web::Query<StatusQuery>,
@@ -584,12 +575,11 @@ async fn status(
 }
 
 async fn disconnect(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     admin: AdminSession,
     path: web::Path<String>,
-    form: web::Form<AccountForm>,
+    CsrfForm(form): CsrfForm<AccountForm>,
 ) -> PageResult<HttpResponse> {
-    session::verify_csrf(&admin.session, &form.csrf)?;
     let provider = state.enabled_provider(&path)?;
     let account = account_param(form.account.as_deref())?;
     let done =
@@ -613,7 +603,7 @@ pub struct Disconnected {
 /// default); when the default goes, the earliest-connected other account
 /// becomes the default (see [`Connection::erase`]).
 pub async fn disconnect_connection(
-    state: &AppState,
+    state: &App,
     tenant_id: &str,
     provider: &Provider,
     account: Option<&str>,

@@ -1,8 +1,8 @@
 //! Operations endpoints: liveness, readiness, and the stylesheet.
 
+use crate::app::App;
 use crate::db::models::connection::Connection;
 use crate::db::models::provider_flag::ProviderFlag;
-use crate::web::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use diesel::connection::SimpleConnection;
@@ -17,7 +17,7 @@ pub async fn healthz() -> HttpResponse {
 /// Readiness: the database answers and the key ring opens the data. Providers
 /// that rejected our client credentials are reported, but do not make the
 /// instance unready (every other provider still works through it).
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+pub async fn readyz(state: web::Data<App>) -> HttpResponse {
     let pool = state.pool.clone();
     let keys = state.keys.clone();
     let result = web::block(move || -> Result<Vec<ProviderFlag>, String> {
@@ -60,7 +60,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Prometheus text: refreshes, latencies, circuits, connections by status.
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub async fn metrics(state: web::Data<App>) -> HttpResponse {
     let counts = state
         .db(|c| Ok((Connection::count_by_status(c)?, ProviderFlag::all(c)?)))
         .await;

@@ -1,7 +1,8 @@
 //! Server-rendered pages: sign-in (local and SSO), the integrations dashboard.
 
-use super::session::{self, AdminSession, Flash};
-use super::{client_addr, AppState};
+use super::http::{client_addr, html, see_other};
+use super::session::{self, AdminSession, CsrfForm, Flash, NoFields};
+use crate::app::App;
 use crate::db::models::connection::{Connection, Status};
 use crate::db::models::event::Event;
 use crate::db::models::{tenant::Tenant, user::User};
@@ -9,7 +10,6 @@ use crate::error::{AppError, PageError, PageResult};
 use crate::oauth::{safe_return_to, DASHBOARD};
 use crate::providers::{Flow, Provider};
 use actix_session::Session;
-use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use chrono::NaiveDateTime;
@@ -25,20 +25,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/settings/integrations/cards/{provider}",
             web::get().to(card_fragment),
         );
-}
-
-/// An HTML response with the headers every page carries.
-pub fn html(body: String) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(body)
-}
-
-pub fn see_other(location: &str) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, location))
-        .finish()
 }
 
 fn render(t: &impl Template) -> PageResult<HttpResponse> {
@@ -84,19 +70,15 @@ async fn login_page(session: Session, query: web::Query<NextQuery>) -> PageResul
 struct LoginForm {
     email: String,
     password: String,
-    /// Missing is refused by `verify_csrf` (403), like a wrong one.
-    #[serde(default)]
-    csrf: String,
     next: Option<String>,
 }
 
 async fn login(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     session: Session,
-    form: web::Form<LoginForm>,
+    CsrfForm(form): CsrfForm<LoginForm>,
 ) -> PageResult<HttpResponse> {
-    session::verify_csrf(&session, &form.csrf)?;
     let email = form.email.trim().to_lowercase();
     for key in [
         format!("email:{email}"),
@@ -165,15 +147,7 @@ fn dummy_hash() -> &'static str {
     })
 }
 
-#[derive(serde::Deserialize)]
-struct CsrfForm {
-    /// Missing is refused by `verify_csrf` (403), like a wrong one.
-    #[serde(default)]
-    csrf: String,
-}
-
-async fn logout(session: Session, form: web::Form<CsrfForm>) -> PageResult<HttpResponse> {
-    session::verify_csrf(&session, &form.csrf)?;
+async fn logout(session: Session, _: CsrfForm<NoFields>) -> PageResult<HttpResponse> {
     // A fresh, empty session that carries only the message (a purged one
     // would drop it).
     session.renew();
@@ -189,7 +163,7 @@ struct SsoQuery {
 
 /// The CRM hands a signed-in admin over (see `crate::sso`).
 async fn sso(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     session: Session,
     query: web::Query<SsoQuery>,
 ) -> PageResult<HttpResponse> {
@@ -332,11 +306,7 @@ fn card(provider: &Provider, accounts: &[Connection], events: Vec<Event>) -> Car
 }
 
 /// Loads the cards of the tenant's enabled providers (all, or one).
-async fn cards(
-    state: &AppState,
-    tenant_id: &str,
-    only: Option<&str>,
-) -> Result<Vec<Card>, AppError> {
+async fn cards(state: &App, tenant_id: &str, only: Option<&str>) -> Result<Vec<Card>, AppError> {
     let providers: Vec<Provider> = state
         .providers
         .all()
@@ -368,7 +338,7 @@ struct Dashboard<'a> {
     flash: Option<Flash>,
 }
 
-async fn dashboard(state: web::Data<AppState>, admin: AdminSession) -> PageResult<HttpResponse> {
+async fn dashboard(state: web::Data<App>, admin: AdminSession) -> PageResult<HttpResponse> {
     let tenant_id = admin.tenant_id.clone();
     let tenant = state.db(move |c| Ok(Tenant::by_id(c, &tenant_id)?)).await?;
     let Some(tenant) = tenant else {
@@ -396,7 +366,7 @@ struct CardFragment<'a> {
 
 /// One card's HTML, so the dashboard can update it after a popup without a reload.
 async fn card_fragment(
-    state: web::Data<AppState>,
+    state: web::Data<App>,
     admin: AdminSession,
     path: web::Path<String>,
 ) -> PageResult<HttpResponse> {

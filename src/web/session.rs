@@ -5,7 +5,9 @@ use crate::crypto::random_token;
 use crate::error::{AppError, AppResult, PageError};
 use actix_session::{Session, SessionExt};
 use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
 use std::future::{ready, Ready};
 use subtle::ConstantTimeEq;
 
@@ -69,6 +71,51 @@ impl AdminSession {
     }
 }
 
+/// A form posted from one of our pages, whose CSRF token (the `csrf` field)
+/// has been checked against the session before the handler runs: a POST
+/// handler that takes its form this way cannot forget the check. A missing
+/// token is refused like a wrong one (403).
+pub struct CsrfForm<T>(pub T);
+
+/// A form with no fields but the CSRF token.
+#[derive(serde::Deserialize)]
+pub struct NoFields {}
+
+#[derive(serde::Deserialize)]
+struct WithCsrf<T> {
+    #[serde(default)]
+    csrf: String,
+    #[serde(flatten)]
+    form: T,
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for CsrfForm<T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let session = req.get_session();
+        let form = web::Form::<WithCsrf<T>>::from_request(req, payload);
+        Box::pin(async move {
+            let web::Form(WithCsrf { csrf, form }) = form.await?;
+            verify_csrf(&session, &csrf).map_err(PageError)?;
+            Ok(CsrfForm(form))
+        })
+    }
+}
+
+/// Keeps the value that ties the OAuth states started now to this browser.
+pub fn bind_oauth(session: &Session, binding: &str) -> AppResult<()> {
+    session
+        .insert(BINDING, binding)
+        .map_err(|e| AppError::internal(e.to_string()))
+}
+
+/// The value an OAuth callback must match, if this browser started a flow.
+pub fn oauth_binding(session: &Session) -> Option<String> {
+    session.get::<String>(BINDING).ok().flatten()
+}
+
 /// Signs `user` in on a fresh session id (no fixation), with new CSRF and binding values.
 pub fn sign_in(session: &Session, user_id: &str, tenant_id: &str, email: &str) -> AppResult<()> {
     session.renew();
@@ -98,7 +145,7 @@ pub fn csrf_token(session: &Session) -> AppResult<String> {
 }
 
 /// Checks a submitted CSRF token against the session's, in constant time.
-pub fn verify_csrf(session: &Session, presented: &str) -> AppResult<()> {
+fn verify_csrf(session: &Session, presented: &str) -> AppResult<()> {
     let expected = session
         .get::<String>(CSRF)
         .ok()

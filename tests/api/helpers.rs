@@ -141,7 +141,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub ctx: Context,
     /// The running server's shared state (scheduler, breakers, metrics).
-    pub state: actix_web::web::Data<tether::web::AppState>,
+    pub state: std::sync::Arc<tether::app::App>,
     pub db: TestDb,
 }
 

@@ -10,6 +10,7 @@ mod demo;
 mod flow;
 mod internal_api;
 mod keys;
+mod layering;
 mod ops;
 mod presets;
 mod processes;

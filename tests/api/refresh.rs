@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tether::app::App;
 use tether::crypto::Secret;
 use tether::db::models::api_key::ApiKey;
 use tether::db::models::connection::{Connection, Grant, Status, TokenSet};
@@ -20,7 +21,6 @@ use tether::db::models::tenant::Tenant;
 use tether::db::now;
 use tether::refresh::circuit::State;
 use tether::refresh::scheduler::Scheduler;
-use tether::web::AppState;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -227,7 +227,7 @@ fn instance_settings(db: &TestDb, extra: &[(&str, &str)]) -> tether::config::Set
 }
 
 /// A second Tether server on `first`'s database: its address and state.
-async fn second_instance(first: &TestApp) -> (String, actix_web::web::Data<AppState>) {
+async fn second_instance(first: &TestApp) -> (String, std::sync::Arc<App>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let ctx = tether::startup::prepare(instance_settings(
@@ -1394,7 +1394,7 @@ async fn a_failed_delivery_stays_pending_and_a_restarted_instance_delivers_it(ba
         let t = Tenant::create(&mut conn, "acme", "acme").unwrap();
         seed_on(&mut conn, &ctx.keys, &t.id, "acct-1", "rt-0", -60, -1)
     };
-    let first = actix_web::web::Data::new(AppState::new(ctx));
+    let first = std::sync::Arc::new(ctx.app());
     let err = tether::refresh::refresh_now(&first, &c.id, "test", None)
         .await
         .unwrap_err();

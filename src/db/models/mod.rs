@@ -7,5 +7,7 @@ pub mod event;
 pub mod key_check;
 pub mod oauth_state;
 pub mod provider_flag;
+pub mod sso_nonce;
 pub mod tenant;
 pub mod user;
+pub mod webhook;

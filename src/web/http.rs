@@ -1,0 +1,84 @@
+//! HTTP plumbing every area shares: parameters read the same way from every
+//! request, and responses built the same way everywhere.
+
+use crate::error::{AppError, AppResult, PageError};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse};
+
+/// An `account` parameter (a provider's account id) as received: absent is
+/// the default account; anything no provider would issue is a 400.
+pub fn account_param(raw: Option<&str>) -> AppResult<Option<&str>> {
+    match raw {
+        None => Ok(None),
+        Some(a) if !a.is_empty() && a.len() <= 256 && !a.chars().any(char::is_control) => {
+            Ok(Some(a))
+        }
+        Some(_) => Err(AppError::bad_request(
+            "invalid_account",
+            "account is a provider's account id: 1 to 256 characters, no control characters",
+        )),
+    }
+}
+
+/// The request path for the access log: without the query string (where
+/// codes and states travel), and with a connect link's token masked.
+pub fn loggable_path(path: &str) -> String {
+    match path.strip_prefix("/connect/") {
+        Some(rest) if rest != "done" => "/connect/<link>".to_string(),
+        _ => path.to_string(),
+    }
+}
+
+/// The client's address for rate limiting: the TCP peer (a proxy's
+/// X-Forwarded-For is not trusted, as it can be forged).
+pub fn client_addr(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// An HTML response with the headers every page carries.
+pub fn html(body: String) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body)
+}
+
+pub fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .finish()
+}
+
+/// Marks a response as never to be stored by any cache.
+pub fn no_store(mut res: HttpResponse) -> HttpResponse {
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    res
+}
+
+/// Unknown routes: JSON under `/api`, a page elsewhere.
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, PageError> {
+    let err = AppError::not_found("there is nothing at this address");
+    if req.path().starts_with("/api/") {
+        Ok(actix_web::ResponseError::error_response(&err))
+    } else {
+        Err(PageError(err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_connect_links_token_never_reaches_the_access_log() {
+        assert_eq!(
+            super::loggable_path("/connect/Zm9vYmFyYmF6"),
+            "/connect/<link>"
+        );
+        assert_eq!(super::loggable_path("/connect/done"), "/connect/done");
+        assert_eq!(super::loggable_path("/healthz"), "/healthz");
+    }
+}

@@ -1,0 +1,126 @@
+//! The background workers that run beside the HTTP server: the refresh
+//! scheduler and the webhook deliverer. Both are started here, from one
+//! place; a worker is supposed to run until the process stops, so one that
+//! ends early (or panics) is logged and takes the process down with an
+//! error instead of leaving it running half alive.
+
+use crate::app::App;
+use crate::refresh::scheduler::Scheduler;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// How often the webhook deliverer looks for due deliveries.
+const DELIVER_EVERY: Duration = Duration::from_secs(2);
+
+/// The running workers.
+#[derive(Default)]
+pub struct Workers {
+    running: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+/// Why the supervision of workers ended.
+#[derive(Debug)]
+pub struct Stopped {
+    pub worker: &'static str,
+    pub panicked: bool,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = if self.panicked { "panicked" } else { "stopped" };
+        write!(f, "the {} worker {how}", self.worker)
+    }
+}
+
+impl Workers {
+    /// Starts the workers the settings ask for on the current runtime.
+    pub fn start(app: &Arc<App>) -> Workers {
+        let mut workers = Workers::default();
+        if app.settings.refresh.enabled {
+            let scheduler = Scheduler::new(app.clone());
+            workers.spawn("refresh scheduler", async move { scheduler.run().await });
+        }
+        if app.settings.webhook.is_some() {
+            let app = app.clone();
+            workers.spawn("webhook deliverer", deliver_webhooks(app));
+        }
+        workers
+    }
+
+    /// Runs `work` as the worker `name`.
+    pub fn spawn(&mut self, name: &'static str, work: impl Future<Output = ()> + 'static) {
+        self.running.push((name, actix_web::rt::spawn(work)));
+    }
+
+    /// Resolves when the first worker ends, saying which and how; never
+    /// while every worker runs (nor at all when there are none).
+    pub fn first_to_stop(&mut self) -> FirstToStop<'_> {
+        FirstToStop(self)
+    }
+}
+
+/// The future of [`Workers::first_to_stop`].
+pub struct FirstToStop<'a>(&'a mut Workers);
+
+impl Future for FirstToStop<'_> {
+    type Output = Stopped;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Stopped> {
+        let running = &mut self.0.running;
+        for i in 0..running.len() {
+            if let Poll::Ready(ended) = Pin::new(&mut running[i].1).poll(cx) {
+                let (worker, _) = running.swap_remove(i);
+                return Poll::Ready(Stopped {
+                    worker,
+                    panicked: ended.is_err_and(|e| e.is_panic()),
+                });
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// Delivers due webhooks every [`DELIVER_EVERY`] until the process stops.
+async fn deliver_webhooks(app: Arc<App>) {
+    let mut every = tokio::time::interval(DELIVER_EVERY);
+    while !app.is_stopping() {
+        every.tick().await;
+        if let Err(e) = crate::webhooks::deliver_due(&app).await {
+            log::warn!("webhook delivery: {e:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_web::test]
+    async fn the_first_worker_to_stop_is_named_and_a_panic_is_told_apart() {
+        let mut workers = Workers::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        workers.spawn("waits", async move {
+            let _ = rx.await;
+        });
+        workers.spawn("panics", async { panic!("on purpose") });
+        let stopped = workers.first_to_stop().await;
+        assert_eq!(stopped.worker, "panics");
+        assert!(stopped.panicked);
+        assert_eq!(stopped.to_string(), "the panics worker panicked");
+        tx.send(()).unwrap();
+        let stopped = workers.first_to_stop().await;
+        assert_eq!(stopped.worker, "waits");
+        assert!(!stopped.panicked);
+    }
+
+    #[actix_web::test]
+    async fn without_workers_supervision_waits_forever() {
+        let mut workers = Workers::default();
+        let waited = tokio::time::timeout(Duration::from_millis(50), workers.first_to_stop()).await;
+        assert!(waited.is_err());
+    }
+}
