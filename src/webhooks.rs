@@ -6,7 +6,7 @@
 //! `Tether-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`.
 
 use crate::app::App;
-use crate::db::models::event::Event;
+use crate::db::models::event::{Event, NewEvent};
 use crate::db::models::tenant::Tenant;
 use crate::db::models::webhook as outbox;
 use crate::db::{now, DbConn};
@@ -17,40 +17,11 @@ use sha2::Sha256;
 
 pub use crate::db::models::webhook::MAX_ATTEMPTS;
 
-/// Event kinds sent as webhooks. Routine refreshes and transient failures are
-/// not: they would drown the ones an operator must act on.
-pub const NOTIFIED: [&str; 6] = [
-    "connected",
-    "reconnected",
-    "needs_reconnect",
-    "disconnected",
-    "revoked",
-    "refresh_token_expiring",
-];
-
-/// Records an event and, when webhooks are on and the kind is notified,
+/// Records an event and, when webhooks are on and its kind notifies,
 /// queues its notification in the same database work.
-#[allow(clippy::too_many_arguments)]
-pub fn record(
-    conn: &mut DbConn,
-    webhooks_on: bool,
-    tenant_id: &str,
-    connection_id: Option<&str>,
-    provider: &str,
-    kind: &str,
-    actor: &str,
-    detail: Option<&str>,
-) -> QueryResult<Event> {
-    let event = Event::record(
-        conn,
-        tenant_id,
-        connection_id,
-        provider,
-        kind,
-        actor,
-        detail,
-    )?;
-    if webhooks_on && NOTIFIED.contains(&kind) {
+pub fn record(conn: &mut DbConn, webhooks_on: bool, new: &NewEvent) -> QueryResult<Event> {
+    let event = Event::record(conn, new)?;
+    if webhooks_on && new.kind.notifies() {
         enqueue(conn, &event)?;
     }
     Ok(event)

@@ -7,6 +7,7 @@ pub mod token;
 use crate::config::Settings;
 use crate::crypto::{random_token, sha256_hex, KeyRing, Secret};
 use crate::db::models::connection::{Connection, Grant};
+use crate::db::models::event::{EventKind, NewEvent};
 use crate::db::models::oauth_state::{NewState, OAuthState};
 use crate::db::{now, DbConn};
 use crate::error::{AppError, AppResult};
@@ -366,17 +367,23 @@ pub fn save(
             metadata: &auth.metadata,
         },
     )?;
-    let kind = if existed { "reconnected" } else { "connected" };
+    let kind = if existed {
+        EventKind::Reconnected
+    } else {
+        EventKind::Connected
+    };
     let detail = auth.account_name.as_deref().unwrap_or(&auth.account_id);
     crate::webhooks::record(
         conn,
         settings.webhook.is_some(),
-        tenant_id,
-        Some(&connection.id),
-        &provider.key,
-        kind,
-        actor,
-        Some(detail),
+        &NewEvent {
+            tenant_id,
+            connection_id: Some(&connection.id),
+            provider: &provider.key,
+            kind,
+            actor,
+            detail: Some(detail),
+        },
     )?;
     Ok((connection, existed))
 }

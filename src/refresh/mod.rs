@@ -16,6 +16,7 @@ pub mod scheduler;
 
 use crate::app::App;
 use crate::db::models::connection::{Connection, Refreshed, Status};
+use crate::db::models::event::{EventKind, NewEvent};
 use crate::db::now;
 use crate::error::{AppError, AppResult};
 use crate::oauth::client::{self, ProviderError};
@@ -490,12 +491,14 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &str) -> AppResu
                         crate::webhooks::record(
                             c,
                             notify,
-                            &tenant_id,
-                            Some(&conn_id),
-                            &provider_key,
-                            "refreshed",
-                            &actor,
-                            None,
+                            &NewEvent {
+                                tenant_id: &tenant_id,
+                                connection_id: Some(&conn_id),
+                                provider: &provider_key,
+                                kind: EventKind::Refreshed,
+                                actor: &actor,
+                                detail: None,
+                            },
                         )?;
                         Ok(Connection::by_id(c, &conn_id)?)
                     })
@@ -558,12 +561,14 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &str) -> AppResu
                         crate::webhooks::record(
                             c,
                             notify,
-                            &tenant_id,
-                            Some(&conn_id),
-                            &provider_key,
-                            event,
-                            &actor,
-                            Some(&detail),
+                            &NewEvent {
+                                tenant_id: &tenant_id,
+                                connection_id: Some(&conn_id),
+                                provider: &provider_key,
+                                kind: event,
+                                actor: &actor,
+                                detail: Some(&detail),
+                            },
                         )?;
                         Ok::<(), AppError>(())
                     })
@@ -580,7 +585,7 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &str) -> AppResu
 pub struct Failure {
     pub status: Status,
     pub next_refresh_at: Option<NaiveDateTime>,
-    pub event: &'static str,
+    pub event: EventKind,
     /// For metrics.
     pub outcome: &'static str,
     pub error: AppError,
@@ -598,7 +603,7 @@ pub fn classify(provider: &Provider, row: &Connection, e: &ProviderError) -> Fai
         |wait: Duration, code: &'static str, message: String, outcome: &'static str| Failure {
             status: Status::Error,
             next_refresh_at: Some(now() + wait),
-            event: "refresh_failed",
+            event: EventKind::RefreshFailed,
             outcome,
             error: AppError::unavailable(code, message, wait.num_seconds().max(1) as u64),
         };
@@ -606,7 +611,7 @@ pub fn classify(provider: &Provider, row: &Connection, e: &ProviderError) -> Fai
         ProviderError::GrantGone { .. } => Failure {
             status: Status::NeedsReconnect,
             next_refresh_at: None,
-            event: "needs_reconnect",
+            event: EventKind::NeedsReconnect,
             outcome: "grant_gone",
             error: needs_reconnect(),
         },

@@ -7,6 +7,7 @@
 use super::{lease_owner, refresh_leased, Leased};
 use crate::app::App;
 use crate::db::models::connection::Connection;
+use crate::db::models::event::{EventKind, NewEvent};
 use crate::db::models::oauth_state::OAuthState;
 use crate::db::now;
 use std::collections::HashMap;
@@ -27,7 +28,7 @@ fn warn_lapsing_refresh_tokens(c: &mut crate::db::DbConn, notify: bool) -> diese
         if crate::db::models::event::Event::exists_since(
             c,
             &row.id,
-            "refresh_token_expiring",
+            EventKind::RefreshTokenExpiring,
             lapses - window,
         )? {
             continue;
@@ -45,12 +46,14 @@ fn warn_lapsing_refresh_tokens(c: &mut crate::db::DbConn, notify: bool) -> diese
         crate::webhooks::record(
             c,
             notify,
-            &row.tenant_id,
-            Some(&row.id),
-            &row.provider,
-            "refresh_token_expiring",
-            "scheduler",
-            Some(&detail),
+            &NewEvent {
+                tenant_id: &row.tenant_id,
+                connection_id: Some(&row.id),
+                provider: &row.provider,
+                kind: EventKind::RefreshTokenExpiring,
+                actor: "scheduler",
+                detail: Some(&detail),
+            },
         )?;
     }
     Ok(())

@@ -4,6 +4,7 @@
 use super::http::{account_param, client_addr, html, see_other};
 use super::pages::public_status;
 use super::session::{self, AdminSession, CsrfForm};
+use crate::db::models::event::{EventKind, NewEvent};
 
 use crate::app::App;
 use crate::db::models::connection::{unknown_account, Connection};
@@ -659,18 +660,25 @@ pub async fn disconnect_connection(
     let default = state
         .db(move |c| {
             let default = Connection::erase(c, &id)?;
+            let event = NewEvent {
+                tenant_id: &t,
+                connection_id: Some(&id),
+                provider: &p,
+                kind: EventKind::Revoked,
+                actor: &actor,
+                detail: None,
+            };
             if was_revoked {
-                crate::webhooks::record(c, notify, &t, Some(&id), &p, "revoked", &actor, None)?;
+                crate::webhooks::record(c, notify, &event)?;
             }
             crate::webhooks::record(
                 c,
                 notify,
-                &t,
-                Some(&id),
-                &p,
-                "disconnected",
-                &actor,
-                detail.as_deref(),
+                &NewEvent {
+                    kind: EventKind::Disconnected,
+                    detail: detail.as_deref(),
+                    ..event
+                },
             )?;
             Ok(default)
         })

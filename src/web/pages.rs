@@ -4,7 +4,7 @@ use super::http::{client_addr, html, see_other};
 use super::session::{self, AdminSession, CsrfForm, Flash, NoFields};
 use crate::app::App;
 use crate::db::models::connection::{Connection, Status};
-use crate::db::models::event::Event;
+use crate::db::models::event::{Event, EventKind};
 use crate::db::models::{tenant::Tenant, user::User};
 use crate::error::{AppError, PageError, PageResult};
 use crate::oauth::{safe_return_to, DASHBOARD};
@@ -228,17 +228,7 @@ fn when(t: NaiveDateTime) -> String {
 }
 
 fn event_label(kind: &str) -> &'static str {
-    match kind {
-        "connected" => "Connected",
-        "reconnected" => "Reconnected",
-        "refreshed" => "Refreshed",
-        "refresh_failed" => "Refresh failed",
-        "needs_reconnect" => "Needs reconnecting",
-        "disconnected" => "Disconnected",
-        "revoked" => "Revoked at the provider",
-        "refresh_token_expiring" => "Access lapses soon",
-        _ => "Activity",
-    }
+    EventKind::parse(kind).map_or("Activity", EventKind::label)
 }
 
 /// The status the CRM and the dashboard see: a disconnected row is "not connected".

@@ -63,14 +63,17 @@ fn old_event(
 ) -> String {
     use tether::db::schema::{events, webhook_outbox};
     let mut conn = app.conn();
-    let e = tether::db::models::event::Event::record(
+    use tether::db::models::event::{Event, EventKind, NewEvent};
+    let e = Event::record(
         &mut conn,
-        &c.tenant_id,
-        Some(&c.id),
-        "acme",
-        kind,
-        "test",
-        None,
+        &NewEvent {
+            tenant_id: &c.tenant_id,
+            connection_id: Some(&c.id),
+            provider: "acme",
+            kind: EventKind::parse(kind).expect("a known event kind"),
+            actor: "test",
+            detail: None,
+        },
     )
     .unwrap();
     let at = tether::db::now() - chrono::Duration::days(days);

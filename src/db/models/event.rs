@@ -18,9 +18,84 @@ pub struct Event {
     pub created_at: NaiveDateTime,
 }
 
+/// What happened to a connection. Stored as its `as_str` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Connected,
+    Reconnected,
+    Refreshed,
+    RefreshFailed,
+    NeedsReconnect,
+    Disconnected,
+    Revoked,
+    RefreshTokenExpiring,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 8] = [
+        EventKind::Connected,
+        EventKind::Reconnected,
+        EventKind::Refreshed,
+        EventKind::RefreshFailed,
+        EventKind::NeedsReconnect,
+        EventKind::Disconnected,
+        EventKind::Revoked,
+        EventKind::RefreshTokenExpiring,
+    ];
+
+    /// The name stored in `events.kind` and sent as a webhook's `type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Connected => "connected",
+            EventKind::Reconnected => "reconnected",
+            EventKind::Refreshed => "refreshed",
+            EventKind::RefreshFailed => "refresh_failed",
+            EventKind::NeedsReconnect => "needs_reconnect",
+            EventKind::Disconnected => "disconnected",
+            EventKind::Revoked => "revoked",
+            EventKind::RefreshTokenExpiring => "refresh_token_expiring",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// How the dashboard's activity list names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            EventKind::Connected => "Connected",
+            EventKind::Reconnected => "Reconnected",
+            EventKind::Refreshed => "Refreshed",
+            EventKind::RefreshFailed => "Refresh failed",
+            EventKind::NeedsReconnect => "Needs reconnecting",
+            EventKind::Disconnected => "Disconnected",
+            EventKind::Revoked => "Revoked at the provider",
+            EventKind::RefreshTokenExpiring => "Access lapses soon",
+        }
+    }
+
+    /// Whether it is sent as a webhook. Routine refreshes and transient
+    /// failures are not: they would drown the ones an operator must act on.
+    pub fn notifies(self) -> bool {
+        !matches!(self, EventKind::Refreshed | EventKind::RefreshFailed)
+    }
+}
+
+/// An event to record. `detail` must never contain a secret.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    pub tenant_id: &'a str,
+    pub connection_id: Option<&'a str>,
+    pub provider: &'a str,
+    pub kind: EventKind,
+    pub actor: &'a str,
+    pub detail: Option<&'a str>,
+}
+
 #[derive(Insertable)]
 #[diesel(table_name = events)]
-struct NewEvent<'a> {
+struct EventRow<'a> {
     id: &'a str,
     tenant_id: &'a str,
     connection_id: Option<&'a str>,
@@ -32,35 +107,27 @@ struct NewEvent<'a> {
 }
 
 impl Event {
-    /// Records an event. `detail` must never contain a secret.
-    pub fn record(
-        conn: &mut DbConn,
-        tenant_id: &str,
-        connection_id: Option<&str>,
-        provider: &str,
-        kind: &str,
-        actor: &str,
-        detail: Option<&str>,
-    ) -> QueryResult<Event> {
+    /// Records `new`.
+    pub fn record(conn: &mut DbConn, new: &NewEvent) -> QueryResult<Event> {
         let event = Event {
             id: new_id(),
-            tenant_id: tenant_id.into(),
-            connection_id: connection_id.map(Into::into),
-            provider: provider.into(),
-            kind: kind.into(),
-            actor: actor.into(),
-            detail: detail.map(Into::into),
+            tenant_id: new.tenant_id.into(),
+            connection_id: new.connection_id.map(Into::into),
+            provider: new.provider.into(),
+            kind: new.kind.as_str().into(),
+            actor: new.actor.into(),
+            detail: new.detail.map(Into::into),
             created_at: now(),
         };
         diesel::insert_into(events::table)
-            .values(NewEvent {
+            .values(EventRow {
                 id: &event.id,
-                tenant_id,
-                connection_id,
-                provider,
-                kind,
-                actor,
-                detail,
+                tenant_id: new.tenant_id,
+                connection_id: new.connection_id,
+                provider: new.provider,
+                kind: new.kind.as_str(),
+                actor: new.actor,
+                detail: new.detail,
                 created_at: event.created_at,
             })
             .execute(conn)?;
@@ -71,13 +138,13 @@ impl Event {
     pub fn exists_since(
         conn: &mut DbConn,
         connection_id: &str,
-        kind: &str,
+        kind: EventKind,
         since: NaiveDateTime,
     ) -> QueryResult<bool> {
         diesel::select(diesel::dsl::exists(
             events::table
                 .filter(events::connection_id.eq(connection_id))
-                .filter(events::kind.eq(kind))
+                .filter(events::kind.eq(kind.as_str()))
                 .filter(events::created_at.ge(since)),
         ))
         .get_result(conn)
@@ -98,7 +165,7 @@ impl Event {
             .filter(events::provider.eq(provider))
             // false sorts first on both backends.
             .order((
-                events::kind.eq("refreshed").asc(),
+                events::kind.eq(EventKind::Refreshed.as_str()).asc(),
                 events::created_at.desc(),
                 events::id.desc(),
             ))
@@ -115,5 +182,23 @@ impl Event {
             .limit(batch)
             .load(conn)?;
         diesel::delete(events::table.filter(events::id.eq_any(&old))).execute(conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventKind;
+
+    #[test]
+    fn every_kind_reads_back_from_its_name_and_only_routine_ones_stay_quiet() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(EventKind::parse("nonsense"), None);
+        let quiet: Vec<_> = EventKind::ALL
+            .into_iter()
+            .filter(|k| !k.notifies())
+            .collect();
+        assert_eq!(quiet, [EventKind::Refreshed, EventKind::RefreshFailed]);
     }
 }
