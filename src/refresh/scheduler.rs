@@ -111,29 +111,26 @@ impl Scheduler {
     /// frees up (so a backlog drains at full concurrency). Started by
     /// `workers`.
     pub async fn run(self: Arc<Self>) {
-        let me = self;
-        {
-            while !me.state.is_stopping() {
-                // A tick that filled every slot it had probably left work due:
-                // go on as soon as a slot frees instead of after the interval.
-                let full = match me.tick_with_capacity().await {
-                    Ok((started, capacity)) => {
-                        log::debug!("scheduler tick started {started} of {capacity} slots");
-                        started > 0 && started == capacity
-                    }
-                    Err(e) => {
-                        log::warn!("refresh scheduler: {e:?}");
-                        false
-                    }
-                };
-                if full {
-                    // Wait for one slot, then claim more.
-                    if let Ok(permit) = me.overall.clone().acquire_owned().await {
-                        drop(permit);
-                    }
-                } else {
-                    tokio::time::sleep(me.state.settings.refresh.interval).await;
+        while !self.state.is_stopping() {
+            // A tick that filled every slot it had probably left work due:
+            // go on as soon as a slot frees instead of after the interval.
+            let full = match self.tick_with_capacity().await {
+                Ok((started, capacity)) => {
+                    log::debug!("scheduler tick started {started} of {capacity} slots");
+                    started > 0 && started == capacity
                 }
+                Err(e) => {
+                    log::warn!("refresh scheduler: {e:?}");
+                    false
+                }
+            };
+            if full {
+                // Wait for one slot, then claim more.
+                if let Ok(permit) = self.overall.clone().acquire_owned().await {
+                    drop(permit);
+                }
+            } else {
+                tokio::time::sleep(self.state.settings.refresh.interval).await;
             }
         }
     }
