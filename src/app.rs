@@ -34,8 +34,8 @@ pub struct App {
     /// Per-provider circuit breakers.
     pub breakers: crate::refresh::circuit::Breakers,
     pub metrics: crate::metrics::Metrics,
-    /// Validated API keys and tenant ids (see `auth`).
-    pub api_cache: crate::auth::ApiCache,
+    /// Validated API keys and tenant ids (see `api_keys`).
+    pub api_cache: crate::api_keys::ApiCache,
     /// Opened token sets of warm connections (see `refresh::cache`).
     pub tokens: Arc<crate::refresh::cache::TokenCache>,
     /// Refreshes whose request may be at the provider: each holds a permit

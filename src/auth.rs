@@ -1,14 +1,14 @@
-//! Who may act: password hashing for admin accounts (argon2id with the
-//! crate's defaults) and API keys, validated against the database and cached.
+//! Admin accounts' passwords: hashing (argon2id with the crate's defaults),
+//! checking, and signing in with one.
 
-use crate::db::models::api_key::ApiKey;
+use crate::app::App;
+use crate::db::models::user::User;
+use crate::error::{AppError, AppResult, Code};
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
 };
 use argon2::Argon2;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
 
 /// Shortest password `tether user add` accepts.
 pub const MIN_PASSWORD_LEN: usize = 12;
@@ -31,64 +31,43 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// How long a validated key is trusted without asking the database again:
-/// a revoked key stops working within this time.
-const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
-/// `last_used_at` is written at most this often per key.
-const TOUCH_EVERY: Duration = Duration::from_secs(60);
-
-/// A key and when it was last validated against the database.
-type ValidatedKey = (Arc<ApiKey>, Instant);
-
-/// Validated keys and tenant ids, so a warm token request costs one query.
-#[derive(Default)]
-pub struct ApiCache {
-    /// SHA-256 of the presented key -> the key.
-    keys: Mutex<HashMap<[u8; 32], ValidatedKey>>,
-    /// Key id -> when its `last_used_at` was last written.
-    touched: Mutex<HashMap<String, Instant>>,
-    /// External id -> tenant id: never changes once a tenant exists.
-    tenants: Mutex<HashMap<String, String>>,
+/// The admin whose `email` and `password` these are, or `None`. Unknown
+/// emails cost a hash check too, so that timing does not tell which exist.
+/// Absurdly long input is a 400 before any work.
+pub async fn sign_in_with_password(
+    app: &App,
+    email: &str,
+    password: &str,
+) -> AppResult<Option<User>> {
+    if email.len() > 254 || password.len() > 1024 {
+        return Err(AppError::bad_request(
+            Code::InvalidForm,
+            "that email or password is far too long",
+        ));
+    }
+    let (email, password) = (email.to_string(), password.to_string());
+    let user = app
+        .db(move |c| {
+            let user = User::by_email(c, &email)?;
+            let hash = user
+                .as_ref()
+                .and_then(|u| u.password_hash.clone())
+                .unwrap_or_else(|| dummy_hash().to_string());
+            let ok = verify_password(&password, &hash);
+            Ok(user.filter(|u| ok && u.password_hash.is_some()))
+        })
+        .await?;
+    if let Some(user) = &user {
+        let id = user.id.clone();
+        app.db(move |c| Ok(User::touch_login(c, &id)?)).await?;
+    }
+    Ok(user)
 }
 
-impl ApiCache {
-    /// The key whose SHA-256 is `digest`, if validated within `KEY_CACHE_TTL`.
-    pub fn key(&self, digest: &[u8; 32]) -> Option<Arc<ApiKey>> {
-        lock(&self.keys)
-            .get(digest)
-            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
-            .map(|(key, _)| key.clone())
-    }
-
-    /// Keeps a key just validated against the database; says whether its
-    /// `last_used_at` is due to be written (at most every `TOUCH_EVERY`).
-    pub fn remember(&self, digest: [u8; 32], key: &Arc<ApiKey>) -> bool {
-        let now = Instant::now();
-        lock(&self.keys).insert(digest, (key.clone(), now));
-        let mut touched = lock(&self.touched);
-        let due = touched
-            .get(&key.id)
-            .is_none_or(|t| t.elapsed() >= TOUCH_EVERY);
-        if due {
-            touched.insert(key.id.clone(), now);
-        }
-        due
-    }
-
-    /// The tenant id of a CRM's external tenant id, if seen before.
-    pub fn tenant(&self, external_id: &str) -> Option<String> {
-        lock(&self.tenants).get(external_id).cloned()
-    }
-
-    pub fn remember_tenant(&self, external_id: &str, tenant_id: &str) {
-        lock(&self.tenants).insert(external_id.to_string(), tenant_id.to_string());
-    }
-}
-
-/// A lock whose holder never leaves the map half-updated, so a panic
-/// elsewhere does not poison it for good.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// A hash of a random password, verified against for unknown emails.
+fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| hash_password(&crate::crypto::random_token(16)).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 
 use crate::config::Settings;
 use crate::crypto::{random_token, sha256_hex, Secret};
-use crate::error::{AppError, PageError, PageResult};
+use crate::error::{AppError, Code as ErrorCode, PageError, PageResult};
 use crate::providers::Catalogue;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -183,7 +183,7 @@ async fn authorize_decision(
         }
         Some("deny") => redirect_back(&config, &[("error", "access_denied")], state_param),
         _ => Err(PageError(AppError::bad_request(
-            "invalid_decision",
+            ErrorCode::InvalidDecision,
             "choose Approve or Deny",
         ))),
     }
@@ -329,14 +329,14 @@ impl AuthRequest {
     fn validate(params: &Params, client: &Client, config: &DemoConfig) -> Result<Self, Rejection> {
         if params.get("client_id") != Some(client.0.as_str()) {
             return Err(Rejection::Page(AppError::bad_request(
-                "invalid_client",
+                ErrorCode::InvalidClient,
                 "unknown client_id: the demo provider only knows Tether's client",
             )));
         }
         let expected = &config.redirect_uri;
         if params.get("redirect_uri") != Some(expected.as_str()) {
             return Err(Rejection::Page(AppError::bad_request(
-                "invalid_redirect_uri",
+                ErrorCode::InvalidRedirectUri,
                 format!("redirect_uri must be exactly {expected}"),
             )));
         }
@@ -648,7 +648,10 @@ impl BadInput {
     }
 
     fn into_page(self) -> PageError {
-        PageError(AppError::bad_request("invalid_request", self.message))
+        PageError(AppError::bad_request(
+            ErrorCode::InvalidRequest,
+            self.message,
+        ))
     }
 }
 

@@ -7,20 +7,139 @@ use actix_web::{HttpResponse, ResponseError};
 use askama::Template;
 use std::fmt;
 
+/// Every machine code an error can carry: the `code` of a JSON error body,
+/// stable for clients. One list, so that no caller invents one by typo and
+/// control flow compares variants, not strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    AlreadyRevoked,
+    ConcurrentUpdate,
+    DatabaseUnavailable,
+    DecryptionFailed,
+    Forbidden,
+    InsufficientScope,
+    Internal,
+    InvalidAccount,
+    InvalidClient,
+    InvalidCode,
+    InvalidDecision,
+    InvalidEmail,
+    InvalidExpiresIn,
+    InvalidForm,
+    InvalidGrant,
+    InvalidInstance,
+    InvalidJson,
+    InvalidLink,
+    InvalidMethod,
+    InvalidMinTtl,
+    InvalidName,
+    InvalidPath,
+    InvalidQuery,
+    InvalidRedirectUri,
+    InvalidRequest,
+    InvalidReturnTo,
+    InvalidScope,
+    InvalidSsoToken,
+    InvalidState,
+    InvalidTenant,
+    InvalidToken,
+    IssuerMismatch,
+    LeaseLost,
+    NeedsReconnect,
+    NotFound,
+    NotRefreshable,
+    ProviderError,
+    ProviderMisconfigured,
+    ProviderMismatch,
+    ProviderUnavailable,
+    ProviderUnreachable,
+    RateLimited,
+    RefreshFailed,
+    RefreshInProgress,
+    ShuttingDown,
+    TenantExists,
+    Unauthorized,
+    UnsupportedFlow,
+    UserExists,
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Code {
+    /// The code as clients see it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::AlreadyRevoked => "already_revoked",
+            Code::ConcurrentUpdate => "concurrent_update",
+            Code::DatabaseUnavailable => "database_unavailable",
+            Code::DecryptionFailed => "decryption_failed",
+            Code::Forbidden => "forbidden",
+            Code::InsufficientScope => "insufficient_scope",
+            Code::Internal => "internal",
+            Code::InvalidAccount => "invalid_account",
+            Code::InvalidClient => "invalid_client",
+            Code::InvalidCode => "invalid_code",
+            Code::InvalidDecision => "invalid_decision",
+            Code::InvalidEmail => "invalid_email",
+            Code::InvalidExpiresIn => "invalid_expires_in",
+            Code::InvalidForm => "invalid_form",
+            Code::InvalidGrant => "invalid_grant",
+            Code::InvalidInstance => "invalid_instance",
+            Code::InvalidJson => "invalid_json",
+            Code::InvalidLink => "invalid_link",
+            Code::InvalidMethod => "invalid_method",
+            Code::InvalidMinTtl => "invalid_min_ttl",
+            Code::InvalidName => "invalid_name",
+            Code::InvalidPath => "invalid_path",
+            Code::InvalidQuery => "invalid_query",
+            Code::InvalidRedirectUri => "invalid_redirect_uri",
+            Code::InvalidRequest => "invalid_request",
+            Code::InvalidReturnTo => "invalid_return_to",
+            Code::InvalidScope => "invalid_scope",
+            Code::InvalidSsoToken => "invalid_sso_token",
+            Code::InvalidState => "invalid_state",
+            Code::InvalidTenant => "invalid_tenant",
+            Code::InvalidToken => "invalid_token",
+            Code::IssuerMismatch => "issuer_mismatch",
+            Code::LeaseLost => "lease_lost",
+            Code::NeedsReconnect => "needs_reconnect",
+            Code::NotFound => "not_found",
+            Code::NotRefreshable => "not_refreshable",
+            Code::ProviderError => "provider_error",
+            Code::ProviderMisconfigured => "provider_misconfigured",
+            Code::ProviderMismatch => "provider_mismatch",
+            Code::ProviderUnavailable => "provider_unavailable",
+            Code::ProviderUnreachable => "provider_unreachable",
+            Code::RateLimited => "rate_limited",
+            Code::RefreshFailed => "refresh_failed",
+            Code::RefreshInProgress => "refresh_in_progress",
+            Code::ShuttingDown => "shutting_down",
+            Code::TenantExists => "tenant_exists",
+            Code::Unauthorized => "unauthorized",
+            Code::UnsupportedFlow => "unsupported_flow",
+            Code::UserExists => "user_exists",
+        }
+    }
+}
+
 pub type AppResult<T> = Result<T, AppError>;
 
 type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 pub struct AppError {
     status: StatusCode,
-    code: &'static str,
+    code: Code,
     message: String,
     retry_after: Option<u64>,
     cause: Option<Cause>,
 }
 
 impl AppError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: Code, message: impl Into<String>) -> Self {
         AppError {
             status,
             code,
@@ -31,36 +150,36 @@ impl AppError {
     }
 
     /// 400: the request itself is wrong; `message` says how.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: Code, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, Code::Unauthorized, message)
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(StatusCode::FORBIDDEN, Code::Forbidden, message)
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, Code::NotFound, message)
     }
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: Code, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
     pub fn too_many_requests(retry_after: u64) -> Self {
         let mut e = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            Code::RateLimited,
             "too many attempts; try again shortly",
         );
         e.retry_after = Some(retry_after);
         e
     }
     /// 502: a provider failed us; `message` says what the user can do.
-    pub fn bad_gateway(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_gateway(code: Code, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_GATEWAY, code, message)
     }
     /// 503 with `Retry-After`: the service or a provider cannot do this now.
-    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
+    pub fn unavailable(code: Code, message: impl Into<String>, retry_after: u64) -> Self {
         let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
         e.retry_after = Some(retry_after);
         e
@@ -69,7 +188,7 @@ impl AppError {
     pub fn internal(cause: impl Into<Cause>) -> Self {
         let mut e = Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            Code::Internal,
             "something went wrong on our side; it has been logged",
         );
         e.cause = Some(cause.into());
@@ -85,7 +204,7 @@ impl AppError {
     /// An error with exactly these parts (for outcomes shared between callers).
     pub fn rebuild(
         status: StatusCode,
-        code: &'static str,
+        code: Code,
         message: String,
         retry_after: Option<u64>,
     ) -> Self {
@@ -98,8 +217,25 @@ impl AppError {
         self.retry_after
     }
 
+    /// The code as clients see it.
     pub fn code(&self) -> &'static str {
+        self.code.as_str()
+    }
+
+    /// The code itself (for errors rebuilt from their parts).
+    pub fn code_kind(&self) -> Code {
         self.code
+    }
+
+    /// Whether this is an error of `code`: what control flow asks.
+    pub fn is(&self, code: Code) -> bool {
+        self.code == code
+    }
+
+    /// The service or a provider cannot do this now (a 503 with
+    /// `Retry-After`), as opposed to a refusal.
+    pub fn is_unavailable(&self) -> bool {
+        self.status == StatusCode::SERVICE_UNAVAILABLE
     }
     pub fn message(&self) -> &str {
         &self.message
@@ -179,7 +315,7 @@ impl ResponseError for AppError {
         }
         res.insert_header((header::CACHE_CONTROL, "no-store"));
         res.json(serde_json::json!({
-            "error": { "code": self.code, "message": self.message }
+            "error": { "code": self.code.as_str(), "message": self.message }
         }))
     }
 }
@@ -196,7 +332,7 @@ impl From<diesel::result::Error> for AppError {
 impl From<r2d2::Error> for AppError {
     fn from(e: r2d2::Error) -> Self {
         AppError::unavailable(
-            "database_unavailable",
+            Code::DatabaseUnavailable,
             "the database is not reachable right now",
             5,
         )
@@ -213,7 +349,7 @@ impl From<actix_web::error::BlockingError> for AppError {
 impl From<crate::crypto::CryptoError> for AppError {
     fn from(e: crate::crypto::CryptoError) -> Self {
         let mut err = AppError::internal(e);
-        err.code = "decryption_failed";
+        err.code = Code::DecryptionFailed;
         err.message =
             "stored credentials could not be decrypted; an operator has to check the key ring"
                 .into();
@@ -268,7 +404,7 @@ impl ResponseError for PageError {
             status: self.0.status.as_u16(),
             reason: self.0.status.canonical_reason().unwrap_or("Error"),
             message: &self.0.message,
-            code: self.0.code,
+            code: self.0.code.as_str(),
         };
         let body = page
             .render()

@@ -1,9 +1,11 @@
 //! Tether: keeps every tenant of a CRM connected to the OAuth platforms it uses.
 
+pub mod api_keys;
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod crypto;
 pub mod db;
 pub mod demo;

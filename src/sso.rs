@@ -9,7 +9,7 @@
 use crate::crypto::sha256_hex;
 use crate::db::models::{tenant::Tenant, user::User};
 use crate::db::{now, DbConn};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, Code};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -43,7 +43,7 @@ pub fn sign(secret: &[u8], claims: &Claims) -> String {
 
 fn invalid(why: &str) -> AppError {
     AppError::bad_request(
-        "invalid_sso_token",
+        Code::InvalidSsoToken,
         format!("This sign-in link is not valid ({why}). Open Tether from the CRM again."),
     )
 }

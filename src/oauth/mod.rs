@@ -10,7 +10,7 @@ use crate::db::models::connection::{Connection, Grant};
 use crate::db::models::event::{EventKind, NewEvent};
 use crate::db::models::oauth_state::{NewState, OAuthState};
 use crate::db::{now, DbConn};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, Code};
 use crate::providers::{Flow, Provider, RefreshStyle};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -42,7 +42,7 @@ pub fn safe_return_to(value: &str) -> AppResult<String> {
         Ok(value.to_string())
     } else {
         Err(AppError::bad_request(
-            "invalid_return_to",
+            Code::InvalidReturnTo,
             "return_to must be a path inside Tether, such as /settings/integrations",
         ))
     }
@@ -69,7 +69,7 @@ pub fn start(
 ) -> AppResult<String> {
     if provider.flow != Flow::AuthorizationCode {
         return Err(AppError::bad_request(
-            "unsupported_flow",
+            Code::UnsupportedFlow,
             format!(
                 "{} is connected from its own app install, not from here",
                 provider.display_name
@@ -141,7 +141,7 @@ pub struct CallbackQuery {
 
 fn invalid_state(why: &str) -> AppError {
     AppError::bad_request(
-        "invalid_state",
+        Code::InvalidState,
         format!("This sign-in link is not valid ({why}). Start again from the integrations page."),
     )
 }
@@ -178,14 +178,14 @@ pub fn check_callback(
     }
     if row.provider != provider.key {
         return Err(AppError::bad_request(
-            "provider_mismatch",
+            Code::ProviderMismatch,
             "This sign-in was started for another provider. Start again from the integrations page.",
         ));
     }
     if let (Some(iss), Some(expected)) = (&query.iss, &provider.issuer) {
         if iss != expected {
             return Err(AppError::bad_request(
-                "issuer_mismatch",
+                Code::IssuerMismatch,
                 "The answer did not come from the expected provider (iss mismatch).",
             ));
         }
@@ -230,7 +230,7 @@ pub fn provider_failure(provider: &Provider, e: ProviderError) -> AppError {
             )
         }
     };
-    AppError::bad_gateway("provider_error", message).with_cause(e)
+    AppError::bad_gateway(Code::ProviderError, message).with_cause(e)
 }
 
 /// Exchanges the code and looks up the account.
@@ -243,7 +243,7 @@ pub async fn exchange(
 ) -> AppResult<Authorized> {
     if code.is_empty() || code.len() > 4096 {
         return Err(AppError::bad_request(
-            "invalid_code",
+            Code::InvalidCode,
             "The provider's answer carried no usable code.",
         ));
     }
@@ -297,7 +297,7 @@ pub async fn connect_instance(
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !valid {
         return Err(AppError::bad_request(
-            "invalid_instance",
+            Code::InvalidInstance,
             "an instance id is 1 to 128 letters, digits, '-' or '_'",
         ));
     }

@@ -2,7 +2,7 @@
 //! first caller's run and its outcome. (Across processes, the database lease
 //! does the same job.)
 
-use crate::error::AppError;
+use crate::error::{AppError, Code};
 use actix_web::http::StatusCode;
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,7 +13,7 @@ use tokio::sync::OnceCell;
 #[derive(Debug, Clone)]
 pub struct Shared {
     status: StatusCode,
-    code: &'static str,
+    code: Code,
     message: String,
     retry_after: Option<u64>,
 }
@@ -22,7 +22,7 @@ impl Shared {
     fn from(e: &AppError) -> Shared {
         Shared {
             status: e.status(),
-            code: e.code(),
+            code: e.code_kind(),
             message: e.message().to_string(),
             retry_after: e.retry_after(),
         }
@@ -86,7 +86,7 @@ mod tests {
                     .run("c1", || async {
                         runs.fetch_add(1, Ordering::SeqCst);
                         gate.notified().await;
-                        Err(AppError::conflict("needs_reconnect", "gone"))
+                        Err(AppError::conflict(Code::NeedsReconnect, "gone"))
                     })
                     .await
             }));

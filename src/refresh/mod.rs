@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::db::models::connection::{Connection, Refreshed, Status};
 use crate::db::models::event::{EventKind, NewEvent};
 use crate::db::now;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, Code};
 use crate::oauth::client::{self, ProviderError};
 use crate::oauth::token;
 use crate::providers::{Provider, RefreshStyle};
@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 fn needs_reconnect() -> AppError {
     AppError::conflict(
-        "needs_reconnect",
+        Code::NeedsReconnect,
         "the provider no longer accepts this connection; a person has to reconnect it",
     )
 }
@@ -70,7 +70,7 @@ pub const SEND_GRACE_SECS: i64 = 5;
 
 fn shutting_down() -> AppError {
     AppError::unavailable(
-        "shutting_down",
+        Code::ShuttingDown,
         "this instance is stopping; another one takes over",
         1,
     )
@@ -117,7 +117,7 @@ async fn wait_for_lease(state: &App, id: &str) -> AppResult<()> {
         }
         if std::time::Instant::now() >= deadline {
             return Err(AppError::unavailable(
-                "refresh_in_progress",
+                Code::RefreshInProgress,
                 "another instance is refreshing this connection",
                 2,
             ));
@@ -237,7 +237,7 @@ fn outcome_of(row: &Connection) -> AppResult<()> {
 /// A connection whose refresh fails for now: 503, retried when it is due.
 fn failing(row: &Connection) -> AppError {
     AppError::unavailable(
-        "refresh_failed",
+        Code::RefreshFailed,
         row.last_error
             .clone()
             .unwrap_or_else(|| "the last refresh failed".into()),
@@ -324,7 +324,7 @@ pub async fn fresh_token(
             .await
             .unwrap_or_else(|_| {
                 Err(AppError::unavailable(
-                    "refresh_in_progress",
+                    Code::RefreshInProgress,
                     "a refresh is under way",
                     1,
                 ))
@@ -335,7 +335,7 @@ pub async fn fresh_token(
     match outcome {
         Ok(fresh) => open(fresh),
         // Still valid now, after the wait (not only when the request came).
-        Err(e) if e.status().as_u16() == 503 && row.expires_at.is_none_or(|exp| exp > now()) => {
+        Err(e) if e.is_unavailable() && row.expires_at.is_none_or(|exp| exp > now()) => {
             // Still usable: better a short-lived token than none.
             log::warn!(
                 "handing out a token valid < min_ttl for connection {}: {}",
@@ -370,7 +370,7 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &str) -> AppResu
     };
     if provider.refresh == RefreshStyle::None {
         return Err(release(AppError::conflict(
-            "not_refreshable",
+            Code::NotRefreshable,
             format!(
                 "{} tokens do not expire and cannot be refreshed",
                 provider.display_name
@@ -391,7 +391,7 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &str) -> AppResu
                 .metrics
                 .refresh_outcome(&provider.key, "circuit_open", 0.0);
             return Err(release(AppError::unavailable(
-                "provider_unavailable",
+                Code::ProviderUnavailable,
                 format!(
                     "{} is failing; Tether is waiting before trying again",
                     provider.display_name
@@ -415,7 +415,7 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &str) -> AppResu
             .await?
         {
             return Err(AppError::conflict(
-                "lease_lost",
+                Code::LeaseLost,
                 "the refresh lease lapsed before the call; not sending",
             ));
         }
@@ -483,7 +483,7 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &str) -> AppResu
                         if !Connection::commit_refresh(c, &keys, &row, &owner, &tokens, &refreshed)?
                         {
                             return Err(AppError::conflict(
-                                "concurrent_update",
+                                Code::ConcurrentUpdate,
                                 "the connection changed while refreshing",
                             ));
                         }
@@ -599,14 +599,13 @@ pub struct Failure {
 /// the token, the grant was lost with the answer, and the `invalid_grant` we
 /// get only confirms it). See docs/design.md.
 pub fn classify(provider: &Provider, row: &Connection, e: &ProviderError) -> Failure {
-    let retry =
-        |wait: Duration, code: &'static str, message: String, outcome: &'static str| Failure {
-            status: Status::Error,
-            next_refresh_at: Some(now() + wait),
-            event: EventKind::RefreshFailed,
-            outcome,
-            error: AppError::unavailable(code, message, wait.num_seconds().max(1) as u64),
-        };
+    let retry = |wait: Duration, code: Code, message: String, outcome: &'static str| Failure {
+        status: Status::Error,
+        next_refresh_at: Some(now() + wait),
+        event: EventKind::RefreshFailed,
+        outcome,
+        error: AppError::unavailable(code, message, wait.num_seconds().max(1) as u64),
+    };
     match e {
         ProviderError::GrantGone { .. } => Failure {
             status: Status::NeedsReconnect,
@@ -617,7 +616,7 @@ pub fn classify(provider: &Provider, row: &Connection, e: &ProviderError) -> Fai
         },
         ProviderError::Unknown { .. } => retry(
             backoff(row.failure_count, None),
-            "refresh_failed",
+            Code::RefreshFailed,
             format!(
                 "{} did not answer; Tether will retry with the stored refresh token",
                 provider.display_name
@@ -626,7 +625,7 @@ pub fn classify(provider: &Provider, row: &Connection, e: &ProviderError) -> Fai
         ),
         ProviderError::Transient { retry_after, .. } => retry(
             backoff(row.failure_count, *retry_after),
-            "refresh_failed",
+            Code::RefreshFailed,
             format!(
                 "{} is not answering; Tether will retry",
                 provider.display_name
@@ -635,7 +634,7 @@ pub fn classify(provider: &Provider, row: &Connection, e: &ProviderError) -> Fai
         ),
         ProviderError::ClientMisconfigured { .. } => retry(
             backoff(row.failure_count.max(5), None),
-            "provider_misconfigured",
+            Code::ProviderMisconfigured,
             format!(
                 "{} rejected Tether's client credentials; an operator has to fix them",
                 provider.display_name
@@ -644,7 +643,7 @@ pub fn classify(provider: &Provider, row: &Connection, e: &ProviderError) -> Fai
         ),
         ProviderError::Refused { .. } => retry(
             backoff(row.failure_count.max(5), None),
-            "refresh_failed",
+            Code::RefreshFailed,
             format!("{} refused the refresh: {e}", provider.display_name),
             "refused",
         ),

@@ -2,13 +2,13 @@
 //! keys (`Authorization: Bearer tth_...`). `{tenant}` is the CRM's external id.
 
 use super::http::{account_param, no_store};
-use super::oauth::{choose_default, connection, disconnect_connection, load_status, status_json};
 use crate::app::App;
+use crate::connections::status::{self, StatusView};
+use crate::connections::{links, manage, proxy as proxying};
 use crate::db::models::api_key::ApiKey;
-use crate::db::models::connect_link::ConnectLink;
 use crate::db::models::tenant::{validate_external_id, Tenant};
-use crate::error::{AppError, AppResult};
-use crate::providers::{Flow, Provider};
+use crate::error::{AppError, AppResult, Code};
+use crate::providers::Provider;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
@@ -22,7 +22,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .limit(64 * 1024)
             .error_handler(|e, _| {
                 AppError::bad_request(
-                    "invalid_json",
+                    Code::InvalidJson,
                     format!("the request body is not valid JSON: {e}"),
                 )
                 .into()
@@ -30,7 +30,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     };
     let query = || {
         web::QueryConfig::default().error_handler(|e, _| {
-            AppError::bad_request("invalid_query", format!("invalid query parameters: {e}")).into()
+            AppError::bad_request(Code::InvalidQuery, format!("invalid query parameters: {e}"))
+                .into()
         })
     };
     let path = || {
@@ -193,7 +194,7 @@ async fn list(
     let statuses = state
         .db(move |c| {
             keys.iter()
-                .map(|k| load_status(c, &tenant_id, k, None))
+                .map(|k| status::load(c, &tenant_id, k, None))
                 .collect::<AppResult<Vec<_>>>()
         })
         .await?;
@@ -214,7 +215,7 @@ async fn status(
     let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
     let key = provider.key.clone();
     let doc = state
-        .db(move |c| load_status(c, &tenant_id, &key, account.as_deref()))
+        .db(move |c| status::load(c, &tenant_id, &key, account.as_deref()))
         .await?;
     Ok(no_store(HttpResponse::Ok().json(doc)))
 }
@@ -254,7 +255,7 @@ async fn token(
     let min_ttl = query.min_ttl.unwrap_or(60);
     if !(0..=86_400).contains(&min_ttl) {
         return Err(AppError::bad_request(
-            "invalid_min_ttl",
+            Code::InvalidMinTtl,
             "min_ttl is a number of seconds from 0 to 86400",
         ));
     }
@@ -293,10 +294,10 @@ async fn refresh(
 ) -> AppResult<HttpResponse> {
     let account = account_param(query.account.as_deref())?;
     let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
-    let row = connection(&state, &tenant_id, &provider.key, account).await?;
+    let row = manage::connection(&state, &tenant_id, &provider.key, account).await?;
     let fresh = crate::refresh::refresh_now(&state, &row.id, &caller.actor(), None).await?;
     Ok(no_store(
-        HttpResponse::Ok().json(status_json(&provider.key, Some(&fresh))),
+        HttpResponse::Ok().json(StatusView::of(&provider.key, Some(&fresh))),
     ))
 }
 
@@ -311,12 +312,11 @@ async fn disconnect(
 ) -> AppResult<HttpResponse> {
     let account = account_param(query.account.as_deref())?;
     let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
-    let done =
-        disconnect_connection(&state, &tenant_id, &provider, account, &caller.actor()).await?;
+    let done = manage::disconnect(&state, &tenant_id, &provider, account, &caller.actor()).await?;
     Ok(no_store(HttpResponse::Ok().json(serde_json::json!({
         "provider": provider.key,
         "disconnected": done.account_id,
-        "status": super::pages::public_status(done.default.as_ref()),
+        "status": status::public_status(done.default.as_ref()),
         "default": done.default.as_ref().map(|d| d.account_id.clone()),
         "message": done.message,
     }))))
@@ -338,10 +338,10 @@ async fn set_default(
 ) -> AppResult<HttpResponse> {
     let account = account_param(Some(&body.account))?.unwrap_or_default();
     let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
-    choose_default(&state, &tenant_id, &provider, account, &caller.actor()).await?;
+    manage::choose_default(&state, &tenant_id, &provider, account, &caller.actor()).await?;
     let key = provider.key.clone();
     let doc = state
-        .db(move |c| load_status(c, &tenant_id, &key, None))
+        .db(move |c| status::load(c, &tenant_id, &key, None))
         .await?;
     Ok(no_store(HttpResponse::Ok().json(doc)))
 }
@@ -363,38 +363,12 @@ async fn connect_link(
 ) -> AppResult<HttpResponse> {
     let tenant_id = caller.tenant(&state, &path).await?;
     let provider = state.enabled_provider(&body.provider)?;
-    if provider.flow != Flow::AuthorizationCode {
-        return Err(AppError::bad_request(
-            "unsupported_flow",
-            format!(
-                "{} is connected from its app install, not with a link",
-                provider.display_name
-            ),
-        ));
-    }
-    let ttl = body.expires_in.unwrap_or(900);
-    if !(60..=86_400).contains(&ttl) {
-        return Err(AppError::bad_request(
-            "invalid_expires_in",
-            "expires_in is 60 to 86400 seconds",
-        ));
-    }
-    let (key, actor) = (provider.key.clone(), caller.actor());
-    let (token, expires_at) = state
-        .db(move |c| {
-            Ok(ConnectLink::create(
-                c,
-                &tenant_id,
-                &key,
-                &actor,
-                chrono::Duration::seconds(ttl),
-            )?)
-        })
-        .await?;
+    let ttl = body.expires_in.unwrap_or(links::DEFAULT_TTL_SECS);
+    let link = links::issue(&state, tenant_id, &provider, ttl, caller.actor()).await?;
     Ok(no_store(HttpResponse::Created().json(serde_json::json!({
-        "url": format!("{}/connect/{}", state.settings.base_url(), token.expose()),
+        "url": link.url.expose(),
         "provider": provider.key,
-        "expires_at": expires_at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "expires_at": link.expires_at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     }))))
 }
 
@@ -438,63 +412,6 @@ async fn provision(
     })
 }
 
-/// Headers passed to the provider, and back: nothing that identifies the
-/// caller to Tether (its API key) or carries cookies.
-const FORWARD_REQUEST: [header::HeaderName; 3] = [
-    header::CONTENT_TYPE,
-    header::ACCEPT,
-    header::ACCEPT_LANGUAGE,
-];
-const FORWARD_RESPONSE: [header::HeaderName; 4] = [
-    header::CONTENT_TYPE,
-    header::RETRY_AFTER,
-    header::LOCATION,
-    header::ETAG,
-];
-
-/// The provider URL for a proxied path: always under the provider's API base.
-pub fn proxy_target(base: &str, tail: &str, query: &str) -> AppResult<url::Url> {
-    let refuse = || {
-        AppError::bad_request(
-            "invalid_path",
-            "the path must stay under the provider's API base",
-        )
-    };
-    let decoded = percent_decode(tail);
-    if tail.starts_with('/')
-        || tail.contains('\\')
-        || decoded.split('/').any(|seg| seg == ".." || seg == ".")
-        || decoded.contains("//")
-        || decoded.contains(':')
-            && decoded
-                .split('/')
-                .next()
-                .is_some_and(|first| first.contains(':'))
-        || decoded.chars().any(char::is_control)
-    {
-        return Err(refuse());
-    }
-    let base_url = url::Url::parse(base).map_err(|_| AppError::internal("invalid api_base_url"))?;
-    let mut joined = format!("{}/{}", base.trim_end_matches('/'), tail);
-    if !query.is_empty() {
-        joined.push('?');
-        joined.push_str(query);
-    }
-    let target = url::Url::parse(&joined).map_err(|_| refuse())?;
-    let base_path = base_url.path().trim_end_matches('/');
-    if target.origin() != base_url.origin() || !target.path().starts_with(base_path) {
-        return Err(refuse());
-    }
-    Ok(target)
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
-
 /// Which account a proxied call uses: the `Tether-Account` header (never
 /// forwarded), else the default. Not a query parameter like on the other
 /// routes: the proxied query string belongs to the provider and goes out
@@ -504,7 +421,7 @@ fn proxy_account(req: &HttpRequest) -> AppResult<Option<&str>> {
         None => Ok(None),
         Some(v) => account_param(Some(v.to_str().map_err(|_| {
             AppError::bad_request(
-                "invalid_account",
+                Code::InvalidAccount,
                 "the Tether-Account header must be a provider's account id",
             )
         })?)),
@@ -525,72 +442,42 @@ async fn proxy(
     body: web::Bytes,
 ) -> AppResult<HttpResponse> {
     let (tenant, provider_key, tail) = path.into_inner();
-    let (tenant_id, provider) = caller
-        .target(&state, (tenant.clone(), provider_key))
-        .await?;
-    let base = provider.api_base_url.clone().ok_or_else(|| {
-        AppError::not_found(format!(
-            "{} has no API base URL to proxy to",
-            provider.display_name
-        ))
-    })?;
-    let target = proxy_target(&base, &tail, req.query_string())?;
+    let (tenant_id, provider) = caller.target(&state, (tenant, provider_key)).await?;
+    let account = proxy_account(&req)?;
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
-        .map_err(|_| AppError::bad_request("invalid_method", "unsupported method"))?;
-    let send = |access: String| {
-        let mut r = state
-            .http
-            .request(method.clone(), target.clone())
-            .bearer_auth(access);
-        for name in &FORWARD_REQUEST {
-            if let Some(v) = req.headers().get(name) {
-                r = r.header(name.as_str(), v.as_bytes());
+        .map_err(|_| AppError::bad_request(Code::InvalidMethod, "unsupported method"))?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    for name in proxying::FORWARD_REQUEST {
+        if let Some(v) = req.headers().get(name) {
+            if let Ok(v) = reqwest::header::HeaderValue::from_bytes(v.as_bytes()) {
+                headers.insert(name, v);
             }
         }
-        r.body(body.clone()).send()
-    };
-    let unreachable = |e: reqwest::Error| {
-        AppError::bad_gateway(
-            "provider_unreachable",
-            format!("{} did not answer", provider.display_name),
-        )
-        .with_cause(e.without_url().to_string())
-    };
-    let account = proxy_account(&req)?;
-    let opened = crate::refresh::fresh_token(&state, &tenant_id, &provider, account, 30).await?;
-    let row = &opened.row;
-    let mut res = send(opened.tokens.access_token.expose().clone())
-        .await
-        .map_err(unreachable)?;
-    if res.status() == reqwest::StatusCode::UNAUTHORIZED {
-        // The provider no longer takes this token: refresh once, retry once.
-        log::info!(
-            "proxy got 401 tenant={tenant} provider={}; refreshing once",
-            provider.key
-        );
-        // If another request refreshed meanwhile, its token is the one to retry with.
-        let seen = crate::refresh::Seen::of(row);
-        let fresh =
-            crate::refresh::refresh_now(&state, &row.id, &caller.actor(), Some(seen)).await?;
-        let tokens = fresh
-            .tokens(&state.keys)?
-            .ok_or_else(|| AppError::not_found("this provider is not connected"))?;
-        res = send(tokens.access_token.expose().clone())
-            .await
-            .map_err(unreachable)?;
     }
-    let mut out = HttpResponse::build(
-        actix_web::http::StatusCode::from_u16(res.status().as_u16())
-            .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY),
-    );
-    for name in &FORWARD_RESPONSE {
-        if let Some(v) = res.headers().get(name.as_str()) {
-            out.insert_header((name.clone(), v.as_bytes()));
-        }
+    let call = proxying::Call {
+        method,
+        tail,
+        query: req.query_string().to_string(),
+        headers,
+        body: bytes::Bytes::copy_from_slice(&body),
+    };
+    let answer = proxying::forward(
+        &state,
+        &tenant_id,
+        &provider,
+        account,
+        &caller.actor(),
+        call,
+    )
+    .await?;
+    let status = actix_web::http::StatusCode::from_u16(answer.status)
+        .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
+    let mut out = HttpResponse::build(status);
+    for (name, v) in &answer.headers {
+        out.insert_header((name.as_str(), v.as_bytes()));
     }
     out.insert_header((header::CACHE_CONTROL, "no-store"));
-    let bytes = res.bytes().await.map_err(unreachable)?;
-    Ok(out.body(bytes))
+    Ok(out.body(answer.body))
 }
 
 /// `GET /api/v1/openapi.json`.
@@ -598,33 +485,4 @@ async fn openapi() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(include_str!("../../static/openapi.json"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::proxy_target;
-
-    #[test]
-    fn proxied_paths_stay_under_the_api_base() {
-        let base = "https://api.acme.example/v2";
-        assert_eq!(
-            proxy_target(base, "contacts/42", "limit=5")
-                .unwrap()
-                .as_str(),
-            "https://api.acme.example/v2/contacts/42?limit=5"
-        );
-        for bad in [
-            "../admin",
-            "contacts/../../admin",
-            "%2e%2e/admin",
-            "/contacts",
-            "//evil.example/x",
-            "https://evil.example/x",
-            "http:%2F%2Fevil.example",
-            "a\\b",
-            "a/%2F%2Fevil.example",
-        ] {
-            assert!(proxy_target(base, bad, "").is_err(), "{bad}");
-        }
-    }
 }

@@ -1,7 +1,7 @@
 //! HTTP plumbing every area shares: parameters read the same way from every
 //! request, and responses built the same way everywhere.
 
-use crate::error::{AppError, AppResult, PageError};
+use crate::error::{AppError, AppResult, Code, PageError};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
 
@@ -14,7 +14,7 @@ pub fn account_param(raw: Option<&str>) -> AppResult<Option<&str>> {
             Ok(Some(a))
         }
         Some(_) => Err(AppError::bad_request(
-            "invalid_account",
+            Code::InvalidAccount,
             "account is a provider's account id: 1 to 256 characters, no control characters",
         )),
     }
@@ -43,6 +43,15 @@ pub fn html(body: String) -> HttpResponse {
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(body)
+}
+
+/// A 303 that tells the browser not to send the address it leaves (it may
+/// carry a code or a state) to the next one.
+pub fn redirect_no_referrer(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .finish()
 }
 
 pub fn see_other(location: &str) -> HttpResponse {

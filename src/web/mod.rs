@@ -7,7 +7,7 @@ pub mod ops;
 pub mod pages;
 pub mod session;
 
-use crate::error::{AppError, PageError};
+use crate::error::{AppError, Code, PageError};
 use actix_web::web;
 pub use http::loggable_path;
 
@@ -17,7 +17,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .limit(16 * 1024)
             .error_handler(|e, _| {
                 PageError(AppError::bad_request(
-                    "invalid_form",
+                    Code::InvalidForm,
                     format!("the form could not be read: {e}"),
                 ))
                 .into()
@@ -25,7 +25,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .app_data(web::QueryConfig::default().error_handler(|e, _| {
         PageError(AppError::bad_request(
-            "invalid_query",
+            Code::InvalidQuery,
             format!("the address has invalid parameters: {e}"),
         ))
         .into()

@@ -3,9 +3,10 @@
 use super::http::{client_addr, html, see_other};
 use super::session::{self, AdminSession, CsrfForm, Flash, NoFields};
 use crate::app::App;
-use crate::db::models::connection::{Connection, Status};
+use crate::connections::status::public_status;
+use crate::db::models::connection::Connection;
 use crate::db::models::event::{Event, EventKind};
-use crate::db::models::{tenant::Tenant, user::User};
+use crate::db::models::tenant::Tenant;
 use crate::error::{AppError, PageError, PageResult};
 use crate::oauth::{safe_return_to, DASHBOARD};
 use crate::providers::{Flow, Provider};
@@ -93,29 +94,8 @@ async fn login(
         .as_deref()
         .and_then(|n| safe_return_to(n).ok())
         .unwrap_or_else(|| DASHBOARD.into());
-    if email.len() > 254 || form.password.len() > 1024 {
-        return Err(PageError(AppError::bad_request(
-            "invalid_form",
-            "that email or password is far too long",
-        )));
-    }
-    let password = form.password.clone();
-    let user = {
-        let email = email.clone();
-        state
-            .db(move |c| {
-                let user = User::by_email(c, &email)?;
-                // Hash even for unknown emails, so timing does not tell which exist.
-                let hash = user
-                    .as_ref()
-                    .and_then(|u| u.password_hash.clone())
-                    .unwrap_or_else(|| dummy_hash().to_string());
-                let ok = crate::auth::verify_password(&password, &hash);
-                Ok(user.filter(|u| ok && u.password_hash.is_some()))
-            })
-            .await?
-    };
-    let Some(user) = user else {
+    let Some(user) = crate::auth::sign_in_with_password(&state, &email, &form.password).await?
+    else {
         log::info!("failed sign-in for an account");
         let csrf = session::csrf_token(&session)?;
         let page = LoginPage {
@@ -131,20 +111,8 @@ async fn login(
             .body(body));
     };
     session::sign_in(&session, &user.id, &user.tenant_id, &user.email)?;
-    let user_id = user.id.clone();
-    state
-        .db(move |c| Ok(User::touch_login(c, &user_id)?))
-        .await?;
     log::info!("admin signed in tenant={}", user.tenant_id);
     Ok(see_other(&next))
-}
-
-/// A hash of a random password, verified against for unknown emails.
-fn dummy_hash() -> &'static str {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| {
-        crate::auth::hash_password(&crate::crypto::random_token(16)).unwrap_or_default()
-    })
 }
 
 async fn logout(session: Session, _: CsrfForm<NoFields>) -> PageResult<HttpResponse> {
@@ -229,16 +197,6 @@ fn when(t: NaiveDateTime) -> String {
 
 fn event_label(kind: &str) -> &'static str {
     EventKind::parse(kind).map_or("Activity", EventKind::label)
-}
-
-/// The status the CRM and the dashboard see: a disconnected row is "not connected".
-pub fn public_status(c: Option<&Connection>) -> &'static str {
-    match c.map(Connection::status) {
-        Some(Status::Connected) => "connected",
-        Some(Status::NeedsReconnect) => "needs_reconnect",
-        Some(Status::Error) => "error",
-        Some(Status::Disconnected) | None => "not_connected",
-    }
 }
 
 fn status_label(status: &str) -> &'static str {

@@ -104,6 +104,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for CsrfForm<T> {
     }
 }
 
+/// The signed-in admin's email, if any (without requiring a sign-in).
+pub fn email(session: &Session) -> Option<String> {
+    session.get::<String>(EMAIL).ok().flatten()
+}
+
 /// Keeps the value that ties the OAuth states started now to this browser.
 pub fn bind_oauth(session: &Session, binding: &str) -> AppResult<()> {
     session

@@ -4,7 +4,7 @@
 use crate::crypto::{random_token, sha256_hex, Secret};
 use crate::db::schema::{api_keys, tenants};
 use crate::db::{new_id, now, DbConn};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, Code};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use subtle::ConstantTimeEq;
@@ -52,7 +52,7 @@ impl ApiKey {
             || name.chars().any(char::is_control)
         {
             return Err(AppError::bad_request(
-                "invalid_name",
+                Code::InvalidName,
                 "a key name is 1 to 100 printable characters",
             ));
         }
@@ -126,7 +126,7 @@ impl ApiKey {
             .ok_or_else(|| AppError::not_found(format!("no API key with prefix '{prefix}'")))?;
         if key.revoked_at.is_some() {
             return Err(AppError::conflict(
-                "already_revoked",
+                Code::AlreadyRevoked,
                 format!("API key '{prefix}' was already revoked"),
             ));
         }

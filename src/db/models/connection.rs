@@ -5,7 +5,7 @@ use crate::crypto::{Aad, CryptoError, KeyRing, Secret};
 use crate::db::listen::notify_changed;
 use crate::db::schema::connections;
 use crate::db::{new_id, now, DbConn};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, Code};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::Connection as _;
@@ -240,7 +240,7 @@ impl Connection {
             }
         }
         Err(AppError::conflict(
-            "concurrent_update",
+            Code::ConcurrentUpdate,
             "the connection changed while saving; try again",
         ))
     }
@@ -358,7 +358,7 @@ impl Connection {
         }
         let busy = || {
             AppError::unavailable(
-                "refresh_in_progress",
+                Code::RefreshInProgress,
                 "a refresh of one of these accounts is under way; try again in a moment",
                 2,
             )

@@ -2,7 +2,7 @@
 
 use crate::db::schema::tenants;
 use crate::db::{new_id, now, DbConn};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, Code};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -36,7 +36,7 @@ pub fn validate_external_id(external_id: &str) -> AppResult<()> {
         Ok(())
     } else {
         Err(AppError::bad_request(
-            "invalid_tenant",
+            Code::InvalidTenant,
             "a tenant id is 1 to 128 characters of letters, digits, '-', '_', '.' or ':'",
         ))
     }
@@ -45,7 +45,7 @@ pub fn validate_external_id(external_id: &str) -> AppResult<()> {
 fn validate_name(name: &str) -> AppResult<()> {
     if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
         return Err(AppError::bad_request(
-            "invalid_name",
+            Code::InvalidName,
             "a tenant name is 1 to 200 printable characters",
         ));
     }
@@ -59,7 +59,7 @@ impl Tenant {
         validate_name(name)?;
         if Tenant::by_external_id(conn, external_id)?.is_some() {
             return Err(AppError::conflict(
-                "tenant_exists",
+                Code::TenantExists,
                 format!("tenant '{external_id}' already exists"),
             ));
         }
@@ -79,7 +79,7 @@ impl Tenant {
                     diesel::result::DatabaseErrorKind::UniqueViolation,
                     _,
                 ) => AppError::conflict(
-                    "tenant_exists",
+                    Code::TenantExists,
                     format!("tenant '{external_id}' already exists"),
                 ),
                 e => e.into(),
@@ -114,7 +114,7 @@ impl Tenant {
             None => match Tenant::create(conn, external_id, name) {
                 Ok(t) => Ok((t, true)),
                 // Created meanwhile by a concurrent call: rename it instead.
-                Err(e) if e.code() == "tenant_exists" => Tenant::provision(conn, external_id, name),
+                Err(e) if e.is(Code::TenantExists) => Tenant::provision(conn, external_id, name),
                 Err(e) => Err(e),
             },
         }

@@ -2,7 +2,7 @@
 
 use crate::db::schema::{tenants, users};
 use crate::db::{new_id, now, DbConn};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, Code};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -39,7 +39,7 @@ pub fn normalize_email(email: &str) -> AppResult<String> {
         Ok(email)
     } else {
         Err(AppError::bad_request(
-            "invalid_email",
+            Code::InvalidEmail,
             "that is not an email address",
         ))
     }
@@ -57,7 +57,7 @@ impl User {
         let email = normalize_email(email)?;
         if User::by_email(conn, &email)?.is_some() {
             return Err(AppError::conflict(
-                "user_exists",
+                Code::UserExists,
                 format!("a user with email {email} already exists"),
             ));
         }

@@ -1,0 +1,67 @@
+//! The cache of validated API keys and tenant ids, so a warm internal API
+//! request costs no query.
+
+use crate::db::models::api_key::ApiKey;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a validated key is trusted without asking the database again:
+/// a revoked key stops working within this time.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
+/// `last_used_at` is written at most this often per key.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// A key and when it was last validated against the database.
+type ValidatedKey = (Arc<ApiKey>, Instant);
+
+/// Validated keys and tenant ids, so a warm token request costs one query.
+#[derive(Default)]
+pub struct ApiCache {
+    /// SHA-256 of the presented key -> the key.
+    keys: Mutex<HashMap<[u8; 32], ValidatedKey>>,
+    /// Key id -> when its `last_used_at` was last written.
+    touched: Mutex<HashMap<String, Instant>>,
+    /// External id -> tenant id: never changes once a tenant exists.
+    tenants: Mutex<HashMap<String, String>>,
+}
+
+impl ApiCache {
+    /// The key whose SHA-256 is `digest`, if validated within `KEY_CACHE_TTL`.
+    pub fn key(&self, digest: &[u8; 32]) -> Option<Arc<ApiKey>> {
+        lock(&self.keys)
+            .get(digest)
+            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
+            .map(|(key, _)| key.clone())
+    }
+
+    /// Keeps a key just validated against the database; says whether its
+    /// `last_used_at` is due to be written (at most every `TOUCH_EVERY`).
+    pub fn remember(&self, digest: [u8; 32], key: &Arc<ApiKey>) -> bool {
+        let now = Instant::now();
+        lock(&self.keys).insert(digest, (key.clone(), now));
+        let mut touched = lock(&self.touched);
+        let due = touched
+            .get(&key.id)
+            .is_none_or(|t| t.elapsed() >= TOUCH_EVERY);
+        if due {
+            touched.insert(key.id.clone(), now);
+        }
+        due
+    }
+
+    /// The tenant id of a CRM's external tenant id, if seen before.
+    pub fn tenant(&self, external_id: &str) -> Option<String> {
+        lock(&self.tenants).get(external_id).cloned()
+    }
+
+    pub fn remember_tenant(&self, external_id: &str, tenant_id: &str) {
+        lock(&self.tenants).insert(external_id.to_string(), tenant_id.to_string());
+    }
+}
+
+/// A lock whose holder never leaves the map half-updated, so a panic
+/// elsewhere does not poison it for good.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

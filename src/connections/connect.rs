@@ -1,0 +1,230 @@
+//! Starting and completing a connection: the authorization-code flow (from
+//! the dashboard or a connect link), a client-credentials instance (Wix
+//! apps), and saving the grant either way.
+
+use crate::app::App;
+use crate::db::models::connect_link::ConnectLink;
+use crate::db::models::connection::Connection;
+use crate::error::{AppError, AppResult, Code};
+use crate::oauth::{self, Authorized, CallbackQuery, DASHBOARD};
+use crate::providers::{Flow, Provider};
+use std::sync::Arc;
+
+/// Where a connect link's flow ends.
+pub const LINK_DONE: &str = "/connect/done";
+
+/// Who starts a flow: the tenant, the signed-in admin if any, and the value
+/// that ties the state to the browser it started in.
+pub struct Starter {
+    pub tenant_id: String,
+    pub user_id: Option<String>,
+    pub binding: String,
+}
+
+/// Records a pending authorization; returns the provider's authorize URL.
+pub async fn begin(
+    app: &App,
+    provider: Arc<Provider>,
+    starter: Starter,
+    return_to: String,
+    popup: bool,
+) -> AppResult<String> {
+    let (keys, settings) = (app.keys.clone(), app.settings.clone());
+    app.db(move |c| {
+        let who = oauth::Initiator {
+            tenant_id: &starter.tenant_id,
+            user_id: starter.user_id.as_deref(),
+            session_binding: Some(&starter.binding),
+        };
+        oauth::start(
+            c,
+            &keys,
+            &settings,
+            &provider,
+            &who,
+            Some(&return_to),
+            popup,
+        )
+    })
+    .await
+}
+
+/// Redeems a connect link and starts its flow, bound to `binding`; returns
+/// the provider's authorize URL.
+pub async fn begin_with_link(app: &App, token: String, binding: String) -> AppResult<String> {
+    let link = app
+        .db(move |c| Ok(ConnectLink::redeem(c, &token)?))
+        .await?
+        .ok_or_else(|| {
+            AppError::bad_request(
+                Code::InvalidLink,
+                "This link is not valid: it was already used or has expired. Ask for a new one.",
+            )
+        })?;
+    let provider = app.enabled_provider(&link.provider)?;
+    let starter = Starter {
+        tenant_id: link.tenant_id,
+        user_id: None,
+        binding,
+    };
+    begin(app, provider, starter, LINK_DONE.to_string(), false).await
+}
+
+/// How a callback ended, for the person who went through it.
+pub struct Completion {
+    pub provider: String,
+    /// Whether the flow ran in a popup (which is told and closes).
+    pub popup: bool,
+    /// Connected (or reconnected), rather than declined at the provider.
+    pub connected: bool,
+    pub message: String,
+    pub return_to: String,
+}
+
+/// Completes an authorization-code callback: checks it against the state
+/// (and the browser's `binding`), spends the state, and exchanges the code
+/// and saves the grant, or reports the provider's refusal. `admin_email`:
+/// who is signed in, recorded as the actor of a dashboard flow.
+pub async fn complete(
+    app: &App,
+    provider_key: &str,
+    query: CallbackQuery,
+    binding: Option<String>,
+    admin_email: Option<String>,
+) -> AppResult<Completion> {
+    let provider = app.enabled_provider(provider_key)?;
+    let query = Arc::new(query);
+    let row = {
+        let (p, q) = (provider.clone(), query.clone());
+        app.db(move |c| oauth::check_callback(c, &p, &q, binding.as_deref()))
+            .await?
+    };
+    let return_to = row.return_to.clone().unwrap_or_else(|| DASHBOARD.into());
+    let actor = match (&row.user_id, admin_email) {
+        (Some(_), Some(email)) => format!("admin:{email}"),
+        (Some(_), None) => "admin".to_string(),
+        (None, _) => "connect-link".to_string(),
+    };
+    {
+        let row = row.clone();
+        app.db(move |c| oauth::consume(c, &row)).await?;
+    }
+    let completion = |connected: bool, message: String| Completion {
+        provider: provider.key.clone(),
+        popup: row.popup,
+        connected,
+        message,
+        return_to: return_to.clone(),
+    };
+    if let Some(error) = &query.error {
+        // Declined (or failed) at the provider: whatever was connected stays as it was.
+        let message = if error == "access_denied" {
+            format!(
+                "You declined the connection at {}. Nothing was changed.",
+                provider.display_name
+            )
+        } else {
+            format!(
+                "{} did not complete the connection ({}). Nothing was changed.",
+                provider.display_name,
+                short(error)
+            )
+        };
+        log::info!(
+            "authorization not granted tenant={} provider={} error={}",
+            row.tenant_id,
+            provider.key,
+            short(error)
+        );
+        return Ok(completion(false, message));
+    }
+    let code = query.code.clone().unwrap_or_default();
+    let verifier = row.verifier(&app.keys)?;
+    let authorized = oauth::exchange(
+        &app.http,
+        &provider,
+        &row.redirect_uri,
+        &code,
+        verifier.as_ref(),
+    )
+    .await?;
+    let (connection, reconnected) =
+        save(app, &provider, &row.tenant_id, authorized, &actor).await?;
+    Ok(completion(
+        true,
+        connected_message(&provider, &connection, reconnected),
+    ))
+}
+
+/// Connects a site instance of a client-credentials provider (Wix apps);
+/// returns the message for the admin.
+pub async fn connect_instance(
+    app: &App,
+    provider_key: &str,
+    tenant_id: &str,
+    instance_id: &str,
+    actor: &str,
+) -> AppResult<String> {
+    let provider = app.enabled_provider(provider_key)?;
+    if provider.flow != Flow::ClientCredentials {
+        return Err(AppError::bad_request(
+            Code::UnsupportedFlow,
+            "this provider connects through its sign-in page",
+        ));
+    }
+    let authorized = oauth::connect_instance(&app.http, &provider, instance_id.trim()).await?;
+    let (connection, reconnected) = save(app, &provider, tenant_id, authorized, actor).await?;
+    Ok(connected_message(&provider, &connection, reconnected))
+}
+
+/// Saves a grant as the tenant's connection of `provider` (a new account,
+/// or a reconnection of the same one); says whether it was a reconnection.
+pub async fn save(
+    app: &App,
+    provider: &Arc<Provider>,
+    tenant_id: &str,
+    authorized: Authorized,
+    actor: &str,
+) -> AppResult<(Connection, bool)> {
+    let (keys, settings, p, t, actor) = (
+        app.keys.clone(),
+        app.settings.clone(),
+        provider.clone(),
+        tenant_id.to_string(),
+        actor.to_string(),
+    );
+    let (connection, reconnected) = app
+        .db(move |c| oauth::save(c, &keys, &settings, &p, &t, &authorized, &actor))
+        .await?;
+    app.tokens
+        .forget(&connection.tenant_id, &connection.provider);
+    log::info!(
+        "connected tenant={} provider={} connection={}",
+        connection.tenant_id,
+        provider.key,
+        connection.id
+    );
+    Ok((connection, reconnected))
+}
+
+/// "Connected Acme CRM as Main Street Dental." for the person who did it.
+fn connected_message(provider: &Provider, connection: &Connection, reconnected: bool) -> String {
+    let who = connection
+        .account_name
+        .as_deref()
+        .unwrap_or(&connection.account_id);
+    let verb = if reconnected {
+        "Reconnected"
+    } else {
+        "Connected"
+    };
+    format!("{verb} {} as {who}.", provider.display_name)
+}
+
+/// A provider's error code as it may be shown and logged: printable, short.
+fn short(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(64)
+        .collect()
+}

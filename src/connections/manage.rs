@@ -1,0 +1,189 @@
+//! Which account a request means, the tenant's default account, and
+//! disconnecting one.
+
+use crate::app::App;
+use crate::db::models::connection::{unknown_account, Connection};
+use crate::db::models::event::{EventKind, NewEvent};
+use crate::error::{AppError, AppResult};
+use crate::oauth;
+use crate::providers::Provider;
+
+/// The tenant's connected account of the provider (the named one, else the
+/// default), or a 404 that says which of the two is missing.
+pub async fn connection(
+    app: &App,
+    tenant_id: &str,
+    provider: &str,
+    account: Option<&str>,
+) -> AppResult<Connection> {
+    let (t, p, a) = (
+        tenant_id.to_string(),
+        provider.to_string(),
+        account.map(str::to_string),
+    );
+    app.db(move |c| {
+        Connection::lookup(c, &t, &p, a.as_deref())?
+            .filter(|c| c.token_ciphertext.is_some())
+            .ok_or_else(|| match a {
+                None => AppError::not_found("this provider is not connected"),
+                Some(_) => unknown_account(),
+            })
+    })
+    .await
+}
+
+/// Makes the tenant's connected `account` of `provider` its default.
+pub async fn choose_default(
+    app: &App,
+    tenant_id: &str,
+    provider: &Provider,
+    account: &str,
+    actor: &str,
+) -> AppResult<Connection> {
+    let target = connection(app, tenant_id, &provider.key, Some(account)).await?;
+    let id = target.id.clone();
+    let chosen = app.db(move |c| Connection::make_default(c, &id)).await?;
+    app.tokens.forget(tenant_id, &provider.key);
+    log::info!(
+        "default account changed tenant={tenant_id} provider={} connection={} actor={actor}",
+        provider.key,
+        chosen.id
+    );
+    Ok(chosen)
+}
+
+/// What became of the grant at the provider when a connection was disconnected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// The provider revoked it (RFC 7009).
+    Revoked,
+    /// The provider offers no revocation endpoint.
+    NotOffered,
+    /// The provider did not confirm; why.
+    Failed(String),
+    /// The stored tokens no longer open (a lost key, a damaged row): nothing
+    /// could be sent to revoke.
+    Unopenable,
+}
+
+/// What a disconnect did.
+pub struct Disconnected {
+    /// For the person: revoked or not, and what to do.
+    pub message: String,
+    /// The provider account id that was disconnected.
+    pub account_id: String,
+    pub revocation: Revocation,
+    /// The default account afterwards; `None`: the provider is not connected.
+    pub default: Option<Connection>,
+}
+
+/// Revokes at the provider where it can (RFC 7009), then erases the tokens,
+/// even when revocation fails. `account` names the account (`None`: the
+/// default); when the default goes, the earliest-connected other account
+/// becomes the default (see [`Connection::erase`]).
+pub async fn disconnect(
+    app: &App,
+    tenant_id: &str,
+    provider: &Provider,
+    account: Option<&str>,
+    actor: &str,
+) -> AppResult<Disconnected> {
+    let connection = connection(app, tenant_id, &provider.key, account).await?;
+    let revocation = revoke(app, provider, &connection).await;
+    let (name, label) = (&provider.display_name, connection.label());
+    let outcome = match &revocation {
+        Revocation::Revoked => {
+            format!("Disconnected {name} ({label}); the provider revoked the access.")
+        }
+        Revocation::NotOffered => format!(
+            "Disconnected {name} ({label}). It offers no way to revoke access from here: remove Tether in your {name} account settings too."
+        ),
+        Revocation::Failed(_) | Revocation::Unopenable => format!(
+            "Disconnected {name} ({label}) and erased its tokens, but the provider did not confirm the revocation: remove Tether in your {name} account settings too."
+        ),
+    };
+    let detail = match &revocation {
+        Revocation::Failed(why) => Some(format!("revocation failed: {why}")),
+        Revocation::Unopenable => {
+            Some("revocation failed: the stored tokens could not be decrypted".to_string())
+        }
+        Revocation::Revoked | Revocation::NotOffered => None,
+    };
+    let (id, t, p, actor) = (
+        connection.id.clone(),
+        connection.tenant_id.clone(),
+        provider.key.clone(),
+        actor.to_string(),
+    );
+    let was_revoked = revocation == Revocation::Revoked;
+    let notify = app.settings.webhook.is_some();
+    let default = app
+        .db(move |c| {
+            let default = Connection::erase(c, &id)?;
+            let event = NewEvent {
+                tenant_id: &t,
+                connection_id: Some(&id),
+                provider: &p,
+                kind: EventKind::Revoked,
+                actor: &actor,
+                detail: None,
+            };
+            if was_revoked {
+                crate::webhooks::record(c, notify, &event)?;
+            }
+            crate::webhooks::record(
+                c,
+                notify,
+                &NewEvent {
+                    kind: EventKind::Disconnected,
+                    detail: detail.as_deref(),
+                    ..event
+                },
+            )?;
+            Ok(default)
+        })
+        .await?;
+    app.tokens.forget(&connection.tenant_id, &provider.key);
+    log::info!(
+        "disconnected tenant={} provider={} connection={}",
+        connection.tenant_id,
+        provider.key,
+        connection.id
+    );
+    let message = match (&default, connection.is_default) {
+        (Some(d), true) => format!("{outcome} {} is now the default account.", d.label()),
+        _ => outcome,
+    };
+    Ok(Disconnected {
+        message,
+        account_id: connection.account_id,
+        revocation,
+        default,
+    })
+}
+
+/// Asks the provider to revoke the connection's grant: its refresh token
+/// where it has one, else its access token.
+async fn revoke(app: &App, provider: &Provider, connection: &Connection) -> Revocation {
+    match connection.tokens(&app.keys) {
+        Ok(Some(tokens)) => {
+            let (token, hint) = match &tokens.refresh_token {
+                Some(rt) => (rt.expose().clone(), "refresh_token"),
+                None => (tokens.access_token.expose().clone(), "access_token"),
+            };
+            match oauth::client::revoke(&app.http, provider, &token, hint).await {
+                Ok(true) => Revocation::Revoked,
+                Ok(false) => Revocation::NotOffered,
+                Err(e) => Revocation::Failed(e.to_string()),
+            }
+        }
+        Ok(None) => Revocation::NotOffered,
+        Err(e) => {
+            log::error!(
+                "connection {} does not open ({e}); erasing without revocation",
+                connection.id
+            );
+            Revocation::Unopenable
+        }
+    }
+}

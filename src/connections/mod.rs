@@ -1,0 +1,16 @@
+//! The connections service: what the browser routes and the internal API
+//! both do with a tenant's connections. Handlers authenticate, call one
+//! function here, and render its answer; nothing here knows HTTP routing.
+//!
+//! - `status`: the status view of a provider's accounts;
+//! - `connect`: starting and completing a connection (authorization code,
+//!   connect links, client-credentials instances), saving a grant;
+//! - `manage`: which account, the default account, disconnecting;
+//! - `links`: issuing connect links;
+//! - `proxy`: calling a provider's API with a tenant's token.
+
+pub mod connect;
+pub mod links;
+pub mod manage;
+pub mod proxy;
+pub mod status;

@@ -1,0 +1,179 @@
+//! Calling a provider's API with a tenant's token: the path stays under the
+//! provider's API base, the token is attached (refreshed first when it is
+//! about to expire, and once more on a 401), and only a few headers pass
+//! either way.
+
+use crate::app::App;
+use crate::error::{AppError, AppResult, Code};
+use crate::providers::Provider;
+use reqwest::header::{HeaderMap, HeaderName};
+use std::sync::Arc;
+
+/// Headers passed to the provider: nothing that identifies the caller to
+/// Tether (its API key) or carries cookies.
+pub const FORWARD_REQUEST: [&str; 3] = ["content-type", "accept", "accept-language"];
+/// Headers passed back from the provider.
+pub const FORWARD_RESPONSE: [&str; 4] = ["content-type", "retry-after", "location", "etag"];
+
+/// A call to forward: the part of the path after the provider, the query
+/// string verbatim, the headers of [`FORWARD_REQUEST`] and the body.
+pub struct Call {
+    pub method: reqwest::Method,
+    pub tail: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+/// The provider's answer, as passed back: status, the headers of
+/// [`FORWARD_RESPONSE`], body. Redirects are returned, never followed.
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+/// Forwards `call` to the provider's API for the tenant's account (`None`:
+/// the default), with its access token; on a 401, refreshes once and
+/// retries once.
+pub async fn forward(
+    app: &Arc<App>,
+    tenant_id: &str,
+    provider: &Arc<Provider>,
+    account: Option<&str>,
+    actor: &str,
+    call: Call,
+) -> AppResult<Answer> {
+    let base = provider.api_base_url.clone().ok_or_else(|| {
+        AppError::not_found(format!(
+            "{} has no API base URL to proxy to",
+            provider.display_name
+        ))
+    })?;
+    let url = target(&base, &call.tail, &call.query)?;
+    let send = |access: String| {
+        let mut headers = HeaderMap::new();
+        for name in FORWARD_REQUEST {
+            if let Some(v) = call.headers.get(name) {
+                headers.insert(HeaderName::from_static(name), v.clone());
+            }
+        }
+        app.http
+            .request(call.method.clone(), url.clone())
+            .bearer_auth(access)
+            .headers(headers)
+            .body(call.body.clone())
+            .send()
+    };
+    let unreachable = |e: reqwest::Error| {
+        AppError::bad_gateway(
+            Code::ProviderUnreachable,
+            format!("{} did not answer", provider.display_name),
+        )
+        .with_cause(e.without_url().to_string())
+    };
+    let opened = crate::refresh::fresh_token(app, tenant_id, provider, account, 30).await?;
+    let row = &opened.row;
+    let mut res = send(opened.tokens.access_token.expose().clone())
+        .await
+        .map_err(unreachable)?;
+    if res.status() == reqwest::StatusCode::UNAUTHORIZED {
+        // The provider no longer takes this token: refresh once, retry once.
+        log::info!(
+            "proxy got 401 tenant={tenant_id} provider={}; refreshing once",
+            provider.key
+        );
+        // If another request refreshed meanwhile, its token is the one to retry with.
+        let seen = crate::refresh::Seen::of(row);
+        let fresh = crate::refresh::refresh_now(app, &row.id, actor, Some(seen)).await?;
+        let tokens = fresh
+            .tokens(&app.keys)?
+            .ok_or_else(|| AppError::not_found("this provider is not connected"))?;
+        res = send(tokens.access_token.expose().clone())
+            .await
+            .map_err(unreachable)?;
+    }
+    let mut headers = HeaderMap::new();
+    for name in FORWARD_RESPONSE {
+        if let Some(v) = res.headers().get(name) {
+            headers.insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+    let status = res.status().as_u16();
+    let body = res.bytes().await.map_err(unreachable)?;
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// The provider URL for a proxied path: always under the provider's API base.
+pub fn target(base: &str, tail: &str, query: &str) -> AppResult<url::Url> {
+    let refuse = || {
+        AppError::bad_request(
+            Code::InvalidPath,
+            "the path must stay under the provider's API base",
+        )
+    };
+    let decoded = percent_decode(tail);
+    if tail.starts_with('/')
+        || tail.contains('\\')
+        || decoded.split('/').any(|seg| seg == ".." || seg == ".")
+        || decoded.contains("//")
+        || decoded.contains(':')
+            && decoded
+                .split('/')
+                .next()
+                .is_some_and(|first| first.contains(':'))
+        || decoded.chars().any(char::is_control)
+    {
+        return Err(refuse());
+    }
+    let base_url = url::Url::parse(base).map_err(|_| AppError::internal("invalid api_base_url"))?;
+    let mut joined = format!("{}/{}", base.trim_end_matches('/'), tail);
+    if !query.is_empty() {
+        joined.push('?');
+        joined.push_str(query);
+    }
+    let target = url::Url::parse(&joined).map_err(|_| refuse())?;
+    let base_path = base_url.path().trim_end_matches('/');
+    if target.origin() != base_url.origin() || !target.path().starts_with(base_path) {
+        return Err(refuse());
+    }
+    Ok(target)
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::target;
+
+    #[test]
+    fn proxied_paths_stay_under_the_api_base() {
+        let base = "https://api.acme.example/v2";
+        assert_eq!(
+            target(base, "contacts/42", "limit=5").unwrap().as_str(),
+            "https://api.acme.example/v2/contacts/42?limit=5"
+        );
+        for bad in [
+            "../admin",
+            "contacts/../../admin",
+            "%2e%2e/admin",
+            "/contacts",
+            "//evil.example/x",
+            "https://evil.example/x",
+            "http:%2F%2Fevil.example",
+            "a\\b",
+            "a/%2F%2Fevil.example",
+        ] {
+            assert!(target(base, bad, "").is_err(), "{bad}");
+        }
+    }
+}

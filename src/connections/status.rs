@@ -1,0 +1,123 @@
+//! What the CRM and the dashboard are told about a tenant's connections:
+//! one `StatusView`, the body of the status routes of both.
+
+use crate::db::models::connection::{unknown_account, Connection, Status};
+use crate::db::DbConn;
+use crate::error::AppResult;
+use chrono::NaiveDateTime;
+
+/// The status of one provider for a tenant: its default account (or the
+/// account asked for) and, for the provider as a whole, every account.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusView {
+    pub provider: String,
+    /// `connected`, `needs_reconnect`, `error` or `not_connected`.
+    pub status: &'static str,
+    pub account: Option<AccountRef>,
+    /// Whether this account is the one served when a caller names none.
+    pub default: bool,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<String>,
+    pub last_refreshed_at: Option<String>,
+    pub metadata: serde_json::Value,
+    pub last_error: Option<String>,
+    /// Every connected account, default first (provider views only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accounts: Option<Vec<AccountSummary>>,
+}
+
+/// A provider account: its id at the provider and its readable name.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AccountRef {
+    pub id: String,
+    pub name: Option<String>,
+}
+
+/// One line of a provider's account list.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AccountSummary {
+    pub id: String,
+    pub name: Option<String>,
+    pub status: &'static str,
+    pub default: bool,
+}
+
+/// The status the CRM and the dashboard see: a disconnected row (or none)
+/// is "not connected".
+pub fn public_status(c: Option<&Connection>) -> &'static str {
+    match c.map(Connection::status) {
+        Some(Status::Connected) => "connected",
+        Some(Status::NeedsReconnect) => "needs_reconnect",
+        Some(Status::Error) => "error",
+        Some(Status::Disconnected) | None => "not_connected",
+    }
+}
+
+fn iso(t: Option<NaiveDateTime>) -> Option<String> {
+    t.map(|t| {
+        t.and_utc()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    })
+}
+
+impl StatusView {
+    /// One account's view (`None`: not connected).
+    pub fn of(provider: &str, c: Option<&Connection>) -> StatusView {
+        let live = c.filter(|c| c.token_ciphertext.is_some());
+        StatusView {
+            provider: provider.to_string(),
+            status: public_status(c),
+            account: live.map(|c| AccountRef {
+                id: c.account_id.clone(),
+                name: c.account_name.clone(),
+            }),
+            default: live.is_some_and(|c| c.is_default),
+            scopes: live.map(Connection::scopes).unwrap_or_default(),
+            expires_at: iso(live.and_then(|c| c.expires_at)),
+            last_refreshed_at: iso(live.and_then(|c| c.last_refreshed_at)),
+            metadata: live.map_or_else(|| serde_json::json!({}), Connection::metadata),
+            last_error: live.and_then(|c| c.last_error.clone()),
+            accounts: None,
+        }
+    }
+
+    /// A provider's view: the default account's, plus every account (as
+    /// [`Connection::accounts`] lists them, default first).
+    pub fn of_provider(provider: &str, accounts: &[Connection]) -> StatusView {
+        let default = accounts.first().filter(|c| c.is_default);
+        StatusView {
+            accounts: Some(
+                accounts
+                    .iter()
+                    .map(|c| AccountSummary {
+                        id: c.account_id.clone(),
+                        name: c.account_name.clone(),
+                        status: public_status(Some(c)),
+                        default: c.is_default,
+                    })
+                    .collect(),
+            ),
+            ..StatusView::of(provider, default)
+        }
+    }
+}
+
+/// The view of one named account, or of the provider (default and list).
+pub fn load(
+    c: &mut DbConn,
+    tenant_id: &str,
+    provider: &str,
+    account: Option<&str>,
+) -> AppResult<StatusView> {
+    match account {
+        Some(a) => {
+            let row =
+                Connection::for_account(c, tenant_id, provider, a)?.ok_or_else(unknown_account)?;
+            Ok(StatusView::of(provider, Some(&row)))
+        }
+        None => Ok(StatusView::of_provider(
+            provider,
+            &Connection::accounts(c, tenant_id, provider)?,
+        )),
+    }
+}
