@@ -5,6 +5,7 @@
 use crate::app::App;
 use crate::db::models::connect_link::ConnectLink;
 use crate::db::models::connection::Connection;
+use crate::db::models::event::Actor;
 use crate::error::{AppError, AppResult, Code};
 use crate::oauth::{self, Authorized, CallbackQuery, DASHBOARD};
 use crate::providers::{Flow, Provider};
@@ -101,9 +102,10 @@ pub async fn complete(
     };
     let return_to = row.return_to.clone().unwrap_or_else(|| DASHBOARD.into());
     let actor = match (&row.user_id, admin_email) {
-        (Some(_), Some(email)) => format!("admin:{email}"),
-        (Some(_), None) => "admin".to_string(),
-        (None, _) => "connect-link".to_string(),
+        (Some(_), email) => Actor::Admin {
+            email: email.unwrap_or_default(),
+        },
+        (None, _) => Actor::ConnectLink,
     };
     {
         let row = row.clone();
@@ -163,7 +165,7 @@ pub async fn connect_instance(
     provider_key: &str,
     tenant_id: &str,
     instance_id: &str,
-    actor: &str,
+    actor: &Actor,
 ) -> AppResult<String> {
     let provider = app.enabled_provider(provider_key)?;
     if provider.flow != Flow::ClientCredentials {
@@ -184,14 +186,14 @@ pub async fn save(
     provider: &Arc<Provider>,
     tenant_id: &str,
     authorized: Authorized,
-    actor: &str,
+    actor: &Actor,
 ) -> AppResult<(Connection, bool)> {
     let (keys, settings, p, t, actor) = (
         app.keys.clone(),
         app.settings.clone(),
         provider.clone(),
         tenant_id.to_string(),
-        actor.to_string(),
+        actor.clone(),
     );
     let (connection, reconnected) = app
         .db(move |c| oauth::save(c, &keys, &settings, &p, &t, &authorized, &actor))

@@ -4,6 +4,7 @@
 use crate::app::App;
 use crate::crypto::Secret;
 use crate::db::models::connect_link::ConnectLink;
+use crate::db::models::event::Actor;
 use crate::error::{AppError, AppResult, Code};
 use crate::providers::{Flow, Provider};
 use chrono::NaiveDateTime;
@@ -25,7 +26,7 @@ pub async fn issue(
     tenant_id: String,
     provider: &Provider,
     ttl_secs: i64,
-    actor: String,
+    actor: &Actor,
 ) -> AppResult<IssuedLink> {
     if provider.flow != Flow::AuthorizationCode {
         return Err(AppError::bad_request(
@@ -42,7 +43,7 @@ pub async fn issue(
             "expires_in is 60 to 86400 seconds",
         ));
     }
-    let key = provider.key.clone();
+    let (key, actor) = (provider.key.clone(), actor.to_string());
     let (token, expires_at) = app
         .db(move |c| {
             Ok(ConnectLink::create(

@@ -3,7 +3,7 @@
 
 use crate::app::App;
 use crate::db::models::connection::{unknown_account, Connection};
-use crate::db::models::event::{EventKind, NewEvent};
+use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::error::{AppError, AppResult};
 use crate::oauth;
 use crate::providers::Provider;
@@ -38,7 +38,7 @@ pub async fn choose_default(
     tenant_id: &str,
     provider: &Provider,
     account: &str,
-    actor: &str,
+    actor: &Actor,
 ) -> AppResult<Connection> {
     let target = connection(app, tenant_id, &provider.key, Some(account)).await?;
     let id = target.id.clone();
@@ -86,7 +86,7 @@ pub async fn disconnect(
     tenant_id: &str,
     provider: &Provider,
     account: Option<&str>,
-    actor: &str,
+    actor: &Actor,
 ) -> AppResult<Disconnected> {
     let connection = connection(app, tenant_id, &provider.key, account).await?;
     let revocation = revoke(app, provider, &connection).await;
@@ -113,7 +113,7 @@ pub async fn disconnect(
         connection.id.clone(),
         connection.tenant_id.clone(),
         provider.key.clone(),
-        actor.to_string(),
+        actor.clone(),
     );
     let was_revoked = revocation == Revocation::Revoked;
     let notify = app.settings.webhook.is_some();

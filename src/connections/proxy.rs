@@ -4,6 +4,7 @@
 //! either way.
 
 use crate::app::App;
+use crate::db::models::event::Actor;
 use crate::error::{AppError, AppResult, Code};
 use crate::providers::Provider;
 use reqwest::header::{HeaderMap, HeaderName};
@@ -41,7 +42,7 @@ pub async fn forward(
     tenant_id: &str,
     provider: &Arc<Provider>,
     account: Option<&str>,
-    actor: &str,
+    actor: &Actor,
     call: Call,
 ) -> AppResult<Answer> {
     let base = provider.api_base_url.clone().ok_or_else(|| {

@@ -7,7 +7,7 @@ pub mod token;
 use crate::config::Settings;
 use crate::crypto::{random_token, sha256_hex, KeyRing, Secret};
 use crate::db::models::connection::{Connection, Grant};
-use crate::db::models::event::{EventKind, NewEvent};
+use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::db::models::oauth_state::{NewState, OAuthState};
 use crate::db::{now, DbConn};
 use crate::error::{AppError, AppResult, Code};
@@ -334,7 +334,7 @@ pub fn save(
     provider: &Provider,
     tenant_id: &str,
     auth: &Authorized,
-    actor: &str,
+    actor: &Actor,
 ) -> AppResult<(Connection, bool)> {
     let t = now();
     let existed = Connection::find(conn, tenant_id, &provider.key, &auth.account_id)?

@@ -16,7 +16,7 @@ pub mod scheduler;
 
 use crate::app::App;
 use crate::db::models::connection::{Connection, Refreshed, Status};
-use crate::db::models::event::{EventKind, NewEvent};
+use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::db::now;
 use crate::error::{AppError, AppResult, Code};
 use crate::oauth::client::{self, ProviderError};
@@ -151,7 +151,7 @@ impl Seen {
 pub async fn refresh_now(
     state: &Arc<App>,
     id: &str,
-    actor: &str,
+    actor: &Actor,
     seen: Option<Seen>,
 ) -> AppResult<Connection> {
     // The run is a task of its own: a caller that goes away (a client hanging
@@ -161,7 +161,7 @@ pub async fn refresh_now(
     // stop with the server, the system runs until refreshes have drained.
     let (tx, rx) = tokio::sync::oneshot::channel();
     {
-        let (state, id, actor) = (state.clone(), id.to_string(), actor.to_string());
+        let (state, id, actor) = (state.clone(), id.to_string(), actor.clone());
         let started = actix_web::rt::System::current()
             .arbiter()
             .spawn(async move {
@@ -181,7 +181,7 @@ pub async fn refresh_now(
 async fn shared_refresh(
     state: &Arc<App>,
     id: &str,
-    actor: &str,
+    actor: &Actor,
     seen: Option<Seen>,
 ) -> AppResult<()> {
     state
@@ -314,7 +314,7 @@ pub async fn fresh_token(
         // Expired, and the last refresh failed for now: say when it is retried.
         return Err(failing(&row));
     }
-    let refreshed = refresh_now(state, &row.id, "token-api", Some(Seen::of(&row)));
+    let refreshed = refresh_now(state, &row.id, &Actor::TokenApi, Some(Seen::of(&row)));
     // A caller whose stored token still works waits a little for the refresh
     // (its own, or another instance's lease), not for a slow provider or the
     // lease of an instance that died: then the stored token is the answer.
@@ -350,7 +350,7 @@ pub async fn fresh_token(
 }
 
 /// Refreshes a connection whose lease we hold, and releases the lease.
-pub async fn refresh_leased(state: &App, leased: Leased, actor: &str) -> AppResult<Connection> {
+pub async fn refresh_leased(state: &App, leased: Leased, actor: &Actor) -> AppResult<Connection> {
     let Leased { row, owner } = leased;
     let release = |err: AppError| {
         let (id, owner) = (row.id.clone(), owner.clone());
@@ -437,7 +437,7 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &str) -> AppResu
         row.tenant_id.clone(),
         row.id.clone(),
         row.provider.clone(),
-        actor.to_string(),
+        actor.clone(),
     );
     match result {
         Ok(response) => {

@@ -7,7 +7,7 @@
 use super::{lease_owner, refresh_leased, Leased};
 use crate::app::App;
 use crate::db::models::connection::Connection;
-use crate::db::models::event::{EventKind, NewEvent};
+use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::db::models::oauth_state::OAuthState;
 use crate::db::now;
 use std::collections::HashMap;
@@ -51,7 +51,7 @@ fn warn_lapsing_refresh_tokens(c: &mut crate::db::DbConn, notify: bool) -> diese
                 connection_id: Some(&row.id),
                 provider: &row.provider,
                 kind: EventKind::RefreshTokenExpiring,
-                actor: "scheduler",
+                actor: &Actor::Scheduler,
                 detail: Some(&detail),
             },
         )?;
@@ -216,7 +216,7 @@ impl Scheduler {
                     return;
                 }
                 // Errors are recorded on the connection and logged by refresh_leased.
-                let _ = refresh_leased(&state, leased, "scheduler").await;
+                let _ = refresh_leased(&state, leased, &Actor::Scheduler).await;
             });
         }
         Ok((started, capacity))

@@ -6,6 +6,7 @@ use crate::app::App;
 use crate::connections::status::{self, StatusView};
 use crate::connections::{links, manage, proxy as proxying};
 use crate::db::models::api_key::ApiKey;
+use crate::db::models::event::Actor;
 use crate::db::models::tenant::{validate_external_id, Tenant};
 use crate::error::{AppError, AppResult, Code};
 use crate::providers::Provider;
@@ -165,8 +166,10 @@ impl ApiCaller {
         Ok((tenant_id, state.enabled_provider(&provider)?))
     }
 
-    fn actor(&self) -> String {
-        format!("api:{}", self.key.name)
+    fn actor(&self) -> Actor {
+        Actor::ApiKey {
+            name: self.key.name.clone(),
+        }
     }
 }
 
@@ -364,7 +367,7 @@ async fn connect_link(
     let tenant_id = caller.tenant(&state, &path).await?;
     let provider = state.enabled_provider(&body.provider)?;
     let ttl = body.expires_in.unwrap_or(links::DEFAULT_TTL_SECS);
-    let link = links::issue(&state, tenant_id, &provider, ttl, caller.actor()).await?;
+    let link = links::issue(&state, tenant_id, &provider, ttl, &caller.actor()).await?;
     Ok(no_store(HttpResponse::Created().json(serde_json::json!({
         "url": link.url.expose(),
         "provider": provider.key,

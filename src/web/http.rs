@@ -45,13 +45,20 @@ pub fn html(body: String) -> HttpResponse {
         .body(body)
 }
 
+/// Tells the browser not to send the address of this response's page (it
+/// may carry a code or a state) to the next one.
+pub fn no_referrer(mut res: HttpResponse) -> HttpResponse {
+    res.headers_mut().insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    res
+}
+
 /// A 303 that tells the browser not to send the address it leaves (it may
 /// carry a code or a state) to the next one.
 pub fn redirect_no_referrer(location: &str) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, location))
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .finish()
+    no_referrer(see_other(location))
 }
 
 pub fn see_other(location: &str) -> HttpResponse {

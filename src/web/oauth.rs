@@ -1,7 +1,7 @@
 //! Browser OAuth routes: authorize, callback, refresh, status, disconnect.
 //! The tenant always comes from the session, never from the request.
 
-use super::http::{account_param, client_addr, html, redirect_no_referrer, see_other};
+use super::http::{account_param, client_addr, html, no_referrer, redirect_no_referrer, see_other};
 use super::session::{self, AdminSession, CsrfForm};
 
 use crate::app::App;
@@ -120,21 +120,12 @@ fn popup_page(
     }
     .render()
     .map_err(AppError::internal)?;
-    Ok(HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(body))
+    Ok(no_referrer(html(body)))
 }
 
 /// Callback errors carry `Referrer-Policy: no-referrer` too: the URL holds a code.
 fn callback_error(err: AppError) -> HttpResponse {
-    let mut res = actix_web::ResponseError::error_response(&PageError(err));
-    res.headers_mut().insert(
-        header::REFERRER_POLICY,
-        header::HeaderValue::from_static("no-referrer"),
-    );
-    res
+    no_referrer(actix_web::ResponseError::error_response(&PageError(err)))
 }
 
 async fn callback(

@@ -2,6 +2,7 @@
 //! flash messages, and the value that binds an OAuth state to a session.
 
 use crate::crypto::random_token;
+use crate::db::models::event::Actor;
 use crate::error::{AppError, AppResult, PageError};
 use actix_session::{Session, SessionExt};
 use actix_web::dev::Payload;
@@ -61,8 +62,10 @@ impl FromRequest for AdminSession {
 
 impl AdminSession {
     /// The actor name recorded in events.
-    pub fn actor(&self) -> String {
-        format!("admin:{}", self.email)
+    pub fn actor(&self) -> Actor {
+        Actor::Admin {
+            email: self.email.clone(),
+        }
     }
 
     /// The random value that ties OAuth states to this session.

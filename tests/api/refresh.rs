@@ -1395,9 +1395,14 @@ async fn a_failed_delivery_stays_pending_and_a_restarted_instance_delivers_it(ba
         seed_on(&mut conn, &ctx.keys, &t.id, "acct-1", "rt-0", -60, -1)
     };
     let first = std::sync::Arc::new(ctx.app());
-    let err = tether::refresh::refresh_now(&first, &c.id, "test", None)
-        .await
-        .unwrap_err();
+    let err = tether::refresh::refresh_now(
+        &first,
+        &c.id,
+        &tether::db::models::event::Actor::Scheduler,
+        None,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), "needs_reconnect");
     let before = now();
     assert_eq!(tether::webhooks::deliver_due(&first).await.unwrap(), 0);

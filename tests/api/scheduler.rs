@@ -63,7 +63,7 @@ fn old_event(
 ) -> String {
     use tether::db::schema::{events, webhook_outbox};
     let mut conn = app.conn();
-    use tether::db::models::event::{Event, EventKind, NewEvent};
+    use tether::db::models::event::{Actor, Event, EventKind, NewEvent};
     let e = Event::record(
         &mut conn,
         &NewEvent {
@@ -71,7 +71,7 @@ fn old_event(
             connection_id: Some(&c.id),
             provider: "acme",
             kind: EventKind::parse(kind).expect("a known event kind"),
-            actor: "test",
+            actor: &Actor::Scheduler,
             detail: None,
         },
     )

@@ -82,6 +82,36 @@ impl EventKind {
     }
 }
 
+/// Who did what an event records; stored as its `Display` form
+/// (`admin:<email>`, `api:<key name>`, `connect-link`, `scheduler`,
+/// `token-api`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// A tenant admin in the dashboard (email unknown: empty).
+    Admin { email: String },
+    /// A CRM service, by the name of its API key.
+    ApiKey { name: String },
+    /// A person who followed a connect link.
+    ConnectLink,
+    /// The refresh scheduler.
+    Scheduler,
+    /// A token request that found its token due.
+    TokenApi,
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Actor::Admin { email } if email.is_empty() => f.write_str("admin"),
+            Actor::Admin { email } => write!(f, "admin:{email}"),
+            Actor::ApiKey { name } => write!(f, "api:{name}"),
+            Actor::ConnectLink => f.write_str("connect-link"),
+            Actor::Scheduler => f.write_str("scheduler"),
+            Actor::TokenApi => f.write_str("token-api"),
+        }
+    }
+}
+
 /// An event to record. `detail` must never contain a secret.
 #[derive(Debug, Clone, Copy)]
 pub struct NewEvent<'a> {
@@ -89,7 +119,7 @@ pub struct NewEvent<'a> {
     pub connection_id: Option<&'a str>,
     pub provider: &'a str,
     pub kind: EventKind,
-    pub actor: &'a str,
+    pub actor: &'a Actor,
     pub detail: Option<&'a str>,
 }
 
@@ -109,13 +139,14 @@ struct EventRow<'a> {
 impl Event {
     /// Records `new`.
     pub fn record(conn: &mut DbConn, new: &NewEvent) -> QueryResult<Event> {
+        let actor = new.actor.to_string();
         let event = Event {
             id: new_id(),
             tenant_id: new.tenant_id.into(),
             connection_id: new.connection_id.map(Into::into),
             provider: new.provider.into(),
             kind: new.kind.as_str().into(),
-            actor: new.actor.into(),
+            actor: actor.clone(),
             detail: new.detail.map(Into::into),
             created_at: now(),
         };
@@ -126,7 +157,7 @@ impl Event {
                 connection_id: new.connection_id,
                 provider: new.provider,
                 kind: new.kind.as_str(),
-                actor: new.actor,
+                actor: &actor,
                 detail: new.detail,
                 created_at: event.created_at,
             })
@@ -187,7 +218,26 @@ impl Event {
 
 #[cfg(test)]
 mod tests {
-    use super::EventKind;
+    use super::{Actor, EventKind};
+
+    #[test]
+    fn actors_are_stored_as_they_always_were() {
+        let admin = Actor::Admin {
+            email: "a@b.example".into(),
+        };
+        assert_eq!(admin.to_string(), "admin:a@b.example");
+        let unknown = Actor::Admin {
+            email: String::new(),
+        };
+        assert_eq!(unknown.to_string(), "admin");
+        let key = Actor::ApiKey {
+            name: "chatbot".into(),
+        };
+        assert_eq!(key.to_string(), "api:chatbot");
+        assert_eq!(Actor::ConnectLink.to_string(), "connect-link");
+        assert_eq!(Actor::Scheduler.to_string(), "scheduler");
+        assert_eq!(Actor::TokenApi.to_string(), "token-api");
+    }
 
     #[test]
     fn every_kind_reads_back_from_its_name_and_only_routine_ones_stay_quiet() {
