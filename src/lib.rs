@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod db;
 pub mod demo;
 pub mod error;
+pub mod ids;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;

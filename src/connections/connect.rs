@@ -7,6 +7,7 @@ use crate::db::models::connect_link::ConnectLink;
 use crate::db::models::connection::Connection;
 use crate::db::models::event::Actor;
 use crate::error::{AppError, AppResult, Code};
+use crate::ids::TenantId;
 use crate::oauth::{self, Authorized, CallbackQuery, DASHBOARD};
 use crate::providers::{Flow, Provider};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ pub const LINK_DONE: &str = "/connect/done";
 /// Who starts a flow: the tenant, the signed-in admin if any, and the value
 /// that ties the state to the browser it started in.
 pub struct Starter {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub user_id: Option<String>,
     pub binding: String,
 }
@@ -64,7 +65,7 @@ pub async fn begin_with_link(app: &App, token: String, binding: String) -> AppRe
         })?;
     let provider = app.enabled_provider(&link.provider)?;
     let starter = Starter {
-        tenant_id: link.tenant_id,
+        tenant_id: TenantId::known(link.tenant_id),
         user_id: None,
         binding,
     };
@@ -150,8 +151,14 @@ pub async fn complete(
         verifier.as_ref(),
     )
     .await?;
-    let (connection, reconnected) =
-        save(app, &provider, &row.tenant_id, authorized, &actor).await?;
+    let (connection, reconnected) = save(
+        app,
+        &provider,
+        &TenantId::known(row.tenant_id.clone()),
+        authorized,
+        &actor,
+    )
+    .await?;
     Ok(completion(
         true,
         connected_message(&provider, &connection, reconnected),
@@ -163,7 +170,7 @@ pub async fn complete(
 pub async fn connect_instance(
     app: &App,
     provider_key: &str,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     instance_id: &str,
     actor: &Actor,
 ) -> AppResult<String> {
@@ -184,7 +191,7 @@ pub async fn connect_instance(
 pub async fn save(
     app: &App,
     provider: &Arc<Provider>,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     authorized: Authorized,
     actor: &Actor,
 ) -> AppResult<(Connection, bool)> {

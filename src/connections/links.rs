@@ -6,6 +6,7 @@ use crate::crypto::Secret;
 use crate::db::models::connect_link::ConnectLink;
 use crate::db::models::event::Actor;
 use crate::error::{AppError, AppResult, Code};
+use crate::ids::TenantId;
 use crate::providers::{Flow, Provider};
 use chrono::NaiveDateTime;
 
@@ -23,7 +24,7 @@ pub struct IssuedLink {
 /// (60 to 86400).
 pub async fn issue(
     app: &App,
-    tenant_id: String,
+    tenant_id: TenantId,
     provider: &Provider,
     ttl_secs: i64,
     actor: &Actor,

@@ -5,6 +5,7 @@ use crate::app::App;
 use crate::db::models::connection::{unknown_account, Connection};
 use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::error::{AppError, AppResult};
+use crate::ids::TenantId;
 use crate::oauth;
 use crate::providers::Provider;
 
@@ -12,7 +13,7 @@ use crate::providers::Provider;
 /// default), or a 404 that says which of the two is missing.
 pub async fn connection(
     app: &App,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     provider: &str,
     account: Option<&str>,
 ) -> AppResult<Connection> {
@@ -35,7 +36,7 @@ pub async fn connection(
 /// Makes the tenant's connected `account` of `provider` its default.
 pub async fn choose_default(
     app: &App,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     provider: &Provider,
     account: &str,
     actor: &Actor,
@@ -83,7 +84,7 @@ pub struct Disconnected {
 /// becomes the default (see [`Connection::erase`]).
 pub async fn disconnect(
     app: &App,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     provider: &Provider,
     account: Option<&str>,
     actor: &Actor,

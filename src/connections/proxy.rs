@@ -6,6 +6,7 @@
 use crate::app::App;
 use crate::db::models::event::Actor;
 use crate::error::{AppError, AppResult, Code};
+use crate::ids::TenantId;
 use crate::providers::Provider;
 use reqwest::header::{HeaderMap, HeaderName};
 use std::sync::Arc;
@@ -39,7 +40,7 @@ pub struct Answer {
 /// retries once.
 pub async fn forward(
     app: &Arc<App>,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     provider: &Arc<Provider>,
     account: Option<&str>,
     actor: &Actor,

@@ -4,6 +4,7 @@
 use crate::db::models::connection::{unknown_account, Connection, Status};
 use crate::db::DbConn;
 use crate::error::AppResult;
+use crate::ids::TenantId;
 use chrono::NaiveDateTime;
 
 /// The status of one provider for a tenant: its default account (or the
@@ -105,7 +106,7 @@ impl StatusView {
 /// The view of one named account, or of the provider (default and list).
 pub fn load(
     c: &mut DbConn,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     provider: &str,
     account: Option<&str>,
 ) -> AppResult<StatusView> {

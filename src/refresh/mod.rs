@@ -19,6 +19,7 @@ use crate::db::models::connection::{Connection, Refreshed, Status};
 use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::db::now;
 use crate::error::{AppError, AppResult, Code};
+use crate::ids::TenantId;
 use crate::oauth::client::{self, ProviderError};
 use crate::oauth::token;
 use crate::providers::{Provider, RefreshStyle};
@@ -255,7 +256,7 @@ fn failing(row: &Connection) -> AppError {
 /// `account` names the provider account; `None` is the tenant's default.
 pub async fn fresh_token(
     state: &Arc<App>,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     provider: &Provider,
     account: Option<&str>,
     min_ttl: i64,

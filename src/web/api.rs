@@ -7,8 +7,9 @@ use crate::connections::status::{self, StatusView};
 use crate::connections::{links, manage, proxy as proxying};
 use crate::db::models::api_key::ApiKey;
 use crate::db::models::event::Actor;
-use crate::db::models::tenant::{validate_external_id, Tenant};
+use crate::db::models::tenant::Tenant;
 use crate::error::{AppError, AppResult, Code};
+use crate::ids::{ExternalTenantId, TenantId};
 use crate::providers::Provider;
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -129,13 +130,13 @@ async fn authenticate(state: &App, digest: [u8; 32], presented: String) -> AppRe
 impl ApiCaller {
     /// The tenant this key may act for: 404 for an unknown tenant, 403 for
     /// another tenant than the key's (without saying whether it exists).
-    async fn tenant(&self, state: &App, external_id: &str) -> AppResult<String> {
-        validate_external_id(external_id)
+    async fn tenant(&self, state: &App, external_id: &str) -> AppResult<TenantId> {
+        let external = ExternalTenantId::parse(external_id)
             .map_err(|_| AppError::not_found(format!("no tenant '{external_id}'")))?;
-        let id = match state.api_cache.tenant(external_id) {
+        let id = match state.api_cache.tenant(&external) {
             Some(id) => Some(id),
             None => {
-                let ext = external_id.to_string();
+                let ext = external.clone();
                 let found = state
                     .db(move |c| Ok(Tenant::by_external_id(c, &ext)?))
                     .await?;
@@ -146,12 +147,12 @@ impl ApiCaller {
             }
         };
         match (&self.key.tenant_id, id) {
-            (Some(own), Some(id)) if *own == id => Ok(id),
+            (Some(own), Some(id)) if *own == id => Ok(TenantId::known(id)),
             (Some(_), _) => Err(AppError::forbidden(
                 "this API key may not act for that tenant",
             )),
-            (None, Some(id)) => Ok(id),
-            (None, None) => Err(AppError::not_found(format!("no tenant '{external_id}'"))),
+            (None, Some(id)) => Ok(TenantId::known(id)),
+            (None, None) => Err(AppError::not_found(format!("no tenant '{external}'"))),
         }
     }
 
@@ -161,7 +162,7 @@ impl ApiCaller {
         &self,
         state: &App,
         (tenant, provider): (String, String),
-    ) -> AppResult<(String, std::sync::Arc<Provider>)> {
+    ) -> AppResult<(TenantId, std::sync::Arc<Provider>)> {
         let tenant_id = self.tenant(state, &tenant).await?;
         Ok((tenant_id, state.enabled_provider(&provider)?))
     }

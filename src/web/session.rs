@@ -4,6 +4,7 @@
 use crate::crypto::random_token;
 use crate::db::models::event::Actor;
 use crate::error::{AppError, AppResult, PageError};
+use crate::ids::{Email, TenantId};
 use actix_session::{Session, SessionExt};
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
@@ -23,8 +24,8 @@ const FLASH: &str = "flash";
 #[derive(Clone)]
 pub struct AdminSession {
     pub user_id: String,
-    pub tenant_id: String,
-    pub email: String,
+    pub tenant_id: TenantId,
+    pub email: Email,
     pub session: Session,
 }
 
@@ -38,8 +39,8 @@ impl FromRequest for AdminSession {
         let result = match (get(USER), get(TENANT), get(EMAIL)) {
             (Some(user_id), Some(tenant_id), Some(email)) => Ok(AdminSession {
                 user_id,
-                tenant_id,
-                email,
+                tenant_id: TenantId::known(tenant_id),
+                email: Email::known(email),
                 session: session.clone(),
             }),
             _ => {
@@ -64,7 +65,7 @@ impl AdminSession {
     /// The actor name recorded in events.
     pub fn actor(&self) -> Actor {
         Actor::Admin {
-            email: self.email.clone(),
+            email: self.email.to_string(),
         }
     }
 
