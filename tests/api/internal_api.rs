@@ -3,14 +3,13 @@
 //! provisioning, the proxy, the OpenAPI document and the metrics it feeds.
 
 use crate::backend_tests;
-use crate::flow::{connect, mount_exchange, signed_in};
 use crate::helpers::{
-    query_param, spawn_app_with_provider, Backend, FakeProvider, TestApp, ACME_ISSUER,
+    connect, mount_exchange, query_param, signed_in, spawn_app_with_provider, Backend,
+    FakeProvider, TestApp, ACCOUNT, ACME_ISSUER,
 };
 use diesel::prelude::*;
 use serde_json::{json, Value};
 use tether::db::models::api_key::ApiKey;
-use tether::db::models::connection::Connection;
 use tether::db::models::tenant::Tenant;
 use tether::db::schema::{connect_links, connections};
 use wiremock::matchers::{body_json, body_string_contains, header, method, path};
@@ -54,7 +53,7 @@ async fn connected(backend: Backend) -> (TestApp, FakeProvider, String) {
     let (app, fake) = signed_in(backend, "post").await;
     let res = connect(&app, &fake, "at-1", "rt-1").await;
     assert_eq!(res.status(), 303, "{:?}", res.text().await);
-    let key = key_for(&app, Some("acme"), false);
+    let key = app.api_key(Some("acme"), false);
     (app, fake, key)
 }
 
@@ -63,20 +62,8 @@ async fn unconnected(backend: Backend) -> (TestApp, FakeProvider, String) {
     let fake = FakeProvider::start().await;
     let app = spawn_app_with_provider(backend, &fake, "post").await;
     Tenant::create(&mut app.conn(), "acme", "Acme").unwrap();
-    let key = key_for(&app, None, false);
+    let key = app.api_key(None, false);
     (app, fake, key)
-}
-
-/// A new API key's secret: for the tenant with that external id, or global.
-fn key_for(app: &TestApp, tenant: Option<&str>, admin: bool) -> String {
-    let tenant_id = tenant.map(|ext| {
-        Tenant::by_external_id(&mut app.conn(), ext)
-            .unwrap()
-            .unwrap()
-            .id
-    });
-    let (_, secret) = ApiKey::create(&mut app.conn(), "crm", tenant_id.as_deref(), admin).unwrap();
-    secret.expose().clone()
 }
 
 /// A client like the CRM's services: no cookies, no redirects followed.
@@ -135,20 +122,10 @@ async fn error_of(res: reqwest::Response) -> (u16, String) {
     (status, v["error"]["code"].as_str().unwrap().to_string())
 }
 
-fn the_connection(app: &TestApp, tenant: &str) -> Connection {
-    let t = Tenant::by_external_id(&mut app.conn(), tenant)
-        .unwrap()
-        .unwrap();
-    // By account, not as the default: tests look at it after a disconnect too.
-    Connection::find(&mut app.conn(), &t.id, "acme", "acct-42")
-        .unwrap()
-        .unwrap()
-}
-
 /// Makes the stored access token expire `secs` seconds from now (negative: ago).
 /// Makes the access token one issued an hour ago that expires in `secs`.
 fn expire_in(app: &TestApp, secs: i64) {
-    let id = the_connection(app, "acme").id;
+    let id = app.acme_account("acme", ACCOUNT).id;
     let t = tether::db::now();
     diesel::update(connections::table.find(&id))
         .set((
@@ -157,21 +134,6 @@ fn expire_in(app: &TestApp, secs: i64) {
         ))
         .execute(&mut app.conn())
         .unwrap();
-}
-
-/// How many requests the fake provider received on `p`.
-async fn calls(fake: &FakeProvider, p: &str) -> usize {
-    fake.server
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| r.url.path() == p)
-        .count()
-}
-
-async fn all_calls(fake: &FakeProvider) -> usize {
-    fake.server.received_requests().await.unwrap().len()
 }
 
 fn link_count(app: &TestApp) -> i64 {
@@ -201,15 +163,13 @@ async fn mount_refresh(fake: &FakeProvider, access: &str) {
 
 async fn requests_without_a_valid_api_key_get_401_unauthorized_json(backend: Backend) {
     let (app, fake, _) = connected(backend).await;
-    let acme = Tenant::by_external_id(&mut app.conn(), "acme")
-        .unwrap()
-        .unwrap();
+    let acme = app.tenant("acme");
     // Revoked before its first use: validated keys are cached for a few seconds.
     let (revoked, revoked_secret) =
         ApiKey::create(&mut app.conn(), "old", Some(&acme.id), false).unwrap();
     ApiKey::revoke(&mut app.conn(), &revoked.prefix).unwrap();
     let url = format!("{}{API}/acme/connections/acme/token", app.address);
-    let before = all_calls(&fake).await;
+    let before = fake.calls().await;
 
     let none = service().get(&url).send().await.unwrap();
     assert_eq!(error_of(none).await, (401, "unauthorized".into()));
@@ -233,7 +193,7 @@ async fn requests_without_a_valid_api_key_get_401_unauthorized_json(backend: Bac
             "{authorization}"
         );
     }
-    assert_eq!(all_calls(&fake).await, before);
+    assert_eq!(fake.calls().await, before);
 }
 
 /// Every route of the API for `tenant`, with a body where one is needed.
@@ -275,13 +235,13 @@ async fn a_key_for_one_tenant_gets_403_on_every_route_of_another_tenant_and_chan
 ) {
     let (app, fake, _) = connected(backend).await;
     Tenant::create(&mut app.conn(), "other", "Other").unwrap();
-    let others = key_for(&app, Some("other"), false);
-    let others_admin = key_for(&app, Some("other"), true);
+    let others = app.api_key(Some("other"), false);
+    let others_admin = app.api_key(Some("other"), true);
     // The keys work for their own tenant.
     let own = get(&app, &format!("{API}/other/connections"), &others).await;
     assert_eq!(own.status(), 200);
     let before = app.snapshot();
-    let provider_calls = all_calls(&fake).await;
+    let provider_calls = fake.calls().await;
 
     for key in [&others, &others_admin] {
         for (m, p, body) in every_route("acme") {
@@ -292,7 +252,7 @@ async fn a_key_for_one_tenant_gets_403_on_every_route_of_another_tenant_and_chan
 
     assert_eq!(app.snapshot(), before, "acme's connection is unchanged");
     assert_eq!(
-        the_connection(&app, "acme")
+        app.acme_account("acme", ACCOUNT)
             .tokens(&app.ctx.keys)
             .unwrap()
             .unwrap()
@@ -300,13 +260,11 @@ async fn a_key_for_one_tenant_gets_403_on_every_route_of_another_tenant_and_chan
             .expose(),
         "at-1"
     );
-    let acme = Tenant::by_external_id(&mut app.conn(), "acme")
-        .unwrap()
-        .unwrap();
+    let acme = app.tenant("acme");
     assert_eq!(acme.name, "acme", "not renamed");
     assert_eq!(link_count(&app), 0);
     assert_eq!(
-        all_calls(&fake).await,
+        fake.calls().await,
         provider_calls,
         "no refresh, revocation or proxied call reached the provider"
     );
@@ -315,8 +273,8 @@ async fn a_key_for_one_tenant_gets_403_on_every_route_of_another_tenant_and_chan
 async fn a_tenant_scoped_key_gets_the_same_403_for_a_tenant_that_does_not_exist(backend: Backend) {
     let (app, _fake, _) = connected(backend).await;
     Tenant::create(&mut app.conn(), "other", "Other").unwrap();
-    let others = key_for(&app, Some("other"), false);
-    let others_admin = key_for(&app, Some("other"), true);
+    let others = app.api_key(Some("other"), false);
+    let others_admin = app.api_key(Some("other"), true);
     let before = app.snapshot();
     for key in [&others, &others_admin] {
         for ((m, existing, body), (_, missing, _)) in
@@ -341,7 +299,7 @@ async fn a_global_key_gets_404_for_an_unknown_tenant_and_for_unknown_or_disabled
     backend: Backend,
 ) {
     let (app, _fake, _) = connected(backend).await;
-    let global = key_for(&app, None, false);
+    let global = app.api_key(None, false);
     for p in [
         format!("{API}/ghost/connections"),
         format!("{API}/ghost/connections/acme"),
@@ -379,7 +337,7 @@ async fn a_global_key_gets_404_for_an_unknown_tenant_and_for_unknown_or_disabled
 async fn a_warm_token_is_returned_as_stored_with_no_store_and_no_provider_call(backend: Backend) {
     let (app, fake, key) = connected(backend).await;
     let before = app.snapshot();
-    let provider_calls = all_calls(&fake).await;
+    let provider_calls = fake.calls().await;
     let res = get(&app, &format!("{API}/acme/connections/acme/token"), &key).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["cache-control"], "no-store");
@@ -396,7 +354,7 @@ async fn a_warm_token_is_returned_as_stored_with_no_store_and_no_provider_call(b
     assert!((3590..=3600).contains(&expires_in), "{body}");
     let expires_at = body["expires_at"].as_str().unwrap();
     assert!(expires_at.ends_with('Z'), "{expires_at}");
-    let stored = the_connection(&app, "acme").expires_at.unwrap();
+    let stored = app.acme_account("acme", ACCOUNT).expires_at.unwrap();
     assert_eq!(
         chrono::DateTime::parse_from_rfc3339(expires_at)
             .unwrap()
@@ -407,7 +365,7 @@ async fn a_warm_token_is_returned_as_stored_with_no_store_and_no_provider_call(b
         !body.to_string().contains("rt-1"),
         "never the refresh token"
     );
-    assert_eq!(all_calls(&fake).await, provider_calls, "no provider call");
+    assert_eq!(fake.calls().await, provider_calls, "no provider call");
     assert_eq!(app.snapshot(), before);
 }
 
@@ -431,16 +389,9 @@ async fn a_token_expiring_within_min_ttl_is_refreshed_once_first_and_keeps_the_r
         .await
         .unwrap();
     assert_eq!(again["access_token"], "at-2");
-    let refreshes = fake
-        .server
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| String::from_utf8_lossy(&r.body).contains("grant_type=refresh_token"))
-        .count();
-    assert_eq!(refreshes, 1, "exactly one provider call");
-    let tokens = the_connection(&app, "acme")
+    assert_eq!(fake.refresh_calls().await, 1, "exactly one provider call");
+    let tokens = app
+        .acme_account("acme", ACCOUNT)
         .tokens(&app.ctx.keys)
         .unwrap()
         .unwrap();
@@ -454,7 +405,7 @@ async fn a_token_expiring_within_min_ttl_is_refreshed_once_first_and_keeps_the_r
 
 async fn an_invalid_min_ttl_is_a_400(backend: Backend) {
     let (app, fake, key) = connected(backend).await;
-    let provider_calls = all_calls(&fake).await;
+    let provider_calls = fake.calls().await;
     for q in ["-1", "abc", "86401", "1.5", ""] {
         let res = get(
             &app,
@@ -476,7 +427,7 @@ async fn an_invalid_min_ttl_is_a_400(backend: Backend) {
     )
     .await;
     assert_eq!(ok.status(), 200);
-    assert_eq!(all_calls(&fake).await, provider_calls);
+    assert_eq!(fake.calls().await, provider_calls);
 }
 
 async fn a_connection_that_needs_reconnect_gets_409_needs_reconnect(backend: Backend) {
@@ -579,14 +530,14 @@ async fn a_tenant_without_a_connection_gets_404_for_its_token(backend: Backend) 
         .await
         .unwrap();
     assert_eq!(status["status"], "not_connected");
-    assert_eq!(all_calls(&fake).await, 0);
+    assert_eq!(fake.calls().await, 0);
 }
 
 // ------------------------------------------------------ refresh, disconnect
 
 async fn post_refresh_forces_exactly_one_refresh(backend: Backend) {
     let (app, fake, key) = connected(backend).await;
-    let version = the_connection(&app, "acme").version;
+    let version = app.acme_account("acme", ACCOUNT).version;
     mount_refresh(&fake, "at-2").await;
     let res = send(
         &app,
@@ -604,7 +555,7 @@ async fn post_refresh_forces_exactly_one_refresh(backend: Backend) {
         !body.to_string().contains("at-2"),
         "status, not the token: {body}"
     );
-    assert_eq!(the_connection(&app, "acme").version, version + 1);
+    assert_eq!(app.acme_account("acme", ACCOUNT).version, version + 1);
     let token: Value = get(&app, &format!("{API}/acme/connections/acme/token"), &key)
         .await
         .json()
@@ -612,7 +563,7 @@ async fn post_refresh_forces_exactly_one_refresh(backend: Backend) {
         .unwrap();
     assert_eq!(token["access_token"], "at-2");
     assert_eq!(
-        calls(&fake, "/token").await,
+        fake.calls_to("/token").await,
         2,
         "the exchange and one refresh"
     );
@@ -639,7 +590,7 @@ async fn delete_revokes_at_the_provider_and_leaves_the_tenant_not_connected(back
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["status"], "not_connected");
-    assert_eq!(calls(&fake, "/revoke").await, 1);
+    assert_eq!(fake.calls_to("/revoke").await, 1);
     let status: Value = get(&app, &format!("{API}/acme/connections/acme"), &key)
         .await
         .json()
@@ -660,7 +611,7 @@ async fn delete_revokes_at_the_provider_and_leaves_the_tenant_not_connected(back
         .unwrap()
         .clone();
     assert_eq!(acme["status"], "not_connected");
-    assert!(the_connection(&app, "acme").token_ciphertext.is_none());
+    assert!(app.acme_account("acme", ACCOUNT).token_ciphertext.is_none());
     let token = get(&app, &format!("{API}/acme/connections/acme/token"), &key).await;
     assert_eq!(error_of(token).await, (404, "not_found".into()));
 }
@@ -813,7 +764,7 @@ async fn a_connect_links_callback_in_another_browser_is_rejected_and_stores_noth
         before,
         "nothing stored, the state not used up"
     );
-    assert_eq!(calls(&fake, "/token").await, 0, "no code exchange");
+    assert_eq!(fake.calls_to("/token").await, 0, "no code exchange");
     let status: Value = get(&app, &format!("{API}/acme/connections/acme"), &key)
         .await
         .json()
@@ -863,7 +814,7 @@ async fn a_bad_connect_link_request_is_a_400_and_creates_no_link(backend: Backen
 
 async fn an_admin_key_provisions_a_tenant_then_renames_it(backend: Backend) {
     let (app, _fake, _) = unconnected(backend).await;
-    let admin = key_for(&app, None, true);
+    let admin = app.api_key(None, true);
     let put = |name: &'static str| {
         send(
             &app,
@@ -880,18 +831,14 @@ async fn an_admin_key_provisions_a_tenant_then_renames_it(backend: Backend) {
         body,
         json!({"tenant": "crm-client-7", "name": "Main Street Dental", "created": true})
     );
-    let created = Tenant::by_external_id(&mut app.conn(), "crm-client-7")
-        .unwrap()
-        .unwrap();
+    let created = app.tenant("crm-client-7");
 
     let res = put("Main Street Dental & Co").await;
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["created"], false);
     assert_eq!(body["name"], "Main Street Dental & Co");
-    let renamed = Tenant::by_external_id(&mut app.conn(), "crm-client-7")
-        .unwrap()
-        .unwrap();
+    let renamed = app.tenant("crm-client-7");
     assert_eq!(renamed.id, created.id, "the same tenant");
     assert_eq!(renamed.name, "Main Street Dental & Co");
     // The provisioned tenant is usable at once.
@@ -901,7 +848,7 @@ async fn an_admin_key_provisions_a_tenant_then_renames_it(backend: Backend) {
 
 async fn a_non_admin_key_cannot_provision_a_tenant(backend: Backend) {
     let (app, _fake, global) = unconnected(backend).await;
-    let scoped = key_for(&app, Some("acme"), false);
+    let scoped = app.api_key(Some("acme"), false);
     let before = app.snapshot();
     for (key, tenant) in [(&global, "newco"), (&global, "acme"), (&scoped, "acme")] {
         let res = send(
@@ -918,9 +865,7 @@ async fn a_non_admin_key_cannot_provision_a_tenant(backend: Backend) {
     assert!(Tenant::by_external_id(&mut app.conn(), "newco")
         .unwrap()
         .is_none());
-    let acme = Tenant::by_external_id(&mut app.conn(), "acme")
-        .unwrap()
-        .unwrap();
+    let acme = app.tenant("acme");
     assert_eq!(acme.name, "Acme");
 }
 
@@ -930,7 +875,7 @@ async fn a_non_admin_key_cannot_provision_a_tenant(backend: Backend) {
 /// malformed id cannot name an existing tenant.)
 async fn a_malformed_tenant_id_is_refused_with_400_and_creates_nothing(backend: Backend) {
     let (app, _fake, _) = unconnected(backend).await;
-    let admin = key_for(&app, None, true);
+    let admin = app.api_key(None, true);
     let before = app.snapshot();
     for id in ["a%20b", "a%2Fb", "%C3%A9t%C3%A9", &"x".repeat(129)] {
         let res = send(
@@ -1004,10 +949,8 @@ async fn the_proxy_forwards_method_query_and_body_with_the_connections_token_not
     assert_eq!(res.text().await.unwrap(), r#"{"id":"c2"}"#);
 
     let proxied: Vec<_> = fake
-        .server
-        .received_requests()
+        .requests()
         .await
-        .unwrap()
         .into_iter()
         .filter(|r| r.url.path().starts_with("/api/"))
         .collect();
@@ -1026,7 +969,7 @@ async fn the_proxy_forwards_method_query_and_body_with_the_connections_token_not
         assert!(!String::from_utf8_lossy(&r.body).contains(&key));
     }
     assert_eq!(
-        calls(&fake, "/token").await,
+        fake.calls_to("/token").await,
         1,
         "only the exchange: no refresh"
     );
@@ -1056,16 +999,17 @@ async fn a_provider_401_through_the_proxy_refreshes_once_and_retries_with_the_ne
     let body: Value = res.json().await.unwrap();
     assert_eq!(body, json!({"contacts": []}));
     assert_eq!(
-        calls(&fake, "/api/contacts").await,
+        fake.calls_to("/api/contacts").await,
         2,
         "one call, one retry"
     );
     assert_eq!(
-        calls(&fake, "/token").await,
+        fake.calls_to("/token").await,
         2,
         "the exchange and one refresh"
     );
-    let tokens = the_connection(&app, "acme")
+    let tokens = app
+        .acme_account("acme", ACCOUNT)
         .tokens(&app.ctx.keys)
         .unwrap()
         .unwrap();
@@ -1090,7 +1034,7 @@ async fn a_provider_redirect_through_the_proxy_is_returned_not_followed(backend:
     let res = get(&app, &format!("{API}/acme/proxy/acme/moved"), &key).await;
     assert_eq!(res.status(), 302);
     assert_eq!(res.headers()["location"], elsewhere.as_str());
-    assert_eq!(calls(&fake, "/api/elsewhere").await, 0, "not followed");
+    assert_eq!(fake.calls_to("/api/elsewhere").await, 0, "not followed");
 }
 
 /// Sends `GET {target}` byte for byte, as a client that does not normalise
@@ -1127,7 +1071,7 @@ async fn proxy_paths_that_escape_the_api_base_are_400_and_reach_no_provider(back
         .respond_with(ResponseTemplate::new(200))
         .mount(&fake.server)
         .await;
-    let provider_calls = all_calls(&fake).await;
+    let provider_calls = fake.calls().await;
     let proxy = format!("{API}/acme/proxy/acme");
     for tail in [
         "../token",
@@ -1144,7 +1088,7 @@ async fn proxy_paths_that_escape_the_api_base_are_400_and_reach_no_provider(back
         assert!(response.contains("invalid_path"), "{tail}: {response}");
     }
     assert_eq!(
-        all_calls(&fake).await,
+        fake.calls().await,
         provider_calls,
         "no request reached the provider"
     );

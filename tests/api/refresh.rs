@@ -5,349 +5,25 @@
 
 use crate::backend_tests;
 use crate::helpers::{
-    postgres_url, settings_for, spawn_app_with, Backend, FakeProvider, TestApp, TestDb,
+    acme_vars, assert_signed, eventually, failing, instance_settings, invalid_grant, outbox,
+    postgres_url, received, seed_on, spawn_app_with, spawn_app_with_acme, spawn_app_with_providers,
+    token_at, write_providers, Backend, FakeProvider, Rotating, TestApp, TestDb, WEBHOOK_SECRET,
 };
-use crate::scheduler::{make_due, until};
 use diesel::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tether::app::App;
-use tether::crypto::Secret;
-use tether::db::models::api_key::ApiKey;
-use tether::db::models::connection::{Connection, Grant, Status, TokenSet};
+use tether::db::models::connection::{Connection, Status};
 use tether::db::models::tenant::Tenant;
 use tether::db::now;
 use tether::refresh::circuit::State;
 use tether::refresh::scheduler::Scheduler;
-use wiremock::matchers::{body_string_contains, method, path};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
-
-// ---------------------------------------------------------------------------
-// A provider that rotates refresh tokens, faked at the HTTP level.
-
-#[derive(Default)]
-struct Ledger {
-    /// Refresh token -> (grant, still live).
-    tokens: HashMap<String, (String, bool)>,
-    /// Grants revoked because a retired refresh token came back.
-    revoked: HashSet<String>,
-    /// Every refresh token received, in order.
-    seen: Vec<String>,
-    /// Retired refresh tokens that came back.
-    reuses: Vec<String>,
-    /// Refresh tokens it never issued.
-    unknown: Vec<String>,
-    /// Grant -> its live refresh token.
-    live: HashMap<String, String>,
-    issued: u64,
-}
-
-struct RotatingInner {
-    ledger: Mutex<Ledger>,
-    delay: Mutex<Duration>,
-    /// An outage: requests hang and are never acted on (the provider never
-    /// saw them, as far as its grants go).
-    stalled: AtomicBool,
-    /// Whether each refresh retires the refresh token and issues a new one.
-    rotate: bool,
-}
-
-/// The token endpoint of a provider that rotates refresh tokens (or, with
-/// `rotate` false, keeps them) and revokes the whole grant on reuse.
-#[derive(Clone)]
-pub struct Rotating(Arc<RotatingInner>);
-
-fn invalid_grant() -> ResponseTemplate {
-    ResponseTemplate::new(400).set_body_json(serde_json::json!({ "error": "invalid_grant" }))
-}
-
-impl Rotating {
-    pub fn new(rotate: bool) -> Rotating {
-        Rotating(Arc::new(RotatingInner {
-            ledger: Mutex::new(Ledger::default()),
-            delay: Mutex::new(Duration::ZERO),
-            stalled: AtomicBool::new(false),
-            rotate,
-        }))
-    }
-
-    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
-        self.0.ledger.lock().unwrap()
-    }
-
-    /// Mounts it as the refresh grant of `fake`'s token endpoint.
-    pub async fn mount(&self, fake: &FakeProvider) {
-        Mock::given(method("POST"))
-            .and(path("/token"))
-            .and(body_string_contains("grant_type=refresh_token"))
-            .respond_with(self.clone())
-            .named("rotating refresh")
-            .mount(&fake.server)
-            .await;
-    }
-
-    /// Issues a new grant whose live refresh token is `rt`.
-    pub fn grant(&self, rt: &str) {
-        let mut l = self.ledger();
-        l.tokens.insert(rt.to_string(), (rt.to_string(), true));
-        l.live.insert(rt.to_string(), rt.to_string());
-    }
-
-    pub fn set_delay(&self, delay: Duration) {
-        *self.0.delay.lock().unwrap() = delay;
-    }
-
-    /// While stalled, every refresh hangs for 3 s without being acted on.
-    pub fn set_stalled(&self, stalled: bool) {
-        self.0.stalled.store(stalled, Ordering::SeqCst);
-    }
-
-    /// Refresh requests received.
-    pub fn calls(&self) -> usize {
-        self.ledger().seen.len()
-    }
-
-    /// How often `rt` was sent.
-    pub fn seen(&self, rt: &str) -> usize {
-        self.ledger().seen.iter().filter(|s| *s == rt).count()
-    }
-
-    pub fn reuses(&self) -> Vec<String> {
-        self.ledger().reuses.clone()
-    }
-
-    pub fn unknown(&self) -> Vec<String> {
-        self.ledger().unknown.clone()
-    }
-
-    pub fn revoked(&self) -> usize {
-        self.ledger().revoked.len()
-    }
-
-    /// The live refresh token of the grant first issued as `first_rt`.
-    pub fn live(&self, first_rt: &str) -> Option<String> {
-        self.ledger().live.get(first_rt).cloned()
-    }
-}
-
-impl Respond for Rotating {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let rt = url::form_urlencoded::parse(&request.body)
-            .find(|(k, _)| k == "refresh_token")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
-        if self.0.stalled.load(Ordering::SeqCst) {
-            return invalid_grant().set_delay(Duration::from_secs(3));
-        }
-        let delay = *self.0.delay.lock().unwrap();
-        let mut l = self.ledger();
-        l.seen.push(rt.clone());
-        let answer = match l.tokens.get(&rt).cloned() {
-            Some((grant, _)) if l.revoked.contains(&grant) => invalid_grant(),
-            Some((grant, true)) => {
-                l.issued += 1;
-                let n = l.issued;
-                let mut body = serde_json::json!({
-                    "access_token": format!("at-{n}"),
-                    "token_type": "Bearer",
-                    "expires_in": 3600,
-                    "scope": "contacts.read",
-                });
-                if self.0.rotate {
-                    let new_rt = format!("rt-{n}");
-                    l.tokens.insert(rt.clone(), (grant.clone(), false));
-                    l.tokens.insert(new_rt.clone(), (grant.clone(), true));
-                    l.live.insert(grant, new_rt.clone());
-                    body["refresh_token"] = new_rt.into();
-                }
-                ResponseTemplate::new(200).set_body_json(body)
-            }
-            Some((grant, false)) => {
-                // Reuse of a retired refresh token: the whole grant goes.
-                l.reuses.push(rt);
-                l.revoked.insert(grant.clone());
-                l.live.remove(&grant);
-                invalid_grant()
-            }
-            None => {
-                l.unknown.push(rt);
-                invalid_grant()
-            }
-        };
-        answer.set_delay(delay)
-    }
-}
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 // ---------------------------------------------------------------------------
 // Set-up.
-
-const WEBHOOK_SECRET: &str = "whsec-test-secret";
-
-/// A running app with `acme` against `fake`; `toml_extra` is appended to
-/// acme's providers-file table and `extra` to the settings.
-async fn spawn(
-    backend: Backend,
-    fake: &FakeProvider,
-    toml_extra: &str,
-    extra: &[(&str, &str)],
-) -> TestApp {
-    let db = TestDb::new(backend);
-    let file = write_providers(
-        &db,
-        &format!("{}{toml_extra}\n", fake.providers_toml("post")),
-    );
-    let mut vars = vec![
-        ("TETHER_PROVIDERS_FILE", file.as_str()),
-        ("ACME_CLIENT_ID", "acme-client"),
-        ("ACME_CLIENT_SECRET", "acme-secret-value"),
-    ];
-    vars.extend_from_slice(extra);
-    spawn_app_with(db, &vars).await
-}
-
-fn write_providers(db: &TestDb, toml: &str) -> String {
-    let file = db.data_dir().join("providers.toml");
-    std::fs::write(&file, toml).unwrap();
-    file.display().to_string()
-}
-
-/// Settings for another instance on `db` (the providers file is `db`'s).
-fn instance_settings(db: &TestDb, extra: &[(&str, &str)]) -> tether::config::Settings {
-    let file = db.data_dir().join("providers.toml").display().to_string();
-    let mut vars = vec![
-        ("TETHER_PROVIDERS_FILE", file.as_str()),
-        ("ACME_CLIENT_ID", "acme-client"),
-        ("ACME_CLIENT_SECRET", "acme-secret-value"),
-        ("TETHER_REFRESH_ENABLED", "false"),
-    ];
-    vars.extend_from_slice(extra);
-    settings_for(db, &vars)
-}
-
-/// A second Tether server on `first`'s database: its address and state.
-async fn second_instance(first: &TestApp) -> (String, std::sync::Arc<App>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let ctx = tether::startup::prepare(instance_settings(
-        &first.db,
-        &[("TETHER_PUBLIC_URL", address.as_str())],
-    ))
-    .expect("prepare the second instance");
-    let app = tether::startup::Application::build_on(ctx, listener).expect("serve");
-    let state = app.state();
-    actix_web::rt::spawn(app.run_until_stopped());
-    (address, state)
-}
-
-fn tenant(app: &TestApp, external_id: &str) -> Tenant {
-    let mut conn = app.conn();
-    match Tenant::by_external_id(&mut conn, external_id).unwrap() {
-        Some(t) => t,
-        None => Tenant::create(&mut conn, external_id, external_id).unwrap(),
-    }
-}
-
-/// Stores an `acme` connection holding `rt`, expiring in `expires_in` seconds
-/// and due for refresh in `due_in` seconds. Its access token was issued an
-/// hour ago, so it is past half its life (when a refresh may happen).
-fn seed_on(
-    conn: &mut tether::db::PooledConn,
-    keys: &tether::crypto::KeyRing,
-    tenant_id: &str,
-    account: &str,
-    rt: &str,
-    expires_in: i64,
-    due_in: i64,
-) -> Connection {
-    let access = format!("at-seed-{rt}");
-    let tokens = TokenSet {
-        access_token: Secret::new(access.clone()),
-        refresh_token: Some(Secret::new(rt.to_string())),
-        token_type: "Bearer".into(),
-        raw: Secret::new(serde_json::json!({ "access_token": access, "refresh_token": rt })),
-    };
-    let scopes = vec!["contacts.read".to_string()];
-    let metadata = serde_json::json!({});
-    let c = Connection::store_grant(
-        conn,
-        keys,
-        &Grant {
-            tenant_id,
-            provider: "acme",
-            account_id: account,
-            account_name: None,
-            scopes: &scopes,
-            tokens: &tokens,
-            expires_at: Some(now() + chrono::Duration::seconds(expires_in)),
-            refresh_expires_at: None,
-            next_refresh_at: Some(now() + chrono::Duration::seconds(due_in)),
-            metadata: &metadata,
-        },
-    )
-    .expect("store grant");
-    issued_ago(conn, &c.id, 3600)
-}
-
-/// Makes a connection's access token `secs` old (as if issued then).
-pub fn issued_ago(conn: &mut tether::db::PooledConn, id: &str, secs: i64) -> Connection {
-    use tether::db::schema::connections;
-    diesel::update(connections::table.find(id))
-        .set(connections::last_refreshed_at.eq(Some(now() - chrono::Duration::seconds(secs))))
-        .execute(conn)
-        .unwrap();
-    Connection::by_id(conn, id).unwrap()
-}
-
-fn seed(
-    app: &TestApp,
-    tenant_id: &str,
-    account: &str,
-    rt: &str,
-    expires_in: i64,
-    due_in: i64,
-) -> Connection {
-    seed_on(
-        &mut app.conn(),
-        &app.ctx.keys,
-        tenant_id,
-        account,
-        rt,
-        expires_in,
-        due_in,
-    )
-}
-
-/// An API key for every tenant.
-fn api_key(app: &TestApp) -> String {
-    let (_, secret) = ApiKey::create(&mut app.conn(), "bot", None, false).unwrap();
-    secret.expose().clone()
-}
-
-async fn token_at(
-    client: &reqwest::Client,
-    address: &str,
-    key: &str,
-    tenant: &str,
-) -> reqwest::Response {
-    client
-        .get(format!(
-            "{address}/api/v1/tenants/{tenant}/connections/acme/token"
-        ))
-        .bearer_auth(key)
-        .send()
-        .await
-        .expect("token request")
-}
-
-async fn token(app: &TestApp, key: &str, tenant: &str) -> reqwest::Response {
-    token_at(&app.client, &app.address, key, tenant).await
-}
-
-fn row(app: &TestApp, id: &str) -> Connection {
-    Connection::by_id(&mut app.conn(), id).unwrap()
-}
 
 fn refresh_token_of(app: &TestApp, c: &Connection) -> String {
     c.tokens(&app.ctx.keys)
@@ -366,55 +42,6 @@ fn event_kinds(app: &TestApp, connection_id: &str) -> Vec<String> {
         .select(events::kind)
         .load(&mut app.conn())
         .unwrap()
-}
-
-#[derive(Debug, Queryable)]
-struct Outbox {
-    payload: String,
-    attempts: i32,
-    next_attempt_at: chrono::NaiveDateTime,
-    delivered_at: Option<chrono::NaiveDateTime>,
-    last_error: Option<String>,
-}
-
-fn outbox(conn: &mut tether::db::PooledConn) -> Vec<Outbox> {
-    use tether::db::schema::webhook_outbox as o;
-    o::table
-        .order(o::created_at.asc())
-        .select((
-            o::payload,
-            o::attempts,
-            o::next_attempt_at,
-            o::delivered_at,
-            o::last_error,
-        ))
-        .load(conn)
-        .unwrap()
-}
-
-/// Waits for `done` to hold, failing after `secs` seconds.
-async fn eventually<F, Fut>(secs: u64, what: &str, mut done: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn requests_to(server: &MockServer) -> Vec<Request> {
-    server.received_requests().await.unwrap_or_default()
-}
-
-async fn token_calls(fake: &FakeProvider) -> usize {
-    requests_to(&fake.server)
-        .await
-        .iter()
-        .filter(|r| r.url.path() == "/token")
-        .count()
 }
 
 fn secs_until(t: chrono::NaiveDateTime) -> i64 {
@@ -450,12 +77,12 @@ async fn fifty_concurrent_token_requests_share_one_refresh_and_one_new_token(bac
     let rotating = Rotating::new(true);
     rotating.set_delay(Duration::from_millis(200));
     rotating.mount(&fake).await;
-    let app = spawn(backend, &fake, "", &[]).await;
-    let t = tenant(&app, "acme");
+    let app = spawn_app_with_acme(backend, &fake, "", &[]).await;
+    let t = app.ensure_tenant("acme");
     rotating.grant("rt-0");
     // Expires within the default min_ttl (60 s): every request wants a refresh.
-    let c = seed(&app, &t.id, "acct-1", "rt-0", 30, 3600);
-    let key = api_key(&app);
+    let c = app.seed(&t.id, "acct-1", "rt-0", 30, 3600);
+    let key = app.api_key(None, false);
 
     let started = Instant::now();
     let requests = (0..50).map(|_| {
@@ -484,7 +111,7 @@ async fn fifty_concurrent_token_requests_share_one_refresh_and_one_new_token(bac
         HashSet::from(["at-1".to_string()]),
         "one new access token for all"
     );
-    let after = row(&app, &c.id);
+    let after = app.connection(&c.id);
     assert_eq!(after.version, c.version + 1);
     assert_eq!(refresh_token_of(&app, &after), "rt-1");
     assert!(rotating.reuses().is_empty());
@@ -496,10 +123,10 @@ async fn an_expired_lease_of_a_dead_instance_is_taken_over_and_the_refresh_token
     let fake = FakeProvider::start().await;
     let rotating = Rotating::new(true);
     rotating.mount(&fake).await;
-    let app = spawn(backend, &fake, "", &[]).await;
-    let t = tenant(&app, "acme");
+    let app = spawn_app_with_acme(backend, &fake, "", &[]).await;
+    let t = app.ensure_tenant("acme");
     rotating.grant("rt-0");
-    let c = seed(&app, &t.id, "acct-1", "rt-0", 600, -1);
+    let c = app.seed(&t.id, "acct-1", "rt-0", 600, -1);
     // An instance leased it and stopped before finishing.
     let leased = Connection::claim(
         &mut app.conn(),
@@ -530,10 +157,9 @@ async fn an_expired_lease_of_a_dead_instance_is_taken_over_and_the_refresh_token
         1,
         "the lapsed lease is taken over"
     );
-    let after = until(&app, &c.id, |r| {
-        r.version > c.version && r.lease_owner.is_none()
-    })
-    .await;
+    let after = app
+        .until(&c.id, |r| r.version > c.version && r.lease_owner.is_none())
+        .await;
     assert_eq!(after.status(), Status::Connected);
     assert_eq!(refresh_token_of(&app, &after), "rt-1");
     assert_eq!(rotating.seen("rt-0"), 1, "the refresh token went out once");
@@ -548,8 +174,8 @@ async fn two_instances_refresh_200_connections_without_reusing_a_refresh_token(b
     let rotating = Rotating::new(true);
     rotating.set_delay(Duration::from_millis(20));
     rotating.mount(&fake).await;
-    let app = spawn(backend, &fake, "", &[]).await;
-    let (second_address, second_state) = second_instance(&app).await;
+    let app = spawn_app_with_acme(backend, &fake, "", &[]).await;
+    let (second_address, second_state) = app.second_instance(&[]).await;
 
     const TENANTS: usize = 20;
     const ACCOUNTS: usize = 10;
@@ -575,7 +201,7 @@ async fn two_instances_refresh_200_connections_without_reusing_a_refresh_token(b
             }
         }
     }
-    let key = api_key(&app);
+    let key = app.api_key(None, false);
     let started = Instant::now();
 
     // Both schedulers tick until told to stop.
@@ -658,7 +284,7 @@ async fn two_instances_refresh_200_connections_without_reusing_a_refresh_token(b
     // done since it looked takes that outcome instead of refreshing again.
     assert_eq!(rotating.calls(), 200, "refresh calls for 200 connections");
     let mut seen: HashMap<String, usize> = HashMap::new();
-    for rt in rotating.0.ledger.lock().unwrap().seen.iter() {
+    for rt in rotating.sent().iter() {
         *seen.entry(rt.clone()).or_default() += 1;
     }
     assert!(
@@ -698,19 +324,19 @@ async fn a_refresh_whose_answer_was_lost_after_rotation_is_retried_and_ends_as_n
     // It rotates on receipt, then the answer comes too late: lost.
     rotating.set_delay(Duration::from_secs(3));
     rotating.mount(&fake).await;
-    let app = spawn(backend, &fake, "", &SHORT_TIMEOUT).await;
-    let t = tenant(&app, "acme");
+    let app = spawn_app_with_acme(backend, &fake, "", &SHORT_TIMEOUT).await;
+    let t = app.ensure_tenant("acme");
     rotating.grant("rt-0");
-    let c = seed(&app, &t.id, "acct-1", "rt-0", 30, 3600);
-    let key = api_key(&app);
+    let c = app.seed(&t.id, "acct-1", "rt-0", 30, 3600);
+    let key = app.api_key(None, false);
 
     // The stored token is still valid: it is handed out, and the connection
     // waits to retry instead of being given up.
-    let res = token(&app, &key, "acme").await;
+    let res = app.token(&key, "acme").await;
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["access_token"], "at-seed-rt-0");
-    let after = row(&app, &c.id);
+    let after = app.connection(&c.id);
     assert_eq!(after.status(), Status::Error, "not given up");
     assert!(
         after
@@ -727,7 +353,7 @@ async fn a_refresh_whose_answer_was_lost_after_rotation_is_retried_and_ends_as_n
 
     // While it backs off, callers get the stored token and nothing is sent.
     for _ in 0..3 {
-        assert_eq!(token(&app, &key, "acme").await.status(), 200);
+        assert_eq!(app.token(&key, "acme").await.status(), 200);
     }
     assert_eq!(Scheduler::new(app.state.clone()).tick().await.unwrap(), 0);
     assert_eq!(rotating.calls(), 1, "no resend while backing off");
@@ -735,9 +361,11 @@ async fn a_refresh_whose_answer_was_lost_after_rotation_is_retried_and_ends_as_n
     // The retry sends the stored refresh token again; the provider had
     // rotated it, so it says the grant is gone: needs_reconnect, with why.
     rotating.set_delay(Duration::ZERO);
-    make_due(&app, &c.id);
+    app.make_due(&c.id);
     assert_eq!(Scheduler::new(app.state.clone()).tick().await.unwrap(), 1);
-    let done = until(&app, &c.id, |r| r.status() == Status::NeedsReconnect).await;
+    let done = app
+        .until(&c.id, |r| r.status() == Status::NeedsReconnect)
+        .await;
     let reason = done.last_error.clone().unwrap_or_default();
     assert!(reason.contains("no longer valid"), "{reason}");
     assert!(
@@ -745,7 +373,7 @@ async fn a_refresh_whose_answer_was_lost_after_rotation_is_retried_and_ends_as_n
         "the lost answer is named: {reason}"
     );
     assert_eq!(rotating.seen("rt-0"), 2);
-    assert_eq!(token(&app, &key, "acme").await.status(), 409);
+    assert_eq!(app.token(&key, "acme").await.status(), 409);
     let status: serde_json::Value = app
         .client
         .get(format!(
@@ -767,15 +395,15 @@ async fn a_provider_timing_out_for_a_while_loses_no_connection_and_all_recover(b
     let fake = FakeProvider::start().await;
     let rotating = Rotating::new(true);
     rotating.mount(&fake).await;
-    let app = spawn(backend, &fake, "", &SHORT_TIMEOUT).await;
-    let t = tenant(&app, "acme");
+    let app = spawn_app_with_acme(backend, &fake, "", &SHORT_TIMEOUT).await;
+    let t = app.ensure_tenant("acme");
     // Fewer than the circuit's threshold, so every one is really sent.
     let n = tether::refresh::circuit::THRESHOLD as usize - 1;
     let seeded: Vec<(Connection, String)> = (0..n)
         .map(|i| {
             let rt = format!("rt-seed-{i}");
             rotating.grant(&rt);
-            (seed(&app, &t.id, &format!("acct-{i}"), &rt, 600, -1), rt)
+            (app.seed(&t.id, &format!("acct-{i}"), &rt, 600, -1), rt)
         })
         .collect();
 
@@ -784,10 +412,9 @@ async fn a_provider_timing_out_for_a_while_loses_no_connection_and_all_recover(b
     let scheduler = Scheduler::new(app.state.clone());
     assert_eq!(scheduler.tick().await.unwrap(), n);
     for (c, _) in &seeded {
-        let after = until(&app, &c.id, |r| {
-            r.version > c.version || r.failure_count > 0
-        })
-        .await;
+        let after = app
+            .until(&c.id, |r| r.version > c.version || r.failure_count > 0)
+            .await;
         assert_eq!(after.status(), Status::Error, "kept, retrying: {after:?}");
         assert!(after.next_refresh_at.is_some());
     }
@@ -795,14 +422,15 @@ async fn a_provider_timing_out_for_a_while_loses_no_connection_and_all_recover(b
     // It recovers: the retries, with the same refresh tokens, all succeed.
     rotating.set_stalled(false);
     for (c, _) in &seeded {
-        make_due(&app, &c.id);
+        app.make_due(&c.id);
     }
     assert_eq!(scheduler.tick().await.unwrap(), n);
     for (c, first_rt) in &seeded {
-        let done = until(&app, &c.id, |r| {
-            r.status() == Status::Connected && r.lease_owner.is_none()
-        })
-        .await;
+        let done = app
+            .until(&c.id, |r| {
+                r.status() == Status::Connected && r.lease_owner.is_none()
+            })
+            .await;
         assert_eq!(done.failure_count, 0);
         assert_eq!(Some(refresh_token_of(&app, &done)), rotating.live(first_rt));
     }
@@ -817,24 +445,24 @@ async fn a_timed_out_refresh_at_a_provider_that_keeps_refresh_tokens_is_retried_
     let keeping = Rotating::new(false);
     keeping.set_delay(Duration::from_secs(3));
     keeping.mount(&fake).await;
-    let app = spawn(
+    let app = spawn_app_with_acme(
         backend,
         &fake,
         "rotates_refresh_tokens = false",
         &SHORT_TIMEOUT,
     )
     .await;
-    let t = tenant(&app, "acme");
+    let t = app.ensure_tenant("acme");
     keeping.grant("rt-0");
-    let c = seed(&app, &t.id, "acct-1", "rt-0", 30, 3600);
-    let key = api_key(&app);
+    let c = app.seed(&t.id, "acct-1", "rt-0", 30, 3600);
+    let key = app.api_key(None, false);
 
     // The stored token is still valid (under min_ttl): it is handed out.
-    let res = token(&app, &key, "acme").await;
+    let res = app.token(&key, "acme").await;
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["access_token"], "at-seed-rt-0");
-    let after = row(&app, &c.id);
+    let after = app.connection(&c.id);
     assert_eq!(after.status(), Status::Error);
     assert_eq!(after.failure_count, 1);
     assert!(
@@ -852,12 +480,13 @@ async fn a_timed_out_refresh_at_a_provider_that_keeps_refresh_tokens_is_retried_
 
     // Later, the retry goes through.
     keeping.set_delay(Duration::ZERO);
-    make_due(&app, &c.id);
+    app.make_due(&c.id);
     assert_eq!(Scheduler::new(app.state.clone()).tick().await.unwrap(), 1);
-    let done = until(&app, &c.id, |r| {
-        r.version > after.version && r.lease_owner.is_none()
-    })
-    .await;
+    let done = app
+        .until(&c.id, |r| {
+            r.version > after.version && r.lease_owner.is_none()
+        })
+        .await;
     assert_eq!(done.status(), Status::Connected);
     assert_eq!(done.failure_count, 0);
     assert_eq!(
@@ -875,30 +504,9 @@ async fn a_timed_out_refresh_at_a_provider_that_keeps_refresh_tokens_is_retried_
 // ---------------------------------------------------------------------------
 // Failure classes.
 
-/// An app whose token endpoint answers every refresh with `answer`, and one
-/// tenant `acme` with an expired connection.
-async fn failing(
-    backend: Backend,
-    answer: ResponseTemplate,
-    extra: &[(&str, &str)],
-) -> (TestApp, FakeProvider, Connection, String) {
-    let fake = FakeProvider::start().await;
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .and(body_string_contains("grant_type=refresh_token"))
-        .respond_with(answer)
-        .mount(&fake.server)
-        .await;
-    let app = spawn(backend, &fake, "", extra).await;
-    let t = tenant(&app, "acme");
-    let c = seed(&app, &t.id, "acct-1", "rt-0", -60, -1);
-    let key = api_key(&app);
-    (app, fake, c, key)
-}
-
 /// A token request that fails for now: 503 with Retry-After; returns its code and Retry-After.
 async fn unavailable(app: &TestApp, key: &str) -> (String, u64) {
-    let res = token(app, key, "acme").await;
+    let res = app.token(key, "acme").await;
     assert_eq!(res.status(), 503);
     let retry_after = res.headers()["retry-after"]
         .to_str()
@@ -914,7 +522,7 @@ async fn unavailable(app: &TestApp, key: &str) -> (String, u64) {
 
 /// The transient path: status error, one more failure, a retry planned.
 fn assert_transient(app: &TestApp, c: &Connection, error_contains: &str) -> Connection {
-    let after = row(app, &c.id);
+    let after = app.connection(&c.id);
     assert_eq!(after.status(), Status::Error, "{after:?}");
     assert_eq!(after.failure_count, c.failure_count + 1);
     assert!(
@@ -949,11 +557,11 @@ async fn invalid_grant_needs_reconnect_answers_409_and_queues_a_webhook(backend:
         ],
     )
     .await;
-    let res = token(&app, &key, "acme").await;
+    let res = app.token(&key, "acme").await;
     assert_eq!(res.status(), 409);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "needs_reconnect");
-    let after = row(&app, &c.id);
+    let after = app.connection(&c.id);
     assert_eq!(after.status(), Status::NeedsReconnect);
     assert_eq!(after.next_refresh_at, None);
     assert_eq!(after.failure_count, 1);
@@ -973,8 +581,8 @@ async fn invalid_grant_needs_reconnect_answers_409_and_queues_a_webhook(backend:
     assert_eq!(payload["type"], "needs_reconnect");
     assert_eq!(payload["connection_id"], c.id.as_str());
     // No more tries.
-    assert_eq!(token(&app, &key, "acme").await.status(), 409);
-    assert_eq!(token_calls(&fake).await, 1);
+    assert_eq!(app.token(&key, "acme").await.status(), 409);
+    assert_eq!(fake.calls_to("/token").await, 1);
 }
 
 async fn invalid_client_flags_the_provider_not_the_tenant(backend: Backend) {
@@ -986,7 +594,7 @@ async fn invalid_client_flags_the_provider_not_the_tenant(backend: Backend) {
     .await;
     let (code, _) = unavailable(&app, &key).await;
     assert_eq!(code, "provider_misconfigured");
-    let after = row(&app, &c.id);
+    let after = app.connection(&c.id);
     assert_eq!(
         after.status(),
         Status::Error,
@@ -1029,7 +637,7 @@ async fn invalid_client_flags_the_provider_not_the_tenant(backend: Backend) {
         metrics.contains("tether_provider_misconfigured{provider=\"acme\"} 1"),
         "{metrics}"
     );
-    assert_eq!(token_calls(&fake).await, 1);
+    assert_eq!(fake.calls_to("/token").await, 1);
 }
 
 async fn a_provider_500_is_retried_with_growing_back_off(backend: Backend) {
@@ -1042,16 +650,15 @@ async fn a_provider_500_is_retried_with_growing_back_off(backend: Backend) {
     assert!((20..=37).contains(&in_secs), "30 s ± 20%: {in_secs}");
 
     // The scheduler's retry fails again and waits longer.
-    make_due(&app, &c.id);
+    app.make_due(&c.id);
     assert_eq!(Scheduler::new(app.state.clone()).tick().await.unwrap(), 1);
-    let second = until(&app, &c.id, |r| {
-        r.failure_count == 2 && r.lease_owner.is_none()
-    })
-    .await;
+    let second = app
+        .until(&c.id, |r| r.failure_count == 2 && r.lease_owner.is_none())
+        .await;
     let in_secs = secs_until(second.next_refresh_at.unwrap());
     assert!((45..=73).contains(&in_secs), "60 s ± 20%: {in_secs}");
     assert_eq!(second.status(), Status::Error);
-    assert_eq!(token_calls(&fake).await, 2);
+    assert_eq!(fake.calls_to("/token").await, 2);
 }
 
 async fn a_429_with_retry_after_is_not_retried_sooner(backend: Backend) {
@@ -1099,19 +706,10 @@ async fn a_refused_connection_is_a_transient_failure(backend: Backend) {
         &format!("{}/token", fake.server.uri()),
         &format!("http://127.0.0.1:{closed}/token"),
     );
-    let file = write_providers(&db, &toml);
-    let app = spawn_app_with(
-        db,
-        &[
-            ("TETHER_PROVIDERS_FILE", &file),
-            ("ACME_CLIENT_ID", "acme-client"),
-            ("ACME_CLIENT_SECRET", "acme-secret-value"),
-        ],
-    )
-    .await;
-    let t = tenant(&app, "acme");
-    let c = seed(&app, &t.id, "acct-1", "rt-0", -60, -1);
-    let key = api_key(&app);
+    let app = spawn_app_with_providers(db, &toml, &[]).await;
+    let t = app.ensure_tenant("acme");
+    let c = app.seed(&t.id, "acct-1", "rt-0", -60, -1);
+    let key = app.api_key(None, false);
     let (code, _) = unavailable(&app, &key).await;
     assert_eq!(code, "refresh_failed");
     assert_transient(&app, &c, "connection failed");
@@ -1124,8 +722,8 @@ async fn a_refused_connection_is_a_transient_failure(backend: Backend) {
 fn expired_connections(app: &TestApp, n: usize) -> Vec<Connection> {
     (0..n)
         .map(|i| {
-            let t = tenant(app, &format!("c{i}"));
-            seed(app, &t.id, "acct", &format!("rt-c{i}"), -60, 3600)
+            let t = app.ensure_tenant(&format!("c{i}"));
+            app.seed(&t.id, "acct", &format!("rt-c{i}"), -60, 3600)
         })
         .collect()
 }
@@ -1139,15 +737,15 @@ async fn five_transient_failures_open_the_circuit_and_the_next_refresh_fails_fas
         .respond_with(ResponseTemplate::new(503))
         .mount(&fake.server)
         .await;
-    let app = spawn(backend, &fake, "", &[]).await;
+    let app = spawn_app_with_acme(backend, &fake, "", &[]).await;
     let conns = expired_connections(&app, 6);
-    let key = api_key(&app);
+    let key = app.api_key(None, false);
     for i in 0..5 {
-        let res = token(&app, &key, &format!("c{i}")).await;
+        let res = app.token(&key, &format!("c{i}")).await;
         assert_eq!(res.status(), 503);
     }
     assert_eq!(app.state.breakers.state("acme"), State::Open);
-    assert_eq!(token_calls(&fake).await, 5);
+    assert_eq!(fake.calls_to("/token").await, 5);
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains("tether_circuit_open{provider=\"acme\"} 1"),
@@ -1155,7 +753,7 @@ async fn five_transient_failures_open_the_circuit_and_the_next_refresh_fails_fas
     );
 
     // The sixth fails fast, without a call, and leaves its connection alone.
-    let res = token(&app, &key, "c5").await;
+    let res = app.token(&key, "c5").await;
     assert_eq!(res.status(), 503);
     let retry_after: u64 = res.headers()["retry-after"]
         .to_str()
@@ -1165,16 +763,16 @@ async fn five_transient_failures_open_the_circuit_and_the_next_refresh_fails_fas
     assert!((1..=30).contains(&retry_after), "{retry_after}");
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "provider_unavailable");
-    assert_eq!(token_calls(&fake).await, 5, "no call while open");
-    let sixth = row(&app, &conns[5].id);
+    assert_eq!(fake.calls_to("/token").await, 5, "no call while open");
+    let sixth = app.connection(&conns[5].id);
     assert_eq!(sixth.status(), Status::Connected);
     assert_eq!(sixth.failure_count, 0);
     assert!(sixth.lease_owner.is_none(), "the lease is released");
     // The scheduler fails fast too.
-    make_due(&app, &conns[5].id);
+    app.make_due(&conns[5].id);
     assert_eq!(Scheduler::new(app.state.clone()).tick().await.unwrap(), 1);
-    until(&app, &conns[5].id, |r| r.lease_owner.is_none()).await;
-    assert_eq!(token_calls(&fake).await, 5);
+    app.until(&conns[5].id, |r| r.lease_owner.is_none()).await;
+    assert_eq!(fake.calls_to("/token").await, 5);
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains("tether_refreshes_total{provider=\"acme\",outcome=\"circuit_open\"} 2"),
@@ -1207,16 +805,16 @@ async fn a_success_resets_the_count_of_failures_in_a_row(backend: Backend) {
         .respond_with(ResponseTemplate::new(500))
         .mount(&fake.server)
         .await;
-    let app = spawn(backend, &fake, "", &[]).await;
+    let app = spawn_app_with_acme(backend, &fake, "", &[]).await;
     expired_connections(&app, 9);
-    let key = api_key(&app);
+    let key = app.api_key(None, false);
     let mut statuses = Vec::new();
     for i in 0..9 {
-        statuses.push(token(&app, &key, &format!("c{i}")).await.status().as_u16());
+        statuses.push(app.token(&key, &format!("c{i}")).await.status().as_u16());
     }
     assert_eq!(statuses, [503, 503, 503, 503, 200, 503, 503, 503, 503]);
     assert_eq!(app.state.breakers.state("acme"), State::Closed);
-    assert_eq!(token_calls(&fake).await, 9);
+    assert_eq!(fake.calls_to("/token").await, 9);
 }
 
 /// DESIGN.md section 6 counts timeouts among the transient failures the
@@ -1226,7 +824,7 @@ async fn timeouts_open_the_circuit(backend: Backend) {
     let keeping = Rotating::new(false);
     keeping.set_delay(Duration::from_secs(3));
     keeping.mount(&fake).await;
-    let app = spawn(
+    let app = spawn_app_with_acme(
         backend,
         &fake,
         "rotates_refresh_tokens = false",
@@ -1237,7 +835,7 @@ async fn timeouts_open_the_circuit(backend: Backend) {
     for i in 0..6 {
         keeping.grant(&format!("rt-c{i}"));
     }
-    let key = api_key(&app);
+    let key = app.api_key(None, false);
     let requests = (0..5).map(|i| {
         let (client, address, key) = (app.client.clone(), app.address.clone(), key.clone());
         actix_web::rt::spawn(async move {
@@ -1251,7 +849,7 @@ async fn timeouts_open_the_circuit(backend: Backend) {
         assert_eq!(status.unwrap(), 503);
     }
     for c in &conns[..5] {
-        assert_eq!(row(&app, &c.id).status(), Status::Error);
+        assert_eq!(app.connection(&c.id).status(), Status::Error);
     }
     assert_eq!(keeping.calls(), 5);
     assert_eq!(
@@ -1259,7 +857,7 @@ async fn timeouts_open_the_circuit(backend: Backend) {
         State::Open,
         "five timeouts in a row open the circuit"
     );
-    assert_eq!(token(&app, &key, "c5").await.status(), 503);
+    assert_eq!(app.token(&key, "c5").await.status(), 503);
     assert_eq!(keeping.calls(), 5, "no call while open");
 }
 
@@ -1280,40 +878,6 @@ async fn postgres_timeouts_open_the_circuit() {
 // ---------------------------------------------------------------------------
 // Webhooks.
 
-/// Checks a delivered request: a JSON POST whose signature verifies.
-fn assert_signed(request: &Request) -> serde_json::Value {
-    assert_eq!(request.method.as_str(), "POST");
-    assert!(request.headers["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("application/json"));
-    let header = request.headers["tether-signature"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let t: i64 = header
-        .strip_prefix("t=")
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| panic!("no timestamp in {header}"));
-    assert!(
-        (chrono::Utc::now().timestamp() - t).abs() < 60,
-        "a current timestamp"
-    );
-    let body = String::from_utf8(request.body.clone()).unwrap();
-    assert_eq!(
-        header,
-        tether::webhooks::signature(WEBHOOK_SECRET.as_bytes(), t, &body),
-        "the signature verifies"
-    );
-    assert_ne!(
-        header,
-        tether::webhooks::signature(b"another secret", t, &body),
-        "and only with the secret"
-    );
-    serde_json::from_str(&body).unwrap()
-}
-
 async fn a_needs_reconnect_event_is_delivered_as_a_signed_json_post(backend: Backend) {
     let receiver = MockServer::start().await;
     Mock::given(method("POST"))
@@ -1331,15 +895,15 @@ async fn a_needs_reconnect_event_is_delivered_as_a_signed_json_post(backend: Bac
         ],
     )
     .await;
-    assert_eq!(token(&app, &key, "acme").await.status(), 409);
+    assert_eq!(app.token(&key, "acme").await.status(), 409);
     // The app's own delivery loop may get there first; either way one delivery.
     let (app, receiver) = (&app, &receiver);
     eventually(10, "the webhook delivery", move || async move {
         tether::webhooks::deliver_due(&app.state).await.unwrap();
-        !requests_to(receiver).await.is_empty()
+        !received(receiver).await.is_empty()
     })
     .await;
-    let received = requests_to(receiver).await;
+    let received = received(receiver).await;
     assert_eq!(received.len(), 1);
     let payload = assert_signed(&received[0]);
     assert_eq!(payload["type"], "needs_reconnect");
@@ -1401,8 +965,8 @@ async fn a_failed_delivery_stays_pending_and_a_restarted_instance_delivers_it(ba
     assert_eq!(err.code(), "needs_reconnect");
     let before = now();
     assert_eq!(tether::webhooks::deliver_due(&first).await.unwrap(), 0);
-    assert_eq!(requests_to(&down).await.len(), 1);
-    assert_signed(&requests_to(&down).await[0]);
+    assert_eq!(received(&down).await.len(), 1);
+    assert_signed(&received(&down).await[0]);
     let mut conn = first.pool.get().unwrap();
     let pending = outbox(&mut conn);
     drop(conn);
@@ -1424,7 +988,7 @@ async fn a_failed_delivery_stays_pending_and_a_restarted_instance_delivers_it(ba
         0,
         "not before its time"
     );
-    assert_eq!(requests_to(&down).await.len(), 1);
+    assert_eq!(received(&down).await.len(), 1);
     // A restart: the first instance goes, the receiver comes back, and the
     // row's back-off has passed.
     {
@@ -1443,24 +1007,19 @@ async fn a_failed_delivery_stays_pending_and_a_restarted_instance_delivers_it(ba
         .await;
     let up_hook = format!("{}/hooks", up.uri());
     let file = db.data_dir().join("providers.toml").display().to_string();
-    let app = spawn_app_with(
-        db,
-        &[
-            ("TETHER_PROVIDERS_FILE", &file),
-            ("ACME_CLIENT_ID", "acme-client"),
-            ("ACME_CLIENT_SECRET", "acme-secret-value"),
-            ("TETHER_WEBHOOK_URL", &up_hook),
-            ("TETHER_WEBHOOK_SECRET", WEBHOOK_SECRET),
-        ],
-    )
-    .await;
+    let mut vars = acme_vars(&file).to_vec();
+    vars.extend([
+        ("TETHER_WEBHOOK_URL", up_hook.as_str()),
+        ("TETHER_WEBHOOK_SECRET", WEBHOOK_SECRET),
+    ]);
+    let app = spawn_app_with(db, &vars).await;
     let app = &app;
     eventually(10, "delivery after the restart", move || async move {
         tether::webhooks::deliver_due(&app.state).await.unwrap();
         outbox(&mut app.conn())[0].delivered_at.is_some()
     })
     .await;
-    let received = requests_to(&up).await;
+    let received = received(&up).await;
     assert_eq!(received.len(), 1);
     let payload = assert_signed(&received[0]);
     assert_eq!(payload["type"], "needs_reconnect");
@@ -1482,26 +1041,26 @@ async fn a_waiting_instance_shares_a_failed_refresh_instead_of_sending_another(b
         .respond_with(ResponseTemplate::new(500).set_delay(Duration::from_millis(500)))
         .mount(&fake.server)
         .await;
-    let app = spawn(backend, &fake, "", &[]).await;
-    let (second_address, _second_state) = second_instance(&app).await;
-    let t = tenant(&app, "acme");
-    let c = seed(&app, &t.id, "acct-1", "rt-0", -60, 3600);
-    let key = api_key(&app);
+    let app = spawn_app_with_acme(backend, &fake, "", &[]).await;
+    let (second_address, _second_state) = app.second_instance(&[]).await;
+    let t = app.ensure_tenant("acme");
+    let c = app.seed(&t.id, "acct-1", "rt-0", -60, 3600);
+    let key = app.api_key(None, false);
 
     let first = {
         let (client, address, key) = (app.client.clone(), app.address.clone(), key.clone());
         actix_web::rt::spawn(async move { token_at(&client, &address, &key, "acme").await })
     };
     // The first instance holds the lease and is talking to the provider.
-    until(&app, &c.id, |r| r.lease_owner.is_some()).await;
+    app.until(&c.id, |r| r.lease_owner.is_some()).await;
     let second = token_at(&app.client, &second_address, &key, "acme").await;
     let first = first.await.unwrap();
     assert_eq!(first.status(), 503);
     assert_eq!(second.status(), 503, "the failure is shared");
-    let after = row(&app, &c.id);
+    let after = app.connection(&c.id);
     assert_eq!(after.status(), Status::Error);
     assert_eq!(
-        token_calls(&fake).await,
+        fake.calls_to("/token").await,
         1,
         "one refresh for both instances; failure_count {}",
         after.failure_count
@@ -1539,7 +1098,7 @@ async fn a_renewed_refresh_token_moves_its_lapse_date_and_a_lapse_warning_is_a_w
     let fake = FakeProvider::start().await;
     let rotating = Rotating::new(true);
     rotating.mount(&fake).await;
-    let app = spawn(
+    let app = spawn_app_with_acme(
         backend,
         &fake,
         "refresh_token_lifetime_days = 365",
@@ -1549,9 +1108,9 @@ async fn a_renewed_refresh_token_moves_its_lapse_date_and_a_lapse_warning_is_a_w
         ],
     )
     .await;
-    let t = tenant(&app, "acme");
+    let t = app.ensure_tenant("acme");
     rotating.grant("rt-0");
-    let c = seed(&app, &t.id, "acct-1", "rt-0", 600, 3600);
+    let c = app.seed(&t.id, "acct-1", "rt-0", 600, 3600);
     {
         use tether::db::schema::connections;
         diesel::update(connections::table.find(&c.id))
@@ -1563,20 +1122,19 @@ async fn a_renewed_refresh_token_moves_its_lapse_date_and_a_lapse_warning_is_a_w
     Scheduler::new(app.state.clone()).tick().await.unwrap();
     let receiver = &receiver;
     eventually(10, "the lapse webhook", move || async move {
-        !requests_to(receiver).await.is_empty()
+        !received(receiver).await.is_empty()
     })
     .await;
-    let payload = assert_signed(&requests_to(receiver).await[0]);
+    let payload = assert_signed(&received(receiver).await[0]);
     assert_eq!(payload["type"], "refresh_token_expiring");
     assert_eq!(payload["connection_id"], c.id.as_str());
 
     // A refresh that brings a new refresh token starts its year afresh.
-    make_due(&app, &c.id);
+    app.make_due(&c.id);
     assert_eq!(Scheduler::new(app.state.clone()).tick().await.unwrap(), 1);
-    let after = until(&app, &c.id, |r| {
-        r.version > c.version && r.lease_owner.is_none()
-    })
-    .await;
+    let after = app
+        .until(&c.id, |r| r.version > c.version && r.lease_owner.is_none())
+        .await;
     let lapses = after.refresh_expires_at.expect("a lapse date");
     assert!(
         (364..=365).contains(&(lapses - now()).num_days()),
@@ -1589,10 +1147,10 @@ async fn a_refresh_of_a_provider_without_refresh_is_a_409_that_changes_nothing(b
     let fake = FakeProvider::start().await;
     let rotating = Rotating::new(true);
     rotating.mount(&fake).await;
-    let app = spawn(backend, &fake, r#"refresh = "none""#, &[]).await;
-    let t = tenant(&app, "acme");
-    let c = seed(&app, &t.id, "acct-1", "rt-0", 600, 3600);
-    let key = api_key(&app);
+    let app = spawn_app_with_acme(backend, &fake, r#"refresh = "none""#, &[]).await;
+    let t = app.ensure_tenant("acme");
+    let c = app.seed(&t.id, "acct-1", "rt-0", 600, 3600);
+    let key = app.api_key(None, false);
     let res = app
         .client
         .post(format!(
@@ -1606,7 +1164,7 @@ async fn a_refresh_of_a_provider_without_refresh_is_a_409_that_changes_nothing(b
     assert_eq!(res.status(), 409);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_refreshable", "{body}");
-    let after = row(&app, &c.id);
+    let after = app.connection(&c.id);
     assert_eq!(after.status(), Status::Connected);
     assert_eq!(after.version, c.version);
     assert_eq!(after.updated_at, c.updated_at);
@@ -1614,7 +1172,7 @@ async fn a_refresh_of_a_provider_without_refresh_is_a_409_that_changes_nothing(b
     assert!(after.last_error.is_none() && after.lease_owner.is_none());
     assert_eq!(rotating.calls(), 0, "nothing sent");
     // The token API hands the stored token out as it is.
-    assert_eq!(token(&app, &key, "acme").await.status(), 200);
+    assert_eq!(app.token(&key, "acme").await.status(), 200);
     // And the card offers no Refresh.
     app.create_admin("acme", "owner@acme.example");
     assert_eq!(

@@ -2,14 +2,13 @@
 //! refused with a clear 4xx and leaves the database exactly as it was.
 
 use crate::backend_tests;
-use crate::flow::{connect, mount_exchange, signed_in, start, tokens, VerifierMatches, OWNER};
 use crate::helpers::{
-    csrf_in, query_param, spawn_app_with, Backend, FakeProvider, TestApp, TestDb, ACME_ISSUER,
-    PASSWORD,
+    assert_error_page, connect, csrf_in, mount_exchange, query_param, signed_in,
+    spawn_app_with_acme, spawn_app_with_provider, start, tokens, Backend, Browser, FakeProvider,
+    TestApp, VerifierMatches, ACME_ISSUER, OWNER, PASSWORD,
 };
 use diesel::prelude::*;
 use tether::db::models::connection::Connection;
-use tether::db::models::tenant::Tenant;
 use tether::db::schema::oauth_states;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -41,85 +40,6 @@ backend_tests!(
     posts_without_a_csrf_token_are_refused_and_change_nothing,
 );
 
-/// Another browser: its own cookie jar, redirects off.
-pub struct Browser {
-    pub client: reqwest::Client,
-    pub address: String,
-}
-
-impl Browser {
-    pub fn new(app: &TestApp) -> Browser {
-        Browser {
-            client: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .cookie_store(true)
-                .build()
-                .unwrap(),
-            address: app.address.clone(),
-        }
-    }
-
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}{path}", self.address))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn csrf(&self, path: &str) -> String {
-        let html = self.get(path).await.text().await.unwrap();
-        csrf_in(&html).unwrap_or_else(|| panic!("no csrf field on {path}: {html}"))
-    }
-
-    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
-        let csrf = self.csrf("/login").await;
-        self.post_form(
-            "/login",
-            &[("email", email), ("password", password), ("csrf", &csrf)],
-        )
-        .await
-    }
-
-    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.client
-            .post(format!("{}{path}", self.address))
-            .form(form)
-            .send()
-            .await
-            .unwrap()
-    }
-}
-
-/// Asserts an HTML error page with `status` and machine `code`; returns its body.
-pub async fn assert_error_page(res: reqwest::Response, status: u16, code: &str) -> String {
-    let got = res.status().as_u16();
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let body = res.text().await.unwrap();
-    assert_eq!(got, status, "{body}");
-    assert!(content_type.starts_with("text/html"), "{content_type}");
-    assert!(
-        body.contains(&format!("<code>{code}</code>")),
-        "expected code {code}: {body}"
-    );
-    body
-}
-
-/// How many requests reached the fake provider's `path`.
-async fn requests_to(fake: &FakeProvider, endpoint: &str) -> usize {
-    fake.server
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .iter()
-        .filter(|r| r.url.path() == endpoint)
-        .count()
-}
-
 /// The token endpoint must not be called at all.
 async fn forbid_token_requests(fake: &FakeProvider) {
     Mock::given(method("POST"))
@@ -129,17 +49,6 @@ async fn forbid_token_requests(fake: &FakeProvider) {
         .named("no token request")
         .mount(&fake.server)
         .await;
-}
-
-fn acme_tenant(app: &TestApp, external_id: &str) -> Tenant {
-    Tenant::by_external_id(&mut app.conn(), external_id)
-        .unwrap()
-        .unwrap()
-}
-
-fn current(app: &TestApp, tenant: &str) -> Option<Connection> {
-    let t = acme_tenant(app, tenant);
-    Connection::default_for(&mut app.conn(), &t.id, "acme").unwrap()
 }
 
 /// What identifies a stored grant: any write changes one of these.
@@ -175,7 +84,7 @@ async fn callback_without_state_is_rejected_and_stores_nothing(backend: Backend)
         assert_error_page(res, 400, "invalid_state").await;
     }
     assert_eq!(app.snapshot(), before);
-    assert_eq!(requests_to(&fake, "/token").await, 0);
+    assert_eq!(fake.calls_to("/token").await, 0);
 }
 
 async fn callback_with_unknown_state_is_rejected_and_stores_nothing(backend: Backend) {
@@ -196,7 +105,7 @@ async fn callback_with_unknown_state_is_rejected_and_stores_nothing(backend: Bac
         assert_error_page(res, 400, "invalid_state").await;
     }
     assert_eq!(app.snapshot(), before);
-    assert_eq!(requests_to(&fake, "/token").await, 0);
+    assert_eq!(fake.calls_to("/token").await, 0);
 }
 
 async fn callback_with_reused_state_is_rejected_and_stores_nothing(backend: Backend) {
@@ -212,7 +121,7 @@ async fn callback_with_reused_state_is_rejected_and_stores_nothing(backend: Back
     let body = assert_error_page(res, 400, "invalid_state").await;
     assert!(body.contains("already used"), "{body}");
     assert_eq!(app.snapshot(), before);
-    assert_eq!(requests_to(&fake, "/token").await, 1);
+    assert_eq!(fake.calls_to("/token").await, 1);
 }
 
 async fn callback_with_expired_state_is_rejected_and_stores_nothing(backend: Backend) {
@@ -229,7 +138,7 @@ async fn callback_with_expired_state_is_rejected_and_stores_nothing(backend: Bac
     let body = assert_error_page(res, 400, "invalid_state").await;
     assert!(body.contains("expired"), "{body}");
     assert_eq!(app.snapshot(), before);
-    assert_eq!(requests_to(&fake, "/token").await, 0);
+    assert_eq!(fake.calls_to("/token").await, 0);
 }
 
 async fn callback_in_another_browser_session_is_rejected_and_stores_nothing(backend: Backend) {
@@ -258,13 +167,13 @@ async fn callback_in_another_browser_session_is_rejected_and_stores_nothing(back
         assert!(body.contains("another browser session"), "{body}");
     }
     assert_eq!(app.snapshot(), before);
-    assert_eq!(requests_to(&fake, "/token").await, 0);
+    assert_eq!(fake.calls_to("/token").await, 0);
 
     // The state is still the starter's to finish.
     fake.server.reset().await;
     mount_exchange(&fake, &challenge, "at-1", "rt-1").await;
     assert_eq!(app.get(&callback).await.status(), 303);
-    assert!(current(&app, "acme").is_some());
+    assert!(app.default_connection("acme", "acme").is_some());
 }
 
 async fn every_flow_of_a_pkce_provider_sends_an_s256_challenge_and_its_verifier(backend: Backend) {
@@ -301,13 +210,13 @@ async fn every_flow_of_a_pkce_provider_sends_an_s256_challenge_and_its_verifier(
             .await;
         assert!(matches!(res.status().as_u16(), 200 | 303), "{res:?}");
     }
-    for request in fake.server.received_requests().await.unwrap() {
+    for request in fake.requests().await {
         if request.url.path() == "/token" {
             let body = String::from_utf8_lossy(&request.body).to_string();
             assert!(body.contains("code_verifier="), "{body}");
         }
     }
-    assert_eq!(requests_to(&fake, "/token").await, 2);
+    assert_eq!(fake.calls_to("/token").await, 2);
 
     // The built-in demo provider does PKCE too.
     let res = app.get("/oauth/demo/authorize").await;
@@ -322,23 +231,7 @@ async fn every_flow_of_a_pkce_provider_sends_an_s256_challenge_and_its_verifier(
 
 async fn a_provider_without_pkce_gets_neither_challenge_nor_verifier(backend: Backend) {
     let fake = FakeProvider::start().await;
-    let db = TestDb::new(backend);
-    let file = db.data_dir().join("providers-no-pkce.toml");
-    std::fs::write(
-        &file,
-        format!("{}pkce = false\n", fake.providers_toml("post")),
-    )
-    .unwrap();
-    let file = file.display().to_string();
-    let app = spawn_app_with(
-        db,
-        &[
-            ("TETHER_PROVIDERS_FILE", &file),
-            ("ACME_CLIENT_ID", "acme-client"),
-            ("ACME_CLIENT_SECRET", "acme-secret-value"),
-        ],
-    )
-    .await;
+    let app = spawn_app_with_acme(backend, &fake, "pkce = false", &[]).await;
     app.create_admin("acme", OWNER);
     assert_eq!(app.login(OWNER, PASSWORD).await.status(), 303);
 
@@ -375,10 +268,8 @@ async fn a_provider_without_pkce_gets_neither_challenge_nor_verifier(backend: Ba
         .await;
     assert_eq!(res.status(), 303);
     let request = fake
-        .server
-        .received_requests()
+        .requests()
         .await
-        .unwrap()
         .into_iter()
         .find(|r| r.url.path() == "/token")
         .unwrap();
@@ -407,7 +298,7 @@ async fn callback_with_a_foreign_issuer_is_rejected_before_any_token_request(bac
         assert_error_page(res, 400, "issuer_mismatch").await;
     }
     assert_eq!(app.snapshot(), before);
-    assert_eq!(requests_to(&fake, "/token").await, 0);
+    assert_eq!(fake.calls_to("/token").await, 0);
 }
 
 async fn callback_without_iss_is_accepted(backend: Backend) {
@@ -419,7 +310,10 @@ async fn callback_without_iss_is_accepted(backend: Backend) {
         .await;
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/settings/integrations");
-    assert_eq!(current(&app, "acme").unwrap().status, "connected");
+    assert_eq!(
+        app.default_connection("acme", "acme").unwrap().status,
+        "connected"
+    );
 }
 
 async fn callback_on_another_providers_path_is_rejected_as_provider_mismatch(backend: Backend) {
@@ -444,7 +338,7 @@ async fn callback_on_another_providers_path_is_rejected_as_provider_mismatch(bac
         assert_error_page(res, 400, "provider_mismatch").await;
     }
     assert_eq!(app.snapshot(), before);
-    assert_eq!(requests_to(&fake, "/token").await, 0);
+    assert_eq!(fake.calls_to("/token").await, 0);
 }
 
 async fn unsafe_return_to_is_rejected_and_starts_nothing(backend: Backend) {
@@ -472,7 +366,7 @@ async fn unsafe_return_to_is_rejected_and_starts_nothing(backend: Backend) {
     }
     assert_eq!(app.snapshot(), before);
     assert_eq!(state_count(&app), 0);
-    assert!(fake.server.received_requests().await.unwrap().is_empty());
+    assert!(fake.requests().await.is_empty());
 }
 
 async fn a_relative_return_to_is_honoured_at_the_end_of_the_flow(backend: Backend) {
@@ -507,7 +401,7 @@ async fn access_denied_leaves_the_existing_connection_untouched_and_says_so(back
             .status(),
         303
     );
-    let old = current(&app, "acme").unwrap();
+    let old = app.default_connection("acme", "acme").unwrap();
     let (state, _) = start(&app, "").await;
     fake.server.reset().await;
     forbid_token_requests(&fake).await;
@@ -521,7 +415,7 @@ async fn access_denied_leaves_the_existing_connection_untouched_and_says_so(back
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/settings/integrations");
 
-    let now = current(&app, "acme").unwrap();
+    let now = app.default_connection("acme", "acme").unwrap();
     assert_eq!(fingerprint(&now), fingerprint(&old));
     assert_eq!(now.version, old.version);
     assert_eq!(now.token_ciphertext, old.token_ciphertext);
@@ -543,7 +437,7 @@ async fn access_denied_leaves_the_existing_connection_untouched_and_says_so(back
         .get_result(&mut *app.conn())
         .unwrap();
     assert_eq!(unconsumed, 0);
-    assert_eq!(requests_to(&fake, "/token").await, 0);
+    assert_eq!(fake.calls_to("/token").await, 0);
 
     let page = app
         .get("/settings/integrations")
@@ -569,8 +463,8 @@ async fn an_admin_never_reads_refreshes_or_disconnects_another_tenants_connectio
             .status(),
         303
     );
-    let b_tenant = acme_tenant(&app, "acme");
-    let b_row = current(&app, "acme").unwrap();
+    let b_tenant = app.tenant("acme");
+    let b_row = app.default_connection("acme", "acme").unwrap();
     fake.server.reset().await;
     forbid_token_requests(&fake).await;
     Mock::given(method("POST"))
@@ -655,23 +549,19 @@ async fn an_admin_never_reads_refreshes_or_disconnects_another_tenants_connectio
     assert_eq!(before[0], after[0], "connections unchanged");
     assert_eq!(before[2], after[2], "no events");
     assert_eq!(
-        fingerprint(&current(&app, "acme").unwrap()),
+        fingerprint(&app.default_connection("acme", "acme").unwrap()),
         fingerprint(&b_row)
     );
-    let a_tenant = acme_tenant(&app, "beta");
+    let a_tenant = app.tenant("beta");
     let started: Vec<String> = oauth_states::table
         .filter(oauth_states::consumed_at.is_null())
         .select(oauth_states::tenant_id)
         .load(&mut *app.conn())
         .unwrap();
     assert_eq!(started, vec![a_tenant.id]);
-    assert!(
-        Connection::default_for(&mut app.conn(), &acme_tenant(&app, "beta").id, "acme")
-            .unwrap()
-            .is_none()
-    );
-    assert_eq!(requests_to(&fake, "/token").await, 0);
-    assert_eq!(requests_to(&fake, "/revoke").await, 0);
+    assert!(app.default_connection("beta", "acme").is_none());
+    assert_eq!(fake.calls_to("/token").await, 0);
+    assert_eq!(fake.calls_to("/revoke").await, 0);
 }
 
 /// Everything a response shows the browser: Location, Set-Cookie and body.
@@ -810,7 +700,7 @@ async fn passwords_are_stored_as_argon2id(backend: Backend) {
 
 async fn login_is_rate_limited_per_email_even_with_the_right_password(backend: Backend) {
     let fake = FakeProvider::start().await;
-    let app = crate::helpers::spawn_app_with_provider(backend, &fake, "post").await;
+    let app = spawn_app_with_provider(backend, &fake, "post").await;
     app.create_admin("acme", "victim@acme.example");
     let attacker = Browser::new(&app);
     let csrf = attacker.csrf("/login").await;
@@ -873,7 +763,7 @@ fn session_cookie(res: &reqwest::Response) -> Option<String> {
 
 async fn signing_in_renews_the_session_cookie(backend: Backend) {
     let fake = FakeProvider::start().await;
-    let app = crate::helpers::spawn_app_with_provider(backend, &fake, "post").await;
+    let app = spawn_app_with_provider(backend, &fake, "post").await;
     app.create_admin("acme", OWNER);
     let page = app.get("/login").await;
     let before_login = session_cookie(&page).expect("the login page starts a session");
@@ -919,7 +809,7 @@ async fn api_keys_are_stored_as_sha256_and_a_wrong_secret_with_a_right_prefix_is
 ) {
     use tether::db::models::api_key::ApiKey;
     let (app, _fake) = signed_in(backend, "post").await;
-    let tenant = acme_tenant(&app, "acme");
+    let tenant = app.tenant("acme");
     let (row, key) = ApiKey::create(&mut app.conn(), "crm", Some(&tenant.id), false).unwrap();
     let key = key.expose().clone();
     assert_eq!(row.secret_hash, tether::crypto::sha256_hex(key.as_bytes()));
@@ -1065,7 +955,7 @@ async fn oversized_and_badly_encoded_input_gets_a_clear_4xx_and_changes_nothing(
     assert!(res.status().is_client_error(), "{:?}", res.status());
 
     assert_eq!(app.snapshot(), before);
-    assert_eq!(requests_to(&fake, "/token").await, 0);
+    assert_eq!(fake.calls_to("/token").await, 0);
     // Still signed in and working.
     assert_eq!(app.get("/settings/integrations").await.status(), 200);
 }
@@ -1116,8 +1006,8 @@ async fn assert_csrf_refused(
         }
     }
     assert_eq!(app.snapshot(), before);
-    assert_eq!(requests_to(fake, "/token").await, 0);
-    assert_eq!(requests_to(fake, "/revoke").await, 0);
+    assert_eq!(fake.calls_to("/token").await, 0);
+    assert_eq!(fake.calls_to("/revoke").await, 0);
     // Still signed in (logout did not happen), still connected.
     let page = app.get("/settings/integrations").await;
     assert_eq!(page.status(), 200);
