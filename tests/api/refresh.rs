@@ -6,8 +6,8 @@
 use crate::backend_tests;
 use crate::helpers::{
     acme_vars, assert_signed, eventually, failing, instance_settings, invalid_grant, outbox,
-    postgres_url, received, seed_on, spawn_app_with, spawn_app_with_acme, spawn_app_with_providers,
-    token_at, write_providers, Backend, FakeProvider, Rotating, TestApp, TestDb, WEBHOOK_SECRET,
+    received, seed_on, spawn_app_with, spawn_app_with_acme, spawn_app_with_providers, token_at,
+    write_providers, Backend, FakeProvider, Rotating, TestApp, TestDb, WEBHOOK_SECRET,
 };
 use diesel::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -67,6 +67,8 @@ backend_tests!(
     a_success_resets_the_count_of_failures_in_a_row,
     a_needs_reconnect_event_is_delivered_as_a_signed_json_post,
     a_failed_delivery_stays_pending_and_a_restarted_instance_delivers_it,
+    timeouts_open_the_circuit,
+    a_waiting_instance_shares_a_failed_refresh_instead_of_sending_another,
 );
 
 // ---------------------------------------------------------------------------
@@ -861,20 +863,6 @@ async fn timeouts_open_the_circuit(backend: Backend) {
     assert_eq!(keeping.calls(), 5, "no call while open");
 }
 
-#[actix_web::test]
-async fn sqlite_timeouts_open_the_circuit() {
-    timeouts_open_the_circuit(Backend::Sqlite).await
-}
-
-#[actix_web::test]
-async fn postgres_timeouts_open_the_circuit() {
-    if postgres_url().is_none() {
-        eprintln!("skipped: TETHER_TEST_POSTGRES_URL is not set");
-        return;
-    }
-    timeouts_open_the_circuit(Backend::Postgres).await
-}
-
 // ---------------------------------------------------------------------------
 // Webhooks.
 
@@ -1066,20 +1054,6 @@ async fn a_waiting_instance_shares_a_failed_refresh_instead_of_sending_another(b
         after.failure_count
     );
     assert_eq!(after.failure_count, 1);
-}
-
-#[actix_web::test]
-async fn sqlite_a_waiting_instance_shares_a_failed_refresh_instead_of_sending_another() {
-    a_waiting_instance_shares_a_failed_refresh_instead_of_sending_another(Backend::Sqlite).await
-}
-
-#[actix_web::test]
-async fn postgres_a_waiting_instance_shares_a_failed_refresh_instead_of_sending_another() {
-    if postgres_url().is_none() {
-        eprintln!("skipped: TETHER_TEST_POSTGRES_URL is not set");
-        return;
-    }
-    a_waiting_instance_shares_a_failed_refresh_instead_of_sending_another(Backend::Postgres).await
 }
 
 // ---------------------------------------------------------------------------
