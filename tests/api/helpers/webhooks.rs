@@ -17,6 +17,7 @@ pub struct Outbox {
     pub last_error: Option<String>,
 }
 
+/// The webhook outbox, oldest row first.
 pub fn outbox(conn: &mut tether::db::PooledConn) -> Vec<Outbox> {
     use tether::db::schema::webhook_outbox as o;
     o::table

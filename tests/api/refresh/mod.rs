@@ -19,6 +19,7 @@ use diesel::prelude::*;
 use tether::db::models::connection::Connection;
 use tether::db::now;
 
+/// The refresh token a stored connection holds.
 fn refresh_token_of(app: &TestApp, c: &Connection) -> String {
     c.tokens(&app.ctx.keys)
         .unwrap()
@@ -29,6 +30,7 @@ fn refresh_token_of(app: &TestApp, c: &Connection) -> String {
         .clone()
 }
 
+/// The kinds of the events recorded for a connection.
 fn event_kinds(app: &TestApp, connection_id: &str) -> Vec<String> {
     use tether::db::schema::events;
     events::table
@@ -38,6 +40,7 @@ fn event_kinds(app: &TestApp, connection_id: &str) -> Vec<String> {
         .unwrap()
 }
 
+/// Seconds from now until `t` (negative when past).
 fn secs_until(t: chrono::NaiveDateTime) -> i64 {
     (t - now()).num_seconds()
 }
