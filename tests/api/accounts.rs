@@ -3,14 +3,12 @@
 //! moved by a refresh; callers may name any connected account.
 
 use crate::backend_tests;
-use crate::flow::{start, tokens, VerifierMatches, OWNER};
 use crate::helpers::{
-    csrf_in, spawn_app_with, Backend, FakeProvider, TestApp, TestDb, ACME_ISSUER, PASSWORD,
+    csrf_in, spawn_app_with_acme, start, tokens, Backend, FakeProvider, TestApp, TestDb,
+    VerifierMatches, ACME_ISSUER, OWNER, PASSWORD,
 };
-use crate::scheduler::{make_due, until};
 use diesel::prelude::*;
 use serde_json::{json, Value};
-use tether::db::models::api_key::ApiKey;
 use tether::db::models::connection::Connection;
 use tether::db::models::tenant::Tenant;
 use tether::refresh::scheduler::Scheduler;
@@ -36,21 +34,11 @@ const ACCOUNTS: &str = "/api/v1/tenants/acme/connections/acme";
 /// provider, and a global API key. `extra` adds settings.
 async fn app(backend: Backend, extra: &[(&str, &str)]) -> (TestApp, FakeProvider, String) {
     let fake = FakeProvider::start().await;
-    let db = TestDb::new(backend);
-    let file = db.data_dir().join("providers.toml");
-    std::fs::write(&file, fake.providers_toml("post")).unwrap();
-    let file = file.display().to_string();
-    let mut vars = vec![
-        ("TETHER_PROVIDERS_FILE", file.as_str()),
-        ("ACME_CLIENT_ID", "acme-client"),
-        ("ACME_CLIENT_SECRET", "acme-secret-value"),
-    ];
-    vars.extend_from_slice(extra);
-    let app = spawn_app_with(db, &vars).await;
+    let app = spawn_app_with_acme(backend, &fake, "", extra).await;
     app.create_admin("acme", OWNER);
     assert_eq!(app.login(OWNER, PASSWORD).await.status(), 303);
-    let (_, key) = ApiKey::create(&mut app.conn(), "crm", None, false).unwrap();
-    (app, fake, key.expose().clone())
+    let key = app.api_key(None, false);
+    (app, fake, key)
 }
 
 /// The admin approves `account` at the provider: the exchange answers
@@ -169,23 +157,8 @@ async fn status(app: &TestApp, key: &str, query: &str) -> Value {
     body
 }
 
-fn tenant_id(app: &TestApp) -> String {
-    Tenant::by_external_id(&mut app.conn(), "acme")
-        .unwrap()
-        .unwrap()
-        .id
-}
-
-fn row(app: &TestApp, account: &str) -> Connection {
-    Connection::find(&mut app.conn(), &tenant_id(app), "acme", account)
-        .unwrap()
-        .unwrap()
-}
-
 fn default_account(app: &TestApp) -> Option<String> {
-    Connection::default_for(&mut app.conn(), &tenant_id(app), "acme")
-        .unwrap()
-        .map(|c| c.account_id)
+    app.default_connection("acme", "acme").map(|c| c.account_id)
 }
 
 fn ids(list: &Value) -> Vec<(String, bool)> {
@@ -207,8 +180,8 @@ async fn the_first_account_connected_is_the_default_and_a_second_one_is_added_be
     backend: Backend,
 ) {
     let (app, fake, key) = two_accounts(backend, &[]).await;
-    assert!(row(&app, "loc-a").is_default);
-    assert!(!row(&app, "loc-b").is_default);
+    assert!(app.acme_account("acme", "loc-a").is_default);
+    assert!(!app.acme_account("acme", "loc-b").is_default);
     let doc = status(&app, &key, "").await;
     assert_eq!(doc["account"]["id"], "loc-a", "{doc}");
     assert_eq!(doc["default"], true);
@@ -259,10 +232,10 @@ async fn a_refresh_of_the_other_account_by_the_scheduler_or_the_api_leaves_the_d
 
     // The scheduler refreshes loc-b: it becomes the most recently updated row.
     mount_refresh(&fake, "loc-b", "at-loc-b-2").await;
-    let before = row(&app, "loc-b");
-    make_due(&app, &before.id);
+    let before = app.acme_account("acme", "loc-b");
+    app.make_due(&before.id);
     assert_eq!(Scheduler::new(app.state.clone()).tick().await.unwrap(), 1);
-    until(&app, &before.id, |c| {
+    app.until(&before.id, |c| {
         c.version > before.version && c.lease_owner.is_none()
     })
     .await;
@@ -345,7 +318,7 @@ async fn naming_an_account_returns_its_token_status_and_proxied_calls(backend: B
     assert_eq!((code, body), (200, json!({"contacts": ["b"]})));
     let (code, body) = json_of(proxied(None).await.unwrap()).await;
     assert_eq!((code, body), (200, json!({"contacts": ["a"]})));
-    for r in fake.server.received_requests().await.unwrap() {
+    for r in fake.requests().await {
         if r.url.path() == "/api/contacts" {
             assert_eq!(r.url.query(), Some("limit=5"));
             assert!(!r.headers.contains_key("tether-account"));
@@ -360,7 +333,7 @@ async fn put_default_switches_the_account_the_token_api_serves_even_from_a_warm_
     let (app, _fake, key) = two_accounts(backend, &[("TETHER_TOKEN_CACHE_MS", "60000")]).await;
     assert_eq!(token(&app, &key, "").await, "at-loc-a");
     assert_eq!(token(&app, &key, "?account=loc-b").await, "at-loc-b");
-    let before_b = row(&app, "loc-b");
+    let before_b = app.acme_account("acme", "loc-b");
 
     let (code, doc) = json_of(
         call(
@@ -382,9 +355,9 @@ async fn put_default_switches_the_account_the_token_api_serves_even_from_a_warm_
     );
     assert_eq!(token(&app, &key, "").await, "at-loc-b");
     assert_eq!(token(&app, &key, "?account=loc-a").await, "at-loc-a");
-    let after_b = row(&app, "loc-b");
+    let after_b = app.acme_account("acme", "loc-b");
     assert!(after_b.version > before_b.version, "the change is visible");
-    assert!(!row(&app, "loc-a").is_default);
+    assert!(!app.acme_account("acme", "loc-a").is_default);
 
     // Choosing the default again changes nothing.
     let res = call(
@@ -396,7 +369,7 @@ async fn put_default_switches_the_account_the_token_api_serves_even_from_a_warm_
     )
     .await;
     assert_eq!(res.status(), 200);
-    assert_eq!(row(&app, "loc-b").version, after_b.version);
+    assert_eq!(app.acme_account("acme", "loc-b").version, after_b.version);
 }
 
 async fn choosing_a_default_while_one_of_the_two_accounts_is_being_refreshed_is_a_503_and_changes_nothing(
@@ -407,7 +380,7 @@ async fn choosing_a_default_while_one_of_the_two_accounts_is_being_refreshed_is_
     // A refresh holds each account's lease in turn: moving the flag would bump
     // that row's version and make the refresh's compare-and-swap fail.
     for leased in ["loc-a", "loc-b"] {
-        let id = row(&app, leased).id;
+        let id = app.acme_account("acme", leased).id;
         diesel::update(connections::table.find(&id))
             .set((
                 connections::lease_owner.eq(Some("another-instance")),
@@ -534,7 +507,7 @@ async fn deleting_the_last_account_answers_default_null_and_the_token_api_404s_u
     let doc = status(&app, &key, "").await;
     assert_eq!(doc["status"], "not_connected");
     assert_eq!(doc["accounts"], json!([]));
-    assert!(!row(&app, "loc-a").is_default);
+    assert!(!app.acme_account("acme", "loc-a").is_default);
 
     // The next account connected, even one seen before, is the default.
     connect_account(&app, &fake, "loc-b", "Harbour Road").await;
@@ -561,7 +534,7 @@ async fn an_unknown_account_is_a_404_everywhere_and_a_malformed_one_a_400_and_no
     )
     .await;
     assert_eq!(res.status(), 200);
-    let provider_calls = fake.server.received_requests().await.unwrap().len();
+    let provider_calls = fake.calls().await;
     let before = app.snapshot();
     let long = "x".repeat(300);
     for (account, expected) in [("loc-nope", 404), ("loc-gone", 404), (long.as_str(), 400)] {
@@ -610,11 +583,7 @@ async fn an_unknown_account_is_a_404_everywhere_and_a_malformed_one_a_400_and_no
         assert_eq!(res.status().as_u16(), expected);
     }
     assert_eq!(app.snapshot(), before, "nothing changed");
-    assert_eq!(
-        fake.server.received_requests().await.unwrap().len(),
-        provider_calls,
-        "no provider was called"
-    );
+    assert_eq!(fake.calls().await, provider_calls, "no provider was called");
     assert_eq!(default_account(&app).as_deref(), Some("loc-a"));
 }
 
@@ -749,7 +718,7 @@ async fn the_dashboard_shows_each_account_with_its_own_forms_and_make_default_sw
         )
         .await;
     assert_eq!(res.status(), 303);
-    assert!(row(&app, "loc-a").token_ciphertext.is_none());
+    assert!(app.acme_account("acme", "loc-a").token_ciphertext.is_none());
     assert_eq!(token(&app, &key, "").await, "at-loc-b");
 }
 

@@ -2,135 +2,9 @@
 //! callback with PKCE, refresh, reconnect, disconnect.
 
 use crate::backend_tests;
-use crate::helpers::{
-    query_param, spawn_app_with_provider, Backend, FakeProvider, TestApp, ACME_ISSUER, PASSWORD,
-};
-use tether::db::models::connection::Connection;
-use wiremock::matchers::{body_string_contains, header, method, path};
-use wiremock::{Mock, Request, ResponseTemplate};
-
-pub const OWNER: &str = "owner@acme.example";
-
-/// Matches a token request whose PKCE verifier hashes to `challenge`.
-pub struct VerifierMatches(pub String);
-
-impl wiremock::Match for VerifierMatches {
-    fn matches(&self, request: &Request) -> bool {
-        url::form_urlencoded::parse(&request.body)
-            .find(|(k, _)| k == "code_verifier")
-            .is_some_and(|(_, v)| tether::oauth::pkce_challenge(&v) == self.0)
-    }
-}
-
-pub fn tokens(
-    access: &str,
-    refresh: Option<&str>,
-    expires_in: serde_json::Value,
-) -> serde_json::Value {
-    let mut body = serde_json::json!({
-        "access_token": access,
-        "token_type": "Bearer",
-        "expires_in": expires_in,
-        "scope": "contacts.read",
-        "locationId": "loc_9",
-    });
-    if let Some(rt) = refresh {
-        body["refresh_token"] = rt.into();
-    }
-    body
-}
-
-/// Starts a connect as the signed-in admin; returns the state and PKCE challenge.
-pub async fn start(app: &TestApp, extra_query: &str) -> (String, String) {
-    let res = app
-        .get(&format!(
-            "/oauth/acme/authorize?return_to=/settings/integrations{extra_query}"
-        ))
-        .await;
-    assert_eq!(res.status(), 303);
-    let location = res.headers()["location"].to_str().unwrap().to_string();
-    assert_eq!(
-        query_param(&location, "client_id").as_deref(),
-        Some("acme-client")
-    );
-    assert_eq!(
-        query_param(&location, "code_challenge_method").as_deref(),
-        Some("S256")
-    );
-    assert_eq!(
-        query_param(&location, "scope").as_deref(),
-        Some("contacts.read contacts.write")
-    );
-    assert_eq!(
-        query_param(&location, "redirect_uri").as_deref(),
-        Some(app.ctx.settings.redirect_uri("acme").as_str())
-    );
-    (
-        query_param(&location, "state").expect("state"),
-        query_param(&location, "code_challenge").expect("challenge"),
-    )
-}
-
-/// The provider's token and identity answers for a first connection.
-pub async fn mount_exchange(fake: &FakeProvider, challenge: &str, access: &str, refresh: &str) {
-    mount_exchange_lasting(fake, challenge, access, refresh, 3600).await
-}
-
-/// As [`mount_exchange`], with an access token living `expires_in` seconds.
-pub async fn mount_exchange_lasting(
-    fake: &FakeProvider,
-    challenge: &str,
-    access: &str,
-    refresh: &str,
-    expires_in: i64,
-) {
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .and(body_string_contains("grant_type=authorization_code"))
-        .and(body_string_contains("code=the-code"))
-        .and(VerifierMatches(challenge.to_string()))
-        .respond_with(ResponseTemplate::new(200).set_body_json(tokens(
-            access,
-            Some(refresh),
-            expires_in.to_string().into(),
-        )))
-        .expect(1)
-        .named("code exchange")
-        .mount(&fake.server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/me"))
-        .and(header("authorization", format!("Bearer {access}").as_str()))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(serde_json::json!({"sub": "acct-42", "name": "Main Street Dental"})),
-        )
-        .mount(&fake.server)
-        .await;
-}
-
-/// Signs in, connects `acme` with the given tokens, and returns the callback response.
-pub async fn connect(
-    app: &TestApp,
-    fake: &FakeProvider,
-    access: &str,
-    refresh: &str,
-) -> reqwest::Response {
-    let (state, challenge) = start(app, "").await;
-    mount_exchange(fake, &challenge, access, refresh).await;
-    app.get(&format!(
-        "/oauth/acme/callback?code=the-code&state={state}&iss={ACME_ISSUER}"
-    ))
-    .await
-}
-
-pub async fn signed_in(backend: Backend, client_auth: &str) -> (TestApp, FakeProvider) {
-    let fake = FakeProvider::start().await;
-    let app = spawn_app_with_provider(backend, &fake, client_auth).await;
-    app.create_admin("acme", OWNER);
-    assert_eq!(app.login(OWNER, PASSWORD).await.status(), 303);
-    (app, fake)
-}
+use crate::helpers::{connect, mount_exchange, signed_in, start, Backend, TestApp, ACCOUNT};
+use wiremock::matchers::{body_string_contains, method, path};
+use wiremock::{Mock, ResponseTemplate};
 
 async fn status(app: &TestApp) -> serde_json::Value {
     app.client
@@ -141,16 +15,6 @@ async fn status(app: &TestApp) -> serde_json::Value {
         .unwrap()
         .json()
         .await
-        .unwrap()
-}
-
-fn stored(app: &TestApp) -> Connection {
-    let t = tether::db::models::tenant::Tenant::by_external_id(&mut app.conn(), "acme")
-        .unwrap()
-        .unwrap();
-    // By account, not as the default: tests look at it after a disconnect too.
-    Connection::find(&mut app.conn(), &t.id, "acme", "acct-42")
-        .unwrap()
         .unwrap()
 }
 
@@ -173,7 +37,7 @@ async fn an_admin_connects_a_provider_with_pkce_and_sees_it_connected(backend: B
     assert_eq!(res.headers()["location"], "/settings/integrations");
     assert_eq!(res.headers()["referrer-policy"], "no-referrer");
 
-    let token_request = &fake.server.received_requests().await.unwrap()[0];
+    let token_request = &fake.requests().await[0];
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&token_request.body)
         .into_owned()
         .collect();
@@ -208,7 +72,11 @@ async fn an_admin_connects_a_provider_with_pkce_and_sees_it_connected(backend: B
     for secret in ["at-1-secret", "rt-1-secret", "acme-secret-value"] {
         assert!(!page.contains(secret) && !s.to_string().contains(secret));
     }
-    let tokens = stored(&app).tokens(&app.ctx.keys).unwrap().unwrap();
+    let tokens = app
+        .acme_account("acme", ACCOUNT)
+        .tokens(&app.ctx.keys)
+        .unwrap()
+        .unwrap();
     assert_eq!(tokens.access_token.expose(), "at-1-secret");
 }
 
@@ -216,7 +84,7 @@ async fn basic_client_authentication_sends_the_credentials_in_the_header(backend
     let (app, fake) = signed_in(backend, "basic").await;
     let res = connect(&app, &fake, "at-1", "rt-1").await;
     assert_eq!(res.status(), 303);
-    let token_request = &fake.server.received_requests().await.unwrap()[0];
+    let token_request = &fake.requests().await[0];
     use base64::Engine;
     let expected = format!(
         "Basic {}",
@@ -235,7 +103,7 @@ async fn refresh_rotates_the_tokens_and_keeps_the_refresh_token_when_none_comes_
 ) {
     let (app, fake) = signed_in(backend, "post").await;
     connect(&app, &fake, "at-1", "rt-1").await;
-    let before = stored(&app);
+    let before = app.acme_account("acme", ACCOUNT);
     Mock::given(method("POST"))
         .and(path("/token"))
         .and(body_string_contains("grant_type=refresh_token"))
@@ -252,7 +120,7 @@ async fn refresh_rotates_the_tokens_and_keeps_the_refresh_token_when_none_comes_
         .post_form("/oauth/acme/refresh", &[("csrf", &csrf)])
         .await;
     assert_eq!(res.status(), 303);
-    let after = stored(&app);
+    let after = app.acme_account("acme", ACCOUNT);
     assert_eq!(after.version, before.version + 1);
     let tokens = after.tokens(&app.ctx.keys).unwrap().unwrap();
     assert_eq!(tokens.access_token.expose(), "at-2");
@@ -308,7 +176,7 @@ async fn a_refresh_refused_with_invalid_grant_marks_the_connection_needs_reconne
     // No more tries: a second click does not reach the provider (expect(1) above).
     app.post_form("/oauth/acme/refresh", &[("csrf", &csrf)])
         .await;
-    assert!(stored(&app).next_refresh_at.is_none());
+    assert!(app.acme_account("acme", ACCOUNT).next_refresh_at.is_none());
 }
 
 async fn disconnect_revokes_the_refresh_token_and_erases_the_tokens(backend: Backend) {
@@ -328,7 +196,7 @@ async fn disconnect_revokes_the_refresh_token_and_erases_the_tokens(backend: Bac
         .await;
     assert_eq!(res.status(), 303);
     assert_eq!(status(&app).await["status"], "not_connected");
-    let row = stored(&app);
+    let row = app.acme_account("acme", ACCOUNT);
     assert!(row.token_ciphertext.is_none() && row.key_id.is_none());
     let page = app
         .get("/settings/integrations")
@@ -351,7 +219,7 @@ async fn disconnect_erases_the_tokens_even_when_revocation_fails_and_says_so(bac
     let csrf = app.csrf("/settings/integrations").await;
     app.post_form("/oauth/acme/disconnect", &[("csrf", &csrf)])
         .await;
-    assert!(stored(&app).token_ciphertext.is_none());
+    assert!(app.acme_account("acme", ACCOUNT).token_ciphertext.is_none());
     let page = app
         .get("/settings/integrations")
         .await
@@ -364,11 +232,11 @@ async fn disconnect_erases_the_tokens_even_when_revocation_fails_and_says_so(bac
 async fn reconnecting_replaces_the_tokens_and_records_a_reconnect(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;
     connect(&app, &fake, "at-1", "rt-1").await;
-    let first = stored(&app);
+    let first = app.acme_account("acme", ACCOUNT);
     fake.server.reset().await;
     let res = connect(&app, &fake, "at-2", "rt-2").await;
     assert_eq!(res.status(), 303);
-    let second = stored(&app);
+    let second = app.acme_account("acme", ACCOUNT);
     assert_eq!(first.id, second.id);
     assert_eq!(
         second
@@ -425,7 +293,7 @@ async fn a_popup_flow_ends_on_a_page_that_tells_the_opener_and_closes(backend: B
 async fn a_connection_whose_tokens_no_longer_open_can_still_be_disconnected(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;
     connect(&app, &fake, "at-1", "rt-1").await;
-    let row = stored(&app);
+    let row = app.acme_account("acme", ACCOUNT);
     {
         use diesel::prelude::*;
         use tether::db::schema::connections;
@@ -447,7 +315,10 @@ async fn a_connection_whose_tokens_no_longer_open_can_still_be_disconnected(back
         .post_form("/oauth/acme/disconnect", &[("csrf", &csrf)])
         .await;
     assert_eq!(res.status(), 303);
-    assert!(stored(&app).token_ciphertext.is_none(), "erased");
+    assert!(
+        app.acme_account("acme", ACCOUNT).token_ciphertext.is_none(),
+        "erased"
+    );
     let page = app
         .get("/settings/integrations")
         .await

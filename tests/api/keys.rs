@@ -3,9 +3,8 @@
 
 use crate::backend_tests;
 use crate::helpers::{
-    run, spawn_app, stderr, stdout, tether, Backend, KEY_K1, KEY_K1_OTHER, KEY_K2,
+    run, spawn_app, stderr, stdout, store, tether, Backend, KEY_K1, KEY_K1_OTHER, KEY_K2,
 };
-use crate::storage::store;
 use tether::crypto::KeyRing;
 use tether::db::models::connection::Connection;
 use tether::db::models::tenant::Tenant;

@@ -21,3 +21,4 @@ mod signin;
 mod startup;
 mod storage;
 mod token_cache;
+mod webhooks;

@@ -34,7 +34,7 @@ async fn readyz_reports_a_key_id_the_ring_lacks(backend: Backend) {
     {
         let mut conn = app.conn();
         let tenant = Tenant::create(&mut conn, "acme", "Acme").unwrap();
-        crate::storage::store(&app, &tenant.id, "acct", "at-1", "rt-1");
+        crate::helpers::store(&app, &tenant.id, "acct", "at-1", "rt-1");
         let check = KeyCheck {
             key_id: "gone".into(),
             ciphertext: vec![0; 40],

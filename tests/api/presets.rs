@@ -172,16 +172,7 @@ async fn instagram_strips_the_code_suffix_and_trades_for_a_long_lived_token(back
         expires.timestamp() - chrono::Utc::now().timestamp() > 59 * 86_400,
         "long-lived: 60 days"
     );
-    let t = tether::db::models::tenant::Tenant::by_external_id(&mut app.conn(), "acme")
-        .unwrap()
-        .unwrap();
-    let c = tether::db::models::connection::Connection::default_for(
-        &mut app.conn(),
-        &t.id,
-        "instagram",
-    )
-    .unwrap()
-    .unwrap();
+    let c = app.default_connection("acme", "instagram").unwrap();
     assert_eq!(
         c.tokens(&app.ctx.keys)
             .unwrap()
@@ -282,12 +273,7 @@ async fn wix_connects_a_site_instance_with_client_credentials_and_mints_again_to
         .post_form("/oauth/wix/refresh", &[("csrf", &csrf)])
         .await;
     assert_eq!(res.status(), 303);
-    let t = tether::db::models::tenant::Tenant::by_external_id(&mut app.conn(), "acme")
-        .unwrap()
-        .unwrap();
-    let c = tether::db::models::connection::Connection::default_for(&mut app.conn(), &t.id, "wix")
-        .unwrap()
-        .unwrap();
+    let c = app.default_connection("acme", "wix").unwrap();
     assert_eq!(
         c.tokens(&app.ctx.keys)
             .unwrap()

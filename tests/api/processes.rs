@@ -10,7 +10,7 @@
 //! on the test's database. The tests take a module-wide lock so that they do
 //! not load the machine at the same time; each takes under a minute.
 //!
-//! The `harness_check_*` tests (ignored; `cargo test --test api processes --
+//! The `harness_check::*` tests (ignored; `cargo test --test api processes --
 //! --ignored`) run the same machinery where today's code behaves (no kills, or
 //! long-lived tokens, or a margin shorter than the tokens): when one of the
 //! real tests fails, they tell a harness problem from a Tether one.
@@ -1368,12 +1368,15 @@ mod harness_check {
         on
     }
 
+    backend_tests!(
+        #[ignore = "checks the harness, not Tether"]
+        sigterm_storm_without_sigterms,
+    );
+
     /// The storm without SIGTERMs: provider, load and settling agree.
-    #[actix_web::test]
-    #[ignore = "checks the harness, not Tether"]
-    async fn sigterm_storm_without_sigterms_sqlite() {
+    async fn sigterm_storm_without_sigterms(backend: Backend) {
         sigterm_storm(
-            Backend::Sqlite,
+            backend,
             TermPlan {
                 life: 3,
                 sigterms: 0,
@@ -1381,22 +1384,6 @@ mod harness_check {
             },
         )
         .await
-    }
-
-    #[actix_web::test]
-    #[ignore = "checks the harness, not Tether"]
-    async fn sigterm_storm_without_sigterms_postgres() {
-        if postgres() {
-            sigterm_storm(
-                Backend::Postgres,
-                TermPlan {
-                    life: 3,
-                    sigterms: 0,
-                    require_in_flight: false,
-                },
-            )
-            .await
-        }
     }
 
     /// SIGTERMs and restarts with hour-long tokens: nothing to refresh, so

@@ -1,50 +1,12 @@
 //! The refresh scheduler: due connections are leased and refreshed.
 
 use crate::backend_tests;
-use crate::flow::{connect, signed_in, tokens};
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{connect, signed_in, tokens, Backend, TestApp};
 use diesel::prelude::*;
 use tether::db::models::connection::Connection;
 use tether::refresh::scheduler::Scheduler;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, ResponseTemplate};
-
-fn the_connection(app: &TestApp) -> Connection {
-    let t = tether::db::models::tenant::Tenant::by_external_id(&mut app.conn(), "acme")
-        .unwrap()
-        .unwrap();
-    Connection::default_for(&mut app.conn(), &t.id, "acme")
-        .unwrap()
-        .unwrap()
-}
-
-/// Makes the connection due now, as if its time had come.
-pub fn make_due(app: &TestApp, id: &str) {
-    use tether::db::schema::connections;
-    diesel::update(connections::table.find(id))
-        .set(
-            connections::next_refresh_at.eq(Some(tether::db::now() - chrono::Duration::seconds(1))),
-        )
-        .execute(&mut app.conn())
-        .unwrap();
-}
-
-/// Waits until `done` holds for the connection: polls the row (the refresh
-/// runs on a task the scheduler spawned), failing after 20 s.
-pub async fn until(app: &TestApp, id: &str, done: impl Fn(&Connection) -> bool) -> Connection {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let row = Connection::by_id(&mut app.conn(), id).unwrap();
-        if done(&row) {
-            return row;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting; last row: {row:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-}
 
 backend_tests!(
     a_scheduler_tick_refreshes_a_due_connection_and_plans_the_next,
@@ -103,7 +65,7 @@ fn old_event(
 async fn old_events_and_finished_deliveries_are_pruned_and_the_rest_kept(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;
     connect(&app, &fake, "at-1", "rt-1").await;
-    let c = the_connection(&app);
+    let c = app.acme_connection("acme");
     let gone = [
         old_event(&app, &c, "refreshed", 91, None),
         old_event(&app, &c, "needs_reconnect", 200, Some("delivered")),
@@ -147,7 +109,7 @@ async fn old_events_and_finished_deliveries_are_pruned_and_the_rest_kept(backend
 async fn the_card_shows_state_changes_before_routine_refreshes(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;
     connect(&app, &fake, "at-1", "rt-1").await;
-    let c = the_connection(&app);
+    let c = app.acme_connection("acme");
     old_event(&app, &c, "refresh_failed", 2, None);
     for _ in 0..6 {
         old_event(&app, &c, "refreshed", 0, None);
@@ -177,7 +139,7 @@ async fn the_card_shows_state_changes_before_routine_refreshes(backend: Backend)
 async fn a_refresh_token_about_to_lapse_is_announced_once_and_shown_on_the_card(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;
     connect(&app, &fake, "at-1", "rt-1").await;
-    let row = the_connection(&app);
+    let row = app.acme_connection("acme");
     {
         use tether::db::schema::connections;
         diesel::update(connections::table.find(&row.id))
@@ -220,7 +182,7 @@ async fn a_refresh_token_about_to_lapse_is_announced_once_and_shown_on_the_card(
 async fn a_scheduler_tick_refreshes_a_due_connection_and_plans_the_next(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;
     connect(&app, &fake, "at-1", "rt-1").await;
-    let before = the_connection(&app);
+    let before = app.acme_connection("acme");
     Mock::given(method("POST"))
         .and(path("/token"))
         .and(body_string_contains("refresh_token=rt-1"))
@@ -234,12 +196,13 @@ async fn a_scheduler_tick_refreshes_a_due_connection_and_plans_the_next(backend:
         .await;
     let scheduler = Scheduler::new(app.state.clone());
     assert_eq!(scheduler.tick().await.unwrap(), 0, "nothing is due yet");
-    make_due(&app, &before.id);
+    app.make_due(&before.id);
     assert_eq!(scheduler.tick().await.unwrap(), 1);
-    let after = until(&app, &before.id, |c| {
-        c.version > before.version && c.lease_owner.is_none()
-    })
-    .await;
+    let after = app
+        .until(&before.id, |c| {
+            c.version > before.version && c.lease_owner.is_none()
+        })
+        .await;
     let tokens = after.tokens(&app.ctx.keys).unwrap().unwrap();
     assert_eq!(tokens.refresh_token.unwrap().expose(), "rt-2");
     let next = after.next_refresh_at.unwrap();

@@ -1,8 +1,10 @@
 //! Signing in: local accounts through the login form, and the CRM's SSO handoff.
 
 use crate::backend_tests;
-use crate::helpers::{csrf_in, spawn_app, spawn_app_with, Backend, TestApp, TestDb, PASSWORD};
-use crate::security::{assert_error_page, Browser};
+use crate::helpers::{
+    assert_error_page, csrf_in, spawn_app, spawn_app_with, Backend, Browser, TestApp, TestDb,
+    PASSWORD,
+};
 use tether::db::models::tenant::Tenant;
 use tether::db::models::user::User;
 use tether::sso::{sign, Claims};
@@ -181,9 +183,7 @@ async fn sso_signs_the_admin_in_and_creates_the_user_on_first_use(backend: Backe
     let user = User::by_email(&mut app.conn(), "crm-admin@acme.example")
         .unwrap()
         .expect("created on first use");
-    let tenant = Tenant::by_external_id(&mut app.conn(), "acme")
-        .unwrap()
-        .unwrap();
+    let tenant = app.tenant("acme");
     assert_eq!(user.tenant_id, tenant.id);
     assert!(
         user.password_hash.is_none(),

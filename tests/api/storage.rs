@@ -1,46 +1,10 @@
 //! Encryption at rest: what is stored opens, and nothing else about it does.
 
 use crate::backend_tests;
-use crate::helpers::{all_bytes_under, contains, spawn_app, Backend, TestApp};
+use crate::helpers::{all_bytes_under, contains, spawn_app, store, Backend, TestApp};
 use diesel::prelude::*;
-use tether::crypto::Secret;
-use tether::db::models::connection::{Connection, Grant, Status, TokenSet};
+use tether::db::models::connection::{Connection, Status};
 use tether::db::models::tenant::Tenant;
-
-/// Stores a grant for `account` with the given tokens, through Tether's own model.
-pub fn store(
-    app: &TestApp,
-    tenant_id: &str,
-    account: &str,
-    access: &str,
-    refresh: &str,
-) -> Connection {
-    let tokens = TokenSet {
-        access_token: Secret::new(access.to_string()),
-        refresh_token: Some(Secret::new(refresh.to_string())),
-        token_type: "Bearer".into(),
-        raw: Secret::new(serde_json::json!({ "access_token": access, "refresh_token": refresh })),
-    };
-    let scopes = vec!["contacts.read".to_string()];
-    let metadata = serde_json::json!({ "locationId": "loc_1" });
-    Connection::store_grant(
-        &mut app.conn(),
-        &app.ctx.keys,
-        &Grant {
-            tenant_id,
-            provider: "demo",
-            account_id: account,
-            account_name: Some("Main Street Dental"),
-            scopes: &scopes,
-            tokens: &tokens,
-            expires_at: Some(tether::db::now() + chrono::Duration::hours(1)),
-            refresh_expires_at: None,
-            next_refresh_at: Some(tether::db::now() + chrono::Duration::minutes(48)),
-            metadata: &metadata,
-        },
-    )
-    .expect("store grant")
-}
 
 fn tenant(app: &TestApp, external_id: &str) -> Tenant {
     Tenant::create(&mut app.conn(), external_id, external_id).unwrap()

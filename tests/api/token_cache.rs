@@ -3,60 +3,24 @@
 //! (LISTEN/NOTIFY), also after the listener lost its session.
 
 use crate::backend_tests;
-use crate::flow::{connect, mount_exchange, mount_exchange_lasting, start, tokens};
 use crate::helpers::{
-    settings_for, spawn_app_with, Backend, FakeProvider, TestApp, TestDb, ACME_ISSUER, PASSWORD,
+    connect, mount_exchange, mount_exchange_lasting, spawn_app_with_acme, start, tokens, Backend,
+    FakeProvider, TestApp, ACME_ISSUER, PASSWORD,
 };
 use diesel::prelude::*;
-use tether::db::models::connection::Connection;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, ResponseTemplate};
 
 async fn app_with_cache(backend: Backend, ttl_ms: &str) -> (TestApp, FakeProvider, String) {
     let fake = FakeProvider::start().await;
-    let db = TestDb::new(backend);
-    let file = db.data_dir().join("providers.toml");
-    std::fs::write(&file, fake.providers_toml("post")).unwrap();
-    let file = file.display().to_string();
-    let app = spawn_app_with(
-        db,
-        &[
-            ("TETHER_PROVIDERS_FILE", &file),
-            ("ACME_CLIENT_ID", "acme-client"),
-            ("ACME_CLIENT_SECRET", "acme-secret-value"),
-            ("TETHER_TOKEN_CACHE_MS", ttl_ms),
-        ],
-    )
-    .await;
+    let app = spawn_app_with_acme(backend, &fake, "", &[("TETHER_TOKEN_CACHE_MS", ttl_ms)]).await;
     app.create_admin("acme", "owner@acme.example");
     assert_eq!(
         app.login("owner@acme.example", PASSWORD).await.status(),
         303
     );
-    let (_, key) =
-        tether::db::models::api_key::ApiKey::create(&mut app.conn(), "bot", None, false).unwrap();
-    (app, fake, key.expose().clone())
-}
-
-async fn token(app: &TestApp, key: &str) -> reqwest::Response {
-    app.client
-        .get(format!(
-            "{}/api/v1/tenants/acme/connections/acme/token",
-            app.address
-        ))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-}
-
-fn row(app: &TestApp) -> Connection {
-    let t = tether::db::models::tenant::Tenant::by_external_id(&mut app.conn(), "acme")
-        .unwrap()
-        .unwrap();
-    Connection::default_for(&mut app.conn(), &t.id, "acme")
-        .unwrap()
-        .unwrap()
+    let key = app.api_key(None, false);
+    (app, fake, key)
 }
 
 backend_tests!(
@@ -64,32 +28,6 @@ backend_tests!(
     a_token_about_to_expire_is_not_served_from_the_cache,
     another_instances_refresh_and_disconnect_are_seen_by_the_very_next_token_request,
 );
-
-/// A second server on `first`'s database, with the cache on; its address.
-async fn second_instance(first: &TestApp) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let file = first
-        .db
-        .data_dir()
-        .join("providers.toml")
-        .display()
-        .to_string();
-    let ctx = tether::startup::prepare(settings_for(
-        &first.db,
-        &[
-            ("TETHER_PUBLIC_URL", address.as_str()),
-            ("TETHER_PROVIDERS_FILE", &file),
-            ("ACME_CLIENT_ID", "acme-client"),
-            ("ACME_CLIENT_SECRET", "acme-secret-value"),
-            ("TETHER_TOKEN_CACHE_MS", "60000"),
-        ],
-    ))
-    .expect("prepare the second instance");
-    let app = tether::startup::Application::build_on(ctx, listener).expect("serve");
-    actix_web::rt::spawn(app.run_until_stopped());
-    address
-}
 
 /// Waits until `app`'s token cache hears other instances (its listener is up).
 async fn listening(app: &TestApp) {
@@ -116,9 +54,11 @@ async fn another_instances_refresh_and_disconnect_are_seen_by_the_very_next_toke
     // Cached for up to a minute: only a notification can make A see B's writes.
     let (a, fake, key) = app_with_cache(backend, "60000").await;
     connect(&a, &fake, "at-1", "rt-1").await;
-    let b = second_instance(&a).await;
+    let (b, _) = a
+        .second_instance(&[("TETHER_TOKEN_CACHE_MS", "60000")])
+        .await;
     listening(&a).await;
-    assert_eq!(token(&a, &key).await.status(), 200, "cached on A");
+    assert_eq!(a.token(&key, "acme").await.status(), 200, "cached on A");
 
     let refresh_answers = |n: u32| {
         Mock::given(method("POST"))
@@ -154,7 +94,7 @@ async fn another_instances_refresh_and_disconnect_are_seen_by_the_very_next_toke
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(access(token(&a, &key).await).await, "at-2");
+    assert_eq!(access(a.token(&key, "acme").await).await, "at-2");
 
     // A's listener loses its session: A flushes, listens again, and still
     // sees B's next write at once.
@@ -180,14 +120,18 @@ async fn another_instances_refresh_and_disconnect_are_seen_by_the_very_next_toke
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     listening(&a).await;
-    assert_eq!(access(token(&a, &key).await).await, "at-2", "cached again");
+    assert_eq!(
+        access(a.token(&key, "acme").await).await,
+        "at-2",
+        "cached again"
+    );
     refresh_answers(3).mount(&fake.server).await;
     let res = on_b(reqwest::Method::POST, "/refresh")
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(access(token(&a, &key).await).await, "at-3");
+    assert_eq!(access(a.token(&key, "acme").await).await, "at-3");
 
     // B disconnects: A's very next token request says not connected.
     Mock::given(method("POST"))
@@ -197,7 +141,7 @@ async fn another_instances_refresh_and_disconnect_are_seen_by_the_very_next_toke
         .await;
     let res = on_b(reqwest::Method::DELETE, "").send().await.unwrap();
     assert_eq!(res.status(), 200);
-    let res = token(&a, &key).await;
+    let res = a.token(&key, "acme").await;
     assert_eq!(res.status(), 404);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found", "{body}");
@@ -215,9 +159,9 @@ async fn a_cached_token_is_served_until_the_cache_lapses_and_a_local_disconnect_
     // A long lifetime, so that the test does not race the clock.
     let (app, fake, key) = app_with_cache(backend, "60000").await;
     connect(&app, &fake, "at-1", "rt-1").await;
-    assert_eq!(token(&app, &key).await.status(), 200);
+    assert_eq!(app.token(&key, "acme").await.status(), 200);
     // Another instance replaces the token set (here: behind Tether's back).
-    let id = row(&app).id;
+    let id = app.acme_connection("acme").id;
     {
         use tether::db::schema::connections;
         diesel::update(connections::table.find(&id))
@@ -225,7 +169,7 @@ async fn a_cached_token_is_served_until_the_cache_lapses_and_a_local_disconnect_
             .execute(&mut app.conn())
             .unwrap();
     }
-    let body: serde_json::Value = token(&app, &key).await.json().await.unwrap();
+    let body: serde_json::Value = app.token(&key, "acme").await.json().await.unwrap();
     assert_eq!(
         body["access_token"], "at-1",
         "served from this process's cache"
@@ -239,7 +183,7 @@ async fn a_cached_token_is_served_until_the_cache_lapses_and_a_local_disconnect_
     let csrf = app.csrf("/settings/integrations").await;
     app.post_form("/oauth/acme/disconnect", &[("csrf", &csrf)])
         .await;
-    assert_eq!(token(&app, &key).await.status(), 404);
+    assert_eq!(app.token(&key, "acme").await.status(), 404);
     // So does a reconnect with new tokens.
     fake.server.reset().await;
     let (state, challenge) = start(&app, "").await;
@@ -248,7 +192,7 @@ async fn a_cached_token_is_served_until_the_cache_lapses_and_a_local_disconnect_
         "/oauth/acme/callback?code=the-code&state={state}&iss={ACME_ISSUER}"
     ))
     .await;
-    let body: serde_json::Value = token(&app, &key).await.json().await.unwrap();
+    let body: serde_json::Value = app.token(&key, "acme").await.json().await.unwrap();
     assert_eq!(body["access_token"], "at-2");
 }
 
@@ -293,12 +237,15 @@ async fn a_token_about_to_expire_is_not_served_from_the_cache(backend: Backend) 
     // Before half its life, it is served even though min_ttl asks for more.
     assert_eq!(first(60).await["access_token"], "at-1");
     // Past half its life, the cached entry is not served: a refresh happens.
-    while !row(&app).past_half_life(tether::db::now()) {
+    while !app
+        .acme_connection("acme")
+        .past_half_life(tether::db::now())
+    {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(first(60).await["access_token"], "at-2");
     assert_eq!(
-        row(&app)
+        app.acme_connection("acme")
             .tokens(&app.ctx.keys)
             .unwrap()
             .unwrap()

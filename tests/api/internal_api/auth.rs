@@ -1,0 +1,189 @@
+//! API keys and tenant isolation: a request without a valid key is a 401,
+//! a key for one tenant gets the same 403 on every route of another tenant
+//! (existing or not) and changes nothing, and a global key gets 404 for an
+//! unknown tenant and for unknown or disabled providers.
+
+use super::{connected, error_of, get, link_count, send, service, API};
+use crate::backend_tests;
+use crate::helpers::{Backend, ACCOUNT};
+use serde_json::{json, Value};
+use tether::db::models::api_key::ApiKey;
+use tether::db::models::tenant::Tenant;
+
+backend_tests!(
+    requests_without_a_valid_api_key_get_401_unauthorized_json,
+    a_key_for_one_tenant_gets_403_on_every_route_of_another_tenant_and_changes_nothing,
+    a_tenant_scoped_key_gets_the_same_403_for_a_tenant_that_does_not_exist,
+    a_global_key_gets_404_for_an_unknown_tenant_and_for_unknown_or_disabled_providers,
+);
+
+/// Every route of the API for `tenant`, with a body where one is needed.
+fn every_route(tenant: &str) -> Vec<(reqwest::Method, String, Option<Value>)> {
+    use reqwest::Method;
+    let t = format!("{API}/{tenant}");
+    vec![
+        (Method::GET, format!("{t}/connections"), None),
+        (Method::GET, format!("{t}/connections/acme"), None),
+        (Method::GET, format!("{t}/connections/acme/token"), None),
+        (
+            Method::GET,
+            format!("{t}/connections/acme/token?min_ttl=0"),
+            None,
+        ),
+        (Method::POST, format!("{t}/connections/acme/refresh"), None),
+        (Method::DELETE, format!("{t}/connections/acme"), None),
+        (
+            Method::POST,
+            format!("{t}/connect-links"),
+            Some(json!({"provider": "acme"})),
+        ),
+        (
+            Method::GET,
+            format!("{t}/proxy/acme/contacts?limit=5"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("{t}/proxy/acme/contacts"),
+            Some(json!({"name": "Ada"})),
+        ),
+        (Method::PUT, t.clone(), Some(json!({"name": "Taken Over"}))),
+    ]
+}
+
+async fn requests_without_a_valid_api_key_get_401_unauthorized_json(backend: Backend) {
+    let (app, fake, _) = connected(backend).await;
+    let acme = app.tenant("acme");
+    // Revoked before its first use: validated keys are cached for a few seconds.
+    let (revoked, revoked_secret) =
+        ApiKey::create(&mut app.conn(), "old", Some(&acme.id), false).unwrap();
+    ApiKey::revoke(&mut app.conn(), &revoked.prefix).unwrap();
+    let url = format!("{}{API}/acme/connections/acme/token", app.address);
+    let before = fake.calls().await;
+
+    let none = service().get(&url).send().await.unwrap();
+    assert_eq!(error_of(none).await, (401, "unauthorized".into()));
+    for authorization in [
+        "Basic Y3JtOnNlY3JldA==".to_string(),
+        "Bearer".to_string(),
+        "Bearer not-a-key".to_string(),
+        "bearer tth_abc_def".to_string(),
+        format!("Bearer tth_zzzzzz_{}", "x".repeat(43)),
+        format!("Bearer {}", revoked_secret.expose()),
+    ] {
+        let res = service()
+            .get(&url)
+            .header("authorization", &authorization)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_of(res).await,
+            (401, "unauthorized".into()),
+            "{authorization}"
+        );
+    }
+    assert_eq!(fake.calls().await, before);
+}
+
+async fn a_key_for_one_tenant_gets_403_on_every_route_of_another_tenant_and_changes_nothing(
+    backend: Backend,
+) {
+    let (app, fake, _) = connected(backend).await;
+    Tenant::create(&mut app.conn(), "other", "Other").unwrap();
+    let others = app.api_key(Some("other"), false);
+    let others_admin = app.api_key(Some("other"), true);
+    // The keys work for their own tenant.
+    let own = get(&app, &format!("{API}/other/connections"), &others).await;
+    assert_eq!(own.status(), 200);
+    let before = app.snapshot();
+    let provider_calls = fake.calls().await;
+
+    for key in [&others, &others_admin] {
+        for (m, p, body) in every_route("acme") {
+            let res = send(&app, m.clone(), &p, key, body).await;
+            assert_eq!(error_of(res).await, (403, "forbidden".into()), "{m} {p}");
+        }
+    }
+
+    assert_eq!(app.snapshot(), before, "acme's connection is unchanged");
+    assert_eq!(
+        app.acme_account("acme", ACCOUNT)
+            .tokens(&app.ctx.keys)
+            .unwrap()
+            .unwrap()
+            .access_token
+            .expose(),
+        "at-1"
+    );
+    let acme = app.tenant("acme");
+    assert_eq!(acme.name, "acme", "not renamed");
+    assert_eq!(link_count(&app), 0);
+    assert_eq!(
+        fake.calls().await,
+        provider_calls,
+        "no refresh, revocation or proxied call reached the provider"
+    );
+}
+
+async fn a_tenant_scoped_key_gets_the_same_403_for_a_tenant_that_does_not_exist(backend: Backend) {
+    let (app, _fake, _) = connected(backend).await;
+    Tenant::create(&mut app.conn(), "other", "Other").unwrap();
+    let others = app.api_key(Some("other"), false);
+    let others_admin = app.api_key(Some("other"), true);
+    let before = app.snapshot();
+    for key in [&others, &others_admin] {
+        for ((m, existing, body), (_, missing, _)) in
+            every_route("acme").into_iter().zip(every_route("ghost"))
+        {
+            let a = send(&app, m.clone(), &existing, key, body.clone()).await;
+            let (a_status, a_body) = (a.status(), a.text().await.unwrap());
+            let b = send(&app, m.clone(), &missing, key, body).await;
+            let (b_status, b_body) = (b.status(), b.text().await.unwrap());
+            assert_eq!(b_status, 403, "{m} {missing}: {b_body}");
+            assert_eq!(
+                (a_status, a_body),
+                (b_status, b_body),
+                "{m}: an existing tenant and a missing one look the same"
+            );
+        }
+    }
+    assert_eq!(app.snapshot(), before, "no tenant was created");
+}
+
+async fn a_global_key_gets_404_for_an_unknown_tenant_and_for_unknown_or_disabled_providers(
+    backend: Backend,
+) {
+    let (app, _fake, _) = connected(backend).await;
+    let global = app.api_key(None, false);
+    for p in [
+        format!("{API}/ghost/connections"),
+        format!("{API}/ghost/connections/acme"),
+        format!("{API}/ghost/connections/acme/token"),
+        format!("{API}/ghost/proxy/acme/contacts"),
+    ] {
+        let res = get(&app, &p, &global).await;
+        assert_eq!(error_of(res).await, (404, "not_found".into()), "{p}");
+    }
+    // `nosuch` is in no catalogue; `hubspot` is a preset without credentials here.
+    for provider in ["nosuch", "hubspot", "NOT-A-KEY"] {
+        for p in [
+            format!("{API}/acme/connections/{provider}"),
+            format!("{API}/acme/connections/{provider}/token"),
+            format!("{API}/acme/proxy/{provider}/contacts"),
+        ] {
+            let res = get(&app, &p, &global).await;
+            assert_eq!(error_of(res).await, (404, "not_found".into()), "{p}");
+        }
+        let res = send(
+            &app,
+            reqwest::Method::POST,
+            &format!("{API}/acme/connect-links"),
+            &global,
+            Some(json!({"provider": provider})),
+        )
+        .await;
+        assert_eq!(error_of(res).await, (404, "not_found".into()), "{provider}");
+    }
+    assert_eq!(link_count(&app), 0);
+}

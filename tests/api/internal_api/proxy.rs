@@ -1,0 +1,216 @@
+//! The proxy: it forwards method, query and body with the connection's
+//! token and never the API key, refreshes once and retries on a provider 401,
+//! returns a provider's redirect instead of following it, and refuses paths
+//! that would escape the provider's API base before any request is sent.
+
+use super::{connected, get, mount_refresh, send, API};
+use crate::backend_tests;
+use crate::helpers::{Backend, TestApp, ACCOUNT};
+use serde_json::{json, Value};
+use wiremock::matchers::{body_json, header, method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+backend_tests!(
+    the_proxy_forwards_method_query_and_body_with_the_connections_token_not_the_api_key,
+    a_provider_401_through_the_proxy_refreshes_once_and_retries_with_the_new_token,
+    a_provider_redirect_through_the_proxy_is_returned_not_followed,
+    proxy_paths_that_escape_the_api_base_are_400_and_reach_no_provider,
+);
+
+/// Sends `GET {target}` byte for byte, as a client that does not normalise
+/// dot segments would (reqwest resolves `..` and `%2e%2e` before sending).
+async fn raw_get(app: &TestApp, target: &str, key: &str) -> (u16, String) {
+    let addr = app.address.trim_start_matches("http://").to_string();
+    let request = format!(
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    );
+    actix_web::rt::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        stream.read_to_end(&mut out).unwrap();
+        let out = String::from_utf8_lossy(&out).into_owned();
+        let status = out
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status line: {out}"));
+        (status, out)
+    })
+    .await
+    .unwrap()
+}
+
+async fn the_proxy_forwards_method_query_and_body_with_the_connections_token_not_the_api_key(
+    backend: Backend,
+) {
+    let (app, fake, key) = connected(backend).await;
+    Mock::given(method("GET"))
+        .and(path("/api/contacts"))
+        .and(wiremock::matchers::query_param("limit", "5"))
+        .and(header("authorization", "Bearer at-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            r#"{"contacts":[{"id":"c1"}]}"#,
+            "application/json; charset=utf-8",
+        ))
+        .expect(1)
+        .mount(&fake.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/contacts"))
+        .and(header("authorization", "Bearer at-1"))
+        .and(header("content-type", "application/json"))
+        .and(body_json(json!({"name": "Ada"})))
+        .respond_with(
+            ResponseTemplate::new(201).set_body_raw(r#"{"id":"c2"}"#, "application/vnd.acme+json"),
+        )
+        .expect(1)
+        .mount(&fake.server)
+        .await;
+
+    let res = get(
+        &app,
+        &format!("{API}/acme/proxy/acme/contacts?limit=5"),
+        &key,
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/json; charset=utf-8"
+    );
+    assert_eq!(res.text().await.unwrap(), r#"{"contacts":[{"id":"c1"}]}"#);
+
+    let res = send(
+        &app,
+        reqwest::Method::POST,
+        &format!("{API}/acme/proxy/acme/contacts"),
+        &key,
+        Some(json!({"name": "Ada"})),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(res.headers()["content-type"], "application/vnd.acme+json");
+    assert_eq!(res.text().await.unwrap(), r#"{"id":"c2"}"#);
+
+    let proxied: Vec<_> = fake
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.url.path().starts_with("/api/"))
+        .collect();
+    assert_eq!(proxied.len(), 2);
+    // It arrived at the fake provider, under its API base, with the query as sent.
+    assert_eq!(proxied[0].url.path(), "/api/contacts");
+    assert_eq!(proxied[0].url.query(), Some("limit=5"));
+    for r in &proxied {
+        assert_eq!(r.headers["authorization"], "Bearer at-1");
+        for (name, value) in &r.headers {
+            assert!(
+                !String::from_utf8_lossy(value.as_bytes()).contains(&key),
+                "the API key leaked to the provider in {name}"
+            );
+        }
+        assert!(!String::from_utf8_lossy(&r.body).contains(&key));
+    }
+    assert_eq!(
+        fake.calls_to("/token").await,
+        1,
+        "only the exchange: no refresh"
+    );
+}
+
+async fn a_provider_401_through_the_proxy_refreshes_once_and_retries_with_the_new_token(
+    backend: Backend,
+) {
+    let (app, fake, key) = connected(backend).await;
+    Mock::given(method("GET"))
+        .and(path("/api/contacts"))
+        .and(header("authorization", "Bearer at-1"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": "expired"})))
+        .expect(1)
+        .mount(&fake.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/contacts"))
+        .and(header("authorization", "Bearer at-2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"contacts": []})))
+        .expect(1)
+        .mount(&fake.server)
+        .await;
+    mount_refresh(&fake, "at-2").await;
+    let res = get(&app, &format!("{API}/acme/proxy/acme/contacts"), &key).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body, json!({"contacts": []}));
+    assert_eq!(
+        fake.calls_to("/api/contacts").await,
+        2,
+        "one call, one retry"
+    );
+    assert_eq!(
+        fake.calls_to("/token").await,
+        2,
+        "the exchange and one refresh"
+    );
+    let tokens = app
+        .acme_account("acme", ACCOUNT)
+        .tokens(&app.ctx.keys)
+        .unwrap()
+        .unwrap();
+    assert_eq!(tokens.access_token.expose(), "at-2");
+}
+
+async fn a_provider_redirect_through_the_proxy_is_returned_not_followed(backend: Backend) {
+    let (app, fake, key) = connected(backend).await;
+    let elsewhere = format!("{}/api/elsewhere", fake.server.uri());
+    Mock::given(method("GET"))
+        .and(path("/api/moved"))
+        .respond_with(ResponseTemplate::new(302).insert_header("location", elsewhere.as_str()))
+        .expect(1)
+        .mount(&fake.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/elsewhere"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&fake.server)
+        .await;
+    let res = get(&app, &format!("{API}/acme/proxy/acme/moved"), &key).await;
+    assert_eq!(res.status(), 302);
+    assert_eq!(res.headers()["location"], elsewhere.as_str());
+    assert_eq!(fake.calls_to("/api/elsewhere").await, 0, "not followed");
+}
+
+async fn proxy_paths_that_escape_the_api_base_are_400_and_reach_no_provider(backend: Backend) {
+    let (app, fake, key) = connected(backend).await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&fake.server)
+        .await;
+    let provider_calls = fake.calls().await;
+    let proxy = format!("{API}/acme/proxy/acme");
+    for tail in [
+        "../token",
+        "contacts/../../token",
+        "%2e%2e/token",
+        "%2E%2E/%2e%2e/token",
+        "..%2Ftoken",
+        "https://evil.example/x",
+        "http:%2F%2Fevil.example/x",
+        "//evil.example/x",
+    ] {
+        let (status, response) = raw_get(&app, &format!("{proxy}/{tail}"), &key).await;
+        assert_eq!(status, 400, "{tail}: {response}");
+        assert!(response.contains("invalid_path"), "{tail}: {response}");
+    }
+    assert_eq!(
+        fake.calls().await,
+        provider_calls,
+        "no request reached the provider"
+    );
+}

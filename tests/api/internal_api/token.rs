@@ -1,0 +1,237 @@
+//! The token route: a warm token is returned as stored (no-store, no
+//! provider call), one expiring within min_ttl is refreshed once first, a
+//! still valid token is handed out while the provider fails, and otherwise
+//! the answer says why not: 400 for a bad min_ttl, 409 needs_reconnect, 503
+//! with Retry-After while the provider is down, 404 without a connection.
+
+use super::{connected, error_of, get, mount_refresh, send, unconnected, API};
+use crate::backend_tests;
+use crate::helpers::{Backend, TestApp, ACCOUNT};
+use diesel::prelude::*;
+use serde_json::{json, Value};
+use tether::db::schema::connections;
+use wiremock::matchers::{body_string_contains, method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+backend_tests!(
+    a_warm_token_is_returned_as_stored_with_no_store_and_no_provider_call,
+    a_token_expiring_within_min_ttl_is_refreshed_once_first_and_keeps_the_refresh_token,
+    an_invalid_min_ttl_is_a_400,
+    a_connection_that_needs_reconnect_gets_409_needs_reconnect,
+    a_still_valid_token_is_handed_out_while_the_provider_fails_to_refresh_it,
+    an_expired_token_while_the_provider_is_down_gets_503_with_retry_after,
+    a_tenant_without_a_connection_gets_404_for_its_token,
+);
+
+/// Makes the stored access token expire `secs` seconds from now (negative: ago).
+/// Makes the access token one issued an hour ago that expires in `secs`.
+fn expire_in(app: &TestApp, secs: i64) {
+    let id = app.acme_account("acme", ACCOUNT).id;
+    let t = tether::db::now();
+    diesel::update(connections::table.find(&id))
+        .set((
+            connections::expires_at.eq(Some(t + chrono::Duration::seconds(secs))),
+            connections::last_refreshed_at.eq(Some(t - chrono::Duration::hours(1))),
+        ))
+        .execute(&mut app.conn())
+        .unwrap();
+}
+
+async fn a_warm_token_is_returned_as_stored_with_no_store_and_no_provider_call(backend: Backend) {
+    let (app, fake, key) = connected(backend).await;
+    let before = app.snapshot();
+    let provider_calls = fake.calls().await;
+    let res = get(&app, &format!("{API}/acme/connections/acme/token"), &key).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["access_token"], "at-1");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["scopes"], json!(["contacts.read"]));
+    assert_eq!(body["metadata"], json!({"locationId": "loc_9"}));
+    let expires_in = body["expires_in"].as_i64().unwrap();
+    assert!((3590..=3600).contains(&expires_in), "{body}");
+    let expires_at = body["expires_at"].as_str().unwrap();
+    assert!(expires_at.ends_with('Z'), "{expires_at}");
+    let stored = app.acme_account("acme", ACCOUNT).expires_at.unwrap();
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(expires_at)
+            .unwrap()
+            .timestamp(),
+        stored.and_utc().timestamp()
+    );
+    assert!(
+        !body.to_string().contains("rt-1"),
+        "never the refresh token"
+    );
+    assert_eq!(fake.calls().await, provider_calls, "no provider call");
+    assert_eq!(app.snapshot(), before);
+}
+
+async fn a_token_expiring_within_min_ttl_is_refreshed_once_first_and_keeps_the_refresh_token(
+    backend: Backend,
+) {
+    let (app, fake, key) = connected(backend).await;
+    expire_in(&app, 30);
+    mount_refresh(&fake, "at-2").await;
+    let res = get(&app, &format!("{API}/acme/connections/acme/token"), &key).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["access_token"], "at-2");
+    assert!(body["expires_in"].as_i64().unwrap() > 7000, "{body}");
+    assert_eq!(body["metadata"], json!({"locationId": "loc_9"}));
+    // Warm again: asking once more does not refresh again.
+    let again: Value = get(&app, &format!("{API}/acme/connections/acme/token"), &key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["access_token"], "at-2");
+    assert_eq!(fake.refresh_calls().await, 1, "exactly one provider call");
+    let tokens = app
+        .acme_account("acme", ACCOUNT)
+        .tokens(&app.ctx.keys)
+        .unwrap()
+        .unwrap();
+    assert_eq!(tokens.access_token.expose(), "at-2");
+    assert_eq!(
+        tokens.refresh_token.unwrap().expose(),
+        "rt-1",
+        "kept: the response had none"
+    );
+}
+
+async fn an_invalid_min_ttl_is_a_400(backend: Backend) {
+    let (app, fake, key) = connected(backend).await;
+    let provider_calls = fake.calls().await;
+    for q in ["-1", "abc", "86401", "1.5", ""] {
+        let res = get(
+            &app,
+            &format!("{API}/acme/connections/acme/token?min_ttl={q}"),
+            &key,
+        )
+        .await;
+        let (status, code) = error_of(res).await;
+        assert_eq!(status, 400, "min_ttl={q}");
+        assert!(
+            code == "invalid_min_ttl" || code == "invalid_query",
+            "{q}: {code}"
+        );
+    }
+    let ok = get(
+        &app,
+        &format!("{API}/acme/connections/acme/token?min_ttl=0"),
+        &key,
+    )
+    .await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(fake.calls().await, provider_calls);
+}
+
+async fn a_connection_that_needs_reconnect_gets_409_needs_reconnect(backend: Backend) {
+    let (app, fake, key) = connected(backend).await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_string_contains("grant_type=refresh_token"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": "invalid_grant"})))
+        .expect(1)
+        .mount(&fake.server)
+        .await;
+    let res = send(
+        &app,
+        reqwest::Method::POST,
+        &format!("{API}/acme/connections/acme/refresh"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(error_of(res).await, (409, "needs_reconnect".into()));
+    // Even a token that looks valid is not handed out, and the provider is not asked again.
+    for q in ["", "?min_ttl=0", "?min_ttl=86400"] {
+        let res = get(&app, &format!("{API}/acme/connections/acme/token{q}"), &key).await;
+        assert_eq!(error_of(res).await, (409, "needs_reconnect".into()), "{q}");
+    }
+    let status: Value = get(&app, &format!("{API}/acme/connections/acme"), &key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "needs_reconnect");
+}
+
+async fn a_still_valid_token_is_handed_out_while_the_provider_fails_to_refresh_it(
+    backend: Backend,
+) {
+    let (app, fake, key) = connected(backend).await;
+    expire_in(&app, 30);
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(1)
+        .mount(&fake.server)
+        .await;
+    let res = get(&app, &format!("{API}/acme/connections/acme/token"), &key).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["access_token"], "at-1");
+    let expires_in = body["expires_in"].as_i64().unwrap();
+    assert!((1..=30).contains(&expires_in), "{body}");
+}
+
+async fn an_expired_token_while_the_provider_is_down_gets_503_with_retry_after(backend: Backend) {
+    let (app, fake, key) = connected(backend).await;
+    expire_in(&app, -5);
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(1)
+        .mount(&fake.server)
+        .await;
+    let res = get(&app, &format!("{API}/acme/connections/acme/token"), &key).await;
+    assert_eq!(res.status(), 503);
+    let retry_after: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1, "{retry_after}");
+    let (_, code) = error_of(res).await;
+    assert_eq!(code, "refresh_failed");
+}
+
+async fn a_tenant_without_a_connection_gets_404_for_its_token(backend: Backend) {
+    let (app, fake, key) = unconnected(backend).await;
+    for (m, p) in [
+        (
+            reqwest::Method::GET,
+            format!("{API}/acme/connections/acme/token"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{API}/acme/connections/acme/refresh"),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("{API}/acme/connections/acme"),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{API}/acme/proxy/acme/contacts"),
+        ),
+    ] {
+        let res = send(&app, m.clone(), &p, &key, None).await;
+        assert_eq!(error_of(res).await, (404, "not_found".into()), "{m} {p}");
+    }
+    let status: Value = get(&app, &format!("{API}/acme/connections/acme"), &key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "not_connected");
+    assert_eq!(fake.calls().await, 0);
+}

@@ -1,0 +1,143 @@
+//! What else a callback may bring: an issuer other than the provider's, or
+//! the answer to one provider's flow on another provider's path, is rejected
+//! before any token request (mix-up); a callback without `iss` is accepted;
+//! a declined consent (access_denied) leaves the existing connection
+//! untouched, uses up the state and says so.
+
+use super::{fingerprint, forbid_token_requests};
+use crate::backend_tests;
+use crate::helpers::{
+    assert_error_page, connect, mount_exchange, query_param, signed_in, start, Backend, ACME_ISSUER,
+};
+use diesel::prelude::*;
+use tether::db::schema::oauth_states;
+
+backend_tests!(
+    callback_with_a_foreign_issuer_is_rejected_before_any_token_request,
+    callback_without_iss_is_accepted,
+    callback_on_another_providers_path_is_rejected_as_provider_mismatch,
+    access_denied_leaves_the_existing_connection_untouched_and_says_so,
+);
+
+async fn callback_with_a_foreign_issuer_is_rejected_before_any_token_request(backend: Backend) {
+    let (app, fake) = signed_in(backend, "post").await;
+    let (state, _) = start(&app, "").await;
+    forbid_token_requests(&fake).await;
+    let before = app.snapshot();
+    for iss in [
+        "https://evil.example",
+        "https://auth.acme.example/",
+        "https://auth.acme.example.evil.example",
+        "",
+    ] {
+        let res = app
+            .client
+            .get(format!("{}/oauth/acme/callback", app.address))
+            .query(&[("code", "the-code"), ("state", &state), ("iss", iss)])
+            .send()
+            .await
+            .unwrap();
+        assert_error_page(res, 400, "issuer_mismatch").await;
+    }
+    assert_eq!(app.snapshot(), before);
+    assert_eq!(fake.calls_to("/token").await, 0);
+}
+
+async fn callback_without_iss_is_accepted(backend: Backend) {
+    let (app, fake) = signed_in(backend, "post").await;
+    let (state, challenge) = start(&app, "").await;
+    mount_exchange(&fake, &challenge, "at-1", "rt-1").await;
+    let res = app
+        .get(&format!("/oauth/acme/callback?code=the-code&state={state}"))
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/settings/integrations");
+    assert_eq!(
+        app.default_connection("acme", "acme").unwrap().status,
+        "connected"
+    );
+}
+
+async fn callback_on_another_providers_path_is_rejected_as_provider_mismatch(backend: Backend) {
+    let (app, fake) = signed_in(backend, "post").await;
+    forbid_token_requests(&fake).await;
+
+    // Started for acme, answered on demo's path.
+    let (acme_state, _) = start(&app, "").await;
+    // Started for demo, answered on acme's path.
+    let res = app.get("/oauth/demo/authorize").await;
+    assert_eq!(res.status(), 303);
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    let demo_state = query_param(&location, "state").unwrap();
+
+    let before = app.snapshot();
+    for (provider, state) in [("demo", &acme_state), ("acme", &demo_state)] {
+        let res = app
+            .get(&format!(
+                "/oauth/{provider}/callback?code=the-code&state={state}"
+            ))
+            .await;
+        assert_error_page(res, 400, "provider_mismatch").await;
+    }
+    assert_eq!(app.snapshot(), before);
+    assert_eq!(fake.calls_to("/token").await, 0);
+}
+
+async fn access_denied_leaves_the_existing_connection_untouched_and_says_so(backend: Backend) {
+    let (app, fake) = signed_in(backend, "post").await;
+    assert_eq!(
+        connect(&app, &fake, "at-old-secret", "rt-old-secret")
+            .await
+            .status(),
+        303
+    );
+    let old = app.default_connection("acme", "acme").unwrap();
+    let (state, _) = start(&app, "").await;
+    fake.server.reset().await;
+    forbid_token_requests(&fake).await;
+    let before = app.snapshot();
+
+    let res = app
+        .get(&format!(
+            "/oauth/acme/callback?error=access_denied&state={state}&iss={ACME_ISSUER}"
+        ))
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/settings/integrations");
+
+    let now = app.default_connection("acme", "acme").unwrap();
+    assert_eq!(fingerprint(&now), fingerprint(&old));
+    assert_eq!(now.version, old.version);
+    assert_eq!(now.token_ciphertext, old.token_ciphertext);
+    let tokens = now.tokens(&app.ctx.keys).unwrap().unwrap();
+    assert_eq!(tokens.access_token.expose(), "at-old-secret");
+    assert_eq!(tokens.refresh_token.unwrap().expose(), "rt-old-secret");
+
+    // Only the state changed: it is used up.
+    let after = app.snapshot();
+    let (before, after): (Vec<&str>, Vec<&str>) =
+        (before.lines().collect(), after.lines().collect());
+    for i in [0, 2, 3, 4] {
+        assert_eq!(before[i], after[i], "snapshot line {i}");
+    }
+    assert_ne!(before[1], after[1], "the state is consumed");
+    let unconsumed: i64 = oauth_states::table
+        .filter(oauth_states::consumed_at.is_null())
+        .count()
+        .get_result(&mut *app.conn())
+        .unwrap();
+    assert_eq!(unconsumed, 0);
+    assert_eq!(fake.calls_to("/token").await, 0);
+
+    let page = app
+        .get("/settings/integrations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("You declined the connection at Acme CRM. Nothing was changed."),
+        "{page}"
+    );
+    assert!(page.contains(r#"data-provider="acme" data-status="connected""#));
+}

@@ -1,0 +1,175 @@
+//! Webhooks report what matters and arrive: a needs_reconnect event is
+//! delivered once, as a JSON POST signed with the shared secret, and a
+//! delivery that fails stays pending with a later attempt planned, for a
+//! restarted instance to deliver.
+
+use crate::backend_tests;
+use crate::helpers::{
+    acme_vars, assert_signed, eventually, failing, instance_settings, invalid_grant, outbox,
+    received, seed_on, spawn_app_with, write_providers, Backend, FakeProvider, TestDb,
+    WEBHOOK_SECRET,
+};
+use diesel::prelude::*;
+use tether::db::models::tenant::Tenant;
+use tether::db::now;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+backend_tests!(
+    a_needs_reconnect_event_is_delivered_as_a_signed_json_post,
+    a_failed_delivery_stays_pending_and_a_restarted_instance_delivers_it,
+);
+
+async fn a_needs_reconnect_event_is_delivered_as_a_signed_json_post(backend: Backend) {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hooks"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let hook = format!("{}/hooks", receiver.uri());
+    let (app, _fake, c, key) = failing(
+        backend,
+        invalid_grant(),
+        &[
+            ("TETHER_WEBHOOK_URL", &hook),
+            ("TETHER_WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ],
+    )
+    .await;
+    assert_eq!(app.token(&key, "acme").await.status(), 409);
+    // The app's own delivery loop may get there first; either way one delivery.
+    let (app, receiver) = (&app, &receiver);
+    eventually(10, "the webhook delivery", move || async move {
+        tether::webhooks::deliver_due(&app.state).await.unwrap();
+        !received(receiver).await.is_empty()
+    })
+    .await;
+    let received = received(receiver).await;
+    assert_eq!(received.len(), 1);
+    let payload = assert_signed(&received[0]);
+    assert_eq!(payload["type"], "needs_reconnect");
+    assert_eq!(payload["tenant"], "acme");
+    assert_eq!(payload["provider"], "acme");
+    assert_eq!(payload["connection_id"], c.id.as_str());
+    assert!(payload["detail"]
+        .as_str()
+        .unwrap()
+        .contains("invalid_grant"));
+    eventually(10, "the row marked delivered", move || async move {
+        outbox(&mut app.conn())[0].delivered_at.is_some()
+    })
+    .await;
+    let rows = outbox(&mut app.conn());
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].attempts, 1);
+    assert_eq!(
+        tether::webhooks::deliver_due(&app.state).await.unwrap(),
+        0,
+        "delivered once"
+    );
+}
+
+async fn a_failed_delivery_stays_pending_and_a_restarted_instance_delivers_it(backend: Backend) {
+    let down = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&down)
+        .await;
+    let fake = FakeProvider::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(invalid_grant())
+        .mount(&fake.server)
+        .await;
+    let db = TestDb::new(backend);
+    write_providers(&db, &fake.providers_toml("post"));
+
+    // The first instance (no server, so no delivery loop of its own).
+    let down_hook = format!("{}/hooks", down.uri());
+    let ctx = tether::startup::prepare(instance_settings(
+        &db,
+        &[
+            ("TETHER_WEBHOOK_URL", &down_hook),
+            ("TETHER_WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ],
+    ))
+    .unwrap();
+    let c = {
+        let mut conn = ctx.pool.get().unwrap();
+        let t = Tenant::create(&mut conn, "acme", "acme").unwrap();
+        seed_on(&mut conn, &ctx.keys, &t.id, "acct-1", "rt-0", -60, -1)
+    };
+    let first = std::sync::Arc::new(ctx.app());
+    let err = tether::refresh::refresh_now(
+        &first,
+        &c.id,
+        &tether::db::models::event::Actor::Scheduler,
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), "needs_reconnect");
+    let before = now();
+    assert_eq!(tether::webhooks::deliver_due(&first).await.unwrap(), 0);
+    assert_eq!(received(&down).await.len(), 1);
+    assert_signed(&received(&down).await[0]);
+    let mut conn = first.pool.get().unwrap();
+    let pending = outbox(&mut conn);
+    drop(conn);
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].attempts, 1);
+    assert!(pending[0].delivered_at.is_none());
+    assert!(pending[0]
+        .last_error
+        .as_deref()
+        .unwrap_or_default()
+        .contains("500"));
+    assert!(
+        pending[0].next_attempt_at >= before + chrono::Duration::seconds(20),
+        "a later attempt: {:?} vs {before}",
+        pending[0].next_attempt_at
+    );
+    assert_eq!(
+        tether::webhooks::deliver_due(&first).await.unwrap(),
+        0,
+        "not before its time"
+    );
+    assert_eq!(received(&down).await.len(), 1);
+    // A restart: the first instance goes, the receiver comes back, and the
+    // row's back-off has passed.
+    {
+        use tether::db::schema::webhook_outbox as o;
+        diesel::update(o::table)
+            .set(o::next_attempt_at.eq(now() - chrono::Duration::seconds(1)))
+            .execute(&mut first.pool.get().unwrap())
+            .unwrap();
+    }
+    drop(first);
+    let up = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hooks"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&up)
+        .await;
+    let up_hook = format!("{}/hooks", up.uri());
+    let file = db.data_dir().join("providers.toml").display().to_string();
+    let mut vars = acme_vars(&file).to_vec();
+    vars.extend([
+        ("TETHER_WEBHOOK_URL", up_hook.as_str()),
+        ("TETHER_WEBHOOK_SECRET", WEBHOOK_SECRET),
+    ]);
+    let app = spawn_app_with(db, &vars).await;
+    let app = &app;
+    eventually(10, "delivery after the restart", move || async move {
+        tether::webhooks::deliver_due(&app.state).await.unwrap();
+        outbox(&mut app.conn())[0].delivered_at.is_some()
+    })
+    .await;
+    let received = received(&up).await;
+    assert_eq!(received.len(), 1);
+    let payload = assert_signed(&received[0]);
+    assert_eq!(payload["type"], "needs_reconnect");
+    assert_eq!(payload["connection_id"], c.id.as_str());
+    assert_eq!(outbox(&mut app.conn())[0].attempts, 2);
+}
