@@ -11,6 +11,7 @@ use crate::db::models::tenant::Tenant;
 use crate::error::{AppError, AppResult, Code};
 use crate::ids::{ExternalTenantId, TenantId};
 use crate::providers::Provider;
+use crate::refresh::cache::Opened;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
@@ -131,12 +132,13 @@ impl ApiCaller {
     /// The tenant this key may act for: 404 for an unknown tenant, 403 for
     /// another tenant than the key's (without saying whether it exists).
     async fn tenant(&self, state: &App, external_id: &str) -> AppResult<TenantId> {
-        let external = ExternalTenantId::parse(external_id)
-            .map_err(|_| AppError::not_found(format!("no tenant '{external_id}'")))?;
-        let id = match state.api_cache.tenant(&external) {
+        // The cache holds only ids that exist (so are well formed): a hit
+        // needs no parsing.
+        let id = match state.api_cache.tenant(external_id) {
             Some(id) => Some(id),
             None => {
-                let ext = external.clone();
+                let ext = ExternalTenantId::parse(external_id)
+                    .map_err(|_| AppError::not_found(format!("no tenant '{external_id}'")))?;
                 let found = state
                     .db(move |c| Ok(Tenant::by_external_id(c, &ext)?))
                     .await?;
@@ -152,7 +154,7 @@ impl ApiCaller {
                 "this API key may not act for that tenant",
             )),
             (None, Some(id)) => Ok(TenantId::known(id)),
-            (None, None) => Err(AppError::not_found(format!("no tenant '{external}'"))),
+            (None, None) => Err(AppError::not_found(format!("no tenant '{external_id}'"))),
         }
     }
 
@@ -248,6 +250,29 @@ struct AccountBody<'a> {
     name: Option<&'a str>,
 }
 
+impl<'a> TokenBody<'a> {
+    fn of(opened: &'a Opened) -> TokenBody<'a> {
+        let row = &opened.row;
+        TokenBody {
+            access_token: opened.tokens.access_token.expose(),
+            token_type: &opened.tokens.token_type,
+            expires_at: row.expires_at.map(|t| {
+                t.and_utc()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            }),
+            expires_in: row
+                .expires_at
+                .map(|t| (t - crate::db::now()).num_seconds().max(0)),
+            scopes: &opened.scopes,
+            metadata: &opened.metadata,
+            account: AccountBody {
+                id: &row.account_id,
+                name: row.account_name.as_deref(),
+            },
+        }
+    }
+}
+
 /// `GET .../token`: a valid access token, refreshed first when it would expire within `min_ttl`.
 async fn token(
     state: web::Data<App>,
@@ -267,24 +292,7 @@ async fn token(
     let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
     let opened =
         crate::refresh::fresh_token(&state, &tenant_id, &provider, account, min_ttl).await?;
-    let row = &opened.row;
-    let body = TokenBody {
-        access_token: opened.tokens.access_token.expose(),
-        token_type: &opened.tokens.token_type,
-        expires_at: row.expires_at.map(|t| {
-            t.and_utc()
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        }),
-        expires_in: row
-            .expires_at
-            .map(|t| (t - crate::db::now()).num_seconds().max(0)),
-        scopes: &opened.scopes,
-        metadata: &opened.metadata,
-        account: AccountBody {
-            id: &row.account_id,
-            name: row.account_name.as_deref(),
-        },
-    };
+    let body = TokenBody::of(&opened);
     state.metrics.token_api(started.elapsed().as_secs_f64());
     Ok(no_store(HttpResponse::Ok().json(body)))
 }
@@ -450,19 +458,11 @@ async fn proxy(
     let account = proxy_account(&req)?;
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .map_err(|_| AppError::bad_request(Code::InvalidMethod, "unsupported method"))?;
-    let mut headers = reqwest::header::HeaderMap::new();
-    for name in proxying::FORWARD_REQUEST {
-        if let Some(v) = req.headers().get(name) {
-            if let Ok(v) = reqwest::header::HeaderValue::from_bytes(v.as_bytes()) {
-                headers.insert(name, v);
-            }
-        }
-    }
     let call = proxying::Call {
         method,
         tail,
         query: req.query_string().to_string(),
-        headers,
+        headers: forwarded_headers(&req),
         body: bytes::Bytes::copy_from_slice(&body),
     };
     let answer = proxying::forward(
@@ -474,6 +474,24 @@ async fn proxy(
         call,
     )
     .await?;
+    Ok(passed_back(answer))
+}
+
+/// The request headers a proxied call passes on (`proxy::FORWARD_REQUEST`).
+fn forwarded_headers(req: &HttpRequest) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for name in proxying::FORWARD_REQUEST {
+        if let Some(v) = req.headers().get(name) {
+            if let Ok(v) = reqwest::header::HeaderValue::from_bytes(v.as_bytes()) {
+                headers.insert(name, v);
+            }
+        }
+    }
+    headers
+}
+
+/// The provider's answer as the caller gets it, never to be stored.
+fn passed_back(answer: proxying::Answer) -> HttpResponse {
     let status = actix_web::http::StatusCode::from_u16(answer.status)
         .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
     let mut out = HttpResponse::build(status);
@@ -481,7 +499,7 @@ async fn proxy(
         out.insert_header((name.as_str(), v.as_bytes()));
     }
     out.insert_header((header::CACHE_CONTROL, "no-store"));
-    Ok(out.body(answer.body))
+    out.body(answer.body)
 }
 
 /// `GET /api/v1/openapi.json`.

@@ -41,22 +41,23 @@ pub async fn readyz(state: web::Data<App>) -> HttpResponse {
     };
     res.insert_header((header::CACHE_CONTROL, "no-store"));
     match result {
-        Ok(flags) => {
-            let misconfigured: serde_json::Map<String, serde_json::Value> = flags
-                .into_iter()
-                .map(|f| {
-                    (
-                        f.provider,
-                        format!("rejected Tether's client credentials: {}", f.error).into(),
-                    )
-                })
-                .collect();
-            res.json(
-                serde_json::json!({ "status": "ready", "misconfigured_providers": misconfigured }),
-            )
-        }
+        Ok(flags) => res.json(serde_json::json!({
+            "status": "ready",
+            "misconfigured_providers": misconfigured(flags),
+        })),
         Err(reason) => res.json(serde_json::json!({ "status": "unavailable", "reason": reason })),
     }
+}
+
+/// Providers whose client credentials were rejected, each with why.
+fn misconfigured(flags: Vec<ProviderFlag>) -> serde_json::Map<String, serde_json::Value> {
+    flags
+        .into_iter()
+        .map(|f| {
+            let why = format!("rejected Tether's client credentials: {}", f.error);
+            (f.provider, why.into())
+        })
+        .collect()
 }
 
 /// Prometheus text: refreshes, latencies, circuits, connections by status.

@@ -74,6 +74,33 @@ struct LoginForm {
     next: Option<String>,
 }
 
+/// Sign-in attempts per email and per client address.
+fn limit_sign_in(state: &App, req: &HttpRequest, email: &str) -> PageResult<()> {
+    for key in [format!("email:{email}"), format!("ip:{}", client_addr(req))] {
+        if let Err(wait) = state.login_limiter.check(&key) {
+            return Err(PageError(AppError::too_many_requests(wait)));
+        }
+    }
+    Ok(())
+}
+
+/// The sign-in page again, with the email kept and a message that does not
+/// say which of the two was wrong.
+fn failed_sign_in(session: &Session, email: &str, next: &str) -> PageResult<HttpResponse> {
+    let csrf = session::csrf_token(session)?;
+    let page = LoginPage {
+        csrf: &csrf,
+        email,
+        next,
+        error: Some("That email and password do not match an account."),
+        flash: None,
+    };
+    let body = page.render().map_err(AppError::internal)?;
+    Ok(HttpResponse::Unauthorized()
+        .content_type("text/html; charset=utf-8")
+        .body(body))
+}
+
 async fn login(
     req: HttpRequest,
     state: web::Data<App>,
@@ -81,14 +108,7 @@ async fn login(
     CsrfForm(form): CsrfForm<LoginForm>,
 ) -> PageResult<HttpResponse> {
     let email = form.email.trim().to_lowercase();
-    for key in [
-        format!("email:{email}"),
-        format!("ip:{}", client_addr(&req)),
-    ] {
-        if let Err(wait) = state.login_limiter.check(&key) {
-            return Err(PageError(AppError::too_many_requests(wait)));
-        }
-    }
+    limit_sign_in(&state, &req, &email)?;
     let next = form
         .next
         .as_deref()
@@ -97,18 +117,7 @@ async fn login(
     let Some(user) = crate::auth::sign_in_with_password(&state, &email, &form.password).await?
     else {
         log::info!("failed sign-in for an account");
-        let csrf = session::csrf_token(&session)?;
-        let page = LoginPage {
-            csrf: &csrf,
-            email: &email,
-            next: &next,
-            error: Some("That email and password do not match an account."),
-            flash: None,
-        };
-        let body = page.render().map_err(AppError::internal)?;
-        return Ok(HttpResponse::Unauthorized()
-            .content_type("text/html; charset=utf-8")
-            .body(body));
+        return failed_sign_in(&session, &email, &next);
     };
     session::sign_in(&session, &user.id, &user.tenant_id, &user.email)?;
     log::info!("admin signed in tenant={}", user.tenant_id);
