@@ -1,5 +1,5 @@
 //! Talking to providers: code exchange, refresh, revocation, identity. Each
-//! failure is classified the way DESIGN.md section 6 asks.
+//! failure is classified as docs/design.md section 7 describes.
 
 use super::token::TokenResponse;
 use crate::crypto::Secret;

@@ -32,7 +32,7 @@ pub struct Catalogue {
     providers: BTreeMap<String, Arc<Provider>>,
 }
 
-/// The TOML form of a provider (DESIGN.md section 9). Every field is optional
+/// The TOML form of a provider (README, "Custom providers"). Every field is optional
 /// so that a preset can be overridden field by field.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,4 +1,5 @@
-//! Built-in presets, from what each platform documents (shared/PROVIDERS.md).
+//! Built-in presets, from what each platform documents in its developer
+//! documentation: one comment per quirk (docs/design.md section 7).
 //! Anything a platform does not confirm is configurable through the providers file.
 
 use super::provider::{ClientAuth, Flow, Provider, RefreshStyle};

@@ -592,7 +592,7 @@ pub struct Failure {
     pub error: AppError,
 }
 
-/// DESIGN.md section 6: grant gone stops for good; operator errors and
+/// docs/design.md section 7: grant gone stops for good; operator errors and
 /// refusals wait long; everything else backs off and is retried. That
 /// includes a refresh whose answer never came, even at a provider that
 /// rotates refresh tokens: sending the same refresh token again cannot make
