@@ -8,6 +8,7 @@ use crate::error::{AppError, AppResult};
 use crate::ids::TenantId;
 use crate::oauth;
 use crate::providers::Provider;
+use std::sync::Arc;
 
 /// The tenant's connected account of the provider (the named one, else the
 /// default), or a 404 that says which of the two is missing.
@@ -31,6 +32,19 @@ pub async fn connection(
             })
     })
     .await
+}
+
+/// Refreshes the tenant's account of `provider` (`None`: the default) now,
+/// sharing any refresh already under way; returns the refreshed row.
+pub async fn refresh(
+    app: &Arc<App>,
+    tenant_id: &TenantId,
+    provider: &Provider,
+    account: Option<&str>,
+    actor: &Actor,
+) -> AppResult<Connection> {
+    let row = connection(app, tenant_id, &provider.key, account).await?;
+    crate::refresh::refresh_now(app, &row.id, actor, None).await
 }
 
 /// Makes the tenant's connected `account` of `provider` its default.

@@ -306,8 +306,7 @@ async fn refresh(
 ) -> AppResult<HttpResponse> {
     let account = account_param(query.account.as_deref())?;
     let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
-    let row = manage::connection(&state, &tenant_id, &provider.key, account).await?;
-    let fresh = crate::refresh::refresh_now(&state, &row.id, &caller.actor(), None).await?;
+    let fresh = manage::refresh(&state, &tenant_id, &provider, account, &caller.actor()).await?;
     Ok(no_store(
         HttpResponse::Ok().json(StatusView::of(&provider.key, Some(&fresh))),
     ))

@@ -208,15 +208,14 @@ async fn refresh(
 ) -> PageResult<HttpResponse> {
     let provider = state.enabled_provider(&path)?;
     let account = account_param(form.account.as_deref())?;
-    let connection = manage::connection(&state, &admin.tenant_id, &provider.key, account).await?;
-    match crate::refresh::refresh_now(&state, &connection.id, &admin.actor(), None).await {
-        Ok(_) => session::flash(
+    match manage::refresh(&state, &admin.tenant_id, &provider, account, &admin.actor()).await {
+        Ok(fresh) => session::flash(
             &admin.session,
             "ok",
             format!(
                 "{} tokens refreshed for {}.",
                 provider.display_name,
-                connection.label()
+                fresh.label()
             ),
         ),
         Err(e) => session::flash(
