@@ -65,6 +65,8 @@ fn sending_lease_until(state: &App) -> NaiveDateTime {
 /// How long a token request whose stored token is still valid waits for a
 /// refresh under way before it takes the stored token.
 const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long before its expiry a waiting caller takes the stored token.
+const EXPIRY_MARGIN: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Time after a provider call's deadline to commit its answer.
 pub const SEND_GRACE_SECS: i64 = 5;
@@ -321,7 +323,14 @@ pub async fn fresh_token(
     // lease of an instance that died: then the stored token is the answer.
     // The refresh itself runs on (it is a task of its own).
     let outcome = if still_valid {
-        tokio::time::timeout(PATIENCE, refreshed)
+        // Never so long that the stored token expires meanwhile: then there
+        // would be nothing left to answer with (the refresh may be held by
+        // an instance that died, whose lease only lapses later).
+        let left = row
+            .expires_at
+            .and_then(|exp| (exp - now()).to_std().ok())
+            .map_or(PATIENCE, |left| left.saturating_sub(EXPIRY_MARGIN));
+        tokio::time::timeout(PATIENCE.min(left), refreshed)
             .await
             .unwrap_or_else(|_| {
                 Err(AppError::unavailable(

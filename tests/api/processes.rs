@@ -1028,10 +1028,12 @@ async fn sigterm_storm(backend: Backend, plan: TermPlan) {
         &not_ok[..not_ok.len().min(10)]
     );
     // A fresh connection closed before any answer as a server stops accepting
-    // (its backlog is reset) is retried like a refused one; more than a couple
-    // per SIGTERM would mean that accepted requests are dropped.
+    // (its backlog is reset) is retried like a refused one. How many sit in
+    // the backlog at that moment depends on the machine's load: up to 7 in
+    // 3 SIGTERMs were seen while the whole suite ran on 2 cores. More than a
+    // few per SIGTERM would mean that accepted requests are dropped.
     assert!(
-        dropped <= 2 * plan.sigterms,
+        dropped <= 4 * plan.sigterms,
         "{dropped} token request(s) connected but got no answer ({refused} refused)"
     );
 }
