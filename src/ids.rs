@@ -5,7 +5,6 @@
 //! needs the text.
 
 use crate::db::models::tenant::validate_external_id;
-use crate::db::models::user::normalize_email;
 use crate::error::AppResult;
 use std::fmt;
 use std::ops::Deref;
@@ -19,10 +18,6 @@ macro_rules! id {
         impl $name {
             pub fn as_str(&self) -> &str {
                 &self.0
-            }
-
-            pub fn into_string(self) -> String {
-                self.0
             }
         }
 
@@ -72,11 +67,6 @@ impl ExternalTenantId {
 }
 
 impl Email {
-    /// A plausible address, normalised; else a 400.
-    pub fn parse(raw: &str) -> AppResult<Email> {
-        normalize_email(raw).map(Email)
-    }
-
     /// An address Tether stored (or signed into a session) itself.
     pub fn known(email: impl Into<String>) -> Email {
         Email(email.into())
@@ -93,11 +83,6 @@ mod tests {
         assert_eq!(&*ext, "acme-1");
         assert!(ExternalTenantId::parse("").is_err());
         assert!(ExternalTenantId::parse("a/b").is_err());
-        assert_eq!(
-            Email::parse(" Ada@Example.COM ").unwrap().as_str(),
-            "ada@example.com"
-        );
-        assert!(Email::parse("not an email").is_err());
         assert_eq!(TenantId::known("t1").to_string(), "t1");
     }
 }
