@@ -9,58 +9,80 @@ use std::fmt;
 
 /// Every machine code an error can carry: the `code` of a JSON error body,
 /// stable for clients. One list, so that no caller invents one by typo and
-/// control flow compares variants, not strings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Code {
-    AlreadyRevoked,
-    ConcurrentUpdate,
-    DatabaseUnavailable,
-    DecryptionFailed,
-    Forbidden,
-    InsufficientScope,
-    Internal,
-    InvalidAccount,
-    InvalidClient,
-    InvalidCode,
-    InvalidDecision,
-    InvalidEmail,
-    InvalidExpiresIn,
-    InvalidForm,
-    InvalidGrant,
-    InvalidInstance,
-    InvalidJson,
-    InvalidLink,
-    InvalidMethod,
-    InvalidMinTtl,
-    InvalidName,
-    InvalidPath,
-    InvalidQuery,
-    InvalidRedirectUri,
-    InvalidRequest,
-    InvalidReturnTo,
-    InvalidScope,
-    InvalidSsoToken,
-    InvalidState,
-    InvalidTenant,
-    InvalidToken,
-    IssuerMismatch,
-    LeaseLost,
-    NeedsReconnect,
-    NotFound,
-    NotRefreshable,
-    ProviderError,
-    ProviderMisconfigured,
-    ProviderMismatch,
-    ProviderUnavailable,
-    ProviderUnreachable,
-    RateLimited,
-    RefreshFailed,
-    RefreshInProgress,
-    ShuttingDown,
-    TenantExists,
-    Unauthorized,
-    UnsupportedFlow,
-    UserExists,
+/// control flow compares variants, not strings; the OpenAPI document lists
+/// the same codes.
+macro_rules! codes {
+    ($($variant:ident => $text:literal,)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $($variant,)*
+        }
+
+        impl Code {
+            /// Every code, in the order of the list.
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            /// The code as clients see it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $text,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    AlreadyRevoked => "already_revoked",
+    ConcurrentUpdate => "concurrent_update",
+    DatabaseUnavailable => "database_unavailable",
+    DecryptionFailed => "decryption_failed",
+    Forbidden => "forbidden",
+    InsufficientScope => "insufficient_scope",
+    Internal => "internal",
+    InvalidAccount => "invalid_account",
+    InvalidClient => "invalid_client",
+    InvalidCode => "invalid_code",
+    InvalidDecision => "invalid_decision",
+    InvalidEmail => "invalid_email",
+    InvalidExpiresIn => "invalid_expires_in",
+    InvalidForm => "invalid_form",
+    InvalidGrant => "invalid_grant",
+    InvalidInstance => "invalid_instance",
+    InvalidJson => "invalid_json",
+    InvalidLink => "invalid_link",
+    InvalidMethod => "invalid_method",
+    InvalidMinTtl => "invalid_min_ttl",
+    InvalidName => "invalid_name",
+    InvalidPath => "invalid_path",
+    InvalidQuery => "invalid_query",
+    InvalidRedirectUri => "invalid_redirect_uri",
+    InvalidRequest => "invalid_request",
+    InvalidReturnTo => "invalid_return_to",
+    InvalidScope => "invalid_scope",
+    InvalidSsoToken => "invalid_sso_token",
+    InvalidState => "invalid_state",
+    InvalidTenant => "invalid_tenant",
+    InvalidToken => "invalid_token",
+    IssuerMismatch => "issuer_mismatch",
+    LeaseLost => "lease_lost",
+    MethodNotAllowed => "method_not_allowed",
+    NeedsReconnect => "needs_reconnect",
+    NotFound => "not_found",
+    NotRefreshable => "not_refreshable",
+    ProviderError => "provider_error",
+    ProviderMisconfigured => "provider_misconfigured",
+    ProviderMismatch => "provider_mismatch",
+    ProviderUnavailable => "provider_unavailable",
+    ProviderUnreachable => "provider_unreachable",
+    RateLimited => "rate_limited",
+    RefreshFailed => "refresh_failed",
+    RefreshInProgress => "refresh_in_progress",
+    ShuttingDown => "shutting_down",
+    TenantExists => "tenant_exists",
+    Unauthorized => "unauthorized",
+    UnsupportedFlow => "unsupported_flow",
+    UserExists => "user_exists",
 }
 
 impl std::fmt::Display for Code {
@@ -69,62 +91,22 @@ impl std::fmt::Display for Code {
     }
 }
 
-impl Code {
-    /// The code as clients see it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::AlreadyRevoked => "already_revoked",
-            Code::ConcurrentUpdate => "concurrent_update",
-            Code::DatabaseUnavailable => "database_unavailable",
-            Code::DecryptionFailed => "decryption_failed",
-            Code::Forbidden => "forbidden",
-            Code::InsufficientScope => "insufficient_scope",
-            Code::Internal => "internal",
-            Code::InvalidAccount => "invalid_account",
-            Code::InvalidClient => "invalid_client",
-            Code::InvalidCode => "invalid_code",
-            Code::InvalidDecision => "invalid_decision",
-            Code::InvalidEmail => "invalid_email",
-            Code::InvalidExpiresIn => "invalid_expires_in",
-            Code::InvalidForm => "invalid_form",
-            Code::InvalidGrant => "invalid_grant",
-            Code::InvalidInstance => "invalid_instance",
-            Code::InvalidJson => "invalid_json",
-            Code::InvalidLink => "invalid_link",
-            Code::InvalidMethod => "invalid_method",
-            Code::InvalidMinTtl => "invalid_min_ttl",
-            Code::InvalidName => "invalid_name",
-            Code::InvalidPath => "invalid_path",
-            Code::InvalidQuery => "invalid_query",
-            Code::InvalidRedirectUri => "invalid_redirect_uri",
-            Code::InvalidRequest => "invalid_request",
-            Code::InvalidReturnTo => "invalid_return_to",
-            Code::InvalidScope => "invalid_scope",
-            Code::InvalidSsoToken => "invalid_sso_token",
-            Code::InvalidState => "invalid_state",
-            Code::InvalidTenant => "invalid_tenant",
-            Code::InvalidToken => "invalid_token",
-            Code::IssuerMismatch => "issuer_mismatch",
-            Code::LeaseLost => "lease_lost",
-            Code::NeedsReconnect => "needs_reconnect",
-            Code::NotFound => "not_found",
-            Code::NotRefreshable => "not_refreshable",
-            Code::ProviderError => "provider_error",
-            Code::ProviderMisconfigured => "provider_misconfigured",
-            Code::ProviderMismatch => "provider_mismatch",
-            Code::ProviderUnavailable => "provider_unavailable",
-            Code::ProviderUnreachable => "provider_unreachable",
-            Code::RateLimited => "rate_limited",
-            Code::RefreshFailed => "refresh_failed",
-            Code::RefreshInProgress => "refresh_in_progress",
-            Code::ShuttingDown => "shutting_down",
-            Code::TenantExists => "tenant_exists",
-            Code::Unauthorized => "unauthorized",
-            Code::UnsupportedFlow => "unsupported_flow",
-            Code::UserExists => "user_exists",
-        }
+impl serde::Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
+
+impl utoipa::PartialSchema for Code {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(Code::ALL.iter().map(|c| c.as_str())))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Code {}
 
 pub type AppResult<T> = Result<T, AppError>;
 
@@ -161,6 +143,13 @@ impl AppError {
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, Code::NotFound, message)
+    }
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Code::MethodNotAllowed,
+            message,
+        )
     }
     pub fn conflict(code: Code, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
@@ -314,10 +303,27 @@ impl ResponseError for AppError {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         res.insert_header((header::CACHE_CONTROL, "no-store"));
-        res.json(serde_json::json!({
-            "error": { "code": self.code.as_str(), "message": self.message }
-        }))
+        res.json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: &self.message,
+            },
+        })
     }
+}
+
+/// The body of every JSON error: `{"error": {"code", "message"}}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+/// A stable machine code, and a message fit for the user.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail<'a> {
+    pub code: Code,
+    pub message: &'a str,
 }
 
 impl From<diesel::result::Error> for AppError {

@@ -9,48 +9,95 @@ use chrono::NaiveDateTime;
 
 /// The status of one provider for a tenant: its default account (or the
 /// account asked for) and, for the provider as a whole, every account.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Status)]
 pub struct StatusView {
     pub provider: String,
-    /// `connected`, `needs_reconnect`, `error` or `not_connected`.
-    pub status: &'static str,
+    pub status: PublicStatus,
+    /// The account this status is of; none when not connected.
     pub account: Option<AccountRef>,
-    /// Whether this account is the one served when a caller names none.
+    /// Whether this account is the tenant's default for the provider (served
+    /// when a caller names no account).
     pub default: bool,
     pub scopes: Vec<String>,
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
+    #[schema(format = DateTime)]
     pub last_refreshed_at: Option<String>,
+    /// What the provider said about the grant (e.g. a GoHighLevel location's
+    /// company id).
+    #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
     pub last_error: Option<String>,
-    /// Every connected account, default first (provider views only).
+    /// Every connected account of the provider, the default first, then in
+    /// the order they were connected. Only in a provider's status (no
+    /// `account` parameter).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accounts: Option<Vec<AccountSummary>>,
 }
 
 /// A provider account: its id at the provider and its readable name.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct AccountRef {
     pub id: String,
     pub name: Option<String>,
 }
 
 /// One line of a provider's account list.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct AccountSummary {
     pub id: String,
     pub name: Option<String>,
-    pub status: &'static str,
+    pub status: PublicStatus,
     pub default: bool,
 }
 
-/// The status the CRM and the dashboard see: a disconnected row (or none)
-/// is "not connected".
-pub fn public_status(c: Option<&Connection>) -> &'static str {
+/// The status the CRM and the dashboard see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PublicStatus {
+    Connected,
+    NeedsReconnect,
+    /// Refreshes are failing for a reason that may pass; Tether retries.
+    Error,
+    NotConnected,
+}
+
+impl PublicStatus {
+    /// As in JSON bodies (and the dashboard's CSS classes).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PublicStatus::Connected => "connected",
+            PublicStatus::NeedsReconnect => "needs_reconnect",
+            PublicStatus::Error => "error",
+            PublicStatus::NotConnected => "not_connected",
+        }
+    }
+
+    /// As the dashboard shows it.
+    pub fn label(self) -> &'static str {
+        match self {
+            PublicStatus::Connected => "Connected",
+            PublicStatus::NeedsReconnect => "Needs reconnecting",
+            PublicStatus::Error => "Refresh failing, retrying",
+            PublicStatus::NotConnected => "Not connected",
+        }
+    }
+}
+
+impl std::fmt::Display for PublicStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A disconnected row (or none) is "not connected".
+pub fn public_status(c: Option<&Connection>) -> PublicStatus {
     match c.map(Connection::status) {
-        Some(Status::Connected) => "connected",
-        Some(Status::NeedsReconnect) => "needs_reconnect",
-        Some(Status::Error) => "error",
-        Some(Status::Disconnected) | None => "not_connected",
+        Some(Status::Connected) => PublicStatus::Connected,
+        Some(Status::NeedsReconnect) => PublicStatus::NeedsReconnect,
+        Some(Status::Error) => PublicStatus::Error,
+        Some(Status::Disconnected) | None => PublicStatus::NotConnected,
     }
 }
 

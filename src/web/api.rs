@@ -8,17 +8,20 @@ use crate::connections::{links, manage, proxy as proxying};
 use crate::db::models::api_key::ApiKey;
 use crate::db::models::event::Actor;
 use crate::db::models::tenant::Tenant;
-use crate::error::{AppError, AppResult, Code};
+use crate::error::{AppError, AppResult, Code, ErrorBody};
 use crate::ids::{ExternalTenantId, TenantId};
 use crate::providers::Provider;
 use crate::refresh::cache::Opened;
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use actix_web::{delete, get, post, put, route, web, FromRequest, HttpRequest, HttpResponse};
 use futures_util::future::{ready, Either, LocalBoxFuture, Ready};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The API's routes, and the OpenAPI document built from the same
+/// registrations (`utoipa-actix-web`): a route cannot be served without
+/// being documented, nor documented without being served.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let json = || {
         web::JsonConfig::default()
@@ -40,33 +43,156 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     let path = || {
         web::PathConfig::default().error_handler(|_, _| AppError::not_found("no such route").into())
     };
-    // The hot route first and on its own: routes are tried in order, and a
-    // route inside a scope costs a pattern match for the scope as well.
-    cfg.service(
-        web::resource("/api/v1/tenants/{tenant}/connections/{provider}/token")
-            .app_data(query())
-            .app_data(path())
-            .route(web::get().to(token))
-            .default_service(web::to(super::http::not_found)),
-    )
-    .route("/api/v1/openapi.json", web::get().to(openapi))
-    .service(
-        web::scope("/api/v1/tenants/{tenant}")
-            .app_data(json())
-            .app_data(query())
-            .app_data(path())
-            .route("", web::put().to(provision))
-            .route("/connections", web::get().to(list))
-            .route("/connections/{provider}", web::get().to(status))
-            .route("/connections/{provider}", web::delete().to(disconnect))
-            .route("/connections/{provider}/refresh", web::post().to(refresh))
-            .route(
-                "/connections/{provider}/default",
-                web::put().to(set_default),
-            )
-            .route("/connect-links", web::post().to(connect_link))
-            .route("/proxy/{provider}/{tail:.*}", web::to(proxy)),
-    );
+    // The hot route first: routes are tried in order.
+    let api = utoipa_actix_web::scope("/api/v1")
+        .app_data(json())
+        .app_data(query())
+        .app_data(path())
+        .service(token)
+        .service(provision)
+        .service(list)
+        .service(provider_status)
+        .service(disconnect)
+        .service(refresh)
+        .service(set_default)
+        .service(connect_link)
+        .service(proxy)
+        .service(openapi_document)
+        .default_service(web::to(unrouted));
+    cfg.app_data(web::Data::new(Document::of(&api)))
+        .service(api);
+}
+
+/// The OpenAPI document of the routes above, with what the 405 answers need.
+pub struct Document {
+    json: bytes::Bytes,
+    /// Each documented path, as a pattern, with the methods it takes.
+    routes: Vec<(actix_web::dev::ResourceDef, String)>,
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Tether internal API",
+        version = "1",
+        description = "For the CRM's own services. Authenticate with `Authorization: Bearer <API key>` \
+            (created with `tether api-key create`). `{tenant}` is the CRM's external id for the tenant. \
+            Errors are `{\"error\": {\"code\", \"message\"}}`: 401 bad key, 403 key not allowed for \
+            this tenant, 404 unknown tenant/provider/connection, 409 needs_reconnect, 503 refresh \
+            temporarily failing (with Retry-After). A method a path does not take is a 405 with `Allow`."
+    ),
+    modifiers(&BearerKeys)
+)]
+struct Base;
+
+struct BearerKeys;
+
+impl utoipa::Modify for BearerKeys {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.description = Some("tth_... API key".to_string());
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("apiKey", SecurityScheme::Http(scheme));
+    }
+}
+
+impl Document {
+    fn of<T>(api: &utoipa_actix_web::scope::Scope<T>) -> Document {
+        use utoipa::OpenApi;
+        use utoipa_actix_web::OpenApiFactory;
+        let mut doc = Base::openapi();
+        doc.paths.merge(api.paths());
+        let mut schemas = Vec::new();
+        api.schemas(&mut schemas);
+        doc.components
+            .get_or_insert_with(Default::default)
+            .schemas
+            .extend(schemas);
+        let routes = doc
+            .paths
+            .paths
+            .iter()
+            .map(|(p, item)| {
+                let methods = [
+                    ("GET", &item.get),
+                    ("PUT", &item.put),
+                    ("POST", &item.post),
+                    ("DELETE", &item.delete),
+                    ("PATCH", &item.patch),
+                    ("HEAD", &item.head),
+                    ("OPTIONS", &item.options),
+                ];
+                let allow: Vec<&str> = methods
+                    .iter()
+                    .filter(|(_, op)| op.is_some())
+                    .map(|(m, _)| *m)
+                    .collect();
+                // `{path}` is the proxy's tail: it spans segments.
+                let pattern = p.replace("{path}", "{path:.*}");
+                (actix_web::dev::ResourceDef::new(pattern), allow.join(", "))
+            })
+            .collect();
+        let json = doc
+            .to_pretty_json()
+            .expect("the OpenAPI document serialises");
+        Document {
+            json: bytes::Bytes::from(json),
+            routes,
+        }
+    }
+
+    /// The methods a documented path takes, or `None` for an unknown path.
+    fn allowed(&self, path: &str) -> Option<&str> {
+        self.routes
+            .iter()
+            .find(|(def, _)| def.is_match(path))
+            .map(|(_, allow)| allow.as_str())
+    }
+}
+
+/// Anything under `/api/v1` that no route took: 405 (with `Allow`) for a
+/// method a documented path does not take, else 404.
+async fn unrouted(req: HttpRequest, doc: web::Data<Document>) -> HttpResponse {
+    let err = match doc.allowed(req.path()) {
+        Some(allow) => {
+            let mut res =
+                actix_web::ResponseError::error_response(&AppError::method_not_allowed(format!(
+                    "{} does not take {}; it takes {allow}",
+                    req.path(),
+                    req.method()
+                )));
+            res.headers_mut().insert(
+                header::ALLOW,
+                header::HeaderValue::from_str(allow).expect("method names are ASCII"),
+            );
+            return res;
+        }
+        None => AppError::not_found("there is nothing at this address"),
+    };
+    actix_web::ResponseError::error_response(&err)
+}
+
+/// `{tenant}`: the CRM's own id for the tenant.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+struct TenantPath {
+    /// The CRM's external id of the tenant.
+    #[param(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
+    tenant: String,
+}
+
+/// `{tenant}/connections/{provider}`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+struct ConnectionPath {
+    /// The CRM's external id of the tenant.
+    #[param(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
+    tenant: String,
+    /// A provider's key (`gohighlevel`, `hubspot`, ...).
+    #[param(pattern = r"^[a-z][a-z0-9_-]{0,31}$")]
+    provider: String,
 }
 
 /// An authenticated internal caller.
@@ -163,10 +289,10 @@ impl ApiCaller {
     async fn target(
         &self,
         state: &App,
-        (tenant, provider): (String, String),
+        path: &ConnectionPath,
     ) -> AppResult<(TenantId, std::sync::Arc<Provider>)> {
-        let tenant_id = self.tenant(state, &tenant).await?;
-        Ok((tenant_id, state.enabled_provider(&provider)?))
+        let tenant_id = self.tenant(state, &path.tenant).await?;
+        Ok((tenant_id, state.enabled_provider(&path.provider)?))
     }
 
     fn actor(&self) -> Actor {
@@ -176,28 +302,49 @@ impl ApiCaller {
     }
 }
 
-/// The `account` query parameter of the connection routes: a provider's
-/// account id; without it, the tenant's default account.
-#[derive(serde::Deserialize)]
+/// The `account` query parameter of the connection routes.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AccountQuery {
+    /// The provider's account id of one of the tenant's connected accounts
+    /// (e.g. a GoHighLevel location id). Without it: the tenant's default
+    /// account. An account that is not connected is a 404.
+    #[param(min_length = 1, max_length = 256)]
     account: Option<String>,
 }
 
-/// `GET /connections`: every enabled provider's status for the tenant, each
-/// with its accounts.
+/// `{"connections": [...]}`: one status per enabled provider.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ConnectionList {
+    connections: Vec<StatusView>,
+}
+
+/// Status of every enabled provider for the tenant
+#[utoipa::path(
+    params(TenantPath),
+    responses(
+        (status = 200, description = "One status per enabled provider", body = ConnectionList),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 503, description = "The database is unreachable", body = ErrorBody),
+    ),
+    security(("apiKey" = []))
+)]
+#[get("/tenants/{tenant}/connections")]
 async fn list(
     state: web::Data<App>,
     caller: ApiCaller,
-    path: web::Path<String>,
+    path: web::Path<TenantPath>,
 ) -> AppResult<HttpResponse> {
-    let tenant_id = caller.tenant(&state, &path).await?;
+    let tenant_id = caller.tenant(&state, &path.tenant).await?;
     let keys: Vec<String> = state
         .providers
         .all()
         .filter(|p| p.enabled())
         .map(|p| p.key.clone())
         .collect();
-    let statuses = state
+    let connections = state
         .db(move |c| {
             keys.iter()
                 .map(|k| status::load(c, &tenant_id, k, None))
@@ -205,20 +352,35 @@ async fn list(
         })
         .await?;
     Ok(no_store(
-        HttpResponse::Ok().json(serde_json::json!({ "connections": statuses })),
+        HttpResponse::Ok().json(ConnectionList { connections }),
     ))
 }
 
-/// `GET /connections/{provider}[?account=]`: the provider's status (default
-/// account and the list), or one account's.
-async fn status(
+/// Status of one provider
+///
+/// Its default account, and the list of connected accounts; with `account`,
+/// that account's status.
+#[utoipa::path(
+    params(ConnectionPath, AccountQuery),
+    responses(
+        (status = 200, description = "The status", body = StatusView),
+        (status = 400, description = "An invalid `account`", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        (status = 404, description = "No such tenant, provider or account", body = ErrorBody),
+        (status = 503, description = "The database is unreachable", body = ErrorBody),
+    ),
+    security(("apiKey" = []))
+)]
+#[get("/tenants/{tenant}/connections/{provider}")]
+async fn provider_status(
     state: web::Data<App>,
     caller: ApiCaller,
-    path: web::Path<(String, String)>,
+    path: web::Path<ConnectionPath>,
     query: web::Query<AccountQuery>,
 ) -> AppResult<HttpResponse> {
     let account = account_param(query.account.as_deref())?.map(str::to_string);
-    let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
+    let (tenant_id, provider) = caller.target(&state, &path).await?;
     let key = provider.key.clone();
     let doc = state
         .db(move |c| status::load(c, &tenant_id, &key, account.as_deref()))
@@ -226,25 +388,37 @@ async fn status(
     Ok(no_store(HttpResponse::Ok().json(doc)))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TokenQuery {
+    /// Seconds the token must still be valid for; a token expiring sooner is
+    /// refreshed first.
+    #[param(minimum = 0, maximum = 86400, default = 60)]
     min_ttl: Option<i64>,
+    /// The provider's account id of one of the tenant's connected accounts.
+    /// Without it: the tenant's default account.
+    #[param(min_length = 1, max_length = 256)]
     account: Option<String>,
 }
 
 /// The token API's answer.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Token)]
 struct TokenBody<'a> {
     access_token: &'a str,
     token_type: &'a str,
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
     expires_in: Option<i64>,
+    #[schema(value_type = Vec<String>)]
     scopes: &'a [String],
+    #[schema(value_type = Object)]
     metadata: &'a serde_json::Value,
+    /// The account whose token this is.
     account: AccountBody<'a>,
 }
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 struct AccountBody<'a> {
     id: &'a str,
     name: Option<&'a str>,
@@ -273,11 +447,30 @@ impl<'a> TokenBody<'a> {
     }
 }
 
-/// `GET .../token`: a valid access token, refreshed first when it would expire within `min_ttl`.
+/// A valid access token
+///
+/// Of the default account (or of `account`); refreshed first when it expires
+/// within `min_ttl`. Concurrent requests share one refresh. Never cached
+/// (`Cache-Control: no-store`).
+#[utoipa::path(
+    params(ConnectionPath, TokenQuery),
+    responses(
+        (status = 200, description = "A valid access token", body = TokenBody),
+        (status = 400, description = "An invalid `min_ttl` or `account`", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        (status = 404, description = "No such tenant, provider or connection", body = ErrorBody),
+        (status = 409, description = "`needs_reconnect`: the provider revoked the grant", body = ErrorBody),
+        (status = 502, description = "The provider refused Tether's credentials", body = ErrorBody),
+        (status = 503, description = "A refresh is failing for now; see Retry-After", body = ErrorBody),
+    ),
+    security(("apiKey" = []))
+)]
+#[get("/tenants/{tenant}/connections/{provider}/token")]
 async fn token(
     state: web::Data<App>,
     caller: ApiCaller,
-    path: web::Path<(String, String)>,
+    path: web::Path<ConnectionPath>,
     query: web::Query<TokenQuery>,
 ) -> AppResult<HttpResponse> {
     let started = Instant::now();
@@ -289,7 +482,7 @@ async fn token(
         ));
     }
     let account = account_param(query.account.as_deref())?;
-    let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
+    let (tenant_id, provider) = caller.target(&state, &path).await?;
     let opened =
         crate::refresh::fresh_token(&state, &tenant_id, &provider, account, min_ttl).await?;
     let body = TokenBody::of(&opened);
@@ -297,58 +490,122 @@ async fn token(
     Ok(no_store(HttpResponse::Ok().json(body)))
 }
 
-/// `POST .../refresh[?account=]`: refresh now (shared with any refresh under way).
+/// Refresh now
+///
+/// The default account, or `account`; shared with any refresh under way.
+#[utoipa::path(
+    params(ConnectionPath, AccountQuery),
+    responses(
+        (status = 200, description = "The account's status after the refresh", body = StatusView),
+        (status = 400, description = "An invalid `account`", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        (status = 404, description = "No such tenant, provider or connection", body = ErrorBody),
+        (status = 409, description = "`needs_reconnect`, or the provider's tokens cannot be refreshed", body = ErrorBody),
+        (status = 502, description = "The provider refused Tether's credentials", body = ErrorBody),
+        (status = 503, description = "The refresh is failing for now; see Retry-After", body = ErrorBody),
+    ),
+    security(("apiKey" = []))
+)]
+#[post("/tenants/{tenant}/connections/{provider}/refresh")]
 async fn refresh(
     state: web::Data<App>,
     caller: ApiCaller,
-    path: web::Path<(String, String)>,
+    path: web::Path<ConnectionPath>,
     query: web::Query<AccountQuery>,
 ) -> AppResult<HttpResponse> {
     let account = account_param(query.account.as_deref())?;
-    let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
+    let (tenant_id, provider) = caller.target(&state, &path).await?;
     let fresh = manage::refresh(&state, &tenant_id, &provider, account, &caller.actor()).await?;
     Ok(no_store(
         HttpResponse::Ok().json(StatusView::of(&provider.key, Some(&fresh))),
     ))
 }
 
-/// `DELETE .../{provider}[?account=]`: revoke where possible and erase. The
-/// answer names the default account afterwards, so that no caller assumes
-/// the provider is gone while another account now serves it (or the reverse).
+/// What a disconnect did.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Disconnected {
+    provider: String,
+    /// The account that was disconnected.
+    disconnected: String,
+    /// The provider's status afterwards (its new default's).
+    status: status::PublicStatus,
+    /// The default account afterwards, if any is left.
+    default: Option<String>,
+    message: String,
+}
+
+/// Disconnect an account
+///
+/// The default without `account`: revoke at the provider where supported,
+/// then erase its tokens. When the default goes, the earliest-connected
+/// other account becomes the default; the answer names it, so that no caller
+/// assumes the provider is gone while another account now serves it.
+#[utoipa::path(
+    params(ConnectionPath, AccountQuery),
+    responses(
+        (status = 200, description = "Disconnected", body = Disconnected),
+        (status = 400, description = "An invalid `account`", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        (status = 404, description = "No such tenant, provider or connection", body = ErrorBody),
+        (status = 503, description = "The database is unreachable", body = ErrorBody),
+    ),
+    security(("apiKey" = []))
+)]
+#[delete("/tenants/{tenant}/connections/{provider}")]
 async fn disconnect(
     state: web::Data<App>,
     caller: ApiCaller,
-    path: web::Path<(String, String)>,
+    path: web::Path<ConnectionPath>,
     query: web::Query<AccountQuery>,
 ) -> AppResult<HttpResponse> {
     let account = account_param(query.account.as_deref())?;
-    let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
+    let (tenant_id, provider) = caller.target(&state, &path).await?;
     let done = manage::disconnect(&state, &tenant_id, &provider, account, &caller.actor()).await?;
-    Ok(no_store(HttpResponse::Ok().json(serde_json::json!({
-        "provider": provider.key,
-        "disconnected": done.account_id,
-        "status": status::public_status(done.default.as_ref()),
-        "default": done.default.as_ref().map(|d| d.account_id.clone()),
-        "message": done.message,
-    }))))
+    Ok(no_store(HttpResponse::Ok().json(Disconnected {
+        provider: provider.key.clone(),
+        disconnected: done.account_id,
+        status: status::public_status(done.default.as_ref()),
+        default: done.default.as_ref().map(|d| d.account_id.clone()),
+        message: done.message,
+    })))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DefaultRequest {
     /// The provider account id to serve when a caller names none.
+    #[schema(min_length = 1, max_length = 256)]
     account: String,
 }
 
-/// `PUT .../{provider}/default`: chooses the tenant's default account.
+/// Choose the tenant's default account of the provider
+///
+/// The one the token API, the proxy and the status serve when no account is
+/// named. Refreshes never change it.
+#[utoipa::path(
+    params(ConnectionPath),
+    request_body = DefaultRequest,
+    responses(
+        (status = 200, description = "The provider's status afterwards", body = StatusView),
+        (status = 400, description = "An invalid body", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        (status = 404, description = "No such tenant, provider or account", body = ErrorBody),
+        (status = 503, description = "The database is unreachable", body = ErrorBody),
+    ),
+    security(("apiKey" = []))
+)]
+#[put("/tenants/{tenant}/connections/{provider}/default")]
 async fn set_default(
     state: web::Data<App>,
     caller: ApiCaller,
-    path: web::Path<(String, String)>,
+    path: web::Path<ConnectionPath>,
     body: web::Json<DefaultRequest>,
 ) -> AppResult<HttpResponse> {
     let account = account_param(Some(&body.account))?.unwrap_or_default();
-    let (tenant_id, provider) = caller.target(&state, path.into_inner()).await?;
+    let (tenant_id, provider) = caller.target(&state, &path).await?;
     manage::choose_default(&state, &tenant_id, &provider, account, &caller.actor()).await?;
     let key = provider.key.clone();
     let doc = state
@@ -357,43 +614,101 @@ async fn set_default(
     Ok(no_store(HttpResponse::Ok().json(doc)))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LinkRequest {
+    /// The provider to connect.
     provider: String,
-    /// Seconds the link stays valid (60 to 86400; default 900).
+    /// Seconds the link stays valid (default 900).
+    #[schema(minimum = 60, maximum = 86400)]
     expires_in: Option<i64>,
 }
 
-/// `POST /connect-links`: a single-use link a person opens to connect a provider.
+/// A connect link.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct LinkBody<'a> {
+    /// The link to send: whoever opens it may connect the provider for the
+    /// tenant. A secret until used.
+    url: &'a str,
+    provider: &'a str,
+    #[schema(format = DateTime)]
+    expires_at: String,
+}
+
+/// A single-use connect link
+///
+/// Lets a person connect a provider for the tenant without signing in.
+#[utoipa::path(
+    params(TenantPath),
+    request_body = LinkRequest,
+    responses(
+        (status = 201, description = "The link", body = LinkBody),
+        (status = 400, description = "An invalid body", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        (status = 404, description = "No such tenant or provider", body = ErrorBody),
+        (status = 503, description = "The database is unreachable", body = ErrorBody),
+    ),
+    security(("apiKey" = []))
+)]
+#[post("/tenants/{tenant}/connect-links")]
 async fn connect_link(
     state: web::Data<App>,
     caller: ApiCaller,
-    path: web::Path<String>,
+    path: web::Path<TenantPath>,
     body: web::Json<LinkRequest>,
 ) -> AppResult<HttpResponse> {
-    let tenant_id = caller.tenant(&state, &path).await?;
+    let tenant_id = caller.tenant(&state, &path.tenant).await?;
     let provider = state.enabled_provider(&body.provider)?;
     let ttl = body.expires_in.unwrap_or(links::DEFAULT_TTL_SECS);
     let link = links::issue(&state, tenant_id, &provider, ttl, &caller.actor()).await?;
-    Ok(no_store(HttpResponse::Created().json(serde_json::json!({
-        "url": link.url.expose(),
-        "provider": provider.key,
-        "expires_at": link.expires_at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    }))))
+    Ok(no_store(
+        HttpResponse::Created().json(LinkBody {
+            url: link.url.expose(),
+            provider: &provider.key,
+            expires_at: link
+                .expires_at
+                .and_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        }),
+    ))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ProvisionRequest {
+    /// The tenant's display name.
+    #[schema(max_length = 200)]
     name: String,
 }
 
-/// `PUT /api/v1/tenants/{tenant}`: create or rename a tenant (admin keys only).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Provisioned {
+    tenant: String,
+    name: String,
+    /// Whether the tenant is new (201) rather than renamed (200).
+    created: bool,
+}
+
+/// Create or rename a tenant (admin keys only)
+#[utoipa::path(
+    params(TenantPath),
+    request_body = ProvisionRequest,
+    responses(
+        (status = 200, description = "Renamed (or unchanged)", body = Provisioned),
+        (status = 201, description = "Created", body = Provisioned),
+        (status = 400, description = "An invalid tenant id or body", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Not an admin key, or one limited to another tenant", body = ErrorBody),
+        (status = 503, description = "The database is unreachable", body = ErrorBody),
+    ),
+    security(("apiKey" = []))
+)]
+#[put("/tenants/{tenant}")]
 async fn provision(
     state: web::Data<App>,
     caller: ApiCaller,
-    path: web::Path<String>,
+    path: web::Path<TenantPath>,
     body: web::Json<ProvisionRequest>,
 ) -> AppResult<HttpResponse> {
     if !caller.key.is_admin {
@@ -401,9 +716,10 @@ async fn provision(
             "provisioning tenants needs an API key created with --admin",
         ));
     }
+    let ext = path.into_inner().tenant;
     if let Some(own) = &caller.key.tenant_id {
         // An admin key limited to one tenant may only rename that tenant.
-        let ext = path.clone();
+        let ext = ext.clone();
         let target = state
             .db(move |c| Ok(Tenant::by_external_id(c, &ext)?))
             .await?;
@@ -413,9 +729,13 @@ async fn provision(
             ));
         }
     }
-    let (ext, name) = (path.into_inner(), body.into_inner().name);
+    let name = body.into_inner().name;
     let (tenant, created) = state.db(move |c| Tenant::provision(c, &ext, &name)).await?;
-    let body = serde_json::json!({ "tenant": tenant.external_id, "name": tenant.name, "created": created });
+    let body = Provisioned {
+        tenant: tenant.external_id,
+        name: tenant.name,
+        created,
+    };
     Ok(if created {
         HttpResponse::Created().json(body)
     } else {
@@ -442,18 +762,63 @@ fn proxy_account(req: &HttpRequest) -> AppResult<Option<&str>> {
 /// The request header naming the account of a proxied call.
 pub const ACCOUNT_HEADER: &str = "tether-account";
 
-/// `ANY /proxy/{provider}/{path}`: forwards to the provider's API with the
-/// token attached; on a 401, refreshes once and retries once. Redirects are
-/// returned, never followed.
+/// `{tenant}/proxy/{provider}/{path}`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+struct ProxyPath {
+    /// The CRM's external id of the tenant.
+    #[param(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
+    tenant: String,
+    /// A provider's key.
+    #[param(pattern = r"^[a-z][a-z0-9_-]{0,31}$")]
+    provider: String,
+    /// Path under the provider's API base URL; query strings are passed on.
+    path: String,
+}
+
+/// Call the provider's API with the token attached
+///
+/// On a 401, refreshes once and retries once. Redirects are returned, not
+/// followed; only the provider's API base is reachable. The answer is the
+/// provider's own (any status, any content type), except for Tether's own
+/// errors, which are JSON error bodies: 400 (a path outside the API base, an
+/// invalid `Tether-Account`), 401, 403, 404 (tenant, provider or connection),
+/// 409 (`needs_reconnect`), 502 (provider unreachable), 503 (refresh failing).
+#[utoipa::path(
+    method(get, post, put, patch, delete),
+    params(
+        ProxyPath,
+        ("Tether-Account" = Option<String>, Header, description = "The account whose token is attached (the default without it). A header, not a query parameter, because the query string belongs to the provider and is passed on as it is. Not forwarded."),
+    ),
+    request_body(description = "Passed on as it is", content_type = "*/*"),
+    responses(
+        (status = "default", description = "The provider's answer (its status, headers and body), or one of Tether's JSON errors"),
+    ),
+    security(("apiKey" = []))
+)]
+#[route(
+    "/tenants/{tenant}/proxy/{provider}/{path:.*}",
+    method = "GET",
+    method = "POST",
+    method = "PUT",
+    method = "PATCH",
+    method = "DELETE"
+)]
 async fn proxy(
     req: HttpRequest,
     state: web::Data<App>,
     caller: ApiCaller,
-    path: web::Path<(String, String, String)>,
+    path: web::Path<ProxyPath>,
     body: web::Bytes,
 ) -> AppResult<HttpResponse> {
-    let (tenant, provider_key, tail) = path.into_inner();
-    let (tenant_id, provider) = caller.target(&state, (tenant, provider_key)).await?;
+    let ProxyPath {
+        tenant,
+        provider,
+        path: tail,
+    } = path.into_inner();
+    let (tenant_id, provider) = caller
+        .target(&state, &ConnectionPath { tenant, provider })
+        .await?;
     let account = proxy_account(&req)?;
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .map_err(|_| AppError::bad_request(Code::InvalidMethod, "unsupported method"))?;
@@ -501,9 +866,11 @@ fn passed_back(answer: proxying::Answer) -> HttpResponse {
     out.body(answer.body)
 }
 
-/// `GET /api/v1/openapi.json`.
-async fn openapi() -> HttpResponse {
+/// This document
+#[utoipa::path(responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
+#[get("/openapi.json")]
+async fn openapi_document(doc: web::Data<Document>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(include_str!("../../static/openapi.json"))
+        .body(doc.json.clone())
 }

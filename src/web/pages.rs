@@ -3,7 +3,7 @@
 use super::http::{client_addr, html, see_other};
 use super::session::{self, AdminSession, CsrfForm, Flash, NoFields};
 use crate::app::App;
-use crate::connections::status::public_status;
+use crate::connections::status::{public_status, PublicStatus};
 use crate::db::models::connection::Connection;
 use crate::db::models::event::{Event, EventKind};
 use crate::db::models::tenant::Tenant;
@@ -164,9 +164,8 @@ async fn sso(
 pub struct Card {
     pub key: String,
     pub name: String,
-    /// The default account's status: connected | needs_reconnect | error | not_connected
-    pub status: &'static str,
-    pub status_label: &'static str,
+    /// The default account's status.
+    pub status: PublicStatus,
     /// Every connected account, the default first.
     pub accounts: Vec<AccountCard>,
     pub has_tokens: bool,
@@ -184,8 +183,7 @@ pub struct AccountCard {
     /// Its name, else its id.
     pub label: String,
     pub is_default: bool,
-    pub status: &'static str,
-    pub status_label: &'static str,
+    pub status: PublicStatus,
     pub scopes: Vec<String>,
     pub expires_at: Option<String>,
     pub last_refreshed_at: Option<String>,
@@ -208,23 +206,12 @@ fn event_label(kind: &str) -> &'static str {
     EventKind::parse(kind).map_or("Activity", EventKind::label)
 }
 
-fn status_label(status: &str) -> &'static str {
-    match status {
-        "connected" => "Connected",
-        "needs_reconnect" => "Needs reconnecting",
-        "error" => "Refresh failing, retrying",
-        _ => "Not connected",
-    }
-}
-
 fn account_card(c: &Connection) -> AccountCard {
-    let status = public_status(Some(c));
     AccountCard {
         id: c.account_id.clone(),
         label: c.label().to_string(),
         is_default: c.is_default,
-        status,
-        status_label: status_label(status),
+        status: public_status(Some(c)),
         scopes: c.scopes(),
         expires_at: c.expires_at.map(when),
         last_refreshed_at: c.last_refreshed_at.map(when),
@@ -241,12 +228,10 @@ fn account_card(c: &Connection) -> AccountCard {
 
 /// `accounts` as [`Connection::accounts`] returns them (default first).
 fn card(provider: &Provider, accounts: &[Connection], events: Vec<Event>) -> Card {
-    let status = public_status(accounts.first().filter(|c| c.is_default));
     Card {
         key: provider.key.clone(),
         name: provider.display_name.clone(),
-        status,
-        status_label: status_label(status),
+        status: public_status(accounts.first().filter(|c| c.is_default)),
         accounts: accounts.iter().map(account_card).collect(),
         has_tokens: !accounts.is_empty(),
         by_instance: provider.flow == Flow::ClientCredentials,
