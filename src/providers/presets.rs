@@ -1,5 +1,5 @@
 //! Built-in presets, from what each platform documents in its developer
-//! documentation: one comment per quirk (docs/design.md section 7).
+//! documentation; docs/design.md section 11 lists what each does and why.
 //! Anything a platform does not confirm is configurable through the providers file.
 
 use super::provider::{ClientAuth, Flow, Provider, RefreshStyle};
@@ -37,7 +37,8 @@ pub(super) fn base(
         token_params: BTreeMap::new(),
         refresh: RefreshStyle::Standard,
         refresh_token_lifetime_days: None,
-        // Conservative: unknown means "may rotate", so an unknown outcome is never retried blindly.
+        // Unknown means "may rotate": a new refresh token in a refresh's
+        // answer restarts its tracked lifetime.
         rotates_refresh_tokens: true,
         credentials: None,
     }

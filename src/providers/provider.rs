@@ -66,9 +66,9 @@ pub struct Provider {
     pub refresh: RefreshStyle,
     /// Known refresh-token lifetime, to warn before it lapses.
     pub refresh_token_lifetime_days: Option<i64>,
-    /// Whether a refresh returns a new refresh token and retires the old one.
-    /// When a refresh's outcome is unknown (sent, no answer), such a provider
-    /// may already have rotated: Tether then stops rather than resend.
+    /// Whether a refresh returns a new refresh token and retires the old one
+    /// (so that a refresh restarts the refresh token's tracked lifetime). An
+    /// unknown outcome is resent either way: docs/design.md section 1.
     pub rotates_refresh_tokens: bool,
     /// Client id and secret, when configured.
     pub credentials: Option<(String, Secret<String>)>,

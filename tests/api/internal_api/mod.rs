@@ -1,10 +1,10 @@
-//! The internal API for the CRM's services (DESIGN.md section 5): only a
+//! The internal API for the CRM's services (README, "The internal API"): only a
 //! valid API key gets in, and only to its own tenant; the token route hands
 //! out a fresh token (refreshing it first when it must) or says why not;
 //! refresh and disconnect do exactly one thing at the provider; connect links
 //! connect a tenant in a browser, once; admin keys provision tenants; the
 //! proxy forwards with the connection's token and never leaves the API base;
-//! the OpenAPI document matches the routes; the metrics count the API's use.
+//! the OpenAPI document is the routes; the metrics count the API's use.
 //! Each family is a file with its own `backend_tests!` list; this file holds
 //! the set-ups and requests they share.
 

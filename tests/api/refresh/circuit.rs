@@ -118,7 +118,7 @@ async fn a_success_resets_the_count_of_failures_in_a_row(backend: Backend) {
     assert_eq!(fake.calls_to("/token").await, 9);
 }
 
-/// DESIGN.md section 6 counts timeouts among the transient failures the
+/// docs/design.md section 7 counts timeouts among the transient failures the
 /// breaker guards against; a provider that hangs must open it too.
 async fn timeouts_open_the_circuit(backend: Backend) {
     let fake = FakeProvider::start().await;

@@ -62,7 +62,7 @@ async fn fifty_concurrent_token_requests_share_one_refresh_and_one_new_token(bac
     assert!(rotating.reuses().is_empty());
 }
 
-/// DESIGN.md section 6: concurrent requests share one refresh across
+/// docs/design.md section 9: concurrent requests share one refresh across
 /// processes. An instance waiting on another's lease must take that refresh's
 /// failure as its own outcome, not send the refresh again at once (which
 /// skips the back-off and, with N instances, multiplies the calls by N).

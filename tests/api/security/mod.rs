@@ -1,4 +1,4 @@
-//! DESIGN.md section 8, one promise at a time: every rejected request is
+//! docs/design.md section 10, one promise at a time: every rejected request is
 //! refused with a clear 4xx and leaves the database exactly as it was. The
 //! families: the OAuth state (state.rs), PKCE (pkce.rs), what else a callback
 //! may bring (callback.rs), where a flow may return to (return_to.rs), one
