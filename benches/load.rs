@@ -141,7 +141,7 @@ fn seed(
                 );
                 Row {
                     id,
-                    tenant_id: tenant.id.clone(),
+                    tenant_id: tenant.id.to_string(),
                     provider,
                     account_id: format!("acct-{i}"),
                     account_name: Some(format!("Account {i}")),

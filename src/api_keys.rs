@@ -2,6 +2,7 @@
 //! request costs no query.
 
 use crate::db::models::api_key::ApiKey;
+use crate::ids::{ExternalTenantId, TenantId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ pub struct ApiCache {
     /// Key id -> when its `last_used_at` was last written.
     touched: Mutex<HashMap<String, Instant>>,
     /// External id -> tenant id: never changes once a tenant exists.
-    tenants: Mutex<HashMap<String, String>>,
+    tenants: Mutex<HashMap<String, TenantId>>,
 }
 
 impl ApiCache {
@@ -51,12 +52,12 @@ impl ApiCache {
     }
 
     /// The tenant id of a CRM's external tenant id, if seen before.
-    pub fn tenant(&self, external_id: &str) -> Option<String> {
+    pub fn tenant(&self, external_id: &str) -> Option<TenantId> {
         lock(&self.tenants).get(external_id).cloned()
     }
 
-    pub fn remember_tenant(&self, external_id: &str, tenant_id: &str) {
-        lock(&self.tenants).insert(external_id.to_string(), tenant_id.to_string());
+    pub fn remember_tenant(&self, external_id: &ExternalTenantId, tenant_id: &TenantId) {
+        lock(&self.tenants).insert(external_id.to_string(), tenant_id.clone());
     }
 }
 

@@ -165,7 +165,7 @@ pub fn rotate(
         loop {
             let rows = (table.batch)(conn, &primary, &after, batch)?;
             let Some(last) = rows.last() else { break };
-            after = last.id.clone();
+            after = last.id.to_string();
             for row in &rows {
                 match (table.reseal)(ring, row) {
                     Ok(Some(sealed)) => {

@@ -205,7 +205,7 @@ pub fn bootstrap(ctx: &Context) -> Result<Option<FirstAdmin>, String> {
     let hash = crate::auth::hash_password(&password).map_err(|e| e.to_string())?;
     User::create(&mut conn, &tenant.id, FIRST_ADMIN, Some(&hash)).map_err(|e| e.to_string())?;
     Ok(Some(FirstAdmin {
-        tenant: tenant.external_id,
+        tenant: tenant.external_id.to_string(),
         email: FIRST_ADMIN.into(),
         password: Secret::new(password),
     }))

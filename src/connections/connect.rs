@@ -65,7 +65,7 @@ pub async fn begin_with_link(app: &App, token: String, binding: String) -> AppRe
         })?;
     let provider = app.enabled_provider(&link.provider)?;
     let starter = Starter {
-        tenant_id: TenantId::known(link.tenant_id),
+        tenant_id: link.tenant_id,
         user_id: None,
         binding,
     };
@@ -113,7 +113,7 @@ pub async fn complete(
         app.db(move |c| oauth::consume(c, &row)).await?;
     }
     let completion = |connected: bool, message: String| Completion {
-        provider: provider.key.clone(),
+        provider: provider.key.to_string(),
         popup: row.popup,
         connected,
         message,
@@ -151,14 +151,8 @@ pub async fn complete(
         verifier.as_ref(),
     )
     .await?;
-    let (connection, reconnected) = save(
-        app,
-        &provider,
-        &TenantId::known(row.tenant_id.clone()),
-        authorized,
-        &actor,
-    )
-    .await?;
+    let (connection, reconnected) =
+        save(app, &provider, &row.tenant_id, authorized, &actor).await?;
     Ok(completion(
         true,
         connected_message(&provider, &connection, reconnected),
@@ -199,7 +193,7 @@ pub async fn save(
         app.keys.clone(),
         app.settings.clone(),
         provider.clone(),
-        tenant_id.to_string(),
+        tenant_id.clone(),
         actor.clone(),
     );
     let (connection, reconnected) = app

@@ -1,10 +1,11 @@
 //! What the CRM and the dashboard are told about a tenant's connections:
-//! one `StatusView`, the body of the status routes of both.
+//! one `StatusView`, the body of the API's status routes, the source of every
+//! fact on a dashboard card, and the `Status` schema of the OpenAPI document.
 
 use crate::db::models::connection::{unknown_account, Connection, Status};
 use crate::db::DbConn;
 use crate::error::AppResult;
-use crate::ids::TenantId;
+use crate::ids::{ProviderKey, TenantId};
 use chrono::NaiveDateTime;
 
 /// The status of one provider for a tenant: its default account (or the
@@ -24,6 +25,10 @@ pub struct StatusView {
     pub expires_at: Option<String>,
     #[schema(format = DateTime)]
     pub last_refreshed_at: Option<String>,
+    /// When the refresh token lapses, for providers that document a lifetime
+    /// (Spotify, GoHighLevel, Microsoft): someone must reconnect before then.
+    #[schema(format = DateTime)]
+    pub lapses_at: Option<String>,
     /// What the provider said about the grant (e.g. a GoHighLevel location's
     /// company id).
     #[schema(value_type = Object)]
@@ -110,7 +115,7 @@ fn iso(t: Option<NaiveDateTime>) -> Option<String> {
 
 impl StatusView {
     /// One account's view (`None`: not connected).
-    pub fn of(provider: &str, c: Option<&Connection>) -> StatusView {
+    pub fn of(provider: &ProviderKey, c: Option<&Connection>) -> StatusView {
         let live = c.filter(|c| c.token_ciphertext.is_some());
         StatusView {
             provider: provider.to_string(),
@@ -123,6 +128,7 @@ impl StatusView {
             scopes: live.map(Connection::scopes).unwrap_or_default(),
             expires_at: iso(live.and_then(|c| c.expires_at)),
             last_refreshed_at: iso(live.and_then(|c| c.last_refreshed_at)),
+            lapses_at: iso(live.and_then(|c| c.refresh_expires_at)),
             metadata: live.map_or_else(|| serde_json::json!({}), Connection::metadata),
             last_error: live.and_then(|c| c.last_error.clone()),
             accounts: None,
@@ -131,7 +137,7 @@ impl StatusView {
 
     /// A provider's view: the default account's, plus every account (as
     /// [`Connection::accounts`] lists them, default first).
-    pub fn of_provider(provider: &str, accounts: &[Connection]) -> StatusView {
+    pub fn of_provider(provider: &ProviderKey, accounts: &[Connection]) -> StatusView {
         let default = accounts.first().filter(|c| c.is_default);
         StatusView {
             accounts: Some(
@@ -154,7 +160,7 @@ impl StatusView {
 pub fn load(
     c: &mut DbConn,
     tenant_id: &TenantId,
-    provider: &str,
+    provider: &ProviderKey,
     account: Option<&str>,
 ) -> AppResult<StatusView> {
     match account {

@@ -11,6 +11,7 @@ use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::db::models::oauth_state::{NewState, OAuthState};
 use crate::db::{now, DbConn};
 use crate::error::{AppError, AppResult, Code};
+use crate::ids::TenantId;
 use crate::providers::{Flow, Provider, RefreshStyle};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -176,7 +177,7 @@ pub fn check_callback(
             return Err(invalid_state("started in another browser session"));
         }
     }
-    if row.provider != provider.key {
+    if provider.key != row.provider.as_str() {
         return Err(AppError::bad_request(
             Code::ProviderMismatch,
             "This sign-in was started for another provider. Start again from the integrations page.",
@@ -332,7 +333,7 @@ pub fn save(
     ring: &KeyRing,
     settings: &Settings,
     provider: &Provider,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     auth: &Authorized,
     actor: &Actor,
 ) -> AppResult<(Connection, bool)> {

@@ -105,7 +105,7 @@ impl Catalogue {
     ) -> Result<Catalogue, CatalogueError> {
         let mut providers: BTreeMap<String, Provider> = presets::all()
             .into_iter()
-            .map(|p| (p.key.clone(), p))
+            .map(|p| (p.key.to_string(), p))
             .collect();
         if let Some((path, text)) = file {
             let parsed: ProvidersFile = toml::from_str(text).map_err(|e| {
@@ -140,7 +140,7 @@ impl Catalogue {
         }
         if settings.demo_provider {
             let demo = presets::demo(settings);
-            providers.insert(demo.key.clone(), demo);
+            providers.insert(demo.key.to_string(), demo);
         }
         Ok(Catalogue {
             providers: providers

@@ -4,6 +4,7 @@
 
 use super::provider::{ClientAuth, Flow, Provider, RefreshStyle};
 use crate::config::Settings;
+use crate::ids::ProviderKey;
 use std::collections::BTreeMap;
 
 /// A preset with the common defaults; each platform changes what differs.
@@ -15,7 +16,7 @@ pub(super) fn base(
 ) -> Provider {
     let upper = key.to_ascii_uppercase().replace('-', "_");
     Provider {
-        key: key.into(),
+        key: ProviderKey::known(key),
         display_name: display_name.into(),
         flow: Flow::AuthorizationCode,
         authorize_url: authorize_url.into(),

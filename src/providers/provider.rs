@@ -1,6 +1,7 @@
 //! What Tether knows of one OAuth provider.
 
 use crate::crypto::Secret;
+use crate::ids::ProviderKey;
 use std::collections::BTreeMap;
 
 /// How the client authenticates at the token endpoint.
@@ -42,7 +43,7 @@ pub enum Flow {
 /// One configured provider.
 #[derive(Debug, Clone)]
 pub struct Provider {
-    pub key: String,
+    pub key: ProviderKey,
     pub display_name: String,
     pub flow: Flow,
     pub authorize_url: String,

@@ -138,9 +138,9 @@ impl TokenCache {
         if map.len() >= MAX_ENTRIES {
             map.clear();
         }
-        map.entry(row.tenant_id.clone())
+        map.entry(row.tenant_id.to_string())
             .or_default()
-            .entry(row.provider.clone())
+            .entry(row.provider.to_string())
             .or_default()
             .insert(
                 account.map(str::to_string),
@@ -202,13 +202,14 @@ impl crate::db::listen::Hearer for TokenCache {
 mod tests {
     use super::*;
     use crate::crypto::Secret;
+    use crate::ids::{ConnectionId, ProviderKey, TenantId};
 
     fn row(tenant_id: &str, provider: &str) -> Arc<Opened> {
         let t = crate::db::now();
         let row = Connection {
-            id: "c1".into(),
-            tenant_id: tenant_id.into(),
-            provider: provider.into(),
+            id: ConnectionId::known("c1"),
+            tenant_id: TenantId::known(tenant_id),
+            provider: ProviderKey::known(provider),
             account_id: "a1".into(),
             account_name: None,
             status: "connected".into(),

@@ -9,7 +9,7 @@ use crate::db::models::api_key::ApiKey;
 use crate::db::models::event::Actor;
 use crate::db::models::tenant::Tenant;
 use crate::error::{AppError, AppResult, Code, ErrorBody};
-use crate::ids::{ExternalTenantId, TenantId};
+use crate::ids::{ExternalTenantId, ProviderKey, TenantId};
 use crate::providers::Provider;
 use crate::refresh::cache::Opened;
 use actix_web::dev::Payload;
@@ -275,11 +275,11 @@ impl ApiCaller {
             }
         };
         match (&self.key.tenant_id, id) {
-            (Some(own), Some(id)) if *own == id => Ok(TenantId::known(id)),
+            (Some(own), Some(id)) if *own == id => Ok(id),
             (Some(_), _) => Err(AppError::forbidden(
                 "this API key may not act for that tenant",
             )),
-            (None, Some(id)) => Ok(TenantId::known(id)),
+            (None, Some(id)) => Ok(id),
             (None, None) => Err(AppError::not_found(format!("no tenant '{external_id}'"))),
         }
     }
@@ -338,7 +338,7 @@ async fn list(
     path: web::Path<TenantPath>,
 ) -> AppResult<HttpResponse> {
     let tenant_id = caller.tenant(&state, &path.tenant).await?;
-    let keys: Vec<String> = state
+    let keys: Vec<ProviderKey> = state
         .providers
         .all()
         .filter(|p| p.enabled())
@@ -564,7 +564,7 @@ async fn disconnect(
     let (tenant_id, provider) = caller.target(&state, &path).await?;
     let done = manage::disconnect(&state, &tenant_id, &provider, account, &caller.actor()).await?;
     Ok(no_store(HttpResponse::Ok().json(Disconnected {
-        provider: provider.key.clone(),
+        provider: provider.key.to_string(),
         disconnected: done.account_id,
         status: status::public_status(done.default.as_ref()),
         default: done.default.as_ref().map(|d| d.account_id.clone()),
@@ -732,7 +732,7 @@ async fn provision(
     let name = body.into_inner().name;
     let (tenant, created) = state.db(move |c| Tenant::provision(c, &ext, &name)).await?;
     let body = Provisioned {
-        tenant: tenant.external_id,
+        tenant: tenant.external_id.to_string(),
         name: tenant.name,
         created,
     };

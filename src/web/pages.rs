@@ -3,7 +3,7 @@
 use super::http::{client_addr, html, see_other};
 use super::session::{self, AdminSession, CsrfForm, Flash, NoFields};
 use crate::app::App;
-use crate::connections::status::{public_status, PublicStatus};
+use crate::connections::status::{PublicStatus, StatusView};
 use crate::db::models::connection::Connection;
 use crate::db::models::event::{Event, EventKind};
 use crate::db::models::tenant::Tenant;
@@ -206,34 +206,50 @@ fn event_label(kind: &str) -> &'static str {
     EventKind::parse(kind).map_or("Activity", EventKind::label)
 }
 
-fn account_card(c: &Connection) -> AccountCard {
+/// A time of a [`StatusView`] (RFC 3339) as the dashboard shows it.
+fn shown(iso: &Option<String>, format: &str) -> Option<String> {
+    let t = chrono::DateTime::parse_from_rfc3339(iso.as_deref()?).ok()?;
+    Some(t.format(format).to_string())
+}
+
+/// An account's card line, from the view the API gives of that account.
+fn account_card(view: StatusView) -> AccountCard {
+    let (id, name) = view.account.map(|a| (a.id, a.name)).unwrap_or_default();
+    let soon =
+        chrono::Utc::now() + chrono::Duration::days(crate::refresh::scheduler::LAPSE_WARNING_DAYS);
     AccountCard {
-        id: c.account_id.clone(),
-        label: c.label().to_string(),
-        is_default: c.is_default,
-        status: public_status(Some(c)),
-        scopes: c.scopes(),
-        expires_at: c.expires_at.map(when),
-        last_refreshed_at: c.last_refreshed_at.map(when),
-        last_error: c.last_error.clone(),
-        lapses_on: c
-            .refresh_expires_at
-            .filter(|t| {
-                *t <= crate::db::now()
-                    + chrono::Duration::days(crate::refresh::scheduler::LAPSE_WARNING_DAYS)
-            })
-            .map(|t| t.format("%Y-%m-%d").to_string()),
+        label: name.unwrap_or_else(|| id.clone()),
+        id,
+        is_default: view.default,
+        status: view.status,
+        scopes: view.scopes,
+        expires_at: shown(&view.expires_at, MINUTE),
+        last_refreshed_at: shown(&view.last_refreshed_at, MINUTE),
+        last_error: view.last_error,
+        lapses_on: view
+            .lapses_at
+            .filter(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok_and(|t| t <= soon))
+            .and_then(|t| shown(&Some(t), "%Y-%m-%d")),
     }
 }
 
-/// `accounts` as [`Connection::accounts`] returns them (default first).
-fn card(provider: &Provider, accounts: &[Connection], events: Vec<Event>) -> Card {
+const MINUTE: &str = "%Y-%m-%d %H:%M UTC";
+
+/// A provider's card: every fact comes from the [`StatusView`]s the API
+/// gives of the provider (`view`) and of each account (`accounts`, default
+/// first).
+fn card(
+    provider: &Provider,
+    view: StatusView,
+    accounts: Vec<StatusView>,
+    events: Vec<Event>,
+) -> Card {
     Card {
-        key: provider.key.clone(),
+        key: provider.key.to_string(),
         name: provider.display_name.clone(),
-        status: public_status(accounts.first().filter(|c| c.is_default)),
-        accounts: accounts.iter().map(account_card).collect(),
+        status: view.status,
         has_tokens: !accounts.is_empty(),
+        accounts: accounts.into_iter().map(account_card).collect(),
         by_instance: provider.flow == Flow::ClientCredentials,
         refreshable: provider.refresh != crate::providers::RefreshStyle::None,
         events: events
@@ -253,7 +269,7 @@ async fn cards(state: &App, tenant_id: &str, only: Option<&str>) -> Result<Vec<C
         .providers
         .all()
         .filter(|p| p.enabled())
-        .filter(|p| only.is_none_or(|k| k == p.key))
+        .filter(|p| only.is_none_or(|k| p.key == k))
         .cloned()
         .collect();
     let tenant_id = tenant_id.to_string();
@@ -263,7 +279,9 @@ async fn cards(state: &App, tenant_id: &str, only: Option<&str>) -> Result<Vec<C
             for p in &providers {
                 let accounts = Connection::accounts(c, &tenant_id, &p.key)?;
                 let events = Event::recent(c, &tenant_id, &p.key, 5)?;
-                out.push(card(p, &accounts, events));
+                let view = StatusView::of_provider(&p.key, &accounts);
+                let each = accounts.iter().map(|a| StatusView::of(&p.key, Some(a)));
+                out.push(card(p, view, each.collect(), events));
             }
             Ok(out)
         })

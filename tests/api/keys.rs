@@ -8,6 +8,7 @@ use crate::helpers::{
 use tether::crypto::KeyRing;
 use tether::db::models::connection::Connection;
 use tether::db::models::tenant::Tenant;
+use tether::ids::ConnectionId;
 
 backend_tests!(
     rotate_reencrypts_every_row_in_batches_and_is_safe_to_run_twice,
@@ -23,7 +24,7 @@ fn both() -> String {
 async fn rotate_reencrypts_every_row_in_batches_and_is_safe_to_run_twice(backend: Backend) {
     let app = spawn_app(backend).await;
     let t = Tenant::create(&mut app.conn(), "acme", "Acme").unwrap();
-    let ids: Vec<String> = (0..7)
+    let ids: Vec<ConnectionId> = (0..7)
         .map(|i| {
             store(
                 &app,

@@ -30,6 +30,7 @@ use tether::crypto::{KeyRing, Secret};
 use tether::db::models::api_key::ApiKey;
 use tether::db::models::connection::{Connection, Grant, Status, TokenSet};
 use tether::db::models::tenant::Tenant;
+use tether::ids::{ProviderKey, TenantId};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -514,7 +515,7 @@ impl Setup {
             let grant = format!("g{i:02}");
             provider.grant(&grant);
             let row = seed(&mut conn, &ctx.keys, &tenant.id, &grant, life);
-            conns.push((external, row.id, grant));
+            conns.push((external, row.id.to_string(), grant));
         }
         let (_, key) = ApiKey::create(&mut conn, "load", None, false).expect("api key");
         drop(conn);
@@ -576,8 +577,8 @@ fn seed(
         conn,
         keys,
         &Grant {
-            tenant_id,
-            provider: "acme",
+            tenant_id: &TenantId::known(tenant_id),
+            provider: &ProviderKey::known("acme"),
             account_id: rt,
             account_name: None,
             scopes: &scopes,

@@ -31,7 +31,7 @@ fn old_event(
         &NewEvent {
             tenant_id: &c.tenant_id,
             connection_id: Some(&c.id),
-            provider: "acme",
+            provider: &c.provider,
             kind: EventKind::parse(kind).expect("a known event kind"),
             actor: &Actor::Scheduler,
             detail: None,

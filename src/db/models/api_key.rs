@@ -5,6 +5,7 @@ use crate::crypto::{random_token, sha256_hex, Secret};
 use crate::db::schema::{api_keys, tenants};
 use crate::db::{new_id, now, DbConn};
 use crate::error::{AppError, AppResult, Code};
+use crate::ids::TenantId;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use subtle::ConstantTimeEq;
@@ -17,7 +18,7 @@ pub struct ApiKey {
     pub prefix: String,
     pub secret_hash: String,
     /// `None`: the key may act for every tenant.
-    pub tenant_id: Option<String>,
+    pub tenant_id: Option<TenantId>,
     pub is_admin: bool,
     pub created_at: NaiveDateTime,
     pub last_used_at: Option<NaiveDateTime>,

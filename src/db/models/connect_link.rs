@@ -3,6 +3,7 @@
 use crate::crypto::{random_token, sha256_hex, Secret};
 use crate::db::schema::connect_links;
 use crate::db::{now, DbConn};
+use crate::ids::TenantId;
 use chrono::{Duration, NaiveDateTime};
 use diesel::prelude::*;
 
@@ -10,7 +11,7 @@ use diesel::prelude::*;
 #[diesel(table_name = connect_links)]
 pub struct ConnectLink {
     pub token_hash: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub provider: String,
     pub created_by: String,
     pub expires_at: NaiveDateTime,

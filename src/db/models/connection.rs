@@ -4,8 +4,9 @@
 use crate::crypto::{Aad, CryptoError, KeyRing, Secret};
 use crate::db::listen::notify_changed;
 use crate::db::schema::connections;
-use crate::db::{new_id, now, DbConn};
+use crate::db::{now, DbConn};
 use crate::error::{AppError, AppResult, Code};
+use crate::ids::{ConnectionId, ProviderKey, TenantId};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::Connection as _;
@@ -56,9 +57,9 @@ pub struct TokenSet {
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = connections)]
 pub struct Connection {
-    pub id: String,
-    pub tenant_id: String,
-    pub provider: String,
+    pub id: ConnectionId,
+    pub tenant_id: TenantId,
+    pub provider: ProviderKey,
     pub account_id: String,
     pub account_name: Option<String>,
     pub status: String,
@@ -101,8 +102,8 @@ fn unique_violation(e: &diesel::result::Error) -> bool {
 /// A freshly granted token set and what is known about its account.
 #[derive(Debug)]
 pub struct Grant<'a> {
-    pub tenant_id: &'a str,
-    pub provider: &'a str,
+    pub tenant_id: &'a TenantId,
+    pub provider: &'a ProviderKey,
     pub account_id: &'a str,
     pub account_name: Option<&'a str>,
     pub scopes: &'a [String],
@@ -146,9 +147,9 @@ pub struct Refreshed {
 /// A sealed value as stored, with what is needed to re-seal it in place.
 #[derive(Debug, Clone, Queryable)]
 pub struct SealedRow {
-    pub id: String,
-    pub tenant_id: String,
-    pub provider: String,
+    pub id: ConnectionId,
+    pub tenant_id: TenantId,
+    pub provider: ProviderKey,
     pub key_id: Option<String>,
     pub bytes: Option<Vec<u8>>,
     pub version: i64,
@@ -213,7 +214,7 @@ impl Connection {
                             .map(|_| existing.id)
                     }
                     None => {
-                        let id = new_id();
+                        let id = ConnectionId::fresh();
                         diesel::insert_into(connections::table)
                             .values((
                                 connections::id.eq(&id),

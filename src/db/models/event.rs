@@ -2,6 +2,7 @@
 
 use crate::db::schema::events;
 use crate::db::{new_id, now, DbConn};
+use crate::ids::{ConnectionId, ProviderKey, TenantId};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -9,9 +10,9 @@ use diesel::prelude::*;
 #[diesel(table_name = events)]
 pub struct Event {
     pub id: String,
-    pub tenant_id: String,
-    pub connection_id: Option<String>,
-    pub provider: String,
+    pub tenant_id: TenantId,
+    pub connection_id: Option<ConnectionId>,
+    pub provider: ProviderKey,
     pub kind: String,
     pub actor: String,
     pub detail: Option<String>,
@@ -115,9 +116,9 @@ impl std::fmt::Display for Actor {
 /// An event to record. `detail` must never contain a secret.
 #[derive(Debug, Clone, Copy)]
 pub struct NewEvent<'a> {
-    pub tenant_id: &'a str,
-    pub connection_id: Option<&'a str>,
-    pub provider: &'a str,
+    pub tenant_id: &'a TenantId,
+    pub connection_id: Option<&'a ConnectionId>,
+    pub provider: &'a ProviderKey,
     pub kind: EventKind,
     pub actor: &'a Actor,
     pub detail: Option<&'a str>,
@@ -127,9 +128,9 @@ pub struct NewEvent<'a> {
 #[diesel(table_name = events)]
 struct EventRow<'a> {
     id: &'a str,
-    tenant_id: &'a str,
-    connection_id: Option<&'a str>,
-    provider: &'a str,
+    tenant_id: &'a TenantId,
+    connection_id: Option<&'a ConnectionId>,
+    provider: &'a ProviderKey,
     kind: &'a str,
     actor: &'a str,
     detail: Option<&'a str>,
@@ -142,9 +143,9 @@ impl Event {
         let actor = new.actor.to_string();
         let event = Event {
             id: new_id(),
-            tenant_id: new.tenant_id.into(),
-            connection_id: new.connection_id.map(Into::into),
-            provider: new.provider.into(),
+            tenant_id: new.tenant_id.clone(),
+            connection_id: new.connection_id.cloned(),
+            provider: new.provider.clone(),
             kind: new.kind.as_str().into(),
             actor: actor.clone(),
             detail: new.detail.map(Into::into),

@@ -5,6 +5,7 @@ use crate::crypto::{Aad, CryptoError, KeyRing, Sealed, Secret};
 use crate::db::models::connection::SealedRow;
 use crate::db::schema::oauth_states;
 use crate::db::{new_id, now, DbConn};
+use crate::ids::TenantId;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -13,7 +14,7 @@ use diesel::prelude::*;
 pub struct OAuthState {
     pub id: String,
     pub state_hash: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub user_id: Option<String>,
     pub session_binding: Option<String>,
     pub provider: String,

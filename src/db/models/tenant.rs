@@ -3,14 +3,15 @@
 use crate::db::schema::tenants;
 use crate::db::{new_id, now, DbConn};
 use crate::error::{AppError, AppResult, Code};
+use crate::ids::{ExternalTenantId, TenantId};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable, serde::Serialize)]
 #[diesel(table_name = tenants)]
 pub struct Tenant {
-    pub id: String,
-    pub external_id: String,
+    pub id: TenantId,
+    pub external_id: ExternalTenantId,
     pub name: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
@@ -26,22 +27,6 @@ struct NewTenant<'a> {
     updated_at: NaiveDateTime,
 }
 
-/// Checks a CRM client id: it appears in URLs, so keep it to a safe alphabet.
-pub fn validate_external_id(external_id: &str) -> AppResult<()> {
-    let ok = (1..=128).contains(&external_id.len())
-        && external_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    if ok {
-        Ok(())
-    } else {
-        Err(AppError::bad_request(
-            Code::InvalidTenant,
-            "a tenant id is 1 to 128 characters of letters, digits, '-', '_', '.' or ':'",
-        ))
-    }
-}
-
 fn validate_name(name: &str) -> AppResult<()> {
     if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
         return Err(AppError::bad_request(
@@ -55,7 +40,7 @@ fn validate_name(name: &str) -> AppResult<()> {
 impl Tenant {
     /// Creates a tenant; the external id must be new.
     pub fn create(conn: &mut DbConn, external_id: &str, name: &str) -> AppResult<Tenant> {
-        validate_external_id(external_id)?;
+        ExternalTenantId::parse(external_id)?;
         validate_name(name)?;
         if Tenant::by_external_id(conn, external_id)?.is_some() {
             return Err(AppError::conflict(
@@ -96,7 +81,7 @@ impl Tenant {
         external_id: &str,
         name: &str,
     ) -> AppResult<(Tenant, bool)> {
-        validate_external_id(external_id)?;
+        ExternalTenantId::parse(external_id)?;
         validate_name(name)?;
         match Tenant::by_external_id(conn, external_id)? {
             Some(t) => {

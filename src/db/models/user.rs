@@ -3,6 +3,7 @@
 use crate::db::schema::{tenants, users};
 use crate::db::{new_id, now, DbConn};
 use crate::error::{AppError, AppResult, Code};
+use crate::ids::TenantId;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -10,7 +11,7 @@ use diesel::prelude::*;
 #[diesel(table_name = users)]
 pub struct User {
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub email: String,
     pub password_hash: Option<String>,
     pub role: String,

@@ -9,6 +9,7 @@ use tether::db::models::api_key::ApiKey;
 use tether::db::models::connection::{Connection, Grant, TokenSet};
 use tether::db::models::tenant::Tenant;
 use tether::db::now;
+use tether::ids::{ProviderKey, TenantId};
 
 impl TestApp {
     /// Everything a rejected request must leave alone, as one comparable string.
@@ -155,8 +156,8 @@ pub fn store(
         &mut app.conn(),
         &app.ctx.keys,
         &Grant {
-            tenant_id,
-            provider: "demo",
+            tenant_id: &TenantId::known(tenant_id),
+            provider: &ProviderKey::known("demo"),
             account_id: account,
             account_name: Some("Main Street Dental"),
             scopes: &scopes,
@@ -195,8 +196,8 @@ pub fn seed_on(
         conn,
         keys,
         &Grant {
-            tenant_id,
-            provider: "acme",
+            tenant_id: &TenantId::known(tenant_id),
+            provider: &ProviderKey::known("acme"),
             account_id: account,
             account_name: None,
             scopes: &scopes,

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tether::db::models::connection::{Connection, Status};
 use tether::db::models::tenant::Tenant;
 use tether::db::now;
+use tether::ids::ConnectionId;
 use tether::refresh::scheduler::Scheduler;
 
 backend_tests!(
@@ -145,7 +146,7 @@ async fn two_instances_refresh_200_connections_without_reusing_a_refresh_token(b
         assert!(!at.starts_with("at-seed"), "a refreshed token: {at}");
     }
 
-    let ids: Vec<String> = seeded.iter().map(|(c, _)| c.id.clone()).collect();
+    let ids: Vec<ConnectionId> = seeded.iter().map(|(c, _)| c.id.clone()).collect();
     let deadline = Instant::now() + Duration::from_secs(90);
     let rows = loop {
         use tether::db::schema::connections;
@@ -195,7 +196,8 @@ async fn two_instances_refresh_200_connections_without_reusing_a_refresh_token(b
         "a refresh token was sent twice"
     );
     assert_eq!(rows.len(), 200);
-    let by_id: HashMap<String, Connection> = rows.into_iter().map(|r| (r.id.clone(), r)).collect();
+    let by_id: HashMap<ConnectionId, Connection> =
+        rows.into_iter().map(|r| (r.id.clone(), r)).collect();
     for (before, first_rt) in &seeded {
         let after = &by_id[&before.id];
         assert_eq!(after.status(), Status::Connected, "{after:?}");

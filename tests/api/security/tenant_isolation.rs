@@ -7,6 +7,7 @@ use crate::backend_tests;
 use crate::helpers::{connect, signed_in, Backend, Browser, PASSWORD};
 use diesel::prelude::*;
 use tether::db::schema::oauth_states;
+use tether::ids::TenantId;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
@@ -101,7 +102,7 @@ async fn an_admin_never_reads_refreshes_or_disconnects_another_tenants_connectio
     for text in &seen {
         assert!(!text.contains("Main Street Dental"), "{text}");
         assert!(!text.contains("acct-42"), "{text}");
-        assert!(!text.contains(&b_row.id), "{text}");
+        assert!(!text.contains(b_row.id.as_str()), "{text}");
     }
     let after = app.snapshot();
     let (before, after): (Vec<&str>, Vec<&str>) =
@@ -113,7 +114,7 @@ async fn an_admin_never_reads_refreshes_or_disconnects_another_tenants_connectio
         fingerprint(&b_row)
     );
     let a_tenant = app.tenant("beta");
-    let started: Vec<String> = oauth_states::table
+    let started: Vec<TenantId> = oauth_states::table
         .filter(oauth_states::consumed_at.is_null())
         .select(oauth_states::tenant_id)
         .load(&mut *app.conn())
