@@ -77,6 +77,10 @@ pub enum UserCommand {
         #[arg(long, value_name = "EXTERNAL_ID")]
         tenant: Option<String>,
     },
+    /// Sign an admin out everywhere: every session of theirs ends at its next request.
+    SignOut { email: String },
+    /// Remove an admin; their sessions end with them.
+    Remove { email: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -287,6 +291,22 @@ fn user(c: UserCommand, ctx: &Context) -> Result<(), String> {
                 println!("{:<40} {:<24} {:<8} {last}", u.email, ext, u.role);
             }
             println!("{} user(s)", users.len());
+        }
+        UserCommand::SignOut { email } => {
+            let u = User::by_email(&mut db, &email)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no admin with email {}", email.trim()))?;
+            User::end_sessions(&mut db, &u.id).map_err(|e| e.to_string())?;
+            println!("signed {} out everywhere", u.email);
+        }
+        UserCommand::Remove { email } => {
+            if !User::remove(&mut db, &email).map_err(|e| e.to_string())? {
+                return Err(format!("no admin with email {}", email.trim()));
+            }
+            println!(
+                "removed admin {}; their sessions have ended",
+                email.trim().to_lowercase()
+            );
         }
     }
     Ok(())

@@ -51,6 +51,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "64 bytes, base64",
     ),
     (
+        "TETHER_SESSION_MAX_AGE_SECS",
+        "43200",
+        "a sign-in ends this long after it was made, however active (12 h)",
+    ),
+    (
+        "TETHER_SESSION_IDLE_SECS",
+        "7200",
+        "a sign-in ends after this long without a request (2 h; at most the max age)",
+    ),
+    (
         "TETHER_PROVIDERS_FILE",
         "none",
         "custom providers and overrides (TOML)",
@@ -155,6 +165,15 @@ pub struct RefreshSettings {
     pub retention: Duration,
 }
 
+/// The limits of a signed-in session, checked on every request.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// From sign-in, however active.
+    pub max_age: Duration,
+    /// Since the last request.
+    pub idle: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub bind: SocketAddr,
@@ -167,6 +186,8 @@ pub struct Settings {
     /// Explicit key ring; `None` in development means "generate and keep one in the data dir".
     pub encryption_keys: Option<KeyRing>,
     pub session_key: Option<Secret<Vec<u8>>>,
+    /// How long a sign-in lasts, however active, and without a request.
+    pub session: SessionLimits,
     pub providers_file: Option<PathBuf>,
     pub webhook: Option<(Url, Secret<String>)>,
     pub sso_secret: Option<Secret<String>>,
@@ -272,6 +293,20 @@ impl Settings {
                     None
                 }
             });
+        let session = SessionLimits {
+            max_age: Duration::from_secs(v.parse("TETHER_SESSION_MAX_AGE_SECS", "43200", |s| {
+                parse_range(s, 300, 30 * 86_400)
+            })),
+            idle: Duration::from_secs(v.parse("TETHER_SESSION_IDLE_SECS", "7200", |s| {
+                parse_range(s, 60, 30 * 86_400)
+            })),
+        };
+        if session.idle > session.max_age {
+            v.problem(
+                "TETHER_SESSION_IDLE_SECS",
+                "must not be longer than TETHER_SESSION_MAX_AGE_SECS".into(),
+            );
+        }
         let providers_file = v.get("TETHER_PROVIDERS_FILE").map(PathBuf::from);
         if let Some(p) = &providers_file {
             if !p.is_file() {
@@ -400,6 +435,7 @@ impl Settings {
             environment,
             encryption_keys,
             session_key,
+            session,
             providers_file,
             webhook,
             sso_secret,

@@ -230,6 +230,15 @@ impl Application {
         let port = listener.local_addr()?.port();
         let session_key = actix_web::cookie::Key::from(ctx.session_key.expose());
         let secure = ctx.settings.is_production();
+        // `__Host-`: the browser keeps it only if Secure, for this host, path `/`.
+        let cookie_name = if secure {
+            "__Host-tether_session"
+        } else {
+            "tether_session"
+        };
+        let session_ttl = CookieDuration::seconds(
+            i64::try_from(ctx.settings.session.max_age.as_secs()).unwrap_or(i64::MAX),
+        );
         let app = Arc::new(ctx.app());
         let state = actix_web::web::Data::from(app.clone());
         let demo_store = crate::demo::new_store(&state.settings);
@@ -237,12 +246,12 @@ impl Application {
         let server = HttpServer::new(move || {
             // Sessions live in an encrypted cookie: any instance can read them.
             let sessions = SessionMiddleware::builder(CookieSessionStore::default(), session_key.clone())
-                .cookie_name("tether_session".into())
+                .cookie_name(cookie_name.into())
                 .cookie_secure(secure)
                 .cookie_http_only(true)
                 .cookie_same_site(SameSite::Lax)
                 .cookie_content_security(CookieContentSecurity::Private)
-                .session_lifecycle(PersistentSession::default().session_ttl(CookieDuration::hours(12)))
+                .session_lifecycle(PersistentSession::default().session_ttl(session_ttl))
                 .build();
             App::new()
                 .wrap(sessions)

@@ -1,5 +1,5 @@
-// Dashboard: Connect opens a popup on the click itself (so browsers allow it);
-// if the popup is blocked the link is followed as a full-page redirect. The
+// Dashboard: Connect opens a popup on the submit itself (so browsers allow
+// it); if the popup is blocked the form is sent as a full-page redirect. The
 // popup reports back by postMessage; only messages from our own origin count.
 (function () {
   "use strict";
@@ -31,16 +31,22 @@
       .catch(function () { window.location.reload(); });
   }
 
-  document.addEventListener("click", function (event) {
-    var link = event.target.closest('a[data-action="connect"]');
-    if (!link || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
-    var url = link.getAttribute("href") + "&popup=1";
-    var popup = window.open(url, "tether-oauth", "popup=yes,width=560,height=720");
+  // Connect and Reconnect are forms (a POST with the CSRF token). On submit
+  // an empty popup is opened and the form is sent into it; if the popup is
+  // blocked, the form is sent in this window as a full-page redirect.
+  document.addEventListener("submit", function (event) {
+    var form = event.target.closest('form[data-form="connect"]');
+    if (!form) return;
+    var popup = window.open("", "tether-oauth", "popup=yes,width=560,height=720");
+    var flag = form.querySelector('input[name="popup"]');
     if (popup) {
-      event.preventDefault();
+      flag.value = "1";
+      form.target = "tether-oauth";
       popup.focus();
+    } else {
+      flag.value = "0";
+      form.removeAttribute("target");
     }
-    // Blocked: the browser follows the link in this window.
   });
 
   window.addEventListener("message", function (event) {

@@ -21,6 +21,9 @@ pub struct Starter {
     pub tenant_id: TenantId,
     pub user_id: Option<String>,
     pub binding: String,
+    /// Ask the provider to show its consent or account chooser
+    /// (`Provider::consent_params`).
+    pub ask_consent: bool,
 }
 
 /// Records a pending authorization; returns the provider's authorize URL.
@@ -37,6 +40,7 @@ pub async fn begin(
             tenant_id: &starter.tenant_id,
             user_id: starter.user_id.as_deref(),
             session_binding: Some(&starter.binding),
+            ask_consent: starter.ask_consent,
         };
         oauth::start(
             c,
@@ -57,17 +61,16 @@ pub async fn begin_with_link(app: &App, token: String, binding: String) -> AppRe
     let link = app
         .db(move |c| Ok(ConnectLink::redeem(c, &token)?))
         .await?
-        .ok_or_else(|| {
-            AppError::bad_request(
-                Code::InvalidLink,
-                "This link is not valid: it was already used or has expired. Ask for a new one.",
-            )
-        })?;
+        .ok_or_else(super::links::invalid)?;
     let provider = app.enabled_provider(&link.provider)?;
     let starter = Starter {
         tenant_id: link.tenant_id,
         user_id: None,
         binding,
+        // Whoever follows a link may already have approved the app at the
+        // provider for another account: the provider is asked to show its
+        // consent or account chooser rather than answer at once.
+        ask_consent: true,
     };
     begin(app, provider, starter, LINK_DONE.to_string(), false).await
 }

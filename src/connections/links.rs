@@ -5,6 +5,8 @@ use crate::app::App;
 use crate::crypto::Secret;
 use crate::db::models::connect_link::ConnectLink;
 use crate::db::models::event::Actor;
+use crate::db::models::tenant::Tenant;
+use crate::db::models::user::normalize_email;
 use crate::error::{AppError, AppResult, Code};
 use crate::ids::TenantId;
 use crate::providers::{Flow, Provider};
@@ -21,12 +23,13 @@ pub struct IssuedLink {
 }
 
 /// Issues a link to connect `provider` for the tenant, valid `ttl_secs`
-/// (60 to 86400).
+/// (60 to 86400), optionally naming the person it is for.
 pub async fn issue(
     app: &App,
     tenant_id: TenantId,
     provider: &Provider,
     ttl_secs: i64,
+    email: Option<&str>,
     actor: &Actor,
 ) -> AppResult<IssuedLink> {
     if provider.flow != Flow::AuthorizationCode {
@@ -44,6 +47,7 @@ pub async fn issue(
             "expires_in is 60 to 86400 seconds",
         ));
     }
+    let email = email.map(normalize_email).transpose()?;
     let (key, actor) = (provider.key.clone(), actor.to_string());
     let (token, expires_at) = app
         .db(move |c| {
@@ -52,6 +56,7 @@ pub async fn issue(
                 &tenant_id,
                 &key,
                 &actor,
+                email.as_deref(),
                 chrono::Duration::seconds(ttl_secs),
             )?)
         })
@@ -64,4 +69,43 @@ pub async fn issue(
         )),
         expires_at,
     })
+}
+
+/// What a link's page shows before anything is done with it.
+pub struct LinkPreview {
+    /// The tenant's display name.
+    pub tenant_name: String,
+    pub provider_name: String,
+    pub email: Option<String>,
+    pub expires_at: NaiveDateTime,
+}
+
+/// The link's page: whom and what it connects. Changes nothing, so link
+/// previews and mail scanners may fetch it any number of times.
+pub async fn preview(app: &App, token: String) -> AppResult<LinkPreview> {
+    let found = app
+        .db(move |c| {
+            let Some(link) = ConnectLink::usable(c, &token)? else {
+                return Ok(None);
+            };
+            let tenant = Tenant::by_id(c, &link.tenant_id)?;
+            Ok(tenant.map(|t| (link, t.name)))
+        })
+        .await?;
+    let (link, tenant_name) = found.ok_or_else(invalid)?;
+    let provider = app.enabled_provider(&link.provider)?;
+    Ok(LinkPreview {
+        tenant_name,
+        provider_name: provider.display_name.clone(),
+        email: link.email,
+        expires_at: link.expires_at,
+    })
+}
+
+/// The answer to a link that cannot be used.
+pub fn invalid() -> AppError {
+    AppError::bad_request(
+        Code::InvalidLink,
+        "This link is not valid: it was already used or has expired. Ask for a new one.",
+    )
 }

@@ -20,6 +20,7 @@ diesel::table! {
         role -> Text,
         created_at -> Timestamp,
         last_login_at -> Nullable<Timestamp>,
+        session_generation -> BigInt,
     }
 }
 
@@ -141,6 +142,7 @@ diesel::table! {
         expires_at -> Timestamp,
         used_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
+        email -> Nullable<Text>,
     }
 }
 

@@ -56,6 +56,10 @@ pub struct Initiator<'a> {
     pub user_id: Option<&'a str>,
     /// Ties the state to the browser session that started it.
     pub session_binding: Option<&'a str>,
+    /// Someone who may have approved the app for another account (a connect
+    /// link's follower): the provider is asked to show its consent or
+    /// account chooser (`Provider::consent_params`).
+    pub ask_consent: bool,
 }
 
 /// Records a pending authorization and returns the provider's authorize URL.
@@ -123,7 +127,16 @@ pub fn start(
             q.append_pair("code_challenge", &pkce_challenge(v.expose()))
                 .append_pair("code_challenge_method", "S256");
         }
-        for (k, v) in &provider.authorize_params {
+        let consent = provider.consent_params.iter().filter(|_| who.ask_consent);
+        let overridden = |k: &String| consent.clone().any(|(c, _)| c == k);
+        for (k, v) in provider
+            .authorize_params
+            .iter()
+            .filter(|(k, _)| !overridden(k))
+        {
+            q.append_pair(k, v);
+        }
+        for (k, v) in consent.clone() {
             q.append_pair(k, v);
         }
     }

@@ -55,6 +55,7 @@ struct ProviderToml {
     keep_fields: Option<Vec<String>>,
     api_base_url: Option<String>,
     authorize_params: Option<BTreeMap<String, String>>,
+    consent_params: Option<BTreeMap<String, String>>,
     token_params: Option<BTreeMap<String, String>>,
     refresh: Option<RefreshStyle>,
     refresh_token_lifetime_days: Option<i64>,
@@ -210,6 +211,7 @@ fn merge(mut p: Provider, t: ProviderToml) -> Provider {
         client_secret_env,
         keep_fields,
         authorize_params,
+        consent_params,
         token_params,
         refresh,
         rotates_refresh_tokens

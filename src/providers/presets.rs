@@ -35,6 +35,7 @@ pub(super) fn base(
         keep_fields: Vec::new(),
         api_base_url: None,
         authorize_params: BTreeMap::new(),
+        consent_params: consent_params(key),
         token_params: BTreeMap::new(),
         refresh: RefreshStyle::Standard,
         refresh_token_lifetime_days: None,
@@ -42,6 +43,26 @@ pub(super) fn base(
         // answer restarts its tracked lifetime.
         rotates_refresh_tokens: true,
         credentials: None,
+    }
+}
+
+/// What each provider is sent to show its consent or account chooser on a
+/// connect link's flow. OpenID Connect's `prompt=consent` unless the
+/// platform documents another; RFC 6749 section 3.1 has servers ignore
+/// parameters they do not know, so it is safe where nothing is documented.
+fn consent_params(key: &str) -> BTreeMap<String, String> {
+    match key {
+        // Google: the chooser and the consent screen (which also re-issues a
+        // refresh token).
+        "google" => params(&[("prompt", "consent select_account")]),
+        // Microsoft: the account picker; consent is per tenant policy.
+        "microsoft" => params(&[("prompt", "select_account")]),
+        // Spotify documents `show_dialog=true` ("force the user to approve
+        // the app again").
+        "spotify" => params(&[("show_dialog", "true")]),
+        // Wix has no user redirect (installs come from Wix).
+        "wix" => BTreeMap::new(),
+        _ => params(&[("prompt", "consent")]),
     }
 }
 
@@ -246,5 +267,26 @@ pub fn demo(settings: &Settings) -> Provider {
             &format!("{base_url}/demo/oauth/authorize"),
             &format!("{base_url}/demo/oauth/token"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_flow_preset_can_ask_for_its_consent_screen() {
+        for p in all() {
+            let asks = p.consent_params.iter().next().map(|(k, v)| (k.as_str(), v.as_str()));
+            let expected = match p.key.as_ref() {
+                "google" => Some(("prompt", "consent select_account")),
+                "microsoft" => Some(("prompt", "select_account")),
+                "spotify" => Some(("show_dialog", "true")),
+                "wix" => None,
+                _ => Some(("prompt", "consent")),
+            };
+            assert_eq!(asks, expected, "{}", p.key);
+            assert_eq!(p.flow == Flow::AuthorizationCode, asks.is_some(), "{}", p.key);
+        }
     }
 }

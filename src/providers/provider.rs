@@ -63,6 +63,10 @@ pub struct Provider {
     pub keep_fields: Vec<String>,
     pub api_base_url: Option<String>,
     pub authorize_params: BTreeMap<String, String>,
+    /// Authorize parameters that make the provider show its consent screen
+    /// or account chooser instead of answering at once for an app already
+    /// approved; sent on connect-link flows, over `authorize_params`.
+    pub consent_params: BTreeMap<String, String>,
     pub token_params: BTreeMap<String, String>,
     pub refresh: RefreshStyle,
     /// Known refresh-token lifetime, to warn before it lapses.

@@ -622,6 +622,9 @@ struct LinkRequest {
     /// Seconds the link stays valid (default 900).
     #[schema(minimum = 60, maximum = 86400)]
     expires_in: Option<i64>,
+    /// The person the link is for: shown on the link's page.
+    #[schema(format = Email, max_length = 254)]
+    email: Option<String>,
 }
 
 /// A connect link.
@@ -661,7 +664,15 @@ async fn connect_link(
     let tenant_id = caller.tenant(&state, &path.tenant).await?;
     let provider = state.enabled_provider(&body.provider)?;
     let ttl = body.expires_in.unwrap_or(links::DEFAULT_TTL_SECS);
-    let link = links::issue(&state, tenant_id, &provider, ttl, &caller.actor()).await?;
+    let link = links::issue(
+        &state,
+        tenant_id,
+        &provider,
+        ttl,
+        body.email.as_deref(),
+        &caller.actor(),
+    )
+    .await?;
     Ok(no_store(
         HttpResponse::Created().json(LinkBody {
             url: link.url.expose(),

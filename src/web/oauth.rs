@@ -2,11 +2,11 @@
 //! The tenant always comes from the session, never from the request.
 
 use super::http::{account_param, client_addr, html, no_referrer, redirect_no_referrer, see_other};
-use super::session::{self, AdminSession, CsrfForm};
+use super::session::{self, AdminSession, CsrfForm, NoFields};
 
 use crate::app::App;
 use crate::connections::connect::{self, Completion, Starter};
-use crate::connections::{manage, status};
+use crate::connections::{links, manage, status};
 use crate::error::{AppError, AppResult, Code, PageError, PageResult};
 use crate::oauth::{self, CallbackQuery, DASHBOARD};
 use actix_session::Session;
@@ -15,7 +15,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/oauth/{provider}/authorize", web::get().to(authorize))
+    cfg.route("/oauth/{provider}/authorize", web::post().to(authorize))
         .route("/oauth/{provider}/callback", web::get().to(callback))
         .route("/oauth/{provider}/refresh", web::post().to(refresh))
         .route("/oauth/{provider}/status", web::get().to(status))
@@ -26,7 +26,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(connect_instance),
         )
         .route("/connect/done", web::get().to(connect_done))
-        .route("/connect/{token}", web::get().to(connect_with_link));
+        .route("/connect/{token}", web::get().to(connect_link_page))
+        .route("/connect/{token}", web::post().to(connect_with_link));
 }
 
 /// The enabled provider named in the path, or a 404.
@@ -38,17 +39,20 @@ fn rate_limit(state: &App, req: &HttpRequest) -> AppResult<()> {
 }
 
 #[derive(serde::Deserialize)]
-struct AuthorizeQuery {
+struct AuthorizeForm {
     popup: Option<String>,
     return_to: Option<String>,
 }
 
+/// `POST /oauth/{provider}/authorize`: Connect or Reconnect, from the card's
+/// form (a POST with the CSRF token, so no other site can start a flow in
+/// an admin's browser).
 async fn authorize(
     req: HttpRequest,
     state: web::Data<App>,
     admin: AdminSession,
     path: web::Path<String>,
-    query: web::Query<AuthorizeQuery>,
+    CsrfForm(query): CsrfForm<AuthorizeForm>,
 ) -> PageResult<HttpResponse> {
     rate_limit(&state, &req)?;
     let provider = state.enabled_provider(&path)?;
@@ -61,18 +65,55 @@ async fn authorize(
         tenant_id: admin.tenant_id.clone(),
         user_id: Some(admin.user_id.clone()),
         binding: admin.binding()?,
+        ask_consent: false,
     };
     let url = connect::begin(&state, provider, starter, return_to, popup).await?;
     Ok(redirect_no_referrer(&url))
 }
 
-/// `GET /connect/{token}`: a person following a connect link (no sign-in).
-/// The link is used up, and the state is bound to this browser session.
+#[derive(Template)]
+#[template(path = "connect_link.html")]
+struct LinkPage<'a> {
+    tenant: &'a str,
+    provider: &'a str,
+    email: Option<&'a str>,
+    expires: String,
+    csrf: &'a str,
+}
+
+/// `GET /connect/{token}`: a connect link's page, naming the tenant and the
+/// provider. It changes nothing (previewers may fetch it any number of
+/// times); its form, bound to this browser by the CSRF token, goes on.
+async fn connect_link_page(
+    req: HttpRequest,
+    state: web::Data<App>,
+    session: Session,
+    path: web::Path<String>,
+) -> PageResult<HttpResponse> {
+    rate_limit(&state, &req)?;
+    let link = links::preview(&state, path.into_inner()).await?;
+    let csrf = session::csrf_token(&session)?;
+    let body = LinkPage {
+        tenant: &link.tenant_name,
+        provider: &link.provider_name,
+        email: link.email.as_deref(),
+        expires: link.expires_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        csrf: &csrf,
+    }
+    .render()
+    .map_err(AppError::internal)?;
+    // The page's address holds the link's secret.
+    Ok(no_referrer(html(body)))
+}
+
+/// `POST /connect/{token}`: the person on the link's page goes on (no
+/// sign-in). The link is used up, and the state is bound to this browser.
 async fn connect_with_link(
     req: HttpRequest,
     state: web::Data<App>,
     session: Session,
     path: web::Path<String>,
+    _: CsrfForm<NoFields>,
 ) -> PageResult<HttpResponse> {
     rate_limit(&state, &req)?;
     let binding = crate::crypto::random_token(32);

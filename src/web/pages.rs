@@ -20,7 +20,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/login", web::get().to(login_page))
         .route("/login", web::post().to(login))
         .route("/logout", web::post().to(logout))
-        .route("/sso", web::get().to(crate::web::pages::sso))
+        .route("/sso", web::post().to(sso))
+        .route("/sso", web::get().to(sso_by_link))
         .route("/settings/integrations", web::get().to(dashboard))
         .route(
             "/settings/integrations/cards/{provider}",
@@ -119,30 +120,45 @@ async fn login(
         log::info!("failed sign-in for an account");
         return failed_sign_in(&session, &email, &next);
     };
-    session::sign_in(&session, &user.id, &user.tenant_id, &user.email)?;
+    session::sign_in(&session, &user)?;
     log::info!("admin signed in tenant={}", user.tenant_id);
     Ok(see_other(&next))
 }
 
-async fn logout(session: Session, _: CsrfForm<NoFields>) -> PageResult<HttpResponse> {
-    // A fresh, empty session that carries only the message (a purged one
-    // would drop it).
-    session.renew();
-    session.clear();
-    session::flash(&session, "ok", "You are signed out.");
+/// Ends every session of this user (a copied cookie too), and leaves this
+/// browser a fresh, empty session that carries only the message.
+async fn logout(
+    state: web::Data<App>,
+    session: Session,
+    _: CsrfForm<NoFields>,
+) -> PageResult<HttpResponse> {
+    session::sign_out(&state, &session).await?;
+    session::flash(
+        &session,
+        "ok",
+        "You are signed out, in this browser and everywhere else.",
+    );
     Ok(see_other("/login"))
 }
 
 #[derive(serde::Deserialize)]
-struct SsoQuery {
+struct SsoForm {
     token: String,
 }
 
-/// The CRM hands a signed-in admin over (see `crate::sso`).
+/// `GET /sso`: the hand-over is a form POST from the CRM (a link alone
+/// must not switch a browser's tenant, and the token must not sit in a URL).
+async fn sso_by_link() -> PageResult<HttpResponse> {
+    Err(PageError(AppError::method_not_allowed(
+        "single sign-on is a form the CRM posts; open Tether from the CRM again",
+    )))
+}
+
+/// `POST /sso`: the CRM hands a signed-in admin over (see `crate::sso`).
 async fn sso(
     state: web::Data<App>,
     session: Session,
-    query: web::Query<SsoQuery>,
+    query: web::Form<SsoForm>,
 ) -> PageResult<HttpResponse> {
     let Some(secret) = state.settings.sso_secret.clone() else {
         return Err(PageError(AppError::not_found(
@@ -155,7 +171,7 @@ async fn sso(
         chrono::Utc::now().timestamp(),
     )?;
     let user = state.db(move |c| crate::sso::admit(c, &claims)).await?;
-    session::sign_in(&session, &user.id, &user.tenant_id, &user.email)?;
+    session::sign_in(&session, &user)?;
     log::info!("admin signed in through SSO tenant={}", user.tenant_id);
     Ok(see_other(DASHBOARD))
 }

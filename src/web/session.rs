@@ -1,8 +1,19 @@
 //! Browser sessions: who is signed in (from an encrypted cookie), CSRF tokens,
 //! flash messages, and the value that binds an OAuth state to a session.
+//!
+//! A session lives in the cookie, so the server keeps one value per user:
+//! the session generation. A signed-in session carries the generation it
+//! was made in, when it was made and when it was last used; it is refused
+//! past the absolute or idle limit (`TETHER_SESSION_MAX_AGE_SECS`,
+//! `TETHER_SESSION_IDLE_SECS`), or once the user's generation moved on
+//! (sign-out, sign out everywhere) or the user is gone. A copied cookie
+//! therefore ends with the session it was copied from.
 
+use crate::app::App;
+use crate::config::SessionLimits;
 use crate::crypto::random_token;
 use crate::db::models::event::Actor;
+use crate::db::models::user::User;
 use crate::error::{AppError, AppResult, PageError};
 use crate::ids::{Email, TenantId};
 use actix_session::{Session, SessionExt};
@@ -10,7 +21,6 @@ use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
-use std::future::{ready, Ready};
 use subtle::ConstantTimeEq;
 
 const USER: &str = "uid";
@@ -19,6 +29,13 @@ const EMAIL: &str = "email";
 const CSRF: &str = "csrf";
 const BINDING: &str = "oauth_binding";
 const FLASH: &str = "flash";
+const ISSUED_AT: &str = "iat";
+const LAST_SEEN: &str = "seen";
+const GENERATION: &str = "gen";
+
+/// How stale `LAST_SEEN` may get before a request writes it again (so that
+/// not every request re-sets the cookie); the idle limit is this coarse.
+const SEEN_RESOLUTION_SECS: i64 = 60;
 
 /// A signed-in tenant admin. The tenant always comes from here, never from a parameter.
 #[derive(Clone)]
@@ -31,34 +48,78 @@ pub struct AdminSession {
 
 impl FromRequest for AdminSession {
     type Error = actix_web::Error;
-    type Future = Ready<Result<Self, Self::Error>>;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let session = req.get_session();
-        let get = |k: &str| session.get::<String>(k).ok().flatten();
-        let result = match (get(USER), get(TENANT), get(EMAIL)) {
-            (Some(user_id), Some(tenant_id), Some(email)) => Ok(AdminSession {
-                user_id,
-                tenant_id: TenantId::known(tenant_id),
-                email: Email::known(email),
-                session: session.clone(),
-            }),
-            _ => {
-                let err = AppError::unauthorized("sign in first");
-                let wants_json = req
-                    .headers()
-                    .get(actix_web::http::header::ACCEPT)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.contains("application/json"));
-                Err(if wants_json {
+        let app = req.app_data::<web::Data<App>>().cloned();
+        let wants_json = req
+            .headers()
+            .get(actix_web::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("application/json"));
+        Box::pin(async move {
+            let app = app.ok_or_else(|| AppError::internal("no app state"))?;
+            signed_in(&app, session).await.map_err(|err| {
+                if wants_json {
                     err.into()
                 } else {
                     PageError(err).into()
-                })
-            }
-        };
-        ready(result)
+                }
+            })
+        })
     }
+}
+
+/// The admin this session belongs to, if it is still signed in: within
+/// both limits and of the user's current generation. A session that is
+/// not is emptied, so its cookie is replaced.
+async fn signed_in(app: &App, session: Session) -> AppResult<AdminSession> {
+    let get = |k: &str| session.get::<String>(k).ok().flatten();
+    let num = |k: &str| session.get::<i64>(k).ok().flatten();
+    let (Some(user_id), Some(tenant_id), Some(email)) = (get(USER), get(TENANT), get(EMAIL)) else {
+        return Err(AppError::unauthorized("sign in first"));
+    };
+    let now = chrono::Utc::now().timestamp();
+    let (Some(issued), Some(seen), Some(generation)) =
+        (num(ISSUED_AT), num(LAST_SEEN), num(GENERATION))
+    else {
+        return Err(ended(&session));
+    };
+    if !within(&app.settings.session, issued, seen, now) {
+        return Err(ended(&session));
+    }
+    let uid = user_id.clone();
+    let current = app
+        .db(move |c| Ok(User::session_generation(c, &uid)?))
+        .await?;
+    if current != Some(generation) {
+        return Err(ended(&session));
+    }
+    if now - seen >= SEEN_RESOLUTION_SECS {
+        session
+            .insert(LAST_SEEN, now)
+            .map_err(|e| AppError::internal(e.to_string()))?;
+    }
+    Ok(AdminSession {
+        user_id,
+        tenant_id: TenantId::known(tenant_id),
+        email: Email::known(email),
+        session,
+    })
+}
+
+/// Whether a session made at `issued` and last used at `seen` may still be
+/// used at `now` (unix seconds).
+fn within(limits: &SessionLimits, issued: i64, seen: i64, now: i64) -> bool {
+    let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    now - issued <= secs(limits.max_age) && now - seen <= secs(limits.idle)
+}
+
+/// Empties a session that may no longer be used; the answer asks to sign in.
+fn ended(session: &Session) -> AppError {
+    session.purge();
+    AppError::unauthorized("your session has ended; sign in again")
 }
 
 impl AdminSession {
@@ -125,15 +186,38 @@ pub fn oauth_binding(session: &Session) -> Option<String> {
     session.get::<String>(BINDING).ok().flatten()
 }
 
-/// Signs `user` in on a fresh session id (no fixation), with new CSRF and binding values.
-pub fn sign_in(session: &Session, user_id: &str, tenant_id: &str, email: &str) -> AppResult<()> {
+/// Signs `user` in on a fresh session (no fixation), with new CSRF and
+/// binding values, in the user's current session generation.
+pub fn sign_in(session: &Session, user: &User) -> AppResult<()> {
     session.renew();
     session.clear();
-    for (k, v) in [(USER, user_id), (TENANT, tenant_id), (EMAIL, email)] {
-        session
-            .insert(k, v)
-            .map_err(|e| AppError::internal(e.to_string()))?;
+    let internal = |e: actix_session::SessionInsertError| AppError::internal(e.to_string());
+    for (k, v) in [
+        (USER, user.id.as_str()),
+        (TENANT, &*user.tenant_id),
+        (EMAIL, &user.email),
+    ] {
+        session.insert(k, v).map_err(internal)?;
     }
+    let now = chrono::Utc::now().timestamp();
+    for (k, v) in [
+        (ISSUED_AT, now),
+        (LAST_SEEN, now),
+        (GENERATION, user.session_generation),
+    ] {
+        session.insert(k, v).map_err(internal)?;
+    }
+    Ok(())
+}
+
+/// Signs out: ends every session of the signed-in user, wherever its
+/// cookie is (the generation moves on), and empties this one.
+pub async fn sign_out(app: &App, session: &Session) -> AppResult<()> {
+    if let Some(uid) = session.get::<String>(USER).ok().flatten() {
+        app.db(move |c| Ok(User::end_sessions(c, &uid)?)).await?;
+    }
+    session.renew();
+    session.clear();
     Ok(())
 }
 
@@ -193,4 +277,24 @@ pub fn take_flash(session: &Session) -> Option<Flash> {
         session.remove(FLASH);
     }
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_session_ends_at_its_absolute_and_idle_limits() {
+        let limits = SessionLimits {
+            max_age: Duration::from_secs(12 * 3600),
+            idle: Duration::from_secs(2 * 3600),
+        };
+        let t0 = 1_000_000;
+        assert!(within(&limits, t0, t0, t0));
+        assert!(within(&limits, t0, t0 + 11 * 3600, t0 + 12 * 3600));
+        assert!(!within(&limits, t0, t0 + 11 * 3600, t0 + 12 * 3600 + 1));
+        assert!(within(&limits, t0, t0, t0 + 2 * 3600));
+        assert!(!within(&limits, t0, t0, t0 + 2 * 3600 + 1));
+    }
 }

@@ -44,7 +44,7 @@ async fn app(backend: Backend, extra: &[(&str, &str)]) -> (TestApp, FakeProvider
 /// The admin approves `account` at the provider: the exchange answers
 /// `at-{account}` / `rt-{account}` and the identity names the account.
 async fn connect_account(app: &TestApp, fake: &FakeProvider, account: &str, name: &str) {
-    let (state, challenge) = start(app, "").await;
+    let (state, challenge) = start(app, &[]).await;
     let access = format!("at-{account}");
     Mock::given(method("POST"))
         .and(path("/token"))

@@ -266,7 +266,7 @@ async fn reconnecting_replaces_the_tokens_and_records_a_reconnect(backend: Backe
 
 async fn a_popup_flow_ends_on_a_page_that_tells_the_opener_and_closes(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;
-    let (state, challenge) = start(&app, "&popup=1").await;
+    let (state, challenge) = start(&app, &[("popup", "1")]).await;
     mount_exchange(&fake, &challenge, "at-popup-secret", "rt-popup-secret").await;
     let res = app
         .get(&format!("/oauth/acme/callback?code=the-code&state={state}"))

@@ -35,7 +35,7 @@ async fn app_with_preset(backend: Backend, key: &str, overrides: &str) -> TestAp
 
 /// Starts a connect; returns the provider's authorize URL.
 async fn authorize_url(app: &TestApp, key: &str) -> String {
-    let res = app.get(&format!("/oauth/{key}/authorize")).await;
+    let res = app.authorize(key, &[]).await;
     assert_eq!(res.status(), 303);
     res.headers()["location"].to_str().unwrap().to_string()
 }
@@ -227,10 +227,7 @@ async fn wix_connects_a_site_instance_with_client_credentials_and_mints_again_to
         "an instance form, not a redirect"
     );
     assert!(
-        app.get("/oauth/wix/authorize")
-            .await
-            .status()
-            .is_client_error(),
+        app.authorize("wix", &[]).await.status().is_client_error(),
         "no browser redirect for Wix"
     );
     let mint = |token: &str| {

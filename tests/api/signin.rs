@@ -5,6 +5,7 @@ use crate::helpers::{
     assert_error_page, csrf_in, spawn_app, spawn_app_with, Backend, Browser, TestApp, TestDb,
     PASSWORD,
 };
+use reqwest::cookie::CookieStore;
 use tether::db::models::tenant::Tenant;
 use tether::db::models::user::User;
 use tether::sso::{sign, Claims};
@@ -23,6 +24,9 @@ backend_tests!(
     an_sso_token_works_only_once,
     expired_far_future_forged_or_foreign_sso_tokens_are_refused_and_create_nothing,
     sso_is_not_found_without_a_secret,
+    an_sso_link_alone_signs_nobody_in_and_leaves_the_token_unspent,
+    a_cookie_saved_before_sign_out_is_refused_after_it,
+    signing_out_everywhere_or_removing_the_user_ends_every_copy,
 );
 
 async fn app_with_admin(backend: Backend) -> TestApp {
@@ -93,7 +97,6 @@ async fn the_dashboard_without_a_session_sends_the_browser_to_login(backend: Bac
     for path in [
         "/settings/integrations",
         "/settings/integrations/cards/demo",
-        "/oauth/demo/authorize",
     ] {
         let res = app.get(path).await;
         assert_eq!(res.status(), 303, "{path}");
@@ -131,12 +134,12 @@ async fn logout_with_csrf_ends_the_session(backend: Backend) {
     assert_eq!(app.login(OWNER, PASSWORD).await.status(), 303);
     assert_eq!(app.get("/settings/integrations").await.status(), 200);
     let csrf = app.csrf("/settings/integrations").await;
-    let before = app.snapshot();
     let res = app.post_form("/logout", &[("csrf", &csrf)]).await;
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/login");
+    let before = app.snapshot();
     let login = app.get("/login").await.text().await.unwrap();
-    assert!(login.contains("You are signed out."), "{login}");
+    assert!(login.contains("You are signed out"), "{login}");
     assert_ne!(app.get("/settings/integrations").await.status(), 200);
     // The old CSRF token died with the session.
     let res = app.post_form("/logout", &[("csrf", &csrf)]).await;
@@ -169,10 +172,13 @@ async fn sso_signs_the_admin_in_and_creates_the_user_on_first_use(backend: Backe
         .unwrap()
         .is_none());
     let res = app
-        .get(&format!(
-            "/sso?token={}",
-            token(&claims("acme", "CRM-Admin@acme.example", 120))
-        ))
+        .post_form(
+            "/sso",
+            &[(
+                "token",
+                &token(&claims("acme", "CRM-Admin@acme.example", 120)),
+            )],
+        )
         .await;
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/settings/integrations");
@@ -193,10 +199,13 @@ async fn sso_signs_the_admin_in_and_creates_the_user_on_first_use(backend: Backe
     // A second handoff (a new token) signs the same admin in; no second user.
     let other = Browser::new(&app);
     let res = other
-        .get(&format!(
-            "/sso?token={}",
-            token(&claims("acme", "crm-admin@acme.example", 120))
-        ))
+        .post_form(
+            "/sso",
+            &[(
+                "token",
+                &token(&claims("acme", "crm-admin@acme.example", 120)),
+            )],
+        )
         .await;
     assert_eq!(res.status(), 303);
     assert_eq!(other.get("/settings/integrations").await.status(), 200);
@@ -205,14 +214,20 @@ async fn sso_signs_the_admin_in_and_creates_the_user_on_first_use(backend: Backe
 
 async fn an_sso_token_works_only_once(backend: Backend) {
     let app = sso_app(backend).await;
-    let link = format!(
-        "/sso?token={}",
-        token(&claims("acme", "crm-admin@acme.example", 120))
-    );
-    assert_eq!(app.get(&link).await.status(), 303);
+    let form = [(
+        "token",
+        token(&claims("acme", "crm-admin@acme.example", 120)),
+    )];
+    let form = [(form[0].0, form[0].1.as_str())];
+    assert_eq!(app.post_form("/sso", &form).await.status(), 303);
     let before = app.snapshot();
     let replay = Browser::new(&app);
-    let body = assert_error_page(replay.get(&link).await, 400, "invalid_sso_token").await;
+    let body = assert_error_page(
+        replay.post_form("/sso", &form).await,
+        400,
+        "invalid_sso_token",
+    )
+    .await;
     assert!(body.contains("already used"), "{body}");
     assert_ne!(replay.get("/settings/integrations").await.status(), 200);
     assert_eq!(app.snapshot(), before);
@@ -267,13 +282,7 @@ async fn expired_far_future_forged_or_foreign_sso_tokens_are_refused_and_create_
     ];
     for (why, token, status) in cases {
         let browser = Browser::new(&app);
-        let res = browser
-            .client
-            .get(format!("{}/sso", app.address))
-            .query(&[("token", &token)])
-            .send()
-            .await
-            .unwrap();
+        let res = browser.post_form("/sso", &[("token", &token)]).await;
         let got = res.status().as_u16();
         let body = res.text().await.unwrap();
         assert_eq!(got, status, "{why}: {body}");
@@ -288,7 +297,7 @@ async fn expired_far_future_forged_or_foreign_sso_tokens_are_refused_and_create_
         );
     }
     // No token at all.
-    assert!(app.get("/sso").await.status().is_client_error());
+    assert!(app.post_form("/sso", &[]).await.status().is_client_error());
     assert_eq!(app.snapshot(), before);
     assert!(User::by_email(&mut app.conn(), email).unwrap().is_none());
 }
@@ -298,12 +307,119 @@ async fn sso_is_not_found_without_a_secret(backend: Backend) {
     Tenant::create(&mut app.conn(), "acme", "Acme Dental").unwrap();
     let before = app.snapshot();
     let res = app
-        .get(&format!(
-            "/sso?token={}",
-            token(&claims("acme", "crm-admin@acme.example", 120))
-        ))
+        .post_form(
+            "/sso",
+            &[(
+                "token",
+                &token(&claims("acme", "crm-admin@acme.example", 120)),
+            )],
+        )
         .await;
     assert_eq!(res.status(), 404);
     assert_ne!(app.get("/settings/integrations").await.status(), 200);
     assert_eq!(app.snapshot(), before);
+}
+
+async fn an_sso_link_alone_signs_nobody_in_and_leaves_the_token_unspent(backend: Backend) {
+    let app = sso_app(backend).await;
+    let token = token(&claims("acme", "crm-admin@acme.example", 120));
+    let before = app.snapshot();
+    let res = app
+        .client
+        .get(format!("{}/sso", app.address))
+        .query(&[("token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    assert!(res.headers().get("location").is_none());
+    assert!(res.text().await.unwrap().contains("a form the CRM posts"));
+    assert_ne!(app.get("/settings/integrations").await.status(), 200);
+    assert_eq!(app.snapshot(), before);
+    // The CRM's form still works with the same token.
+    assert_eq!(
+        app.post_form("/sso", &[("token", &token)]).await.status(),
+        303
+    );
+    assert_eq!(app.get("/settings/integrations").await.status(), 200);
+}
+
+/// The session cookie a browser holds now (as a `cookie` header value).
+async fn saved_cookie(browser: &Browser) -> String {
+    let res = browser.get("/settings/integrations").await;
+    assert_eq!(res.status(), 200);
+    let url = reqwest::Url::parse(&browser.address).unwrap();
+    browser
+        .jar
+        .cookies(&url)
+        .expect("a session cookie")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Opens the dashboard with nothing but `cookie`, as a thief would.
+async fn dashboard_with(app: &TestApp, cookie: &str) -> u16 {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/settings/integrations", app.address))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn a_cookie_saved_before_sign_out_is_refused_after_it(backend: Backend) {
+    let app = app_with_admin(backend).await;
+    let browser = Browser::new(&app);
+    assert_eq!(browser.login(OWNER, PASSWORD).await.status(), 303);
+    let copied = saved_cookie(&browser).await;
+    assert_eq!(
+        dashboard_with(&app, &copied).await,
+        200,
+        "the copy works while signed in"
+    );
+    let csrf = browser.csrf("/settings/integrations").await;
+    assert_eq!(
+        browser
+            .post_form("/logout", &[("csrf", &csrf)])
+            .await
+            .status(),
+        303
+    );
+    assert_eq!(
+        dashboard_with(&app, &copied).await,
+        303,
+        "the copy ends with sign-out"
+    );
+    // Signing in again makes a new session; the old copy stays refused.
+    assert_eq!(browser.login(OWNER, PASSWORD).await.status(), 303);
+    assert_eq!(browser.get("/settings/integrations").await.status(), 200);
+    assert_eq!(dashboard_with(&app, &copied).await, 303);
+}
+
+async fn signing_out_everywhere_or_removing_the_user_ends_every_copy(backend: Backend) {
+    let app = app_with_admin(backend).await;
+    let (laptop, phone) = (Browser::new(&app), Browser::new(&app));
+    for b in [&laptop, &phone] {
+        assert_eq!(b.login(OWNER, PASSWORD).await.status(), 303);
+    }
+    let copies = [saved_cookie(&laptop).await, saved_cookie(&phone).await];
+    let out = app.run_cli(&["user", "sign-out", OWNER]);
+    assert!(out.status.success(), "{out:?}");
+    for copy in &copies {
+        assert_eq!(dashboard_with(&app, copy).await, 303);
+    }
+    assert_eq!(laptop.login(OWNER, PASSWORD).await.status(), 303);
+    let copy = saved_cookie(&laptop).await;
+    let out = app.run_cli(&["user", "remove", OWNER]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(dashboard_with(&app, &copy).await, 303);
+    assert!(User::by_email(&mut app.conn(), OWNER).unwrap().is_none());
+    let out = app.run_cli(&["user", "remove", OWNER]);
+    assert!(!out.status.success(), "removing nobody is an error");
 }

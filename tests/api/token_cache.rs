@@ -186,7 +186,7 @@ async fn a_cached_token_is_served_until_the_cache_lapses_and_a_local_disconnect_
     assert_eq!(app.token(&key, "acme").await.status(), 404);
     // So does a reconnect with new tokens.
     fake.server.reset().await;
-    let (state, challenge) = start(&app, "").await;
+    let (state, challenge) = start(&app, &[]).await;
     mount_exchange(&fake, &challenge, "at-2", "rt-2").await;
     app.get(&format!(
         "/oauth/acme/callback?code=the-code&state={state}&iss={ACME_ISSUER}"
@@ -199,7 +199,7 @@ async fn a_cached_token_is_served_until_the_cache_lapses_and_a_local_disconnect_
 async fn a_token_about_to_expire_is_not_served_from_the_cache(backend: Backend) {
     let (app, fake, key) = app_with_cache(backend, "60000").await;
     // A 4-second token: the first request (min_ttl 0) caches it.
-    let (state, challenge) = start(&app, "").await;
+    let (state, challenge) = start(&app, &[]).await;
     mount_exchange_lasting(&fake, &challenge, "at-1", "rt-1", 4).await;
     app.get(&format!(
         "/oauth/acme/callback?code=the-code&state={state}&iss={ACME_ISSUER}"

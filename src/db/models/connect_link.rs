@@ -17,6 +17,9 @@ pub struct ConnectLink {
     pub expires_at: NaiveDateTime,
     pub used_at: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
+    /// The person the link is for, shown on its page (not a check: the CRM
+    /// owns identity).
+    pub email: Option<String>,
 }
 
 impl ConnectLink {
@@ -26,6 +29,7 @@ impl ConnectLink {
         tenant_id: &str,
         provider: &str,
         created_by: &str,
+        email: Option<&str>,
         ttl: Duration,
     ) -> QueryResult<(Secret<String>, NaiveDateTime)> {
         let token = random_token(32);
@@ -36,6 +40,7 @@ impl ConnectLink {
                 connect_links::tenant_id.eq(tenant_id),
                 connect_links::provider.eq(provider),
                 connect_links::created_by.eq(created_by),
+                connect_links::email.eq(email),
                 connect_links::expires_at.eq(t + ttl),
                 connect_links::created_at.eq(t),
             ))
@@ -47,13 +52,32 @@ impl ConnectLink {
         Ok((Secret::new(token), t + ttl))
     }
 
+    /// The link, if it can still be used, without using it up: its page may
+    /// be fetched any number of times (link previews, mail scanners).
+    pub fn usable(conn: &mut DbConn, token: &str) -> QueryResult<Option<ConnectLink>> {
+        let Some(hash) = Self::hash(token) else {
+            return Ok(None);
+        };
+        connect_links::table
+            .find(&hash)
+            .filter(connect_links::used_at.is_null())
+            .filter(connect_links::expires_at.gt(now()))
+            .select(ConnectLink::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    /// The stored hash of a token that could be one (at most 128 characters).
+    fn hash(token: &str) -> Option<String> {
+        (token.len() <= 128).then(|| sha256_hex(token.as_bytes()))
+    }
+
     /// Uses the link up: `None` when it is unknown, used or expired. Exactly
     /// one caller gets the link.
     pub fn redeem(conn: &mut DbConn, token: &str) -> QueryResult<Option<ConnectLink>> {
-        if token.len() > 128 {
+        let Some(hash) = Self::hash(token) else {
             return Ok(None);
-        }
-        let hash = sha256_hex(token.as_bytes());
+        };
         let t = now();
         let taken = diesel::update(
             connect_links::table

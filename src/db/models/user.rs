@@ -17,6 +17,9 @@ pub struct User {
     pub role: String,
     pub created_at: NaiveDateTime,
     pub last_login_at: Option<NaiveDateTime>,
+    /// Sessions carry the generation they were made in; bumping it ends
+    /// every one of them at their next request.
+    pub session_generation: i64,
 }
 
 #[derive(Insertable)]
@@ -101,6 +104,31 @@ impl User {
             q = q.filter(tenants::external_id.eq(ext.to_string()));
         }
         q.load(conn)
+    }
+
+    /// The user's session generation, or `None` when the user is gone.
+    pub fn session_generation(conn: &mut DbConn, id: &str) -> QueryResult<Option<i64>> {
+        users::table
+            .find(id)
+            .select(users::session_generation)
+            .first(conn)
+            .optional()
+    }
+
+    /// Ends every session of the user (sign-out, sign out everywhere);
+    /// false when there is no such user.
+    pub fn end_sessions(conn: &mut DbConn, id: &str) -> QueryResult<bool> {
+        let n = diesel::update(users::table.find(id))
+            .set(users::session_generation.eq(users::session_generation + 1))
+            .execute(conn)?;
+        Ok(n == 1)
+    }
+
+    /// Removes a user; their sessions end with them.
+    pub fn remove(conn: &mut DbConn, email: &str) -> QueryResult<bool> {
+        let n = diesel::delete(users::table.filter(users::email.eq(email.trim().to_lowercase())))
+            .execute(conn)?;
+        Ok(n == 1)
     }
 
     pub fn touch_login(conn: &mut DbConn, id: &str) -> QueryResult<usize> {

@@ -7,17 +7,21 @@ use super::{csrf_in, TestApp};
 pub struct Browser {
     pub client: reqwest::Client,
     pub address: String,
+    /// Its cookies (to copy a session cookie out, as a thief would).
+    pub jar: std::sync::Arc<reqwest::cookie::Jar>,
 }
 
 impl Browser {
     pub fn new(app: &TestApp) -> Browser {
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
         Browser {
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
-                .cookie_store(true)
+                .cookie_provider(jar.clone())
                 .build()
                 .unwrap(),
             address: app.address.clone(),
+            jar,
         }
     }
 

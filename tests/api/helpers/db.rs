@@ -23,7 +23,8 @@ impl TestApp {
             "SELECT id || '|' || status || '|' || CAST(version AS TEXT) || '|' || COALESCE(key_id, '-') || '|' || CAST(updated_at AS TEXT) AS v FROM connections ORDER BY id",
             "SELECT id || '|' || COALESCE(CAST(consumed_at AS TEXT), '-') AS v FROM oauth_states ORDER BY id",
             "SELECT CAST(COUNT(*) AS TEXT) AS v FROM events",
-            "SELECT CAST(COUNT(*) AS TEXT) AS v FROM users",
+            "SELECT id || '|' || CAST(session_generation AS TEXT) AS v FROM users ORDER BY id",
+            "SELECT token_hash || '|' || COALESCE(CAST(used_at AS TEXT), '-') AS v FROM connect_links ORDER BY token_hash",
             "SELECT CAST(COUNT(*) AS TEXT) AS v FROM tenants",
         ];
         let mut conn = self.conn();

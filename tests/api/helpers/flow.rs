@@ -44,13 +44,12 @@ pub fn tokens(
     body
 }
 
-/// Starts a connect as the signed-in admin; returns the state and PKCE challenge.
-pub async fn start(app: &TestApp, extra_query: &str) -> (String, String) {
-    let res = app
-        .get(&format!(
-            "/oauth/acme/authorize?return_to=/settings/integrations{extra_query}"
-        ))
-        .await;
+/// Starts a connect as the signed-in admin, with `extra` form fields;
+/// returns the state and PKCE challenge.
+pub async fn start(app: &TestApp, extra: &[(&str, &str)]) -> (String, String) {
+    let mut fields = vec![("return_to", "/settings/integrations")];
+    fields.extend_from_slice(extra);
+    let res = app.authorize("acme", &fields).await;
     assert_eq!(res.status(), 303);
     let location = res.headers()["location"].to_str().unwrap().to_string();
     assert_eq!(
@@ -68,6 +67,10 @@ pub async fn start(app: &TestApp, extra_query: &str) -> (String, String) {
     assert_eq!(
         query_param(&location, "redirect_uri").as_deref(),
         Some(app.ctx.settings.redirect_uri("acme").as_str())
+    );
+    assert!(
+        query_param(&location, "prompt").is_none(),
+        "an admin's own Connect does not force the consent screen: {location}"
     );
     (
         query_param(&location, "state").expect("state"),
@@ -120,7 +123,7 @@ pub async fn connect(
     access: &str,
     refresh: &str,
 ) -> reqwest::Response {
-    let (state, challenge) = start(app, "").await;
+    let (state, challenge) = start(app, &[]).await;
     mount_exchange(fake, &challenge, access, refresh).await;
     app.get(&format!(
         "/oauth/acme/callback?code=the-code&state={state}&iss={ACME_ISSUER}"

@@ -254,6 +254,32 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Runs the `tether` binary against this app's database.
+    pub fn run_cli(&self, args: &[&str]) -> std::process::Output {
+        run(tether(&self.db, KEY_K1).args(args), "")
+    }
+
+    /// Connect (or Reconnect) `provider` as the card's form does: a POST with
+    /// this browser's CSRF token and `fields` (`return_to`, `popup`).
+    pub async fn authorize(&self, provider: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        let csrf = self.csrf("/login").await;
+        let mut form = vec![("csrf", csrf.as_str())];
+        form.extend_from_slice(fields);
+        self.post_form(&format!("/oauth/{provider}/authorize"), &form)
+            .await
+    }
+
+    /// POSTs a form body exactly as given (for bytes a form encoder would escape).
+    pub async fn post_raw_form(&self, path: &str, body: String) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
         self.client
             .post(format!("{}{path}", self.address))

@@ -1,13 +1,20 @@
 //! Connect links: a link connects the tenant in a browser without signing
 //! in, works only once, expires, binds its flow to the browser that followed
-//! it, and a bad request for one is a 400 that creates no link.
+//! it, and a bad request for one is a 400 that creates no link. Its page
+//! names the tenant and the provider and changes nothing: only the page's
+//! form (a POST with this browser's CSRF token) uses the link up, and the
+//! provider is asked for its consent screen.
 
 use super::{error_of, get, link_count, send, service, unconnected, API};
 use crate::backend_tests;
-use crate::helpers::{mount_exchange, query_param, Backend, FakeProvider, TestApp, ACME_ISSUER};
+use crate::helpers::{
+    csrf_in, mount_exchange, query_param, Backend, FakeProvider, TestApp, ACME_ISSUER,
+};
 use diesel::prelude::*;
 use serde_json::{json, Value};
 use tether::db::schema::connect_links;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, Request, ResponseTemplate};
 
 backend_tests!(
     a_connect_link_connects_the_tenant_in_a_browser_without_signing_in,
@@ -15,6 +22,9 @@ backend_tests!(
     an_expired_connect_link_is_refused,
     a_connect_links_callback_in_another_browser_is_rejected_and_stores_nothing,
     a_bad_connect_link_request_is_a_400_and_creates_no_link,
+    a_links_page_names_tenant_provider_and_person_and_previews_leave_it_usable,
+    a_bare_get_gets_an_instantly_approving_provider_nothing,
+    a_cross_site_post_without_the_pages_csrf_token_uses_nothing,
 );
 
 /// A new browser: its own cookie jar, redirects not followed.
@@ -41,9 +51,26 @@ async fn new_link(app: &TestApp, key: &str) -> String {
     body["url"].as_str().unwrap().to_string()
 }
 
-/// Follows a link in `browser`; returns the state and PKCE challenge it was sent off with.
-async fn follow(fake: &FakeProvider, browser: &reqwest::Client, link: &str) -> (String, String) {
+/// Opens a link's page in `browser`; returns the page.
+async fn open_page(browser: &reqwest::Client, link: &str) -> String {
     let res = browser.get(link).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["referrer-policy"], "no-referrer");
+    assert!(res.headers().get("location").is_none());
+    res.text().await.unwrap()
+}
+
+/// Follows a link in `browser` as a person does: its page, then the page's
+/// form; returns the state and PKCE challenge it was sent off with.
+async fn follow(fake: &FakeProvider, browser: &reqwest::Client, link: &str) -> (String, String) {
+    let page = open_page(browser, link).await;
+    let csrf = csrf_in(&page).expect("the page's form");
+    let res = browser
+        .post(link)
+        .form(&[("csrf", csrf)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 303);
     let location = res.headers()["location"].to_str().unwrap().to_string();
     assert!(
@@ -53,6 +80,11 @@ async fn follow(fake: &FakeProvider, browser: &reqwest::Client, link: &str) -> (
     assert_eq!(
         query_param(&location, "code_challenge_method").as_deref(),
         Some("S256")
+    );
+    assert_eq!(
+        query_param(&location, "prompt").as_deref(),
+        Some("consent"),
+        "a link's flow asks for the consent screen: {location}"
     );
     (
         query_param(&location, "state").expect("state"),
@@ -195,6 +227,10 @@ async fn a_bad_connect_link_request_is_a_400_and_creates_no_link(backend: Backen
             json!({"provider": "acme", "expires_in": 86401}),
             "invalid_expires_in",
         ),
+        (
+            json!({"provider": "acme", "email": "not an email"}),
+            "invalid_email",
+        ),
     ] {
         let res = send(
             &app,
@@ -216,4 +252,114 @@ async fn a_bad_connect_link_request_is_a_400_and_creates_no_link(backend: Backen
         .unwrap();
     assert_eq!(error_of(res).await, (400, "invalid_json".into()));
     assert_eq!(link_count(&app), 0);
+}
+
+async fn a_links_page_names_tenant_provider_and_person_and_previews_leave_it_usable(
+    backend: Backend,
+) {
+    let (app, fake, key) = unconnected(backend).await;
+    let res = send(
+        &app,
+        reqwest::Method::POST,
+        &format!("{API}/acme/connect-links"),
+        &key,
+        Some(json!({"provider": "acme", "email": "Jane@Acme.example"})),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let body: Value = res.json().await.unwrap();
+    let link = body["url"].as_str().unwrap().to_string();
+    let before = app.snapshot();
+    // Chat apps and mail scanners fetch the link, each in its own "browser".
+    for _ in 0..3 {
+        let page = open_page(&browser(), &link).await;
+        assert!(page.contains("Connect Acme CRM to Acme"), "{page}");
+        assert!(
+            page.contains("<strong>Acme</strong>"),
+            "the tenant's name: {page}"
+        );
+        assert!(page.contains("jane@acme.example"), "the person: {page}");
+    }
+    assert_eq!(app.snapshot(), before, "a page view changes nothing");
+    assert!(fake.requests().await.is_empty());
+    // The person it is for still gets through.
+    let person = browser();
+    let (state, challenge) = follow(&fake, &person, &link).await;
+    mount_exchange(&fake, &challenge, "at-link", "rt-link").await;
+    let res = person.get(callback_url(&app, &state)).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/connect/done");
+}
+
+/// An authorization server that answers at once for an app the user already
+/// approved: the authorize request goes straight back to the callback with a
+/// code, no page in between.
+struct InstantApproval {
+    callback: String,
+}
+
+impl wiremock::Respond for InstantApproval {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let state = request
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        ResponseTemplate::new(302).insert_header(
+            "location",
+            format!(
+                "{}?code=the-code&state={state}&iss={ACME_ISSUER}",
+                self.callback
+            )
+            .as_str(),
+        )
+    }
+}
+
+async fn a_bare_get_gets_an_instantly_approving_provider_nothing(backend: Backend) {
+    let (app, fake, key) = unconnected(backend).await;
+    Mock::given(method("GET"))
+        .and(path("/authorize"))
+        .respond_with(InstantApproval {
+            callback: app.ctx.settings.redirect_uri("acme"),
+        })
+        .mount(&fake.server)
+        .await;
+    let link = new_link(&app, &key).await;
+    let before = app.snapshot();
+    // A victim's browser sent to the link follows every redirect it is given.
+    let victim = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let res = victim.get(&link).send().await.unwrap();
+    assert_eq!(res.status(), 200, "the link's page, not a redirect");
+    assert_eq!(res.url().as_str(), link);
+    assert_eq!(fake.calls_to("/authorize").await, 0);
+    assert_eq!(fake.calls_to("/token").await, 0);
+    assert_eq!(app.snapshot(), before);
+    let status: Value = get(&app, &format!("{API}/acme/connections/acme"), &key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["status"], "not_connected");
+}
+
+async fn a_cross_site_post_without_the_pages_csrf_token_uses_nothing(backend: Backend) {
+    let (app, fake, key) = unconnected(backend).await;
+    let link = new_link(&app, &key).await;
+    let before = app.snapshot();
+    // Another site's auto-submitting form: no token, or one from another browser.
+    let elsewhere = csrf_in(&open_page(&browser(), &link).await).unwrap();
+    for form in [vec![], vec![("csrf", elsewhere.as_str())]] {
+        let victim = browser();
+        let res = victim.post(&link).form(&form).send().await.unwrap();
+        assert_eq!(res.status(), 403);
+        assert!(res.headers().get("location").is_none());
+    }
+    assert_eq!(app.snapshot(), before);
+    assert!(fake.requests().await.is_empty());
+    follow(&fake, &browser(), &link).await;
 }

@@ -21,7 +21,7 @@ backend_tests!(
 
 async fn callback_with_a_foreign_issuer_is_rejected_before_any_token_request(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;
-    let (state, _) = start(&app, "").await;
+    let (state, _) = start(&app, &[]).await;
     forbid_token_requests(&fake).await;
     let before = app.snapshot();
     for iss in [
@@ -45,7 +45,7 @@ async fn callback_with_a_foreign_issuer_is_rejected_before_any_token_request(bac
 
 async fn callback_without_iss_is_accepted(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;
-    let (state, challenge) = start(&app, "").await;
+    let (state, challenge) = start(&app, &[]).await;
     mount_exchange(&fake, &challenge, "at-1", "rt-1").await;
     let res = app
         .get(&format!("/oauth/acme/callback?code=the-code&state={state}"))
@@ -63,9 +63,9 @@ async fn callback_on_another_providers_path_is_rejected_as_provider_mismatch(bac
     forbid_token_requests(&fake).await;
 
     // Started for acme, answered on demo's path.
-    let (acme_state, _) = start(&app, "").await;
+    let (acme_state, _) = start(&app, &[]).await;
     // Started for demo, answered on acme's path.
-    let res = app.get("/oauth/demo/authorize").await;
+    let res = app.authorize("demo", &[]).await;
     assert_eq!(res.status(), 303);
     let location = res.headers()["location"].to_str().unwrap().to_string();
     let demo_state = query_param(&location, "state").unwrap();
@@ -92,7 +92,7 @@ async fn access_denied_leaves_the_existing_connection_untouched_and_says_so(back
         303
     );
     let old = app.default_connection("acme", "acme").unwrap();
-    let (state, _) = start(&app, "").await;
+    let (state, _) = start(&app, &[]).await;
     fake.server.reset().await;
     forbid_token_requests(&fake).await;
     let before = app.snapshot();

@@ -1,4 +1,4 @@
-//! CSRF: a POST to any form route (refresh, disconnect, logout, login)
+//! CSRF: a POST to any form route (connect, refresh, disconnect, logout, login)
 //! without its session's CSRF token, or with a wrong one (another session's
 //! among them), is refused with 403 and changes nothing; no call reaches the
 //! provider, and the admin stays signed in and connected.
@@ -15,6 +15,7 @@ backend_tests!(
     posts_without_a_csrf_token_are_forbidden,
     posts_with_a_wrong_csrf_token_are_forbidden_and_change_nothing,
     posts_without_a_csrf_token_are_refused_and_change_nothing,
+    a_cross_site_get_to_connect_starts_no_flow,
 );
 
 /// A connected tenant with its refresh and revoke endpoints armed to notice any call.
@@ -43,6 +44,7 @@ async fn assert_csrf_refused(
 ) {
     let before = app.snapshot();
     for route in [
+        "/oauth/acme/authorize",
         "/oauth/acme/refresh",
         "/oauth/acme/disconnect",
         "/logout",
@@ -101,4 +103,21 @@ async fn posts_without_a_csrf_token_are_refused_and_change_nothing(backend: Back
     let (app, fake) = connected_with_tripwires(backend).await;
     let forms: Vec<Vec<(&str, &str)>> = vec![vec![], vec![("token", "x")]];
     assert_csrf_refused(&app, &fake, &forms, None).await;
+}
+
+/// Connect is a form: a link or an image on another site that points at it
+/// (a forced reconnect) reaches no provider and records no state.
+async fn a_cross_site_get_to_connect_starts_no_flow(backend: Backend) {
+    let (app, fake) = connected_with_tripwires(backend).await;
+    let before = app.snapshot();
+    for path in [
+        "/oauth/acme/authorize",
+        "/oauth/acme/authorize?return_to=/settings/integrations&popup=1",
+    ] {
+        let res = app.get(path).await;
+        assert!(res.status().is_client_error(), "{path}: {}", res.status());
+        assert!(res.headers().get("location").is_none(), "{path}");
+    }
+    assert_eq!(app.snapshot(), before);
+    assert!(fake.requests().await.is_empty());
 }

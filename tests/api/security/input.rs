@@ -27,7 +27,7 @@ fn raw_get(app: &TestApp, path: &str) -> u16 {
 
 async fn oversized_and_badly_encoded_input_gets_a_clear_4xx_and_changes_nothing(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;
-    start(&app, "").await;
+    start(&app, &[]).await;
     forbid_token_requests(&fake).await;
     let before = app.snapshot();
     let big_state = "s".repeat(100 * 1024);
@@ -47,16 +47,10 @@ async fn oversized_and_badly_encoded_input_gets_a_clear_4xx_and_changes_nothing(
         "/oauth/acme/callback?code=the-code&state=%FF%FE".to_string(),
         "/oauth/acme/callback?code=%FF%FE&state=%FF%FE%00".to_string(),
         "/oauth/acme/callback?code=the-code&state=%".to_string(),
-        format!("/oauth/acme/authorize?return_to={big_return_to}"),
-        "/oauth/acme/authorize?return_to=%FF%FE".to_string(),
-        "/oauth/acme/authorize?return_to=%FF%FE//evil.example".to_string(),
-        "/oauth/acme/authorize?return_to=/a%00b".to_string(),
-        "/oauth/acme%00/authorize".to_string(),
         "/oauth/%00/callback?state=x".to_string(),
         "/oauth/%FF%FE/status".to_string(),
         "/settings/integrations/cards/%00".to_string(),
         "/login?next=%FF%FE".to_string(),
-        "/sso?token=%FF%FE".to_string(),
     ];
     for path in &gets {
         let res = app.get(path).await;
@@ -77,6 +71,32 @@ async fn oversized_and_badly_encoded_input_gets_a_clear_4xx_and_changes_nothing(
     }
 
     let csrf = app.csrf("/settings/integrations").await;
+    // Connect's form and the SSO form, with bad fields.
+    for (path, body) in [
+        (
+            "/oauth/acme/authorize",
+            format!("csrf={csrf}&return_to={big_return_to}"),
+        ),
+        (
+            "/oauth/acme/authorize",
+            format!("csrf={csrf}&return_to=%FF%FE"),
+        ),
+        (
+            "/oauth/acme/authorize",
+            format!("csrf={csrf}&return_to=%FF%FE//evil.example"),
+        ),
+        (
+            "/oauth/acme/authorize",
+            format!("csrf={csrf}&return_to=/a%00b"),
+        ),
+        ("/oauth/acme%00/authorize", format!("csrf={csrf}")),
+        ("/sso", "token=%FF%FE".to_string()),
+    ] {
+        let res = app.post_raw_form(path, body).await;
+        let status = res.status();
+        assert!(status.is_client_error(), "{path}: {status}");
+        assert!(res.headers().get("location").is_none(), "{path}");
+    }
     let mut non_utf8 = b"email=".to_vec();
     non_utf8.extend_from_slice(&[0xff, 0xfe, 0xfd]);
     non_utf8.extend_from_slice(format!("&password=%FF%FE&csrf={csrf}").as_bytes());

@@ -18,8 +18,8 @@ backend_tests!(
 async fn every_flow_of_a_pkce_provider_sends_an_s256_challenge_and_its_verifier(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;
     // Two flows: each has its own verifier, and each verifier hashes to its challenge.
-    let (state_1, challenge_1) = start(&app, "").await;
-    let (state_2, challenge_2) = start(&app, "&popup=1").await;
+    let (state_1, challenge_1) = start(&app, &[]).await;
+    let (state_2, challenge_2) = start(&app, &[("popup", "1")]).await;
     assert_ne!(challenge_1, challenge_2);
     assert!(challenge_1.len() >= 43, "{challenge_1}");
     for (challenge, access) in [(&challenge_1, "at-1"), (&challenge_2, "at-2")] {
@@ -58,7 +58,7 @@ async fn every_flow_of_a_pkce_provider_sends_an_s256_challenge_and_its_verifier(
     assert_eq!(fake.calls_to("/token").await, 2);
 
     // The built-in demo provider does PKCE too.
-    let res = app.get("/oauth/demo/authorize").await;
+    let res = app.authorize("demo", &[]).await;
     assert_eq!(res.status(), 303);
     let location = res.headers()["location"].to_str().unwrap().to_string();
     assert_eq!(
@@ -74,7 +74,7 @@ async fn a_provider_without_pkce_gets_neither_challenge_nor_verifier(backend: Ba
     app.create_admin("acme", OWNER);
     assert_eq!(app.login(OWNER, PASSWORD).await.status(), 303);
 
-    let res = app.get("/oauth/acme/authorize").await;
+    let res = app.authorize("acme", &[]).await;
     assert_eq!(res.status(), 303);
     let location = res.headers()["location"].to_str().unwrap().to_string();
     assert!(

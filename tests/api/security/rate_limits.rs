@@ -53,10 +53,10 @@ async fn login_is_rate_limited_per_email_even_with_the_right_password(backend: B
 async fn oauth_routes_are_rate_limited_per_client(backend: Backend) {
     let (app, _fake) = signed_in(backend, "post").await;
     for _ in 0..60 {
-        assert_eq!(app.get("/oauth/acme/authorize").await.status(), 303);
+        assert_eq!(app.authorize("acme", &[]).await.status(), 303);
     }
     let before = app.snapshot();
-    let res = app.get("/oauth/acme/authorize").await;
+    let res = app.authorize("acme", &[]).await;
     assert_eq!(res.status(), 429);
     assert!(res.headers().contains_key("retry-after"));
     let res = app

@@ -35,13 +35,7 @@ async fn unsafe_return_to_is_rejected_and_starts_nothing(backend: Backend) {
         "/settings/../../evil",
         "/line\r\nLocation: https://evil.example",
     ] {
-        let res = app
-            .client
-            .get(format!("{}/oauth/acme/authorize", app.address))
-            .query(&[("return_to", bad)])
-            .send()
-            .await
-            .unwrap();
+        let res = app.authorize("acme", &[("return_to", bad)]).await;
         assert!(res.headers().get("location").is_none(), "{bad}");
         assert_error_page(res, 400, "invalid_return_to").await;
     }
@@ -53,13 +47,7 @@ async fn unsafe_return_to_is_rejected_and_starts_nothing(backend: Backend) {
 async fn a_relative_return_to_is_honoured_at_the_end_of_the_flow(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;
     let target = "/settings/integrations?tab=acme";
-    let res = app
-        .client
-        .get(format!("{}/oauth/acme/authorize", app.address))
-        .query(&[("return_to", target)])
-        .send()
-        .await
-        .unwrap();
+    let res = app.authorize("acme", &[("return_to", target)]).await;
     assert_eq!(res.status(), 303);
     let location = res.headers()["location"].to_str().unwrap().to_string();
     let state = query_param(&location, "state").unwrap();

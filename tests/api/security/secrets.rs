@@ -51,7 +51,7 @@ async fn tokens_never_reach_the_browser_across_a_whole_flow(backend: Backend) {
     seen.push(exposed(app.get("/settings/integrations/cards/acme").await).await);
 
     // Reconnect in a popup: the result page is tiny and loads nothing third-party.
-    let (state, challenge) = start(&app, "&popup=1").await;
+    let (state, challenge) = start(&app, &[("popup", "1")]).await;
     mount_exchange(&fake, &challenge, SECRETS[2], SECRETS[3]).await;
     let res = app
         .get(&format!(

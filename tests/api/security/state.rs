@@ -29,7 +29,7 @@ fn expire_all_states(app: &TestApp) {
 
 async fn callback_without_state_is_rejected_and_stores_nothing(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;
-    start(&app, "").await;
+    start(&app, &[]).await;
     forbid_token_requests(&fake).await;
     let before = app.snapshot();
     for query in ["code=the-code", "code=the-code&state=", "state=&error=x"] {
@@ -43,7 +43,7 @@ async fn callback_without_state_is_rejected_and_stores_nothing(backend: Backend)
 
 async fn callback_with_unknown_state_is_rejected_and_stores_nothing(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;
-    let (state, _) = start(&app, "").await;
+    let (state, _) = start(&app, &[]).await;
     forbid_token_requests(&fake).await;
     let before = app.snapshot();
     // One character off a real state, and one that never existed.
@@ -64,7 +64,7 @@ async fn callback_with_unknown_state_is_rejected_and_stores_nothing(backend: Bac
 
 async fn callback_with_reused_state_is_rejected_and_stores_nothing(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;
-    let (state, challenge) = start(&app, "").await;
+    let (state, challenge) = start(&app, &[]).await;
     // Answers exactly one exchange (verified when the fake provider drops).
     mount_exchange(&fake, &challenge, "at-1", "rt-1").await;
     let callback = format!("/oauth/acme/callback?code=the-code&state={state}&iss={ACME_ISSUER}");
@@ -80,7 +80,7 @@ async fn callback_with_reused_state_is_rejected_and_stores_nothing(backend: Back
 
 async fn callback_with_expired_state_is_rejected_and_stores_nothing(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;
-    let (state, _) = start(&app, "").await;
+    let (state, _) = start(&app, &[]).await;
     forbid_token_requests(&fake).await;
     expire_all_states(&app);
     let before = app.snapshot();
@@ -97,7 +97,7 @@ async fn callback_with_expired_state_is_rejected_and_stores_nothing(backend: Bac
 
 async fn callback_in_another_browser_session_is_rejected_and_stores_nothing(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;
-    let (state, challenge) = start(&app, "").await;
+    let (state, challenge) = start(&app, &[]).await;
     let callback = format!("/oauth/acme/callback?code=the-code&state={state}&iss={ACME_ISSUER}");
 
     // Another admin of the same tenant, in their own browser.

@@ -95,7 +95,12 @@ async fn an_admin_never_reads_refreshes_or_disconnects_another_tenants_connectio
     seen.push(dashboard);
 
     // A may start its own flow; it is A's state, not B's.
-    let res = a.get(&format!("/oauth/acme/authorize{foreign}")).await;
+    let res = a
+        .post_form(
+            &format!("/oauth/acme/authorize{foreign}"),
+            &[("csrf", &csrf), ("tenant", &b_tenant.external_id)],
+        )
+        .await;
     assert_eq!(res.status(), 303);
     seen.push(res.headers()["location"].to_str().unwrap().to_string());
 
