@@ -71,6 +71,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "enables `/sso` (at least 32 characters)",
     ),
     (
+        "TETHER_METRICS_TOKEN",
+        "none",
+        "when set, `/metrics` answers only `Authorization: Bearer <token>` (at least 16 characters)",
+    ),
+    (
+        "TETHER_PROXY_MAX_BODY_BYTES",
+        "10485760",
+        "largest provider response the proxy passes back; larger ones are a 502 `provider_response_too_large`",
+    ),
+    (
         "TETHER_REFRESH_ENABLED",
         "true",
         "run the refresh scheduler in `serve`",
@@ -170,6 +180,10 @@ pub struct Settings {
     pub providers_file: Option<PathBuf>,
     pub webhook: Option<(Url, Secret<String>)>,
     pub sso_secret: Option<Secret<String>>,
+    /// The bearer token `/metrics` asks for; `None`: open (bind it privately).
+    pub metrics_token: Option<Secret<String>>,
+    /// Largest provider response body the proxy reads, in bytes.
+    pub proxy_max_body: usize,
     pub refresh: RefreshSettings,
     pub demo_provider: bool,
     pub log_filter: String,
@@ -322,6 +336,20 @@ impl Settings {
                 Some(Secret::new(s))
             }
         });
+        let metrics_token = v.get("TETHER_METRICS_TOKEN").and_then(|s| {
+            if s.trim().len() < 16 {
+                v.problem(
+                    "TETHER_METRICS_TOKEN",
+                    "must be at least 16 characters".into(),
+                );
+                None
+            } else {
+                Some(Secret::new(s.trim().to_string()))
+            }
+        });
+        let proxy_max_body = v.parse("TETHER_PROXY_MAX_BODY_BYTES", "10485760", |s| {
+            parse_range(s, 1, 1 << 30)
+        });
         let refresh = RefreshSettings {
             enabled: v.parse("TETHER_REFRESH_ENABLED", "true", parse_bool),
             interval: Duration::from_secs(v.parse("TETHER_REFRESH_INTERVAL_SECS", "15", |s| {
@@ -403,6 +431,8 @@ impl Settings {
             providers_file,
             webhook,
             sso_secret,
+            metrics_token,
+            proxy_max_body,
             refresh,
             demo_provider,
             log_filter,
