@@ -411,6 +411,11 @@ impl Settings {
             if public_url.scheme() != "https" {
                 v.problem("TETHER_PUBLIC_URL", "must be https:// in production".into());
             }
+            // The payload names tenants and accounts, and the signature only
+            // proves who sent it: in production it travels encrypted.
+            if webhook.as_ref().is_some_and(|(url, _)| url.scheme() != "https") {
+                v.problem("TETHER_WEBHOOK_URL", "must be https:// in production".into());
+            }
             if demo_provider {
                 v.problem("TETHER_DEMO_PROVIDER", "must be off in production".into());
             }
@@ -637,6 +642,45 @@ mod tests {
         ] {
             assert!(text.contains(name), "{text}");
         }
+    }
+
+    #[test]
+    fn production_refuses_an_http_webhook_url_and_takes_an_https_one() {
+        let prod = |webhook: &str| {
+            Settings::from_vars(&vars(&[
+                ("TETHER_ENV", "production"),
+                ("TETHER_PUBLIC_URL", "https://tether.example.com"),
+                ("TETHER_ENCRYPTION_KEYS", "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="),
+                ("TETHER_SESSION_KEY", &B64.encode([7u8; 64])),
+                ("TETHER_WEBHOOK_URL", webhook),
+                ("TETHER_WEBHOOK_SECRET", "a-webhook-secret-of-some-length"),
+            ]))
+        };
+        let text = prod("http://crm.example.com/hooks").unwrap_err().to_string();
+        assert!(text.contains("TETHER_WEBHOOK_URL: must be https://"), "{text}");
+        assert_eq!(text.matches("  - ").count(), 1, "only the webhook: {text}");
+        assert!(prod("https://crm.example.com/hooks").is_ok());
+        // Development takes http (a receiver on localhost).
+        assert!(Settings::from_vars(&vars(&[
+            ("TETHER_WEBHOOK_URL", "http://127.0.0.1:9000/hooks"),
+            ("TETHER_WEBHOOK_SECRET", "a-webhook-secret-of-some-length"),
+        ]))
+        .is_ok());
+    }
+
+    #[test]
+    fn a_short_metrics_token_is_refused_and_not_echoed() {
+        let err = Settings::from_vars(&vars(&[("TETHER_METRICS_TOKEN", "short-tok")])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("TETHER_METRICS_TOKEN"), "{text}");
+        assert!(!text.contains("short-tok"), "{text}");
+        let s = Settings::from_vars(&vars(&[("TETHER_METRICS_TOKEN", "a-long-enough-token")]))
+            .unwrap();
+        assert_eq!(
+            s.metrics_token.as_ref().map(|t| t.expose().as_str()),
+            Some("a-long-enough-token")
+        );
+        assert_eq!(s.proxy_max_body, 10 * 1024 * 1024);
     }
 
     #[test]

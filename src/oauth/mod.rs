@@ -148,7 +148,8 @@ fn invalid_state(why: &str) -> AppError {
 }
 
 /// Checks a callback against its stored state without changing anything:
-/// known, unused, unexpired, same session, same provider, expected issuer.
+/// known, unused, unexpired, same session, same provider, expected issuer
+/// (and present, when the provider declares that it always sends one).
 pub fn check_callback(
     conn: &mut DbConn,
     provider: &Provider,
@@ -183,13 +184,25 @@ pub fn check_callback(
             "This sign-in was started for another provider. Start again from the integrations page.",
         ));
     }
-    if let (Some(iss), Some(expected)) = (&query.iss, &provider.issuer) {
-        if iss != expected {
+    match (&query.iss, &provider.issuer) {
+        (Some(iss), Some(expected)) if iss != expected => {
             return Err(AppError::bad_request(
                 Code::IssuerMismatch,
                 "The answer did not come from the expected provider (iss mismatch).",
             ));
         }
+        // RFC 9207 section 2.4: a provider that says it sends `iss` must be
+        // believed to; an answer without one may come from another server.
+        (None, _) if provider.iss_required => {
+            return Err(AppError::bad_request(
+                Code::IssuerMissing,
+                format!(
+                    "The answer did not say which provider it came from (no iss), which {} always does. Start again from the integrations page.",
+                    provider.display_name
+                ),
+            ));
+        }
+        _ => {}
     }
     Ok(row)
 }
