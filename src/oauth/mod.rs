@@ -5,7 +5,7 @@ pub mod client;
 pub mod token;
 
 use crate::config::Settings;
-use crate::crypto::{random_token, sha256_hex, KeyRing, Secret};
+use crate::crypto::{random_token, redacted, sha256_hex, KeyRing, Secret};
 use crate::db::models::connection::{Connection, Grant};
 use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::db::models::oauth_state::{NewState, OAuthState};
@@ -49,13 +49,24 @@ pub fn safe_return_to(value: &str) -> AppResult<String> {
     }
 }
 
-/// Who is starting the flow.
-#[derive(Debug, Clone)]
+/// Who is starting the flow. `Debug` hides the session binding: it is what
+/// proves the browser.
+#[derive(Clone)]
 pub struct Initiator<'a> {
     pub tenant_id: &'a str,
     pub user_id: Option<&'a str>,
     /// Ties the state to the browser session that started it.
     pub session_binding: Option<&'a str>,
+}
+
+impl std::fmt::Debug for Initiator<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Initiator")
+            .field("tenant_id", &self.tenant_id)
+            .field("user_id", &self.user_id)
+            .field("session_binding", &redacted(&self.session_binding))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Records a pending authorization and returns the provider's authorize URL.
@@ -130,14 +141,26 @@ pub fn start(
     Ok(url.to_string())
 }
 
-/// The query of a callback, as received.
-#[derive(Debug, Default, serde::Deserialize)]
+/// The query of a callback, as received. `Debug` hides the code and the state.
+#[derive(Default, serde::Deserialize)]
 pub struct CallbackQuery {
     pub code: Option<String>,
     pub state: Option<String>,
     pub iss: Option<String>,
     pub error: Option<String>,
     pub error_description: Option<String>,
+}
+
+impl std::fmt::Debug for CallbackQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackQuery")
+            .field("code", &redacted(&self.code))
+            .field("state", &redacted(&self.state))
+            .field("iss", &self.iss)
+            .field("error", &self.error)
+            .field("error_description", &self.error_description)
+            .finish()
+    }
 }
 
 fn invalid_state(why: &str) -> AppError {
