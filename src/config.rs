@@ -413,8 +413,14 @@ impl Settings {
             }
             // The payload names tenants and accounts, and the signature only
             // proves who sent it: in production it travels encrypted.
-            if webhook.as_ref().is_some_and(|(url, _)| url.scheme() != "https") {
-                v.problem("TETHER_WEBHOOK_URL", "must be https:// in production".into());
+            if webhook
+                .as_ref()
+                .is_some_and(|(url, _)| url.scheme() != "https")
+            {
+                v.problem(
+                    "TETHER_WEBHOOK_URL",
+                    "must be https:// in production".into(),
+                );
             }
             if demo_provider {
                 v.problem("TETHER_DEMO_PROVIDER", "must be off in production".into());
@@ -650,14 +656,22 @@ mod tests {
             Settings::from_vars(&vars(&[
                 ("TETHER_ENV", "production"),
                 ("TETHER_PUBLIC_URL", "https://tether.example.com"),
-                ("TETHER_ENCRYPTION_KEYS", "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="),
+                (
+                    "TETHER_ENCRYPTION_KEYS",
+                    "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+                ),
                 ("TETHER_SESSION_KEY", &B64.encode([7u8; 64])),
                 ("TETHER_WEBHOOK_URL", webhook),
                 ("TETHER_WEBHOOK_SECRET", "a-webhook-secret-of-some-length"),
             ]))
         };
-        let text = prod("http://crm.example.com/hooks").unwrap_err().to_string();
-        assert!(text.contains("TETHER_WEBHOOK_URL: must be https://"), "{text}");
+        let text = prod("http://crm.example.com/hooks")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("TETHER_WEBHOOK_URL: must be https://"),
+            "{text}"
+        );
         assert_eq!(text.matches("  - ").count(), 1, "only the webhook: {text}");
         assert!(prod("https://crm.example.com/hooks").is_ok());
         // Development takes http (a receiver on localhost).
@@ -674,8 +688,8 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("TETHER_METRICS_TOKEN"), "{text}");
         assert!(!text.contains("short-tok"), "{text}");
-        let s = Settings::from_vars(&vars(&[("TETHER_METRICS_TOKEN", "a-long-enough-token")]))
-            .unwrap();
+        let s =
+            Settings::from_vars(&vars(&[("TETHER_METRICS_TOKEN", "a-long-enough-token")])).unwrap();
         assert_eq!(
             s.metrics_token.as_ref().map(|t| t.expose().as_str()),
             Some("a-long-enough-token")

@@ -298,7 +298,9 @@ fn validate(p: &Provider) -> Result<(), String> {
         }
     }
     if p.iss_required && p.issuer.is_none() {
-        return Err("'iss_required' needs 'issuer': the value every callback's iss must equal".into());
+        return Err(
+            "'iss_required' needs 'issuer': the value every callback's iss must equal".into(),
+        );
     }
     if p.scope_separator.is_empty() {
         return Err("'scope_separator' must not be empty".into());

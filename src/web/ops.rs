@@ -1,9 +1,9 @@
 //! Operations endpoints: liveness, readiness, and the stylesheet.
 
 use crate::app::App;
+use crate::crypto::sha256_hex;
 use crate::db::models::connection::Connection;
 use crate::db::models::provider_flag::ProviderFlag;
-use crate::crypto::sha256_hex;
 use crate::error::AppError;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};

@@ -186,6 +186,9 @@ async fn readyz_reports_an_unreachable_database() {
     );
     // The driver's text (it names the database and the server) stays in the log.
     assert!(!text.contains(&name), "{text}");
-    assert!(!text.contains("FATAL") && !text.contains("does not exist"), "{text}");
+    assert!(
+        !text.contains("FATAL") && !text.contains("does not exist"),
+        "{text}"
+    );
     assert_eq!(app.get("/healthz").await.status(), 200);
 }

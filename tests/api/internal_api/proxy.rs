@@ -195,7 +195,10 @@ async fn a_provider_redirect_through_the_proxy_is_a_502_neither_followed_nor_pas
         assert_eq!(res.status(), 502, "{status}");
         let body = res.text().await.unwrap();
         let v: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["error"]["code"], "provider_redirected", "{status}: {body}");
+        assert_eq!(
+            v["error"]["code"], "provider_redirected",
+            "{status}: {body}"
+        );
         assert!(
             !body.contains("elsewhere") && !body.contains("leaked-code"),
             "{status}: the Location is not passed on: {body}"
@@ -228,7 +231,8 @@ async fn capped(backend: Backend, api_base: &str, cap: &str) -> (TestApp, FakePr
 
 async fn a_provider_body_over_the_cap_is_a_502_and_one_at_the_cap_passes(backend: Backend) {
     let fake_api = FakeProvider::start().await;
-    let (app, _fake, key) = capped(backend, &format!("{}/api", fake_api.server.uri()), "1024").await;
+    let (app, _fake, key) =
+        capped(backend, &format!("{}/api", fake_api.server.uri()), "1024").await;
     Mock::given(method("GET"))
         .and(path("/api/big"))
         .and(header("authorization", "Bearer at-seed-rt-1"))

@@ -9,8 +9,8 @@
 use super::{fingerprint, forbid_token_requests};
 use crate::backend_tests;
 use crate::helpers::{
-    assert_error_page, connect, mount_exchange, query_param, signed_in, spawn_app_with_acme,
-    start, Backend, FakeProvider, ACME_ISSUER, OWNER, PASSWORD,
+    assert_error_page, connect, mount_exchange, query_param, signed_in, spawn_app_with_acme, start,
+    Backend, FakeProvider, ACME_ISSUER, OWNER, PASSWORD,
 };
 use diesel::prelude::*;
 use tether::db::schema::oauth_states;
@@ -88,7 +88,11 @@ async fn callback_without_iss_is_refused_from_a_provider_that_declares_it_sends_
         let res = app
             .client
             .get(format!("{}/oauth/acme/callback", app.address))
-            .query(&[("code", "the-code"), ("state", &state), ("iss", ACME_ISSUER)])
+            .query(&[
+                ("code", "the-code"),
+                ("state", &state),
+                ("iss", ACME_ISSUER),
+            ])
             .send()
             .await
             .unwrap();

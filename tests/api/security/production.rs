@@ -49,9 +49,18 @@ async fn production_refuses_plain_http_public_webhook_and_provider_urls_naming_e
     let text = tether::config::Settings::from_vars(&vars)
         .unwrap_err()
         .to_string();
-    assert!(text.contains("TETHER_PUBLIC_URL: must be https://"), "{text}");
-    assert!(text.contains("TETHER_WEBHOOK_URL: must be https://"), "{text}");
-    vars.insert("TETHER_PUBLIC_URL".into(), "https://tether.example.com".into());
+    assert!(
+        text.contains("TETHER_PUBLIC_URL: must be https://"),
+        "{text}"
+    );
+    assert!(
+        text.contains("TETHER_WEBHOOK_URL: must be https://"),
+        "{text}"
+    );
+    vars.insert(
+        "TETHER_PUBLIC_URL".into(),
+        "https://tether.example.com".into(),
+    );
     vars.insert(
         "TETHER_WEBHOOK_URL".into(),
         "https://crm.example.com/hooks".into(),
