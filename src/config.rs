@@ -81,6 +81,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "enables `/sso` (at least 32 characters)",
     ),
     (
+        "TETHER_METRICS_TOKEN",
+        "none",
+        "when set, `/metrics` answers only `Authorization: Bearer <token>` (at least 16 characters)",
+    ),
+    (
+        "TETHER_PROXY_MAX_BODY_BYTES",
+        "10485760",
+        "largest provider response the proxy passes back; larger ones are a 502 `provider_response_too_large`",
+    ),
+    (
         "TETHER_REFRESH_ENABLED",
         "true",
         "run the refresh scheduler in `serve`",
@@ -191,6 +201,10 @@ pub struct Settings {
     pub providers_file: Option<PathBuf>,
     pub webhook: Option<(Url, Secret<String>)>,
     pub sso_secret: Option<Secret<String>>,
+    /// The bearer token `/metrics` asks for; `None`: open (bind it privately).
+    pub metrics_token: Option<Secret<String>>,
+    /// Largest provider response body the proxy reads, in bytes.
+    pub proxy_max_body: usize,
     pub refresh: RefreshSettings,
     pub demo_provider: bool,
     pub log_filter: String,
@@ -357,6 +371,20 @@ impl Settings {
                 Some(Secret::new(s))
             }
         });
+        let metrics_token = v.get("TETHER_METRICS_TOKEN").and_then(|s| {
+            if s.trim().len() < 16 {
+                v.problem(
+                    "TETHER_METRICS_TOKEN",
+                    "must be at least 16 characters".into(),
+                );
+                None
+            } else {
+                Some(Secret::new(s.trim().to_string()))
+            }
+        });
+        let proxy_max_body = v.parse("TETHER_PROXY_MAX_BODY_BYTES", "10485760", |s| {
+            parse_range(s, 1, 1 << 30)
+        });
         let refresh = RefreshSettings {
             enabled: v.parse("TETHER_REFRESH_ENABLED", "true", parse_bool),
             interval: Duration::from_secs(v.parse("TETHER_REFRESH_INTERVAL_SECS", "15", |s| {
@@ -418,6 +446,17 @@ impl Settings {
             if public_url.scheme() != "https" {
                 v.problem("TETHER_PUBLIC_URL", "must be https:// in production".into());
             }
+            // The payload names tenants and accounts, and the signature only
+            // proves who sent it: in production it travels encrypted.
+            if webhook
+                .as_ref()
+                .is_some_and(|(url, _)| url.scheme() != "https")
+            {
+                v.problem(
+                    "TETHER_WEBHOOK_URL",
+                    "must be https:// in production".into(),
+                );
+            }
             if demo_provider {
                 v.problem("TETHER_DEMO_PROVIDER", "must be off in production".into());
             }
@@ -439,6 +478,8 @@ impl Settings {
             providers_file,
             webhook,
             sso_secret,
+            metrics_token,
+            proxy_max_body,
             refresh,
             demo_provider,
             log_filter,
@@ -643,6 +684,53 @@ mod tests {
         ] {
             assert!(text.contains(name), "{text}");
         }
+    }
+
+    #[test]
+    fn production_refuses_an_http_webhook_url_and_takes_an_https_one() {
+        let prod = |webhook: &str| {
+            Settings::from_vars(&vars(&[
+                ("TETHER_ENV", "production"),
+                ("TETHER_PUBLIC_URL", "https://tether.example.com"),
+                (
+                    "TETHER_ENCRYPTION_KEYS",
+                    "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+                ),
+                ("TETHER_SESSION_KEY", &B64.encode([7u8; 64])),
+                ("TETHER_WEBHOOK_URL", webhook),
+                ("TETHER_WEBHOOK_SECRET", "a-webhook-secret-of-some-length"),
+            ]))
+        };
+        let text = prod("http://crm.example.com/hooks")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("TETHER_WEBHOOK_URL: must be https://"),
+            "{text}"
+        );
+        assert_eq!(text.matches("  - ").count(), 1, "only the webhook: {text}");
+        assert!(prod("https://crm.example.com/hooks").is_ok());
+        // Development takes http (a receiver on localhost).
+        assert!(Settings::from_vars(&vars(&[
+            ("TETHER_WEBHOOK_URL", "http://127.0.0.1:9000/hooks"),
+            ("TETHER_WEBHOOK_SECRET", "a-webhook-secret-of-some-length"),
+        ]))
+        .is_ok());
+    }
+
+    #[test]
+    fn a_short_metrics_token_is_refused_and_not_echoed() {
+        let err = Settings::from_vars(&vars(&[("TETHER_METRICS_TOKEN", "short-tok")])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("TETHER_METRICS_TOKEN"), "{text}");
+        assert!(!text.contains("short-tok"), "{text}");
+        let s =
+            Settings::from_vars(&vars(&[("TETHER_METRICS_TOKEN", "a-long-enough-token")])).unwrap();
+        assert_eq!(
+            s.metrics_token.as_ref().map(|t| t.expose().as_str()),
+            Some("a-long-enough-token")
+        );
+        assert_eq!(s.proxy_max_body, 10 * 1024 * 1024);
     }
 
     #[test]

@@ -40,6 +40,20 @@ impl<T> fmt::Display for Secret<T> {
     }
 }
 
+/// Stands in for a secret field in a hand-written `Debug`: prints `***`.
+pub struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// `Some(***)` or `None`: whether a secret is there, never what it is.
+pub fn redacted<T>(value: &Option<T>) -> Option<Redacted> {
+    value.as_ref().map(|_| Redacted)
+}
+
 /// Why a ciphertext did not open.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
@@ -109,6 +123,7 @@ impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyRing")
             .field("key_ids", &self.key_ids())
+            .field("keys", &Redacted)
             .finish()
     }
 }

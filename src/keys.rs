@@ -35,26 +35,31 @@ pub fn ensure_checks(conn: &mut DbConn, ring: &KeyRing) -> Result<(), String> {
 /// Checks, without writing, that every key id the data uses is in the ring and
 /// that each ring key is the one that wrote under its id. The error names the key id.
 pub fn verify(conn: &mut DbConn, ring: &KeyRing) -> Result<(), String> {
-    for check in KeyCheck::all(conn).map_err(db_error)? {
+    check(conn, ring).map_err(db_error)?
+}
+
+/// As [`verify`], with the two ways it fails apart: the outer error is the
+/// database's (its text stays in the log), the inner one is Tether's own
+/// finding about a key, fit to show (it names the key id, never key material).
+pub fn check(conn: &mut DbConn, ring: &KeyRing) -> QueryResult<Result<(), String>> {
+    for check in KeyCheck::all(conn)? {
         let kid = check.key_id.as_str();
         if ring.contains(kid) {
             if ring
                 .open(kid, &check.ciphertext, Aad::KeyCheck { key_id: kid })
                 .is_err()
             {
-                return Err(format!(
+                return Ok(Err(format!(
                     "encryption key '{kid}' in TETHER_ENCRYPTION_KEYS is not the key that wrote the data under that id"
-                ));
+                )));
             }
-        } else if Connection::uses_key(conn, kid).map_err(db_error)?
-            || OAuthState::uses_key(conn, kid).map_err(db_error)?
-        {
-            return Err(format!(
+        } else if Connection::uses_key(conn, kid)? || OAuthState::uses_key(conn, kid)? {
+            return Ok(Err(format!(
                 "stored data is encrypted with key id '{kid}', which TETHER_ENCRYPTION_KEYS does not contain; add it back (after the primary) and run `tether keys rotate`"
-            ));
+            )));
         }
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 fn seal_with(ring: &KeyRing, kid: &str) -> Sealed {

@@ -16,6 +16,8 @@ pub mod metrics;
 pub mod oauth;
 pub mod providers;
 pub mod ratelimit;
+#[cfg(test)]
+mod redaction_tests;
 pub mod refresh;
 pub mod sso;
 pub mod startup;

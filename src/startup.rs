@@ -211,6 +211,9 @@ pub fn bootstrap(ctx: &Context) -> Result<Option<FirstAdmin>, String> {
     }))
 }
 
+/// `Strict-Transport-Security`, sent on every response in production.
+pub const HSTS: &str = "max-age=63072000; includeSubDomains";
+
 /// The HTTP server, bound and ready to run.
 pub struct Application {
     port: u16,
@@ -253,8 +256,15 @@ impl Application {
                 .cookie_content_security(CookieContentSecurity::Private)
                 .session_lifecycle(PersistentSession::default().session_ttl(session_ttl))
                 .build();
+            // Production is served over https only: browsers are told to
+            // never try plain http again (two years, subdomains too).
+            let hsts = middleware::Condition::new(
+                secure,
+                middleware::DefaultHeaders::new().add(("Strict-Transport-Security", HSTS)),
+            );
             App::new()
                 .wrap(sessions)
+                .wrap(hsts)
                 .wrap(
                     middleware::DefaultHeaders::new()
                         .add(("X-Content-Type-Options", "nosniff"))

@@ -1,7 +1,9 @@
 //! Calling a provider's API with a tenant's token: the path stays under the
 //! provider's API base, the token is attached (refreshed first when it is
 //! about to expire, and once more on a 401), and only a few headers pass
-//! either way.
+//! either way. A provider's redirect is never followed nor passed on (its
+//! `Location` could send the caller, or a token, anywhere), and a response
+//! body is read only up to `TETHER_PROXY_MAX_BODY_BYTES`.
 
 use crate::app::App;
 use crate::db::models::event::Actor;
@@ -14,8 +16,10 @@ use std::sync::Arc;
 /// Headers passed to the provider: nothing that identifies the caller to
 /// Tether (its API key) or carries cookies.
 pub const FORWARD_REQUEST: [&str; 3] = ["content-type", "accept", "accept-language"];
-/// Headers passed back from the provider.
-pub const FORWARD_RESPONSE: [&str; 4] = ["content-type", "retry-after", "location", "etag"];
+/// Headers passed back from the provider. Not `location`: redirects are
+/// refused (see [`forward`]), and a 201's `Location` names the provider's URL,
+/// not one the caller can use through the proxy.
+pub const FORWARD_RESPONSE: [&str; 3] = ["content-type", "retry-after", "etag"];
 
 /// A call to forward: the part of the path after the provider, the query
 /// string verbatim, the headers of [`FORWARD_REQUEST`] and the body.
@@ -28,7 +32,7 @@ pub struct Call {
 }
 
 /// The provider's answer, as passed back: status, the headers of
-/// [`FORWARD_RESPONSE`], body. Redirects are returned, never followed.
+/// [`FORWARD_RESPONSE`], body (at most the configured size). Never a redirect.
 pub struct Answer {
     pub status: u16,
     pub headers: HeaderMap,
@@ -37,7 +41,9 @@ pub struct Answer {
 
 /// Forwards `call` to the provider's API for the tenant's account (`None`:
 /// the default), with its access token; on a 401, refreshes once and
-/// retries once.
+/// retries once. A 3xx answer (other than 304) is a 502
+/// `provider_redirected`; a body over the configured cap is a 502
+/// `provider_response_too_large`, and no more of it is read.
 pub async fn forward(
     app: &Arc<App>,
     tenant_id: &TenantId,
@@ -95,19 +101,73 @@ pub async fn forward(
             .await
             .map_err(unreachable)?;
     }
+    let status = res.status();
+    // 304 is no redirect: it carries no Location and answers a conditional request.
+    if status.is_redirection() && status != reqwest::StatusCode::NOT_MODIFIED {
+        // The Location may carry a code or a token in its query: not logged.
+        log::warn!(
+            "proxy: provider {} answered {} (a redirect); refused",
+            provider.key,
+            status.as_u16()
+        );
+        return Err(AppError::bad_gateway(
+            Code::ProviderRedirected,
+            format!(
+                "{} answered with a redirect ({}), which the proxy neither follows nor passes on",
+                provider.display_name,
+                status.as_u16()
+            ),
+        ));
+    }
     let mut headers = HeaderMap::new();
     for name in FORWARD_RESPONSE {
         if let Some(v) = res.headers().get(name) {
             headers.insert(HeaderName::from_static(name), v.clone());
         }
     }
-    let status = res.status().as_u16();
-    let body = res.bytes().await.map_err(unreachable)?;
+    let body = read_capped(res, app.settings.proxy_max_body, provider)
+        .await
+        .map_err(|e| e.unwrap_or_else(unreachable))?;
+    let status = status.as_u16();
     Ok(Answer {
         status,
         headers,
         body,
     })
+}
+
+/// Reads the body chunk by chunk, stopping as soon as it passes `cap` bytes
+/// (a declared `Content-Length` over the cap stops it before any is read).
+/// `Err(Ok(_))` is the refusal; `Err(Err(_))` a transport failure.
+async fn read_capped(
+    mut res: reqwest::Response,
+    cap: usize,
+    provider: &Provider,
+) -> Result<bytes::Bytes, Result<AppError, reqwest::Error>> {
+    let too_large = || {
+        log::warn!(
+            "proxy: provider {} answered a body over {cap} bytes; cut off",
+            provider.key
+        );
+        AppError::bad_gateway(
+            Code::ProviderResponseTooLarge,
+            format!(
+                "{}'s answer is larger than the proxy passes on ({cap} bytes, TETHER_PROXY_MAX_BODY_BYTES)",
+                provider.display_name
+            ),
+        )
+    };
+    if res.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(Ok(too_large()));
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = res.chunk().await.map_err(Err)? {
+        if body.len() + chunk.len() > cap {
+            return Err(Ok(too_large()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// The provider URL for a proxied path: always under the provider's API base.

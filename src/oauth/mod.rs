@@ -5,7 +5,7 @@ pub mod client;
 pub mod token;
 
 use crate::config::Settings;
-use crate::crypto::{random_token, sha256_hex, KeyRing, Secret};
+use crate::crypto::{random_token, redacted, sha256_hex, KeyRing, Secret};
 use crate::db::models::connection::{Connection, Grant};
 use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::db::models::oauth_state::{NewState, OAuthState};
@@ -49,8 +49,9 @@ pub fn safe_return_to(value: &str) -> AppResult<String> {
     }
 }
 
-/// Who is starting the flow.
-#[derive(Debug, Clone)]
+/// Who is starting the flow. `Debug` hides the session binding: it is what
+/// proves the browser.
+#[derive(Clone)]
 pub struct Initiator<'a> {
     pub tenant_id: &'a str,
     pub user_id: Option<&'a str>,
@@ -60,6 +61,17 @@ pub struct Initiator<'a> {
     /// link's follower): the provider is asked to show its consent or
     /// account chooser (`Provider::consent_params`).
     pub ask_consent: bool,
+}
+
+impl std::fmt::Debug for Initiator<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Initiator")
+            .field("tenant_id", &self.tenant_id)
+            .field("user_id", &self.user_id)
+            .field("session_binding", &redacted(&self.session_binding))
+            .field("ask_consent", &self.ask_consent)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Records a pending authorization and returns the provider's authorize URL.
@@ -143,14 +155,26 @@ pub fn start(
     Ok(url.to_string())
 }
 
-/// The query of a callback, as received.
-#[derive(Debug, Default, serde::Deserialize)]
+/// The query of a callback, as received. `Debug` hides the code and the state.
+#[derive(Default, serde::Deserialize)]
 pub struct CallbackQuery {
     pub code: Option<String>,
     pub state: Option<String>,
     pub iss: Option<String>,
     pub error: Option<String>,
     pub error_description: Option<String>,
+}
+
+impl std::fmt::Debug for CallbackQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackQuery")
+            .field("code", &redacted(&self.code))
+            .field("state", &redacted(&self.state))
+            .field("iss", &self.iss)
+            .field("error", &self.error)
+            .field("error_description", &self.error_description)
+            .finish()
+    }
 }
 
 fn invalid_state(why: &str) -> AppError {
@@ -161,7 +185,8 @@ fn invalid_state(why: &str) -> AppError {
 }
 
 /// Checks a callback against its stored state without changing anything:
-/// known, unused, unexpired, same session, same provider, expected issuer.
+/// known, unused, unexpired, same session, same provider, expected issuer
+/// (and present, when the provider declares that it always sends one).
 pub fn check_callback(
     conn: &mut DbConn,
     provider: &Provider,
@@ -196,13 +221,25 @@ pub fn check_callback(
             "This sign-in was started for another provider. Start again from the integrations page.",
         ));
     }
-    if let (Some(iss), Some(expected)) = (&query.iss, &provider.issuer) {
-        if iss != expected {
+    match (&query.iss, &provider.issuer) {
+        (Some(iss), Some(expected)) if iss != expected => {
             return Err(AppError::bad_request(
                 Code::IssuerMismatch,
                 "The answer did not come from the expected provider (iss mismatch).",
             ));
         }
+        // RFC 9207 section 2.4: a provider that says it sends `iss` must be
+        // believed to; an answer without one may come from another server.
+        (None, _) if provider.iss_required => {
+            return Err(AppError::bad_request(
+                Code::IssuerMissing,
+                format!(
+                    "The answer did not say which provider it came from (no iss), which {} always does. Start again from the integrations page.",
+                    provider.display_name
+                ),
+            ));
+        }
+        _ => {}
     }
     Ok(row)
 }

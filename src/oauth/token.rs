@@ -11,14 +11,25 @@ use serde_json::{Map, Value};
 /// are capped (the token is then refreshed within the year).
 pub const MAX_EXPIRES_IN: i64 = 365 * 86_400;
 
-/// A token response, parsed.
-#[derive(Debug)]
+/// A token response, parsed. Its `Debug` leaves `raw` out: the whole answer
+/// holds the tokens in the clear.
 pub struct TokenResponse {
     pub tokens: TokenSet,
     /// `None`: the token does not expire.
     pub expires_in: Option<i64>,
     pub scopes: Option<Vec<String>>,
     pub raw: Value,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("tokens", &self.tokens)
+            .field("expires_in", &self.expires_in)
+            .field("scopes", &self.scopes)
+            .field("raw", &crate::crypto::Redacted)
+            .finish()
+    }
 }
 
 /// Why a token response could not be used.

@@ -46,6 +46,10 @@ struct ProviderToml {
     account_id: Option<String>,
     account_name: Option<String>,
     issuer: Option<String>,
+    /// The RFC 8414 metadata name is accepted too, so that a value can be
+    /// copied from the provider's discovery document as it is.
+    #[serde(alias = "authorization_response_iss_parameter_supported")]
+    iss_required: Option<bool>,
     scopes: Option<Vec<String>>,
     scope_separator: Option<String>,
     pkce: Option<bool>,
@@ -133,6 +137,15 @@ impl Catalogue {
                 providers.insert(key, merged);
             }
         }
+        if settings.is_production() {
+            let problems: Vec<String> = providers.values().flat_map(plain_http).collect();
+            if !problems.is_empty() {
+                return Err(CatalogueError(format!(
+                    "in production every provider URL must be https://: {}",
+                    problems.join("; ")
+                )));
+            }
+        }
         for p in providers.values_mut() {
             p.credentials = match (env(&p.client_id_env), env(&p.client_secret_env)) {
                 (Some(id), Some(secret)) => Some((id, Secret::new(secret))),
@@ -214,7 +227,8 @@ fn merge(mut p: Provider, t: ProviderToml) -> Provider {
         consent_params,
         token_params,
         refresh,
-        rotates_refresh_tokens
+        rotates_refresh_tokens,
+        iss_required
     );
     set_opt!(
         revocation_url,
@@ -228,8 +242,9 @@ fn merge(mut p: Provider, t: ProviderToml) -> Provider {
     p
 }
 
-fn validate(p: &Provider) -> Result<(), String> {
-    let urls = [
+/// The URL fields of `p` that Tether calls or sends a browser to.
+fn urls(p: &Provider) -> [(&'static str, Option<&String>); 5] {
+    [
         (
             "authorize_url",
             Some(&p.authorize_url).filter(|_| p.flow == Flow::AuthorizationCode),
@@ -238,8 +253,24 @@ fn validate(p: &Provider) -> Result<(), String> {
         ("revocation_url", p.revocation_url.as_ref()),
         ("userinfo_url", p.userinfo_url.as_ref()),
         ("api_base_url", p.api_base_url.as_ref()),
-    ];
-    for (name, url) in urls {
+    ]
+}
+
+/// Each URL of `p` that is not https, as "provider `key`: 'field' is http://...".
+/// Codes, client secrets and tokens travel over every one of them.
+fn plain_http(p: &Provider) -> Vec<String> {
+    urls(p)
+        .into_iter()
+        .filter_map(|(name, url)| {
+            let url = url.filter(|u| !u.is_empty())?;
+            let https = url::Url::parse(url).is_ok_and(|u| u.scheme() == "https");
+            (!https).then(|| format!("provider '{}': '{name}' is not https://", p.key))
+        })
+        .collect()
+}
+
+fn validate(p: &Provider) -> Result<(), String> {
+    for (name, url) in urls(p) {
         if let Some(u) = url {
             match url::Url::parse(u) {
                 Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
@@ -267,6 +298,11 @@ fn validate(p: &Provider) -> Result<(), String> {
                 "'{name}' is not an environment variable name (A-Z, 0-9, _)"
             ));
         }
+    }
+    if p.iss_required && p.issuer.is_none() {
+        return Err(
+            "'iss_required' needs 'issuer': the value every callback's iss must equal".into(),
+        );
     }
     if p.scope_separator.is_empty() {
         return Err("'scope_separator' must not be empty".into());
@@ -319,6 +355,86 @@ mod tests {
             assert!(validate(p).is_ok(), "{key}: {:?}", validate(p));
         }
         assert!(c.enabled("demo").is_some());
+    }
+
+    #[test]
+    fn production_refuses_plain_http_provider_urls_naming_provider_and_field() {
+        use base64::Engine;
+        let session_key = base64::engine::general_purpose::STANDARD.encode([7u8; 64]);
+        let prod = Settings::from_vars(
+            &[
+                ("TETHER_ENV", "production"),
+                ("TETHER_PUBLIC_URL", "https://tether.example.com"),
+                (
+                    "TETHER_ENCRYPTION_KEYS",
+                    "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+                ),
+                ("TETHER_SESSION_KEY", session_key.as_str()),
+            ]
+            .into_iter()
+            .map(|(k, v): (&str, &str)| (k.to_string(), v.to_string()))
+            .collect(),
+        )
+        .unwrap();
+        // The presets are all https.
+        assert!(Catalogue::build(&prod, None, &no_env).is_ok());
+        let file = r#"
+[providers.acme]
+display_name = "Acme CRM"
+authorize_url = "http://auth.acme.example/authorize"
+token_url = "https://auth.acme.example/token"
+revocation_url = "http://auth.acme.example/revoke"
+userinfo_url = "http://auth.acme.example/me"
+api_base_url = "http://api.acme.example"
+
+[providers.hubspot]
+token_url = "http://api.hubapi.com/oauth/v3/token"
+"#;
+        let err = Catalogue::build(&prod, Some(("p.toml", file)), &no_env)
+            .unwrap_err()
+            .to_string();
+        for field in [
+            "provider 'acme': 'authorize_url'",
+            "provider 'acme': 'revocation_url'",
+            "provider 'acme': 'userinfo_url'",
+            "provider 'acme': 'api_base_url'",
+            "provider 'hubspot': 'token_url'",
+        ] {
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        assert!(!err.contains("'acme': 'token_url'"), "{err}");
+        // Development takes http (fakes and local servers).
+        assert!(Catalogue::build(&settings(), Some(("p.toml", file)), &no_env).is_ok());
+    }
+
+    #[test]
+    fn iss_required_needs_an_issuer_and_reads_the_metadata_name_too() {
+        let file = |flag: &str, issuer: &str| {
+            format!(
+                "[providers.acme]\ndisplay_name = \"Acme\"\nauthorize_url = \"https://a.example/a\"\ntoken_url = \"https://a.example/t\"\n{issuer}{flag}\n"
+            )
+        };
+        let err = Catalogue::build(
+            &settings(),
+            Some(("p.toml", &file("iss_required = true", ""))),
+            &no_env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("'iss_required' needs 'issuer'"), "{err}");
+        for flag in [
+            "iss_required = true",
+            "authorization_response_iss_parameter_supported = true",
+        ] {
+            let text = file(flag, "issuer = \"https://a.example\"\n");
+            let c = Catalogue::build(&settings(), Some(("p.toml", &text)), &no_env).unwrap();
+            assert!(c.get("acme").unwrap().iss_required, "{flag}");
+        }
+        // Off in every preset (none documents RFC 9207); on for our demo server.
+        let c = Catalogue::build(&settings(), None, &no_env).unwrap();
+        for p in c.all() {
+            assert_eq!(p.iss_required, p.key.as_str() == "demo", "{}", p.key);
+        }
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Built-in presets, from what each platform documents in its developer
 //! documentation; docs/design.md section 11 lists what each does and why.
 //! Anything a platform does not confirm is configurable through the providers file.
+//!
+//! PKCE (S256) is on in [`base`], so on for every platform whose documents
+//! confirm it (HubSpot, Calendly, Google, Spotify, Microsoft: PROVIDERS.md).
+//! Each preset that turns it off says why; a test keeps the list in step.
 
 use super::provider::{ClientAuth, Flow, Provider, RefreshStyle};
 use crate::config::Settings;
@@ -26,6 +30,9 @@ pub(super) fn base(
         account_id: None,
         account_name: None,
         issuer: None,
+        // No platform of the catalogue documents RFC 9207 (PROVIDERS.md); a
+        // providers file turns it on (`iss_required = true`) for one that does.
+        iss_required: false,
         scopes: Vec::new(),
         scope_separator: " ".into(),
         pkce: true,
@@ -80,7 +87,10 @@ fn params(items: &[(&str, &str)]) -> BTreeMap<String, String> {
 pub fn all() -> Vec<Provider> {
     vec![
         Provider {
-            // PKCE unconfirmed: off by default, on through the providers file.
+            // PKCE off: GoHighLevel's OAuth documents do not confirm it
+            // (PROVIDERS.md: unconfirmed), and an authorize URL with an
+            // unknown parameter may be refused; `pkce = true` in the
+            // providers file turns it on.
             pkce: false,
             scopes: strings(&[
                 "contacts.readonly",
@@ -171,6 +181,8 @@ pub fn all() -> Vec<Provider> {
             )
         },
         Provider {
+            // PKCE off: Instagram Login's documents do not confirm it
+            // (PROVIDERS.md: unconfirmed); `pkce = true` turns it on.
             pkce: false,
             userinfo_url: Some("https://graph.instagram.com/me?fields=user_id,username".into()),
             account_id: Some("/user_id".into()),
@@ -201,6 +213,8 @@ pub fn all() -> Vec<Provider> {
             )
         },
         Provider {
+            // PKCE off: Bing Webmaster's OAuth documents do not confirm it
+            // (PROVIDERS.md: unconfirmed); `pkce = true` turns it on.
             pkce: false,
             scopes: strings(&["webmaster.manage"]),
             rotates_refresh_tokens: false,
@@ -213,6 +227,8 @@ pub fn all() -> Vec<Provider> {
             )
         },
         Provider {
+            // PKCE off: WordPress.com's classic OAuth documents do not
+            // confirm it (PROVIDERS.md: unconfirmed); `pkce = true` turns it on.
             pkce: false,
             userinfo_url: Some("https://public-api.wordpress.com/rest/v1/me".into()),
             account_id: Some("/ID".into()),
@@ -230,6 +246,7 @@ pub fn all() -> Vec<Provider> {
         },
         Provider {
             flow: Flow::ClientCredentials,
+            // PKCE does not apply: no browser redirect, no authorization code.
             pkce: false,
             client_auth: ClientAuth::Json,
             userinfo_url: Some("https://www.wixapis.com/apps/v1/instance".into()),
@@ -253,6 +270,8 @@ pub fn demo(settings: &Settings) -> Provider {
         account_id: Some("/id".into()),
         account_name: Some("/name".into()),
         issuer: Some(format!("{base_url}/demo")),
+        // Ours: every answer of the demo server carries `iss`.
+        iss_required: true,
         scopes: strings(&["profile", "contacts.read"]),
         api_base_url: Some(format!("{base_url}/demo/api")),
         client_id_env: "TETHER_DEMO_CLIENT_ID".into(),
@@ -277,7 +296,11 @@ mod tests {
     #[test]
     fn every_code_flow_preset_can_ask_for_its_consent_screen() {
         for p in all() {
-            let asks = p.consent_params.iter().next().map(|(k, v)| (k.as_str(), v.as_str()));
+            let asks = p
+                .consent_params
+                .iter()
+                .next()
+                .map(|(k, v)| (k.as_str(), v.as_str()));
             let expected = match p.key.as_ref() {
                 "google" => Some(("prompt", "consent select_account")),
                 "microsoft" => Some(("prompt", "select_account")),
@@ -286,7 +309,33 @@ mod tests {
                 _ => Some(("prompt", "consent")),
             };
             assert_eq!(asks, expected, "{}", p.key);
-            assert_eq!(p.flow == Flow::AuthorizationCode, asks.is_some(), "{}", p.key);
+            assert_eq!(
+                p.flow == Flow::AuthorizationCode,
+                asks.is_some(),
+                "{}",
+                p.key
+            );
+        }
+    }
+
+    /// The platforms whose OAuth documents confirm PKCE (PROVIDERS.md).
+    const PKCE_DOCUMENTED: [&str; 5] = ["hubspot", "calendly", "google", "spotify", "microsoft"];
+
+    #[test]
+    fn pkce_is_on_exactly_for_the_presets_whose_platform_documents_it() {
+        let presets = all();
+        assert_eq!(presets.len(), 10);
+        for p in &presets {
+            assert_eq!(
+                p.pkce,
+                PKCE_DOCUMENTED.contains(&p.key.as_str()),
+                "{}: PKCE should be {} (PROVIDERS.md)",
+                p.key,
+                if p.pkce { "off" } else { "on" }
+            );
+        }
+        for key in PKCE_DOCUMENTED {
+            assert!(presets.iter().any(|p| p.key.as_str() == key), "{key}");
         }
     }
 }

@@ -54,6 +54,10 @@ pub struct Provider {
     pub account_id: Option<String>,
     pub account_name: Option<String>,
     pub issuer: Option<String>,
+    /// RFC 9207: the provider puts `iss` on every authorization response (its
+    /// metadata's `authorization_response_iss_parameter_supported`), so a
+    /// callback without one is refused rather than taken on trust.
+    pub iss_required: bool,
     pub scopes: Vec<String>,
     pub scope_separator: String,
     pub pkce: bool,

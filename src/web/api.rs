@@ -789,12 +789,15 @@ struct ProxyPath {
 
 /// Call the provider's API with the token attached
 ///
-/// On a 401, refreshes once and retries once. Redirects are returned, not
-/// followed; only the provider's API base is reachable. The answer is the
-/// provider's own (any status, any content type), except for Tether's own
-/// errors, which are JSON error bodies: 400 (a path outside the API base, an
-/// invalid `Tether-Account`), 401, 403, 404 (tenant, provider or connection),
-/// 409 (`needs_reconnect`), 502 (provider unreachable), 503 (refresh failing).
+/// On a 401, refreshes once and retries once. Only the provider's API base is
+/// reachable. The answer is the provider's own (any status, any content
+/// type), except for Tether's own errors, which are JSON error bodies: 400 (a
+/// path outside the API base, an invalid `Tether-Account`), 401, 403, 404
+/// (tenant, provider or connection), 409 (`needs_reconnect`), 502
+/// (`provider_unreachable`; `provider_redirected`: the provider answered a
+/// redirect, which is neither followed nor passed on;
+/// `provider_response_too_large`: its body passed `TETHER_PROXY_MAX_BODY_BYTES`),
+/// 503 (refresh failing).
 #[utoipa::path(
     method(get, post, put, patch, delete),
     params(

@@ -1,10 +1,12 @@
 //! Operations endpoints: liveness, readiness, and the stylesheet.
 
 use crate::app::App;
+use crate::crypto::sha256_hex;
 use crate::db::models::connection::Connection;
 use crate::db::models::provider_flag::ProviderFlag;
+use crate::error::AppError;
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use diesel::connection::SimpleConnection;
 
 /// Liveness: constant, no I/O.
@@ -17,36 +19,72 @@ pub async fn healthz() -> HttpResponse {
 /// Readiness: the database answers and the key ring opens the data. Providers
 /// that rejected our client credentials are reported, but do not make the
 /// instance unready (every other provider still works through it).
+///
+/// A failure names the check (`failed_check`) with a fixed reason: the
+/// database's own error text goes to the log only (it can name hosts, users
+/// and tables). The key check's reason is Tether's own and names the key id.
 pub async fn readyz(state: web::Data<App>) -> HttpResponse {
     let pool = state.pool.clone();
     let keys = state.keys.clone();
-    let result = web::block(move || -> Result<Vec<ProviderFlag>, String> {
-        let mut conn = pool
-            .get()
-            .map_err(|e| format!("database unreachable: {e}"))?;
-        conn.batch_execute("SELECT 1")
-            .map_err(|e| format!("database unreachable: {e}"))?;
-        crate::keys::verify(&mut conn, &keys)?;
-        ProviderFlag::all(&mut conn).map_err(|e| format!("database error: {e}"))
+    let result = web::block(move || -> Result<Vec<ProviderFlag>, Failed> {
+        let database = |e: &dyn std::fmt::Display| {
+            log::warn!("not ready: database: {e}");
+            Failed::Database
+        };
+        let mut conn = pool.get().map_err(|e| database(&e))?;
+        conn.batch_execute("SELECT 1").map_err(|e| database(&e))?;
+        crate::keys::check(&mut conn, &keys)
+            .map_err(|e| database(&e))?
+            .map_err(|why| {
+                log::warn!("not ready: encryption keys: {why}");
+                Failed::EncryptionKeys(why)
+            })?;
+        ProviderFlag::all(&mut conn).map_err(|e| database(&e))
     })
     .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r);
+    .unwrap_or_else(|e| {
+        log::warn!("not ready: the check did not run: {e}");
+        Err(Failed::Database)
+    });
     let mut res = match &result {
         Ok(_) => HttpResponse::Ok(),
-        Err(reason) => {
-            log::warn!("not ready: {reason}");
-            HttpResponse::ServiceUnavailable()
-        }
+        Err(_) => HttpResponse::ServiceUnavailable(),
     };
     res.insert_header((header::CACHE_CONTROL, "no-store"));
     match result {
         Ok(flags) => res.json(serde_json::json!({
             "status": "ready",
+            "checks": { "database": "ok", "encryption_keys": "ok" },
             "misconfigured_providers": misconfigured(flags),
         })),
-        Err(reason) => res.json(serde_json::json!({ "status": "unavailable", "reason": reason })),
+        Err(failed) => {
+            let (check, reason) = match failed {
+                Failed::Database => (
+                    "database",
+                    "the database did not answer a query; the log has the details".to_string(),
+                ),
+                Failed::EncryptionKeys(why) => ("encryption_keys", why),
+            };
+            let mut checks = serde_json::Map::new();
+            checks.insert("database".into(), "ok".into());
+            checks.insert("encryption_keys".into(), "not_run".into());
+            checks.insert(check.into(), "failed".into());
+            res.json(serde_json::json!({
+                "status": "unavailable",
+                "failed_check": check,
+                "reason": reason,
+                "checks": checks,
+            }))
+        }
     }
+}
+
+/// Which readiness check failed.
+enum Failed {
+    /// The pool, the connection or a query: the cause is only logged.
+    Database,
+    /// The key ring does not open the stored data: Tether's own finding.
+    EncryptionKeys(String),
 }
 
 /// Providers whose client credentials were rejected, each with why.
@@ -61,7 +99,21 @@ fn misconfigured(flags: Vec<ProviderFlag>) -> serde_json::Map<String, serde_json
 }
 
 /// Prometheus text: refreshes, latencies, circuits, connections by status.
-pub async fn metrics(state: web::Data<App>) -> HttpResponse {
+/// With `TETHER_METRICS_TOKEN` set, only a scraper presenting it as a bearer
+/// token is answered; anything else is a 401 that reveals nothing.
+pub async fn metrics(state: web::Data<App>, req: HttpRequest) -> HttpResponse {
+    if let Some(expected) = &state.settings.metrics_token {
+        if !bearer_matches(&req, expected.expose()) {
+            let mut res = actix_web::ResponseError::error_response(&AppError::unauthorized(
+                "/metrics needs the bearer token set in TETHER_METRICS_TOKEN",
+            ));
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"metrics\""),
+            );
+            return res;
+        }
+    }
     let counts = state
         .db(|c| Ok((Connection::count_by_status(c)?, ProviderFlag::all(c)?)))
         .await;
@@ -79,6 +131,25 @@ pub async fn metrics(state: web::Data<App>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render(&circuits, &statuses, &flags))
+}
+
+/// Whether the request carries `Authorization: Bearer <expected>`. Both sides
+/// are hashed first, so the comparison takes the same time whatever the
+/// presented value's length or how much of it matches.
+fn bearer_matches(req: &HttpRequest, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .unwrap_or("");
+    let a = sha256_hex(presented.trim().as_bytes());
+    let b = sha256_hex(expected.as_bytes());
+    !presented.is_empty() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// The stylesheet and the two small scripts, compiled into the binary.

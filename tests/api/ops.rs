@@ -1,7 +1,7 @@
-//! Liveness, readiness and error rendering.
+//! Liveness, readiness, the metrics token and error rendering.
 
 use crate::backend_tests;
-use crate::helpers::{spawn_app, Backend};
+use crate::helpers::{spawn_app, spawn_app_with, Backend, TestDb};
 use diesel::prelude::*;
 use tether::db::models::key_check::KeyCheck;
 use tether::db::models::tenant::Tenant;
@@ -10,6 +10,9 @@ backend_tests!(
     healthz_is_ok,
     readyz_is_ready_on_a_healthy_database,
     readyz_reports_a_key_id_the_ring_lacks,
+    readyz_names_a_failing_database_check_without_its_error_text,
+    metrics_are_open_without_a_configured_token,
+    metrics_with_a_token_answer_only_a_scraper_presenting_it,
     unknown_routes_are_json_under_api_and_a_page_elsewhere,
 );
 
@@ -26,6 +29,8 @@ async fn readyz_is_ready_on_a_healthy_database(backend: Backend) {
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["status"], "ready");
+    assert_eq!(body["checks"]["database"], "ok");
+    assert_eq!(body["checks"]["encryption_keys"], "ok");
 }
 
 async fn readyz_reports_a_key_id_the_ring_lacks(backend: Backend) {
@@ -49,12 +54,89 @@ async fn readyz_reports_a_key_id_the_ring_lacks(backend: Backend) {
     assert_eq!(res.status(), 503);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["failed_check"], "encryption_keys", "{body}");
+    assert_eq!(body["checks"]["encryption_keys"], "failed", "{body}");
     assert!(
         body["reason"].as_str().unwrap().contains("'gone'"),
         "{body}"
     );
     // Liveness does no I/O and stays up.
     assert_eq!(app.get("/healthz").await.status(), 200);
+}
+
+async fn readyz_names_a_failing_database_check_without_its_error_text(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // The database answers `SELECT 1` but fails the key check's query: the
+    // driver's message would name the table ("no such table: key_checks",
+    // `relation "key_checks" does not exist`).
+    diesel::sql_query("DROP TABLE key_checks")
+        .execute(&mut app.conn())
+        .unwrap();
+    let res = app.get("/readyz").await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let text = res.text().await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["failed_check"], "database", "{body}");
+    assert_eq!(body["checks"]["database"], "failed", "{body}");
+    assert_eq!(body["checks"]["encryption_keys"], "not_run", "{body}");
+    for raw in ["key_checks", "no such table", "does not exist", "relation"] {
+        assert!(!text.contains(raw), "raw error text {raw:?} in {text}");
+    }
+}
+
+async fn metrics_are_open_without_a_configured_token(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let res = app.get("/metrics").await;
+    assert_eq!(res.status(), 200);
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("# TYPE tether_connections gauge"));
+}
+
+async fn metrics_with_a_token_answer_only_a_scraper_presenting_it(backend: Backend) {
+    const TOKEN: &str = "scrape-token-0123456789";
+    let app = spawn_app_with(TestDb::new(backend), &[("TETHER_METRICS_TOKEN", TOKEN)]).await;
+    let url = format!("{}/metrics", app.address);
+    let scrape = |auth: Option<&str>| {
+        let mut req = app.client.get(&url);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        req.send()
+    };
+    for auth in [
+        None,
+        Some("Bearer wrong-token-0123456789".to_string()),
+        Some(format!("Bearer {TOKEN}x")),
+        Some(format!("Basic {TOKEN}")),
+        Some("Bearer ".to_string()),
+    ] {
+        let res = scrape(auth.as_deref()).await.unwrap();
+        assert_eq!(res.status(), 401, "{auth:?}");
+        assert!(res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"));
+        let text = res.text().await.unwrap();
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+        assert!(!text.contains("tether_"), "no metrics without the token");
+        assert!(!text.contains(TOKEN), "the token is never echoed");
+    }
+    let res = scrape(Some(&format!("Bearer {TOKEN}"))).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("# TYPE tether_connections gauge"));
+    // The other operations endpoints stay open: orchestrators probe them.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    assert_eq!(app.get("/readyz").await.status(), 200);
 }
 
 async fn unknown_routes_are_json_under_api_and_a_page_elsewhere(backend: Backend) {
@@ -95,10 +177,18 @@ async fn readyz_reports_an_unreachable_database() {
         .unwrap();
     let res = app.get("/readyz").await;
     assert_eq!(res.status(), 503);
-    let body: serde_json::Value = res.json().await.unwrap();
+    let text = res.text().await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["failed_check"], "database", "{body}");
     assert!(
         body["reason"].as_str().unwrap().contains("database"),
         "{body}"
+    );
+    // The driver's text (it names the database and the server) stays in the log.
+    assert!(!text.contains(&name), "{text}");
+    assert!(
+        !text.contains("FATAL") && !text.contains("does not exist"),
+        "{text}"
     );
     assert_eq!(app.get("/healthz").await.status(), 200);
 }

@@ -55,6 +55,7 @@ backend_tests!(
     gohighlevel_sends_user_type_and_keeps_location_and_company_as_metadata,
     instagram_strips_the_code_suffix_and_trades_for_a_long_lived_token,
     google_asks_for_offline_access_with_pkce,
+    every_preset_whose_platform_documents_pkce_sends_an_s256_challenge,
     wix_connects_a_site_instance_with_client_credentials_and_mints_again_to_refresh,
 );
 
@@ -287,4 +288,53 @@ async fn wix_connects_a_site_instance_with_client_credentials_and_mints_again_to
         )
         .await;
     assert_eq!(bad.status(), 400);
+}
+
+/// PROVIDERS.md: the platforms that document PKCE. The others keep it off
+/// and say why in the preset (src/providers/presets.rs).
+const PKCE_DOCUMENTED: [&str; 5] = ["hubspot", "calendly", "google", "spotify", "microsoft"];
+
+async fn every_preset_whose_platform_documents_pkce_sends_an_s256_challenge(backend: Backend) {
+    let app = spawn_app_with(TestDb::new(backend), &[]).await;
+    let tenant = app.ensure_tenant("acme");
+    let who = tether::oauth::Initiator {
+        tenant_id: &tenant.id,
+        user_id: None,
+        session_binding: None,
+        ask_consent: false,
+    };
+    for key in [
+        "gohighlevel",
+        "hubspot",
+        "calendly",
+        "google",
+        "spotify",
+        "instagram",
+        "microsoft",
+        "bing",
+        "wordpress",
+    ] {
+        let provider = app.ctx.providers.get(key).unwrap();
+        let url = tether::oauth::start(
+            &mut app.conn(),
+            &app.ctx.keys,
+            &app.ctx.settings,
+            provider,
+            &who,
+            None,
+            false,
+        )
+        .unwrap();
+        let documented = PKCE_DOCUMENTED.contains(&key);
+        let challenge = query_param(&url, "code_challenge");
+        assert_eq!(challenge.is_some(), documented, "{key}: {url}");
+        if documented {
+            assert_eq!(challenge.unwrap().len(), 43, "{key}: S256 is 43 characters");
+            assert_eq!(
+                query_param(&url, "code_challenge_method").as_deref(),
+                Some("S256"),
+                "{key}"
+            );
+        }
+    }
 }

@@ -10,7 +10,8 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use subtle::ConstantTimeEq;
 
-#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+/// `Debug` (at the end of the file) hides the secret's hash.
+#[derive(Clone, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = api_keys)]
 pub struct ApiKey {
     pub id: String,
@@ -135,5 +136,22 @@ impl ApiKey {
             .set(api_keys::revoked_at.eq(now()))
             .execute(conn)?;
         Ok(key)
+    }
+}
+
+/// The hash is left out: with it, a guess at the key can be checked offline.
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("prefix", &self.prefix)
+            .field("secret_hash", &crate::crypto::Redacted)
+            .field("tenant_id", &self.tenant_id)
+            .field("is_admin", &self.is_admin)
+            .field("created_at", &self.created_at)
+            .field("last_used_at", &self.last_used_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
     }
 }

@@ -7,7 +7,8 @@ use crate::ids::TenantId;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+/// `Debug` (at the end of the file) hides the password hash.
+#[derive(Clone, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = users)]
 pub struct User {
     pub id: String,
@@ -139,5 +140,24 @@ impl User {
 
     pub fn count(conn: &mut DbConn) -> QueryResult<i64> {
         users::table.count().get_result(conn)
+    }
+}
+
+/// The password hash is left out: it is what an offline guesser needs.
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("tenant_id", &self.tenant_id)
+            .field("email", &self.email)
+            .field(
+                "password_hash",
+                &crate::crypto::redacted(&self.password_hash),
+            )
+            .field("role", &self.role)
+            .field("created_at", &self.created_at)
+            .field("last_login_at", &self.last_login_at)
+            .field("session_generation", &self.session_generation)
+            .finish_non_exhaustive()
     }
 }

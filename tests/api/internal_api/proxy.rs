@@ -1,11 +1,12 @@
 //! The proxy: it forwards method, query and body with the connection's
 //! token and never the API key, refreshes once and retries on a provider 401,
-//! returns a provider's redirect instead of following it, and refuses paths
-//! that would escape the provider's API base before any request is sent.
+//! answers a provider's redirect with a 502 (neither followed nor passed on),
+//! cuts off bodies over the configured size, and refuses paths that would
+//! escape the provider's API base before any request is sent.
 
-use super::{connected, get, mount_refresh, send, API};
+use super::{connected, error_of, get, mount_refresh, send, API};
 use crate::backend_tests;
-use crate::helpers::{Backend, TestApp, ACCOUNT};
+use crate::helpers::{spawn_app_with_providers, Backend, FakeProvider, TestApp, TestDb, ACCOUNT};
 use serde_json::{json, Value};
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -13,7 +14,9 @@ use wiremock::{Mock, ResponseTemplate};
 backend_tests!(
     the_proxy_forwards_method_query_and_body_with_the_connections_token_not_the_api_key,
     a_provider_401_through_the_proxy_refreshes_once_and_retries_with_the_new_token,
-    a_provider_redirect_through_the_proxy_is_returned_not_followed,
+    a_provider_redirect_through_the_proxy_is_a_502_neither_followed_nor_passed_on,
+    a_provider_body_over_the_cap_is_a_502_and_one_at_the_cap_passes,
+    an_endless_provider_body_is_cut_off_at_the_cap,
     proxy_paths_that_escape_the_api_base_are_400_and_reach_no_provider,
 );
 
@@ -165,25 +168,122 @@ async fn a_provider_401_through_the_proxy_refreshes_once_and_retries_with_the_ne
     assert_eq!(tokens.access_token.expose(), "at-2");
 }
 
-async fn a_provider_redirect_through_the_proxy_is_returned_not_followed(backend: Backend) {
+async fn a_provider_redirect_through_the_proxy_is_a_502_neither_followed_nor_passed_on(
+    backend: Backend,
+) {
     let (app, fake, key) = connected(backend).await;
-    let elsewhere = format!("{}/api/elsewhere", fake.server.uri());
-    Mock::given(method("GET"))
-        .and(path("/api/moved"))
-        .respond_with(ResponseTemplate::new(302).insert_header("location", elsewhere.as_str()))
-        .expect(1)
-        .mount(&fake.server)
-        .await;
+    let elsewhere = format!("{}/api/elsewhere?code=leaked-code", fake.server.uri());
+    for status in [301, 302, 303, 307, 308] {
+        Mock::given(method("GET"))
+            .and(path(format!("/api/moved-{status}")))
+            .respond_with(
+                ResponseTemplate::new(status).insert_header("location", elsewhere.as_str()),
+            )
+            .expect(1)
+            .mount(&fake.server)
+            .await;
+    }
     Mock::given(method("GET"))
         .and(path("/api/elsewhere"))
         .respond_with(ResponseTemplate::new(200))
         .expect(0)
         .mount(&fake.server)
         .await;
-    let res = get(&app, &format!("{API}/acme/proxy/acme/moved"), &key).await;
-    assert_eq!(res.status(), 302);
-    assert_eq!(res.headers()["location"], elsewhere.as_str());
+    for status in [301, 302, 303, 307, 308] {
+        let res = get(&app, &format!("{API}/acme/proxy/acme/moved-{status}"), &key).await;
+        assert!(res.headers().get("location").is_none(), "{status}");
+        assert_eq!(res.status(), 502, "{status}");
+        let body = res.text().await.unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["error"]["code"], "provider_redirected",
+            "{status}: {body}"
+        );
+        assert!(
+            !body.contains("elsewhere") && !body.contains("leaked-code"),
+            "{status}: the Location is not passed on: {body}"
+        );
+    }
     assert_eq!(fake.calls_to("/api/elsewhere").await, 0, "not followed");
+}
+
+/// An app with `acme` whose API base is `api_base` and a proxy cap of
+/// `cap` bytes, tenant `acme` connected (access token `at-seed-rt-1`, fresh
+/// for an hour) and an API key for it.
+async fn capped(backend: Backend, api_base: &str, cap: &str) -> (TestApp, FakeProvider, String) {
+    let fake = FakeProvider::start().await;
+    let toml = fake.providers_toml("post").replace(
+        &format!("api_base_url = \"{}/api\"", fake.server.uri()),
+        &format!("api_base_url = \"{api_base}\""),
+    );
+    assert!(toml.contains(api_base));
+    let app = spawn_app_with_providers(
+        TestDb::new(backend),
+        &toml,
+        &[("TETHER_PROXY_MAX_BODY_BYTES", cap)],
+    )
+    .await;
+    let tenant = app.ensure_tenant("acme");
+    app.seed(&tenant.id, ACCOUNT, "rt-1", 3600, 3000);
+    let key = app.api_key(Some("acme"), false);
+    (app, fake, key)
+}
+
+async fn a_provider_body_over_the_cap_is_a_502_and_one_at_the_cap_passes(backend: Backend) {
+    let fake_api = FakeProvider::start().await;
+    let (app, _fake, key) =
+        capped(backend, &format!("{}/api", fake_api.server.uri()), "1024").await;
+    Mock::given(method("GET"))
+        .and(path("/api/big"))
+        .and(header("authorization", "Bearer at-seed-rt-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("x".repeat(1025)))
+        .mount(&fake_api.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/exact"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("y".repeat(1024)))
+        .mount(&fake_api.server)
+        .await;
+    let res = get(&app, &format!("{API}/acme/proxy/acme/big"), &key).await;
+    assert_eq!(
+        error_of(res).await,
+        (502, "provider_response_too_large".to_string())
+    );
+    let res = get(&app, &format!("{API}/acme/proxy/acme/exact"), &key).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "y".repeat(1024));
+}
+
+/// A provider that streams a chunked body without end (no Content-Length):
+/// the proxy must stop reading at the cap, not wait for the end (it would
+/// time out as `provider_unreachable` if it did).
+async fn an_endless_provider_body_is_cut_off_at_the_cap(backend: Backend) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/api", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Write};
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+            line.clear();
+        }
+        let mut out = stream;
+        let _ = out.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+        );
+        let chunk = format!("{:x}\r\n{}\r\n", 1000, "z".repeat(1000));
+        // Until Tether hangs up.
+        while out.write_all(chunk.as_bytes()).is_ok() {}
+    });
+    let (app, _fake, key) = capped(backend, &base, "4096").await;
+    let res = get(&app, &format!("{API}/acme/proxy/acme/stream"), &key).await;
+    assert_eq!(
+        error_of(res).await,
+        (502, "provider_response_too_large".to_string())
+    );
 }
 
 async fn proxy_paths_that_escape_the_api_base_are_400_and_reach_no_provider(backend: Backend) {

@@ -1,13 +1,16 @@
 //! What else a callback may bring: an issuer other than the provider's, or
 //! the answer to one provider's flow on another provider's path, is rejected
-//! before any token request (mix-up); a callback without `iss` is accepted;
+//! before any token request (mix-up); a callback without `iss` is accepted,
+//! unless the provider declares that it always sends one (RFC 9207), when it
+//! is refused and changes nothing;
 //! a declined consent (access_denied) leaves the existing connection
 //! untouched, uses up the state and says so.
 
 use super::{fingerprint, forbid_token_requests};
 use crate::backend_tests;
 use crate::helpers::{
-    assert_error_page, connect, mount_exchange, query_param, signed_in, start, Backend, ACME_ISSUER,
+    assert_error_page, connect, mount_exchange, query_param, signed_in, spawn_app_with_acme, start,
+    Backend, FakeProvider, ACME_ISSUER, OWNER, PASSWORD,
 };
 use diesel::prelude::*;
 use tether::db::schema::oauth_states;
@@ -15,6 +18,7 @@ use tether::db::schema::oauth_states;
 backend_tests!(
     callback_with_a_foreign_issuer_is_rejected_before_any_token_request,
     callback_without_iss_is_accepted,
+    callback_without_iss_is_refused_from_a_provider_that_declares_it_sends_one,
     callback_on_another_providers_path_is_rejected_as_provider_mismatch,
     access_denied_leaves_the_existing_connection_untouched_and_says_so,
 );
@@ -56,6 +60,49 @@ async fn callback_without_iss_is_accepted(backend: Backend) {
         app.default_connection("acme", "acme").unwrap().status,
         "connected"
     );
+}
+
+async fn callback_without_iss_is_refused_from_a_provider_that_declares_it_sends_one(
+    backend: Backend,
+) {
+    // Both spellings: Tether's, and the metadata name copied from a discovery document.
+    for flag in [
+        "iss_required = true",
+        "authorization_response_iss_parameter_supported = true",
+    ] {
+        let fake = FakeProvider::start().await;
+        let app = spawn_app_with_acme(backend, &fake, flag, &[]).await;
+        app.create_admin("acme", OWNER);
+        assert_eq!(app.login(OWNER, PASSWORD).await.status(), 303);
+        let (state, challenge) = start(&app, &[]).await;
+        let before = app.snapshot();
+        let res = app
+            .get(&format!("/oauth/acme/callback?code=the-code&state={state}"))
+            .await;
+        let html = assert_error_page(res, 400, "issuer_missing").await;
+        assert!(html.contains("no iss"), "{flag}: {html}");
+        assert_eq!(app.snapshot(), before, "{flag}: nothing changed");
+        assert_eq!(fake.calls_to("/token").await, 0, "{flag}");
+        // The state was not used up: the real answer, with iss, still connects.
+        mount_exchange(&fake, &challenge, "at-1", "rt-1").await;
+        let res = app
+            .client
+            .get(format!("{}/oauth/acme/callback", app.address))
+            .query(&[
+                ("code", "the-code"),
+                ("state", &state),
+                ("iss", ACME_ISSUER),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303, "{flag}");
+        assert_eq!(
+            app.default_connection("acme", "acme").unwrap().status,
+            "connected",
+            "{flag}"
+        );
+    }
 }
 
 async fn callback_on_another_providers_path_is_rejected_as_provider_mismatch(backend: Backend) {

@@ -5,7 +5,8 @@
 //! tenant's admin and another tenant's connection (tenant_isolation.rs),
 //! secrets that never show or are stored only hashed (secrets.rs), rate
 //! limits (rate_limits.rs), the session cookie (sessions.rs), CSRF (csrf.rs),
-//! and oversized or badly encoded input (input.rs); each has its own
+//! oversized or badly encoded input (input.rs), and what production insists
+//! on (production.rs: https everywhere, HSTS); each has its own
 //! `backend_tests!` list. This file holds the tripwire and fingerprint they
 //! share.
 
@@ -13,6 +14,7 @@ mod callback;
 mod csrf;
 mod input;
 mod pkce;
+mod production;
 mod rate_limits;
 mod return_to;
 mod secrets;
