@@ -49,6 +49,8 @@ codes! {
     InvalidForm => "invalid_form",
     InvalidGrant => "invalid_grant",
     InvalidInstance => "invalid_instance",
+    InvalidInstall => "invalid_install",
+    AccountBoundElsewhere => "account_bound_elsewhere",
     InvalidJson => "invalid_json",
     InvalidLink => "invalid_link",
     InvalidMethod => "invalid_method",

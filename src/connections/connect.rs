@@ -1,6 +1,6 @@
 //! Starting and completing a connection: the authorization-code flow (from
-//! the dashboard or a connect link), a client-credentials instance (Wix
-//! apps), and saving the grant either way.
+//! the dashboard or a connect link), a provider-signed install (Wix apps),
+//! and saving the grant either way.
 
 use crate::app::App;
 use crate::db::models::connect_link::ConnectLink;
@@ -8,6 +8,7 @@ use crate::db::models::connection::Connection;
 use crate::db::models::event::Actor;
 use crate::error::{AppError, AppResult, Code};
 use crate::ids::TenantId;
+use crate::oauth::install::{self, SignedInstance};
 use crate::oauth::{self, Authorized, CallbackQuery, DASHBOARD};
 use crate::providers::{Flow, Provider};
 use std::sync::Arc;
@@ -162,23 +163,46 @@ pub async fn complete(
     ))
 }
 
-/// Connects a site instance of a client-credentials provider (Wix apps);
-/// returns the message for the admin.
-pub async fn connect_instance(
-    app: &App,
-    provider_key: &str,
-    tenant_id: &TenantId,
-    instance_id: &str,
-    actor: &Actor,
-) -> AppResult<String> {
-    let provider = app.enabled_provider(provider_key)?;
+/// Checks a provider-signed install artefact (Wix's `instance`) against the
+/// app's secret; returns what it proves.
+pub fn verify_install(provider: &Provider, instance: &str) -> AppResult<SignedInstance> {
     if provider.flow != Flow::ClientCredentials {
         return Err(AppError::bad_request(
             Code::UnsupportedFlow,
             "this provider connects through its sign-in page",
         ));
     }
-    let authorized = oauth::connect_instance(&app.http, &provider, instance_id.trim()).await?;
+    let (_, secret) = provider
+        .credentials
+        .as_ref()
+        .ok_or_else(|| AppError::not_found("no such provider"))?;
+    install::verify_wix_instance(secret.expose().as_bytes(), instance, chrono::Utc::now())
+}
+
+/// Connects the site a provider-signed install names (Wix apps) to the
+/// tenant, unless another tenant holds it; returns the message for the admin.
+pub async fn install(
+    app: &App,
+    provider: Arc<Provider>,
+    tenant_id: &TenantId,
+    instance: &str,
+    actor: &Actor,
+) -> AppResult<String> {
+    let signed = verify_install(&provider, instance)?;
+    let holder = {
+        let (p, id) = (provider.key.clone(), signed.instance_id.clone());
+        app.db(move |c| Ok(Connection::holder(c, &p, &id)?)).await?
+    };
+    if holder.is_some_and(|t| &t != tenant_id) {
+        return Err(AppError::conflict(
+            Code::AccountBoundElsewhere,
+            format!(
+                "This {} site is connected to another business in the CRM. Disconnect it there first, or ask the CRM's support to move it.",
+                provider.display_name
+            ),
+        ));
+    }
+    let authorized = oauth::connect_instance(&app.http, &provider, &signed.instance_id).await?;
     let (connection, reconnected) = save(app, &provider, tenant_id, authorized, actor).await?;
     Ok(connected_message(&provider, &connection, reconnected))
 }

@@ -2,6 +2,7 @@
 //! callback's checks, the code exchange and the account lookup.
 
 pub mod client;
+pub mod install;
 pub mod token;
 
 use crate::config::Settings;

@@ -21,10 +21,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/oauth/{provider}/status", web::get().to(status))
         .route("/oauth/{provider}/disconnect", web::post().to(disconnect))
         .route("/oauth/{provider}/default", web::post().to(make_default))
-        .route(
-            "/oauth/{provider}/instance",
-            web::post().to(connect_instance),
-        )
+        .route("/oauth/{provider}/install", web::get().to(install_page))
+        .route("/oauth/{provider}/install", web::post().to(install))
         .route("/connect/done", web::get().to(connect_done))
         .route("/connect/{token}", web::get().to(connect_link_page))
         .route("/connect/{token}", web::post().to(connect_with_link));
@@ -209,27 +207,96 @@ fn finish(session: &Session, done: Completion) -> PageResult<HttpResponse> {
 }
 
 #[derive(serde::Deserialize)]
-struct InstanceForm {
-    instance_id: String,
+struct InstallQuery {
+    instance: Option<String>,
 }
 
-/// Connects a site instance of a client-credentials provider (Wix apps).
-async fn connect_instance(
+#[derive(Template)]
+#[template(path = "install.html")]
+struct InstallPage<'a> {
+    key: &'a str,
+    provider: &'a str,
+    tenant: &'a str,
+    instance_id: &'a str,
+    csrf: &'a str,
+}
+
+/// `GET /oauth/{provider}/install?instance=...`: where a provider sends an
+/// admin from its app's page (Wix's dashboard URL), with an artefact it
+/// signed. The artefact is checked and kept in the session; an admin who is
+/// not signed in signs in first and comes back here. The page names the
+/// site and the tenant and changes nothing; its form connects.
+async fn install_page(
+    req: HttpRequest,
+    state: web::Data<App>,
+    session: Session,
+    admin: Option<AdminSession>,
+    path: web::Path<String>,
+    query: web::Query<InstallQuery>,
+) -> PageResult<HttpResponse> {
+    rate_limit(&state, &req)?;
+    let provider = state.enabled_provider(&path)?;
+    let instance = match &query.instance {
+        Some(i) => i.clone(),
+        None => session::pending_install(&session, &provider.key).ok_or_else(|| {
+            AppError::bad_request(
+                Code::InvalidInstall,
+                "Open the app from your site's dashboard to connect the site.",
+            )
+        })?,
+    };
+    let signed = connect::verify_install(&provider, &instance)?;
+    session::keep_install(&session, &provider.key, &instance)?;
+    let Some(admin) = admin else {
+        return Ok(redirect_no_referrer(&format!(
+            "/login?next=/oauth/{}/install",
+            provider.key
+        )));
+    };
+    let t = admin.tenant_id.clone();
+    let tenant = state
+        .db(move |c| Ok(crate::db::models::tenant::Tenant::by_id(c, &t)?))
+        .await?
+        .ok_or_else(|| AppError::unauthorized("sign in first"))?;
+    let csrf = session::csrf_token(&session)?;
+    let body = InstallPage {
+        key: &provider.key,
+        provider: &provider.display_name,
+        tenant: &tenant.name,
+        instance_id: &signed.instance_id,
+        csrf: &csrf,
+    }
+    .render()
+    .map_err(AppError::internal)?;
+    Ok(no_referrer(html(body)))
+}
+
+/// `POST /oauth/{provider}/install`: the admin confirms; the kept artefact
+/// is checked again and the site connected to the admin's tenant.
+async fn install(
     req: HttpRequest,
     state: web::Data<App>,
     admin: AdminSession,
     path: web::Path<String>,
-    CsrfForm(form): CsrfForm<InstanceForm>,
+    _: CsrfForm<NoFields>,
 ) -> PageResult<HttpResponse> {
     rate_limit(&state, &req)?;
-    let message = connect::connect_instance(
+    let provider = state.enabled_provider(&path)?;
+    let instance = session::pending_install(&admin.session, &provider.key).ok_or_else(|| {
+        AppError::bad_request(
+            Code::InvalidInstall,
+            "Open the app from your site's dashboard to connect the site.",
+        )
+    })?;
+    let message = connect::install(
         &state,
-        &path,
+        provider,
         &admin.tenant_id,
-        &form.instance_id,
+        &instance,
         &admin.actor(),
     )
     .await?;
+    session::drop_install(&admin.session);
     session::flash(&admin.session, "ok", message);
     Ok(see_other(DASHBOARD))
 }

@@ -29,6 +29,7 @@ const EMAIL: &str = "email";
 const CSRF: &str = "csrf";
 const BINDING: &str = "oauth_binding";
 const FLASH: &str = "flash";
+const INSTALL: &str = "install";
 const ISSUED_AT: &str = "iat";
 const LAST_SEEN: &str = "seen";
 const GENERATION: &str = "gen";
@@ -189,9 +190,15 @@ pub fn oauth_binding(session: &Session) -> Option<String> {
 /// Signs `user` in on a fresh session (no fixation), with new CSRF and
 /// binding values, in the user's current session generation.
 pub fn sign_in(session: &Session, user: &User) -> AppResult<()> {
+    // An install the admin signed in to confirm stays (it proves nothing
+    // about the admin; the confirmation form still needs this session).
+    let install = session.get::<(String, String)>(INSTALL).ok().flatten();
     session.renew();
     session.clear();
     let internal = |e: actix_session::SessionInsertError| AppError::internal(e.to_string());
+    if let Some(install) = install {
+        session.insert(INSTALL, install).map_err(internal)?;
+    }
     for (k, v) in [
         (USER, user.id.as_str()),
         (TENANT, &*user.tenant_id),
@@ -251,6 +258,28 @@ fn verify_csrf(session: &Session, presented: &str) -> AppResult<()> {
             "the form expired or did not come from this site; reload the page and try again",
         ))
     }
+}
+
+/// Keeps a provider-signed install artefact while the admin signs in and
+/// confirms (it is kept out of URLs such as the sign-in page's `next`).
+pub fn keep_install(session: &Session, provider: &str, instance: &str) -> AppResult<()> {
+    session
+        .insert(INSTALL, (provider, instance))
+        .map_err(|e| AppError::internal(e.to_string()))
+}
+
+/// The install artefact kept for `provider`, if any.
+pub fn pending_install(session: &Session, provider: &str) -> Option<String> {
+    session
+        .get::<(String, String)>(INSTALL)
+        .ok()
+        .flatten()
+        .filter(|(p, _)| p == provider)
+        .map(|(_, instance)| instance)
+}
+
+pub fn drop_install(session: &Session) {
+    session.remove(INSTALL);
 }
 
 /// A one-time message shown on the next page.

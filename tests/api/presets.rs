@@ -224,8 +224,8 @@ async fn wix_connects_a_site_instance_with_client_credentials_and_mints_again_to
         .await
         .unwrap();
     assert!(
-        page.contains(r#"action="/oauth/wix/instance""#),
-        "an instance form, not a redirect"
+        page.contains("open it from the site's dashboard"),
+        "connected from Wix, not from a redirect or a typed id"
     );
     assert!(
         app.authorize("wix", &[]).await.status().is_client_error(),
@@ -252,12 +252,22 @@ async fn wix_connects_a_site_instance_with_client_credentials_and_mints_again_to
         })))
         .mount(&fake)
         .await;
-    let csrf = app.csrf("/settings/integrations").await;
+    // Wix sends the admin from the app's dashboard page with a signed instance.
+    let instance = tether::oauth::install::sign_wix_instance(
+        b"preset-secret",
+        &serde_json::json!({"instanceId": "inst-1", "signDate": chrono::Utc::now().to_rfc3339()}),
+    );
+    let page = app
+        .client
+        .get(format!("{}/oauth/wix/install", app.address))
+        .query(&[("instance", &instance)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let csrf = crate::helpers::csrf_in(&page.text().await.unwrap()).unwrap();
     let res = app
-        .post_form(
-            "/oauth/wix/instance",
-            &[("csrf", &csrf), ("instance_id", "inst-1")],
-        )
+        .post_form("/oauth/wix/install", &[("csrf", &csrf)])
         .await;
     assert_eq!(res.status(), 303);
     let s = status(&app, "wix").await;
@@ -280,14 +290,6 @@ async fn wix_connects_a_site_instance_with_client_credentials_and_mints_again_to
             .expose(),
         "wix-at-2"
     );
-
-    let bad = app
-        .post_form(
-            "/oauth/wix/instance",
-            &[("csrf", &csrf), ("instance_id", "../../etc")],
-        )
-        .await;
-    assert_eq!(bad.status(), 400);
 }
 
 /// PROVIDERS.md: the platforms that document PKCE. The others keep it off

@@ -296,6 +296,23 @@ impl Connection {
         }
     }
 
+    /// The tenant holding `provider`'s account `account_id` (connected, with
+    /// tokens), if any: a provider-initiated install may bind an account to
+    /// one tenant only.
+    pub fn holder(
+        conn: &mut DbConn,
+        provider: &str,
+        account_id: &str,
+    ) -> QueryResult<Option<TenantId>> {
+        connections::table
+            .filter(connections::provider.eq(provider))
+            .filter(connections::account_id.eq(account_id))
+            .filter(connections::token_ciphertext.is_not_null())
+            .select(connections::tenant_id)
+            .first(conn)
+            .optional()
+    }
+
     /// One connected account (holding tokens) of the tenant's `provider`.
     pub fn for_account(
         conn: &mut DbConn,

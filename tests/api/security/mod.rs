@@ -6,13 +6,15 @@
 //! secrets that never show or are stored only hashed (secrets.rs), rate
 //! limits (rate_limits.rs), the session cookie (sessions.rs), CSRF (csrf.rs),
 //! oversized or badly encoded input (input.rs), and what production insists
-//! on (production.rs: https everywhere, HSTS); each has its own
+//! on (production.rs: https everywhere, HSTS), and provider-initiated
+//! installs that bind an account only from a signed artefact (installs.rs); each has its own
 //! `backend_tests!` list. This file holds the tripwire and fingerprint they
 //! share.
 
 mod callback;
 mod csrf;
 mod input;
+mod installs;
 mod pkce;
 mod production;
 mod rate_limits;
