@@ -25,8 +25,11 @@ pub struct App {
     pub refresh_http: reqwest::Client,
     /// Names this process in leases.
     pub instance_id: String,
-    /// Sign-in attempts per email and per client address.
+    /// Sign-in attempts per client address: every attempt counts.
     pub login_limiter: RateLimiter,
+    /// Failed sign-ins per email: consulted before a password is checked,
+    /// counted only when it was wrong (see `web::pages::login`).
+    pub login_failures: RateLimiter,
     /// OAuth starts and callbacks per client address.
     pub oauth_limiter: RateLimiter,
     /// Shares one refresh between concurrent callers in this process.
@@ -81,7 +84,8 @@ impl App {
             http,
             // Hex, so that it is a plain prefix in a LIKE pattern.
             instance_id: hex::encode(crate::crypto::random_bytes(6)),
-            login_limiter: RateLimiter::new(10, Duration::from_secs(300)),
+            login_limiter: RateLimiter::new(30, Duration::from_secs(300)),
+            login_failures: RateLimiter::new(10, Duration::from_secs(300)),
             oauth_limiter: RateLimiter::new(60, Duration::from_secs(60)),
             flights: Default::default(),
             breakers: Default::default(),

@@ -16,6 +16,11 @@ use url::Url;
 pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("TETHER_BIND", "127.0.0.1:8080", "listen address"),
     (
+        "TETHER_TRUSTED_PROXIES",
+        "none",
+        "comma-separated CIDRs of the load balancers in front of Tether; their `X-Forwarded-For` names the client that rate limits count (set it behind one)",
+    ),
+    (
         "TETHER_PUBLIC_URL",
         "http://127.0.0.1:8080",
         "base of every redirect URI",
@@ -187,6 +192,8 @@ pub struct SessionLimits {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub bind: SocketAddr,
+    /// Proxies whose `X-Forwarded-For` is believed (see `web::forwarded`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Without a trailing slash.
     pub public_url: Url,
     pub data_dir: PathBuf,
@@ -270,6 +277,7 @@ impl Settings {
             s.parse::<SocketAddr>()
                 .map_err(|_| "is not a socket address such as 127.0.0.1:8080".to_string())
         });
+        let trusted_proxies = v.parse("TETHER_TRUSTED_PROXIES", "none", parse_networks);
         let public_url = v.parse(
             "TETHER_PUBLIC_URL",
             "http://127.0.0.1:8080",
@@ -467,6 +475,7 @@ impl Settings {
         }
         Ok(Settings {
             bind,
+            trusted_proxies,
             public_url,
             data_dir,
             database_url: Secret::new(database_url),
@@ -570,6 +579,29 @@ fn parse_public_url(s: &str) -> Result<Url, String> {
     Url::parse(&trimmed).map_err(|_| "is not a valid URL".to_string())
 }
 
+/// `none`, or comma-separated networks (`10.0.0.0/8`) or single addresses.
+fn parse_networks(s: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    s.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .enumerate()
+        .map(|(i, n)| {
+            n.parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    format!(
+                        "entry {} is not a network such as 10.0.0.0/8 or an address (or 'none')",
+                        i + 1
+                    )
+                })
+        })
+        .collect()
+}
+
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -646,6 +678,31 @@ mod tests {
         assert_eq!(s.database_url.expose(), "sqlite://./data/tether.db");
         assert!(s.demo_provider);
         assert!(s.encryption_keys.is_none());
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_or_addresses_and_none_by_default() {
+        let none = Settings::from_vars(&BTreeMap::new()).unwrap();
+        assert!(none.trusted_proxies.is_empty());
+        let s = Settings::from_vars(&vars(&[(
+            "TETHER_TRUSTED_PROXIES",
+            " 10.0.0.0/8, 192.168.1.7 ,2001:db8::/32,10.1.2.3/16",
+        )]))
+        .unwrap();
+        let shown: Vec<String> = s.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "10.0.0.0/8",
+                "192.168.1.7/32",
+                "2001:db8::/32",
+                "10.1.0.0/16"
+            ]
+        );
+        for bad in ["10.0.0.0/33", "proxy.internal", "10.0.0.0/8;10.1.0.0/16"] {
+            let err = Settings::from_vars(&vars(&[("TETHER_TRUSTED_PROXIES", bad)])).unwrap_err();
+            assert!(err.to_string().contains("TETHER_TRUSTED_PROXIES"), "{err}");
+        }
     }
 
     #[test]

@@ -29,12 +29,20 @@ pub fn loggable_path(path: &str) -> String {
     }
 }
 
-/// The client's address for rate limiting: the TCP peer (a proxy's
-/// X-Forwarded-For is not trusted, as it can be forged).
-pub fn client_addr(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
+/// The client's address as a rate-limit key: the TCP peer, or the client a
+/// trusted proxy forwarded for (see `super::forwarded`); IPv6 by its /64.
+pub fn client_addr(req: &HttpRequest, trusted_proxies: &[ipnet::IpNet]) -> String {
+    let Some(peer) = req.peer_addr() else {
+        return "unknown".into();
+    };
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        // An unreadable value ends the walk there, as an unreadable hop does.
+        .map(|v| v.to_str().unwrap_or(""))
+        .collect::<Vec<_>>();
+    let ip = super::forwarded::client_ip(peer.ip(), forwarded.into_iter(), trusted_proxies);
+    super::forwarded::limit_key(ip)
 }
 
 /// An HTML response with the headers every page carries.

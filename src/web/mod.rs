@@ -1,6 +1,7 @@
 //! HTTP routes by area; handlers stay thin and call into the domain.
 
 pub mod api;
+pub mod forwarded;
 pub mod http;
 pub mod oauth;
 pub mod ops;

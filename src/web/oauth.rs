@@ -32,7 +32,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 fn rate_limit(state: &App, req: &HttpRequest) -> AppResult<()> {
     state
         .oauth_limiter
-        .check(&format!("oauth:{}", client_addr(req)))
+        .check(&format!(
+            "oauth:{}",
+            client_addr(req, &state.settings.trusted_proxies)
+        ))
         .map_err(AppError::too_many_requests)
 }
 

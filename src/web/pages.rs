@@ -7,7 +7,7 @@ use crate::connections::status::{PublicStatus, StatusView};
 use crate::db::models::connection::Connection;
 use crate::db::models::event::{Event, EventKind};
 use crate::db::models::tenant::Tenant;
-use crate::error::{AppError, PageError, PageResult};
+use crate::error::{AppError, Code, PageError, PageResult};
 use crate::oauth::{safe_return_to, DASHBOARD};
 use crate::providers::{Flow, Provider};
 use actix_session::Session;
@@ -75,14 +75,21 @@ struct LoginForm {
     next: Option<String>,
 }
 
-/// Sign-in attempts per email and per client address.
-fn limit_sign_in(state: &App, req: &HttpRequest, email: &str) -> PageResult<()> {
-    for key in [format!("email:{email}"), format!("ip:{}", client_addr(req))] {
-        if let Err(wait) = state.login_limiter.check(&key) {
-            return Err(PageError(AppError::too_many_requests(wait)));
-        }
+/// The longest email address there is (RFC 5321's 256-octet path, less
+/// its angle brackets): a longer one never becomes a rate-limit key.
+const MAX_EMAIL: usize = 254;
+
+/// The email as accounts store it (trimmed, lower case), refused when it is
+/// longer than any address can be.
+fn sign_in_email(raw: &str) -> PageResult<String> {
+    let email = raw.trim().to_lowercase();
+    if email.len() > MAX_EMAIL {
+        return Err(PageError(AppError::bad_request(
+            Code::InvalidEmail,
+            format!("an email address is at most {MAX_EMAIL} characters"),
+        )));
     }
-    Ok(())
+    Ok(email)
 }
 
 /// The sign-in page again, with the email kept and a message that does not
@@ -108,8 +115,21 @@ async fn login(
     session: Session,
     CsrfForm(form): CsrfForm<LoginForm>,
 ) -> PageResult<HttpResponse> {
-    let email = form.email.trim().to_lowercase();
-    limit_sign_in(&state, &req, &email)?;
+    // The client first, every attempt counted: a client refused here never
+    // reaches the email's counter, so it cannot lock a victim out.
+    let client = client_addr(&req, &state.settings.trusted_proxies);
+    state
+        .login_limiter
+        .check(&format!("ip:{client}"))
+        .map_err(AppError::too_many_requests)?;
+    let email = sign_in_email(&form.email)?;
+    // Only failed sign-ins count against an email (below), but once it has
+    // had its share even the right password waits.
+    let email_key = format!("email:{email}");
+    state
+        .login_failures
+        .peek(&email_key)
+        .map_err(AppError::too_many_requests)?;
     let next = form
         .next
         .as_deref()
@@ -117,6 +137,7 @@ async fn login(
         .unwrap_or_else(|| DASHBOARD.into());
     let Some(user) = crate::auth::sign_in_with_password(&state, &email, &form.password).await?
     else {
+        state.login_failures.charge(&email_key);
         log::info!("failed sign-in for an account");
         return failed_sign_in(&session, &email, &next);
     };
