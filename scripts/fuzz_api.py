@@ -127,14 +127,20 @@ accounts = {{ values = ["demo-user-1"] }}
 
 
 def connect(auth):
-    """Connects the tenant as a person would: a connect link, the demo
-    provider's consent page, Approve."""
+    """Connects the tenant as a person would: a connect link, its page's
+    Continue button, the demo provider's consent page, Approve."""
     r = requests.post(
         f"{BASE}/api/v1/tenants/{TENANT}/connect-links", json={"provider": "demo"}, headers=auth
     )
     r.raise_for_status()
     browser = requests.Session()
-    page = browser.get(r.json()["url"])
+    link = r.json()["url"]
+    page = browser.get(link)
+    page.raise_for_status()
+    form = Hidden()
+    form.feed(page.text)
+    # The link's page posts back to its own address; the answer leads to consent.
+    page = browser.post(link, data=form.fields)
     page.raise_for_status()
     form = Hidden()
     form.feed(page.text)
