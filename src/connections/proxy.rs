@@ -66,6 +66,15 @@ pub async fn forward(
                 headers.insert(HeaderName::from_static(name), v.clone());
             }
         }
+        // The provider's fixed API headers (validated when it was loaded).
+        for (name, value) in &provider.api_headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                reqwest::header::HeaderValue::from_str(value),
+            ) {
+                headers.insert(n, v);
+            }
+        }
         app.http
             .request(call.method.clone(), url.clone())
             .bearer_auth(access)

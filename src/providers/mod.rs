@@ -58,6 +58,7 @@ struct ProviderToml {
     client_secret_env: Option<String>,
     keep_fields: Option<Vec<String>>,
     api_base_url: Option<String>,
+    api_headers: Option<BTreeMap<String, String>>,
     authorize_params: Option<BTreeMap<String, String>>,
     consent_params: Option<BTreeMap<String, String>>,
     token_params: Option<BTreeMap<String, String>>,
@@ -223,6 +224,7 @@ fn merge(mut p: Provider, t: ProviderToml) -> Provider {
         client_id_env,
         client_secret_env,
         keep_fields,
+        api_headers,
         authorize_params,
         consent_params,
         token_params,
@@ -303,6 +305,25 @@ fn validate(p: &Provider) -> Result<(), String> {
         return Err(
             "'iss_required' needs 'issuer': the value every callback's iss must equal".into(),
         );
+    }
+    for (name, value) in &p.api_headers {
+        let reserved = [
+            "authorization",
+            "host",
+            "cookie",
+            "content-length",
+            "transfer-encoding",
+        ];
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+            || reserved.contains(&name.to_ascii_lowercase().as_str())
+        {
+            return Err(format!(
+                "'api_headers' names '{name}', which is not a header Tether may set"
+            ));
+        }
+        if reqwest::header::HeaderValue::from_str(value).is_err() {
+            return Err(format!("'api_headers.{name}' is not a valid header value"));
+        }
     }
     if p.scope_separator.is_empty() {
         return Err("'scope_separator' must not be empty".into());
@@ -476,6 +497,42 @@ scopes = ["openid"]
                 .map(String::as_str),
             Some("offline")
         );
+    }
+
+    #[test]
+    fn api_headers_come_from_the_preset_or_the_file_and_reserved_ones_are_refused() {
+        let c = Catalogue::build(&settings(), None, &no_env).unwrap();
+        assert_eq!(
+            c.get("gohighlevel")
+                .unwrap()
+                .api_headers
+                .get("Version")
+                .map(String::as_str),
+            Some("2021-07-28")
+        );
+        let base = "[providers.acme]\ndisplay_name = \"Acme\"\nauthorize_url = \"https://a.example/auth\"\ntoken_url = \"https://a.example/token\"\n";
+        let ok = format!("{base}api_headers = {{ \"X-Api-Version\" = \"7\" }}\n");
+        let c = Catalogue::build(&settings(), Some(("p.toml", &ok)), &no_env).unwrap();
+        assert_eq!(
+            c.get("acme")
+                .unwrap()
+                .api_headers
+                .get("X-Api-Version")
+                .map(String::as_str),
+            Some("7")
+        );
+        for bad in [
+            "api_headers = { Authorization = \"Bearer x\" }",
+            "api_headers = { Host = \"evil.example\" }",
+            "api_headers = { \"bad header\" = \"1\" }",
+            "api_headers = { Version = \"a\\nb\" }",
+        ] {
+            let file = format!("{base}{bad}\n");
+            let err = Catalogue::build(&settings(), Some(("p.toml", &file)), &no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("api_headers"), "{bad}: {err}");
+        }
     }
 
     #[test]

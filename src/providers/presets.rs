@@ -41,6 +41,7 @@ pub(super) fn base(
         client_secret_env: format!("{upper}_CLIENT_SECRET"),
         keep_fields: Vec::new(),
         api_base_url: None,
+        api_headers: BTreeMap::new(),
         authorize_params: BTreeMap::new(),
         consent_params: consent_params(key),
         token_params: BTreeMap::new(),
@@ -109,6 +110,9 @@ pub fn all() -> Vec<Provider> {
             token_params: params(&[("user_type", "Location")]),
             api_base_url: Some("https://services.leadconnectorhq.com".into()),
             refresh_token_lifetime_days: Some(365),
+            // Every API call names the API version it was written against;
+            // calls without it are rejected (PROVIDERS.md).
+            api_headers: params(&[("Version", "2021-07-28")]),
             ..base(
                 "gohighlevel",
                 "GoHighLevel",

@@ -66,6 +66,10 @@ pub struct Provider {
     pub client_secret_env: String,
     pub keep_fields: Vec<String>,
     pub api_base_url: Option<String>,
+    /// Fixed headers every call to the provider's API carries (GoHighLevel's
+    /// `Version`): the proxy adds them, and the token API returns them for
+    /// callers that call the provider themselves.
+    pub api_headers: BTreeMap<String, String>,
     pub authorize_params: BTreeMap<String, String>,
     /// Authorize parameters that make the provider show its consent screen
     /// or account chooser instead of answering at once for an app already

@@ -416,6 +416,10 @@ struct TokenBody<'a> {
     metadata: &'a serde_json::Value,
     /// The account whose token this is.
     account: AccountBody<'a>,
+    /// Headers every call to this provider's API must carry (GoHighLevel's
+    /// `Version`), for callers that call the provider themselves.
+    #[schema(value_type = std::collections::HashMap<String, String>)]
+    api_headers: &'a std::collections::BTreeMap<String, String>,
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -425,7 +429,7 @@ struct AccountBody<'a> {
 }
 
 impl<'a> TokenBody<'a> {
-    fn of(opened: &'a Opened) -> TokenBody<'a> {
+    fn of(opened: &'a Opened, provider: &'a Provider) -> TokenBody<'a> {
         let row = &opened.row;
         TokenBody {
             access_token: opened.tokens.access_token.expose(),
@@ -443,6 +447,7 @@ impl<'a> TokenBody<'a> {
                 id: &row.account_id,
                 name: row.account_name.as_deref(),
             },
+            api_headers: &provider.api_headers,
         }
     }
 }
@@ -485,7 +490,7 @@ async fn token(
     let (tenant_id, provider) = caller.target(&state, &path).await?;
     let opened =
         crate::refresh::fresh_token(&state, &tenant_id, &provider, account, min_ttl).await?;
-    let body = TokenBody::of(&opened);
+    let body = TokenBody::of(&opened, &provider);
     state.metrics.token_api(started.elapsed().as_secs_f64());
     Ok(no_store(HttpResponse::Ok().json(body)))
 }

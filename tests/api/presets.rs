@@ -53,6 +53,7 @@ async fn status(app: &TestApp, key: &str) -> serde_json::Value {
 
 backend_tests!(
     gohighlevel_sends_user_type_and_keeps_location_and_company_as_metadata,
+    gohighlevel_api_calls_carry_its_version_header_through_the_proxy_and_the_token_api,
     instagram_strips_the_code_suffix_and_trades_for_a_long_lived_token,
     google_asks_for_offline_access_with_pkce,
     every_preset_whose_platform_documents_pkce_sends_an_s256_challenge,
@@ -339,4 +340,78 @@ async fn every_preset_whose_platform_documents_pkce_sends_an_s256_challenge(back
             );
         }
     }
+}
+
+async fn gohighlevel_api_calls_carry_its_version_header_through_the_proxy_and_the_token_api(
+    backend: Backend,
+) {
+    let fake = MockServer::start().await;
+    let base = fake.uri();
+    let app = app_with_preset(
+        backend,
+        "gohighlevel",
+        &format!(
+            "authorize_url = \"{base}/oauth/chooselocation\"\ntoken_url = \"{base}/oauth/token\"\napi_base_url = \"{base}\"\n"
+        ),
+    )
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": "ghl-at", "token_type": "Bearer", "expires_in": 86399,
+            "refresh_token": "ghl-rt", "locationId": "loc_123", "userType": "Location"
+        })))
+        .mount(&fake)
+        .await;
+    let url = authorize_url(&app, "gohighlevel").await;
+    let state = query_param(&url, "state").unwrap();
+    let res = app
+        .get(&format!("/oauth/gohighlevel/callback?code=c&state={state}"))
+        .await;
+    assert_eq!(res.status(), 303);
+    // GoHighLevel rejects a call without `Version`: the fake does too.
+    Mock::given(method("GET"))
+        .and(path("/contacts/"))
+        .and(wiremock::matchers::header("version", "2021-07-28"))
+        .and(wiremock::matchers::header("authorization", "Bearer ghl-at"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"contacts": []})))
+        .mount(&fake)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/contacts/"))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(serde_json::json!({"message": "Version header was not found"})),
+        )
+        .mount(&fake)
+        .await;
+    let key = app.api_key(None, false);
+    let service = reqwest::Client::new();
+    let res = service
+        .get(format!(
+            "{}/api/v1/tenants/acme/proxy/gohighlevel/contacts/",
+            app.address
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    let token: serde_json::Value = service
+        .get(format!(
+            "{}/api/v1/tenants/acme/connections/gohighlevel/token",
+            app.address
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(token["access_token"], "ghl-at");
+    assert_eq!(
+        token["api_headers"],
+        serde_json::json!({"Version": "2021-07-28"})
+    );
 }
