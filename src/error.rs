@@ -72,6 +72,7 @@ codes! {
     MethodNotAllowed => "method_not_allowed",
     NeedsReconnect => "needs_reconnect",
     NotFound => "not_found",
+    NotConnected => "not_connected",
     NotRefreshable => "not_refreshable",
     ProviderError => "provider_error",
     ProviderMisconfigured => "provider_misconfigured",
@@ -148,6 +149,16 @@ impl AppError {
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, Code::NotFound, message)
+    }
+    /// The tenant and provider exist, but the tenant has no connection to
+    /// it: distinct from an unknown tenant or provider, and saying how a
+    /// person connects it.
+    pub fn not_connected() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            Code::NotConnected,
+            "this tenant has not connected this provider; send a person a connect link (POST /api/v1/tenants/{tenant}/connect-links)",
+        )
     }
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(

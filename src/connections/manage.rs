@@ -27,7 +27,7 @@ pub async fn connection(
         Connection::lookup(c, &t, &p, a.as_deref())?
             .filter(|c| c.token_ciphertext.is_some())
             .ok_or_else(|| match a {
-                None => AppError::not_found("this provider is not connected"),
+                None => AppError::not_connected(),
                 Some(_) => unknown_account(),
             })
     })

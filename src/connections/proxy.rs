@@ -105,7 +105,7 @@ pub async fn forward(
         let fresh = crate::refresh::refresh_now(app, &row.id, actor, Some(seen)).await?;
         let tokens = fresh
             .tokens(&app.keys)?
-            .ok_or_else(|| AppError::not_found("this provider is not connected"))?;
+            .ok_or_else(AppError::not_connected)?;
         res = send(tokens.access_token.expose().clone())
             .await
             .map_err(unreachable)?;

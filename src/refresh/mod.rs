@@ -37,7 +37,7 @@ fn needs_reconnect() -> AppError {
 }
 
 fn not_connected() -> AppError {
-    AppError::not_found("this provider is not connected")
+    AppError::not_connected()
 }
 
 /// A connection whose lease we hold.

@@ -503,7 +503,7 @@ async fn deleting_the_last_account_answers_default_null_and_the_token_api_404s_u
     )
     .await;
     assert_eq!(code, 404, "{body}");
-    assert_eq!(body["error"]["message"], "this provider is not connected");
+    assert_eq!(body["error"]["code"], "not_connected");
     let doc = status(&app, &key, "").await;
     assert_eq!(doc["status"], "not_connected");
     assert_eq!(doc["accounts"], json!([]));

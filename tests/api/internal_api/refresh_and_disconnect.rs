@@ -92,5 +92,5 @@ async fn delete_revokes_at_the_provider_and_leaves_the_tenant_not_connected(back
     assert_eq!(acme["status"], "not_connected");
     assert!(app.acme_account("acme", ACCOUNT).token_ciphertext.is_none());
     let token = get(&app, &format!("{API}/acme/connections/acme/token"), &key).await;
-    assert_eq!(error_of(token).await, (404, "not_found".into()));
+    assert_eq!(error_of(token).await, (404, "not_connected".into()));
 }

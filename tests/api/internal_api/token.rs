@@ -204,6 +204,9 @@ async fn an_expired_token_while_the_provider_is_down_gets_503_with_retry_after(b
     assert_eq!(code, "refresh_failed");
 }
 
+/// A missing connection is `not_connected`, naming the connect-link route,
+/// distinct from an unknown tenant or provider (`not_found`): the chatbot
+/// can tell "ask the person to connect" from "wrong id".
 async fn a_tenant_without_a_connection_gets_404_for_its_token(backend: Backend) {
     let (app, fake, key) = unconnected(backend).await;
     for (m, p) in [
@@ -225,7 +228,18 @@ async fn a_tenant_without_a_connection_gets_404_for_its_token(backend: Backend) 
         ),
     ] {
         let res = send(&app, m.clone(), &p, &key, None).await;
-        assert_eq!(error_of(res).await, (404, "not_found".into()), "{m} {p}");
+        assert_eq!(res.status(), 404, "{m} {p}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_connected", "{m} {p}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("/connect-links"), "{message}");
+    }
+    for p in [
+        format!("{API}/nosuch/connections/acme/token"),
+        format!("{API}/acme/connections/nosuch/token"),
+    ] {
+        let res = send(&app, reqwest::Method::GET, &p, &key, None).await;
+        assert_eq!(error_of(res).await, (404, "not_found".into()), "{p}");
     }
     let status: Value = get(&app, &format!("{API}/acme/connections/acme"), &key)
         .await
