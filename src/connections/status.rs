@@ -5,7 +5,8 @@
 use crate::db::models::connection::{unknown_account, Connection, Status};
 use crate::db::DbConn;
 use crate::error::AppResult;
-use crate::ids::{ProviderKey, TenantId};
+use crate::ids::TenantId;
+use crate::providers::Provider;
 use chrono::NaiveDateTime;
 
 /// The status of one provider for a tenant: its default account (or the
@@ -21,6 +22,10 @@ pub struct StatusView {
     /// when a caller names no account).
     pub default: bool,
     pub scopes: Vec<String>,
+    /// Scopes the provider is now configured to ask for that this account
+    /// was not granted (the operator added some since): reconnecting grants
+    /// them.
+    pub missing_scopes: Vec<String>,
     #[schema(format = DateTime)]
     pub expires_at: Option<String>,
     #[schema(format = DateTime)]
@@ -115,17 +120,19 @@ fn iso(t: Option<NaiveDateTime>) -> Option<String> {
 
 impl StatusView {
     /// One account's view (`None`: not connected).
-    pub fn of(provider: &ProviderKey, c: Option<&Connection>) -> StatusView {
+    pub fn of(provider: &Provider, c: Option<&Connection>) -> StatusView {
         let live = c.filter(|c| c.token_ciphertext.is_some());
+        let scopes = live.map(Connection::scopes).unwrap_or_default();
         StatusView {
-            provider: provider.to_string(),
+            provider: provider.key.to_string(),
+            missing_scopes: live.map_or_else(Vec::new, |_| missing_scopes(provider, &scopes)),
             status: public_status(c),
             account: live.map(|c| AccountRef {
                 id: c.account_id.clone(),
                 name: c.account_name.clone(),
             }),
             default: live.is_some_and(|c| c.is_default),
-            scopes: live.map(Connection::scopes).unwrap_or_default(),
+            scopes,
             expires_at: iso(live.and_then(|c| c.expires_at)),
             last_refreshed_at: iso(live.and_then(|c| c.last_refreshed_at)),
             lapses_at: iso(live.and_then(|c| c.refresh_expires_at)),
@@ -137,7 +144,7 @@ impl StatusView {
 
     /// A provider's view: the default account's, plus every account (as
     /// [`Connection::accounts`] lists them, default first).
-    pub fn of_provider(provider: &ProviderKey, accounts: &[Connection]) -> StatusView {
+    pub fn of_provider(provider: &Provider, accounts: &[Connection]) -> StatusView {
         let default = accounts.first().filter(|c| c.is_default);
         StatusView {
             accounts: Some(
@@ -160,18 +167,75 @@ impl StatusView {
 pub fn load(
     c: &mut DbConn,
     tenant_id: &TenantId,
-    provider: &ProviderKey,
+    provider: &Provider,
     account: Option<&str>,
 ) -> AppResult<StatusView> {
     match account {
         Some(a) => {
-            let row =
-                Connection::for_account(c, tenant_id, provider, a)?.ok_or_else(unknown_account)?;
+            let row = Connection::for_account(c, tenant_id, &provider.key, a)?
+                .ok_or_else(unknown_account)?;
             Ok(StatusView::of(provider, Some(&row)))
         }
         None => Ok(StatusView::of_provider(
             provider,
-            &Connection::accounts(c, tenant_id, provider)?,
+            &Connection::accounts(c, tenant_id, &provider.key)?,
         )),
+    }
+}
+
+/// The provider's configured scopes that `granted` lacks. Google answers
+/// `email` and `profile` with their long names
+/// (`https://www.googleapis.com/auth/userinfo.email`), which count as them.
+pub fn missing_scopes(provider: &Provider, granted: &[String]) -> Vec<String> {
+    let has = |wanted: &str| {
+        granted.iter().any(|g| {
+            g == wanted
+                || (matches!(wanted, "email" | "profile")
+                    && g.strip_suffix(wanted)
+                        .is_some_and(|rest| rest.ends_with("/auth/userinfo.")))
+        })
+    };
+    provider
+        .scopes
+        .iter()
+        .filter(|s| !has(s))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_scopes_are_the_configured_ones_not_granted_with_googles_long_names_counting() {
+        let mut google = crate::providers::presets::all()
+            .into_iter()
+            .find(|p| p.key.as_str() == "google")
+            .unwrap();
+        google.scopes = vec![
+            "openid".into(),
+            "email".into(),
+            "https://www.googleapis.com/auth/webmasters.readonly".into(),
+        ];
+        let granted = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(missing_scopes(
+            &google,
+            &granted(&[
+                "openid",
+                "https://www.googleapis.com/auth/userinfo.email",
+                "https://www.googleapis.com/auth/webmasters.readonly"
+            ])
+        )
+        .is_empty());
+        assert_eq!(
+            missing_scopes(&google, &granted(&["openid", "email"])),
+            vec!["https://www.googleapis.com/auth/webmasters.readonly".to_string()]
+        );
+        assert_eq!(
+            missing_scopes(&google, &granted(&["openid", "https://evil.example/email"]))[0],
+            "email",
+            "only Google's own long name counts"
+        );
     }
 }

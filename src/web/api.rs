@@ -9,7 +9,7 @@ use crate::db::models::api_key::ApiKey;
 use crate::db::models::event::Actor;
 use crate::db::models::tenant::Tenant;
 use crate::error::{AppError, AppResult, Code, ErrorBody};
-use crate::ids::{ExternalTenantId, ProviderKey, TenantId};
+use crate::ids::{ExternalTenantId, TenantId};
 use crate::providers::Provider;
 use crate::refresh::cache::Opened;
 use actix_web::dev::Payload;
@@ -338,16 +338,17 @@ async fn list(
     path: web::Path<TenantPath>,
 ) -> AppResult<HttpResponse> {
     let tenant_id = caller.tenant(&state, &path.tenant).await?;
-    let keys: Vec<ProviderKey> = state
+    let providers: Vec<_> = state
         .providers
         .all()
         .filter(|p| p.enabled())
-        .map(|p| p.key.clone())
+        .cloned()
         .collect();
     let connections = state
         .db(move |c| {
-            keys.iter()
-                .map(|k| status::load(c, &tenant_id, k, None))
+            providers
+                .iter()
+                .map(|p| status::load(c, &tenant_id, p, None))
                 .collect::<AppResult<Vec<_>>>()
         })
         .await?;
@@ -381,9 +382,8 @@ async fn provider_status(
 ) -> AppResult<HttpResponse> {
     let account = account_param(query.account.as_deref())?.map(str::to_string);
     let (tenant_id, provider) = caller.target(&state, &path).await?;
-    let key = provider.key.clone();
     let doc = state
-        .db(move |c| status::load(c, &tenant_id, &key, account.as_deref()))
+        .db(move |c| status::load(c, &tenant_id, &provider, account.as_deref()))
         .await?;
     Ok(no_store(HttpResponse::Ok().json(doc)))
 }
@@ -412,6 +412,9 @@ struct TokenBody<'a> {
     expires_in: Option<i64>,
     #[schema(value_type = Vec<String>)]
     scopes: &'a [String],
+    /// Scopes the provider now asks for that this grant lacks: a person
+    /// must reconnect to grant them.
+    missing_scopes: Vec<String>,
     #[schema(value_type = Object)]
     metadata: &'a serde_json::Value,
     /// The account whose token this is.
@@ -442,6 +445,7 @@ impl<'a> TokenBody<'a> {
                 .expires_at
                 .map(|t| (t - crate::db::now()).num_seconds().max(0)),
             scopes: &opened.scopes,
+            missing_scopes: status::missing_scopes(provider, &opened.scopes),
             metadata: &opened.metadata,
             account: AccountBody {
                 id: &row.account_id,
@@ -523,7 +527,7 @@ async fn refresh(
     let (tenant_id, provider) = caller.target(&state, &path).await?;
     let fresh = manage::refresh(&state, &tenant_id, &provider, account, &caller.actor()).await?;
     Ok(no_store(
-        HttpResponse::Ok().json(StatusView::of(&provider.key, Some(&fresh))),
+        HttpResponse::Ok().json(StatusView::of(&provider, Some(&fresh))),
     ))
 }
 
@@ -612,9 +616,9 @@ async fn set_default(
     let account = account_param(Some(&body.account))?.unwrap_or_default();
     let (tenant_id, provider) = caller.target(&state, &path).await?;
     manage::choose_default(&state, &tenant_id, &provider, account, &caller.actor()).await?;
-    let key = provider.key.clone();
+    let p = provider.clone();
     let doc = state
-        .db(move |c| status::load(c, &tenant_id, &key, None))
+        .db(move |c| status::load(c, &tenant_id, &p, None))
         .await?;
     Ok(no_store(HttpResponse::Ok().json(doc)))
 }

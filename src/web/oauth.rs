@@ -380,7 +380,7 @@ async fn status(
 ) -> AppResult<HttpResponse> {
     let provider = state.enabled_provider(&path)?;
     let account = account_param(query.account.as_deref())?.map(str::to_string);
-    let (t, p) = (admin.tenant_id.clone(), provider.key.clone());
+    let (t, p) = (admin.tenant_id.clone(), provider.clone());
     let doc = state
         .db(move |c| status::load(c, &t, &p, account.as_deref()))
         .await?;

@@ -206,6 +206,8 @@ pub struct Card {
     /// Every connected account, the default first.
     pub accounts: Vec<AccountCard>,
     pub has_tokens: bool,
+    /// Some account lacks scopes the provider now asks for.
+    pub needs_new_permissions: bool,
     /// Connected by a site instance id instead of a sign-in page (Wix apps).
     pub by_instance: bool,
     /// Whether its tokens can be refreshed (WordPress.com's never expire).
@@ -222,6 +224,8 @@ pub struct AccountCard {
     pub is_default: bool,
     pub status: PublicStatus,
     pub scopes: Vec<String>,
+    /// Scopes asked for now that this account was not granted.
+    pub missing_scopes: Vec<String>,
     pub expires_at: Option<String>,
     pub last_refreshed_at: Option<String>,
     pub last_error: Option<String>,
@@ -260,6 +264,7 @@ fn account_card(view: StatusView) -> AccountCard {
         is_default: view.default,
         status: view.status,
         scopes: view.scopes,
+        missing_scopes: view.missing_scopes,
         expires_at: shown(&view.expires_at, MINUTE),
         last_refreshed_at: shown(&view.last_refreshed_at, MINUTE),
         last_error: view.last_error,
@@ -281,12 +286,14 @@ fn card(
     accounts: Vec<StatusView>,
     events: Vec<Event>,
 ) -> Card {
+    let accounts: Vec<AccountCard> = accounts.into_iter().map(account_card).collect();
     Card {
         key: provider.key.to_string(),
+        needs_new_permissions: accounts.iter().any(|a| !a.missing_scopes.is_empty()),
         name: provider.display_name.clone(),
         status: view.status,
         has_tokens: !accounts.is_empty(),
-        accounts: accounts.into_iter().map(account_card).collect(),
+        accounts,
         by_instance: provider.flow == Flow::ClientCredentials,
         refreshable: provider.refresh != crate::providers::RefreshStyle::None,
         events: events
@@ -316,8 +323,8 @@ async fn cards(state: &App, tenant_id: &str, only: Option<&str>) -> Result<Vec<C
             for p in &providers {
                 let accounts = Connection::accounts(c, &tenant_id, &p.key)?;
                 let events = Event::recent(c, &tenant_id, &p.key, 5)?;
-                let view = StatusView::of_provider(&p.key, &accounts);
-                let each = accounts.iter().map(|a| StatusView::of(&p.key, Some(a)));
+                let view = StatusView::of_provider(p, &accounts);
+                let each = accounts.iter().map(|a| StatusView::of(p, Some(a)));
                 out.push(card(p, view, each.collect(), events));
             }
             Ok(out)

@@ -259,7 +259,7 @@ async fn reconnecting_replaces_the_tokens_and_records_a_reconnect(backend: Backe
         "{page}"
     );
     assert!(
-        page.contains("Reconnect<span"),
+        page.contains(r#"data-action="connect">Reconnect"#),
         "the button offers a reconnect"
     );
 }

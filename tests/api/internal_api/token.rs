@@ -21,6 +21,7 @@ backend_tests!(
     a_still_valid_token_is_handed_out_while_the_provider_fails_to_refresh_it,
     an_expired_token_while_the_provider_is_down_gets_503_with_retry_after,
     a_tenant_without_a_connection_gets_404_for_its_token,
+    scopes_added_since_the_grant_are_listed_as_missing_and_the_card_asks_to_reconnect,
 );
 
 /// Makes the stored access token expire `secs` seconds from now (negative: ago).
@@ -248,4 +249,60 @@ async fn a_tenant_without_a_connection_gets_404_for_its_token(backend: Backend) 
         .unwrap();
     assert_eq!(status["status"], "not_connected");
     assert_eq!(fake.calls().await, 0);
+}
+
+/// The provider asks for `contacts.read contacts.write`; the fake grants only
+/// `contacts.read` (as an operator who added a scope after the tenant
+/// connected would see): the token, the status and the card say so.
+async fn scopes_added_since_the_grant_are_listed_as_missing_and_the_card_asks_to_reconnect(
+    backend: Backend,
+) {
+    let (app, _fake, key) = connected(backend).await;
+    let token: Value = get(&app, &format!("{API}/acme/connections/acme/token"), &key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(token["scopes"], json!(["contacts.read"]));
+    assert_eq!(token["missing_scopes"], json!(["contacts.write"]));
+    let status: Value = get(&app, &format!("{API}/acme/connections/acme"), &key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["missing_scopes"], json!(["contacts.write"]));
+    let page = app
+        .get("/settings/integrations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Reconnect to grant new permissions"),
+        "{page}"
+    );
+    assert!(page.contains("<code>contacts.write</code>"), "{page}");
+
+    // Granted in full (a reconnect with the new scope): nothing is missing.
+    let id = app.acme_account("acme", ACCOUNT).id;
+    diesel::update(connections::table.find(&id))
+        .set(connections::scopes.eq(r#"["contacts.read","contacts.write"]"#))
+        .execute(&mut app.conn())
+        .unwrap();
+    let status: Value = get(&app, &format!("{API}/acme/connections/acme"), &key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["missing_scopes"], json!([]));
+    let page = app
+        .get("/settings/integrations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !page.contains("Reconnect to grant new permissions"),
+        "{page}"
+    );
 }
