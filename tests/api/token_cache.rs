@@ -144,7 +144,7 @@ async fn another_instances_refresh_and_disconnect_are_seen_by_the_very_next_toke
     let res = a.token(&key, "acme").await;
     assert_eq!(res.status(), 404);
     let body: serde_json::Value = res.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    assert_eq!(body["error"]["code"], "not_connected", "{body}");
 }
 
 #[derive(diesel::QueryableByName)]
