@@ -1,4 +1,4 @@
-//! The CRM's handoff of a signed-in admin: `GET /sso?token=...`.
+//! The CRM's handoff of a signed-in admin: `POST /sso` with form field `token`.
 //!
 //! A token is `base64url(claims JSON) "." base64url(HMAC-SHA256(secret, first part))`
 //! with claims `{"tenant": "<external id>", "email": "...", "exp": <unix seconds>,

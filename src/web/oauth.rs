@@ -209,6 +209,14 @@ fn finish(session: &Session, done: Completion) -> PageResult<HttpResponse> {
     Ok(redirect_no_referrer(&done.return_to))
 }
 
+/// No install artefact came with the request or is kept in the session.
+fn no_install() -> AppError {
+    AppError::bad_request(
+        Code::InvalidInstall,
+        "Open the app from your site's dashboard to connect the site.",
+    )
+}
+
 #[derive(serde::Deserialize)]
 struct InstallQuery {
     instance: Option<String>,
@@ -241,15 +249,12 @@ async fn install_page(
     let provider = state.enabled_provider(&path)?;
     let instance = match &query.instance {
         Some(i) => i.clone(),
-        None => session::pending_install(&session, &provider.key).ok_or_else(|| {
-            AppError::bad_request(
-                Code::InvalidInstall,
-                "Open the app from your site's dashboard to connect the site.",
-            )
-        })?,
+        None => session::pending_install(&session, &provider.key).ok_or_else(no_install)?,
     };
     let signed = connect::verify_install(&provider, &instance)?;
-    session::keep_install(&session, &provider.key, &instance)?;
+    if query.instance.is_some() {
+        session::keep_install(&session, &provider.key, &instance)?;
+    }
     let Some(admin) = admin else {
         return Ok(redirect_no_referrer(&format!(
             "/login?next=/oauth/{}/install",
@@ -285,12 +290,8 @@ async fn install(
 ) -> PageResult<HttpResponse> {
     rate_limit(&state, &req)?;
     let provider = state.enabled_provider(&path)?;
-    let instance = session::pending_install(&admin.session, &provider.key).ok_or_else(|| {
-        AppError::bad_request(
-            Code::InvalidInstall,
-            "Open the app from your site's dashboard to connect the site.",
-        )
-    })?;
+    let instance =
+        session::pending_install(&admin.session, &provider.key).ok_or_else(no_install)?;
     let message = connect::install(
         &state,
         provider,

@@ -358,28 +358,13 @@ async fn saved_cookie(browser: &Browser) -> String {
         .to_string()
 }
 
-/// Opens the dashboard with nothing but `cookie`, as a thief would.
-async fn dashboard_with(app: &TestApp, cookie: &str) -> u16 {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .get(format!("{}/settings/integrations", app.address))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 async fn a_cookie_saved_before_sign_out_is_refused_after_it(backend: Backend) {
     let app = app_with_admin(backend).await;
     let browser = Browser::new(&app);
     assert_eq!(browser.login(OWNER, PASSWORD).await.status(), 303);
     let copied = saved_cookie(&browser).await;
     assert_eq!(
-        dashboard_with(&app, &copied).await,
+        app.dashboard_with(&copied).await,
         200,
         "the copy works while signed in"
     );
@@ -392,14 +377,14 @@ async fn a_cookie_saved_before_sign_out_is_refused_after_it(backend: Backend) {
         303
     );
     assert_eq!(
-        dashboard_with(&app, &copied).await,
+        app.dashboard_with(&copied).await,
         303,
         "the copy ends with sign-out"
     );
     // Signing in again makes a new session; the old copy stays refused.
     assert_eq!(browser.login(OWNER, PASSWORD).await.status(), 303);
     assert_eq!(browser.get("/settings/integrations").await.status(), 200);
-    assert_eq!(dashboard_with(&app, &copied).await, 303);
+    assert_eq!(app.dashboard_with(&copied).await, 303);
 }
 
 async fn signing_out_everywhere_or_removing_the_user_ends_every_copy(backend: Backend) {
@@ -412,13 +397,13 @@ async fn signing_out_everywhere_or_removing_the_user_ends_every_copy(backend: Ba
     let out = app.run_cli(&["user", "sign-out", OWNER]);
     assert!(out.status.success(), "{out:?}");
     for copy in &copies {
-        assert_eq!(dashboard_with(&app, copy).await, 303);
+        assert_eq!(app.dashboard_with(copy).await, 303);
     }
     assert_eq!(laptop.login(OWNER, PASSWORD).await.status(), 303);
     let copy = saved_cookie(&laptop).await;
     let out = app.run_cli(&["user", "remove", OWNER]);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(dashboard_with(&app, &copy).await, 303);
+    assert_eq!(app.dashboard_with(&copy).await, 303);
     assert!(User::by_email(&mut app.conn(), OWNER).unwrap().is_none());
     let out = app.run_cli(&["user", "remove", OWNER]);
     assert!(!out.status.success(), "removing nobody is an error");

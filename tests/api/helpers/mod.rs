@@ -254,6 +254,22 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The dashboard's status code for a request carrying only `cookie`
+    /// (as a thief replaying a copied cookie would send it).
+    pub async fn dashboard_with(&self, cookie: &str) -> u16 {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(format!("{}/settings/integrations", self.address))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// Runs the `tether` binary against this app's database.
     pub fn run_cli(&self, args: &[&str]) -> std::process::Output {
         run(tether(&self.db, KEY_K1).args(args), "")

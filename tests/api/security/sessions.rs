@@ -43,20 +43,6 @@ fn forged_session(app: &TestApp, age: i64, idle: i64) -> String {
     format!("tether_session={}", cookie.value())
 }
 
-async fn dashboard_with(app: &TestApp, cookie: &str) -> u16 {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .get(format!("{}/settings/integrations", app.address))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 async fn a_session_past_its_absolute_or_idle_limit_is_refused(backend: Backend) {
     let fake = FakeProvider::start().await;
     let app = spawn_app_with_provider(backend, &fake, "post").await;
@@ -64,27 +50,30 @@ async fn a_session_past_its_absolute_or_idle_limit_is_refused(backend: Backend) 
     let hour = 3600;
     // The forgery is what the server makes: a fresh one opens the dashboard.
     assert_eq!(
-        dashboard_with(&app, &forged_session(&app, hour, 60)).await,
+        app.dashboard_with(&forged_session(&app, hour, 60)).await,
         200
     );
     // Defaults: 12 hours from sign-in, 2 hours without a request.
     assert_eq!(
-        dashboard_with(&app, &forged_session(&app, 11 * hour, 60)).await,
+        app.dashboard_with(&forged_session(&app, 11 * hour, 60))
+            .await,
         200
     );
     assert_eq!(
-        dashboard_with(&app, &forged_session(&app, 12 * hour + 60, 60)).await,
+        app.dashboard_with(&forged_session(&app, 12 * hour + 60, 60))
+            .await,
         303
     );
     assert_eq!(
-        dashboard_with(&app, &forged_session(&app, 3 * hour, 2 * hour + 60)).await,
+        app.dashboard_with(&forged_session(&app, 3 * hour, 2 * hour + 60))
+            .await,
         303
     );
     // A session of an earlier generation (its user signed out since) is refused.
     let stale = forged_session(&app, hour, 60);
     let user = User::by_email(&mut app.conn(), OWNER).unwrap().unwrap();
     assert!(User::end_sessions(&mut app.conn(), &user.id).unwrap());
-    assert_eq!(dashboard_with(&app, &stale).await, 303);
+    assert_eq!(app.dashboard_with(&stale).await, 303);
 }
 
 async fn limits_are_configurable(backend: Backend) {
@@ -98,15 +87,15 @@ async fn limits_are_configurable(backend: Backend) {
     .await;
     app.create_admin("acme", OWNER);
     assert_eq!(
-        dashboard_with(&app, &forged_session(&app, 500, 60)).await,
+        app.dashboard_with(&forged_session(&app, 500, 60)).await,
         200
     );
     assert_eq!(
-        dashboard_with(&app, &forged_session(&app, 3660, 60)).await,
+        app.dashboard_with(&forged_session(&app, 3660, 60)).await,
         303
     );
     assert_eq!(
-        dashboard_with(&app, &forged_session(&app, 1200, 660)).await,
+        app.dashboard_with(&forged_session(&app, 1200, 660)).await,
         303
     );
 }
