@@ -3,7 +3,7 @@
 
 use super::token::TokenResponse;
 use crate::crypto::Secret;
-use crate::providers::{ClientAuth, Provider, RefreshStyle};
+use crate::providers::{ClientAuth, Identity, Provider, RefreshStyle};
 use reqwest::header::{ACCEPT, RETRY_AFTER};
 use serde_json::Value;
 use std::time::Duration;
@@ -370,18 +370,31 @@ pub async fn revoke(
     }
 }
 
-/// Fetches the provider's identity document with the access token.
+/// Fetches the provider's identity document for a fresh token set: `None`
+/// when the provider has no lookup, or its URL needs a field the token
+/// response lacks (a GoHighLevel agency token has no location).
 pub async fn identity(
     http: &reqwest::Client,
     provider: &Provider,
     access_token: &str,
+    token_response: &Value,
 ) -> Result<Option<Value>, ProviderError> {
-    let Some(url) = provider.userinfo_url.as_deref() else {
+    let Some(url) = provider.identity_url(token_response) else {
         return Ok(None);
     };
-    let res = http
-        .get(url)
-        .bearer_auth(access_token)
+    let req = match provider.identity {
+        Identity::Bearer => with_api_headers(http.get(&url), provider).bearer_auth(access_token),
+        Identity::Introspect => token_post(
+            http,
+            provider,
+            &url,
+            vec![
+                ("token".to_string(), access_token.to_string()),
+                ("token_type_hint".to_string(), "access_token".to_string()),
+            ],
+        )?,
+    };
+    let res = req
         .header(ACCEPT, "application/json")
         .send()
         .await
@@ -393,6 +406,16 @@ pub async fn identity(
     serde_json::from_slice(&body)
         .map(Some)
         .map_err(|_| ProviderError::transient("the identity endpoint did not answer JSON"))
+}
+
+/// A request to the provider's API with the fixed headers it requires.
+pub fn with_api_headers(
+    req: reqwest::RequestBuilder,
+    provider: &Provider,
+) -> reqwest::RequestBuilder {
+    provider.api_headers.iter().fold(req, |req, (name, value)| {
+        req.header(name.as_str(), value.as_str())
+    })
 }
 
 #[cfg(test)]

@@ -308,20 +308,7 @@ pub async fn exchange(
     )
     .await
     .map_err(|e| provider_failure(provider, e))?;
-    let identity = client::identity(http, provider, response.tokens.access_token.expose())
-        .await
-        .map_err(|e| provider_failure(provider, e))?;
-    let lookup = |pointer: &Option<String>| {
-        pointer.as_deref().and_then(|p| {
-            identity
-                .as_ref()
-                .and_then(|doc| pointer_str(doc, p))
-                .or_else(|| pointer_str(&response.raw, p))
-        })
-    };
-    // Without an identity, the provider has one account per tenant.
-    let account_id = lookup(&provider.account_id).unwrap_or_else(|| "default".into());
-    let account_name = lookup(&provider.account_name);
+    let (account_id, account_name) = identify(http, provider, &response).await?;
     let scopes = response
         .scopes
         .clone()
@@ -333,6 +320,60 @@ pub async fn exchange(
         account_name,
         scopes,
         metadata,
+    })
+}
+
+/// The account a fresh token set belongs to: its id and name, from the
+/// provider's identity lookup, else the token response. A lookup that fails
+/// costs only the name when the token response names the account (a
+/// GoHighLevel app not granted `locations.readonly`): the code is spent, and
+/// losing the connection for a name would be worse.
+pub async fn identify(
+    http: &reqwest::Client,
+    provider: &Provider,
+    response: &TokenResponse,
+) -> AppResult<(String, Option<String>)> {
+    let from_token =
+        |pointers: &[String]| pointers.iter().find_map(|p| pointer_str(&response.raw, p));
+    let identity = match client::identity(
+        http,
+        provider,
+        response.tokens.access_token.expose(),
+        &response.raw,
+    )
+    .await
+    {
+        Ok(doc) => doc,
+        Err(e) if from_token(&provider.account_id).is_some() => {
+            log::warn!(
+                "provider={}: the account lookup failed, so the account is shown by its id: {e}",
+                provider.key
+            );
+            None
+        }
+        Err(e) => return Err(provider_failure(provider, e)),
+    };
+    let find = |pointer: &str| {
+        identity
+            .as_ref()
+            .and_then(|doc| pointer_str(doc, pointer))
+            .or_else(|| pointer_str(&response.raw, pointer))
+    };
+    let account_id = provider.account_id.iter().find_map(|p| find(p));
+    let name = provider.account_name.as_deref().and_then(find);
+    let label = provider.account_label.as_deref().and_then(find);
+    let account_name = match (name, label) {
+        (Some(name), Some(label)) => Some(format!("{name} ({label})")),
+        (name, label) => name.or(label),
+    };
+    Ok(match account_id {
+        Some(id) => (id, account_name),
+        // Without an identity, the provider has one account per tenant:
+        // named after the provider rather than "default".
+        None => (
+            "default".into(),
+            account_name.or_else(|| Some(provider.display_name.clone())),
+        ),
     })
 }
 
@@ -356,9 +397,14 @@ pub async fn connect_instance(
     let response = client::client_credentials(http, provider, instance_id)
         .await
         .map_err(|e| provider_failure(provider, e))?;
-    let identity = client::identity(http, provider, response.tokens.access_token.expose())
-        .await
-        .map_err(|e| provider_failure(provider, e))?;
+    let identity = client::identity(
+        http,
+        provider,
+        response.tokens.access_token.expose(),
+        &response.raw,
+    )
+    .await
+    .map_err(|e| provider_failure(provider, e))?;
     let account_name = provider
         .account_name
         .as_deref()

@@ -5,7 +5,7 @@
 pub mod presets;
 mod provider;
 
-pub use provider::{ClientAuth, Flow, Provider, RefreshStyle};
+pub use provider::{ClientAuth, Flow, Identity, Provider, RefreshStyle};
 
 use crate::config::Settings;
 use crate::crypto::Secret;
@@ -43,8 +43,10 @@ struct ProviderToml {
     token_url: Option<String>,
     revocation_url: Option<String>,
     userinfo_url: Option<String>,
-    account_id: Option<String>,
+    identity: Option<Identity>,
+    account_id: Option<OneOrMany>,
     account_name: Option<String>,
+    account_label: Option<String>,
     issuer: Option<String>,
     /// The RFC 8414 metadata name is accepted too, so that a value can be
     /// copied from the provider's discovery document as it is.
@@ -65,6 +67,23 @@ struct ProviderToml {
     refresh: Option<RefreshStyle>,
     refresh_token_lifetime_days: Option<i64>,
     rotates_refresh_tokens: Option<bool>,
+}
+
+/// A string, or a list of them (`account_id = "/sub"` or `["/a", "/b"]`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -230,13 +249,17 @@ fn merge(mut p: Provider, t: ProviderToml) -> Provider {
         token_params,
         refresh,
         rotates_refresh_tokens,
-        iss_required
+        iss_required,
+        identity
     );
+    if let Some(ids) = t.account_id {
+        p.account_id = ids.into_vec();
+    }
     set_opt!(
         revocation_url,
         userinfo_url,
-        account_id,
         account_name,
+        account_label,
         issuer,
         api_base_url,
         refresh_token_lifetime_days
@@ -280,14 +303,21 @@ fn validate(p: &Provider) -> Result<(), String> {
             }
         }
     }
-    for (name, ptr) in [
-        ("account_id", &p.account_id),
-        ("account_name", &p.account_name),
-    ] {
+    let pointers = p.account_id.iter().map(|ptr| ("account_id", Some(ptr)));
+    let named = [
+        ("account_name", p.account_name.as_ref()),
+        ("account_label", p.account_label.as_ref()),
+    ];
+    for (name, ptr) in pointers.chain(named) {
         if let Some(ptr) = ptr {
             if !ptr.is_empty() && !ptr.starts_with('/') {
                 return Err(format!("'{name}' must be a JSON pointer such as \"/sub\""));
             }
+        }
+    }
+    if let Some(url) = &p.userinfo_url {
+        if let Err(e) = provider::placeholders(url) {
+            return Err(format!("'userinfo_url': {e}"));
         }
     }
     for name in [&p.client_id_env, &p.client_secret_env] {
@@ -376,6 +406,50 @@ mod tests {
             assert!(validate(p).is_ok(), "{key}: {:?}", validate(p));
         }
         assert!(c.enabled("demo").is_some());
+    }
+
+    #[test]
+    fn a_providers_file_sets_account_lookups_and_names_a_malformed_one() {
+        let file = r#"
+[providers.acme]
+display_name = "Acme CRM"
+authorize_url = "https://auth.acme.example/authorize"
+token_url = "https://auth.acme.example/token"
+userinfo_url = "https://auth.acme.example/introspect"
+identity = "introspect"
+account_id = ["/org_id", "/user_id"]
+account_name = "/user"
+account_label = "/org_domain"
+
+[providers.bing]
+account_id = "/site"
+"#;
+        let c = Catalogue::build(&settings(), Some(("p.toml", file)), &no_env).unwrap();
+        let acme = c.get("acme").unwrap();
+        assert_eq!(acme.identity, Identity::Introspect);
+        assert_eq!(acme.account_id, ["/org_id", "/user_id"]);
+        assert_eq!(acme.account_label.as_deref(), Some("/org_domain"));
+        assert_eq!(c.get("bing").unwrap().account_id, ["/site"]);
+        for (bad, says) in [
+            (
+                "userinfo_url = \"https://x.example/{loc\"",
+                "'userinfo_url'",
+            ),
+            (
+                "account_id = [\"sub\"]",
+                "'account_id' must be a JSON pointer",
+            ),
+            (
+                "account_label = \"domain\"",
+                "'account_label' must be a JSON pointer",
+            ),
+        ] {
+            let file = format!("[providers.hubspot]\n{bad}\n");
+            let err = Catalogue::build(&settings(), Some(("p.toml", &file)), &no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! confirm it (HubSpot, Calendly, Google, Spotify, Microsoft: PROVIDERS.md).
 //! Each preset that turns it off says why; a test keeps the list in step.
 
-use super::provider::{ClientAuth, Flow, Provider, RefreshStyle};
+use super::provider::{ClientAuth, Flow, Identity, Provider, RefreshStyle};
 use crate::config::Settings;
 use crate::ids::ProviderKey;
 use std::collections::BTreeMap;
@@ -27,8 +27,10 @@ pub(super) fn base(
         token_url: token_url.into(),
         revocation_url: None,
         userinfo_url: None,
-        account_id: None,
+        identity: Identity::Bearer,
+        account_id: Vec::new(),
         account_name: None,
+        account_label: None,
         issuer: None,
         // No platform of the catalogue documents RFC 9207 (PROVIDERS.md); a
         // providers file turns it on (`iss_required = true`) for one that does.
@@ -93,11 +95,19 @@ pub fn all() -> Vec<Provider> {
             // unknown parameter may be refused; `pkce = true` in the
             // providers file turns it on.
             pkce: false,
+            // `locations.readonly` names the location: without it (a
+            // providers file that drops it, or an app not granted it) the
+            // lookup is refused and the connection shows the location id.
             scopes: strings(&[
                 "contacts.readonly",
                 "contacts.write",
                 "conversations/message.write",
+                "locations.readonly",
             ]),
+            userinfo_url: Some(
+                "https://services.leadconnectorhq.com/locations/{locationId}".into(),
+            ),
+            account_name: Some("/location/name".into()),
             keep_fields: strings(&[
                 "locationId",
                 "companyId",
@@ -106,7 +116,9 @@ pub fn all() -> Vec<Provider> {
                 "approvedLocations",
                 "planId",
             ]),
-            account_id: Some("/locationId".into()),
+            // A location token names its location; an agency's (Company)
+            // token only its company.
+            account_id: strings(&["/locationId", "/companyId"]),
             token_params: params(&[("user_type", "Location")]),
             api_base_url: Some("https://services.leadconnectorhq.com".into()),
             refresh_token_lifetime_days: Some(365),
@@ -124,6 +136,14 @@ pub fn all() -> Vec<Provider> {
             revocation_url: Some("https://api.hubapi.com/oauth/v3/token/revoke".into()),
             scopes: strings(&["oauth", "crm.objects.contacts.read"]),
             keep_fields: strings(&["hub_id", "hub_domain"]),
+            // Token introspection names the hub and the user who connected
+            // it (PROVIDERS.md); the v3 endpoint takes the token in the body,
+            // never in a URL. The token response's hub id is the fallback.
+            userinfo_url: Some("https://api.hubapi.com/oauth/v3/token/introspect".into()),
+            identity: Identity::Introspect,
+            account_id: strings(&["/hub_id", "/hubId"]),
+            account_name: Some("/user".into()),
+            account_label: Some("/hub_domain".into()),
             api_base_url: Some("https://api.hubapi.com".into()),
             ..base(
                 "hubspot",
@@ -136,7 +156,7 @@ pub fn all() -> Vec<Provider> {
             client_auth: ClientAuth::Basic,
             revocation_url: Some("https://auth.calendly.com/oauth/revoke".into()),
             userinfo_url: Some("https://api.calendly.com/users/me".into()),
-            account_id: Some("/resource/uri".into()),
+            account_id: strings(&["/resource/uri"]),
             account_name: Some("/resource/name".into()),
             keep_fields: strings(&["owner", "organization"]),
             api_base_url: Some("https://api.calendly.com".into()),
@@ -150,7 +170,7 @@ pub fn all() -> Vec<Provider> {
         Provider {
             revocation_url: Some("https://oauth2.googleapis.com/revoke".into()),
             userinfo_url: Some("https://openidconnect.googleapis.com/v1/userinfo".into()),
-            account_id: Some("/sub".into()),
+            account_id: strings(&["/sub"]),
             account_name: Some("/email".into()),
             issuer: Some("https://accounts.google.com".into()),
             scopes: strings(&[
@@ -171,7 +191,7 @@ pub fn all() -> Vec<Provider> {
         Provider {
             client_auth: ClientAuth::Basic,
             userinfo_url: Some("https://api.spotify.com/v1/me".into()),
-            account_id: Some("/id".into()),
+            account_id: strings(&["/id"]),
             account_name: Some("/display_name".into()),
             scopes: strings(&["user-read-email"]),
             api_base_url: Some("https://api.spotify.com".into()),
@@ -189,7 +209,7 @@ pub fn all() -> Vec<Provider> {
             // (PROVIDERS.md: unconfirmed); `pkce = true` turns it on.
             pkce: false,
             userinfo_url: Some("https://graph.instagram.com/me?fields=user_id,username".into()),
-            account_id: Some("/user_id".into()),
+            account_id: strings(&["/user_id"]),
             account_name: Some("/username".into()),
             scopes: strings(&["instagram_business_basic"]),
             scope_separator: ",".into(),
@@ -205,7 +225,7 @@ pub fn all() -> Vec<Provider> {
         },
         Provider {
             userinfo_url: Some("https://graph.microsoft.com/v1.0/me".into()),
-            account_id: Some("/id".into()),
+            account_id: strings(&["/id"]),
             account_name: Some("/userPrincipalName".into()),
             scopes: strings(&["offline_access", "User.Read"]),
             api_base_url: Some("https://graph.microsoft.com".into()),
@@ -235,7 +255,7 @@ pub fn all() -> Vec<Provider> {
             // confirm it (PROVIDERS.md: unconfirmed); `pkce = true` turns it on.
             pkce: false,
             userinfo_url: Some("https://public-api.wordpress.com/rest/v1/me".into()),
-            account_id: Some("/ID".into()),
+            account_id: strings(&["/ID"]),
             account_name: Some("/username".into()),
             scopes: strings(&["global"]),
             keep_fields: strings(&["blog_id", "blog_url"]),
@@ -254,7 +274,7 @@ pub fn all() -> Vec<Provider> {
             pkce: false,
             client_auth: ClientAuth::Json,
             userinfo_url: Some("https://www.wixapis.com/apps/v1/instance".into()),
-            account_id: Some("/instance/instanceId".into()),
+            account_id: strings(&["/instance/instanceId"]),
             account_name: Some("/site/url".into()),
             api_base_url: Some("https://www.wixapis.com".into()),
             refresh: RefreshStyle::ClientCredentials,
@@ -271,7 +291,7 @@ pub fn demo(settings: &Settings) -> Provider {
     Provider {
         revocation_url: Some(format!("{base_url}/demo/oauth/revoke")),
         userinfo_url: Some(format!("{base_url}/demo/api/me")),
-        account_id: Some("/id".into()),
+        account_id: strings(&["/id"]),
         account_name: Some("/name".into()),
         issuer: Some(format!("{base_url}/demo")),
         // Ours: every answer of the demo server carries `iss`.
@@ -296,6 +316,29 @@ pub fn demo(settings: &Settings) -> Provider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_urls_fill_placeholders_from_the_token_response_and_only_with_plain_ids() {
+        use serde_json::json;
+        let mut p = all()
+            .into_iter()
+            .find(|p| p.key.as_str() == "gohighlevel")
+            .unwrap();
+        assert_eq!(
+            p.identity_url(&json!({"locationId": "loc_123"})).as_deref(),
+            Some("https://services.leadconnectorhq.com/locations/loc_123")
+        );
+        // An agency token has no location: no lookup.
+        assert_eq!(p.identity_url(&json!({"companyId": "c_9"})), None);
+        for odd in ["../admin", "a/b", "a?b", "", ".."] {
+            assert_eq!(p.identity_url(&json!({ "locationId": odd })), None, "{odd}");
+        }
+        p.userinfo_url = Some("https://api.example/me".into());
+        assert_eq!(
+            p.identity_url(&json!({})).as_deref(),
+            Some("https://api.example/me")
+        );
+    }
 
     #[test]
     fn every_code_flow_preset_can_ask_for_its_consent_screen() {

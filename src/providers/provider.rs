@@ -40,6 +40,17 @@ pub enum Flow {
     ClientCredentials,
 }
 
+/// How the account is looked up at `userinfo_url`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Identity {
+    /// `GET` with the access token as a bearer token (and the API headers).
+    Bearer,
+    /// RFC 7662-style introspection: `POST` of the token in a form, with the
+    /// client's credentials (HubSpot).
+    Introspect,
+}
+
 /// One configured provider.
 #[derive(Debug, Clone)]
 pub struct Provider {
@@ -49,10 +60,21 @@ pub struct Provider {
     pub authorize_url: String,
     pub token_url: String,
     pub revocation_url: Option<String>,
+    /// Where the account is looked up after a connect. `{field}` stands for
+    /// that field of the token response (GoHighLevel's
+    /// `.../locations/{locationId}`); when the field is missing, no lookup.
     pub userinfo_url: Option<String>,
-    /// JSON pointer into the userinfo (else token) response.
-    pub account_id: Option<String>,
+    /// How `userinfo_url` is asked.
+    pub identity: Identity,
+    /// JSON pointers to the account's id, tried in order, each in the
+    /// identity document, then in the token response (GoHighLevel: the
+    /// location, else the agency's company).
+    pub account_id: Vec<String>,
+    /// JSON pointer to the account's name, found the same way.
     pub account_name: Option<String>,
+    /// JSON pointer to a detail shown after the name in parentheses
+    /// (HubSpot: the hub's domain).
+    pub account_label: Option<String>,
     pub issuer: Option<String>,
     /// RFC 9207: the provider puts `iss` on every authorization response (its
     /// metadata's `authorization_response_iss_parameter_supported`), so a
@@ -87,7 +109,58 @@ pub struct Provider {
     pub credentials: Option<(String, Secret<String>)>,
 }
 
+/// The field names of `{field}` placeholders in a URL template, or why the
+/// template is malformed.
+pub fn placeholders(template: &str) -> Result<Vec<&str>, String> {
+    let mut names = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or("a '{' has no closing '}'".to_string())?;
+        let name = &after[..close];
+        let valid =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            return Err(format!(
+                "'{{{name}}}' is not a placeholder: letters, digits and '_' name a field of the token response"
+            ));
+        }
+        names.push(name);
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') {
+        return Err("a '}' has no opening '{'".into());
+    }
+    Ok(names)
+}
+
 impl Provider {
+    /// `userinfo_url` with its placeholders filled from the token response:
+    /// `None` without a URL, or when a field is missing or is not a plain
+    /// id (letters, digits, '-', '_', '.'), so nothing odd reaches a path.
+    pub fn identity_url(&self, token: &serde_json::Value) -> Option<String> {
+        let template = self.userinfo_url.as_deref()?;
+        let mut url = template.to_string();
+        for name in placeholders(template).ok()? {
+            let value = match token.get(name)? {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                _ => return None,
+            };
+            let plain = (1..=256).contains(&value.len())
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !plain || value == "." || value == ".." {
+                return None;
+            }
+            url = url.replace(&format!("{{{name}}}"), &value);
+        }
+        Some(url)
+    }
+
     pub fn enabled(&self) -> bool {
         self.credentials.is_some()
     }
@@ -102,5 +175,24 @@ impl Provider {
                 self.client_id_env, self.client_secret_env
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_placeholders_are_named() {
+        assert_eq!(placeholders("https://x/{a}/{b_2}").unwrap(), ["a", "b_2"]);
+        assert!(placeholders("https://x/{a")
+            .unwrap_err()
+            .contains("closing"));
+        assert!(placeholders("https://x/a}")
+            .unwrap_err()
+            .contains("opening"));
+        assert!(placeholders("https://x/{a.b}")
+            .unwrap_err()
+            .contains("placeholder"));
     }
 }

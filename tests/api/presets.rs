@@ -3,7 +3,7 @@
 
 use crate::backend_tests;
 use crate::helpers::{query_param, spawn_app_with, Backend, TestApp, TestDb, PASSWORD};
-use wiremock::matchers::{body_json, body_string_contains, method, path, query_param as q};
+use wiremock::matchers::{body_json, body_string_contains, header, method, path, query_param as q};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// An app whose preset `key` points at `server`, with credentials, and a signed-in admin.
@@ -58,7 +58,207 @@ backend_tests!(
     google_asks_for_offline_access_with_pkce,
     every_preset_whose_platform_documents_pkce_sends_an_s256_challenge,
     wix_connects_a_site_instance_with_client_credentials_and_mints_again_to_refresh,
+    a_gohighlevel_location_is_named_from_its_location_lookup_with_the_version_header,
+    a_gohighlevel_location_lookup_refused_for_want_of_scope_keeps_the_connection_named_by_id,
+    a_hubspot_connection_is_the_hub_named_by_introspection_with_the_token_in_the_body,
+    a_bing_connection_is_named_after_the_platform_instead_of_default,
 );
+
+/// Connects `key` through its callback with `token` as the token endpoint's answer.
+async fn connect_with_token_response(
+    app: &TestApp,
+    fake: &MockServer,
+    key: &str,
+    token: serde_json::Value,
+) {
+    let url = authorize_url(app, key).await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(token))
+        .expect(1)
+        .mount(fake)
+        .await;
+    let state = query_param(&url, "state").unwrap();
+    let res = app
+        .get(&format!("/oauth/{key}/callback?code=c&state={state}"))
+        .await;
+    assert_eq!(res.status(), 303, "{:?}", res.text().await);
+}
+
+fn ghl_overrides(base: &str) -> String {
+    format!(
+        "authorize_url = \"{base}/oauth/chooselocation\"\ntoken_url = \"{base}/oauth/token\"\napi_base_url = \"{base}\"\nuserinfo_url = \"{base}/locations/{{locationId}}\"\n"
+    )
+}
+
+async fn a_gohighlevel_location_is_named_from_its_location_lookup_with_the_version_header(
+    backend: Backend,
+) {
+    let fake = MockServer::start().await;
+    let app = app_with_preset(backend, "gohighlevel", &ghl_overrides(&fake.uri())).await;
+    // As GoHighLevel documents `GET /locations/{locationId}`: the location
+    // under "location", and only for a call that names the API version.
+    Mock::given(method("GET"))
+        .and(path("/locations/loc_123"))
+        .and(header("authorization", "Bearer ghl-at"))
+        .and(header("version", "2021-07-28"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "location": {"id": "loc_123", "companyId": "c_9", "name": "Main Street Dental", "timezone": "US/Central"}
+        })))
+        .expect(1)
+        .mount(&fake)
+        .await;
+    connect_with_token_response(
+        &app,
+        &fake,
+        "gohighlevel",
+        serde_json::json!({
+            "access_token": "ghl-at", "token_type": "Bearer", "expires_in": 86399, "refresh_token": "ghl-rt",
+            "scope": "contacts.readonly locations.readonly", "userType": "Location",
+            "companyId": "c_9", "locationId": "loc_123"
+        }),
+    )
+    .await;
+    let s = status(&app, "gohighlevel").await;
+    assert_eq!(s["account"]["id"], "loc_123");
+    assert_eq!(s["account"]["name"], "Main Street Dental");
+    let page = app
+        .get("/settings/integrations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<span class=\"account\">Main Street Dental</span>"),
+        "{page}"
+    );
+}
+
+async fn a_gohighlevel_location_lookup_refused_for_want_of_scope_keeps_the_connection_named_by_id(
+    backend: Backend,
+) {
+    let fake = MockServer::start().await;
+    let app = app_with_preset(backend, "gohighlevel", &ghl_overrides(&fake.uri())).await;
+    Mock::given(method("GET"))
+        .and(path("/locations/loc_123"))
+        .respond_with(ResponseTemplate::new(403).set_body_json(serde_json::json!({
+            "statusCode": 403, "message": "The token is not authorized for this scope."
+        })))
+        .expect(1)
+        .mount(&fake)
+        .await;
+    connect_with_token_response(
+        &app,
+        &fake,
+        "gohighlevel",
+        serde_json::json!({
+            "access_token": "ghl-at", "token_type": "Bearer", "expires_in": 86399, "refresh_token": "ghl-rt",
+            "scope": "contacts.readonly", "userType": "Location", "companyId": "c_9", "locationId": "loc_123"
+        }),
+    )
+    .await;
+    let s = status(&app, "gohighlevel").await;
+    assert_eq!(
+        s["status"], "connected",
+        "the code is spent: a name is not worth the connection"
+    );
+    assert_eq!(s["account"]["id"], "loc_123");
+    assert!(s["account"]["name"].is_null(), "{s}");
+    assert_eq!(
+        s["missing_scopes"],
+        serde_json::json!([
+            "contacts.write",
+            "conversations/message.write",
+            "locations.readonly"
+        ])
+    );
+}
+
+async fn a_hubspot_connection_is_the_hub_named_by_introspection_with_the_token_in_the_body(
+    backend: Backend,
+) {
+    let fake = MockServer::start().await;
+    let base = fake.uri();
+    let app = app_with_preset(
+        backend,
+        "hubspot",
+        &format!(
+            "authorize_url = \"{base}/oauth/authorize\"\ntoken_url = \"{base}/oauth/token\"\nuserinfo_url = \"{base}/oauth/v3/token/introspect\"\n"
+        ),
+    )
+    .await;
+    // The token's metadata as HubSpot documents it (hub_id, user, hub_domain).
+    Mock::given(method("POST"))
+        .and(path("/oauth/v3/token/introspect"))
+        .and(body_string_contains("token=hs-at"))
+        .and(body_string_contains("token_type_hint=access_token"))
+        .and(body_string_contains("client_id=preset-client"))
+        .and(body_string_contains("client_secret=preset-secret"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "active": true, "token": "hs-at", "token_type": "access", "app_id": 456789,
+            "hub_id": 62515, "user_id": 123456, "user": "owner@dental.example",
+            "hub_domain": "dental.hubspot.com", "scopes": ["oauth", "crm.objects.contacts.read"],
+            "expires_in": 1800
+        })))
+        .expect(1)
+        .mount(&fake)
+        .await;
+    connect_with_token_response(
+        &app,
+        &fake,
+        "hubspot",
+        serde_json::json!({
+            "access_token": "hs-at", "token_type": "bearer", "expires_in": 1800, "refresh_token": "hs-rt"
+        }),
+    )
+    .await;
+    let s = status(&app, "hubspot").await;
+    assert_eq!(s["account"]["id"], "62515");
+    assert_eq!(
+        s["account"]["name"],
+        "owner@dental.example (dental.hubspot.com)"
+    );
+    for req in fake.received_requests().await.unwrap() {
+        assert!(
+            !req.url.as_str().contains("hs-at"),
+            "a token in a URL: {}",
+            req.url
+        );
+    }
+}
+
+async fn a_bing_connection_is_named_after_the_platform_instead_of_default(backend: Backend) {
+    let fake = MockServer::start().await;
+    let base = fake.uri();
+    let app = app_with_preset(
+        backend,
+        "bing",
+        &format!(
+            "authorize_url = \"{base}/oauth/authorize\"\ntoken_url = \"{base}/oauth/token\"\n"
+        ),
+    )
+    .await;
+    connect_with_token_response(
+        &app,
+        &fake,
+        "bing",
+        serde_json::json!({"access_token": "b-at", "token_type": "bearer", "expires_in": 3599, "refresh_token": "b-rt"}),
+    )
+    .await;
+    let s = status(&app, "bing").await;
+    assert_eq!(s["account"]["name"], "Bing Webmaster");
+    assert_eq!(s["account"]["id"], "default");
+    let page = app
+        .get("/settings/integrations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<span class=\"account\">Bing Webmaster</span>"),
+        "{page}"
+    );
+}
 
 async fn gohighlevel_sends_user_type_and_keeps_location_and_company_as_metadata(backend: Backend) {
     let fake = MockServer::start().await;
@@ -67,7 +267,7 @@ async fn gohighlevel_sends_user_type_and_keeps_location_and_company_as_metadata(
         backend,
         "gohighlevel",
         &format!(
-            "authorize_url = \"{base}/oauth/chooselocation\"\ntoken_url = \"{base}/oauth/token\"\n"
+            "authorize_url = \"{base}/oauth/chooselocation\"\ntoken_url = \"{base}/oauth/token\"\nuserinfo_url = \"{base}/locations/{{locationId}}\"\n"
         ),
     )
     .await;
@@ -75,7 +275,7 @@ async fn gohighlevel_sends_user_type_and_keeps_location_and_company_as_metadata(
     assert!(url.starts_with(&format!("{base}/oauth/chooselocation?")));
     assert_eq!(
         query_param(&url, "scope").as_deref(),
-        Some("contacts.readonly contacts.write conversations/message.write")
+        Some("contacts.readonly contacts.write conversations/message.write locations.readonly")
     );
     Mock::given(method("POST"))
         .and(path("/oauth/token"))
@@ -351,7 +551,7 @@ async fn gohighlevel_api_calls_carry_its_version_header_through_the_proxy_and_th
         backend,
         "gohighlevel",
         &format!(
-            "authorize_url = \"{base}/oauth/chooselocation\"\ntoken_url = \"{base}/oauth/token\"\napi_base_url = \"{base}\"\n"
+            "authorize_url = \"{base}/oauth/chooselocation\"\ntoken_url = \"{base}/oauth/token\"\napi_base_url = \"{base}\"\nuserinfo_url = \"{base}/locations/{{locationId}}\"\n"
         ),
     )
     .await;
