@@ -69,6 +69,7 @@ codes! {
     IssuerMismatch => "issuer_mismatch",
     IssuerMissing => "issuer_missing",
     LeaseLost => "lease_lost",
+    LocationUnavailable => "location_unavailable",
     MethodNotAllowed => "method_not_allowed",
     NeedsReconnect => "needs_reconnect",
     NotFound => "not_found",
@@ -159,6 +160,10 @@ impl AppError {
             Code::NotConnected,
             "this tenant has not connected this provider; send a person a connect link (POST /api/v1/tenants/{tenant}/connect-links)",
         )
+    }
+    /// As [`AppError::not_connected`], saying what exactly is missing.
+    pub fn not_connected_because(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, Code::NotConnected, message)
     }
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(

@@ -3,12 +3,14 @@
 //! function here, and render its answer; nothing here knows HTTP routing.
 //!
 //! - `status`: the status view of a provider's accounts;
+//! - `agency`: GoHighLevel agencies' location tokens;
 //! - `connect`: starting and completing a connection (authorization code,
 //!   connect links, client-credentials instances), saving a grant;
 //! - `manage`: which account, the default account, disconnecting;
 //! - `links`: issuing connect links;
 //! - `proxy`: calling a provider's API with a tenant's token.
 
+pub mod agency;
 pub mod connect;
 pub mod links;
 pub mod manage;

@@ -408,6 +408,69 @@ pub async fn identity(
         .map_err(|_| ProviderError::transient("the identity endpoint did not answer JSON"))
 }
 
+/// The provider's API URL for `path` (GoHighLevel's agency endpoints live
+/// beside its API, not its token URL).
+fn api_url(provider: &Provider, path: &str) -> Result<String, ProviderError> {
+    let base =
+        provider
+            .api_base_url
+            .as_deref()
+            .ok_or_else(|| ProviderError::ClientMisconfigured {
+                error: format!("provider '{}' has no api_base_url", provider.key),
+            })?;
+    Ok(format!("{}{path}", base.trim_end_matches('/')))
+}
+
+/// GoHighLevel: mints a location's token with the agency's (Company) token,
+/// `POST /oauth/locationToken` with `companyId` and `locationId` in a form.
+/// The answer is a token response for that location.
+pub async fn mint_location_token(
+    http: &reqwest::Client,
+    provider: &Provider,
+    agency_access_token: &str,
+    company_id: &str,
+    location_id: &str,
+) -> Result<TokenResponse, ProviderError> {
+    let req = with_api_headers(
+        http.post(api_url(provider, "/oauth/locationToken")?),
+        provider,
+    )
+    .bearer_auth(agency_access_token)
+    .form(&[("companyId", company_id), ("locationId", location_id)]);
+    token_response(provider, req).await
+}
+
+/// GoHighLevel: the agency's locations and whether the app is installed in
+/// each, `GET /oauth/installedLocations` (one page of up to `limit`).
+pub async fn installed_locations(
+    http: &reqwest::Client,
+    provider: &Provider,
+    agency_access_token: &str,
+    company_id: &str,
+    app_id: &str,
+    limit: usize,
+) -> Result<Value, ProviderError> {
+    let limit = limit.to_string();
+    let req = with_api_headers(
+        http.get(api_url(provider, "/oauth/installedLocations")?),
+        provider,
+    )
+    .bearer_auth(agency_access_token)
+    .query(&[
+        ("companyId", company_id),
+        ("appId", app_id),
+        ("limit", limit.as_str()),
+    ])
+    .header(ACCEPT, "application/json");
+    let res = req.send().await.map_err(transport)?;
+    let (status, retry_after, body) = read_body(res).await?;
+    if !(200..300).contains(&status) {
+        return Err(classify(status, retry_after, &body));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|_| ProviderError::transient("installedLocations did not answer JSON"))
+}
+
 /// A request to the provider's API with the fixed headers it requires.
 pub fn with_api_headers(
     req: reqwest::RequestBuilder,

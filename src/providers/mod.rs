@@ -67,6 +67,7 @@ struct ProviderToml {
     refresh: Option<RefreshStyle>,
     refresh_token_lifetime_days: Option<i64>,
     rotates_refresh_tokens: Option<bool>,
+    location_tokens: Option<bool>,
 }
 
 /// A string, or a list of them (`account_id = "/sub"` or `["/a", "/b"]`).
@@ -250,7 +251,8 @@ fn merge(mut p: Provider, t: ProviderToml) -> Provider {
         refresh,
         rotates_refresh_tokens,
         iss_required,
-        identity
+        identity,
+        location_tokens
     );
     if let Some(ids) = t.account_id {
         p.account_id = ids.into_vec();
@@ -354,6 +356,11 @@ fn validate(p: &Provider) -> Result<(), String> {
         if reqwest::header::HeaderValue::from_str(value).is_err() {
             return Err(format!("'api_headers.{name}' is not a valid header value"));
         }
+    }
+    if p.location_tokens && p.api_base_url.is_none() {
+        return Err(
+            "'location_tokens' needs 'api_base_url', where the agency endpoints are".into(),
+        );
     }
     if p.scope_separator.is_empty() {
         return Err("'scope_separator' must not be empty".into());

@@ -52,6 +52,7 @@ pub(super) fn base(
         // Unknown means "may rotate": a new refresh token in a refresh's
         // answer restarts its tracked lifetime.
         rotates_refresh_tokens: true,
+        location_tokens: false,
         credentials: None,
     }
 }
@@ -125,6 +126,9 @@ pub fn all() -> Vec<Provider> {
             // Every API call names the API version it was written against;
             // calls without it are rejected (PROVIDERS.md).
             api_headers: params(&[("Version", "2021-07-28")]),
+            // An agency connection (`token_params = { user_type = "Company" }`,
+            // scopes `oauth.write` and `oauth.readonly`) serves its locations.
+            location_tokens: true,
             ..base(
                 "gohighlevel",
                 "GoHighLevel",

@@ -105,6 +105,10 @@ pub struct Provider {
     /// (so that a refresh restarts the refresh token's tracked lifetime). An
     /// unknown outcome is resent either way: docs/design.md section 1.
     pub rotates_refresh_tokens: bool,
+    /// GoHighLevel: an agency's (Company) connection mints location tokens
+    /// (`POST {api_base_url}/oauth/locationToken`) and lists the locations
+    /// where the app is installed (`GET .../oauth/installedLocations`).
+    pub location_tokens: bool,
     /// Client id and secret, when configured.
     pub credentials: Option<(String, Secret<String>)>,
 }
@@ -137,6 +141,13 @@ pub fn placeholders(template: &str) -> Result<Vec<&str>, String> {
 }
 
 impl Provider {
+    /// The marketplace app's id, for GoHighLevel's installedLocations: the
+    /// client id's part before its first '-' (GoHighLevel client ids are
+    /// `<appId>-<suffix>`).
+    pub fn app_id(&self) -> Option<&str> {
+        let (id, _) = self.credentials.as_ref()?;
+        id.split('-').next().filter(|s| !s.is_empty())
+    }
     /// `userinfo_url` with its placeholders filled from the token response:
     /// `None` without a URL, or when a field is missing or is not a plain
     /// id (letters, digits, '-', '_', '.'), so nothing odd reaches a path.

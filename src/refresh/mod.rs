@@ -431,14 +431,25 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &Actor) -> AppRe
         }
     }
     let started = std::time::Instant::now();
-    let result = client::refresh(
-        &state.refresh_http,
-        &provider,
-        old.access_token.expose(),
-        old.refresh_token.as_ref().map(|t| t.expose().as_str()),
-        &row.metadata(),
-    )
-    .await;
+    let metadata = row.metadata();
+    let minted_by = metadata
+        .get("agency")
+        .and_then(serde_json::Value::as_str)
+        .filter(|_| provider.location_tokens && old.refresh_token.is_none());
+    let result = match minted_by {
+        // A location token minted without a refresh token: mint it again.
+        Some(agency) => remint(state, &provider, &row, agency).await,
+        None => {
+            client::refresh(
+                &state.refresh_http,
+                &provider,
+                old.access_token.expose(),
+                old.refresh_token.as_ref().map(|t| t.expose().as_str()),
+                &metadata,
+            )
+            .await
+        }
+    };
     // Whatever the outcome, the cached token set of this connection is stale now.
     state.tokens.forget(&row.tenant_id, &row.provider);
     let secs = started.elapsed().as_secs_f64();
@@ -589,6 +600,61 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &Actor) -> AppRe
             Err(error)
         }
     }
+}
+
+/// Mints a GoHighLevel location's token again from the agency connection
+/// that minted it, with the agency's stored token (the scheduler keeps that
+/// one fresh; while it is due, this waits and is retried).
+async fn remint(
+    state: &App,
+    provider: &Provider,
+    row: &Connection,
+    agency_account: &str,
+) -> Result<crate::oauth::token::TokenResponse, ProviderError> {
+    let (tenant, key, account) = (
+        row.tenant_id.to_string(),
+        row.provider.clone(),
+        agency_account.to_string(),
+    );
+    let agency = state
+        .db(move |c| Ok(Connection::for_account(c, &tenant, &key, &account)?))
+        .await
+        .map_err(|e| ProviderError::Transient {
+            detail: e.message().to_string(),
+            retry_after: None,
+        })?;
+    let gone = || ProviderError::GrantGone {
+        error: "the agency connection that minted this location's token is gone".into(),
+    };
+    let agency = agency
+        .filter(|a| a.status() != Status::NeedsReconnect)
+        .ok_or_else(gone)?;
+    let tokens = agency
+        .tokens(&state.keys)
+        .map_err(|_| gone())?
+        .ok_or_else(gone)?;
+    if agency
+        .expires_at
+        .is_some_and(|exp| exp <= now() + Duration::seconds(5))
+    {
+        return Err(ProviderError::Transient {
+            detail: "the agency's token is due for its own refresh first".into(),
+            retry_after: Some(30),
+        });
+    }
+    let company = row
+        .metadata()
+        .get("companyId")
+        .and_then(serde_json::Value::as_str)
+        .map_or_else(|| agency.account_id.clone(), str::to_string);
+    client::mint_location_token(
+        &state.refresh_http,
+        provider,
+        tokens.access_token.expose(),
+        &company,
+        &row.account_id,
+    )
+    .await
 }
 
 /// What a failed refresh does to the connection.

@@ -174,6 +174,12 @@ impl Scheduler {
                     Ok(())
                 })
                 .await?;
+            // Bulk installs: the approved locations of agencies, a few per round.
+            match crate::connections::agency::mint_approved(state).await {
+                Ok(0) => {}
+                Ok(n) => log::info!("minted {n} location tokens for agencies' approved locations"),
+                Err(e) => log::warn!("minting agencies' location tokens: {}", e.message()),
+            }
         }
         // Take the slots first: each claimed row goes out holding its own, so
         // the loop in `start` sees at once whether every slot is busy.

@@ -4,7 +4,7 @@
 use super::http::{account_param, no_store};
 use crate::app::App;
 use crate::connections::status::{self, StatusView};
-use crate::connections::{links, manage, proxy as proxying};
+use crate::connections::{agency, links, manage, proxy as proxying};
 use crate::db::models::api_key::ApiKey;
 use crate::db::models::event::Actor;
 use crate::db::models::tenant::Tenant;
@@ -55,6 +55,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(disconnect)
         .service(refresh)
         .service(set_default)
+        .service(locations)
         .service(connect_link)
         .service(proxy)
         .service(openapi_document)
@@ -399,6 +400,11 @@ struct TokenQuery {
     /// Without it: the tenant's default account.
     #[param(min_length = 1, max_length = 256)]
     account: Option<String>,
+    /// GoHighLevel: a location of the tenant's agency (Company) connection.
+    /// Its stored token, or one minted now from the agency's token (and
+    /// stored as an account of its own). Not with `account`.
+    #[param(min_length = 1, max_length = 64)]
+    location: Option<String>,
 }
 
 /// The token API's answer.
@@ -468,8 +474,8 @@ impl<'a> TokenBody<'a> {
         (status = 400, description = "An invalid `min_ttl` or `account`", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
-        (status = 404, description = "No such tenant, provider or connection", body = ErrorBody),
-        (status = 409, description = "`needs_reconnect`: the provider revoked the grant", body = ErrorBody),
+        (status = 404, description = "No such tenant, provider or connection (`not_connected`)", body = ErrorBody),
+        (status = 409, description = "`needs_reconnect`: the provider revoked the grant; `location_unavailable`: the agency may not mint for that location", body = ErrorBody),
         (status = 502, description = "The provider refused Tether's credentials", body = ErrorBody),
         (status = 503, description = "A refresh is failing for now; see Retry-After", body = ErrorBody),
     ),
@@ -492,11 +498,61 @@ async fn token(
     }
     let account = account_param(query.account.as_deref())?;
     let (tenant_id, provider) = caller.target(&state, &path).await?;
-    let opened =
-        crate::refresh::fresh_token(&state, &tenant_id, &provider, account, min_ttl).await?;
+    let opened = match (&query.location, account) {
+        (None, account) => {
+            crate::refresh::fresh_token(&state, &tenant_id, &provider, account, min_ttl).await?
+        }
+        (Some(location), None) => {
+            agency::location_token(&state, &tenant_id, &provider, location, min_ttl).await?
+        }
+        (Some(_), Some(_)) => {
+            return Err(AppError::bad_request(
+                Code::InvalidQuery,
+                "name either an account or a location, not both",
+            ))
+        }
+    };
     let body = TokenBody::of(&opened, &provider);
     state.metrics.token_api(started.elapsed().as_secs_f64());
     Ok(no_store(HttpResponse::Ok().json(body)))
+}
+
+/// `{"locations": [...]}`: an agency's locations.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct LocationList {
+    locations: Vec<agency::Location>,
+}
+
+/// An agency's locations
+///
+/// GoHighLevel: the locations of the tenant's agency (Company) connection
+/// and whether the app is installed in each (`GET /oauth/installedLocations`
+/// with the agency's token, first 100), with whether the tenant holds a
+/// token for it.
+#[utoipa::path(
+    params(ConnectionPath),
+    responses(
+        (status = 200, description = "The agency's locations", body = LocationList),
+        (status = 400, description = "The provider has no locations", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        (status = 404, description = "No such tenant or provider, or no agency connection (`not_connected`)", body = ErrorBody),
+        (status = 502, description = "The provider failed", body = ErrorBody),
+        (status = 503, description = "The agency's token cannot be refreshed for now", body = ErrorBody),
+    ),
+    security(("apiKey" = []))
+)]
+#[get("/tenants/{tenant}/connections/{provider}/locations")]
+async fn locations(
+    state: web::Data<App>,
+    caller: ApiCaller,
+    path: web::Path<ConnectionPath>,
+) -> AppResult<HttpResponse> {
+    let (tenant_id, provider) = caller.target(&state, &path).await?;
+    let locations = agency::installed_locations(&state, &tenant_id, &provider).await?;
+    Ok(no_store(
+        HttpResponse::Ok().json(LocationList { locations }),
+    ))
 }
 
 /// Refresh now

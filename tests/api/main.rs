@@ -4,6 +4,7 @@
 mod helpers;
 
 mod accounts;
+mod agencies;
 mod browser;
 mod cli;
 mod demo;

@@ -7,7 +7,7 @@ use wiremock::matchers::{body_json, body_string_contains, header, method, path, 
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// An app whose preset `key` points at `server`, with credentials, and a signed-in admin.
-async fn app_with_preset(backend: Backend, key: &str, overrides: &str) -> TestApp {
+pub async fn app_with_preset(backend: Backend, key: &str, overrides: &str) -> TestApp {
     let db = TestDb::new(backend);
     let file = db.data_dir().join("providers.toml");
     std::fs::write(&file, format!("[providers.{key}]\n{overrides}")).unwrap();
@@ -34,7 +34,7 @@ async fn app_with_preset(backend: Backend, key: &str, overrides: &str) -> TestAp
 }
 
 /// Starts a connect; returns the provider's authorize URL.
-async fn authorize_url(app: &TestApp, key: &str) -> String {
+pub async fn authorize_url(app: &TestApp, key: &str) -> String {
     let res = app.authorize(key, &[]).await;
     assert_eq!(res.status(), 303);
     res.headers()["location"].to_str().unwrap().to_string()

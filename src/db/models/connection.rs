@@ -337,6 +337,34 @@ impl Connection {
         }
     }
 
+    /// Connected agency (Company) connections of `providers` whose install
+    /// approved locations, each with the account ids its tenant holds of
+    /// that provider. Metadata is compact JSON, so the text match is exact.
+    pub fn agencies(
+        conn: &mut DbConn,
+        providers: &[String],
+    ) -> QueryResult<Vec<(Connection, Vec<String>)>> {
+        let rows: Vec<Connection> = connections::table
+            .filter(connections::provider.eq_any(providers))
+            .filter(connections::status.eq(Status::Connected.as_str()))
+            .filter(connections::token_ciphertext.is_not_null())
+            .filter(connections::metadata.like("%\"userType\":\"Company\"%"))
+            .filter(connections::metadata.like("%\"approvedLocations\":[%"))
+            .select(Connection::as_select())
+            .load(conn)?;
+        rows.into_iter()
+            .map(|row| {
+                let held = connections::table
+                    .filter(connections::tenant_id.eq(&row.tenant_id))
+                    .filter(connections::provider.eq(&row.provider))
+                    .filter(connections::token_ciphertext.is_not_null())
+                    .select(connections::account_id)
+                    .load(conn)?;
+                Ok((row, held))
+            })
+            .collect()
+    }
+
     /// Every connected account of the tenant's `provider`: the default first,
     /// then in the order they were connected.
     pub fn accounts(

@@ -1,0 +1,351 @@
+//! GoHighLevel agencies. An agency's (Company) connection serves each of its
+//! locations: a location's token is minted from the agency's token, on the
+//! first token request naming the location or by the scheduler for the
+//! locations a bulk install approved, and is then stored, refreshed and
+//! served as an account of its own of the tenant. A location token that came
+//! without a refresh token is minted again when it is due (refresh module).
+
+use crate::app::App;
+use crate::db::models::connection::Connection;
+use crate::db::models::event::Actor;
+use crate::error::{AppError, AppResult, Code};
+use crate::ids::TenantId;
+use crate::oauth::client::{self, ProviderError};
+use crate::oauth::{self, Authorized};
+use crate::providers::Provider;
+use crate::refresh::{self, cache::Opened};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Locations minted per scheduler round, per agency: a bulk install of
+/// hundreds is served within minutes without a burst at the provider.
+pub const MINTS_PER_ROUND: usize = 20;
+
+/// The largest page of installed locations asked for.
+pub const LOCATIONS_PAGE: usize = 100;
+
+/// Whether a connection holds an agency's (Company) token.
+pub fn is_agency(row: &Connection) -> bool {
+    row.metadata().get("userType").and_then(Value::as_str) == Some("Company")
+}
+
+/// The company an agency connection stands for.
+fn company_id(agency: &Connection) -> String {
+    agency
+        .metadata()
+        .get("companyId")
+        .and_then(Value::as_str)
+        .map_or_else(|| agency.account_id.clone(), str::to_string)
+}
+
+/// A location id as GoHighLevel writes them; anything else is refused before
+/// it reaches a provider call or a query.
+pub fn valid_location(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn invalid_location() -> AppError {
+    AppError::bad_request(
+        Code::InvalidAccount,
+        "a location id is 1 to 64 letters, digits, '_' or '-'",
+    )
+}
+
+fn no_location_tokens(provider: &Provider) -> AppError {
+    AppError::bad_request(
+        Code::InvalidQuery,
+        format!(
+            "{} connections have no locations: `location` is for GoHighLevel agencies",
+            provider.display_name
+        ),
+    )
+}
+
+/// The tenant's agency connection of `provider`, holding tokens.
+async fn find_agency(
+    state: &App,
+    tenant_id: &TenantId,
+    provider: &Provider,
+) -> AppResult<Connection> {
+    let (tenant, key) = (tenant_id.to_string(), provider.key.to_string());
+    let agency = state
+        .db(move |c| {
+            Ok(Connection::accounts(c, &tenant, &key)?
+                .into_iter()
+                .find(is_agency))
+        })
+        .await?;
+    agency.ok_or_else(|| {
+        AppError::not_connected_because(format!(
+            "this tenant holds no token for this location, and no {} agency connection to mint one; connect the agency (user_type Company) or the location",
+            provider.display_name
+        ))
+    })
+}
+
+/// A valid token for one of the agency's locations: the stored location
+/// connection's, or one minted now from the agency's token.
+pub async fn location_token(
+    state: &Arc<App>,
+    tenant_id: &TenantId,
+    provider: &Provider,
+    location: &str,
+    min_ttl: i64,
+) -> AppResult<Arc<Opened>> {
+    if !provider.location_tokens {
+        return Err(no_location_tokens(provider));
+    }
+    if !valid_location(location) {
+        return Err(invalid_location());
+    }
+    let stored = {
+        let (tenant, key, loc) = (
+            tenant_id.to_string(),
+            provider.key.to_string(),
+            location.to_string(),
+        );
+        state
+            .db(move |c| Ok(Connection::for_account(c, &tenant, &key, &loc)?))
+            .await?
+    };
+    if stored.is_none() {
+        let agency = find_agency(state, tenant_id, provider).await?;
+        // Concurrent first requests for one location mint once per process.
+        let key = format!("mint:{tenant_id}:{}:{location}", provider.key);
+        state
+            .flights
+            .run(&key, || async {
+                mint(
+                    state,
+                    tenant_id,
+                    provider,
+                    &agency,
+                    location,
+                    &Actor::TokenApi,
+                )
+                .await
+                .map(|_| ())
+            })
+            .await?;
+    }
+    refresh::fresh_token(state, tenant_id, provider, Some(location), min_ttl).await
+}
+
+/// What a refused or failed minting means for the caller.
+fn minting_failed(provider: &Provider, location: &str, e: ProviderError) -> AppError {
+    match &e {
+        ProviderError::GrantGone { .. } | ProviderError::Refused { .. } => AppError::conflict(
+            Code::LocationUnavailable,
+            format!(
+                "{} would not issue a token for location {location}: the app must be installed there, and the agency connection granted oauth.write",
+                provider.display_name
+            ),
+        )
+        .with_cause(e),
+        _ => oauth::provider_failure(provider, e),
+    }
+}
+
+/// Mints `location`'s token from the agency connection and stores it as the
+/// tenant's connection to that location, named from the location lookup.
+pub async fn mint(
+    state: &Arc<App>,
+    tenant_id: &TenantId,
+    provider: &Provider,
+    agency: &Connection,
+    location: &str,
+    actor: &Actor,
+) -> AppResult<Connection> {
+    let agency_token =
+        refresh::fresh_token(state, tenant_id, provider, Some(&agency.account_id), 60).await?;
+    let response = client::mint_location_token(
+        &state.http,
+        provider,
+        agency_token.tokens.access_token.expose(),
+        &company_id(agency),
+        location,
+    )
+    .await
+    .map_err(|e| minting_failed(provider, location, e))?;
+    let (account_id, account_name) = oauth::identify(&state.http, provider, &response).await?;
+    if account_id != location {
+        return Err(AppError::bad_gateway(
+            Code::ProviderError,
+            format!(
+                "{} answered with a token for another location",
+                provider.display_name
+            ),
+        ));
+    }
+    let mut metadata = response.metadata(provider);
+    metadata["agency"] = agency.account_id.clone().into();
+    let auth = Authorized {
+        scopes: response.scopes.clone().unwrap_or_else(|| agency.scopes()),
+        response,
+        account_id,
+        account_name,
+        metadata,
+    };
+    log::info!(
+        "minted a location token tenant={tenant_id} provider={} location={location}",
+        provider.key
+    );
+    let (keys, settings, provider_owned, tenant, actor) = (
+        state.keys.clone(),
+        state.settings.clone(),
+        provider.clone(),
+        tenant_id.clone(),
+        actor.clone(),
+    );
+    state
+        .db(move |c| {
+            oauth::save(c, &keys, &settings, &provider_owned, &tenant, &auth, &actor)
+                .map(|(row, _)| row)
+        })
+        .await
+}
+
+/// One location of the agency, as the installed-locations list shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Location {
+    pub id: String,
+    pub name: Option<String>,
+    /// Whether the app is installed in the location.
+    pub installed: bool,
+    /// Whether the tenant holds a token for the location.
+    pub connected: bool,
+}
+
+/// The agency's locations and where the app is installed, from
+/// `GET /oauth/installedLocations` with the agency's token.
+pub async fn installed_locations(
+    state: &Arc<App>,
+    tenant_id: &TenantId,
+    provider: &Provider,
+) -> AppResult<Vec<Location>> {
+    if !provider.location_tokens {
+        return Err(no_location_tokens(provider));
+    }
+    let agency = find_agency(state, tenant_id, provider).await?;
+    let app_id = provider.app_id().ok_or_else(|| {
+        AppError::conflict(
+            Code::ProviderMisconfigured,
+            format!(
+                "{} has no client id to name the app by",
+                provider.display_name
+            ),
+        )
+    })?;
+    let token =
+        refresh::fresh_token(state, tenant_id, provider, Some(&agency.account_id), 60).await?;
+    let answer = client::installed_locations(
+        &state.http,
+        provider,
+        token.tokens.access_token.expose(),
+        &company_id(&agency),
+        app_id,
+        LOCATIONS_PAGE,
+    )
+    .await
+    .map_err(|e| oauth::provider_failure(provider, e))?;
+    let connected: Vec<String> = {
+        let (tenant, key) = (tenant_id.to_string(), provider.key.to_string());
+        state
+            .db(move |c| {
+                Ok(Connection::accounts(c, &tenant, &key)?
+                    .into_iter()
+                    .map(|row| row.account_id)
+                    .collect())
+            })
+            .await?
+    };
+    let listed = answer
+        .get("locations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    Ok(listed
+        .iter()
+        .filter_map(|l| {
+            let id = ["_id", "id"]
+                .iter()
+                .find_map(|k| l.get(*k).and_then(Value::as_str))?
+                .to_string();
+            Some(Location {
+                connected: connected.contains(&id),
+                name: l.get("name").and_then(Value::as_str).map(str::to_string),
+                installed: l
+                    .get("isInstalled")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+                id,
+            })
+        })
+        .collect())
+}
+
+/// The scheduler's round: for each agency connection whose install approved
+/// locations (`approvedLocations`, a bulk install), mints the tokens of those
+/// the tenant does not hold yet, a few per agency per round. Returns how
+/// many were minted; a failure is logged and retried next round.
+pub async fn mint_approved(state: &Arc<App>) -> AppResult<usize> {
+    let keys: Vec<String> = state
+        .providers
+        .all()
+        .filter(|p| p.enabled() && p.location_tokens)
+        .map(|p| p.key.to_string())
+        .collect();
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let agencies = state
+        .db(move |c| Ok(Connection::agencies(c, &keys)?))
+        .await?;
+    let mut minted = 0;
+    for (agency, held) in agencies {
+        let Some(provider) = state.providers.shared(&agency.provider).cloned() else {
+            continue;
+        };
+        let approved: Vec<String> = agency
+            .metadata()
+            .get("approvedLocations")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .filter(|l| valid_location(l) && !held.iter().any(|h| h == l))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let tenant_id = agency.tenant_id.clone();
+        for location in approved.iter().take(MINTS_PER_ROUND) {
+            match mint(
+                state,
+                &tenant_id,
+                &provider,
+                &agency,
+                location,
+                &Actor::Scheduler,
+            )
+            .await
+            {
+                Ok(_) => minted += 1,
+                Err(e) => {
+                    log::warn!(
+                        "minting location {location} for tenant={} provider={}: {}",
+                        agency.tenant_id,
+                        agency.provider,
+                        e.message()
+                    );
+                    // An agency that cannot mint one now will not mint the next.
+                    break;
+                }
+            }
+        }
+    }
+    Ok(minted)
+}
