@@ -479,7 +479,10 @@ impl Settings {
             }
             // The outcome names the connected account: it goes to pages
             // served over https only.
-            if let Some(i) = embed_origins.iter().position(|o| !o.starts_with("https://")) {
+            if let Some(i) = embed_origins
+                .iter()
+                .position(|o| !o.starts_with("https://"))
+            {
                 v.problem(
                     "TETHER_EMBED_ORIGINS",
                     format!("entry {} must be https:// in production", i + 1),
@@ -657,7 +660,9 @@ fn parse_origins(s: &str) -> Result<Vec<String>, String> {
             return Err(bad("must start with http:// or https://"));
         }
         if rest.contains(['/', '?', '#', '@', '\\']) {
-            return Err(bad("must be only scheme://host[:port], without a path (not even a trailing /)"));
+            return Err(bad(
+                "must be only scheme://host[:port], without a path (not even a trailing /)",
+            ));
         }
         if rest.is_empty() {
             return Err(bad("has no host"));
@@ -928,7 +933,10 @@ mod tests {
         ] {
             let err = Settings::from_vars(&vars(&[("TETHER_EMBED_ORIGINS", bad)])).unwrap_err();
             let text = err.to_string();
-            assert!(text.contains("TETHER_EMBED_ORIGINS: entry "), "{bad}: {text}");
+            assert!(
+                text.contains("TETHER_EMBED_ORIGINS: entry "),
+                "{bad}: {text}"
+            );
             assert!(text.contains(why), "{bad}: {text}");
         }
         let err = Settings::from_vars(&vars(&[(
@@ -945,7 +953,10 @@ mod tests {
             Settings::from_vars(&vars(&[
                 ("TETHER_ENV", "production"),
                 ("TETHER_PUBLIC_URL", "https://tether.example.com"),
-                ("TETHER_ENCRYPTION_KEYS", "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="),
+                (
+                    "TETHER_ENCRYPTION_KEYS",
+                    "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+                ),
                 ("TETHER_SESSION_KEY", &B64.encode([7u8; 64])),
                 ("TETHER_EMBED_ORIGINS", origins),
             ]))

@@ -7,6 +7,7 @@ mod accounts;
 mod browser;
 mod cli;
 mod demo;
+mod embed;
 mod flow;
 mod internal_api;
 mod keys;
