@@ -225,14 +225,15 @@ async fn callback(
 /// still listed, and nobody otherwise.
 fn finish(state: &App, session: &Session, done: Completion) -> PageResult<HttpResponse> {
     if done.popup {
-        let embed = match done.by_link {
-            true => session::take_embed_origin(session)
-                .and_then(|o| state.settings.embed_origin(&o).map(str::to_string)),
-            false => None,
-        };
-        let target = match done.by_link {
-            true => embed.as_deref(),
-            false => Some("self"),
+        let embed = done
+            .by_link
+            .then(|| session::take_embed_origin(session))
+            .flatten()
+            .and_then(|o| state.settings.embed_origin(&o).map(str::to_string));
+        let target = if done.by_link {
+            embed.as_deref()
+        } else {
+            Some("self")
         };
         return popup_page(PopupResult {
             provider: &done.provider,
