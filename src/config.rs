@@ -86,6 +86,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "enables `/sso` (at least 32 characters)",
     ),
     (
+        "TETHER_EMBED_ORIGINS",
+        "none",
+        "comma-separated origins (`https://crm.example.com`) of the CRM pages that open connect links with `/static/connect.js`; only they are told the outcome",
+    ),
+    (
         "TETHER_METRICS_TOKEN",
         "none",
         "when set, `/metrics` answers only `Authorization: Bearer <token>` (at least 16 characters)",
@@ -208,6 +213,9 @@ pub struct Settings {
     pub providers_file: Option<PathBuf>,
     pub webhook: Option<(Url, Secret<String>)>,
     pub sso_secret: Option<Secret<String>>,
+    /// Origins (`scheme://host[:port]`, as browsers write them) of the CRM
+    /// pages allowed to learn a connect link's outcome by `postMessage`.
+    pub embed_origins: Vec<String>,
     /// The bearer token `/metrics` asks for; `None`: open (bind it privately).
     pub metrics_token: Option<Secret<String>>,
     /// Largest provider response body the proxy reads, in bytes.
@@ -379,6 +387,7 @@ impl Settings {
                 Some(Secret::new(s))
             }
         });
+        let embed_origins = v.parse("TETHER_EMBED_ORIGINS", "none", parse_origins);
         let metrics_token = v.get("TETHER_METRICS_TOKEN").and_then(|s| {
             if s.trim().len() < 16 {
                 v.problem(
@@ -468,6 +477,17 @@ impl Settings {
             if demo_provider {
                 v.problem("TETHER_DEMO_PROVIDER", "must be off in production".into());
             }
+            // The outcome names the connected account: it goes to pages
+            // served over https only.
+            if let Some(i) = embed_origins
+                .iter()
+                .position(|o| !o.starts_with("https://"))
+            {
+                v.problem(
+                    "TETHER_EMBED_ORIGINS",
+                    format!("entry {} must be https:// in production", i + 1),
+                );
+            }
         }
 
         if !v.problems.is_empty() {
@@ -487,6 +507,7 @@ impl Settings {
             providers_file,
             webhook,
             sso_secret,
+            embed_origins,
             metrics_token,
             proxy_max_body,
             refresh,
@@ -515,6 +536,14 @@ impl Settings {
             .get(name)
             .filter(|v| !v.trim().is_empty())
             .cloned()
+    }
+
+    /// The listed embedding origin equal to `origin`, if any.
+    pub fn embed_origin(&self, origin: &str) -> Option<&str> {
+        self.embed_origins
+            .iter()
+            .find(|o| o.as_str() == origin)
+            .map(String::as_str)
     }
 
     /// The base URL without a trailing slash, for links.
@@ -600,6 +629,54 @@ fn parse_networks(s: &str) -> Result<Vec<ipnet::IpNet>, String> {
                 })
         })
         .collect()
+}
+
+/// `none`, or comma-separated exact origins: `scheme://host[:port]` with
+/// http or https, no path (not even `/`), query, credentials or wildcard.
+/// Kept as browsers serialize them (lower-case host, no default port), which
+/// is what a page's `window.location.origin` says.
+fn parse_origins(s: &str) -> Result<Vec<String>, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    let mut origins: Vec<String> = Vec::new();
+    for (i, entry) in s.split(',').map(str::trim).enumerate() {
+        let bad = |why: &str| {
+            format!(
+                "entry {} {why}; write origins such as https://crm.example.com or http://127.0.0.1:3000 (or 'none')",
+                i + 1
+            )
+        };
+        if entry.is_empty() {
+            return Err(bad("is empty"));
+        }
+        if entry.contains('*') {
+            return Err(bad("has a wildcard: every origin is listed exactly"));
+        }
+        let Some((scheme, rest)) = entry.split_once("://") else {
+            return Err(bad("is not scheme://host[:port]"));
+        };
+        if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+            return Err(bad("must start with http:// or https://"));
+        }
+        if rest.contains(['/', '?', '#', '@', '\\']) {
+            return Err(bad(
+                "must be only scheme://host[:port], without a path (not even a trailing /)",
+            ));
+        }
+        if rest.is_empty() {
+            return Err(bad("has no host"));
+        }
+        let url = Url::parse(entry).map_err(|_| bad("is not scheme://host[:port]"))?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("has no host"));
+        }
+        let origin = url.origin().ascii_serialization();
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    Ok(origins)
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -811,6 +888,87 @@ mod tests {
                 "README default of {name} should read {default}: {line}"
             );
         }
+    }
+
+    #[test]
+    fn embed_origins_are_exact_origins_kept_as_browsers_write_them() {
+        let none = Settings::from_vars(&BTreeMap::new()).unwrap();
+        assert!(none.embed_origins.is_empty());
+        let s = Settings::from_vars(&vars(&[(
+            "TETHER_EMBED_ORIGINS",
+            " https://CRM.Example.com ,http://127.0.0.1:3000,https://app.example.com:443,https://crm.example.com",
+        )]))
+        .unwrap();
+        assert_eq!(
+            s.embed_origins,
+            [
+                "https://crm.example.com",
+                "http://127.0.0.1:3000",
+                "https://app.example.com"
+            ]
+        );
+        assert_eq!(
+            s.embed_origin("http://127.0.0.1:3000"),
+            Some("http://127.0.0.1:3000")
+        );
+        assert_eq!(s.embed_origin("http://127.0.0.1:3001"), None);
+        assert_eq!(s.embed_origin("https://crm.example.com/"), None);
+    }
+
+    #[test]
+    fn an_embed_origin_with_a_path_a_wildcard_or_another_scheme_is_refused_by_entry() {
+        for (bad, why) in [
+            ("https://crm.example.com/", "without a path"),
+            ("https://crm.example.com/settings", "without a path"),
+            ("https://*.example.com", "wildcard"),
+            ("*", "wildcard"),
+            ("crm.example.com", "scheme://host"),
+            ("ftp://crm.example.com", "http:// or https://"),
+            ("https://crm.example.com?x=1", "without a path"),
+            ("https://user@crm.example.com", "without a path"),
+            ("https://crm.example.com:99999", "scheme://host"),
+            ("https://", "host"),
+            ("https://ok.example.com,", "is empty"),
+            ("null", "scheme://host"),
+        ] {
+            let err = Settings::from_vars(&vars(&[("TETHER_EMBED_ORIGINS", bad)])).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("TETHER_EMBED_ORIGINS: entry "),
+                "{bad}: {text}"
+            );
+            assert!(text.contains(why), "{bad}: {text}");
+        }
+        let err = Settings::from_vars(&vars(&[(
+            "TETHER_EMBED_ORIGINS",
+            "https://a.example.com,https://b.example.com/x",
+        )]))
+        .unwrap_err();
+        assert!(err.to_string().contains("entry 2 "), "{err}");
+    }
+
+    #[test]
+    fn production_takes_only_https_embed_origins() {
+        let prod = |origins: &str| {
+            Settings::from_vars(&vars(&[
+                ("TETHER_ENV", "production"),
+                ("TETHER_PUBLIC_URL", "https://tether.example.com"),
+                (
+                    "TETHER_ENCRYPTION_KEYS",
+                    "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+                ),
+                ("TETHER_SESSION_KEY", &B64.encode([7u8; 64])),
+                ("TETHER_EMBED_ORIGINS", origins),
+            ]))
+        };
+        let text = prod("https://crm.example.com,http://crm.example.com")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("TETHER_EMBED_ORIGINS: entry 2 must be https:// in production"),
+            "{text}"
+        );
+        assert!(prod("https://crm.example.com").is_ok());
     }
 
     #[test]

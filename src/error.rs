@@ -45,6 +45,7 @@ codes! {
     InvalidCode => "invalid_code",
     InvalidDecision => "invalid_decision",
     InvalidEmail => "invalid_email",
+    InvalidEmbedOrigin => "invalid_embed_origin",
     InvalidExpiresIn => "invalid_expires_in",
     InvalidForm => "invalid_form",
     InvalidGrant => "invalid_grant",

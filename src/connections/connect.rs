@@ -57,8 +57,14 @@ pub async fn begin(
 }
 
 /// Redeems a connect link and starts its flow, bound to `binding`; returns
-/// the provider's authorize URL.
-pub async fn begin_with_link(app: &App, token: String, binding: String) -> AppResult<String> {
+/// the provider's authorize URL. `popup`: the link was opened in a popup by
+/// `/static/connect.js` on a CRM page, which is told the outcome.
+pub async fn begin_with_link(
+    app: &App,
+    token: String,
+    binding: String,
+    popup: bool,
+) -> AppResult<String> {
     let link = app
         .db(move |c| Ok(ConnectLink::redeem(c, &token)?))
         .await?
@@ -73,7 +79,7 @@ pub async fn begin_with_link(app: &App, token: String, binding: String) -> AppRe
         // consent or account chooser rather than answer at once.
         ask_consent: true,
     };
-    begin(app, provider, starter, LINK_DONE.to_string(), false).await
+    begin(app, provider, starter, LINK_DONE.to_string(), popup).await
 }
 
 /// How a callback ended, for the person who went through it.
@@ -81,9 +87,13 @@ pub struct Completion {
     pub provider: String,
     /// Whether the flow ran in a popup (which is told and closes).
     pub popup: bool,
+    /// Started from a connect link (rather than by a signed-in admin).
+    pub by_link: bool,
     /// Connected (or reconnected), rather than declined at the provider.
     pub connected: bool,
     pub message: String,
+    /// How a person recognises the connected account (its name, else its id).
+    pub account: Option<String>,
     pub return_to: String,
 }
 
@@ -116,11 +126,13 @@ pub async fn complete(
         let row = row.clone();
         app.db(move |c| oauth::consume(c, &row)).await?;
     }
-    let completion = |connected: bool, message: String| Completion {
+    let completion = |connected: bool, message: String, account: Option<String>| Completion {
         provider: provider.key.to_string(),
         popup: row.popup,
+        by_link: row.user_id.is_none(),
         connected,
         message,
+        account,
         return_to: return_to.clone(),
     };
     if let Some(error) = &query.error {
@@ -143,7 +155,7 @@ pub async fn complete(
             provider.key,
             short(error)
         );
-        return Ok(completion(false, message));
+        return Ok(completion(false, message, None));
     }
     let code = query.code.clone().unwrap_or_default();
     let verifier = row.verifier(&app.keys)?;
@@ -160,6 +172,7 @@ pub async fn complete(
     Ok(completion(
         true,
         connected_message(&provider, &connection, reconnected),
+        Some(connection.label().to_string()),
     ))
 }
 

@@ -2,6 +2,7 @@
 //! tenant, issued by the CRM (the chatbot sends them).
 
 use crate::app::App;
+use crate::config::Settings;
 use crate::crypto::Secret;
 use crate::db::models::connect_link::ConnectLink;
 use crate::db::models::event::Actor;
@@ -100,6 +101,31 @@ pub async fn preview(app: &App, token: String) -> AppResult<LinkPreview> {
         email: link.email,
         expires_at: link.expires_at,
     })
+}
+
+/// The origin of the CRM page that opens a link with `/static/connect.js`
+/// (its `embed` parameter), if `TETHER_EMBED_ORIGINS` lists it exactly: only
+/// that page is told the flow's outcome. Anything else is a 400.
+pub fn embed_origin(settings: &Settings, raw: &str) -> AppResult<String> {
+    if let Some(origin) = settings.embed_origin(raw) {
+        return Ok(origin.to_string());
+    }
+    let shown: String = raw
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(100)
+        .collect();
+    let listed = if settings.embed_origins.is_empty() {
+        "TETHER_EMBED_ORIGINS lists no page"
+    } else {
+        "it is not listed in TETHER_EMBED_ORIGINS"
+    };
+    Err(AppError::bad_request(
+        Code::InvalidEmbedOrigin,
+        format!(
+            "The page at {shown} may not open this connect link: {listed}. Ask the operator to list the page's origin, or open the link directly."
+        ),
+    ))
 }
 
 /// The answer to a link that cannot be used.

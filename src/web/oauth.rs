@@ -80,6 +80,15 @@ struct LinkPage<'a> {
     email: Option<&'a str>,
     expires: String,
     csrf: &'a str,
+    /// The CRM page's origin, when `/static/connect.js` opened the link.
+    embed: Option<&'a str>,
+}
+
+/// A connect link's page, or its form: `embed` is the origin of the CRM page
+/// that opened it in a popup (`/static/connect.js` adds it).
+#[derive(serde::Deserialize)]
+struct LinkParams {
+    embed: Option<String>,
 }
 
 /// `GET /connect/{token}`: a connect link's page, naming the tenant and the
@@ -90,8 +99,10 @@ async fn connect_link_page(
     state: web::Data<App>,
     session: Session,
     path: web::Path<String>,
+    query: web::Query<LinkParams>,
 ) -> PageResult<HttpResponse> {
     rate_limit(&state, &req)?;
+    let embed = embed_origin(&state, &query.embed)?;
     let link = links::preview(&state, path.into_inner()).await?;
     let csrf = session::csrf_token(&session)?;
     let body = LinkPage {
@@ -100,6 +111,7 @@ async fn connect_link_page(
         email: link.email.as_deref(),
         expires: link.expires_at.format("%Y-%m-%d %H:%M UTC").to_string(),
         csrf: &csrf,
+        embed: embed.as_deref(),
     }
     .render()
     .map_err(AppError::internal)?;
@@ -107,19 +119,29 @@ async fn connect_link_page(
     Ok(no_referrer(html(body)))
 }
 
+/// The listed origin an `embed` parameter names, if it is present.
+fn embed_origin(state: &App, raw: &Option<String>) -> AppResult<Option<String>> {
+    raw.as_deref()
+        .map(|o| links::embed_origin(&state.settings, o))
+        .transpose()
+}
+
 /// `POST /connect/{token}`: the person on the link's page goes on (no
-/// sign-in). The link is used up, and the state is bound to this browser.
+/// sign-in). The link is used up, and the state is bound to this browser;
+/// a popup opened by a listed CRM page keeps that page's origin beside it.
 async fn connect_with_link(
     req: HttpRequest,
     state: web::Data<App>,
     session: Session,
     path: web::Path<String>,
-    _: CsrfForm<NoFields>,
+    CsrfForm(form): CsrfForm<LinkParams>,
 ) -> PageResult<HttpResponse> {
     rate_limit(&state, &req)?;
+    let embed = embed_origin(&state, &form.embed)?;
     let binding = crate::crypto::random_token(32);
     session::bind_oauth(&session, &binding)?;
-    let url = connect::begin_with_link(&state, path.into_inner(), binding).await?;
+    session::keep_embed_origin(&session, embed.as_deref())?;
+    let url = connect::begin_with_link(&state, path.into_inner(), binding, embed.is_some()).await?;
     Ok(redirect_no_referrer(&url))
 }
 
@@ -144,25 +166,29 @@ struct PopupResult<'a> {
     provider: &'a str,
     ok: bool,
     message: &'a str,
-    return_to: &'a str,
+    account: Option<&'a str>,
+    /// Where `popup.js` posts the outcome: `self` (the dashboard, on our
+    /// own origin) or a listed CRM origin; `None`: nowhere.
+    target: Option<&'a str>,
+    /// The page to go back to, for a dashboard flow.
+    return_to: Option<&'a str>,
 }
 
+/// The popup's last page loads our stylesheet and `popup.js`, and nothing
+/// else: no frames, no forms, no connections of its own. Posting to the
+/// opener is not something a CSP governs.
+const POPUP_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 /// The end of a popup flow: a tiny page that tells the opener and closes.
-fn popup_page(
-    provider: &str,
-    ok: bool,
-    message: &str,
-    return_to: &str,
-) -> PageResult<HttpResponse> {
-    let body = PopupResult {
-        provider,
-        ok,
-        message,
-        return_to,
-    }
-    .render()
-    .map_err(AppError::internal)?;
-    Ok(no_referrer(html(body)))
+fn popup_page(page: PopupResult<'_>) -> PageResult<HttpResponse> {
+    let body = page.render().map_err(AppError::internal)?;
+    let mut res = no_referrer(html(body));
+    res.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(POPUP_CSP),
+    );
+    Ok(res)
 }
 
 /// Callback errors carry `Referrer-Policy: no-referrer` too: the URL holds a code.
@@ -186,7 +212,7 @@ async fn callback(
     };
     match done
         .map_err(PageError)
-        .and_then(|done| finish(&session, done))
+        .and_then(|done| finish(&state, &session, done))
     {
         Ok(res) => res,
         Err(PageError(e)) => callback_error(e),
@@ -194,15 +220,29 @@ async fn callback(
 }
 
 /// The end of a callback: the popup page, or a flash and back to where the
-/// flow began.
-fn finish(session: &Session, done: Completion) -> PageResult<HttpResponse> {
+/// flow began. A dashboard popup tells the dashboard (our own origin); a
+/// connect link's popup tells the CRM page that opened it, if its origin is
+/// still listed, and nobody otherwise.
+fn finish(state: &App, session: &Session, done: Completion) -> PageResult<HttpResponse> {
     if done.popup {
-        return popup_page(
-            &done.provider,
-            done.connected,
-            &done.message,
-            &done.return_to,
-        );
+        let embed = done
+            .by_link
+            .then(|| session::take_embed_origin(session))
+            .flatten()
+            .and_then(|o| state.settings.embed_origin(&o).map(str::to_string));
+        let target = if done.by_link {
+            embed.as_deref()
+        } else {
+            Some("self")
+        };
+        return popup_page(PopupResult {
+            provider: &done.provider,
+            ok: done.connected,
+            message: &done.message,
+            account: done.account.as_deref(),
+            target,
+            return_to: (!done.by_link).then_some(done.return_to.as_str()),
+        });
     }
     let kind = if done.connected { "ok" } else { "warn" };
     session::flash(session, kind, done.message);

@@ -1,4 +1,4 @@
-//! Operations endpoints: liveness, readiness, and the stylesheet.
+//! Operations endpoints: liveness, readiness, and the static files.
 
 use crate::app::App;
 use crate::crypto::sha256_hex;
@@ -152,7 +152,9 @@ fn bearer_matches(req: &HttpRequest, expected: &str) -> bool {
     !presented.is_empty() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// The stylesheet and the two small scripts, compiled into the binary.
+/// The stylesheet and the small scripts, compiled into the binary.
+/// `connect.js` is included by the CRM's pages on other origins: it says
+/// so (`Cross-Origin-Resource-Policy`), for pages that require it.
 pub async fn static_file(path: web::Path<String>) -> HttpResponse {
     let (body, content_type) = match path.as_str() {
         "style.css" => (
@@ -167,14 +169,21 @@ pub async fn static_file(path: web::Path<String>) -> HttpResponse {
             include_str!("../../static/popup.js"),
             "text/javascript; charset=utf-8",
         ),
+        "connect.js" => (
+            include_str!("../../static/connect.js"),
+            "text/javascript; charset=utf-8",
+        ),
         _ => {
             return HttpResponse::NotFound()
                 .content_type("text/plain; charset=utf-8")
                 .body("not found\n")
         }
     };
-    HttpResponse::Ok()
-        .content_type(content_type)
-        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
-        .body(body)
+    let mut res = HttpResponse::Ok();
+    res.content_type(content_type)
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"));
+    if path.as_str() == "connect.js" {
+        res.insert_header(("Cross-Origin-Resource-Policy", "cross-origin"));
+    }
+    res.body(body)
 }

@@ -28,6 +28,7 @@ const TENANT: &str = "tid";
 const EMAIL: &str = "email";
 const CSRF: &str = "csrf";
 const BINDING: &str = "oauth_binding";
+const EMBED: &str = "embed_origin";
 const FLASH: &str = "flash";
 const INSTALL: &str = "install";
 const ISSUED_AT: &str = "iat";
@@ -180,6 +181,28 @@ pub fn bind_oauth(session: &Session, binding: &str) -> AppResult<()> {
     session
         .insert(BINDING, binding)
         .map_err(|e| AppError::internal(e.to_string()))
+}
+
+/// Keeps (or forgets) the origin of the CRM page that opened this browser's
+/// connect-link flow in a popup, for its callback to post the outcome to.
+/// Set with each link flow's binding, so it always belongs to the latest.
+pub fn keep_embed_origin(session: &Session, origin: Option<&str>) -> AppResult<()> {
+    match origin {
+        Some(o) => session
+            .insert(EMBED, o)
+            .map_err(|e| AppError::internal(e.to_string())),
+        None => {
+            session.remove(EMBED);
+            Ok(())
+        }
+    }
+}
+
+/// The origin kept by [`keep_embed_origin`], forgotten as it is read.
+pub fn take_embed_origin(session: &Session) -> Option<String> {
+    let origin = session.get::<String>(EMBED).ok().flatten();
+    session.remove(EMBED);
+    origin
 }
 
 /// The value an OAuth callback must match, if this browser started a flow.

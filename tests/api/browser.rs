@@ -18,9 +18,9 @@ pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// The longest any one wait for the page may take before the test fails.
-const WAIT: Duration = Duration::from_secs(20);
+pub const WAIT: Duration = Duration::from_secs(20);
 /// How often a wait looks again.
-const POLL: Duration = Duration::from_millis(100);
+pub const POLL: Duration = Duration::from_millis(100);
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
@@ -174,7 +174,7 @@ pub async fn screenshot(client: &Client, path: &Path) {
 }
 
 /// Polls the window handles until `done` holds, for at most WAIT.
-async fn wait_for_windows(
+pub async fn wait_for_windows(
     client: &Client,
     what: &str,
     done: impl Fn(&[WindowHandle]) -> bool,

@@ -8,6 +8,7 @@ mod agencies;
 mod browser;
 mod cli;
 mod demo;
+mod embed;
 mod flow;
 mod internal_api;
 mod keys;

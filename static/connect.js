@@ -1,0 +1,70 @@
+// Tether Connect for the CRM's own pages (README, "Connect from your own
+// page"). Call it from a click handler, so the browser allows the popup:
+//
+//   TetherConnect.open(connectLinkUrl).then(function (outcome) { ... });
+//
+// It opens the connect link in a popup, adding this page's origin, which
+// Tether checks against TETHER_EMBED_ORIGINS. The popup's last page posts the
+// outcome to exactly that origin. The promise resolves once, with
+//   {status: "connected" | "failed", provider, account, message}  (told by the popup)
+//   {status: "closed"}   the popup closed, or the provider's pages cut it off
+//                        from this page (Cross-Origin-Opener-Policy), untold
+//   {status: "blocked"}  the browser refused to open a popup
+// It never carries a token. After "closed", ask your backend for the status.
+(function (root) {
+  "use strict";
+
+  var POLL_MS = 300;
+
+  function outcomeOf(data) {
+    return {
+      status: data.ok === true ? "connected" : "failed",
+      provider: String(data.provider || ""),
+      account: typeof data.account === "string" ? data.account : null,
+      message: String(data.message || "")
+    };
+  }
+
+  function open(connectLinkUrl, options) {
+    var onResult = options && options.onResult;
+    var link = new URL(connectLinkUrl, root.location.href);
+    link.searchParams.set("embed", root.location.origin);
+    var popup = root.open(link.href, "", "popup=yes,width=560,height=720");
+
+    var result = new Promise(function (resolve) {
+      if (!popup) {
+        resolve({ status: "blocked" });
+        return;
+      }
+      var settled = false;
+      var seenClosed = false;
+      function settle(outcome) {
+        if (settled) return;
+        settled = true;
+        root.removeEventListener("message", onMessage);
+        root.clearInterval(timer);
+        resolve(outcome);
+      }
+      // Only our popup, on the link's own origin, is believed.
+      function onMessage(event) {
+        var data = event.data;
+        if (event.origin !== link.origin || event.source !== popup) return;
+        if (!data || data.type !== "tether:oauth") return;
+        settle(outcomeOf(data));
+      }
+      root.addEventListener("message", onMessage);
+      // A closed popup is "closed" one look later: a message it posted just
+      // before closing is delivered first.
+      var timer = root.setInterval(function () {
+        if (!popup.closed) return;
+        if (seenClosed) settle({ status: "closed" });
+        seenClosed = true;
+      }, POLL_MS);
+      popup.focus();
+    });
+    if (typeof onResult === "function") result.then(onResult);
+    return result;
+  }
+
+  root.TetherConnect = { open: open };
+})(window);
