@@ -5,7 +5,7 @@
 pub mod presets;
 mod provider;
 
-pub use provider::{ClientAuth, Flow, Provider, RefreshStyle};
+pub use provider::{ClientAuth, FieldType, Flow, Provider, RefreshStyle, SettingField};
 
 use crate::config::Settings;
 use crate::crypto::Secret;
@@ -65,6 +65,17 @@ struct ProviderToml {
     refresh: Option<RefreshStyle>,
     refresh_token_lifetime_days: Option<i64>,
     rotates_refresh_tokens: Option<bool>,
+    settings_schema: Option<Vec<SettingFieldToml>>,
+}
+
+/// A field of `settings_schema` in the providers file.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingFieldToml {
+    name: String,
+    #[serde(rename = "type")]
+    kind: FieldType,
+    label: Option<String>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -241,6 +252,16 @@ fn merge(mut p: Provider, t: ProviderToml) -> Provider {
         api_base_url,
         refresh_token_lifetime_days
     );
+    if let Some(fields) = t.settings_schema {
+        p.settings_schema = fields
+            .into_iter()
+            .map(|f| SettingField {
+                label: f.label.unwrap_or_else(|| f.name.clone()),
+                name: f.name,
+                kind: f.kind,
+            })
+            .collect();
+    }
     p
 }
 
@@ -327,6 +348,50 @@ fn validate(p: &Provider) -> Result<(), String> {
     }
     if p.scope_separator.is_empty() {
         return Err("'scope_separator' must not be empty".into());
+    }
+    validate_settings_schema(&p.settings_schema)
+}
+
+/// The most fields a settings schema may declare (a form, not a database).
+const MAX_SETTING_FIELDS: usize = 50;
+
+/// Field names are keys of a JSON object and form field names: 1 to 64 of
+/// a-z, A-Z, 0-9, '_', '-' or '.', starting with a letter; each once.
+fn validate_settings_schema(fields: &[SettingField]) -> Result<(), String> {
+    if fields.len() > MAX_SETTING_FIELDS {
+        return Err(format!(
+            "'settings_schema' declares {} fields; at most {MAX_SETTING_FIELDS}",
+            fields.len()
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for f in fields {
+        let well_formed = (1..=64).contains(&f.name.len())
+            && f.name.as_bytes()[0].is_ascii_alphabetic()
+            && f.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !well_formed {
+            return Err(format!(
+                "'settings_schema' field names are 1 to 64 of a-z, A-Z, 0-9, '_', '-' or '.', starting with a letter; '{}' is not",
+                f.name.chars().take(64).collect::<String>()
+            ));
+        }
+        if !seen.insert(f.name.as_str()) {
+            return Err(format!(
+                "'settings_schema' declares the field '{}' twice",
+                f.name
+            ));
+        }
+        if f.label.trim().is_empty()
+            || f.label.chars().count() > 100
+            || f.label.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "'settings_schema' field '{}' needs a label of 1 to 100 printable characters",
+                f.name
+            ));
+        }
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! confirm it (HubSpot, Calendly, Google, Spotify, Microsoft: PROVIDERS.md).
 //! Each preset that turns it off says why; a test keeps the list in step.
 
-use super::provider::{ClientAuth, Flow, Provider, RefreshStyle};
+use super::provider::{ClientAuth, FieldType, Flow, Provider, RefreshStyle, SettingField};
 use crate::config::Settings;
 use crate::ids::ProviderKey;
 use std::collections::BTreeMap;
@@ -50,6 +50,7 @@ pub(super) fn base(
         // Unknown means "may rotate": a new refresh token in a refresh's
         // answer restarts its tracked lifetime.
         rotates_refresh_tokens: true,
+        settings_schema: Vec::new(),
         credentials: None,
     }
 }
@@ -113,6 +114,15 @@ pub fn all() -> Vec<Provider> {
             // Every API call names the API version it was written against;
             // calls without it are rejected (PROVIDERS.md).
             api_headers: params(&[("Version", "2021-07-28")]),
+            // Where the CRM files what it creates for the tenant (opportunities).
+            settings_schema: vec![
+                SettingField::new(
+                    "default_pipeline_id",
+                    FieldType::String,
+                    "Default pipeline id",
+                ),
+                SettingField::new("default_stage_id", FieldType::String, "Default stage id"),
+            ],
             ..base(
                 "gohighlevel",
                 "GoHighLevel",
@@ -140,6 +150,12 @@ pub fn all() -> Vec<Provider> {
             account_name: Some("/resource/name".into()),
             keep_fields: strings(&["owner", "organization"]),
             api_base_url: Some("https://api.calendly.com".into()),
+            // The event type the CRM books by default (its `uri` at Calendly).
+            settings_schema: vec![SettingField::new(
+                "default_event_type_uri",
+                FieldType::String,
+                "Default event type URI",
+            )],
             ..base(
                 "calendly",
                 "Calendly",
@@ -161,6 +177,12 @@ pub fn all() -> Vec<Provider> {
             authorize_params: params(&[("access_type", "offline"), ("prompt", "consent")]),
             rotates_refresh_tokens: false,
             api_base_url: Some("https://www.googleapis.com".into()),
+            // The Search Console property the CRM reports on (`siteUrl`).
+            settings_schema: vec![SettingField::new(
+                "site_url",
+                FieldType::String,
+                "Search Console site URL",
+            )],
             ..base(
                 "google",
                 "Google Search Console",
