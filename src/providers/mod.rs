@@ -601,6 +601,70 @@ scopes = ["openid"]
     }
 
     #[test]
+    fn settings_schemas_come_from_the_presets_or_the_file_and_bad_ones_are_refused() {
+        let c = Catalogue::build(&settings(), None, &no_env).unwrap();
+        let names = |key: &str| -> Vec<(String, FieldType)> {
+            c.get(key)
+                .unwrap()
+                .settings_schema
+                .iter()
+                .map(|f| (f.name.clone(), f.kind))
+                .collect()
+        };
+        let string = |n: &str| (n.to_string(), FieldType::String);
+        assert_eq!(
+            names("gohighlevel"),
+            [string("default_pipeline_id"), string("default_stage_id")]
+        );
+        assert_eq!(names("calendly"), [string("default_event_type_uri")]);
+        assert_eq!(names("google"), [string("site_url")]);
+        assert!(names("hubspot").is_empty());
+
+        let base = "[providers.acme]\ndisplay_name = \"Acme\"\nauthorize_url = \"https://a.example/auth\"\ntoken_url = \"https://a.example/token\"\n";
+        let ok = format!(
+            "{base}settings_schema = [{{ name = \"board\", type = \"string\", label = \"Board\" }}, {{ name = \"max\", type = \"number\" }}, {{ name = \"on\", type = \"boolean\" }}]\n\n[providers.google]\nsettings_schema = []\n"
+        );
+        let c = Catalogue::build(&settings(), Some(("p.toml", &ok)), &no_env).unwrap();
+        assert_eq!(
+            c.get("acme").unwrap().settings_schema,
+            [
+                SettingField::new("board", FieldType::String, "Board"),
+                SettingField::new("max", FieldType::Number, "max"),
+                SettingField::new("on", FieldType::Boolean, "on"),
+            ],
+            "in order; the label defaults to the name"
+        );
+        assert!(
+            c.get("google").unwrap().settings_schema.is_empty(),
+            "an override replaces the preset's"
+        );
+        for (bad, says) in [
+            ("[{ name = \"when\", type = \"date\" }]", "line 5"),
+            (
+                "[{ name = \"x\", type = \"string\", colour = 1 }]",
+                "colour",
+            ),
+            ("[{ type = \"string\" }]", "name"),
+            ("[{ name = \"1x\", type = \"string\" }]", "'1x' is not"),
+            ("[{ name = \"a b\", type = \"string\" }]", "'a b' is not"),
+            (
+                "[{ name = \"x\", type = \"string\" }, { name = \"x\", type = \"number\" }]",
+                "'x' twice",
+            ),
+            (
+                "[{ name = \"x\", type = \"string\", label = \" \" }]",
+                "needs a label",
+            ),
+        ] {
+            let file = format!("{base}settings_schema = {bad}\n");
+            let err = Catalogue::build(&settings(), Some(("p.toml", &file)), &no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn a_malformed_file_names_the_line_and_the_reason() {
         let file = "[providers.acme]\ndisplay_name = \"Acme\"\npkce = \"yes\"\n";
         let err = Catalogue::build(&settings(), Some(("p.toml", file)), &no_env)

@@ -12,21 +12,8 @@ use crate::error::{AppError, Code, PageError};
 use actix_web::web;
 pub use http::loggable_path;
 
-/// How browser forms are read: at most `limit` bytes, a refusal as an HTML page.
-fn form_config(limit: usize) -> web::FormConfig {
-    web::FormConfig::default()
-        .limit(limit)
-        .error_handler(|e, _| {
-            PageError(AppError::bad_request(
-                Code::InvalidForm,
-                format!("the form could not be read: {e}"),
-            ))
-            .into()
-        })
-}
-
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(form_config(16 * 1024))
+    cfg.app_data(http::form_config(16 * 1024))
         .app_data(web::QueryConfig::default().error_handler(|e, _| {
             PageError(AppError::bad_request(
                 Code::InvalidQuery,

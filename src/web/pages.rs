@@ -38,7 +38,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             // 64 KiB of settings, form-encoded (a JSON box's quotes and
             // braces take three bytes each).
             web::resource("/settings/integrations/{provider}/settings")
-                .app_data(super::form_config(4 * integration::MAX_SETTINGS_BYTES))
+                .app_data(super::http::form_config(
+                    4 * integration::MAX_SETTINGS_BYTES,
+                ))
                 .route(web::post().to(save_settings)),
         );
 }

@@ -662,7 +662,7 @@ async fn the_card_edits_settings_with_a_form_for_a_schema_and_a_json_box_otherwi
     // Refusals draw the page again with the error on the card and what was
     // typed kept; nothing changes.
     let before = app.snapshot();
-    let refused: Vec<(&'static str, Vec<(&'static str, String)>, &str, &str)> = vec![
+    let refused: Vec<Refused> = vec![
         (
             "/settings/integrations/acme/settings",
             vec![("setting.limit", "five".into())],
@@ -744,6 +744,14 @@ async fn the_card_edits_settings_with_a_form_for_a_schema_and_a_json_box_otherwi
             .1["settings"]
     );
 }
+
+/// A settings form that is refused: route, fields, the card, what it says.
+type Refused = (
+    &'static str,
+    Vec<(&'static str, String)>,
+    &'static str,
+    &'static str,
+);
 
 /// The choice the README states: a switched-off integration's tokens are
 /// kept fresh, so that enabling it again works at once.
