@@ -479,7 +479,7 @@ impl<'a> TokenBody<'a> {
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
         (status = 404, description = "No such tenant, provider or connection", body = ErrorBody),
-        (status = 409, description = "`needs_reconnect`: the provider revoked the grant", body = ErrorBody),
+        (status = 409, description = "`needs_reconnect`: the provider revoked the grant; `provider_disabled`: the tenant switched the provider off", body = ErrorBody),
         (status = 502, description = "The provider refused Tether's credentials", body = ErrorBody),
         (status = 503, description = "A refresh is failing for now; see Retry-After", body = ErrorBody),
     ),
@@ -669,6 +669,7 @@ struct LinkBody<'a> {
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
         (status = 404, description = "No such tenant or provider", body = ErrorBody),
+        (status = 409, description = "`provider_disabled`: the tenant switched the provider off", body = ErrorBody),
         (status = 503, description = "The database is unreachable", body = ErrorBody),
     ),
     security(("apiKey" = []))
@@ -894,7 +895,8 @@ struct ProxyPath {
 /// reachable. The answer is the provider's own (any status, any content
 /// type), except for Tether's own errors, which are JSON error bodies: 400 (a
 /// path outside the API base, an invalid `Tether-Account`), 401, 403, 404
-/// (tenant, provider or connection), 409 (`needs_reconnect`), 502
+/// (tenant, provider or connection), 409 (`needs_reconnect`;
+/// `provider_disabled`: the tenant switched the provider off), 502
 /// (`provider_unreachable`; `provider_redirected`: the provider answered a
 /// redirect, which is neither followed nor passed on;
 /// `provider_response_too_large`: its body passed `TETHER_PROXY_MAX_BODY_BYTES`),
