@@ -63,6 +63,7 @@ codes! {
     InvalidRequest => "invalid_request",
     InvalidReturnTo => "invalid_return_to",
     InvalidScope => "invalid_scope",
+    InvalidSettings => "invalid_settings",
     InvalidSsoToken => "invalid_sso_token",
     InvalidState => "invalid_state",
     InvalidTenant => "invalid_tenant",
@@ -76,6 +77,7 @@ codes! {
     NotFound => "not_found",
     NotConnected => "not_connected",
     NotRefreshable => "not_refreshable",
+    ProviderDisabled => "provider_disabled",
     ProviderError => "provider_error",
     ProviderMisconfigured => "provider_misconfigured",
     ProviderMismatch => "provider_mismatch",
@@ -86,6 +88,7 @@ codes! {
     RateLimited => "rate_limited",
     RefreshFailed => "refresh_failed",
     RefreshInProgress => "refresh_in_progress",
+    SettingsTooLarge => "settings_too_large",
     ShuttingDown => "shutting_down",
     TenantExists => "tenant_exists",
     Unauthorized => "unauthorized",
@@ -165,6 +168,19 @@ impl AppError {
     /// As [`AppError::not_connected`], saying what exactly is missing.
     pub fn not_connected_because(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, Code::NotConnected, message)
+    }
+    /// The tenant switched the provider off (its integration settings):
+    /// distinct from a provider the operator has not enabled (a 404). A 409,
+    /// like `needs_reconnect`: the request is right, the state of the
+    /// tenant's integration refuses it until a person changes it.
+    pub fn provider_disabled(display_name: &str) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            Code::ProviderDisabled,
+            format!(
+                "this tenant has switched {display_name} off; an admin of the tenant can switch it on again on the integrations page (or PUT /api/v1/tenants/{{tenant}}/integrations/{{provider}} with \"enabled\": true)"
+            ),
+        )
     }
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(

@@ -6,6 +6,7 @@ use crate::config::Settings;
 use crate::crypto::Secret;
 use crate::db::models::connect_link::ConnectLink;
 use crate::db::models::event::Actor;
+use crate::db::models::integration_setting::IntegrationSetting;
 use crate::db::models::tenant::Tenant;
 use crate::db::models::user::normalize_email;
 use crate::error::{AppError, AppResult, Code};
@@ -50,8 +51,13 @@ pub async fn issue(
     }
     let email = email.map(normalize_email).transpose()?;
     let (key, actor) = (provider.key.clone(), actor.to_string());
+    let name = provider.display_name.clone();
     let (token, expires_at) = app
         .db(move |c| {
+            // A link would connect what the tenant switched off.
+            if IntegrationSetting::is_disabled(c, &tenant_id, &key)? {
+                return Err(AppError::provider_disabled(&name));
+            }
             Ok(ConnectLink::create(
                 c,
                 &tenant_id,

@@ -8,10 +8,12 @@
 //!   connect links, client-credentials instances), saving a grant;
 //! - `manage`: which account, the default account, disconnecting;
 //! - `links`: issuing connect links;
+//! - `integration`: a tenant's integration settings (enabled, preferences);
 //! - `proxy`: calling a provider's API with a tenant's token.
 
 pub mod agency;
 pub mod connect;
+pub mod integration;
 pub mod links;
 pub mod manage;
 pub mod proxy;

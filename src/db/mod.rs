@@ -209,6 +209,37 @@ pub fn insert_key_check_if_absent(
     }
 }
 
+/// Inserts an integration-settings row with the defaults (enabled, no
+/// settings) unless the tenant has one for the provider; returns whether it
+/// inserted. A write either way, so that on SQLite the caller's transaction
+/// holds the write lock from here on.
+pub fn insert_integration_setting_if_absent(
+    conn: &mut DbConn,
+    tenant: &str,
+    provider_key: &str,
+    at: NaiveDateTime,
+) -> QueryResult<bool> {
+    use schema::integration_settings::dsl::*;
+    let row = (
+        tenant_id.eq(tenant),
+        provider.eq(provider_key),
+        enabled.eq(true),
+        settings.eq("{}"),
+        updated_at.eq(at),
+    );
+    let inserted = match conn {
+        DbConn::Postgres(c) => diesel::insert_into(integration_settings)
+            .values(row)
+            .on_conflict((tenant_id, provider))
+            .do_nothing()
+            .execute(c)?,
+        DbConn::Sqlite(c) => diesel::insert_or_ignore_into(integration_settings)
+            .values(row)
+            .execute(c)?,
+    };
+    Ok(inserted == 1)
+}
+
 /// Now, in UTC, at the microsecond precision both backends store.
 pub fn now() -> NaiveDateTime {
     Utc::now().naive_utc().trunc_subsecs(6)

@@ -146,7 +146,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    integration_settings (tenant_id, provider) {
+        tenant_id -> Text,
+        provider -> Text,
+        enabled -> Bool,
+        settings -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(users -> tenants (tenant_id));
+diesel::joinable!(integration_settings -> tenants (tenant_id));
 diesel::joinable!(connect_links -> tenants (tenant_id));
 diesel::joinable!(connections -> tenants (tenant_id));
 diesel::joinable!(oauth_states -> tenants (tenant_id));
@@ -165,4 +176,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     sso_nonces,
     provider_flags,
     connect_links,
+    integration_settings,
 );

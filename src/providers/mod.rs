@@ -5,7 +5,9 @@
 pub mod presets;
 mod provider;
 
-pub use provider::{ClientAuth, Flow, Identity, Provider, RefreshStyle};
+pub use provider::{
+    ClientAuth, FieldType, Flow, Identity, Provider, RefreshStyle, SettingField,
+};
 
 use crate::config::Settings;
 use crate::crypto::Secret;
@@ -68,6 +70,7 @@ struct ProviderToml {
     refresh_token_lifetime_days: Option<i64>,
     rotates_refresh_tokens: Option<bool>,
     location_tokens: Option<bool>,
+    settings_schema: Option<Vec<SettingFieldToml>>,
 }
 
 /// A string, or a list of them (`account_id = "/sub"` or `["/a", "/b"]`).
@@ -85,6 +88,16 @@ impl OneOrMany {
             OneOrMany::Many(v) => v,
         }
     }
+}
+
+/// A field of `settings_schema` in the providers file.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingFieldToml {
+    name: String,
+    #[serde(rename = "type")]
+    kind: FieldType,
+    label: Option<String>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -266,6 +279,16 @@ fn merge(mut p: Provider, t: ProviderToml) -> Provider {
         api_base_url,
         refresh_token_lifetime_days
     );
+    if let Some(fields) = t.settings_schema {
+        p.settings_schema = fields
+            .into_iter()
+            .map(|f| SettingField {
+                label: f.label.unwrap_or_else(|| f.name.clone()),
+                name: f.name,
+                kind: f.kind,
+            })
+            .collect();
+    }
     p
 }
 
@@ -364,6 +387,50 @@ fn validate(p: &Provider) -> Result<(), String> {
     }
     if p.scope_separator.is_empty() {
         return Err("'scope_separator' must not be empty".into());
+    }
+    validate_settings_schema(&p.settings_schema)
+}
+
+/// The most fields a settings schema may declare (a form, not a database).
+const MAX_SETTING_FIELDS: usize = 50;
+
+/// Field names are keys of a JSON object and form field names: 1 to 64 of
+/// a-z, A-Z, 0-9, '_', '-' or '.', starting with a letter; each once.
+fn validate_settings_schema(fields: &[SettingField]) -> Result<(), String> {
+    if fields.len() > MAX_SETTING_FIELDS {
+        return Err(format!(
+            "'settings_schema' declares {} fields; at most {MAX_SETTING_FIELDS}",
+            fields.len()
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for f in fields {
+        let well_formed = (1..=64).contains(&f.name.len())
+            && f.name.as_bytes()[0].is_ascii_alphabetic()
+            && f.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !well_formed {
+            return Err(format!(
+                "'settings_schema' field names are 1 to 64 of a-z, A-Z, 0-9, '_', '-' or '.', starting with a letter; '{}' is not",
+                f.name.chars().take(64).collect::<String>()
+            ));
+        }
+        if !seen.insert(f.name.as_str()) {
+            return Err(format!(
+                "'settings_schema' declares the field '{}' twice",
+                f.name
+            ));
+        }
+        if f.label.trim().is_empty()
+            || f.label.chars().count() > 100
+            || f.label.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "'settings_schema' field '{}' needs a label of 1 to 100 printable characters",
+                f.name
+            ));
+        }
     }
     Ok(())
 }
@@ -613,6 +680,70 @@ scopes = ["openid"]
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("api_headers"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn settings_schemas_come_from_the_presets_or_the_file_and_bad_ones_are_refused() {
+        let c = Catalogue::build(&settings(), None, &no_env).unwrap();
+        let names = |key: &str| -> Vec<(String, FieldType)> {
+            c.get(key)
+                .unwrap()
+                .settings_schema
+                .iter()
+                .map(|f| (f.name.clone(), f.kind))
+                .collect()
+        };
+        let string = |n: &str| (n.to_string(), FieldType::String);
+        assert_eq!(
+            names("gohighlevel"),
+            [string("default_pipeline_id"), string("default_stage_id")]
+        );
+        assert_eq!(names("calendly"), [string("default_event_type_uri")]);
+        assert_eq!(names("google"), [string("site_url")]);
+        assert!(names("hubspot").is_empty());
+
+        let base = "[providers.acme]\ndisplay_name = \"Acme\"\nauthorize_url = \"https://a.example/auth\"\ntoken_url = \"https://a.example/token\"\n";
+        let ok = format!(
+            "{base}settings_schema = [{{ name = \"board\", type = \"string\", label = \"Board\" }}, {{ name = \"max\", type = \"number\" }}, {{ name = \"on\", type = \"boolean\" }}]\n\n[providers.google]\nsettings_schema = []\n"
+        );
+        let c = Catalogue::build(&settings(), Some(("p.toml", &ok)), &no_env).unwrap();
+        assert_eq!(
+            c.get("acme").unwrap().settings_schema,
+            [
+                SettingField::new("board", FieldType::String, "Board"),
+                SettingField::new("max", FieldType::Number, "max"),
+                SettingField::new("on", FieldType::Boolean, "on"),
+            ],
+            "in order; the label defaults to the name"
+        );
+        assert!(
+            c.get("google").unwrap().settings_schema.is_empty(),
+            "an override replaces the preset's"
+        );
+        for (bad, says) in [
+            ("[{ name = \"when\", type = \"date\" }]", "line 5"),
+            (
+                "[{ name = \"x\", type = \"string\", colour = 1 }]",
+                "colour",
+            ),
+            ("[{ type = \"string\" }]", "name"),
+            ("[{ name = \"1x\", type = \"string\" }]", "'1x' is not"),
+            ("[{ name = \"a b\", type = \"string\" }]", "'a b' is not"),
+            (
+                "[{ name = \"x\", type = \"string\" }, { name = \"x\", type = \"number\" }]",
+                "'x' twice",
+            ),
+            (
+                "[{ name = \"x\", type = \"string\", label = \" \" }]",
+                "needs a label",
+            ),
+        ] {
+            let file = format!("{base}settings_schema = {bad}\n");
+            let err = Catalogue::build(&settings(), Some(("p.toml", &file)), &no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{bad}: {err}");
         }
     }
 

@@ -6,7 +6,9 @@
 //! confirm it (HubSpot, Calendly, Google, Spotify, Microsoft: PROVIDERS.md).
 //! Each preset that turns it off says why; a test keeps the list in step.
 
-use super::provider::{ClientAuth, Flow, Identity, Provider, RefreshStyle};
+use super::provider::{
+    ClientAuth, FieldType, Flow, Identity, Provider, RefreshStyle, SettingField,
+};
 use crate::config::Settings;
 use crate::ids::ProviderKey;
 use std::collections::BTreeMap;
@@ -53,6 +55,7 @@ pub(super) fn base(
         // answer restarts its tracked lifetime.
         rotates_refresh_tokens: true,
         location_tokens: false,
+        settings_schema: Vec::new(),
         credentials: None,
     }
 }
@@ -129,6 +132,15 @@ pub fn all() -> Vec<Provider> {
             // An agency connection (`token_params = { user_type = "Company" }`,
             // scopes `oauth.write` and `oauth.readonly`) serves its locations.
             location_tokens: true,
+            // Where the CRM files what it creates for the tenant (opportunities).
+            settings_schema: vec![
+                SettingField::new(
+                    "default_pipeline_id",
+                    FieldType::String,
+                    "Default pipeline id",
+                ),
+                SettingField::new("default_stage_id", FieldType::String, "Default stage id"),
+            ],
             ..base(
                 "gohighlevel",
                 "GoHighLevel",
@@ -164,6 +176,12 @@ pub fn all() -> Vec<Provider> {
             account_name: Some("/resource/name".into()),
             keep_fields: strings(&["owner", "organization"]),
             api_base_url: Some("https://api.calendly.com".into()),
+            // The event type the CRM books by default (its `uri` at Calendly).
+            settings_schema: vec![SettingField::new(
+                "default_event_type_uri",
+                FieldType::String,
+                "Default event type URI",
+            )],
             ..base(
                 "calendly",
                 "Calendly",
@@ -185,6 +203,12 @@ pub fn all() -> Vec<Provider> {
             authorize_params: params(&[("access_type", "offline"), ("prompt", "consent")]),
             rotates_refresh_tokens: false,
             api_base_url: Some("https://www.googleapis.com".into()),
+            // The Search Console property the CRM reports on (`siteUrl`).
+            settings_schema: vec![SettingField::new(
+                "site_url",
+                FieldType::String,
+                "Search Console site URL",
+            )],
             ..base(
                 "google",
                 "Google Search Console",

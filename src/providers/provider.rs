@@ -51,6 +51,58 @@ pub enum Identity {
     Introspect,
 }
 
+/// The type of a field of a provider's settings schema.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    String,
+    Number,
+    Boolean,
+}
+
+impl FieldType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldType::String => "string",
+            FieldType::Number => "number",
+            FieldType::Boolean => "boolean",
+        }
+    }
+
+    /// Whether `value` is of this type (JSON's string, number or boolean).
+    pub fn admits(self, value: &serde_json::Value) -> bool {
+        match self {
+            FieldType::String => value.is_string(),
+            FieldType::Number => value.is_number(),
+            FieldType::Boolean => value.is_boolean(),
+        }
+    }
+}
+
+/// One named field of a provider's per-tenant settings (a tenant may leave
+/// any of them unset).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct SettingField {
+    /// The key in the settings object.
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: FieldType,
+    /// What the dashboard's form calls it (the name when none was given).
+    pub label: String,
+}
+
+impl SettingField {
+    pub fn new(name: &str, kind: FieldType, label: &str) -> SettingField {
+        SettingField {
+            name: name.into(),
+            kind,
+            label: label.into(),
+        }
+    }
+}
+
 /// One configured provider.
 #[derive(Debug, Clone)]
 pub struct Provider {
@@ -109,6 +161,9 @@ pub struct Provider {
     /// (`POST {api_base_url}/oauth/locationToken`) and lists the locations
     /// where the app is installed (`GET .../oauth/installedLocations`).
     pub location_tokens: bool,
+    /// The fields a tenant's settings for this provider may have; empty: any
+    /// JSON object (the dashboard shows a JSON box instead of a form).
+    pub settings_schema: Vec<SettingField>,
     /// Client id and secret, when configured.
     pub credentials: Option<(String, Secret<String>)>,
 }

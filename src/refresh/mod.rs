@@ -17,6 +17,7 @@ pub mod scheduler;
 use crate::app::App;
 use crate::db::models::connection::{Connection, Refreshed, Status};
 use crate::db::models::event::{Actor, EventKind, NewEvent};
+use crate::db::models::integration_setting::IntegrationSetting;
 use crate::db::now;
 use crate::error::{AppError, AppResult, Code};
 use crate::ids::TenantId;
@@ -288,8 +289,18 @@ pub async fn fresh_token(
             account.map(str::to_string),
         );
         state
-            .db(move |c| Ok(Connection::lookup(c, &tn, &p, a.as_deref())?))
+            .db(move |c| {
+                // Before the connection: a tenant that switched the provider
+                // off gets that answer whether or not it is connected. The
+                // warm path above needs no check: a switch-off forgets the
+                // pair's entries in every instance.
+                if IntegrationSetting::is_disabled(c, &tn, &p)? {
+                    return Ok(None);
+                }
+                Ok(Some(Connection::lookup(c, &tn, &p, a.as_deref())?))
+            })
             .await?
+            .ok_or_else(|| AppError::provider_disabled(&provider.display_name))?
     };
     let row = current
         .filter(|c| c.token_ciphertext.is_some())

@@ -3,6 +3,7 @@
 
 use super::http::{account_param, no_store};
 use crate::app::App;
+use crate::connections::integration::{self, IntegrationView};
 use crate::connections::status::{self, StatusView};
 use crate::connections::{agency, links, manage, proxy as proxying};
 use crate::db::models::api_key::ApiKey;
@@ -23,9 +24,9 @@ use std::time::Instant;
 /// registrations (`utoipa-actix-web`): a route cannot be served without
 /// being documented, nor documented without being served.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    let json = || {
+    let json = |limit: usize| {
         web::JsonConfig::default()
-            .limit(64 * 1024)
+            .limit(limit)
             .error_handler(|e, _| {
                 AppError::bad_request(
                     Code::InvalidJson,
@@ -45,7 +46,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     };
     // The hot route first: routes are tried in order.
     let api = utoipa_actix_web::scope("/api/v1")
-        .app_data(json())
+        .app_data(json(64 * 1024))
         .app_data(query())
         .app_data(path())
         .service(token)
@@ -57,6 +58,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(set_default)
         .service(locations)
         .service(connect_link)
+        // Settings may be 64 KiB themselves: their body may be larger than
+        // that, so that an object over the cap gets its own answer.
+        .service(
+            utoipa_actix_web::scope("/tenants/{tenant}/integrations")
+                .app_data(json(SETTINGS_BODY_LIMIT))
+                .service(get_integration)
+                .service(set_integration)
+                .default_service(web::to(unrouted)),
+        )
         .service(proxy)
         .service(openapi_document)
         .default_service(web::to(unrouted));
@@ -475,7 +485,7 @@ impl<'a> TokenBody<'a> {
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
         (status = 404, description = "No such tenant, provider or connection (`not_connected`)", body = ErrorBody),
-        (status = 409, description = "`needs_reconnect`: the provider revoked the grant; `location_unavailable`: the agency may not mint for that location", body = ErrorBody),
+        (status = 409, description = "`needs_reconnect`: the provider revoked the grant; `provider_disabled`: the tenant switched the provider off; `location_unavailable`: the agency may not mint for that location", body = ErrorBody),
         (status = 502, description = "The provider refused Tether's credentials", body = ErrorBody),
         (status = 503, description = "A refresh is failing for now; see Retry-After", body = ErrorBody),
     ),
@@ -715,6 +725,7 @@ struct LinkBody<'a> {
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
         (status = 404, description = "No such tenant or provider", body = ErrorBody),
+        (status = 409, description = "`provider_disabled`: the tenant switched the provider off", body = ErrorBody),
         (status = 503, description = "The database is unreachable", body = ErrorBody),
     ),
     security(("apiKey" = []))
@@ -819,6 +830,88 @@ async fn provision(
     })
 }
 
+/// The largest body `PUT .../integrations/{provider}` reads: room for 64 KiB
+/// of settings sent with whitespace.
+const SETTINGS_BODY_LIMIT: usize = 4 * integration::MAX_SETTINGS_BYTES;
+
+/// The tenant's integration settings for a provider
+///
+/// Whether the tenant uses the provider, and its settings (a JSON object).
+/// A pair never written answers the defaults: enabled, `{}`, `updated_at`
+/// null. `schema` lists the fields the provider's settings may have.
+#[utoipa::path(
+    params(ConnectionPath),
+    responses(
+        (status = 200, description = "The integration settings", body = IntegrationView),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        (status = 404, description = "No such tenant or enabled provider", body = ErrorBody),
+        (status = 503, description = "The database is unreachable", body = ErrorBody),
+    ),
+    security(("apiKey" = []))
+)]
+#[get("/{provider}")]
+async fn get_integration(
+    state: web::Data<App>,
+    caller: ApiCaller,
+    path: web::Path<ConnectionPath>,
+) -> AppResult<HttpResponse> {
+    let (tenant_id, provider) = caller.target(&state, &path).await?;
+    let view = integration::load(&state, &tenant_id, &provider).await?;
+    Ok(no_store(HttpResponse::Ok().json(view)))
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct IntegrationRequest {
+    /// false switches the provider off for the tenant: hidden from its
+    /// dashboard, and its token API and proxy answer 409 `provider_disabled`.
+    enabled: bool,
+    /// A JSON object of at most 64 KiB serialised; with a provider schema,
+    /// only its fields, each of its type.
+    #[schema(value_type = Object)]
+    settings: serde_json::Value,
+}
+
+/// Set the tenant's integration settings for a provider
+///
+/// Replaces both `enabled` and `settings`. Each change is recorded as an
+/// event (`integration_enabled`, `integration_disabled`,
+/// `settings_changed`) and notified by webhook; a refusal changes nothing.
+#[utoipa::path(
+    params(ConnectionPath),
+    request_body = IntegrationRequest,
+    responses(
+        (status = 200, description = "The integration settings afterwards", body = IntegrationView),
+        (status = 400, description = "`invalid_json` (a wrong type or a missing field), `invalid_settings` (not an object, a field the schema does not have, or of the wrong type), `settings_too_large` (over 64 KiB)", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        (status = 404, description = "No such tenant or enabled provider", body = ErrorBody),
+        (status = 409, description = "`concurrent_update`: changed by another request at the same moment", body = ErrorBody),
+        (status = 503, description = "The database is unreachable", body = ErrorBody),
+    ),
+    security(("apiKey" = []))
+)]
+#[put("/{provider}")]
+async fn set_integration(
+    state: web::Data<App>,
+    caller: ApiCaller,
+    path: web::Path<ConnectionPath>,
+    body: web::Json<IntegrationRequest>,
+) -> AppResult<HttpResponse> {
+    let (tenant_id, provider) = caller.target(&state, &path).await?;
+    let view = integration::save(
+        &state,
+        &tenant_id,
+        &provider,
+        Some(body.enabled),
+        Some(&body.settings),
+        &caller.actor(),
+    )
+    .await?;
+    Ok(no_store(HttpResponse::Ok().json(view)))
+}
+
 /// Which account a proxied call uses: the `Tether-Account` header (never
 /// forwarded), else the default. Not a query parameter like on the other
 /// routes: the proxied query string belongs to the provider and goes out
@@ -858,7 +951,8 @@ struct ProxyPath {
 /// reachable. The answer is the provider's own (any status, any content
 /// type), except for Tether's own errors, which are JSON error bodies: 400 (a
 /// path outside the API base, an invalid `Tether-Account`), 401, 403, 404
-/// (tenant, provider or connection), 409 (`needs_reconnect`), 502
+/// (tenant, provider or connection), 409 (`needs_reconnect`;
+/// `provider_disabled`: the tenant switched the provider off), 502
 /// (`provider_unreachable`; `provider_redirected`: the provider answered a
 /// redirect, which is neither followed nor passed on;
 /// `provider_response_too_large`: its body passed `TETHER_PROXY_MAX_BODY_BYTES`),

@@ -94,6 +94,19 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, PageError> {
     }
 }
 
+/// How browser forms are read: at most `limit` bytes, a refusal as an HTML page.
+pub fn form_config(limit: usize) -> actix_web::web::FormConfig {
+    actix_web::web::FormConfig::default()
+        .limit(limit)
+        .error_handler(|e, _| {
+            PageError(AppError::bad_request(
+                Code::InvalidForm,
+                format!("the form could not be read: {e}"),
+            ))
+            .into()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

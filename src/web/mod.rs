@@ -13,34 +13,24 @@ use actix_web::web;
 pub use http::loggable_path;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(
-        web::FormConfig::default()
-            .limit(16 * 1024)
-            .error_handler(|e, _| {
-                PageError(AppError::bad_request(
-                    Code::InvalidForm,
-                    format!("the form could not be read: {e}"),
-                ))
-                .into()
-            }),
-    )
-    .app_data(web::QueryConfig::default().error_handler(|e, _| {
-        PageError(AppError::bad_request(
-            Code::InvalidQuery,
-            format!("the address has invalid parameters: {e}"),
-        ))
-        .into()
-    }))
-    .route("/healthz", web::get().to(ops::healthz))
-    .route("/readyz", web::get().to(ops::readyz))
-    .route("/metrics", web::get().to(ops::metrics))
-    .route("/static/{file}", web::get().to(ops::static_file))
-    // The internal API first: the token route is the hot path, and every
-    // route registered before it is a pattern tried on each of its requests.
-    // (The areas' paths do not overlap, so the order changes nothing else.)
-    .configure(api::routes)
-    .configure(pages::routes)
-    .configure(oauth::routes)
-    .configure(crate::demo::routes)
-    .default_service(web::to(http::not_found));
+    cfg.app_data(http::form_config(16 * 1024))
+        .app_data(web::QueryConfig::default().error_handler(|e, _| {
+            PageError(AppError::bad_request(
+                Code::InvalidQuery,
+                format!("the address has invalid parameters: {e}"),
+            ))
+            .into()
+        }))
+        .route("/healthz", web::get().to(ops::healthz))
+        .route("/readyz", web::get().to(ops::readyz))
+        .route("/metrics", web::get().to(ops::metrics))
+        .route("/static/{file}", web::get().to(ops::static_file))
+        // The internal API first: the token route is the hot path, and every
+        // route registered before it is a pattern tried on each of its requests.
+        // (The areas' paths do not overlap, so the order changes nothing else.)
+        .configure(api::routes)
+        .configure(pages::routes)
+        .configure(oauth::routes)
+        .configure(crate::demo::routes)
+        .default_service(web::to(http::not_found));
 }

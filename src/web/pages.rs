@@ -3,17 +3,20 @@
 use super::http::{client_addr, html, see_other};
 use super::session::{self, AdminSession, CsrfForm, Flash, NoFields};
 use crate::app::App;
+use crate::connections::integration::{self, IntegrationView, FORM_PREFIX};
 use crate::connections::status::{PublicStatus, StatusView};
 use crate::db::models::connection::Connection;
 use crate::db::models::event::{Event, EventKind};
+use crate::db::models::integration_setting::IntegrationSetting;
 use crate::db::models::tenant::Tenant;
 use crate::error::{AppError, Code, PageError, PageResult};
 use crate::oauth::{safe_return_to, DASHBOARD};
-use crate::providers::{Flow, Provider};
+use crate::providers::{FieldType, Flow, Provider};
 use actix_session::Session;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use chrono::NaiveDateTime;
+use std::collections::HashMap;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(root))
@@ -26,6 +29,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/settings/integrations/cards/{provider}",
             web::get().to(card_fragment),
+        )
+        .route(
+            "/settings/integrations/{provider}/enabled",
+            web::post().to(set_enabled),
+        )
+        .service(
+            // 64 KiB of settings, form-encoded (a JSON box's quotes and
+            // braces take three bytes each).
+            web::resource("/settings/integrations/{provider}/settings")
+                .app_data(super::http::form_config(
+                    4 * integration::MAX_SETTINGS_BYTES,
+                ))
+                .route(web::post().to(save_settings)),
         );
 }
 
@@ -213,7 +229,96 @@ pub struct Card {
     /// Whether its tokens can be refreshed (WordPress.com's never expire).
     pub refreshable: bool,
     pub events: Vec<EventLine>,
+    /// The tenant's settings for the provider, as a form.
+    pub settings: SettingsForm,
 }
+
+/// A card's settings form: one input per schema field, or a JSON box when
+/// the provider declares no schema; after a refused save, what was typed
+/// and why it was refused.
+pub struct SettingsForm {
+    pub fields: Vec<FieldInput>,
+    /// The JSON box's text (no schema).
+    pub json: String,
+    pub error: Option<String>,
+}
+
+/// One input of a settings form.
+pub struct FieldInput {
+    /// The form field's name (`setting.<field>`).
+    pub input: String,
+    pub label: String,
+    /// `text`, `number` or `checkbox`.
+    pub kind: &'static str,
+    pub value: String,
+    pub checked: bool,
+}
+
+/// A provider the tenant switched off, listed under "Disabled".
+pub struct DisabledItem {
+    pub key: String,
+    pub name: String,
+}
+
+/// What a refused settings form posted, drawn again on its card.
+struct Draft {
+    provider: String,
+    form: HashMap<String, String>,
+    error: String,
+}
+
+/// A card's settings form, filled from the stored settings, or from the
+/// draft of a refused save.
+fn settings_form(
+    provider: &Provider,
+    view: &IntegrationView,
+    draft: Option<&Draft>,
+) -> SettingsForm {
+    let stored = view.settings.as_object();
+    let fields = provider
+        .settings_schema
+        .iter()
+        .map(|f| {
+            let input = format!("{FORM_PREFIX}{}", f.name);
+            let (value, checked) = match draft {
+                Some(d) => {
+                    let v = d.form.get(&input).cloned().unwrap_or_default();
+                    let checked = v == "true";
+                    (v, checked)
+                }
+                None => match stored.and_then(|o| o.get(&f.name)) {
+                    Some(serde_json::Value::String(v)) => (v.clone(), false),
+                    Some(serde_json::Value::Bool(b)) => (String::new(), *b),
+                    Some(v) => (v.to_string(), false),
+                    None => (String::new(), false),
+                },
+            };
+            FieldInput {
+                input,
+                label: f.label.clone(),
+                kind: match f.kind {
+                    FieldType::String => "text",
+                    FieldType::Number => "number",
+                    FieldType::Boolean => "checkbox",
+                },
+                value,
+                checked,
+            }
+        })
+        .collect();
+    let json = match draft {
+        Some(d) => d.form.get(JSON_BOX).cloned().unwrap_or_default(),
+        None => serde_json::to_string_pretty(&view.settings).unwrap_or_else(|_| "{}".into()),
+    };
+    SettingsForm {
+        fields,
+        json,
+        error: draft.map(|d| d.error.clone()),
+    }
+}
+
+/// The JSON box's form field.
+const JSON_BOX: &str = "settings_json";
 
 /// One connected account on its provider's card, with its own actions.
 pub struct AccountCard {
@@ -285,6 +390,7 @@ fn card(
     view: StatusView,
     accounts: Vec<StatusView>,
     events: Vec<Event>,
+    settings: SettingsForm,
 ) -> Card {
     let accounts: Vec<AccountCard> = accounts.into_iter().map(account_card).collect();
     Card {
@@ -304,32 +410,58 @@ fn card(
                 actor: e.actor,
             })
             .collect(),
+        settings,
     }
 }
 
-/// Loads the cards of the tenant's enabled providers (all, or one).
-async fn cards(state: &App, tenant_id: &str, only: Option<&str>) -> Result<Vec<Card>, AppError> {
-    let providers: Vec<Provider> = state
-        .providers
-        .all()
-        .filter(|p| p.enabled())
+/// The dashboard's content: a card per provider the operator enabled and
+/// the tenant did not switch off (all, or `only`), and the switched-off ones.
+struct Board {
+    cards: Vec<Card>,
+    disabled: Vec<DisabledItem>,
+}
+
+/// Loads the board of the tenant (the cards of all its providers, or of
+/// `only`); `draft` is a refused settings form to draw again.
+async fn board(
+    state: &App,
+    tenant_id: &crate::ids::TenantId,
+    only: Option<&str>,
+    draft: Option<Draft>,
+) -> Result<Board, AppError> {
+    let integrations = integration::all_of(state, tenant_id).await?;
+    let is_on = |p: &Provider| integrations.get(p.key.as_str()).is_none_or(|r| r.enabled);
+    let enabled = state.providers.all().filter(|p| p.enabled());
+    let (on, off): (Vec<&Provider>, Vec<&Provider>) = enabled.partition(|p| is_on(p));
+    let disabled = off
+        .into_iter()
+        .map(|p| DisabledItem {
+            key: p.key.to_string(),
+            name: p.display_name.clone(),
+        })
+        .collect();
+    let providers: Vec<(Provider, Option<IntegrationSetting>)> = on
+        .into_iter()
         .filter(|p| only.is_none_or(|k| p.key == k))
-        .cloned()
+        .map(|p| (p.clone(), integrations.get(p.key.as_str()).cloned()))
         .collect();
     let tenant_id = tenant_id.to_string();
-    state
+    let cards = state
         .db(move |c| {
             let mut out = Vec::new();
-            for p in &providers {
+            for (p, row) in &providers {
                 let accounts = Connection::accounts(c, &tenant_id, &p.key)?;
                 let events = Event::recent(c, &tenant_id, &p.key, 5)?;
                 let view = StatusView::of_provider(p, &accounts);
                 let each = accounts.iter().map(|a| StatusView::of(p, Some(a)));
-                out.push(card(p, view, each.collect(), events));
+                let draft = draft.as_ref().filter(|d| d.provider == p.key.as_str());
+                let form = settings_form(p, &IntegrationView::of(p, row.as_ref()), draft);
+                out.push(card(p, view, each.collect(), events, form));
             }
             Ok(out)
         })
-        .await
+        .await?;
+    Ok(Board { cards, disabled })
 }
 
 #[derive(Template)]
@@ -339,26 +471,42 @@ struct Dashboard<'a> {
     email: &'a str,
     csrf: &'a str,
     cards: Vec<Card>,
+    disabled: Vec<DisabledItem>,
     flash: Option<Flash>,
 }
 
 async fn dashboard(state: web::Data<App>, admin: AdminSession) -> PageResult<HttpResponse> {
+    match dashboard_page(&state, &admin, None).await? {
+        Some(body) => Ok(html(body)),
+        None => Ok(see_other("/login")),
+    }
+}
+
+/// The dashboard's HTML, with `draft` (a refused settings form) drawn on
+/// its card; `None` when the tenant is gone (the session is ended).
+async fn dashboard_page(
+    state: &App,
+    admin: &AdminSession,
+    draft: Option<Draft>,
+) -> PageResult<Option<String>> {
     let tenant_id = admin.tenant_id.clone();
     let tenant = state.db(move |c| Ok(Tenant::by_id(c, &tenant_id)?)).await?;
     let Some(tenant) = tenant else {
         // The tenant was deleted under a live session.
         admin.session.purge();
-        return Ok(see_other("/login"));
+        return Ok(None);
     };
     let csrf = session::csrf_token(&admin.session)?;
-    let cards = cards(&state, &admin.tenant_id, None).await?;
-    render(&Dashboard {
+    let Board { cards, disabled } = board(state, &admin.tenant_id, None, draft).await?;
+    let page = Dashboard {
         tenant_name: &tenant.name,
         email: &admin.email,
         csrf: &csrf,
         cards,
+        disabled,
         flash: session::take_flash(&admin.session),
-    })
+    };
+    Ok(Some(page.render().map_err(AppError::internal)?))
 }
 
 #[derive(Template)]
@@ -374,10 +522,109 @@ async fn card_fragment(
     admin: AdminSession,
     path: web::Path<String>,
 ) -> PageResult<HttpResponse> {
-    let cards = cards(&state, &admin.tenant_id, Some(path.as_str())).await?;
-    let card = cards
+    let board = board(&state, &admin.tenant_id, Some(path.as_str()), None).await?;
+    let card = board
+        .cards
         .first()
-        .ok_or_else(|| AppError::not_found("no such provider"))?;
+        .ok_or_else(|| AppError::not_found("no such provider, or it is disabled"))?;
     let csrf = session::csrf_token(&admin.session)?;
     render(&CardFragment { csrf: &csrf, card })
+}
+
+#[derive(serde::Deserialize)]
+struct EnabledForm {
+    /// `true` or `false`.
+    enabled: String,
+}
+
+/// `POST /settings/integrations/{provider}/enabled`: the card's Disable
+/// switch, or the Enable button of the "Disabled" list.
+async fn set_enabled(
+    state: web::Data<App>,
+    admin: AdminSession,
+    path: web::Path<String>,
+    CsrfForm(form): CsrfForm<EnabledForm>,
+) -> PageResult<HttpResponse> {
+    let provider = state.enabled_provider(&path)?;
+    let enabled = match form.enabled.as_str() {
+        "true" => true,
+        "false" => false,
+        _ => {
+            return Err(PageError(AppError::bad_request(
+                Code::InvalidForm,
+                "enabled is true or false",
+            )))
+        }
+    };
+    integration::save(
+        &state,
+        &admin.tenant_id,
+        &provider,
+        Some(enabled),
+        None,
+        &admin.actor(),
+    )
+    .await?;
+    let message = if enabled {
+        format!("{} is enabled again.", provider.display_name)
+    } else {
+        format!(
+            "{} is disabled: its card is hidden and the CRM's token requests for it are refused until it is enabled again (under Disabled, below).",
+            provider.display_name
+        )
+    };
+    session::flash(&admin.session, "ok", message);
+    Ok(see_other(DASHBOARD))
+}
+
+/// `POST /settings/integrations/{provider}/settings`: the card's settings
+/// form. A refused one draws the dashboard again (400) with what was typed
+/// and why, on its card.
+async fn save_settings(
+    state: web::Data<App>,
+    admin: AdminSession,
+    path: web::Path<String>,
+    CsrfForm(form): CsrfForm<HashMap<String, String>>,
+) -> PageResult<HttpResponse> {
+    let provider = state.enabled_provider(&path)?;
+    let parsed = if provider.settings_schema.is_empty() {
+        integration::from_json_box(form.get(JSON_BOX).map_or("", String::as_str))
+    } else {
+        integration::from_form(&provider, &form)
+    };
+    let saved = match parsed {
+        Ok(settings) => {
+            integration::save(
+                &state,
+                &admin.tenant_id,
+                &provider,
+                None,
+                Some(&settings),
+                &admin.actor(),
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    match saved {
+        Ok(_) => {
+            let message = format!("{} settings saved.", provider.display_name);
+            session::flash(&admin.session, "ok", message);
+            Ok(see_other(DASHBOARD))
+        }
+        Err(e) if e.is(Code::InvalidSettings) || e.is(Code::SettingsTooLarge) => {
+            let draft = Draft {
+                provider: provider.key.to_string(),
+                form,
+                error: format!("Not saved: {}", e.message()),
+            };
+            let Some(body) = dashboard_page(&state, &admin, Some(draft)).await? else {
+                return Ok(see_other("/login"));
+            };
+            Ok(HttpResponse::BadRequest()
+                .content_type("text/html; charset=utf-8")
+                .body(body))
+        }
+        Err(e) => Err(PageError(e)),
+    }
 }

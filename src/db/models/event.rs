@@ -30,10 +30,16 @@ pub enum EventKind {
     Disconnected,
     Revoked,
     RefreshTokenExpiring,
+    /// The tenant switched the provider on again (integration settings).
+    IntegrationEnabled,
+    /// The tenant switched the provider off.
+    IntegrationDisabled,
+    /// The tenant's settings for the provider changed.
+    SettingsChanged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::Connected,
         EventKind::Reconnected,
         EventKind::Refreshed,
@@ -42,6 +48,9 @@ impl EventKind {
         EventKind::Disconnected,
         EventKind::Revoked,
         EventKind::RefreshTokenExpiring,
+        EventKind::IntegrationEnabled,
+        EventKind::IntegrationDisabled,
+        EventKind::SettingsChanged,
     ];
 
     /// The name stored in `events.kind` and sent as a webhook's `type`.
@@ -55,6 +64,9 @@ impl EventKind {
             EventKind::Disconnected => "disconnected",
             EventKind::Revoked => "revoked",
             EventKind::RefreshTokenExpiring => "refresh_token_expiring",
+            EventKind::IntegrationEnabled => "integration_enabled",
+            EventKind::IntegrationDisabled => "integration_disabled",
+            EventKind::SettingsChanged => "settings_changed",
         }
     }
 
@@ -73,6 +85,9 @@ impl EventKind {
             EventKind::Disconnected => "Disconnected",
             EventKind::Revoked => "Revoked at the provider",
             EventKind::RefreshTokenExpiring => "Access lapses soon",
+            EventKind::IntegrationEnabled => "Enabled",
+            EventKind::IntegrationDisabled => "Disabled",
+            EventKind::SettingsChanged => "Settings changed",
         }
     }
 

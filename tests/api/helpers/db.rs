@@ -26,6 +26,7 @@ impl TestApp {
             "SELECT id || '|' || CAST(session_generation AS TEXT) AS v FROM users ORDER BY id",
             "SELECT token_hash || '|' || COALESCE(CAST(used_at AS TEXT), '-') AS v FROM connect_links ORDER BY token_hash",
             "SELECT CAST(COUNT(*) AS TEXT) AS v FROM tenants",
+            "SELECT tenant_id || '|' || provider || '|' || CAST(enabled AS TEXT) || '|' || settings || '|' || CAST(updated_at AS TEXT) AS v FROM integration_settings ORDER BY tenant_id, provider",
         ];
         let mut conn = self.conn();
         queries

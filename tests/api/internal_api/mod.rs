@@ -10,6 +10,7 @@
 
 mod auth;
 mod connect_links;
+mod integrations;
 mod metrics;
 mod openapi;
 mod provisioning;

@@ -1,0 +1,374 @@
+//! A tenant's integration settings for a provider: whether the tenant uses
+//! it (a disabled one is hidden from its dashboard, and its token API and
+//! proxy answer `provider_disabled`), and a JSON object of preferences,
+//! checked against the provider's settings schema when it declares one.
+
+use crate::app::App;
+use crate::db::models::event::{Actor, EventKind, NewEvent};
+use crate::db::models::integration_setting::{IntegrationSetting, NO_SETTINGS};
+use crate::error::{AppError, AppResult, Code};
+use crate::ids::TenantId;
+use crate::providers::{Provider, SettingField};
+use diesel::Connection as _;
+use serde_json::{Map, Value};
+
+/// The largest settings object, serialised.
+pub const MAX_SETTINGS_BYTES: usize = 64 * 1024;
+
+/// A tenant's integration settings for one provider, as the API gives them.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Integration)]
+pub struct IntegrationView {
+    pub provider: String,
+    /// Whether the tenant uses the provider (true unless switched off).
+    pub enabled: bool,
+    /// The tenant's settings for it: a JSON object (`{}` when none).
+    #[schema(value_type = Object)]
+    pub settings: Value,
+    /// When they were last changed; null when never.
+    #[schema(format = DateTime)]
+    pub updated_at: Option<String>,
+    /// The fields the provider's settings may have; empty: any object.
+    pub schema: Vec<SettingField>,
+}
+
+impl IntegrationView {
+    /// The view of a stored row (`None`: the defaults).
+    pub fn of(provider: &Provider, row: Option<&IntegrationSetting>) -> IntegrationView {
+        IntegrationView {
+            provider: provider.key.to_string(),
+            enabled: row.is_none_or(|r| r.enabled),
+            settings: parse(row.map_or(NO_SETTINGS, |r| r.settings.as_str())),
+            updated_at: row.map(|r| {
+                r.updated_at
+                    .and_utc()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            }),
+            schema: provider.settings_schema.clone(),
+        }
+    }
+}
+
+/// Stored settings are always an object Tether wrote; anything else reads
+/// as none rather than failing the page.
+fn parse(text: &str) -> Value {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| Value::Object(Map::new()))
+}
+
+/// A key as an error message may quote it.
+fn quoted(key: &str) -> String {
+    let short: String = key.chars().take(64).collect();
+    if short.len() < key.len() {
+        format!("'{short}...'")
+    } else {
+        format!("'{short}'")
+    }
+}
+
+fn invalid(message: String) -> AppError {
+    AppError::bad_request(Code::InvalidSettings, message)
+}
+
+/// Checks `settings` for `provider`: a JSON object of at most
+/// [`MAX_SETTINGS_BYTES`] serialised, whose fields are those of the
+/// provider's schema, each of its type, when it declares one. Returns the
+/// text to store.
+pub fn validate(provider: &Provider, settings: &Value) -> AppResult<String> {
+    let Some(object) = settings.as_object() else {
+        return Err(invalid(
+            "settings must be a JSON object, such as {} or {\"key\": \"value\"}".into(),
+        ));
+    };
+    let text = settings.to_string();
+    if text.len() > MAX_SETTINGS_BYTES {
+        return Err(AppError::bad_request(
+            Code::SettingsTooLarge,
+            format!(
+                "settings are {} bytes serialised; at most {MAX_SETTINGS_BYTES} (64 KiB)",
+                text.len()
+            ),
+        ));
+    }
+    let schema = &provider.settings_schema;
+    if schema.is_empty() {
+        return Ok(text);
+    }
+    for (key, value) in object {
+        let Some(field) = schema.iter().find(|f| &f.name == key) else {
+            let known: Vec<&str> = schema.iter().map(|f| f.name.as_str()).collect();
+            return Err(invalid(format!(
+                "{} is not a setting of {}; its settings are {}",
+                quoted(key),
+                provider.display_name,
+                known.join(", ")
+            )));
+        };
+        if !field.kind.admits(value) {
+            return Err(invalid(format!(
+                "{} must be a {} (JSON {})",
+                quoted(key),
+                field.kind.as_str(),
+                field.kind.as_str()
+            )));
+        }
+    }
+    Ok(text)
+}
+
+/// The tenant's integration settings for `provider` (the defaults when
+/// they were never written).
+pub async fn load(
+    app: &App,
+    tenant_id: &TenantId,
+    provider: &Provider,
+) -> AppResult<IntegrationView> {
+    let (t, p) = (tenant_id.to_string(), provider.key.to_string());
+    let row = app
+        .db(move |c| Ok(IntegrationSetting::find(c, &t, &p)?))
+        .await?;
+    Ok(IntegrationView::of(provider, row.as_ref()))
+}
+
+/// Every integration setting the tenant wrote, by provider key.
+pub async fn all_of(
+    app: &App,
+    tenant_id: &TenantId,
+) -> AppResult<std::collections::BTreeMap<String, IntegrationSetting>> {
+    let t = tenant_id.to_string();
+    let rows = app
+        .db(move |c| Ok(IntegrationSetting::for_tenant(c, &t)?))
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.provider.to_string(), r))
+        .collect())
+}
+
+/// Sets whether the tenant uses `provider` and its settings (`None` keeps
+/// what is there; `settings` is checked by [`validate`] first, so a refusal
+/// changes nothing). Records an event per change (`integration_enabled` or
+/// `integration_disabled`, `settings_changed`) with its webhook, and makes
+/// every instance's token cache forget the pair, so that the token API sees
+/// a switch-off at once.
+pub async fn save(
+    app: &App,
+    tenant_id: &TenantId,
+    provider: &Provider,
+    enabled: Option<bool>,
+    settings: Option<&Value>,
+    actor: &Actor,
+) -> AppResult<IntegrationView> {
+    let text = settings.map(|s| validate(provider, s)).transpose()?;
+    let (t, key, who) = (tenant_id.clone(), provider.key.clone(), actor.clone());
+    let notify = app.settings.webhook.is_some();
+    let saved = app
+        .db(move |c| {
+            c.transaction(|c| {
+                let saved = IntegrationSetting::save(c, &t, &key, enabled, text.as_deref())?;
+                let event = |kind| NewEvent {
+                    tenant_id: &t,
+                    connection_id: None,
+                    provider: &key,
+                    kind,
+                    actor: &who,
+                    detail: None,
+                };
+                if saved.enabled_changed() {
+                    let kind = if saved.enabled() {
+                        EventKind::IntegrationEnabled
+                    } else {
+                        EventKind::IntegrationDisabled
+                    };
+                    crate::webhooks::record(c, notify, &event(kind))?;
+                    crate::db::listen::notify_changed(c, &t, &key)?;
+                }
+                if saved.settings_changed() {
+                    crate::webhooks::record(c, notify, &event(EventKind::SettingsChanged))?;
+                }
+                Ok(saved)
+            })
+        })
+        .await?;
+    if saved.enabled_changed() {
+        app.tokens.forget(tenant_id, &provider.key);
+    }
+    if saved.enabled_changed() || saved.settings_changed() {
+        log::info!(
+            "integration settings changed tenant={tenant_id} provider={} enabled={} settings_changed={} actor={actor}",
+            provider.key,
+            saved.enabled(),
+            saved.settings_changed()
+        );
+    }
+    Ok(IntegrationView::of(provider, saved.row.as_ref()))
+}
+
+/// The settings a dashboard form posted for a provider with a schema: one
+/// form field per schema field (`setting.<name>`). An empty text or number
+/// field leaves that setting unset; an unticked box is `false`.
+pub fn from_form(
+    provider: &Provider,
+    form: &std::collections::HashMap<String, String>,
+) -> AppResult<Value> {
+    let mut out = Map::new();
+    for field in &provider.settings_schema {
+        let raw = form
+            .get(&format!("{FORM_PREFIX}{}", field.name))
+            .map(|v| v.trim());
+        let value = match field.kind {
+            crate::providers::FieldType::Boolean => Some(Value::Bool(raw == Some("true"))),
+            _ if raw.is_none_or(str::is_empty) => None,
+            crate::providers::FieldType::String => raw.map(|v| Value::String(v.to_string())),
+            crate::providers::FieldType::Number => {
+                let v = raw.unwrap_or_default();
+                let number = v
+                    .parse::<i64>()
+                    .map(serde_json::Number::from)
+                    .ok()
+                    .or_else(|| v.parse::<f64>().ok().and_then(serde_json::Number::from_f64));
+                match number {
+                    Some(n) => Some(Value::Number(n)),
+                    None => {
+                        return Err(invalid(format!(
+                            "{} must be a number, such as 42 or 2.5",
+                            field.label
+                        )))
+                    }
+                }
+            }
+        };
+        if let Some(v) = value {
+            out.insert(field.name.clone(), v);
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// The name of a schema field's input on the dashboard's settings form.
+pub const FORM_PREFIX: &str = "setting.";
+
+/// The settings a dashboard's JSON box holds, parsed (then checked by
+/// [`save`] like the API's).
+pub fn from_json_box(text: &str) -> AppResult<Value> {
+    if text.len() > 2 * MAX_SETTINGS_BYTES {
+        return Err(AppError::bad_request(
+            Code::SettingsTooLarge,
+            format!("settings are at most {MAX_SETTINGS_BYTES} bytes (64 KiB) serialised"),
+        ));
+    }
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    serde_json::from_str(text).map_err(|e| {
+        invalid(format!(
+            "the settings are not valid JSON (line {}, column {}: {})",
+            e.line(),
+            e.column(),
+            describe(&e)
+        ))
+    })
+}
+
+/// serde_json's reason without its position (given separately).
+fn describe(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::FieldType;
+    use serde_json::json;
+
+    fn provider(schema: Vec<SettingField>) -> Provider {
+        Provider {
+            settings_schema: schema,
+            ..crate::providers::presets::all()
+                .into_iter()
+                .find(|p| p.key.as_str() == "hubspot")
+                .unwrap()
+        }
+    }
+
+    #[test]
+    fn settings_must_be_an_object_of_at_most_64_kib() {
+        let p = provider(vec![]);
+        for bad in [json!([]), json!("x"), json!(1), json!(null), json!(true)] {
+            let e = validate(&p, &bad).unwrap_err();
+            assert!(e.is(Code::InvalidSettings), "{bad}: {e:?}");
+        }
+        assert_eq!(validate(&p, &json!({})).unwrap(), "{}");
+        // {"k":"..."} is 8 bytes around the value.
+        let fits = json!({ "k": "a".repeat(MAX_SETTINGS_BYTES - 8) });
+        assert_eq!(validate(&p, &fits).unwrap().len(), MAX_SETTINGS_BYTES);
+        let over = json!({ "k": "a".repeat(MAX_SETTINGS_BYTES - 7) });
+        assert!(validate(&p, &over).unwrap_err().is(Code::SettingsTooLarge));
+    }
+
+    #[test]
+    fn a_schema_refuses_unknown_fields_and_wrong_types_naming_the_field() {
+        let p = provider(vec![
+            SettingField::new("pipeline", FieldType::String, "Pipeline"),
+            SettingField::new("limit", FieldType::Number, "Limit"),
+            SettingField::new("notify", FieldType::Boolean, "Notify"),
+        ]);
+        assert!(validate(
+            &p,
+            &json!({"pipeline": "p1", "limit": 2.5, "notify": false})
+        )
+        .is_ok());
+        assert!(validate(&p, &json!({})).is_ok(), "every field is optional");
+        for (bad, named) in [
+            (json!({"colour": "red"}), "'colour'"),
+            (json!({"pipeline": 7}), "'pipeline' must be a string"),
+            (json!({"limit": "7"}), "'limit' must be a number"),
+            (json!({"notify": "yes"}), "'notify' must be a boolean"),
+            (json!({"pipeline": null}), "'pipeline' must be a string"),
+        ] {
+            let e = validate(&p, &bad).unwrap_err();
+            assert!(e.is(Code::InvalidSettings), "{bad}");
+            assert!(e.message().contains(named), "{bad}: {}", e.message());
+        }
+    }
+
+    #[test]
+    fn forms_become_typed_settings_and_bad_json_says_where() {
+        let p = provider(vec![
+            SettingField::new("pipeline", FieldType::String, "Pipeline"),
+            SettingField::new("limit", FieldType::Number, "Limit"),
+            SettingField::new("notify", FieldType::Boolean, "Notify"),
+        ]);
+        let form = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (format!("{FORM_PREFIX}{k}"), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            from_form(
+                &p,
+                &form(&[("pipeline", " p1 "), ("limit", "3"), ("notify", "true")])
+            )
+            .unwrap(),
+            json!({"pipeline": "p1", "limit": 3, "notify": true})
+        );
+        assert_eq!(
+            from_form(&p, &form(&[("pipeline", ""), ("limit", "")])).unwrap(),
+            json!({"notify": false})
+        );
+        let e = from_form(&p, &form(&[("limit", "three")])).unwrap_err();
+        assert!(e.message().contains("Limit must be a number"), "{e:?}");
+        assert_eq!(from_json_box("  ").unwrap(), json!({}));
+        let e = from_json_box("{\"a\": }").unwrap_err();
+        assert!(e.is(Code::InvalidSettings));
+        assert!(e.message().contains("line 1, column"), "{}", e.message());
+    }
+}
