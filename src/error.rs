@@ -64,6 +64,7 @@ codes! {
     InvalidScope => "invalid_scope",
     InvalidSsoToken => "invalid_sso_token",
     InvalidState => "invalid_state",
+    InvalidStatus => "invalid_status",
     InvalidTenant => "invalid_tenant",
     InvalidToken => "invalid_token",
     IssuerMismatch => "issuer_mismatch",

@@ -7,9 +7,12 @@
 //!   connect links, client-credentials instances), saving a grant;
 //! - `manage`: which account, the default account, disconnecting;
 //! - `links`: issuing connect links;
+//! - `directory`: connections across tenants (who owns an account, what
+//!   needs attention);
 //! - `proxy`: calling a provider's API with a tenant's token.
 
 pub mod connect;
+pub mod directory;
 pub mod links;
 pub mod manage;
 pub mod proxy;
