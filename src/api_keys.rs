@@ -65,10 +65,7 @@ impl ApiCache {
     }
 
     pub fn remember_tenant(&self, external_id: &ExternalTenantId, tenant_id: &TenantId) {
-        lock(&self.tenants).insert(
-            external_id.to_string(),
-            (tenant_id.clone(), Instant::now()),
-        );
+        lock(&self.tenants).insert(external_id.to_string(), (tenant_id.clone(), Instant::now()));
     }
 
     /// Drops a removed tenant's id and every key cached in its name.

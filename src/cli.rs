@@ -196,11 +196,15 @@ fn run(command: Command, settings: Settings) -> Result<ExitCode, String> {
             status,
             limit,
         }) => {
-            let filter = [("tenant", tenant), ("provider", provider), ("status", status)]
-                .into_iter()
-                .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
-                .chain([("limit".to_string(), limit.to_string())])
-                .collect();
+            let filter = [
+                ("tenant", tenant),
+                ("provider", provider),
+                ("status", status),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+            .chain([("limit".to_string(), limit.to_string())])
+            .collect();
             connections_list(filter, &startup::prepare(settings)?).map(|_| ExitCode::SUCCESS)
         }
         Command::Doctor => Ok(doctor(settings)),
@@ -359,7 +363,13 @@ fn connections_list(filter: Vec<(String, String)>, ctx: &Context) -> Result<(), 
         let expires = c
             .expires_at
             .map_or("never".into(), |t| t.format("%Y-%m-%d %H:%M").to_string());
-        let error: String = c.last_error.as_deref().unwrap_or("-").chars().take(80).collect();
+        let error: String = c
+            .last_error
+            .as_deref()
+            .unwrap_or("-")
+            .chars()
+            .take(80)
+            .collect();
         println!(
             "{:<24} {:<12} {:<36} {:<16} {:<17} {error}",
             found.tenant,

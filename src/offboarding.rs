@@ -130,11 +130,7 @@ pub async fn remove(
         p
     };
     let notify = app.settings.webhook.is_some();
-    let (tenant_id, revs, who) = (
-        tenant.id.clone(),
-        revocations.clone(),
-        actor.to_string(),
-    );
+    let (tenant_id, revs, who) = (tenant.id.clone(), revocations.clone(), actor.to_string());
     let (ext2, providers2) = (ext.clone(), providers.clone());
     let erased = app
         .db(move |c| {

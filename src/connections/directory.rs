@@ -130,9 +130,8 @@ impl Filter {
             .iter()
             .all(|(name, want)| match metadata.get(name) {
                 Some(serde_json::Value::String(s)) => s == want,
-                Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
-                    v.to_string() == *want
-                }
+                Some(serde_json::Value::Number(n)) => n.to_string() == *want,
+                Some(serde_json::Value::Bool(b)) => b.to_string() == *want,
                 _ => false,
             })
     }

@@ -92,10 +92,29 @@ async fn two_tenants(backend: Backend) -> (TestApp, FakeProvider, String) {
     let one = app.ensure_tenant("dental-1");
     let two = app.ensure_tenant("dental-2");
     let meta = |loc: &str| json!({"locationId": loc, "companyId": "c_9", "hubId": 42});
-    grant(&app, &one.id, "loc_1", Some("Main Street Dental"), meta("loc_1"), "rt-1");
+    grant(
+        &app,
+        &one.id,
+        "loc_1",
+        Some("Main Street Dental"),
+        meta("loc_1"),
+        "rt-1",
+    );
     let stale = grant(&app, &one.id, "loc_3", None, meta("loc_3"), "rt-3");
-    set_status(&app, &stale.id, "needs_reconnect", "invalid_grant: the grant was revoked");
-    let failing = grant(&app, &two.id, "loc_2", Some("Harbour Road"), meta("loc_2"), "rt-2");
+    set_status(
+        &app,
+        &stale.id,
+        "needs_reconnect",
+        "invalid_grant: the grant was revoked",
+    );
+    let failing = grant(
+        &app,
+        &two.id,
+        "loc_2",
+        Some("Harbour Road"),
+        meta("loc_2"),
+        "rt-2",
+    );
     set_status(&app, &failing.id, "error", "HTTP 503 from the provider");
     let gone = grant(&app, &two.id, "loc_4", None, meta("loc_4"), "rt-4");
     Connection::erase(&mut app.conn(), &gone.id).unwrap();
@@ -144,7 +163,9 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 async fn error_of(res: reqwest::Response) -> (u16, String) {
     let status = res.status().as_u16();
     let body: Value = res.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
     (status, body["error"]["code"].as_str().unwrap().to_string())
 }
 
@@ -166,7 +187,10 @@ async fn lookup_by_account_or_location_id_names_the_tenant_holding_it(backend: B
 
     let body = found(&app, "locationId=loc_1", &key).await;
     assert_eq!(holders(&body), pairs(&[("dental-1", "loc_1")]));
-    assert_eq!(body["connections"][0]["account"]["name"], "Main Street Dental");
+    assert_eq!(
+        body["connections"][0]["account"]["name"],
+        "Main Street Dental"
+    );
     assert_eq!(body["connections"][0]["status"], "connected");
 
     // Every field must match; numbers match as written.
@@ -175,7 +199,11 @@ async fn lookup_by_account_or_location_id_names_the_tenant_holding_it(backend: B
     let body = found(&app, "companyId=c_9", &key).await;
     assert_eq!(
         holders(&body),
-        pairs(&[("dental-1", "loc_1"), ("dental-1", "loc_3"), ("dental-2", "loc_2")]),
+        pairs(&[
+            ("dental-1", "loc_1"),
+            ("dental-1", "loc_3"),
+            ("dental-2", "loc_2")
+        ]),
         "in tenant and account order; the disconnected loc_4 is not a connection"
     );
     for nothing in [
@@ -268,7 +296,10 @@ async fn malformed_or_unknown_filters_are_clear_errors(backend: Backend) {
         ("locationId=%00", (400, "invalid_query")),
         ("locationId=%ff", (400, "invalid_query")),
         ("locationId=%zz", (400, "invalid_query")),
-        ("a=1&b=1&c=1&d=1&e=1&f=1&g=1&h=1&i=1", (400, "invalid_query")),
+        (
+            "a=1&b=1&c=1&d=1&e=1&f=1&g=1&h=1&i=1",
+            (400, "invalid_query"),
+        ),
     ] {
         let res = get(&app, &format!("/api/v1/connections?{query}"), &key).await;
         let (status, code) = error_of(res).await;
@@ -279,7 +310,12 @@ async fn malformed_or_unknown_filters_are_clear_errors(backend: Backend) {
 
 async fn cli_connections_list_prints_the_connections_needing_attention(backend: Backend) {
     let (app, _fake, _key) = two_tenants(backend).await;
-    let file = app.db.data_dir().join("providers.toml").display().to_string();
+    let file = app
+        .db
+        .data_dir()
+        .join("providers.toml")
+        .display()
+        .to_string();
     let list = |args: &[&str]| {
         let mut cmd = tether(&app.db, KEY_K1);
         cmd.envs(acme_vars(&file))
@@ -292,7 +328,14 @@ async fn cli_connections_list_prints_the_connections_needing_attention(backend: 
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
-    for column in ["TENANT", "PROVIDER", "ACCOUNT", "STATUS", "EXPIRES", "LAST ERROR"] {
+    for column in [
+        "TENANT",
+        "PROVIDER",
+        "ACCOUNT",
+        "STATUS",
+        "EXPIRES",
+        "LAST ERROR",
+    ] {
         assert!(lines[0].contains(column), "{}", lines[0]);
     }
     assert!(lines[1].starts_with("dental-1") && lines[1].contains("loc_3"));
@@ -316,12 +359,24 @@ async fn cli_connections_list_prints_the_connections_needing_attention(backend: 
 
     let out = list(&["--tenant", "nobody"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("no tenant 'nobody'"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no tenant 'nobody'"),
+        "{}",
+        stderr(&out)
+    );
     let out = list(&["--status", "bogus"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("status is connected"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("status is connected"),
+        "{}",
+        stderr(&out)
+    );
     let out = list(&["--limit", "0"]);
-    assert_eq!(out.status.code(), Some(2), "a bad argument is a usage error");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad argument is a usage error"
+    );
 }
 
 /// Rows of every tenant-owned table for the tenant, by table.
@@ -447,9 +502,7 @@ async fn delete_tenant(app: &TestApp, tenant: &str, query: &str, key: &str) -> r
         .unwrap()
 }
 
-async fn removing_a_tenant_revokes_at_the_provider_and_erases_everything_it_had(
-    backend: Backend,
-) {
+async fn removing_a_tenant_revokes_at_the_provider_and_erases_everything_it_had(backend: Backend) {
     let receiver = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/hooks"))
@@ -489,7 +542,9 @@ async fn removing_a_tenant_revokes_at_the_provider_and_erases_everything_it_had(
     );
     let scoped = app.api_key(Some("acme"), false);
     assert_eq!(
-        get(&app, "/api/v1/tenants/acme/connections", &scoped).await.status(),
+        get(&app, "/api/v1/tenants/acme/connections", &scoped)
+            .await
+            .status(),
         200,
         "its key works (and is cached) before the removal"
     );
@@ -513,7 +568,9 @@ async fn removing_a_tenant_revokes_at_the_provider_and_erases_everything_it_had(
     assert_eq!(of(ACCOUNT)["outcome"], "revoked");
     assert_eq!(of(ACCOUNT)["provider"], "acme");
     assert_eq!(of("acct-2")["outcome"], "failed", "reported, not fatal");
-    assert!(of("acct-2")["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    assert!(of("acct-2")["detail"]
+        .as_str()
+        .is_some_and(|d| !d.is_empty()));
     let count = |table: &str| acme_before.iter().find(|(t, _)| *t == table).unwrap().1;
     assert_eq!(
         body["erased"],
@@ -529,7 +586,11 @@ async fn removing_a_tenant_revokes_at_the_provider_and_erases_everything_it_had(
         "nothing of acme is left: {:?}",
         rows_of(&app, &acme.id)
     );
-    assert_eq!(rows_of(&app, &other.id), others_before, "other is untouched");
+    assert_eq!(
+        rows_of(&app, &other.id),
+        others_before,
+        "other is untouched"
+    );
     let res = get(&app, "/api/v1/tenants/acme/connections", &admin).await;
     assert_eq!(error_of(res).await, (404, "not_found".into()));
     let res = get(&app, "/api/v1/tenants/acme/connections", &scoped).await;
@@ -580,7 +641,12 @@ async fn a_removal_dry_run_says_what_would_be_done_and_changes_nothing(backend: 
     assert_eq!(body["erased"]["users"], 1);
     assert_eq!(body["erased"]["api_keys"], 1);
 
-    let file = app.db.data_dir().join("providers.toml").display().to_string();
+    let file = app
+        .db
+        .data_dir()
+        .join("providers.toml")
+        .display()
+        .to_string();
     let mut cmd = tether(&app.db, KEY_K1);
     cmd.envs(acme_vars(&file))
         .args(["tenant", "remove", "acme", "--dry-run"]);
@@ -630,7 +696,11 @@ async fn removing_an_unknown_tenant_or_without_an_all_tenants_admin_key_changes_
 
     let out = app.run_cli(&["tenant", "remove", "nobody"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("no tenant 'nobody'"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no tenant 'nobody'"),
+        "{}",
+        stderr(&out)
+    );
 
     assert_eq!(fake.calls_to("/revoke").await, 0);
     assert_eq!(app.snapshot(), before);
@@ -648,9 +718,15 @@ async fn cli_tenant_remove_revokes_erases_and_prints_what_it_did(backend: Backen
     let other = app.tenant("other");
     let others_before = rows_of(&app, &other.id);
 
-    let file = app.db.data_dir().join("providers.toml").display().to_string();
+    let file = app
+        .db
+        .data_dir()
+        .join("providers.toml")
+        .display()
+        .to_string();
     let mut cmd = tether(&app.db, KEY_K1);
-    cmd.envs(acme_vars(&file)).args(["tenant", "remove", "acme"]);
+    cmd.envs(acme_vars(&file))
+        .args(["tenant", "remove", "acme"]);
     let out = run(&mut cmd, "");
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
