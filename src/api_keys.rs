@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 /// How long a validated key is trusted without asking the database again:
 /// a revoked key stops working within this time.
 const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
+/// How long a tenant's id is trusted for its external id: a tenant removed
+/// by another instance is forgotten here within this time.
+const TENANT_CACHE_TTL: Duration = Duration::from_secs(60);
 /// `last_used_at` is written at most this often per key.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
@@ -23,8 +26,10 @@ pub struct ApiCache {
     keys: Mutex<HashMap<[u8; 32], ValidatedKey>>,
     /// Key id -> when its `last_used_at` was last written.
     touched: Mutex<HashMap<String, Instant>>,
-    /// External id -> tenant id: never changes once a tenant exists.
-    tenants: Mutex<HashMap<String, TenantId>>,
+    /// External id -> tenant id, and when it was read: it never changes
+    /// while the tenant exists, but a tenant may be removed (and its
+    /// external id given to a new one).
+    tenants: Mutex<HashMap<String, (TenantId, Instant)>>,
 }
 
 impl ApiCache {
@@ -53,11 +58,20 @@ impl ApiCache {
 
     /// The tenant id of a CRM's external tenant id, if seen before.
     pub fn tenant(&self, external_id: &str) -> Option<TenantId> {
-        lock(&self.tenants).get(external_id).cloned()
+        lock(&self.tenants)
+            .get(external_id)
+            .filter(|(_, at)| at.elapsed() < TENANT_CACHE_TTL)
+            .map(|(id, _)| id.clone())
     }
 
     pub fn remember_tenant(&self, external_id: &ExternalTenantId, tenant_id: &TenantId) {
-        lock(&self.tenants).insert(external_id.to_string(), tenant_id.clone());
+        lock(&self.tenants).insert(external_id.to_string(), (tenant_id.clone(), Instant::now()));
+    }
+
+    /// Drops a removed tenant's id and every key cached in its name.
+    pub fn forget_tenant(&self, tenant_id: &TenantId) {
+        lock(&self.tenants).retain(|_, (id, _)| id != tenant_id);
+        lock(&self.keys).retain(|_, (key, _)| key.tenant_id.as_ref() != Some(tenant_id));
     }
 }
 

@@ -44,6 +44,9 @@ pub enum Command {
     /// Show the provider catalogue.
     #[command(subcommand)]
     Providers(ProvidersCommand),
+    /// Look at connections across tenants.
+    #[command(subcommand)]
+    Connections(ConnectionsCommand),
     /// Check the configuration, database, keys and providers; print what to fix.
     Doctor,
 }
@@ -58,6 +61,32 @@ pub enum TenantCommand {
     },
     /// List tenants.
     List,
+    /// Revoke every connection of a tenant at its provider, then erase the
+    /// tenant and everything it had; prints what was done.
+    Remove {
+        external_id: String,
+        /// Print what would be revoked and erased; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsCommand {
+    /// Connections holding tokens, across tenants: tenant, provider,
+    /// account, status, expiry and last error.
+    List {
+        #[arg(long, value_name = "EXTERNAL_ID")]
+        tenant: Option<String>,
+        #[arg(long, value_name = "KEY")]
+        provider: Option<String>,
+        /// connected, needs_reconnect or error (several separated by commas).
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +190,23 @@ fn run(command: Command, settings: Settings) -> Result<ExitCode, String> {
         Command::Providers(ProvidersCommand::List) => {
             providers_list(settings).map(|_| ExitCode::SUCCESS)
         }
+        Command::Connections(ConnectionsCommand::List {
+            tenant,
+            provider,
+            status,
+            limit,
+        }) => {
+            let filter = [
+                ("tenant", tenant),
+                ("provider", provider),
+                ("status", status),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+            .chain([("limit".to_string(), limit.to_string())])
+            .collect();
+            connections_list(filter, &startup::prepare(settings)?).map(|_| ExitCode::SUCCESS)
+        }
         Command::Doctor => Ok(doctor(settings)),
     }
 }
@@ -230,6 +276,115 @@ fn tenant(c: TenantCommand, ctx: &Context) -> Result<(), String> {
             }
             println!("{} tenant(s)", tenants.len());
         }
+        TenantCommand::Remove {
+            external_id,
+            dry_run,
+        } => {
+            drop(db);
+            return tenant_remove(ctx, &external_id, dry_run);
+        }
+    }
+    Ok(())
+}
+
+fn tenant_remove(ctx: &Context, external_id: &str, dry_run: bool) -> Result<(), String> {
+    use crate::offboarding::Outcome;
+    let app = ctx.app();
+    let actor = crate::db::models::event::Actor::Cli;
+    let done = actix_web::rt::System::new()
+        .block_on(crate::offboarding::remove(
+            &app,
+            external_id,
+            dry_run,
+            &actor,
+        ))
+        .map_err(|e| e.to_string())?;
+    if done.dry_run {
+        println!(
+            "dry run: nothing was changed; removing tenant '{}' would do this:",
+            done.tenant
+        );
+    } else {
+        println!("removed tenant '{}':", done.tenant);
+    }
+    for r in &done.revocations {
+        let outcome = match r.outcome {
+            Outcome::Revoked => "revoked at the provider".to_string(),
+            Outcome::WouldRevoke => "would be revoked at the provider".to_string(),
+            Outcome::NotOffered => {
+                "the provider offers no revocation: remove the app there".to_string()
+            }
+            Outcome::ProviderNotConfigured => {
+                "the provider is not configured here: remove the app there".to_string()
+            }
+            Outcome::Failed | Outcome::Unopenable => format!(
+                "revocation FAILED ({}): remove the app at the provider",
+                r.detail.as_deref().unwrap_or("no detail")
+            ),
+        };
+        println!("  {} {}: {outcome}", r.provider, r.account);
+    }
+    let e = &done.erased;
+    println!(
+        "{} {} connection(s) ({} holding tokens), {} admin(s), {} connect link(s), {} OAuth state(s), {} event(s), {} API key(s), and the tenant",
+        if done.dry_run { "would erase" } else { "erased" },
+        e.connections,
+        e.tokens,
+        e.users,
+        e.connect_links,
+        e.oauth_states,
+        e.events,
+        e.api_keys
+    );
+    Ok(())
+}
+
+fn connections_list(filter: Vec<(String, String)>, ctx: &Context) -> Result<(), String> {
+    use crate::connections::directory;
+    let filter = directory::Filter::from_query(filter).map_err(|e| e.to_string())?;
+    let mut db = conn(ctx)?;
+    let listing = directory::find(
+        &mut db,
+        &ctx.providers,
+        &directory::Scope::AllTenants,
+        &filter,
+    )
+    .map_err(|e| e.to_string())?;
+    println!(
+        "{:<24} {:<12} {:<36} {:<16} {:<17} LAST ERROR",
+        "TENANT", "PROVIDER", "ACCOUNT", "STATUS", "EXPIRES"
+    );
+    for found in &listing.connections {
+        let c = &found.connection;
+        let account = match &c.account_name {
+            Some(name) if *name != c.account_id => format!("{} ({name})", c.account_id),
+            _ => c.account_id.clone(),
+        };
+        let expires = c
+            .expires_at
+            .map_or("never".into(), |t| t.format("%Y-%m-%d %H:%M").to_string());
+        let error: String = c
+            .last_error
+            .as_deref()
+            .unwrap_or("-")
+            .chars()
+            .take(80)
+            .collect();
+        println!(
+            "{:<24} {:<12} {:<36} {:<16} {:<17} {error}",
+            found.tenant,
+            c.provider,
+            account,
+            crate::connections::status::public_status(Some(c)),
+            expires
+        );
+    }
+    println!("{} connection(s)", listing.connections.len());
+    if listing.truncated {
+        println!(
+            "(more matched: narrow with --tenant, --provider or --status, or raise --limit up to {})",
+            directory::MAX_LIMIT
+        );
     }
     Ok(())
 }

@@ -66,6 +66,7 @@ codes! {
     InvalidSettings => "invalid_settings",
     InvalidSsoToken => "invalid_sso_token",
     InvalidState => "invalid_state",
+    InvalidStatus => "invalid_status",
     InvalidTenant => "invalid_tenant",
     InvalidToken => "invalid_token",
     IssuerMismatch => "issuer_mismatch",

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
+pub mod offboarding;
 pub mod providers;
 pub mod ratelimit;
 #[cfg(test)]

@@ -40,7 +40,7 @@ pub fn enqueue(conn: &mut DbConn, event: &Event) -> QueryResult<()> {
         "detail": event.detail,
         "occurred_at": event.created_at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
-    outbox::enqueue(conn, &event.id, &payload.to_string())
+    outbox::enqueue(conn, Some(&event.id), &payload.to_string())
 }
 
 /// The `Tether-Signature` header value for `body` at `timestamp`.

@@ -179,7 +179,7 @@ pub async fn disconnect(
 
 /// Asks the provider to revoke the connection's grant: its refresh token
 /// where it has one, else its access token.
-async fn revoke(app: &App, provider: &Provider, connection: &Connection) -> Revocation {
+pub async fn revoke(app: &App, provider: &Provider, connection: &Connection) -> Revocation {
     match connection.tokens(&app.keys) {
         Ok(Some(tokens)) => {
             let (token, hint) = match &tokens.refresh_token {

@@ -9,10 +9,13 @@
 //! - `manage`: which account, the default account, disconnecting;
 //! - `links`: issuing connect links;
 //! - `integration`: a tenant's integration settings (enabled, preferences);
+//! - `directory`: connections across tenants (who owns an account, what
+//!   needs attention);
 //! - `proxy`: calling a provider's API with a tenant's token.
 
 pub mod agency;
 pub mod connect;
+pub mod directory;
 pub mod integration;
 pub mod links;
 pub mod manage;

@@ -5,9 +5,7 @@
 pub mod presets;
 mod provider;
 
-pub use provider::{
-    ClientAuth, FieldType, Flow, Identity, Provider, RefreshStyle, SettingField,
-};
+pub use provider::{ClientAuth, FieldType, Flow, Identity, Provider, RefreshStyle, SettingField};
 
 use crate::config::Settings;
 use crate::crypto::Secret;

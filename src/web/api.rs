@@ -1,11 +1,11 @@
 //! The internal JSON API for the CRM's services, under `/api/v1`, behind API
 //! keys (`Authorization: Bearer tth_...`). `{tenant}` is the CRM's external id.
 
-use super::http::{account_param, no_store};
+use super::http::{account_param, no_store, query_pairs};
 use crate::app::App;
 use crate::connections::integration::{self, IntegrationView};
 use crate::connections::status::{self, StatusView};
-use crate::connections::{agency, links, manage, proxy as proxying};
+use crate::connections::{agency, directory, links, manage, proxy as proxying};
 use crate::db::models::api_key::ApiKey;
 use crate::db::models::event::Actor;
 use crate::db::models::tenant::Tenant;
@@ -51,6 +51,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .app_data(path())
         .service(token)
         .service(provision)
+        .service(remove_tenant)
+        .service(find_connections)
         .service(list)
         .service(provider_status)
         .service(disconnect)
@@ -910,6 +912,191 @@ async fn set_integration(
     )
     .await?;
     Ok(no_store(HttpResponse::Ok().json(view)))
+}
+
+/// The filters of `GET /connections`, for the document only: the handler
+/// reads the query string itself, because any key other than these names a
+/// metadata field.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct DirectoryQuery {
+    /// Only this tenant's connections (the CRM's external id). A key limited
+    /// to one tenant sees only that tenant's, and naming another is a 403.
+    #[param(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
+    tenant: Option<String>,
+    /// Only this provider's connections.
+    #[param(pattern = r"^[a-z][a-z0-9_-]{0,31}$")]
+    provider: Option<String>,
+    /// Only connections of this provider account id (e.g. a GoHighLevel
+    /// location id).
+    #[param(min_length = 1, max_length = 256)]
+    account: Option<String>,
+    /// Only connections in one of these statuses, separated by commas
+    /// (`needs_reconnect,error`: those needing attention).
+    #[param(pattern = r"^(connected|needs_reconnect|error)(,(connected|needs_reconnect|error))*$")]
+    status: Option<String>,
+    /// At most this many connections (default 100); `truncated` says
+    /// whether more matched.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<i64>,
+}
+
+/// One connection found, with its tenant.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct FoundConnection {
+    /// The CRM's external id of the tenant holding it.
+    tenant: String,
+    provider: String,
+    account: status::AccountRef,
+    status: status::PublicStatus,
+    /// Whether it is its tenant's default account of the provider.
+    default: bool,
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
+    #[schema(format = DateTime)]
+    last_refreshed_at: Option<String>,
+    /// When the refresh token lapses, where the provider documents it.
+    #[schema(format = DateTime)]
+    lapses_at: Option<String>,
+    last_error: Option<String>,
+}
+
+/// `{"connections": [...], "truncated": bool}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct FoundConnections {
+    /// In tenant, provider and account order.
+    connections: Vec<FoundConnection>,
+    /// More connections matched than `limit`: narrow the filters.
+    truncated: bool,
+}
+
+fn rfc3339(t: Option<chrono::NaiveDateTime>) -> Option<String> {
+    t.map(|t| {
+        t.and_utc()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    })
+}
+
+/// Find connections across tenants
+///
+/// Which tenant owns a provider account (`?provider=gohighlevel&account=loc_123`,
+/// or by a metadata field: `?locationId=loc_123`), and which connections need
+/// attention (`?status=needs_reconnect,error`). Only connections holding
+/// tokens are listed. Any query key other than `tenant`, `provider`,
+/// `account`, `status` and `limit` names a metadata field (a letter or `_`,
+/// then up to 63 letters, digits, `_`, `.` or `-`; at most 8 of them) whose
+/// value must equal the given one (1 to 256 characters). A key for all
+/// tenants sees every tenant's connections; a key limited to one tenant
+/// sees only that tenant's.
+#[utoipa::path(
+    params(
+        DirectoryQuery,
+        ("locationId" = Option<String>, Query, description = "An example metadata field: connections whose metadata has this `locationId` (GoHighLevel). Any other key not listed here works the same way."),
+    ),
+    responses(
+        (status = 200, description = "The connections found", body = FoundConnections),
+        (status = 400, description = "A malformed filter", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "`tenant` names another tenant than the key's", body = ErrorBody),
+        (status = 404, description = "No such tenant or provider", body = ErrorBody),
+        (status = 503, description = "The database is unreachable", body = ErrorBody),
+    ),
+    security(("apiKey" = []))
+)]
+#[get("/connections")]
+async fn find_connections(
+    req: HttpRequest,
+    state: web::Data<App>,
+    caller: ApiCaller,
+) -> AppResult<HttpResponse> {
+    let filter = directory::Filter::from_query(query_pairs(req.query_string())?)?;
+    let scope = match &caller.key.tenant_id {
+        Some(own) => directory::Scope::Tenant(own.clone()),
+        None => directory::Scope::AllTenants,
+    };
+    let catalogue = state.providers.clone();
+    let listing = state
+        .db(move |c| directory::find(c, &catalogue, &scope, &filter))
+        .await?;
+    let connections = listing
+        .connections
+        .into_iter()
+        .map(|found| {
+            let row = found.connection;
+            FoundConnection {
+                tenant: found.tenant.to_string(),
+                provider: row.provider.to_string(),
+                status: status::public_status(Some(&row)),
+                default: row.is_default,
+                expires_at: rfc3339(row.expires_at),
+                last_refreshed_at: rfc3339(row.last_refreshed_at),
+                lapses_at: rfc3339(row.refresh_expires_at),
+                last_error: row.last_error,
+                account: status::AccountRef {
+                    id: row.account_id,
+                    name: row.account_name,
+                },
+            }
+        })
+        .collect();
+    Ok(no_store(HttpResponse::Ok().json(FoundConnections {
+        connections,
+        truncated: listing.truncated,
+    })))
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+// A misspelt `dry_run` must not turn a dry run into a removal.
+#[serde(deny_unknown_fields)]
+struct RemoveQuery {
+    /// Only say what would be revoked and erased; change nothing.
+    #[param(default = false)]
+    dry_run: Option<bool>,
+}
+
+/// Remove a tenant and everything it had (admin keys for all tenants only)
+///
+/// Revokes each connection holding tokens at its provider where the
+/// provider offers revocation (a failure is reported, not fatal), then
+/// erases, in one transaction, the tenant's connections and tokens,
+/// admins, connect links, OAuth states, events, integration settings and
+/// API keys limited to it,
+/// and the tenant. The answer says what was done; with `dry_run=true`, what
+/// would be, and nothing changes.
+#[utoipa::path(
+    params(TenantPath, RemoveQuery),
+    responses(
+        (status = 200, description = "What was (or would be) done", body = crate::offboarding::Removal),
+        (status = 400, description = "An invalid tenant id or query", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Not an admin key for all tenants", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 503, description = "The database is unreachable", body = ErrorBody),
+    ),
+    security(("apiKey" = []))
+)]
+#[delete("/tenants/{tenant}")]
+async fn remove_tenant(
+    state: web::Data<App>,
+    caller: ApiCaller,
+    path: web::Path<TenantPath>,
+    query: web::Query<RemoveQuery>,
+) -> AppResult<HttpResponse> {
+    if !caller.key.is_admin || caller.key.tenant_id.is_some() {
+        return Err(AppError::forbidden(
+            "removing a tenant needs an admin API key for all tenants (created with --admin and no --tenant)",
+        ));
+    }
+    let removal = crate::offboarding::remove(
+        &state,
+        &path.tenant,
+        query.dry_run.unwrap_or(false),
+        &caller.actor(),
+    )
+    .await?;
+    Ok(no_store(HttpResponse::Ok().json(removal)))
 }
 
 /// Which account a proxied call uses: the `Tether-Account` header (never

@@ -20,6 +20,52 @@ pub fn account_param(raw: Option<&str>) -> AppResult<Option<&str>> {
     }
 }
 
+/// The query string's pairs, percent-decoded (`+` is a space). Unlike a
+/// lenient decoder, bytes that are not UTF-8 are a 400 rather than
+/// replacement characters that might then match something.
+pub fn query_pairs(query: &str) -> AppResult<Vec<(String, String)>> {
+    fn decode(part: &str) -> Option<String> {
+        let bytes = part.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return None;
+                    }
+                    out.push(u8::from_str_radix(hex, 16).ok()?);
+                    i += 2;
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8(out).ok()
+    }
+    if query.len() > 8192 {
+        return Err(AppError::bad_request(
+            Code::InvalidQuery,
+            "the query string is longer than 8192 bytes",
+        ));
+    }
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            decode(k).zip(decode(v)).ok_or_else(|| {
+                AppError::bad_request(
+                    Code::InvalidQuery,
+                    "the query string is not percent-encoded UTF-8",
+                )
+            })
+        })
+        .collect()
+}
+
 /// The request path for the access log: without the query string (where
 /// codes and states travel), and with a connect link's token masked.
 pub fn loggable_path(path: &str) -> String {
@@ -117,5 +163,20 @@ mod tests {
         );
         assert_eq!(super::loggable_path("/connect/done"), "/connect/done");
         assert_eq!(super::loggable_path("/healthz"), "/healthz");
+    }
+
+    #[test]
+    fn query_pairs_decode_strictly() {
+        assert_eq!(
+            super::query_pairs("locationId=loc%5F1&name=a+b&flag").unwrap(),
+            vec![
+                ("locationId".to_string(), "loc_1".to_string()),
+                ("name".to_string(), "a b".to_string()),
+                ("flag".to_string(), String::new()),
+            ]
+        );
+        for bad in ["a=%ff", "a=%zz", "a=%+1", "a=%4"] {
+            assert!(super::query_pairs(bad).is_err(), "{bad}");
+        }
     }
 }

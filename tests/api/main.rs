@@ -13,6 +13,7 @@ mod flow;
 mod internal_api;
 mod keys;
 mod layering;
+mod operators;
 mod ops;
 mod presets;
 mod processes;

@@ -6,7 +6,7 @@ use crate::db::listen::notify_changed;
 use crate::db::schema::connections;
 use crate::db::{now, DbConn};
 use crate::error::{AppError, AppResult, Code};
-use crate::ids::{ConnectionId, ProviderKey, TenantId};
+use crate::ids::{ConnectionId, ExternalTenantId, ProviderKey, TenantId};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::Connection as _;
@@ -142,6 +142,35 @@ pub struct Refreshed {
     /// When the (possibly renewed) refresh token lapses.
     pub refresh_expires_at: Option<NaiveDateTime>,
     pub scopes: Vec<String>,
+}
+
+/// What [`Connection::search`] filters on in SQL; every part is optional.
+#[derive(Debug, Default)]
+pub struct Search<'a> {
+    pub tenant_id: Option<&'a str>,
+    pub provider: Option<&'a str>,
+    pub account_id: Option<&'a str>,
+    /// Any of these statuses (empty: any).
+    pub statuses: &'a [Status],
+    /// Metadata fields the row must name (their values are checked by the caller).
+    pub metadata_names: &'a [String],
+}
+
+/// `name` as it appears as a key in stored metadata (compact JSON).
+fn json_key(name: &str) -> String {
+    format!("{}:", serde_json::Value::from(name))
+}
+
+/// `text` as a LIKE pattern matching itself, with `\` as the escape.
+fn like_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A sealed value as stored, with what is needed to re-seal it in place.
@@ -847,6 +876,82 @@ impl Connection {
             .group_by(connections::key_id)
             .select((connections::key_id, diesel::dsl::count_star()))
             .order(connections::key_id.asc())
+            .load(conn)
+    }
+
+    /// Connections matching `search` (rows holding tokens only: a
+    /// disconnected row is not a connection any more), with their tenant's
+    /// external id, in row-id order; at most `limit`, and whether more
+    /// matched. `keep` is asked about each row the SQL filters let through
+    /// (metadata lives in a JSON text column that SQL cannot read portably);
+    /// rows are read in batches, so a scan never holds more than one batch
+    /// besides the answer.
+    pub fn search(
+        conn: &mut DbConn,
+        search: &Search<'_>,
+        limit: usize,
+        keep: impl Fn(&Connection) -> bool,
+    ) -> QueryResult<(Vec<(Connection, ExternalTenantId)>, bool)> {
+        use crate::db::schema::tenants;
+        const BATCH: i64 = 500;
+        let statuses: Vec<&str> = search.statuses.iter().map(|s| s.as_str()).collect();
+        let mut found = Vec::new();
+        let mut after = String::new();
+        loop {
+            let mut q = connections::table
+                .inner_join(tenants::table)
+                .filter(connections::token_ciphertext.is_not_null())
+                .filter(connections::id.gt(after.clone()))
+                .order(connections::id.asc())
+                .limit(BATCH)
+                .select((Connection::as_select(), tenants::external_id))
+                .into_boxed();
+            if let Some(t) = search.tenant_id {
+                q = q.filter(connections::tenant_id.eq(t.to_string()));
+            }
+            if let Some(p) = search.provider {
+                q = q.filter(connections::provider.eq(p.to_string()));
+            }
+            if let Some(a) = search.account_id {
+                q = q.filter(connections::account_id.eq(a.to_string()));
+            }
+            if !statuses.is_empty() {
+                q = q.filter(connections::status.eq_any(statuses.clone()));
+            }
+            // A bound pattern, never SQL text: narrows the scan to rows whose
+            // metadata names the field; `keep` decides on the parsed value.
+            for name in search.metadata_names {
+                q = q.filter(
+                    connections::metadata
+                        .like(format!("%{}%", like_literal(&json_key(name))))
+                        .escape('\\'),
+                );
+            }
+            let batch: Vec<(Connection, ExternalTenantId)> = q.load(conn)?;
+            let full = batch.len() as i64 == BATCH;
+            if let Some((last, _)) = batch.last() {
+                after = last.id.to_string();
+            }
+            for (row, tenant) in batch {
+                if keep(&row) {
+                    if found.len() == limit {
+                        return Ok((found, true));
+                    }
+                    found.push((row, tenant));
+                }
+            }
+            if !full {
+                return Ok((found, false));
+            }
+        }
+    }
+
+    /// Every row of the tenant (connected or not), for its removal.
+    pub fn of_tenant(conn: &mut DbConn, tenant_id: &str) -> QueryResult<Vec<Connection>> {
+        connections::table
+            .filter(connections::tenant_id.eq(tenant_id))
+            .order((connections::provider.asc(), connections::created_at.asc()))
+            .select(Connection::as_select())
             .load(conn)
     }
 

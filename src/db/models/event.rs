@@ -100,7 +100,7 @@ impl EventKind {
 
 /// Who did what an event records; stored as its `Display` form
 /// (`admin:<email>`, `api:<key name>`, `connect-link`, `scheduler`,
-/// `token-api`).
+/// `token-api`, `cli`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     /// A tenant admin in the dashboard (email unknown: empty).
@@ -113,6 +113,8 @@ pub enum Actor {
     Scheduler,
     /// A token request that found its token due.
     TokenApi,
+    /// An operator at the command line.
+    Cli,
 }
 
 impl std::fmt::Display for Actor {
@@ -124,6 +126,7 @@ impl std::fmt::Display for Actor {
             Actor::ConnectLink => f.write_str("connect-link"),
             Actor::Scheduler => f.write_str("scheduler"),
             Actor::TokenApi => f.write_str("token-api"),
+            Actor::Cli => f.write_str("cli"),
         }
     }
 }
@@ -253,6 +256,7 @@ mod tests {
         assert_eq!(Actor::ConnectLink.to_string(), "connect-link");
         assert_eq!(Actor::Scheduler.to_string(), "scheduler");
         assert_eq!(Actor::TokenApi.to_string(), "token-api");
+        assert_eq!(Actor::Cli.to_string(), "cli");
     }
 
     #[test]

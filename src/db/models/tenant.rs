@@ -1,6 +1,9 @@
 //! Tenants: the CRM's client businesses, keyed by the CRM's own id.
 
-use crate::db::schema::tenants;
+use crate::db::schema::{
+    api_keys, connect_links, connections, events, integration_settings, oauth_states, tenants,
+    users,
+};
 use crate::db::{new_id, now, DbConn};
 use crate::error::{AppError, AppResult, Code};
 use crate::ids::{ExternalTenantId, TenantId};
@@ -15,6 +18,27 @@ pub struct Tenant {
     pub name: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+}
+
+/// What a tenant holds, table by table: what its removal erases (or, in a
+/// dry run, would erase).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Holdings {
+    /// Connection rows, connected or not.
+    pub connections: i64,
+    /// Connections holding tokens.
+    pub tokens: i64,
+    /// Admins who sign in to the settings pages.
+    pub users: i64,
+    pub connect_links: i64,
+    /// Pending (or finished) authorizations.
+    pub oauth_states: i64,
+    /// The tenant's audit trail.
+    pub events: i64,
+    /// API keys limited to this tenant.
+    pub api_keys: i64,
+    /// Integration settings (enabled switch, preferences), one per provider.
+    pub integration_settings: i64,
 }
 
 #[derive(Insertable)]
@@ -132,6 +156,78 @@ impl Tenant {
             .order(tenants::external_id.asc())
             .select(Tenant::as_select())
             .load(conn)
+    }
+
+    /// What the tenant holds, counted.
+    pub fn holdings(conn: &mut DbConn, id: &str) -> QueryResult<Holdings> {
+        Ok(Holdings {
+            connections: connections::table
+                .filter(connections::tenant_id.eq(id))
+                .count()
+                .get_result(conn)?,
+            tokens: connections::table
+                .filter(connections::tenant_id.eq(id))
+                .filter(connections::token_ciphertext.is_not_null())
+                .count()
+                .get_result(conn)?,
+            users: users::table
+                .filter(users::tenant_id.eq(id))
+                .count()
+                .get_result(conn)?,
+            connect_links: connect_links::table
+                .filter(connect_links::tenant_id.eq(id))
+                .count()
+                .get_result(conn)?,
+            oauth_states: oauth_states::table
+                .filter(oauth_states::tenant_id.eq(id))
+                .count()
+                .get_result(conn)?,
+            events: events::table
+                .filter(events::tenant_id.eq(id))
+                .count()
+                .get_result(conn)?,
+            api_keys: api_keys::table
+                .filter(api_keys::tenant_id.eq(id))
+                .count()
+                .get_result(conn)?,
+            integration_settings: integration_settings::table
+                .filter(integration_settings::tenant_id.eq(id))
+                .count()
+                .get_result(conn)?,
+        })
+    }
+
+    /// Deletes the tenant and every row it owns, children first (the
+    /// foreign keys would cascade, but the counts are the report); returns
+    /// what was deleted. The caller runs it in a transaction.
+    pub fn erase(conn: &mut DbConn, id: &str) -> QueryResult<Holdings> {
+        let tokens = connections::table
+            .filter(connections::tenant_id.eq(id))
+            .filter(connections::token_ciphertext.is_not_null())
+            .count()
+            .get_result(conn)?;
+        let integration_settings =
+            super::integration_setting::IntegrationSetting::delete_for_tenant(conn, id)? as i64;
+        let erased = Holdings {
+            integration_settings,
+            oauth_states: diesel::delete(oauth_states::table.filter(oauth_states::tenant_id.eq(id)))
+                .execute(conn)? as i64,
+            connect_links: diesel::delete(
+                connect_links::table.filter(connect_links::tenant_id.eq(id)),
+            )
+            .execute(conn)? as i64,
+            events: diesel::delete(events::table.filter(events::tenant_id.eq(id))).execute(conn)?
+                as i64,
+            connections: diesel::delete(connections::table.filter(connections::tenant_id.eq(id)))
+                .execute(conn)? as i64,
+            tokens,
+            users: diesel::delete(users::table.filter(users::tenant_id.eq(id))).execute(conn)?
+                as i64,
+            api_keys: diesel::delete(api_keys::table.filter(api_keys::tenant_id.eq(id)))
+                .execute(conn)? as i64,
+        };
+        diesel::delete(tenants::table.find(id)).execute(conn)?;
+        Ok(erased)
     }
 
     pub fn count(conn: &mut DbConn) -> QueryResult<i64> {

@@ -18,8 +18,10 @@ pub struct Pending {
     pub next_attempt_at: NaiveDateTime,
 }
 
-/// Queues `payload` (the JSON body) as the notification of event `event_id`.
-pub fn enqueue(conn: &mut DbConn, event_id: &str, payload: &str) -> QueryResult<()> {
+/// Queues `payload` (the JSON body) as the notification of event `event_id`
+/// (`None`: of no stored event, e.g. a tenant's removal, whose events go
+/// with it).
+pub fn enqueue(conn: &mut DbConn, event_id: Option<&str>, payload: &str) -> QueryResult<()> {
     let t = now();
     diesel::insert_into(webhook_outbox::table)
         .values((

@@ -64,9 +64,9 @@ async fn the_openapi_document_is_public_json_with_every_operation_routed(backend
             );
         }
     }
-    // Eleven paths; two take two methods each and the proxy five.
-    assert_eq!(paths.len(), 11, "{:?}", paths.keys());
-    assert_eq!(operations, 17);
+    // Twelve paths; three take two methods each and the proxy five.
+    assert_eq!(paths.len(), 12, "{:?}", paths.keys());
+    assert_eq!(operations, 19);
     for name in ["Status", "Token", "Error", "Code"] {
         assert!(
             doc["components"]["schemas"].get(name).is_some(),
