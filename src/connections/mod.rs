@@ -6,11 +6,19 @@
 //! - `connect`: starting and completing a connection (authorization code,
 //!   connect links, client-credentials instances), saving a grant;
 //! - `manage`: which account, the default account, disconnecting;
+//! - `import`: storing tokens the CRM kept itself before Tether;
 //! - `links`: issuing connect links;
 //! - `proxy`: calling a provider's API with a tenant's token.
 
 pub mod connect;
+pub mod import;
 pub mod links;
 pub mod manage;
 pub mod proxy;
 pub mod status;
+
+/// Whether `id` could be a provider's account id: 1 to 256 bytes, no
+/// control characters. Anything else is refused before any lookup.
+pub fn valid_account_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control)
+}

@@ -85,7 +85,7 @@ impl EventKind {
 
 /// Who did what an event records; stored as its `Display` form
 /// (`admin:<email>`, `api:<key name>`, `connect-link`, `scheduler`,
-/// `token-api`).
+/// `token-api`, `import:api:<key name>`, `import:cli`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     /// A tenant admin in the dashboard (email unknown: empty).
@@ -98,6 +98,9 @@ pub enum Actor {
     Scheduler,
     /// A token request that found its token due.
     TokenApi,
+    /// Tokens imported from the CRM's own store; `by` is who ran the
+    /// import (`api:<key name>`, `cli`).
+    Import { by: String },
 }
 
 impl std::fmt::Display for Actor {
@@ -109,6 +112,7 @@ impl std::fmt::Display for Actor {
             Actor::ConnectLink => f.write_str("connect-link"),
             Actor::Scheduler => f.write_str("scheduler"),
             Actor::TokenApi => f.write_str("token-api"),
+            Actor::Import { by } => write!(f, "import:{by}"),
         }
     }
 }
@@ -238,6 +242,10 @@ mod tests {
         assert_eq!(Actor::ConnectLink.to_string(), "connect-link");
         assert_eq!(Actor::Scheduler.to_string(), "scheduler");
         assert_eq!(Actor::TokenApi.to_string(), "token-api");
+        let import = Actor::Import {
+            by: "api:chatbot".into(),
+        };
+        assert_eq!(import.to_string(), "import:api:chatbot");
     }
 
     #[test]
