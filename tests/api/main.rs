@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod demo;
 mod flow;
+mod import;
 mod internal_api;
 mod keys;
 mod layering;
