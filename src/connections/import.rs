@@ -116,7 +116,8 @@ fn token_field(obj: &Map<String, Value>, name: &str) -> AppResult<Option<Secret<
     match optional(obj, name) {
         None => Ok(None),
         Some(Value::String(s))
-            if (1..=MAX_TOKEN_LEN).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()) =>
+            if (1..=MAX_TOKEN_LEN).contains(&s.len())
+                && s.bytes().all(|b| b.is_ascii_graphic()) =>
         {
             Ok(Some(Secret::new(s.clone())))
         }
@@ -155,8 +156,8 @@ impl Request {
                 FIELDS.join(", ")
             )));
         }
-        let access_token = token_field(obj, "access_token")?
-            .ok_or_else(|| refused("access_token is required"))?;
+        let access_token =
+            token_field(obj, "access_token")?.ok_or_else(|| refused("access_token is required"))?;
         let refresh_token = token_field(obj, "refresh_token")?;
         let token_type = match optional(obj, "token_type") {
             None => "Bearer".to_string(),
@@ -225,7 +226,10 @@ impl Request {
         let (account_id, account_name) = match optional(obj, "account") {
             None => (None, None),
             Some(Value::Object(account)) => {
-                if let Some(unknown) = account.keys().find(|k| !["id", "name"].contains(&k.as_str())) {
+                if let Some(unknown) = account
+                    .keys()
+                    .find(|k| !["id", "name"].contains(&k.as_str()))
+                {
                     return Err(refused(format!(
                         "unknown field {} in account (the fields are id, name)",
                         field_label(unknown)
@@ -293,7 +297,7 @@ pub enum Outcome {
         replaced: bool,
         /// Expired or within the refresh margin: its refresh is due now.
         due: bool,
-        connection: Option<Connection>,
+        connection: Option<Box<Connection>>,
     },
     /// The account is already connected and `replace` was not asked: nothing
     /// was written.
@@ -351,8 +355,7 @@ pub fn apply(
     }
     let margin = Duration::seconds(settings.refresh.margin.as_secs() as i64);
     let due = renewable && expires_at.is_some_and(|at| at <= t + margin);
-    let connected =
-        Connection::for_account(conn, tenant_id, &provider.key, &account_id)?.is_some();
+    let connected = Connection::for_account(conn, tenant_id, &provider.key, &account_id)?.is_some();
     if connected && !request.replace {
         return Ok(Outcome::AlreadyConnected { account_id });
     }
@@ -365,7 +368,10 @@ pub fn apply(
         });
     }
     let mut raw = Map::new();
-    raw.insert("access_token".into(), request.access_token.expose().as_str().into());
+    raw.insert(
+        "access_token".into(),
+        request.access_token.expose().as_str().into(),
+    );
     if let Some(rt) = &request.refresh_token {
         raw.insert("refresh_token".into(), rt.expose().as_str().into());
     }
@@ -406,7 +412,7 @@ pub fn apply(
         account_id,
         replaced,
         due,
-        connection: Some(connection),
+        connection: Some(Box::new(connection)),
     })
 }
 
@@ -528,8 +534,9 @@ mod tests {
 
     #[test]
     fn a_minimal_import_reads_and_hides_its_tokens() {
-        let r = Request::parse(&json!({"access_token": "at-secret-1", "refresh_token": "rt-secret-1"}))
-            .unwrap();
+        let r =
+            Request::parse(&json!({"access_token": "at-secret-1", "refresh_token": "rt-secret-1"}))
+                .unwrap();
         assert_eq!(r.expiry, Expiry::Unknown);
         assert_eq!(r.token_type, "Bearer");
         assert!(!r.replace);
@@ -568,23 +575,31 @@ mod tests {
             assert!(!message.contains("tok-secret"), "{case}: {message}");
             assert!(!message.is_empty());
         }
-        assert!(refusal(json!({"access_token": "a", "expires_at": "2026-12-01T10:00:00Z", "expires_in": 60}))
-            .contains("not both"));
+        assert!(refusal(
+            json!({"access_token": "a", "expires_at": "2026-12-01T10:00:00Z", "expires_in": 60})
+        )
+        .contains("not both"));
         assert!(refusal(json!({"access_token": "a", "metadata": 1})).contains("object"));
-        assert!(refusal(json!({"access_token": "a", "refresh-token": "r"})).contains("'refresh-token'"));
+        assert!(
+            refusal(json!({"access_token": "a", "refresh-token": "r"})).contains("'refresh-token'")
+        );
     }
 
     #[test]
     fn expiries_read_as_a_time_or_seconds_and_are_capped_at_a_year() {
-        let at = Request::parse(&json!({"access_token": "a", "expires_at": "2026-12-01T11:00:00+01:00"}))
-            .unwrap();
+        let at = Request::parse(
+            &json!({"access_token": "a", "expires_at": "2026-12-01T11:00:00+01:00"}),
+        )
+        .unwrap();
         let want = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
             .unwrap()
             .naive_utc();
         assert_eq!(at.expiry, Expiry::At(want));
-        let long = Request::parse(&json!({"access_token": "a", "expires_in": 10_i64.pow(15)})).unwrap();
+        let long =
+            Request::parse(&json!({"access_token": "a", "expires_in": 10_i64.pow(15)})).unwrap();
         assert_eq!(long.expiry, Expiry::In(MAX_EXPIRES_IN));
-        let numeric = Request::parse(&json!({"access_token": "a", "account": {"id": 4242}})).unwrap();
+        let numeric =
+            Request::parse(&json!({"access_token": "a", "account": {"id": 4242}})).unwrap();
         assert_eq!(numeric.account_id.as_deref(), Some("4242"));
     }
 }

@@ -388,7 +388,9 @@ pub fn save(
     auth: &Authorized,
     actor: &Actor,
 ) -> AppResult<(Connection, bool)> {
-    store(conn, ring, settings, provider, tenant_id, auth, actor, false)
+    store(
+        conn, ring, settings, provider, tenant_id, auth, actor, false,
+    )
 }
 
 /// As [`save`], for tokens that come from elsewhere than the provider's

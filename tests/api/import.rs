@@ -38,7 +38,13 @@ async fn setup(backend: Backend) -> (TestApp, FakeProvider, String) {
     (app, fake, admin)
 }
 
-async fn import(app: &TestApp, key: &str, tenant: &str, provider: &str, body: &Value) -> reqwest::Response {
+async fn import(
+    app: &TestApp,
+    key: &str,
+    tenant: &str,
+    provider: &str,
+    body: &Value,
+) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!(
             "{}/api/v1/tenants/{tenant}/connections/{provider}/import",
@@ -141,7 +147,10 @@ async fn an_admin_key_imports_tokens_sealed_and_served_like_a_connection(backend
         "the tokens are sealed"
     );
     assert_eq!(row.scopes(), ["contacts.read"]);
-    assert_eq!(row.metadata(), json!({"locationId": "loc_1", "companyId": "c_9"}));
+    assert_eq!(
+        row.metadata(),
+        json!({"locationId": "loc_1", "companyId": "c_9"})
+    );
     assert!(row.is_default, "the first account is the default");
     // Planned as a connect plans a one-hour token: at 80% of its life.
     let planned = (row.next_refresh_at.unwrap() - now()).num_seconds();
@@ -193,11 +202,15 @@ async fn expired_or_nearly_expired_imports_are_refreshed_at_the_providers_token_
 
     // Expired and nothing to renew it with: refused, nothing stored.
     let before = app.snapshot();
-    let dead = json!({"access_token": "at-tok-secret-dead", "expires_in": 0, "account": {"id": "dead"}});
+    let dead =
+        json!({"access_token": "at-tok-secret-dead", "expires_in": 0, "account": {"id": "dead"}});
     let (status, body) = answer(import(&app, &admin, "acme", "acme", &dead).await).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "invalid_import");
-    assert!(body["error"]["message"].as_str().unwrap().contains("no refresh_token"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no refresh_token"));
     assert_eq!(app.snapshot(), before);
 }
 
@@ -213,9 +226,17 @@ async fn an_account_already_connected_is_skipped_unless_replace_is_asked(backend
     let (status, answered) = answer(import(&app, &admin, "acme", "acme", &body).await).await;
     assert_eq!(status, 200, "{answered}");
     assert_eq!(answered["outcome"], "skipped");
-    assert!(answered["message"].as_str().unwrap().contains("already connected"));
+    assert!(answered["message"]
+        .as_str()
+        .unwrap()
+        .contains("already connected"));
     assert_eq!(app.snapshot(), before, "nothing was overwritten");
-    assert_eq!(tokens(&app, &app.acme_account("acme", "loc_1")).1.as_deref(), Some("rt-0"));
+    assert_eq!(
+        tokens(&app, &app.acme_account("acme", "loc_1"))
+            .1
+            .as_deref(),
+        Some("rt-0")
+    );
 
     let mut replace = body.clone();
     replace["replace"] = json!(true);
@@ -244,10 +265,25 @@ async fn bad_imports_are_refused_change_nothing_and_never_repeat_a_token(backend
         b
     };
     let cases = [
-        (json!({"refresh_token": "rt-tok-secret", "account": {"id": "loc_1"}}), "invalid_import"),
-        (with("access_token", json!("tok-secret with spaces")), "invalid_import"),
-        (with("access_token", json!(format!("{SECRET}{}", "x".repeat(9000)))), "invalid_import"),
-        (with("refresh_token", json!(["rt-tok-secret"])), "invalid_import"),
+        (
+            json!({"refresh_token": "rt-tok-secret", "account": {"id": "loc_1"}}),
+            "invalid_import",
+        ),
+        (
+            with("access_token", json!("tok-secret with spaces")),
+            "invalid_import",
+        ),
+        (
+            with(
+                "access_token",
+                json!(format!("{SECRET}{}", "x".repeat(9000))),
+            ),
+            "invalid_import",
+        ),
+        (
+            with("refresh_token", json!(["rt-tok-secret"])),
+            "invalid_import",
+        ),
         (with("expires_at", json!("tok-secret")), "invalid_import"),
         (
             {
@@ -262,10 +298,22 @@ async fn bad_imports_are_refused_change_nothing_and_never_repeat_a_token(backend
         (with("metadata", json!("tok-secret")), "invalid_import"),
         (with("scopes", json!("tok-secret")), "invalid_import"),
         (with("account", json!({"id": ""})), "invalid_account"),
-        (with("account", json!({"id": "x".repeat(257)})), "invalid_account"),
+        (
+            with("account", json!({"id": "x".repeat(257)})),
+            "invalid_account",
+        ),
         (with("account", json!({"id": "loc\n1"})), "invalid_account"),
-        (with("account", json!({"id": "loc_1", "tok-secret-as-a-key-0123456789": 1})), "invalid_import"),
-        (with("tok-secret-as-a-key-0123456789", json!(1)), "invalid_import"),
+        (
+            with(
+                "account",
+                json!({"id": "loc_1", "tok-secret-as-a-key-0123456789": 1}),
+            ),
+            "invalid_import",
+        ),
+        (
+            with("tok-secret-as-a-key-0123456789", json!(1)),
+            "invalid_import",
+        ),
         (with("replace", json!("tok-secret")), "invalid_import"),
         // acme keeps a row per account: an import must say which.
         (json!({"access_token": "at-tok-secret"}), "invalid_import"),
@@ -282,7 +330,10 @@ async fn bad_imports_are_refused_change_nothing_and_never_repeat_a_token(backend
         assert!(!answered["error"]["message"].as_str().unwrap().is_empty());
     }
     let res = reqwest::Client::new()
-        .post(format!("{}/api/v1/tenants/acme/connections/acme/import", app.address))
+        .post(format!(
+            "{}/api/v1/tenants/acme/connections/acme/import",
+            app.address
+        ))
         .bearer_auth(&admin)
         .header("content-type", "application/json")
         .body(r#"{"access_token": "at-tok-secret", "#)
@@ -290,7 +341,10 @@ async fn bad_imports_are_refused_change_nothing_and_never_repeat_a_token(backend
         .await
         .unwrap();
     let (status, answered) = answer(res).await;
-    assert_eq!((status, answered["error"]["code"].as_str()), (400, Some("invalid_json")));
+    assert_eq!(
+        (status, answered["error"]["code"].as_str()),
+        (400, Some("invalid_json"))
+    );
     assert_eq!(app.snapshot(), before);
     assert_eq!(fake.calls().await, 0);
 }
@@ -319,17 +373,25 @@ async fn only_admin_keys_import_and_unknown_tenants_or_providers_are_not_found(b
     }
     assert_eq!(app.snapshot(), before);
     // An admin key limited to its own tenant imports there.
-    let (status, answered) = answer(import(&app, &scoped_admin, "other", "acme", &body).await).await;
+    let (status, answered) =
+        answer(import(&app, &scoped_admin, "other", "acme", &body).await).await;
     assert_eq!(status, 201, "{answered}");
     assert_eq!(fake.calls().await, 0);
 }
 
 /// The `tether` binary against the app's database and providers file.
 fn cli(app: &TestApp, args: &[&str], stdin: &str) -> std::process::Output {
-    let file = app.db.data_dir().join("providers.toml").display().to_string();
+    let file = app
+        .db
+        .data_dir()
+        .join("providers.toml")
+        .display()
+        .to_string();
     let mut cmd = tether(&app.db, KEY_K1);
     // Debug logging: whatever the import logs must hold no token either.
-    cmd.envs(acme_vars(&file)).env("RUST_LOG", "debug").args(args);
+    cmd.envs(acme_vars(&file))
+        .env("RUST_LOG", "debug")
+        .args(args);
     let out = run(&mut cmd, stdin);
     for text in [stdout(&out), stderr(&out)] {
         assert!(!text.contains(SECRET), "a token in the output: {text}");
@@ -391,7 +453,11 @@ async fn cli_import_reports_every_line_and_due_imports_are_refreshed_by_the_sche
     assert_eq!(lines[8], "2 imported, 3 skipped, 3 refused");
     assert_eq!(lines.len(), 9, "{text}");
 
-    assert_eq!(connection_count(&app), 3, "only the two imports were written");
+    assert_eq!(
+        connection_count(&app),
+        3,
+        "only the two imports were written"
+    );
     let imported = app.acme_account("acme", "loc_1");
     assert_eq!(tokens(&app, &imported).0, "at-tok-secret-1");
     assert_eq!(imported.account_name.as_deref(), Some("Main Street"));
@@ -399,7 +465,12 @@ async fn cli_import_reports_every_line_and_due_imports_are_refreshed_by_the_sche
         events_of(&app, &imported.id),
         [("connected".to_string(), "import:cli".to_string())]
     );
-    assert_eq!(tokens(&app, &app.acme_account("acme", "loc_0")).1.as_deref(), Some("rt-0"));
+    assert_eq!(
+        tokens(&app, &app.acme_account("acme", "loc_0"))
+            .1
+            .as_deref(),
+        Some("rt-0")
+    );
 
     // The expired one is due now; the server's scheduler refreshes it.
     let due = app.acme_account("acme", "loc_8");
@@ -435,7 +506,11 @@ async fn cli_dry_run_checks_every_line_and_writes_nothing(backend: Backend) {
         &["connections", "import", "--dry-run", file.to_str().unwrap()],
         "",
     );
-    assert_eq!(out.status.code(), Some(1), "refused lines fail a dry run too");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "refused lines fail a dry run too"
+    );
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     let expected: Vec<String> = EXPECTED_LINES
