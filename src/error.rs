@@ -49,6 +49,7 @@ codes! {
     InvalidExpiresIn => "invalid_expires_in",
     InvalidForm => "invalid_form",
     InvalidGrant => "invalid_grant",
+    InvalidImport => "invalid_import",
     InvalidInstance => "invalid_instance",
     InvalidInstall => "invalid_install",
     AccountBoundElsewhere => "account_bound_elsewhere",

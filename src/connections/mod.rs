@@ -7,6 +7,7 @@
 //! - `connect`: starting and completing a connection (authorization code,
 //!   connect links, client-credentials instances), saving a grant;
 //! - `manage`: which account, the default account, disconnecting;
+//! - `import`: storing tokens the CRM kept itself before Tether;
 //! - `links`: issuing connect links;
 //! - `integration`: a tenant's integration settings (enabled, preferences);
 //! - `directory`: connections across tenants (who owns an account, what
@@ -16,8 +17,15 @@
 pub mod agency;
 pub mod connect;
 pub mod directory;
+pub mod import;
 pub mod integration;
 pub mod links;
 pub mod manage;
 pub mod proxy;
 pub mod status;
+
+/// Whether `id` could be a provider's account id: 1 to 256 bytes, no
+/// control characters. Anything else is refused before any lookup.
+pub fn valid_account_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control)
+}

@@ -434,11 +434,45 @@ pub fn save(
     auth: &Authorized,
     actor: &Actor,
 ) -> AppResult<(Connection, bool)> {
+    store(
+        conn, ring, settings, provider, tenant_id, auth, actor, false,
+    )
+}
+
+/// As [`save`], for tokens that come from elsewhere than the provider's
+/// token endpoint just now (an import): `due` makes their refresh due at
+/// once, for a token that expired or expires within the refresh margin.
+#[allow(clippy::too_many_arguments)]
+pub fn save_imported(
+    conn: &mut DbConn,
+    ring: &KeyRing,
+    settings: &Settings,
+    provider: &Provider,
+    tenant_id: &TenantId,
+    auth: &Authorized,
+    actor: &Actor,
+    due: bool,
+) -> AppResult<(Connection, bool)> {
+    store(conn, ring, settings, provider, tenant_id, auth, actor, due)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn store(
+    conn: &mut DbConn,
+    ring: &KeyRing,
+    settings: &Settings,
+    provider: &Provider,
+    tenant_id: &TenantId,
+    auth: &Authorized,
+    actor: &Actor,
+    due: bool,
+) -> AppResult<(Connection, bool)> {
     let t = now();
     let existed = Connection::find(conn, tenant_id, &provider.key, &auth.account_id)?
         .is_some_and(|c| c.token_ciphertext.is_some());
     let next_refresh_at = match (auth.response.expires_in, provider.refresh) {
         (_, RefreshStyle::None) | (None, _) => None,
+        _ if due => Some(t),
         (Some(lifetime), _) => Some(token::next_refresh_at(
             t,
             lifetime,

@@ -5,7 +5,9 @@ use super::http::{account_param, no_store, query_pairs};
 use crate::app::App;
 use crate::connections::integration::{self, IntegrationView};
 use crate::connections::status::{self, StatusView};
-use crate::connections::{agency, directory, links, manage, proxy as proxying};
+use crate::connections::{
+    agency, directory, import as importing, links, manage, proxy as proxying,
+};
 use crate::db::models::api_key::ApiKey;
 use crate::db::models::event::Actor;
 use crate::db::models::tenant::Tenant;
@@ -59,6 +61,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(refresh)
         .service(set_default)
         .service(locations)
+        .service(import)
         .service(connect_link)
         // Settings may be 64 KiB themselves: their body may be larger than
         // that, so that an object over the cap gets its own answer.
@@ -689,6 +692,136 @@ async fn set_default(
         .db(move |c| status::load(c, &tenant_id, &p, None))
         .await?;
     Ok(no_store(HttpResponse::Ok().json(doc)))
+}
+
+/// Tokens the CRM stored itself, to import (the request is read by
+/// `connections::import`, which refuses unknown fields and repeats no value).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ImportRequest {
+    /// Visible ASCII, 1 to 8192 characters.
+    #[schema(min_length = 1, max_length = 8192)]
+    access_token: String,
+    #[schema(min_length = 1, max_length = 8192)]
+    refresh_token: Option<String>,
+    /// Default `Bearer`.
+    token_type: Option<String>,
+    /// When the access token expires (RFC 3339). Not with `expires_in`.
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
+    /// Seconds from now until the access token expires. Not with `expires_at`.
+    #[schema(minimum = 0)]
+    expires_in: Option<i64>,
+    /// The granted scopes (default: the provider's configured scopes).
+    scopes: Option<Vec<String>>,
+    /// The provider account; required for providers whose connections are
+    /// per account.
+    account: Option<ImportAccount>,
+    /// Non-secret fields kept beside the connection (e.g. `locationId`).
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<serde_json::Value>,
+    /// Overwrite an account that is already connected (default false: skip it).
+    replace: Option<bool>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ImportAccount {
+    #[schema(min_length = 1, max_length = 256)]
+    id: String,
+    #[schema(max_length = 256)]
+    name: Option<String>,
+}
+
+/// What an import did.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ImportAnswer {
+    /// `imported`, or `skipped` (the account is already connected).
+    outcome: &'static str,
+    /// The import overwrote a connected account (`replace`).
+    replaced: bool,
+    account: String,
+    /// `not_due`, `refreshed` (the token had expired or was within the
+    /// refresh margin, and was refreshed at once) or `failed` (see
+    /// `refresh_error` and the status: the scheduler retries unless the
+    /// provider said the grant is gone).
+    refresh: &'static str,
+    refresh_error: Option<ImportRefreshError>,
+    message: String,
+    /// The account's status afterwards.
+    status: StatusView,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ImportRefreshError {
+    code: &'static str,
+    message: String,
+}
+
+/// Import a token set the CRM stored itself (admin keys only)
+///
+/// Stored encrypted like any connection; an account already connected is
+/// skipped (200, `outcome: skipped`) unless `replace` is true. A token that
+/// has expired or expires within the refresh margin is refreshed before the
+/// answer. No token appears in the answer.
+#[utoipa::path(
+    params(ConnectionPath),
+    request_body = ImportRequest,
+    responses(
+        (status = 201, description = "Imported as a new connection", body = ImportAnswer),
+        (status = 200, description = "Imported over a connected account (`replace`), or skipped", body = ImportAnswer),
+        (status = 400, description = "`invalid_import`, `invalid_account` or `invalid_json`: nothing was stored", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Not an admin key, or one limited to another tenant", body = ErrorBody),
+        (status = 404, description = "No such tenant or provider", body = ErrorBody),
+        (status = 503, description = "The database is unreachable", body = ErrorBody),
+    ),
+    security(("apiKey" = []))
+)]
+#[post("/tenants/{tenant}/connections/{provider}/import")]
+async fn import(
+    state: web::Data<App>,
+    caller: ApiCaller,
+    path: web::Path<ConnectionPath>,
+    body: web::Json<serde_json::Value>,
+) -> AppResult<HttpResponse> {
+    if !caller.key.is_admin {
+        return Err(AppError::forbidden(
+            "importing tokens needs an API key created with --admin",
+        ));
+    }
+    let (tenant_id, provider) = caller.target(&state, &path).await?;
+    let request = importing::Request::parse(&body)?;
+    let actor = Actor::Import {
+        by: caller.actor().to_string(),
+    };
+    let done = importing::import(&state, &tenant_id, &provider, request, &actor).await?;
+    let p = provider.clone();
+    let a = done.account_id().to_string();
+    let status = state
+        .db(move |c| status::load(c, &tenant_id, &p, Some(&a)))
+        .await?;
+    let (imported, replaced) = (done.imported(), done.replaced());
+    let answer = ImportAnswer {
+        outcome: if imported { "imported" } else { "skipped" },
+        replaced,
+        account: done.account_id().to_string(),
+        refresh: done.refresh_label(),
+        refresh_error: match &done.refresh {
+            Some(Err(e)) => Some(ImportRefreshError {
+                code: e.code(),
+                message: e.message().to_string(),
+            }),
+            _ => None,
+        },
+        message: done.message(&provider),
+        status,
+    };
+    Ok(no_store(if imported && !replaced {
+        HttpResponse::Created().json(answer)
+    } else {
+        HttpResponse::Ok().json(answer)
+    }))
 }
 
 #[derive(serde::Deserialize, utoipa::ToSchema)]

@@ -10,9 +10,7 @@ use actix_web::{HttpRequest, HttpResponse};
 pub fn account_param(raw: Option<&str>) -> AppResult<Option<&str>> {
     match raw {
         None => Ok(None),
-        Some(a) if !a.is_empty() && a.len() <= 256 && !a.chars().any(char::is_control) => {
-            Ok(Some(a))
-        }
+        Some(a) if crate::connections::valid_account_id(a) => Ok(Some(a)),
         Some(_) => Err(AppError::bad_request(
             Code::InvalidAccount,
             "account is a provider's account id: 1 to 256 characters, no control characters",

@@ -10,6 +10,7 @@ mod cli;
 mod demo;
 mod embed;
 mod flow;
+mod import;
 mod internal_api;
 mod keys;
 mod layering;

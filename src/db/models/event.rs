@@ -100,7 +100,7 @@ impl EventKind {
 
 /// Who did what an event records; stored as its `Display` form
 /// (`admin:<email>`, `api:<key name>`, `connect-link`, `scheduler`,
-/// `token-api`, `cli`).
+/// `token-api`, `cli`, `import:api:<key name>`, `import:cli`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     /// A tenant admin in the dashboard (email unknown: empty).
@@ -115,6 +115,9 @@ pub enum Actor {
     TokenApi,
     /// An operator at the command line.
     Cli,
+    /// Tokens imported from the CRM's own store; `by` is who ran the
+    /// import (`api:<key name>`, `cli`).
+    Import { by: String },
 }
 
 impl std::fmt::Display for Actor {
@@ -127,6 +130,7 @@ impl std::fmt::Display for Actor {
             Actor::Scheduler => f.write_str("scheduler"),
             Actor::TokenApi => f.write_str("token-api"),
             Actor::Cli => f.write_str("cli"),
+            Actor::Import { by } => write!(f, "import:{by}"),
         }
     }
 }
@@ -257,6 +261,10 @@ mod tests {
         assert_eq!(Actor::Scheduler.to_string(), "scheduler");
         assert_eq!(Actor::TokenApi.to_string(), "token-api");
         assert_eq!(Actor::Cli.to_string(), "cli");
+        let import = Actor::Import {
+            by: "api:chatbot".into(),
+        };
+        assert_eq!(import.to_string(), "import:api:chatbot");
     }
 
     #[test]
