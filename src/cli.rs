@@ -542,6 +542,9 @@ fn doctor(settings: Settings) -> ExitCode {
                         "ok",
                         format!("{}: enabled; redirect URI to register: {redirect}", p.key),
                     );
+                    if p.key.as_str() == "gohighlevel" && settings.gohighlevel.app_id.is_none() {
+                        report("warn", format!("gohighlevel: TETHER_GOHIGHLEVEL_APP_ID is unset, so app webhooks of any Marketplace app signed by GoHighLevel are taken at {}/webhooks/gohighlevel", settings.base_url()));
+                    }
                 } else {
                     let has_id = settings.var(&p.client_id_env).is_some();
                     let has_secret = settings.var(&p.client_secret_env).is_some();

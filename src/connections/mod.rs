@@ -7,9 +7,14 @@
 //!   connect links, client-credentials instances), saving a grant;
 //! - `manage`: which account, the default account, disconnecting;
 //! - `links`: issuing connect links;
+//! - `installs`: installs started at the provider (GoHighLevel's
+//!   Marketplace), held until a tenant claims them, and swept;
+//! - `app_webhooks`: the provider's signed app webhooks (install, uninstall);
 //! - `proxy`: calling a provider's API with a tenant's token.
 
+pub mod app_webhooks;
 pub mod connect;
+pub mod installs;
 pub mod links;
 pub mod manage;
 pub mod proxy;

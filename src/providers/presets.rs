@@ -35,6 +35,7 @@ pub(super) fn base(
         iss_required: false,
         scopes: Vec::new(),
         scope_separator: " ".into(),
+        provider_initiated_installs: false,
         pkce: true,
         client_auth: ClientAuth::Post,
         client_id_env: format!("{upper}_CLIENT_ID"),
@@ -113,6 +114,8 @@ pub fn all() -> Vec<Provider> {
             // Every API call names the API version it was written against;
             // calls without it are rejected (PROVIDERS.md).
             api_headers: params(&[("Version", "2021-07-28")]),
+            // Marketplace installs reach the callback with a code and no state.
+            provider_initiated_installs: true,
             ..base(
                 "gohighlevel",
                 "GoHighLevel",

@@ -30,10 +30,12 @@ pub enum EventKind {
     Disconnected,
     Revoked,
     RefreshTokenExpiring,
+    /// The provider says its app was installed (again) on a bound account.
+    Installed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Connected,
         EventKind::Reconnected,
         EventKind::Refreshed,
@@ -42,6 +44,7 @@ impl EventKind {
         EventKind::Disconnected,
         EventKind::Revoked,
         EventKind::RefreshTokenExpiring,
+        EventKind::Installed,
     ];
 
     /// The name stored in `events.kind` and sent as a webhook's `type`.
@@ -55,6 +58,7 @@ impl EventKind {
             EventKind::Disconnected => "disconnected",
             EventKind::Revoked => "revoked",
             EventKind::RefreshTokenExpiring => "refresh_token_expiring",
+            EventKind::Installed => "installed",
         }
     }
 
@@ -73,6 +77,7 @@ impl EventKind {
             EventKind::Disconnected => "Disconnected",
             EventKind::Revoked => "Revoked at the provider",
             EventKind::RefreshTokenExpiring => "Access lapses soon",
+            EventKind::Installed => "Installed at the provider",
         }
     }
 
@@ -98,6 +103,8 @@ pub enum Actor {
     Scheduler,
     /// A token request that found its token due.
     TokenApi,
+    /// The provider itself: a Marketplace install or an app webhook.
+    Provider { key: String },
 }
 
 impl std::fmt::Display for Actor {
@@ -109,6 +116,7 @@ impl std::fmt::Display for Actor {
             Actor::ConnectLink => f.write_str("connect-link"),
             Actor::Scheduler => f.write_str("scheduler"),
             Actor::TokenApi => f.write_str("token-api"),
+            Actor::Provider { key } => write!(f, "provider:{key}"),
         }
     }
 }
@@ -238,6 +246,10 @@ mod tests {
         assert_eq!(Actor::ConnectLink.to_string(), "connect-link");
         assert_eq!(Actor::Scheduler.to_string(), "scheduler");
         assert_eq!(Actor::TokenApi.to_string(), "token-api");
+        let ghl = Actor::Provider {
+            key: "gohighlevel".into(),
+        };
+        assert_eq!(ghl.to_string(), "provider:gohighlevel");
     }
 
     #[test]
