@@ -5,6 +5,7 @@ use crate::crypto::{Aad, CryptoError, KeyRing, Sealed};
 use crate::db::models::connection::{Connection, SealedRow};
 use crate::db::models::key_check::KeyCheck;
 use crate::db::models::oauth_state::OAuthState;
+use crate::db::models::pending_install::PendingInstall;
 use crate::db::{insert_key_check_if_absent, now, DbConn};
 use diesel::QueryResult;
 
@@ -53,7 +54,10 @@ pub fn check(conn: &mut DbConn, ring: &KeyRing) -> QueryResult<Result<(), String
                     "encryption key '{kid}' in TETHER_ENCRYPTION_KEYS is not the key that wrote the data under that id"
                 )));
             }
-        } else if Connection::uses_key(conn, kid)? || OAuthState::uses_key(conn, kid)? {
+        } else if Connection::uses_key(conn, kid)?
+            || OAuthState::uses_key(conn, kid)?
+            || PendingInstall::uses_key(conn, kid)?
+        {
             return Ok(Err(format!(
                 "stored data is encrypted with key id '{kid}', which TETHER_ENCRYPTION_KEYS does not contain; add it back (after the primary) and run `tether keys rotate`"
             )));
@@ -138,7 +142,7 @@ struct SealedTable {
     replace: fn(&mut DbConn, &SealedRow, &Sealed) -> QueryResult<bool>,
 }
 
-const SEALED_TABLES: [SealedTable; 2] = [
+const SEALED_TABLES: [SealedTable; 3] = [
     SealedTable {
         name: "connections",
         batch: Connection::sealed_batch,
@@ -150,6 +154,12 @@ const SEALED_TABLES: [SealedTable; 2] = [
         batch: OAuthState::sealed_batch,
         reseal: OAuthState::reseal,
         replace: OAuthState::replace_sealed,
+    },
+    SealedTable {
+        name: "pending_installs",
+        batch: PendingInstall::sealed_batch,
+        reseal: PendingInstall::reseal,
+        replace: PendingInstall::replace_sealed,
     },
 ];
 
