@@ -99,7 +99,7 @@ pub async fn receive(app: &App, provider: Arc<Provider>, code: &str) -> AppResul
                     metadata: &authorized.metadata,
                     tokens: &authorized.response.tokens,
                     token_expires_at: authorized.response.expires_at(t),
-                    expires_at: t + HOLD,
+                    held_for: HOLD,
                 },
             )?)
         })

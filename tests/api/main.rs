@@ -11,6 +11,7 @@ mod flow;
 mod internal_api;
 mod keys;
 mod layering;
+mod marketplace;
 mod ops;
 mod presets;
 mod processes;

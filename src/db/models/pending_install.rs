@@ -54,7 +54,8 @@ pub struct NewInstall<'a> {
     pub metadata: &'a serde_json::Value,
     pub tokens: &'a TokenSet,
     pub token_expires_at: Option<NaiveDateTime>,
-    pub expires_at: NaiveDateTime,
+    /// How long it is held from now.
+    pub held_for: chrono::Duration,
 }
 
 fn aad<'a>(id: &'a str, provider: &'a str) -> Aad<'a> {
@@ -73,6 +74,7 @@ impl PendingInstall {
             .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
         let id = new_id();
         let sealed = ring.seal(&plaintext, aad(&id, new.provider));
+        let t = now();
         conn.transaction(|conn| {
             PendingInstall::drop_account(conn, new.provider, new.account_id)?;
             diesel::insert_into(pending_installs::table)
@@ -87,8 +89,8 @@ impl PendingInstall {
                     pending_installs::token_ciphertext.eq(&sealed.bytes),
                     pending_installs::key_id.eq(&sealed.key_id),
                     pending_installs::token_expires_at.eq(new.token_expires_at),
-                    pending_installs::created_at.eq(now()),
-                    pending_installs::expires_at.eq(new.expires_at),
+                    pending_installs::created_at.eq(t),
+                    pending_installs::expires_at.eq(t + new.held_for),
                 ))
                 .execute(conn)?;
             PendingInstall::by_id(conn, &id)?.ok_or(diesel::result::Error::NotFound)
