@@ -170,7 +170,8 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
 
 /// GoHighLevel's published webhook signing key (Ed25519, SPKI DER in base64),
 /// for `X-GHL-Signature`: PROVIDERS.md.
-pub const GOHIGHLEVEL_WEBHOOK_KEY: &str = "MCowBQYDK2VwAyEAi2HR1srL4o18O8BRa7gVJY7G7bupbN3H9AwJrHCDiOg=";
+pub const GOHIGHLEVEL_WEBHOOK_KEY: &str =
+    "MCowBQYDK2VwAyEAi2HR1srL4o18O8BRa7gVJY7G7bupbN3H9AwJrHCDiOg=";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
@@ -841,6 +842,33 @@ mod tests {
         let err = Settings::from_vars(&vars(&[("TETHER_SESSION_KEY", "c2VjcmV0LXNlc3Npb24ta2V5")]))
             .unwrap_err();
         assert!(!err.to_string().contains("c2VjcmV0"), "{err}");
+    }
+
+    #[test]
+    fn the_gohighlevel_webhook_key_defaults_to_the_published_one_and_a_bad_one_stops_start() {
+        let s = Settings::from_vars(&vars(&[])).unwrap();
+        assert_eq!(
+            crate::crypto::ed25519_spki_base64(&s.gohighlevel.webhook_key),
+            GOHIGHLEVEL_WEBHOOK_KEY
+        );
+        assert!(s.gohighlevel.app_id.is_none());
+        let err = Settings::from_vars(&vars(&[
+            (
+                "TETHER_GOHIGHLEVEL_WEBHOOK_PUBLIC_KEY",
+                "c29tZXRoaW5nLWVsc2U=",
+            ),
+            ("TETHER_GOHIGHLEVEL_APP_ID", "bad id!"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("TETHER_GOHIGHLEVEL_WEBHOOK_PUBLIC_KEY: is 14 bytes of DER"),
+            "{err}"
+        );
+        assert!(!err.contains("c29tZXRoaW5n"), "{err}");
+        assert!(err.contains("TETHER_GOHIGHLEVEL_APP_ID"), "{err}");
+        let s = Settings::from_vars(&vars(&[("TETHER_GOHIGHLEVEL_APP_ID", "64f0a1b2c3")])).unwrap();
+        assert_eq!(s.gohighlevel.app_id.as_deref(), Some("64f0a1b2c3"));
     }
 
     #[test]

@@ -105,9 +105,7 @@ impl Aad<'_> {
                 provider,
             } => ["tether/v1/oauth_state", id, tenant_id, provider],
             Aad::KeyCheck { key_id } => ["tether/v1/key_check", key_id, "", ""],
-            Aad::PendingInstall { id, provider } => {
-                ["tether/v1/pending_install", id, "", provider]
-            }
+            Aad::PendingInstall { id, provider } => ["tether/v1/pending_install", id, "", provider],
         };
         parts.join("\0").into_bytes()
     }
@@ -352,8 +350,16 @@ mod tests {
         assert!(!ed25519_verifies(&raw, b"body!", sig.as_ref()));
         assert!(!ed25519_verifies(&raw, b"body", &sig.as_ref()[1..]));
         // GoHighLevel's published key reads (the default of its option).
-        assert!(ed25519_public_key("MCowBQYDK2VwAyEAi2HR1srL4o18O8BRa7gVJY7G7bupbN3H9AwJrHCDiOg=").is_ok());
-        for bad in ["", "not base64!", &B64.encode([0u8; 44]), &B64.encode([1u8; 32])] {
+        assert!(
+            ed25519_public_key("MCowBQYDK2VwAyEAi2HR1srL4o18O8BRa7gVJY7G7bupbN3H9AwJrHCDiOg=")
+                .is_ok()
+        );
+        for bad in [
+            "",
+            "not base64!",
+            &B64.encode([0u8; 44]),
+            &B64.encode([1u8; 32]),
+        ] {
             assert!(ed25519_public_key(bad).is_err(), "{bad}");
         }
     }

@@ -106,12 +106,10 @@ fn apply(c: &mut DbConn, event: &AppEvent, notify: bool) -> AppResult<Handled> {
                     }
                     (rows, format!("company {company}"))
                 }
-                (None, None) => {
-                    return Err(AppError::bad_request(
-                        Code::InvalidWebhook,
-                        "not a GoHighLevel app webhook: an UNINSTALL names a locationId or a companyId",
-                    ))
-                }
+                (None, None) => return Err(AppError::bad_request(
+                    Code::InvalidWebhook,
+                    "not a GoHighLevel app webhook: an UNINSTALL names a locationId or a companyId",
+                )),
             };
             if rows.is_empty() && handled.dropped_installs == 0 {
                 return Err(unknown_location(&what));
@@ -171,7 +169,10 @@ fn apply(c: &mut DbConn, event: &AppEvent, notify: bool) -> AppResult<Handled> {
             }
         }
         Kind::Other(kind) => {
-            handled.message = format!("{} webhook acknowledged; Tether does not act on it", short(kind));
+            handled.message = format!(
+                "{} webhook acknowledged; Tether does not act on it",
+                short(kind)
+            );
         }
     }
     Ok(handled)
@@ -179,5 +180,8 @@ fn apply(c: &mut DbConn, event: &AppEvent, notify: bool) -> AppResult<Handled> {
 
 /// A provider-given word as it may be shown and logged: printable, short.
 fn short(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii_graphic()).take(64).collect()
+    s.chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(64)
+        .collect()
 }

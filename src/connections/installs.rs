@@ -177,13 +177,13 @@ pub async fn claim(
                     }
                 }
                 let authorized = reopen(&keys, &install)?;
-                let (connection, _) =
-                    oauth::save(c, &keys, &settings, &p, &t, &authorized, &who)?;
+                let (connection, _) = oauth::save(c, &keys, &settings, &p, &t, &authorized, &who)?;
                 Ok(connection)
             })
         })
         .await?;
-    app.tokens.forget(&connection.tenant_id, &connection.provider);
+    app.tokens
+        .forget(&connection.tenant_id, &connection.provider);
     log::info!(
         "install claimed provider={} tenant={} connection={} actor={actor}",
         provider.key,
@@ -280,7 +280,10 @@ async fn revoke(app: &App, install: &PendingInstall) -> bool {
     let tokens = match install.tokens(&app.keys) {
         Ok(t) => t,
         Err(e) => {
-            log::warn!("install {} does not open ({e}); dropped unrevoked", install.id);
+            log::warn!(
+                "install {} does not open ({e}); dropped unrevoked",
+                install.id
+            );
             return false;
         }
     };

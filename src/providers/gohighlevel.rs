@@ -46,7 +46,10 @@ pub struct AppEvent {
 }
 
 fn invalid(why: &str) -> AppError {
-    AppError::bad_request(Code::InvalidWebhook, format!("not a GoHighLevel app webhook: {why}"))
+    AppError::bad_request(
+        Code::InvalidWebhook,
+        format!("not a GoHighLevel app webhook: {why}"),
+    )
 }
 
 /// Checks `X-GHL-Signature` over the raw body against `public_key`.
@@ -171,12 +174,21 @@ mod tests {
         let sig = STANDARD.encode(pair.sign(body));
         assert!(verify(&key, body, Some(&sig)).is_ok());
         let code = |r: AppResult<()>| r.unwrap_err().code();
-        assert_eq!(code(verify(&key, b"{}", Some(&sig))), "invalid_webhook_signature");
+        assert_eq!(
+            code(verify(&key, b"{}", Some(&sig))),
+            "invalid_webhook_signature"
+        );
         assert_eq!(code(verify(&key, body, None)), "invalid_webhook_signature");
-        assert_eq!(code(verify(&key, body, Some("%%%"))), "invalid_webhook_signature");
+        assert_eq!(
+            code(verify(&key, body, Some("%%%"))),
+            "invalid_webhook_signature"
+        );
         let other = Ed25519KeyPair::from_seed_unchecked(&[4u8; 32]).unwrap();
         let forged = STANDARD.encode(other.sign(body));
-        assert_eq!(code(verify(&key, body, Some(&forged))), "invalid_webhook_signature");
+        assert_eq!(
+            code(verify(&key, body, Some(&forged))),
+            "invalid_webhook_signature"
+        );
     }
 
     #[test]
@@ -188,11 +200,15 @@ mod tests {
         let at = e.timestamp.unwrap();
         assert!(check_fresh(&e, at + MAX_AGE).is_ok());
         assert_eq!(
-            check_fresh(&e, at + MAX_AGE + Duration::seconds(1)).unwrap_err().code(),
+            check_fresh(&e, at + MAX_AGE + Duration::seconds(1))
+                .unwrap_err()
+                .code(),
             "webhook_stale"
         );
         assert_eq!(
-            check_fresh(&e, at - Duration::minutes(10)).unwrap_err().code(),
+            check_fresh(&e, at - Duration::minutes(10))
+                .unwrap_err()
+                .code(),
             "webhook_stale"
         );
         assert!(check_app(&e, Some("a1")).is_ok());
@@ -202,7 +218,13 @@ mod tests {
             parse(br#"{"type":"LocationUpdate"}"#).unwrap().kind,
             Kind::Other("LocationUpdate".into())
         );
-        for bad in [&b"[]"[..], b"nope", br#"{"locationId":"x"}"#, br#"{"type":"INSTALL","timestamp":"yesterday"}"#, br#"{"type":"INSTALL","locationId":7}"#] {
+        for bad in [
+            &b"[]"[..],
+            b"nope",
+            br#"{"locationId":"x"}"#,
+            br#"{"type":"INSTALL","timestamp":"yesterday"}"#,
+            br#"{"type":"INSTALL","locationId":7}"#,
+        ] {
             assert_eq!(parse(bad).unwrap_err().code(), "invalid_webhook");
         }
     }

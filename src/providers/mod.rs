@@ -563,7 +563,9 @@ scopes = ["openid"]
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("[providers.gohighlevel] 'provider_initiated_installs' cannot go with 'pkce'"),
+            err.contains(
+                "[providers.gohighlevel] 'provider_initiated_installs' cannot go with 'pkce'"
+            ),
             "{err}"
         );
         let off = "[providers.gohighlevel]\npkce = true\nprovider_initiated_installs = false\n";

@@ -38,10 +38,7 @@ async fn gohighlevel_webhook(
             return Err(AppError::refused(
                 actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
                 Code::InvalidWebhook,
-                format!(
-                    "the webhook's body is over {} bytes",
-                    gohighlevel::MAX_BODY
-                ),
+                format!("the webhook's body is over {} bytes", gohighlevel::MAX_BODY),
             ));
         }
         body.extend_from_slice(&chunk);

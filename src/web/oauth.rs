@@ -285,7 +285,8 @@ async fn claim_page(
 ) -> PageResult<HttpResponse> {
     rate_limit(&state, &req)?;
     let provider = state.enabled_provider(&path)?;
-    let id = session::pending_install(&session, &provider.key).ok_or_else(|| no_claim(&provider))?;
+    let id =
+        session::pending_install(&session, &provider.key).ok_or_else(|| no_claim(&provider))?;
     let install = installs::preview(&state, &provider, id).await?;
     let Some(admin) = admin else {
         return Ok(redirect_no_referrer(&format!(

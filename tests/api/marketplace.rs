@@ -333,9 +333,18 @@ async fn a_held_install_is_claimed_on_its_page_after_signing_in(backend: Backend
     let page = browser.get("/oauth/gohighlevel/claim").await;
     assert_eq!(page.status(), 200);
     let page = page.text().await.unwrap();
-    assert!(page.contains("<strong id=\"claim-location\">loc_1</strong>"), "{page}");
-    assert!(page.contains("<strong id=\"claim-tenant\">acme</strong>"), "{page}");
-    assert!(!page.contains(&pending(&app)[0].id), "the id stays in the session");
+    assert!(
+        page.contains("<strong id=\"claim-location\">loc_1</strong>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<strong id=\"claim-tenant\">acme</strong>"),
+        "{page}"
+    );
+    assert!(
+        !page.contains(&pending(&app)[0].id),
+        "the id stays in the session"
+    );
     assert_eq!(snapshot(&app), before);
 
     // Another admin's browser has no install to claim; a form without the
@@ -428,14 +437,20 @@ async fn the_crm_lists_and_assigns_held_installs_through_the_api(backend: Backen
     let key = app.api_key(None, false);
     let scoped = app.api_key(Some("acme"), true);
     let list = |key: String| {
-        let (client, url) = (app.client.clone(), format!("{}/api/v1/installs", app.address));
+        let (client, url) = (
+            app.client.clone(),
+            format!("{}/api/v1/installs", app.address),
+        );
         async move { client.get(url).bearer_auth(key).send().await.unwrap() }
     };
     let res = list(key.clone()).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["cache-control"], "no-store");
     let text = res.text().await.unwrap();
-    assert!(!text.contains("ghl-at") && !text.contains("ghl-rt"), "{text}");
+    assert!(
+        !text.contains("ghl-at") && !text.contains("ghl-rt"),
+        "{text}"
+    );
     let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
     let installs = doc["installs"].as_array().unwrap();
     assert_eq!(installs.len(), 2);
@@ -463,11 +478,41 @@ async fn the_crm_lists_and_assigns_held_installs_through_the_api(backend: Backen
     };
     let before = snapshot(&app);
     for (key, id, body, status, code) in [
-        (&scoped, id.as_str(), serde_json::json!({"tenant": "acme"}), 403, "forbidden"),
-        (&key, id.as_str(), serde_json::json!({"tenant": "nobody"}), 404, "not_found"),
-        (&key, id.as_str(), serde_json::json!({"tenant": 7}), 400, "invalid_json"),
-        (&key, id.as_str(), serde_json::json!({"tenant": "acme", "x": 1}), 400, "invalid_json"),
-        (&key, "no-such-install", serde_json::json!({"tenant": "acme"}), 404, "unknown_install"),
+        (
+            &scoped,
+            id.as_str(),
+            serde_json::json!({"tenant": "acme"}),
+            403,
+            "forbidden",
+        ),
+        (
+            &key,
+            id.as_str(),
+            serde_json::json!({"tenant": "nobody"}),
+            404,
+            "not_found",
+        ),
+        (
+            &key,
+            id.as_str(),
+            serde_json::json!({"tenant": 7}),
+            400,
+            "invalid_json",
+        ),
+        (
+            &key,
+            id.as_str(),
+            serde_json::json!({"tenant": "acme", "x": 1}),
+            400,
+            "invalid_json",
+        ),
+        (
+            &key,
+            "no-such-install",
+            serde_json::json!({"tenant": "acme"}),
+            404,
+            "unknown_install",
+        ),
     ] {
         let res = assign(key, id, body.clone()).await.unwrap();
         assert_eq!(res.status(), status, "{body}");
@@ -591,7 +636,11 @@ async fn an_uninstall_webhook_disconnects_the_location_with_an_event_and_a_webho
     assert_eq!(row.status, "disconnected");
     assert!(row.token_ciphertext.is_none() && row.key_id.is_none());
     assert_eq!(app.connection(&other.id).status, "connected", "only loc_1");
-    assert_eq!(fake.calls_to("/oauth/revoke").await, 0, "no revocation: it is uninstalled");
+    assert_eq!(
+        fake.calls_to("/oauth/revoke").await,
+        0,
+        "no revocation: it is uninstalled"
+    );
     let recorded = events(&app, "gohighlevel");
     assert_eq!(
         recorded.last().unwrap(),
@@ -664,10 +713,7 @@ async fn webhook_refusals_say_why_and_change_nothing(backend: Backend) {
     // Accepted: an INSTALL on a bound location records an event.
     let res = deliver(&app, &webhook("INSTALL", "loc_1", "wh-1"), Some(&key)).await;
     assert_eq!(res.status(), 200);
-    assert_eq!(
-        events(&app, "gohighlevel").last().unwrap().0,
-        "installed"
-    );
+    assert_eq!(events(&app, "gohighlevel").last().unwrap().0, "installed");
     assert_eq!(app.connection(&c.id).status, "connected");
     // One on a location nobody holds is acknowledged, and changes nothing.
     let before = snapshot(&app);
@@ -685,20 +731,53 @@ async fn webhook_refusals_say_why_and_change_nothing(backend: Backend) {
     let mut other_app = webhook("UNINSTALL", "loc_1", "wh-app");
     other_app["appId"] = "someone-elses-app".into();
     let cases: Vec<(&str, serde_json::Value, Option<&Ed25519KeyPair>, u16, &str)> = vec![
-        ("no signature", webhook("UNINSTALL", "loc_1", "wh-a"), None, 401, "invalid_webhook_signature"),
-        ("another key", webhook("UNINSTALL", "loc_1", "wh-b"), Some(&stranger), 401, "invalid_webhook_signature"),
-        ("replayed", webhook("UNINSTALL", "loc_1", "wh-1"), Some(&key), 409, "webhook_replayed"),
+        (
+            "no signature",
+            webhook("UNINSTALL", "loc_1", "wh-a"),
+            None,
+            401,
+            "invalid_webhook_signature",
+        ),
+        (
+            "another key",
+            webhook("UNINSTALL", "loc_1", "wh-b"),
+            Some(&stranger),
+            401,
+            "invalid_webhook_signature",
+        ),
+        (
+            "replayed",
+            webhook("UNINSTALL", "loc_1", "wh-1"),
+            Some(&key),
+            409,
+            "webhook_replayed",
+        ),
         ("stale", stale, Some(&key), 400, "webhook_stale"),
-        ("unknown location", webhook("UNINSTALL", "loc_404", "wh-c"), Some(&key), 404, "unknown_location"),
+        (
+            "unknown location",
+            webhook("UNINSTALL", "loc_404", "wh-c"),
+            Some(&key),
+            404,
+            "unknown_location",
+        ),
         ("another app", other_app, Some(&key), 403, "wrong_app"),
-        ("no type", serde_json::json!({"appId": APP_ID, "locationId": "loc_1"}), Some(&key), 400, "invalid_webhook"),
+        (
+            "no type",
+            serde_json::json!({"appId": APP_ID, "locationId": "loc_1"}),
+            Some(&key),
+            400,
+            "invalid_webhook",
+        ),
     ];
     for (why, doc, pair, status, code) in cases {
         let res = deliver(&app, &doc, pair).await;
         assert_eq!(res.status(), status, "{why}");
         let err: serde_json::Value = res.json().await.unwrap();
         assert_eq!(err["error"]["code"], code, "{why}");
-        assert!(!err["error"]["message"].as_str().unwrap().is_empty(), "{why}");
+        assert!(
+            !err["error"]["message"].as_str().unwrap().is_empty(),
+            "{why}"
+        );
         assert_eq!(snapshot(&app), before, "{why} changed something");
     }
 
@@ -706,7 +785,10 @@ async fn webhook_refusals_say_why_and_change_nothing(backend: Backend) {
     // another body does not pass.
     let body = serde_json::to_vec(&webhook("UNINSTALL", "loc_1", "wh-d")).unwrap();
     let sig = base64::engine::general_purpose::STANDARD.encode(key.sign(b"{}"));
-    for (name, value) in [("x-wh-signature", "c2lnbmF0dXJl"), ("x-ghl-signature", sig.as_str())] {
+    for (name, value) in [
+        ("x-wh-signature", "c2lnbmF0dXJl"),
+        ("x-ghl-signature", sig.as_str()),
+    ] {
         let res = app
             .client
             .post(format!("{}/webhooks/gohighlevel", app.address))

@@ -98,7 +98,13 @@ pub fn unknown_account() -> AppError {
 fn like_escaped(value: &str) -> String {
     value
         .chars()
-        .map(|c| if matches!(c, '%' | '_' | '\\') { '%' } else { c })
+        .map(|c| {
+            if matches!(c, '%' | '_' | '\\') {
+                '%'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 

@@ -232,7 +232,11 @@ impl PendingInstall {
     }
 
     /// Replaces the sealed grant if the row still holds the one we read.
-    pub fn replace_sealed(conn: &mut DbConn, row: &SealedRow, sealed: &Sealed) -> QueryResult<bool> {
+    pub fn replace_sealed(
+        conn: &mut DbConn,
+        row: &SealedRow,
+        sealed: &Sealed,
+    ) -> QueryResult<bool> {
         let old = row.bytes.clone().unwrap_or_default();
         diesel::update(
             pending_installs::table

@@ -43,6 +43,5 @@ pub fn first_sight(
 
 /// Forgets ids whose window has passed; returns how many.
 pub fn prune(conn: &mut DbConn) -> QueryResult<usize> {
-    diesel::delete(seen_webhooks::table.filter(seen_webhooks::expires_at.le(now())))
-        .execute(conn)
+    diesel::delete(seen_webhooks::table.filter(seen_webhooks::expires_at.le(now()))).execute(conn)
 }

@@ -64,9 +64,9 @@ async fn the_openapi_document_is_public_json_with_every_operation_routed(backend
             );
         }
     }
-    // Nine paths; one takes two methods and the proxy five.
-    assert_eq!(paths.len(), 9, "{:?}", paths.keys());
-    assert_eq!(operations, 14);
+    // Eleven paths; one takes two methods and the proxy five.
+    assert_eq!(paths.len(), 11, "{:?}", paths.keys());
+    assert_eq!(operations, 16);
     for name in ["Status", "Token", "Error", "Code"] {
         assert!(
             doc["components"]["schemas"].get(name).is_some(),
