@@ -401,7 +401,7 @@ fn keys(c: KeysCommand, settings: Settings) -> Result<ExitCode, String> {
                     let stale: i64 = usage
                         .iter()
                         .filter(|u| !u.primary)
-                        .map(|u| u.connections + u.oauth_states)
+                        .map(|u| u.connections + u.oauth_states + u.pending_installs)
                         .sum();
                     if stale > 0 {
                         println!("{stale} row(s) are not under the primary key: run `tether keys rotate`");

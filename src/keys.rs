@@ -84,6 +84,8 @@ pub struct KeyUsage {
     pub primary: bool,
     pub connections: i64,
     pub oauth_states: i64,
+    /// Unclaimed provider-initiated installs.
+    pub pending_installs: i64,
 }
 
 pub fn usage(conn: &mut DbConn, ring: &KeyRing) -> QueryResult<Vec<KeyUsage>> {
@@ -109,16 +111,19 @@ pub fn usage(conn: &mut DbConn, ring: &KeyRing) -> QueryResult<Vec<KeyUsage>> {
     };
     let mut rows = Vec::new();
     for (kid, n) in Connection::count_by_key(conn)? {
-        rows.push((entry(kid.as_deref().unwrap_or_default()), n, true));
+        rows.push((entry(kid.as_deref().unwrap_or_default()), n, 0));
     }
     for (kid, n) in OAuthState::count_by_key(conn)? {
-        rows.push((entry(kid.as_deref().unwrap_or_default()), n, false));
+        rows.push((entry(kid.as_deref().unwrap_or_default()), n, 1));
     }
-    for (i, n, is_connection) in rows {
-        if is_connection {
-            out[i].connections = n;
-        } else {
-            out[i].oauth_states = n;
+    for (kid, n) in PendingInstall::count_by_key(conn)? {
+        rows.push((entry(&kid), n, 2));
+    }
+    for (i, n, table) in rows {
+        match table {
+            0 => out[i].connections = n,
+            1 => out[i].oauth_states = n,
+            _ => out[i].pending_installs = n,
         }
     }
     Ok(out)

@@ -9,7 +9,7 @@
 use crate::backend_tests;
 use crate::helpers::{
     acme_vars, csrf_in, outbox, spawn_app_with, Backend, Browser, FakeProvider, TestApp, TestDb,
-    PASSWORD, WEBHOOK_SECRET,
+    KEY_K1, KEY_K2, PASSWORD, WEBHOOK_SECRET,
 };
 use base64::Engine;
 use diesel::prelude::*;
@@ -33,6 +33,7 @@ backend_tests!(
     an_uninstall_webhook_disconnects_the_location_with_an_event_and_a_webhook,
     an_agency_uninstall_disconnects_every_location_of_the_company,
     webhook_refusals_say_why_and_change_nothing,
+    held_installs_need_their_key_and_are_rotated_with_the_connections,
 );
 
 /// The GoHighLevel app's webhook signing key in the tests (GoHighLevel's own
@@ -810,4 +811,31 @@ async fn webhook_refusals_say_why_and_change_nothing(backend: Backend) {
     assert_eq!(res.status(), 413);
     assert_eq!(snapshot(&app), before);
     assert_eq!(app.connection(&c.id).status, "connected");
+}
+
+async fn held_installs_need_their_key_and_are_rotated_with_the_connections(backend: Backend) {
+    use tether::crypto::KeyRing;
+    let fake = FakeProvider::start().await;
+    let app = ghl_app(backend, &fake, false).await;
+    hold(&app, &fake, &Browser::new(&app), "loc_1", 1).await;
+    let mut conn = app.conn();
+    // Only the held install is sealed (no connection, no OAuth state): a
+    // ring without its key is refused, naming it.
+    let k2_only = KeyRing::parse(KEY_K2).unwrap();
+    let err = tether::keys::check(&mut conn, &k2_only)
+        .unwrap()
+        .unwrap_err();
+    assert!(err.contains("'k1'"), "{err}");
+    let both = KeyRing::parse(&format!("{KEY_K2},{KEY_K1}")).unwrap();
+    let usage = tether::keys::usage(&mut conn, &both).unwrap();
+    let k1 = usage.iter().find(|u| u.key_id == "k1").unwrap();
+    assert_eq!((k1.connections, k1.pending_installs), (0, 1));
+    let report = tether::keys::rotate(&mut conn, &both, 10, |_| {}).unwrap();
+    assert_eq!(report.rotated, 1);
+    let held = &pending(&app)[0];
+    assert_eq!(held.key_id, "k2");
+    assert_eq!(
+        held.tokens(&k2_only).unwrap().access_token.expose(),
+        "ghl-at-1"
+    );
 }

@@ -251,6 +251,14 @@ impl PendingInstall {
         .map(|n| n == 1)
     }
 
+    pub fn count_by_key(conn: &mut DbConn) -> QueryResult<Vec<(String, i64)>> {
+        pending_installs::table
+            .group_by(pending_installs::key_id)
+            .select((pending_installs::key_id, diesel::dsl::count_star()))
+            .order(pending_installs::key_id.asc())
+            .load(conn)
+    }
+
     pub fn uses_key(conn: &mut DbConn, key_id: &str) -> QueryResult<bool> {
         diesel::select(diesel::dsl::exists(
             pending_installs::table.filter(pending_installs::key_id.eq(key_id)),
