@@ -568,7 +568,7 @@ fn keys(c: KeysCommand, settings: Settings) -> Result<ExitCode, String> {
                     let stale: i64 = usage
                         .iter()
                         .filter(|u| !u.primary)
-                        .map(|u| u.connections + u.oauth_states)
+                        .map(|u| u.connections + u.oauth_states + u.pending_installs)
                         .sum();
                     if stale > 0 {
                         println!("{stale} row(s) are not under the primary key: run `tether keys rotate`");
@@ -880,6 +880,9 @@ fn doctor(settings: Settings) -> ExitCode {
                         "ok",
                         format!("{}: enabled; redirect URI to register: {redirect}", p.key),
                     );
+                    if p.key.as_str() == "gohighlevel" && settings.gohighlevel.app_id.is_none() {
+                        report("warn", format!("gohighlevel: TETHER_GOHIGHLEVEL_APP_ID is unset, so app webhooks of any Marketplace app signed by GoHighLevel are taken at {}/webhooks/gohighlevel", settings.base_url()));
+                    }
                 } else {
                     let has_id = settings.var(&p.client_id_env).is_some();
                     let has_secret = settings.var(&p.client_secret_env).is_some();

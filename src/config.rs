@@ -160,8 +160,23 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "3600",
         "lifetime of the demo provider's access tokens",
     ),
+    (
+        "TETHER_GOHIGHLEVEL_WEBHOOK_PUBLIC_KEY",
+        "GoHighLevel's published key",
+        "Ed25519 public key (PEM, or base64 of the SPKI DER) that `X-GHL-Signature` on `POST /webhooks/gohighlevel` must verify against",
+    ),
+    (
+        "TETHER_GOHIGHLEVEL_APP_ID",
+        "none",
+        "the Marketplace app's id: app webhooks naming another `appId` are refused (unset: any app's are taken, and `doctor` says so)",
+    ),
     ("RUST_LOG", "info", "env_logger filter"),
 ];
+
+/// GoHighLevel's published webhook signing key (Ed25519, SPKI DER in base64),
+/// for `X-GHL-Signature`: PROVIDERS.md.
+pub const GOHIGHLEVEL_WEBHOOK_KEY: &str =
+    "MCowBQYDK2VwAyEAi2HR1srL4o18O8BRa7gVJY7G7bupbN3H9AwJrHCDiOg=";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
@@ -183,6 +198,15 @@ pub struct RefreshSettings {
     pub token_cache: Duration,
     /// Age after which events and finished webhook deliveries are deleted.
     pub retention: Duration,
+}
+
+/// GoHighLevel's app webhooks.
+#[derive(Debug, Clone)]
+pub struct GoHighLevelSettings {
+    /// The raw Ed25519 key `X-GHL-Signature` verifies against.
+    pub webhook_key: [u8; 32],
+    /// The app whose webhooks are taken; `None`: any.
+    pub app_id: Option<String>,
 }
 
 /// The limits of a signed-in session, checked on every request.
@@ -222,6 +246,7 @@ pub struct Settings {
     pub proxy_max_body: usize,
     pub refresh: RefreshSettings,
     pub demo_provider: bool,
+    pub gohighlevel: GoHighLevelSettings,
     pub log_filter: String,
     /// Every variable the settings were read from, for provider credentials
     /// (`<KEY>_CLIENT_ID` ...). Never printed.
@@ -445,6 +470,27 @@ impl Settings {
             if dev { "true" } else { "false" },
             parse_bool,
         );
+        let gohighlevel = GoHighLevelSettings {
+            webhook_key: v.parse(
+                "TETHER_GOHIGHLEVEL_WEBHOOK_PUBLIC_KEY",
+                GOHIGHLEVEL_WEBHOOK_KEY,
+                crate::crypto::ed25519_public_key,
+            ),
+            app_id: v.get("TETHER_GOHIGHLEVEL_APP_ID").and_then(|id| {
+                let id = id.trim().to_string();
+                let ok = id.len() <= 128
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !ok {
+                    v.problem(
+                        "TETHER_GOHIGHLEVEL_APP_ID",
+                        "is 1 to 128 letters, digits, '-' or '_'".into(),
+                    );
+                }
+                ok.then_some(id)
+            }),
+        };
         let log_filter = v.get("RUST_LOG").unwrap_or_else(|| "info".into());
 
         if !dev {
@@ -512,6 +558,7 @@ impl Settings {
             proxy_max_body,
             refresh,
             demo_provider,
+            gohighlevel,
             log_filter,
             env: Secret::new(vars.clone()),
         })
@@ -872,6 +919,33 @@ mod tests {
         let err = Settings::from_vars(&vars(&[("TETHER_SESSION_KEY", "c2VjcmV0LXNlc3Npb24ta2V5")]))
             .unwrap_err();
         assert!(!err.to_string().contains("c2VjcmV0"), "{err}");
+    }
+
+    #[test]
+    fn the_gohighlevel_webhook_key_defaults_to_the_published_one_and_a_bad_one_stops_start() {
+        let s = Settings::from_vars(&vars(&[])).unwrap();
+        assert_eq!(
+            crate::crypto::ed25519_spki_base64(&s.gohighlevel.webhook_key),
+            GOHIGHLEVEL_WEBHOOK_KEY
+        );
+        assert!(s.gohighlevel.app_id.is_none());
+        let err = Settings::from_vars(&vars(&[
+            (
+                "TETHER_GOHIGHLEVEL_WEBHOOK_PUBLIC_KEY",
+                "c29tZXRoaW5nLWVsc2U=",
+            ),
+            ("TETHER_GOHIGHLEVEL_APP_ID", "bad id!"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("TETHER_GOHIGHLEVEL_WEBHOOK_PUBLIC_KEY: is 14 bytes of DER"),
+            "{err}"
+        );
+        assert!(!err.contains("c29tZXRoaW5n"), "{err}");
+        assert!(err.contains("TETHER_GOHIGHLEVEL_APP_ID"), "{err}");
+        let s = Settings::from_vars(&vars(&[("TETHER_GOHIGHLEVEL_APP_ID", "64f0a1b2c3")])).unwrap();
+        assert_eq!(s.gohighlevel.app_id.as_deref(), Some("64f0a1b2c3"));
     }
 
     #[test]

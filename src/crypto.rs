@@ -82,6 +82,11 @@ pub enum Aad<'a> {
     KeyCheck {
         key_id: &'a str,
     },
+    /// A provider-initiated install no tenant has claimed yet.
+    PendingInstall {
+        id: &'a str,
+        provider: &'a str,
+    },
 }
 
 impl Aad<'_> {
@@ -100,6 +105,7 @@ impl Aad<'_> {
                 provider,
             } => ["tether/v1/oauth_state", id, tenant_id, provider],
             Aad::KeyCheck { key_id } => ["tether/v1/key_check", key_id, "", ""],
+            Aad::PendingInstall { id, provider } => ["tether/v1/pending_install", id, "", provider],
         };
         parts.join("\0").into_bytes()
     }
@@ -276,9 +282,87 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// The DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410 section 4):
+/// the 32 bytes of the key follow it.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// An Ed25519 public key from its SubjectPublicKeyInfo: PEM (`-----BEGIN
+/// PUBLIC KEY-----`, with real or `\n` line breaks) or the bare base64 of
+/// the DER. The error says what is wrong, never the text.
+pub fn ed25519_public_key(text: &str) -> Result<[u8; 32], String> {
+    let text = text.replace("\\n", "\n");
+    let body: String = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    let der = B64
+        .decode(body.split_whitespace().collect::<String>())
+        .map_err(|_| "is not base64 (or PEM) of an Ed25519 public key".to_string())?;
+    match der.strip_prefix(&ED25519_SPKI_PREFIX[..]) {
+        Some(key) if key.len() == 32 => {
+            let mut out = [0u8; 32];
+            out.copy_from_slice(key);
+            Ok(out)
+        }
+        _ => Err(format!(
+            "is {} bytes of DER, not an Ed25519 SubjectPublicKeyInfo (44 bytes starting 302a300506032b6570032100)",
+            der.len()
+        )),
+    }
+}
+
+/// The SubjectPublicKeyInfo (bare base64 of the DER) of a raw Ed25519 key.
+pub fn ed25519_spki_base64(key: &[u8; 32]) -> String {
+    let mut der = ED25519_SPKI_PREFIX.to_vec();
+    der.extend_from_slice(key);
+    B64.encode(der)
+}
+
+/// Whether `signature` is `public_key`'s Ed25519 signature of `message`.
+pub fn ed25519_verifies(public_key: &[u8; 32], message: &[u8], signature: &[u8]) -> bool {
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public_key)
+        .verify(message, signature)
+        .is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ed25519_keys_read_from_pem_or_base64_and_verify_only_their_signatures() {
+        use ring::signature::{Ed25519KeyPair, KeyPair};
+        let pair = Ed25519KeyPair::from_seed_unchecked(&[9u8; 32]).unwrap();
+        let mut raw = [0u8; 32];
+        raw.copy_from_slice(pair.public_key().as_ref());
+        let b64 = ed25519_spki_base64(&raw);
+        let pem = format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n");
+        let escaped = pem.replace('\n', "\\n");
+        for text in [&b64, &pem, &escaped] {
+            assert_eq!(ed25519_public_key(text).unwrap(), raw, "{text}");
+        }
+        let sig = pair.sign(b"body");
+        assert!(ed25519_verifies(&raw, b"body", sig.as_ref()));
+        assert!(!ed25519_verifies(&raw, b"body!", sig.as_ref()));
+        assert!(!ed25519_verifies(&raw, b"body", &sig.as_ref()[1..]));
+        // GoHighLevel's published key reads (the default of its option).
+        assert!(
+            ed25519_public_key("MCowBQYDK2VwAyEAi2HR1srL4o18O8BRa7gVJY7G7bupbN3H9AwJrHCDiOg=")
+                .is_ok()
+        );
+        for bad in [
+            "",
+            "not base64!",
+            &B64.encode([0u8; 44]),
+            &B64.encode([1u8; 32]),
+        ] {
+            assert!(ed25519_public_key(bad).is_err(), "{bad}");
+        }
+    }
 
     fn aad() -> Aad<'static> {
         Aad::Connection {

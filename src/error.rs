@@ -52,6 +52,8 @@ codes! {
     InvalidImport => "invalid_import",
     InvalidInstance => "invalid_instance",
     InvalidInstall => "invalid_install",
+    InvalidWebhook => "invalid_webhook",
+    InvalidWebhookSignature => "invalid_webhook_signature",
     AccountBoundElsewhere => "account_bound_elsewhere",
     InvalidJson => "invalid_json",
     InvalidLink => "invalid_link",
@@ -94,8 +96,13 @@ codes! {
     ShuttingDown => "shutting_down",
     TenantExists => "tenant_exists",
     Unauthorized => "unauthorized",
+    UnknownInstall => "unknown_install",
+    UnknownLocation => "unknown_location",
     UnsupportedFlow => "unsupported_flow",
     UserExists => "user_exists",
+    WebhookReplayed => "webhook_replayed",
+    WebhookStale => "webhook_stale",
+    WrongApp => "wrong_app",
 }
 
 impl std::fmt::Display for Code {
@@ -144,6 +151,12 @@ impl AppError {
         }
     }
 
+    /// A refusal with its own status and code (a provider's webhook: 401 for
+    /// its signature, 403 for another app, 404 for an unknown account).
+    pub fn refused(status: StatusCode, code: Code, message: impl Into<String>) -> Self {
+        Self::new(status, code, message)
+    }
+
     /// 400: the request itself is wrong; `message` says how.
     pub fn bad_request(code: Code, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -156,6 +169,10 @@ impl AppError {
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, Code::NotFound, message)
+    }
+    /// 404 with a code of its own (an install, a provider's account).
+    pub fn not_found_as(code: Code, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
     }
     /// The tenant and provider exist, but the tenant has no connection to
     /// it: distinct from an unknown tenant or provider, and saying how a

@@ -5,6 +5,7 @@ use crate::crypto::{Aad, CryptoError, KeyRing, Sealed};
 use crate::db::models::connection::{Connection, SealedRow};
 use crate::db::models::key_check::KeyCheck;
 use crate::db::models::oauth_state::OAuthState;
+use crate::db::models::pending_install::PendingInstall;
 use crate::db::{insert_key_check_if_absent, now, DbConn};
 use diesel::QueryResult;
 
@@ -53,7 +54,10 @@ pub fn check(conn: &mut DbConn, ring: &KeyRing) -> QueryResult<Result<(), String
                     "encryption key '{kid}' in TETHER_ENCRYPTION_KEYS is not the key that wrote the data under that id"
                 )));
             }
-        } else if Connection::uses_key(conn, kid)? || OAuthState::uses_key(conn, kid)? {
+        } else if Connection::uses_key(conn, kid)?
+            || OAuthState::uses_key(conn, kid)?
+            || PendingInstall::uses_key(conn, kid)?
+        {
             return Ok(Err(format!(
                 "stored data is encrypted with key id '{kid}', which TETHER_ENCRYPTION_KEYS does not contain; add it back (after the primary) and run `tether keys rotate`"
             )));
@@ -80,6 +84,8 @@ pub struct KeyUsage {
     pub primary: bool,
     pub connections: i64,
     pub oauth_states: i64,
+    /// Unclaimed provider-initiated installs.
+    pub pending_installs: i64,
 }
 
 pub fn usage(conn: &mut DbConn, ring: &KeyRing) -> QueryResult<Vec<KeyUsage>> {
@@ -105,16 +111,19 @@ pub fn usage(conn: &mut DbConn, ring: &KeyRing) -> QueryResult<Vec<KeyUsage>> {
     };
     let mut rows = Vec::new();
     for (kid, n) in Connection::count_by_key(conn)? {
-        rows.push((entry(kid.as_deref().unwrap_or_default()), n, true));
+        rows.push((entry(kid.as_deref().unwrap_or_default()), n, 0));
     }
     for (kid, n) in OAuthState::count_by_key(conn)? {
-        rows.push((entry(kid.as_deref().unwrap_or_default()), n, false));
+        rows.push((entry(kid.as_deref().unwrap_or_default()), n, 1));
     }
-    for (i, n, is_connection) in rows {
-        if is_connection {
-            out[i].connections = n;
-        } else {
-            out[i].oauth_states = n;
+    for (kid, n) in PendingInstall::count_by_key(conn)? {
+        rows.push((entry(&kid), n, 2));
+    }
+    for (i, n, table) in rows {
+        match table {
+            0 => out[i].connections = n,
+            1 => out[i].oauth_states = n,
+            _ => out[i].pending_installs = n,
         }
     }
     Ok(out)
@@ -138,7 +147,7 @@ struct SealedTable {
     replace: fn(&mut DbConn, &SealedRow, &Sealed) -> QueryResult<bool>,
 }
 
-const SEALED_TABLES: [SealedTable; 2] = [
+const SEALED_TABLES: [SealedTable; 3] = [
     SealedTable {
         name: "connections",
         batch: Connection::sealed_batch,
@@ -150,6 +159,12 @@ const SEALED_TABLES: [SealedTable; 2] = [
         batch: OAuthState::sealed_batch,
         reseal: OAuthState::reseal,
         replace: OAuthState::replace_sealed,
+    },
+    SealedTable {
+        name: "pending_installs",
+        batch: PendingInstall::sealed_batch,
+        reseal: PendingInstall::reseal,
+        replace: PendingInstall::replace_sealed,
     },
 ];
 

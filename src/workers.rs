@@ -1,5 +1,5 @@
 //! The background workers that run beside the HTTP server: the refresh
-//! scheduler and the webhook deliverer. Both are started here, from one
+//! scheduler, the webhook deliverer and the install sweeper. Both are started here, from one
 //! place; a worker is supposed to run until the process stops, so one that
 //! ends early (or panics) is logged and takes the process down with an
 //! error instead of leaving it running half alive.
@@ -15,6 +15,10 @@ use tokio::task::JoinHandle;
 
 /// How often the webhook deliverer looks for due deliveries.
 const DELIVER_EVERY: Duration = Duration::from_secs(2);
+
+/// How often unclaimed installs past their day are looked for (they are
+/// swept within this of expiring).
+const SWEEP_INSTALLS_EVERY: Duration = Duration::from_secs(300);
 
 /// The running workers.
 #[derive(Default)]
@@ -47,6 +51,14 @@ impl Workers {
         if app.settings.webhook.is_some() {
             let app = app.clone();
             workers.spawn("webhook deliverer", deliver_webhooks(app));
+        }
+        if app
+            .providers
+            .all()
+            .any(|p| p.enabled() && p.provider_initiated_installs)
+        {
+            let app = app.clone();
+            workers.spawn("install sweeper", sweep_installs(app));
         }
         workers
     }
@@ -91,6 +103,17 @@ async fn deliver_webhooks(app: Arc<App>) {
         every.tick().await;
         if let Err(e) = crate::webhooks::deliver_due(&app).await {
             log::warn!("webhook delivery: {e:?}");
+        }
+    }
+}
+
+/// Sweeps unclaimed installs every [`SWEEP_INSTALLS_EVERY`] until the process stops.
+async fn sweep_installs(app: Arc<App>) {
+    let mut every = tokio::time::interval(SWEEP_INSTALLS_EVERY);
+    while !app.is_stopping() {
+        every.tick().await;
+        if let Err(e) = crate::connections::installs::sweep(&app).await {
+            log::warn!("install sweep: {e:?}");
         }
     }
 }

@@ -12,12 +12,17 @@
 //! - `integration`: a tenant's integration settings (enabled, preferences);
 //! - `directory`: connections across tenants (who owns an account, what
 //!   needs attention);
+//! - `installs`: installs started at the provider (GoHighLevel's
+//!   Marketplace), held until a tenant claims them, and swept;
+//! - `app_webhooks`: the provider's signed app webhooks (install, uninstall);
 //! - `proxy`: calling a provider's API with a tenant's token.
 
 pub mod agency;
+pub mod app_webhooks;
 pub mod connect;
 pub mod directory;
 pub mod import;
+pub mod installs;
 pub mod integration;
 pub mod links;
 pub mod manage;

@@ -156,6 +156,30 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    pending_installs (id) {
+        id -> Text,
+        provider -> Text,
+        account_id -> Text,
+        account_name -> Nullable<Text>,
+        scopes -> Text,
+        metadata -> Text,
+        token_ciphertext -> Binary,
+        key_id -> Text,
+        token_expires_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    seen_webhooks (provider, webhook_id) {
+        provider -> Text,
+        webhook_id -> Text,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(users -> tenants (tenant_id));
 diesel::joinable!(integration_settings -> tenants (tenant_id));
 diesel::joinable!(connect_links -> tenants (tenant_id));
@@ -177,4 +201,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     provider_flags,
     connect_links,
     integration_settings,
+    pending_installs,
+    seen_webhooks,
 );

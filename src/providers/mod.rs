@@ -2,6 +2,7 @@
 //! providers or overrides from `TETHER_PROVIDERS_FILE`. A provider is enabled
 //! when its client id and secret are configured.
 
+pub mod gohighlevel;
 pub mod presets;
 mod provider;
 
@@ -54,6 +55,7 @@ struct ProviderToml {
     iss_required: Option<bool>,
     scopes: Option<Vec<String>>,
     scope_separator: Option<String>,
+    provider_initiated_installs: Option<bool>,
     pkce: Option<bool>,
     client_auth: Option<ClientAuth>,
     client_id_env: Option<String>,
@@ -263,7 +265,8 @@ fn merge(mut p: Provider, t: ProviderToml) -> Provider {
         rotates_refresh_tokens,
         iss_required,
         identity,
-        location_tokens
+        location_tokens,
+        provider_initiated_installs
     );
     if let Some(ids) = t.account_id {
         p.account_id = ids.into_vec();
@@ -382,6 +385,12 @@ fn validate(p: &Provider) -> Result<(), String> {
         return Err(
             "'location_tokens' needs 'api_base_url', where the agency endpoints are".into(),
         );
+    }
+    if p.provider_initiated_installs && p.pkce {
+        return Err("'provider_initiated_installs' cannot go with 'pkce': a callback without a state has no verifier to send".into());
+    }
+    if p.provider_initiated_installs && p.flow != Flow::AuthorizationCode {
+        return Err("'provider_initiated_installs' needs the authorization_code flow".into());
     }
     if p.scope_separator.is_empty() {
         return Err("'scope_separator' must not be empty".into());
@@ -743,6 +752,38 @@ scopes = ["openid"]
                 .to_string();
             assert!(err.contains(says), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn provider_initiated_installs_are_gohighlevel_s_and_refused_with_pkce() {
+        let c = Catalogue::build(&settings(), None, &no_env).unwrap();
+        for p in c.all() {
+            assert_eq!(
+                p.provider_initiated_installs,
+                p.key.as_str() == "gohighlevel",
+                "{}",
+                p.key
+            );
+        }
+        let err = Catalogue::build(
+            &settings(),
+            Some(("p.toml", "[providers.gohighlevel]\npkce = true\n")),
+            &no_env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "[providers.gohighlevel] 'provider_initiated_installs' cannot go with 'pkce'"
+            ),
+            "{err}"
+        );
+        let off = "[providers.gohighlevel]\npkce = true\nprovider_initiated_installs = false\n";
+        let c = Catalogue::build(&settings(), Some(("p.toml", off)), &no_env).unwrap();
+        assert!(!c.get("gohighlevel").unwrap().provider_initiated_installs);
+        let custom = "[providers.acme]\ndisplay_name = \"Acme\"\nauthorize_url = \"https://a.example/a\"\ntoken_url = \"https://a.example/t\"\npkce = false\nprovider_initiated_installs = true\n";
+        let c = Catalogue::build(&settings(), Some(("p.toml", custom)), &no_env).unwrap();
+        assert!(c.get("acme").unwrap().provider_initiated_installs);
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub(super) fn base(
         iss_required: false,
         scopes: Vec::new(),
         scope_separator: " ".into(),
+        provider_initiated_installs: false,
         pkce: true,
         client_auth: ClientAuth::Post,
         client_id_env: format!("{upper}_CLIENT_ID"),
@@ -141,6 +142,8 @@ pub fn all() -> Vec<Provider> {
                 ),
                 SettingField::new("default_stage_id", FieldType::String, "Default stage id"),
             ],
+            // Marketplace installs reach the callback with a code and no state.
+            provider_initiated_installs: true,
             ..base(
                 "gohighlevel",
                 "GoHighLevel",

@@ -134,6 +134,11 @@ pub struct Provider {
     pub iss_required: bool,
     pub scopes: Vec<String>,
     pub scope_separator: String,
+    /// Installs may start at the provider (GoHighLevel's Marketplace): its
+    /// callback then carries a code and no state, and the grant is held
+    /// unassigned until a tenant claims it. Never with PKCE (no verifier
+    /// can exist for a flow Tether did not start).
+    pub provider_initiated_installs: bool,
     pub pkce: bool,
     pub client_auth: ClientAuth,
     pub client_id_env: String,

@@ -1,6 +1,7 @@
 //! HTTP routes by area; handlers stay thin and call into the domain.
 
 pub mod api;
+pub mod app_webhooks;
 pub mod forwarded;
 pub mod http;
 pub mod oauth;
@@ -31,6 +32,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(api::routes)
         .configure(pages::routes)
         .configure(oauth::routes)
+        .configure(app_webhooks::routes)
         .configure(crate::demo::routes)
         .default_service(web::to(http::not_found));
 }

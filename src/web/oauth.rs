@@ -6,6 +6,7 @@ use super::session::{self, AdminSession, CsrfForm, NoFields};
 
 use crate::app::App;
 use crate::connections::connect::{self, Completion, Starter};
+use crate::connections::installs::{self, Received};
 use crate::connections::{links, manage, status};
 use crate::error::{AppError, AppResult, Code, PageError, PageResult};
 use crate::oauth::{self, CallbackQuery, DASHBOARD};
@@ -23,6 +24,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/oauth/{provider}/default", web::post().to(make_default))
         .route("/oauth/{provider}/install", web::get().to(install_page))
         .route("/oauth/{provider}/install", web::post().to(install))
+        .route("/oauth/{provider}/claim", web::get().to(claim_page))
+        .route("/oauth/{provider}/claim", web::post().to(claim))
         .route("/connect/done", web::get().to(connect_done))
         .route("/connect/{token}", web::get().to(connect_link_page))
         .route("/connect/{token}", web::post().to(connect_with_link));
@@ -203,6 +206,17 @@ async fn callback(
     path: web::Path<String>,
     query: web::Query<CallbackQuery>,
 ) -> HttpResponse {
+    let stateless = query.state.as_deref().is_none_or(str::is_empty);
+    if let Some(provider) = state
+        .providers
+        .shared(&path)
+        .filter(|p| stateless && p.provider_initiated_installs)
+    {
+        return match marketplace_install(&state, &req, &session, provider.clone(), &query).await {
+            Ok(res) => res,
+            Err(e) => callback_error(e),
+        };
+    }
     let done = match rate_limit(&state, &req) {
         Ok(()) => {
             let (binding, email) = (session::oauth_binding(&session), session::email(&session));
@@ -217,6 +231,146 @@ async fn callback(
         Ok(res) => res,
         Err(PageError(e)) => callback_error(e),
     }
+}
+
+/// A callback without a state from a provider whose installs start at its
+/// end (GoHighLevel's Marketplace): the grant refreshes the bound tenant's
+/// connection (said on a page of its own), or is held and this browser is
+/// sent to claim it (signing in first), with the install's id kept in the
+/// session only.
+async fn marketplace_install(
+    state: &App,
+    req: &HttpRequest,
+    session: &Session,
+    provider: std::sync::Arc<crate::providers::Provider>,
+    query: &CallbackQuery,
+) -> AppResult<HttpResponse> {
+    rate_limit(state, req)?;
+    if let Some(error) = &query.error {
+        let shown: String = error
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(64)
+            .collect();
+        return Err(AppError::bad_request(
+            Code::InvalidInstall,
+            format!(
+                "{} did not complete the install ({shown}). Nothing was changed.",
+                provider.display_name
+            ),
+        ));
+    }
+    let code = query.code.clone().unwrap_or_default();
+    match installs::receive(state, provider.clone(), &code).await? {
+        Received::Refreshed { message } => {
+            session::flash(session, "ok", message);
+            Ok(redirect_no_referrer(connect::LINK_DONE))
+        }
+        Received::Held { id, message } => {
+            session::keep_install(session, &provider.key, &id)?;
+            session::flash(session, "ok", message);
+            Ok(redirect_no_referrer(&format!(
+                "/oauth/{}/claim",
+                provider.key
+            )))
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "claim.html")]
+struct ClaimPage<'a> {
+    key: &'a str,
+    provider: &'a str,
+    tenant: &'a str,
+    location: &'a str,
+    flash: Option<session::Flash>,
+    csrf: &'a str,
+}
+
+/// No held install is kept in this browser's session.
+fn no_claim(provider: &crate::providers::Provider) -> AppError {
+    AppError::not_found_as(
+        Code::UnknownInstall,
+        format!(
+            "There is no {} install to claim in this browser. Install the app from the {} Marketplace again.",
+            provider.display_name, provider.display_name
+        ),
+    )
+}
+
+/// `GET /oauth/{provider}/claim`: the held install this browser brought
+/// (its id kept in the session across sign-in), naming the location and
+/// the admin's tenant. It changes nothing; its form claims.
+async fn claim_page(
+    req: HttpRequest,
+    state: web::Data<App>,
+    session: Session,
+    admin: Option<AdminSession>,
+    path: web::Path<String>,
+) -> PageResult<HttpResponse> {
+    rate_limit(&state, &req)?;
+    let provider = state.enabled_provider(&path)?;
+    let id =
+        session::pending_install(&session, &provider.key).ok_or_else(|| no_claim(&provider))?;
+    let install = installs::preview(&state, &provider, id).await?;
+    let Some(admin) = admin else {
+        return Ok(redirect_no_referrer(&format!(
+            "/login?next=/oauth/{}/claim",
+            provider.key
+        )));
+    };
+    let t = admin.tenant_id.clone();
+    let tenant = state
+        .db(move |c| Ok(crate::db::models::tenant::Tenant::by_id(c, &t)?))
+        .await?
+        .ok_or_else(|| AppError::unauthorized("sign in first"))?;
+    let csrf = session::csrf_token(&session)?;
+    let body = ClaimPage {
+        key: &provider.key,
+        provider: &provider.display_name,
+        tenant: &tenant.name,
+        location: install.label(),
+        flash: session::take_flash(&session),
+        csrf: &csrf,
+    }
+    .render()
+    .map_err(AppError::internal)?;
+    Ok(no_referrer(html(body)))
+}
+
+/// `POST /oauth/{provider}/claim`: the admin claims the held install for
+/// their tenant.
+async fn claim(
+    req: HttpRequest,
+    state: web::Data<App>,
+    admin: AdminSession,
+    path: web::Path<String>,
+    _: CsrfForm<NoFields>,
+) -> PageResult<HttpResponse> {
+    rate_limit(&state, &req)?;
+    let provider = state.enabled_provider(&path)?;
+    let id = session::pending_install(&admin.session, &provider.key)
+        .ok_or_else(|| no_claim(&provider))?;
+    let connection = installs::claim(
+        &state,
+        Some(&provider),
+        id,
+        &admin.tenant_id,
+        &admin.actor(),
+    )
+    .await?;
+    session::drop_install(&admin.session);
+    session::flash(
+        &admin.session,
+        "ok",
+        format!(
+            "Connected {} as {}.",
+            provider.display_name,
+            connection.label()
+        ),
+    );
+    Ok(see_other(DASHBOARD))
 }
 
 /// The end of a callback: the popup page, or a flash and back to where the

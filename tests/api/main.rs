@@ -14,6 +14,7 @@ mod import;
 mod internal_api;
 mod keys;
 mod layering;
+mod marketplace;
 mod operators;
 mod ops;
 mod presets;

@@ -92,6 +92,22 @@ pub fn unknown_account() -> AppError {
     AppError::not_found("no account with that id is connected to this provider")
 }
 
+/// `value` with LIKE's special characters turned into `%`: the pattern
+/// still matches every row that holds `value` (and maybe more), and the
+/// caller checks each candidate exactly.
+fn like_escaped(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if matches!(c, '%' | '_' | '\\') {
+                '%'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 fn unique_violation(e: &diesel::result::Error) -> bool {
     matches!(
         e,
@@ -340,6 +356,61 @@ impl Connection {
             .select(connections::tenant_id)
             .first(conn)
             .optional()
+    }
+
+    /// The tenant `provider`'s account `account_id` is bound to: the one
+    /// holding its tokens, else the one whose row for it changed last (a
+    /// location uninstalled and installed again goes back to its tenant).
+    pub fn bound_tenant(
+        conn: &mut DbConn,
+        provider: &str,
+        account_id: &str,
+    ) -> QueryResult<Option<TenantId>> {
+        if let Some(t) = Connection::holder(conn, provider, account_id)? {
+            return Ok(Some(t));
+        }
+        connections::table
+            .filter(connections::provider.eq(provider))
+            .filter(connections::account_id.eq(account_id))
+            .order(connections::updated_at.desc())
+            .select(connections::tenant_id)
+            .first(conn)
+            .optional()
+    }
+
+    /// Every row (any tenant, any status) of `provider`'s account `account_id`.
+    pub fn all_of_account(
+        conn: &mut DbConn,
+        provider: &str,
+        account_id: &str,
+    ) -> QueryResult<Vec<Connection>> {
+        connections::table
+            .filter(connections::provider.eq(provider))
+            .filter(connections::account_id.eq(account_id))
+            .order(connections::id.asc())
+            .select(Connection::as_select())
+            .load(conn)
+    }
+
+    /// Every row of `provider` whose metadata `field` is the string `value`
+    /// (GoHighLevel's `companyId`). The text match only narrows the rows;
+    /// the parsed metadata decides.
+    pub fn with_metadata(
+        conn: &mut DbConn,
+        provider: &str,
+        field: &str,
+        value: &str,
+    ) -> QueryResult<Vec<Connection>> {
+        let rows: Vec<Connection> = connections::table
+            .filter(connections::provider.eq(provider))
+            .filter(connections::metadata.like(format!("%{}%", like_escaped(value))))
+            .order(connections::id.asc())
+            .select(Connection::as_select())
+            .load(conn)?;
+        Ok(rows
+            .into_iter()
+            .filter(|c| c.metadata().get(field).and_then(|v| v.as_str()) == Some(value))
+            .collect())
     }
 
     /// One connected account (holding tokens) of the tenant's `provider`.

@@ -36,10 +36,12 @@ pub enum EventKind {
     IntegrationDisabled,
     /// The tenant's settings for the provider changed.
     SettingsChanged,
+    /// The provider says its app was installed (again) on a bound account.
+    Installed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::Connected,
         EventKind::Reconnected,
         EventKind::Refreshed,
@@ -51,6 +53,7 @@ impl EventKind {
         EventKind::IntegrationEnabled,
         EventKind::IntegrationDisabled,
         EventKind::SettingsChanged,
+        EventKind::Installed,
     ];
 
     /// The name stored in `events.kind` and sent as a webhook's `type`.
@@ -67,6 +70,7 @@ impl EventKind {
             EventKind::IntegrationEnabled => "integration_enabled",
             EventKind::IntegrationDisabled => "integration_disabled",
             EventKind::SettingsChanged => "settings_changed",
+            EventKind::Installed => "installed",
         }
     }
 
@@ -88,6 +92,7 @@ impl EventKind {
             EventKind::IntegrationEnabled => "Enabled",
             EventKind::IntegrationDisabled => "Disabled",
             EventKind::SettingsChanged => "Settings changed",
+            EventKind::Installed => "Installed at the provider",
         }
     }
 
@@ -118,6 +123,8 @@ pub enum Actor {
     /// Tokens imported from the CRM's own store; `by` is who ran the
     /// import (`api:<key name>`, `cli`).
     Import { by: String },
+    /// The provider itself: a Marketplace install or an app webhook.
+    Provider { key: String },
 }
 
 impl std::fmt::Display for Actor {
@@ -131,6 +138,7 @@ impl std::fmt::Display for Actor {
             Actor::TokenApi => f.write_str("token-api"),
             Actor::Cli => f.write_str("cli"),
             Actor::Import { by } => write!(f, "import:{by}"),
+            Actor::Provider { key } => write!(f, "provider:{key}"),
         }
     }
 }
@@ -265,6 +273,10 @@ mod tests {
             by: "api:chatbot".into(),
         };
         assert_eq!(import.to_string(), "import:api:chatbot");
+        let ghl = Actor::Provider {
+            key: "gohighlevel".into(),
+        };
+        assert_eq!(ghl.to_string(), "provider:gohighlevel");
     }
 
     #[test]

@@ -1,0 +1,2 @@
+DROP TABLE seen_webhooks;
+DROP TABLE pending_installs;

@@ -1,0 +1,301 @@
+//! Installs that start at the provider (GoHighLevel's Marketplace): the
+//! callback carries a code and no state, so no tenant. The grant goes to the
+//! tenant its account is bound to, or is held unassigned (sealed like a
+//! connection) for a day, until a signed-in admin claims it or the CRM
+//! assigns it; then it is revoked and dropped.
+
+use crate::app::App;
+use crate::db::models::connection::Connection;
+use crate::db::models::event::Actor;
+use crate::db::models::pending_install::{NewInstall, PendingInstall};
+use crate::db::models::tenant::Tenant;
+use crate::error::{AppError, AppResult, Code};
+use crate::ids::TenantId;
+use crate::oauth::token::TokenResponse;
+use crate::oauth::{self, Authorized};
+use crate::providers::Provider;
+use chrono::Duration;
+use diesel::Connection as _;
+use std::sync::Arc;
+
+/// How long an unclaimed install is held.
+pub const HOLD: Duration = Duration::hours(24);
+
+/// Installs swept per round (a round repeats while it finds a full batch).
+const SWEEP_BATCH: i64 = 100;
+
+/// What became of an install that reached the callback.
+#[derive(Debug)]
+pub enum Received {
+    /// Its account is bound to a tenant, whose connection it refreshed.
+    Refreshed { message: String },
+    /// Held for a tenant to claim; `id` is kept in the installer's session
+    /// only (whoever holds it may claim the install).
+    Held { id: String, message: String },
+}
+
+/// The answer for an install id that is not (or no longer) held.
+pub fn unknown_install() -> AppError {
+    AppError::not_found_as(
+        Code::UnknownInstall,
+        "no unclaimed install with that id: it was claimed, replaced by a newer install, or it expired (install the app from the Marketplace again)",
+    )
+}
+
+/// Exchanges a state-less callback's code (for a provider that declares
+/// provider-initiated installs) and routes the grant: to the tenant the
+/// account is bound to, else held unassigned.
+pub async fn receive(app: &App, provider: Arc<Provider>, code: &str) -> AppResult<Received> {
+    if !provider.provider_initiated_installs {
+        return Err(AppError::bad_request(
+            Code::InvalidState,
+            "This sign-in link is not valid (no state). Start again from the integrations page.",
+        ));
+    }
+    let redirect_uri = app.settings.redirect_uri(&provider.key);
+    // No verifier: the preset has PKCE off, and the catalogue refuses
+    // provider-initiated installs with PKCE on.
+    let authorized = oauth::exchange(&app.http, &provider, &redirect_uri, code, None).await?;
+    let bound = {
+        let (p, a) = (provider.key.clone(), authorized.account_id.clone());
+        app.db(move |c| Ok(Connection::bound_tenant(c, &p, &a)?))
+            .await?
+    };
+    let label = authorized
+        .account_name
+        .clone()
+        .unwrap_or_else(|| authorized.account_id.clone());
+    if let Some(tenant_id) = bound {
+        let actor = Actor::Provider {
+            key: provider.key.to_string(),
+        };
+        let (connection, _) =
+            super::connect::save(app, &provider, &tenant_id, authorized, &actor).await?;
+        let t = connection.tenant_id.clone();
+        let tenant = app
+            .db(move |c| Ok(Tenant::by_id(c, &t)?))
+            .await?
+            .map(|t| t.name)
+            .unwrap_or_default();
+        return Ok(Received::Refreshed {
+            message: format!(
+                "{} {label} is connected to {tenant}; its access was renewed.",
+                provider.display_name
+            ),
+        });
+    }
+    let (keys, p) = (app.keys.clone(), provider.clone());
+    let held = app
+        .db(move |c| {
+            let t = crate::db::now();
+            Ok(PendingInstall::hold(
+                c,
+                &keys,
+                &NewInstall {
+                    provider: &p.key,
+                    account_id: &authorized.account_id,
+                    account_name: authorized.account_name.as_deref(),
+                    scopes: &authorized.scopes,
+                    metadata: &authorized.metadata,
+                    tokens: &authorized.response.tokens,
+                    token_expires_at: authorized.response.expires_at(t),
+                    held_for: HOLD,
+                },
+            )?)
+        })
+        .await?;
+    log::info!(
+        "install held provider={} account={} install={}",
+        provider.key,
+        held.account_id,
+        held.id
+    );
+    Ok(Received::Held {
+        message: format!(
+            "{} {label} was installed. Choose the business in the CRM it belongs to.",
+            provider.display_name
+        ),
+        id: held.id,
+    })
+}
+
+/// The unclaimed install `id` of `provider`, for its claim page.
+pub async fn preview(app: &App, provider: &Provider, id: String) -> AppResult<PendingInstall> {
+    let key = provider.key.clone();
+    app.db(move |c| {
+        PendingInstall::by_id(c, &id)?
+            .filter(|p| p.provider == key && p.expires_at > crate::db::now())
+            .ok_or_else(unknown_install)
+    })
+    .await
+}
+
+/// Every unclaimed install, newest first (at most 500).
+pub async fn unclaimed(app: &App) -> AppResult<Vec<PendingInstall>> {
+    app.db(|c| Ok(PendingInstall::unclaimed(c, 500)?)).await
+}
+
+/// Claims the unclaimed install `id` for `tenant_id`: its grant becomes the
+/// tenant's connection (as any saved grant, with its event), in one
+/// transaction with the install's removal, so that exactly one claim wins.
+/// `provider`: the install must be of it (`None`: any enabled provider).
+/// Refused (409) when another tenant holds the account meanwhile.
+pub async fn claim(
+    app: &App,
+    provider: Option<&Provider>,
+    id: String,
+    tenant_id: &TenantId,
+    actor: &Actor,
+) -> AppResult<Connection> {
+    let install = app
+        .db({
+            let id = id.clone();
+            move |c| PendingInstall::by_id(c, &id)?.ok_or_else(unknown_install)
+        })
+        .await?;
+    if provider.is_some_and(|p| p.key != install.provider) {
+        return Err(unknown_install());
+    }
+    let provider = app.enabled_provider(&install.provider)?;
+    let (keys, settings, p, t, who) = (
+        app.keys.clone(),
+        app.settings.clone(),
+        provider.clone(),
+        tenant_id.clone(),
+        actor.clone(),
+    );
+    let connection = app
+        .db(move |c| {
+            c.transaction(|c| {
+                // Taken first: a concurrent claim waits on the row, then finds it gone.
+                if !PendingInstall::take(c, &id)? || install.expires_at <= crate::db::now() {
+                    return Err(unknown_install());
+                }
+                if let Some(holder) = Connection::bound_tenant(c, &p.key, &install.account_id)? {
+                    if holder != t {
+                        return Err(bound_elsewhere(&p));
+                    }
+                }
+                let authorized = reopen(&keys, &install)?;
+                let (connection, _) = oauth::save(c, &keys, &settings, &p, &t, &authorized, &who)?;
+                Ok(connection)
+            })
+        })
+        .await?;
+    app.tokens
+        .forget(&connection.tenant_id, &connection.provider);
+    log::info!(
+        "install claimed provider={} tenant={} connection={} actor={actor}",
+        provider.key,
+        connection.tenant_id,
+        connection.id
+    );
+    Ok(connection)
+}
+
+fn bound_elsewhere(provider: &Provider) -> AppError {
+    AppError::conflict(
+        Code::AccountBoundElsewhere,
+        format!(
+            "This {} account is connected to another business in the CRM. Disconnect it there first, or ask the CRM's support to move it.",
+            provider.display_name
+        ),
+    )
+}
+
+/// The held grant as a fresh authorization, its lifetime what is left of it.
+fn reopen(keys: &crate::crypto::KeyRing, install: &PendingInstall) -> AppResult<Authorized> {
+    let tokens = install.tokens(keys)?;
+    let t = crate::db::now();
+    let scopes = install.scopes();
+    Ok(Authorized {
+        response: TokenResponse {
+            raw: tokens.raw.expose().clone(),
+            tokens,
+            expires_in: install
+                .token_expires_at
+                .map(|at| (at - t).num_seconds().max(0)),
+            scopes: Some(scopes.clone()),
+        },
+        account_id: install.account_id.clone(),
+        account_name: install.account_name.clone(),
+        scopes,
+        metadata: install.metadata(),
+    })
+}
+
+/// What a sweep did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Unclaimed installs whose day was over, dropped.
+    pub expired: usize,
+    /// Of those, the ones the provider confirmed revoking.
+    pub revoked: usize,
+}
+
+/// Drops the unclaimed installs whose day is over, revoking each at its
+/// provider where it offers revocation, and forgets webhook ids whose
+/// replay window has passed. Several instances may sweep at once: each
+/// install is dropped (and revoked) by one of them only.
+pub async fn sweep(app: &App) -> AppResult<Swept> {
+    let mut swept = Swept::default();
+    loop {
+        let batch = app
+            .db(|c| Ok(PendingInstall::expired(c, SWEEP_BATCH)?))
+            .await?;
+        let full = batch.len() as i64 == SWEEP_BATCH;
+        for install in batch {
+            let id = install.id.clone();
+            if !app.db(move |c| Ok(PendingInstall::take(c, &id)?)).await? {
+                continue;
+            }
+            swept.expired += 1;
+            if revoke(app, &install).await {
+                swept.revoked += 1;
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    let forgotten = app
+        .db(|c| Ok(crate::db::models::seen_webhook::prune(c)?))
+        .await?;
+    if swept.expired > 0 {
+        log::info!(
+            "installs: {} unclaimed installs expired and were dropped ({} revoked at the provider)",
+            swept.expired,
+            swept.revoked
+        );
+    }
+    log::debug!("installs: forgot {forgotten} webhook ids past their replay window");
+    Ok(swept)
+}
+
+/// Asks the provider to revoke a dropped install's grant; whether it did.
+async fn revoke(app: &App, install: &PendingInstall) -> bool {
+    let Some(provider) = app.providers.enabled(&install.provider) else {
+        return false;
+    };
+    let tokens = match install.tokens(&app.keys) {
+        Ok(t) => t,
+        Err(e) => {
+            log::warn!(
+                "install {} does not open ({e}); dropped unrevoked",
+                install.id
+            );
+            return false;
+        }
+    };
+    let (token, hint) = match &tokens.refresh_token {
+        Some(rt) => (rt.expose().as_str(), "refresh_token"),
+        None => (tokens.access_token.expose().as_str(), "access_token"),
+    };
+    match oauth::client::revoke(&app.http, provider, token, hint).await {
+        Ok(revoked) => revoked,
+        Err(e) => {
+            log::warn!("install {}: revocation failed: {e}", install.id);
+            false
+        }
+    }
+}
