@@ -230,15 +230,21 @@ pub async fn installed_locations(
         return Err(no_location_tokens(provider));
     }
     let agency = find_agency(state, tenant_id, provider).await?;
-    let app_id = provider.app_id().ok_or_else(|| {
-        AppError::conflict(
-            Code::ProviderMisconfigured,
-            format!(
-                "{} has no client id to name the app by",
-                provider.display_name
-            ),
-        )
-    })?;
+    let app_id = state
+        .settings
+        .gohighlevel
+        .app_id
+        .clone()
+        .or_else(|| provider.app_id().map(str::to_string))
+        .ok_or_else(|| {
+            AppError::conflict(
+                Code::ProviderMisconfigured,
+                format!(
+                    "{} has no app id: set TETHER_GOHIGHLEVEL_APP_ID",
+                    provider.display_name
+                ),
+            )
+        })?;
     let token =
         refresh::fresh_token(state, tenant_id, provider, Some(&agency.account_id), 60).await?;
     let answer = client::installed_locations(
@@ -246,7 +252,7 @@ pub async fn installed_locations(
         provider,
         token.tokens.access_token.expose(),
         &company_id(&agency),
-        app_id,
+        &app_id,
         LOCATIONS_PAGE,
     )
     .await

@@ -201,9 +201,9 @@ pub fn placeholders(template: &str) -> Result<Vec<&str>, String> {
 }
 
 impl Provider {
-    /// The marketplace app's id, for GoHighLevel's installedLocations: the
-    /// client id's part before its first '-' (GoHighLevel client ids are
-    /// `<appId>-<suffix>`).
+    /// The marketplace app's id as the client id says it, for GoHighLevel's
+    /// installedLocations when TETHER_GOHIGHLEVEL_APP_ID is unset: the part
+    /// before its first '-' (GoHighLevel client ids are `<appId>-<suffix>`).
     pub fn app_id(&self) -> Option<&str> {
         let (id, _) = self.credentials.as_ref()?;
         id.split('-').next().filter(|s| !s.is_empty())
