@@ -387,6 +387,15 @@ impl From<diesel::result::Error> for AppError {
     fn from(e: diesel::result::Error) -> Self {
         match e {
             diesel::result::Error::NotFound => AppError::not_found("not found"),
+            // A row referring to one that is gone: the tenant (or the
+            // connection) was removed while this request was under way.
+            diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                _,
+            ) => AppError::not_found(
+                "what this request refers to was removed meanwhile (a tenant removal, or a disconnect)",
+            )
+            .with_cause(e),
             e => AppError::internal(e),
         }
     }

@@ -32,6 +32,7 @@ backend_tests!(
     a_removal_dry_run_says_what_would_be_done_and_changes_nothing,
     removing_an_unknown_tenant_or_without_an_all_tenants_admin_key_changes_nothing,
     cli_tenant_remove_revokes_erases_and_prints_what_it_did,
+    a_write_racing_a_tenant_removal_is_a_404_not_a_500,
 );
 
 /// Stores an `acme` grant for `account` of the tenant, through Tether's own
@@ -767,4 +768,31 @@ async fn cli_tenant_remove_revokes_erases_and_prints_what_it_did(backend: Backen
         "",
     );
     assert_eq!(again.status.code(), Some(1), "it is gone");
+}
+
+/// A request that read the tenant before its removal and writes after it
+/// (the fuzzer's concurrent DELETEs found one: a disconnect's event) hits
+/// the foreign key: that is "removed meanwhile", a 404, not a server error.
+async fn a_write_racing_a_tenant_removal_is_a_404_not_a_500(backend: Backend) {
+    let app = crate::helpers::spawn_app(backend).await;
+    let tenant = app.ensure_tenant("acme");
+    let key = app.api_key(None, true);
+    let res = delete_tenant(&app, "acme", "", &key).await;
+    assert_eq!(res.status(), 200);
+    let late = Event::record(
+        &mut app.conn(),
+        &NewEvent {
+            tenant_id: &tenant.id,
+            connection_id: None,
+            provider: &ProviderKey::known("acme"),
+            kind: EventKind::Disconnected,
+            actor: &Actor::TokenApi,
+            detail: None,
+        },
+    )
+    .expect_err("the tenant is gone: the foreign key refuses the event");
+    let e = tether::error::AppError::from(late);
+    assert_eq!(e.status().as_u16(), 404);
+    assert_eq!(e.code(), "not_found");
+    assert!(e.message().contains("removed meanwhile"), "{}", e.message());
 }
