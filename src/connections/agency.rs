@@ -101,23 +101,18 @@ pub async fn location_token(
     if !valid_location(location) {
         return Err(invalid_location());
     }
-    let stored = {
-        let (tenant, key, loc) = (
-            tenant_id.to_string(),
-            provider.key.to_string(),
-            location.to_string(),
-        );
-        state
-            .db(move |c| Ok(Connection::for_account(c, &tenant, &key, &loc)?))
-            .await?
-    };
-    if stored.is_none() {
+    if !holds(state, tenant_id, provider, location).await? {
         let agency = find_agency(state, tenant_id, provider).await?;
-        // Concurrent first requests for one location mint once per process.
+        // Concurrent first requests mint once per process: one runs the
+        // flight, the others share it, and one that comes after it finds
+        // the token stored (checked again inside the flight).
         let key = format!("mint:{tenant_id}:{}:{location}", provider.key);
         state
             .flights
             .run(&key, || async {
+                if holds(state, tenant_id, provider, location).await? {
+                    return Ok(());
+                }
                 mint(
                     state,
                     tenant_id,
@@ -132,6 +127,23 @@ pub async fn location_token(
             .await?;
     }
     refresh::fresh_token(state, tenant_id, provider, Some(location), min_ttl).await
+}
+
+/// Whether the tenant holds a token for the location.
+async fn holds(
+    state: &App,
+    tenant_id: &TenantId,
+    provider: &Provider,
+    location: &str,
+) -> AppResult<bool> {
+    let (tenant, key, loc) = (
+        tenant_id.to_string(),
+        provider.key.to_string(),
+        location.to_string(),
+    );
+    state
+        .db(move |c| Ok(Connection::for_account(c, &tenant, &key, &loc)?.is_some()))
+        .await
 }
 
 /// What a refused or failed minting means for the caller.
