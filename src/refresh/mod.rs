@@ -449,7 +449,7 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &Actor) -> AppRe
         .filter(|_| provider.location_tokens && old.refresh_token.is_none());
     let result = match minted_by {
         // A location token minted without a refresh token: mint it again.
-        Some(agency) => remint(state, &provider, &row, agency).await,
+        Some(agency) => remint(state, &provider, &row, &metadata, agency).await,
         None => {
             client::refresh(
                 &state.refresh_http,
@@ -620,6 +620,7 @@ async fn remint(
     state: &App,
     provider: &Provider,
     row: &Connection,
+    metadata: &serde_json::Value,
     agency_account: &str,
 ) -> Result<crate::oauth::token::TokenResponse, ProviderError> {
     let (tenant, key, account) = (
@@ -653,8 +654,7 @@ async fn remint(
             retry_after: Some(30),
         });
     }
-    let company = row
-        .metadata()
+    let company = metadata
         .get("companyId")
         .and_then(serde_json::Value::as_str)
         .map_or_else(|| agency.account_id.clone(), str::to_string);

@@ -320,6 +320,12 @@ impl ApiCaller {
     }
 }
 
+/// A UTC time as the API writes them: RFC 3339, whole seconds, `Z`.
+fn rfc3339(t: chrono::NaiveDateTime) -> String {
+    t.and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// The `account` query parameter of the connection routes.
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -460,10 +466,7 @@ impl<'a> TokenBody<'a> {
         TokenBody {
             access_token: opened.tokens.access_token.expose(),
             token_type: &opened.tokens.token_type,
-            expires_at: row.expires_at.map(|t| {
-                t.and_utc()
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            }),
+            expires_at: row.expires_at.map(rfc3339),
             expires_in: row
                 .expires_at
                 .map(|t| (t - crate::db::now()).num_seconds().max(0)),
@@ -886,16 +889,11 @@ async fn connect_link(
         &caller.actor(),
     )
     .await?;
-    Ok(no_store(
-        HttpResponse::Created().json(LinkBody {
-            url: link.url.expose(),
-            provider: &provider.key,
-            expires_at: link
-                .expires_at
-                .and_utc()
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        }),
-    ))
+    Ok(no_store(HttpResponse::Created().json(LinkBody {
+        url: link.url.expose(),
+        provider: &provider.key,
+        expires_at: rfc3339(link.expires_at),
+    })))
 }
 
 #[derive(serde::Deserialize, utoipa::ToSchema)]
@@ -1106,13 +1104,6 @@ struct FoundConnections {
     truncated: bool,
 }
 
-fn rfc3339(t: Option<chrono::NaiveDateTime>) -> Option<String> {
-    t.map(|t| {
-        t.and_utc()
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    })
-}
-
 /// Find connections across tenants
 ///
 /// Which tenant owns a provider account (`?provider=gohighlevel&account=loc_123`,
@@ -1164,9 +1155,9 @@ async fn find_connections(
                 provider: row.provider.to_string(),
                 status: status::public_status(Some(&row)),
                 default: row.is_default,
-                expires_at: rfc3339(row.expires_at),
-                last_refreshed_at: rfc3339(row.last_refreshed_at),
-                lapses_at: rfc3339(row.refresh_expires_at),
+                expires_at: row.expires_at.map(rfc3339),
+                last_refreshed_at: row.last_refreshed_at.map(rfc3339),
+                lapses_at: row.refresh_expires_at.map(rfc3339),
                 last_error: row.last_error,
                 account: status::AccountRef {
                     id: row.account_id,
@@ -1239,7 +1230,8 @@ async fn remove_tenant(
 struct InstallBody {
     id: String,
     provider: String,
-    account: InstallAccount,
+    /// The provider's account (a GoHighLevel location).
+    account: status::AccountRef,
     #[schema(format = DateTime)]
     created_at: String,
     /// When it is revoked and dropped if nobody claims it.
@@ -1248,20 +1240,8 @@ struct InstallBody {
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
-struct InstallAccount {
-    /// The provider's account id (a GoHighLevel location id).
-    id: String,
-    name: Option<String>,
-}
-
-#[derive(serde::Serialize, utoipa::ToSchema)]
 struct InstallList {
     installs: Vec<InstallBody>,
-}
-
-fn rfc3339_at(t: chrono::NaiveDateTime) -> String {
-    t.and_utc()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Refuses keys limited to one tenant: unclaimed installs belong to none.
@@ -1294,13 +1274,13 @@ async fn list_installs(state: web::Data<App>, caller: ApiCaller) -> AppResult<Ht
         .await?
         .into_iter()
         .map(|p| InstallBody {
-            account: InstallAccount {
+            account: status::AccountRef {
                 id: p.account_id.clone(),
                 name: p.account_name.clone(),
             },
             provider: p.provider.to_string(),
-            created_at: rfc3339_at(p.created_at),
-            expires_at: rfc3339_at(p.expires_at),
+            created_at: rfc3339(p.created_at),
+            expires_at: rfc3339(p.expires_at),
             id: p.id,
         })
         .collect();
