@@ -13,6 +13,12 @@ const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 /// How long a tenant's id is trusted for its external id: a tenant removed
 /// by another instance is forgotten here within this time.
 const TENANT_CACHE_TTL: Duration = Duration::from_secs(60);
+/// How long a validated key and a tenant's id stay trusted while the
+/// database is away, so that valid tokens keep flowing through an outage (a
+/// failover takes up to two minutes). The cost: a key revoked, or a tenant
+/// removed, just before the outage works for at most this long; nothing can
+/// be revoked while the database is away anyway.
+pub const OUTAGE_TRUST: Duration = Duration::from_secs(600);
 /// `last_used_at` is written at most this often per key.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
@@ -41,6 +47,15 @@ impl ApiCache {
             .map(|(key, _)| key.clone())
     }
 
+    /// The key whose SHA-256 is `digest`, if validated within
+    /// [`OUTAGE_TRUST`]: for when the database is away.
+    pub fn key_while_away(&self, digest: &[u8; 32]) -> Option<Arc<ApiKey>> {
+        lock(&self.keys)
+            .get(digest)
+            .filter(|(_, at)| at.elapsed() < OUTAGE_TRUST)
+            .map(|(key, _)| key.clone())
+    }
+
     /// Keeps a key just validated against the database; says whether its
     /// `last_used_at` is due to be written (at most every `TOUCH_EVERY`).
     pub fn remember(&self, digest: [u8; 32], key: &Arc<ApiKey>) -> bool {
@@ -61,6 +76,15 @@ impl ApiCache {
         lock(&self.tenants)
             .get(external_id)
             .filter(|(_, at)| at.elapsed() < TENANT_CACHE_TTL)
+            .map(|(id, _)| id.clone())
+    }
+
+    /// The tenant id of an external id read within [`OUTAGE_TRUST`]: for
+    /// when the database is away.
+    pub fn tenant_while_away(&self, external_id: &str) -> Option<TenantId> {
+        lock(&self.tenants)
+            .get(external_id)
+            .filter(|(_, at)| at.elapsed() < OUTAGE_TRUST)
             .map(|(id, _)| id.clone())
     }
 

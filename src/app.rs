@@ -3,9 +3,10 @@
 use crate::config::Settings;
 use crate::crypto::KeyRing;
 use crate::db::{Backend, DbConn, Pool};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, Code};
 use crate::providers::Catalogue;
 use crate::ratelimit::RateLimiter;
+use diesel::r2d2::R2D2Connection;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +49,13 @@ pub struct App {
     pub stopping: std::sync::atomic::AtomicBool,
     /// Set once the server stopped answering: no refresh is sent any more.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Set at the very end of a graceful stop: the heartbeat ends.
+    pub left: std::sync::atomic::AtomicBool,
+    /// Whether the database answers (see `db::health`).
+    pub health: Arc<crate::db::health::Health>,
+    /// Token sets providers handed out that the database could not take
+    /// yet (see `refresh::held`).
+    pub held: crate::refresh::held::Held,
 }
 
 /// Permits of [`App::sending`]: more than can ever be in flight.
@@ -95,6 +103,9 @@ impl App {
             sending: tokio::sync::Semaphore::new(SENDING_PERMITS as usize),
             stopping: Default::default(),
             draining: Default::default(),
+            left: Default::default(),
+            health: Default::default(),
+            held: Default::default(),
         }
     }
 
@@ -106,42 +117,45 @@ impl App {
         self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// The end of a graceful stop, once the server answers no more: send
-    /// nothing new, let the refreshes whose request is at a provider finish
-    /// (each is bounded by the provider timeout), then release this
-    /// instance's leases so another instance can take the work at once
-    /// instead of waiting for them to lapse.
-    pub async fn drain(&self) {
+    pub fn has_left(&self) -> bool {
+        self.left.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The first part of a graceful stop, once the server answers no more:
+    /// send nothing new, and wait until `deadline` for the refreshes whose
+    /// request is at a provider; says whether they all finished.
+    pub async fn drain_in_flight(&self, deadline: tokio::time::Instant) -> bool {
         use std::sync::atomic::Ordering::SeqCst;
         self.stopping.store(true, SeqCst);
         self.draining.store(true, SeqCst);
-        let bound = self.settings.refresh.provider_timeout + Duration::from_secs(5);
         let waited = std::time::Instant::now();
-        match tokio::time::timeout(bound, self.sending.acquire_many(SENDING_PERMITS)).await {
-            Ok(_) => log::info!(
+        let finished =
+            tokio::time::timeout_at(deadline, self.sending.acquire_many(SENDING_PERMITS))
+                .await
+                .is_ok();
+        if finished {
+            log::info!(
                 "shutdown: refreshes in flight finished after {} ms",
                 waited.elapsed().as_millis()
-            ),
-            Err(_) => {
-                // Their leases are left to lapse: the provider may still act
-                // on those requests, and no other instance may send the same
-                // refresh token before the lease says no answer can come.
-                log::warn!(
-                    "shutdown: refreshes still in flight after {} s; stopping anyway, their leases lapse by themselves",
-                    bound.as_secs()
-                );
-                return;
-            }
+            );
         }
+        finished
+    }
+
+    /// The last part of a graceful stop that left nothing held: releases
+    /// this instance's leases and its heartbeat row, so that nobody waits
+    /// for it.
+    pub async fn leave(&self) {
         let instance = self.instance_id.clone();
-        match self
+        let released = self
             .db(move |c| {
-                Ok(crate::db::models::connection::Connection::release_all_of(
-                    c, &instance,
-                )?)
+                let n = crate::db::models::connection::Connection::release_all_of(c, &instance)?;
+                crate::db::models::instance::Instance::leave(c, &instance, crate::db::now())?;
+                Ok(n)
             })
-            .await
-        {
+            .await;
+        self.left.store(true, std::sync::atomic::Ordering::SeqCst);
+        match released {
             Ok(n) => log::info!("shutdown: released {n} refresh lease(s)"),
             Err(e) => log::warn!("shutdown: could not release refresh leases: {e:?}"),
         }
@@ -174,16 +188,30 @@ impl App {
             .ok_or_else(|| AppError::not_found(format!("provider '{key}' is not enabled")))
     }
 
-    /// Runs blocking database work on the thread pool.
+    /// Runs blocking database work on the thread pool. While the database is
+    /// away this fails within a fraction of a second with 503
+    /// `database_unavailable`, and [`App::health`] says so.
     pub async fn db<T, F>(&self, f: F) -> AppResult<T>
     where
         F: FnOnce(&mut DbConn) -> AppResult<T> + Send + 'static,
         T: Send + 'static,
     {
-        let pool = self.pool.clone();
+        let (pool, health) = (self.pool.clone(), self.health.clone());
         actix_web::web::block(move || {
-            let mut conn = pool.get()?;
-            f(&mut conn)
+            let mut conn = crate::db::checkout(&pool, &health, pool.connection_timeout())
+                .inspect_err(|e| health.down(e))?;
+            let result = f(&mut conn);
+            match &result {
+                Err(e) if e.is(Code::DatabaseUnavailable) => {
+                    // Away, or only refusing writes (SQLite locked or full)?
+                    if let Err(lost) = conn.ping() {
+                        crate::db::poison(&mut conn);
+                        health.down(&lost);
+                    }
+                }
+                _ => health.reached(),
+            }
+            result
         })
         .await?
     }

@@ -226,6 +226,7 @@ fn run(command: Command, settings: Settings) -> Result<ExitCode, String> {
 fn serve(settings: Settings) -> Result<(), String> {
     let ctx = startup::prepare(settings)?;
     let first = startup::bootstrap(&ctx)?;
+    startup::store_spilled(&ctx)?;
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(ctx.clone())
             .map_err(|e| format!("cannot listen on {}: {e}", ctx.settings.bind))?;

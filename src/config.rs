@@ -31,6 +31,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "SQLite file and development keys",
     ),
     (
+        "TETHER_SPILL_DIR",
+        "{data dir}",
+        "where a stop that cannot reach the database leaves the refreshed token sets it holds (sealed); the next start stores them first",
+    ),
+    (
         "TETHER_DATABASE_URL",
         "sqlite://{data dir}/tether.db",
         "`postgres://...` for PostgreSQL",
@@ -226,6 +231,8 @@ pub struct Settings {
     /// Without a trailing slash.
     pub public_url: Url,
     pub data_dir: PathBuf,
+    /// `TETHER_SPILL_DIR`; see [`Settings::spill_dir`].
+    pub spill_dir: Option<PathBuf>,
     pub database_url: Secret<String>,
     pub db_pool_size: u32,
     pub environment: Environment,
@@ -270,6 +277,14 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Settings {
+    /// Where spill files of held token sets go and are looked for:
+    /// `TETHER_SPILL_DIR`, else the data folder.
+    pub fn spill_dir(&self) -> PathBuf {
+        self.spill_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.clone())
+    }
+
     /// Reads the process environment, and the TOML file named by `file` or
     /// `TETHER_CONFIG_FILE`, whose keys the environment overrides.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
@@ -317,6 +332,7 @@ impl Settings {
             parse_public_url,
         );
         let data_dir = PathBuf::from(v.get("TETHER_DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let spill_dir = v.get("TETHER_SPILL_DIR").map(PathBuf::from);
         let database_url = match v.get("TETHER_DATABASE_URL") {
             Some(url) => {
                 if let Err(e) = crate::db::Backend::from_url(&url) {
@@ -544,6 +560,7 @@ impl Settings {
             trusted_proxies,
             public_url,
             data_dir,
+            spill_dir,
             database_url: Secret::new(database_url),
             db_pool_size,
             environment,

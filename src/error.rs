@@ -230,6 +230,14 @@ impl AppError {
         e.retry_after = Some(retry_after);
         e
     }
+    /// 503 `database_unavailable`: the database cannot be reached now.
+    pub fn database_unavailable() -> Self {
+        AppError::unavailable(
+            Code::DatabaseUnavailable,
+            "the database is not reachable right now",
+            DATABASE_RETRY_AFTER_SECS,
+        )
+    }
     /// 500: something on our side; the user sees a generic message.
     pub fn internal(cause: impl Into<Cause>) -> Self {
         let mut e = Self::new(
@@ -292,6 +300,14 @@ impl AppError {
 
     fn log(&self) {
         match &self.cause {
+            // Said once when the database goes and comes back (`db::health`);
+            // each request it fails is a detail.
+            Some(cause) if self.code == Code::DatabaseUnavailable => log::debug!(
+                "{} ({}): {}",
+                self.code,
+                self.message,
+                chain(cause.as_ref())
+            ),
             Some(cause) if self.status.is_server_error() => {
                 log::error!(
                     "{} ({}): {}",
@@ -396,19 +412,30 @@ impl From<diesel::result::Error> for AppError {
                 "what this request refers to was removed meanwhile (a tenant removal, or a disconnect)",
             )
             .with_cause(e),
-            e => AppError::internal(e),
+            e => match crate::db::health::fault_of(&e) {
+                Some(crate::db::health::Fault::Unreachable) => {
+                    AppError::database_unavailable().with_cause(e)
+                }
+                Some(crate::db::health::Fault::Unwritable) => AppError::unavailable(
+                    Code::DatabaseUnavailable,
+                    "the database cannot take writes right now",
+                    DATABASE_RETRY_AFTER_SECS,
+                )
+                .with_cause(e),
+                None => AppError::internal(e),
+            },
         }
     }
 }
 
+/// What a caller is told to wait when the database is away: outages worth
+/// riding out last seconds (a failover, a lock), and an answer held in
+/// memory is served on the next try.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 2;
+
 impl From<r2d2::Error> for AppError {
     fn from(e: r2d2::Error) -> Self {
-        AppError::unavailable(
-            Code::DatabaseUnavailable,
-            "the database is not reachable right now",
-            5,
-        )
-        .with_cause(e)
+        AppError::database_unavailable().with_cause(e)
     }
 }
 

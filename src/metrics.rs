@@ -56,6 +56,10 @@ pub struct Metrics {
     refreshes: Mutex<BTreeMap<(String, String), u64>>,
     refresh_latency: Mutex<BTreeMap<String, Histogram>>,
     token_api: Mutex<Histogram>,
+    /// Token sets held in memory until the database takes them.
+    held: std::sync::atomic::AtomicUsize,
+    /// Token requests answered from memory because the database was away.
+    from_memory: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
@@ -77,6 +81,15 @@ impl Metrics {
         }
     }
 
+    pub fn held_answers(&self, n: usize) {
+        self.held.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn answered_from_memory(&self) {
+        self.from_memory
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn token_api(&self, secs: f64) {
         self.token_api
             .lock()
@@ -84,14 +97,32 @@ impl Metrics {
             .observe(secs);
     }
 
-    /// The text exposition; `circuits`, `statuses` and `flags` are read at scrape time.
+    /// The text exposition; `circuits`, `statuses`, `flags` and whether the
+    /// database answers are read at scrape time.
     pub fn render(
         &self,
         circuits: &[(String, &str)],
         statuses: &[(String, i64)],
         flags: &[String],
+        database_up: bool,
     ) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP tether_database_up Whether this instance reaches its database.\n# TYPE tether_database_up gauge\ntether_database_up {}",
+            u8::from(database_up)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tether_held_token_sets Token sets held in memory until the database takes them.\n# TYPE tether_held_token_sets gauge\ntether_held_token_sets {}",
+            self.held.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tether_token_requests_from_memory_total Token requests answered from memory while the database was away.\n# TYPE tether_token_requests_from_memory_total counter\ntether_token_requests_from_memory_total {}",
+            self.from_memory.load(Relaxed)
+        );
         out.push_str("# HELP tether_refreshes_total Refresh attempts by provider and outcome.\n# TYPE tether_refreshes_total counter\n");
         for ((provider, outcome), n) in self
             .refreshes
@@ -163,7 +194,10 @@ mod tests {
             &[("demo".into(), "open")],
             &[("connected".into(), 3)],
             &["acme".into()],
+            false,
         );
+        assert!(text.contains("tether_database_up 0\n"));
+        assert!(text.contains("tether_held_token_sets 0\n"));
         assert!(text.contains("tether_refreshes_total{provider=\"demo\",outcome=\"ok\"} 2"));
         assert!(text
             .contains("tether_refresh_duration_seconds_bucket{provider=\"demo\",le=\"0.005\"} 1"));

@@ -45,6 +45,28 @@ impl Context {
     }
 }
 
+/// Stores the refreshed token sets an earlier stop left in the spill folder
+/// (it could not reach the database), before this instance serves: until
+/// they are stored, a refresh of those connections would send a refresh
+/// token the provider has retired.
+pub fn store_spilled(ctx: &Context) -> Result<(), String> {
+    let dir = ctx.settings.spill_dir();
+    let mut conn = ctx
+        .pool
+        .get()
+        .map_err(|e| format!("cannot reach the {} database: {e}", ctx.backend))?;
+    let notify = ctx.settings.webhook.is_some();
+    let stored = crate::refresh::keeper::store_spilled(&mut conn, &ctx.keys, &dir, notify)
+        .map_err(|e| format!("{e}; the spill file is kept, start again once this is fixed"))?;
+    if stored > 0 {
+        log::info!(
+            "stored {stored} refreshed token set(s) a stop had spilled to {}",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Opens the database, applies migrations, and proves the key ring opens the
 /// data (stopping with a message naming the key id when it does not).
 pub fn prepare(settings: Settings) -> Result<Context, String> {
@@ -348,7 +370,7 @@ impl Application {
                 app.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
                 let (_, served) = tokio::join!(handle.stop(true), server);
                 served?;
-                app.drain().await;
+                crate::refresh::keeper::drain(&app).await;
                 return Err(worker_failure(stopped));
             }
         }
@@ -359,7 +381,7 @@ impl Application {
         // The server's own future carries out the stop: poll both.
         let (_, served) = tokio::join!(handle.stop(true), server);
         served?;
-        app.drain().await;
+        crate::refresh::keeper::drain(&app).await;
         log::info!("stopped");
         Ok(())
     }

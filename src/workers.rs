@@ -52,6 +52,14 @@ impl Workers {
             let app = app.clone();
             workers.spawn("webhook deliverer", deliver_webhooks(app));
         }
+        {
+            let app = app.clone();
+            workers.spawn("heartbeat", beat(app));
+        }
+        {
+            let app = app.clone();
+            workers.spawn("held answer keeper", crate::refresh::keeper::keep(app));
+        }
         if app
             .providers
             .all()
@@ -93,6 +101,23 @@ impl Future for FirstToStop<'_> {
             }
         }
         Poll::Pending
+    }
+}
+
+/// Writes this instance's heartbeat every [`HEARTBEAT_EVERY`] until the
+/// instance leaves at the end of a graceful stop: other instances take over
+/// its lapsed leases only once it has been silent (see `refresh::held`).
+async fn beat(app: Arc<App>) {
+    use crate::db::models::instance::{Instance, HEARTBEAT_EVERY};
+    let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !app.has_left() {
+        every.tick().await;
+        let id = app.instance_id.clone();
+        // A failure is the database's health, logged there.
+        let _ = app
+            .db(move |c| Ok(Instance::beat(c, &id, crate::db::now())?))
+            .await;
     }
 }
 

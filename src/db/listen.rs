@@ -9,7 +9,8 @@
 //! on within microseconds of its arrival, not at the next poll. While the
 //! session is down the cache is flushed and falls back to its short lifetime
 //! (`TETHER_TOKEN_CACHE_MS`), and it is flushed again once listening resumes
-//! (notifications sent in between were missed).
+//! (notifications sent in between were missed). A flush keeps the entries
+//! as a last resort while the database is away (see `refresh::cache`).
 
 use diesel::prelude::*;
 use pq_sys::*;
@@ -50,6 +51,7 @@ pub trait Hearer: Send + Sync + 'static {
 
 /// Starts the listener thread for `cache`; it ends when the cache is dropped.
 pub fn spawn<H: Hearer>(database_url: &str, cache: Weak<H>) {
+    let database_url = super::with_connect_timeout(database_url);
     let separator = if database_url.contains('?') { '&' } else { '?' };
     let Ok(conninfo) = CString::new(format!(
         "{database_url}{separator}application_name=tether-listener"
@@ -87,7 +89,9 @@ pub fn spawn<H: Hearer>(database_url: &str, cache: Weak<H>) {
                     }
                 }
                 std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_secs(30));
+                // At most a second apart: once the database is back, the
+                // cache must be coherent again within seconds, not minutes.
+                pause = (pause * 2).min(Duration::from_secs(1));
             }
         });
     if let Err(e) = spawned {

@@ -2,6 +2,7 @@
 //! that picks the backend from the URL scheme, embedded migrations, and the
 //! only place where SQL differs between the two backends.
 
+pub mod health;
 pub mod listen;
 pub mod models;
 pub mod schema;
@@ -105,8 +106,71 @@ impl r2d2::ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut DbConn) -> bool {
+        // A PostgreSQL connection found dead was swapped for a placeholder
+        // (see `poison`): diesel cannot tell a dead libpq session by itself.
         conn.is_broken()
+            || matches!(
+                (&self.backend, conn),
+                (Backend::Postgres(_), DbConn::Sqlite(_))
+            )
     }
+}
+
+/// Marks a pooled connection dead so the pool drops it when it comes back
+/// instead of handing it out again: diesel's `is_broken` does not see a
+/// PostgreSQL session the server or the network closed, and it would fail
+/// every request it is lent to until r2d2's idle timeout.
+pub fn poison(conn: &mut DbConn) {
+    if matches!(conn, DbConn::Postgres(_)) {
+        if let Ok(placeholder) = SqliteConnection::establish(":memory:") {
+            *conn = DbConn::Sqlite(placeholder);
+        }
+    }
+}
+
+/// The outage epoch a pooled connection was last known good in.
+#[derive(Clone, Copy)]
+struct CheckedIn(u64);
+
+/// How long a checkout waits for a connection while the database is away.
+const AWAY_PATIENCE: Duration = Duration::from_millis(300);
+
+/// A connection from the pool, fit for use, within `patience`. While the
+/// database is away this fails within a fraction of a second instead; after
+/// an outage, each connection opened before it is pinged once before it is
+/// lent, and dropped if it died meanwhile.
+pub fn checkout(
+    pool: &Pool,
+    health: &health::Health,
+    patience: Duration,
+) -> Result<PooledConn, r2d2::Error> {
+    let patience = if health.is_up() {
+        patience
+    } else {
+        patience.min(AWAY_PATIENCE)
+    };
+    // Tried at most as many times as the pool can hold dead connections.
+    for _ in 0..=pool.max_size() {
+        let mut conn = pool.get_timeout(patience)?;
+        if !matches!(*conn, DbConn::Postgres(_)) {
+            return Ok(conn);
+        }
+        let epoch = health.epoch();
+        let checked = r2d2::PooledConnection::extensions(&conn)
+            .get::<CheckedIn>()
+            .copied();
+        if checked.is_some_and(|CheckedIn(e)| e == epoch) {
+            return Ok(conn);
+        }
+        // Opened before the last outage (or just now: one ping in its life).
+        if conn.ping().is_err() {
+            poison(&mut conn);
+            continue;
+        }
+        r2d2::PooledConnection::extensions_mut(&mut conn).insert(CheckedIn(epoch));
+        return Ok(conn);
+    }
+    pool.get_timeout(patience)
 }
 
 /// Opens a pool on `url`. For SQLite, the file's folder is created first.
@@ -119,6 +183,10 @@ pub fn connect(url: &str, size: u32) -> Result<Pool, String> {
         }
     }
     let name = backend.name();
+    let backend = match backend {
+        Backend::Postgres(url) => Backend::Postgres(with_connect_timeout(&url)),
+        sqlite => sqlite,
+    };
     let manager = Manager { backend };
     // One direct attempt first: r2d2 would retry a refused connection until
     // its timeout, where the operator wants the reason at once.
@@ -134,7 +202,12 @@ pub fn connect(url: &str, size: u32) -> Result<Pool, String> {
         // No ping on every checkout (it doubles the queries of a token
         // request); a broken connection is dropped through `has_broken`.
         .test_on_check_out(false)
-        .connection_timeout(Duration::from_secs(10))
+        // Also bounds r2d2's back-off between attempts to open a connection
+        // (half of it): after an outage the pool is back within 2 s.
+        .connection_timeout(Duration::from_secs(4))
+        // r2d2 would log every failed connection attempt, several lines
+        // each, for as long as an outage lasts; `health` says it once.
+        .error_handler(Box::new(QuietErrors))
         .build(manager)
         .map_err(|e| {
             format!(
@@ -143,6 +216,33 @@ pub fn connect(url: &str, size: u32) -> Result<Pool, String> {
             )
         })
 }
+
+/// Failed connection attempts of the pool, at debug level on one line.
+#[derive(Debug)]
+struct QuietErrors;
+
+impl r2d2::HandleError<diesel::r2d2::Error> for QuietErrors {
+    fn handle_error(&self, error: diesel::r2d2::Error) {
+        log::debug!(
+            "database connection attempt failed: {}",
+            redact_url_error(&error.to_string())
+        );
+    }
+}
+
+/// libpq waits for an unanswered connect as long as the operating system
+/// does (minutes); a database that is away must be noticed in seconds.
+pub fn with_connect_timeout(url: &str) -> String {
+    if url.contains("connect_timeout=") {
+        return url.to_string();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}connect_timeout={PG_CONNECT_TIMEOUT_SECS}")
+}
+
+/// Seconds libpq waits for a PostgreSQL connection to open, unless the
+/// database URL says otherwise.
+pub const PG_CONNECT_TIMEOUT_SECS: u32 = 3;
 
 /// libpq errors may quote the connection string; keep a password out of them.
 fn redact_url_error(message: &str) -> String {

@@ -184,6 +184,14 @@ diesel::joinable!(users -> tenants (tenant_id));
 diesel::joinable!(integration_settings -> tenants (tenant_id));
 diesel::joinable!(connect_links -> tenants (tenant_id));
 diesel::joinable!(connections -> tenants (tenant_id));
+diesel::table! {
+    instances (id) {
+        id -> Text,
+        started_at -> Timestamp,
+        heartbeat_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(oauth_states -> tenants (tenant_id));
 diesel::joinable!(api_keys -> tenants (tenant_id));
 diesel::joinable!(events -> tenants (tenant_id));
@@ -203,4 +211,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     integration_settings,
     pending_installs,
     seen_webhooks,
+    instances,
 );

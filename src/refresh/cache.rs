@@ -8,6 +8,11 @@
 //! live `TETHER_TOKEN_CACHE_MS`, so another instance's write is seen within
 //! that time. An entry is only ever served while its access token is valid
 //! for the caller.
+//!
+//! A flush (the listener lost or regained its session) does not forget the
+//! opened sets: it demotes them to a last resort, served by
+//! [`TokenCache::fallback`] only while the database is away and only while
+//! the access token is still valid. A write heard or made drops them.
 
 use crate::db::models::connection::{Connection, TokenSet};
 use std::collections::hash_map::DefaultHasher;
@@ -41,7 +46,8 @@ impl Opened {
 
 /// The account asked for, `None` for the default.
 type Account = Option<String>;
-type Entry = (Arc<Opened>, Instant);
+/// An opened set, when it was put, and the flush generation it belongs to.
+type Entry = (Arc<Opened>, Instant, u64);
 /// Tenant -> provider -> account: every write to one of a (tenant,
 /// provider)'s connections drops all its entries, since the default may have
 /// moved with it. Nested so that a lookup borrows instead of building a key.
@@ -62,6 +68,9 @@ pub struct TokenCache {
     /// reader that saw the database before the bump must not put what it
     /// read (it may be the very state the invalidation replaced).
     epochs: [AtomicU64; STRIPES],
+    /// Moves on at every flush: entries of an earlier generation are only
+    /// a last resort.
+    generation: AtomicU64,
 }
 
 /// What a reader saw of the cache before it read the database.
@@ -69,7 +78,8 @@ pub struct TokenCache {
 pub struct Epoch(u64);
 
 impl TokenCache {
-    /// A cache whose entries live `ttl` while incoherent; zero turns it off.
+    /// A cache whose entries live `ttl` while incoherent; zero: never served
+    /// warm (entries are kept only as the last resort of an outage).
     /// `coherent`: whether other instances' writes are heard from the start
     /// (SQLite: there are none).
     pub fn new(ttl: Duration, coherent: bool) -> TokenCache {
@@ -78,6 +88,7 @@ impl TokenCache {
             coherent: AtomicBool::new(coherent),
             entries: Mutex::new(HashMap::new()),
             epochs: std::array::from_fn(|_| AtomicU64::new(0)),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -112,23 +123,40 @@ impl TokenCache {
         } else {
             self.ttl
         };
+        let generation = self.generation.load(Ordering::SeqCst);
+        self.entry(tenant_id, provider, account)
+            .filter(|(_, at, g)| *g == generation && at.elapsed() < lifetime)
+            .map(|(opened, _, _)| opened)
+    }
+
+    /// The last opened set this process holds for `account` of (tenant,
+    /// provider), however old, unless a write to it was made or heard: for
+    /// when the database is away. The caller checks it is still valid.
+    pub fn fallback(
+        &self,
+        tenant_id: &str,
+        provider: &str,
+        account: Option<&str>,
+    ) -> Option<Arc<Opened>> {
+        self.entry(tenant_id, provider, account)
+            .map(|(opened, _, _)| opened)
+    }
+
+    fn entry(&self, tenant_id: &str, provider: &str, account: Option<&str>) -> Option<Entry> {
         let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let accounts = map.get(tenant_id)?.get(provider)?;
-        let entry = match account {
+        match account {
             None => accounts.get(&None),
             Some(a) => accounts.get(&Some(a.to_string())),
-        };
-        entry
-            .filter(|(_, at)| at.elapsed() < lifetime)
-            .map(|(opened, _)| opened.clone())
+        }
+        .cloned()
     }
 
     /// Keeps `row` as the answer for `account` (`None`: the default), read
     /// at `seen`, unless an invalidation came since.
     pub fn put(&self, opened: &Arc<Opened>, account: Option<&str>, seen: Epoch) {
-        if self.ttl.is_zero() {
-            return;
-        }
+        // Kept even with the cache off (`TETHER_TOKEN_CACHE_MS=0`): then it is
+        // never served warm, only as the last resort of an outage.
         let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         // Checked under the lock that invalidations take too.
         let row = &opened.row;
@@ -144,7 +172,11 @@ impl TokenCache {
             .or_default()
             .insert(
                 account.map(str::to_string),
-                (opened.clone(), Instant::now()),
+                (
+                    opened.clone(),
+                    Instant::now(),
+                    self.generation.load(Ordering::SeqCst),
+                ),
             );
     }
 
@@ -168,13 +200,15 @@ impl TokenCache {
         }
     }
 
-    /// Drops everything (the listener lost or regained its session).
+    /// Stops serving every entry (the listener lost or regained its
+    /// session, so writes may have been missed); they stay as a last resort
+    /// for [`TokenCache::fallback`].
     pub fn flush(&self) {
-        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let _map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         for e in &self.epochs {
             e.fetch_add(1, Ordering::SeqCst);
         }
-        map.clear();
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Whether other instances' writes are heard; either change flushes.
@@ -261,6 +295,10 @@ mod tests {
         cache.put(&opened, None, seen);
         cache.flush();
         assert!(cache.get("t", "p", None).is_none());
+        // A flushed entry is still there as a last resort; a write drops it.
+        assert!(cache.fallback("t", "p", None).is_some());
+        cache.invalidate("t", "p");
+        assert!(cache.fallback("t", "p", None).is_none());
     }
 
     #[test]

@@ -11,12 +11,15 @@
 pub mod cache;
 pub mod circuit;
 pub mod flight;
+pub mod held;
+pub mod keeper;
 pub mod retry;
 pub mod scheduler;
 
 use crate::app::App;
 use crate::db::models::connection::{Connection, Refreshed, Status};
 use crate::db::models::event::{Actor, EventKind, NewEvent};
+use crate::db::models::instance::Takeover;
 use crate::db::models::integration_setting::IntegrationSetting;
 use crate::db::now;
 use crate::error::{AppError, AppResult, Code};
@@ -85,13 +88,20 @@ pub fn lease_owner(state: &App) -> String {
     format!("{}:{}", state.instance_id, crate::crypto::random_token(6))
 }
 
+/// Whose lapsed leases this instance may take now (see
+/// `db::models::instance`).
+pub fn takeover(state: &App) -> Takeover {
+    Takeover::new(&state.instance_id, state.health.up_for(), now())
+}
+
 /// Takes the lease of one connection, or says who cannot have it: `Ok(None)`
 /// when another holder has it, an error when the row cannot be refreshed.
 async fn claim(state: &App, id: &str) -> AppResult<Option<Leased>> {
     let (id, owner, until) = (id.to_string(), lease_owner(state), lease_until(state));
+    let takeover = takeover(state);
     state
         .db(move |c| {
-            if let Some(row) = Connection::claim(c, &id, &owner, until)? {
+            if let Some(row) = Connection::claim(c, &id, &owner, until, &takeover)? {
                 return Ok(Some(Leased { row, owner }));
             }
             match Connection::by_id(c, &id).ok() {
@@ -104,19 +114,22 @@ async fn claim(state: &App, id: &str) -> AppResult<Option<Leased>> {
         .await
 }
 
-/// Waits until another holder's lease on `id` is released or lapses, by
-/// polling the row with a growing interval (bounded by the lease length).
+/// Waits until another holder's lease on `id` is released, or lapses and
+/// may be taken over, by polling the row with a growing interval (bounded
+/// by the lease length).
 async fn wait_for_lease(state: &App, id: &str) -> AppResult<()> {
     let deadline = std::time::Instant::now()
         + state.settings.refresh.lease
         + std::time::Duration::from_secs(1);
     let mut pause = std::time::Duration::from_millis(10);
     loop {
-        let row = {
-            let id = id.to_string();
-            state.db(move |c| Ok(Connection::by_id(c, &id)?)).await?
+        let free = {
+            let (id, takeover) = (id.to_string(), takeover(state));
+            state
+                .db(move |c| Ok(Connection::lease_free(c, &id, &takeover)?))
+                .await?
         };
-        if row.lease_until.is_none_or(|until| until <= now()) {
+        if free {
             return Ok(());
         }
         if std::time::Instant::now() >= deadline {
@@ -177,6 +190,10 @@ pub async fn refresh_now(
     }
     rx.await
         .map_err(|_| AppError::internal("the refresh task ended without an outcome"))??;
+    // An answer the database could not take yet is the connection's state.
+    if let Some(held) = state.held.row_of(id) {
+        return Ok(held);
+    }
     let id = id.to_string();
     state.db(move |c| Ok(Connection::by_id(c, &id)?)).await
 }
@@ -191,6 +208,10 @@ async fn shared_refresh(
     state
         .flights
         .run(id, || async {
+            // Its last answer is not stored yet: nothing may be sent before.
+            if state.held.holds(id) {
+                return Ok(());
+            }
             let baseline = match seen {
                 Some(s) => s,
                 None => {
@@ -275,6 +296,13 @@ pub async fn fresh_token(
     // Read before the database, so that what it says is not cached if
     // another instance's write is heard meanwhile.
     let epoch = state.tokens.epoch(tenant_id, &provider.key);
+    // An answer held until the database takes it is the current token set.
+    if let Some(row) = state.held.row_for(tenant_id, &provider.key, account) {
+        if valid_for(&row, 0) {
+            let tokens = row.tokens(&state.keys)?.ok_or_else(not_connected)?;
+            return Ok(Opened::new(row, tokens));
+        }
+    }
     // Warm path: an opened token set this process read or wrote moments ago.
     if let Some(hit) = state.tokens.get(tenant_id, &provider.key, account) {
         let row = &hit.row;
@@ -282,7 +310,7 @@ pub async fn fresh_token(
             return Ok(hit);
         }
     }
-    let current = {
+    let read = {
         let (tn, p, a) = (
             tenant_id.to_string(),
             provider.key.clone(),
@@ -299,8 +327,16 @@ pub async fn fresh_token(
                 }
                 Ok(Some(Connection::lookup(c, &tn, &p, a.as_deref())?))
             })
-            .await?
-            .ok_or_else(|| AppError::provider_disabled(&provider.display_name))?
+            .await
+    };
+    let current = match read {
+        Ok(current) => {
+            current.ok_or_else(|| AppError::provider_disabled(&provider.display_name))?
+        }
+        Err(e) if e.is(Code::DatabaseUnavailable) => {
+            return from_memory(state, tenant_id, &provider.key, account).ok_or(e)
+        }
+        Err(e) => return Err(e),
     };
     let row = current
         .filter(|c| c.token_ciphertext.is_some())
@@ -368,6 +404,30 @@ pub async fn fresh_token(
         }
         Err(e) => Err(e),
     }
+}
+
+/// While the database is away: the last token set this process opened for
+/// the connection, if its access token is still valid. Nothing else can be
+/// known without the database (a disconnect elsewhere, a newer token), and a
+/// still-valid token is what the provider accepts.
+fn from_memory(
+    state: &App,
+    tenant_id: &TenantId,
+    provider: &str,
+    account: Option<&str>,
+) -> Option<Arc<Opened>> {
+    let hit = state.tokens.fallback(tenant_id, provider, account)?;
+    let row = &hit.row;
+    let valid = row.status() == Status::Connected && row.expires_at.is_none_or(|exp| exp > now());
+    if !valid {
+        return None;
+    }
+    state.metrics.answered_from_memory();
+    log::debug!(
+        "database away: answered tenant={tenant_id} provider={provider} connection={} from memory",
+        row.id
+    );
+    Some(hit)
 }
 
 /// Refreshes a connection whose lease we hold, and releases the lease.
@@ -449,7 +509,11 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &Actor) -> AppRe
         .filter(|_| provider.location_tokens && old.refresh_token.is_none());
     let result = match minted_by {
         // A location token minted without a refresh token: mint it again.
-        Some(agency) => remint(state, &provider, &row, &metadata, agency).await,
+        Some(agency) => match remint(state, &provider, &row, &metadata, agency).await {
+            Ok(minted) => minted,
+            // The database, not the provider: nothing was sent, nothing counts.
+            Err(e) => return Err(release(e).await),
+        },
         None => {
             client::refresh(
                 &state.refresh_http,
@@ -461,8 +525,6 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &Actor) -> AppRe
             .await
         }
     };
-    // Whatever the outcome, the cached token set of this connection is stale now.
-    state.tokens.forget(&row.tenant_id, &row.provider);
     let secs = started.elapsed().as_secs_f64();
     let ms = started.elapsed().as_millis();
     let (tenant_id, conn_id, provider_key, actor) = (
@@ -504,41 +566,26 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &Actor) -> AppRe
                 refresh_expires_at,
                 scopes: response.scopes.unwrap_or_else(|| row.scopes()),
             };
-            let keys = state.keys.clone();
             log::info!("refreshed tenant={tenant_id} provider={provider_key} connection={conn_id} in {ms}ms");
-            let row = row.clone();
-            let notify = state.settings.webhook.is_some();
-            let (cached_tenant, cached_provider) = (row.tenant_id.clone(), row.provider.clone());
-            let committed = state
-                .db(move |c| {
-                    c.transaction(|c| {
-                        if !Connection::commit_refresh(c, &keys, &row, &owner, &tokens, &refreshed)?
-                        {
-                            return Err(AppError::conflict(
-                                Code::ConcurrentUpdate,
-                                "the connection changed while refreshing",
-                            ));
-                        }
-                        crate::db::models::provider_flag::ProviderFlag::clear(c, &provider_key)?;
-                        crate::webhooks::record(
-                            c,
-                            notify,
-                            &NewEvent {
-                                tenant_id: &tenant_id,
-                                connection_id: Some(&conn_id),
-                                provider: &provider_key,
-                                kind: EventKind::Refreshed,
-                                actor: &actor,
-                                detail: None,
-                            },
-                        )?;
-                        Ok(Connection::by_id(c, &conn_id)?)
-                    })
-                })
-                .await;
-            // Again after the commit: a reader between the two may have cached the old row.
-            state.tokens.forget(&cached_tenant, &cached_provider);
-            committed
+            // Sealed once: stored now, or held (and maybe spilled) as is.
+            let sealed = row.seal(&state.keys, &tokens)?;
+            let id = row.id.to_string();
+            let answer = held::HeldAnswer {
+                leased: row,
+                owner,
+                sealed,
+                refreshed,
+                actor,
+            };
+            match keeper::store_or_hold(state, answer).await? {
+                Some(row) => Ok(row),
+                // A disconnect, a reconnect or another holder got there
+                // first: what the row says now is the answer.
+                None => {
+                    let row = state.db(move |c| Ok(Connection::by_id(c, &id)?)).await?;
+                    outcome_of(&row).map(|()| row)
+                }
+            }
         }
         Err(e) => {
             log::warn!("refresh failed tenant={tenant_id} provider={provider_key} connection={conn_id} in {ms}ms: {e}");
@@ -582,14 +629,18 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &Actor) -> AppRe
             let recorded = state
                 .db(move |c| {
                     c.transaction(|c| {
-                        Connection::record_failure(
+                        // The row moved on meanwhile (a disconnect, a
+                        // reconnect, another holder): this failure is not its.
+                        if !Connection::record_failure(
                             c,
                             &row,
                             &owner,
                             status,
                             &detail,
                             next_refresh_at,
-                        )?;
+                        )? {
+                            return Ok(());
+                        }
                         crate::webhooks::record(
                             c,
                             notify,
@@ -606,7 +657,12 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &Actor) -> AppRe
                     })
                 })
                 .await;
-            state.tokens.forget(&cached_tenant, &cached_provider);
+            // Unrecorded for want of a database, the row (and a still-valid
+            // token this process holds for it) is as it was, unless the
+            // provider said the grant is gone.
+            if recorded.is_ok() || status == Status::NeedsReconnect {
+                state.tokens.forget(&cached_tenant, &cached_provider);
+            }
             recorded?;
             Err(error)
         }
@@ -622,7 +678,7 @@ async fn remint(
     row: &Connection,
     metadata: &serde_json::Value,
     agency_account: &str,
-) -> Result<crate::oauth::token::TokenResponse, ProviderError> {
+) -> AppResult<Result<crate::oauth::token::TokenResponse, ProviderError>> {
     let (tenant, key, account) = (
         row.tenant_id.to_string(),
         row.provider.clone(),
@@ -630,11 +686,18 @@ async fn remint(
     );
     let agency = state
         .db(move |c| Ok(Connection::for_account(c, &tenant, &key, &account)?))
-        .await
-        .map_err(|e| ProviderError::Transient {
-            detail: e.message().to_string(),
-            retry_after: None,
-        })?;
+        .await?;
+    Ok(mint_again(state, provider, row, metadata, agency).await)
+}
+
+/// [`remint`] once the agency's connection is read.
+async fn mint_again(
+    state: &App,
+    provider: &Provider,
+    row: &Connection,
+    metadata: &serde_json::Value,
+    agency: Option<Connection>,
+) -> Result<crate::oauth::token::TokenResponse, ProviderError> {
     let gone = || ProviderError::GrantGone {
         error: "the agency connection that minted this location's token is gone".into(),
     };

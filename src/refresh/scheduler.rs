@@ -14,6 +14,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
+/// How soon a tick is tried again while the database is away.
+const AWAY_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How far ahead a lapsing refresh token is announced.
 pub const LAPSE_WARNING_DAYS: i64 = 14;
 
@@ -111,17 +114,37 @@ impl Scheduler {
     /// frees up (so a backlog drains at full concurrency). Started by
     /// `workers`.
     pub async fn run(self: Arc<Self>) {
+        // Whether the last tick found the database away: said once per outage.
+        let mut away = false;
         while !self.state.is_stopping() {
             // A tick that filled every slot it had probably left work due:
             // go on as soon as a slot frees instead of after the interval.
-            let full = match self.tick_with_capacity().await {
+            let (full, pause) = match self.tick_with_capacity().await {
                 Ok((started, capacity)) => {
                     log::debug!("scheduler tick started {started} of {capacity} slots");
-                    started > 0 && started == capacity
+                    if std::mem::take(&mut away) {
+                        log::info!("refresh scheduler: the database answers again; refreshing");
+                    }
+                    (
+                        started > 0 && started == capacity,
+                        self.state.settings.refresh.interval,
+                    )
+                }
+                // Paused, counting nothing against any connection or
+                // provider; tried again every second so that it resumes as
+                // soon as the database is back.
+                Err(e) if e.is(crate::error::Code::DatabaseUnavailable) => {
+                    if !std::mem::replace(&mut away, true) {
+                        log::warn!(
+                            "refresh scheduler: paused while the database is away ({})",
+                            e.message()
+                        );
+                    }
+                    (false, AWAY_RETRY.min(self.state.settings.refresh.interval))
                 }
                 Err(e) => {
                     log::warn!("refresh scheduler: {e:?}");
-                    false
+                    (false, self.state.settings.refresh.interval)
                 }
             };
             if full {
@@ -130,7 +153,7 @@ impl Scheduler {
                     drop(permit);
                 }
             } else {
-                tokio::time::sleep(self.state.settings.refresh.interval).await;
+                tokio::time::sleep(pause).await;
             }
         }
     }
@@ -153,6 +176,11 @@ impl Scheduler {
         let state = &self.state;
         if state.is_stopping() {
             return Ok((0, 0));
+        }
+        // An answer this process holds must be stored before anything of
+        // ours is refreshed again (the keeper stores it once it can).
+        if !state.held.is_empty() {
+            return Err(crate::error::AppError::database_unavailable());
         }
         let housekeeping_due = {
             let mut last = self.housekept.lock().unwrap_or_else(|e| e.into_inner());
@@ -194,9 +222,10 @@ impl Scheduler {
         let owner = lease_owner(state);
         let until = super::lease_until(state);
         let due = {
-            let (owner, limit) = (owner.clone(), slots.len() as i64);
+            let (owner, limit, takeover) =
+                (owner.clone(), slots.len() as i64, super::takeover(state));
             state
-                .db(move |c| Ok(Connection::claim_due(c, &owner, until, limit)?))
+                .db(move |c| Ok(Connection::claim_due(c, &owner, until, limit, &takeover)?))
                 .await?
         };
         let started = due.len();

@@ -259,15 +259,20 @@ impl FromRequest for ApiCaller {
 
 /// Validates a key the cache does not hold (or no longer trusts).
 async fn authenticate(state: &App, digest: [u8; 32], presented: String) -> AppResult<Arc<ApiKey>> {
-    let key = Arc::new(
-        state
-            .db(move |c| ApiKey::authenticate(c, &presented))
-            .await?,
-    );
+    let key = match state.db(move |c| ApiKey::authenticate(c, &presented)).await {
+        Ok(key) => Arc::new(key),
+        Err(e) if e.is(Code::DatabaseUnavailable) => {
+            return state.api_cache.key_while_away(&digest).ok_or(e)
+        }
+        Err(e) => return Err(e),
+    };
     let due = state.api_cache.remember(digest, &key);
     if due {
         let id = key.id.clone();
-        state.db(move |c| Ok(ApiKey::touch(c, &id)?)).await?;
+        // Bookkeeping: a database that cannot take it now fails no request.
+        if let Err(e) = state.db(move |c| Ok(ApiKey::touch(c, &id)?)).await {
+            log::debug!("api key last_used_at not written: {}", e.message());
+        }
     }
     Ok(key)
 }
@@ -283,13 +288,23 @@ impl ApiCaller {
             None => {
                 let ext = ExternalTenantId::parse(external_id)
                     .map_err(|_| AppError::not_found(format!("no tenant '{external_id}'")))?;
-                let found = state
+                match state
                     .db(move |c| Ok(Tenant::by_external_id(c, &ext)?))
-                    .await?;
-                if let Some(t) = &found {
-                    state.api_cache.remember_tenant(&t.external_id, &t.id);
+                    .await
+                {
+                    Ok(found) => {
+                        if let Some(t) = &found {
+                            state.api_cache.remember_tenant(&t.external_id, &t.id);
+                        }
+                        found.map(|t| t.id)
+                    }
+                    // Only a tenant read before the outage; an unknown one
+                    // cannot be told from a missing one now.
+                    Err(e) if e.is(Code::DatabaseUnavailable) => {
+                        Some(state.api_cache.tenant_while_away(external_id).ok_or(e)?)
+                    }
+                    Err(e) => return Err(e),
                 }
-                found.map(|t| t.id)
             }
         };
         match (&self.key.tenant_id, id) {

@@ -9,6 +9,9 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use diesel::connection::SimpleConnection;
 
+/// How long `/readyz` waits for a database connection.
+const READY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Liveness: constant, no I/O.
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok()
@@ -24,15 +27,24 @@ pub async fn healthz() -> HttpResponse {
 /// database's own error text goes to the log only (it can name hosts, users
 /// and tables). The key check's reason is Tether's own and names the key id.
 pub async fn readyz(state: web::Data<App>) -> HttpResponse {
-    let pool = state.pool.clone();
+    let (pool, health) = (state.pool.clone(), state.health.clone());
     let keys = state.keys.clone();
     let result = web::block(move || -> Result<Vec<ProviderFlag>, Failed> {
         let database = |e: &dyn std::fmt::Display| {
             log::warn!("not ready: database: {e}");
             Failed::Database
         };
-        let mut conn = pool.get().map_err(|e| database(&e))?;
-        conn.batch_execute("SELECT 1").map_err(|e| database(&e))?;
+        // Within a second, so that a balancer hears of an outage at once.
+        let mut conn = crate::db::checkout(&pool, &health, READY_PATIENCE).map_err(|e| {
+            health.down(&e);
+            database(&e)
+        })?;
+        if let Err(e) = conn.batch_execute("SELECT 1") {
+            crate::db::poison(&mut conn);
+            health.down(&e);
+            return Err(database(&e));
+        }
+        health.reached();
         crate::keys::check(&mut conn, &keys)
             .map_err(|e| database(&e))?
             .map_err(|why| {
@@ -117,8 +129,11 @@ pub async fn metrics(state: web::Data<App>, req: HttpRequest) -> HttpResponse {
     let counts = state
         .db(|c| Ok((Connection::count_by_status(c)?, ProviderFlag::all(c)?)))
         .await;
+    // While the database is away the process's own figures (held token
+    // sets, answers from memory) matter most: served without the counts.
     let (statuses, flags) = match counts {
         Ok(v) => v,
+        Err(e) if e.is(crate::error::Code::DatabaseUnavailable) => Default::default(),
         Err(e) => return actix_web::ResponseError::error_response(&e),
     };
     let circuits: Vec<(String, &str)> = state
@@ -130,7 +145,11 @@ pub async fn metrics(state: web::Data<App>, req: HttpRequest) -> HttpResponse {
     let flags: Vec<String> = flags.into_iter().map(|f| f.provider).collect();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render(&circuits, &statuses, &flags))
+        .body(
+            state
+                .metrics
+                .render(&circuits, &statuses, &flags, state.health.is_up()),
+        )
 }
 
 /// Whether the request carries `Authorization: Bearer <expected>`. Both sides

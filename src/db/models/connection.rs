@@ -1,8 +1,9 @@
 //! Connections: one row per (tenant, provider, account), holding the whole
 //! token set as one AEAD ciphertext bound to the row.
 
-use crate::crypto::{Aad, CryptoError, KeyRing, Secret};
+use crate::crypto::{Aad, CryptoError, KeyRing, Sealed, Secret};
 use crate::db::listen::notify_changed;
+use crate::db::models::instance::{Takeover, TAKEABLE};
 use crate::db::schema::connections;
 use crate::db::{now, DbConn};
 use crate::error::{AppError, AppResult, Code};
@@ -151,7 +152,7 @@ struct GrantRow<'a> {
 }
 
 /// What a successful refresh changes besides the tokens.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Refreshed {
     pub expires_at: Option<NaiveDateTime>,
     pub next_refresh_at: Option<NaiveDateTime>,
@@ -198,6 +199,15 @@ pub struct SealedRow {
     pub key_id: Option<String>,
     pub bytes: Option<Vec<u8>>,
     pub version: i64,
+}
+
+/// Raw SQL written with PostgreSQL's `$n` placeholders, for the backend at
+/// hand (SQLite numbers them `?n`).
+fn numbered(conn: &DbConn, sql: &str) -> String {
+    match conn {
+        DbConn::Postgres(_) => sql.to_string(),
+        DbConn::Sqlite(_) => sql.replace('$', "?"),
+    }
 }
 
 fn aad<'a>(id: &'a str, tenant_id: &'a str, provider: &'a str) -> Aad<'a> {
@@ -604,34 +614,37 @@ impl Connection {
             .map_err(|_| CryptoError::Tampered(kid.clone()))
     }
 
-    /// Takes the refresh lease if nobody holds it: the one guard that keeps a
-    /// refresh token from being sent twice. Returns the row as leased.
+    /// Takes the lease if nobody holds it: the one guard that keeps a
+    /// refresh token from being sent twice. A lapsed lease is taken only as
+    /// `takeover` allows (its holder may hold the answer; see
+    /// `db::models::instance`). Returns the row as leased.
     pub fn claim(
         conn: &mut DbConn,
         id: &str,
         owner: &str,
         until: NaiveDateTime,
+        takeover: &Takeover,
     ) -> QueryResult<Option<Connection>> {
-        let t = now();
-        let taken = diesel::update(
-            connections::table
-                .find(id)
-                .filter(connections::token_ciphertext.is_not_null())
-                .filter(
-                    connections::status
-                        .eq_any([Status::Connected.as_str(), Status::Error.as_str()]),
-                )
-                .filter(
-                    connections::lease_until
-                        .is_null()
-                        .or(connections::lease_until.lt(t)),
-                ),
-        )
-        .set((
-            connections::lease_owner.eq(owner),
-            connections::lease_until.eq(until),
-        ))
-        .execute(conn)?;
+        use diesel::sql_types::{Bool, Text, Timestamp};
+        let (own, others, since) = takeover.binds();
+        let sql = format!(
+            "UPDATE connections SET lease_owner = $1, lease_until = $2 WHERE id = $3 \
+             AND token_ciphertext IS NOT NULL AND status IN ('connected', 'error') \
+             AND (lease_until IS NULL OR lease_until < $4) AND {}",
+            TAKEABLE
+                .replace("{own}", "$5")
+                .replace("{others}", "$6")
+                .replace("{since}", "$7")
+        );
+        let taken = diesel::sql_query(numbered(conn, &sql))
+            .bind::<Text, _>(owner)
+            .bind::<Timestamp, _>(until)
+            .bind::<Text, _>(id)
+            .bind::<Timestamp, _>(now())
+            .bind::<Text, _>(own)
+            .bind::<Bool, _>(others)
+            .bind::<Timestamp, _>(since)
+            .execute(conn)?;
         if taken == 1 {
             Connection::by_id(conn, id).map(Some)
         } else {
@@ -639,22 +652,53 @@ impl Connection {
         }
     }
 
-    /// Commits a refreshed token set if the row is still the one we leased
-    /// (compare-and-swap on version and lease owner), and releases the lease.
-    pub fn commit_refresh(
-        conn: &mut DbConn,
-        ring: &KeyRing,
-        leased: &Connection,
-        owner: &str,
-        tokens: &TokenSet,
-        refreshed: &Refreshed,
-    ) -> QueryResult<bool> {
+    /// Whether a claim of `id` under `takeover` would find its lease free.
+    pub fn lease_free(conn: &mut DbConn, id: &str, takeover: &Takeover) -> QueryResult<bool> {
+        use diesel::sql_types::{BigInt, Bool, Text, Timestamp};
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let (own, others, since) = takeover.binds();
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM connections WHERE id = $1 \
+             AND (lease_until IS NULL OR lease_until < $2) AND {}",
+            TAKEABLE
+                .replace("{own}", "$3")
+                .replace("{others}", "$4")
+                .replace("{since}", "$5")
+        );
+        let found: Count = diesel::sql_query(numbered(conn, &sql))
+            .bind::<Text, _>(id)
+            .bind::<Timestamp, _>(now())
+            .bind::<Text, _>(own)
+            .bind::<Bool, _>(others)
+            .bind::<Timestamp, _>(since)
+            .get_result(conn)?;
+        Ok(found.n > 0)
+    }
+
+    /// Seals a token set for this row (bound to its id, tenant and provider).
+    pub fn seal(&self, ring: &KeyRing, tokens: &TokenSet) -> QueryResult<Sealed> {
         let plaintext = serde_json::to_vec(tokens)
             .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
-        let sealed = ring.seal(
-            &plaintext,
-            aad(&leased.id, &leased.tenant_id, &leased.provider),
-        );
+        Ok(ring.seal(&plaintext, aad(&self.id, &self.tenant_id, &self.provider)))
+    }
+
+    /// Commits a refreshed token set, sealed for this row by [`Connection::seal`],
+    /// if the row is still the one we leased (compare-and-swap on version and
+    /// lease owner), and releases the lease. The lease may have lapsed: an
+    /// answer held through an outage is stored as long as nobody else took
+    /// the row (a claim names a new owner; a disconnect, a reconnect and
+    /// every other commit move the version on).
+    pub fn commit_refresh(
+        conn: &mut DbConn,
+        leased: &Connection,
+        owner: &str,
+        sealed: &Sealed,
+        refreshed: &Refreshed,
+    ) -> QueryResult<bool> {
         let t = now();
         let n = diesel::update(
             connections::table
@@ -663,8 +707,8 @@ impl Connection {
                 .filter(connections::lease_owner.eq(owner)),
         )
         .set((
-            connections::token_ciphertext.eq(sealed.bytes),
-            connections::key_id.eq(sealed.key_id),
+            connections::token_ciphertext.eq(&sealed.bytes),
+            connections::key_id.eq(&sealed.key_id),
             connections::status.eq(Status::Connected.as_str()),
             connections::expires_at.eq(refreshed.expires_at),
             connections::next_refresh_at.eq(refreshed.next_refresh_at),
@@ -741,39 +785,41 @@ impl Connection {
         owner: &str,
         until: NaiveDateTime,
         limit: i64,
+        takeover: &Takeover,
     ) -> QueryResult<Vec<Connection>> {
-        use diesel::sql_types::{BigInt, Text, Timestamp};
+        use diesel::sql_types::{BigInt, Bool, Text, Timestamp};
         #[derive(QueryableByName)]
         struct Id {
             #[diesel(sql_type = Text)]
             id: String,
         }
-        const DUE: &str = "next_refresh_at <= {now} AND status IN ('connected', 'error') \
-             AND token_ciphertext IS NOT NULL AND (lease_until IS NULL OR lease_until < {now}) \
-             ORDER BY next_refresh_at LIMIT {limit}";
-        let t = now();
-        let ids: Vec<Id> = match conn {
-            DbConn::Postgres(c) => diesel::sql_query(format!(
-                "UPDATE connections SET lease_owner = $1, lease_until = $2 WHERE id IN \
-                 (SELECT id FROM connections WHERE {} FOR UPDATE SKIP LOCKED) RETURNING id",
-                DUE.replace("{now}", "$3").replace("{limit}", "$4")
-            ))
-            .bind::<Text, _>(owner)
-            .bind::<Timestamp, _>(until)
-            .bind::<Timestamp, _>(t)
-            .bind::<BigInt, _>(limit)
-            .load(c)?,
-            DbConn::Sqlite(c) => diesel::sql_query(format!(
-                "UPDATE connections SET lease_owner = ?1, lease_until = ?2 WHERE id IN \
-                 (SELECT id FROM connections WHERE {}) RETURNING id",
-                DUE.replace("{now}", "?3").replace("{limit}", "?4")
-            ))
-            .bind::<Text, _>(owner)
-            .bind::<Timestamp, _>(until)
-            .bind::<Timestamp, _>(t)
-            .bind::<BigInt, _>(limit)
-            .load(c)?,
+        let due = format!(
+            "next_refresh_at <= $3 AND status IN ('connected', 'error') \
+             AND token_ciphertext IS NOT NULL AND (lease_until IS NULL OR lease_until < $3) \
+             AND {} ORDER BY next_refresh_at LIMIT $4",
+            TAKEABLE
+                .replace("{own}", "$5")
+                .replace("{others}", "$6")
+                .replace("{since}", "$7")
+        );
+        let lock = match conn {
+            DbConn::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+            DbConn::Sqlite(_) => "",
         };
+        let sql = format!(
+            "UPDATE connections SET lease_owner = $1, lease_until = $2 WHERE id IN \
+             (SELECT id FROM connections WHERE {due}{lock}) RETURNING id"
+        );
+        let (own, others, since) = takeover.binds();
+        let ids: Vec<Id> = diesel::sql_query(numbered(conn, &sql))
+            .bind::<Text, _>(owner)
+            .bind::<Timestamp, _>(until)
+            .bind::<Timestamp, _>(now())
+            .bind::<BigInt, _>(limit)
+            .bind::<Text, _>(own)
+            .bind::<Bool, _>(others)
+            .bind::<Timestamp, _>(since)
+            .load(conn)?;
         let ids: Vec<String> = ids.into_iter().map(|r| r.id).collect();
         connections::table
             .filter(connections::id.eq_any(&ids))

@@ -4,6 +4,7 @@ pub mod api_key;
 pub mod connect_link;
 pub mod connection;
 pub mod event;
+pub mod instance;
 pub mod integration_setting;
 pub mod key_check;
 pub mod oauth_state;

@@ -13,7 +13,8 @@
 //! - `flow.rs`: an admin signed in, and the connect flow driven through it;
 //! - `browser.rs`: another browser, and the HTML error page it is shown;
 //! - `webhooks.rs`: the outbox and a receiver's signed requests;
-//! - `process.rs`: the `tether` binary, and `tether serve` as a process.
+//! - `process.rs`: the `tether` binary, and `tether serve` as a process;
+//! - `fault_proxy.rs`: a TCP proxy that cuts the database for a while.
 
 use diesel::prelude::*;
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use tether::startup::{self, Application, Context};
 mod browser;
 mod db;
 mod fake_provider;
+mod fault_proxy;
 mod flow;
 mod process;
 mod rotating;
@@ -33,6 +35,7 @@ mod webhooks;
 pub use browser::*;
 pub use db::*;
 pub use fake_provider::*;
+pub use fault_proxy::*;
 pub use flow::*;
 pub use process::*;
 pub use rotating::*;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tether::db::models::connection::{Connection, Status};
+use tether::db::models::instance::Takeover;
 use tether::db::models::tenant::Tenant;
 use tether::db::now;
 use tether::ids::ConnectionId;
@@ -38,6 +39,7 @@ async fn an_expired_lease_of_a_dead_instance_is_taken_over_and_the_refresh_token
         &c.id,
         "dead-instance",
         now() + chrono::Duration::seconds(60),
+        &Takeover::new("dead-instance", None, now()),
     )
     .unwrap();
     assert!(leased.is_some());

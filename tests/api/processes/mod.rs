@@ -1455,3 +1455,5 @@ mod harness_check {
         }
     }
 }
+
+mod outages;
