@@ -5,6 +5,14 @@
 //! lease-owner conditions of `Connection::commit_refresh` and
 //! `Connection::record_failure`. Each answer here is held by the provider's
 //! side until the test lets it go, so the order is certain, not timed.
+//!
+//! Which condition holds what: a disconnect and a reconnect both clear the
+//! lease owner and bump the version, so either condition alone refuses their
+//! late answer (deleting both fails those tests); a takeover changes only
+//! the owner (a claim keeps the version), so the owner condition alone holds
+//! it. No write today bumps the version of a row while leaving a live
+//! lease's owner on it, so the version condition is never the only one
+//! standing in these scenarios.
 
 use super::{event_kinds, refresh_token_of};
 use crate::backend_tests;
@@ -25,6 +33,9 @@ backend_tests!(
     a_lease_taken_over_while_the_first_holder_waits_is_not_undone_by_its_late_commit,
     a_late_refusal_does_not_mark_a_reconnected_connection_needs_reconnect,
     a_late_failure_does_not_touch_a_lease_taken_over_meanwhile,
+    #[ignore = "bug: refresh_leased records the failure's event (and webhook) even when \
+                record_failure refused to touch the row; src/refresh/mod.rs drops its bool"]
+    a_late_refusal_after_a_reconnect_records_no_needs_reconnect_event,
 );
 
 /// A connection whose refresh is at the provider, its answer held.
@@ -349,4 +360,17 @@ async fn a_late_failure_does_not_touch_a_lease_taken_over_meanwhile(backend: Bac
     assert_eq!(after.status(), Status::Connected, "{after:?}");
     assert_eq!(after.failure_count, 0, "{after:?}");
     assert_eq!(after.version, second.version);
+}
+
+async fn a_late_refusal_after_a_reconnect_records_no_needs_reconnect_event(backend: Backend) {
+    let mut f = in_flight(backend, ACCOUNT, false).await;
+    reconnect(&f.app, &f.fake).await;
+    f.answer_arrives().await;
+
+    assert_eq!(f.app.connection(&f.seeded.id).status(), Status::Connected);
+    let kinds = event_kinds(&f.app, &f.seeded.id);
+    assert!(
+        !kinds.contains(&"needs_reconnect".to_string()),
+        "a needs_reconnect event (a webhook, where configured) for a row the refusal did not touch: {kinds:?}"
+    );
 }
