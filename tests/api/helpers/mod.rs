@@ -10,6 +10,8 @@
 //!   calls it received, and apps (or second instances) configured against it;
 //! - `rotating.rs`: a token endpoint that rotates refresh tokens and keeps a
 //!   ledger of what it was sent;
+//! - `held.rs`: a token endpoint in front of the fake's that holds each
+//!   refresh's answer until the test lets it go;
 //! - `flow.rs`: an admin signed in, and the connect flow driven through it;
 //! - `browser.rs`: another browser, and the HTML error page it is shown;
 //! - `webhooks.rs`: the outbox and a receiver's signed requests;
@@ -28,6 +30,7 @@ mod db;
 mod fake_provider;
 mod fault_proxy;
 mod flow;
+mod held;
 mod process;
 mod rotating;
 mod webhooks;
@@ -37,6 +40,7 @@ pub use db::*;
 pub use fake_provider::*;
 pub use fault_proxy::*;
 pub use flow::*;
+pub use held::*;
 pub use process::*;
 pub use rotating::*;
 pub use webhooks::*;

@@ -2,13 +2,15 @@
 //! is never sent twice, concurrent callers share one refresh, instances on one
 //! database cooperate through leases, a refresh whose answer never arrives is
 //! retried rather than given up, each failure class takes its documented path,
-//! the circuit breaker stops storms, and refresh tokens with a lifetime (or no
-//! refresh at all) are handled as the provider declares. Each family of these
-//! promises is a file with its own `backend_tests!` list; what webhooks
-//! deliver is tests/api/webhooks.rs.
+//! the circuit breaker stops storms, refresh tokens with a lifetime (or no
+//! refresh at all) are handled as the provider declares, and a late answer
+//! never undoes a disconnect, a reconnect or a lease taken over. Each family
+//! of these promises is a file with its own `backend_tests!` list; what
+//! webhooks deliver is tests/api/webhooks.rs.
 
 mod circuit;
 mod failures;
+mod guards;
 mod leases;
 mod lifetimes;
 mod single_flight;
