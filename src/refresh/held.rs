@@ -55,11 +55,16 @@ impl HeldAnswer {
     }
 }
 
-/// The answers this process holds, by connection id.
+/// An answer, and whether it waits for the database (its first store
+/// failed) rather than being stored right now.
+type Entry = (Arc<HeldAnswer>, bool);
+
+/// The answers this process holds, by connection id: each from the moment
+/// it arrives until it is stored.
 #[derive(Default)]
 pub struct Held {
-    answers: Mutex<HashMap<String, Arc<HeldAnswer>>>,
-    /// Wakes the keeper when an answer is added.
+    answers: Mutex<HashMap<String, Entry>>,
+    /// Wakes the keeper when an answer starts waiting.
     pub(super) added: tokio::sync::Notify,
     /// One storer at a time (the keeper, a draining stop), so that an answer
     /// is never stored twice and the second attempt mistaken for a conflict.
@@ -67,37 +72,45 @@ pub struct Held {
 }
 
 impl Held {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<HeldAnswer>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.answers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Keeps `answer`: served from now on, until it is stored or superseded.
     pub fn hold(&self, answer: Arc<HeldAnswer>) {
         let id = answer.leased.id.to_string();
-        self.lock().insert(id, answer);
+        self.lock().insert(id, (answer, false));
     }
 
-    /// Tells the keeper an answer waits for the database.
-    pub fn wake_keeper(&self) {
+    /// `answer` could not be stored: it waits for the database, and the
+    /// keeper is told.
+    pub fn wait(&self, answer: &Arc<HeldAnswer>) {
+        if let Some(entry) = self.lock().get_mut(&answer.leased.id.to_string()) {
+            if Arc::ptr_eq(&entry.0, answer) {
+                entry.1 = true;
+            }
+        }
         self.added.notify_one();
     }
 
+    /// Whether no answer waits for the database.
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.len() == 0
     }
 
+    /// How many answers wait for the database.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().values().filter(|(_, waiting)| *waiting).count()
     }
 
-    /// Whether an answer for connection `id` waits here.
+    /// Whether an answer for connection `id` is here (waiting or being stored).
     pub fn holds(&self, id: &str) -> bool {
         self.lock().contains_key(id)
     }
 
     /// The held row of connection `id`, as it will be stored.
     pub fn row_of(&self, id: &str) -> Option<Connection> {
-        self.lock().get(id).map(|a| a.row())
+        self.lock().get(id).map(|(a, _)| a.row())
     }
 
     /// The held row for `account` (`None`: the default) of (tenant, provider).
@@ -109,17 +122,22 @@ impl Held {
     ) -> Option<Connection> {
         self.lock()
             .values()
-            .find(|a| {
+            .find(|(a, _)| {
                 let r = &a.leased;
                 *r.tenant_id == *tenant_id
                     && *r.provider == *provider
                     && account.map_or(r.is_default, |acc| r.account_id == acc)
             })
-            .map(|a| a.row())
+            .map(|(a, _)| a.row())
     }
 
-    pub(super) fn all(&self) -> Vec<Arc<HeldAnswer>> {
-        self.lock().values().cloned().collect()
+    /// The answers waiting for the database.
+    pub(super) fn waiting(&self) -> Vec<Arc<HeldAnswer>> {
+        self.lock()
+            .values()
+            .filter(|(_, waiting)| *waiting)
+            .map(|(a, _)| a.clone())
+            .collect()
     }
 
     /// Lets go of `answer` (stored or superseded), unless a newer one for
@@ -127,7 +145,7 @@ impl Held {
     pub(super) fn release(&self, answer: &Arc<HeldAnswer>) {
         let mut map = self.lock();
         let id = answer.leased.id.to_string();
-        if map.get(&id).is_some_and(|a| Arc::ptr_eq(a, answer)) {
+        if map.get(&id).is_some_and(|(a, _)| Arc::ptr_eq(a, answer)) {
             map.remove(&id);
         }
     }
@@ -163,7 +181,7 @@ pub fn spill_path(dir: &Path, instance: &str) -> PathBuf {
 /// 0600, written whole then renamed into place); returns how many.
 pub fn spill(held: &Held, instance: &str, dir: &Path) -> std::io::Result<usize> {
     use std::io::Write;
-    let answers = held.all();
+    let answers = held.waiting();
     if answers.is_empty() {
         return Ok(0);
     }

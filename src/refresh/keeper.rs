@@ -87,7 +87,7 @@ pub async fn store_or_hold(state: &App, answer: HeldAnswer) -> AppResult<Option<
                 "holding the new token set of tenant={tenant} provider={provider} connection={} until the database takes it: {why}",
                 answer.leased.id,
             );
-            state.held.wake_keeper();
+            state.held.wait(&answer);
             state.metrics.held_answers(state.held.len());
             Ok(Some(answer.row()))
         }
@@ -101,7 +101,7 @@ const RETRY_EVERY: Duration = Duration::from_millis(250);
 pub async fn store_held(state: &App) -> usize {
     let _one = state.held.storing.lock().await;
     let notify = state.settings.webhook.is_some();
-    for answer in state.held.all() {
+    for answer in state.held.waiting() {
         let attempt = {
             let answer = answer.clone();
             state.db(move |c| store(c, &answer, notify)).await

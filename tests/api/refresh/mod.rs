@@ -14,6 +14,7 @@ mod guards;
 mod leases;
 mod lifetimes;
 mod single_flight;
+mod storage_faults;
 mod unknown_outcome;
 
 use crate::helpers::TestApp;
