@@ -168,7 +168,22 @@ pub fn restore(
         key_ids(&scratch)?
     };
 
-    // 2. The database, locked against every other process for the rest.
+    // 2. The database, locked against every other process for the rest
+    //    (a new one private, as the backups are).
+    if !database.exists() {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        match options.open(&database) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("cannot write {}: {e}", database.display())),
+        }
+    }
     let target = Sqlite::open(
         &database,
         ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE,
@@ -199,6 +214,9 @@ pub fn restore(
     } else {
         None
     };
+    // Written through the WAL, as Tether runs it: closing the handle then
+    // leaves no rollback journal behind (exclusive mode would keep one).
+    target.exec("PRAGMA journal_mode = WAL")?;
     let staged_db = Sqlite::open(&staged.path, ffi::SQLITE_OPEN_READONLY)?;
     let pages = copy(&staged_db, &target, pages_per_step, &mut progress)?;
     drop(staged_db);
@@ -276,6 +294,21 @@ fn key_ids(db: &Sqlite) -> Result<Vec<String>, SqlError> {
     db.strings("SELECT key_id FROM key_checks ORDER BY key_id")
 }
 
+/// Creates (or empties) `path`, readable by its owner only.
+fn private_file(path: &Path) -> Result<(), String> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(path)
+        .map(drop)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
 /// A file being written beside its destination (mode 0600: it holds sealed
 /// tokens), removed unless persisted.
 struct Scratch {
@@ -290,16 +323,7 @@ impl Scratch {
             .ok_or_else(|| format!("{} names no file", next_to.display()))?
             .to_string_lossy();
         let path = next_to.with_file_name(format!(".{name}.{what}-{}", std::process::id()));
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        options
-            .open(&path)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        private_file(&path)?;
         Ok(Scratch { path, kept: false })
     }
 

@@ -304,6 +304,9 @@ async fn restore_is_refused_while_a_server_runs_on_the_target_and_works_once_it_
     );
     let kept = files_named(db.data_dir(), "before-restore");
     assert_eq!(kept.len(), 1, "the replaced database is kept aside");
+    for leftover in ["tether.db-journal", "tether.db-wal"] {
+        assert!(!db.data_dir().join(leftover).exists(), "{leftover} is left");
+    }
     // Both open, and the restored one serves again.
     stored_refresh_tokens(&format!("sqlite://{}", kept[0].display()), &ids);
     stored_refresh_tokens(&db.url, &ids);
@@ -344,6 +347,24 @@ async fn restore_is_refused_under_a_key_ring_that_lacks_the_backups_key_and_name
     let ring = format!("{KEY_K2},{KEY_K1}");
     let out = run_blocking(restore_cmd(&fresh, &ring, &file)).await;
     assert!(out.status.success(), "{}", stderr(&out));
+    let left: Vec<String> = std::fs::read_dir(fresh.data_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        ["tether.db"],
+        "the database alone, no journal or scratch copy"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(fresh.data_dir().join("tether.db")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "private");
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "the backup too");
+    }
     stored_refresh_tokens(&fresh.url, &ids);
 }
 
