@@ -16,6 +16,8 @@ COPY static ./static
 # present even for a plain build.
 COPY tests ./tests
 COPY benches ./benches
+# libpq and OpenSSL are built from source with the rest (perl and make are in
+# this image) and linked statically: the runtime image needs no libssl.
 RUN cargo build --release --locked && strip target/release/tether
 
 FROM debian:bookworm-slim

@@ -49,6 +49,23 @@ pub enum Command {
     Connections(ConnectionsCommand),
     /// Check the configuration, database, keys and providers; print what to fix.
     Doctor,
+    /// Copy the SQLite database to FILE, consistently, while Tether serves
+    /// (PostgreSQL: use pg_dump).
+    Backup {
+        /// Where to write the copy; an existing file is replaced once the copy is whole.
+        file: PathBuf,
+        /// Pages copied per step; a database larger than one step prints its progress on stderr.
+        #[arg(long, default_value_t = crate::backup::PAGES_PER_STEP, value_parser = clap::value_parser!(i32).range(1..))]
+        pages_per_step: i32,
+    },
+    /// Put a backup made by `tether backup` in place of the SQLite database;
+    /// refused while an instance has it open, or when the key ring cannot open it.
+    Restore {
+        file: PathBuf,
+        /// Pages copied per step; a database larger than one step prints its progress on stderr.
+        #[arg(long, default_value_t = crate::backup::PAGES_PER_STEP, value_parser = clap::value_parser!(i32).range(1..))]
+        pages_per_step: i32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,11 +237,95 @@ fn run(command: Command, settings: Settings) -> Result<ExitCode, String> {
             connections_import(&file, dry_run, &startup::prepare(settings)?)
         }
         Command::Doctor => Ok(doctor(settings)),
+        Command::Backup {
+            file,
+            pages_per_step,
+        } => backup(&settings, &file, pages_per_step).map(|_| ExitCode::SUCCESS),
+        Command::Restore {
+            file,
+            pages_per_step,
+        } => restore(&settings, &file, pages_per_step).map(|_| ExitCode::SUCCESS),
     }
+}
+
+/// A progress line on stderr after each step, for a copy of more than one step.
+fn progress_line(what: &'static str, pages_per_step: i32) -> impl FnMut(crate::backup::Progress) {
+    move |p| {
+        if p.total > i64::from(pages_per_step) {
+            eprintln!(
+                "{what}: {} of {} pages ({}%)",
+                p.copied,
+                p.total,
+                p.copied * 100 / p.total.max(1)
+            );
+        }
+    }
+}
+
+fn backup(settings: &Settings, file: &std::path::Path, pages_per_step: i32) -> Result<(), String> {
+    let done = crate::backup::backup(
+        settings,
+        file,
+        pages_per_step,
+        progress_line("backup", pages_per_step),
+    )?;
+    println!(
+        "backed up {} to {}: {} pages, {} bytes, as of one moment",
+        done.database.display(),
+        file.display(),
+        done.pages,
+        done.bytes
+    );
+    println!(
+        "keep the encryption keys with these ids beside it (TETHER_ENCRYPTION_KEYS): {}; without them the backup cannot be opened",
+        done.key_ids.join(", ")
+    );
+    Ok(())
+}
+
+fn restore(settings: &Settings, file: &std::path::Path, pages_per_step: i32) -> Result<(), String> {
+    // Checked before the key ring: on PostgreSQL there is nothing to restore.
+    crate::backup::sqlite_path(settings)?;
+    let ring = startup::existing_key_ring(settings)?.ok_or_else(|| {
+        format!(
+            "no key ring to check the backup with: set TETHER_ENCRYPTION_KEYS to the keys it was taken under{}",
+            if settings.is_production() {
+                String::new()
+            } else {
+                format!(
+                    " (or put the development key file {} back)",
+                    settings.data_dir.join(startup::DEV_KEY_FILE).display()
+                )
+            }
+        )
+    })?;
+    let done = crate::backup::restore(
+        settings,
+        file,
+        &ring,
+        pages_per_step,
+        progress_line("restore", pages_per_step),
+    )?;
+    println!(
+        "restored {} into {}: {} pages; key ids in it: {}",
+        file.display(),
+        done.database.display(),
+        done.pages,
+        done.key_ids.join(", ")
+    );
+    if let Some(previous) = &done.previous {
+        println!(
+            "the database it replaced is kept as {}: delete it once Tether runs well",
+            previous.display()
+        );
+    }
+    Ok(())
 }
 
 fn serve(settings: Settings) -> Result<(), String> {
     let ctx = startup::prepare(settings)?;
+    // While it runs, `tether restore` refuses to replace the SQLite file.
+    let _presence = crate::backup::Presence::hold(&ctx.settings)?;
     let first = startup::bootstrap(&ctx)?;
     startup::store_spilled(&ctx)?;
     actix_web::rt::System::new().block_on(async move {

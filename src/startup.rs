@@ -89,15 +89,10 @@ pub fn open(settings: Settings) -> Result<Context, String> {
     let keys = match &settings.encryption_keys {
         Some(ring) => ring.clone(),
         None if dev_keys => {
-            let spec = load_or_create_key_file(&settings.data_dir, "encryption.key", || {
+            let spec = load_or_create_key_file(&settings.data_dir, DEV_KEY_FILE, || {
                 KeyRing::generate("dev1").1.expose().clone()
             })?;
-            KeyRing::parse(spec.expose().trim()).map_err(|e| {
-                format!(
-                    "{}: {e}",
-                    settings.data_dir.join("encryption.key").display()
-                )
-            })?
+            parse_dev_key_ring(&settings.data_dir, &spec)?
         }
         None => return Err("TETHER_ENCRYPTION_KEYS is required".into()),
     };
@@ -141,6 +136,30 @@ pub fn open(settings: Settings) -> Result<Context, String> {
         backend,
         providers: Arc::new(providers),
     })
+}
+
+/// The development key ring's file in the data dir.
+pub const DEV_KEY_FILE: &str = "encryption.key";
+
+/// The key ring the settings give, or in development the one kept in the
+/// data dir; `None` when there is neither (nothing is generated).
+pub fn existing_key_ring(settings: &Settings) -> Result<Option<KeyRing>, String> {
+    if let Some(ring) = &settings.encryption_keys {
+        return Ok(Some(ring.clone()));
+    }
+    let path = settings.data_dir.join(DEV_KEY_FILE);
+    if settings.is_production() || !path.exists() {
+        return Ok(None);
+    }
+    let spec = std::fs::read_to_string(&path)
+        .map(Secret::new)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_dev_key_ring(&settings.data_dir, &spec).map(Some)
+}
+
+fn parse_dev_key_ring(dir: &Path, spec: &Secret<String>) -> Result<KeyRing, String> {
+    KeyRing::parse(spec.expose().trim())
+        .map_err(|e| format!("{}: {e}", dir.join(DEV_KEY_FILE).display()))
 }
 
 /// Reads a key file from the data dir, or creates it (mode 0600) with `make`.

@@ -175,6 +175,10 @@ pub fn checkout(
 
 /// Opens a pool on `url`. For SQLite, the file's folder is created first.
 pub fn connect(url: &str, size: u32) -> Result<Pool, String> {
+    // OpenSSL (libpq's TLS) initialised before libpq does it, without the
+    // exit handler that frees it under threads still connecting: a process
+    // exiting while the pool's threads shake hands would crash.
+    openssl_sys::init();
     let backend = Backend::from_url(url)?;
     if let Backend::Sqlite(path) = &backend {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

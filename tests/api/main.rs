@@ -5,6 +5,7 @@ mod helpers;
 
 mod accounts;
 mod agencies;
+mod backup;
 mod browser;
 mod cli;
 mod demo;
@@ -17,6 +18,7 @@ mod layering;
 mod marketplace;
 mod operators;
 mod ops;
+mod postgres_tls;
 mod presets;
 mod processes;
 mod refresh;

@@ -105,6 +105,9 @@ pub struct TestDb {
 
 impl TestDb {
     pub fn new(backend: Backend) -> TestDb {
+        // As `tether::db::connect` does, before this test's first libpq
+        // connection: no OpenSSL exit handler to crash the test binary's exit.
+        openssl_sys::init();
         let dir = tempfile::tempdir().expect("temp dir");
         match backend {
             Backend::Sqlite => TestDb {

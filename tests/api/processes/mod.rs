@@ -35,7 +35,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// One process test at a time: they are timing-sensitive and heavy.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const CLIENT_ID: &str = "acme-client";
 const CLIENT_SECRET: &str = "acme-secret-value";
@@ -45,7 +45,7 @@ const CLIENT_SECRET: &str = "acme-secret-value";
 const PROVIDER_TIMEOUT_SECS: u64 = 5;
 const LEASE_SECS: u64 = 10;
 /// A SIGTERMed instance must be gone this long after the signal.
-const EXIT_WITHIN: Duration = Duration::from_secs(PROVIDER_TIMEOUT_SECS + 3);
+pub(crate) const EXIT_WITHIN: Duration = Duration::from_secs(PROVIDER_TIMEOUT_SECS + 3);
 /// Pause between two token requests of one load task.
 const PACE: Duration = Duration::from_millis(200);
 
@@ -53,7 +53,7 @@ const PACE: Duration = Duration::from_millis(200);
 // The provider: a token endpoint as strict as the strictest real one.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     /// A live refresh token: a new access token and a new refresh token.
     Rotated,
     /// A retired refresh token came back: the whole grant is revoked.
@@ -69,13 +69,13 @@ enum Outcome {
 }
 
 #[derive(Debug, Clone)]
-struct Call {
+pub(crate) struct Call {
     /// When the request was received (the answer leaves `delay` later).
-    at: Instant,
+    pub(crate) at: Instant,
     /// Which instance sent it (the `via` query parameter of its token URL).
-    via: String,
-    grant: Option<String>,
-    outcome: Outcome,
+    pub(crate) via: String,
+    pub(crate) grant: Option<String>,
+    pub(crate) outcome: Outcome,
 }
 
 #[derive(Default)]
@@ -101,14 +101,14 @@ struct StrictInner {
 /// answers `delay` after receiving. The rotation happens on receipt: an answer
 /// that dies on its way (the caller was killed) leaves the grant rotated.
 #[derive(Clone)]
-struct Strict(Arc<StrictInner>);
+pub(crate) struct Strict(Arc<StrictInner>);
 
 fn oauth_error(status: u16, error: &str) -> ResponseTemplate {
     ResponseTemplate::new(status).set_body_json(serde_json::json!({ "error": error }))
 }
 
 impl Strict {
-    async fn start(delay: Duration, expires_in: i64) -> (Strict, MockServer) {
+    pub(crate) async fn start(delay: Duration, expires_in: i64) -> (Strict, MockServer) {
         let server = MockServer::builder()
             .disable_request_recording()
             .start()
@@ -132,22 +132,27 @@ impl Strict {
     }
 
     /// Registers a grant whose live refresh token is `rt` (the grant's name).
-    fn grant(&self, rt: &str) {
+    pub(crate) fn grant(&self, rt: &str) {
         let mut l = self.ledger();
         l.tokens.insert(rt.to_string(), (rt.to_string(), true));
         l.live.insert(rt.to_string(), rt.to_string());
     }
 
-    fn calls(&self) -> Vec<Call> {
+    pub(crate) fn calls(&self) -> Vec<Call> {
         self.ledger().calls.clone()
     }
 
-    fn live(&self) -> HashMap<String, String> {
+    pub(crate) fn live(&self) -> HashMap<String, String> {
         self.ledger().live.clone()
     }
 
+    /// The grant `rt` was issued for (live or retired), if it issued it.
+    pub(crate) fn issued_for(&self, rt: &str) -> Option<String> {
+        self.ledger().tokens.get(rt).map(|(grant, _)| grant.clone())
+    }
+
     /// Requests from `via` received in `(from, to]`.
-    fn received(&self, via: Option<&str>, from: Instant, to: Instant) -> usize {
+    pub(crate) fn received(&self, via: Option<&str>, from: Instant, to: Instant) -> usize {
         self.ledger()
             .calls
             .iter()
@@ -255,7 +260,7 @@ fn free_port() -> u16 {
 /// One `tether serve` process (restartable on the same port and data dir),
 /// killed when dropped; when the test is failing, the tail of its log is
 /// printed.
-struct Instance {
+pub(crate) struct Instance {
     name: &'static str,
     /// The provider's base URL.
     provider: String,
@@ -268,7 +273,12 @@ struct Instance {
 
 impl Instance {
     /// An instance on `db` with `acme` at `provider`, and `extra` settings.
-    fn new(db: &TestDb, name: &'static str, provider: &str, extra: &[(&str, &str)]) -> Instance {
+    pub(crate) fn new(
+        db: &TestDb,
+        name: &'static str,
+        provider: &str,
+        extra: &[(&str, &str)],
+    ) -> Instance {
         let port = free_port();
         let dir = db.data_dir().join(format!("instance-{name}"));
         std::fs::create_dir_all(&dir).expect("instance data dir");
@@ -312,7 +322,7 @@ impl Instance {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
@@ -328,7 +338,7 @@ impl Instance {
     }
 
     /// Starts the process and waits until `/healthz` answers.
-    async fn start(&mut self) {
+    pub(crate) async fn start(&mut self) {
         assert!(self.child.is_none(), "instance {} is running", self.name);
         self.starts += 1;
         // The token URL names this process (see `via`); the path stays /token.
@@ -414,7 +424,7 @@ client_auth = "post"
         self.child.as_ref().expect("running instance").id()
     }
 
-    fn sigterm(&self) {
+    pub(crate) fn sigterm(&self) {
         let status = Command::new("kill")
             .args(["-s", "TERM", &self.pid().to_string()])
             .status()
@@ -431,7 +441,7 @@ client_auth = "post"
 
     /// Waits up to `within` for the process to exit: its status and how long
     /// it took, or `None` (then it is killed).
-    async fn wait_exit(&mut self, within: Duration) -> Option<(ExitStatus, Duration)> {
+    pub(crate) async fn wait_exit(&mut self, within: Duration) -> Option<(ExitStatus, Duration)> {
         let started = Instant::now();
         let child = self.child.as_mut().expect("running instance");
         loop {
@@ -488,22 +498,22 @@ impl Drop for Instance {
 // ---------------------------------------------------------------------------
 // Connections, seeded through the test's own pool.
 
-struct Setup {
+pub(crate) struct Setup {
     /// Dropped last: the instances (declared after) are gone by then.
-    db: TestDb,
-    ctx: tether::startup::Context,
-    provider: Strict,
+    pub(crate) db: TestDb,
+    pub(crate) ctx: tether::startup::Context,
+    pub(crate) provider: Strict,
     server: MockServer,
     /// Per connection: tenant external id, connection id, grant name.
-    conns: Vec<(String, String, String)>,
-    api_key: String,
+    pub(crate) conns: Vec<(String, String, String)>,
+    pub(crate) api_key: String,
     seeded_at: Instant,
 }
 
 impl Setup {
     /// `n` connections, each in its own tenant with a grant at the provider,
     /// expiring in `life` seconds.
-    async fn new(backend: Backend, n: usize, life: i64, delay: Duration) -> Setup {
+    pub(crate) async fn new(backend: Backend, n: usize, life: i64, delay: Duration) -> Setup {
         let db = TestDb::new(backend);
         let ctx = tether::startup::prepare(settings_for(&db, &[])).expect("prepare the database");
         let (provider, server) = Strict::start(delay, life).await;
@@ -538,7 +548,7 @@ impl Setup {
         .expect("connection row")
     }
 
-    fn stored_rt(&self, row: &Connection) -> Option<String> {
+    pub(crate) fn stored_rt(&self, row: &Connection) -> Option<String> {
         row.tokens(&self.ctx.keys)
             .ok()
             .flatten()
@@ -546,17 +556,17 @@ impl Setup {
             .map(|t| t.expose().clone())
     }
 
-    fn instance(&self, name: &'static str, extra: &[(&str, &str)]) -> Instance {
+    pub(crate) fn instance(&self, name: &'static str, extra: &[(&str, &str)]) -> Instance {
         Instance::new(&self.db, name, &self.server.uri(), extra)
     }
 
-    fn tenants(&self) -> Vec<String> {
+    pub(crate) fn tenants(&self) -> Vec<String> {
         self.conns.iter().map(|(t, _, _)| t.clone()).collect()
     }
 }
 
 /// A freshly connected `acme` grant whose live refresh token is `rt`.
-fn seed(
+pub(crate) fn seed(
     conn: &mut tether::db::PooledConn,
     keys: &KeyRing,
     tenant_id: &str,
@@ -660,7 +670,7 @@ async fn settle(setup: &Setup, within: Duration) -> Settled {
 // Load: token API requests for every connection, continuously.
 
 #[derive(Debug, Clone)]
-enum Answer {
+pub(crate) enum Answer {
     /// An HTTP answer: status and, for errors, the error code.
     Http(u16, String),
     /// Nobody listening (the instance is down).
@@ -670,14 +680,14 @@ enum Answer {
 }
 
 #[derive(Debug, Clone)]
-struct Sample {
+pub(crate) struct Sample {
     conn: usize,
     target: usize,
     sent: NaiveDateTime,
-    answer: Answer,
+    pub(crate) answer: Answer,
 }
 
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     samples: Arc<Mutex<Vec<Sample>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -687,7 +697,12 @@ struct Load {
 /// [`PACE`] (`min_ttl` as given, else the API's default). A request nobody
 /// answered is recorded and retried at once on the next target, or after a
 /// short pause when there is only one.
-fn start_load(targets: Vec<String>, tenants: Vec<String>, key: &str, min_ttl: Option<u32>) -> Load {
+pub(crate) fn start_load(
+    targets: Vec<String>,
+    tenants: Vec<String>,
+    key: &str,
+    min_ttl: Option<u32>,
+) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
     let samples = Arc::new(Mutex::new(Vec::new()));
     // A fresh connection per request: a refused or dropped request is then
@@ -768,7 +783,7 @@ fn causes(e: &dyn std::error::Error) -> String {
 }
 
 impl Load {
-    async fn stop(self) -> Vec<Sample> {
+    pub(crate) async fn stop(self) -> Vec<Sample> {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.tasks {
             let _ = t.await;
@@ -779,7 +794,7 @@ impl Load {
 }
 
 /// Answers by kind, for the figures: `200=.. 409 needs_reconnect=.. refused=..`.
-fn tally<'a>(samples: impl Iterator<Item = &'a Sample>) -> String {
+pub(crate) fn tally<'a>(samples: impl Iterator<Item = &'a Sample>) -> String {
     let mut by: BTreeMap<String, usize> = BTreeMap::new();
     for s in samples {
         let k = match &s.answer {
