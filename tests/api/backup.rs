@@ -298,15 +298,17 @@ async fn restore_is_refused_while_a_server_runs_on_the_target_and_works_once_it_
     let out = run_blocking(restore_cmd(&db, KEY_K1, &file)).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("kept as"), "{}", stdout(&out));
+    // Checked before anything else opens the file: a later process's own
+    // WAL (one whose pool was still connecting as it exited) is not restore's.
+    for leftover in ["tether.db-journal", "tether.db-wal"] {
+        assert!(!db.data_dir().join(leftover).exists(), "{leftover} is left");
+    }
     assert!(
         !stdout(&tenants().await).contains("after-the-backup"),
         "the backup is back"
     );
     let kept = files_named(db.data_dir(), "before-restore");
     assert_eq!(kept.len(), 1, "the replaced database is kept aside");
-    for leftover in ["tether.db-journal", "tether.db-wal"] {
-        assert!(!db.data_dir().join(leftover).exists(), "{leftover} is left");
-    }
     // Both open, and the restored one serves again.
     stored_refresh_tokens(&format!("sqlite://{}", kept[0].display()), &ids);
     stored_refresh_tokens(&db.url, &ids);

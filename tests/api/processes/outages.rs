@@ -434,3 +434,107 @@ async fn a_stop_during_an_outage_spills_held_answers_and_the_next_start_stores_t
     );
     assert_nothing_lost(&setup, &settled, "SIGTERM during an outage");
 }
+
+// ---------------------------------------------------------------------------
+// Figures for BENCHMARKS.md (ignored: `cargo test --test api outage_figures
+// -- --ignored --nocapture`, `TETHER_OUTAGE_SECS` seconds, default 15).
+
+/// A writer outside Tether holding SQLite's write lock until dropped.
+struct WriteLock(diesel::SqliteConnection);
+
+impl WriteLock {
+    fn take(url: &str) -> WriteLock {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection as _;
+        let path = url.strip_prefix("sqlite://").expect("a SQLite URL");
+        let mut c = diesel::SqliteConnection::establish(path).expect("open the database");
+        c.batch_execute("BEGIN IMMEDIATE")
+            .expect("take the write lock");
+        WriteLock(c)
+    }
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        use diesel::connection::SimpleConnection;
+        let _ = self.0.batch_execute("ROLLBACK");
+    }
+}
+
+/// 20 connections due together and one warm for an hour, one instance under
+/// token-API load; the database goes away the moment the 20 refreshes are at
+/// the provider (PostgreSQL: cut by the proxy; SQLite: another process holds
+/// the write lock) for `TETHER_OUTAGE_SECS`, then comes back.
+async fn outage_figures(backend: Backend) {
+    let secs: u64 = std::env::var("TETHER_OUTAGE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15);
+    let _serial = SERIAL.lock().await;
+    let life = (secs as i64 + 10) * 2;
+    let mut setup = Setup::new(backend, 20, life, Duration::from_secs(2)).await;
+    due_in(&setup, 5);
+    seed_long_lived(&mut setup);
+    let proxy = (backend == Backend::Postgres).then(|| FaultProxy::for_postgres(&setup.db.url));
+    let settings = through(proxy.as_ref().map_or(&setup.db.url, |(_, url)| url));
+    let mut a = setup.instance("a", &env(&settings));
+    a.start().await;
+    let load = start_load(vec![a.url()], setup.tenants(), &setup.api_key, Some(0));
+    all_in_flight(&setup.provider, &[a.via()], 20, Duration::from_secs(30)).await;
+    let cut_at = tether::db::now();
+    let cut = Instant::now();
+    let lock = match &proxy {
+        Some((proxy, _)) => {
+            proxy.cut();
+            None
+        }
+        None => Some(WriteLock::take(&setup.db.url)),
+    };
+    let not_ready = until_status(
+        &format!("{}/readyz", a.url()),
+        503,
+        Duration::from_secs(secs),
+    )
+    .await;
+    let mut most_held = 0;
+    while cut.elapsed() < Duration::from_secs(secs) {
+        most_held = most_held.max(held(&a).await.unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let healed_at = tether::db::now();
+    if let Some((proxy, _)) = &proxy {
+        proxy.heal();
+    }
+    drop(lock);
+    let ready = until_status(&format!("{}/readyz", a.url()), 200, Duration::from_secs(60)).await;
+    let stored = until_stored(&setup, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let samples = load.stop().await;
+    let settled = settle(&setup, Duration::from_secs(15)).await;
+    let during: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.sent >= cut_at && s.sent <= healed_at)
+        .collect();
+    let reuses = setup
+        .provider
+        .calls()
+        .iter()
+        .filter(|c| matches!(c.outcome, Outcome::Reuse | Outcome::Revoked))
+        .count();
+    eprintln!(
+        "FIGURES {backend:?} outage {secs} s: token requests during it {} ({}); refreshes held at most {most_held} of 20; \
+         readyz 503 after {not_ready:?}; after the database is back: ready {ready:?}, all stored {stored:?}; \
+         provider refreshes {}, reuse {reuses}, lost {}, unsettled {}",
+        during.len(),
+        tally(during.iter().copied()),
+        setup.provider.calls().len(),
+        settled.lost.len(),
+        settled.unsettled.len()
+    );
+    assert_nothing_lost(&setup, &settled, "figures");
+}
+
+backend_tests!(
+    #[ignore = "figures for BENCHMARKS.md; TETHER_OUTAGE_SECS sets the outage"]
+    outage_figures,
+);
