@@ -58,20 +58,21 @@ pub async fn store_or_hold(state: &App, answer: HeldAnswer) -> AppResult<Option<
     let answer = Arc::new(answer);
     state.held.hold(answer.clone());
     let notify = state.settings.webhook.is_some();
+    // Not under `storing`: the keeper only takes answers marked waiting,
+    // which this one is not until this attempt failed.
     let stored = {
-        let _one = state.held.storing.lock().await;
         let answer = answer.clone();
         state.db(move |c| store(c, &answer, notify)).await
     };
     let (tenant, provider) = (&answer.leased.tenant_id, &answer.leased.provider);
-    // A reader before the commit may have cached the old row.
-    state.tokens.forget(tenant, provider);
     match stored {
         Ok(Stored::Committed(row)) => {
+            cache_committed(state, &row);
             state.held.release(&answer);
             Ok(Some(*row))
         }
         Ok(Stored::Superseded) => {
+            state.tokens.forget(tenant, provider);
             state.held.release(&answer);
             Ok(None)
         }
@@ -94,6 +95,24 @@ pub async fn store_or_hold(state: &App, answer: HeldAnswer) -> AppResult<Option<
     }
 }
 
+/// The token cache after a commit: what a reader cached before it is
+/// dropped, and the committed token set takes its place, so that between
+/// the held answer's release and the next read there is always a token set
+/// to serve, even when the database answered the commit and blinks again
+/// (or, just back, has no pooled connection for the next reader yet).
+fn cache_committed(state: &App, row: &Connection) {
+    state.tokens.forget(&row.tenant_id, &row.provider);
+    let epoch = state.tokens.epoch(&row.tenant_id, &row.provider);
+    let Ok(Some(tokens)) = row.tokens(&state.keys) else {
+        return;
+    };
+    let opened = super::cache::Opened::new(row.clone(), tokens);
+    state.tokens.put(&opened, Some(&row.account_id), epoch);
+    if row.is_default {
+        state.tokens.put(&opened, None, epoch);
+    }
+}
+
 /// How often the keeper tries the database while it holds answers.
 const RETRY_EVERY: Duration = Duration::from_millis(250);
 
@@ -108,14 +127,16 @@ pub async fn store_held(state: &App) -> usize {
         };
         let row = &answer.leased;
         match attempt {
-            Ok(Stored::Committed(_)) => {
+            Ok(Stored::Committed(stored)) => {
                 log::info!(
                     "stored the held token set of tenant={} provider={} connection={}",
                     row.tenant_id,
                     row.provider,
                     row.id
                 );
+                cache_committed(state, &stored);
                 state.held.release(&answer);
+                continue;
             }
             Ok(Stored::Superseded) => {
                 log::warn!(
