@@ -212,12 +212,37 @@ pub async fn mint(
         tenant_id.clone(),
         actor.clone(),
     );
-    state
-        .db(move |c| {
-            oauth::save(c, &keys, &settings, &provider_owned, &tenant, &auth, &actor)
-                .map(|(row, _)| row)
-        })
-        .await
+    let auth = Arc::new(auth);
+    let saving = {
+        let (keys, settings, p, t, actor, a) = (
+            keys.clone(),
+            settings.clone(),
+            provider_owned.clone(),
+            tenant.clone(),
+            actor.clone(),
+            auth.clone(),
+        );
+        state
+            .db(move |c| oauth::save(c, &keys, &settings, &p, &t, &a, &actor).map(|(row, _)| row))
+            .await
+    };
+    match saving {
+        // Kept until the database takes it (and minted again if this
+        // process stops first: nothing is lost by that).
+        Err(e) if e.is(Code::DatabaseUnavailable) => {
+            state.held.hold_grant(crate::refresh::held::HeldGrant {
+                tenant_id: tenant_id.to_string(),
+                provider: provider.key.to_string(),
+                what: format!("location {location}"),
+                save: Box::new(move |c| {
+                    oauth::save(c, &keys, &settings, &provider_owned, &tenant, &auth, &actor)
+                        .map(|_| ())
+                }),
+            });
+            Err(e)
+        }
+        saved => saved,
+    }
 }
 
 /// One location of the agency, as the installed-locations list shows it.

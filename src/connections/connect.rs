@@ -11,6 +11,7 @@ use crate::ids::TenantId;
 use crate::oauth::install::{self, SignedInstance};
 use crate::oauth::{self, Authorized, CallbackQuery, DASHBOARD};
 use crate::providers::{Flow, Provider};
+use crate::refresh::held::HeldGrant;
 use std::sync::Arc;
 
 /// Where a connect link's flow ends.
@@ -236,9 +237,43 @@ pub async fn save(
         tenant_id.clone(),
         actor.clone(),
     );
-    let (connection, reconnected) = app
-        .db(move |c| oauth::save(c, &keys, &settings, &p, &t, &authorized, &actor))
-        .await?;
+    let authorized = Arc::new(authorized);
+    let saving = {
+        let (keys, settings, p, t, actor, a) = (
+            keys.clone(),
+            settings.clone(),
+            p.clone(),
+            t.clone(),
+            actor.clone(),
+            authorized.clone(),
+        );
+        app.db(move |c| oauth::save(c, &keys, &settings, &p, &t, &a, &actor))
+            .await
+    };
+    let (connection, reconnected) = match saving {
+        Ok(saved) => saved,
+        // The provider has answered: kept until the database takes it.
+        Err(e) if e.is(Code::DatabaseUnavailable) => {
+            let what = format!("account {}", authorized.account_id);
+            app.held.hold_grant(HeldGrant {
+                tenant_id: tenant_id.to_string(),
+                provider: provider.key.to_string(),
+                what,
+                save: Box::new(move |c| {
+                    oauth::save(c, &keys, &settings, &p, &t, &authorized, &actor).map(|_| ())
+                }),
+            });
+            return Err(AppError::unavailable(
+                Code::DatabaseUnavailable,
+                format!(
+                    "{} accepted, but Tether's database did not answer. Tether keeps the new connection and stores it as soon as the database is back, usually within seconds; it then shows here.",
+                    provider.display_name
+                ),
+                crate::error::DATABASE_RETRY_AFTER_SECS,
+            ));
+        }
+        Err(e) => return Err(e),
+    };
     app.tokens
         .forget(&connection.tenant_id, &connection.provider);
     log::info!(

@@ -55,6 +55,24 @@ impl HeldAnswer {
     }
 }
 
+/// A new grant, a code exchange's or a location token mint's, that the
+/// database could not take: the provider's answer, kept with the very save
+/// that failed (sealing, the account-holder rule, the event), for the keeper
+/// to run again. It exists only in this process: a stop that cannot store
+/// it loses it, and the person connects again (a mint is simply made again);
+/// nothing a tenant had before is lost by that.
+pub struct HeldGrant {
+    pub tenant_id: String,
+    pub provider: String,
+    /// What the person who made it was told, and the log says.
+    pub what: String,
+    pub save: SaveGrant,
+}
+
+/// The save of a [`HeldGrant`], run again by the keeper.
+pub type SaveGrant =
+    Box<dyn Fn(&mut crate::db::DbConn) -> crate::error::AppResult<()> + Send + Sync>;
+
 /// An answer, and whether it waits for the database (its first store
 /// failed) rather than being stored right now.
 type Entry = (Arc<HeldAnswer>, bool);
@@ -64,6 +82,7 @@ type Entry = (Arc<HeldAnswer>, bool);
 #[derive(Default)]
 pub struct Held {
     answers: Mutex<HashMap<String, Entry>>,
+    grants: Mutex<Vec<Arc<HeldGrant>>>,
     /// Wakes the keeper when an answer starts waiting.
     pub(super) added: tokio::sync::Notify,
     /// One storer at a time (the keeper, a draining stop), so that an answer
@@ -93,9 +112,39 @@ impl Held {
         self.added.notify_one();
     }
 
-    /// Whether no answer waits for the database.
+    /// Whether no answer waits for the database (new grants aside: they
+    /// hold nothing up).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Keeps a new grant for the keeper, and tells it.
+    pub fn hold_grant(&self, grant: HeldGrant) {
+        self.grants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(grant));
+        self.added.notify_one();
+    }
+
+    /// The new grants waiting for the database.
+    pub fn grants(&self) -> Vec<Arc<HeldGrant>> {
+        self.grants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(super) fn release_grant(&self, grant: &Arc<HeldGrant>) {
+        self.grants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|g| !Arc::ptr_eq(g, grant));
+    }
+
+    /// Answers and new grants waiting for the database.
+    pub fn waiting_total(&self) -> usize {
+        self.len() + self.grants.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// How many answers wait for the database.

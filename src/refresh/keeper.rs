@@ -157,7 +157,33 @@ pub async fn store_held(state: &App) -> usize {
         }
         state.tokens.forget(&row.tenant_id, &row.provider);
     }
-    let left = state.held.len();
+    for grant in state.held.grants() {
+        let attempt = {
+            let grant = grant.clone();
+            state.db(move |c| (grant.save)(c)).await
+        };
+        match attempt {
+            Ok(()) => log::info!(
+                "stored the new connection held for the database: tenant={} provider={} ({})",
+                grant.tenant_id,
+                grant.provider,
+                grant.what
+            ),
+            Err(e) if e.is(Code::DatabaseUnavailable) => break,
+            // Refused now (the account went to another tenant meanwhile, the
+            // tenant was removed): said, not retried.
+            Err(e) => log::warn!(
+                "dropped the new connection held for the database: tenant={} provider={} ({}): {}",
+                grant.tenant_id,
+                grant.provider,
+                grant.what,
+                e.message()
+            ),
+        }
+        state.held.release_grant(&grant);
+        state.tokens.forget(&grant.tenant_id, &grant.provider);
+    }
+    let left = state.held.waiting_total();
     state.metrics.held_answers(left);
     left
 }
@@ -166,7 +192,7 @@ pub async fn store_held(state: &App) -> usize {
 /// as the database takes them. Started by `workers`.
 pub async fn keep(state: Arc<App>) {
     loop {
-        if state.held.is_empty() {
+        if state.held.waiting_total() == 0 {
             state.held.added.notified().await;
         }
         if store_held(&state).await > 0 {
@@ -198,6 +224,12 @@ pub async fn drain(state: &App) {
     // Answers held for want of a database: wait for it, up to the bound.
     while store_held(state).await > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(RETRY_EVERY).await;
+    }
+    let grants = state.held.grants().len();
+    if grants > 0 {
+        log::error!(
+            "shutdown: the database did not take {grants} new connection(s) made during the outage; their people have to connect again (a location token is minted again by itself)"
+        );
     }
     if spill(state) > 0 {
         // Our leases stay: the next start stores the spilled answers.
