@@ -105,6 +105,7 @@ impl Metrics {
         statuses: &[(String, i64)],
         flags: &[String],
         database_up: bool,
+        cache_coherent: bool,
     ) -> String {
         use std::sync::atomic::Ordering::Relaxed;
         let mut out = String::new();
@@ -112,6 +113,11 @@ impl Metrics {
             out,
             "# HELP tether_database_up Whether this instance reaches its database.\n# TYPE tether_database_up gauge\ntether_database_up {}",
             u8::from(database_up)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tether_token_cache_coherent Whether this instance hears every write to connections (SQLite: always; PostgreSQL: while its LISTEN session is up).\n# TYPE tether_token_cache_coherent gauge\ntether_token_cache_coherent {}",
+            u8::from(cache_coherent)
         );
         let _ = writeln!(
             out,
@@ -195,7 +201,9 @@ mod tests {
             &[("connected".into(), 3)],
             &["acme".into()],
             false,
+            true,
         );
+        assert!(text.contains("tether_token_cache_coherent 1\n"));
         assert!(text.contains("tether_database_up 0\n"));
         assert!(text.contains("tether_held_token_sets 0\n"));
         assert!(text.contains("tether_refreshes_total{provider=\"demo\",outcome=\"ok\"} 2"));

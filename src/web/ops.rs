@@ -145,11 +145,13 @@ pub async fn metrics(state: web::Data<App>, req: HttpRequest) -> HttpResponse {
     let flags: Vec<String> = flags.into_iter().map(|f| f.provider).collect();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(
-            state
-                .metrics
-                .render(&circuits, &statuses, &flags, state.health.is_up()),
-        )
+        .body(state.metrics.render(
+            &circuits,
+            &statuses,
+            &flags,
+            state.health.is_up(),
+            state.tokens.is_coherent(),
+        ))
 }
 
 /// Whether the request carries `Authorization: Bearer <expected>`. Both sides

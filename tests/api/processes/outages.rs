@@ -30,6 +30,8 @@ fn through(proxied: &str) -> Vec<(&'static str, String)> {
         ("TETHER_DATABASE_URL", proxied.to_string()),
         ("TETHER_REFRESH_CONCURRENCY", "20".into()),
         ("TETHER_REFRESH_PER_PROVIDER", "20".into()),
+        // The cache on, and with it the LISTEN session that must come back.
+        ("TETHER_TOKEN_CACHE_MS", "1000".into()),
     ]
 }
 
@@ -124,6 +126,25 @@ async fn until_held(instance: &Instance, n: u64, max: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The instance's `tether_token_cache_coherent` gauge.
+async fn coherent(instance: &Instance) -> bool {
+    get(&format!("{}/metrics", instance.url()))
+        .await
+        .is_some_and(|(_, text)| text.contains("tether_token_cache_coherent 1\n"))
+}
+
+/// Polls until the instance hears other instances' writes again.
+async fn until_coherent(instance: &Instance, max: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < max {
+        if coherent(instance).await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }
 
 /// Waits until every connection holds the provider's live refresh token:
@@ -222,6 +243,7 @@ async fn a_database_outage_while_refreshes_are_at_the_provider_loses_nothing() {
     .await
     .expect("/readyz never said not ready while the database was cut");
     until_held(&a, 6, Duration::from_secs(6)).await;
+    let deaf = !coherent(&a).await;
     // The warm connection needs the database to refresh: told to come back.
     let refresh = reqwest::Client::new()
         .post(format!(
@@ -243,6 +265,9 @@ async fn a_database_outage_while_refreshes_are_at_the_provider_loses_nothing() {
     proxy.heal();
     let ready = until_status(&format!("{}/readyz", a.url()), 200, Duration::from_secs(30)).await;
     let stored = until_stored(&setup, Duration::from_secs(30)).await;
+    let listening = until_coherent(&a, Duration::from_secs(30))
+        .await
+        .map(|_| healed.elapsed());
     sleep_until(healed + Duration::from_secs(2)).await;
     let samples = load.stop().await;
     let settled = settle(&setup, Duration::from_secs(10)).await;
@@ -251,7 +276,7 @@ async fn a_database_outage_while_refreshes_are_at_the_provider_loses_nothing() {
         .filter(|s| s.sent >= cut_at && s.sent <= healed_at)
         .count();
     eprintln!(
-        "outage 8 s, one instance: readyz 503 after {noticed:?}; back: ready after {ready:?}, stored after {stored:?}; \
+        "outage 8 s, one instance: readyz 503 after {noticed:?}; back: ready after {ready:?}, stored after {stored:?}, cache coherent after {listening:?}; \
          token requests during the outage {during} ({}); provider refreshes {} (connections dropped by the proxy: {})",
         tally(samples.iter().filter(|s| s.sent >= cut_at && s.sent <= healed_at)),
         setup.provider.calls().len(),
@@ -273,6 +298,15 @@ async fn a_database_outage_while_refreshes_are_at_the_provider_loses_nothing() {
     assert!(
         stored.is_some_and(|d| d <= BACK_WITHIN),
         "held answers stored only after {stored:?}\n{}",
+        a.tail(30)
+    );
+    assert!(
+        deaf,
+        "the token cache counted as coherent while the database was cut"
+    );
+    assert!(
+        listening.is_some_and(|d| d <= BACK_WITHIN),
+        "the LISTEN session was back only after {listening:?}\n{}",
         a.tail(30)
     );
     assert!(during > 0, "no token request was made during the outage");
