@@ -244,6 +244,7 @@ async fn a_database_outage_while_refreshes_are_at_the_provider_loses_nothing() {
     .expect("/readyz never said not ready while the database was cut");
     until_held(&a, 6, Duration::from_secs(6)).await;
     let deaf = !coherent(&a).await;
+    let alive = get(&format!("{}/healthz", a.url())).await.map(|(s, _)| s);
     // The warm connection needs the database to refresh: told to come back.
     let refresh = reqwest::Client::new()
         .post(format!(
@@ -303,6 +304,14 @@ async fn a_database_outage_while_refreshes_are_at_the_provider_loses_nothing() {
     assert!(
         deaf,
         "the token cache counted as coherent while the database was cut"
+    );
+    assert_eq!(alive, Some(200), "/healthz while the database was cut");
+    let (_, metrics) = get(&format!("{}/metrics", a.url()))
+        .await
+        .unwrap_or_default();
+    assert!(
+        !metrics.contains("tether_circuit_open{provider=\"acme\"} 1"),
+        "the outage opened the provider's circuit:\n{metrics}"
     );
     assert!(
         listening.is_some_and(|d| d <= BACK_WITHIN),
