@@ -129,6 +129,9 @@ pub fn main() -> ExitCode {
         .parse_filters(&settings.log_filter)
         .format_timestamp_millis()
         .init();
+    for warning in &settings.warnings {
+        log::warn!("configuration: {warning}");
+    }
     match run(cli.command.unwrap_or(Command::Serve), settings) {
         Ok(code) => code,
         Err(e) => {
