@@ -3,7 +3,7 @@
 
 use crate::config::Settings;
 use crate::db::models::{api_key::ApiKey, tenant::Tenant, user::User};
-use crate::startup::{self, Application, Context};
+use crate::startup::{self, Application, Context, Use};
 use clap::{Parser, Subcommand};
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -129,6 +129,9 @@ pub fn main() -> ExitCode {
         .parse_filters(&settings.log_filter)
         .format_timestamp_millis()
         .init();
+    for warning in &settings.warnings {
+        log::warn!("configuration: {warning}");
+    }
     match run(cli.command.unwrap_or(Command::Serve), settings) {
         Ok(code) => code,
         Err(e) => {
@@ -201,17 +204,35 @@ fn run(command: Command, settings: Settings) -> Result<ExitCode, String> {
     match command {
         Command::Serve => serve(settings).map(|_| ExitCode::SUCCESS),
         Command::Migrate => {
-            // prepare() migrates; say so either way.
-            let ctx = startup::prepare(settings)?;
+            // Says so whether or not there was anything to apply.
+            let ctx = startup::prepare_for(settings, Use::Migrate)?;
             println!(
                 "database ({}) is migrated to the latest schema",
                 ctx.backend
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Tenant(c) => tenant(c, &startup::prepare(settings)?).map(|_| ExitCode::SUCCESS),
-        Command::User(c) => user(c, &startup::prepare(settings)?).map(|_| ExitCode::SUCCESS),
-        Command::ApiKey(c) => api_key(c, &startup::prepare(settings)?).map(|_| ExitCode::SUCCESS),
+        Command::Tenant(c) => {
+            let purpose = match c {
+                TenantCommand::List | TenantCommand::Remove { dry_run: true, .. } => Use::Read,
+                _ => Use::Write,
+            };
+            tenant(c, &startup::prepare_for(settings, purpose)?).map(|_| ExitCode::SUCCESS)
+        }
+        Command::User(c) => {
+            let purpose = match c {
+                UserCommand::List { .. } => Use::Read,
+                _ => Use::Write,
+            };
+            user(c, &startup::prepare_for(settings, purpose)?).map(|_| ExitCode::SUCCESS)
+        }
+        Command::ApiKey(c) => {
+            let purpose = match c {
+                ApiKeyCommand::List => Use::Read,
+                _ => Use::Write,
+            };
+            api_key(c, &startup::prepare_for(settings, purpose)?).map(|_| ExitCode::SUCCESS)
+        }
         Command::Keys(c) => keys(c, settings),
         Command::Providers(ProvidersCommand::List) => {
             providers_list(settings).map(|_| ExitCode::SUCCESS)
@@ -231,10 +252,12 @@ fn run(command: Command, settings: Settings) -> Result<ExitCode, String> {
             .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
             .chain([("limit".to_string(), limit.to_string())])
             .collect();
-            connections_list(filter, &startup::prepare(settings)?).map(|_| ExitCode::SUCCESS)
+            connections_list(filter, &startup::prepare_for(settings, Use::Read)?)
+                .map(|_| ExitCode::SUCCESS)
         }
         Command::Connections(ConnectionsCommand::Import { file, dry_run }) => {
-            connections_import(&file, dry_run, &startup::prepare(settings)?)
+            let purpose = if dry_run { Use::Read } else { Use::Write };
+            connections_import(&file, dry_run, &startup::prepare_for(settings, purpose)?)
         }
         Command::Doctor => Ok(doctor(settings)),
         Command::Backup {
@@ -361,6 +384,16 @@ fn serve(settings: Settings) -> Result<(), String> {
         }
         app.run_until_signalled().await.map_err(|e| e.to_string())
     })
+}
+
+/// What a database that lacks migrations needs, naming them.
+fn pending_migrations(ctx: &Context) -> String {
+    format!(
+        "the {} database lacks {} migration(s) of this version of Tether ({}): run `tether migrate` (nothing was changed)",
+        ctx.backend,
+        ctx.pending_migrations.len(),
+        ctx.pending_migrations.join(", ")
+    )
 }
 
 fn conn(ctx: &Context) -> Result<crate::db::PooledConn, String> {
@@ -648,6 +681,9 @@ fn keys(c: KeysCommand, settings: Settings) -> Result<ExitCode, String> {
         KeysCommand::Status => {
             // Opened without the start-up check, so that a broken ring can be inspected.
             let ctx = startup::open(settings)?;
+            if !ctx.pending_migrations.is_empty() {
+                return Err(pending_migrations(&ctx));
+            }
             let mut db = conn(&ctx)?;
             let usage = crate::keys::usage(&mut db, &ctx.keys).map_err(|e| e.to_string())?;
             println!(
@@ -689,7 +725,7 @@ fn keys(c: KeysCommand, settings: Settings) -> Result<ExitCode, String> {
             }
         }
         KeysCommand::Rotate { batch_size } => {
-            let ctx = startup::prepare(settings)?;
+            let ctx = startup::prepare_for(settings, Use::Write)?;
             let mut db = conn(&ctx)?;
             println!(
                 "re-encrypting under primary key '{}' in batches of {batch_size}",
@@ -938,7 +974,16 @@ fn doctor(settings: Settings) -> ExitCode {
         report("warn", "development mode: keys are generated into the data dir; use TETHER_ENV=production for real tenants".into());
     }
 
+    // Opened without migrating: a new version's doctor, run before a
+    // deploy, must not change the schema under running instances.
     match startup::open(settings.clone()) {
+        Ok(ctx) if !ctx.pending_migrations.is_empty() => {
+            report("FAIL", pending_migrations(&ctx));
+            report(
+                "--",
+                "key ring: not checked until the database is migrated".into(),
+            );
+        }
         Ok(ctx) => {
             report(
                 "ok",

@@ -178,6 +178,64 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("RUST_LOG", "info", "env_logger filter"),
 ];
 
+/// `TETHER_` variables that are not configuration: read by the test suite,
+/// the benchmarks, or the README's shell examples. They are neither
+/// validated nor reported as unknown.
+pub const NOT_CONFIGURATION: &[&str] = &[
+    // tests/api: the PostgreSQL server of the backend variants, the browser
+    // tests' switch and screenshots, the outage figures' length.
+    "TETHER_TEST_POSTGRES_URL",
+    "TETHER_BROWSER_TESTS",
+    "TETHER_SCREENSHOT",
+    "TETHER_OUTAGE_SECS",
+    // benches/load.rs
+    "TETHER_BENCH_POSTGRES_URL",
+    "TETHER_BENCH_WRAP",
+    "TETHER_BENCH_LOG",
+    // The README's curl examples keep the API key in this shell variable.
+    "TETHER_API_KEY",
+];
+
+/// Whether `name` is a `TETHER_` variable Tether knows: configuration, one
+/// of [`NOT_CONFIGURATION`], or a provider's credentials
+/// (`TETHER_DEMO_CLIENT_ID`, or a custom provider's `client_id_env`), which
+/// the provider catalogue checks.
+fn is_known_variable(name: &str) -> bool {
+    VARIABLES.iter().any(|(n, _, _)| *n == name)
+        || NOT_CONFIGURATION.contains(&name)
+        || name.ends_with("_CLIENT_ID")
+        || name.ends_with("_CLIENT_SECRET")
+}
+
+/// The configuration variable nearest to an unknown `name`, when it is near
+/// enough to be a typo of it.
+fn nearest_variable(name: &str) -> Option<&'static str> {
+    VARIABLES
+        .iter()
+        .map(|(n, _, _)| (levenshtein(name, n), *n))
+        .filter(|(d, _)| *d <= 3.max(name.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
+/// Edit distance (insertions, deletions, substitutions) between two strings.
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 /// GoHighLevel's published webhook signing key (Ed25519, SPKI DER in base64),
 /// for `X-GHL-Signature`: PROVIDERS.md.
 pub const GOHIGHLEVEL_WEBHOOK_KEY: &str =
@@ -258,6 +316,9 @@ pub struct Settings {
     /// Every variable the settings were read from, for provider credentials
     /// (`<KEY>_CLIENT_ID` ...). Never printed.
     pub env: Secret<BTreeMap<String, String>>,
+    /// What development lets pass but should be fixed (unknown `TETHER_`
+    /// variables), one line each; `cli::main` logs them.
+    pub warnings: Vec<String>,
 }
 
 /// Everything wrong with a configuration, one line per problem.
@@ -320,6 +381,26 @@ impl Settings {
             }
         };
         let dev = environment == Environment::Development;
+
+        // A misspelt variable would otherwise be silently ignored (and its
+        // default used): refused in production, a warning in development.
+        // Only the name is told, never the value.
+        let mut warnings = Vec::new();
+        for name in vars.keys().filter(|n| n.starts_with("TETHER_")) {
+            if is_known_variable(name) {
+                continue;
+            }
+            let why = match nearest_variable(name) {
+                Some(near) => format!("is not a Tether variable; did you mean {near}?"),
+                None => "is not a Tether variable (see the configuration table in the README)"
+                    .to_string(),
+            };
+            if dev {
+                warnings.push(format!("{name}: {why}"));
+            } else {
+                v.problem(name, why);
+            }
+        }
 
         let bind = v.parse("TETHER_BIND", "127.0.0.1:8080", |s| {
             s.parse::<SocketAddr>()
@@ -510,6 +591,14 @@ impl Settings {
         let log_filter = v.get("RUST_LOG").unwrap_or_else(|| "info".into());
 
         if !dev {
+            // The default is a SQLite file in each instance's data folder:
+            // instances meant to share one database would each get their own.
+            if v.get("TETHER_DATABASE_URL").is_none() {
+                v.problem(
+                    "TETHER_DATABASE_URL",
+                    "is required in production (postgres://..., or sqlite:///path to mean a SQLite file)".into(),
+                );
+            }
             if encryption_keys.is_none() && v.get("TETHER_ENCRYPTION_KEYS").is_none() {
                 v.problem(
                     "TETHER_ENCRYPTION_KEYS",
@@ -578,6 +667,7 @@ impl Settings {
             gohighlevel,
             log_filter,
             env: Secret::new(vars.clone()),
+            warnings,
         })
     }
 
@@ -889,6 +979,7 @@ mod tests {
         let prod = |webhook: &str| {
             Settings::from_vars(&vars(&[
                 ("TETHER_ENV", "production"),
+                ("TETHER_DATABASE_URL", "postgres://db.example.com/tether"),
                 ("TETHER_PUBLIC_URL", "https://tether.example.com"),
                 (
                     "TETHER_ENCRYPTION_KEYS",
@@ -1043,6 +1134,7 @@ mod tests {
         let prod = |origins: &str| {
             Settings::from_vars(&vars(&[
                 ("TETHER_ENV", "production"),
+                ("TETHER_DATABASE_URL", "postgres://db.example.com/tether"),
                 ("TETHER_PUBLIC_URL", "https://tether.example.com"),
                 (
                     "TETHER_ENCRYPTION_KEYS",
@@ -1060,6 +1152,59 @@ mod tests {
             "{text}"
         );
         assert!(prod("https://crm.example.com").is_ok());
+    }
+
+    #[test]
+    fn levenshtein_counts_edits() {
+        assert_eq!(levenshtein("", "abc"), 3);
+        assert_eq!(levenshtein("kitten", "sitting"), 3);
+        assert_eq!(levenshtein("TETHER_DATABSE_URL", "TETHER_DATABASE_URL"), 1);
+        assert_eq!(levenshtein("same", "same"), 0);
+    }
+
+    #[test]
+    fn an_unknown_tether_variable_is_refused_in_production_with_the_nearest_name() {
+        let err = Settings::from_vars(&vars(&[
+            ("TETHER_ENV", "production"),
+            ("TETHER_DATABSE_URL", "postgres://u:secret-pw@db/tether"),
+            ("TETHER_SOMETHING_ELSE_ENTIRELY", "x"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "TETHER_DATABSE_URL: is not a Tether variable; did you mean TETHER_DATABASE_URL?"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("TETHER_SOMETHING_ELSE_ENTIRELY: is not a Tether variable (see"),
+            "{err}"
+        );
+        assert!(
+            err.contains("TETHER_DATABASE_URL: is required in production"),
+            "{err}"
+        );
+        assert!(!err.contains("secret-pw"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_tether_variable_is_a_warning_in_development() {
+        let s = Settings::from_vars(&vars(&[
+            ("TETHER_SESION_KEY", "x"),
+            ("TETHER_TEST_POSTGRES_URL", "postgres://x"),
+            ("TETHER_ACME_CLIENT_SECRET", "x"),
+            ("OTHER_VARIABLE", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.warnings,
+            ["TETHER_SESION_KEY: is not a Tether variable; did you mean TETHER_SESSION_KEY?"]
+        );
+        assert!(Settings::from_vars(&BTreeMap::new())
+            .unwrap()
+            .warnings
+            .is_empty());
     }
 
     #[test]

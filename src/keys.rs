@@ -14,6 +14,9 @@ const CHECK_PLAINTEXT: &[u8] = b"tether key check v1";
 /// Records a check value for each key of the ring that has none yet, then
 /// verifies the ring (see [`verify`]). Run at start.
 pub fn ensure_checks(conn: &mut DbConn, ring: &KeyRing) -> Result<(), String> {
+    // Verified before anything is recorded: a refused ring leaves no check
+    // behind that would tie its key ids to keys nobody uses.
+    verify(conn, ring)?;
     let known = KeyCheck::all(conn).map_err(db_error)?;
     for kid in ring.key_ids() {
         if !known.iter().any(|k| k.key_id == kid) {

@@ -31,6 +31,9 @@ pub struct Context {
     pub session_key: Arc<Secret<Vec<u8>>>,
     pub backend: &'static str,
     pub providers: Arc<Catalogue>,
+    /// Migrations the database lacks (always none once `serve` or `migrate`
+    /// opened it; a read-only command reports them instead of applying them).
+    pub pending_migrations: Vec<String>,
 }
 
 impl Context {
@@ -67,25 +70,103 @@ pub fn store_spilled(ctx: &Context) -> Result<(), String> {
     Ok(())
 }
 
+/// What a command does with the database, which decides what opening it may
+/// do. Only `serve` and `migrate` migrate; the others find the schema current
+/// or stop (`doctor` reports instead), and the read-only ones write nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// `serve`: migrates, records key checks, needs the session key.
+    Serve,
+    /// `migrate`: migrates and records key checks.
+    Migrate,
+    /// Commands that change rows: records key checks for the ring's new ids.
+    Write,
+    /// Listing and diagnosis: writes nothing, not even a key check.
+    Read,
+}
+
+impl Use {
+    fn migrates(self) -> bool {
+        matches!(self, Use::Serve | Use::Migrate)
+    }
+}
+
 /// Opens the database, applies migrations, and proves the key ring opens the
-/// data (stopping with a message naming the key id when it does not).
+/// data (stopping with a message naming the key id when it does not), as
+/// `serve` does.
 pub fn prepare(settings: Settings) -> Result<Context, String> {
-    let ctx = open(settings)?;
+    prepare_for(settings, Use::Serve)
+}
+
+/// As [`prepare`], for a command that uses the database as `purpose` says.
+pub fn prepare_for(settings: Settings, purpose: Use) -> Result<Context, String> {
+    let ctx = open_for(settings, purpose)?;
+    if let Some(first) = ctx.pending_migrations.first() {
+        return Err(format!(
+            "the {} database lacks {} migration(s) of this version of Tether (from {first}): run `tether migrate` first",
+            ctx.backend,
+            ctx.pending_migrations.len()
+        ));
+    }
     let mut conn = ctx
         .pool
         .get()
         .map_err(|e| format!("cannot reach the {} database: {e}", ctx.backend))?;
-    crate::keys::ensure_checks(&mut conn, &ctx.keys)
-        .map_err(|e| format!("key ring check failed: {e}"))?;
+    let checked = match purpose {
+        Use::Read => crate::keys::verify(&mut conn, &ctx.keys),
+        _ => crate::keys::ensure_checks(&mut conn, &ctx.keys),
+    };
+    checked.map_err(|e| format!("key ring check failed: {e}"))?;
     drop(conn);
     Ok(ctx)
 }
 
 /// As [`prepare`], without checking the key ring against the data (for
-/// commands that diagnose it). Development keys are generated into the data
-/// dir on first use.
+/// commands that diagnose it), and without migrating: pending migrations are
+/// in [`Context::pending_migrations`].
 pub fn open(settings: Settings) -> Result<Context, String> {
-    let dev_keys = !settings.is_production();
+    open_for(settings, Use::Read)
+}
+
+/// Whether the database is the development SQLite file in the data folder,
+/// the only one development keys are generated for: keys generated for
+/// another database (a production one named by TETHER_DATABASE_URL) would be
+/// recorded in it for good, and live only in this folder.
+pub fn is_own_development_database(settings: &Settings) -> bool {
+    if settings.is_production() {
+        return false;
+    }
+    let Ok(Backend::Sqlite(path)) = Backend::from_url(settings.database_url.expose()) else {
+        return false;
+    };
+    let folder = path.parent().unwrap_or(Path::new(""));
+    let folder = if folder.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        folder
+    };
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    same(folder, &settings.data_dir)
+}
+
+/// Opens the database for `purpose`, migrating only for `serve` and `migrate`.
+/// Development keys are generated into the data dir on first use, and only
+/// for the development SQLite there.
+pub fn open_for(settings: Settings, purpose: Use) -> Result<Context, String> {
+    let dev_keys = is_own_development_database(&settings);
+    let not_generated = |variable: &str| {
+        if settings.is_production() {
+            format!("{variable} is required")
+        } else {
+            format!(
+                "{variable} is required: development keys are generated only for the development SQLite in the data folder ({}), and TETHER_DATABASE_URL names another database",
+                settings.data_dir.display()
+            )
+        }
+    };
     let keys = match &settings.encryption_keys {
         Some(ring) => ring.clone(),
         None if dev_keys => {
@@ -94,7 +175,7 @@ pub fn open(settings: Settings) -> Result<Context, String> {
             })?;
             parse_dev_key_ring(&settings.data_dir, &spec)?
         }
-        None => return Err("TETHER_ENCRYPTION_KEYS is required".into()),
+        None => return Err(not_generated("TETHER_ENCRYPTION_KEYS")),
     };
     let session_key = match &settings.session_key {
         Some(k) => k.clone(),
@@ -114,20 +195,28 @@ pub fn open(settings: Settings) -> Result<Context, String> {
                     })?,
             )
         }
-        None => return Err("TETHER_SESSION_KEY is required".into()),
+        None if purpose == Use::Serve => return Err(not_generated("TETHER_SESSION_KEY")),
+        // Commands other than `serve` sign no session.
+        None => Secret::new(crate::crypto::random_bytes(64)),
     };
     let providers = Catalogue::load(&settings).map_err(|e| e.to_string())?;
     let backend = Backend::from_url(settings.database_url.expose())?.name();
     let pool = db::connect(settings.database_url.expose(), settings.db_pool_size)?;
-    {
+    let pending_migrations = {
         let mut conn = pool
             .get()
             .map_err(|e| format!("cannot reach the {backend} database: {e}"))?;
-        let applied = db::migrate(&mut conn).map_err(|e| format!("migrations failed: {e}"))?;
-        for version in applied {
-            log::info!("applied migration {version}");
+        if purpose.migrates() {
+            let applied = db::migrate(&mut conn).map_err(|e| format!("migrations failed: {e}"))?;
+            for version in applied {
+                log::info!("applied migration {version}");
+            }
+            Vec::new()
+        } else {
+            db::pending_migrations(&mut conn)
+                .map_err(|e| format!("cannot read the {backend} database's migrations: {e}"))?
         }
-    }
+    };
     Ok(Context {
         settings: Arc::new(settings),
         pool,
@@ -135,6 +224,7 @@ pub fn open(settings: Settings) -> Result<Context, String> {
         session_key: Arc::new(session_key),
         backend,
         providers: Arc::new(providers),
+        pending_migrations,
     })
 }
 

@@ -263,6 +263,33 @@ fn redact_url_error(message: &str) -> String {
         .join(" ")
 }
 
+/// The migrations this binary has that the database lacks, by name, without
+/// changing anything: diesel's harness creates its bookkeeping table when it
+/// is missing, so it is asked inside a transaction that is always rolled back
+/// (both backends roll back DDL).
+pub fn pending_migrations(conn: &mut DbConn) -> Result<Vec<String>, String> {
+    fn names<C, DB>(c: &mut C, source: EmbeddedMigrations) -> Result<Vec<String>, String>
+    where
+        DB: diesel::backend::Backend,
+        C: Connection<Backend = DB> + MigrationHarness<DB>,
+        EmbeddedMigrations: diesel::migration::MigrationSource<DB>,
+    {
+        let mut found = Err("the migration check did not run".to_string());
+        let _ = c.transaction::<(), diesel::result::Error, _>(|c| {
+            found = c
+                .pending_migrations(source)
+                .map(|v| v.iter().map(|m| m.name().to_string()).collect())
+                .map_err(|e| e.to_string());
+            Err(diesel::result::Error::RollbackTransaction)
+        });
+        found
+    }
+    match conn {
+        DbConn::Postgres(c) => names(c, POSTGRES_MIGRATIONS),
+        DbConn::Sqlite(c) => names(c, SQLITE_MIGRATIONS),
+    }
+}
+
 /// Applies pending migrations; returns the versions applied. On PostgreSQL an
 /// advisory lock serialises instances that start at the same moment.
 pub fn migrate(conn: &mut DbConn) -> Result<Vec<String>, String> {

@@ -540,6 +540,7 @@ account_id = "/site"
         let prod = Settings::from_vars(
             &[
                 ("TETHER_ENV", "production"),
+                ("TETHER_DATABASE_URL", "postgres://db.example.com/tether"),
                 ("TETHER_PUBLIC_URL", "https://tether.example.com"),
                 (
                     "TETHER_ENCRYPTION_KEYS",

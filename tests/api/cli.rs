@@ -2,7 +2,9 @@
 //! bad input into a usage message or a clear error.
 
 use crate::backend_tests;
-use crate::helpers::{run, stderr, stdout, tether, Backend, TestDb, KEY_K1};
+use crate::helpers::{
+    run, stderr, stdout, tether, Backend, TestDb, KEY_K1, KEY_K1_OTHER, KEY_K2, SESSION_KEY,
+};
 use diesel::prelude::*;
 use std::process::Command;
 use tether::db::models::{api_key::ApiKey, user::User};
@@ -13,6 +15,9 @@ backend_tests!(
     api_key_create_prints_the_secret_once_on_the_last_line_and_stores_its_hash,
     doctor_names_a_provider_that_rejected_tethers_credentials,
     doctor_prints_redirect_uris_and_passes_on_a_working_setup,
+    doctor_on_an_empty_database_reports_pending_migrations_and_leaves_it_empty,
+    a_command_with_only_a_database_url_writes_no_key_file_and_no_key_check,
+    a_refused_key_ring_records_no_key_check,
 );
 
 fn pool(db: &TestDb) -> tether::db::Pool {
@@ -20,7 +25,7 @@ fn pool(db: &TestDb) -> tether::db::Pool {
 }
 
 async fn tenant_add_then_list_shows_it_and_refuses_duplicates_and_bad_ids(backend: Backend) {
-    let db = TestDb::new(backend);
+    let db = TestDb::migrated(backend);
     let out = run(
         tether(&db, KEY_K1).args(["tenant", "add", "client-42", "--name", "Main Street Dental"]),
         "",
@@ -53,7 +58,7 @@ async fn tenant_add_then_list_shows_it_and_refuses_duplicates_and_bad_ids(backen
 }
 
 async fn user_add_reads_the_password_from_stdin_and_stores_an_argon2_hash(backend: Backend) {
-    let db = TestDb::new(backend);
+    let db = TestDb::migrated(backend);
     run(tether(&db, KEY_K1).args(["tenant", "add", "acme"]), "");
     let add = [
         "user",
@@ -139,7 +144,7 @@ async fn user_add_reads_the_password_from_stdin_and_stores_an_argon2_hash(backen
 async fn api_key_create_prints_the_secret_once_on_the_last_line_and_stores_its_hash(
     backend: Backend,
 ) {
-    let db = TestDb::new(backend);
+    let db = TestDb::migrated(backend);
     run(tether(&db, KEY_K1).args(["tenant", "add", "acme"]), "");
     let out = run(
         tether(&db, KEY_K1).args(["api-key", "create", "--name", "chatbot", "--tenant", "acme"]),
@@ -196,7 +201,7 @@ async fn api_key_create_prints_the_secret_once_on_the_last_line_and_stores_its_h
 }
 
 async fn doctor_prints_redirect_uris_and_passes_on_a_working_setup(backend: Backend) {
-    let db = TestDb::new(backend);
+    let db = TestDb::migrated(backend);
     let out = run(
         tether(&db, KEY_K1)
             .env("TETHER_PUBLIC_URL", "https://tether.example.com")
@@ -306,6 +311,7 @@ fn doctor_fails_on_an_unreachable_database() {
                 "TETHER_DATABASE_URL",
                 "postgres://tether:pw-not-shown@127.0.0.1:1/tether",
             )
+            .env("TETHER_ENCRYPTION_KEYS", KEY_K1)
             .arg("doctor"),
         "",
     );
@@ -358,7 +364,7 @@ fn providers_list_shows_every_provider_why_it_is_off_and_its_redirect_uri() {
 }
 
 async fn doctor_names_a_provider_that_rejected_tethers_credentials(backend: Backend) {
-    let db = TestDb::new(backend);
+    let db = TestDb::migrated(backend);
     // Applies migrations; then a running server's refresh flags the provider.
     run(tether(&db, KEY_K1).arg("migrate"), "");
     let pool = pool(&db);
@@ -379,4 +385,145 @@ async fn doctor_names_a_provider_that_rejected_tethers_credentials(backend: Back
         line.starts_with("FAIL") && line.contains("invalid_client"),
         "{line}"
     );
+}
+
+/// Tables in the test database, Tether's and diesel's bookkeeping alike.
+fn table_count(db: &TestDb, backend: Backend) -> i64 {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let count = match backend {
+        Backend::Sqlite => {
+            let path = db.url.trim_start_matches("sqlite://");
+            let mut conn = diesel::SqliteConnection::establish(path).unwrap();
+            diesel::sql_query("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table'")
+                .get_result::<Count>(&mut conn)
+        }
+        Backend::Postgres => diesel::sql_query(
+            "SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .get_result::<Count>(&mut db.raw_pg()),
+    };
+    count.unwrap().n
+}
+
+fn key_check_ids(db: &TestDb) -> Vec<String> {
+    let mut conn = pool(db).get().unwrap();
+    tether::db::models::key_check::KeyCheck::all(&mut conn)
+        .unwrap()
+        .into_iter()
+        .map(|k| k.key_id)
+        .collect()
+}
+
+async fn doctor_on_an_empty_database_reports_pending_migrations_and_leaves_it_empty(
+    backend: Backend,
+) {
+    let db = TestDb::new(backend);
+    let out = run(tether(&db, KEY_K1).arg("doctor"), "");
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.contains("migration(s) of this version of Tether"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.starts_with("FAIL"), "{line}");
+    assert!(line.contains("run `tether migrate`"), "{line}");
+    assert_eq!(table_count(&db, backend), 0, "doctor changed nothing");
+
+    // Listing commands refuse the same way, and change nothing either.
+    let out = run(tether(&db, KEY_K1).args(["tenant", "list"]), "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("run `tether migrate`"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(table_count(&db, backend), 0);
+
+    // `migrate` migrates; then doctor finds the schema current.
+    let out = run(tether(&db, KEY_K1).arg("migrate"), "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(table_count(&db, backend) > 0);
+    let out = run(tether(&db, KEY_K1).arg("doctor"), "");
+    assert!(
+        stdout(&out).contains("is reachable and migrated"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+async fn a_command_with_only_a_database_url_writes_no_key_file_and_no_key_check(backend: Backend) {
+    // A database that is not the development SQLite of the data folder.
+    let db = TestDb::migrated(backend);
+    let cwd = tempfile::tempdir().unwrap();
+    let only_url = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TETHER_DATABASE_URL", &db.url)
+            .env("TETHER_BIND", "127.0.0.1:0")
+            .current_dir(cwd.path());
+        cmd
+    };
+    for args in [vec!["tenant", "list"], vec!["tenant", "add", "acme"]] {
+        let out = run(only_url().args(&args), "");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).contains("TETHER_ENCRYPTION_KEYS is required"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = run(
+        only_url()
+            .env("TETHER_ENCRYPTION_KEYS", KEY_K1)
+            .arg("serve"),
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("TETHER_SESSION_KEY is required"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        std::fs::read_dir(cwd.path()).unwrap().next().is_none(),
+        "nothing written in the current folder"
+    );
+    assert!(key_check_ids(&db).is_empty(), "no key check recorded");
+
+    // With the keys, a listing still records nothing; a change records its key.
+    let out = run(
+        only_url()
+            .env("TETHER_ENCRYPTION_KEYS", KEY_K1)
+            .args(["tenant", "list"]),
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(key_check_ids(&db).is_empty());
+    let out = run(
+        only_url()
+            .env("TETHER_ENCRYPTION_KEYS", KEY_K1)
+            .env("TETHER_SESSION_KEY", SESSION_KEY)
+            .args(["tenant", "add", "acme"]),
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(key_check_ids(&db), ["k1"]);
+    assert!(std::fs::read_dir(cwd.path()).unwrap().next().is_none());
+}
+
+async fn a_refused_key_ring_records_no_key_check(backend: Backend) {
+    let db = TestDb::migrated(backend);
+    let out = run(tether(&db, KEY_K1).args(["tenant", "add", "acme"]), "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A new primary k2 beside a k1 that is not the key that wrote k1's data.
+    let ring = format!("{KEY_K2},{KEY_K1_OTHER}");
+    let out = run(tether(&db, &ring).args(["tenant", "add", "other"]), "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("'k1'"), "{}", stderr(&out));
+    assert_eq!(key_check_ids(&db), ["k1"], "k2 was not recorded");
 }

@@ -114,3 +114,86 @@ async fn two_servers_started_together_on_one_database_both_come_up(backend: Back
     assert_eq!(Tenant::count(&mut pool.get().unwrap()).unwrap(), 1);
     assert_eq!(User::count(&mut pool.get().unwrap()).unwrap(), 1);
 }
+
+#[test]
+fn production_refuses_a_misspelt_variable_naming_it_and_the_nearest_name_without_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let session_key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [9u8; 64]);
+    let out = crate::helpers::run(
+        fresh(dir.path())
+            .env("TETHER_ENV", "production")
+            .env("TETHER_PUBLIC_URL", "https://tether.example.com")
+            .env("TETHER_ENCRYPTION_KEYS", KEY_K1)
+            .env("TETHER_SESSION_KEY", &session_key)
+            .env(
+                "TETHER_DATABSE_URL",
+                "postgres://tether:pw-in-the-typo@127.0.0.1:1/tether",
+            )
+            .arg("serve"),
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = crate::helpers::stderr(&out);
+    assert!(
+        err.contains(
+            "TETHER_DATABSE_URL: is not a Tether variable; did you mean TETHER_DATABASE_URL?"
+        ),
+        "{err}"
+    );
+    // The variable it was meant to be is missing, and production needs it.
+    assert!(
+        err.contains("TETHER_DATABASE_URL: is required in production"),
+        "{err}"
+    );
+    assert!(!err.contains("pw-in-the-typo"), "{err}");
+    assert!(!dir.path().join("data").exists(), "nothing was created");
+}
+
+#[test]
+fn production_without_a_database_url_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let session_key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [9u8; 64]);
+    let out = crate::helpers::run(
+        fresh(dir.path())
+            .env("TETHER_ENV", "production")
+            .env("TETHER_PUBLIC_URL", "https://tether.example.com")
+            .env("TETHER_ENCRYPTION_KEYS", KEY_K1)
+            .env("TETHER_SESSION_KEY", &session_key)
+            .arg("serve"),
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = crate::helpers::stderr(&out);
+    assert!(
+        err.contains("TETHER_DATABASE_URL: is required in production"),
+        "{err}"
+    );
+    assert_eq!(err.matches("  - ").count(), 1, "only the database: {err}");
+    assert!(!dir.path().join("data").exists(), "nothing was created");
+}
+
+#[test]
+fn development_warns_of_a_misspelt_variable_and_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        fresh(dir.path())
+            .env("TETHER_REFRESH_INTERVL_SECS", "value-not-shown")
+            .env("TETHER_TEST_POSTGRES_URL", "postgres://not-configuration")
+            .env("TETHER_DEMO_CLIENT_ID", "demo-client"),
+    )
+    .expect("development starts");
+    let log = server.stop();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("TETHER_REFRESH_INTERVL_SECS"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        warning.contains("did you mean TETHER_REFRESH_INTERVAL_SECS?"),
+        "{warning}"
+    );
+    assert!(!log.contains("value-not-shown"), "{log}");
+    // Test and provider variables are known, not warned about.
+    assert!(!log.contains("TETHER_TEST_POSTGRES_URL"), "{log}");
+    assert!(!log.contains("TETHER_DEMO_CLIENT_ID"), "{log}");
+}

@@ -47,6 +47,10 @@ pub use webhooks::*;
 
 /// A fixed test key ring, so tests can build rings that include or lack it.
 pub const KEY_K1: &str = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+/// The session key of test servers: a database other than the data folder's
+/// development SQLite gets no generated keys (see `startup::open_for`).
+pub const SESSION_KEY: &str =
+    "BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQ==";
 pub const KEY_K2: &str = "k2:AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
 /// k1's id with other key material.
 pub const KEY_K1_OTHER: &str = "k1:AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=";
@@ -134,6 +138,15 @@ impl TestDb {
         }
     }
 
+    /// A database with Tether's schema, as `tether migrate` leaves it (only
+    /// `serve` and `migrate` migrate; other commands need it done).
+    pub fn migrated(backend: Backend) -> TestDb {
+        let db = TestDb::new(backend);
+        let pool = tether::db::connect(&db.url, 1).expect("connect to the test database");
+        tether::db::migrate(&mut pool.get().expect("a connection")).expect("migrate");
+        db
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
@@ -162,6 +175,7 @@ pub fn settings_for(db: &TestDb, extra: &[(&str, &str)]) -> Settings {
         ("TETHER_DATA_DIR", db.data_dir().display().to_string()),
         ("TETHER_DATABASE_URL", db.url.clone()),
         ("TETHER_ENCRYPTION_KEYS", KEY_K1.to_string()),
+        ("TETHER_SESSION_KEY", SESSION_KEY.to_string()),
         ("TETHER_DB_POOL_SIZE", "4".to_string()),
         ("TETHER_REFRESH_ENABLED", "false".to_string()),
         // Tests that change rows behind Tether's back must not see a cached

@@ -15,6 +15,7 @@ pub fn tether(db: &TestDb, keys: &str) -> Command {
         .env("TETHER_BIND", "127.0.0.1:0")
         .env("TETHER_DATA_DIR", db.data_dir())
         .env("TETHER_DATABASE_URL", &db.url)
+        .env("TETHER_SESSION_KEY", super::SESSION_KEY)
         .env("RUST_LOG", "warn")
         .current_dir(db.data_dir());
     if !keys.is_empty() {

@@ -16,7 +16,7 @@
 //! real tests fails, they tell a harness problem from a Tether one.
 
 use crate::backend_tests;
-use crate::helpers::{settings_for, Backend, TestDb, KEY_K1};
+use crate::helpers::{settings_for, Backend, TestDb, KEY_K1, SESSION_KEY};
 use chrono::NaiveDateTime;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::OpenOptions;
@@ -290,6 +290,7 @@ impl Instance {
             ("TETHER_DATABASE_URL", db.url.clone()),
             ("TETHER_DATA_DIR", dir.display().to_string()),
             ("TETHER_ENCRYPTION_KEYS", KEY_K1.to_string()),
+            ("TETHER_SESSION_KEY", SESSION_KEY.to_string()),
             ("TETHER_PROVIDERS_FILE", providers.display().to_string()),
             ("ACME_CLIENT_ID", CLIENT_ID.to_string()),
             ("ACME_CLIENT_SECRET", CLIENT_SECRET.to_string()),
