@@ -29,6 +29,7 @@ WORKDIR /data
 ENV TETHER_ENV=production \
     TETHER_BIND=0.0.0.0:8080 \
     TETHER_DATA_DIR=/data \
+    TETHER_DATABASE_URL=sqlite:///data/tether.db \
     RUST_LOG=info
 VOLUME ["/data"]
 EXPOSE 8080
