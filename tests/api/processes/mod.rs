@@ -2,8 +2,9 @@
 //! provider that counts what it saw: SIGTERM in the middle of a refresh storm
 //! loses nothing, SIGKILL costs at most the refreshes whose answer died with
 //! the process, and short-lived tokens get at most two refreshes per lifetime
-//! across instances. Verdicts come from the provider's ledger and the rows, not
-//! from what Tether says about itself.
+//! across instances; `outages.rs`: the database cut (or SQLite locked) while
+//! refreshes are at the provider loses nothing either. Verdicts come from the
+//! provider's ledger and the rows, not from what Tether says about itself.
 //!
 //! Each instance is `tether serve` with a clean environment, its own data dir
 //! (stderr in `tether.log` there, printed when a test fails) and its own port,
