@@ -229,7 +229,9 @@ async fn doctor_prints_redirect_uris_and_passes_on_a_working_setup(backend: Back
     );
     assert!(!half.status.success());
     assert!(
-        stdout(&half).contains("HUBSPOT_CLIENT_SECRET is missing"),
+        stdout(&half).contains(
+            "FAIL  provider hubspot: HUBSPOT_CLIENT_SECRET is missing while HUBSPOT_CLIENT_ID is set"
+        ),
         "{}",
         stdout(&half)
     );
