@@ -781,6 +781,18 @@ fn parse_networks(s: &str) -> Result<Vec<ipnet::IpNet>, String> {
                         i + 1
                     )
                 })
+                .and_then(|net| {
+                    // Trusting everyone lets every client write its own
+                    // address into X-Forwarded-For.
+                    if net.prefix_len() == 0 {
+                        Err(format!(
+                            "entry {} covers every address: any client could then choose the address rate limits count by sending X-Forwarded-For; list only the load balancers' networks",
+                            i + 1
+                        ))
+                    } else {
+                        Ok(net)
+                    }
+                })
         })
         .collect()
 }
@@ -934,6 +946,33 @@ mod tests {
             let err = Settings::from_vars(&vars(&[("TETHER_TRUSTED_PROXIES", bad)])).unwrap_err();
             assert!(err.to_string().contains("TETHER_TRUSTED_PROXIES"), "{err}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_covering_every_address_are_refused_saying_why() {
+        for every in [
+            "0.0.0.0/0",
+            "::/0",
+            "10.0.0.0/8, 1.2.3.4/0",
+            "10.0.0.0/8,::1/0",
+        ] {
+            let err = Settings::from_vars(&vars(&[("TETHER_TRUSTED_PROXIES", every)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("TETHER_TRUSTED_PROXIES: entry ")
+                    && err.contains("covers every address: any client could then choose the address rate limits count"),
+                "{every}: {err}"
+            );
+        }
+        let err = Settings::from_vars(&vars(&[("TETHER_TRUSTED_PROXIES", "10.0.0.0/8,0.0.0.0/0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("entry 2 covers every address"), "{err}");
+        // The narrowest useful networks are still taken.
+        assert!(
+            Settings::from_vars(&vars(&[("TETHER_TRUSTED_PROXIES", "0.0.0.0/1,::/1")])).is_ok()
+        );
     }
 
     #[test]
