@@ -758,6 +758,11 @@ fn parse_public_url(s: &str) -> Result<Url, String> {
     if url.host_str().is_none() {
         return Err("has no host".into());
     }
+    // Redirect URIs, links and the session cookie's path are all written
+    // from the root: behind a path they would point outside Tether.
+    if url.path() != "/" {
+        return Err("must not have a path: Tether is served at the root of its host (redirect URIs, links and cookies assume it); give a scheme and host only, such as https://tether.example.com".into());
+    }
     let trimmed = url.as_str().trim_end_matches('/').to_string();
     Url::parse(&trimmed).map_err(|_| "is not a valid URL".to_string())
 }
@@ -1244,6 +1249,37 @@ mod tests {
             .unwrap()
             .warnings
             .is_empty());
+    }
+
+    #[test]
+    fn a_public_url_with_a_path_is_refused_saying_tether_is_served_at_the_root() {
+        for bad in [
+            "https://t.example.com/sub",
+            "https://t.example.com/sub/",
+            "https://t.example.com//",
+            "http://127.0.0.1:8080/a/b",
+        ] {
+            let err = Settings::from_vars(&vars(&[("TETHER_PUBLIC_URL", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(
+                    "TETHER_PUBLIC_URL: must not have a path: Tether is served at the root"
+                ),
+                "{bad}: {err}"
+            );
+            assert!(!err.contains("/sub") && !err.contains("/a/b"), "{err}");
+        }
+        for good in [
+            "https://t.example.com",
+            "https://t.example.com/",
+            "http://127.0.0.1:9090",
+        ] {
+            assert!(
+                Settings::from_vars(&vars(&[("TETHER_PUBLIC_URL", good)])).is_ok(),
+                "{good}"
+            );
+        }
     }
 
     #[test]
