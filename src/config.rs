@@ -22,7 +22,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "TETHER_PUBLIC_URL",
-        "http://127.0.0.1:8080",
+        "http://{bind} in development",
         "base of every redirect URI",
     ),
     (
@@ -409,7 +409,7 @@ impl Settings {
         let trusted_proxies = v.parse("TETHER_TRUSTED_PROXIES", "none", parse_networks);
         let public_url = v.parse(
             "TETHER_PUBLIC_URL",
-            "http://127.0.0.1:8080",
+            &default_public_url(dev, bind),
             parse_public_url,
         );
         let data_dir = PathBuf::from(v.get("TETHER_DATA_DIR").unwrap_or_else(|| "./data".into()));
@@ -740,6 +740,21 @@ impl Reader<'_> {
             None => f(default).unwrap_or_else(|_| panic!("default of {name} parses")),
         }
     }
+}
+
+/// In development, where Tether is reached is where it listens: the bind
+/// address, with loopback for an unspecified host (`0.0.0.0`). Port 0 has
+/// no port to follow before it binds, and production sets the URL.
+fn default_public_url(dev: bool, bind: SocketAddr) -> String {
+    if !dev || bind.port() == 0 {
+        return "http://127.0.0.1:8080".into();
+    }
+    let host = match bind.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(host, bind.port()))
 }
 
 fn parse_public_url(s: &str) -> Result<Url, String> {
@@ -1280,6 +1295,48 @@ mod tests {
                 "{good}"
             );
         }
+    }
+
+    #[test]
+    fn in_development_an_unset_public_url_follows_the_bind_address() {
+        let public = |pairs: &[(&str, &str)]| {
+            Settings::from_vars(&vars(pairs))
+                .unwrap()
+                .base_url()
+                .to_string()
+        };
+        assert_eq!(
+            public(&[("TETHER_BIND", "127.0.0.1:9090")]),
+            "http://127.0.0.1:9090"
+        );
+        assert_eq!(
+            public(&[("TETHER_BIND", "0.0.0.0:9091")]),
+            "http://127.0.0.1:9091"
+        );
+        assert_eq!(public(&[("TETHER_BIND", "[::]:9092")]), "http://[::1]:9092");
+        assert_eq!(
+            public(&[("TETHER_BIND", "192.168.1.5:3000")]),
+            "http://192.168.1.5:3000"
+        );
+        assert_eq!(public(&[]), "http://127.0.0.1:8080");
+        // Port 0 has no port to follow until it binds.
+        assert_eq!(
+            public(&[("TETHER_BIND", "127.0.0.1:0")]),
+            "http://127.0.0.1:8080"
+        );
+        // Set, it wins.
+        assert_eq!(
+            public(&[
+                ("TETHER_BIND", "0.0.0.0:9090"),
+                ("TETHER_PUBLIC_URL", "http://localhost:8000")
+            ]),
+            "http://localhost:8000"
+        );
+        let s = Settings::from_vars(&vars(&[("TETHER_BIND", "0.0.0.0:9090")])).unwrap();
+        assert_eq!(
+            s.redirect_uri("demo"),
+            "http://127.0.0.1:9090/oauth/demo/callback"
+        );
     }
 
     #[test]
