@@ -49,6 +49,10 @@ pub enum Command {
     Connections(ConnectionsCommand),
     /// Check the configuration, database, keys and providers; print what to fix.
     Doctor,
+    /// Print every configuration variable with its default and meaning
+    /// (also `tether help config`); reads no configuration.
+    #[command(after_long_help = crate::config::table())]
+    Config,
     /// Copy the SQLite database to FILE, consistently, while Tether serves
     /// (PostgreSQL: use pg_dump).
     Backup {
@@ -118,6 +122,11 @@ pub enum ConnectionsCommand {
 /// Parses the command line, loads settings, sets up logging, runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The table must be readable whatever the configuration's state.
+    if matches!(cli.command, Some(Command::Config)) {
+        print!("{}", crate::config::table());
+        return ExitCode::SUCCESS;
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -260,6 +269,10 @@ fn run(command: Command, settings: Settings) -> Result<ExitCode, String> {
             connections_import(&file, dry_run, &startup::prepare_for(settings, purpose)?)
         }
         Command::Doctor => Ok(doctor(settings)),
+        Command::Config => {
+            print!("{}", crate::config::table());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Backup {
             file,
             pages_per_step,

@@ -196,6 +196,33 @@ pub const NOT_CONFIGURATION: &[&str] = &[
     "TETHER_API_KEY",
 ];
 
+/// The configuration table (`tether config`): [`VARIABLES`] as aligned
+/// columns of name, default and meaning, then provider credentials.
+pub fn table() -> String {
+    let rows: Vec<(&str, &str, &str)> = VARIABLES
+        .iter()
+        .copied()
+        .chain([(
+            "<KEY>_CLIENT_ID, <KEY>_CLIENT_SECRET",
+            "none",
+            "a provider's credentials (e.g. HUBSPOT_CLIENT_ID); both enable it, one alone stops the start",
+        )])
+        .collect();
+    let name_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let default_width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+    let mut out = format!(
+        "{:name_width$}  {:default_width$}  {}\n",
+        "VARIABLE", "DEFAULT", "MEANING"
+    );
+    for (name, default, meaning) in rows {
+        // The README's Markdown quoting reads as noise in a terminal.
+        let meaning = meaning.replace('`', "");
+        out.push_str(format!("{name:name_width$}  {default:default_width$}  {meaning}").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// Whether `name` is a `TETHER_` variable Tether knows: configuration, one
 /// of [`NOT_CONFIGURATION`], or a provider's credentials
 /// (`TETHER_DEMO_CLIENT_ID`, or a custom provider's `client_id_env`), which
@@ -1211,6 +1238,20 @@ mod tests {
             "{text}"
         );
         assert!(prod("https://crm.example.com").is_ok());
+    }
+
+    #[test]
+    fn the_table_aligns_every_variable_with_its_default() {
+        let table = table();
+        let meaning_at = table.lines().next().unwrap().find("MEANING").unwrap();
+        for (name, default, meaning) in VARIABLES {
+            let line = table
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("{name} missing: {table}"));
+            assert!(line.contains(&format!("  {default}  ")), "{line}");
+            assert_eq!(&line[meaning_at..], meaning.replace('`', ""), "{line}");
+        }
     }
 
     #[test]
