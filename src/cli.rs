@@ -49,6 +49,10 @@ pub enum Command {
     Connections(ConnectionsCommand),
     /// Check the configuration, database, keys and providers; print what to fix.
     Doctor,
+    /// Print every configuration variable with its default and meaning
+    /// (also `tether help config`); reads no configuration.
+    #[command(after_long_help = crate::config::table())]
+    Config,
     /// Copy the SQLite database to FILE, consistently, while Tether serves
     /// (PostgreSQL: use pg_dump).
     Backup {
@@ -118,6 +122,11 @@ pub enum ConnectionsCommand {
 /// Parses the command line, loads settings, sets up logging, runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The table must be readable whatever the configuration's state.
+    if matches!(cli.command, Some(Command::Config)) {
+        print!("{}", crate::config::table());
+        return ExitCode::SUCCESS;
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -260,6 +269,10 @@ fn run(command: Command, settings: Settings) -> Result<ExitCode, String> {
             connections_import(&file, dry_run, &startup::prepare_for(settings, purpose)?)
         }
         Command::Doctor => Ok(doctor(settings)),
+        Command::Config => {
+            print!("{}", crate::config::table());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Backup {
             file,
             pages_per_step,
@@ -974,6 +987,7 @@ fn doctor(settings: Settings) -> ExitCode {
         report("warn", "development mode: keys are generated into the data dir; use TETHER_ENV=production for real tenants".into());
     }
 
+    let catalogue = crate::providers::Catalogue::load(&settings);
     // Opened without migrating: a new version's doctor, run before a
     // deploy, must not change the schema under running instances.
     match startup::open(settings.clone()) {
@@ -1015,10 +1029,15 @@ fn doctor(settings: Settings) -> ExitCode {
                 );
             }
         }
+        // The catalogue's own problem, reported once below.
+        Err(e) if catalogue.as_ref().is_err_and(|c| c.to_string() == e) => report(
+            "--",
+            "database: not checked until the providers are fixed".into(),
+        ),
         Err(e) => report("FAIL", e),
     }
 
-    match crate::providers::Catalogue::load(&settings) {
+    match catalogue {
         Ok(catalogue) => {
             for p in catalogue.all() {
                 let redirect = settings.redirect_uri(&p.key);
@@ -1031,31 +1050,18 @@ fn doctor(settings: Settings) -> ExitCode {
                         report("warn", format!("gohighlevel: TETHER_GOHIGHLEVEL_APP_ID is unset, so app webhooks of any Marketplace app signed by GoHighLevel are taken at {}/webhooks/gohighlevel", settings.base_url()));
                     }
                 } else {
-                    let has_id = settings.var(&p.client_id_env).is_some();
-                    let has_secret = settings.var(&p.client_secret_env).is_some();
-                    if has_id != has_secret {
-                        let missing = if has_id {
-                            &p.client_secret_env
-                        } else {
-                            &p.client_id_env
-                        };
-                        report(
-                            "FAIL",
-                            format!("{}: {missing} is missing (the other half is set)", p.key),
-                        );
-                    } else {
-                        report(
-                            "--",
-                            format!(
-                                "{}: disabled ({}); redirect URI would be {redirect}",
-                                p.key,
-                                p.disabled_reason().unwrap_or_default()
-                            ),
-                        );
-                    }
+                    report(
+                        "--",
+                        format!(
+                            "{}: disabled ({}); redirect URI would be {redirect}",
+                            p.key,
+                            p.disabled_reason().unwrap_or_default()
+                        ),
+                    );
                 }
             }
         }
+        // Half-configured providers land here, in the words `serve` stops with.
         Err(e) => report("FAIL", e.to_string()),
     }
     if failed {

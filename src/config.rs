@@ -22,7 +22,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "TETHER_PUBLIC_URL",
-        "http://127.0.0.1:8080",
+        "http://{bind} in development",
         "base of every redirect URI",
     ),
     (
@@ -195,6 +195,33 @@ pub const NOT_CONFIGURATION: &[&str] = &[
     // The README's curl examples keep the API key in this shell variable.
     "TETHER_API_KEY",
 ];
+
+/// The configuration table (`tether config`): [`VARIABLES`] as aligned
+/// columns of name, default and meaning, then provider credentials.
+pub fn table() -> String {
+    let rows: Vec<(&str, &str, &str)> = VARIABLES
+        .iter()
+        .copied()
+        .chain([(
+            "<KEY>_CLIENT_ID, <KEY>_CLIENT_SECRET",
+            "none",
+            "a provider's credentials (e.g. HUBSPOT_CLIENT_ID); both enable it, one alone stops the start",
+        )])
+        .collect();
+    let name_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let default_width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+    let mut out = format!(
+        "{:name_width$}  {:default_width$}  {}\n",
+        "VARIABLE", "DEFAULT", "MEANING"
+    );
+    for (name, default, meaning) in rows {
+        // The README's Markdown quoting reads as noise in a terminal.
+        let meaning = meaning.replace('`', "");
+        out.push_str(format!("{name:name_width$}  {default:default_width$}  {meaning}").trim_end());
+        out.push('\n');
+    }
+    out
+}
 
 /// Whether `name` is a `TETHER_` variable Tether knows: configuration, one
 /// of [`NOT_CONFIGURATION`], or a provider's credentials
@@ -409,7 +436,7 @@ impl Settings {
         let trusted_proxies = v.parse("TETHER_TRUSTED_PROXIES", "none", parse_networks);
         let public_url = v.parse(
             "TETHER_PUBLIC_URL",
-            "http://127.0.0.1:8080",
+            &default_public_url(dev, bind),
             parse_public_url,
         );
         let data_dir = PathBuf::from(v.get("TETHER_DATA_DIR").unwrap_or_else(|| "./data".into()));
@@ -742,6 +769,21 @@ impl Reader<'_> {
     }
 }
 
+/// In development, where Tether is reached is where it listens: the bind
+/// address, with loopback for an unspecified host (`0.0.0.0`). Port 0 has
+/// no port to follow before it binds, and production sets the URL.
+fn default_public_url(dev: bool, bind: SocketAddr) -> String {
+    if !dev || bind.port() == 0 {
+        return "http://127.0.0.1:8080".into();
+    }
+    let host = match bind.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(host, bind.port()))
+}
+
 fn parse_public_url(s: &str) -> Result<Url, String> {
     let url = Url::parse(s)
         .map_err(|_| "is not an absolute URL such as https://tether.example.com".to_string())?;
@@ -757,6 +799,11 @@ fn parse_public_url(s: &str) -> Result<Url, String> {
     }
     if url.host_str().is_none() {
         return Err("has no host".into());
+    }
+    // Redirect URIs, links and the session cookie's path are all written
+    // from the root: behind a path they would point outside Tether.
+    if url.path() != "/" {
+        return Err("must not have a path: Tether is served at the root of its host (redirect URIs, links and cookies assume it); give a scheme and host only, such as https://tether.example.com".into());
     }
     let trimmed = url.as_str().trim_end_matches('/').to_string();
     Url::parse(&trimmed).map_err(|_| "is not a valid URL".to_string())
@@ -780,6 +827,18 @@ fn parse_networks(s: &str) -> Result<Vec<ipnet::IpNet>, String> {
                         "entry {} is not a network such as 10.0.0.0/8 or an address (or 'none')",
                         i + 1
                     )
+                })
+                .and_then(|net| {
+                    // Trusting everyone lets every client write its own
+                    // address into X-Forwarded-For.
+                    if net.prefix_len() == 0 {
+                        Err(format!(
+                            "entry {} covers every address: any client could then choose the address rate limits count by sending X-Forwarded-For; list only the load balancers' networks",
+                            i + 1
+                        ))
+                    } else {
+                        Ok(net)
+                    }
                 })
         })
         .collect()
@@ -934,6 +993,33 @@ mod tests {
             let err = Settings::from_vars(&vars(&[("TETHER_TRUSTED_PROXIES", bad)])).unwrap_err();
             assert!(err.to_string().contains("TETHER_TRUSTED_PROXIES"), "{err}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_covering_every_address_are_refused_saying_why() {
+        for every in [
+            "0.0.0.0/0",
+            "::/0",
+            "10.0.0.0/8, 1.2.3.4/0",
+            "10.0.0.0/8,::1/0",
+        ] {
+            let err = Settings::from_vars(&vars(&[("TETHER_TRUSTED_PROXIES", every)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("TETHER_TRUSTED_PROXIES: entry ")
+                    && err.contains("covers every address: any client could then choose the address rate limits count"),
+                "{every}: {err}"
+            );
+        }
+        let err = Settings::from_vars(&vars(&[("TETHER_TRUSTED_PROXIES", "10.0.0.0/8,0.0.0.0/0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("entry 2 covers every address"), "{err}");
+        // The narrowest useful networks are still taken.
+        assert!(
+            Settings::from_vars(&vars(&[("TETHER_TRUSTED_PROXIES", "0.0.0.0/1,::/1")])).is_ok()
+        );
     }
 
     #[test]
@@ -1155,6 +1241,20 @@ mod tests {
     }
 
     #[test]
+    fn the_table_aligns_every_variable_with_its_default() {
+        let table = table();
+        let meaning_at = table.lines().next().unwrap().find("MEANING").unwrap();
+        for (name, default, meaning) in VARIABLES {
+            let line = table
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("{name} missing: {table}"));
+            assert!(line.contains(&format!("  {default}  ")), "{line}");
+            assert_eq!(&line[meaning_at..], meaning.replace('`', ""), "{line}");
+        }
+    }
+
+    #[test]
     fn levenshtein_counts_edits() {
         assert_eq!(levenshtein("", "abc"), 3);
         assert_eq!(levenshtein("kitten", "sitting"), 3);
@@ -1205,6 +1305,79 @@ mod tests {
             .unwrap()
             .warnings
             .is_empty());
+    }
+
+    #[test]
+    fn a_public_url_with_a_path_is_refused_saying_tether_is_served_at_the_root() {
+        for bad in [
+            "https://t.example.com/sub",
+            "https://t.example.com/sub/",
+            "https://t.example.com//",
+            "http://127.0.0.1:8080/a/b",
+        ] {
+            let err = Settings::from_vars(&vars(&[("TETHER_PUBLIC_URL", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(
+                    "TETHER_PUBLIC_URL: must not have a path: Tether is served at the root"
+                ),
+                "{bad}: {err}"
+            );
+            assert!(!err.contains("/sub") && !err.contains("/a/b"), "{err}");
+        }
+        for good in [
+            "https://t.example.com",
+            "https://t.example.com/",
+            "http://127.0.0.1:9090",
+        ] {
+            assert!(
+                Settings::from_vars(&vars(&[("TETHER_PUBLIC_URL", good)])).is_ok(),
+                "{good}"
+            );
+        }
+    }
+
+    #[test]
+    fn in_development_an_unset_public_url_follows_the_bind_address() {
+        let public = |pairs: &[(&str, &str)]| {
+            Settings::from_vars(&vars(pairs))
+                .unwrap()
+                .base_url()
+                .to_string()
+        };
+        assert_eq!(
+            public(&[("TETHER_BIND", "127.0.0.1:9090")]),
+            "http://127.0.0.1:9090"
+        );
+        assert_eq!(
+            public(&[("TETHER_BIND", "0.0.0.0:9091")]),
+            "http://127.0.0.1:9091"
+        );
+        assert_eq!(public(&[("TETHER_BIND", "[::]:9092")]), "http://[::1]:9092");
+        assert_eq!(
+            public(&[("TETHER_BIND", "192.168.1.5:3000")]),
+            "http://192.168.1.5:3000"
+        );
+        assert_eq!(public(&[]), "http://127.0.0.1:8080");
+        // Port 0 has no port to follow until it binds.
+        assert_eq!(
+            public(&[("TETHER_BIND", "127.0.0.1:0")]),
+            "http://127.0.0.1:8080"
+        );
+        // Set, it wins.
+        assert_eq!(
+            public(&[
+                ("TETHER_BIND", "0.0.0.0:9090"),
+                ("TETHER_PUBLIC_URL", "http://localhost:8000")
+            ]),
+            "http://localhost:8000"
+        );
+        let s = Settings::from_vars(&vars(&[("TETHER_BIND", "0.0.0.0:9090")])).unwrap();
+        assert_eq!(
+            s.redirect_uri("demo"),
+            "http://127.0.0.1:9090/oauth/demo/callback"
+        );
     }
 
     #[test]

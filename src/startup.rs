@@ -156,6 +156,8 @@ pub fn is_own_development_database(settings: &Settings) -> bool {
 /// Development keys are generated into the data dir on first use, and only
 /// for the development SQLite there.
 pub fn open_for(settings: Settings, purpose: Use) -> Result<Context, String> {
+    // First, so that a refused catalogue leaves no key file behind.
+    let providers = Catalogue::load(&settings).map_err(|e| e.to_string())?;
     let dev_keys = is_own_development_database(&settings);
     let not_generated = |variable: &str| {
         if settings.is_production() {
@@ -199,7 +201,6 @@ pub fn open_for(settings: Settings, purpose: Use) -> Result<Context, String> {
         // Commands other than `serve` sign no session.
         None => Secret::new(crate::crypto::random_bytes(64)),
     };
-    let providers = Catalogue::load(&settings).map_err(|e| e.to_string())?;
     let backend = Backend::from_url(settings.database_url.expose())?.name();
     let pool = db::connect(settings.database_url.expose(), settings.db_pool_size)?;
     let pending_migrations = {

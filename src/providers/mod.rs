@@ -180,11 +180,25 @@ impl Catalogue {
                 )));
             }
         }
+        // Half a pair is a mistake, never a way to switch a provider off:
+        // starting without it would leave its connections silently dead.
+        let mut half = Vec::new();
         for p in providers.values_mut() {
             p.credentials = match (env(&p.client_id_env), env(&p.client_secret_env)) {
                 (Some(id), Some(secret)) => Some((id, Secret::new(secret))),
-                _ => None,
+                (Some(_), None) => {
+                    half.push(half_configured(p, &p.client_secret_env, &p.client_id_env));
+                    None
+                }
+                (None, Some(_)) => {
+                    half.push(half_configured(p, &p.client_id_env, &p.client_secret_env));
+                    None
+                }
+                (None, None) => None,
             };
+        }
+        if !half.is_empty() {
+            return Err(CatalogueError(half.join("; ")));
         }
         if settings.demo_provider {
             let demo = presets::demo(settings);
@@ -215,6 +229,14 @@ impl Catalogue {
     pub fn all(&self) -> impl Iterator<Item = &Provider> {
         self.providers.values().map(|p| &**p)
     }
+}
+
+/// What `serve` and `doctor` both say of a provider with half its credentials.
+fn half_configured(p: &Provider, missing: &str, set: &str) -> String {
+    format!(
+        "provider {}: {missing} is missing while {set} is set; set both to enable it, or neither",
+        p.key
+    )
 }
 
 fn new_custom(key: &str, t: &ProviderToml) -> Result<Provider, String> {
@@ -624,6 +646,29 @@ token_url = "http://api.hubapi.com/oauth/v3/token"
         let c = Catalogue::build(&settings(), None, &env).unwrap();
         assert!(c.enabled("hubspot").is_some());
         assert!(c.enabled("google").is_none());
+    }
+
+    #[test]
+    fn half_a_pair_of_credentials_is_refused_naming_the_provider_and_the_missing_variable() {
+        let id_only = |n: &str| (n == "HUBSPOT_CLIENT_ID").then(|| "id".to_string());
+        let err = Catalogue::build(&settings(), None, &id_only)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "provider hubspot: HUBSPOT_CLIENT_SECRET is missing while HUBSPOT_CLIENT_ID is set; set both to enable it, or neither"
+        );
+        let secret_only = |n: &str| (n == "GOOGLE_CLIENT_SECRET").then(|| "s".to_string());
+        let err = Catalogue::build(&settings(), None, &secret_only)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "provider google: GOOGLE_CLIENT_ID is missing while GOOGLE_CLIENT_SECRET is set"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("\"s\""), "{err}");
     }
 
     #[test]

@@ -229,7 +229,9 @@ async fn doctor_prints_redirect_uris_and_passes_on_a_working_setup(backend: Back
     );
     assert!(!half.status.success());
     assert!(
-        stdout(&half).contains("HUBSPOT_CLIENT_SECRET is missing"),
+        stdout(&half).contains(
+            "FAIL  provider hubspot: HUBSPOT_CLIENT_SECRET is missing while HUBSPOT_CLIENT_ID is set"
+        ),
         "{}",
         stdout(&half)
     );
@@ -526,4 +528,31 @@ async fn a_refused_key_ring_records_no_key_check(backend: Backend) {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("'k1'"), "{}", stderr(&out));
     assert_eq!(key_check_ids(&db), ["k1"], "k2 was not recorded");
+}
+
+#[test]
+fn config_prints_every_variable_the_code_validates_against_even_when_the_configuration_is_bad() {
+    for args in [
+        vec!["config"],
+        vec!["help", "config"],
+        vec!["config", "--help"],
+    ] {
+        // A bad configuration must not hide the table that explains it.
+        let out = run(bare().env("TETHER_BIND", "nowhere").args(&args), "");
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let text = stdout(&out);
+        for (name, default, _) in tether::config::VARIABLES {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("{args:?} lacks {name}: {text}"));
+            assert!(line.contains(default), "{line}");
+        }
+        assert!(text.contains("<KEY>_CLIENT_ID"), "{text}");
+    }
+    let help = stdout(&run(bare().arg("--help"), ""));
+    assert!(
+        help.lines().any(|l| l.trim_start().starts_with("config ")),
+        "{help}"
+    );
 }

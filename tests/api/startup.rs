@@ -197,3 +197,47 @@ fn development_warns_of_a_misspelt_variable_and_starts() {
     assert!(!log.contains("TETHER_TEST_POSTGRES_URL"), "{log}");
     assert!(!log.contains("TETHER_DEMO_CLIENT_ID"), "{log}");
 }
+
+#[test]
+fn a_provider_with_half_its_credentials_stops_serve_and_fails_doctor_in_the_same_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let said = "provider hubspot: HUBSPOT_CLIENT_SECRET is missing while HUBSPOT_CLIENT_ID is set; set both to enable it, or neither";
+    let serve = crate::helpers::run(
+        fresh(dir.path())
+            .env("HUBSPOT_CLIENT_ID", "an-id")
+            .arg("serve"),
+        "",
+    );
+    assert_eq!(serve.status.code(), Some(1));
+    let err = crate::helpers::stderr(&serve);
+    assert!(err.contains(said), "{err}");
+    assert!(!dir.path().join("data").exists(), "nothing was created");
+
+    let doctor = crate::helpers::run(
+        fresh(dir.path())
+            .env("HUBSPOT_CLIENT_ID", "an-id")
+            .arg("doctor"),
+        "",
+    );
+    assert_eq!(doctor.status.code(), Some(1));
+    let out = crate::helpers::stdout(&doctor);
+    assert!(out.contains(&format!("FAIL  {said}")), "{out}");
+    assert_eq!(out.matches(said).count(), 1, "said once: {out}");
+
+    // The other half alone is refused the same way.
+    let serve = crate::helpers::run(
+        fresh(dir.path())
+            .env("HUBSPOT_CLIENT_SECRET", "secret-not-shown")
+            .arg("serve"),
+        "",
+    );
+    assert_eq!(serve.status.code(), Some(1));
+    let err = crate::helpers::stderr(&serve);
+    assert!(
+        err.contains(
+            "provider hubspot: HUBSPOT_CLIENT_ID is missing while HUBSPOT_CLIENT_SECRET is set"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("secret-not-shown"), "{err}");
+}
