@@ -136,6 +136,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "how long a claimed refresh is held before another instance may take it (at least the provider timeout + 5)",
     ),
     (
+        "TETHER_REFRESH_TOKEN_LAPSE_WARNING_DAYS",
+        "14",
+        "how many days before a refresh token with a known lifetime lapses the `refresh_token_expiring` event is recorded (1 to 365)",
+    ),
+    (
         "TETHER_RETENTION_DAYS",
         "90",
         "events and finished webhook deliveries older than this are deleted (in batches, by the scheduler)",
@@ -288,6 +293,8 @@ pub struct RefreshSettings {
     pub token_cache: Duration,
     /// Age after which events and finished webhook deliveries are deleted.
     pub retention: Duration,
+    /// How far ahead a lapsing refresh token is announced, in days.
+    pub lapse_warning_days: i64,
 }
 
 /// GoHighLevel's app webhooks.
@@ -580,6 +587,9 @@ impl Settings {
                 86_400
                     * v.parse::<u64>("TETHER_RETENTION_DAYS", "90", |s| parse_range(s, 1, 36_500)),
             ),
+            lapse_warning_days: v.parse("TETHER_REFRESH_TOKEN_LAPSE_WARNING_DAYS", "14", |s| {
+                parse_range(s, 1, 365)
+            }),
         };
         // A refresh must finish (or time out) while its lease still holds, or
         // another instance could send the same refresh token.

@@ -60,6 +60,16 @@ pub struct Metrics {
     held: std::sync::atomic::AtomicUsize,
     /// Token requests answered from memory because the database was away.
     from_memory: std::sync::atomic::AtomicU64,
+    /// Per provider, this process's last refresh that succeeded and last one
+    /// that failed (with its outcome), for `/readyz/providers`.
+    last: Mutex<BTreeMap<String, Activity>>,
+}
+
+/// When this process last refreshed a provider's token, and last failed to.
+#[derive(Debug, Clone, Default)]
+pub struct Activity {
+    pub last_success: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_failure: Option<(chrono::DateTime<chrono::Utc>, String)>,
 }
 
 impl Metrics {
@@ -72,6 +82,14 @@ impl Metrics {
             .entry((provider.to_string(), outcome.to_string()))
             .or_default() += 1;
         if outcome != "circuit_open" {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            let activity = last.entry(provider.to_string()).or_default();
+            if outcome == "ok" {
+                activity.last_success = Some(chrono::Utc::now());
+            } else {
+                activity.last_failure = Some((chrono::Utc::now(), outcome.to_string()));
+            }
+            drop(last);
             self.refresh_latency
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -79,6 +97,16 @@ impl Metrics {
                 .or_default()
                 .observe(secs);
         }
+    }
+
+    /// This process's last refresh outcomes for `provider`.
+    pub fn activity(&self, provider: &str) -> Activity {
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(provider)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn held_answers(&self, n: usize) {

@@ -166,6 +166,7 @@ pub async fn complete(
         &row.redirect_uri,
         &code,
         verifier.as_ref(),
+        |error| app.flag_provider(&provider.key, error),
     )
     .await?;
     let (connection, reconnected) =

@@ -285,13 +285,16 @@ pub fn provider_failure(provider: &Provider, e: ProviderError) -> AppError {
     AppError::bad_gateway(Code::ProviderError, message).with_cause(e)
 }
 
-/// Exchanges the code and looks up the account.
+/// Exchanges the code and looks up the account. A provider refusing our
+/// client credentials is told to `client_refused` (with its error code), so
+/// the caller can flag the provider as misconfigured, as a refresh would.
 pub async fn exchange(
     http: &reqwest::Client,
     provider: &Provider,
     redirect_uri: &str,
     code: &str,
     verifier: Option<&Secret<String>>,
+    client_refused: impl FnOnce(&str),
 ) -> AppResult<Authorized> {
     if code.is_empty() || code.len() > 4096 {
         return Err(AppError::bad_request(
@@ -307,7 +310,12 @@ pub async fn exchange(
         verifier.map(|v| v.expose().as_str()),
     )
     .await
-    .map_err(|e| provider_failure(provider, e))?;
+    .map_err(|e| {
+        if let ProviderError::ClientMisconfigured { error } = &e {
+            client_refused(error);
+        }
+        provider_failure(provider, e)
+    })?;
     let (account_id, account_name) = identify(http, provider, &response).await?;
     let scopes = response
         .scopes

@@ -134,6 +134,22 @@ impl Breakers {
     pub fn state(&self, provider: &str) -> State {
         self.with(provider, |e| e.state)
     }
+
+    /// `provider`'s circuit as an operator sees it: its state, the transient
+    /// failures counted since the provider last answered, and while open, the
+    /// seconds until the next probe may go out.
+    pub fn health(&self, provider: &str) -> (State, u32, Option<u64>) {
+        let now = Instant::now();
+        let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(provider) {
+            None => (State::Closed, 0, None),
+            Some(e) => {
+                let wait = (e.state == State::Open)
+                    .then(|| e.open_until.saturating_duration_since(now).as_secs());
+                (e.state, e.failures, wait)
+            }
+        }
+    }
 }
 
 /// Leave to call a provider, given by [`Breakers::allow`]: say how it went.

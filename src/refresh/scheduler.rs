@@ -17,13 +17,15 @@ use tokio::sync::Semaphore;
 /// How soon a tick is tried again while the database is away.
 const AWAY_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// How far ahead a lapsing refresh token is announced.
-pub const LAPSE_WARNING_DAYS: i64 = 14;
-
 /// Records (once per connection and window) that a refresh token with a known
-/// lifetime lapses soon: after that, only a reconnect helps.
-fn warn_lapsing_refresh_tokens(c: &mut crate::db::DbConn, notify: bool) -> diesel::QueryResult<()> {
-    let window = chrono::Duration::days(LAPSE_WARNING_DAYS);
+/// lifetime lapses within `warn_days` days (TETHER_REFRESH_TOKEN_LAPSE_WARNING_DAYS):
+/// after that, only a reconnect helps.
+fn warn_lapsing_refresh_tokens(
+    c: &mut crate::db::DbConn,
+    notify: bool,
+    warn_days: i64,
+) -> diesel::QueryResult<()> {
+    let window = chrono::Duration::days(warn_days);
     for row in Connection::refresh_token_lapsing(c, now() + window)? {
         let Some(lapses) = row.refresh_expires_at else {
             continue;
@@ -192,12 +194,13 @@ impl Scheduler {
         };
         if housekeeping_due {
             let notify = state.settings.webhook.is_some();
+            let warn_days = state.settings.refresh.lapse_warning_days;
             let retention = chrono::Duration::from_std(state.settings.refresh.retention)
                 .unwrap_or(chrono::Duration::days(90));
             state
                 .db(move |c| {
                     OAuthState::delete_expired(c, now() - chrono::Duration::hours(1))?;
-                    warn_lapsing_refresh_tokens(c, notify)?;
+                    warn_lapsing_refresh_tokens(c, notify, warn_days)?;
                     prune(c, now() - retention)?;
                     Ok(())
                 })

@@ -24,6 +24,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         }))
         .route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
+        .route("/readyz/providers", web::get().to(ops::provider_health))
         .route("/metrics", web::get().to(ops::metrics))
         .route("/static/{file}", web::get().to(ops::static_file))
         // The internal API first: the token route is the hot path, and every

@@ -114,17 +114,8 @@ fn misconfigured(flags: Vec<ProviderFlag>) -> serde_json::Map<String, serde_json
 /// With `TETHER_METRICS_TOKEN` set, only a scraper presenting it as a bearer
 /// token is answered; anything else is a 401 that reveals nothing.
 pub async fn metrics(state: web::Data<App>, req: HttpRequest) -> HttpResponse {
-    if let Some(expected) = &state.settings.metrics_token {
-        if !bearer_matches(&req, expected.expose()) {
-            let mut res = actix_web::ResponseError::error_response(&AppError::unauthorized(
-                "/metrics needs the bearer token set in TETHER_METRICS_TOKEN",
-            ));
-            res.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer realm=\"metrics\""),
-            );
-            return res;
-        }
+    if let Some(refused) = refused_without_metrics_token(&state, &req) {
+        return refused;
     }
     let counts = state
         .db(|c| Ok((Connection::count_by_status(c)?, ProviderFlag::all(c)?)))
@@ -152,6 +143,85 @@ pub async fn metrics(state: web::Data<App>, req: HttpRequest) -> HttpResponse {
             state.health.is_up(),
             state.tokens.is_coherent(),
         ))
+}
+
+/// With `TETHER_METRICS_TOKEN` set, the 401 for a request that does not
+/// present it as a bearer token; `None`: go on.
+fn refused_without_metrics_token(state: &App, req: &HttpRequest) -> Option<HttpResponse> {
+    let expected = state.settings.metrics_token.as_ref()?;
+    if bearer_matches(req, expected.expose()) {
+        return None;
+    }
+    let mut res = actix_web::ResponseError::error_response(&AppError::unauthorized(
+        "this route needs the bearer token set in TETHER_METRICS_TOKEN",
+    ));
+    res.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"metrics\""),
+    );
+    Some(res)
+}
+
+/// Each enabled provider's health as this process sees it: its circuit, the
+/// transient failures in a row, whether it is flagged misconfigured (since
+/// when, and the provider's error code), and this process's last refresh
+/// success and failure (kept in memory: no scan of the connections table).
+/// Behind `TETHER_METRICS_TOKEN`, as `/metrics`: it tells which providers are
+/// configured and how they fare, which a balancer does not need. While the
+/// database is away the in-memory facts are still served, flags unknown.
+pub async fn provider_health(state: web::Data<App>, req: HttpRequest) -> HttpResponse {
+    if let Some(refused) = refused_without_metrics_token(&state, &req) {
+        return refused;
+    }
+    let flags = match state.db(|c| Ok(ProviderFlag::all(c)?)).await {
+        Ok(flags) => Some(flags),
+        Err(e) if e.is(crate::error::Code::DatabaseUnavailable) => None,
+        Err(e) => return actix_web::ResponseError::error_response(&e),
+    };
+    let iso =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut providers = serde_json::Map::new();
+    for p in state.providers.all().filter(|p| p.enabled()) {
+        let key = p.key.as_str();
+        let (circuit, failures, next_probe) = state.breakers.health(key);
+        let flag = flags
+            .as_ref()
+            .and_then(|f| f.iter().find(|f| f.provider == key));
+        let activity = state.metrics.activity(key);
+        let status = if flag.is_some() {
+            "misconfigured"
+        } else if circuit != crate::refresh::circuit::State::Closed {
+            "circuit_open"
+        } else if failures > 0 {
+            "failing"
+        } else {
+            "ok"
+        };
+        providers.insert(
+            key.to_string(),
+            serde_json::json!({
+                "status": status,
+                "circuit": circuit.as_str(),
+                "consecutive_failures": failures,
+                "next_probe_in_secs": next_probe,
+                "misconfigured": flag.map(|f| serde_json::json!({
+                    "error": f.error,
+                    "since": iso(f.flagged_at.and_utc()),
+                })),
+                "last_success": activity.last_success.map(iso),
+                "last_failure": activity.last_failure.map(|(at, outcome)| serde_json::json!({
+                    "at": iso(at),
+                    "outcome": outcome,
+                })),
+            }),
+        );
+    }
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({
+            "database": if flags.is_some() { "ok" } else { "unavailable" },
+            "providers": providers,
+        }))
 }
 
 /// Whether the request carries `Authorization: Bearer <expected>`. Both sides

@@ -359,10 +359,11 @@ fn shown(iso: &Option<String>, format: &str) -> Option<String> {
 }
 
 /// An account's card line, from the view the API gives of that account.
-fn account_card(view: StatusView) -> AccountCard {
+/// `warn_days` is how far ahead a lapsing refresh token is shown (the
+/// scheduler's warning window).
+fn account_card(view: StatusView, warn_days: i64) -> AccountCard {
     let (id, name) = view.account.map(|a| (a.id, a.name)).unwrap_or_default();
-    let soon =
-        chrono::Utc::now() + chrono::Duration::days(crate::refresh::scheduler::LAPSE_WARNING_DAYS);
+    let soon = chrono::Utc::now() + chrono::Duration::days(warn_days);
     AccountCard {
         label: name.unwrap_or_else(|| id.clone()),
         id,
@@ -391,8 +392,12 @@ fn card(
     accounts: Vec<StatusView>,
     events: Vec<Event>,
     settings: SettingsForm,
+    warn_days: i64,
 ) -> Card {
-    let accounts: Vec<AccountCard> = accounts.into_iter().map(account_card).collect();
+    let accounts: Vec<AccountCard> = accounts
+        .into_iter()
+        .map(|a| account_card(a, warn_days))
+        .collect();
     Card {
         key: provider.key.to_string(),
         needs_new_permissions: accounts.iter().any(|a| !a.missing_scopes.is_empty()),
@@ -446,6 +451,7 @@ async fn board(
         .map(|p| (p.clone(), integrations.get(p.key.as_str()).cloned()))
         .collect();
     let tenant_id = tenant_id.to_string();
+    let warn_days = state.settings.refresh.lapse_warning_days;
     let cards = state
         .db(move |c| {
             let mut out = Vec::new();
@@ -456,7 +462,7 @@ async fn board(
                 let each = accounts.iter().map(|a| StatusView::of(p, Some(a)));
                 let draft = draft.as_ref().filter(|d| d.provider == p.key.as_str());
                 let form = settings_form(p, &IntegrationView::of(p, row.as_ref()), draft);
-                out.push(card(p, view, each.collect(), events, form));
+                out.push(card(p, view, each.collect(), events, form, warn_days));
             }
             Ok(out)
         })

@@ -2,7 +2,10 @@
 //! callback with PKCE, refresh, reconnect, disconnect.
 
 use crate::backend_tests;
-use crate::helpers::{connect, mount_exchange, signed_in, start, Backend, TestApp, ACCOUNT};
+use crate::helpers::{
+    connect, mount_exchange, signed_in, start, Backend, TestApp, ACCOUNT, ACME_ISSUER,
+};
+use std::time::{Duration, Instant};
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, ResponseTemplate};
 
@@ -28,7 +31,52 @@ backend_tests!(
     a_connection_whose_tokens_no_longer_open_can_still_be_disconnected,
     reconnecting_replaces_the_tokens_and_records_a_reconnect,
     a_popup_flow_ends_on_a_page_that_tells_the_opener_and_closes,
+    a_client_secret_refused_at_connect_flags_the_provider,
 );
+
+async fn a_client_secret_refused_at_connect_flags_the_provider(backend: Backend) {
+    let (app, fake) = signed_in(backend, "post").await;
+    let (state, _) = start(&app, &[]).await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_string_contains("grant_type=authorization_code"))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(serde_json::json!({"error": "invalid_client"})),
+        )
+        .expect(1)
+        .mount(&fake.server)
+        .await;
+    let res = app
+        .get(&format!(
+            "/oauth/acme/callback?code=the-code&state={state}&iss={ACME_ISSUER}"
+        ))
+        .await;
+    let page = res.text().await.unwrap();
+    assert!(
+        page.contains("provider_error") && page.contains("client credentials"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("acme-secret-value"),
+        "no secret is shown: {page}"
+    );
+
+    // The flag is raised off the request path.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ready = loop {
+        let ready: serde_json::Value = app.get("/readyz").await.json().await.unwrap();
+        if ready["misconfigured_providers"].get("acme").is_some() {
+            break ready;
+        }
+        assert!(Instant::now() < deadline, "no flag in /readyz: {ready}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(ready["misconfigured_providers"]["acme"]
+        .as_str()
+        .unwrap()
+        .contains("invalid_client"));
+}
 
 async fn an_admin_connects_a_provider_with_pkce_and_sees_it_connected(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;

@@ -1,10 +1,14 @@
 //! Liveness, readiness, the metrics token and error rendering.
 
 use crate::backend_tests;
-use crate::helpers::{spawn_app, spawn_app_with, Backend, TestDb};
+use crate::helpers::{
+    failing, spawn_app, spawn_app_with, spawn_app_with_acme, tokens, Backend, FakeProvider, TestDb,
+};
 use diesel::prelude::*;
 use tether::db::models::key_check::KeyCheck;
 use tether::db::models::tenant::Tenant;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
 
 backend_tests!(
     healthz_is_ok,
@@ -14,7 +18,90 @@ backend_tests!(
     metrics_are_open_without_a_configured_token,
     metrics_with_a_token_answer_only_a_scraper_presenting_it,
     unknown_routes_are_json_under_api_and_a_page_elsewhere,
+    provider_health_shows_a_successful_refresh,
+    provider_health_shows_an_open_circuit,
+    provider_health_with_a_metrics_token_answers_only_a_scraper_presenting_it,
 );
+
+async fn provider_health(app: &crate::helpers::TestApp) -> serde_json::Value {
+    let res = app.get("/readyz/providers").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    res.json().await.unwrap()
+}
+
+async fn provider_health_shows_a_successful_refresh(backend: Backend) {
+    let answer =
+        ResponseTemplate::new(200).set_body_json(tokens("at-1", Some("rt-1"), 3600.into()));
+    let (app, _fake, _c, key) = failing(backend, answer, &[]).await;
+    let before = provider_health(&app).await;
+    assert_eq!(before["database"], "ok");
+    assert_eq!(before["providers"]["acme"]["status"], "ok");
+    assert!(before["providers"]["acme"]["last_success"].is_null());
+
+    assert_eq!(app.token(&key, "acme").await.status(), 200);
+    let after = provider_health(&app).await;
+    let acme = &after["providers"]["acme"];
+    assert_eq!(acme["status"], "ok", "{after}");
+    assert_eq!(acme["circuit"], "closed");
+    assert_eq!(acme["consecutive_failures"], 0);
+    assert!(acme["misconfigured"].is_null());
+    assert!(acme["last_failure"].is_null());
+    let at = acme["last_success"].as_str().expect("a last success");
+    let at = chrono::DateTime::parse_from_rfc3339(at).unwrap();
+    assert!((chrono::Utc::now() - at.to_utc()).num_seconds().abs() < 60);
+}
+
+async fn provider_health_shows_an_open_circuit(backend: Backend) {
+    let fake = FakeProvider::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&fake.server)
+        .await;
+    let app = spawn_app_with_acme(backend, &fake, "", &[]).await;
+    for i in 0..5 {
+        let t = app.ensure_tenant(&format!("c{i}"));
+        app.seed(&t.id, "acct", &format!("rt-c{i}"), -60, 3600);
+    }
+    let key = app.api_key(None, false);
+    for i in 0..2 {
+        assert_eq!(app.token(&key, &format!("c{i}")).await.status(), 503);
+    }
+    let failing = provider_health(&app).await;
+    let acme = &failing["providers"]["acme"];
+    assert_eq!(acme["status"], "failing", "{failing}");
+    assert_eq!(acme["consecutive_failures"], 2);
+    assert_eq!(acme["last_failure"]["outcome"], "transient");
+    for i in 2..5 {
+        assert_eq!(app.token(&key, &format!("c{i}")).await.status(), 503);
+    }
+    let open = provider_health(&app).await;
+    let acme = &open["providers"]["acme"];
+    assert_eq!(acme["status"], "circuit_open", "{open}");
+    assert_eq!(acme["circuit"], "open");
+    assert_eq!(acme["consecutive_failures"], 5);
+    let wait = acme["next_probe_in_secs"].as_u64().expect("a wait");
+    assert!(wait <= 30, "{wait}");
+    assert!(acme["last_success"].is_null());
+}
+
+async fn provider_health_with_a_metrics_token_answers_only_a_scraper_presenting_it(
+    backend: Backend,
+) {
+    let token = "a-scraper-token-0123456789";
+    let app = spawn_app_with(TestDb::new(backend), &[("TETHER_METRICS_TOKEN", token)]).await;
+    let res = app.get("/readyz/providers").await;
+    assert_eq!(res.status(), 401);
+    let res = app
+        .client
+        .get(format!("{}/readyz/providers", app.address))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
 
 async fn healthz_is_ok(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -1,7 +1,10 @@
 //! The refresh scheduler: due connections are leased and refreshed.
 
 use crate::backend_tests;
-use crate::helpers::{connect, signed_in, tokens, Backend, TestApp};
+use crate::helpers::{
+    connect, signed_in, spawn_app_with_acme, tokens, Backend, FakeProvider, TestApp, OWNER,
+    PASSWORD,
+};
 use diesel::prelude::*;
 use tether::db::models::connection::Connection;
 use tether::refresh::scheduler::Scheduler;
@@ -13,6 +16,7 @@ backend_tests!(
     a_refresh_token_about_to_lapse_is_announced_once_and_shown_on_the_card,
     old_events_and_finished_deliveries_are_pruned_and_the_rest_kept,
     the_card_shows_state_changes_before_routine_refreshes,
+    the_lapse_warning_window_is_configurable,
 );
 
 /// Records an event `days` old, with a webhook delivery that is `delivery`.
@@ -176,6 +180,48 @@ async fn a_refresh_token_about_to_lapse_is_announced_once_and_shown_on_the_card(
     assert!(
         page.contains("access lapses on") && page.contains("Access lapses soon"),
         "{page}"
+    );
+}
+
+/// Connects `acme` on an app with `extra` settings, makes its refresh token
+/// lapse in `days` days, runs one scheduler tick and counts the
+/// `refresh_token_expiring` events.
+async fn lapse_warnings_after_a_tick(backend: Backend, extra: &[(&str, &str)], days: i64) -> usize {
+    let fake = FakeProvider::start().await;
+    let app = spawn_app_with_acme(backend, &fake, "", extra).await;
+    app.create_admin("acme", OWNER);
+    assert_eq!(app.login(OWNER, PASSWORD).await.status(), 303);
+    connect(&app, &fake, "at-1", "rt-1").await;
+    let row = app.acme_connection("acme");
+    {
+        use tether::db::schema::connections;
+        diesel::update(connections::table.find(&row.id))
+            .set(
+                connections::refresh_expires_at
+                    .eq(Some(tether::db::now() + chrono::Duration::days(days))),
+            )
+            .execute(&mut app.conn())
+            .unwrap();
+    }
+    Scheduler::new(app.state.clone()).tick().await.unwrap();
+    tether::db::models::event::Event::recent(&mut app.conn(), &row.tenant_id, "acme", 10)
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == "refresh_token_expiring")
+        .count()
+}
+
+async fn the_lapse_warning_window_is_configurable(backend: Backend) {
+    let wide = [("TETHER_REFRESH_TOKEN_LAPSE_WARNING_DAYS", "30")];
+    assert_eq!(
+        lapse_warnings_after_a_tick(backend, &wide, 20).await,
+        1,
+        "20 days ahead is within a 30-day window"
+    );
+    assert_eq!(
+        lapse_warnings_after_a_tick(backend, &[], 20).await,
+        0,
+        "20 days ahead is outside the default 14-day window"
     );
 }
 
