@@ -98,7 +98,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "TETHER_METRICS_TOKEN",
         "none",
-        "when set, `/metrics` answers only `Authorization: Bearer <token>` (at least 16 characters)",
+        "when set, `/metrics` and `/readyz/providers` answer only `Authorization: Bearer <token>` (at least 16 characters)",
     ),
     (
         "TETHER_PROXY_MAX_BODY_BYTES",
