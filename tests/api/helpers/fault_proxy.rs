@@ -1,7 +1,7 @@
-//! A TCP proxy in front of the test's database that can cut it: every open
-//! connection closed at once and new ones refused (accepted and closed at
-//! once) until it heals. What a failover or a network blip does to Tether,
-//! without touching the shared database server.
+//! The database failing under Tether, without touching the shared server: a
+//! TCP proxy in front of PostgreSQL that can cut it (every open connection
+//! closed at once and new ones refused, accepted and closed at once, until it
+//! heals), and another writer holding SQLite's write lock.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -125,5 +125,29 @@ async fn serve(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
         });
         open.retain(|t| !t.is_finished());
         open.push(task.abort_handle());
+    }
+}
+
+/// A writer outside Tether holding SQLite's write lock until dropped (a long
+/// import, a backup tool): readers go on, writers wait their busy timeout.
+pub struct WriteLock(diesel::SqliteConnection);
+
+impl WriteLock {
+    /// Takes the write lock of the SQLite database at `url` (`sqlite://...`).
+    pub fn take(url: &str) -> WriteLock {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection as _;
+        let path = url.strip_prefix("sqlite://").expect("a SQLite URL");
+        let mut c = diesel::SqliteConnection::establish(path).expect("open the database");
+        c.batch_execute("BEGIN IMMEDIATE")
+            .expect("take the write lock");
+        WriteLock(c)
+    }
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        use diesel::connection::SimpleConnection;
+        let _ = self.0.batch_execute("ROLLBACK");
     }
 }

@@ -8,7 +8,7 @@
 //! within 5 s of the database.
 
 use super::*;
-use crate::helpers::{postgres_url, FaultProxy};
+use crate::helpers::{postgres_url, FaultProxy, WriteLock};
 
 /// How soon after the database is back everything must be too.
 const BACK_WITHIN: Duration = Duration::from_secs(5);
@@ -481,28 +481,6 @@ async fn a_stop_during_an_outage_spills_held_answers_and_the_next_start_stores_t
 // ---------------------------------------------------------------------------
 // Figures for BENCHMARKS.md (ignored: `cargo test --test api outage_figures
 // -- --ignored --nocapture`, `TETHER_OUTAGE_SECS` seconds, default 15).
-
-/// A writer outside Tether holding SQLite's write lock until dropped.
-struct WriteLock(diesel::SqliteConnection);
-
-impl WriteLock {
-    fn take(url: &str) -> WriteLock {
-        use diesel::connection::SimpleConnection;
-        use diesel::Connection as _;
-        let path = url.strip_prefix("sqlite://").expect("a SQLite URL");
-        let mut c = diesel::SqliteConnection::establish(path).expect("open the database");
-        c.batch_execute("BEGIN IMMEDIATE")
-            .expect("take the write lock");
-        WriteLock(c)
-    }
-}
-
-impl Drop for WriteLock {
-    fn drop(&mut self) {
-        use diesel::connection::SimpleConnection;
-        let _ = self.0.batch_execute("ROLLBACK");
-    }
-}
 
 /// 20 connections due together and one warm for an hour, one instance under
 /// token-API load; the database goes away the moment the 20 refreshes are at

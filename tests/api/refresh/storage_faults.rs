@@ -6,30 +6,8 @@
 //! the refresh token once.
 
 use crate::helpers::*;
-use diesel::connection::SimpleConnection;
-use diesel::prelude::*;
-use diesel::Connection as _;
 use std::time::{Duration, Instant};
 use tether::db::models::connection::{Connection, Status};
-
-/// A writer outside Tether holding SQLite's write lock until dropped.
-struct WriteLock(SqliteConnection);
-
-impl WriteLock {
-    fn take(url: &str) -> WriteLock {
-        let path = url.strip_prefix("sqlite://").expect("a SQLite URL");
-        let mut c = SqliteConnection::establish(path).expect("open the database");
-        c.batch_execute("BEGIN IMMEDIATE")
-            .expect("take the write lock");
-        WriteLock(c)
-    }
-}
-
-impl Drop for WriteLock {
-    fn drop(&mut self) {
-        let _ = self.0.batch_execute("ROLLBACK");
-    }
-}
 
 #[actix_web::test]
 async fn a_locked_sqlite_file_holds_the_answer_serves_it_and_stores_it_once_unlocked() {
