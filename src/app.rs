@@ -197,6 +197,7 @@ impl App {
         T: Send + 'static,
     {
         let (pool, health) = (self.pool.clone(), self.health.clone());
+        let settings = self.settings.clone();
         actix_web::web::block(move || {
             let mut conn = crate::db::checkout(&pool, &health, pool.connection_timeout())
                 .inspect_err(|e| health.down(e))?;
@@ -207,6 +208,8 @@ impl App {
                     if let Err(lost) = conn.ping() {
                         crate::db::poison(&mut conn);
                         health.down(&lost);
+                    } else {
+                        crate::db::reopen_sqlite(&mut conn, settings.database_url.expose());
                     }
                 }
                 _ => health.reached(),

@@ -79,25 +79,7 @@ impl r2d2::ManageConnection for Manager {
             Backend::Postgres(url) => PgConnection::establish(url)
                 .map(DbConn::Postgres)
                 .map_err(diesel::r2d2::Error::ConnectionError),
-            Backend::Sqlite(path) => {
-                let path = path.to_str().ok_or_else(|| {
-                    diesel::r2d2::Error::ConnectionError(
-                        diesel::ConnectionError::InvalidConnectionUrl(
-                            "the SQLite path is not valid UTF-8".into(),
-                        ),
-                    )
-                })?;
-                let mut conn = SqliteConnection::establish(path)
-                    .map_err(diesel::r2d2::Error::ConnectionError)?;
-                // busy_timeout first: switching a new file to WAL takes a lock
-                // that other pool connections opening at the same moment wait on.
-                conn.batch_execute(
-                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
-                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-                )
-                .map_err(diesel::r2d2::Error::QueryError)?;
-                Ok(DbConn::Sqlite(conn))
-            }
+            Backend::Sqlite(path) => open_sqlite(path),
         }
     }
 
@@ -113,6 +95,39 @@ impl r2d2::ManageConnection for Manager {
                 (&self.backend, conn),
                 (Backend::Postgres(_), DbConn::Sqlite(_))
             )
+    }
+}
+
+/// Opens a SQLite connection tuned for a server (WAL, busy timeout, foreign keys).
+fn open_sqlite(path: &std::path::Path) -> Result<DbConn, diesel::r2d2::Error> {
+    let path = path.to_str().ok_or_else(|| {
+        diesel::r2d2::Error::ConnectionError(diesel::ConnectionError::InvalidConnectionUrl(
+            "the SQLite path is not valid UTF-8".into(),
+        ))
+    })?;
+    let mut conn =
+        SqliteConnection::establish(path).map_err(diesel::r2d2::Error::ConnectionError)?;
+    // busy_timeout first: switching a new file to WAL takes a lock
+    // that other pool connections opening at the same moment wait on.
+    conn.batch_execute(
+        "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+    )
+    .map_err(diesel::r2d2::Error::QueryError)?;
+    Ok(DbConn::Sqlite(conn))
+}
+
+/// Replaces a pooled SQLite connection that failed a write with a fresh one
+/// on the same file: after an I/O error SQLite may keep the connection in
+/// its error state, failing every later write even once the file can be
+/// written again. A no-op for PostgreSQL (see [`poison`]).
+pub fn reopen_sqlite(conn: &mut DbConn, database_url: &str) {
+    if let (DbConn::Sqlite(_), Ok(Backend::Sqlite(path))) =
+        (&*conn, Backend::from_url(database_url))
+    {
+        if let Ok(fresh) = open_sqlite(&path) {
+            *conn = fresh;
+        }
     }
 }
 

@@ -9,8 +9,19 @@ use crate::helpers::*;
 use std::time::{Duration, Instant};
 use tether::db::models::connection::{Connection, Status};
 
-#[actix_web::test]
-async fn a_locked_sqlite_file_holds_the_answer_serves_it_and_stores_it_once_unlocked() {
+/// A token request whose refresh is at the rotating provider, its answer
+/// held there until the test lets it go, on a SQLite app.
+struct InFlight {
+    app: TestApp,
+    rotating: Rotating,
+    held: HeldAnswers,
+    seeded: Connection,
+    key: String,
+    first: actix_web::rt::task::JoinHandle<(u16, serde_json::Value)>,
+    _fake: FakeProvider,
+}
+
+async fn in_flight() -> InFlight {
     let fake = FakeProvider::start().await;
     let rotating = Rotating::new(true);
     rotating.mount(&fake).await;
@@ -36,6 +47,28 @@ async fn a_locked_sqlite_file_holds_the_answer_serves_it_and_stores_it_once_unlo
         })
     };
     held.until_held(1).await;
+    InFlight {
+        app,
+        rotating,
+        held,
+        seeded,
+        key,
+        first,
+        _fake: fake,
+    }
+}
+
+#[actix_web::test]
+async fn a_locked_sqlite_file_holds_the_answer_serves_it_and_stores_it_once_unlocked() {
+    let InFlight {
+        app,
+        rotating,
+        held,
+        seeded,
+        key,
+        first,
+        _fake,
+    } = in_flight().await;
 
     // The answer arrives while another process holds the write lock.
     let lock = WriteLock::take(&app.db.url);
@@ -185,31 +218,15 @@ impl Drop for Immutable {
 /// served, and stored once the files can be written again.
 #[actix_web::test]
 async fn a_read_only_sqlite_file_holds_the_answer_and_stores_it_once_writable() {
-    let fake = FakeProvider::start().await;
-    let rotating = Rotating::new(true);
-    rotating.mount(&fake).await;
-    let held = HeldAnswers::start(&fake).await;
-    let app = spawn_app_with_providers(
-        TestDb::new(Backend::Sqlite),
-        &held.providers_toml(&fake),
-        &[],
-    )
-    .await;
-    let tenant = app.ensure_tenant("acme");
-    rotating.grant("rt-0");
-    let seeded = app.seed(&tenant.id, "acct-1", "rt-0", -60, -1);
-    let key = app.api_key(None, false);
-    let first = {
-        let (client, address, key) = (app.client.clone(), app.address.clone(), key.clone());
-        actix_web::rt::spawn(async move {
-            let res = token_at(&client, &address, &key, "acme").await;
-            (
-                res.status().as_u16(),
-                res.json::<serde_json::Value>().await.unwrap(),
-            )
-        })
-    };
-    held.until_held(1).await;
+    let InFlight {
+        app,
+        rotating,
+        held,
+        seeded,
+        key: _,
+        first,
+        _fake,
+    } = in_flight().await;
     let dir = app.db.data_dir().to_path_buf();
     let files = ["tether.db", "tether.db-wal"]
         .iter()
