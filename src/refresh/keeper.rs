@@ -89,7 +89,7 @@ pub async fn store_or_hold(state: &App, answer: HeldAnswer) -> AppResult<Option<
                 answer.leased.id,
             );
             state.held.wait(&answer);
-            state.metrics.held_answers(state.held.len());
+            state.metrics.held_answers(state.held.waiting_total());
             Ok(Some(answer.row()))
         }
     }
