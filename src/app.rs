@@ -56,6 +56,11 @@ pub struct App {
     /// Token sets providers handed out that the database could not take
     /// yet (see `refresh::held`).
     pub held: crate::refresh::held::Held,
+    /// What this instance tells the others with its heartbeat.
+    pub fingerprints: crate::db::models::instance::Fingerprints,
+    /// Where live instances disagree with this one on keys, as the last
+    /// heartbeat found (see `keys::disagreements`); shown by `/readyz`.
+    pub disagreements: std::sync::Mutex<Vec<String>>,
 }
 
 /// Permits of [`App::sending`]: more than can ever be in flight.
@@ -67,6 +72,7 @@ impl App {
         pool: Pool,
         keys: Arc<KeyRing>,
         providers: Arc<Catalogue>,
+        session_key_check: String,
     ) -> App {
         let http = crate::oauth::client::http_client(settings.refresh.provider_timeout);
         let refresh_http = crate::oauth::client::http_client(settings.refresh.provider_timeout);
@@ -83,6 +89,13 @@ impl App {
         if postgres && !settings.refresh.token_cache.is_zero() {
             crate::db::listen::spawn(settings.database_url.expose(), Arc::downgrade(&tokens));
         }
+        // Hex, so that it is a plain prefix in a LIKE pattern.
+        let instance_id = hex::encode(crate::crypto::random_bytes(6));
+        let fingerprints = crate::db::models::instance::Fingerprints {
+            id: instance_id.clone(),
+            key_ids: keys.key_ids().join(","),
+            session_key_check,
+        };
         App {
             settings,
             pool,
@@ -90,8 +103,7 @@ impl App {
             providers,
             refresh_http,
             http,
-            // Hex, so that it is a plain prefix in a LIKE pattern.
-            instance_id: hex::encode(crate::crypto::random_bytes(6)),
+            instance_id,
             login_limiter: RateLimiter::new(30, Duration::from_secs(300)),
             login_failures: RateLimiter::new(10, Duration::from_secs(300)),
             oauth_limiter: RateLimiter::new(60, Duration::from_secs(60)),
@@ -106,6 +118,8 @@ impl App {
             left: Default::default(),
             health: Default::default(),
             held: Default::default(),
+            fingerprints,
+            disagreements: Default::default(),
         }
     }
 

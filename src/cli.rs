@@ -359,13 +359,17 @@ fn restore(settings: &Settings, file: &std::path::Path, pages_per_step: i32) -> 
 }
 
 fn serve(settings: Settings) -> Result<(), String> {
-    let ctx = startup::prepare(settings)?;
+    let ctx = startup::prepare_for(settings, Use::Serve)?;
     // While it runs, `tether restore` refuses to replace the SQLite file.
     let _presence = crate::backup::Presence::hold(&ctx.settings)?;
     let first = startup::bootstrap(&ctx)?;
     startup::store_spilled(&ctx)?;
     actix_web::rt::System::new().block_on(async move {
-        let app = Application::build(ctx.clone())
+        let listener = std::net::TcpListener::bind(ctx.settings.bind)
+            .map_err(|e| format!("cannot listen on {}: {e}", ctx.settings.bind))?;
+        // Last, so that a refused start leaves no key check behind.
+        startup::record_key_checks(&ctx)?;
+        let app = Application::build_on(ctx.clone(), listener)
             .map_err(|e| format!("cannot listen on {}: {e}", ctx.settings.bind))?;
         let s = &ctx.settings;
         let env = if s.is_production() {
@@ -740,6 +744,15 @@ fn keys(c: KeysCommand, settings: Settings) -> Result<ExitCode, String> {
         KeysCommand::Rotate { batch_size } => {
             let ctx = startup::prepare_for(settings, Use::Write)?;
             let mut db = conn(&ctx)?;
+            let blockers = crate::keys::rotation_blockers(&mut db, &ctx.keys)
+                .map_err(|e| format!("database error: {e}"))?;
+            if !blockers.is_empty() {
+                return Err(format!(
+                    "not rotating: {}; rows moved to '{}' would fail there. Give every instance the new key first (README: Rotating keys); nothing was changed",
+                    blockers.join("; "),
+                    ctx.keys.primary_id()
+                ));
+            }
             println!(
                 "re-encrypting under primary key '{}' in batches of {batch_size}",
                 ctx.keys.primary_id()

@@ -282,6 +282,17 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// A fingerprint of a secret key that instances can compare without
+/// revealing it: the first 16 bytes of HMAC-SHA256 of a fixed text under
+/// the key, in hex.
+pub fn key_fingerprint(key: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(b"tether key fingerprint v1");
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
 /// The DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410 section 4):
 /// the 32 bytes of the key follow it.
 const ED25519_SPKI_PREFIX: [u8; 12] = [

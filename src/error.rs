@@ -74,6 +74,7 @@ codes! {
     InvalidToken => "invalid_token",
     IssuerMismatch => "issuer_mismatch",
     IssuerMissing => "issuer_missing",
+    KeyUnavailable => "key_unavailable",
     LeaseLost => "lease_lost",
     LocationUnavailable => "location_unavailable",
     MethodNotAllowed => "method_not_allowed",
@@ -328,17 +329,6 @@ impl AppError {
     }
 }
 
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 impl fmt::Debug for AppError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -447,6 +437,19 @@ impl From<actix_web::error::BlockingError> for AppError {
 
 impl From<crate::crypto::CryptoError> for AppError {
     fn from(e: crate::crypto::CryptoError) -> Self {
+        // A key this instance lacks: the row is fine, and an instance that
+        // has the key serves it (a key rollout out of order). This row fails
+        // here, nothing else does.
+        if let crate::crypto::CryptoError::UnknownKey(kid) = &e {
+            return AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Code::KeyUnavailable,
+                format!(
+                    "this connection's credentials are sealed with encryption key '{kid}', which this Tether instance lacks (another instance seals with it); an operator has to add '{kid}' to this instance's TETHER_ENCRYPTION_KEYS"
+                ),
+            )
+            .with_cause(e);
+        }
         let mut err = AppError::internal(e);
         err.code = Code::DecryptionFailed;
         err.message =
@@ -454,6 +457,45 @@ impl From<crate::crypto::CryptoError> for AppError {
                 .into();
         err
     }
+}
+
+/// An error and its causes on one line, `: `-joined, with every URL taken
+/// out (a URL can carry a token or a secret in its query): "error sending
+/// request: client error (Connect): tcp connect error: Connection refused
+/// (os error 111)" tells a refused connection from a failed name lookup or
+/// a refused certificate, where the outermost message alone does not.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = without_urls(&err.to_string());
+        // Some layers repeat their source's message in their own.
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
+}
+
+/// `text` on one line, each word that holds `://` replaced by `<url>`.
+fn without_urls(text: &str) -> String {
+    text.split_whitespace()
+        .map(|word| {
+            if word.contains("://") {
+                let open = word.starts_with('(');
+                let close = word.ends_with(')');
+                format!(
+                    "{}<url>{}",
+                    if open { "(" } else { "" },
+                    if close { ")" } else { "" }
+                )
+            } else {
+                word.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The same error rendered as an HTML page, for browser routes.
@@ -518,3 +560,43 @@ impl ResponseError for PageError {
 
 /// Result of an HTML handler.
 pub type PageResult<T> = Result<T, PageError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<dyn std::error::Error + 'static>>);
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref()
+        }
+    }
+
+    #[test]
+    fn a_chain_keeps_every_cause_on_one_line_without_urls() {
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection\nrefused");
+        let e = Layer(
+            "error sending request for url (https://h.example/t?code=s3cret)",
+            Some(Box::new(Layer(
+                "tcp connect error",
+                Some(Box::new(Layer(
+                    "tcp connect error",
+                    Some(Box::new(refused)),
+                ))),
+            ))),
+        );
+        assert_eq!(
+            chain(&e),
+            "error sending request for url (<url>): tcp connect error: Connection refused"
+        );
+    }
+}

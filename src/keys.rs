@@ -3,6 +3,7 @@
 
 use crate::crypto::{Aad, CryptoError, KeyRing, Sealed};
 use crate::db::models::connection::{Connection, SealedRow};
+use crate::db::models::instance::{Fingerprints, Instance, Peer};
 use crate::db::models::key_check::KeyCheck;
 use crate::db::models::oauth_state::OAuthState;
 use crate::db::models::pending_install::PendingInstall;
@@ -46,6 +47,29 @@ pub fn verify(conn: &mut DbConn, ring: &KeyRing) -> Result<(), String> {
 /// database's (its text stays in the log), the inner one is Tether's own
 /// finding about a key, fit to show (it names the key id, never key material).
 pub fn check(conn: &mut DbConn, ring: &KeyRing) -> QueryResult<Result<(), String>> {
+    Ok(match findings(conn, ring)?.into_iter().next() {
+        Some(finding) => Err(finding.to_string()),
+        None => Ok(()),
+    })
+}
+
+/// What the ring finds wrong with the stored data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Finding {
+    /// A ring key is not the key that wrote under its id: what this instance
+    /// seals could not be opened by the others, nor theirs here.
+    #[error("encryption key '{0}' in TETHER_ENCRYPTION_KEYS is not the key that wrote the data under that id")]
+    WrongKey(String),
+    /// Rows are sealed with a key id the ring lacks: those rows fail here,
+    /// every other row works.
+    #[error("stored data is encrypted with key id '{0}', which TETHER_ENCRYPTION_KEYS does not contain: add '{0}' to the ring, after the primary (to retire a key, keep it in the ring until `tether keys rotate` has moved its rows; README: Rotating keys)")]
+    MissingKey(String),
+}
+
+/// Every [`Finding`], wrong keys first.
+pub fn findings(conn: &mut DbConn, ring: &KeyRing) -> QueryResult<Vec<Finding>> {
+    let mut wrong = Vec::new();
+    let mut missing = Vec::new();
     for check in KeyCheck::all(conn)? {
         let kid = check.key_id.as_str();
         if ring.contains(kid) {
@@ -53,20 +77,65 @@ pub fn check(conn: &mut DbConn, ring: &KeyRing) -> QueryResult<Result<(), String
                 .open(kid, &check.ciphertext, Aad::KeyCheck { key_id: kid })
                 .is_err()
             {
-                return Ok(Err(format!(
-                    "encryption key '{kid}' in TETHER_ENCRYPTION_KEYS is not the key that wrote the data under that id"
-                )));
+                wrong.push(Finding::WrongKey(kid.to_string()));
             }
         } else if Connection::uses_key(conn, kid)?
             || OAuthState::uses_key(conn, kid)?
             || PendingInstall::uses_key(conn, kid)?
         {
-            return Ok(Err(format!(
-                "stored data is encrypted with key id '{kid}', which TETHER_ENCRYPTION_KEYS does not contain; add it back (after the primary) and run `tether keys rotate`"
-            )));
+            missing.push(Finding::MissingKey(kid.to_string()));
         }
     }
-    Ok(Ok(()))
+    wrong.extend(missing);
+    Ok(wrong)
+}
+
+/// Where live instances disagree with this one (`me`, with `ring`): one
+/// sentence each, naming the instance and the key id, never key material.
+/// Instances of an earlier release tell nothing and are not judged.
+pub fn disagreements(me: &Fingerprints, ring: &KeyRing, peers: &[Peer]) -> Vec<String> {
+    let mut out = Vec::new();
+    for peer in peers {
+        let id = &peer.id;
+        if let Some(theirs) = peer.key_ids.first() {
+            if !ring.contains(theirs) {
+                out.push(format!(
+                    "instance {id} seals with encryption key '{theirs}', which this instance's TETHER_ENCRYPTION_KEYS lacks: rows it writes fail here until '{theirs}' is added (README: Rotating keys)"
+                ));
+            }
+            let mine = ring.primary_id();
+            if !peer.key_ids.iter().any(|k| k == mine) {
+                out.push(format!(
+                    "instance {id} lacks encryption key '{mine}', with which this instance seals: rows this instance writes fail there until '{mine}' is added to its TETHER_ENCRYPTION_KEYS (README: Rotating keys)"
+                ));
+            }
+        }
+        if let Some(theirs) = &peer.session_key_check {
+            if *theirs != me.session_key_check {
+                out.push(format!(
+                    "instance {id} signs sessions with another TETHER_SESSION_KEY: an admin signed in through one instance is signed out by the other (README: Rotating keys)"
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Why `keys rotate` with `ring` must wait: live instances that lack its
+/// primary key (moving their rows to it would make those rows fail there).
+pub fn rotation_blockers(conn: &mut DbConn, ring: &KeyRing) -> QueryResult<Vec<String>> {
+    let primary = ring.primary_id();
+    Ok(Instance::live_peers(conn, "", now())?
+        .into_iter()
+        .filter(|p| !p.key_ids.is_empty() && !p.key_ids.iter().any(|k| k == primary))
+        .map(|p| {
+            format!(
+                "instance {} (running since {} UTC) lacks key '{primary}'",
+                p.id,
+                p.started_at.format("%Y-%m-%d %H:%M:%S")
+            )
+        })
+        .collect())
 }
 
 fn seal_with(ring: &KeyRing, kid: &str) -> Sealed {
@@ -210,4 +279,45 @@ pub fn rotate(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: &str, key_ids: &[&str], session: Option<&str>) -> Peer {
+        Peer {
+            id: id.into(),
+            started_at: chrono::NaiveDateTime::default(),
+            key_ids: key_ids.iter().map(|k| k.to_string()).collect(),
+            session_key_check: session.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn instances_are_told_apart_only_where_a_key_or_the_session_key_differs() {
+        let ring = KeyRing::generate("k1").0;
+        let me = Fingerprints {
+            id: "me".into(),
+            key_ids: "k1".into(),
+            session_key_check: "s1".into(),
+        };
+        // Same keys (or a superset) and the same session key: nothing to say;
+        // an instance of an earlier release tells nothing and is not judged.
+        let agree = [
+            peer("a", &["k1"], Some("s1")),
+            peer("b", &["k1", "k0"], Some("s1")),
+            peer("old", &[], None),
+        ];
+        assert!(disagreements(&me, &ring, &agree).is_empty());
+
+        let told = disagreements(&me, &ring, &[peer("c", &["k2", "k1"], Some("s1"))]);
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(told[0].contains("instance c seals with encryption key 'k2'"));
+
+        let told = disagreements(&me, &ring, &[peer("d", &["k0"], Some("s2"))]);
+        assert_eq!(told.len(), 3, "{told:?}");
+        assert!(told[1].contains("instance d lacks encryption key 'k1'"));
+        assert!(told[2].contains("another TETHER_SESSION_KEY"));
+    }
 }

@@ -44,6 +44,7 @@ impl Context {
             self.pool.clone(),
             self.keys.clone(),
             self.providers.clone(),
+            crate::crypto::key_fingerprint(self.session_key.expose()),
         )
     }
 }
@@ -75,7 +76,8 @@ pub fn store_spilled(ctx: &Context) -> Result<(), String> {
 /// or stop (`doctor` reports instead), and the read-only ones write nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Use {
-    /// `serve`: migrates, records key checks, needs the session key.
+    /// `serve`: migrates, needs the session key; records key checks once it
+    /// listens (`record_key_checks`).
     Serve,
     /// `migrate`: migrates and records key checks.
     Migrate,
@@ -91,11 +93,25 @@ impl Use {
     }
 }
 
-/// Opens the database, applies migrations, and proves the key ring opens the
-/// data (stopping with a message naming the key id when it does not), as
-/// `serve` does.
+/// Opens the database, applies migrations, proves the key ring opens the
+/// data (stopping with a message naming the key id when it does not) and
+/// records the checks of its new key ids, as `serve` does.
 pub fn prepare(settings: Settings) -> Result<Context, String> {
-    prepare_for(settings, Use::Serve)
+    let ctx = prepare_for(settings, Use::Serve)?;
+    record_key_checks(&ctx)?;
+    Ok(ctx)
+}
+
+/// Records a check value for each key id of the ring the database has none
+/// for, once nothing can refuse the start any more: a refused start must not
+/// tie a key id to a key nobody uses (see `keys::ensure_checks`).
+pub fn record_key_checks(ctx: &Context) -> Result<(), String> {
+    let mut conn = ctx
+        .pool
+        .get()
+        .map_err(|e| format!("cannot reach the {} database: {e}", ctx.backend))?;
+    crate::keys::ensure_checks(&mut conn, &ctx.keys)
+        .map_err(|e| format!("key ring check failed: {e}"))
 }
 
 /// As [`prepare`], for a command that uses the database as `purpose` says.
@@ -112,9 +128,10 @@ pub fn prepare_for(settings: Settings, purpose: Use) -> Result<Context, String> 
         .pool
         .get()
         .map_err(|e| format!("cannot reach the {} database: {e}", ctx.backend))?;
+    // `serve` records its checks only once it listens (`record_key_checks`).
     let checked = match purpose {
-        Use::Read => crate::keys::verify(&mut conn, &ctx.keys),
-        _ => crate::keys::ensure_checks(&mut conn, &ctx.keys),
+        Use::Read | Use::Serve => crate::keys::verify(&mut conn, &ctx.keys),
+        Use::Migrate | Use::Write => crate::keys::ensure_checks(&mut conn, &ctx.keys),
     };
     checked.map_err(|e| format!("key ring check failed: {e}"))?;
     drop(conn);

@@ -107,17 +107,35 @@ impl Future for FirstToStop<'_> {
 /// Writes this instance's heartbeat every [`HEARTBEAT_EVERY`] until the
 /// instance leaves at the end of a graceful stop: other instances take over
 /// its lapsed leases only once it has been silent (see `refresh::held`).
+/// Each beat also reads the other live instances and tells, once, where they
+/// disagree with this one on keys (see `keys::disagreements`).
 async fn beat(app: Arc<App>) {
     use crate::db::models::instance::{Instance, HEARTBEAT_EVERY};
     let mut every = tokio::time::interval(HEARTBEAT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !app.has_left() {
         every.tick().await;
-        let id = app.instance_id.clone();
+        let me = app.fingerprints.clone();
         // A failure is the database's health, logged there.
-        let _ = app
-            .db(move |c| Ok(Instance::beat(c, &id, crate::db::now())?))
-            .await;
+        let Ok(peers) = app
+            .db(move |c| {
+                let at = crate::db::now();
+                Instance::beat(c, &me, at)?;
+                Ok(Instance::live_peers(c, &me.id, at)?)
+            })
+            .await
+        else {
+            continue;
+        };
+        let found = crate::keys::disagreements(&app.fingerprints, &app.keys, &peers);
+        let mut told = app.disagreements.lock().expect("disagreements");
+        for line in found.iter().filter(|l| !told.contains(l)) {
+            log::warn!("{line}");
+        }
+        if !told.is_empty() && found.is_empty() {
+            log::info!("every live instance now agrees with this one on keys");
+        }
+        *told = found;
     }
 }
 

@@ -247,7 +247,14 @@ pub async fn sweep(app: &App) -> AppResult<Swept> {
             .db(|c| Ok(PendingInstall::expired(c, SWEEP_BATCH)?))
             .await?;
         let full = batch.len() as i64 == SWEEP_BATCH;
+        let mut left = 0;
         for install in batch {
+            // Sealed with a key this instance lacks: an instance that has it
+            // revokes the grant when it sweeps; dropped here it could not be.
+            if !app.keys.contains(&install.key_id) {
+                left += 1;
+                continue;
+            }
             let id = install.id.clone();
             if !app.db(move |c| Ok(PendingInstall::take(c, &id)?)).await? {
                 continue;
@@ -257,7 +264,8 @@ pub async fn sweep(app: &App) -> AppResult<Swept> {
                 swept.revoked += 1;
             }
         }
-        if !full {
+        // Another batch only when this one made room for it.
+        if !full || left > 0 {
             break;
         }
     }

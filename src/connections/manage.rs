@@ -104,6 +104,11 @@ pub async fn disconnect(
     actor: &Actor,
 ) -> AppResult<Disconnected> {
     let connection = connection(app, tenant_id, &provider.key, account).await?;
+    // Sealed with a key another instance has and this one lacks: that
+    // instance can revoke the grant; erasing it unrevoked here cannot be undone.
+    if let Err(e @ crate::crypto::CryptoError::UnknownKey(_)) = connection.tokens(&app.keys) {
+        return Err(e.into());
+    }
     let revocation = revoke(app, provider, &connection).await;
     let (name, label) = (&provider.display_name, connection.label());
     let outcome = match &revocation {

@@ -189,6 +189,8 @@ diesel::table! {
         id -> Text,
         started_at -> Timestamp,
         heartbeat_at -> Timestamp,
+        key_ids -> Nullable<Text>,
+        session_key_check -> Nullable<Text>,
     }
 }
 

@@ -227,8 +227,13 @@ impl Scheduler {
         let due = {
             let (owner, limit, takeover) =
                 (owner.clone(), slots.len() as i64, super::takeover(state));
+            let ring = state.keys.clone();
             state
-                .db(move |c| Ok(Connection::claim_due(c, &owner, until, limit, &takeover)?))
+                .db(move |c| {
+                    Ok(Connection::claim_due(
+                        c, &owner, until, limit, &takeover, &ring,
+                    )?)
+                })
                 .await?
         };
         let started = due.len();

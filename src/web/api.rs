@@ -512,7 +512,7 @@ impl<'a> TokenBody<'a> {
         (status = 404, description = "No such tenant, provider or connection (`not_connected`)", body = ErrorBody),
         (status = 409, description = "`needs_reconnect`: the provider revoked the grant; `provider_disabled`: the tenant switched the provider off; `location_unavailable`: the agency may not mint for that location", body = ErrorBody),
         (status = 502, description = "The provider refused Tether's credentials", body = ErrorBody),
-        (status = 503, description = "A refresh is failing for now; see Retry-After", body = ErrorBody),
+        (status = 503, description = "A refresh is failing for now (see Retry-After), or this instance lacks the encryption key the connection is sealed with (`key_unavailable`: another instance serves it)", body = ErrorBody),
     ),
     security(("apiKey" = []))
 )]

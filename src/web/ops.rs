@@ -19,9 +19,12 @@ pub async fn healthz() -> HttpResponse {
         .body("ok\n")
 }
 
-/// Readiness: the database answers and the key ring opens the data. Providers
-/// that rejected our client credentials are reported, but do not make the
-/// instance unready (every other provider still works through it).
+/// Readiness: the database answers and no ring key is a different key than
+/// the one that wrote under its id. Providers that rejected our client
+/// credentials are reported, but do not make the instance unready (every
+/// other provider still works through it); so are rows sealed with a key
+/// this ring lacks (only those rows fail here, as during a key rollout done
+/// out of order) and live instances that disagree on keys (`warnings`).
 ///
 /// A failure names the check (`failed_check`) with a fixed reason: the
 /// database's own error text goes to the log only (it can name hosts, users
@@ -29,30 +32,37 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<App>) -> HttpResponse {
     let (pool, health) = (state.pool.clone(), state.health.clone());
     let keys = state.keys.clone();
-    let result = web::block(move || -> Result<Vec<ProviderFlag>, Failed> {
-        let database = |e: &dyn std::fmt::Display| {
-            log::warn!("not ready: database: {e}");
-            Failed::Database
-        };
-        // Within a second, so that a balancer hears of an outage at once.
-        let mut conn = crate::db::checkout(&pool, &health, READY_PATIENCE).map_err(|e| {
-            health.down(&e);
-            database(&e)
-        })?;
-        if let Err(e) = conn.batch_execute("SELECT 1") {
-            crate::db::poison(&mut conn);
-            health.down(&e);
-            return Err(database(&e));
-        }
-        health.reached();
-        crate::keys::check(&mut conn, &keys)
-            .map_err(|e| database(&e))?
-            .map_err(|why| {
-                log::warn!("not ready: encryption keys: {why}");
-                Failed::EncryptionKeys(why)
+    let result = web::block(
+        move || -> Result<(Vec<ProviderFlag>, Vec<String>), Failed> {
+            let database = |e: &dyn std::fmt::Display| {
+                log::warn!("not ready: database: {e}");
+                Failed::Database
+            };
+            // Within a second, so that a balancer hears of an outage at once.
+            let mut conn = crate::db::checkout(&pool, &health, READY_PATIENCE).map_err(|e| {
+                health.down(&e);
+                database(&e)
             })?;
-        ProviderFlag::all(&mut conn).map_err(|e| database(&e))
-    })
+            if let Err(e) = conn.batch_execute("SELECT 1") {
+                crate::db::poison(&mut conn);
+                health.down(&e);
+                return Err(database(&e));
+            }
+            health.reached();
+            let mut warnings = Vec::new();
+            for finding in crate::keys::findings(&mut conn, &keys).map_err(|e| database(&e))? {
+                match finding {
+                    crate::keys::Finding::WrongKey(_) => {
+                        log::warn!("not ready: encryption keys: {finding}");
+                        return Err(Failed::EncryptionKeys(finding.to_string()));
+                    }
+                    crate::keys::Finding::MissingKey(_) => warnings.push(finding.to_string()),
+                }
+            }
+            let flags = ProviderFlag::all(&mut conn).map_err(|e| database(&e))?;
+            Ok((flags, warnings))
+        },
+    )
     .await
     .unwrap_or_else(|e| {
         log::warn!("not ready: the check did not run: {e}");
@@ -64,11 +74,22 @@ pub async fn readyz(state: web::Data<App>) -> HttpResponse {
     };
     res.insert_header((header::CACHE_CONTROL, "no-store"));
     match result {
-        Ok(flags) => res.json(serde_json::json!({
-            "status": "ready",
-            "checks": { "database": "ok", "encryption_keys": "ok" },
-            "misconfigured_providers": misconfigured(flags),
-        })),
+        Ok((flags, mut warnings)) => {
+            warnings.extend(
+                state
+                    .disagreements
+                    .lock()
+                    .expect("disagreements")
+                    .iter()
+                    .cloned(),
+            );
+            res.json(serde_json::json!({
+                "status": "ready",
+                "checks": { "database": "ok", "encryption_keys": "ok" },
+                "misconfigured_providers": misconfigured(flags),
+                "warnings": warnings,
+            }))
+        }
         Err(failed) => {
             let (check, reason) = match failed {
                 Failed::Database => (

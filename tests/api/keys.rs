@@ -15,6 +15,7 @@ backend_tests!(
     a_row_written_during_rotation_keeps_the_writers_tokens,
     a_ring_without_a_key_the_data_uses_stops_the_start_naming_it,
     a_different_key_under_a_known_id_stops_the_start,
+    a_refused_start_records_nothing,
 );
 
 fn both() -> String {
@@ -151,4 +152,33 @@ async fn a_different_key_under_a_known_id_stops_the_start(backend: Backend) {
         err.contains("'k1'") && err.contains("not the key that wrote"),
         "{err}"
     );
+}
+
+async fn a_refused_start_records_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // A start with a new key id that cannot listen (the port is taken)...
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bind = taken.local_addr().unwrap().to_string();
+    let out = run(
+        tether(&app.db, &both())
+            .env("TETHER_BIND", &bind)
+            .arg("serve"),
+        "",
+    );
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("cannot listen"), "{}", stderr(&out));
+    // ...leaves no check that would tie 'k2' to that key: another key under
+    // the same id is still welcome.
+    let checks = tether::db::models::key_check::KeyCheck::all(&mut app.conn()).unwrap();
+    assert!(
+        checks.iter().all(|c| c.key_id != "k2"),
+        "{:?}",
+        checks.iter().map(|c| &c.key_id).collect::<Vec<_>>()
+    );
+    let other_k2 = "k2:BAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ=";
+    let out = run(
+        tether(&app.db, &format!("{other_k2},{KEY_K1}")).arg("migrate"),
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -779,13 +779,16 @@ impl Connection {
     /// Leases up to `limit` connections due for refresh (oldest due first) to
     /// `owner` and returns them. On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets
     /// instances claiming at the same moment take disjoint rows; SQLite
-    /// serialises writers, so the same conditional UPDATE suffices.
+    /// serialises writers, so the same conditional UPDATE suffices. Only rows
+    /// sealed with a key of `ring` are taken: a row another instance sealed
+    /// with a key this one lacks is left to the instances that can open it.
     pub fn claim_due(
         conn: &mut DbConn,
         owner: &str,
         until: NaiveDateTime,
         limit: i64,
         takeover: &Takeover,
+        ring: &KeyRing,
     ) -> QueryResult<Vec<Connection>> {
         use diesel::sql_types::{BigInt, Bool, Text, Timestamp};
         #[derive(QueryableByName)]
@@ -793,9 +796,18 @@ impl Connection {
             #[diesel(sql_type = Text)]
             id: String,
         }
+        // Key ids are letters, digits, '-' and '_' (`KeyRing::parse`): safe
+        // to quote inline, and their number varies, which binds cannot.
+        let key_ids = ring
+            .key_ids()
+            .iter()
+            .map(|k| format!("'{k}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let due = format!(
             "next_refresh_at <= $3 AND status IN ('connected', 'error') \
-             AND token_ciphertext IS NOT NULL AND (lease_until IS NULL OR lease_until < $3) \
+             AND token_ciphertext IS NOT NULL AND key_id IN ({key_ids}) \
+             AND (lease_until IS NULL OR lease_until < $3) \
              AND {} ORDER BY next_refresh_at LIMIT $4",
             TAKEABLE
                 .replace("{own}", "$5")

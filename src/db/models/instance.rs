@@ -19,6 +19,27 @@ pub const SILENT_FOR: Duration = Duration::from_secs(10);
 
 pub struct Instance;
 
+/// What an instance tells the others about itself: its id, the key ids of
+/// its ring (primary first, comma-separated) and its session key's
+/// fingerprint. Never key material.
+#[derive(Debug, Clone)]
+pub struct Fingerprints {
+    pub id: String,
+    pub key_ids: String,
+    pub session_key_check: String,
+}
+
+/// Another live instance, as it told of itself (an instance of an earlier
+/// release tells nothing: empty `key_ids`, no `session_key_check`).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub id: String,
+    pub started_at: NaiveDateTime,
+    /// Primary first.
+    pub key_ids: Vec<String>,
+    pub session_key_check: Option<String>,
+}
+
 /// Whose lapsed leases a claim may take: its own instance's always (the
 /// process itself knows whether it holds an answer for the row), another
 /// instance's only when `silent_since` is set and that instance has not
@@ -60,22 +81,57 @@ pub const TAKEABLE: &str =
      AND instances.heartbeat_at > {since})))";
 
 impl Instance {
-    /// Writes this instance's heartbeat (its row is made on the first).
-    pub fn beat(conn: &mut DbConn, id: &str, at: NaiveDateTime) -> QueryResult<()> {
-        let n = diesel::update(instances::table.find(id))
-            .set(instances::heartbeat_at.eq(at))
+    /// Writes this instance's heartbeat (its row is made on the first),
+    /// with what it encrypts and signs with.
+    pub fn beat(conn: &mut DbConn, me: &Fingerprints, at: NaiveDateTime) -> QueryResult<()> {
+        let n = diesel::update(instances::table.find(&me.id))
+            .set((
+                instances::heartbeat_at.eq(at),
+                instances::key_ids.eq(&me.key_ids),
+                instances::session_key_check.eq(&me.session_key_check),
+            ))
             .execute(conn)?;
         if n == 0 {
             // Only this instance writes its row: no race to insert it.
             diesel::insert_into(instances::table)
                 .values((
-                    instances::id.eq(id),
+                    instances::id.eq(&me.id),
                     instances::started_at.eq(at),
                     instances::heartbeat_at.eq(at),
+                    instances::key_ids.eq(&me.key_ids),
+                    instances::session_key_check.eq(&me.session_key_check),
                 ))
                 .execute(conn)?;
         }
         Ok(())
+    }
+
+    /// The other instances that beat within [`SILENT_FOR`] of `at`.
+    pub fn live_peers(conn: &mut DbConn, me: &str, at: NaiveDateTime) -> QueryResult<Vec<Peer>> {
+        let since = at - chrono::Duration::from_std(SILENT_FOR).unwrap_or_default();
+        instances::table
+            .filter(instances::id.ne(me))
+            .filter(instances::heartbeat_at.gt(since))
+            .order(instances::started_at.asc())
+            .select((
+                instances::id,
+                instances::started_at,
+                instances::key_ids,
+                instances::session_key_check,
+            ))
+            .load::<(String, NaiveDateTime, Option<String>, Option<String>)>(conn)
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|(id, started_at, key_ids, session_key_check)| Peer {
+                        id,
+                        started_at,
+                        key_ids: key_ids
+                            .map(|k| k.split(',').map(str::to_string).collect())
+                            .unwrap_or_default(),
+                        session_key_check,
+                    })
+                    .collect()
+            })
     }
 
     /// Deletes this instance's row at a graceful stop that left nothing

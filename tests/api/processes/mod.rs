@@ -426,6 +426,29 @@ client_auth = "post"
         self.child.as_ref().expect("running instance").id()
     }
 
+    /// Sets `key` for its next start.
+    pub(crate) fn set(&mut self, key: &str, value: &str) {
+        self.env.retain(|(name, _)| name != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Everything it logged so far, over all its starts.
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the exit (a graceful stop drains first).
+    pub(crate) async fn stop(&mut self) {
+        self.sigterm();
+        let exited = self.wait_exit(EXIT_WITHIN).await;
+        assert!(
+            exited.is_some_and(|(status, _)| status.success()),
+            "instance {} did not stop cleanly within {EXIT_WITHIN:?}: {exited:?}\n{}",
+            self.name,
+            self.tail(40)
+        );
+    }
+
     pub(crate) fn sigterm(&self) {
         let status = Command::new("kill")
             .args(["-s", "TERM", &self.pid().to_string()])
@@ -1473,4 +1496,5 @@ mod harness_check {
     }
 }
 
+mod keys;
 mod outages;
