@@ -134,10 +134,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    env_logger::Builder::new()
-        .parse_filters(&settings.log_filter)
-        .format_timestamp_millis()
-        .init();
+    crate::logging::init(&settings.log_filter, settings.log_format);
     for warning in &settings.warnings {
         log::warn!("configuration: {warning}");
     }

@@ -180,8 +180,22 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "none",
         "the Marketplace app's id: app webhooks naming another `appId` are refused (unset: any app's are taken, and `doctor` says so)",
     ),
+    (
+        "TETHER_LOG_FORMAT",
+        "text",
+        "`text`: one line per event; `json`: one JSON object per line (`ts`, `level`, `target`, `message`, and a request line's fields)",
+    ),
     ("RUST_LOG", "info", "env_logger filter"),
 ];
+
+/// How log events are written (`TETHER_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line per event: time, level, target, message, then `key=value`.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// `TETHER_` variables that are not configuration: read by the test suite,
 /// the benchmarks, or the README's shell examples. They are neither
@@ -347,6 +361,7 @@ pub struct Settings {
     pub demo_provider: bool,
     pub gohighlevel: GoHighLevelSettings,
     pub log_filter: String,
+    pub log_format: LogFormat,
     /// Every variable the settings were read from, for provider credentials
     /// (`<KEY>_CLIENT_ID` ...). Never printed.
     pub env: Secret<BTreeMap<String, String>>,
@@ -626,6 +641,17 @@ impl Settings {
             }),
         };
         let log_filter = v.get("RUST_LOG").unwrap_or_else(|| "info".into());
+        let log_format = match v.get("TETHER_LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                v.problem(
+                    "TETHER_LOG_FORMAT",
+                    format!("'{other}' is neither 'text' nor 'json'"),
+                );
+                LogFormat::Text
+            }
+        };
 
         if !dev {
             // The default is a SQLite file in each instance's data folder:
@@ -703,6 +729,7 @@ impl Settings {
             demo_provider,
             gohighlevel,
             log_filter,
+            log_format,
             env: Secret::new(vars.clone()),
             warnings,
         })

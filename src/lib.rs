@@ -13,6 +13,7 @@ pub mod demo;
 pub mod error;
 pub mod ids;
 pub mod keys;
+pub mod logging;
 pub mod metrics;
 pub mod oauth;
 pub mod offboarding;

@@ -425,11 +425,7 @@ impl Application {
                              object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
                         )),
                 )
-                .wrap(
-                    middleware::Logger::new("%{method}xi %{path}xi %s %Dms")
-                        .custom_request_replace("method", |req| req.method().to_string())
-                        .custom_request_replace("path", |req| web::loggable_path(req.path())),
-                )
+                .wrap(middleware::from_fn(web::access_log::access_log))
                 .app_data(state.clone())
                 .app_data(demo_store.clone())
                 .app_data(demo_config.clone())

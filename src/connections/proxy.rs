@@ -83,11 +83,12 @@ pub async fn forward(
             .send()
     };
     let unreachable = |e: reqwest::Error| {
+        let cause = crate::error::chain(&e.without_url());
         AppError::bad_gateway(
             Code::ProviderUnreachable,
-            format!("{} did not answer", provider.display_name),
+            format!("{} did not answer ({cause})", provider.display_name),
         )
-        .with_cause(e.without_url().to_string())
+        .with_cause(cause)
     };
     let opened = crate::refresh::fresh_token(app, tenant_id, provider, account, 30).await?;
     let row = &opened.row;

@@ -127,19 +127,23 @@ async fn read_body(res: reqwest::Response) -> Result<(u16, Option<u64>, Vec<u8>)
     Ok((status, retry_after, body))
 }
 
-/// A transport failure, without the URL (it may carry a token). A failure to
-/// connect means nothing was sent; anything later may have reached the provider.
+/// A transport failure with its causes (a refused connection, a failed name
+/// lookup and a refused certificate read apart), without the URL (it may
+/// carry a token). A failure to connect means nothing was sent; anything
+/// later may have reached the provider.
 fn transport(e: reqwest::Error) -> ProviderError {
-    if e.is_connect() {
-        return ProviderError::transient(format!("connection failed: {}", e.without_url()));
+    let (connect, timeout) = (e.is_connect(), e.is_timeout());
+    let cause = crate::error::chain(&e.without_url());
+    if connect {
+        return ProviderError::transient(format!("connection failed: {cause}"));
     }
-    let kind = if e.is_timeout() {
+    let kind = if timeout {
         "timed out"
     } else {
         "transport error"
     };
     ProviderError::Unknown {
-        detail: format!("{kind}: {}", e.without_url()),
+        detail: format!("{kind}: {cause}"),
     }
 }
 

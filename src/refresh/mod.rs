@@ -764,20 +764,23 @@ pub fn classify(provider: &Provider, row: &Connection, e: &ProviderError) -> Fai
             outcome: "grant_gone",
             error: needs_reconnect(),
         },
-        ProviderError::Unknown { .. } => retry(
+        ProviderError::Unknown { detail } => retry(
             backoff(row.failure_count, None),
             Code::RefreshFailed,
             format!(
-                "{} did not answer; Tether will retry with the stored refresh token",
+                "{} did not answer ({detail}); Tether will retry with the stored refresh token",
                 provider.display_name
             ),
             "unknown",
         ),
-        ProviderError::Transient { retry_after, .. } => retry(
+        ProviderError::Transient {
+            retry_after,
+            detail,
+        } => retry(
             backoff(row.failure_count, *retry_after),
             Code::RefreshFailed,
             format!(
-                "{} is not answering; Tether will retry",
+                "{} is not answering ({detail}); Tether will retry",
                 provider.display_name
             ),
             "transient",

@@ -76,17 +76,27 @@ pub fn loggable_path(path: &str) -> String {
 /// The client's address as a rate-limit key: the TCP peer, or the client a
 /// trusted proxy forwarded for (see `super::forwarded`); IPv6 by its /64.
 pub fn client_addr(req: &HttpRequest, trusted_proxies: &[ipnet::IpNet]) -> String {
-    let Some(peer) = req.peer_addr() else {
-        return "unknown".into();
-    };
+    match client_ip(req, trusted_proxies) {
+        Some(ip) => super::forwarded::limit_key(ip),
+        None => "unknown".into(),
+    }
+}
+
+/// The client's address: the TCP peer, or the client a trusted proxy
+/// forwarded for (see `super::forwarded`).
+pub fn client_ip(req: &HttpRequest, trusted_proxies: &[ipnet::IpNet]) -> Option<std::net::IpAddr> {
+    let peer = req.peer_addr()?;
     let forwarded = req
         .headers()
         .get_all("x-forwarded-for")
         // An unreadable value ends the walk there, as an unreadable hop does.
         .map(|v| v.to_str().unwrap_or(""))
         .collect::<Vec<_>>();
-    let ip = super::forwarded::client_ip(peer.ip(), forwarded.into_iter(), trusted_proxies);
-    super::forwarded::limit_key(ip)
+    Some(super::forwarded::client_ip(
+        peer.ip(),
+        forwarded.into_iter(),
+        trusted_proxies,
+    ))
 }
 
 /// An HTML response with the headers every page carries.

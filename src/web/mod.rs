@@ -1,5 +1,6 @@
 //! HTTP routes by area; handlers stay thin and call into the domain.
 
+pub mod access_log;
 pub mod api;
 pub mod app_webhooks;
 pub mod forwarded;

@@ -18,7 +18,7 @@ use crate::error::{AppError, AppResult, PageError};
 use crate::ids::{Email, TenantId};
 use actix_session::{Session, SessionExt};
 use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
@@ -44,6 +44,8 @@ const SEEN_RESOLUTION_SECS: i64 = 60;
 pub struct AdminSession {
     pub user_id: String,
     pub tenant_id: TenantId,
+    /// The tenant's external id, for the request line.
+    pub tenant: String,
     pub email: Email,
     pub session: Session,
 }
@@ -60,15 +62,19 @@ impl FromRequest for AdminSession {
             .get(actix_web::http::header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("application/json"));
+        let req = req.clone();
         Box::pin(async move {
             let app = app.ok_or_else(|| AppError::internal("no app state"))?;
-            signed_in(&app, session).await.map_err(|err| {
+            let admin = signed_in(&app, session).await.map_err(|err| {
                 if wants_json {
-                    err.into()
+                    actix_web::Error::from(err)
                 } else {
                     PageError(err).into()
                 }
-            })
+            })?;
+            req.extensions_mut()
+                .insert(super::access_log::LogTenant(admin.tenant.clone()));
+            Ok(admin)
         })
     }
 }
@@ -92,12 +98,10 @@ async fn signed_in(app: &App, session: Session) -> AppResult<AdminSession> {
         return Err(ended(&session));
     }
     let uid = user_id.clone();
-    let current = app
-        .db(move |c| Ok(User::session_generation(c, &uid)?))
-        .await?;
-    if current != Some(generation) {
+    let current = app.db(move |c| Ok(User::session_state(c, &uid)?)).await?;
+    let Some((_, tenant)) = current.filter(|(g, _)| *g == generation) else {
         return Err(ended(&session));
-    }
+    };
     if now - seen >= SEEN_RESOLUTION_SECS {
         session
             .insert(LAST_SEEN, now)
@@ -106,6 +110,7 @@ async fn signed_in(app: &App, session: Session) -> AppResult<AdminSession> {
     Ok(AdminSession {
         user_id,
         tenant_id: TenantId::known(tenant_id),
+        tenant,
         email: Email::known(email),
         session,
     })

@@ -556,3 +556,16 @@ fn config_prints_every_variable_the_code_validates_against_even_when_the_configu
         "{help}"
     );
 }
+
+/// The README's configuration table names every variable Tether reads.
+#[test]
+fn the_readme_configuration_table_lists_every_variable() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md at the root");
+    for (name, _, _) in tether::config::VARIABLES {
+        assert!(
+            readme.contains(&format!("| `{name}` |")),
+            "the README's configuration table lacks {name}"
+        );
+    }
+}

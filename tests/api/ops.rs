@@ -21,6 +21,7 @@ backend_tests!(
     provider_health_shows_a_successful_refresh,
     provider_health_shows_an_open_circuit,
     provider_health_with_a_metrics_token_answers_only_a_scraper_presenting_it,
+    request_lines_are_json_objects_naming_the_client_the_request_and_the_tenant,
 );
 
 async fn provider_health(app: &crate::helpers::TestApp) -> serde_json::Value {
@@ -122,7 +123,9 @@ async fn readyz_is_ready_on_a_healthy_database(backend: Backend) {
 
 async fn readyz_reports_a_key_id_the_ring_lacks(backend: Backend) {
     let app = spawn_app(backend).await;
-    // Data sealed under a key id the running ring does not hold.
+    // Data sealed under a key id the running ring does not hold (another
+    // instance seals with it): only those rows fail here, so the instance
+    // stays ready and says why.
     {
         let mut conn = app.conn();
         let tenant = Tenant::create(&mut conn, "acme", "Acme").unwrap();
@@ -138,15 +141,30 @@ async fn readyz_reports_a_key_id_the_ring_lacks(backend: Backend) {
             .unwrap();
     }
     let res = app.get("/readyz").await;
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    let warnings = body["warnings"].as_array().expect("warnings");
+    assert!(
+        warnings.len() == 1 && warnings[0].as_str().unwrap().contains("'gone'"),
+        "{body}"
+    );
+
+    // A ring key that is not the key that wrote under its id is this
+    // instance's own fault, and every row it seals would be unreadable to
+    // the others: not ready, naming the key id.
+    diesel::sql_query(
+        "UPDATE key_checks SET ciphertext = ciphertext || ciphertext WHERE key_id = 'k1'",
+    )
+    .execute(&mut app.conn())
+    .unwrap();
+    let res = app.get("/readyz").await;
     assert_eq!(res.status(), 503);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["status"], "unavailable");
     assert_eq!(body["failed_check"], "encryption_keys", "{body}");
     assert_eq!(body["checks"]["encryption_keys"], "failed", "{body}");
-    assert!(
-        body["reason"].as_str().unwrap().contains("'gone'"),
-        "{body}"
-    );
+    assert!(body["reason"].as_str().unwrap().contains("'k1'"), "{body}");
     // Liveness does no I/O and stays up.
     assert_eq!(app.get("/healthz").await.status(), 200);
 }
@@ -278,4 +296,90 @@ async fn readyz_reports_an_unreachable_database() {
         "{text}"
     );
     assert_eq!(app.get("/healthz").await.status(), 200);
+}
+
+async fn request_lines_are_json_objects_naming_the_client_the_request_and_the_tenant(
+    backend: Backend,
+) {
+    use crate::helpers::{tether, Server, KEY_K1};
+    let app = spawn_app(backend).await;
+    app.ensure_tenant("acme");
+    let key = app.api_key(None, false);
+    let server = Server::start(
+        tether(&app.db, KEY_K1)
+            .env("TETHER_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .env("TETHER_TRUSTED_PROXIES", "127.0.0.1/32")
+            .arg("serve"),
+    )
+    .expect("tether serve");
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let client = reqwest::Client::new();
+    // Through a trusted proxy that names the client and the request.
+    let res = client
+        .get(format!(
+            "{base}/api/v1/tenants/acme/connections/nowhere/token"
+        ))
+        .bearer_auth(&key)
+        .header("X-Forwarded-For", "203.0.113.7")
+        .header("X-Request-Id", "req-42.a_b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "req-42.a_b");
+    let status = res.status().as_u16().to_string();
+    // A probe: at debug only. An id no proxy would send: replaced.
+    assert_eq!(
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let res = client
+        .get(format!("{base}/nowhere"))
+        .header("X-Request-Id", "two words")
+        .send()
+        .await
+        .unwrap();
+    let fresh = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(
+        fresh.len() == 16 && fresh.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{fresh}"
+    );
+    let log = server.stop();
+
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}"))
+        })
+        .collect();
+    for e in &events {
+        for field in ["ts", "level", "target", "message"] {
+            assert!(e[field].is_string(), "{field} missing: {e}");
+        }
+    }
+    let access: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["target"] == "tether::access")
+        .collect();
+    let token = access
+        .iter()
+        .find(|e| e["request_id"] == "req-42.a_b")
+        .unwrap_or_else(|| panic!("no line for the request: {log}"));
+    assert_eq!(token["client"], "203.0.113.7", "{token}");
+    assert_eq!(token["tenant"], "acme", "{token}");
+    assert_eq!(token["status"], status.as_str(), "{token}");
+    assert_eq!(token["method"], "GET", "{token}");
+    assert!(
+        access
+            .iter()
+            .any(|e| e["request_id"] == fresh.as_str() && e["tenant"] == "-"),
+        "{log}"
+    );
+    assert!(!access.iter().any(|e| e["path"] == "/healthz"), "{log}");
 }

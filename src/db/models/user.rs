@@ -116,6 +116,17 @@ impl User {
             .optional()
     }
 
+    /// The user's session generation and its tenant's external id.
+    pub fn session_state(conn: &mut DbConn, id: &str) -> QueryResult<Option<(i64, String)>> {
+        use crate::db::schema::tenants;
+        users::table
+            .inner_join(tenants::table)
+            .filter(users::id.eq(id))
+            .select((users::session_generation, tenants::external_id))
+            .first(conn)
+            .optional()
+    }
+
     /// Ends every session of the user (sign-out, sign out everywhere);
     /// false when there is no such user.
     pub fn end_sessions(conn: &mut DbConn, id: &str) -> QueryResult<bool> {

@@ -488,7 +488,7 @@ client_auth = "post"
         let text = std::fs::read_to_string(self.log()).unwrap_or_default();
         let all: Vec<&str> = text
             .lines()
-            .filter(|l| !l.contains("actix_web::middleware::logger"))
+            .filter(|l| !l.contains(" tether::access "))
             .collect();
         let from = all.len().saturating_sub(lines);
         let keep = std::env::temp_dir().join(format!(

@@ -233,7 +233,18 @@ async fn a_refused_connection_is_a_transient_failure(backend: Backend) {
     let t = app.ensure_tenant("acme");
     let c = app.seed(&t.id, "acct-1", "rt-0", -60, -1);
     let key = app.api_key(None, false);
-    let (code, _) = unavailable(&app, &key).await;
-    assert_eq!(code, "refresh_failed");
-    assert_transient(&app, &c, "connection failed");
+    // The cause reaches the caller, and the row, with its whole chain: a
+    // refused connection reads apart from a failed lookup or a bad
+    // certificate (the outermost message alone is "error sending request").
+    let res = app.token(&key, "acme").await;
+    assert_eq!(res.status(), 503);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "refresh_failed");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("Connection refused"), "{message}");
+    assert!(!message.contains("127.0.0.1"), "no URL: {message}");
+    let after = assert_transient(&app, &c, "connection failed");
+    let last_error = after.last_error.unwrap_or_default();
+    assert!(last_error.contains("Connection refused"), "{last_error}");
+    assert!(!last_error.contains("/token"), "no URL: {last_error}");
 }
