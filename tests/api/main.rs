@@ -21,6 +21,7 @@ mod ops;
 mod postgres_tls;
 mod presets;
 mod processes;
+mod quick_start;
 mod refresh;
 mod scheduler;
 mod security;

@@ -40,17 +40,21 @@ async fn a_first_start_creates_the_data_dir_keys_and_an_admin_and_a_second_reuse
         .expect("a password line")
         .to_string();
 
-    // One log line per request: method, path without the query, status, latency.
-    let res = reqwest::get(format!("{base}/healthz?token=hunter2-secret"))
+    // One log line per request: method, path without the query, status,
+    // latency, client and request id (probes such as /healthz log at debug).
+    let res = reqwest::get(format!("{base}/login?token=hunter2-secret"))
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
     let log = server.stop();
     let line = log
         .lines()
-        .find(|l| l.contains("GET /healthz 200"))
+        .find(|l| l.contains(" tether::access GET /login 200 "))
         .unwrap_or_else(|| panic!("{log}"));
-    assert!(line.trim_end().ends_with("ms"), "{line}");
+    assert!(
+        line.contains(" client=127.0.0.1 ") && line.contains(" request_id="),
+        "{line}"
+    );
     assert!(!log.contains("hunter2"), "{log}");
 
     let data = dir.path().join("data");
