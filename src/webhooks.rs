@@ -78,7 +78,7 @@ pub async fn deliver_due(state: &App) -> Result<usize, crate::error::AppError> {
         let outcome = match sent {
             Ok(res) if res.status().is_success() => Ok(()),
             Ok(res) => Err(format!("HTTP {}", res.status().as_u16())),
-            Err(e) => Err(e.without_url().to_string()),
+            Err(e) => Err(crate::oauth::client::transport_detail(e)),
         };
         let attempts = p.attempts + 1;
         let id = p.id.clone();

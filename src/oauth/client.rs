@@ -11,17 +11,23 @@ use std::time::Duration;
 /// Largest provider response we read.
 const MAX_BODY: usize = 1 << 20;
 
-/// The HTTP client for provider calls: bounded time, no redirects followed
-/// (a token endpoint that redirects is misconfigured, and following could
-/// carry credentials elsewhere).
-pub fn http_client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
+/// The HTTP client of every outgoing call (providers, the proxy, webhooks):
+/// bounded time, no redirects followed (a token endpoint that redirects is
+/// misconfigured, and following could carry credentials elsewhere), and the
+/// operator's roots (`TETHER_CA_CERTS`, checked at start) beside the bundled
+/// ones.
+pub fn http_client(timeout: Duration, ca_certs: &[reqwest::Certificate]) -> reqwest::Client {
+    ca_certs
+        .iter()
+        .fold(reqwest::Client::builder(), |b, c| {
+            b.add_root_certificate(c.clone())
+        })
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("tether/", env!("CARGO_PKG_VERSION")))
         .build()
-        .expect("a static reqwest configuration builds")
+        .expect("a static reqwest configuration, with roots checked at start, builds")
 }
 
 /// What went wrong at the provider.
@@ -127,11 +133,32 @@ async fn read_body(res: reqwest::Response) -> Result<(u16, Option<u64>, Vec<u8>)
     Ok((status, retry_after, body))
 }
 
+/// What went wrong with an outgoing call, with its causes (`error sending
+/// request: client error (Connect): invalid peer certificate: UnknownIssuer`)
+/// but without the URL, which may carry a token.
+pub fn transport_detail(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut detail = e.to_string();
+    let mut last = detail.clone();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        // rustls's error is wrapped in an io::Error that prints the same.
+        let text = c.to_string();
+        if text != last {
+            detail.push_str(": ");
+            detail.push_str(&text);
+            last = text;
+        }
+        cause = c.source();
+    }
+    detail
+}
+
 /// A transport failure, without the URL (it may carry a token). A failure to
 /// connect means nothing was sent; anything later may have reached the provider.
 fn transport(e: reqwest::Error) -> ProviderError {
     if e.is_connect() {
-        return ProviderError::transient(format!("connection failed: {}", e.without_url()));
+        return ProviderError::transient(format!("connection failed: {}", transport_detail(e)));
     }
     let kind = if e.is_timeout() {
         "timed out"
@@ -139,7 +166,7 @@ fn transport(e: reqwest::Error) -> ProviderError {
         "transport error"
     };
     ProviderError::Unknown {
-        detail: format!("{kind}: {}", e.without_url()),
+        detail: format!("{kind}: {}", transport_detail(e)),
     }
 }
 

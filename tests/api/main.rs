@@ -7,6 +7,7 @@ mod accounts;
 mod agencies;
 mod backup;
 mod browser;
+mod ca_certs;
 mod cli;
 mod demo;
 mod embed;
