@@ -395,6 +395,8 @@ impl Application {
                 middleware::DefaultHeaders::new().add(("Strict-Transport-Security", HSTS)),
             );
             App::new()
+                // Innermost: sees each handler's response, and every route's.
+                .wrap(middleware::from_fn(web::http::count_responses))
                 .wrap(sessions)
                 .wrap(hsts)
                 .wrap(

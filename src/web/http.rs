@@ -2,7 +2,10 @@
 //! request, and responses built the same way everywhere.
 
 use crate::error::{AppError, AppResult, Code, PageError};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
+use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse};
 
 /// An `account` parameter (a provider's account id) as received: absent is
@@ -149,6 +152,26 @@ pub fn form_config(limit: usize) -> actix_web::web::FormConfig {
             ))
             .into()
         })
+}
+
+/// Middleware: counts every response by status class for `/metrics`, an
+/// error by the status it is answered with.
+pub async fn count_responses(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let state = req
+        .app_data::<actix_web::web::Data<crate::app::App>>()
+        .cloned();
+    let res = next.call(req).await;
+    if let Some(state) = state {
+        let status = match &res {
+            Ok(r) => r.status(),
+            Err(e) => e.as_response_error().status_code(),
+        };
+        state.metrics.http_response(status.as_u16());
+    }
+    res
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod internal_api;
 mod keys;
 mod layering;
 mod marketplace;
+mod metrics;
 mod operators;
 mod ops;
 mod postgres_tls;
