@@ -30,4 +30,5 @@ mod signin;
 mod startup;
 mod storage;
 mod token_cache;
+mod upgrades;
 mod webhooks;
