@@ -75,6 +75,10 @@ async fn metrics_count_responses_by_status_class_and_name_the_build(backend: Bac
             env!("TETHER_COMMIT")
         )
     );
+    // (Unless the build was told its commit: GIT_COMMIT, as Docker's is.)
+    if option_env!("GIT_COMMIT").is_some() {
+        return;
+    }
     if let Ok(out) = std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
