@@ -1,13 +1,13 @@
 # Tether: multi-stage build, small non-root runtime image.
 # Built elsewhere (no Docker engine runs on the development machines):
-#   docker build -t tether .
+#   docker build --build-arg GIT_COMMIT=$(git rev-parse --short HEAD) -t tether .
 #   docker run -p 8080:8080 -v tether-data:/data \
 #     -e TETHER_PUBLIC_URL=https://tether.example.com \
 #     -e TETHER_ENCRYPTION_KEYS=k1:... -e TETHER_SESSION_KEY=... tether
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY migrations ./migrations
 COPY templates ./templates
@@ -16,6 +16,10 @@ COPY static ./static
 # present even for a plain build.
 COPY tests ./tests
 COPY benches ./benches
+# The context has no .git: the commit `tether --version` and /metrics name is
+# passed in (docker build --build-arg GIT_COMMIT=$(git rev-parse --short HEAD)),
+# else it is "unknown".
+ARG GIT_COMMIT
 # libpq and OpenSSL are built from source with the rest (perl and make are in
 # this image) and linked statically: the runtime image needs no libssl.
 RUN cargo build --release --locked && strip target/release/tether

@@ -74,8 +74,9 @@ impl App {
         providers: Arc<Catalogue>,
         session_key_check: String,
     ) -> App {
-        let http = crate::oauth::client::http_client(settings.refresh.provider_timeout);
-        let refresh_http = crate::oauth::client::http_client(settings.refresh.provider_timeout);
+        let timeout = settings.refresh.provider_timeout;
+        let http = crate::oauth::client::http_client(timeout, &settings.ca_certs);
+        let refresh_http = crate::oauth::client::http_client(timeout, &settings.ca_certs);
         // SQLite serves one instance: nobody else writes. On PostgreSQL the
         // cache is coherent once the listener hears other instances' writes.
         let postgres = matches!(

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(
     name = "tether",
-    version,
+    version = crate::metrics::VERSION,
     about = "OAuth connections for every tenant of a CRM: connect, store encrypted, refresh, hand out tokens."
 )]
 pub struct Cli {

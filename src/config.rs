@@ -106,6 +106,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "largest provider response the proxy passes back; larger ones are a 502 `provider_response_too_large`",
     ),
     (
+        "TETHER_CA_CERTS",
+        "none",
+        "PEM file of root certificates (an operator's CA) trusted beside the bundled ones by every outgoing https call: providers, the proxy, webhooks",
+    ),
+    (
         "TETHER_REFRESH_ENABLED",
         "true",
         "run the refresh scheduler in `serve`",
@@ -357,6 +362,9 @@ pub struct Settings {
     pub metrics_token: Option<Secret<String>>,
     /// Largest provider response body the proxy reads, in bytes.
     pub proxy_max_body: usize,
+    /// Roots from `TETHER_CA_CERTS`, trusted beside the bundled ones by
+    /// every outgoing call (`oauth::client::http_client`).
+    pub ca_certs: Vec<reqwest::Certificate>,
     pub refresh: RefreshSettings,
     pub demo_provider: bool,
     pub gohighlevel: GoHighLevelSettings,
@@ -573,6 +581,14 @@ impl Settings {
         let proxy_max_body = v.parse("TETHER_PROXY_MAX_BODY_BYTES", "10485760", |s| {
             parse_range(s, 1, 1 << 30)
         });
+        let ca_certs = v
+            .get("TETHER_CA_CERTS")
+            .map(|path| {
+                read_ca_certs(Path::new(path.trim()))
+                    .map_err(|why| v.problem("TETHER_CA_CERTS", why))
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
         let refresh = RefreshSettings {
             enabled: v.parse("TETHER_REFRESH_ENABLED", "true", parse_bool),
             interval: Duration::from_secs(v.parse("TETHER_REFRESH_INTERVAL_SECS", "15", |s| {
@@ -725,6 +741,7 @@ impl Settings {
             embed_origins,
             metrics_token,
             proxy_max_body,
+            ca_certs,
             refresh,
             demo_provider,
             gohighlevel,
@@ -819,6 +836,36 @@ fn default_public_url(dev: bool, bind: SocketAddr) -> String {
         ip => ip,
     };
     format!("http://{}", SocketAddr::new(host, bind.port()))
+}
+
+/// The certificates of the PEM bundle at `path`, each one a root rustls
+/// takes. The file's content is never told: only what is wrong with it.
+fn read_ca_certs(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("'{}' is not a readable file ({e})", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|_| format!("'{}' is not a PEM bundle", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "'{}' holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    // The client parses each certificate only when it is built: build one
+    // now, so that a damaged certificate stops the start, not the first call.
+    certs
+        .iter()
+        .fold(reqwest::Client::builder(), |b, c| {
+            b.add_root_certificate(c.clone())
+        })
+        .build()
+        .map_err(|_| {
+            format!(
+                "'{}' holds a certificate that is not a valid X.509 certificate",
+                path.display()
+            )
+        })?;
+    Ok(certs)
 }
 
 fn parse_public_url(s: &str) -> Result<Url, String> {
@@ -992,6 +1039,42 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_ca_bundle_that_is_missing_empty_or_damaged_stops_the_start_naming_only_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let secretish = "hunter2-is-not-a-certificate";
+        let no_cert = dir.path().join("no-cert.pem");
+        std::fs::write(&no_cert, format!("{secretish}\n")).unwrap();
+        let damaged = dir.path().join("damaged.pem");
+        // A PEM block whose content is no certificate (base64 of the text).
+        std::fs::write(
+            &damaged,
+            format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                B64.encode(secretish)
+            ),
+        )
+        .unwrap();
+        let missing = dir.path().join("missing.pem");
+        for (file, why) in [
+            (&missing, "is not a readable file"),
+            (&no_cert, "holds no PEM certificate"),
+            (&damaged, "not a valid X.509 certificate"),
+        ] {
+            let err = Settings::from_vars(&vars(&[("TETHER_CA_CERTS", file.to_str().unwrap())]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("TETHER_CA_CERTS"), "{err}");
+            assert!(err.contains(why), "{err}");
+            assert!(!err.contains(secretish), "{err}");
+            assert!(!err.contains(&B64.encode(secretish)), "{err}");
+        }
+        assert!(Settings::from_vars(&BTreeMap::new())
+            .unwrap()
+            .ca_certs
+            .is_empty());
     }
 
     #[test]

@@ -63,7 +63,51 @@ pub struct Metrics {
     /// Per provider, this process's last refresh that succeeded and last one
     /// that failed (with its outcome), for `/readyz/providers`.
     last: Mutex<BTreeMap<String, Activity>>,
+    /// Webhook delivery attempts by [`Delivery`] outcome.
+    deliveries: [std::sync::atomic::AtomicU64; 3],
+    /// Responses by status class, 1xx to 5xx.
+    responses: [std::sync::atomic::AtomicU64; 5],
 }
+
+/// How a webhook delivery attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Delivered,
+    /// Failed; another attempt is planned.
+    Failed,
+    /// Failed for the last time ([`crate::webhooks::MAX_ATTEMPTS`]).
+    GivenUp,
+}
+
+impl Delivery {
+    const ALL: [Delivery; 3] = [Delivery::Delivered, Delivery::Failed, Delivery::GivenUp];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Delivered => "delivered",
+            Delivery::Failed => "failed",
+            Delivery::GivenUp => "given_up",
+        }
+    }
+}
+
+/// Undelivered webhook notifications in the outbox (every instance's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Due now (including ones an instance is sending).
+    pub due: i64,
+    /// Planned for a later attempt after a failure.
+    pub waiting: i64,
+}
+
+/// This binary's version and the commit it was built from (`build.rs`:
+/// `unknown` when built outside a git checkout).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TETHER_COMMIT"),
+    ")"
+);
 
 /// When this process last refreshed a provider's token, and last failed to.
 #[derive(Debug, Clone, Default)]
@@ -118,6 +162,18 @@ impl Metrics {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Counts a webhook delivery attempt.
+    pub fn webhook_delivery(&self, outcome: Delivery) {
+        self.deliveries[outcome as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts a response by its status class (`web::count_responses`).
+    pub fn http_response(&self, status: u16) {
+        if let Some(class) = (status / 100).checked_sub(1).filter(|c| *c < 5) {
+            self.responses[usize::from(class)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     pub fn token_api(&self, secs: f64) {
         self.token_api
             .lock()
@@ -125,18 +181,51 @@ impl Metrics {
             .observe(secs);
     }
 
-    /// The text exposition; `circuits`, `statuses`, `flags` and whether the
-    /// database answers are read at scrape time.
+    /// The text exposition; `circuits`, `statuses`, `flags`, the webhook
+    /// backlog (`None`: the database is away) and whether the database
+    /// answers are read at scrape time.
     pub fn render(
         &self,
         circuits: &[(String, &str)],
         statuses: &[(String, i64)],
         flags: &[String],
+        backlog: Option<Backlog>,
         database_up: bool,
         cache_coherent: bool,
     ) -> String {
         use std::sync::atomic::Ordering::Relaxed;
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP tether_build_info This binary's version and commit.\n# TYPE tether_build_info gauge\ntether_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            env!("TETHER_COMMIT")
+        );
+        out.push_str("# HELP tether_http_responses_total Responses by status class.\n# TYPE tether_http_responses_total counter\n");
+        for (i, n) in self.responses.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tether_http_responses_total{{class=\"{}xx\"}} {}",
+                i + 1,
+                n.load(Relaxed)
+            );
+        }
+        out.push_str("# HELP tether_webhook_deliveries_total Webhook delivery attempts by outcome (failed: retried later; given_up: the last attempt failed).\n# TYPE tether_webhook_deliveries_total counter\n");
+        for outcome in Delivery::ALL {
+            let _ = writeln!(
+                out,
+                "tether_webhook_deliveries_total{{outcome=\"{}\"}} {}",
+                outcome.as_str(),
+                self.deliveries[outcome as usize].load(Relaxed)
+            );
+        }
+        if let Some(b) = backlog {
+            let _ = writeln!(
+                out,
+                "# HELP tether_webhook_backlog Undelivered webhook notifications of every instance: due now, or waiting for a later attempt after a failure.\n# TYPE tether_webhook_backlog gauge\ntether_webhook_backlog{{state=\"due\"}} {}\ntether_webhook_backlog{{state=\"waiting\"}} {}",
+                b.due, b.waiting
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP tether_database_up Whether this instance reaches its database.\n# TYPE tether_database_up gauge\ntether_database_up {}",
@@ -224,13 +313,38 @@ mod tests {
         m.refresh_outcome("demo", "ok", 0.2);
         m.refresh_outcome("demo", "transient", 0.01);
         m.token_api(0.0005);
+        m.webhook_delivery(Delivery::Delivered);
+        m.webhook_delivery(Delivery::GivenUp);
+        m.webhook_delivery(Delivery::GivenUp);
+        m.http_response(200);
+        m.http_response(204);
+        m.http_response(404);
+        m.http_response(503);
+        m.http_response(99);
+        m.http_response(600);
         let text = m.render(
             &[("demo".into(), "open")],
             &[("connected".into(), 3)],
             &["acme".into()],
+            Some(Backlog { due: 4, waiting: 2 }),
             false,
             true,
         );
+        assert!(text.contains(&format!(
+            "tether_build_info{{version=\"{}\",commit=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION"),
+            env!("TETHER_COMMIT")
+        )));
+        assert!(text.contains("tether_http_responses_total{class=\"1xx\"} 0\n"));
+        assert!(text.contains("tether_http_responses_total{class=\"2xx\"} 2\n"));
+        assert!(text.contains("tether_http_responses_total{class=\"3xx\"} 0\n"));
+        assert!(text.contains("tether_http_responses_total{class=\"4xx\"} 1\n"));
+        assert!(text.contains("tether_http_responses_total{class=\"5xx\"} 1\n"));
+        assert!(text.contains("tether_webhook_deliveries_total{outcome=\"delivered\"} 1\n"));
+        assert!(text.contains("tether_webhook_deliveries_total{outcome=\"failed\"} 0\n"));
+        assert!(text.contains("tether_webhook_deliveries_total{outcome=\"given_up\"} 2\n"));
+        assert!(text.contains("tether_webhook_backlog{state=\"due\"} 4\n"));
+        assert!(text.contains("tether_webhook_backlog{state=\"waiting\"} 2\n"));
         assert!(text.contains("tether_token_cache_coherent 1\n"));
         assert!(text.contains("tether_database_up 0\n"));
         assert!(text.contains("tether_held_token_sets 0\n"));

@@ -10,6 +10,7 @@ use crate::db::models::event::{Event, NewEvent};
 use crate::db::models::tenant::Tenant;
 use crate::db::models::webhook as outbox;
 use crate::db::{now, DbConn};
+use crate::metrics::Delivery;
 use chrono::Duration;
 use diesel::QueryResult;
 use hmac::{Hmac, Mac};
@@ -78,13 +79,14 @@ pub async fn deliver_due(state: &App) -> Result<usize, crate::error::AppError> {
         let outcome = match sent {
             Ok(res) if res.status().is_success() => Ok(()),
             Ok(res) => Err(format!("HTTP {}", res.status().as_u16())),
-            Err(e) => Err(e.without_url().to_string()),
+            Err(e) => Err(crate::oauth::client::transport_detail(e)),
         };
         let attempts = p.attempts + 1;
         let id = p.id.clone();
         match outcome {
             Ok(()) => {
                 delivered += 1;
+                state.metrics.webhook_delivery(Delivery::Delivered);
                 state
                     .db(move |c| Ok(outbox::delivered(c, &id, attempts)?))
                     .await?;
@@ -92,9 +94,11 @@ pub async fn deliver_due(state: &App) -> Result<usize, crate::error::AppError> {
             Err(why) => {
                 let next = if attempts >= MAX_ATTEMPTS {
                     log::error!("webhook {id} given up after {attempts} attempts: {why}");
+                    state.metrics.webhook_delivery(Delivery::GivenUp);
                     now() + Duration::days(36_500)
                 } else {
                     log::warn!("webhook {id} attempt {attempts} failed: {why}");
+                    state.metrics.webhook_delivery(Delivery::Failed);
                     now() + crate::refresh::retry::backoff(attempts - 1, None)
                 };
                 state

@@ -11,17 +11,23 @@ use std::time::Duration;
 /// Largest provider response we read.
 const MAX_BODY: usize = 1 << 20;
 
-/// The HTTP client for provider calls: bounded time, no redirects followed
-/// (a token endpoint that redirects is misconfigured, and following could
-/// carry credentials elsewhere).
-pub fn http_client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
+/// The HTTP client of every outgoing call (providers, the proxy, webhooks):
+/// bounded time, no redirects followed (a token endpoint that redirects is
+/// misconfigured, and following could carry credentials elsewhere), and the
+/// operator's roots (`TETHER_CA_CERTS`, checked at start) beside the bundled
+/// ones.
+pub fn http_client(timeout: Duration, ca_certs: &[reqwest::Certificate]) -> reqwest::Client {
+    ca_certs
+        .iter()
+        .fold(reqwest::Client::builder(), |b, c| {
+            b.add_root_certificate(c.clone())
+        })
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("tether/", env!("CARGO_PKG_VERSION")))
         .build()
-        .expect("a static reqwest configuration builds")
+        .expect("a static reqwest configuration, with roots checked at start, builds")
 }
 
 /// What went wrong at the provider.
@@ -127,13 +133,19 @@ async fn read_body(res: reqwest::Response) -> Result<(u16, Option<u64>, Vec<u8>)
     Ok((status, retry_after, body))
 }
 
-/// A transport failure with its causes (a refused connection, a failed name
-/// lookup and a refused certificate read apart), without the URL (it may
-/// carry a token). A failure to connect means nothing was sent; anything
-/// later may have reached the provider.
+/// What went wrong with an outgoing call, with its causes (a refused
+/// connection, a failed name lookup and a refused certificate read apart:
+/// `error sending request: client error (Connect): invalid peer
+/// certificate: UnknownIssuer`), without the URL, which may carry a token.
+pub fn transport_detail(e: reqwest::Error) -> String {
+    crate::error::chain(&e.without_url())
+}
+
+/// A transport failure with its causes. A failure to connect means nothing
+/// was sent; anything later may have reached the provider.
 fn transport(e: reqwest::Error) -> ProviderError {
     let (connect, timeout) = (e.is_connect(), e.is_timeout());
-    let cause = crate::error::chain(&e.without_url());
+    let cause = transport_detail(e);
     if connect {
         return ProviderError::transient(format!("connection failed: {cause}"));
     }

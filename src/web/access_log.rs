@@ -1,4 +1,5 @@
-//! One line per request (target `tether::access`): method, path (as
+//! One line per request (target `tether::access`), and its count by status
+//! class for `/metrics`: method, path (as
 //! `loggable_path` shows it), status and duration, then the client's address
 //! (behind trusted proxies, the client they forwarded for), the request id
 //! and the tenant's external id where the request names one. Probes
@@ -39,8 +40,9 @@ pub async fn access_log(
         .filter(|v| valid_request_id(v))
         .map(str::to_string)
         .unwrap_or_else(|| hex::encode(crate::crypto::random_bytes(8)));
-    let trusted = req
-        .app_data::<web::Data<App>>()
+    let app = req.app_data::<web::Data<App>>().cloned();
+    let trusted = app
+        .as_ref()
         .map(|app| app.settings.trusted_proxies.clone())
         .unwrap_or_default();
     let client =
@@ -51,17 +53,28 @@ pub async fn access_log(
         req.path(),
         "/healthz" | "/readyz" | "/readyz/providers" | "/metrics"
     );
-    let mut res = next.call(req).await?;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        res.headers_mut().insert(REQUEST_ID, value);
+    // No clone of the request is held meanwhile: actix needs it unshared.
+    let mut result = next.call(req).await;
+    let status = match &mut result {
+        Ok(res) => {
+            if let Ok(value) = HeaderValue::from_str(&id) {
+                res.headers_mut().insert(REQUEST_ID, value);
+            }
+            res.status()
+        }
+        // An error no layer turned into a response yet: answered with its status.
+        Err(e) => e.as_response_error().status_code(),
     }
-    let status = res.status().as_u16();
+    .as_u16();
+    if let Some(app) = &app {
+        app.metrics.http_response(status);
+    }
     let ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
-    let tenant = res
-        .request()
-        .extensions()
-        .get::<LogTenant>()
-        .map(|t| t.0.clone())
+    let tenant = result
+        .as_ref()
+        .ok()
+        .and_then(|res| res.request().extensions().get::<LogTenant>().cloned())
+        .map(|t| t.0)
         .or_else(|| api_tenant(&path))
         .unwrap_or_else(|| "-".into());
     let level = if probe {
@@ -81,7 +94,7 @@ pub async fn access_log(
         tenant = tenant.as_str();
         "{method} {path} {status} {ms}ms"
     );
-    Ok(res)
+    result
 }
 
 fn valid_request_id(v: &str) -> bool {

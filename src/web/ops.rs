@@ -139,12 +139,18 @@ pub async fn metrics(state: web::Data<App>, req: HttpRequest) -> HttpResponse {
         return refused;
     }
     let counts = state
-        .db(|c| Ok((Connection::count_by_status(c)?, ProviderFlag::all(c)?)))
+        .db(|c| {
+            Ok((
+                Connection::count_by_status(c)?,
+                ProviderFlag::all(c)?,
+                crate::db::models::webhook::backlog(c)?,
+            ))
+        })
         .await;
     // While the database is away the process's own figures (held token
     // sets, answers from memory) matter most: served without the counts.
-    let (statuses, flags) = match counts {
-        Ok(v) => v,
+    let (statuses, flags, backlog) = match counts {
+        Ok((statuses, flags, backlog)) => (statuses, flags, Some(backlog)),
         Err(e) if e.is(crate::error::Code::DatabaseUnavailable) => Default::default(),
         Err(e) => return actix_web::ResponseError::error_response(&e),
     };
@@ -161,6 +167,7 @@ pub async fn metrics(state: web::Data<App>, req: HttpRequest) -> HttpResponse {
             &circuits,
             &statuses,
             &flags,
+            backlog,
             state.health.is_up(),
             state.tokens.is_coherent(),
         ))

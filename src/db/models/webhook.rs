@@ -97,6 +97,27 @@ pub fn failed(
         .map(|_| ())
 }
 
+/// Undelivered notifications not given up, of every instance: due now, or
+/// waiting for a later attempt (the `/metrics` backlog).
+pub fn backlog(conn: &mut DbConn) -> QueryResult<crate::metrics::Backlog> {
+    let undelivered = || {
+        webhook_outbox::table
+            .filter(webhook_outbox::delivered_at.is_null())
+            .filter(webhook_outbox::attempts.lt(MAX_ATTEMPTS))
+    };
+    let t = now();
+    Ok(crate::metrics::Backlog {
+        due: undelivered()
+            .filter(webhook_outbox::next_attempt_at.le(t))
+            .count()
+            .get_result(conn)?,
+        waiting: undelivered()
+            .filter(webhook_outbox::next_attempt_at.gt(t))
+            .count()
+            .get_result(conn)?,
+    })
+}
+
 /// Deletes up to `batch` notifications older than `before` that are done
 /// with: delivered, or given up after [`MAX_ATTEMPTS`]. Returns how many.
 pub fn prune(conn: &mut DbConn, before: NaiveDateTime, batch: i64) -> QueryResult<usize> {

@@ -16,7 +16,8 @@
 //! - `browser.rs`: another browser, and the HTML error page it is shown;
 //! - `webhooks.rs`: the outbox and a receiver's signed requests;
 //! - `process.rs`: the `tether` binary, and `tether serve` as a process;
-//! - `fault_proxy.rs`: a TCP proxy that cuts the database for a while.
+//! - `fault_proxy.rs`: a TCP proxy that cuts the database for a while;
+//! - `tls.rs`: a test CA, and a TLS proxy with its certificate in front of a fake.
 
 use diesel::prelude::*;
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ mod flow;
 mod held;
 mod process;
 mod rotating;
+mod tls;
 mod webhooks;
 
 pub use browser::*;
@@ -43,6 +45,7 @@ pub use flow::*;
 pub use held::*;
 pub use process::*;
 pub use rotating::*;
+pub use tls::*;
 pub use webhooks::*;
 
 /// A fixed test key ring, so tests can build rings that include or lack it.
