@@ -10,7 +10,6 @@ use crate::db::models::event::{Event, NewEvent};
 use crate::db::models::tenant::Tenant;
 use crate::db::models::webhook as outbox;
 use crate::db::{now, DbConn};
-use chrono::Duration;
 use diesel::QueryResult;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -40,7 +39,7 @@ pub fn enqueue(conn: &mut DbConn, event: &Event) -> QueryResult<()> {
         "detail": event.detail,
         "occurred_at": event.created_at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
-    outbox::enqueue(conn, Some(&event.id), &payload.to_string())
+    outbox::enqueue(conn, &event.id, Some(&event.id), &payload.to_string())
 }
 
 /// The `Tether-Signature` header value for `body` at `timestamp`.
@@ -82,6 +81,7 @@ pub async fn deliver_due(state: &App) -> Result<usize, crate::error::AppError> {
         };
         let attempts = p.attempts + 1;
         let id = p.id.clone();
+        let delivery = p.delivery_id();
         match outcome {
             Ok(()) => {
                 delivered += 1;
@@ -91,10 +91,10 @@ pub async fn deliver_due(state: &App) -> Result<usize, crate::error::AppError> {
             }
             Err(why) => {
                 let next = if attempts >= MAX_ATTEMPTS {
-                    log::error!("webhook {id} given up after {attempts} attempts: {why}");
-                    now() + Duration::days(36_500)
+                    log::error!("webhook {delivery} given up after {attempts} attempts: {why}; `tether webhooks retry {delivery}` sends it again");
+                    now() + outbox::GIVEN_UP_FOR
                 } else {
-                    log::warn!("webhook {id} attempt {attempts} failed: {why}");
+                    log::warn!("webhook {delivery} attempt {attempts} failed: {why}");
                     now() + crate::refresh::retry::backoff(attempts - 1, None)
                 };
                 state
