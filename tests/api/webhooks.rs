@@ -296,6 +296,29 @@ async fn a_given_up_delivery_is_listed_and_retried_under_the_id_the_receiver_see
     let out = cli(&["webhooks", "list", "--json"]);
     assert_eq!(stdout(&out).trim(), "[]");
 
+    // --all-given-up brings back every given-up delivery; naming none is a usage error.
+    assert_eq!(cli(&["webhooks", "retry"]).status.code(), Some(2));
+    diesel::update(o::table)
+        .set((
+            o::attempts.eq(tether::webhooks::MAX_ATTEMPTS),
+            o::delivered_at.eq(None::<chrono::NaiveDateTime>),
+            o::next_attempt_at.eq(now() + tether::db::models::webhook::GIVEN_UP_FOR),
+        ))
+        .execute(&mut pool.get().unwrap())
+        .unwrap();
+    let out = cli(&["webhooks", "retry", "--all-given-up"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("webhook {}: due now", event.id)),
+        "{}",
+        stdout(&out)
+    );
+    eventually(10, "the delivery retried with the others", || async {
+        outbox(&mut pool.get().unwrap())[0].delivered_at.is_some()
+    })
+    .await;
+    assert_eq!(received(&receiver).await.len(), 2);
+
     // The server's log names the delivery by that id too.
     let log = server.stop();
     assert!(
