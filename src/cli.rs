@@ -1,11 +1,18 @@
 //! The `tether` command line. Every command prints what it did; a secret is
 //! printed once, alone on the last line.
+//!
+//! Every command but `config` first says on stderr which configuration it
+//! used. Lists print aligned columns, or with `--json` one JSON array on
+//! stdout. Exit codes: 0 done, 1 error, 2 usage (bad arguments, or an
+//! irreversible command without a terminal to confirm on and without
+//! `--yes`), 3 done, but some revocations at a provider failed or some
+//! import lines were refused.
 
 use crate::config::Settings;
 use crate::db::models::{api_key::ApiKey, tenant::Tenant, user::User};
 use crate::startup::{self, Application, Context, Use};
 use clap::{Parser, Subcommand};
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -47,6 +54,9 @@ pub enum Command {
     /// Look at tenants' connections across tenants, and import tokens.
     #[command(subcommand)]
     Connections(ConnectionsCommand),
+    /// Look at webhook deliveries not yet made, and send given-up ones again.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     /// Check the configuration, database, keys and providers; print what to fix.
     Doctor,
     /// Print every configuration variable with its default and meaning
@@ -65,6 +75,7 @@ pub enum Command {
     /// Put a backup made by `tether backup` in place of the SQLite database;
     /// refused while an instance has it open, or when the key ring cannot open it.
     Restore {
+        /// The backup file to put in place.
         file: PathBuf,
         /// Pages copied per step; a database larger than one step prints its progress on stderr.
         #[arg(long, default_value_t = crate::backup::PAGES_PER_STEP, value_parser = clap::value_parser!(i32).range(1..))]
@@ -76,39 +87,59 @@ pub enum Command {
 pub enum TenantCommand {
     /// Create a tenant with the CRM's id for it.
     Add {
+        /// The CRM's id for the tenant (1 to 128 letters, digits, '-', '_', '.' or ':').
         external_id: String,
+        /// A name for people (default: the id).
         #[arg(long)]
         name: Option<String>,
     },
-    /// List tenants.
-    List,
+    /// List tenants, in the order of their ids.
+    List {
+        /// One JSON array on stdout: external_id, name, created_at.
+        #[arg(long)]
+        json: bool,
+    },
     /// Revoke every connection of a tenant at its provider, then erase the
-    /// tenant and everything it had; prints what was done.
+    /// tenant and everything it had; prints what was done. It cannot be
+    /// undone: asks on a terminal, else needs --yes. Exits 3 when a
+    /// revocation failed (the tenant is erased all the same).
     Remove {
+        /// The tenant's external id.
         external_id: String,
-        /// Print what would be revoked and erased; change nothing.
+        /// Print what would be revoked and erased; change nothing (asks nothing).
         #[arg(long)]
         dry_run: bool,
+        /// Do not ask: needed without a terminal.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ConnectionsCommand {
     /// Connections holding tokens, across tenants: tenant, provider,
-    /// account, status, expiry and last error.
+    /// account, status, expiry and last error; in tenant id, provider and
+    /// account id order.
     List {
+        /// Only this tenant's connections.
         #[arg(long, value_name = "EXTERNAL_ID")]
         tenant: Option<String>,
+        /// Only this provider's connections.
         #[arg(long, value_name = "KEY")]
         provider: Option<String>,
         /// connected, needs_reconnect or error (several separated by commas).
         #[arg(long, value_name = "STATUS")]
         status: Option<String>,
-        /// At most this many rows.
+        /// The first this many rows, in the list's order.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
         limit: u16,
+        /// One JSON array on stdout: tenant, provider, account_id,
+        /// account_name, status, expires_at, last_error.
+        #[arg(long)]
+        json: bool,
     },
-    /// Import tokens stored before Tether: one JSON object a line (`-`: standard input).
+    /// Import tokens stored before Tether: one JSON object a line (`-`:
+    /// standard input). Exits 3 when a line was refused.
     Import {
         /// One import a line: {"tenant", "provider", "access_token", "refresh_token",
         /// "expires_at" or "expires_in", "scopes", "account": {"id", "name"}, "metadata", "replace"}.
@@ -135,45 +166,171 @@ pub fn main() -> ExitCode {
         }
     };
     crate::logging::init(&settings.log_filter, settings.log_format);
+    eprintln!(
+        "tether: {}",
+        configuration_used(&settings, cli.config.as_deref())
+    );
     for warning in &settings.warnings {
         log::warn!("configuration: {warning}");
     }
     match run(cli.command.unwrap_or(Command::Serve), settings) {
         Ok(code) => code,
-        Err(e) => {
+        Err(Stop::Error(e)) => {
             eprintln!("tether: error: {e}");
             ExitCode::FAILURE
         }
+        Err(Stop::Usage(e)) => {
+            eprintln!("tether: {e}");
+            ExitCode::from(USAGE)
+        }
     }
+}
+
+/// Exit code of a command used wrongly (as clap's own).
+const USAGE: u8 = 2;
+/// Exit code of a command that did its work, but not all of it: a
+/// revocation at a provider failed, or an import line was refused.
+const PARTLY: u8 = 3;
+
+/// Why a command stopped.
+enum Stop {
+    /// Something failed (exit 1).
+    Error(String),
+    /// The command needs another argument to go on (exit 2).
+    Usage(String),
+}
+
+impl From<String> for Stop {
+    fn from(e: String) -> Stop {
+        Stop::Error(e)
+    }
+}
+
+/// The line every command but `config` starts with on stderr: the mode, the
+/// database (never its user, password or query) and the file read.
+fn configuration_used(settings: &Settings, file: Option<&std::path::Path>) -> String {
+    let env = if settings.is_production() {
+        "production"
+    } else {
+        "development"
+    };
+    let database = crate::db::Backend::from_url(settings.database_url.expose())
+        .map_or_else(|_| "an unknown database".to_string(), |b| b.describe());
+    match file {
+        Some(f) => format!("{env}, {database} (config file {})", f.display()),
+        None => format!("{env}, {database}"),
+    }
+}
+
+/// Asks on the terminal before what cannot be undone: the person types
+/// `answer`. Without a terminal, only `yes` (the command's `--yes`) goes on.
+fn confirm(question: &str, answer: &str, yes: bool, command: &str) -> Result<(), Stop> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Stop::Usage(format!(
+            "{command} cannot be undone and there is no terminal to confirm on: pass --yes (nothing was changed)"
+        )));
+    }
+    eprint!("{question} ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    if line.trim() == answer {
+        Ok(())
+    } else {
+        Err(Stop::Error(format!(
+            "not confirmed (the answer was not '{answer}'): nothing was changed"
+        )))
+    }
+}
+
+/// Prints `rows` in columns under `header`, each as wide as its widest cell.
+fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; N]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header);
+    for row in rows {
+        line(row.each_ref().map(String::as_str));
+    }
+}
+
+/// Prints `items` as one JSON array on stdout.
+fn print_json(items: Vec<serde_json::Value>) {
+    println!("{}", serde_json::Value::Array(items));
+}
+
+/// A time in a list: minutes, UTC.
+fn minute(t: chrono::NaiveDateTime) -> String {
+    t.format("%Y-%m-%d %H:%M").to_string()
+}
+
+/// A time in JSON: RFC 3339, UTC.
+fn rfc3339(t: chrono::NaiveDateTime) -> String {
+    t.and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Create an admin for a tenant (prompts for the password unless --password-stdin).
     Add {
+        /// The tenant the admin signs in to.
         #[arg(long, value_name = "EXTERNAL_ID")]
         tenant: String,
+        /// The admin's email address, their sign-in name.
         #[arg(long)]
         email: String,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
     },
-    /// List admins.
+    /// List admins, by tenant, then email.
     List {
+        /// Only this tenant's admins.
         #[arg(long, value_name = "EXTERNAL_ID")]
         tenant: Option<String>,
+        /// One JSON array on stdout: email, tenant, role, last_login_at.
+        #[arg(long)]
+        json: bool,
     },
     /// Sign an admin out everywhere: every session of theirs ends at its next request.
-    SignOut { email: String },
-    /// Remove an admin; their sessions end with them.
-    Remove { email: String },
+    SignOut {
+        /// The admin's email address.
+        email: String,
+    },
+    /// Remove an admin; their sessions end with them. It cannot be undone:
+    /// asks on a terminal, else needs --yes.
+    Remove {
+        /// The admin's email address.
+        email: String,
+        /// Do not ask: needed without a terminal.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ApiKeyCommand {
     /// Create a key; the secret is printed once, on the last line.
     Create {
+        /// What the key is for, to recognise it in the list.
         #[arg(long)]
         name: String,
         /// Limit the key to one tenant (default: all tenants).
@@ -183,18 +340,31 @@ pub enum ApiKeyCommand {
         #[arg(long)]
         admin: bool,
     },
-    /// List keys (never their secrets).
-    List,
-    /// Revoke a key by its prefix.
-    Revoke { prefix: String },
+    /// List keys (never their secrets), newest first.
+    List {
+        /// One JSON array on stdout: prefix, name, tenant, admin, last_used_at, state.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its prefix (the key stays listed, as revoked).
+    Revoke {
+        /// The key's prefix, as `api-key list` shows it.
+        prefix: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Count encrypted rows per key id.
-    Status,
+    Status {
+        /// One JSON array on stdout: key_id, in_ring, primary, connections,
+        /// oauth_states, pending_installs.
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-encrypt every row under the primary (first) key, in batches.
     Rotate {
+        /// Rows re-encrypted per transaction.
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
         batch_size: i64,
     },
@@ -203,12 +373,49 @@ pub enum KeysCommand {
 #[derive(Debug, Subcommand)]
 pub enum ProvidersCommand {
     /// Every provider, enabled or not and why, with its redirect URI.
-    List,
+    List {
+        /// One JSON array on stdout: key, name, enabled, disabled_reason, redirect_uri.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-fn run(command: Command, settings: Settings) -> Result<ExitCode, String> {
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Deliveries not yet made, oldest first: the id the receiver sees, the
+    /// event type, attempts, last error, and the next attempt or "given up".
+    List {
+        /// Only deliveries given up after the last attempt.
+        #[arg(long)]
+        given_up: bool,
+        /// The first this many rows, oldest first.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        limit: i64,
+        /// One JSON array on stdout: id, type, attempts, last_error,
+        /// next_attempt_at, given_up, created_at.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make deliveries due now with their attempts counted afresh, for the
+    /// running server to send again.
+    Retry {
+        /// Delivery ids, as `webhooks list` shows them (the payload's "id").
+        #[arg(
+            required_unless_present = "all_given_up",
+            conflicts_with = "all_given_up"
+        )]
+        ids: Vec<String>,
+        /// Every given-up delivery.
+        #[arg(long)]
+        all_given_up: bool,
+    },
+}
+
+fn run(command: Command, settings: Settings) -> Result<ExitCode, Stop> {
     match command {
-        Command::Serve => serve(settings).map(|_| ExitCode::SUCCESS),
+        Command::Serve => serve(settings)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Stop::from),
         Command::Migrate => {
             // Says so whether or not there was anything to apply.
             let ctx = startup::prepare_for(settings, Use::Migrate)?;
@@ -220,34 +427,39 @@ fn run(command: Command, settings: Settings) -> Result<ExitCode, String> {
         }
         Command::Tenant(c) => {
             let purpose = match c {
-                TenantCommand::List | TenantCommand::Remove { dry_run: true, .. } => Use::Read,
+                TenantCommand::List { .. } | TenantCommand::Remove { dry_run: true, .. } => {
+                    Use::Read
+                }
                 _ => Use::Write,
             };
-            tenant(c, &startup::prepare_for(settings, purpose)?).map(|_| ExitCode::SUCCESS)
+            tenant(c, &startup::prepare_for(settings, purpose)?)
         }
         Command::User(c) => {
             let purpose = match c {
                 UserCommand::List { .. } => Use::Read,
                 _ => Use::Write,
             };
-            user(c, &startup::prepare_for(settings, purpose)?).map(|_| ExitCode::SUCCESS)
+            user(c, &startup::prepare_for(settings, purpose)?)
         }
         Command::ApiKey(c) => {
             let purpose = match c {
-                ApiKeyCommand::List => Use::Read,
+                ApiKeyCommand::List { .. } => Use::Read,
                 _ => Use::Write,
             };
-            api_key(c, &startup::prepare_for(settings, purpose)?).map(|_| ExitCode::SUCCESS)
+            api_key(c, &startup::prepare_for(settings, purpose)?)
+                .map(|_| ExitCode::SUCCESS)
+                .map_err(Stop::from)
         }
-        Command::Keys(c) => keys(c, settings),
-        Command::Providers(ProvidersCommand::List) => {
-            providers_list(settings).map(|_| ExitCode::SUCCESS)
-        }
+        Command::Keys(c) => Ok(keys(c, settings)?),
+        Command::Providers(ProvidersCommand::List { json }) => providers_list(settings, json)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Stop::from),
         Command::Connections(ConnectionsCommand::List {
             tenant,
             provider,
             status,
             limit,
+            json,
         }) => {
             let filter = [
                 ("tenant", tenant),
@@ -258,12 +470,26 @@ fn run(command: Command, settings: Settings) -> Result<ExitCode, String> {
             .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
             .chain([("limit".to_string(), limit.to_string())])
             .collect();
-            connections_list(filter, &startup::prepare_for(settings, Use::Read)?)
+            connections_list(filter, json, &startup::prepare_for(settings, Use::Read)?)
                 .map(|_| ExitCode::SUCCESS)
+                .map_err(Stop::from)
         }
         Command::Connections(ConnectionsCommand::Import { file, dry_run }) => {
             let purpose = if dry_run { Use::Read } else { Use::Write };
-            connections_import(&file, dry_run, &startup::prepare_for(settings, purpose)?)
+            Ok(connections_import(
+                &file,
+                dry_run,
+                &startup::prepare_for(settings, purpose)?,
+            )?)
+        }
+        Command::Webhooks(c) => {
+            let purpose = match c {
+                WebhooksCommand::List { .. } => Use::Read,
+                WebhooksCommand::Retry { .. } => Use::Write,
+            };
+            webhooks(c, &startup::prepare_for(settings, purpose)?)
+                .map(|_| ExitCode::SUCCESS)
+                .map_err(Stop::from)
         }
         Command::Doctor => Ok(doctor(settings)),
         Command::Config => {
@@ -273,11 +499,15 @@ fn run(command: Command, settings: Settings) -> Result<ExitCode, String> {
         Command::Backup {
             file,
             pages_per_step,
-        } => backup(&settings, &file, pages_per_step).map(|_| ExitCode::SUCCESS),
+        } => backup(&settings, &file, pages_per_step)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Stop::from),
         Command::Restore {
             file,
             pages_per_step,
-        } => restore(&settings, &file, pages_per_step).map(|_| ExitCode::SUCCESS),
+        } => restore(&settings, &file, pages_per_step)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Stop::from),
     }
 }
 
@@ -416,7 +646,7 @@ fn conn(ctx: &Context) -> Result<crate::db::PooledConn, String> {
         .map_err(|e| format!("database unreachable: {e}"))
 }
 
-fn tenant(c: TenantCommand, ctx: &Context) -> Result<(), String> {
+fn tenant(c: TenantCommand, ctx: &Context) -> Result<ExitCode, Stop> {
     let mut db = conn(ctx)?;
     match c {
         TenantCommand::Add { external_id, name } => {
@@ -424,41 +654,76 @@ fn tenant(c: TenantCommand, ctx: &Context) -> Result<(), String> {
             let t = Tenant::create(&mut db, &external_id, &name).map_err(|e| e.to_string())?;
             println!("created tenant '{}' ({})", t.external_id, t.name);
         }
-        TenantCommand::List => {
+        TenantCommand::List { json } => {
             let tenants = Tenant::list(&mut db).map_err(|e| e.to_string())?;
-            println!("{:<32} {:<32} CREATED", "EXTERNAL ID", "NAME");
-            for t in &tenants {
-                println!(
-                    "{:<32} {:<32} {}",
-                    t.external_id,
-                    t.name,
-                    t.created_at.format("%Y-%m-%d %H:%M")
+            if json {
+                print_json(
+                    tenants
+                        .iter()
+                        .map(|t| {
+                            serde_json::json!({
+                                "external_id": t.external_id,
+                                "name": t.name,
+                                "created_at": rfc3339(t.created_at),
+                            })
+                        })
+                        .collect(),
                 );
+                return Ok(ExitCode::SUCCESS);
             }
+            let rows: Vec<[String; 3]> = tenants
+                .iter()
+                .map(|t| {
+                    [
+                        t.external_id.to_string(),
+                        t.name.clone(),
+                        minute(t.created_at),
+                    ]
+                })
+                .collect();
+            print_table(["EXTERNAL ID", "NAME", "CREATED"], &rows);
             println!("{} tenant(s)", tenants.len());
         }
         TenantCommand::Remove {
             external_id,
             dry_run,
+            yes,
         } => {
             drop(db);
-            return tenant_remove(ctx, &external_id, dry_run);
+            return tenant_remove(ctx, &external_id, dry_run, yes);
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
-fn tenant_remove(ctx: &Context, external_id: &str, dry_run: bool) -> Result<(), String> {
-    use crate::offboarding::Outcome;
+fn tenant_remove(
+    ctx: &Context,
+    external_id: &str,
+    dry_run: bool,
+    yes: bool,
+) -> Result<ExitCode, Stop> {
+    use crate::offboarding::{remove, Outcome};
     let app = ctx.app();
     let actor = crate::db::models::event::Actor::Cli;
-    let done = actix_web::rt::System::new()
-        .block_on(crate::offboarding::remove(
-            &app,
-            external_id,
-            dry_run,
-            &actor,
-        ))
+    let runtime = actix_web::rt::System::new();
+    if !dry_run {
+        // What would go, for the question; an unknown tenant stops here.
+        let plan = runtime
+            .block_on(remove(&app, external_id, true, &actor))
+            .map_err(|e| e.to_string())?;
+        let e = &plan.erased;
+        confirm(
+            &format!(
+                "Remove tenant '{}' and its {} connection(s), {} user(s), {} API key(s)? Type the tenant id to confirm:",
+                plan.tenant, e.connections, e.users, e.api_keys
+            ),
+            plan.tenant.as_str(),
+            yes,
+            "tenant remove",
+        )?;
+    }
+    let done = runtime
+        .block_on(remove(&app, external_id, dry_run, &actor))
         .map_err(|e| e.to_string())?;
     if done.dry_run {
         println!(
@@ -485,6 +750,11 @@ fn tenant_remove(ctx: &Context, external_id: &str, dry_run: bool) -> Result<(), 
         };
         println!("  {} {}: {outcome}", r.provider, r.account);
     }
+    let failed = done
+        .revocations
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Failed | Outcome::Unopenable))
+        .count();
     let e = &done.erased;
     println!(
         "{} {} connection(s) ({} holding tokens), {} admin(s), {} connect link(s), {} OAuth state(s), {} event(s), {} API key(s), and the tenant",
@@ -497,10 +767,20 @@ fn tenant_remove(ctx: &Context, external_id: &str, dry_run: bool) -> Result<(), 
         e.events,
         e.api_keys
     );
-    Ok(())
+    if failed > 0 {
+        eprintln!(
+            "tether: {failed} revocation(s) failed: remove the app at those providers (exit code {PARTLY})"
+        );
+        return Ok(ExitCode::from(PARTLY));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-fn connections_list(filter: Vec<(String, String)>, ctx: &Context) -> Result<(), String> {
+fn connections_list(
+    filter: Vec<(String, String)>,
+    json: bool,
+    ctx: &Context,
+) -> Result<(), String> {
     use crate::connections::directory;
     let filter = directory::Filter::from_query(filter).map_err(|e| e.to_string())?;
     let mut db = conn(ctx)?;
@@ -511,41 +791,75 @@ fn connections_list(filter: Vec<(String, String)>, ctx: &Context) -> Result<(), 
         &filter,
     )
     .map_err(|e| e.to_string())?;
-    println!(
-        "{:<24} {:<12} {:<36} {:<16} {:<17} LAST ERROR",
-        "TENANT", "PROVIDER", "ACCOUNT", "STATUS", "EXPIRES"
+    let more = format!(
+        "(more matched: narrow with --tenant, --provider or --status, or raise --limit up to {})",
+        directory::MAX_LIMIT
     );
-    for found in &listing.connections {
-        let c = &found.connection;
-        let account = match &c.account_name {
-            Some(name) if *name != c.account_id => format!("{} ({name})", c.account_id),
-            _ => c.account_id.clone(),
-        };
-        let expires = c
-            .expires_at
-            .map_or("never".into(), |t| t.format("%Y-%m-%d %H:%M").to_string());
-        let error: String = c
-            .last_error
-            .as_deref()
-            .unwrap_or("-")
-            .chars()
-            .take(80)
-            .collect();
-        println!(
-            "{:<24} {:<12} {:<36} {:<16} {:<17} {error}",
-            found.tenant,
-            c.provider,
-            account,
-            crate::connections::status::public_status(Some(c)),
-            expires
+    if json {
+        print_json(
+            listing
+                .connections
+                .iter()
+                .map(|found| {
+                    let c = &found.connection;
+                    serde_json::json!({
+                        "tenant": found.tenant,
+                        "provider": c.provider,
+                        "account_id": c.account_id,
+                        "account_name": c.account_name,
+                        "status": crate::connections::status::public_status(Some(c)),
+                        "expires_at": c.expires_at.map(rfc3339),
+                        "last_error": c.last_error,
+                    })
+                })
+                .collect(),
         );
+        if listing.truncated {
+            eprintln!("{more}");
+        }
+        return Ok(());
     }
+    let rows: Vec<[String; 6]> = listing
+        .connections
+        .iter()
+        .map(|found| {
+            let c = &found.connection;
+            let account = match &c.account_name {
+                Some(name) if *name != c.account_id => format!("{} ({name})", c.account_id),
+                _ => c.account_id.clone(),
+            };
+            let expires = c.expires_at.map_or("never".into(), minute);
+            let error: String = c
+                .last_error
+                .as_deref()
+                .unwrap_or("-")
+                .chars()
+                .take(80)
+                .collect();
+            [
+                found.tenant.to_string(),
+                c.provider.to_string(),
+                account,
+                crate::connections::status::public_status(Some(c)).to_string(),
+                expires,
+                error,
+            ]
+        })
+        .collect();
+    print_table(
+        [
+            "TENANT",
+            "PROVIDER",
+            "ACCOUNT",
+            "STATUS",
+            "EXPIRES",
+            "LAST ERROR",
+        ],
+        &rows,
+    );
     println!("{} connection(s)", listing.connections.len());
     if listing.truncated {
-        println!(
-            "(more matched: narrow with --tenant, --provider or --status, or raise --limit up to {})",
-            directory::MAX_LIMIT
-        );
+        println!("{more}");
     }
     Ok(())
 }
@@ -577,7 +891,7 @@ fn read_password(from_stdin: bool) -> Result<String, String> {
     Ok(password)
 }
 
-fn user(c: UserCommand, ctx: &Context) -> Result<(), String> {
+fn user(c: UserCommand, ctx: &Context) -> Result<ExitCode, Stop> {
     let mut db = conn(ctx)?;
     match c {
         UserCommand::Add {
@@ -594,18 +908,39 @@ fn user(c: UserCommand, ctx: &Context) -> Result<(), String> {
             let u = User::create(&mut db, &t.id, &email, Some(&hash)).map_err(|e| e.to_string())?;
             println!("created admin {} for tenant '{}'", u.email, t.external_id);
         }
-        UserCommand::List { tenant } => {
+        UserCommand::List { tenant, json } => {
             if let Some(ext) = &tenant {
                 Tenant::require(&mut db, ext).map_err(|e| e.to_string())?;
             }
             let users = User::list(&mut db, tenant.as_deref()).map_err(|e| e.to_string())?;
-            println!("{:<40} {:<24} {:<8} LAST LOGIN", "EMAIL", "TENANT", "ROLE");
-            for (u, ext) in &users {
-                let last = u
-                    .last_login_at
-                    .map_or("never".into(), |t| t.format("%Y-%m-%d %H:%M").to_string());
-                println!("{:<40} {:<24} {:<8} {last}", u.email, ext, u.role);
+            if json {
+                print_json(
+                    users
+                        .iter()
+                        .map(|(u, ext)| {
+                            serde_json::json!({
+                                "email": u.email,
+                                "tenant": ext,
+                                "role": u.role,
+                                "last_login_at": u.last_login_at.map(rfc3339),
+                            })
+                        })
+                        .collect(),
+                );
+                return Ok(ExitCode::SUCCESS);
             }
+            let rows: Vec<[String; 4]> = users
+                .iter()
+                .map(|(u, ext)| {
+                    [
+                        u.email.clone(),
+                        ext.to_string(),
+                        u.role.to_string(),
+                        u.last_login_at.map_or("never".into(), minute),
+                    ]
+                })
+                .collect();
+            print_table(["EMAIL", "TENANT", "ROLE", "LAST LOGIN"], &rows);
             println!("{} user(s)", users.len());
         }
         UserCommand::SignOut { email } => {
@@ -615,9 +950,18 @@ fn user(c: UserCommand, ctx: &Context) -> Result<(), String> {
             User::end_sessions(&mut db, &u.id).map_err(|e| e.to_string())?;
             println!("signed {} out everywhere", u.email);
         }
-        UserCommand::Remove { email } => {
+        UserCommand::Remove { email, yes } => {
+            let u = User::by_email(&mut db, &email)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no admin with email {}", email.trim()))?;
+            confirm(
+                &format!("Remove admin {}? Type their email to confirm:", u.email),
+                &u.email,
+                yes,
+                "user remove",
+            )?;
             if !User::remove(&mut db, &email).map_err(|e| e.to_string())? {
-                return Err(format!("no admin with email {}", email.trim()));
+                return Err(Stop::Error(format!("no admin with email {}", email.trim())));
             }
             println!(
                 "removed admin {}; their sessions have ended",
@@ -625,7 +969,7 @@ fn user(c: UserCommand, ctx: &Context) -> Result<(), String> {
             );
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn api_key(c: ApiKeyCommand, ctx: &Context) -> Result<(), String> {
@@ -655,31 +999,49 @@ fn api_key(c: ApiKeyCommand, ctx: &Context) -> Result<(), String> {
             );
             println!("{}", secret.expose());
         }
-        ApiKeyCommand::List => {
+        ApiKeyCommand::List { json } => {
             let keys = ApiKey::list(&mut db).map_err(|e| e.to_string())?;
-            println!(
-                "{:<10} {:<24} {:<20} {:<6} {:<17} STATE",
-                "PREFIX", "NAME", "TENANT", "ADMIN", "LAST USED"
-            );
-            for (k, ext) in &keys {
-                let last = k
-                    .last_used_at
-                    .map_or("never".into(), |t| t.format("%Y-%m-%d %H:%M").to_string());
-                let state = if k.revoked_at.is_some() {
+            let state = |k: &ApiKey| {
+                if k.revoked_at.is_some() {
                     "revoked"
                 } else {
                     "active"
-                };
-                let tenant = ext.clone().unwrap_or_else(|| "(all)".into());
-                println!(
-                    "{:<10} {:<24} {:<20} {:<6} {:<17} {state}",
-                    k.prefix,
-                    k.name,
-                    tenant,
-                    if k.is_admin { "yes" } else { "no" },
-                    last
+                }
+            };
+            if json {
+                print_json(
+                    keys.iter()
+                        .map(|(k, ext)| {
+                            serde_json::json!({
+                                "prefix": k.prefix,
+                                "name": k.name,
+                                "tenant": ext,
+                                "admin": k.is_admin,
+                                "last_used_at": k.last_used_at.map(rfc3339),
+                                "state": state(k),
+                            })
+                        })
+                        .collect(),
                 );
+                return Ok(());
             }
+            let rows: Vec<[String; 6]> = keys
+                .iter()
+                .map(|(k, ext)| {
+                    [
+                        k.prefix.clone(),
+                        k.name.clone(),
+                        ext.clone().unwrap_or_else(|| "(all)".into()),
+                        if k.is_admin { "yes" } else { "no" }.into(),
+                        k.last_used_at.map_or("never".into(), minute),
+                        state(k).into(),
+                    ]
+                })
+                .collect();
+            print_table(
+                ["PREFIX", "NAME", "TENANT", "ADMIN", "LAST USED", "STATE"],
+                &rows,
+            );
             println!("{} key(s)", keys.len());
         }
         ApiKeyCommand::Revoke { prefix } => {
@@ -692,7 +1054,7 @@ fn api_key(c: ApiKeyCommand, ctx: &Context) -> Result<(), String> {
 
 fn keys(c: KeysCommand, settings: Settings) -> Result<ExitCode, String> {
     match c {
-        KeysCommand::Status => {
+        KeysCommand::Status { json } => {
             // Opened without the start-up check, so that a broken ring can be inspected.
             let ctx = startup::open(settings)?;
             if !ctx.pending_migrations.is_empty() {
@@ -700,20 +1062,48 @@ fn keys(c: KeysCommand, settings: Settings) -> Result<ExitCode, String> {
             }
             let mut db = conn(&ctx)?;
             let usage = crate::keys::usage(&mut db, &ctx.keys).map_err(|e| e.to_string())?;
-            println!(
-                "{:<34} {:<22} {:>12} {:>12}",
-                "KEY ID", "STATE", "CONNECTIONS", "OAUTH STATES"
-            );
-            for u in &usage {
-                let state = match (u.in_ring, u.primary) {
-                    (true, true) => "primary",
-                    (true, false) => "in ring (read only)",
-                    (false, _) => "MISSING from ring",
-                };
-                println!(
-                    "{:<34} {:<22} {:>12} {:>12}",
-                    u.key_id, state, u.connections, u.oauth_states
+            // With --json the array alone is on stdout; what follows it goes to stderr.
+            let say = |line: String| {
+                if json {
+                    eprintln!("{line}");
+                } else {
+                    println!("{line}");
+                }
+            };
+            if json {
+                print_json(
+                    usage
+                        .iter()
+                        .map(|u| {
+                            serde_json::json!({
+                                "key_id": u.key_id,
+                                "in_ring": u.in_ring,
+                                "primary": u.primary,
+                                "connections": u.connections,
+                                "oauth_states": u.oauth_states,
+                                "pending_installs": u.pending_installs,
+                            })
+                        })
+                        .collect(),
                 );
+            } else {
+                let rows: Vec<[String; 4]> = usage
+                    .iter()
+                    .map(|u| {
+                        let state = match (u.in_ring, u.primary) {
+                            (true, true) => "primary",
+                            (true, false) => "in ring (read only)",
+                            (false, _) => "MISSING from ring",
+                        };
+                        [
+                            u.key_id.to_string(),
+                            state.into(),
+                            u.connections.to_string(),
+                            u.oauth_states.to_string(),
+                        ]
+                    })
+                    .collect();
+                print_table(["KEY ID", "STATE", "CONNECTIONS", "OAUTH STATES"], &rows);
             }
             match crate::keys::verify(&mut db, &ctx.keys) {
                 Ok(()) => {
@@ -723,17 +1113,19 @@ fn keys(c: KeysCommand, settings: Settings) -> Result<ExitCode, String> {
                         .map(|u| u.connections + u.oauth_states + u.pending_installs)
                         .sum();
                     if stale > 0 {
-                        println!("{stale} row(s) are not under the primary key: run `tether keys rotate`");
+                        say(format!(
+                            "{stale} row(s) are not under the primary key: run `tether keys rotate`"
+                        ));
                     } else {
-                        println!(
+                        say(format!(
                             "every encrypted row is under the primary key '{}'",
                             ctx.keys.primary_id()
-                        );
+                        ));
                     }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    println!("problem: {e}");
+                    say(format!("problem: {e}"));
                     Ok(ExitCode::FAILURE)
                 }
             }
@@ -783,7 +1175,7 @@ enum LineOutcome {
 }
 
 /// `connections import`: one line of output per line of input (blank lines
-/// aside), a summary, and a failure exit when any line was refused. A
+/// aside), a summary, and exit code 3 when any line was refused. A
 /// refused or skipped line writes nothing; a dry run writes nothing at all.
 /// Due tokens are made due for the scheduler of the running server, which
 /// refreshes them at its next tick.
@@ -825,7 +1217,7 @@ fn connections_import(
         println!("{imported} imported, {skipped} skipped, {refused} refused");
     }
     Ok(if refused > 0 {
-        ExitCode::FAILURE
+        ExitCode::from(PARTLY)
     } else {
         ExitCode::SUCCESS
     })
@@ -946,22 +1338,126 @@ fn import_line(
     })
 }
 
-fn providers_list(settings: Settings) -> Result<(), String> {
+fn providers_list(settings: Settings, json: bool) -> Result<(), String> {
     let catalogue = crate::providers::Catalogue::load(&settings).map_err(|e| e.to_string())?;
-    println!("{:<12} {:<24} {:<50} REDIRECT URI", "KEY", "NAME", "STATE");
-    for p in catalogue.all() {
-        let state = match p.disabled_reason() {
-            None => "enabled".to_string(),
-            Some(why) => format!("disabled: {why}"),
-        };
-        let redirect = match p.flow {
-            crate::providers::Flow::AuthorizationCode => settings.redirect_uri(&p.key),
-            crate::providers::Flow::ClientCredentials => "(none: no browser redirect)".into(),
-        };
-        println!(
-            "{:<12} {:<24} {:<50} {redirect}",
-            p.key, p.display_name, state
+    let redirect = |p: &crate::providers::Provider| match p.flow {
+        crate::providers::Flow::AuthorizationCode => Some(settings.redirect_uri(&p.key)),
+        crate::providers::Flow::ClientCredentials => None,
+    };
+    if json {
+        print_json(
+            catalogue
+                .all()
+                .map(|p| {
+                    serde_json::json!({
+                        "key": p.key,
+                        "name": p.display_name,
+                        "enabled": p.disabled_reason().is_none(),
+                        "disabled_reason": p.disabled_reason(),
+                        "redirect_uri": redirect(p),
+                    })
+                })
+                .collect(),
         );
+        return Ok(());
+    }
+    let rows: Vec<[String; 4]> = catalogue
+        .all()
+        .map(|p| {
+            let state = match p.disabled_reason() {
+                None => "enabled".to_string(),
+                Some(why) => format!("disabled: {why}"),
+            };
+            [
+                p.key.to_string(),
+                p.display_name.to_string(),
+                state,
+                redirect(p).unwrap_or_else(|| "(none: no browser redirect)".into()),
+            ]
+        })
+        .collect();
+    print_table(["KEY", "NAME", "STATE", "REDIRECT URI"], &rows);
+    Ok(())
+}
+
+fn webhooks(c: WebhooksCommand, ctx: &Context) -> Result<(), String> {
+    use crate::db::models::webhook as outbox;
+    let mut db = conn(ctx)?;
+    match c {
+        WebhooksCommand::List {
+            given_up,
+            limit,
+            json,
+        } => {
+            let found = outbox::undelivered(&mut db, given_up, limit).map_err(|e| e.to_string())?;
+            if json {
+                print_json(
+                    found
+                        .iter()
+                        .map(|d| {
+                            serde_json::json!({
+                                "id": d.id,
+                                "type": d.kind,
+                                "attempts": d.attempts,
+                                "last_error": d.last_error,
+                                "next_attempt_at": d.next_attempt_at.map(rfc3339),
+                                "given_up": d.given_up,
+                                "created_at": rfc3339(d.created_at),
+                            })
+                        })
+                        .collect(),
+                );
+                return Ok(());
+            }
+            let rows: Vec<[String; 6]> = found
+                .iter()
+                .map(|d| {
+                    let next = match d.next_attempt_at {
+                        Some(t) => minute(t),
+                        None => "given up".into(),
+                    };
+                    [
+                        d.id.clone(),
+                        d.kind.clone(),
+                        d.attempts.to_string(),
+                        next,
+                        minute(d.created_at),
+                        d.last_error.clone().unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            print_table(
+                [
+                    "ID",
+                    "TYPE",
+                    "ATTEMPTS",
+                    "NEXT ATTEMPT",
+                    "CREATED",
+                    "LAST ERROR",
+                ],
+                &rows,
+            );
+            println!("{} delivery(ies) not yet made", found.len());
+            if ctx.settings.webhook.is_none() {
+                println!("(webhooks are off here: TETHER_WEBHOOK_URL is unset)");
+            }
+        }
+        WebhooksCommand::Retry { ids, all_given_up } => {
+            let retried = if all_given_up {
+                outbox::retry_given_up(&mut db).map_err(|e| e.to_string())?
+            } else {
+                outbox::retry(&mut db, &ids)
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?
+            };
+            for id in &retried {
+                println!("webhook {id}: due now");
+            }
+            println!(
+                "{} delivery(ies) due now: the running server sends them at its next round",
+                retried.len()
+            );
+        }
     }
     Ok(())
 }
@@ -1080,5 +1576,40 @@ fn doctor(settings: Settings) -> ExitCode {
     } else {
         println!("doctor found nothing that will fail");
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every subcommand and argument, at any depth, with no help line.
+    fn without_help(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} <{id}>"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                missing.push(path.clone());
+            }
+            without_help(sub, &path, missing);
+        }
+    }
+
+    #[test]
+    fn every_argument_and_subcommand_has_a_line_of_help() {
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        without_help(&cmd, "tether", &mut missing);
+        assert!(missing.is_empty(), "no help for: {missing:?}");
     }
 }

@@ -141,8 +141,9 @@ pub async fn remove(
                     notify_changed(c, &tenant_id, p)?;
                 }
                 if notify {
+                    let id = new_id();
                     let payload = serde_json::json!({
-                        "id": new_id(),
+                        "id": id,
                         "type": "tenant_removed",
                         "tenant": ext2,
                         "provider": null,
@@ -153,7 +154,7 @@ pub async fn remove(
                         "revocations": revs,
                         "occurred_at": now().and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     });
-                    outbox::enqueue(c, None, &payload.to_string())?;
+                    outbox::enqueue(c, &id, None, &payload.to_string())?;
                 }
                 Ok::<_, diesel::result::Error>(erased)
             })?)

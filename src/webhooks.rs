@@ -11,7 +11,6 @@ use crate::db::models::tenant::Tenant;
 use crate::db::models::webhook as outbox;
 use crate::db::{now, DbConn};
 use crate::metrics::Delivery;
-use chrono::Duration;
 use diesel::QueryResult;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -41,7 +40,7 @@ pub fn enqueue(conn: &mut DbConn, event: &Event) -> QueryResult<()> {
         "detail": event.detail,
         "occurred_at": event.created_at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
-    outbox::enqueue(conn, Some(&event.id), &payload.to_string())
+    outbox::enqueue(conn, &event.id, Some(&event.id), &payload.to_string())
 }
 
 /// The `Tether-Signature` header value for `body` at `timestamp`.
@@ -83,6 +82,7 @@ pub async fn deliver_due(state: &App) -> Result<usize, crate::error::AppError> {
         };
         let attempts = p.attempts + 1;
         let id = p.id.clone();
+        let delivery = p.delivery_id();
         match outcome {
             Ok(()) => {
                 delivered += 1;
@@ -93,11 +93,11 @@ pub async fn deliver_due(state: &App) -> Result<usize, crate::error::AppError> {
             }
             Err(why) => {
                 let next = if attempts >= MAX_ATTEMPTS {
-                    log::error!("webhook {id} given up after {attempts} attempts: {why}");
+                    log::error!("webhook {delivery} given up after {attempts} attempts: {why}; `tether webhooks retry {delivery}` sends it again");
                     state.metrics.webhook_delivery(Delivery::GivenUp);
-                    now() + Duration::days(36_500)
+                    now() + outbox::GIVEN_UP_FOR
                 } else {
-                    log::warn!("webhook {id} attempt {attempts} failed: {why}");
+                    log::warn!("webhook {delivery} attempt {attempts} failed: {why}");
                     state.metrics.webhook_delivery(Delivery::Failed);
                     now() + crate::refresh::retry::backoff(attempts - 1, None)
                 };

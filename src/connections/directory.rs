@@ -238,17 +238,10 @@ pub fn find(
     let (rows, truncated) = Connection::search(conn, &search, filter.limit, |row| {
         filter.metadata_matches(row)
     })?;
-    let mut connections: Vec<Listed> = rows
+    let connections: Vec<Listed> = rows
         .into_iter()
         .map(|(connection, tenant)| Listed { tenant, connection })
         .collect();
-    connections.sort_by(|a, b| {
-        (&a.tenant, &a.connection.provider, &a.connection.account_id).cmp(&(
-            &b.tenant,
-            &b.connection.provider,
-            &b.connection.account_id,
-        ))
-    });
     Ok(Listing {
         connections,
         truncated,

@@ -305,7 +305,11 @@ async fn revoke(app: &App, install: &PendingInstall) -> bool {
     match oauth::client::revoke(&app.http, provider, token, hint).await {
         Ok(revoked) => revoked,
         Err(e) => {
-            log::warn!("install {}: revocation failed: {e}", install.id);
+            log::warn!(
+                "revocation failed provider={} install={}: {e}",
+                install.provider,
+                install.id
+            );
             false
         }
     }

@@ -194,13 +194,21 @@ pub async fn revoke(app: &App, provider: &Provider, connection: &Connection) -> 
             match oauth::client::revoke(&app.http, provider, &token, hint).await {
                 Ok(true) => Revocation::Revoked,
                 Ok(false) => Revocation::NotOffered,
-                Err(e) => Revocation::Failed(e.to_string()),
+                Err(e) => {
+                    log::warn!(
+                        "revocation failed provider={} connection={}: {e}",
+                        provider.key,
+                        connection.id
+                    );
+                    Revocation::Failed(e.to_string())
+                }
             }
         }
         Ok(None) => Revocation::NotOffered,
         Err(e) => {
-            log::error!(
-                "connection {} does not open ({e}); erasing without revocation",
+            log::warn!(
+                "revocation failed provider={} connection={}: its tokens do not open ({e}); erasing without revocation",
+                provider.key,
                 connection.id
             );
             Revocation::Unopenable

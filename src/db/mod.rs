@@ -63,6 +63,26 @@ impl Backend {
             Backend::Postgres(_) => "postgres",
         }
     }
+
+    /// Which database, for people: `sqlite ./data/tether.db` or
+    /// `postgres host:port/name`; never a user, password or query (which can
+    /// hold a password).
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Sqlite(path) => format!("sqlite {}", path.display()),
+            Backend::Postgres(url) => {
+                let Ok(url) = url::Url::parse(url) else {
+                    return "postgres (an unparsable URL)".into();
+                };
+                let host = url
+                    .host_str()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or("(socket)");
+                let port = url.port().unwrap_or(5432);
+                format!("postgres {host}:{port}{}", url.path())
+            }
+        }
+    }
 }
 
 /// The r2d2 manager: opens the backend the URL names, with SQLite tuned for a

@@ -68,7 +68,13 @@ async fn refreshes_and_webhooks_over_https_trust_the_ca_named_by_tether_ca_certs
     let c = {
         let mut conn = without.pool.get().unwrap();
         let t = Tenant::create(&mut conn, "acme", "acme").unwrap();
-        tether::db::models::webhook::enqueue(&mut conn, None, r#"{"type":"ca_test"}"#).unwrap();
+        tether::db::models::webhook::enqueue(
+            &mut conn,
+            "ca-test",
+            None,
+            r#"{"id":"ca-test","type":"ca_test"}"#,
+        )
+        .unwrap();
         seed_on(&mut conn, &without.keys, &t.id, "acct-1", "rt-0", -60, -1)
     };
     let err = tether::refresh::refresh_now(&without, &c.id, &Actor::Scheduler, None)

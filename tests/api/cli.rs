@@ -18,6 +18,8 @@ backend_tests!(
     doctor_on_an_empty_database_reports_pending_migrations_and_leaves_it_empty,
     a_command_with_only_a_database_url_writes_no_key_file_and_no_key_check,
     a_refused_key_ring_records_no_key_check,
+    lists_align_their_columns_and_print_json_without_secrets,
+    every_command_but_config_says_on_stderr_which_configuration_it_used,
 );
 
 fn pool(db: &TestDb) -> tether::db::Pool {
@@ -554,6 +556,245 @@ fn config_prints_every_variable_the_code_validates_against_even_when_the_configu
     assert!(
         help.lines().any(|l| l.trim_start().starts_with("config ")),
         "{help}"
+    );
+}
+
+/// Whether every row's cells start where the header's columns do.
+fn aligned(text: &str, columns: &[&str]) -> bool {
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let starts: Vec<usize> = columns
+        .iter()
+        .map(|c| header.find(c).unwrap_or_else(|| panic!("{c}: {header}")))
+        .collect();
+    // Rows have at least two columns apart; the sentences after them do not.
+    lines.take_while(|l| l.contains("  ")).all(|row| {
+        starts.iter().skip(1).all(|&at| {
+            row.len() > at && row.as_bytes()[at - 1] == b' ' && row.as_bytes()[at] != b' '
+        })
+    })
+}
+
+fn json_of(out: &std::process::Output) -> Vec<serde_json::Value> {
+    assert!(out.status.success(), "{}", stderr(out));
+    serde_json::from_str::<serde_json::Value>(&stdout(out))
+        .unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn lists_align_their_columns_and_print_json_without_secrets(backend: Backend) {
+    let db = TestDb::migrated(backend);
+    let long = "zz-a-tenant-id-longer-than-thirty-two-characters";
+    for args in [
+        vec!["tenant", "add", "acme"],
+        vec!["tenant", "add", long, "--name", "Long"],
+        vec![
+            "api-key",
+            "create",
+            "--name",
+            "a-key-name-longer-than-twenty-four",
+            "--tenant",
+            long,
+        ],
+    ] {
+        assert!(run(tether(&db, KEY_K1).args(&args), "").status.success());
+    }
+    let out = run(
+        tether(&db, KEY_K1).args([
+            "user",
+            "add",
+            "--tenant",
+            long,
+            "--email",
+            "someone-with-a-long-address@clinic.example",
+            "--password-stdin",
+        ]),
+        "a long enough passphrase\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let secret = stdout(&run(
+        tether(&db, KEY_K1).args(["api-key", "create", "--name", "k"]),
+        "",
+    ))
+    .lines()
+    .last()
+    .unwrap()
+    .to_string();
+
+    let lists: [(&[&str], &[&str]); 5] = [
+        (&["tenant", "list"], &["EXTERNAL ID", "NAME", "CREATED"]),
+        (
+            &["user", "list"],
+            &["EMAIL", "TENANT", "ROLE", "LAST LOGIN"],
+        ),
+        (
+            &["api-key", "list"],
+            &["PREFIX", "NAME", "TENANT", "ADMIN", "LAST USED", "STATE"],
+        ),
+        (
+            &["keys", "status"],
+            &["KEY ID", "STATE", "CONNECTIONS", "OAUTH STATES"],
+        ),
+        (
+            &["providers", "list"],
+            &["KEY", "NAME", "STATE", "REDIRECT URI"],
+        ),
+    ];
+    for (args, columns) in lists {
+        let out = run(tether(&db, KEY_K1).args(args), "");
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(
+            aligned(&stdout(&out), columns),
+            "{args:?}:\n{}",
+            stdout(&out)
+        );
+        assert!(!stdout(&out).contains(&secret[4..]));
+    }
+
+    let tenants = json_of(&run(
+        tether(&db, KEY_K1).args(["tenant", "list", "--json"]),
+        "",
+    ));
+    let ids: Vec<&str> = tenants
+        .iter()
+        .map(|t| t["external_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["acme", long]);
+    assert_eq!(tenants[1]["name"], "Long");
+    assert!(tenants[1]["created_at"].as_str().unwrap().ends_with('Z'));
+
+    let users = json_of(&run(
+        tether(&db, KEY_K1).args(["user", "list", "--json"]),
+        "",
+    ));
+    assert_eq!(users.len(), 1);
+    assert_eq!(
+        users[0]["email"],
+        "someone-with-a-long-address@clinic.example"
+    );
+    assert_eq!(users[0]["tenant"], long);
+    assert!(users[0]["last_login_at"].is_null());
+    assert!(!users[0].to_string().contains("argon2"));
+
+    let out = run(tether(&db, KEY_K1).args(["api-key", "list", "--json"]), "");
+    assert!(!stdout(&out).contains(&secret[4..]), "never a secret");
+    let keys = json_of(&out);
+    assert_eq!(keys.len(), 2);
+    let named = |name: &str| keys.iter().find(|k| k["name"] == name).unwrap();
+    assert_eq!(named("a-key-name-longer-than-twenty-four")["tenant"], long);
+    let k = named("k");
+    assert_eq!(k["tenant"], serde_json::Value::Null);
+    assert_eq!(k["state"], "active");
+    assert_eq!(k["admin"], false);
+    assert!(secret.contains(k["prefix"].as_str().unwrap()));
+
+    let ring = json_of(&run(
+        tether(&db, KEY_K1).args(["keys", "status", "--json"]),
+        "",
+    ));
+    assert_eq!(ring[0]["key_id"], "k1");
+    assert_eq!(ring[0]["primary"], true);
+    assert!(!ring[0].to_string().contains(KEY_K1));
+
+    let providers = json_of(&run(
+        tether(&db, KEY_K1).args(["providers", "list", "--json"]),
+        "",
+    ));
+    let hubspot = providers.iter().find(|p| p["key"] == "hubspot").unwrap();
+    assert_eq!(hubspot["enabled"], false);
+    assert!(hubspot["disabled_reason"]
+        .as_str()
+        .unwrap()
+        .contains("HUBSPOT_CLIENT_ID"));
+    assert!(hubspot["redirect_uri"]
+        .as_str()
+        .unwrap()
+        .ends_with("/oauth/hubspot/callback"));
+
+    let webhooks = json_of(&run(
+        tether(&db, KEY_K1).args(["webhooks", "list", "--json"]),
+        "",
+    ));
+    assert!(webhooks.is_empty());
+}
+
+async fn every_command_but_config_says_on_stderr_which_configuration_it_used(backend: Backend) {
+    let db = TestDb::migrated(backend);
+    let described = match backend {
+        Backend::Sqlite => format!("sqlite {}", db.url.trim_start_matches("sqlite://")),
+        Backend::Postgres => {
+            let url = url::Url::parse(&db.url).unwrap();
+            format!(
+                "postgres {}:{}{}",
+                url.host_str().unwrap(),
+                url.port().unwrap_or(5432),
+                url.path()
+            )
+        }
+    };
+    let file = db.data_dir().join("tether.toml");
+    std::fs::write(&file, "tether_refresh_interval_secs = 30\n").unwrap();
+    for (args, with_file) in [
+        (vec!["tenant", "list", "--json"], false),
+        (vec!["doctor"], false),
+        (
+            vec![
+                "--config",
+                file.to_str().unwrap(),
+                "providers",
+                "list",
+                "--json",
+            ],
+            true,
+        ),
+    ] {
+        let out = run(tether(&db, KEY_K1).args(&args), "");
+        let err = stderr(&out);
+        let first = err.lines().next().unwrap_or_default();
+        let expected = if with_file {
+            format!(
+                "tether: development, {described} (config file {})",
+                file.display()
+            )
+        } else {
+            format!("tether: development, {described}")
+        };
+        assert_eq!(first, expected, "{args:?}: {err}");
+        if args.contains(&"--json") {
+            json_of(&out);
+        }
+    }
+    let out = run(tether(&db, KEY_K1).arg("config"), "");
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+}
+
+#[test]
+fn the_configuration_line_names_a_production_database_without_its_credentials() {
+    let out = run(
+        bare()
+            .env("TETHER_ENV", "production")
+            .env(
+                "TETHER_DATABASE_URL",
+                "postgres://tether:pw-not-shown@127.0.0.1:1/tether?password=q-not-shown",
+            )
+            .env("TETHER_ENCRYPTION_KEYS", KEY_K1)
+            .env("TETHER_SESSION_KEY", SESSION_KEY)
+            .env("TETHER_PUBLIC_URL", "https://tether.example.com")
+            .arg("doctor"),
+        "",
+    );
+    let err = stderr(&out);
+    assert_eq!(
+        err.lines().next(),
+        Some("tether: production, postgres 127.0.0.1:1/tether"),
+        "{err}"
+    );
+    let all = format!("{err}{}", stdout(&out));
+    assert!(
+        !all.contains("pw-not-shown") && !all.contains("q-not-shown") && !all.contains("tether:pw"),
+        "{all}"
     );
 }
 

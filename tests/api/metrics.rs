@@ -146,7 +146,13 @@ async fn metrics_count_webhook_outcomes_and_show_the_backlog(backend: Backend) {
     assert_eq!(backlog(&scrape(&app).await), (Some(0.0), Some(0.0)));
 
     // A notification queued is due; its first attempt fails: it waits.
-    tether::db::models::webhook::enqueue(&mut app.conn(), None, r#"{"type":"one"}"#).unwrap();
+    tether::db::models::webhook::enqueue(
+        &mut app.conn(),
+        "one",
+        None,
+        r#"{"id":"one","type":"one"}"#,
+    )
+    .unwrap();
     assert_eq!(backlog(&scrape(&app).await), (Some(1.0), Some(0.0)));
     assert_eq!(tether::webhooks::deliver_due(&deliverer).await.unwrap(), 0);
     assert_eq!(received(&receiver).await.len(), 1);
@@ -173,7 +179,13 @@ async fn metrics_count_webhook_outcomes_and_show_the_backlog(backend: Backend) {
         .with_priority(1)
         .mount(&receiver)
         .await;
-    tether::db::models::webhook::enqueue(&mut app.conn(), None, r#"{"type":"two"}"#).unwrap();
+    tether::db::models::webhook::enqueue(
+        &mut app.conn(),
+        "two",
+        None,
+        r#"{"id":"two","type":"two"}"#,
+    )
+    .unwrap();
     diesel::update(o::table.filter(o::delivered_at.is_null()))
         .set(o::attempts.eq(tether::webhooks::MAX_ATTEMPTS - 1))
         .execute(&mut app.conn())

@@ -32,6 +32,8 @@ backend_tests!(
     a_removal_dry_run_says_what_would_be_done_and_changes_nothing,
     removing_an_unknown_tenant_or_without_an_all_tenants_admin_key_changes_nothing,
     cli_tenant_remove_revokes_erases_and_prints_what_it_did,
+    cli_connections_list_limit_returns_the_first_rows_in_the_lists_order,
+    cli_tenant_remove_asks_or_needs_yes_and_a_failed_revocation_exits_3_with_a_warning,
     a_write_racing_a_tenant_removal_is_a_404_not_a_500,
 );
 
@@ -750,7 +752,7 @@ async fn cli_tenant_remove_revokes_erases_and_prints_what_it_did(backend: Backen
         .to_string();
     let mut cmd = tether(&app.db, KEY_K1);
     cmd.envs(acme_vars(&file))
-        .args(["tenant", "remove", "acme"]);
+        .args(["tenant", "remove", "acme", "--yes"]);
     let out = run(&mut cmd, "");
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -764,10 +766,134 @@ async fn cli_tenant_remove_revokes_erases_and_prints_what_it_did(backend: Backen
     assert!(rows_of(&app, &acme.id).iter().all(|(_, n)| *n == 0));
     assert_eq!(rows_of(&app, &other.id), others_before);
     let again = run(
-        tether(&app.db, KEY_K1).args(["tenant", "remove", "acme"]),
+        tether(&app.db, KEY_K1).args(["tenant", "remove", "acme", "--yes"]),
         "",
     );
     assert_eq!(again.status.code(), Some(1), "it is gone");
+}
+
+async fn cli_connections_list_limit_returns_the_first_rows_in_the_lists_order(backend: Backend) {
+    let fake = FakeProvider::start().await;
+    let app = spawn_app_with_provider(backend, &fake, "post").await;
+    let mut made = Vec::new();
+    for n in 0..3 {
+        let t = app.ensure_tenant(&format!("tenant-{n}"));
+        let c = grant(&app, &t.id, "loc_1", None, json!({}), &format!("rt-{n}"));
+        made.push((c.id.to_string(), t.id));
+    }
+    // Name the tenants against the row ids' order: the smallest row id
+    // belongs to the last tenant of the list's order.
+    made.sort();
+    for ((_, tenant_id), name) in made.iter().zip(["zeta", "mu", "alpha"]) {
+        use tether::db::schema::tenants;
+        diesel::update(tenants::table.find(tenant_id))
+            .set(tenants::external_id.eq(name))
+            .execute(&mut app.conn())
+            .unwrap();
+    }
+    let file = app
+        .db
+        .data_dir()
+        .join("providers.toml")
+        .display()
+        .to_string();
+    let list = |args: &[&str]| {
+        let mut cmd = tether(&app.db, KEY_K1);
+        cmd.envs(acme_vars(&file))
+            .args(["connections", "list", "--json"])
+            .args(args);
+        let out = run(&mut cmd, "");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let rows: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["tenant"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(list(&[]), ["alpha", "mu", "zeta"]);
+    assert_eq!(list(&["--limit", "1"]), ["alpha"]);
+    assert_eq!(list(&["--limit", "2"]), ["alpha", "mu"]);
+}
+
+async fn cli_tenant_remove_asks_or_needs_yes_and_a_failed_revocation_exits_3_with_a_warning(
+    backend: Backend,
+) {
+    let (app, fake) = offboarding_app(backend, &[]).await;
+    Mock::given(method("POST"))
+        .and(path("/revoke"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&fake.server)
+        .await;
+    let acme = app.tenant("acme");
+    let before = app.snapshot();
+    let file = app
+        .db
+        .data_dir()
+        .join("providers.toml")
+        .display()
+        .to_string();
+    let remove = |extra: &[&str]| {
+        let mut cmd = tether(&app.db, KEY_K1);
+        cmd.envs(acme_vars(&file))
+            .args(["tenant", "remove", "acme"])
+            .args(extra);
+        cmd
+    };
+
+    // No terminal and no --yes: a usage error that names --yes; nothing sent or changed.
+    let out = run(&mut remove(&[]), "acme\n");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("pass --yes"), "{}", stderr(&out));
+    assert_eq!(fake.calls_to("/revoke").await, 0);
+    assert_eq!(app.snapshot(), before);
+
+    // On a terminal it asks; a wrong answer changes nothing.
+    let on_terminal = |answer: &str| {
+        let line = format!("{:?} tenant remove acme", env!("CARGO_BIN_EXE_tether"));
+        let cmd = remove(&[]);
+        let mut script = std::process::Command::new("script");
+        script.args(["-qec", &line, "/dev/null"]);
+        script.env_clear();
+        for (k, v) in cmd.get_envs() {
+            if let Some(v) = v {
+                script.env(k, v);
+            }
+        }
+        script.current_dir(app.db.data_dir());
+        run(&mut script, answer)
+    };
+    let out = on_terminal("other\n");
+    let text = stdout(&out);
+    assert!(
+        text.contains("Remove tenant 'acme' and its 2 connection(s), 1 user(s), 1 API key(s)? Type the tenant id to confirm:"),
+        "{text}"
+    );
+    assert!(text.contains("not confirmed"), "{text}");
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(fake.calls_to("/revoke").await, 0);
+    assert_eq!(app.snapshot(), before);
+
+    // --yes: removed, but the provider refused the revocations: exit 3, and
+    // a WARN line per connection naming it and its provider, never a token.
+    let out = run(remove(&["--yes"]).env("RUST_LOG", "warn"), "");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("acme {ACCOUNT}: revocation FAILED")),
+        "{}",
+        stdout(&out)
+    );
+    let err = stderr(&out);
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("revocation failed provider=acme connection="))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{err}");
+    assert!(
+        !err.contains("rt-") && !stdout(&out).contains("rt-"),
+        "{err}"
+    );
+    assert!(rows_of(&app, &acme.id).iter().all(|(_, n)| *n == 0));
 }
 
 /// A request that read the tenant before its removal and writes after it

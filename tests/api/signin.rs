@@ -402,9 +402,12 @@ async fn signing_out_everywhere_or_removing_the_user_ends_every_copy(backend: Ba
     assert_eq!(laptop.login(OWNER, PASSWORD).await.status(), 303);
     let copy = saved_cookie(&laptop).await;
     let out = app.run_cli(&["user", "remove", OWNER]);
+    assert_eq!(out.status.code(), Some(2), "no terminal: --yes is needed");
+    assert!(User::by_email(&mut app.conn(), OWNER).unwrap().is_some());
+    let out = app.run_cli(&["user", "remove", OWNER, "--yes"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(app.dashboard_with(&copy).await, 303);
     assert!(User::by_email(&mut app.conn(), OWNER).unwrap().is_none());
-    let out = app.run_cli(&["user", "remove", OWNER]);
-    assert!(!out.status.success(), "removing nobody is an error");
+    let out = app.run_cli(&["user", "remove", OWNER, "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "removing nobody is an error");
 }

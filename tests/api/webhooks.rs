@@ -6,8 +6,8 @@
 use crate::backend_tests;
 use crate::helpers::{
     acme_vars, assert_signed, eventually, failing, instance_settings, invalid_grant, outbox,
-    received, seed_on, spawn_app_with, write_providers, Backend, FakeProvider, TestDb,
-    WEBHOOK_SECRET,
+    received, run, seed_on, spawn_app_with, stderr, stdout, tether, write_providers, Backend,
+    FakeProvider, Server, TestDb, KEY_K1, WEBHOOK_SECRET,
 };
 use diesel::prelude::*;
 use tether::db::models::tenant::Tenant;
@@ -18,6 +18,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 backend_tests!(
     a_needs_reconnect_event_is_delivered_as_a_signed_json_post,
     a_failed_delivery_stays_pending_and_a_restarted_instance_delivers_it,
+    a_given_up_delivery_is_listed_and_retried_under_the_id_the_receiver_sees,
 );
 
 async fn a_needs_reconnect_event_is_delivered_as_a_signed_json_post(backend: Backend) {
@@ -172,4 +173,160 @@ async fn a_failed_delivery_stays_pending_and_a_restarted_instance_delivers_it(ba
     assert_eq!(payload["type"], "needs_reconnect");
     assert_eq!(payload["connection_id"], c.id.as_str());
     assert_eq!(outbox(&mut app.conn())[0].attempts, 2);
+}
+
+async fn a_given_up_delivery_is_listed_and_retried_under_the_id_the_receiver_sees(
+    backend: Backend,
+) {
+    use tether::db::models::event::{Actor, EventKind, NewEvent};
+    use tether::db::schema::webhook_outbox as o;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&receiver)
+        .await;
+    let hook = format!("{}/hooks", receiver.uri());
+    let vars = [
+        ("TETHER_WEBHOOK_URL", hook.as_str()),
+        ("TETHER_WEBHOOK_SECRET", WEBHOOK_SECRET),
+    ];
+    let db = TestDb::migrated(backend);
+    write_providers(&db, "");
+    let ctx = tether::startup::prepare(instance_settings(&db, &vars)).unwrap();
+    // An event whose delivery has one attempt left before it is given up.
+    let event = {
+        let mut conn = ctx.pool.get().unwrap();
+        let t = Tenant::create(&mut conn, "acme", "acme").unwrap();
+        let event = tether::webhooks::record(
+            &mut conn,
+            true,
+            &NewEvent {
+                tenant_id: &t.id,
+                connection_id: None,
+                provider: &tether::ids::ProviderKey::known("acme"),
+                kind: EventKind::NeedsReconnect,
+                actor: &Actor::Cli,
+                detail: Some("invalid_grant"),
+            },
+        )
+        .unwrap();
+        diesel::update(o::table)
+            .set(o::attempts.eq(tether::webhooks::MAX_ATTEMPTS - 1))
+            .execute(&mut conn)
+            .unwrap();
+        event
+    };
+    drop(ctx);
+    let cli = |args: &[&str]| {
+        let mut cmd = tether(&db, KEY_K1);
+        cmd.envs(vars).args(args);
+        run(&mut cmd, "")
+    };
+
+    // The running server's last attempt fails: given up.
+    let server = Server::start(tether(&db, KEY_K1).envs(vars).arg("serve")).unwrap();
+    let pool = tether::db::connect(&db.url, 2).unwrap();
+    eventually(10, "the last attempt", || async {
+        outbox(&mut pool.get().unwrap())[0].attempts == tether::webhooks::MAX_ATTEMPTS
+    })
+    .await;
+    let out = cli(&["webhooks", "list", "--given-up", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], event.id.as_str());
+    assert_eq!(listed[0]["type"], "needs_reconnect");
+    assert_eq!(listed[0]["attempts"], tether::webhooks::MAX_ATTEMPTS);
+    assert_eq!(listed[0]["given_up"], true);
+    assert!(listed[0]["next_attempt_at"].is_null());
+    assert_eq!(listed[0]["last_error"], "HTTP 503");
+    let table = stdout(&cli(&["webhooks", "list"]));
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(event.id.as_str()))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains("given up") && row.contains("needs_reconnect"),
+        "{row}"
+    );
+
+    // Bad ids change nothing.
+    let out = cli(&["webhooks", "retry", "no-such-id", event.id.as_str()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no webhook delivery with id 'no-such-id'"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        outbox(&mut pool.get().unwrap())[0].attempts,
+        tether::webhooks::MAX_ATTEMPTS
+    );
+
+    // The receiver is back; a retry makes the running server send it.
+    receiver.reset().await;
+    Mock::given(method("POST"))
+        .and(path("/hooks"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let out = cli(&["webhooks", "retry", event.id.as_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("1 delivery(ies) due now"),
+        "{}",
+        stdout(&out)
+    );
+    eventually(10, "the retried delivery", || async {
+        outbox(&mut pool.get().unwrap())[0].delivered_at.is_some()
+    })
+    .await;
+    let got = received(&receiver).await;
+    assert_eq!(got.len(), 1);
+    let payload = assert_signed(&got[0]);
+    assert_eq!(payload["id"], listed[0]["id"], "the id the CLI listed");
+    let again = cli(&["webhooks", "retry", event.id.as_str()]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("delivered already"),
+        "{}",
+        stderr(&again)
+    );
+    let out = cli(&["webhooks", "list", "--json"]);
+    assert_eq!(stdout(&out).trim(), "[]");
+
+    // --all-given-up brings back every given-up delivery; naming none is a usage error.
+    assert_eq!(cli(&["webhooks", "retry"]).status.code(), Some(2));
+    diesel::update(o::table)
+        .set((
+            o::attempts.eq(tether::webhooks::MAX_ATTEMPTS),
+            o::delivered_at.eq(None::<chrono::NaiveDateTime>),
+            o::next_attempt_at.eq(now() + tether::db::models::webhook::GIVEN_UP_FOR),
+        ))
+        .execute(&mut pool.get().unwrap())
+        .unwrap();
+    let out = cli(&["webhooks", "retry", "--all-given-up"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("webhook {}: due now", event.id)),
+        "{}",
+        stdout(&out)
+    );
+    eventually(10, "the delivery retried with the others", || async {
+        outbox(&mut pool.get().unwrap())[0].delivered_at.is_some()
+    })
+    .await;
+    assert_eq!(received(&receiver).await.len(), 2);
+
+    // The server's log names the delivery by that id too.
+    let log = server.stop();
+    assert!(
+        log.contains(&format!(
+            "webhook {} given up after {} attempts: HTTP 503",
+            event.id,
+            tether::webhooks::MAX_ATTEMPTS
+        )),
+        "{log}"
+    );
 }

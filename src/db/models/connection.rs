@@ -1010,8 +1010,8 @@ impl Connection {
 
     /// Connections matching `search` (rows holding tokens only: a
     /// disconnected row is not a connection any more), with their tenant's
-    /// external id, in row-id order; at most `limit`, and whether more
-    /// matched. `keep` is asked about each row the SQL filters let through
+    /// external id, in tenant external id, provider, account id (then row
+    /// id) order: the first `limit` of them, and whether more matched. `keep` is asked about each row the SQL filters let through
     /// (metadata lives in a JSON text column that SQL cannot read portably);
     /// rows are read in batches, so a scan never holds more than one batch
     /// besides the answer.
@@ -1025,13 +1025,20 @@ impl Connection {
         const BATCH: i64 = 500;
         let statuses: Vec<&str> = search.statuses.iter().map(|s| s.as_str()).collect();
         let mut found = Vec::new();
-        let mut after = String::new();
+        let mut offset = 0;
         loop {
+            // Sorted in SQL, before the limit: the first rows of the order,
+            // not a sort of whichever rows came first.
             let mut q = connections::table
                 .inner_join(tenants::table)
                 .filter(connections::token_ciphertext.is_not_null())
-                .filter(connections::id.gt(after.clone()))
-                .order(connections::id.asc())
+                .order((
+                    tenants::external_id.asc(),
+                    connections::provider.asc(),
+                    connections::account_id.asc(),
+                    connections::id.asc(),
+                ))
+                .offset(offset)
                 .limit(BATCH)
                 .select((Connection::as_select(), tenants::external_id))
                 .into_boxed();
@@ -1058,9 +1065,7 @@ impl Connection {
             }
             let batch: Vec<(Connection, ExternalTenantId)> = q.load(conn)?;
             let full = batch.len() as i64 == BATCH;
-            if let Some((last, _)) = batch.last() {
-                after = last.id.to_string();
-            }
+            offset += BATCH;
             for (row, tenant) in batch {
                 if keep(&row) {
                     if found.len() == limit {

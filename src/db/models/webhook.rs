@@ -2,30 +2,235 @@
 //! the webhook worker with retries (`webhooks`).
 
 use crate::db::schema::webhook_outbox;
-use crate::db::{new_id, now, DbConn};
+use crate::db::{now, DbConn};
 use chrono::{Duration, NaiveDateTime};
 use diesel::prelude::*;
 
 /// After this many failed attempts a notification is given up (and logged).
 pub const MAX_ATTEMPTS: i32 = 20;
 
+/// How far out a given-up notification's next attempt is pushed, so that
+/// the worker never claims it again (`retry` brings it back).
+pub const GIVEN_UP_FOR: Duration = Duration::days(36_500);
+
 /// A notification due for delivery.
 #[derive(Debug, Queryable)]
 pub struct Pending {
     pub id: String,
+    pub event_id: Option<String>,
     pub payload: String,
     pub attempts: i32,
     pub next_attempt_at: NaiveDateTime,
 }
 
+impl Pending {
+    /// The id the receiver sees: the payload's `"id"`.
+    pub fn delivery_id(&self) -> String {
+        delivery_id(&self.payload, self.event_id.as_deref(), &self.id)
+    }
+}
+
+/// The payload's `"id"`, which is what the receiver sees; rows whose payload
+/// lacks one (none are written so) fall back to the event's id, then the row's.
+fn delivery_id(payload: &str, event_id: Option<&str>, row_id: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_string))
+        .or_else(|| event_id.map(str::to_string))
+        .unwrap_or_else(|| row_id.to_string())
+}
+
+/// One notification as `tether webhooks list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Delivery {
+    /// The id the receiver sees (the payload's `"id"`).
+    pub id: String,
+    /// The payload's `"type"`, such as `needs_reconnect`.
+    pub kind: String,
+    pub attempts: i32,
+    /// The last failure (an HTTP status or a transport error, no URL).
+    pub last_error: Option<String>,
+    /// When the next attempt is due; `None` once delivered or given up.
+    pub next_attempt_at: Option<NaiveDateTime>,
+    pub delivered_at: Option<NaiveDateTime>,
+    pub given_up: bool,
+    pub created_at: NaiveDateTime,
+}
+
+type Row = (
+    String,
+    Option<String>,
+    String,
+    i32,
+    NaiveDateTime,
+    Option<NaiveDateTime>,
+    Option<String>,
+    NaiveDateTime,
+);
+
+impl From<Row> for Delivery {
+    fn from(row: Row) -> Delivery {
+        let (id, event_id, payload, attempts, next, delivered_at, last_error, created_at) = row;
+        let kind = serde_json::from_str::<serde_json::Value>(&payload)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
+            .unwrap_or_default();
+        let given_up = delivered_at.is_none() && attempts >= MAX_ATTEMPTS;
+        Delivery {
+            id: delivery_id(&payload, event_id.as_deref(), &id),
+            kind,
+            attempts,
+            last_error,
+            next_attempt_at: (delivered_at.is_none() && !given_up).then_some(next),
+            delivered_at,
+            given_up,
+            created_at,
+        }
+    }
+}
+
+macro_rules! delivery_columns {
+    () => {
+        (
+            webhook_outbox::id,
+            webhook_outbox::event_id,
+            webhook_outbox::payload,
+            webhook_outbox::attempts,
+            webhook_outbox::next_attempt_at,
+            webhook_outbox::delivered_at,
+            webhook_outbox::last_error,
+            webhook_outbox::created_at,
+        )
+    };
+}
+
+/// Notifications not yet delivered (with `given_up_only`, only those given
+/// up after [`MAX_ATTEMPTS`]), oldest first (by creation, then row id), at
+/// most `limit`.
+pub fn undelivered(
+    conn: &mut DbConn,
+    given_up_only: bool,
+    limit: i64,
+) -> QueryResult<Vec<Delivery>> {
+    let mut q = webhook_outbox::table
+        .filter(webhook_outbox::delivered_at.is_null())
+        .order((webhook_outbox::created_at.asc(), webhook_outbox::id.asc()))
+        .limit(limit)
+        .select(delivery_columns!())
+        .into_boxed();
+    if given_up_only {
+        q = q.filter(webhook_outbox::attempts.ge(MAX_ATTEMPTS));
+    }
+    Ok(q.load::<Row>(conn)?
+        .into_iter()
+        .map(Delivery::from)
+        .collect())
+}
+
+/// Why a retry changed nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RetryRefused {
+    /// No notification has this delivery id.
+    Unknown(String),
+    /// It was delivered already.
+    Delivered(String),
+}
+
+impl std::fmt::Display for RetryRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RetryRefused::Unknown(id) => write!(f, "no webhook delivery with id '{id}'"),
+            RetryRefused::Delivered(id) => {
+                write!(f, "webhook delivery '{id}' was delivered already")
+            }
+        }
+    }
+}
+
+/// Makes the notifications with these delivery ids due now, their attempts
+/// counted afresh, for the worker to send again. All or none: an unknown or
+/// delivered id changes nothing. Returns the delivery ids made due.
+pub fn retry(conn: &mut DbConn, ids: &[String]) -> QueryResult<Result<Vec<String>, RetryRefused>> {
+    conn.transaction(|conn| {
+        let mut rows = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut found: Option<Row> = webhook_outbox::table
+                .filter(
+                    webhook_outbox::id
+                        .eq(id)
+                        .or(webhook_outbox::event_id.eq(id)),
+                )
+                .select(delivery_columns!())
+                .first(conn)
+                .optional()?;
+            if found.is_none() {
+                // Rows of no event written before the row's id was the
+                // payload's: found by the payload's id.
+                found = webhook_outbox::table
+                    .filter(webhook_outbox::event_id.is_null())
+                    .select(delivery_columns!())
+                    .load::<Row>(conn)?
+                    .into_iter()
+                    .find(|r| delivery_id(&r.2, None, &r.0) == *id);
+            }
+            match found {
+                None => return Ok(Err(RetryRefused::Unknown(id.clone()))),
+                Some(r) if r.5.is_some() => return Ok(Err(RetryRefused::Delivered(id.clone()))),
+                Some(r) => rows.push(r.0),
+            }
+        }
+        make_due(conn, &rows)?;
+        Ok(Ok(ids.to_vec()))
+    })
+}
+
+/// Makes every given-up notification due now, attempts counted afresh;
+/// returns their delivery ids.
+pub fn retry_given_up(conn: &mut DbConn) -> QueryResult<Vec<String>> {
+    conn.transaction(|conn| {
+        let given_up: Vec<Row> = webhook_outbox::table
+            .filter(webhook_outbox::delivered_at.is_null())
+            .filter(webhook_outbox::attempts.ge(MAX_ATTEMPTS))
+            .order((webhook_outbox::created_at.asc(), webhook_outbox::id.asc()))
+            .select(delivery_columns!())
+            .load(conn)?;
+        let (row_ids, ids): (Vec<String>, Vec<String>) = given_up
+            .into_iter()
+            .map(|r| (r.0.clone(), Delivery::from(r).id))
+            .unzip();
+        make_due(conn, &row_ids)?;
+        Ok(ids)
+    })
+}
+
+fn make_due(conn: &mut DbConn, row_ids: &[String]) -> QueryResult<()> {
+    diesel::update(
+        webhook_outbox::table
+            .filter(webhook_outbox::id.eq_any(row_ids))
+            .filter(webhook_outbox::delivered_at.is_null()),
+    )
+    .set((
+        webhook_outbox::attempts.eq(0),
+        webhook_outbox::next_attempt_at.eq(now()),
+    ))
+    .execute(conn)
+    .map(|_| ())
+}
+
 /// Queues `payload` (the JSON body) as the notification of event `event_id`
 /// (`None`: of no stored event, e.g. a tenant's removal, whose events go
-/// with it).
-pub fn enqueue(conn: &mut DbConn, event_id: Option<&str>, payload: &str) -> QueryResult<()> {
+/// with it). `id` is the payload's `"id"`, the one the receiver sees: the
+/// row is found by it.
+pub fn enqueue(
+    conn: &mut DbConn,
+    id: &str,
+    event_id: Option<&str>,
+    payload: &str,
+) -> QueryResult<()> {
     let t = now();
     diesel::insert_into(webhook_outbox::table)
         .values((
-            webhook_outbox::id.eq(new_id()),
+            webhook_outbox::id.eq(id),
             webhook_outbox::event_id.eq(event_id),
             webhook_outbox::payload.eq(payload),
             webhook_outbox::attempts.eq(0),
@@ -47,6 +252,7 @@ pub fn claim(conn: &mut DbConn, limit: i64) -> QueryResult<Vec<Pending>> {
         .limit(limit)
         .select((
             webhook_outbox::id,
+            webhook_outbox::event_id,
             webhook_outbox::payload,
             webhook_outbox::attempts,
             webhook_outbox::next_attempt_at,
