@@ -166,21 +166,27 @@ pub fn main() -> ExitCode {
         }
     };
     crate::logging::init(&settings.log_filter, settings.log_format);
-    eprintln!(
-        "tether: {}",
-        configuration_used(&settings, cli.config.as_deref())
+    crate::logging::say(
+        settings.log_format,
+        log::Level::Info,
+        &format!(
+            "tether: {}",
+            configuration_used(&settings, cli.config.as_deref())
+        ),
     );
     for warning in &settings.warnings {
         log::warn!("configuration: {warning}");
     }
+    let format = settings.log_format;
+    let say = |message: String| crate::logging::say(format, log::Level::Error, &message);
     match run(cli.command.unwrap_or(Command::Serve), settings) {
         Ok(code) => code,
         Err(Stop::Error(e)) => {
-            eprintln!("tether: error: {e}");
+            say(format!("tether: error: {e}"));
             ExitCode::FAILURE
         }
         Err(Stop::Usage(e)) => {
-            eprintln!("tether: {e}");
+            say(format!("tether: {e}"));
             ExitCode::from(USAGE)
         }
     }

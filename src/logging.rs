@@ -16,6 +16,24 @@ pub fn init(filter: &str, format: LogFormat) {
     builder.init();
 }
 
+/// Writes `message` to stderr whatever the filter: as it is in text, as an
+/// event of target `tether` at `level` in JSON (so that every line stays
+/// an object).
+pub fn say(format: LogFormat, level: log::Level, message: &str) {
+    match format {
+        LogFormat::Text => eprintln!("{message}"),
+        LogFormat::Json => eprintln!(
+            "{}",
+            serde_json::json!({
+                "ts": timestamp(),
+                "level": level.as_str(),
+                "target": "tether",
+                "message": message,
+            })
+        ),
+    }
+}
+
 fn timestamp() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -303,7 +303,7 @@ async fn request_lines_are_json_objects_naming_the_client_the_request_and_the_te
 ) {
     use crate::helpers::{tether, Server, KEY_K1};
     let app = spawn_app(backend).await;
-    app.ensure_tenant("acme");
+    app.create_admin("acme", "admin@acme.example");
     let key = app.api_key(None, false);
     let server = Server::start(
         tether(&app.db, KEY_K1)
@@ -349,6 +349,31 @@ async fn request_lines_are_json_objects_naming_the_client_the_request_and_the_te
         fresh.len() == 16 && fresh.bytes().all(|b| b.is_ascii_hexdigit()),
         "{fresh}"
     );
+    // A signed-in admin's page names the admin's tenant.
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = browser.get(format!("{base}/login")).send().await.unwrap();
+    let csrf = crate::helpers::csrf_in(&login.text().await.unwrap()).expect("a csrf field");
+    let signed_in = browser
+        .post(format!("{base}/login"))
+        .form(&[
+            ("email", "admin@acme.example"),
+            ("password", crate::helpers::PASSWORD),
+            ("csrf", &csrf),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let page = browser
+        .get(format!("{base}/settings/integrations"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
     let log = server.stop();
 
     let events: Vec<serde_json::Value> = log
@@ -382,4 +407,9 @@ async fn request_lines_are_json_objects_naming_the_client_the_request_and_the_te
         "{log}"
     );
     assert!(!access.iter().any(|e| e["path"] == "/healthz"), "{log}");
+    let page = access
+        .iter()
+        .find(|e| e["path"] == "/settings/integrations")
+        .unwrap_or_else(|| panic!("no line for the page: {log}"));
+    assert_eq!(page["tenant"], "acme", "{page}");
 }
