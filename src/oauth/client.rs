@@ -194,6 +194,18 @@ fn token_post(
     http: &reqwest::Client,
     provider: &Provider,
     url: &str,
+    form: Vec<(String, String)>,
+) -> Result<reqwest::RequestBuilder, ProviderError> {
+    client_post(http, provider, provider.client_auth, url, form)
+}
+
+/// A POST to one of the provider's OAuth endpoints carrying the client's
+/// credentials as `auth` says.
+fn client_post(
+    http: &reqwest::Client,
+    provider: &Provider,
+    auth: ClientAuth,
+    url: &str,
     mut form: Vec<(String, String)>,
 ) -> Result<reqwest::RequestBuilder, ProviderError> {
     let (id, secret) = credentials(provider)?;
@@ -201,7 +213,7 @@ fn token_post(
         form.push((k.clone(), v.clone()));
     }
     let req = http.post(url);
-    Ok(match provider.client_auth {
+    Ok(match auth {
         ClientAuth::Basic => req.basic_auth(id, Some(secret.expose())).form(&form),
         ClientAuth::Post => {
             form.push(("client_id".into(), id.into()));
@@ -374,7 +386,10 @@ pub async fn revoke(
         ("token".to_string(), token.to_string()),
         ("token_type_hint".to_string(), hint.to_string()),
     ];
-    let res = token_post(http, provider, url, form)?
+    let auth = provider
+        .revocation_client_auth
+        .unwrap_or(provider.client_auth);
+    let res = client_post(http, provider, auth, url, form)?
         .send()
         .await
         .map_err(transport)?;

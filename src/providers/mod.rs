@@ -58,6 +58,7 @@ struct ProviderToml {
     provider_initiated_installs: Option<bool>,
     pkce: Option<bool>,
     client_auth: Option<ClientAuth>,
+    revocation_client_auth: Option<ClientAuth>,
     client_id_env: Option<String>,
     client_secret_env: Option<String>,
     keep_fields: Option<Vec<String>>,
@@ -295,6 +296,7 @@ fn merge(mut p: Provider, t: ProviderToml) -> Provider {
     }
     set_opt!(
         revocation_url,
+        revocation_client_auth,
         userinfo_url,
         account_name,
         account_label,

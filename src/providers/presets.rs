@@ -42,6 +42,7 @@ pub(super) fn base(
         provider_initiated_installs: false,
         pkce: true,
         client_auth: ClientAuth::Post,
+        revocation_client_auth: None,
         client_id_env: format!("{upper}_CLIENT_ID"),
         client_secret_env: format!("{upper}_CLIENT_SECRET"),
         keep_fields: Vec::new(),
@@ -174,6 +175,9 @@ pub fn all() -> Vec<Provider> {
         Provider {
             client_auth: ClientAuth::Basic,
             revocation_url: Some("https://auth.calendly.com/oauth/revoke".into()),
+            // Calendly documents the client id and secret as form fields
+            // of its revocation endpoint (not Basic, as at its token endpoint).
+            revocation_client_auth: Some(ClientAuth::Post),
             userinfo_url: Some("https://api.calendly.com/users/me".into()),
             account_id: strings(&["/resource/uri"]),
             account_name: Some("/resource/name".into()),

@@ -141,6 +141,10 @@ pub struct Provider {
     pub provider_initiated_installs: bool,
     pub pkce: bool,
     pub client_auth: ClientAuth,
+    /// How the revocation endpoint takes the client's credentials, where it
+    /// differs from the token endpoint (Calendly: Basic at `/oauth/token`,
+    /// form fields at `/oauth/revoke`); `None`: as `client_auth`.
+    pub revocation_client_auth: Option<ClientAuth>,
     pub client_id_env: String,
     pub client_secret_env: String,
     pub keep_fields: Vec<String>,

@@ -62,6 +62,7 @@ backend_tests!(
     a_gohighlevel_location_lookup_refused_for_want_of_scope_keeps_the_connection_named_by_id,
     a_hubspot_connection_is_the_hub_named_by_introspection_with_the_token_in_the_body,
     a_bing_connection_is_named_after_the_platform_instead_of_default,
+    calendly_revocation_sends_the_client_credentials_in_the_body_as_calendly_documents,
 );
 
 /// Connects `key` through its callback with `token` as the token endpoint's answer.
@@ -613,5 +614,91 @@ async fn gohighlevel_api_calls_carry_its_version_header_through_the_proxy_and_th
     assert_eq!(
         token["api_headers"],
         serde_json::json!({"Version": "2021-07-28"})
+    );
+}
+
+/// Calendly's token endpoint takes Basic authentication, its revocation
+/// endpoint the client id and secret as form fields beside the token
+/// (developer.calendly.com, "Revoke Access/Refresh Token"): a revocation
+/// sent with Basic would be refused and the grant left live.
+async fn calendly_revocation_sends_the_client_credentials_in_the_body_as_calendly_documents(
+    backend: Backend,
+) {
+    let fake = MockServer::start().await;
+    let base = fake.uri();
+    let app = app_with_preset(
+        backend,
+        "calendly",
+        &format!(
+            "authorize_url = \"{base}/oauth/authorize\"\ntoken_url = \"{base}/oauth/token\"\nrevocation_url = \"{base}/oauth/revoke\"\nuserinfo_url = \"{base}/users/me\"\n"
+        ),
+    )
+    .await;
+    Mock::given(method("GET"))
+        .and(path("/users/me"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "resource": {"uri": "https://api.calendly.com/users/U1", "name": "Ann"}
+        })))
+        .mount(&fake)
+        .await;
+    connect_with_token_response(
+        &app,
+        &fake,
+        "calendly",
+        serde_json::json!({
+            "access_token": "cal-at", "token_type": "Bearer", "expires_in": 7200,
+            "refresh_token": "cal-rt", "owner": "https://api.calendly.com/users/U1"
+        }),
+    )
+    .await;
+    // As documented; anything else is refused as Calendly would refuse it.
+    Mock::given(method("POST"))
+        .and(path("/oauth/revoke"))
+        .and(body_string_contains("client_id=preset-client"))
+        .and(body_string_contains("client_secret=preset-secret"))
+        .and(body_string_contains("token=cal-rt"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({})))
+        .with_priority(1)
+        .expect(1)
+        .mount(&fake)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/revoke"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "error": "invalid_request", "error_description": "client_id and client_secret are required"
+        })))
+        .with_priority(2)
+        .mount(&fake)
+        .await;
+    let key = app.api_key(None, false);
+    let res = app
+        .client
+        .delete(format!(
+            "{}/api/v1/tenants/acme/connections/calendly",
+            app.address
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("the provider revoked the access"),
+        "{body}"
+    );
+    let revoke = fake
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.url.path() == "/oauth/revoke")
+        .expect("a revocation");
+    assert!(
+        !revoke.headers.contains_key("authorization"),
+        "no Basic authentication beside the form fields"
     );
 }
