@@ -62,6 +62,27 @@ impl ProviderError {
     }
 }
 
+/// An error in the shape of Meta's Graph API (Instagram's token endpoints
+/// answer so): `{"error": {"type": "OAuthException", "code": 190, ...}}`,
+/// an object where RFC 6749 has a string. Its "Handling Errors" guide says
+/// what each code asks for: 190 (the access token expired or was revoked)
+/// and 102 (the session ended) want a new login; 1, 2, 4, 17, 32, 341 and
+/// 613 pass with time; anything else is a refusal.
+fn graph_error(json: &Value) -> Option<ProviderError> {
+    let error = json.get("error")?.as_object()?;
+    let code = error.get("code")?.as_i64()?;
+    let kind = error
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("GraphError");
+    let name = format!("{kind} {code}");
+    Some(match code {
+        102 | 190 => ProviderError::GrantGone { error: name },
+        1 | 2 | 4 | 17 | 32 | 341 | 613 => ProviderError::transient(name),
+        _ => ProviderError::Refused { error: name },
+    })
+}
+
 /// Classifies a non-2xx answer from a token or revocation endpoint.
 pub fn classify(status: u16, retry_after: Option<u64>, body: &[u8]) -> ProviderError {
     let json: Option<Value> = serde_json::from_slice(body).ok();
@@ -81,6 +102,9 @@ pub fn classify(status: u16, retry_after: Option<u64>, body: &[u8]) -> ProviderE
             detail: format!("HTTP {status}"),
             retry_after,
         };
+    }
+    if let Some(graph) = json.as_ref().and_then(graph_error) {
+        return graph;
     }
     match lower.as_str() {
         "invalid_grant" | "bad_refresh_token" | "expired_token" | "token_revoked" | "revoked"
@@ -518,6 +542,19 @@ mod tests {
 
     #[test]
     fn errors_are_classified_by_code_then_status() {
+        // Meta's Graph API shape: 190 and 102 want a new login, throttling passes.
+        let graph = |code: i64| {
+            classify(
+                400,
+                None,
+                format!(r#"{{"error":{{"type":"OAuthException","code":{code},"message":"m"}}}}"#)
+                    .as_bytes(),
+            )
+        };
+        assert!(matches!(graph(190), ProviderError::GrantGone { .. }));
+        assert!(matches!(graph(102), ProviderError::GrantGone { .. }));
+        assert!(matches!(graph(4), ProviderError::Transient { .. }));
+        assert!(matches!(graph(10), ProviderError::Refused { .. }));
         assert!(matches!(
             classify(400, None, br#"{"error":"invalid_grant"}"#),
             ProviderError::GrantGone { .. }

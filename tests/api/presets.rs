@@ -54,7 +54,7 @@ async fn status(app: &TestApp, key: &str) -> serde_json::Value {
 backend_tests!(
     gohighlevel_sends_user_type_and_keeps_location_and_company_as_metadata,
     gohighlevel_api_calls_carry_its_version_header_through_the_proxy_and_the_token_api,
-    instagram_strips_the_code_suffix_and_trades_for_a_long_lived_token,
+    instagram_trades_for_a_long_lived_token_and_an_expired_token_needs_reconnect,
     google_asks_for_offline_access_with_pkce,
     every_preset_whose_platform_documents_pkce_sends_an_s256_challenge,
     wix_connects_a_site_instance_with_client_credentials_and_mints_again_to_refresh,
@@ -315,7 +315,9 @@ async fn gohighlevel_sends_user_type_and_keeps_location_and_company_as_metadata(
     assert!((86_000..=86_400).contains(&in_secs), "{in_secs}");
 }
 
-async fn instagram_strips_the_code_suffix_and_trades_for_a_long_lived_token(backend: Backend) {
+async fn instagram_trades_for_a_long_lived_token_and_an_expired_token_needs_reconnect(
+    backend: Backend,
+) {
     let fake = MockServer::start().await;
     let base = fake.uri();
     let app = app_with_preset(
@@ -383,6 +385,45 @@ async fn instagram_strips_the_code_suffix_and_trades_for_a_long_lived_token(back
             .access_token
             .expose(),
         "long-lived"
+    );
+
+    // Instagram's refresh answers a revoked or expired token in the Graph
+    // API's shape (code 190, "Handling Errors": get a new access token): the
+    // person must connect again, not a refusal to retry for ever.
+    Mock::given(method("GET"))
+        .and(path("/refresh_access_token"))
+        .and(q("grant_type", "ig_refresh_token"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "error": {
+                "message": "Error validating access token: The session has been invalidated because the user changed their password.",
+                "type": "OAuthException", "code": 190, "error_subcode": 460,
+                "fbtrace_id": "AbCdEf"
+            }
+        })))
+        .expect(1)
+        .mount(&fake)
+        .await;
+    let key = app.api_key(None, false);
+    let res = app
+        .client
+        .post(format!(
+            "{}/api/v1/tenants/acme/connections/instagram/refresh",
+            app.address
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "needs_reconnect", "{body}");
+    let c = app.default_connection("acme", "instagram").unwrap();
+    assert_eq!(c.status, "needs_reconnect");
+    assert!(
+        c.last_error
+            .unwrap_or_default()
+            .contains("OAuthException 190"),
+        "the code is kept"
     );
 }
 
