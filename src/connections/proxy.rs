@@ -16,10 +16,29 @@ use std::sync::Arc;
 /// Headers passed to the provider: nothing that identifies the caller to
 /// Tether (its API key) or carries cookies.
 pub const FORWARD_REQUEST: [&str; 3] = ["content-type", "accept", "accept-language"];
-/// Headers passed back from the provider. Not `location`: redirects are
-/// refused (see [`forward`]), and a 201's `Location` names the provider's URL,
-/// not one the caller can use through the proxy.
+/// Headers passed back from the provider, with its rate-limit headers (see
+/// [`passes_back`]). Not `location`: redirects are refused (see
+/// [`forward`]), and a 201's `Location` names the provider's URL, not one
+/// the caller can use through the proxy.
 pub const FORWARD_RESPONSE: [&str; 3] = ["content-type", "retry-after", "etag"];
+
+/// Usage headers that are not named `ratelimit`: Meta's Graph API
+/// (Instagram) reports its budget in these.
+const USAGE_HEADERS: [&str; 2] = ["x-app-usage", "x-business-use-case-usage"];
+
+/// Whether a header of the provider's answer is passed back: the few of
+/// [`FORWARD_RESPONSE`], and what a caller needs to pace itself: the IETF
+/// `RateLimit`/`RateLimit-Policy` fields and the `X-RateLimit-*` family, in
+/// every platform's spelling (`X-HubSpot-RateLimit-Remaining`, GoHighLevel's
+/// `X-RateLimit-Daily-Remaining`, Calendly's `X-RateLimit-Reset`, ...).
+pub fn passes_back(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    FORWARD_RESPONSE.contains(&name.as_str())
+        || USAGE_HEADERS.contains(&name.as_str())
+        || name.starts_with("ratelimit")
+        || name.starts_with("x-ratelimit")
+        || name.contains("-ratelimit")
+}
 
 /// A call to forward: the part of the path after the provider, the query
 /// string verbatim, the headers of [`FORWARD_REQUEST`] and the body.
@@ -31,8 +50,8 @@ pub struct Call {
     pub body: bytes::Bytes,
 }
 
-/// The provider's answer, as passed back: status, the headers of
-/// [`FORWARD_RESPONSE`], body (at most the configured size). Never a redirect.
+/// The provider's answer, as passed back: status, the headers that
+/// [`passes_back`], body (at most the configured size). Never a redirect.
 pub struct Answer {
     pub status: u16,
     pub headers: HeaderMap,
@@ -130,9 +149,9 @@ pub async fn forward(
         ));
     }
     let mut headers = HeaderMap::new();
-    for name in FORWARD_RESPONSE {
-        if let Some(v) = res.headers().get(name) {
-            headers.insert(HeaderName::from_static(name), v.clone());
+    for (name, value) in res.headers() {
+        if passes_back(name.as_str()) {
+            headers.append(name.clone(), value.clone());
         }
     }
     let body = read_capped(res, app.settings.proxy_max_body, provider)

@@ -18,6 +18,7 @@ backend_tests!(
     a_provider_body_over_the_cap_is_a_502_and_one_at_the_cap_passes,
     an_endless_provider_body_is_cut_off_at_the_cap,
     proxy_paths_that_escape_the_api_base_are_400_and_reach_no_provider,
+    the_proxy_passes_back_the_providers_rate_limit_headers_and_no_others,
 );
 
 /// Sends `GET {target}` byte for byte, as a client that does not normalise
@@ -313,4 +314,46 @@ async fn proxy_paths_that_escape_the_api_base_are_400_and_reach_no_provider(back
         provider_calls,
         "no request reached the provider"
     );
+}
+
+/// A caller paces itself by the provider's budget: the rate-limit headers
+/// come back in every platform's spelling; other headers (cookies, the
+/// provider's own tracing) do not.
+async fn the_proxy_passes_back_the_providers_rate_limit_headers_and_no_others(backend: Backend) {
+    let (app, fake, key) = connected(backend).await;
+    let limits = [
+        ("x-hubspot-ratelimit-remaining", "99"),
+        ("x-ratelimit-daily-remaining", "199990"),
+        ("x-ratelimit-reset", "1700000000"),
+        ("ratelimit", "limit=100, remaining=42, reset=30"),
+        ("ratelimit-policy", "100;w=60"),
+        (
+            "x-app-usage",
+            r#"{"call_count":28,"total_time":25,"total_cputime":25}"#,
+        ),
+    ];
+    let mut answer = ResponseTemplate::new(200)
+        .set_body_raw("{}", "application/json")
+        .insert_header("set-cookie", "session=provider-side")
+        .insert_header("x-provider-trace", "abc");
+    for (name, value) in limits {
+        answer = answer.insert_header(name, value);
+    }
+    Mock::given(method("GET"))
+        .and(path("/api/contacts"))
+        .respond_with(answer)
+        .expect(1)
+        .mount(&fake.server)
+        .await;
+    let res = get(&app, &format!("{API}/acme/proxy/acme/contacts"), &key).await;
+    assert_eq!(res.status(), 200);
+    for (name, value) in limits {
+        assert_eq!(
+            res.headers().get(name).map(|v| v.to_str().unwrap()),
+            Some(value),
+            "{name} passed back"
+        );
+    }
+    assert!(res.headers().get("set-cookie").is_none());
+    assert!(res.headers().get("x-provider-trace").is_none());
 }
