@@ -153,13 +153,18 @@ pub fn all() -> Vec<Provider> {
             )
         },
         Provider {
-            revocation_url: Some("https://api.hubapi.com/oauth/v3/token/revoke".into()),
-            scopes: strings(&["oauth", "crm.objects.contacts.read"]),
+            // The date-versioned OAuth API (2026-03): the same form bodies
+            // as v3, whose endpoints HubSpot retires in 2027.
+            revocation_url: Some("https://api.hubapi.com/oauth/2026-03/token/revoke".into()),
+            // None by default: HubSpot refuses an install whose `scope` lacks
+            // any scope the app marks required, and only the operator knows
+            // the app's (set `scopes` in the providers file to exactly them).
+            scopes: Vec::new(),
             keep_fields: strings(&["hub_id", "hub_domain"]),
             // Token introspection names the hub and the user who connected
-            // it (PROVIDERS.md); the v3 endpoint takes the token in the body,
+            // it (PROVIDERS.md); the endpoint takes the token in the body,
             // never in a URL. The token response's hub id is the fallback.
-            userinfo_url: Some("https://api.hubapi.com/oauth/v3/token/introspect".into()),
+            userinfo_url: Some("https://api.hubapi.com/oauth/2026-03/token/introspect".into()),
             identity: Identity::Introspect,
             account_id: strings(&["/hub_id", "/hubId"]),
             account_name: Some("/user".into()),
@@ -169,7 +174,7 @@ pub fn all() -> Vec<Provider> {
                 "hubspot",
                 "HubSpot",
                 "https://app.hubspot.com/oauth/authorize",
-                "https://api.hubapi.com/oauth/v3/token",
+                "https://api.hubapi.com/oauth/2026-03/token",
             )
         },
         Provider {
@@ -402,6 +407,31 @@ mod tests {
 
     /// The platforms whose OAuth documents confirm PKCE (PROVIDERS.md).
     const PKCE_DOCUMENTED: [&str; 5] = ["hubspot", "calendly", "google", "spotify", "microsoft"];
+
+    #[test]
+    fn hubspot_uses_the_date_versioned_oauth_api_and_asks_no_scope_of_its_own() {
+        let hubspot = all()
+            .into_iter()
+            .find(|p| p.key.as_str() == "hubspot")
+            .unwrap();
+        // developers.hubspot.com, "Migrate ... to the latest date-based
+        // versioned API": POST /oauth/2026-03/token, .../token/introspect,
+        // .../token/revoke, with the same bodies.
+        assert_eq!(
+            hubspot.token_url,
+            "https://api.hubapi.com/oauth/2026-03/token"
+        );
+        assert_eq!(
+            hubspot.userinfo_url.as_deref(),
+            Some("https://api.hubapi.com/oauth/2026-03/token/introspect")
+        );
+        assert_eq!(
+            hubspot.revocation_url.as_deref(),
+            Some("https://api.hubapi.com/oauth/2026-03/token/revoke")
+        );
+        // Every required scope of the app, and only the operator knows them.
+        assert!(hubspot.scopes.is_empty());
+    }
 
     #[test]
     fn pkce_is_on_exactly_for_the_presets_whose_platform_documents_it() {

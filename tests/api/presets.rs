@@ -184,13 +184,13 @@ async fn a_hubspot_connection_is_the_hub_named_by_introspection_with_the_token_i
         backend,
         "hubspot",
         &format!(
-            "authorize_url = \"{base}/oauth/authorize\"\ntoken_url = \"{base}/oauth/token\"\nuserinfo_url = \"{base}/oauth/v3/token/introspect\"\n"
+            "authorize_url = \"{base}/oauth/authorize\"\ntoken_url = \"{base}/oauth/token\"\nuserinfo_url = \"{base}/oauth/2026-03/token/introspect\"\n"
         ),
     )
     .await;
     // The token's metadata as HubSpot documents it (hub_id, user, hub_domain).
     Mock::given(method("POST"))
-        .and(path("/oauth/v3/token/introspect"))
+        .and(path("/oauth/2026-03/token/introspect"))
         .and(body_string_contains("token=hs-at"))
         .and(body_string_contains("token_type_hint=access_token"))
         .and(body_string_contains("client_id=preset-client"))
