@@ -1,14 +1,13 @@
 //! Who calls: [`ApiCaller`], an API key presented as `Authorization: Bearer`,
-//! and the tenant it may act for.
+//! and the tenant it may act for. What a handler needs beyond a valid key is
+//! in `rights.rs`.
 
-use super::params::ConnectionPath;
 use crate::app::App;
 use crate::db::models::api_key::ApiKey;
 use crate::db::models::event::Actor;
 use crate::db::models::tenant::Tenant;
 use crate::error::{AppError, AppResult, Code};
 use crate::ids::{ExternalTenantId, TenantId};
-use crate::providers::Provider;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
@@ -119,17 +118,7 @@ impl ApiCaller {
         }
     }
 
-    /// The tenant (as [`ApiCaller::tenant`]) and the enabled provider of a
-    /// `/tenants/{tenant}/connections/{provider}` route.
-    pub(super) async fn target(
-        &self,
-        state: &App,
-        path: &ConnectionPath,
-    ) -> AppResult<(TenantId, std::sync::Arc<Provider>)> {
-        let tenant_id = self.tenant(state, &path.tenant).await?;
-        Ok((tenant_id, state.enabled_provider(&path.provider)?))
-    }
-
+    /// Who the events of this call are recorded as.
     pub(super) fn actor(&self) -> Actor {
         Actor::ApiKey {
             name: self.key.name.clone(),

@@ -1,13 +1,13 @@
 //! A tenant's connections: their status, disconnect, the default account,
 //! and tokens imported from the CRM.
 
-use super::auth::ApiCaller;
 use super::params::{AccountQuery, ConnectionPath, TenantPath};
+use super::rights::{AdminKey, ForConnection, ForTenant, Importing};
 use crate::app::App;
 use crate::connections::status::{self, StatusView};
 use crate::connections::{import as importing, manage};
 use crate::db::models::event::Actor;
-use crate::error::{AppError, AppResult, ErrorBody};
+use crate::error::{AppResult, ErrorBody};
 use crate::web::http::{account_param, no_store};
 use actix_web::{delete, get, post, put, web, HttpResponse};
 
@@ -30,12 +30,8 @@ struct ConnectionList {
     security(("apiKey" = []))
 )]
 #[get("/tenants/{tenant}/connections")]
-pub(super) async fn list(
-    state: web::Data<App>,
-    caller: ApiCaller,
-    path: web::Path<TenantPath>,
-) -> AppResult<HttpResponse> {
-    let tenant_id = caller.tenant(&state, &path.tenant).await?;
+pub(super) async fn list(state: web::Data<App>, target: ForTenant) -> AppResult<HttpResponse> {
+    let tenant_id = target.tenant;
     let providers: Vec<_> = state
         .providers
         .all()
@@ -74,12 +70,15 @@ pub(super) async fn list(
 #[get("/tenants/{tenant}/connections/{provider}")]
 pub(super) async fn provider_status(
     state: web::Data<App>,
-    caller: ApiCaller,
-    path: web::Path<ConnectionPath>,
+    target: ForConnection,
     query: web::Query<AccountQuery>,
 ) -> AppResult<HttpResponse> {
     let account = account_param(query.account.as_deref())?.map(str::to_string);
-    let (tenant_id, provider) = caller.target(&state, &path).await?;
+    let ForConnection {
+        tenant: tenant_id,
+        provider,
+        ..
+    } = target;
     let doc = state
         .db(move |c| status::load(c, &tenant_id, &provider, account.as_deref()))
         .await?;
@@ -120,12 +119,15 @@ struct Disconnected {
 #[delete("/tenants/{tenant}/connections/{provider}")]
 pub(super) async fn disconnect(
     state: web::Data<App>,
-    caller: ApiCaller,
-    path: web::Path<ConnectionPath>,
+    target: ForConnection,
     query: web::Query<AccountQuery>,
 ) -> AppResult<HttpResponse> {
     let account = account_param(query.account.as_deref())?;
-    let (tenant_id, provider) = caller.target(&state, &path).await?;
+    let ForConnection {
+        key: caller,
+        tenant: tenant_id,
+        provider,
+    } = target;
     let done = manage::disconnect(&state, &tenant_id, &provider, account, &caller.actor()).await?;
     Ok(no_store(HttpResponse::Ok().json(Disconnected {
         provider: provider.key.to_string(),
@@ -164,12 +166,15 @@ struct DefaultRequest {
 #[put("/tenants/{tenant}/connections/{provider}/default")]
 pub(super) async fn set_default(
     state: web::Data<App>,
-    caller: ApiCaller,
-    path: web::Path<ConnectionPath>,
+    target: ForConnection,
     body: web::Json<DefaultRequest>,
 ) -> AppResult<HttpResponse> {
     let account = account_param(Some(&body.account))?.unwrap_or_default();
-    let (tenant_id, provider) = caller.target(&state, &path).await?;
+    let ForConnection {
+        key: caller,
+        tenant: tenant_id,
+        provider,
+    } = target;
     manage::choose_default(&state, &tenant_id, &provider, account, &caller.actor()).await?;
     let p = provider.clone();
     let doc = state
@@ -265,19 +270,17 @@ struct ImportRefreshError {
 #[post("/tenants/{tenant}/connections/{provider}/import")]
 pub(super) async fn import(
     state: web::Data<App>,
-    caller: ApiCaller,
-    path: web::Path<ConnectionPath>,
+    target: ForConnection<AdminKey<Importing>>,
     body: web::Json<serde_json::Value>,
 ) -> AppResult<HttpResponse> {
-    if !caller.key.is_admin {
-        return Err(AppError::forbidden(
-            "importing tokens needs an API key created with --admin",
-        ));
-    }
-    let (tenant_id, provider) = caller.target(&state, &path).await?;
+    let ForConnection {
+        key,
+        tenant: tenant_id,
+        provider,
+    } = target;
     let request = importing::Request::parse(&body)?;
     let actor = Actor::Import {
-        by: caller.actor().to_string(),
+        by: key.caller.actor().to_string(),
     };
     let done = importing::import(&state, &tenant_id, &provider, request, &actor).await?;
     let p = provider.clone();

@@ -1,10 +1,10 @@
 //! Unclaimed provider-initiated installs, and their assignment to a tenant.
 
-use super::auth::ApiCaller;
+use super::rights::AllTenantsKey;
 use crate::app::App;
 use crate::connections::installs;
 use crate::connections::status::{self, StatusView};
-use crate::error::{AppError, AppResult, ErrorBody};
+use crate::error::{AppResult, ErrorBody};
 use crate::web::http::{no_store, rfc3339};
 use actix_web::{get, post, web, HttpResponse};
 
@@ -27,16 +27,6 @@ struct InstallList {
     installs: Vec<InstallBody>,
 }
 
-/// Refuses keys limited to one tenant: unclaimed installs belong to none.
-fn all_tenants(caller: &ApiCaller) -> AppResult<()> {
-    if caller.key.tenant_id.is_some() {
-        return Err(AppError::forbidden(
-            "unclaimed installs need an API key for all tenants",
-        ));
-    }
-    Ok(())
-}
-
 /// Unclaimed installs (all-tenants keys only)
 ///
 /// Installs started at the provider (GoHighLevel's Marketplace) whose
@@ -53,9 +43,8 @@ fn all_tenants(caller: &ApiCaller) -> AppResult<()> {
 #[get("/installs")]
 pub(super) async fn list_installs(
     state: web::Data<App>,
-    caller: ApiCaller,
+    _key: AllTenantsKey,
 ) -> AppResult<HttpResponse> {
-    all_tenants(&caller)?;
     let installs = installs::unclaimed(&state)
         .await?
         .into_iter()
@@ -119,21 +108,21 @@ struct Assigned {
 #[post("/installs/{id}/assign")]
 pub(super) async fn assign_install(
     state: web::Data<App>,
-    caller: ApiCaller,
+    key: AllTenantsKey,
     path: web::Path<InstallPath>,
     body: web::Json<AssignRequest>,
 ) -> AppResult<HttpResponse> {
-    all_tenants(&caller)?;
     if path.id.len() > 64 {
         return Err(installs::unknown_install());
     }
-    let tenant_id = caller.tenant(&state, &body.tenant).await?;
+    // A key for all tenants may name any: only whether it exists is checked.
+    let tenant_id = key.0.tenant(&state, &body.tenant).await?;
     let connection = installs::claim(
         &state,
         None,
         path.into_inner().id,
         &tenant_id,
-        &caller.actor(),
+        &key.0.actor(),
     )
     .await?;
     let provider = state.enabled_provider(&connection.provider)?;

@@ -1,7 +1,7 @@
 //! A tenant's integration settings for a provider: enabled, and settings.
 
-use super::auth::ApiCaller;
 use super::params::ConnectionPath;
+use super::rights::ForConnection;
 use crate::app::App;
 use crate::connections::integration::{self, IntegrationView};
 use crate::error::{AppResult, ErrorBody};
@@ -31,10 +31,13 @@ pub(super) const SETTINGS_BODY_LIMIT: usize = 4 * integration::MAX_SETTINGS_BYTE
 #[get("/{provider}")]
 pub(super) async fn get_integration(
     state: web::Data<App>,
-    caller: ApiCaller,
-    path: web::Path<ConnectionPath>,
+    target: ForConnection,
 ) -> AppResult<HttpResponse> {
-    let (tenant_id, provider) = caller.target(&state, &path).await?;
+    let ForConnection {
+        tenant: tenant_id,
+        provider,
+        ..
+    } = target;
     let view = integration::load(&state, &tenant_id, &provider).await?;
     Ok(no_store(HttpResponse::Ok().json(view)))
 }
@@ -73,11 +76,14 @@ struct IntegrationRequest {
 #[put("/{provider}")]
 pub(super) async fn set_integration(
     state: web::Data<App>,
-    caller: ApiCaller,
-    path: web::Path<ConnectionPath>,
+    target: ForConnection,
     body: web::Json<IntegrationRequest>,
 ) -> AppResult<HttpResponse> {
-    let (tenant_id, provider) = caller.target(&state, &path).await?;
+    let ForConnection {
+        key: caller,
+        tenant: tenant_id,
+        provider,
+    } = target;
     let view = integration::save(
         &state,
         &tenant_id,

@@ -1,7 +1,7 @@
 //! Connect links: a single-use link to connect a provider without signing in.
 
-use super::auth::ApiCaller;
 use super::params::TenantPath;
+use super::rights::ForTenant;
 use crate::app::App;
 use crate::connections::links;
 use crate::error::{AppResult, ErrorBody};
@@ -52,20 +52,18 @@ struct LinkBody<'a> {
 #[post("/tenants/{tenant}/connect-links")]
 pub(super) async fn connect_link(
     state: web::Data<App>,
-    caller: ApiCaller,
-    path: web::Path<TenantPath>,
+    target: ForTenant,
     body: web::Json<LinkRequest>,
 ) -> AppResult<HttpResponse> {
-    let tenant_id = caller.tenant(&state, &path.tenant).await?;
     let provider = state.enabled_provider(&body.provider)?;
     let ttl = body.expires_in.unwrap_or(links::DEFAULT_TTL_SECS);
     let link = links::issue(
         &state,
-        tenant_id,
+        target.tenant.clone(),
         &provider,
         ttl,
         body.email.as_deref(),
-        &caller.actor(),
+        &target.actor(),
     )
     .await?;
     Ok(no_store(HttpResponse::Created().json(LinkBody {

@@ -13,6 +13,7 @@ mod integrations;
 mod links;
 mod params;
 mod proxy;
+mod rights;
 mod tenants;
 mod tokens;
 

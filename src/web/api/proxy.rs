@@ -1,7 +1,6 @@
 //! The proxy: a call to the provider's API with the token attached.
 
-use super::auth::ApiCaller;
-use super::params::ConnectionPath;
+use super::rights::ForConnection;
 use crate::app::App;
 use crate::connections::proxy as proxying;
 use crate::error::{AppError, AppResult, Code};
@@ -28,15 +27,18 @@ fn proxy_account(req: &HttpRequest) -> AppResult<Option<&str>> {
 /// The request header naming the account of a proxied call.
 pub const ACCOUNT_HEADER: &str = "tether-account";
 
-/// `{tenant}/proxy/{provider}/{path}`.
+/// `{tenant}/proxy/{provider}/{path}` (`tenant` and `provider` are read by
+/// [`ForConnection`]; they are here for the document).
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
 struct ProxyPath {
     /// The CRM's external id of the tenant.
     #[param(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
+    #[allow(dead_code)]
     tenant: String,
     /// A provider's key.
     #[param(pattern = r"^[a-z][a-z0-9_-]{0,31}$")]
+    #[allow(dead_code)]
     provider: String,
     /// Path under the provider's API base URL; query strings are passed on.
     path: String,
@@ -77,18 +79,16 @@ struct ProxyPath {
 pub(super) async fn proxy(
     req: HttpRequest,
     state: web::Data<App>,
-    caller: ApiCaller,
+    target: ForConnection,
     path: web::Path<ProxyPath>,
     body: web::Bytes,
 ) -> AppResult<HttpResponse> {
-    let ProxyPath {
-        tenant,
+    let ForConnection {
+        key: caller,
+        tenant: tenant_id,
         provider,
-        path: tail,
-    } = path.into_inner();
-    let (tenant_id, provider) = caller
-        .target(&state, &ConnectionPath { tenant, provider })
-        .await?;
+    } = target;
+    let tail = path.into_inner().path;
     let account = proxy_account(&req)?;
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .map_err(|_| AppError::bad_request(Code::InvalidMethod, "unsupported method"))?;

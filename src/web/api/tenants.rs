@@ -1,10 +1,10 @@
 //! Tenants: create or rename, and remove with everything they had.
 
-use super::auth::ApiCaller;
 use super::params::TenantPath;
+use super::rights::{AllTenantsAdminKey, ProvisionTarget};
 use crate::app::App;
 use crate::db::models::tenant::Tenant;
-use crate::error::{AppError, AppResult, ErrorBody};
+use crate::error::{AppResult, ErrorBody};
 use crate::web::http::no_store;
 use actix_web::{delete, put, web, HttpResponse};
 
@@ -41,28 +41,10 @@ struct Provisioned {
 #[put("/tenants/{tenant}")]
 pub(super) async fn provision(
     state: web::Data<App>,
-    caller: ApiCaller,
-    path: web::Path<TenantPath>,
+    target: ProvisionTarget,
     body: web::Json<ProvisionRequest>,
 ) -> AppResult<HttpResponse> {
-    if !caller.key.is_admin {
-        return Err(AppError::forbidden(
-            "provisioning tenants needs an API key created with --admin",
-        ));
-    }
-    let ext = path.into_inner().tenant;
-    if let Some(own) = &caller.key.tenant_id {
-        // An admin key limited to one tenant may only rename that tenant.
-        let ext = ext.clone();
-        let target = state
-            .db(move |c| Ok(Tenant::by_external_id(c, &ext)?))
-            .await?;
-        if target.map(|t| t.id) != Some(own.clone()) {
-            return Err(AppError::forbidden(
-                "this API key may not act for that tenant",
-            ));
-        }
-    }
+    let ext = target.external_id;
     let name = body.into_inner().name;
     let (tenant, created) = state.db(move |c| Tenant::provision(c, &ext, &name)).await?;
     let body = Provisioned {
@@ -111,20 +93,15 @@ struct RemoveQuery {
 #[delete("/tenants/{tenant}")]
 pub(super) async fn remove_tenant(
     state: web::Data<App>,
-    caller: ApiCaller,
+    key: AllTenantsAdminKey,
     path: web::Path<TenantPath>,
     query: web::Query<RemoveQuery>,
 ) -> AppResult<HttpResponse> {
-    if !caller.key.is_admin || caller.key.tenant_id.is_some() {
-        return Err(AppError::forbidden(
-            "removing a tenant needs an admin API key for all tenants (created with --admin and no --tenant)",
-        ));
-    }
     let removal = crate::offboarding::remove(
         &state,
         &path.tenant,
         query.dry_run.unwrap_or(false),
-        &caller.actor(),
+        &key.0.actor(),
     )
     .await?;
     Ok(no_store(HttpResponse::Ok().json(removal)))

@@ -1,8 +1,8 @@
 //! Tokens: a valid access token (the hot route), an agency's locations
 //! (whose tokens the token route mints), and refresh now.
 
-use super::auth::ApiCaller;
 use super::params::{AccountQuery, ConnectionPath};
+use super::rights::ForConnection;
 use crate::app::App;
 use crate::connections::agency;
 use crate::connections::manage;
@@ -106,8 +106,7 @@ impl<'a> TokenBody<'a> {
 #[get("/tenants/{tenant}/connections/{provider}/token")]
 pub(super) async fn token(
     state: web::Data<App>,
-    caller: ApiCaller,
-    path: web::Path<ConnectionPath>,
+    target: ForConnection,
     query: web::Query<TokenQuery>,
 ) -> AppResult<HttpResponse> {
     let started = Instant::now();
@@ -119,7 +118,11 @@ pub(super) async fn token(
         ));
     }
     let account = account_param(query.account.as_deref())?;
-    let (tenant_id, provider) = caller.target(&state, &path).await?;
+    let ForConnection {
+        tenant: tenant_id,
+        provider,
+        ..
+    } = target;
     let opened = match (&query.location, account) {
         (None, account) => {
             crate::refresh::fresh_token(&state, &tenant_id, &provider, account, min_ttl).await?
@@ -167,10 +170,13 @@ struct LocationList {
 #[get("/tenants/{tenant}/connections/{provider}/locations")]
 pub(super) async fn locations(
     state: web::Data<App>,
-    caller: ApiCaller,
-    path: web::Path<ConnectionPath>,
+    target: ForConnection,
 ) -> AppResult<HttpResponse> {
-    let (tenant_id, provider) = caller.target(&state, &path).await?;
+    let ForConnection {
+        tenant: tenant_id,
+        provider,
+        ..
+    } = target;
     let locations = agency::installed_locations(&state, &tenant_id, &provider).await?;
     Ok(no_store(
         HttpResponse::Ok().json(LocationList { locations }),
@@ -197,12 +203,15 @@ pub(super) async fn locations(
 #[post("/tenants/{tenant}/connections/{provider}/refresh")]
 pub(super) async fn refresh(
     state: web::Data<App>,
-    caller: ApiCaller,
-    path: web::Path<ConnectionPath>,
+    target: ForConnection,
     query: web::Query<AccountQuery>,
 ) -> AppResult<HttpResponse> {
     let account = account_param(query.account.as_deref())?;
-    let (tenant_id, provider) = caller.target(&state, &path).await?;
+    let ForConnection {
+        key: caller,
+        tenant: tenant_id,
+        provider,
+    } = target;
     let fresh = manage::refresh(&state, &tenant_id, &provider, account, &caller.actor()).await?;
     Ok(no_store(
         HttpResponse::Ok().json(StatusView::of(&provider, Some(&fresh))),
