@@ -1,6 +1,7 @@
 //! A tenant's connections: their status, disconnect, the default account,
 //! and tokens imported from the CRM.
 
+use super::errors::{DatabaseUnreachable, NoValidKey, NotAdminForTenant, OtherTenant};
 use super::params::{AccountQuery, ConnectionPath, TenantPath};
 use super::rights::{AdminKey, ForConnection, ForTenant, Importing};
 use crate::app::App;
@@ -22,10 +23,10 @@ struct ConnectionList {
     params(TenantPath),
     responses(
         (status = 200, description = "One status per enabled provider", body = ConnectionList),
-        (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        NoValidKey,
+        OtherTenant,
         (status = 404, description = "No such tenant", body = ErrorBody),
-        (status = 503, description = "The database is unreachable", body = ErrorBody),
+        DatabaseUnreachable,
     ),
     security(("apiKey" = []))
 )]
@@ -60,10 +61,10 @@ pub(super) async fn list(state: web::Data<App>, target: ForTenant) -> AppResult<
     responses(
         (status = 200, description = "The status", body = StatusView),
         (status = 400, description = "An invalid `account`", body = ErrorBody),
-        (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        NoValidKey,
+        OtherTenant,
         (status = 404, description = "No such tenant, provider or account", body = ErrorBody),
-        (status = 503, description = "The database is unreachable", body = ErrorBody),
+        DatabaseUnreachable,
     ),
     security(("apiKey" = []))
 )]
@@ -109,10 +110,10 @@ struct Disconnected {
     responses(
         (status = 200, description = "Disconnected", body = Disconnected),
         (status = 400, description = "An invalid `account`", body = ErrorBody),
-        (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        NoValidKey,
+        OtherTenant,
         (status = 404, description = "No such tenant, provider or connection", body = ErrorBody),
-        (status = 503, description = "The database is unreachable", body = ErrorBody),
+        DatabaseUnreachable,
     ),
     security(("apiKey" = []))
 )]
@@ -156,10 +157,10 @@ struct DefaultRequest {
     responses(
         (status = 200, description = "The provider's status afterwards", body = StatusView),
         (status = 400, description = "An invalid body", body = ErrorBody),
-        (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        NoValidKey,
+        OtherTenant,
         (status = 404, description = "No such tenant, provider or account", body = ErrorBody),
-        (status = 503, description = "The database is unreachable", body = ErrorBody),
+        DatabaseUnreachable,
     ),
     security(("apiKey" = []))
 )]
@@ -260,10 +261,10 @@ struct ImportRefreshError {
         (status = 201, description = "Imported as a new connection", body = ImportAnswer),
         (status = 200, description = "Imported over a connected account (`replace`), or skipped", body = ImportAnswer),
         (status = 400, description = "`invalid_import`, `invalid_account` or `invalid_json`: nothing was stored", body = ErrorBody),
-        (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Not an admin key, or one limited to another tenant", body = ErrorBody),
+        NoValidKey,
+        NotAdminForTenant,
         (status = 404, description = "No such tenant or provider", body = ErrorBody),
-        (status = 503, description = "The database is unreachable", body = ErrorBody),
+        DatabaseUnreachable,
     ),
     security(("apiKey" = []))
 )]

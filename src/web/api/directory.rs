@@ -1,6 +1,7 @@
 //! The directory: connections found across tenants.
 
 use super::auth::ApiCaller;
+use super::errors::{DatabaseUnreachable, NoValidKey};
 use crate::app::App;
 use crate::connections::directory;
 use crate::connections::status;
@@ -84,10 +85,10 @@ struct FoundConnections {
     responses(
         (status = 200, description = "The connections found", body = FoundConnections),
         (status = 400, description = "A malformed filter", body = ErrorBody),
-        (status = 401, description = "No valid API key", body = ErrorBody),
+        NoValidKey,
         (status = 403, description = "`tenant` names another tenant than the key's", body = ErrorBody),
         (status = 404, description = "No such tenant or provider", body = ErrorBody),
-        (status = 503, description = "The database is unreachable", body = ErrorBody),
+        DatabaseUnreachable,
     ),
     security(("apiKey" = []))
 )]

@@ -1,5 +1,6 @@
 //! Unclaimed provider-initiated installs, and their assignment to a tenant.
 
+use super::errors::{DatabaseUnreachable, LimitedToOneTenant, NoValidKey};
 use super::rights::AllTenantsKey;
 use crate::app::App;
 use crate::connections::installs;
@@ -34,9 +35,9 @@ struct InstallList {
 #[utoipa::path(
     responses(
         (status = 200, description = "The unclaimed installs", body = InstallList),
-        (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "A key limited to one tenant", body = ErrorBody),
-        (status = 503, description = "The database is unreachable", body = ErrorBody),
+        NoValidKey,
+        LimitedToOneTenant,
+        DatabaseUnreachable,
     ),
     security(("apiKey" = []))
 )]
@@ -97,11 +98,11 @@ struct Assigned {
     responses(
         (status = 200, description = "Assigned", body = Assigned),
         (status = 400, description = "An invalid body", body = ErrorBody),
-        (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "A key limited to one tenant", body = ErrorBody),
+        NoValidKey,
+        LimitedToOneTenant,
         (status = 404, description = "`unknown_install` (claimed, replaced or expired), or no such tenant", body = ErrorBody),
         (status = 409, description = "`account_bound_elsewhere`", body = ErrorBody),
-        (status = 503, description = "The database is unreachable", body = ErrorBody),
+        DatabaseUnreachable,
     ),
     security(("apiKey" = []))
 )]

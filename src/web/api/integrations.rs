@@ -1,5 +1,6 @@
 //! A tenant's integration settings for a provider: enabled, and settings.
 
+use super::errors::{DatabaseUnreachable, NoValidKey, OtherTenant};
 use super::params::ConnectionPath;
 use super::rights::ForConnection;
 use crate::app::App;
@@ -21,10 +22,10 @@ pub(super) const SETTINGS_BODY_LIMIT: usize = 4 * integration::MAX_SETTINGS_BYTE
     params(ConnectionPath),
     responses(
         (status = 200, description = "The integration settings", body = IntegrationView),
-        (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        NoValidKey,
+        OtherTenant,
         (status = 404, description = "No such tenant or enabled provider", body = ErrorBody),
-        (status = 503, description = "The database is unreachable", body = ErrorBody),
+        DatabaseUnreachable,
     ),
     security(("apiKey" = []))
 )]
@@ -65,11 +66,11 @@ struct IntegrationRequest {
     responses(
         (status = 200, description = "The integration settings afterwards", body = IntegrationView),
         (status = 400, description = "`invalid_json` (a wrong type or a missing field), `invalid_settings` (not an object, a field the schema does not have, or of the wrong type), `settings_too_large` (over 64 KiB)", body = ErrorBody),
-        (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        NoValidKey,
+        OtherTenant,
         (status = 404, description = "No such tenant or enabled provider", body = ErrorBody),
         (status = 409, description = "`concurrent_update`: changed by another request at the same moment", body = ErrorBody),
-        (status = 503, description = "The database is unreachable", body = ErrorBody),
+        DatabaseUnreachable,
     ),
     security(("apiKey" = []))
 )]

@@ -1,5 +1,6 @@
 //! Connect links: a single-use link to connect a provider without signing in.
 
+use super::errors::{DatabaseUnreachable, NoValidKey, OtherTenant};
 use super::params::TenantPath;
 use super::rights::ForTenant;
 use crate::app::App;
@@ -41,11 +42,11 @@ struct LinkBody<'a> {
     responses(
         (status = 201, description = "The link", body = LinkBody),
         (status = 400, description = "An invalid body", body = ErrorBody),
-        (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        NoValidKey,
+        OtherTenant,
         (status = 404, description = "No such tenant or provider", body = ErrorBody),
         (status = 409, description = "`provider_disabled`: the tenant switched the provider off", body = ErrorBody),
-        (status = 503, description = "The database is unreachable", body = ErrorBody),
+        DatabaseUnreachable,
     ),
     security(("apiKey" = []))
 )]

@@ -8,6 +8,7 @@ mod auth;
 mod connections;
 mod directory;
 mod document;
+mod errors;
 mod installs;
 mod integrations;
 mod links;

@@ -1,5 +1,6 @@
 //! Tenants: create or rename, and remove with everything they had.
 
+use super::errors::{DatabaseUnreachable, NoValidKey, NotAdminForTenant};
 use super::params::TenantPath;
 use super::rights::{AllTenantsAdminKey, ProvisionTarget};
 use crate::app::App;
@@ -32,9 +33,9 @@ struct Provisioned {
         (status = 200, description = "Renamed (or unchanged)", body = Provisioned),
         (status = 201, description = "Created", body = Provisioned),
         (status = 400, description = "An invalid tenant id or body", body = ErrorBody),
-        (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Not an admin key, or one limited to another tenant", body = ErrorBody),
-        (status = 503, description = "The database is unreachable", body = ErrorBody),
+        NoValidKey,
+        NotAdminForTenant,
+        DatabaseUnreachable,
     ),
     security(("apiKey" = []))
 )]
@@ -83,10 +84,10 @@ struct RemoveQuery {
     responses(
         (status = 200, description = "What was (or would be) done", body = crate::offboarding::Removal),
         (status = 400, description = "An invalid tenant id or query", body = ErrorBody),
-        (status = 401, description = "No valid API key", body = ErrorBody),
+        NoValidKey,
         (status = 403, description = "Not an admin key for all tenants", body = ErrorBody),
         (status = 404, description = "No such tenant", body = ErrorBody),
-        (status = 503, description = "The database is unreachable", body = ErrorBody),
+        DatabaseUnreachable,
     ),
     security(("apiKey" = []))
 )]

@@ -1,6 +1,7 @@
 //! Tokens: a valid access token (the hot route), an agency's locations
 //! (whose tokens the token route mints), and refresh now.
 
+use super::errors::{NoValidKey, OtherTenant};
 use super::params::{AccountQuery, ConnectionPath};
 use super::rights::ForConnection;
 use crate::app::App;
@@ -94,8 +95,8 @@ impl<'a> TokenBody<'a> {
     responses(
         (status = 200, description = "A valid access token", body = TokenBody),
         (status = 400, description = "An invalid `min_ttl` or `account`", body = ErrorBody),
-        (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        NoValidKey,
+        OtherTenant,
         (status = 404, description = "No such tenant, provider or connection (`not_connected`)", body = ErrorBody),
         (status = 409, description = "`needs_reconnect`: the provider revoked the grant; `provider_disabled`: the tenant switched the provider off; `location_unavailable`: the agency may not mint for that location", body = ErrorBody),
         (status = 502, description = "The provider refused Tether's credentials", body = ErrorBody),
@@ -159,8 +160,8 @@ struct LocationList {
     responses(
         (status = 200, description = "The agency's locations", body = LocationList),
         (status = 400, description = "The provider has no locations", body = ErrorBody),
-        (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        NoValidKey,
+        OtherTenant,
         (status = 404, description = "No such tenant or provider, or no agency connection (`not_connected`)", body = ErrorBody),
         (status = 502, description = "The provider failed", body = ErrorBody),
         (status = 503, description = "The agency's token cannot be refreshed for now", body = ErrorBody),
@@ -191,8 +192,8 @@ pub(super) async fn locations(
     responses(
         (status = 200, description = "The account's status after the refresh", body = StatusView),
         (status = 400, description = "An invalid `account`", body = ErrorBody),
-        (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "The key may not act for this tenant", body = ErrorBody),
+        NoValidKey,
+        OtherTenant,
         (status = 404, description = "No such tenant, provider or connection", body = ErrorBody),
         (status = 409, description = "`needs_reconnect`, or the provider's tokens cannot be refreshed", body = ErrorBody),
         (status = 502, description = "The provider refused Tether's credentials", body = ErrorBody),
