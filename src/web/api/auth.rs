@@ -3,6 +3,7 @@
 //! in `rights.rs`.
 
 use crate::app::App;
+use crate::connections::directory;
 use crate::db::models::api_key::ApiKey;
 use crate::db::models::event::Actor;
 use crate::db::models::tenant::Tenant;
@@ -115,6 +116,14 @@ impl ApiCaller {
             )),
             (None, Some(id)) => Ok(id),
             (None, None) => Err(AppError::not_found(format!("no tenant '{external_id}'"))),
+        }
+    }
+
+    /// The connections of the directory this key sees: its tenant's, or all.
+    pub(super) fn directory_scope(&self) -> directory::Scope {
+        match &self.key.tenant_id {
+            Some(own) => directory::Scope::Tenant(own.clone()),
+            None => directory::Scope::AllTenants,
         }
     }
 

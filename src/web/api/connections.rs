@@ -9,6 +9,7 @@ use crate::connections::status::{self, StatusView};
 use crate::connections::{import as importing, manage};
 use crate::db::models::event::Actor;
 use crate::error::{AppResult, ErrorBody};
+use crate::providers::Provider;
 use crate::web::http::{account_param, no_store};
 use actix_web::{delete, get, post, put, web, HttpResponse};
 
@@ -242,6 +243,30 @@ struct ImportAnswer {
     status: StatusView,
 }
 
+impl ImportAnswer {
+    fn of(done: &importing::Imported, provider: &Provider, status: StatusView) -> ImportAnswer {
+        ImportAnswer {
+            outcome: if done.imported() {
+                "imported"
+            } else {
+                "skipped"
+            },
+            replaced: done.replaced(),
+            account: done.account_id().to_string(),
+            refresh: done.refresh_label(),
+            refresh_error: match &done.refresh {
+                Some(Err(e)) => Some(ImportRefreshError {
+                    code: e.code(),
+                    message: e.message().to_string(),
+                }),
+                _ => None,
+            },
+            message: done.message(provider),
+            status,
+        }
+    }
+}
+
 #[derive(serde::Serialize, utoipa::ToSchema)]
 struct ImportRefreshError {
     code: &'static str,
@@ -284,28 +309,13 @@ pub(super) async fn import(
         by: key.caller.actor().to_string(),
     };
     let done = importing::import(&state, &tenant_id, &provider, request, &actor).await?;
-    let p = provider.clone();
-    let a = done.account_id().to_string();
+    let (p, a) = (provider.clone(), done.account_id().to_string());
     let status = state
         .db(move |c| status::load(c, &tenant_id, &p, Some(&a)))
         .await?;
-    let (imported, replaced) = (done.imported(), done.replaced());
-    let answer = ImportAnswer {
-        outcome: if imported { "imported" } else { "skipped" },
-        replaced,
-        account: done.account_id().to_string(),
-        refresh: done.refresh_label(),
-        refresh_error: match &done.refresh {
-            Some(Err(e)) => Some(ImportRefreshError {
-                code: e.code(),
-                message: e.message().to_string(),
-            }),
-            _ => None,
-        },
-        message: done.message(&provider),
-        status,
-    };
-    Ok(no_store(if imported && !replaced {
+    let created = done.imported() && !done.replaced();
+    let answer = ImportAnswer::of(&done, &provider, status);
+    Ok(no_store(if created {
         HttpResponse::Created().json(answer)
     } else {
         HttpResponse::Ok().json(answer)

@@ -57,6 +57,26 @@ struct FoundConnection {
     last_error: Option<String>,
 }
 
+impl FoundConnection {
+    fn of(found: directory::Listed) -> FoundConnection {
+        let row = found.connection;
+        FoundConnection {
+            tenant: found.tenant.to_string(),
+            provider: row.provider.to_string(),
+            status: status::public_status(Some(&row)),
+            default: row.is_default,
+            expires_at: row.expires_at.map(rfc3339),
+            last_refreshed_at: row.last_refreshed_at.map(rfc3339),
+            lapses_at: row.refresh_expires_at.map(rfc3339),
+            last_error: row.last_error,
+            account: status::AccountRef {
+                id: row.account_id,
+                name: row.account_name,
+            },
+        }
+    }
+}
+
 /// `{"connections": [...], "truncated": bool}`.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 struct FoundConnections {
@@ -99,37 +119,19 @@ pub(super) async fn find_connections(
     caller: ApiCaller,
 ) -> AppResult<HttpResponse> {
     let filter = directory::Filter::from_query(query_pairs(req.query_string())?)?;
-    let scope = match &caller.key.tenant_id {
-        Some(own) => directory::Scope::Tenant(own.clone()),
-        None => directory::Scope::AllTenants,
-    };
+    let scope = caller.directory_scope();
     let catalogue = state.providers.clone();
     let listing = state
         .db(move |c| directory::find(c, &catalogue, &scope, &filter))
         .await?;
-    let connections = listing
-        .connections
-        .into_iter()
-        .map(|found| {
-            let row = found.connection;
-            FoundConnection {
-                tenant: found.tenant.to_string(),
-                provider: row.provider.to_string(),
-                status: status::public_status(Some(&row)),
-                default: row.is_default,
-                expires_at: row.expires_at.map(rfc3339),
-                last_refreshed_at: row.last_refreshed_at.map(rfc3339),
-                lapses_at: row.refresh_expires_at.map(rfc3339),
-                last_error: row.last_error,
-                account: status::AccountRef {
-                    id: row.account_id,
-                    name: row.account_name,
-                },
-            }
-        })
-        .collect();
-    Ok(no_store(HttpResponse::Ok().json(FoundConnections {
-        connections,
-        truncated: listing.truncated,
-    })))
+    Ok(no_store(
+        HttpResponse::Ok().json(FoundConnections {
+            connections: listing
+                .connections
+                .into_iter()
+                .map(FoundConnection::of)
+                .collect(),
+            truncated: listing.truncated,
+        }),
+    ))
 }

@@ -83,32 +83,32 @@ pub(super) async fn proxy(
     path: web::Path<ProxyPath>,
     body: web::Bytes,
 ) -> AppResult<HttpResponse> {
-    let ForConnection {
-        key: caller,
-        tenant: tenant_id,
-        provider,
-    } = target;
-    let tail = path.into_inner().path;
     let account = proxy_account(&req)?;
-    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
-        .map_err(|_| AppError::bad_request(Code::InvalidMethod, "unsupported method"))?;
-    let call = proxying::Call {
-        method,
-        tail,
-        query: req.query_string().to_string(),
-        headers: forwarded_headers(&req),
-        body: bytes::Bytes::copy_from_slice(&body),
-    };
+    let call = proxied_call(&req, path.into_inner().path, &body)?;
     let answer = proxying::forward(
         &state,
-        &tenant_id,
-        &provider,
+        &target.tenant,
+        &target.provider,
         account,
-        &caller.actor(),
+        &target.key.actor(),
         call,
     )
     .await?;
     Ok(passed_back(answer))
+}
+
+/// The call to make at the provider: the caller's method, the path's tail,
+/// the query string as it is, the headers passed on, and the body.
+fn proxied_call(req: &HttpRequest, tail: String, body: &[u8]) -> AppResult<proxying::Call> {
+    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
+        .map_err(|_| AppError::bad_request(Code::InvalidMethod, "unsupported method"))?;
+    Ok(proxying::Call {
+        method,
+        tail,
+        query: req.query_string().to_string(),
+        headers: forwarded_headers(req),
+        body: bytes::Bytes::copy_from_slice(body),
+    })
 }
 
 /// The request headers a proxied call passes on (`proxy::FORWARD_REQUEST`).

@@ -33,6 +33,41 @@ struct TokenQuery {
     location: Option<String>,
 }
 
+/// Whose token the token route serves.
+enum Whose<'a> {
+    /// An account's (the default's without one).
+    Account(Option<&'a str>),
+    /// A location of the tenant's agency connection (GoHighLevel).
+    Location(&'a str),
+}
+
+impl TokenQuery {
+    /// The checked `min_ttl` (default 60), and whose token is asked for.
+    fn read(&self) -> AppResult<(i64, Whose<'_>)> {
+        let min_ttl = self.min_ttl.unwrap_or(60);
+        if !(0..=86_400).contains(&min_ttl) {
+            return Err(AppError::bad_request(
+                Code::InvalidMinTtl,
+                "min_ttl is a number of seconds from 0 to 86400",
+            ));
+        }
+        let whose = match (
+            self.location.as_deref(),
+            account_param(self.account.as_deref())?,
+        ) {
+            (None, account) => Whose::Account(account),
+            (Some(location), None) => Whose::Location(location),
+            (Some(_), Some(_)) => {
+                return Err(AppError::bad_request(
+                    Code::InvalidQuery,
+                    "name either an account or a location, not both",
+                ))
+            }
+        };
+        Ok((min_ttl, whose))
+    }
+}
+
 /// The token API's answer.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 #[schema(as = Token)]
@@ -111,34 +146,17 @@ pub(super) async fn token(
     query: web::Query<TokenQuery>,
 ) -> AppResult<HttpResponse> {
     let started = Instant::now();
-    let min_ttl = query.min_ttl.unwrap_or(60);
-    if !(0..=86_400).contains(&min_ttl) {
-        return Err(AppError::bad_request(
-            Code::InvalidMinTtl,
-            "min_ttl is a number of seconds from 0 to 86400",
-        ));
-    }
-    let account = account_param(query.account.as_deref())?;
-    let ForConnection {
-        tenant: tenant_id,
-        provider,
-        ..
-    } = target;
-    let opened = match (&query.location, account) {
-        (None, account) => {
-            crate::refresh::fresh_token(&state, &tenant_id, &provider, account, min_ttl).await?
+    let (min_ttl, whose) = query.read()?;
+    let (tenant_id, provider) = (&target.tenant, &target.provider);
+    let opened = match whose {
+        Whose::Account(account) => {
+            crate::refresh::fresh_token(&state, tenant_id, provider, account, min_ttl).await?
         }
-        (Some(location), None) => {
-            agency::location_token(&state, &tenant_id, &provider, location, min_ttl).await?
-        }
-        (Some(_), Some(_)) => {
-            return Err(AppError::bad_request(
-                Code::InvalidQuery,
-                "name either an account or a location, not both",
-            ))
+        Whose::Location(location) => {
+            agency::location_token(&state, tenant_id, provider, location, min_ttl).await?
         }
     };
-    let body = TokenBody::of(&opened, &provider);
+    let body = TokenBody::of(&opened, provider);
     state.metrics.token_api(started.elapsed().as_secs_f64());
     Ok(no_store(HttpResponse::Ok().json(body)))
 }
