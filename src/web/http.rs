@@ -138,6 +138,12 @@ pub fn no_store(mut res: HttpResponse) -> HttpResponse {
     res
 }
 
+/// A UTC time as the API writes them: RFC 3339, whole seconds, `Z`.
+pub fn rfc3339(t: chrono::NaiveDateTime) -> String {
+    t.and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// Unknown routes: JSON under `/api`, a page elsewhere.
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, PageError> {
     let err = AppError::not_found("there is nothing at this address");

@@ -1,0 +1,136 @@
+//! Who calls: [`ApiCaller`], an API key presented as `Authorization: Bearer`,
+//! and the tenant it may act for. What a handler needs beyond a valid key is
+//! in `rights.rs`.
+
+use crate::app::App;
+use crate::connections::directory;
+use crate::db::models::api_key::ApiKey;
+use crate::db::models::event::Actor;
+use crate::db::models::tenant::Tenant;
+use crate::error::{AppError, AppResult, Code};
+use crate::ids::{ExternalTenantId, TenantId};
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::{ready, Either, LocalBoxFuture, Ready};
+use std::sync::Arc;
+
+/// An authenticated internal caller.
+pub struct ApiCaller {
+    pub key: Arc<ApiKey>,
+}
+
+impl FromRequest for ApiCaller {
+    type Error = actix_web::Error;
+    type Future = Either<
+        Ready<Result<Self, Self::Error>>,
+        LocalBoxFuture<'static, Result<Self, Self::Error>>,
+    >;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            // The scheme name is case-insensitive (RFC 9110 section 11.1).
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim());
+        let Some(presented) = presented else {
+            return Either::Left(ready(Err(AppError::unauthorized(
+                "send the API key as Authorization: Bearer <key>",
+            )
+            .into())));
+        };
+        let Some(state) = req.app_data::<web::Data<App>>().cloned() else {
+            return Either::Left(ready(Err(AppError::internal("no app state").into())));
+        };
+        // A key validated moments ago needs no database, nor a task.
+        let digest = crate::crypto::sha256(presented.as_bytes());
+        if let Some(key) = state.api_cache.key(&digest) {
+            return Either::Left(ready(Ok(ApiCaller { key })));
+        }
+        let presented = presented.to_string();
+        Either::Right(Box::pin(async move {
+            Ok(ApiCaller {
+                key: authenticate(&state, digest, presented).await?,
+            })
+        }))
+    }
+}
+
+/// Validates a key the cache does not hold (or no longer trusts).
+async fn authenticate(state: &App, digest: [u8; 32], presented: String) -> AppResult<Arc<ApiKey>> {
+    let key = match state.db(move |c| ApiKey::authenticate(c, &presented)).await {
+        Ok(key) => Arc::new(key),
+        Err(e) if e.is(Code::DatabaseUnavailable) => {
+            return state.api_cache.key_while_away(&digest).ok_or(e)
+        }
+        Err(e) => return Err(e),
+    };
+    let due = state.api_cache.remember(digest, &key);
+    if due {
+        let id = key.id.clone();
+        // Bookkeeping: a database that cannot take it now fails no request.
+        if let Err(e) = state.db(move |c| Ok(ApiKey::touch(c, &id)?)).await {
+            log::debug!("api key last_used_at not written: {}", e.message());
+        }
+    }
+    Ok(key)
+}
+
+impl ApiCaller {
+    /// The tenant this key may act for: 404 for an unknown tenant, 403 for
+    /// another tenant than the key's (without saying whether it exists).
+    pub(super) async fn tenant(&self, state: &App, external_id: &str) -> AppResult<TenantId> {
+        // The cache holds only ids that exist (so are well formed): a hit
+        // needs no parsing.
+        let id = match state.api_cache.tenant(external_id) {
+            Some(id) => Some(id),
+            None => {
+                let ext = ExternalTenantId::parse(external_id)
+                    .map_err(|_| AppError::not_found(format!("no tenant '{external_id}'")))?;
+                match state
+                    .db(move |c| Ok(Tenant::by_external_id(c, &ext)?))
+                    .await
+                {
+                    Ok(found) => {
+                        if let Some(t) = &found {
+                            state.api_cache.remember_tenant(&t.external_id, &t.id);
+                        }
+                        found.map(|t| t.id)
+                    }
+                    // Only a tenant read before the outage; an unknown one
+                    // cannot be told from a missing one now.
+                    Err(e) if e.is(Code::DatabaseUnavailable) => {
+                        Some(state.api_cache.tenant_while_away(external_id).ok_or(e)?)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        match (&self.key.tenant_id, id) {
+            (Some(own), Some(id)) if *own == id => Ok(id),
+            (Some(_), _) => Err(AppError::forbidden(
+                "this API key may not act for that tenant",
+            )),
+            (None, Some(id)) => Ok(id),
+            (None, None) => Err(AppError::not_found(format!("no tenant '{external_id}'"))),
+        }
+    }
+
+    /// The connections of the directory this key sees: its tenant's, or all.
+    pub(super) fn directory_scope(&self) -> directory::Scope {
+        match &self.key.tenant_id {
+            Some(own) => directory::Scope::Tenant(own.clone()),
+            None => directory::Scope::AllTenants,
+        }
+    }
+
+    /// Who the events of this call are recorded as.
+    pub(super) fn actor(&self) -> Actor {
+        Actor::ApiKey {
+            name: self.key.name.clone(),
+        }
+    }
+}

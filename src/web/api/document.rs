@@ -1,0 +1,126 @@
+//! The OpenAPI document (`GET /api/v1/openapi.json`), built from the route
+//! registrations, and the 404/405 answers for what no route takes.
+
+use crate::error::AppError;
+use actix_web::http::header;
+use actix_web::{get, web, HttpRequest, HttpResponse};
+
+/// The OpenAPI document of the routes above, with what the 405 answers need.
+pub struct Document {
+    json: bytes::Bytes,
+    /// Each documented path, as a pattern, with the methods it takes.
+    routes: Vec<(actix_web::dev::ResourceDef, String)>,
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Tether internal API",
+        version = "1",
+        description = "For the CRM's own services. Authenticate with `Authorization: Bearer <API key>` \
+            (created with `tether api-key create`). `{tenant}` is the CRM's external id for the tenant. \
+            Errors are `{\"error\": {\"code\", \"message\"}}`: 401 bad key, 403 key not allowed for \
+            this tenant, 404 unknown tenant/provider/connection, 409 needs_reconnect, 503 refresh \
+            temporarily failing (with Retry-After). A method a path does not take is a 405 with `Allow`."
+    ),
+    modifiers(&BearerKeys)
+)]
+struct Base;
+
+struct BearerKeys;
+
+impl utoipa::Modify for BearerKeys {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.description = Some("tth_... API key".to_string());
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("apiKey", SecurityScheme::Http(scheme));
+    }
+}
+
+impl Document {
+    pub(super) fn of<T>(api: &utoipa_actix_web::scope::Scope<T>) -> Document {
+        use utoipa::OpenApi;
+        use utoipa_actix_web::OpenApiFactory;
+        let mut doc = Base::openapi();
+        doc.paths.merge(api.paths());
+        let mut schemas = Vec::new();
+        api.schemas(&mut schemas);
+        doc.components
+            .get_or_insert_with(Default::default)
+            .schemas
+            .extend(schemas);
+        let routes = doc
+            .paths
+            .paths
+            .iter()
+            .map(|(p, item)| {
+                let methods = [
+                    ("GET", &item.get),
+                    ("PUT", &item.put),
+                    ("POST", &item.post),
+                    ("DELETE", &item.delete),
+                    ("PATCH", &item.patch),
+                    ("HEAD", &item.head),
+                    ("OPTIONS", &item.options),
+                ];
+                let allow: Vec<&str> = methods
+                    .iter()
+                    .filter(|(_, op)| op.is_some())
+                    .map(|(m, _)| *m)
+                    .collect();
+                // `{path}` is the proxy's tail: it spans segments.
+                let pattern = p.replace("{path}", "{path:.*}");
+                (actix_web::dev::ResourceDef::new(pattern), allow.join(", "))
+            })
+            .collect();
+        let json = doc
+            .to_pretty_json()
+            .expect("the OpenAPI document serialises");
+        Document {
+            json: bytes::Bytes::from(json),
+            routes,
+        }
+    }
+
+    /// The methods a documented path takes, or `None` for an unknown path.
+    fn allowed(&self, path: &str) -> Option<&str> {
+        self.routes
+            .iter()
+            .find(|(def, _)| def.is_match(path))
+            .map(|(_, allow)| allow.as_str())
+    }
+}
+
+/// Anything under `/api/v1` that no route took: 405 (with `Allow`) for a
+/// method a documented path does not take, else 404.
+pub(super) async fn unrouted(req: HttpRequest, doc: web::Data<Document>) -> HttpResponse {
+    let err = match doc.allowed(req.path()) {
+        Some(allow) => {
+            let mut res =
+                actix_web::ResponseError::error_response(&AppError::method_not_allowed(format!(
+                    "{} does not take {}; it takes {allow}",
+                    req.path(),
+                    req.method()
+                )));
+            res.headers_mut().insert(
+                header::ALLOW,
+                header::HeaderValue::from_str(allow).expect("method names are ASCII"),
+            );
+            return res;
+        }
+        None => AppError::not_found("there is nothing at this address"),
+    };
+    actix_web::ResponseError::error_response(&err)
+}
+
+/// This document
+#[utoipa::path(responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
+#[get("/openapi.json")]
+pub(super) async fn openapi_document(doc: web::Data<Document>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(doc.json.clone())
+}

@@ -1,0 +1,247 @@
+//! The rights a handler needs, as extractors it names in its signature, so
+//! that a route cannot forget one (the Rust registry backend's `AuthCheck`):
+//! [`AdminKey`], [`AllTenantsAdminKey`], [`AllTenantsKey`], and the key's
+//! tenant scope, [`ForTenant`] and [`ForConnection`], resolved from the path
+//! before the handler runs. Each refusal is the 403 (or 404) the route has
+//! always answered.
+
+use super::auth::ApiCaller;
+use super::params::{ConnectionPath, TenantPath};
+use crate::app::App;
+use crate::db::models::event::Actor;
+use crate::db::models::tenant::Tenant;
+use crate::error::{AppError, AppResult};
+use crate::ids::TenantId;
+use crate::providers::Provider;
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// What every right extractor is: an authenticated caller, and more.
+pub(super) trait Authenticated {
+    /// The key behind the right.
+    fn caller(&self) -> &ApiCaller;
+}
+
+impl Authenticated for ApiCaller {
+    fn caller(&self) -> &ApiCaller {
+        self
+    }
+}
+
+/// The app state, which every request carries.
+fn state(req: &HttpRequest) -> AppResult<web::Data<App>> {
+    req.app_data::<web::Data<App>>()
+        .cloned()
+        .ok_or_else(|| AppError::internal("no app state"))
+}
+
+/// Authenticates, then builds the right from the caller by a check that
+/// needs no I/O.
+fn checked<T: 'static>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    check: fn(ApiCaller) -> AppResult<T>,
+) -> LocalBoxFuture<'static, Result<T, actix_web::Error>> {
+    let caller = ApiCaller::from_request(req, payload);
+    Box::pin(async move { Ok(check(caller.await?)?) })
+}
+
+/// What an admin key is needed for: names the refusal.
+pub(super) trait AdminWork {
+    /// The 403's message for a key created without `--admin`.
+    const REFUSAL: &'static str;
+}
+
+/// Importing tokens the CRM stored itself.
+pub(super) enum Importing {}
+
+impl AdminWork for Importing {
+    const REFUSAL: &'static str = "importing tokens needs an API key created with --admin";
+}
+
+/// Creating or renaming tenants.
+pub(super) enum Provisioning {}
+
+impl AdminWork for Provisioning {
+    const REFUSAL: &'static str = "provisioning tenants needs an API key created with --admin";
+}
+
+/// An admin API key (for all tenants or limited to one), for `W`.
+pub(super) struct AdminKey<W: AdminWork> {
+    pub(super) caller: ApiCaller,
+    work: PhantomData<W>,
+}
+
+impl<W: AdminWork> Authenticated for AdminKey<W> {
+    fn caller(&self) -> &ApiCaller {
+        &self.caller
+    }
+}
+
+impl<W: AdminWork + 'static> FromRequest for AdminKey<W> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        checked(req, payload, |caller| {
+            if !caller.key.is_admin {
+                return Err(AppError::forbidden(W::REFUSAL));
+            }
+            Ok(AdminKey {
+                caller,
+                work: PhantomData,
+            })
+        })
+    }
+}
+
+/// An admin API key for all tenants (created with `--admin` and no
+/// `--tenant`).
+pub(super) struct AllTenantsAdminKey(pub(super) ApiCaller);
+
+impl FromRequest for AllTenantsAdminKey {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        checked(req, payload, |caller| {
+            if !caller.key.is_admin || caller.key.tenant_id.is_some() {
+                return Err(AppError::forbidden(
+                    "removing a tenant needs an admin API key for all tenants (created with --admin and no --tenant)",
+                ));
+            }
+            Ok(AllTenantsAdminKey(caller))
+        })
+    }
+}
+
+/// An API key for all tenants, admin or not. Its only routes are the
+/// unclaimed installs', which belong to no tenant; its refusal says so.
+pub(super) struct AllTenantsKey(pub(super) ApiCaller);
+
+impl FromRequest for AllTenantsKey {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        checked(req, payload, |caller| {
+            if caller.key.tenant_id.is_some() {
+                return Err(AppError::forbidden(
+                    "unclaimed installs need an API key for all tenants",
+                ));
+            }
+            Ok(AllTenantsKey(caller))
+        })
+    }
+}
+
+/// The `{tenant}` of the path, which the key `K` may act for
+/// ([`ApiCaller::tenant`]: 404 for an unknown tenant, 403 for another
+/// tenant than the key's).
+pub(super) struct ForTenant<K = ApiCaller> {
+    pub(super) key: K,
+    pub(super) tenant: TenantId,
+}
+
+impl<K: Authenticated> ForTenant<K> {
+    /// Who the events of this call are recorded as.
+    pub(super) fn actor(&self) -> Actor {
+        self.key.caller().actor()
+    }
+}
+
+impl<K> FromRequest for ForTenant<K>
+where
+    K: FromRequest<Error = actix_web::Error> + Authenticated + 'static,
+    K::Future: 'static,
+{
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let key = K::from_request(req, payload);
+        let path = web::Path::<TenantPath>::extract(req);
+        let state = state(req);
+        Box::pin(async move {
+            let key = key.await?;
+            let (path, state) = (path.await?, state?);
+            let tenant = key.caller().tenant(&state, &path.tenant).await?;
+            Ok(ForTenant { key, tenant })
+        })
+    }
+}
+
+/// The `{tenant}` (as [`ForTenant`]) and the enabled `{provider}` of a
+/// `/tenants/{tenant}/connections/{provider}` route (or of the integration
+/// and proxy routes, which name them the same way).
+pub(super) struct ForConnection<K = ApiCaller> {
+    pub(super) key: K,
+    pub(super) tenant: TenantId,
+    pub(super) provider: Arc<Provider>,
+}
+
+impl<K> FromRequest for ForConnection<K>
+where
+    K: FromRequest<Error = actix_web::Error> + Authenticated + 'static,
+    K::Future: 'static,
+{
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let key = K::from_request(req, payload);
+        let path = web::Path::<ConnectionPath>::extract(req);
+        let state = state(req);
+        Box::pin(async move {
+            let key = key.await?;
+            let (path, state) = (path.await?, state?);
+            let tenant = key.caller().tenant(&state, &path.tenant).await?;
+            let provider = state.enabled_provider(&path.provider)?;
+            Ok(ForConnection {
+                key,
+                tenant,
+                provider,
+            })
+        })
+    }
+}
+
+/// The `{tenant}` a provisioning admin key names: any, for a key for all
+/// tenants (it may not exist yet); only its own, which exists, for a key
+/// limited to one (403 otherwise).
+///
+/// Only built after an [`AdminKey`] for [`Provisioning`].
+pub(super) struct ProvisionTarget {
+    /// The CRM's external id, as named (`Tenant::provision` checks it).
+    pub(super) external_id: String,
+}
+
+impl FromRequest for ProvisionTarget {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let key = AdminKey::<Provisioning>::from_request(req, payload);
+        let path = web::Path::<TenantPath>::extract(req);
+        let state = state(req);
+        Box::pin(async move {
+            let key = key.await?;
+            let (external_id, state) = (path.await?.into_inner().tenant, state?);
+            if let Some(own) = key.caller.key.tenant_id.clone() {
+                let ext = external_id.clone();
+                let target = state
+                    .db(move |c| Ok(Tenant::by_external_id(c, &ext)?))
+                    .await?;
+                if target.map(|t| t.id) != Some(own) {
+                    return Err(
+                        AppError::forbidden("this API key may not act for that tenant").into(),
+                    );
+                }
+            }
+            Ok(ProvisionTarget { external_id })
+        })
+    }
+}
