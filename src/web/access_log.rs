@@ -41,18 +41,20 @@ pub async fn access_log(
         .map(str::to_string)
         .unwrap_or_else(|| hex::encode(crate::crypto::random_bytes(8)));
     let app = req.app_data::<web::Data<App>>().cloned();
-    let trusted = app
-        .as_ref()
-        .map(|app| app.settings.trusted_proxies.clone())
-        .unwrap_or_default();
-    let client =
-        client_ip(req.request(), &trusted).map_or_else(|| "unknown".into(), |ip| ip.to_string());
-    let method = req.method().to_string();
-    let path = loggable_path(req.path());
-    let probe = matches!(
-        req.path(),
-        "/healthz" | "/readyz" | "/readyz/providers" | "/metrics"
-    );
+    let level = match req.path() {
+        "/healthz" | "/readyz" | "/readyz/providers" | "/metrics" => log::Level::Debug,
+        _ => log::Level::Info,
+    };
+    // What the line needs, read only when it is written (the token route is
+    // the hot path, and an operator may filter request lines out).
+    let line = log::log_enabled!(target: "tether::access", level).then(|| {
+        let trusted = app
+            .as_ref()
+            .map_or(&[][..], |app| &app.settings.trusted_proxies[..]);
+        let client =
+            client_ip(req.request(), trusted).map_or_else(|| "unknown".into(), |ip| ip.to_string());
+        (client, req.method().to_string(), loggable_path(req.path()))
+    });
     // No clone of the request is held meanwhile: actix needs it unshared.
     let mut result = next.call(req).await;
     let status = match &mut result {
@@ -69,6 +71,9 @@ pub async fn access_log(
     if let Some(app) = &app {
         app.metrics.http_response(status);
     }
+    let Some((client, method, path)) = line else {
+        return result;
+    };
     let ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
     let tenant = result
         .as_ref()
@@ -77,11 +82,6 @@ pub async fn access_log(
         .map(|t| t.0)
         .or_else(|| api_tenant(&path))
         .unwrap_or_else(|| "-".into());
-    let level = if probe {
-        log::Level::Debug
-    } else {
-        log::Level::Info
-    };
     log::log!(
         target: "tether::access",
         level,
