@@ -17,6 +17,8 @@ pub mod logging;
 pub mod metrics;
 pub mod oauth;
 pub mod offboarding;
+pub mod platform;
+pub mod platforms;
 pub mod providers;
 pub mod ratelimit;
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! ways (`{:?}` and `{:#?}`). Putting a `#[derive(Debug)]` back on any of
 //! them, or adding a plain secret field to one, fails this test.
 
+use crate::app::cache::Opened;
 use crate::config::Settings;
 use crate::crypto::{KeyRing, Secret};
 use crate::db::models::api_key::ApiKey;
@@ -13,7 +14,6 @@ use crate::ids::{ConnectionId, ProviderKey, TenantId};
 use crate::oauth::token::TokenResponse;
 use crate::oauth::{Authorized, CallbackQuery, Initiator};
 use crate::providers::{presets, Catalogue, Provider};
-use crate::refresh::cache::Opened;
 use std::collections::BTreeMap;
 
 const ACCESS: &str = "access-secret-4c1f";

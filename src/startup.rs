@@ -45,6 +45,7 @@ impl Context {
             self.keys.clone(),
             self.providers.clone(),
             crate::crypto::key_fingerprint(self.session_key.expose()),
+            crate::platforms::all(),
         )
     }
 }

@@ -6,42 +6,13 @@
 //! `Tether-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`.
 
 use crate::app::App;
-use crate::db::models::event::{Event, NewEvent};
-use crate::db::models::tenant::Tenant;
 use crate::db::models::webhook as outbox;
-use crate::db::{now, DbConn};
+use crate::db::now;
 use crate::metrics::Delivery;
-use diesel::QueryResult;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 pub use crate::db::models::webhook::MAX_ATTEMPTS;
-
-/// Records an event and, when webhooks are on and its kind notifies,
-/// queues its notification in the same database work.
-pub fn record(conn: &mut DbConn, webhooks_on: bool, new: &NewEvent) -> QueryResult<Event> {
-    let event = Event::record(conn, new)?;
-    if webhooks_on && new.kind.notifies() {
-        enqueue(conn, &event)?;
-    }
-    Ok(event)
-}
-
-/// Queues a notification of `event`.
-pub fn enqueue(conn: &mut DbConn, event: &Event) -> QueryResult<()> {
-    let tenant = Tenant::by_id(conn, &event.tenant_id)?.map(|t| t.external_id);
-    let payload = serde_json::json!({
-        "id": event.id,
-        "type": event.kind,
-        "tenant": tenant,
-        "provider": event.provider,
-        "connection_id": event.connection_id,
-        "actor": event.actor,
-        "detail": event.detail,
-        "occurred_at": event.created_at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    });
-    outbox::enqueue(conn, &event.id, Some(&event.id), &payload.to_string())
-}
 
 /// The `Tether-Signature` header value for `body` at `timestamp`.
 pub fn signature(secret: &[u8], timestamp: i64, body: &str) -> String {

@@ -47,6 +47,11 @@ impl Workers {
         if app.settings.refresh.enabled {
             let scheduler = Scheduler::new(app.clone());
             workers.spawn("refresh scheduler", async move { scheduler.run().await });
+            // What platforms keep up beside it (minting a bulk install's
+            // locations, say) runs where refreshes run.
+            for worker in app.platforms.workers(app) {
+                workers.spawn(worker.name, worker.work);
+            }
         }
         if app.settings.webhook.is_some() {
             let app = app.clone();
@@ -106,7 +111,7 @@ impl Future for FirstToStop<'_> {
 
 /// Writes this instance's heartbeat every [`HEARTBEAT_EVERY`] until the
 /// instance leaves at the end of a graceful stop: other instances take over
-/// its lapsed leases only once it has been silent (see `refresh::held`).
+/// its lapsed leases only once it has been silent (see `app::held`).
 /// Each beat also reads the other live instances and tells, once, where they
 /// disagree with this one on keys (see `keys::disagreements`).
 async fn beat(app: Arc<App>) {

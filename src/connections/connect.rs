@@ -2,16 +2,16 @@
 //! the dashboard or a connect link), a provider-signed install (Wix apps),
 //! and saving the grant either way.
 
+use crate::app::held::HeldGrant;
 use crate::app::App;
 use crate::db::models::connect_link::ConnectLink;
 use crate::db::models::connection::Connection;
 use crate::db::models::event::Actor;
 use crate::error::{AppError, AppResult, Code};
 use crate::ids::TenantId;
-use crate::oauth::install::{self, SignedInstance};
+use crate::oauth::client::ProviderError;
 use crate::oauth::{self, Authorized, CallbackQuery, DASHBOARD};
-use crate::providers::{Flow, Provider};
-use crate::refresh::held::HeldGrant;
+use crate::providers::Provider;
 use std::sync::Arc;
 
 /// Where a connect link's flow ends.
@@ -160,15 +160,8 @@ pub async fn complete(
     }
     let code = query.code.clone().unwrap_or_default();
     let verifier = row.verifier(&app.keys)?;
-    let authorized = oauth::exchange(
-        &app.http,
-        &provider,
-        &row.redirect_uri,
-        &code,
-        verifier.as_ref(),
-        |error| app.flag_provider(&provider.key, error),
-    )
-    .await?;
+    let verifier = verifier.as_ref().map(|v| v.expose().as_str());
+    let authorized = exchange(app, &provider, &row.redirect_uri, &code, verifier).await?;
     let (connection, reconnected) =
         save(app, &provider, &row.tenant_id, authorized, &actor).await?;
     Ok(completion(
@@ -178,20 +171,34 @@ pub async fn complete(
     ))
 }
 
-/// Checks a provider-signed install artefact (Wix's `instance`) against the
-/// app's secret; returns what it proves.
-pub fn verify_install(provider: &Provider, instance: &str) -> AppResult<SignedInstance> {
-    if provider.flow != Flow::ClientCredentials {
-        return Err(AppError::bad_request(
-            Code::UnsupportedFlow,
-            "this provider connects through its sign-in page",
-        ));
-    }
-    let (_, secret) = provider
-        .credentials
-        .as_ref()
-        .ok_or_else(|| AppError::not_found("no such provider"))?;
-    install::verify_wix_instance(secret.expose().as_bytes(), instance, chrono::Utc::now())
+/// Exchanges an authorization code (the platform's way, or RFC 6749's) and
+/// looks up the account. A provider refusing Tether's client credentials is
+/// flagged as misconfigured, as a refresh would flag it.
+pub async fn exchange(
+    app: &App,
+    provider: &Provider,
+    redirect_uri: &str,
+    code: &str,
+    verifier: Option<&str>,
+) -> AppResult<Authorized> {
+    oauth::check_code(code)?;
+    let response = app
+        .platforms
+        .exchange(&app.http, provider, code, redirect_uri, verifier)
+        .await
+        .map_err(|e| {
+            if let ProviderError::ClientMisconfigured { error } = &e {
+                app.flag_provider(&provider.key, error);
+            }
+            oauth::provider_failure(provider, e)
+        })?;
+    oauth::authorized(&app.http, provider, response).await
+}
+
+/// Checks a provider-signed install artefact (Wix's `instance`) with the
+/// app's secret; answers the account it names.
+pub fn verify_install(app: &App, provider: &Provider, artefact: &str) -> AppResult<String> {
+    app.platforms.verify_install(provider, artefact)
 }
 
 /// Connects the site a provider-signed install names (Wix apps) to the
@@ -203,9 +210,9 @@ pub async fn install(
     instance: &str,
     actor: &Actor,
 ) -> AppResult<String> {
-    let signed = verify_install(&provider, instance)?;
+    let account = verify_install(app, &provider, instance)?;
     let holder = {
-        let (p, id) = (provider.key.clone(), signed.instance_id.clone());
+        let (p, id) = (provider.key.clone(), account.clone());
         app.db(move |c| Ok(Connection::holder(c, &p, &id)?)).await?
     };
     if holder.is_some_and(|t| &t != tenant_id) {
@@ -217,7 +224,10 @@ pub async fn install(
             ),
         ));
     }
-    let authorized = oauth::connect_instance(&app.http, &provider, &signed.instance_id).await?;
+    let authorized = app
+        .platforms
+        .connect_install(&app.http, &provider, &account)
+        .await?;
     let (connection, reconnected) = save(app, &provider, tenant_id, authorized, actor).await?;
     Ok(connected_message(&provider, &connection, reconnected))
 }

@@ -81,7 +81,9 @@ impl Filter {
                 "tenant" => filter.tenant = Some(ExternalTenantId::parse(&value)?),
                 "provider" => {
                     if !crate::providers::valid_key(&value) {
-                        return Err(bad("provider is a provider's key, e.g. gohighlevel"));
+                        return Err(bad(
+                            "provider is a provider's key, as /api/v1/providers lists them",
+                        ));
                     }
                     filter.provider = Some(value);
                 }
@@ -261,14 +263,14 @@ mod tests {
     #[test]
     fn reserved_keys_are_filters_and_any_other_key_is_a_metadata_field() {
         let f = Filter::from_query(pairs(&[
-            ("provider", "gohighlevel"),
-            ("locationId", "loc_1"),
+            ("provider", "acme"),
+            ("siteId", "loc_1"),
             ("status", "needs_reconnect,error"),
             ("limit", "5"),
         ]))
         .unwrap();
-        assert_eq!(f.provider.as_deref(), Some("gohighlevel"));
-        assert_eq!(f.metadata, vec![("locationId".into(), "loc_1".into())]);
+        assert_eq!(f.provider.as_deref(), Some("acme"));
+        assert_eq!(f.metadata, vec![("siteId".into(), "loc_1".into())]);
         assert_eq!(f.statuses, vec![Status::NeedsReconnect, Status::Error]);
         assert_eq!(f.limit, 5);
     }
@@ -276,11 +278,11 @@ mod tests {
     #[test]
     fn malformed_names_values_repeats_and_limits_are_refused() {
         for q in [
-            vec![("locationId", "a"), ("locationId", "b")],
+            vec![("siteId", "a"), ("siteId", "b")],
             vec![("1abc", "x")],
             vec![("loc'Id", "x")],
-            vec![("locationId", "")],
-            vec![("locationId", "a\u{0}b")],
+            vec![("siteId", "")],
+            vec![("siteId", "a\u{0}b")],
             vec![("limit", "0")],
             vec![("limit", "1001")],
             vec![("provider", "Not A Key")],

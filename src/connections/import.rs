@@ -341,8 +341,8 @@ pub fn apply(
     };
     let renewable = match provider.refresh {
         RefreshStyle::None => false,
-        RefreshStyle::Standard => request.refresh_token.is_some(),
-        RefreshStyle::Instagram | RefreshStyle::ClientCredentials => true,
+        style if style.renews_without_refresh_token() => true,
+        _ => request.refresh_token.is_some(),
     };
     if !renewable && expires_at.is_some_and(|at| at <= t) {
         return Err(refused(match provider.refresh {

@@ -55,10 +55,7 @@ pub async fn receive(app: &App, provider: Arc<Provider>, code: &str) -> AppResul
     let redirect_uri = app.settings.redirect_uri(&provider.key);
     // No verifier: the preset has PKCE off, and the catalogue refuses
     // provider-initiated installs with PKCE on.
-    let authorized = oauth::exchange(&app.http, &provider, &redirect_uri, code, None, |error| {
-        app.flag_provider(&provider.key, error)
-    })
-    .await?;
+    let authorized = super::connect::exchange(app, &provider, &redirect_uri, code, None).await?;
     let bound = {
         let (p, a) = (provider.key.clone(), authorized.account_id.clone());
         app.db(move |c| Ok(Connection::bound_tenant(c, &p, &a)?))

@@ -182,11 +182,15 @@ pub async fn save(
                     } else {
                         EventKind::IntegrationDisabled
                     };
-                    crate::webhooks::record(c, notify, &event(kind))?;
+                    crate::db::models::webhook::record(c, notify, &event(kind))?;
                     crate::db::listen::notify_changed(c, &t, &key)?;
                 }
                 if saved.settings_changed() {
-                    crate::webhooks::record(c, notify, &event(EventKind::SettingsChanged))?;
+                    crate::db::models::webhook::record(
+                        c,
+                        notify,
+                        &event(EventKind::SettingsChanged),
+                    )?;
                 }
                 Ok(saved)
             })
@@ -293,7 +297,7 @@ mod tests {
             settings_schema: schema,
             ..crate::providers::presets::all()
                 .into_iter()
-                .find(|p| p.key.as_str() == "hubspot")
+                .find(|p| p.key.as_str() == "google")
                 .unwrap()
         }
     }

@@ -149,9 +149,9 @@ pub async fn disconnect(
                 detail: None,
             };
             if was_revoked {
-                crate::webhooks::record(c, notify, &event)?;
+                crate::db::models::webhook::record(c, notify, &event)?;
             }
-            crate::webhooks::record(
+            crate::db::models::webhook::record(
                 c,
                 notify,
                 &NewEvent {

@@ -3,7 +3,6 @@
 //! function here, and render its answer; nothing here knows HTTP routing.
 //!
 //! - `status`: the status view of a provider's accounts;
-//! - `agency`: GoHighLevel agencies' location tokens;
 //! - `connect`: starting and completing a connection (authorization code,
 //!   connect links, client-credentials instances), saving a grant;
 //! - `manage`: which account, the default account, disconnecting;
@@ -14,11 +13,8 @@
 //!   needs attention);
 //! - `installs`: installs started at the provider (GoHighLevel's
 //!   Marketplace), held until a tenant claims them, and swept;
-//! - `app_webhooks`: the provider's signed app webhooks (install, uninstall);
 //! - `proxy`: calling a provider's API with a tenant's token.
 
-pub mod agency;
-pub mod app_webhooks;
 pub mod connect;
 pub mod directory;
 pub mod import;

@@ -10,7 +10,7 @@
 //! session is down the cache is flushed and falls back to its short lifetime
 //! (`TETHER_TOKEN_CACHE_MS`), and it is flushed again once listening resumes
 //! (notifications sent in between were missed). A flush keeps the entries
-//! as a last resort while the database is away (see `refresh::cache`).
+//! as a last resort while the database is away (see `app::cache`).
 
 use diesel::prelude::*;
 use pq_sys::*;

@@ -54,7 +54,7 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
-    fn transient(detail: impl Into<String>) -> Self {
+    pub fn transient(detail: impl Into<String>) -> Self {
         ProviderError::Transient {
             detail: detail.into(),
             retry_after: None,
@@ -139,7 +139,9 @@ pub fn classify(status: u16, retry_after: Option<u64>, body: &[u8]) -> ProviderE
     }
 }
 
-async fn read_body(res: reqwest::Response) -> Result<(u16, Option<u64>, Vec<u8>), ProviderError> {
+pub async fn read_body(
+    res: reqwest::Response,
+) -> Result<(u16, Option<u64>, Vec<u8>), ProviderError> {
     let status = res.status().as_u16();
     let retry_after = res
         .headers()
@@ -167,7 +169,7 @@ pub fn transport_detail(e: reqwest::Error) -> String {
 
 /// A transport failure with its causes. A failure to connect means nothing
 /// was sent; anything later may have reached the provider.
-fn transport(e: reqwest::Error) -> ProviderError {
+pub fn transport(e: reqwest::Error) -> ProviderError {
     let (connect, timeout) = (e.is_connect(), e.is_timeout());
     let cause = transport_detail(e);
     if connect {
@@ -183,7 +185,7 @@ fn transport(e: reqwest::Error) -> ProviderError {
     }
 }
 
-async fn token_response(
+pub async fn token_response(
     provider: &Provider,
     req: reqwest::RequestBuilder,
 ) -> Result<TokenResponse, ProviderError> {
@@ -199,7 +201,7 @@ async fn token_response(
     TokenResponse::parse(provider, &body).map_err(|e| ProviderError::transient(e.to_string()))
 }
 
-fn credentials(provider: &Provider) -> Result<(&str, &Secret<String>), ProviderError> {
+pub fn credentials(provider: &Provider) -> Result<(&str, &Secret<String>), ProviderError> {
     provider
         .credentials
         .as_ref()
@@ -214,7 +216,7 @@ fn credentials(provider: &Provider) -> Result<(&str, &Secret<String>), ProviderE
 
 /// A form POST to the token endpoint with the provider's client authentication
 /// and extra token parameters.
-fn token_post(
+pub fn token_post(
     http: &reqwest::Client,
     provider: &Provider,
     url: &str,
@@ -264,12 +266,6 @@ pub async fn exchange_code(
     redirect_uri: &str,
     verifier: Option<&str>,
 ) -> Result<TokenResponse, ProviderError> {
-    // Instagram appends "#_" to codes it hands out.
-    let code = if provider.refresh == RefreshStyle::Instagram {
-        code.trim_end_matches("#_")
-    } else {
-        code
-    };
     let mut form = vec![
         ("grant_type".to_string(), "authorization_code".to_string()),
         ("code".to_string(), code.to_string()),
@@ -278,116 +274,36 @@ pub async fn exchange_code(
     if let Some(v) = verifier {
         form.push(("code_verifier".into(), v.into()));
     }
-    let short = token_response(
+    token_response(
         provider,
         token_post(http, provider, &provider.token_url, form)?,
     )
-    .await?;
-    if provider.refresh == RefreshStyle::Instagram {
-        return instagram_long_lived(http, provider, &short).await;
-    }
-    Ok(short)
+    .await
 }
 
-/// Instagram: trades a short-lived token (1 h) for a long-lived one (60 days).
-async fn instagram_long_lived(
-    http: &reqwest::Client,
-    provider: &Provider,
-    short: &TokenResponse,
-) -> Result<TokenResponse, ProviderError> {
-    let (_, secret) = credentials(provider)?;
-    let base = provider
-        .api_base_url
-        .as_deref()
-        .unwrap_or("https://graph.instagram.com");
-    let req = http
-        .get(format!("{}/access_token", base.trim_end_matches('/')))
-        .query(&[
-            ("grant_type", "ig_exchange_token"),
-            ("client_secret", secret.expose().as_str()),
-            ("access_token", short.tokens.access_token.expose().as_str()),
-        ]);
-    let mut long = token_response(provider, req).await?;
-    // Keep what only the short-lived response carried (user_id, permissions).
-    if let (Some(long_raw), Some(short_raw)) = (long.raw.as_object_mut(), short.raw.as_object()) {
-        for (k, v) in short_raw {
-            if k != "access_token" && k != "expires_in" {
-                long_raw.entry(k.clone()).or_insert_with(|| v.clone());
-            }
-        }
-        long.tokens.raw = Secret::new(long.raw.clone());
-    }
-    if long.scopes.is_none() {
-        long.scopes = short.scopes.clone();
-    }
-    Ok(long)
-}
-
-/// Renews a token set the provider's way. Never called twice with the same
-/// refresh token: callers hold the connection's lease.
+/// Renews a token set with RFC 6749's refresh grant, with `extra` fields in
+/// the form. Never called twice with the same refresh token: callers hold
+/// the connection's lease. (A platform that renews otherwise does so in its
+/// own folder: `platform::Platform::renew`.)
 pub async fn refresh(
     http: &reqwest::Client,
     provider: &Provider,
-    access_token: &str,
     refresh_token: Option<&str>,
-    metadata: &Value,
+    extra: &[(&str, &str)],
 ) -> Result<TokenResponse, ProviderError> {
-    match provider.refresh {
-        RefreshStyle::Standard => {
-            let rt = refresh_token.ok_or_else(|| ProviderError::GrantGone {
-                error: "no refresh token was issued".into(),
-            })?;
-            let form = vec![
-                ("grant_type".to_string(), "refresh_token".to_string()),
-                ("refresh_token".to_string(), rt.to_string()),
-            ];
-            token_response(
-                provider,
-                token_post(http, provider, &provider.token_url, form)?,
-            )
-            .await
-        }
-        RefreshStyle::Instagram => {
-            let base = provider
-                .api_base_url
-                .as_deref()
-                .unwrap_or("https://graph.instagram.com");
-            let req = http
-                .get(format!(
-                    "{}/refresh_access_token",
-                    base.trim_end_matches('/')
-                ))
-                .query(&[
-                    ("grant_type", "ig_refresh_token"),
-                    ("access_token", access_token),
-                ]);
-            token_response(provider, req).await
-        }
-        RefreshStyle::ClientCredentials => {
-            let instance = metadata
-                .get("instanceId")
-                .and_then(Value::as_str)
-                .ok_or_else(|| ProviderError::GrantGone {
-                    error: "no instanceId is stored for this connection".into(),
-                })?;
-            client_credentials(http, provider, instance).await
-        }
-        RefreshStyle::None => Err(ProviderError::Refused {
+    if provider.refresh == RefreshStyle::None {
+        return Err(ProviderError::Refused {
             error: "this provider's tokens cannot be refreshed".into(),
-        }),
+        });
     }
-}
-
-/// Wix: mints a token for one site instance with the app's credentials.
-pub async fn client_credentials(
-    http: &reqwest::Client,
-    provider: &Provider,
-    instance_id: &str,
-) -> Result<TokenResponse, ProviderError> {
-    let form = vec![
-        ("grant_type".to_string(), "client_credentials".to_string()),
-        ("instance_id".to_string(), instance_id.to_string()),
+    let rt = refresh_token.ok_or_else(|| ProviderError::GrantGone {
+        error: "no refresh token was issued".into(),
+    })?;
+    let mut form = vec![
+        ("grant_type".to_string(), "refresh_token".to_string()),
+        ("refresh_token".to_string(), rt.to_string()),
     ];
+    form.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     token_response(
         provider,
         token_post(http, provider, &provider.token_url, form)?,
@@ -463,9 +379,8 @@ pub async fn identity(
         .map_err(|_| ProviderError::transient("the identity endpoint did not answer JSON"))
 }
 
-/// The provider's API URL for `path` (GoHighLevel's agency endpoints live
-/// beside its API, not its token URL).
-fn api_url(provider: &Provider, path: &str) -> Result<String, ProviderError> {
+/// The provider's API URL for `path` (`api_base_url` and the path).
+pub fn api_url(provider: &Provider, path: &str) -> Result<String, ProviderError> {
     let base =
         provider
             .api_base_url
@@ -474,56 +389,6 @@ fn api_url(provider: &Provider, path: &str) -> Result<String, ProviderError> {
                 error: format!("provider '{}' has no api_base_url", provider.key),
             })?;
     Ok(format!("{}{path}", base.trim_end_matches('/')))
-}
-
-/// GoHighLevel: mints a location's token with the agency's (Company) token,
-/// `POST /oauth/locationToken` with `companyId` and `locationId` in a form.
-/// The answer is a token response for that location.
-pub async fn mint_location_token(
-    http: &reqwest::Client,
-    provider: &Provider,
-    agency_access_token: &str,
-    company_id: &str,
-    location_id: &str,
-) -> Result<TokenResponse, ProviderError> {
-    let req = with_api_headers(
-        http.post(api_url(provider, "/oauth/locationToken")?),
-        provider,
-    )
-    .bearer_auth(agency_access_token)
-    .form(&[("companyId", company_id), ("locationId", location_id)]);
-    token_response(provider, req).await
-}
-
-/// GoHighLevel: the agency's locations and whether the app is installed in
-/// each, `GET /oauth/installedLocations` (one page of up to `limit`).
-pub async fn installed_locations(
-    http: &reqwest::Client,
-    provider: &Provider,
-    agency_access_token: &str,
-    company_id: &str,
-    app_id: &str,
-    limit: usize,
-) -> Result<Value, ProviderError> {
-    let limit = limit.to_string();
-    let req = with_api_headers(
-        http.get(api_url(provider, "/oauth/installedLocations")?),
-        provider,
-    )
-    .bearer_auth(agency_access_token)
-    .query(&[
-        ("companyId", company_id),
-        ("appId", app_id),
-        ("limit", limit.as_str()),
-    ])
-    .header(ACCEPT, "application/json");
-    let res = req.send().await.map_err(transport)?;
-    let (status, retry_after, body) = read_body(res).await?;
-    if !(200..300).contains(&status) {
-        return Err(classify(status, retry_after, &body));
-    }
-    serde_json::from_slice(&body)
-        .map_err(|_| ProviderError::transient("installedLocations did not answer JSON"))
 }
 
 /// A request to the provider's API with the fixed headers it requires.

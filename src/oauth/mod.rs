@@ -2,7 +2,6 @@
 //! callback's checks, the code exchange and the account lookup.
 
 pub mod client;
-pub mod install;
 pub mod token;
 
 use crate::config::Settings;
@@ -285,37 +284,25 @@ pub fn provider_failure(provider: &Provider, e: ProviderError) -> AppError {
     AppError::bad_gateway(Code::ProviderError, message).with_cause(e)
 }
 
-/// Exchanges the code and looks up the account. A provider refusing our
-/// client credentials is told to `client_refused` (with its error code), so
-/// the caller can flag the provider as misconfigured, as a refresh would.
-pub async fn exchange(
-    http: &reqwest::Client,
-    provider: &Provider,
-    redirect_uri: &str,
-    code: &str,
-    verifier: Option<&Secret<String>>,
-    client_refused: impl FnOnce(&str),
-) -> AppResult<Authorized> {
+/// Refuses a code no provider hands out (empty, or over 4 KiB).
+pub fn check_code(code: &str) -> AppResult<()> {
     if code.is_empty() || code.len() > 4096 {
         return Err(AppError::bad_request(
             Code::InvalidCode,
             "The provider's answer carried no usable code.",
         ));
     }
-    let response = client::exchange_code(
-        http,
-        provider,
-        code,
-        redirect_uri,
-        verifier.map(|v| v.expose().as_str()),
-    )
-    .await
-    .map_err(|e| {
-        if let ProviderError::ClientMisconfigured { error } = &e {
-            client_refused(error);
-        }
-        provider_failure(provider, e)
-    })?;
+    Ok(())
+}
+
+/// What a fresh token set from an exchange authorizes: the account it
+/// belongs to, its scopes (the provider's default when it does not say)
+/// and the metadata the provider keeps.
+pub async fn authorized(
+    http: &reqwest::Client,
+    provider: &Provider,
+    response: TokenResponse,
+) -> AppResult<Authorized> {
     let (account_id, account_name) = identify(http, provider, &response).await?;
     let scopes = response
         .scopes
@@ -382,52 +369,6 @@ pub async fn identify(
             "default".into(),
             account_name.or_else(|| Some(provider.display_name.clone())),
         ),
-    })
-}
-
-/// Wix-style providers: mints a token for one site instance with the app's
-/// credentials (no browser redirect) and looks the instance up.
-pub async fn connect_instance(
-    http: &reqwest::Client,
-    provider: &Provider,
-    instance_id: &str,
-) -> AppResult<Authorized> {
-    let valid = (1..=128).contains(&instance_id.len())
-        && instance_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !valid {
-        return Err(AppError::bad_request(
-            Code::InvalidInstance,
-            "an instance id is 1 to 128 letters, digits, '-' or '_'",
-        ));
-    }
-    let response = client::client_credentials(http, provider, instance_id)
-        .await
-        .map_err(|e| provider_failure(provider, e))?;
-    let identity = client::identity(
-        http,
-        provider,
-        response.tokens.access_token.expose(),
-        &response.raw,
-    )
-    .await
-    .map_err(|e| provider_failure(provider, e))?;
-    let account_name = provider
-        .account_name
-        .as_deref()
-        .and_then(|p| identity.as_ref().and_then(|doc| pointer_str(doc, p)));
-    let mut metadata = response.metadata(provider);
-    metadata["instanceId"] = instance_id.into();
-    Ok(Authorized {
-        scopes: response
-            .scopes
-            .clone()
-            .unwrap_or_else(|| provider.scopes.clone()),
-        account_id: instance_id.to_string(),
-        account_name,
-        metadata,
-        response,
     })
 }
 
@@ -513,7 +454,7 @@ fn store(
         EventKind::Connected
     };
     let detail = auth.account_name.as_deref().unwrap_or(&auth.account_id);
-    crate::webhooks::record(
+    crate::db::models::webhook::record(
         conn,
         settings.webhook.is_some(),
         &NewEvent {

@@ -151,7 +151,7 @@ mod tests {
     fn provider() -> Provider {
         let settings = Settings::from_vars(&Default::default()).unwrap();
         let mut p = crate::providers::presets::demo(&settings);
-        p.keep_fields = vec!["locationId".into()];
+        p.keep_fields = vec!["siteId".into()];
         p
     }
 
@@ -175,14 +175,14 @@ mod tests {
         let p = provider();
         let r = TokenResponse::parse(
             &p,
-            br#"{"access_token":"a","refresh_token":"r","scope":"contacts.readonly conversations/message.write","locationId":"loc_1","userId":"u"}"#,
+            br#"{"access_token":"a","refresh_token":"r","scope":"contacts.readonly conversations/message.write","siteId":"loc_1","userId":"u"}"#,
         )
         .unwrap();
         assert_eq!(
             r.scopes.as_deref().unwrap(),
             ["contacts.readonly", "conversations/message.write"]
         );
-        assert_eq!(r.metadata(&p), serde_json::json!({"locationId":"loc_1"}));
+        assert_eq!(r.metadata(&p), serde_json::json!({"siteId":"loc_1"}));
         assert_eq!(r.tokens.refresh_token.unwrap().expose(), "r");
         assert_eq!(
             TokenResponse::parse(&p, b"<html>").unwrap_err(),

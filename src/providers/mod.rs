@@ -2,7 +2,6 @@
 //! providers or overrides from `TETHER_PROVIDERS_FILE`. A provider is enabled
 //! when its client id and secret are configured.
 
-pub mod gohighlevel;
 pub mod presets;
 mod provider;
 
@@ -71,6 +70,7 @@ struct ProviderToml {
     refresh_token_lifetime_days: Option<i64>,
     rotates_refresh_tokens: Option<bool>,
     location_tokens: Option<bool>,
+    platform: Option<String>,
     settings_schema: Option<Vec<SettingFieldToml>>,
 }
 
@@ -302,8 +302,12 @@ fn merge(mut p: Provider, t: ProviderToml) -> Provider {
         account_label,
         issuer,
         api_base_url,
-        refresh_token_lifetime_days
+        refresh_token_lifetime_days,
+        platform
     );
+    if p.platform.is_none() {
+        p.platform = implied_platform(&p).map(str::to_string);
+    }
     if let Some(fields) = t.settings_schema {
         p.settings_schema = fields
             .into_iter()
@@ -315,6 +319,26 @@ fn merge(mut p: Provider, t: ProviderToml) -> Provider {
             .collect();
     }
     p
+}
+
+/// The platforms whose code `src/platforms/` holds: a provider's `platform`
+/// names one of them.
+pub const PLATFORMS: [&str; 3] = ["gohighlevel", "instagram", "wix"];
+
+/// The platform a providers file implies without naming one, as before
+/// `platform` existed: a provider that mints location tokens works as
+/// GoHighLevel, one renewed by `ig_refresh_token` as Instagram, one
+/// connected by client credentials as Wix.
+fn implied_platform(p: &Provider) -> Option<&'static str> {
+    if p.location_tokens {
+        Some("gohighlevel")
+    } else if p.refresh == RefreshStyle::Instagram {
+        Some("instagram")
+    } else if p.refresh == RefreshStyle::ClientCredentials || p.flow == Flow::ClientCredentials {
+        Some("wix")
+    } else {
+        None
+    }
 }
 
 /// The URL fields of `p` that Tether calls or sends a browser to.
@@ -418,6 +442,12 @@ fn validate(p: &Provider) -> Result<(), String> {
     }
     if p.scope_separator.is_empty() {
         return Err("'scope_separator' must not be empty".into());
+    }
+    if let Some(name) = p.platform.as_deref().filter(|n| !PLATFORMS.contains(n)) {
+        return Err(format!(
+            "'platform' is '{name}'; it is one of {}, or left out",
+            PLATFORMS.join(", ")
+        ));
     }
     validate_settings_schema(&p.settings_schema)
 }

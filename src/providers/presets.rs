@@ -57,6 +57,7 @@ pub(super) fn base(
         // answer restarts its tracked lifetime.
         rotates_refresh_tokens: true,
         location_tokens: false,
+        platform: None,
         settings_schema: Vec::new(),
         credentials: None,
     }
@@ -92,6 +93,10 @@ fn params(items: &[(&str, &str)]) -> BTreeMap<String, String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// GoHighLevel's preset key, which is also its platform's name
+/// (`src/platforms/gohighlevel/`).
+pub const GOHIGHLEVEL: &str = "gohighlevel";
 
 pub fn all() -> Vec<Provider> {
     vec![
@@ -134,6 +139,7 @@ pub fn all() -> Vec<Provider> {
             // An agency connection (`token_params = { user_type = "Company" }`,
             // scopes `oauth.write` and `oauth.readonly`) serves its locations.
             location_tokens: true,
+            platform: Some(GOHIGHLEVEL.into()),
             // Where the CRM files what it creates for the tenant (opportunities).
             settings_schema: vec![
                 SettingField::new(
@@ -255,6 +261,7 @@ pub fn all() -> Vec<Provider> {
             scope_separator: ",".into(),
             api_base_url: Some("https://graph.instagram.com".into()),
             refresh: RefreshStyle::Instagram,
+            platform: Some("instagram".into()),
             rotates_refresh_tokens: false,
             ..base(
                 "instagram",
@@ -318,6 +325,7 @@ pub fn all() -> Vec<Provider> {
             account_name: Some("/site/url".into()),
             api_base_url: Some("https://www.wixapis.com".into()),
             refresh: RefreshStyle::ClientCredentials,
+            platform: Some("wix".into()),
             rotates_refresh_tokens: false,
             ..base("wix", "Wix", "", "https://www.wixapis.com/oauth2/token")
         },

@@ -30,6 +30,17 @@ pub enum RefreshStyle {
     ClientCredentials,
 }
 
+impl RefreshStyle {
+    /// Whether a connection is renewed without a refresh token of its own
+    /// (its platform renews it another way: `platform::Platform::renew`).
+    pub fn renews_without_refresh_token(self) -> bool {
+        matches!(
+            self,
+            RefreshStyle::Instagram | RefreshStyle::ClientCredentials
+        )
+    }
+}
+
 /// How a connection is first made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -170,6 +181,10 @@ pub struct Provider {
     /// (`POST {api_base_url}/oauth/locationToken`) and lists the locations
     /// where the app is installed (`GET .../oauth/installedLocations`).
     pub location_tokens: bool,
+    /// The platform whose code does what this data cannot say (a folder of
+    /// `src/platforms/`, reached through `platform::Platform`); one of
+    /// [`super::PLATFORMS`], or `None` for a provider that is data only.
+    pub platform: Option<String>,
     /// The fields a tenant's settings for this provider may have; empty: any
     /// JSON object (the dashboard shows a JSON box instead of a form).
     pub settings_schema: Vec<SettingField>,

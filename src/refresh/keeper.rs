@@ -1,8 +1,8 @@
-//! The keeper of held answers (see `refresh::held`): stores a refresh's
+//! The keeper of held answers (see `app::held`): stores a refresh's
 //! answer or holds it, retries what it holds until the database takes it,
 //! and at a graceful stop waits for the database, then spills.
 
-use super::held::{self, HeldAnswer};
+use crate::app::held::{self, HeldAnswer};
 use crate::app::App;
 use crate::crypto::KeyRing;
 use crate::db::models::connection::Connection;
@@ -34,7 +34,7 @@ pub fn store(c: &mut DbConn, answer: &HeldAnswer, notify: bool) -> AppResult<Sto
             return Ok(Stored::Superseded);
         }
         crate::db::models::provider_flag::ProviderFlag::clear(c, &row.provider)?;
-        crate::webhooks::record(
+        crate::db::models::webhook::record(
             c,
             notify,
             &NewEvent {
@@ -106,7 +106,7 @@ fn cache_committed(state: &App, row: &Connection) {
     let Ok(Some(tokens)) = row.tokens(&state.keys) else {
         return;
     };
-    let opened = super::cache::Opened::new(row.clone(), tokens);
+    let opened = crate::app::cache::Opened::new(row.clone(), tokens);
     state.tokens.put(&opened, Some(&row.account_id), epoch);
     if row.is_default {
         state.tokens.put(&opened, None, epoch);

@@ -8,26 +8,24 @@
 //! that sent it died and its lease lapsed), sending the same refresh token
 //! again is the dominant choice: see docs/design.md.
 
-pub mod cache;
-pub mod circuit;
-pub mod flight;
-pub mod held;
 pub mod keeper;
 pub mod retry;
 pub mod scheduler;
 
+use crate::app::cache::Opened;
+use crate::app::held;
 use crate::app::App;
-use crate::db::models::connection::{Connection, Refreshed, Status};
+use crate::db::models::connection::{Connection, Refreshed, Status, TokenSet};
 use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::db::models::instance::Takeover;
 use crate::db::models::integration_setting::IntegrationSetting;
 use crate::db::now;
 use crate::error::{AppError, AppResult, Code};
 use crate::ids::TenantId;
-use crate::oauth::client::{self, ProviderError};
+use crate::oauth::client::ProviderError;
 use crate::oauth::token;
+use crate::platform::Due;
 use crate::providers::{Provider, RefreshStyle};
-use cache::Opened;
 use chrono::{Duration, NaiveDateTime};
 use diesel::Connection as _;
 pub use retry::backoff;
@@ -502,29 +500,24 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &Actor) -> AppRe
         }
     }
     let started = std::time::Instant::now();
-    let metadata = row.metadata();
-    let minted_by = metadata
-        .get("agency")
-        .and_then(serde_json::Value::as_str)
-        .filter(|_| provider.location_tokens && old.refresh_token.is_none());
-    let result = match minted_by {
-        // A location token minted without a refresh token: mint it again.
-        Some(agency) => match remint(state, &provider, &row, &metadata, agency).await {
-            Ok(minted) => minted,
-            // The database, not the provider: nothing was sent, nothing counts.
+    // A token minted from another connection is minted again from it: read
+    // that one now (the database, not the provider: a failure sends nothing).
+    let parent = match state.platforms.minted_from(&provider, &row, &old) {
+        Some(account) => match parent_of(state, &row, account).await {
+            Ok(parent) => parent,
             Err(e) => return Err(release(e).await),
         },
-        None => {
-            client::refresh(
-                &state.refresh_http,
-                &provider,
-                old.access_token.expose(),
-                old.refresh_token.as_ref().map(|t| t.expose().as_str()),
-                &metadata,
-            )
-            .await
-        }
+        None => None,
     };
+    let due = Due {
+        row: &row,
+        tokens: &old,
+        parent: parent.as_ref().and_then(|(p, t)| Some((p, t.as_ref()?))),
+    };
+    let result = state
+        .platforms
+        .renew(&state.refresh_http, &provider, due)
+        .await;
     let secs = started.elapsed().as_secs_f64();
     let ms = started.elapsed().as_millis();
     let (tenant_id, conn_id, provider_key, actor) = (
@@ -641,7 +634,7 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &Actor) -> AppRe
                         )? {
                             return Ok(());
                         }
-                        crate::webhooks::record(
+                        crate::db::models::webhook::record(
                             c,
                             notify,
                             &NewEvent {
@@ -669,66 +662,21 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &Actor) -> AppRe
     }
 }
 
-/// Mints a GoHighLevel location's token again from the agency connection
-/// that minted it, with the agency's stored token (the scheduler keeps that
-/// one fresh; while it is due, this waits and is retried).
-async fn remint(
+/// The connection (of the same tenant and provider) that `row`'s token is
+/// minted from, if it still exists, and its tokens if they can be opened.
+async fn parent_of(
     state: &App,
-    provider: &Provider,
     row: &Connection,
-    metadata: &serde_json::Value,
-    agency_account: &str,
-) -> AppResult<Result<crate::oauth::token::TokenResponse, ProviderError>> {
-    let (tenant, key, account) = (
-        row.tenant_id.to_string(),
-        row.provider.clone(),
-        agency_account.to_string(),
-    );
-    let agency = state
+    account: String,
+) -> AppResult<Option<(Connection, Option<TokenSet>)>> {
+    let (tenant, key) = (row.tenant_id.to_string(), row.provider.clone());
+    let parent = state
         .db(move |c| Ok(Connection::for_account(c, &tenant, &key, &account)?))
         .await?;
-    Ok(mint_again(state, provider, row, metadata, agency).await)
-}
-
-/// [`remint`] once the agency's connection is read.
-async fn mint_again(
-    state: &App,
-    provider: &Provider,
-    row: &Connection,
-    metadata: &serde_json::Value,
-    agency: Option<Connection>,
-) -> Result<crate::oauth::token::TokenResponse, ProviderError> {
-    let gone = || ProviderError::GrantGone {
-        error: "the agency connection that minted this location's token is gone".into(),
-    };
-    let agency = agency
-        .filter(|a| a.status() != Status::NeedsReconnect)
-        .ok_or_else(gone)?;
-    let tokens = agency
-        .tokens(&state.keys)
-        .map_err(|_| gone())?
-        .ok_or_else(gone)?;
-    if agency
-        .expires_at
-        .is_some_and(|exp| exp <= now() + Duration::seconds(5))
-    {
-        return Err(ProviderError::Transient {
-            detail: "the agency's token is due for its own refresh first".into(),
-            retry_after: Some(30),
-        });
-    }
-    let company = metadata
-        .get("companyId")
-        .and_then(serde_json::Value::as_str)
-        .map_or_else(|| agency.account_id.clone(), str::to_string);
-    client::mint_location_token(
-        &state.refresh_http,
-        provider,
-        tokens.access_token.expose(),
-        &company,
-        &row.account_id,
-    )
-    .await
+    Ok(parent.map(|p| {
+        let tokens = p.tokens(&state.keys).ok().flatten();
+        (p, tokens)
+    }))
 }
 
 /// What a failed refresh does to the connection.

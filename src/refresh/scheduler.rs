@@ -48,7 +48,7 @@ fn warn_lapsing_refresh_tokens(
             row.provider,
             row.id
         );
-        crate::webhooks::record(
+        crate::db::models::webhook::record(
             c,
             notify,
             &NewEvent {
@@ -75,7 +75,7 @@ fn prune(c: &mut crate::db::DbConn, before: chrono::NaiveDateTime) -> diesel::Qu
     let (mut events, mut deliveries) = (0, 0);
     for _ in 0..PRUNE_BATCHES_PER_ROUND {
         let e = crate::db::models::event::Event::prune(c, before, PRUNE_BATCH)?;
-        let d = crate::webhooks::prune(c, before, PRUNE_BATCH)?;
+        let d = crate::db::models::webhook::prune(c, before, PRUNE_BATCH)?;
         events += e;
         deliveries += d;
         if (e as i64) < PRUNE_BATCH && (d as i64) < PRUNE_BATCH {
@@ -205,12 +205,6 @@ impl Scheduler {
                     Ok(())
                 })
                 .await?;
-            // Bulk installs: the approved locations of agencies, a few per round.
-            match crate::connections::agency::mint_approved(state).await {
-                Ok(0) => {}
-                Ok(n) => log::info!("minted {n} location tokens for agencies' approved locations"),
-                Err(e) => log::warn!("minting agencies' location tokens: {}", e.message()),
-            }
         }
         // Take the slots first: each claimed row goes out holding its own, so
         // the loop in `start` sees at once whether every slot is busy.

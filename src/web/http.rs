@@ -182,9 +182,9 @@ mod tests {
     #[test]
     fn query_pairs_decode_strictly() {
         assert_eq!(
-            super::query_pairs("locationId=loc%5F1&name=a+b&flag").unwrap(),
+            super::query_pairs("siteId=loc%5F1&name=a+b&flag").unwrap(),
             vec![
-                ("locationId".to_string(), "loc_1".to_string()),
+                ("siteId".to_string(), "loc_1".to_string()),
                 ("name".to_string(), "a b".to_string()),
                 ("flag".to_string(), String::new()),
             ]

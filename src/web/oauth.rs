@@ -445,7 +445,7 @@ async fn install_page(
         Some(i) => i.clone(),
         None => session::pending_install(&session, &provider.key).ok_or_else(no_install)?,
     };
-    let signed = connect::verify_install(&provider, &instance)?;
+    let account = connect::verify_install(&state, &provider, &instance)?;
     if query.instance.is_some() {
         session::keep_install(&session, &provider.key, &instance)?;
     }
@@ -465,7 +465,7 @@ async fn install_page(
         key: &provider.key,
         provider: &provider.display_name,
         tenant: &tenant.name,
-        instance_id: &signed.instance_id,
+        instance_id: &account,
         csrf: &csrf,
     }
     .render()

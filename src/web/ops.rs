@@ -218,7 +218,7 @@ pub async fn provider_health(state: web::Data<App>, req: HttpRequest) -> HttpRes
         let activity = state.metrics.activity(key);
         let status = if flag.is_some() {
             "misconfigured"
-        } else if circuit != crate::refresh::circuit::State::Closed {
+        } else if circuit != crate::app::circuit::State::Closed {
             "circuit_open"
         } else if failures > 0 {
             "failing"

@@ -7,6 +7,7 @@
 use crate::backend_tests;
 use crate::helpers::{query_param, Backend, TestApp};
 use crate::presets::{app_with_preset, authorize_url};
+use tether::platforms::gohighlevel::agency::mint_approved;
 use tether::refresh::scheduler::Scheduler;
 use wiremock::matchers::{body_string_contains, header, method, path, query_param as q};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -14,7 +15,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 backend_tests!(
     an_agency_mints_a_location_token_once_on_first_request_and_serves_it_as_its_own_account,
     a_location_token_minted_without_a_refresh_token_is_minted_again_by_the_scheduler_when_due,
-    the_scheduler_mints_the_approved_locations_of_a_bulk_install_once,
+    the_location_minter_mints_the_approved_locations_of_a_bulk_install_once,
     installed_locations_are_listed_with_the_agency_token_and_what_the_tenant_holds,
     a_location_the_agency_may_not_serve_or_cannot_name_changes_nothing_and_says_why,
 );
@@ -227,7 +228,7 @@ async fn a_location_token_minted_without_a_refresh_token_is_minted_again_by_the_
     assert_eq!(refreshes, 0, "no refresh without a refresh token");
 }
 
-async fn the_scheduler_mints_the_approved_locations_of_a_bulk_install_once(backend: Backend) {
+async fn the_location_minter_mints_the_approved_locations_of_a_bulk_install_once(backend: Backend) {
     let fake = MockServer::start().await;
     let app = agency_app(backend, &fake).await;
     connect_agency(
@@ -249,7 +250,7 @@ async fn the_scheduler_mints_the_approved_locations_of_a_bulk_install_once(backe
             .mount(&fake)
             .await;
     }
-    Scheduler::new(app.state.clone()).tick().await.unwrap();
+    mint_approved(&app.state).await.unwrap();
     assert_eq!(mints(&fake).await, 2);
     let key = app.api_key(Some("acme"), false);
     for (loc, name) in [("loc_1", "Downtown Dental"), ("loc_2", "Uptown Dental")] {
@@ -262,7 +263,7 @@ async fn the_scheduler_mints_the_approved_locations_of_a_bulk_install_once(backe
         assert_eq!(body["account"]["name"], name);
     }
     // A later round finds nothing left to mint.
-    Scheduler::new(app.state.clone()).tick().await.unwrap();
+    mint_approved(&app.state).await.unwrap();
     assert_eq!(mints(&fake).await, 2);
 }
 

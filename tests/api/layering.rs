@@ -402,6 +402,85 @@ fn the_import_graph_of_src_has_no_cycle() {
     );
 }
 
+/// The top-level modules of `src/`, lowest first: a module may name only
+/// modules on a line above its own, so every arrow points down and no two
+/// folders can form a circle. Modules on one line are peers that do not
+/// name each other. `lib.rs` and `main.rs` (the crate's roots) and the
+/// `redaction_tests` module (a test over the whole crate) are outside.
+const RANKS: &[&[&str]] = &[
+    &["crypto"],
+    &["error"],
+    &["ids", "metrics", "ratelimit"],
+    &["db"],
+    &["config"],
+    &["logging", "keys", "api_keys", "sso", "providers"],
+    &["backup", "demo", "oauth"],
+    &["platform"],
+    &["app"],
+    &["auth", "refresh"],
+    &["webhooks"],
+    &["connections"],
+    &["platforms"],
+    &["offboarding"],
+    &["workers"],
+    &["web"],
+    &["startup"],
+    &["cli"],
+];
+
+/// The rank of a file's top-level module, or `None` for the roots.
+fn rank_of(top: &str) -> Option<usize> {
+    RANKS.iter().position(|line| line.contains(&top))
+}
+
+/// The top-level module a file belongs to: `web/api/mod.rs` -> `web`.
+fn top_module(file: &str) -> &str {
+    file.split('/')
+        .next()
+        .unwrap_or(file)
+        .trim_end_matches(".rs")
+}
+
+#[test]
+fn every_import_points_down_the_ranks() {
+    let files = sources();
+    let outside = ["lib", "main", "redaction_tests"];
+    let mut offences = Vec::new();
+    for (file, src) in &files {
+        let top = top_module(file);
+        if outside.contains(&top) {
+            continue;
+        }
+        let Some(rank) = rank_of(top) else {
+            offences.push(format!("src/{file}: module `{top}` has no rank in RANKS"));
+            continue;
+        };
+        for (line, path) in mentions(src, &module_path(file)) {
+            let Some(target) = resolve(&path, &files) else {
+                continue;
+            };
+            let to = top_module(&target);
+            if to == top || outside.contains(&to) {
+                continue;
+            }
+            match rank_of(to) {
+                Some(r) if r < rank => {}
+                _ => offences.push(format!(
+                    "src/{file}:{line}: `{top}` (rank {rank}) names `{}` (rank {})",
+                    path.join("::"),
+                    rank_of(to).map_or("none".into(), |r| r.to_string())
+                )),
+            }
+        }
+    }
+    offences.dedup();
+    assert!(
+        offences.is_empty(),
+        "imports that do not point down (see RANKS):\n{}",
+        offences.join("\n")
+    );
+}
+
 #[test]
 fn the_import_scanner_reads_grouped_uses_inline_modules_and_skips_strings() {
     let snippet = r##"use crate::{a::b, c::{d, e}};

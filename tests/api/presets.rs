@@ -496,7 +496,7 @@ async fn wix_connects_a_site_instance_with_client_credentials_and_mints_again_to
         .mount(&fake)
         .await;
     // Wix sends the admin from the app's dashboard page with a signed instance.
-    let instance = tether::oauth::install::sign_wix_instance(
+    let instance = tether::platforms::wix::sign_instance(
         b"preset-secret",
         &serde_json::json!({"instanceId": "inst-1", "signDate": chrono::Utc::now().to_rfc3339()}),
     );

@@ -48,7 +48,7 @@ fn old_event(
         .execute(&mut conn)
         .unwrap();
     if let Some(state) = delivery {
-        tether::webhooks::enqueue(&mut conn, &e).unwrap();
+        tether::db::models::webhook::notify(&mut conn, &e).unwrap();
         let (delivered, attempts) = match state {
             "delivered" => (Some(at), 1),
             "given_up" => (None, tether::webhooks::MAX_ATTEMPTS),

@@ -197,7 +197,7 @@ async fn a_given_up_delivery_is_listed_and_retried_under_the_id_the_receiver_see
     let event = {
         let mut conn = ctx.pool.get().unwrap();
         let t = Tenant::create(&mut conn, "acme", "acme").unwrap();
-        let event = tether::webhooks::record(
+        let event = tether::db::models::webhook::record(
             &mut conn,
             true,
             &NewEvent {

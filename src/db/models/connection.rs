@@ -403,7 +403,7 @@ impl Connection {
     }
 
     /// Every row of `provider` whose metadata `field` is the string `value`
-    /// (GoHighLevel's `companyId`). The text match only narrows the rows;
+    /// (an account's parent company, say). The text match only narrows the rows;
     /// the parsed metadata decides.
     pub fn with_metadata(
         conn: &mut DbConn,
@@ -447,21 +447,25 @@ impl Connection {
         }
     }
 
-    /// Connected agency (Company) connections of `providers` whose install
-    /// approved locations, each with the account ids its tenant holds of
-    /// that provider. Metadata is compact JSON, so the text match is exact.
-    pub fn agencies(
+    /// Connected rows of `providers` whose metadata holds every one of
+    /// `fragments` (metadata is compact JSON, so a fragment such as
+    /// `"kind":"x"` matches exactly), each with the account ids its tenant
+    /// holds of that provider. The caller reads the parsed metadata.
+    pub fn connected_with_metadata(
         conn: &mut DbConn,
         providers: &[String],
+        fragments: &[&str],
     ) -> QueryResult<Vec<(Connection, Vec<String>)>> {
-        let rows: Vec<Connection> = connections::table
+        let mut query = connections::table
             .filter(connections::provider.eq_any(providers))
             .filter(connections::status.eq(Status::Connected.as_str()))
             .filter(connections::token_ciphertext.is_not_null())
-            .filter(connections::metadata.like("%\"userType\":\"Company\"%"))
-            .filter(connections::metadata.like("%\"approvedLocations\":[%"))
-            .select(Connection::as_select())
-            .load(conn)?;
+            .into_boxed();
+        for fragment in fragments {
+            query =
+                query.filter(connections::metadata.like(format!("%{}%", like_escaped(fragment))));
+        }
+        let rows: Vec<Connection> = query.select(Connection::as_select()).load(conn)?;
         rows.into_iter()
             .map(|row| {
                 let held = connections::table

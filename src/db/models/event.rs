@@ -273,10 +273,8 @@ mod tests {
             by: "api:chatbot".into(),
         };
         assert_eq!(import.to_string(), "import:api:chatbot");
-        let ghl = Actor::Provider {
-            key: "gohighlevel".into(),
-        };
-        assert_eq!(ghl.to_string(), "provider:gohighlevel");
+        let acme = Actor::Provider { key: "acme".into() };
+        assert_eq!(acme.to_string(), "provider:acme");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Running instances and their heartbeats: who may still hold a provider's
-//! answer for a row whose lease lapsed (see `refresh::held`).
+//! answer for a row whose lease lapsed (see `app::held`).
 
 use crate::db::schema::instances;
 use crate::db::DbConn;

@@ -1,6 +1,8 @@
 //! The webhook outbox: notifications queued with their event, delivered by
 //! the webhook worker with retries (`webhooks`).
 
+use crate::db::models::event::{Event, NewEvent};
+use crate::db::models::tenant::Tenant;
 use crate::db::schema::webhook_outbox;
 use crate::db::{now, DbConn};
 use chrono::{Duration, NaiveDateTime};
@@ -12,6 +14,32 @@ pub const MAX_ATTEMPTS: i32 = 20;
 /// How far out a given-up notification's next attempt is pushed, so that
 /// the worker never claims it again (`retry` brings it back).
 pub const GIVEN_UP_FOR: Duration = Duration::days(36_500);
+
+/// Records an event and, when webhooks are on and its kind notifies,
+/// queues its notification in the same database work.
+pub fn record(conn: &mut DbConn, webhooks_on: bool, new: &NewEvent) -> QueryResult<Event> {
+    let event = Event::record(conn, new)?;
+    if webhooks_on && new.kind.notifies() {
+        notify(conn, &event)?;
+    }
+    Ok(event)
+}
+
+/// Queues a notification of `event`.
+pub fn notify(conn: &mut DbConn, event: &Event) -> QueryResult<()> {
+    let tenant = Tenant::by_id(conn, &event.tenant_id)?.map(|t| t.external_id);
+    let payload = serde_json::json!({
+        "id": event.id,
+        "type": event.kind,
+        "tenant": tenant,
+        "provider": event.provider,
+        "connection_id": event.connection_id,
+        "actor": event.actor,
+        "detail": event.detail,
+        "occurred_at": event.created_at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    });
+    enqueue(conn, &event.id, Some(&event.id), &payload.to_string())
+}
 
 /// A notification due for delivery.
 #[derive(Debug, Queryable)]

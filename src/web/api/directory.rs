@@ -98,10 +98,7 @@ struct FoundConnections {
 /// tenants sees every tenant's connections; a key limited to one tenant
 /// sees only that tenant's.
 #[utoipa::path(
-    params(
-        DirectoryQuery,
-        ("locationId" = Option<String>, Query, description = "An example metadata field: connections whose metadata has this `locationId` (GoHighLevel). Any other key not listed here works the same way."),
-    ),
+    params(DirectoryQuery),
     responses(
         (status = 200, description = "The connections found", body = FoundConnections),
         (status = 400, description = "A malformed filter", body = ErrorBody),

@@ -4,13 +4,13 @@
 use super::errors::{NoValidKey, OtherTenant};
 use super::params::{AccountQuery, ConnectionPath};
 use super::rights::ForConnection;
+use crate::app::cache::Opened;
 use crate::app::App;
-use crate::connections::agency;
 use crate::connections::manage;
 use crate::connections::status::{self, StatusView};
 use crate::error::{AppError, AppResult, Code, ErrorBody};
+use crate::platform::Location;
 use crate::providers::Provider;
-use crate::refresh::cache::Opened;
 use crate::web::http::{account_param, no_store, rfc3339};
 use actix_web::{get, post, web, HttpResponse};
 use std::time::Instant;
@@ -153,7 +153,13 @@ pub(super) async fn token(
             crate::refresh::fresh_token(&state, tenant_id, provider, account, min_ttl).await?
         }
         Whose::Location(location) => {
-            agency::location_token(&state, tenant_id, provider, location, min_ttl).await?
+            let app = state.clone().into_inner();
+            state
+                .platforms
+                .ensure_account(&app, tenant_id, provider, location)
+                .await?;
+            crate::refresh::fresh_token(&state, tenant_id, provider, Some(location), min_ttl)
+                .await?
         }
     };
     let body = TokenBody::of(&opened, provider);
@@ -164,7 +170,7 @@ pub(super) async fn token(
 /// `{"locations": [...]}`: an agency's locations.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 struct LocationList {
-    locations: Vec<agency::Location>,
+    locations: Vec<Location>,
 }
 
 /// An agency's locations
@@ -196,7 +202,11 @@ pub(super) async fn locations(
         provider,
         ..
     } = target;
-    let locations = agency::installed_locations(&state, &tenant_id, &provider).await?;
+    let app = state.clone().into_inner();
+    let locations = state
+        .platforms
+        .locations(&app, &tenant_id, &provider)
+        .await?;
     Ok(no_store(
         HttpResponse::Ok().json(LocationList { locations }),
     ))

@@ -11,9 +11,9 @@ use crate::helpers::{
     TestDb, WEBHOOK_SECRET,
 };
 use std::time::{Duration, Instant};
+use tether::app::circuit::State;
 use tether::db::models::connection::{Connection, Status};
 use tether::db::now;
-use tether::refresh::circuit::State;
 use tether::refresh::scheduler::Scheduler;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};

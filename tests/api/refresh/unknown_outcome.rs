@@ -98,7 +98,7 @@ async fn a_provider_timing_out_for_a_while_loses_no_connection_and_all_recover(b
     let app = spawn_app_with_acme(backend, &fake, "", &SHORT_TIMEOUT).await;
     let t = app.ensure_tenant("acme");
     // Fewer than the circuit's threshold, so every one is really sent.
-    let n = tether::refresh::circuit::THRESHOLD as usize - 1;
+    let n = tether::app::circuit::THRESHOLD as usize - 1;
     let seeded: Vec<(Connection, String)> = (0..n)
         .map(|i| {
             let rt = format!("rt-seed-{i}");

@@ -7,7 +7,7 @@
 use crate::backend_tests;
 use crate::helpers::{csrf_in, spawn_app_with, Backend, Browser, TestApp, TestDb, PASSWORD};
 use chrono::{Duration, Utc};
-use tether::oauth::install::sign_wix_instance;
+use tether::platforms::wix::sign_instance as sign_wix_instance;
 use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

@@ -4,11 +4,17 @@ use crate::config::Settings;
 use crate::crypto::KeyRing;
 use crate::db::{Backend, DbConn, Pool};
 use crate::error::{AppError, AppResult, Code};
+use crate::platform::Platforms;
 use crate::providers::Catalogue;
 use crate::ratelimit::RateLimiter;
 use diesel::r2d2::R2D2Connection;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub mod cache;
+pub mod circuit;
+pub mod flight;
+pub mod held;
 
 /// Everything the domain shares: built once by `startup`, handed to the web
 /// layer as app data and to the workers, and taken as `&App` by every
@@ -18,6 +24,8 @@ pub struct App {
     pub pool: Pool,
     pub keys: Arc<KeyRing>,
     pub providers: Arc<Catalogue>,
+    /// What each platform does that its providers' data cannot say.
+    pub platforms: Platforms<App>,
     /// For calls to providers.
     pub http: reqwest::Client,
     /// For refreshes only, which all run on the system's runtime: its pooled
@@ -34,14 +42,14 @@ pub struct App {
     /// OAuth starts and callbacks per client address.
     pub oauth_limiter: RateLimiter,
     /// Shares one refresh between concurrent callers in this process.
-    pub flights: crate::refresh::flight::Flights,
+    pub flights: crate::app::flight::Flights,
     /// Per-provider circuit breakers.
-    pub breakers: crate::refresh::circuit::Breakers,
+    pub breakers: crate::app::circuit::Breakers,
     pub metrics: crate::metrics::Metrics,
     /// Validated API keys and tenant ids (see `api_keys`).
     pub api_cache: crate::api_keys::ApiCache,
-    /// Opened token sets of warm connections (see `refresh::cache`).
-    pub tokens: Arc<crate::refresh::cache::TokenCache>,
+    /// Opened token sets of warm connections (see `app::cache`).
+    pub tokens: Arc<crate::app::cache::TokenCache>,
     /// Refreshes whose request may be at the provider: each holds a permit
     /// from the moment it decides to send until its answer is committed.
     pub sending: tokio::sync::Semaphore,
@@ -54,8 +62,8 @@ pub struct App {
     /// Whether the database answers (see `db::health`).
     pub health: Arc<crate::db::health::Health>,
     /// Token sets providers handed out that the database could not take
-    /// yet (see `refresh::held`).
-    pub held: crate::refresh::held::Held,
+    /// yet (see `app::held`).
+    pub held: crate::app::held::Held,
     /// What this instance tells the others with its heartbeat.
     pub fingerprints: crate::db::models::instance::Fingerprints,
     /// Where live instances disagree with this one on keys, as the last
@@ -73,6 +81,7 @@ impl App {
         keys: Arc<KeyRing>,
         providers: Arc<Catalogue>,
         session_key_check: String,
+        platforms: Platforms<App>,
     ) -> App {
         let timeout = settings.refresh.provider_timeout;
         let http = crate::oauth::client::http_client(timeout, &settings.ca_certs);
@@ -83,7 +92,7 @@ impl App {
             Backend::from_url(settings.database_url.expose()),
             Ok(Backend::Postgres(_))
         );
-        let tokens = Arc::new(crate::refresh::cache::TokenCache::new(
+        let tokens = Arc::new(crate::app::cache::TokenCache::new(
             settings.refresh.token_cache,
             !postgres,
         ));
@@ -102,6 +111,7 @@ impl App {
             pool,
             keys,
             providers,
+            platforms,
             refresh_http,
             http,
             instance_id,

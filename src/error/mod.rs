@@ -7,6 +7,8 @@ use actix_web::{HttpResponse, ResponseError};
 use askama::Template;
 use std::fmt;
 
+pub mod fault;
+
 /// Every machine code an error can carry: the `code` of a JSON error body,
 /// stable for clients. One list, so that no caller invents one by typo and
 /// control flow compares variants, not strings; the OpenAPI document lists
@@ -402,11 +404,11 @@ impl From<diesel::result::Error> for AppError {
                 "what this request refers to was removed meanwhile (a tenant removal, or a disconnect)",
             )
             .with_cause(e),
-            e => match crate::db::health::fault_of(&e) {
-                Some(crate::db::health::Fault::Unreachable) => {
+            e => match fault::fault_of(&e) {
+                Some(fault::Fault::Unreachable) => {
                     AppError::database_unavailable().with_cause(e)
                 }
-                Some(crate::db::health::Fault::Unwritable) => AppError::unavailable(
+                Some(fault::Fault::Unwritable) => AppError::unavailable(
                     Code::DatabaseUnavailable,
                     "the database cannot take writes right now",
                     DATABASE_RETRY_AFTER_SECS,

@@ -1,8 +1,9 @@
-//! A provider's app webhooks: GoHighLevel's `INSTALL` and `UNINSTALL`,
-//! verified (providers/gohighlevel.rs) before anything is read, refused
+//! GoHighLevel's app webhooks: `INSTALL` and `UNINSTALL`, verified
+//! (`events.rs`) before anything is read, refused
 //! whole when stale, replayed, for another app or for an unknown location,
 //! and applied in one transaction with the record of their delivery id.
 
+use super::events::{self, AppEvent, Kind};
 use crate::app::App;
 use crate::db::models::connection::Connection;
 use crate::db::models::event::{Actor, EventKind, NewEvent};
@@ -10,12 +11,14 @@ use crate::db::models::pending_install::PendingInstall;
 use crate::db::models::seen_webhook;
 use crate::db::DbConn;
 use crate::error::{AppError, AppResult, Code};
-use crate::providers::gohighlevel::{self, AppEvent, Kind};
+use crate::platform::Taken;
+use crate::providers::presets::GOHIGHLEVEL as PROVIDER;
+use actix_web::http::header::HeaderMap;
 use diesel::Connection as _;
 
 /// What a taken webhook did.
 #[derive(Debug)]
-pub struct Handled {
+struct Handled {
     /// Connections marked disconnected (an uninstall).
     pub disconnected: usize,
     /// Unclaimed installs dropped (an uninstall).
@@ -27,16 +30,17 @@ pub struct Handled {
     pub tenants: Vec<crate::ids::TenantId>,
 }
 
-const PROVIDER: &str = "gohighlevel";
-
-/// Takes a GoHighLevel app webhook: its raw body and its `X-GHL-Signature`.
-pub async fn gohighlevel(app: &App, body: &[u8], signature: Option<&str>) -> AppResult<Handled> {
+/// Takes an app webhook: its raw body, signed in `X-GHL-Signature`.
+pub async fn take(app: &App, body: &[u8], headers: &HeaderMap) -> AppResult<Taken> {
     let provider = app.enabled_provider(PROVIDER)?;
     let ghl = &app.settings.gohighlevel;
-    gohighlevel::verify(&ghl.webhook_key, body, signature)?;
-    let event = gohighlevel::parse(body)?;
-    gohighlevel::check_app(&event, ghl.app_id.as_deref())?;
-    gohighlevel::check_fresh(&event, chrono::Utc::now())?;
+    let signature = headers
+        .get(events::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    events::verify(&ghl.webhook_key, body, signature)?;
+    let event = events::parse(body)?;
+    events::check_app(&event, ghl.app_id.as_deref())?;
+    events::check_fresh(&event, chrono::Utc::now())?;
     let notify = app.settings.webhook.is_some();
     let handled = app
         .db(move |c| c.transaction(|c| apply(c, &event, notify)))
@@ -51,7 +55,11 @@ pub async fn gohighlevel(app: &App, body: &[u8], signature: Option<&str>) -> App
         handled.disconnected,
         handled.dropped_installs
     );
-    Ok(handled)
+    Ok(Taken {
+        message: handled.message,
+        disconnected: handled.disconnected,
+        dropped_installs: handled.dropped_installs,
+    })
 }
 
 fn unknown_location(what: &str) -> AppError {
@@ -64,7 +72,7 @@ fn unknown_location(what: &str) -> AppError {
 /// Records the delivery id (refusing a replay), then acts on the event.
 fn apply(c: &mut DbConn, event: &AppEvent, notify: bool) -> AppResult<Handled> {
     if let Some(id) = &event.webhook_id {
-        let keep_until = crate::db::now() + gohighlevel::MAX_AGE + gohighlevel::CLOCK_SKEW;
+        let keep_until = crate::db::now() + events::MAX_AGE + events::CLOCK_SKEW;
         if !seen_webhook::first_sight(c, PROVIDER, id, keep_until)? {
             return Err(AppError::conflict(
                 Code::WebhookReplayed,
@@ -116,7 +124,7 @@ fn apply(c: &mut DbConn, event: &AppEvent, notify: bool) -> AppResult<Handled> {
             }
             for row in rows.iter().filter(|r| r.token_ciphertext.is_some()) {
                 Connection::erase(c, &row.id)?;
-                crate::webhooks::record(
+                crate::db::models::webhook::record(
                     c,
                     notify,
                     &NewEvent {
@@ -146,7 +154,7 @@ fn apply(c: &mut DbConn, event: &AppEvent, notify: bool) -> AppResult<Handled> {
             };
             match row {
                 Some(row) => {
-                    crate::webhooks::record(
+                    crate::db::models::webhook::record(
                         c,
                         notify,
                         &NewEvent {

@@ -22,9 +22,6 @@ pub const MAX_AGE: Duration = Duration::hours(6);
 /// How far ahead of our clock a `timestamp` may be.
 pub const CLOCK_SKEW: Duration = Duration::minutes(5);
 
-/// The largest body taken (an app webhook is a small JSON object).
-pub const MAX_BODY: usize = 64 * 1024;
-
 /// What an app webhook says happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {

@@ -5,15 +5,19 @@
 //! served as an account of its own of the tenant. A location token that came
 //! without a refresh token is minted again when it is due (refresh module).
 
+use super::account::{Account, AGENCY};
+use super::client;
 use crate::app::App;
 use crate::db::models::connection::Connection;
 use crate::db::models::event::Actor;
 use crate::error::{AppError, AppResult, Code};
 use crate::ids::TenantId;
-use crate::oauth::client::{self, ProviderError};
+use crate::oauth::client::ProviderError;
 use crate::oauth::{self, Authorized};
+use crate::platform::Location;
+use crate::providers::presets::GOHIGHLEVEL;
 use crate::providers::Provider;
-use crate::refresh::{self, cache::Opened};
+use crate::refresh;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -26,16 +30,14 @@ pub const LOCATIONS_PAGE: usize = 100;
 
 /// Whether a connection holds an agency's (Company) token.
 pub fn is_agency(row: &Connection) -> bool {
-    row.metadata().get("userType").and_then(Value::as_str) == Some("Company")
+    Account::of(&row.metadata()).is_agency()
 }
 
 /// The company an agency connection stands for.
-fn company_id(agency: &Connection) -> String {
-    agency
-        .metadata()
-        .get("companyId")
-        .and_then(Value::as_str)
-        .map_or_else(|| agency.account_id.clone(), str::to_string)
+pub fn company_id(agency: &Connection) -> String {
+    Account::of(&agency.metadata())
+        .company_id
+        .unwrap_or_else(|| agency.account_id.clone())
 }
 
 /// A location id as GoHighLevel writes them; anything else is refused before
@@ -51,16 +53,6 @@ fn invalid_location() -> AppError {
     AppError::bad_request(
         Code::InvalidAccount,
         "a location id is 1 to 64 letters, digits, '_' or '-'",
-    )
-}
-
-fn no_location_tokens(provider: &Provider) -> AppError {
-    AppError::bad_request(
-        Code::InvalidQuery,
-        format!(
-            "{} connections have no locations: `location` is for GoHighLevel agencies",
-            provider.display_name
-        ),
     )
 }
 
@@ -86,17 +78,16 @@ async fn find_agency(
     })
 }
 
-/// A valid token for one of the agency's locations: the stored location
-/// connection's, or one minted now from the agency's token.
-pub async fn location_token(
+/// Makes sure the tenant holds a token for one of the agency's locations:
+/// the stored location connection's, or one minted now from the agency's.
+pub async fn ensure_location(
     state: &Arc<App>,
     tenant_id: &TenantId,
     provider: &Provider,
     location: &str,
-    min_ttl: i64,
-) -> AppResult<Arc<Opened>> {
+) -> AppResult<()> {
     if !provider.location_tokens {
-        return Err(no_location_tokens(provider));
+        return Err(crate::platform::no_locations(provider));
     }
     if !valid_location(location) {
         return Err(invalid_location());
@@ -126,7 +117,7 @@ pub async fn location_token(
             })
             .await?;
     }
-    refresh::fresh_token(state, tenant_id, provider, Some(location), min_ttl).await
+    Ok(())
 }
 
 /// Whether the tenant holds a token for the location.
@@ -193,7 +184,7 @@ pub async fn mint(
         ));
     }
     let mut metadata = response.metadata(provider);
-    metadata["agency"] = agency.account_id.clone().into();
+    metadata[AGENCY] = agency.account_id.clone().into();
     let auth = Authorized {
         scopes: response.scopes.clone().unwrap_or_else(|| agency.scopes()),
         response,
@@ -230,7 +221,7 @@ pub async fn mint(
         // Kept until the database takes it (and minted again if this
         // process stops first: nothing is lost by that).
         Err(e) if e.is(Code::DatabaseUnavailable) => {
-            state.held.hold_grant(crate::refresh::held::HeldGrant {
+            state.held.hold_grant(crate::app::held::HeldGrant {
                 tenant_id: tenant_id.to_string(),
                 provider: provider.key.to_string(),
                 what: format!("location {location}"),
@@ -245,17 +236,6 @@ pub async fn mint(
     }
 }
 
-/// One location of the agency, as the installed-locations list shows it.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct Location {
-    pub id: String,
-    pub name: Option<String>,
-    /// Whether the app is installed in the location.
-    pub installed: bool,
-    /// Whether the tenant holds a token for the location.
-    pub connected: bool,
-}
-
 /// The agency's locations and where the app is installed, from
 /// `GET /oauth/installedLocations` with the agency's token.
 pub async fn installed_locations(
@@ -264,7 +244,7 @@ pub async fn installed_locations(
     provider: &Provider,
 ) -> AppResult<Vec<Location>> {
     if !provider.location_tokens {
-        return Err(no_location_tokens(provider));
+        return Err(crate::platform::no_locations(provider));
     }
     let agency = find_agency(state, tenant_id, provider).await?;
     let app_id = state
@@ -330,40 +310,56 @@ pub async fn installed_locations(
         .collect())
 }
 
-/// The scheduler's round: for each agency connection whose install approved
-/// locations (`approvedLocations`, a bulk install), mints the tokens of those
-/// the tenant does not hold yet, a few per agency per round. Returns how
-/// many were minted; a failure is logged and retried next round.
+/// The bulk-install worker: a round every scheduler interval
+/// (`TETHER_REFRESH_INTERVAL`) until the process stops.
+pub async fn mint_approved_forever(state: Arc<App>) {
+    let mut every = tokio::time::interval(state.settings.refresh.interval);
+    while !state.is_stopping() {
+        every.tick().await;
+        match mint_approved(&state).await {
+            Ok(0) => {}
+            Ok(n) => log::info!("minted {n} location tokens for agencies' approved locations"),
+            Err(e) => log::warn!("minting agencies' location tokens: {}", e.message()),
+        }
+    }
+}
+
+/// One round of the bulk-install worker: for each agency connection whose
+/// install approved locations (`approvedLocations`, a bulk install), mints
+/// the tokens of those the tenant does not hold yet, a few per agency per
+/// round. Returns how many were minted; a failure is logged and retried
+/// next round.
 pub async fn mint_approved(state: &Arc<App>) -> AppResult<usize> {
     let keys: Vec<String> = state
         .providers
         .all()
-        .filter(|p| p.enabled() && p.location_tokens)
+        .filter(|p| p.enabled() && p.location_tokens && p.platform.as_deref() == Some(GOHIGHLEVEL))
         .map(|p| p.key.to_string())
         .collect();
     if keys.is_empty() {
         return Ok(0);
     }
     let agencies = state
-        .db(move |c| Ok(Connection::agencies(c, &keys)?))
+        .db(move |c| {
+            let fragments = Account::bulk_install_fragments();
+            let fragments: Vec<&str> = fragments.iter().map(String::as_str).collect();
+            Ok(Connection::connected_with_metadata(c, &keys, &fragments)?)
+        })
         .await?;
     let mut minted = 0;
     for (agency, held) in agencies {
         let Some(provider) = state.providers.shared(&agency.provider).cloned() else {
             continue;
         };
-        let approved: Vec<String> = agency
-            .metadata()
-            .get("approvedLocations")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .filter(|l| valid_location(l) && !held.iter().any(|h| h == l))
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let account = Account::of(&agency.metadata());
+        if !account.is_agency() {
+            continue;
+        }
+        let approved: Vec<String> = account
+            .approved_locations
+            .into_iter()
+            .filter(|l| valid_location(l) && !held.contains(l))
+            .collect();
         let tenant_id = agency.tenant_id.clone();
         for location in approved.iter().take(MINTS_PER_ROUND) {
             match mint(

@@ -84,10 +84,10 @@ pub struct Held {
     answers: Mutex<HashMap<String, Entry>>,
     grants: Mutex<Vec<Arc<HeldGrant>>>,
     /// Wakes the keeper when an answer starts waiting.
-    pub(super) added: tokio::sync::Notify,
+    pub(crate) added: tokio::sync::Notify,
     /// One storer at a time (the keeper, a draining stop), so that an answer
     /// is never stored twice and the second attempt mistaken for a conflict.
-    pub(super) storing: tokio::sync::Mutex<()>,
+    pub(crate) storing: tokio::sync::Mutex<()>,
 }
 
 impl Held {
@@ -135,7 +135,7 @@ impl Held {
             .clone()
     }
 
-    pub(super) fn release_grant(&self, grant: &Arc<HeldGrant>) {
+    pub(crate) fn release_grant(&self, grant: &Arc<HeldGrant>) {
         self.grants
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -181,7 +181,7 @@ impl Held {
     }
 
     /// The answers waiting for the database.
-    pub(super) fn waiting(&self) -> Vec<Arc<HeldAnswer>> {
+    pub(crate) fn waiting(&self) -> Vec<Arc<HeldAnswer>> {
         self.lock()
             .values()
             .filter(|(_, waiting)| *waiting)
@@ -191,7 +191,7 @@ impl Held {
 
     /// Lets go of `answer` (stored or superseded), unless a newer one for
     /// the same connection replaced it meanwhile.
-    pub(super) fn release(&self, answer: &Arc<HeldAnswer>) {
+    pub(crate) fn release(&self, answer: &Arc<HeldAnswer>) {
         let mut map = self.lock();
         let id = answer.leased.id.to_string();
         if map.get(&id).is_some_and(|(a, _)| Arc::ptr_eq(a, answer)) {

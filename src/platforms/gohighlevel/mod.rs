@@ -1,0 +1,144 @@
+//! GoHighLevel: what its presets' data cannot say.
+//! - `agency`: an agency's (Company) connection serves its locations: a
+//!   location's token is minted from the agency's on the first request
+//!   naming it, for every location a bulk install approved (a worker of
+//!   its own), and again when a minted one is due (it has no refresh token);
+//!   the agency's locations are listed with its token;
+//! - `client`: the agency endpoints (`/oauth/locationToken`,
+//!   `/oauth/installedLocations`);
+//! - `events` and `app_webhooks`: the Marketplace app's signed webhooks
+//!   (`X-GHL-Signature`), read and applied;
+//! - `account`: the one reader of a connection's GoHighLevel metadata.
+//!
+//! Installs started at the Marketplace are generic (`connections::installs`,
+//! the preset's `provider_initiated_installs`), as is the location's name
+//! (the preset's `userinfo_url`).
+
+use crate::app::App;
+use crate::db::models::connection::{Connection, Status, TokenSet};
+use crate::db::now;
+use crate::ids::TenantId;
+use crate::oauth::client::ProviderError;
+use crate::platform::{Answer, Due, Location, Platform, Taken, Worker};
+use crate::providers::Provider;
+use account::Account;
+use actix_web::http::header::HeaderMap;
+use chrono::Duration;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use std::sync::Arc;
+
+pub mod account;
+pub mod agency;
+pub mod app_webhooks;
+pub mod client;
+pub mod events;
+
+use crate::providers::presets::GOHIGHLEVEL as NAME;
+
+pub struct GoHighLevel;
+
+impl Platform<App> for GoHighLevel {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    /// A location token minted from an agency came without a refresh token:
+    /// it is minted again from that agency.
+    fn minted_from(
+        &self,
+        provider: &Provider,
+        row: &Connection,
+        tokens: &TokenSet,
+    ) -> Option<String> {
+        if !provider.location_tokens || tokens.refresh_token.is_some() {
+            return None;
+        }
+        Account::of(&row.metadata()).agency
+    }
+
+    fn renew<'a>(
+        &'a self,
+        http: &'a reqwest::Client,
+        provider: &'a Provider,
+        due: Due<'a>,
+    ) -> Option<BoxFuture<'a, Answer>> {
+        self.minted_from(provider, due.row, due.tokens)?;
+        Some(remint(http, provider, due).boxed())
+    }
+
+    fn app_webhook<'a>(
+        &'a self,
+        app: &'a Arc<App>,
+        body: &'a [u8],
+        headers: &'a HeaderMap,
+    ) -> Option<BoxFuture<'a, crate::error::AppResult<Taken>>> {
+        Some(app_webhooks::take(app, body, headers).boxed())
+    }
+
+    fn ensure_account<'a>(
+        &'a self,
+        app: &'a Arc<App>,
+        tenant: &'a TenantId,
+        provider: &'a Provider,
+        account: &'a str,
+    ) -> Option<BoxFuture<'a, crate::error::AppResult<()>>> {
+        Some(agency::ensure_location(app, tenant, provider, account).boxed())
+    }
+
+    fn locations<'a>(
+        &'a self,
+        app: &'a Arc<App>,
+        tenant: &'a TenantId,
+        provider: &'a Provider,
+    ) -> Option<BoxFuture<'a, crate::error::AppResult<Vec<Location>>>> {
+        Some(agency::installed_locations(app, tenant, provider).boxed())
+    }
+
+    fn workers(&self, app: &Arc<App>) -> Vec<Worker> {
+        let minting = app
+            .providers
+            .all()
+            .any(|p| p.enabled() && p.location_tokens && p.platform.as_deref() == Some(NAME));
+        if !minting {
+            return Vec::new();
+        }
+        vec![Worker {
+            name: "location minter",
+            work: agency::mint_approved_forever(app.clone()).boxed_local(),
+        }]
+    }
+}
+
+/// Mints a location's token again from the agency connection that minted
+/// it, with the agency's stored token (the scheduler keeps that one fresh;
+/// while it is due, this waits and is retried).
+async fn remint(http: &reqwest::Client, provider: &Provider, due: Due<'_>) -> Answer {
+    let gone = || ProviderError::GrantGone {
+        error: "the agency connection that minted this location's token is gone".into(),
+    };
+    let (agency, tokens) = due
+        .parent
+        .filter(|(agency, _)| agency.status() != Status::NeedsReconnect)
+        .ok_or_else(gone)?;
+    if agency
+        .expires_at
+        .is_some_and(|exp| exp <= now() + Duration::seconds(5))
+    {
+        return Err(ProviderError::Transient {
+            detail: "the agency's token is due for its own refresh first".into(),
+            retry_after: Some(30),
+        });
+    }
+    let company = Account::of(&due.row.metadata())
+        .company_id
+        .unwrap_or_else(|| agency.account_id.clone());
+    client::mint_location_token(
+        http,
+        provider,
+        tokens.access_token.expose(),
+        &company,
+        &due.row.account_id,
+    )
+    .await
+}
