@@ -1,0 +1,124 @@
+//! `tether doctor`: every check of the configuration, database, key ring
+//! and providers, one line each, and what to fix.
+
+use super::database::{conn, pending_migrations};
+use crate::config::Settings;
+use crate::startup;
+use std::process::ExitCode;
+
+/// Prints one line per check; exits non-zero when anything will fail.
+pub(super) fn doctor(settings: Settings) -> ExitCode {
+    let mut failed = false;
+    let mut report = |level: &str, msg: String| {
+        if level == "FAIL" {
+            failed = true;
+        }
+        println!("{level:<4}  {msg}");
+    };
+    let env = if settings.is_production() {
+        "production"
+    } else {
+        "development"
+    };
+    report("ok", format!("configuration is valid ({env})"));
+
+    let public = settings.public_url.clone();
+    let local = matches!(public.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    if public.scheme() == "http" && !local {
+        report("warn", format!("TETHER_PUBLIC_URL {} is http:// on a non-local host: providers refuse such redirect URIs", settings.base_url()));
+    }
+    if settings
+        .var("TETHER_PUBLIC_URL")
+        .is_some_and(|v| v.trim().ends_with('/'))
+    {
+        report("warn", "TETHER_PUBLIC_URL ends with '/': it is ignored; register the redirect URIs below exactly".into());
+    }
+    if !settings.is_production() {
+        report("warn", "development mode: keys are generated into the data dir; use TETHER_ENV=production for real tenants".into());
+    }
+
+    let catalogue = crate::providers::Catalogue::load(&settings);
+    // Opened without migrating: a new version's doctor, run before a
+    // deploy, must not change the schema under running instances.
+    match startup::open(settings.clone()) {
+        Ok(ctx) if !ctx.pending_migrations.is_empty() => {
+            report("FAIL", pending_migrations(&ctx));
+            report(
+                "--",
+                "key ring: not checked until the database is migrated".into(),
+            );
+        }
+        Ok(ctx) => {
+            report(
+                "ok",
+                format!("database ({}) is reachable and migrated", ctx.backend),
+            );
+            match conn(&ctx).and_then(|mut db| crate::keys::verify(&mut db, &ctx.keys)) {
+                Ok(()) => report(
+                    "ok",
+                    format!(
+                        "key ring opens the stored data (primary key '{}')",
+                        ctx.keys.primary_id()
+                    ),
+                ),
+                Err(e) => report("FAIL", format!("key ring: {e}")),
+            }
+            let flags = conn(&ctx).and_then(|mut db| {
+                crate::db::models::provider_flag::ProviderFlag::all(&mut db)
+                    .map_err(|e| e.to_string())
+            });
+            for flag in flags.unwrap_or_default() {
+                report(
+                    "FAIL",
+                    format!(
+                        "{}: rejected Tether's client credentials at {} ({}); check its client id and secret",
+                        flag.provider,
+                        flag.flagged_at.format("%Y-%m-%d %H:%M UTC"),
+                        flag.error
+                    ),
+                );
+            }
+        }
+        // The catalogue's own problem, reported once below.
+        Err(e) if catalogue.as_ref().is_err_and(|c| c.to_string() == e) => report(
+            "--",
+            "database: not checked until the providers are fixed".into(),
+        ),
+        Err(e) => report("FAIL", e),
+    }
+
+    match catalogue {
+        Ok(catalogue) => {
+            for p in catalogue.all() {
+                let redirect = settings.redirect_uri(&p.key);
+                if p.enabled() {
+                    report(
+                        "ok",
+                        format!("{}: enabled; redirect URI to register: {redirect}", p.key),
+                    );
+                    if p.key.as_str() == "gohighlevel" && settings.gohighlevel.app_id.is_none() {
+                        report("warn", format!("gohighlevel: TETHER_GOHIGHLEVEL_APP_ID is unset, so app webhooks of any Marketplace app signed by GoHighLevel are taken at {}/webhooks/gohighlevel", settings.base_url()));
+                    }
+                } else {
+                    report(
+                        "--",
+                        format!(
+                            "{}: disabled ({}); redirect URI would be {redirect}",
+                            p.key,
+                            p.disabled_reason().unwrap_or_default()
+                        ),
+                    );
+                }
+            }
+        }
+        // Half-configured providers land here, in the words `serve` stops with.
+        Err(e) => report("FAIL", e.to_string()),
+    }
+    if failed {
+        println!("doctor found problems that will stop Tether from working");
+        ExitCode::FAILURE
+    } else {
+        println!("doctor found nothing that will fail");
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,23 @@
+//! One typed `Settings`, read from the environment and an optional TOML file,
+//! validated whole at start: every problem is reported at once, by variable.
+//!
+//! One file per question: `variables` (which variables there are: the
+//! documented table and the names that are not configuration), `settings`
+//! (the `Settings` struct and its parts), `assemble` (building `Settings`
+//! from the variables, checking every one), `values` (parsing one value:
+//! URLs, networks, origins, booleans, ranges, CA bundles) and `file` (the
+//! optional TOML file).
+
+mod assemble;
+mod file;
+mod settings;
+#[cfg(test)]
+mod tests;
+mod values;
+mod variables;
+
+pub use settings::{
+    ConfigError, Environment, GoHighLevelSettings, LogFormat, RefreshSettings, SessionLimits,
+    Settings, GOHIGHLEVEL_WEBHOOK_KEY,
+};
+pub use variables::{table, NOT_CONFIGURATION, VARIABLES};

@@ -1,0 +1,172 @@
+//! The `Settings` struct and its parts (refresh, sessions, GoHighLevel, log
+//! format, mode), what is wrong with a configuration (`ConfigError`), and
+//! what the settings answer once built (redirect URIs, base URL, variables).
+//! Built by `assemble`.
+
+use crate::crypto::{KeyRing, Secret};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+/// How log events are written (`TETHER_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line per event: time, level, target, message, then `key=value`.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// GoHighLevel's published webhook signing key (Ed25519, SPKI DER in base64),
+/// for `X-GHL-Signature`: PROVIDERS.md.
+pub const GOHIGHLEVEL_WEBHOOK_KEY: &str =
+    "MCowBQYDK2VwAyEAi2HR1srL4o18O8BRa7gVJY7G7bupbN3H9AwJrHCDiOg=";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone)]
+pub struct RefreshSettings {
+    pub enabled: bool,
+    pub interval: Duration,
+    pub margin: Duration,
+    pub concurrency: usize,
+    pub per_provider: usize,
+    pub lease: Duration,
+    /// Time limit of one call to a provider.
+    pub provider_timeout: Duration,
+    /// Lifetime of the per-process token cache (zero: off).
+    pub token_cache: Duration,
+    /// Age after which events and finished webhook deliveries are deleted.
+    pub retention: Duration,
+    /// How far ahead a lapsing refresh token is announced, in days.
+    pub lapse_warning_days: i64,
+}
+
+/// GoHighLevel's app webhooks.
+#[derive(Debug, Clone)]
+pub struct GoHighLevelSettings {
+    /// The raw Ed25519 key `X-GHL-Signature` verifies against.
+    pub webhook_key: [u8; 32],
+    /// The app whose webhooks are taken; `None`: any.
+    pub app_id: Option<String>,
+}
+
+/// The limits of a signed-in session, checked on every request.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// From sign-in, however active.
+    pub max_age: Duration,
+    /// Since the last request.
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    /// Proxies whose `X-Forwarded-For` is believed (see `web::forwarded`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Without a trailing slash.
+    pub public_url: Url,
+    pub data_dir: PathBuf,
+    /// `TETHER_SPILL_DIR`; see [`Settings::spill_dir`].
+    pub spill_dir: Option<PathBuf>,
+    pub database_url: Secret<String>,
+    pub db_pool_size: u32,
+    pub environment: Environment,
+    /// Explicit key ring; `None` in development means "generate and keep one in the data dir".
+    pub encryption_keys: Option<KeyRing>,
+    pub session_key: Option<Secret<Vec<u8>>>,
+    /// How long a sign-in lasts, however active, and without a request.
+    pub session: SessionLimits,
+    pub providers_file: Option<PathBuf>,
+    pub webhook: Option<(Url, Secret<String>)>,
+    pub sso_secret: Option<Secret<String>>,
+    /// Origins (`scheme://host[:port]`, as browsers write them) of the CRM
+    /// pages allowed to learn a connect link's outcome by `postMessage`.
+    pub embed_origins: Vec<String>,
+    /// The bearer token `/metrics` asks for; `None`: open (bind it privately).
+    pub metrics_token: Option<Secret<String>>,
+    /// Largest provider response body the proxy reads, in bytes.
+    pub proxy_max_body: usize,
+    /// Roots from `TETHER_CA_CERTS`, trusted beside the bundled ones by
+    /// every outgoing call (`oauth::client::http_client`).
+    pub ca_certs: Vec<reqwest::Certificate>,
+    pub refresh: RefreshSettings,
+    pub demo_provider: bool,
+    pub gohighlevel: GoHighLevelSettings,
+    pub log_filter: String,
+    pub log_format: LogFormat,
+    /// Every variable the settings were read from, for provider credentials
+    /// (`<KEY>_CLIENT_ID` ...). Never printed.
+    pub env: Secret<BTreeMap<String, String>>,
+    /// What development lets pass but should be fixed (unknown `TETHER_`
+    /// variables), one line each; `cli::main` logs them.
+    pub warnings: Vec<String>,
+}
+
+/// Everything wrong with a configuration, one line per problem.
+#[derive(Debug)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "configuration is invalid:")?;
+        for p in &self.0 {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Settings {
+    /// Where spill files of held token sets go and are looked for:
+    /// `TETHER_SPILL_DIR`, else the data folder.
+    pub fn spill_dir(&self) -> PathBuf {
+        self.spill_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.clone())
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.environment == Environment::Production
+    }
+
+    /// `{public_url}/oauth/{provider}/callback`, the exact URI to register.
+    pub fn redirect_uri(&self, provider: &str) -> String {
+        format!(
+            "{}/oauth/{provider}/callback",
+            self.public_url.as_str().trim_end_matches('/')
+        )
+    }
+
+    /// A non-empty variable from the environment the settings came from.
+    pub fn var(&self, name: &str) -> Option<String> {
+        self.env
+            .expose()
+            .get(name)
+            .filter(|v| !v.trim().is_empty())
+            .cloned()
+    }
+
+    /// The listed embedding origin equal to `origin`, if any.
+    pub fn embed_origin(&self, origin: &str) -> Option<&str> {
+        self.embed_origins
+            .iter()
+            .find(|o| o.as_str() == origin)
+            .map(String::as_str)
+    }
+
+    /// The base URL without a trailing slash, for links.
+    pub fn base_url(&self) -> &str {
+        self.public_url.as_str().trim_end_matches('/')
+    }
+}
