@@ -87,10 +87,7 @@ pub async fn remove(
         })
         .await?
     };
-    let live: Vec<&Connection> = rows
-        .iter()
-        .filter(|r| r.token_ciphertext.is_some())
-        .collect();
+    let live: Vec<&Connection> = rows.iter().filter(|r| r.has_tokens()).collect();
     let mut revocations = Vec::with_capacity(live.len());
     for row in live {
         let provider = app.providers.shared(&row.provider);

@@ -161,8 +161,8 @@ pub trait Platform<A>: Send + Sync {
     }
 
     /// What an operator should know about this provider's set-up (shown by
-    /// `tether check`), each a sentence.
-    fn warnings(&self, _provider: &Provider) -> Vec<String> {
+    /// `tether doctor`), each a sentence; `base_url` is Tether's public URL.
+    fn warnings(&self, _provider: &Provider, _base_url: &str) -> Vec<String> {
         Vec::new()
     }
 }

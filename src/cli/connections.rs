@@ -179,7 +179,11 @@ fn import_line(
     };
     let provider_key = match obj.remove("provider") {
         Some(serde_json::Value::String(p)) if crate::providers::valid_key(&p) => p,
-        _ => return refuse("\"provider\" must be a provider's key, such as gohighlevel"),
+        _ => {
+            return refuse(
+                "\"provider\" must be a provider's key, as `tether providers` lists them",
+            )
+        }
     };
     let request = match Request::parse(&value) {
         Ok(r) => r,

@@ -89,6 +89,7 @@ pub(super) fn doctor(settings: Settings) -> ExitCode {
 
     match catalogue {
         Ok(catalogue) => {
+            let platforms = crate::platforms::all();
             for p in catalogue.all() {
                 let redirect = settings.redirect_uri(&p.key);
                 if p.enabled() {
@@ -96,8 +97,12 @@ pub(super) fn doctor(settings: Settings) -> ExitCode {
                         "ok",
                         format!("{}: enabled; redirect URI to register: {redirect}", p.key),
                     );
-                    if p.key.as_str() == "gohighlevel" && settings.gohighlevel.app_id.is_none() {
-                        report("warn", format!("gohighlevel: TETHER_GOHIGHLEVEL_APP_ID is unset, so app webhooks of any Marketplace app signed by GoHighLevel are taken at {}/webhooks/gohighlevel", settings.base_url()));
+                    for warning in platforms
+                        .of(p)
+                        .map(|platform| platform.warnings(p, settings.base_url()))
+                        .unwrap_or_default()
+                    {
+                        report("warn", format!("{}: {warning}", p.key));
                     }
                 } else {
                     report(

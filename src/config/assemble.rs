@@ -4,8 +4,7 @@
 
 use super::file::read_file;
 use super::settings::{
-    ConfigError, Environment, GoHighLevelSettings, LogFormat, RefreshSettings, SessionLimits,
-    Settings, GOHIGHLEVEL_WEBHOOK_KEY,
+    ConfigError, Environment, LogFormat, RefreshSettings, SessionLimits, Settings,
 };
 use super::values::{
     parse_bool, parse_networks, parse_origins, parse_public_url, parse_range, read_ca_certs,
@@ -253,27 +252,6 @@ impl Settings {
             if dev { "true" } else { "false" },
             parse_bool,
         );
-        let gohighlevel = GoHighLevelSettings {
-            webhook_key: v.parse(
-                "TETHER_GOHIGHLEVEL_WEBHOOK_PUBLIC_KEY",
-                GOHIGHLEVEL_WEBHOOK_KEY,
-                crate::crypto::ed25519_public_key,
-            ),
-            app_id: v.get("TETHER_GOHIGHLEVEL_APP_ID").and_then(|id| {
-                let id = id.trim().to_string();
-                let ok = id.len() <= 128
-                    && id
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-                if !ok {
-                    v.problem(
-                        "TETHER_GOHIGHLEVEL_APP_ID",
-                        "is 1 to 128 letters, digits, '-' or '_'".into(),
-                    );
-                }
-                ok.then_some(id)
-            }),
-        };
         let log_filter = v.get("RUST_LOG").unwrap_or_else(|| "info".into());
         let log_format = match v.get("TETHER_LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
@@ -362,7 +340,6 @@ impl Settings {
             ca_certs,
             refresh,
             demo_provider,
-            gohighlevel,
             log_filter,
             log_format,
             env: Secret::new(vars.clone()),

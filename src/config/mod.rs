@@ -16,8 +16,5 @@ mod tests;
 mod values;
 mod variables;
 
-pub use settings::{
-    ConfigError, Environment, GoHighLevelSettings, LogFormat, RefreshSettings, SessionLimits,
-    Settings, GOHIGHLEVEL_WEBHOOK_KEY,
-};
-pub use variables::{table, NOT_CONFIGURATION, VARIABLES};
+pub use settings::{ConfigError, Environment, LogFormat, RefreshSettings, SessionLimits, Settings};
+pub use variables::{table, APP_ID_SUFFIX, NOT_CONFIGURATION, VARIABLES, WEBHOOK_KEY_SUFFIX};

@@ -1,4 +1,4 @@
-//! The `Settings` struct and its parts (refresh, sessions, GoHighLevel, log
+//! The `Settings` struct and its parts (refresh, sessions, log
 //! format, mode), what is wrong with a configuration (`ConfigError`), and
 //! what the settings answer once built (redirect URIs, base URL, variables).
 //! Built by `assemble`.
@@ -19,11 +19,6 @@ pub enum LogFormat {
     /// One JSON object per line.
     Json,
 }
-
-/// GoHighLevel's published webhook signing key (Ed25519, SPKI DER in base64),
-/// for `X-GHL-Signature`: PROVIDERS.md.
-pub const GOHIGHLEVEL_WEBHOOK_KEY: &str =
-    "MCowBQYDK2VwAyEAi2HR1srL4o18O8BRa7gVJY7G7bupbN3H9AwJrHCDiOg=";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
@@ -47,15 +42,6 @@ pub struct RefreshSettings {
     pub retention: Duration,
     /// How far ahead a lapsing refresh token is announced, in days.
     pub lapse_warning_days: i64,
-}
-
-/// GoHighLevel's app webhooks.
-#[derive(Debug, Clone)]
-pub struct GoHighLevelSettings {
-    /// The raw Ed25519 key `X-GHL-Signature` verifies against.
-    pub webhook_key: [u8; 32],
-    /// The app whose webhooks are taken; `None`: any.
-    pub app_id: Option<String>,
 }
 
 /// The limits of a signed-in session, checked on every request.
@@ -100,7 +86,6 @@ pub struct Settings {
     pub ca_certs: Vec<reqwest::Certificate>,
     pub refresh: RefreshSettings,
     pub demo_provider: bool,
-    pub gohighlevel: GoHighLevelSettings,
     pub log_filter: String,
     pub log_format: LogFormat,
     /// Every variable the settings were read from, for provider credentials

@@ -167,14 +167,14 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "lifetime of the demo provider's access tokens",
     ),
     (
-        "TETHER_GOHIGHLEVEL_WEBHOOK_PUBLIC_KEY",
-        "GoHighLevel's published key",
-        "Ed25519 public key (PEM, or base64 of the SPKI DER) that `X-GHL-Signature` on `POST /webhooks/gohighlevel` must verify against",
+        "TETHER_<KEY>_WEBHOOK_PUBLIC_KEY",
+        "the preset's",
+        "Ed25519 public key (PEM, or base64 of the SPKI DER) that a provider's signed app webhooks (`POST /webhooks/<platform>`) must verify against; its preset carries the platform's published key",
     ),
     (
-        "TETHER_GOHIGHLEVEL_APP_ID",
+        "TETHER_<KEY>_APP_ID",
         "none",
-        "the Marketplace app's id: app webhooks naming another `appId` are refused (unset: any app's are taken, and `doctor` says so)",
+        "the provider's app (its Marketplace app): app webhooks for another app are refused, and its locations are listed for this one",
     ),
     (
         "TETHER_LOG_FORMAT",
@@ -211,7 +211,7 @@ pub fn table() -> String {
         .chain([(
             "<KEY>_CLIENT_ID, <KEY>_CLIENT_SECRET",
             "none",
-            "a provider's credentials (e.g. HUBSPOT_CLIENT_ID); both enable it, one alone stops the start",
+            "a provider's credentials (e.g. CALENDLY_CLIENT_ID); both enable it, one alone stops the start",
         )])
         .collect();
     let name_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
@@ -231,14 +231,25 @@ pub fn table() -> String {
 
 /// Whether `name` is a `TETHER_` variable Tether knows: configuration, one
 /// of [`NOT_CONFIGURATION`], or a provider's credentials
-/// (`TETHER_DEMO_CLIENT_ID`, or a custom provider's `client_id_env`), which
-/// the provider catalogue checks.
+/// (`TETHER_DEMO_CLIENT_ID`, or a custom provider's `client_id_env`) or app
+/// (`TETHER_<KEY>_APP_ID`, `TETHER_<KEY>_WEBHOOK_PUBLIC_KEY`), which the
+/// provider catalogue checks.
 pub(super) fn is_known_variable(name: &str) -> bool {
     VARIABLES.iter().any(|(n, _, _)| *n == name)
         || NOT_CONFIGURATION.contains(&name)
         || name.ends_with("_CLIENT_ID")
         || name.ends_with("_CLIENT_SECRET")
+        || name.ends_with(APP_ID_SUFFIX)
+        || name.ends_with(WEBHOOK_KEY_SUFFIX)
 }
+
+/// The end of `TETHER_<KEY>_APP_ID`, a provider's app id, which the
+/// provider catalogue reads and checks.
+pub const APP_ID_SUFFIX: &str = "_APP_ID";
+
+/// The end of `TETHER_<KEY>_WEBHOOK_PUBLIC_KEY`, the key a provider's app
+/// webhooks are signed with, which the provider catalogue reads and checks.
+pub const WEBHOOK_KEY_SUFFIX: &str = "_WEBHOOK_PUBLIC_KEY";
 
 /// The configuration variable nearest to an unknown `name`, when it is near
 /// enough to be a typo of it.

@@ -2,12 +2,12 @@
 //! the dashboard or a connect link), a provider-signed install (Wix apps),
 //! and saving the grant either way.
 
-use crate::app::held::HeldGrant;
+use super::grant::{self, Arrival, NewGrant};
 use crate::app::App;
 use crate::db::models::connect_link::ConnectLink;
 use crate::db::models::connection::Connection;
 use crate::db::models::event::Actor;
-use crate::error::{AppError, AppResult, Code};
+use crate::error::AppResult;
 use crate::ids::TenantId;
 use crate::oauth::client::ProviderError;
 use crate::oauth::{self, Authorized, CallbackQuery, DASHBOARD};
@@ -162,8 +162,17 @@ pub async fn complete(
     let verifier = row.verifier(&app.keys)?;
     let verifier = verifier.as_ref().map(|v| v.expose().as_str());
     let authorized = exchange(app, &provider, &row.redirect_uri, &code, verifier).await?;
-    let (connection, reconnected) =
-        save(app, &provider, &row.tenant_id, authorized, &actor).await?;
+    let (connection, reconnected) = grant::save(
+        app,
+        NewGrant {
+            provider: provider.clone(),
+            tenant: row.tenant_id.clone(),
+            authorized,
+            actor,
+            arrival: Arrival::Callback,
+        },
+    )
+    .await?;
     Ok(completion(
         true,
         connected_message(&provider, &connection, reconnected),
@@ -211,92 +220,32 @@ pub async fn install(
     actor: &Actor,
 ) -> AppResult<String> {
     let account = verify_install(app, &provider, instance)?;
+    // Checked before a token is minted too: none is for a site held elsewhere.
     let holder = {
         let (p, id) = (provider.key.clone(), account.clone());
         app.db(move |c| Ok(Connection::holder(c, &p, &id)?)).await?
     };
     if holder.is_some_and(|t| &t != tenant_id) {
-        return Err(AppError::conflict(
-            Code::AccountBoundElsewhere,
-            format!(
-                "This {} site is connected to another business in the CRM. Disconnect it there first, or ask the CRM's support to move it.",
-                provider.display_name
-            ),
-        ));
+        return Err(grant::bound_elsewhere(&provider));
     }
     let authorized = app
         .platforms
         .connect_install(&app.http, &provider, &account)
         .await?;
-    let (connection, reconnected) = save(app, &provider, tenant_id, authorized, actor).await?;
+    let (connection, reconnected) = grant::save(
+        app,
+        NewGrant {
+            provider: provider.clone(),
+            tenant: tenant_id.clone(),
+            authorized,
+            actor: actor.clone(),
+            arrival: Arrival::SignedInstall,
+        },
+    )
+    .await?;
     Ok(connected_message(&provider, &connection, reconnected))
 }
 
-/// Saves a grant as the tenant's connection of `provider` (a new account,
-/// or a reconnection of the same one); says whether it was a reconnection.
-pub async fn save(
-    app: &App,
-    provider: &Arc<Provider>,
-    tenant_id: &TenantId,
-    authorized: Authorized,
-    actor: &Actor,
-) -> AppResult<(Connection, bool)> {
-    let (keys, settings, p, t, actor) = (
-        app.keys.clone(),
-        app.settings.clone(),
-        provider.clone(),
-        tenant_id.clone(),
-        actor.clone(),
-    );
-    let authorized = Arc::new(authorized);
-    let saving = {
-        let (keys, settings, p, t, actor, a) = (
-            keys.clone(),
-            settings.clone(),
-            p.clone(),
-            t.clone(),
-            actor.clone(),
-            authorized.clone(),
-        );
-        app.db(move |c| oauth::save(c, &keys, &settings, &p, &t, &a, &actor))
-            .await
-    };
-    let (connection, reconnected) = match saving {
-        Ok(saved) => saved,
-        // The provider has answered: kept until the database takes it.
-        Err(e) if e.is(Code::DatabaseUnavailable) => {
-            let what = format!("account {}", authorized.account_id);
-            app.held.hold_grant(HeldGrant {
-                tenant_id: tenant_id.to_string(),
-                provider: provider.key.to_string(),
-                what,
-                save: Box::new(move |c| {
-                    oauth::save(c, &keys, &settings, &p, &t, &authorized, &actor).map(|_| ())
-                }),
-            });
-            return Err(AppError::unavailable(
-                Code::DatabaseUnavailable,
-                format!(
-                    "{} accepted, but Tether's database did not answer. Tether keeps the new connection and stores it as soon as the database is back, usually within seconds; it then shows here.",
-                    provider.display_name
-                ),
-                crate::error::DATABASE_RETRY_AFTER_SECS,
-            ));
-        }
-        Err(e) => return Err(e),
-    };
-    app.tokens
-        .forget(&connection.tenant_id, &connection.provider);
-    log::info!(
-        "connected tenant={} provider={} connection={}",
-        connection.tenant_id,
-        provider.key,
-        connection.id
-    );
-    Ok((connection, reconnected))
-}
-
-/// "Connected Acme CRM as Main Street Dental." for the person who did it.
 fn connected_message(provider: &Provider, connection: &Connection, reconnected: bool) -> String {
     let who = connection
         .account_name

@@ -13,6 +13,7 @@
 //! No message here ever contains a token, nor any value of the request other
 //! than the tenant, provider and account ids.
 
+use super::grant::{self, Arrival, NewGrant};
 use crate::app::App;
 use crate::config::Settings;
 use crate::crypto::{KeyRing, Secret};
@@ -22,7 +23,7 @@ use crate::db::{now, DbConn};
 use crate::error::{AppError, AppResult, Code};
 use crate::ids::TenantId;
 use crate::oauth::token::{TokenResponse, MAX_EXPIRES_IN};
-use crate::oauth::{self, Authorized};
+use crate::oauth::Authorized;
 use crate::providers::{Provider, RefreshStyle};
 use chrono::{Duration, NaiveDateTime};
 use serde_json::{Map, Value};
@@ -315,7 +316,7 @@ pub fn apply(
     conn: &mut DbConn,
     ring: &KeyRing,
     settings: &Settings,
-    provider: &Provider,
+    provider: &Arc<Provider>,
     tenant_id: &TenantId,
     request: &Request,
     actor: &Actor,
@@ -398,16 +399,14 @@ pub fn apply(
             .unwrap_or_else(|| provider.scopes.clone()),
         metadata: request.metadata.clone(),
     };
-    let (connection, replaced) = oauth::save_imported(
-        conn,
-        ring,
-        settings,
-        provider,
-        tenant_id,
-        &authorized,
-        actor,
-        due,
-    )?;
+    let grant = NewGrant {
+        provider: provider.clone(),
+        tenant: tenant_id.clone(),
+        authorized,
+        actor: actor.clone(),
+        arrival: Arrival::Import { due },
+    };
+    let (connection, replaced) = grant::store(conn, ring, settings, &grant)?;
     Ok(Outcome::Imported {
         account_id,
         replaced,
@@ -509,7 +508,7 @@ pub async fn import(
             refresh: None,
         });
     };
-    app.tokens.forget(tenant_id, &provider.key);
+    grant::stored(app, connection);
     log::info!(
         "imported tenant={tenant_id} provider={} connection={} replaced={replaced} due={due} actor={actor}",
         provider.key,

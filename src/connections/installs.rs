@@ -4,6 +4,7 @@
 //! connection) for a day, until a signed-in admin claims it or the CRM
 //! assigns it; then it is revoked and dropped.
 
+use super::grant::{self, Arrival, NewGrant};
 use crate::app::App;
 use crate::db::models::connection::Connection;
 use crate::db::models::event::Actor;
@@ -12,7 +13,7 @@ use crate::db::models::tenant::Tenant;
 use crate::error::{AppError, AppResult, Code};
 use crate::ids::TenantId;
 use crate::oauth::token::TokenResponse;
-use crate::oauth::{self, Authorized};
+use crate::oauth::Authorized;
 use crate::providers::Provider;
 use chrono::Duration;
 use diesel::Connection as _;
@@ -69,8 +70,17 @@ pub async fn receive(app: &App, provider: Arc<Provider>, code: &str) -> AppResul
         let actor = Actor::Provider {
             key: provider.key.to_string(),
         };
-        let (connection, _) =
-            super::connect::save(app, &provider, &tenant_id, authorized, &actor).await?;
+        let (connection, _) = grant::save(
+            app,
+            NewGrant {
+                provider: provider.clone(),
+                tenant: tenant_id,
+                authorized,
+                actor,
+                arrival: Arrival::Reinstall,
+            },
+        )
+        .await?;
         let t = connection.tenant_id.clone();
         let tenant = app
             .db(move |c| Ok(Tenant::by_id(c, &t)?))
@@ -171,19 +181,18 @@ pub async fn claim(
                 if !PendingInstall::take(c, &id)? || install.expires_at <= crate::db::now() {
                     return Err(unknown_install());
                 }
-                if let Some(holder) = Connection::bound_tenant(c, &p.key, &install.account_id)? {
-                    if holder != t {
-                        return Err(bound_elsewhere(&p));
-                    }
-                }
-                let authorized = reopen(&keys, &install)?;
-                let (connection, _) = oauth::save(c, &keys, &settings, &p, &t, &authorized, &who)?;
-                Ok(connection)
+                let claimed = NewGrant {
+                    provider: p,
+                    tenant: t,
+                    authorized: reopen(&keys, &install)?,
+                    actor: who,
+                    arrival: Arrival::Claim,
+                };
+                Ok(grant::store(c, &keys, &settings, &claimed)?.0)
             })
         })
         .await?;
-    app.tokens
-        .forget(&connection.tenant_id, &connection.provider);
+    grant::stored(app, &connection);
     log::info!(
         "install claimed provider={} tenant={} connection={} actor={actor}",
         provider.key,
@@ -191,16 +200,6 @@ pub async fn claim(
         connection.id
     );
     Ok(connection)
-}
-
-fn bound_elsewhere(provider: &Provider) -> AppError {
-    AppError::conflict(
-        Code::AccountBoundElsewhere,
-        format!(
-            "This {} account is connected to another business in the CRM. Disconnect it there first, or ask the CRM's support to move it.",
-            provider.display_name
-        ),
-    )
 }
 
 /// The held grant as a fresh authorization, its lifetime what is left of it.
@@ -299,7 +298,7 @@ async fn revoke(app: &App, install: &PendingInstall) -> bool {
         Some(rt) => (rt.expose().as_str(), "refresh_token"),
         None => (tokens.access_token.expose().as_str(), "access_token"),
     };
-    match oauth::client::revoke(&app.http, provider, token, hint).await {
+    match crate::oauth::client::revoke(&app.http, provider, token, hint).await {
         Ok(revoked) => revoked,
         Err(e) => {
             log::warn!(

@@ -25,7 +25,7 @@ pub async fn connection(
     );
     app.db(move |c| {
         Connection::lookup(c, &t, &p, a.as_deref())?
-            .filter(|c| c.token_ciphertext.is_some())
+            .filter(|c| c.has_tokens())
             .ok_or_else(|| match a {
                 None => AppError::not_connected(),
                 Some(_) => unknown_account(),

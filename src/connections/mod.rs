@@ -5,6 +5,7 @@
 //! - `status`: the status view of a provider's accounts;
 //! - `connect`: starting and completing a connection (authorization code,
 //!   connect links, client-credentials instances), saving a grant;
+//! - `grant`: the one door through which every grant is saved;
 //! - `manage`: which account, the default account, disconnecting;
 //! - `import`: storing tokens the CRM kept itself before Tether;
 //! - `links`: issuing connect links;
@@ -17,6 +18,7 @@
 
 pub mod connect;
 pub mod directory;
+pub mod grant;
 pub mod import;
 pub mod installs;
 pub mod integration;

@@ -121,7 +121,7 @@ fn iso(t: Option<NaiveDateTime>) -> Option<String> {
 impl StatusView {
     /// One account's view (`None`: not connected).
     pub fn of(provider: &Provider, c: Option<&Connection>) -> StatusView {
-        let live = c.filter(|c| c.token_ciphertext.is_some());
+        let live = c.filter(|c| c.has_tokens());
         let scopes = live.map(Connection::scopes).unwrap_or_default();
         StatusView {
             provider: provider.key.to_string(),

@@ -235,8 +235,12 @@ fn client_post(
     mut form: Vec<(String, String)>,
 ) -> Result<reqwest::RequestBuilder, ProviderError> {
     let (id, secret) = credentials(provider)?;
+    // The request's own fields win over the provider's fixed ones (a
+    // refresh's `user_type` of the stored token over a configured one).
     for (k, v) in &provider.token_params {
-        form.push((k.clone(), v.clone()));
+        if !form.iter().any(|(name, _)| name == k) {
+            form.push((k.clone(), v.clone()));
+        }
     }
     let req = http.post(url);
     Ok(match auth {

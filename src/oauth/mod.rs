@@ -6,13 +6,10 @@ pub mod token;
 
 use crate::config::Settings;
 use crate::crypto::{random_token, redacted, sha256_hex, KeyRing, Secret};
-use crate::db::models::connection::{Connection, Grant};
-use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::db::models::oauth_state::{NewState, OAuthState};
 use crate::db::{now, DbConn};
 use crate::error::{AppError, AppResult, Code};
-use crate::ids::TenantId;
-use crate::providers::{Flow, Provider, RefreshStyle};
+use crate::providers::{Flow, Provider};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::Duration;
@@ -134,6 +131,12 @@ pub fn start(
             .append_pair("state", &state);
         if !provider.scopes.is_empty() {
             q.append_pair("scope", &provider.scopes.join(&provider.scope_separator));
+        }
+        if !provider.optional_scopes.is_empty() {
+            q.append_pair(
+                "optional_scope",
+                &provider.optional_scopes.join(&provider.scope_separator),
+            );
         }
         if let Some(v) = &verifier {
             q.append_pair("code_challenge", &pkce_challenge(v.expose()))
@@ -370,103 +373,6 @@ pub async fn identify(
             account_name.or_else(|| Some(provider.display_name.clone())),
         ),
     })
-}
-
-/// Stores an authorization as the tenant's connection and records the event.
-/// Returns the connection and whether it replaced an earlier one.
-pub fn save(
-    conn: &mut DbConn,
-    ring: &KeyRing,
-    settings: &Settings,
-    provider: &Provider,
-    tenant_id: &TenantId,
-    auth: &Authorized,
-    actor: &Actor,
-) -> AppResult<(Connection, bool)> {
-    store(
-        conn, ring, settings, provider, tenant_id, auth, actor, false,
-    )
-}
-
-/// As [`save`], for tokens that come from elsewhere than the provider's
-/// token endpoint just now (an import): `due` makes their refresh due at
-/// once, for a token that expired or expires within the refresh margin.
-#[allow(clippy::too_many_arguments)]
-pub fn save_imported(
-    conn: &mut DbConn,
-    ring: &KeyRing,
-    settings: &Settings,
-    provider: &Provider,
-    tenant_id: &TenantId,
-    auth: &Authorized,
-    actor: &Actor,
-    due: bool,
-) -> AppResult<(Connection, bool)> {
-    store(conn, ring, settings, provider, tenant_id, auth, actor, due)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn store(
-    conn: &mut DbConn,
-    ring: &KeyRing,
-    settings: &Settings,
-    provider: &Provider,
-    tenant_id: &TenantId,
-    auth: &Authorized,
-    actor: &Actor,
-    due: bool,
-) -> AppResult<(Connection, bool)> {
-    let t = now();
-    let existed = Connection::find(conn, tenant_id, &provider.key, &auth.account_id)?
-        .is_some_and(|c| c.token_ciphertext.is_some());
-    let next_refresh_at = match (auth.response.expires_in, provider.refresh) {
-        (_, RefreshStyle::None) | (None, _) => None,
-        _ if due => Some(t),
-        (Some(lifetime), _) => Some(token::next_refresh_at(
-            t,
-            lifetime,
-            settings.refresh.margin.as_secs() as i64,
-        )),
-    };
-    let refresh_expires_at = provider
-        .refresh_token_lifetime_days
-        .filter(|_| auth.response.tokens.refresh_token.is_some())
-        .map(|days| t + Duration::days(days));
-    let connection = Connection::store_grant(
-        conn,
-        ring,
-        &Grant {
-            tenant_id,
-            provider: &provider.key,
-            account_id: &auth.account_id,
-            account_name: auth.account_name.as_deref(),
-            scopes: &auth.scopes,
-            tokens: &auth.response.tokens,
-            expires_at: auth.response.expires_at(t),
-            refresh_expires_at,
-            next_refresh_at,
-            metadata: &auth.metadata,
-        },
-    )?;
-    let kind = if existed {
-        EventKind::Reconnected
-    } else {
-        EventKind::Connected
-    };
-    let detail = auth.account_name.as_deref().unwrap_or(&auth.account_id);
-    crate::db::models::webhook::record(
-        conn,
-        settings.webhook.is_some(),
-        &NewEvent {
-            tenant_id,
-            connection_id: Some(&connection.id),
-            provider: &provider.key,
-            kind,
-            actor,
-            detail: Some(detail),
-        },
-    )?;
-    Ok((connection, existed))
 }
 
 #[cfg(test)]

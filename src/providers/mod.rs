@@ -53,6 +53,7 @@ struct ProviderToml {
     #[serde(alias = "authorization_response_iss_parameter_supported")]
     iss_required: Option<bool>,
     scopes: Option<Vec<String>>,
+    optional_scopes: Option<Vec<String>>,
     scope_separator: Option<String>,
     provider_initiated_installs: Option<bool>,
     pkce: Option<bool>,
@@ -201,6 +202,13 @@ impl Catalogue {
         if !half.is_empty() {
             return Err(CatalogueError(half.join("; ")));
         }
+        let problems: Vec<String> = providers
+            .values_mut()
+            .flat_map(|p| read_app(p, env))
+            .collect();
+        if !problems.is_empty() {
+            return Err(CatalogueError(problems.join("; ")));
+        }
         if settings.demo_provider {
             let demo = presets::demo(settings);
             providers.insert(demo.key.to_string(), demo);
@@ -272,6 +280,7 @@ fn merge(mut p: Provider, t: ProviderToml) -> Provider {
         authorize_url,
         token_url,
         scopes,
+        optional_scopes,
         scope_separator,
         pkce,
         client_auth
@@ -319,6 +328,37 @@ fn merge(mut p: Provider, t: ProviderToml) -> Provider {
             .collect();
     }
     p
+}
+
+/// Reads a provider's app settings from the environment:
+/// `TETHER_<KEY>_APP_ID` and `TETHER_<KEY>_WEBHOOK_PUBLIC_KEY` (over the
+/// preset's key). Returns what is wrong, by variable; never a value.
+fn read_app(p: &mut Provider, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    let upper = p.key.to_ascii_uppercase().replace('-', "_");
+    let mut problems = Vec::new();
+    let app_var = format!("TETHER_{upper}{}", crate::config::APP_ID_SUFFIX);
+    if let Some(id) = env(&app_var) {
+        let id = id.trim().to_string();
+        let ok = id.len() <= 128
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            p.app_id = Some(id);
+        } else {
+            problems.push(format!(
+                "{app_var}: is 1 to 128 letters, digits, '-' or '_'"
+            ));
+        }
+    }
+    let key_var = format!("TETHER_{upper}{}", crate::config::WEBHOOK_KEY_SUFFIX);
+    if let Some(text) = env(&key_var) {
+        match crate::crypto::ed25519_public_key(&text) {
+            Ok(key) => p.webhook_key = Some(key),
+            Err(why) => problems.push(format!("{key_var}: {why}")),
+        }
+    }
+    problems
 }
 
 /// The platforms whose code `src/platforms/` holds: a provider's `platform`
@@ -887,5 +927,35 @@ scopes = ["openid"]
         .unwrap_err()
         .to_string();
         assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn an_app_s_webhook_key_defaults_to_the_published_one_and_a_bad_one_or_app_id_stops_start() {
+        let c = Catalogue::build(&settings(), None, &no_env).unwrap();
+        let ghl = c.get("gohighlevel").unwrap();
+        assert_eq!(
+            crate::crypto::ed25519_spki_base64(&ghl.webhook_key.unwrap()),
+            presets::GOHIGHLEVEL_WEBHOOK_KEY
+        );
+        assert!(ghl.app_id.is_none());
+        let bad = |name: &str| match name {
+            "TETHER_GOHIGHLEVEL_WEBHOOK_PUBLIC_KEY" => Some("c29tZXRoaW5nLWVsc2U=".to_string()),
+            "TETHER_GOHIGHLEVEL_APP_ID" => Some("bad id!".to_string()),
+            _ => None,
+        };
+        let err = Catalogue::build(&settings(), None, &bad).unwrap_err().0;
+        assert!(
+            err.contains("TETHER_GOHIGHLEVEL_WEBHOOK_PUBLIC_KEY: is 14 bytes of DER"),
+            "{err}"
+        );
+        assert!(!err.contains("c29tZXRoaW5n"), "{err}");
+        assert!(err.contains("TETHER_GOHIGHLEVEL_APP_ID"), "{err}");
+        let good =
+            |name: &str| (name == "TETHER_GOHIGHLEVEL_APP_ID").then(|| "64f0a1b2c3".to_string());
+        let c = Catalogue::build(&settings(), None, &good).unwrap();
+        assert_eq!(
+            c.get("gohighlevel").unwrap().app_id.as_deref(),
+            Some("64f0a1b2c3")
+        );
     }
 }

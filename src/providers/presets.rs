@@ -58,6 +58,9 @@ pub(super) fn base(
         rotates_refresh_tokens: true,
         location_tokens: false,
         platform: None,
+        optional_scopes: Vec::new(),
+        app_id: None,
+        webhook_key: None,
         settings_schema: Vec::new(),
         credentials: None,
     }
@@ -94,6 +97,11 @@ fn params(items: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// GoHighLevel's published webhook signing key (Ed25519, SPKI DER in
+/// base64), for `X-GHL-Signature`: PROVIDERS.md.
+pub const GOHIGHLEVEL_WEBHOOK_KEY: &str =
+    "MCowBQYDK2VwAyEAi2HR1srL4o18O8BRa7gVJY7G7bupbN3H9AwJrHCDiOg=";
+
 /// GoHighLevel's preset key, which is also its platform's name
 /// (`src/platforms/gohighlevel/`).
 pub const GOHIGHLEVEL: &str = "gohighlevel";
@@ -106,15 +114,12 @@ pub fn all() -> Vec<Provider> {
             // unknown parameter may be refused; `pkce = true` in the
             // providers file turns it on.
             pkce: false,
-            // `locations.readonly` names the location: without it (a
-            // providers file that drops it, or an app not granted it) the
+            // No scope of its own: a Marketplace app declares its scopes in
+            // the app's settings, and the install asks for those. A
+            // `scopes` list in the providers file is sent as `scope`.
+            // `locations.readonly` names the location: without it the
             // lookup is refused and the connection shows the location id.
-            scopes: strings(&[
-                "contacts.readonly",
-                "contacts.write",
-                "conversations/message.write",
-                "locations.readonly",
-            ]),
+            scopes: Vec::new(),
             userinfo_url: Some(
                 "https://services.leadconnectorhq.com/locations/{locationId}".into(),
             ),
@@ -126,11 +131,18 @@ pub fn all() -> Vec<Provider> {
                 "userType",
                 "approvedLocations",
                 "planId",
+                // A bulk install: whether it was one, whether every
+                // location was approved, and whether later ones are too.
+                "isBulkInstallation",
+                "approveAllLocations",
+                "installToFutureLocations",
             ]),
             // A location token names its location; an agency's (Company)
             // token only its company.
             account_id: strings(&["/locationId", "/companyId"]),
-            token_params: params(&[("user_type", "Location")]),
+            // No `user_type` on the exchange: the install says which
+            // (a location or the agency). A refresh sends the stored
+            // token's own `userType` (src/platforms/gohighlevel/).
             api_base_url: Some("https://services.leadconnectorhq.com".into()),
             refresh_token_lifetime_days: Some(365),
             // Every API call names the API version it was written against;
@@ -140,6 +152,10 @@ pub fn all() -> Vec<Provider> {
             // scopes `oauth.write` and `oauth.readonly`) serves its locations.
             location_tokens: true,
             platform: Some(GOHIGHLEVEL.into()),
+            webhook_key: Some(
+                crate::crypto::ed25519_public_key(GOHIGHLEVEL_WEBHOOK_KEY)
+                    .expect("GoHighLevel's published key reads"),
+            ),
             // Where the CRM files what it creates for the tenant (opportunities).
             settings_schema: vec![
                 SettingField::new(

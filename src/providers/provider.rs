@@ -144,6 +144,10 @@ pub struct Provider {
     /// callback without one is refused rather than taken on trust.
     pub iss_required: bool,
     pub scopes: Vec<String>,
+    /// Scopes the app may use where the account grants them, sent as
+    /// `optional_scope` beside `scope` (HubSpot: a required scope the
+    /// account cannot grant fails the install; an optional one is left out).
+    pub optional_scopes: Vec<String>,
     pub scope_separator: String,
     /// Installs may start at the provider (GoHighLevel's Marketplace): its
     /// callback then carries a code and no state, and the grant is held
@@ -190,6 +194,12 @@ pub struct Provider {
     pub settings_schema: Vec<SettingField>,
     /// Client id and secret, when configured.
     pub credentials: Option<(String, Secret<String>)>,
+    /// The provider's app (a Marketplace app's id), from
+    /// `TETHER_<KEY>_APP_ID`: its app webhooks for another app are refused.
+    pub app_id: Option<String>,
+    /// The raw Ed25519 key its app webhooks are signed with: the preset's
+    /// (the platform's published key), or `TETHER_<KEY>_WEBHOOK_PUBLIC_KEY`.
+    pub webhook_key: Option<[u8; 32]>,
 }
 
 /// The field names of `{field}` placeholders in a URL template, or why the
@@ -223,7 +233,7 @@ impl Provider {
     /// The marketplace app's id as the client id says it, for GoHighLevel's
     /// installedLocations when TETHER_GOHIGHLEVEL_APP_ID is unset: the part
     /// before its first '-' (GoHighLevel client ids are `<appId>-<suffix>`).
-    pub fn app_id(&self) -> Option<&str> {
+    pub fn client_app_id(&self) -> Option<&str> {
         let (id, _) = self.credentials.as_ref()?;
         id.split('-').next().filter(|s| !s.is_empty())
     }

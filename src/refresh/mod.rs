@@ -104,7 +104,7 @@ async fn claim(state: &App, id: &str) -> AppResult<Option<Leased>> {
             }
             match Connection::by_id(c, &id).ok() {
                 None => Err(AppError::not_found("no such connection")),
-                Some(row) if row.token_ciphertext.is_none() => Err(not_connected()),
+                Some(row) if !row.has_tokens() => Err(not_connected()),
                 Some(row) if row.status() == Status::NeedsReconnect => Err(needs_reconnect()),
                 Some(_) => Ok(None),
             }
@@ -337,7 +337,7 @@ pub async fn fresh_token(
         Err(e) => return Err(e),
     };
     let row = current
-        .filter(|c| c.token_ciphertext.is_some())
+        .filter(|c| c.has_tokens())
         .ok_or_else(|| match account {
             None => not_connected(),
             Some(_) => crate::db::models::connection::unknown_account(),

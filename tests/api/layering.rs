@@ -484,6 +484,122 @@ fn every_import_points_down_the_ranks() {
     );
 }
 
+/// Words that name a platform with a home of its own, or one of its facts
+/// (its metadata fields, headers, hosts, grants), lower case. A word that is
+/// part of a longer one counts (`TETHER_GOHIGHLEVEL_APP_ID`).
+const PLATFORM_WORDS: &[&str] = &[
+    "gohighlevel",
+    "leadconnector",
+    "locationid",
+    "companyid",
+    "usertype",
+    "approvedlocations",
+    "instanceid",
+    "hubspot",
+    "hub_id",
+    "instagram",
+    "ig_refresh_token",
+    "ig_exchange_token",
+    "wixapis",
+];
+
+/// Short names that count only as a whole part of a word (`X-GHL-Signature`,
+/// `wix`), not inside another (`highlight`).
+const PLATFORM_PARTS: &[&str] = &["ghl", "wix"];
+
+/// The code of a Rust file without its comments (string literals kept: a
+/// platform's name in a string is still a platform's name in the code).
+fn without_comments(src: &str) -> String {
+    let s: Vec<char> = src.chars().collect();
+    let (mut out, mut i) = (String::new(), 0);
+    while i < s.len() {
+        let end = comment_or_literal_end(&s, i);
+        let comment = s[i] == '/' && matches!(s.get(i + 1), Some('/') | Some('*'));
+        if end == i {
+            out.push(s[i]);
+            i += 1;
+        } else {
+            if comment {
+                // Keep the line breaks, so that line numbers stay right.
+                out.extend(s[i..end].iter().filter(|&&c| c == '\n'));
+            } else {
+                out.extend(&s[i..end]);
+            }
+            i = end;
+        }
+    }
+    out
+}
+
+/// The platform words on each line of `code`, as (line, word).
+fn platform_words(code: &str) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    for (n, line) in code.lines().enumerate() {
+        for word in line.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+            let lower = word.to_ascii_lowercase();
+            let named = PLATFORM_WORDS.iter().any(|w| lower.contains(w))
+                || lower.split('_').any(|part| PLATFORM_PARTS.contains(&part));
+            if named {
+                found.push((n + 1, word.to_string()));
+            }
+        }
+    }
+    found
+}
+
+/// Generic code reaches the platforms through the seam (`src/platform.rs`)
+/// and never names one: what a platform is lives in `src/providers/` (its
+/// preset, the data) and `src/platforms/` (its behaviour).
+#[test]
+fn only_the_platforms_homes_name_a_platform() {
+    let homes = ["providers/", "platforms/", "redaction_tests.rs"];
+    let mut offences = Vec::new();
+    let mut read = 0;
+    for (file, src) in &sources() {
+        if homes.iter().any(|home| file.starts_with(home)) {
+            continue;
+        }
+        read += 1;
+        for (line, word) in platform_words(&without_comments(src)) {
+            offences.push(format!("src/{file}:{line}: {word}"));
+        }
+    }
+    assert!(
+        read > 50,
+        "only {read} files read outside the platforms' homes"
+    );
+    assert!(
+        offences.is_empty(),
+        "generic code names a platform (move it into src/platforms/ behind the seam):\n{}",
+        offences.join("\n")
+    );
+}
+
+#[test]
+fn the_platform_scanner_reads_code_and_strings_but_not_comments() {
+    let snippet = r##"let key = "gohighlevel"; // wix in a comment
+/* hubspot */ const TETHER_GOHIGHLEVEL_APP_ID: &str = "";
+let h = "X-GHL-Signature"; let s = "highlight"; let r = r#"{"locationId":1}"#;
+/// Instagram in a doc comment
+let w = wix::Wix;
+"##;
+    let found: Vec<String> = platform_words(&without_comments(snippet))
+        .iter()
+        .map(|(line, word)| format!("{line}:{word}"))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "1:gohighlevel",
+            "2:TETHER_GOHIGHLEVEL_APP_ID",
+            "3:GHL",
+            "3:locationId",
+            "5:wix",
+            "5:Wix"
+        ]
+    );
+}
+
 #[test]
 fn the_import_scanner_reads_grouped_uses_inline_modules_and_skips_strings() {
     let snippet = r##"use crate::{a::b, c::{d, e}};

@@ -52,7 +52,7 @@ async fn status(app: &TestApp, key: &str) -> serde_json::Value {
 }
 
 backend_tests!(
-    gohighlevel_sends_user_type_and_keeps_location_and_company_as_metadata,
+    gohighlevel_asks_no_scope_and_no_user_type_keeps_its_account_fields_and_refreshes_as_the_token_s_type,
     gohighlevel_api_calls_carry_its_version_header_through_the_proxy_and_the_token_api,
     instagram_trades_for_a_long_lived_token_and_an_expired_token_needs_reconnect,
     google_asks_for_offline_access_with_pkce,
@@ -165,14 +165,9 @@ async fn a_gohighlevel_location_lookup_refused_for_want_of_scope_keeps_the_conne
     );
     assert_eq!(s["account"]["id"], "loc_123");
     assert!(s["account"]["name"].is_null(), "{s}");
-    assert_eq!(
-        s["missing_scopes"],
-        serde_json::json!([
-            "contacts.write",
-            "conversations/message.write",
-            "locations.readonly"
-        ])
-    );
+    // The preset asks no scope of its own (the app's declared ones apply),
+    // so none is missing from what was granted.
+    assert_eq!(s["missing_scopes"], serde_json::json!([]));
 }
 
 async fn a_hubspot_connection_is_the_hub_named_by_introspection_with_the_token_in_the_body(
@@ -184,10 +179,20 @@ async fn a_hubspot_connection_is_the_hub_named_by_introspection_with_the_token_i
         backend,
         "hubspot",
         &format!(
-            "authorize_url = \"{base}/oauth/authorize\"\ntoken_url = \"{base}/oauth/token\"\nuserinfo_url = \"{base}/oauth/2026-03/token/introspect\"\n"
+            "authorize_url = \"{base}/oauth/authorize\"\ntoken_url = \"{base}/oauth/token\"\nuserinfo_url = \"{base}/oauth/2026-03/token/introspect\"\nscopes = [\"oauth\", \"crm.objects.contacts.read\"]\noptional_scopes = [\"crm.objects.deals.read\", \"tickets\"]\n"
         ),
     )
     .await;
+    // Required scopes in `scope`, the ones the hub may lack in `optional_scope`.
+    let url = authorize_url(&app, "hubspot").await;
+    assert_eq!(
+        query_param(&url, "scope").as_deref(),
+        Some("oauth crm.objects.contacts.read")
+    );
+    assert_eq!(
+        query_param(&url, "optional_scope").as_deref(),
+        Some("crm.objects.deals.read tickets")
+    );
     // The token's metadata as HubSpot documents it (hub_id, user, hub_domain).
     Mock::given(method("POST"))
         .and(path("/oauth/2026-03/token/introspect"))
@@ -261,7 +266,9 @@ async fn a_bing_connection_is_named_after_the_platform_instead_of_default(backen
     );
 }
 
-async fn gohighlevel_sends_user_type_and_keeps_location_and_company_as_metadata(backend: Backend) {
+async fn gohighlevel_asks_no_scope_and_no_user_type_keeps_its_account_fields_and_refreshes_as_the_token_s_type(
+    backend: Backend,
+) {
     let fake = MockServer::start().await;
     let base = fake.uri();
     let app = app_with_preset(
@@ -274,19 +281,22 @@ async fn gohighlevel_sends_user_type_and_keeps_location_and_company_as_metadata(
     .await;
     let url = authorize_url(&app, "gohighlevel").await;
     assert!(url.starts_with(&format!("{base}/oauth/chooselocation?")));
-    assert_eq!(
-        query_param(&url, "scope").as_deref(),
-        Some("contacts.readonly contacts.write conversations/message.write locations.readonly")
-    );
+    // The Marketplace app's own scopes apply: none is forced on the install.
+    assert_eq!(query_param(&url, "scope"), None);
+    // Nor is a user type: the install says whether it is a location's.
+    let no_user_type =
+        |r: &wiremock::Request| !String::from_utf8_lossy(&r.body).contains("user_type");
     Mock::given(method("POST"))
         .and(path("/oauth/token"))
-        .and(body_string_contains("user_type=Location"))
+        .and(body_string_contains("grant_type=authorization_code"))
+        .and(no_user_type)
         .and(body_string_contains("client_id=preset-client"))
         .and(body_string_contains("client_secret=preset-secret"))
         .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
             "access_token": "ghl-at", "token_type": "Bearer", "expires_in": 86399, "refresh_token": "ghl-rt",
             "scope": "contacts.readonly conversations/message.write", "userType": "Location",
-            "companyId": "c_9", "locationId": "loc_123", "userId": "u_1", "isBulkInstallation": false
+            "companyId": "c_9", "locationId": "loc_123", "userId": "u_1", "isBulkInstallation": false,
+            "planId": "p_1", "refreshTokenId": "rt_1"
         })))
         .expect(1)
         .mount(&fake)
@@ -302,8 +312,9 @@ async fn gohighlevel_sends_user_type_and_keeps_location_and_company_as_metadata(
     assert_eq!(s["metadata"]["locationId"], "loc_123");
     assert_eq!(s["metadata"]["companyId"], "c_9");
     assert_eq!(s["metadata"]["userType"], "Location");
+    assert_eq!(s["metadata"]["isBulkInstallation"], false);
     assert!(
-        s["metadata"].get("isBulkInstallation").is_none(),
+        s["metadata"].get("refreshTokenId").is_none(),
         "only keep_fields are kept"
     );
     assert_eq!(
@@ -313,6 +324,29 @@ async fn gohighlevel_sends_user_type_and_keeps_location_and_company_as_metadata(
     let expires = chrono::DateTime::parse_from_rfc3339(s["expires_at"].as_str().unwrap()).unwrap();
     let in_secs = (expires.timestamp() - chrono::Utc::now().timestamp()) as i64;
     assert!((86_000..=86_400).contains(&in_secs), "{in_secs}");
+    // A refresh names the stored token's own type.
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .and(body_string_contains("grant_type=refresh_token"))
+        .and(body_string_contains("refresh_token=ghl-rt"))
+        .and(body_string_contains("user_type=Location"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": "ghl-at-2", "token_type": "Bearer", "expires_in": 86399,
+            "refresh_token": "ghl-rt-2", "userType": "Location", "locationId": "loc_123"
+        })))
+        .expect(1)
+        .mount(&fake)
+        .await;
+    let row = app.default_connection("acme", "gohighlevel").unwrap();
+    let refreshed = tether::refresh::refresh_now(
+        &app.state,
+        &row.id,
+        &tether::db::models::event::Actor::Scheduler,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(refreshed.version > row.version);
 }
 
 async fn instagram_trades_for_a_long_lived_token_and_an_expired_token_needs_reconnect(

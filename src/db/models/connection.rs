@@ -219,6 +219,12 @@ fn aad<'a>(id: &'a str, tenant_id: &'a str, provider: &'a str) -> Aad<'a> {
 }
 
 impl Connection {
+    /// Whether the row holds a token set: a connected account (or one whose
+    /// refresh is failing), not a disconnected one.
+    pub fn has_tokens(&self) -> bool {
+        self.token_ciphertext.is_some()
+    }
+
     /// Stores a new grant for (tenant, provider, account): a new row, or the
     /// existing one overwritten with status `connected`. Returns the row.
     pub fn store_grant(
@@ -430,8 +436,7 @@ impl Connection {
         provider: &str,
         account_id: &str,
     ) -> QueryResult<Option<Connection>> {
-        Ok(Connection::find(conn, tenant_id, provider, account_id)?
-            .filter(|c| c.token_ciphertext.is_some()))
+        Ok(Connection::find(conn, tenant_id, provider, account_id)?.filter(|c| c.has_tokens()))
     }
 
     /// The named account, or the default when `account` is `None`.
@@ -511,7 +516,7 @@ impl Connection {
     pub fn make_default(conn: &mut DbConn, id: &str) -> AppResult<Connection> {
         let target = Connection::by_id(conn, id)
             .optional()?
-            .filter(|c| c.token_ciphertext.is_some())
+            .filter(|c| c.has_tokens())
             .ok_or_else(unknown_account)?;
         if target.is_default {
             return Ok(target);
@@ -570,7 +575,7 @@ impl Connection {
                     Ok(Connection::by_id(conn, &target.id)?)
                 }
                 Ok(_) => match Connection::by_id(conn, &target.id).optional()? {
-                    Some(c) if c.token_ciphertext.is_some() => Err(busy()),
+                    Some(c) if c.has_tokens() => Err(busy()),
                     _ => Err(unknown_account()),
                 },
             }

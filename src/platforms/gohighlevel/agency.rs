@@ -8,6 +8,7 @@
 use super::account::{Account, AGENCY};
 use super::client;
 use crate::app::App;
+use crate::connections::grant::{self, Arrival, NewGrant};
 use crate::db::models::connection::Connection;
 use crate::db::models::event::Actor;
 use crate::error::{AppError, AppResult, Code};
@@ -185,7 +186,7 @@ pub async fn mint(
     }
     let mut metadata = response.metadata(provider);
     metadata[AGENCY] = agency.account_id.clone().into();
-    let auth = Authorized {
+    let authorized = Authorized {
         scopes: response.scopes.clone().unwrap_or_else(|| agency.scopes()),
         response,
         account_id,
@@ -196,44 +197,19 @@ pub async fn mint(
         "minted a location token tenant={tenant_id} provider={} location={location}",
         provider.key
     );
-    let (keys, settings, provider_owned, tenant, actor) = (
-        state.keys.clone(),
-        state.settings.clone(),
-        provider.clone(),
-        tenant_id.clone(),
-        actor.clone(),
-    );
-    let auth = Arc::new(auth);
-    let saving = {
-        let (keys, settings, p, t, actor, a) = (
-            keys.clone(),
-            settings.clone(),
-            provider_owned.clone(),
-            tenant.clone(),
-            actor.clone(),
-            auth.clone(),
-        );
-        state
-            .db(move |c| oauth::save(c, &keys, &settings, &p, &t, &a, &actor).map(|(row, _)| row))
-            .await
-    };
-    match saving {
-        // Kept until the database takes it (and minted again if this
-        // process stops first: nothing is lost by that).
-        Err(e) if e.is(Code::DatabaseUnavailable) => {
-            state.held.hold_grant(crate::app::held::HeldGrant {
-                tenant_id: tenant_id.to_string(),
-                provider: provider.key.to_string(),
-                what: format!("location {location}"),
-                save: Box::new(move |c| {
-                    oauth::save(c, &keys, &settings, &provider_owned, &tenant, &auth, &actor)
-                        .map(|_| ())
-                }),
-            });
-            Err(e)
-        }
-        saved => saved,
-    }
+    let provider = state.enabled_provider(&provider.key)?;
+    let (connection, _) = grant::save(
+        state,
+        NewGrant {
+            provider,
+            tenant: tenant_id.clone(),
+            authorized,
+            actor: actor.clone(),
+            arrival: Arrival::Mint,
+        },
+    )
+    .await?;
+    Ok(connection)
 }
 
 /// The agency's locations and where the app is installed, from
@@ -247,12 +223,10 @@ pub async fn installed_locations(
         return Err(crate::platform::no_locations(provider));
     }
     let agency = find_agency(state, tenant_id, provider).await?;
-    let app_id = state
-        .settings
-        .gohighlevel
+    let app_id = provider
         .app_id
         .clone()
-        .or_else(|| provider.app_id().map(str::to_string))
+        .or_else(|| provider.client_app_id().map(str::to_string))
         .ok_or_else(|| {
             AppError::conflict(
                 Code::ProviderMisconfigured,

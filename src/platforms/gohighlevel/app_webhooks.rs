@@ -33,13 +33,18 @@ struct Handled {
 /// Takes an app webhook: its raw body, signed in `X-GHL-Signature`.
 pub async fn take(app: &App, body: &[u8], headers: &HeaderMap) -> AppResult<Taken> {
     let provider = app.enabled_provider(PROVIDER)?;
-    let ghl = &app.settings.gohighlevel;
+    let key = provider.webhook_key.ok_or_else(|| {
+        AppError::conflict(
+            Code::ProviderMisconfigured,
+            "no key to verify app webhooks with: set TETHER_GOHIGHLEVEL_WEBHOOK_PUBLIC_KEY",
+        )
+    })?;
     let signature = headers
         .get(events::SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok());
-    events::verify(&ghl.webhook_key, body, signature)?;
+    events::verify(&key, body, signature)?;
     let event = events::parse(body)?;
-    events::check_app(&event, ghl.app_id.as_deref())?;
+    events::check_app(&event, provider.app_id.as_deref())?;
     events::check_fresh(&event, chrono::Utc::now())?;
     let notify = app.settings.webhook.is_some();
     let handled = app
@@ -122,7 +127,7 @@ fn apply(c: &mut DbConn, event: &AppEvent, notify: bool) -> AppResult<Handled> {
             if rows.is_empty() && handled.dropped_installs == 0 {
                 return Err(unknown_location(&what));
             }
-            for row in rows.iter().filter(|r| r.token_ciphertext.is_some()) {
+            for row in rows.iter().filter(|r| r.has_tokens()) {
                 Connection::erase(c, &row.id)?;
                 crate::db::models::webhook::record(
                     c,

@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::db::models::connection::{Connection, Status, TokenSet};
 use crate::db::now;
 use crate::ids::TenantId;
-use crate::oauth::client::ProviderError;
+use crate::oauth::client::{self as oauth_client, ProviderError};
 use crate::platform::{Answer, Due, Location, Platform, Taken, Worker};
 use crate::providers::Provider;
 use account::Account;
@@ -57,14 +57,36 @@ impl Platform<App> for GoHighLevel {
         Account::of(&row.metadata()).agency
     }
 
+    /// A minted location token is minted again; any other is refreshed
+    /// with `user_type` set to the stored token's own type, as the token
+    /// endpoint takes it (a company's token refreshed as a location's would
+    /// be refused).
     fn renew<'a>(
         &'a self,
         http: &'a reqwest::Client,
         provider: &'a Provider,
         due: Due<'a>,
     ) -> Option<BoxFuture<'a, Answer>> {
-        self.minted_from(provider, due.row, due.tokens)?;
-        Some(remint(http, provider, due).boxed())
+        if self.minted_from(provider, due.row, due.tokens).is_some() {
+            return Some(remint(http, provider, due).boxed());
+        }
+        let user_type = Account::of(&due.row.metadata()).user_type;
+        let refresh_token = due
+            .tokens
+            .refresh_token
+            .as_ref()
+            .map(|t| t.expose().clone());
+        Some(
+            async move {
+                let extra: Vec<(&str, &str)> = user_type
+                    .as_deref()
+                    .map(|t| ("user_type", t))
+                    .into_iter()
+                    .collect();
+                oauth_client::refresh(http, provider, refresh_token.as_deref(), &extra).await
+            }
+            .boxed(),
+        )
     }
 
     fn app_webhook<'a>(
@@ -93,6 +115,15 @@ impl Platform<App> for GoHighLevel {
         provider: &'a Provider,
     ) -> Option<BoxFuture<'a, crate::error::AppResult<Vec<Location>>>> {
         Some(agency::installed_locations(app, tenant, provider).boxed())
+    }
+
+    fn warnings(&self, provider: &Provider, base_url: &str) -> Vec<String> {
+        if provider.app_id.is_some() {
+            return Vec::new();
+        }
+        vec![format!(
+            "TETHER_GOHIGHLEVEL_APP_ID is unset, so app webhooks of any Marketplace app signed by GoHighLevel are taken at {base_url}/webhooks/{NAME}"
+        )]
     }
 
     fn workers(&self, app: &Arc<App>) -> Vec<Worker> {

@@ -1,0 +1,190 @@
+//! The one door for a grant. Every way a token set arrives (a callback, a
+//! provider-signed install, a Marketplace install for the tenant that holds
+//! the account, a claimed or assigned install, a location minted from its
+//! agency, an import) is saved here: sealed into the connection, checked
+//! against the account-holder rule, recorded as an event in the same
+//! transaction, and every cache of the tenant's tokens cleared.
+
+use crate::app::held::HeldGrant;
+use crate::app::App;
+use crate::config::Settings;
+use crate::crypto::KeyRing;
+use crate::db::models::connection::{self, Connection};
+use crate::db::models::event::{Actor, EventKind, NewEvent};
+use crate::db::{now, DbConn};
+use crate::error::{AppError, AppResult, Code};
+use crate::ids::TenantId;
+use crate::oauth::{token, Authorized};
+use crate::providers::{Provider, RefreshStyle};
+use chrono::Duration;
+use std::sync::Arc;
+
+/// How a grant arrived: which holder rule applies, and when it is refreshed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// The authorization-code callback of a connect the tenant started.
+    Callback,
+    /// A provider-signed install (Wix): refused when another tenant holds
+    /// the account's tokens.
+    SignedInstall,
+    /// A Marketplace install for the tenant the account is bound to.
+    Reinstall,
+    /// A held install claimed or assigned: refused when the account is
+    /// bound to another tenant.
+    Claim,
+    /// A location's token minted from the tenant's agency.
+    Mint,
+    /// Tokens the CRM kept itself; `due`: refresh them at once (expired or
+    /// within the refresh margin).
+    Import { due: bool },
+}
+
+/// A grant on its way in.
+pub struct NewGrant {
+    pub provider: Arc<Provider>,
+    pub tenant: TenantId,
+    pub authorized: Authorized,
+    pub actor: Actor,
+    pub arrival: Arrival,
+}
+
+/// The account is bound to another tenant.
+pub fn bound_elsewhere(provider: &Provider) -> AppError {
+    AppError::conflict(
+        Code::AccountBoundElsewhere,
+        format!(
+            "This {} account is connected to another business in the CRM. Disconnect it there first, or ask the CRM's support to move it.",
+            provider.display_name
+        ),
+    )
+}
+
+/// The account-holder rule for `grant`'s arrival.
+fn check_holder(c: &mut DbConn, grant: &NewGrant) -> AppResult<()> {
+    let (key, account) = (&grant.provider.key, &grant.authorized.account_id);
+    let other = match grant.arrival {
+        Arrival::SignedInstall => Connection::holder(c, key, account)?,
+        Arrival::Claim => Connection::bound_tenant(c, key, account)?,
+        _ => None,
+    };
+    match other {
+        Some(holder) if holder != grant.tenant => Err(bound_elsewhere(&grant.provider)),
+        _ => Ok(()),
+    }
+}
+
+/// Stores a grant within the caller's database work (a claim takes its
+/// install in the same transaction). Returns the connection and whether it
+/// replaced tokens the tenant held for the account. The caller clears the
+/// caches once its work is committed ([`stored`]).
+pub fn store(
+    c: &mut DbConn,
+    ring: &KeyRing,
+    settings: &Settings,
+    grant: &NewGrant,
+) -> AppResult<(Connection, bool)> {
+    check_holder(c, grant)?;
+    let (provider, auth) = (&grant.provider, &grant.authorized);
+    let t = now();
+    let existed = Connection::find(c, &grant.tenant, &provider.key, &auth.account_id)?
+        .is_some_and(|row| row.has_tokens());
+    let due = matches!(grant.arrival, Arrival::Import { due: true });
+    let next_refresh_at = match (auth.response.expires_in, provider.refresh) {
+        (_, RefreshStyle::None) | (None, _) => None,
+        _ if due => Some(t),
+        (Some(lifetime), _) => Some(token::next_refresh_at(
+            t,
+            lifetime,
+            settings.refresh.margin.as_secs() as i64,
+        )),
+    };
+    let refresh_expires_at = provider
+        .refresh_token_lifetime_days
+        .filter(|_| auth.response.tokens.refresh_token.is_some())
+        .map(|days| t + Duration::days(days));
+    let connection = Connection::store_grant(
+        c,
+        ring,
+        &connection::Grant {
+            tenant_id: &grant.tenant,
+            provider: &provider.key,
+            account_id: &auth.account_id,
+            account_name: auth.account_name.as_deref(),
+            scopes: &auth.scopes,
+            tokens: &auth.response.tokens,
+            expires_at: auth.response.expires_at(t),
+            refresh_expires_at,
+            next_refresh_at,
+            metadata: &auth.metadata,
+        },
+    )?;
+    let kind = if existed {
+        EventKind::Reconnected
+    } else {
+        EventKind::Connected
+    };
+    crate::db::models::webhook::record(
+        c,
+        settings.webhook.is_some(),
+        &NewEvent {
+            tenant_id: &grant.tenant,
+            connection_id: Some(&connection.id),
+            provider: &provider.key,
+            kind,
+            actor: &grant.actor,
+            detail: Some(auth.account_name.as_deref().unwrap_or(&auth.account_id)),
+        },
+    )?;
+    Ok((connection, existed))
+}
+
+/// After a grant was stored and committed: no cache serves the tenant's
+/// earlier tokens of the provider.
+pub fn stored(app: &App, connection: &Connection) {
+    app.tokens
+        .forget(&connection.tenant_id, &connection.provider);
+    log::info!(
+        "stored a grant tenant={} provider={} connection={}",
+        connection.tenant_id,
+        connection.provider,
+        connection.id
+    );
+}
+
+/// Saves a grant. The provider has answered, so a grant the database
+/// cannot take now is kept and stored as soon as it can (a process that
+/// stops first loses it, and the person connects again).
+pub async fn save(app: &App, grant: NewGrant) -> AppResult<(Connection, bool)> {
+    let grant = Arc::new(grant);
+    let saving = {
+        let (keys, settings, grant) = (app.keys.clone(), app.settings.clone(), grant.clone());
+        app.db(move |c| store(c, &keys, &settings, &grant)).await
+    };
+    match saving {
+        Ok((connection, replaced)) => {
+            stored(app, &connection);
+            Ok((connection, replaced))
+        }
+        Err(e) if e.is(Code::DatabaseUnavailable) => {
+            let (keys, settings, provider) = (
+                app.keys.clone(),
+                app.settings.clone(),
+                grant.provider.display_name.clone(),
+            );
+            app.held.hold_grant(HeldGrant {
+                tenant_id: grant.tenant.to_string(),
+                provider: grant.provider.key.to_string(),
+                what: format!("account {}", grant.authorized.account_id),
+                save: Box::new(move |c| store(c, &keys, &settings, &grant).map(|_| ())),
+            });
+            Err(AppError::unavailable(
+                Code::DatabaseUnavailable,
+                format!(
+                    "{provider} accepted, but Tether's database did not answer. Tether keeps the new connection and stores it as soon as the database is back, usually within seconds; it then shows here."
+                ),
+                crate::error::DATABASE_RETRY_AFTER_SECS,
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
