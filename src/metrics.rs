@@ -53,7 +53,7 @@ impl Histogram {
 
 #[derive(Default)]
 pub struct Metrics {
-    refreshes: Mutex<BTreeMap<(String, String), u64>>,
+    refreshes: Mutex<BTreeMap<(String, RefreshOutcome), u64>>,
     refresh_latency: Mutex<BTreeMap<String, Histogram>>,
     token_api: Mutex<Histogram>,
     /// Token sets held in memory until the database takes them.
@@ -91,6 +91,36 @@ impl Delivery {
     }
 }
 
+/// How a refresh attempt ended (the `outcome` label of
+/// `tether_refreshes_total`; `refresh::classify` names a failure's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RefreshOutcome {
+    Ok,
+    /// Not sent: the provider's circuit breaker is open.
+    CircuitOpen,
+    GrantGone,
+    /// No answer came: the provider may have acted.
+    Unknown,
+    Transient,
+    /// The provider refused Tether's client credentials.
+    ClientError,
+    Refused,
+}
+
+impl RefreshOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshOutcome::Ok => "ok",
+            RefreshOutcome::CircuitOpen => "circuit_open",
+            RefreshOutcome::GrantGone => "grant_gone",
+            RefreshOutcome::Unknown => "unknown",
+            RefreshOutcome::Transient => "transient",
+            RefreshOutcome::ClientError => "client_error",
+            RefreshOutcome::Refused => "refused",
+        }
+    }
+}
+
 /// Undelivered webhook notifications in the outbox (every instance's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Backlog {
@@ -113,25 +143,25 @@ pub const VERSION: &str = concat!(
 #[derive(Debug, Clone, Default)]
 pub struct Activity {
     pub last_success: Option<chrono::DateTime<chrono::Utc>>,
-    pub last_failure: Option<(chrono::DateTime<chrono::Utc>, String)>,
+    pub last_failure: Option<(chrono::DateTime<chrono::Utc>, RefreshOutcome)>,
 }
 
 impl Metrics {
     /// Counts a refresh attempt of `provider` with its outcome and duration.
-    pub fn refresh_outcome(&self, provider: &str, outcome: &str, secs: f64) {
+    pub fn refresh_outcome(&self, provider: &str, outcome: RefreshOutcome, secs: f64) {
         *self
             .refreshes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry((provider.to_string(), outcome.to_string()))
+            .entry((provider.to_string(), outcome))
             .or_default() += 1;
-        if outcome != "circuit_open" {
+        if outcome != RefreshOutcome::CircuitOpen {
             let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
             let activity = last.entry(provider.to_string()).or_default();
-            if outcome == "ok" {
+            if outcome == RefreshOutcome::Ok {
                 activity.last_success = Some(chrono::Utc::now());
             } else {
-                activity.last_failure = Some((chrono::Utc::now(), outcome.to_string()));
+                activity.last_failure = Some((chrono::Utc::now(), outcome));
             }
             drop(last);
             self.refresh_latency
@@ -255,7 +285,8 @@ impl Metrics {
         {
             let _ = writeln!(
                 out,
-                "tether_refreshes_total{{provider=\"{provider}\",outcome=\"{outcome}\"}} {n}"
+                "tether_refreshes_total{{provider=\"{provider}\",outcome=\"{}\"}} {n}",
+                outcome.as_str()
             );
         }
         out.push_str("# HELP tether_refresh_duration_seconds Time of a refresh call to the provider.\n# TYPE tether_refresh_duration_seconds histogram\n");
@@ -309,9 +340,9 @@ mod tests {
     #[test]
     fn renders_counters_histograms_and_gauges_in_prometheus_text() {
         let m = Metrics::default();
-        m.refresh_outcome("demo", "ok", 0.003);
-        m.refresh_outcome("demo", "ok", 0.2);
-        m.refresh_outcome("demo", "transient", 0.01);
+        m.refresh_outcome("demo", RefreshOutcome::Ok, 0.003);
+        m.refresh_outcome("demo", RefreshOutcome::Ok, 0.2);
+        m.refresh_outcome("demo", RefreshOutcome::Transient, 0.01);
         m.token_api(0.0005);
         m.webhook_delivery(Delivery::Delivered);
         m.webhook_delivery(Delivery::GivenUp);

@@ -445,15 +445,6 @@ impl Imported {
         matches!(self.outcome, Outcome::Imported { replaced: true, .. })
     }
 
-    /// `not_due`, `refreshed` or `failed`.
-    pub fn refresh_label(&self) -> &'static str {
-        match &self.refresh {
-            None => "not_due",
-            Some(Ok(_)) => "refreshed",
-            Some(Err(_)) => "failed",
-        }
-    }
-
     /// What happened, for the caller.
     pub fn message(&self, provider: &Provider) -> String {
         let (name, account) = (&provider.display_name, self.account_id());

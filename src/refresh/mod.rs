@@ -22,6 +22,7 @@ use crate::db::models::integration_setting::IntegrationSetting;
 use crate::db::now;
 use crate::error::{AppError, AppResult, Code};
 use crate::ids::TenantId;
+use crate::metrics::RefreshOutcome;
 use crate::oauth::client::ProviderError;
 use crate::oauth::token;
 use crate::platform::Due;
@@ -468,7 +469,7 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &Actor) -> AppRe
         Err(wait) => {
             state
                 .metrics
-                .refresh_outcome(&provider.key, "circuit_open", 0.0);
+                .refresh_outcome(&provider.key, RefreshOutcome::CircuitOpen, 0.0);
             return Err(release(AppError::unavailable(
                 Code::ProviderUnavailable,
                 format!(
@@ -529,7 +530,9 @@ pub async fn refresh_leased(state: &App, leased: Leased, actor: &Actor) -> AppRe
     match result {
         Ok(response) => {
             ticket.success();
-            state.metrics.refresh_outcome(&provider.key, "ok", secs);
+            state
+                .metrics
+                .refresh_outcome(&provider.key, RefreshOutcome::Ok, secs);
             let t = now();
             let mut tokens = response.tokens;
             // A provider that rotates refresh tokens starts the new one's
@@ -685,7 +688,7 @@ pub struct Failure {
     pub next_refresh_at: Option<NaiveDateTime>,
     pub event: EventKind,
     /// For metrics.
-    pub outcome: &'static str,
+    pub outcome: RefreshOutcome,
     pub error: AppError,
 }
 
@@ -697,7 +700,7 @@ pub struct Failure {
 /// the token, the grant was lost with the answer, and the `invalid_grant` we
 /// get only confirms it). See docs/design.md.
 pub fn classify(provider: &Provider, row: &Connection, e: &ProviderError) -> Failure {
-    let retry = |wait: Duration, code: Code, message: String, outcome: &'static str| Failure {
+    let retry = |wait: Duration, code: Code, message: String, outcome: RefreshOutcome| Failure {
         status: Status::Error,
         next_refresh_at: Some(now() + wait),
         event: EventKind::RefreshFailed,
@@ -709,7 +712,7 @@ pub fn classify(provider: &Provider, row: &Connection, e: &ProviderError) -> Fai
             status: Status::NeedsReconnect,
             next_refresh_at: None,
             event: EventKind::NeedsReconnect,
-            outcome: "grant_gone",
+            outcome: RefreshOutcome::GrantGone,
             error: needs_reconnect(),
         },
         ProviderError::Unknown { detail } => retry(
@@ -719,7 +722,7 @@ pub fn classify(provider: &Provider, row: &Connection, e: &ProviderError) -> Fai
                 "{} did not answer ({detail}); Tether will retry with the stored refresh token",
                 provider.display_name
             ),
-            "unknown",
+            RefreshOutcome::Unknown,
         ),
         ProviderError::Transient {
             retry_after,
@@ -731,7 +734,7 @@ pub fn classify(provider: &Provider, row: &Connection, e: &ProviderError) -> Fai
                 "{} is not answering ({detail}); Tether will retry",
                 provider.display_name
             ),
-            "transient",
+            RefreshOutcome::Transient,
         ),
         ProviderError::ClientMisconfigured { .. } => retry(
             backoff(row.failure_count.max(5), None),
@@ -740,13 +743,13 @@ pub fn classify(provider: &Provider, row: &Connection, e: &ProviderError) -> Fai
                 "{} rejected Tether's client credentials; an operator has to fix them",
                 provider.display_name
             ),
-            "client_error",
+            RefreshOutcome::ClientError,
         ),
         ProviderError::Refused { .. } => retry(
             backoff(row.failure_count.max(5), None),
             Code::RefreshFailed,
             format!("{} refused the refresh: {e}", provider.display_name),
-            "refused",
+            RefreshOutcome::Refused,
         ),
     }
 }

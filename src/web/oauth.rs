@@ -2,7 +2,7 @@
 //! The tenant always comes from the session, never from the request.
 
 use super::http::{account_param, client_addr, html, no_referrer, redirect_no_referrer, see_other};
-use super::session::{self, AdminSession, CsrfForm, NoFields};
+use super::session::{self, AdminSession, CsrfForm, FlashKind, NoFields};
 
 use crate::app::App;
 use crate::connections::connect::{self, Completion, Starter};
@@ -263,12 +263,12 @@ async fn marketplace_install(
     let code = query.code.clone().unwrap_or_default();
     match installs::receive(state, provider.clone(), &code).await? {
         Received::Refreshed { message } => {
-            session::flash(session, "ok", message);
+            session::flash(session, FlashKind::Ok, message);
             Ok(redirect_no_referrer(connect::LINK_DONE))
         }
         Received::Held { id, message } => {
             session::keep_install(session, &provider.key, &id)?;
-            session::flash(session, "ok", message);
+            session::flash(session, FlashKind::Ok, message);
             Ok(redirect_no_referrer(&format!(
                 "/oauth/{}/claim",
                 provider.key
@@ -363,7 +363,7 @@ async fn claim(
     session::drop_install(&admin.session);
     session::flash(
         &admin.session,
-        "ok",
+        FlashKind::Ok,
         format!(
             "Connected {} as {}.",
             provider.display_name,
@@ -398,7 +398,11 @@ fn finish(state: &App, session: &Session, done: Completion) -> PageResult<HttpRe
             return_to: (!done.by_link).then_some(done.return_to.as_str()),
         });
     }
-    let kind = if done.connected { "ok" } else { "warn" };
+    let kind = if done.connected {
+        FlashKind::Ok
+    } else {
+        FlashKind::Warn
+    };
     session::flash(session, kind, done.message);
     Ok(redirect_no_referrer(&done.return_to))
 }
@@ -495,7 +499,7 @@ async fn install(
     )
     .await?;
     session::drop_install(&admin.session);
-    session::flash(&admin.session, "ok", message);
+    session::flash(&admin.session, FlashKind::Ok, message);
     Ok(see_other(DASHBOARD))
 }
 
@@ -517,7 +521,7 @@ async fn refresh(
     match manage::refresh(&state, &admin.tenant_id, &provider, account, &admin.actor()).await {
         Ok(fresh) => session::flash(
             &admin.session,
-            "ok",
+            FlashKind::Ok,
             format!(
                 "{} tokens refreshed for {}.",
                 provider.display_name,
@@ -526,7 +530,7 @@ async fn refresh(
         ),
         Err(e) => session::flash(
             &admin.session,
-            "error",
+            FlashKind::Error,
             format!("Refresh failed: {}", e.message()),
         ),
     }
@@ -552,7 +556,7 @@ async fn make_default(
             .await?;
     session::flash(
         &admin.session,
-        "ok",
+        FlashKind::Ok,
         format!(
             "{} is now the default {} account.",
             chosen.label(),
@@ -594,6 +598,6 @@ async fn disconnect(
     let account = account_param(form.account.as_deref())?;
     let done =
         manage::disconnect(&state, &admin.tenant_id, &provider, account, &admin.actor()).await?;
-    session::flash(&admin.session, "ok", done.message);
+    session::flash(&admin.session, FlashKind::Ok, done.message);
     Ok(see_other(DASHBOARD))
 }

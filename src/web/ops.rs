@@ -239,7 +239,7 @@ pub async fn provider_health(state: web::Data<App>, req: HttpRequest) -> HttpRes
                 "last_success": activity.last_success.map(iso),
                 "last_failure": activity.last_failure.map(|(at, outcome)| serde_json::json!({
                     "at": iso(at),
-                    "outcome": outcome,
+                    "outcome": outcome.as_str(),
                 })),
             }),
         );

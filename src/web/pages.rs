@@ -1,7 +1,7 @@
 //! Server-rendered pages: sign-in (local and SSO), the integrations dashboard.
 
 use super::http::{client_addr, html, see_other};
-use super::session::{self, AdminSession, CsrfForm, Flash, NoFields};
+use super::session::{self, AdminSession, CsrfForm, Flash, FlashKind, NoFields};
 use crate::app::App;
 use crate::connections::integration::{self, IntegrationView, FORM_PREFIX};
 use crate::connections::status::{PublicStatus, StatusView};
@@ -172,7 +172,7 @@ async fn logout(
     session::sign_out(&state, &session).await?;
     session::flash(
         &session,
-        "ok",
+        FlashKind::Ok,
         "You are signed out, in this browser and everywhere else.",
     );
     Ok(see_other("/login"))
@@ -579,7 +579,7 @@ async fn set_enabled(
             provider.display_name
         )
     };
-    session::flash(&admin.session, "ok", message);
+    session::flash(&admin.session, FlashKind::Ok, message);
     Ok(see_other(DASHBOARD))
 }
 
@@ -615,7 +615,7 @@ async fn save_settings(
     match saved {
         Ok(_) => {
             let message = format!("{} settings saved.", provider.display_name);
-            session::flash(&admin.session, "ok", message);
+            session::flash(&admin.session, FlashKind::Ok, message);
             Ok(see_other(DASHBOARD))
         }
         Err(e) if e.is(Code::InvalidSettings) || e.is(Code::SettingsTooLarge) => {

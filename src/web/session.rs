@@ -310,19 +310,49 @@ pub fn drop_install(session: &Session) {
     session.remove(INSTALL);
 }
 
+/// What a one-time message says happened: its style on the page
+/// (`flash-ok`, ...), and how it is kept in the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlashKind {
+    Ok,
+    Warn,
+    Error,
+}
+
+impl FlashKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlashKind::Ok => "ok",
+            FlashKind::Warn => "warn",
+            FlashKind::Error => "error",
+        }
+    }
+
+    /// Whether it tells of a success.
+    pub fn is_ok(self) -> bool {
+        self == FlashKind::Ok
+    }
+}
+
+impl std::fmt::Display for FlashKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A one-time message shown on the next page.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Flash {
-    /// `ok`, `warn` or `error`.
-    pub kind: String,
+    pub kind: FlashKind,
     pub message: String,
 }
 
-pub fn flash(session: &Session, kind: &str, message: impl Into<String>) {
+pub fn flash(session: &Session, kind: FlashKind, message: impl Into<String>) {
     let _ = session.insert(
         FLASH,
         Flash {
-            kind: kind.into(),
+            kind,
             message: message.into(),
         },
     );

@@ -224,11 +224,29 @@ struct ImportAccount {
     name: Option<String>,
 }
 
+/// Whether an import stored its tokens.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum ImportOutcome {
+    Imported,
+    /// The account is already connected (and `replace` was not asked).
+    Skipped,
+}
+
+/// What became of an imported token that was due.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum ImportRefresh {
+    NotDue,
+    Refreshed,
+    Failed,
+}
+
 /// What an import did.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 struct ImportAnswer {
     /// `imported`, or `skipped` (the account is already connected).
-    outcome: &'static str,
+    outcome: ImportOutcome,
     /// The import overwrote a connected account (`replace`).
     replaced: bool,
     account: String,
@@ -236,7 +254,7 @@ struct ImportAnswer {
     /// refresh margin, and was refreshed at once) or `failed` (see
     /// `refresh_error` and the status: the scheduler retries unless the
     /// provider said the grant is gone).
-    refresh: &'static str,
+    refresh: ImportRefresh,
     refresh_error: Option<ImportRefreshError>,
     message: String,
     /// The account's status afterwards.
@@ -247,13 +265,17 @@ impl ImportAnswer {
     fn of(done: &importing::Imported, provider: &Provider, status: StatusView) -> ImportAnswer {
         ImportAnswer {
             outcome: if done.imported() {
-                "imported"
+                ImportOutcome::Imported
             } else {
-                "skipped"
+                ImportOutcome::Skipped
             },
             replaced: done.replaced(),
             account: done.account_id().to_string(),
-            refresh: done.refresh_label(),
+            refresh: match &done.refresh {
+                None => ImportRefresh::NotDue,
+                Some(Ok(_)) => ImportRefresh::Refreshed,
+                Some(Err(_)) => ImportRefresh::Failed,
+            },
             refresh_error: match &done.refresh {
                 Some(Err(e)) => Some(ImportRefreshError {
                     code: e.code(),
