@@ -7,21 +7,22 @@
 //! answered 200 throughout, and the instance back (ready, answers stored)
 //! within 5 s of the database.
 
-use super::*;
-use crate::helpers::{postgres_url, FaultProxy, WriteLock};
+use super::instance::Instance;
+use super::load::{per_target, start_load, tally, Answer, Sample};
+use super::setup::{seed, settle, Settled, Setup};
+use super::strict_provider::{malformed, Call, Outcome, Strict};
+use super::{skipped_without_postgres, sleep_until, LEASE_SECS, PROVIDER_TIMEOUT_SECS, SERIAL};
+use crate::backend_tests;
+use crate::helpers::{Backend, FaultProxy, WriteLock};
+use chrono::NaiveDateTime;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tether::db::models::tenant::Tenant;
 
 /// How soon after the database is back everything must be too.
 const BACK_WITHIN: Duration = Duration::from_secs(5);
 /// How soon after a cut `/readyz` must say so.
 const NOTICED_WITHIN: Duration = Duration::from_secs(2);
-
-fn skipped() -> bool {
-    if postgres_url().is_none() {
-        eprintln!("skipped: TETHER_TEST_POSTGRES_URL is not set");
-        return true;
-    }
-    false
-}
 
 /// The settings every instance here runs with: the database through the
 /// proxy, every due connection refreshed in one round.
@@ -217,7 +218,7 @@ fn not_served(samples: &[Sample], from: NaiveDateTime, to: NaiveDateTime) -> Vec
 /// 5 s, and the provider saw each refresh token once.
 #[actix_web::test]
 async fn a_database_outage_while_refreshes_are_at_the_provider_loses_nothing() {
-    if skipped() {
+    if skipped_without_postgres() {
         return;
     }
     let _serial = SERIAL.lock().await;
@@ -335,7 +336,7 @@ async fn a_database_outage_while_refreshes_are_at_the_provider_loses_nothing() {
 /// is back. The provider sees every refresh token once.
 #[actix_web::test]
 async fn two_instances_never_refresh_what_the_other_holds_after_an_outage() {
-    if skipped() {
+    if skipped_without_postgres() {
         return;
     }
     let _serial = SERIAL.lock().await;
@@ -412,7 +413,7 @@ async fn two_instances_never_refresh_what_the_other_holds_after_an_outage() {
 /// it serves, and deletes the file.
 #[actix_web::test]
 async fn a_stop_during_an_outage_spills_held_answers_and_the_next_start_stores_them() {
-    if skipped() {
+    if skipped_without_postgres() {
         return;
     }
     let _serial = SERIAL.lock().await;
