@@ -10,7 +10,7 @@ use super::instance::Instance;
 use super::setup::{seed, Setup};
 use super::strict_provider::Outcome;
 use super::{skipped_without_postgres, SERIAL};
-use crate::helpers::{run, stderr, stdout, tether, Backend, KEY_K1, KEY_K2};
+use crate::helpers::{get_json_at, run, stderr, stdout, tether, Backend, KEY_K1, KEY_K2};
 use diesel::prelude::*;
 use std::time::{Duration, Instant};
 use tether::db::schema::connections;
@@ -23,34 +23,23 @@ fn new_then_old() -> String {
     format!("{KEY_K2},{KEY_K1}")
 }
 
-async fn get(url: &str, bearer: Option<&str>) -> (u16, serde_json::Value) {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
-    let mut req = client.get(url);
-    if let Some(key) = bearer {
-        req = req.bearer_auth(key);
-    }
-    let res = req.send().await.expect("instance answers");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or_default())
-}
+/// How long a request to an instance may wait for its answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 async fn token(setup: &Setup, instance: &Instance, tenant: &str) -> (u16, serde_json::Value) {
-    get(
+    get_json_at(
         &format!(
             "{}/api/v1/tenants/{tenant}/connections/acme/token",
             instance.url()
         ),
         Some(&setup.api_key),
+        ANSWER_WITHIN,
     )
     .await
 }
 
 async fn readyz(instance: &Instance) -> (u16, serde_json::Value) {
-    get(&format!("{}/readyz", instance.url()), None).await
+    get_json_at(&format!("{}/readyz", instance.url()), None, ANSWER_WITHIN).await
 }
 
 /// Every instance is ready and hands out a token for every tenant.
