@@ -3,7 +3,7 @@
 
 use super::instance::Instance;
 use super::load::{start_load, tally};
-use super::setup::Setup;
+use super::setup::{instance_names, Setup};
 use super::strict_provider::{malformed, Call, Outcome};
 use super::SERIAL;
 use crate::backend_tests;
@@ -48,14 +48,8 @@ pub(super) async fn refresh_budget(backend: Backend, plan: BudgetPlan) {
         .iter()
         .map(|m| ("TETHER_REFRESH_MARGIN_SECS", m.as_str()))
         .collect();
-    let names: &[&'static str] = match backend {
-        Backend::Sqlite => &["a"],
-        Backend::Postgres => &["a", "b"],
-    };
-    let mut instances: Vec<Instance> = names.iter().map(|n| setup.instance(n, &extra)).collect();
-    for i in &mut instances {
-        i.start().await;
-    }
+    let names = instance_names(backend);
+    let instances = setup.started(names, &extra).await;
     let load = start_load(
         instances.iter().map(Instance::url).collect(),
         setup.tenants(),

@@ -76,8 +76,31 @@ impl Setup {
         Instance::new(&self.db, name, &self.server.uri(), extra)
     }
 
+    /// An instance of each of `names` with `extra` settings, started one
+    /// after the other.
+    pub(crate) async fn started(
+        &self,
+        names: &[&'static str],
+        extra: &[(&str, &str)],
+    ) -> Vec<Instance> {
+        let mut instances: Vec<Instance> = names.iter().map(|n| self.instance(n, extra)).collect();
+        for i in &mut instances {
+            i.start().await;
+        }
+        instances
+    }
+
     pub(crate) fn tenants(&self) -> Vec<String> {
         self.conns.iter().map(|(t, _, _)| t.clone()).collect()
+    }
+}
+
+/// The instances of a test that runs on every instance a backend allows: one
+/// on SQLite, two on PostgreSQL.
+pub(crate) fn instance_names(backend: Backend) -> &'static [&'static str] {
+    match backend {
+        Backend::Sqlite => &["a"],
+        Backend::Postgres => &["a", "b"],
     }
 }
 

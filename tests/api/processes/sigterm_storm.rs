@@ -4,7 +4,7 @@
 
 use super::instance::Instance;
 use super::load::{per_target, start_load, Answer, Sample};
-use super::setup::{settle, Setup};
+use super::setup::{instance_names, settle, Setup};
 use super::strict_provider::{malformed, refresh_in_flight, Outcome};
 use super::{sleep_until, EXIT_WITHIN, LEASE_SECS, SERIAL};
 use crate::backend_tests;
@@ -50,17 +50,10 @@ pub(super) async fn sigterm_storm(backend: Backend, plan: TermPlan) {
     let _serial = SERIAL.lock().await;
     let delay = Duration::from_millis(250);
     let setup = Setup::new(backend, 20, plan.life, delay).await;
-    let names: &[&'static str] = match backend {
-        Backend::Sqlite => &["a"],
-        Backend::Postgres => &["a", "b"],
-    };
-    let mut instances: Vec<Instance> = names
-        .iter()
-        .map(|n| setup.instance(n, &[("TETHER_REFRESH_MARGIN_SECS", "1")]))
-        .collect();
-    for i in &mut instances {
-        i.start().await;
-    }
+    let names = instance_names(backend);
+    let mut instances = setup
+        .started(names, &[("TETHER_REFRESH_MARGIN_SECS", "1")])
+        .await;
     let load = start_load(
         instances.iter().map(Instance::url).collect(),
         setup.tenants(),
