@@ -12,7 +12,6 @@ use crate::helpers::{
     csrf_in, mount_exchange, new_browser, query_param, run, spawn_app, spawn_app_with_acme, stderr,
     Backend, FakeProvider, TestApp, ACME_ISSUER,
 };
-use serde_json::Value;
 use std::process::Command;
 use tether::db::models::tenant::Tenant;
 
@@ -131,12 +130,9 @@ async fn a_link_opened_by_a_listed_page_ends_on_a_popup_that_posts_to_that_origi
         "a link's popup has no dashboard to go back to: {html}"
     );
     assert!(link_used(&app));
-    let status: Value = app
-        .api_get("/api/v1/tenants/acme/connections/acme", &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = app
+        .get_json("/api/v1/tenants/acme/connections/acme", &key)
+        .await;
     assert_eq!(status["status"], "connected");
 
     // The script posts to the origin the page names, and to nothing else.

@@ -119,20 +119,14 @@ async fn a_connect_link_connects_the_tenant_in_a_browser_without_signing_in(back
     );
     assert!(!page.contains("at-link") && !page.contains("rt-link"));
 
-    let status: Value = app
-        .api_get(&format!("{API}/acme/connections/acme"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = app
+        .get_json(&format!("{API}/acme/connections/acme"), &key)
+        .await;
     assert_eq!(status["status"], "connected");
     assert_eq!(status["account"]["id"], "acct-42");
-    let token: Value = app
-        .api_get(&format!("{API}/acme/connections/acme/token"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, token) = app
+        .get_json(&format!("{API}/acme/connections/acme/token"), &key)
+        .await;
     assert_eq!(token["access_token"], "at-link");
 }
 
@@ -183,12 +177,9 @@ async fn a_connect_links_callback_in_another_browser_is_rejected_and_stores_noth
         "nothing stored, the state not used up"
     );
     assert_eq!(fake.calls_to("/token").await, 0, "no code exchange");
-    let status: Value = app
-        .api_get(&format!("{API}/acme/connections/acme"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = app
+        .get_json(&format!("{API}/acme/connections/acme"), &key)
+        .await;
     assert_eq!(status["status"], "not_connected");
 }
 
@@ -316,12 +307,9 @@ async fn a_bare_get_gets_an_instantly_approving_provider_nothing(backend: Backen
     assert_eq!(fake.calls_to("/authorize").await, 0);
     assert_eq!(fake.calls_to("/token").await, 0);
     assert_eq!(app.snapshot(), before);
-    let status: Value = app
-        .api_get(&format!("{API}/acme/connections/acme"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = app
+        .get_json(&format!("{API}/acme/connections/acme"), &key)
+        .await;
     assert_eq!(status["status"], "not_connected");
 }
 

@@ -30,12 +30,9 @@ async fn post_refresh_forces_exactly_one_refresh(backend: Backend) {
         "status, not the token: {body}"
     );
     assert_eq!(app.acme_account("acme", ACCOUNT).version, version + 1);
-    let token: Value = app
-        .api_get(&format!("{API}/acme/connections/acme/token"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, token) = app
+        .get_json(&format!("{API}/acme/connections/acme/token"), &key)
+        .await;
     assert_eq!(token["access_token"], "at-2");
     assert_eq!(
         fake.calls_to("/token").await,
@@ -61,20 +58,12 @@ async fn delete_revokes_at_the_provider_and_leaves_the_tenant_not_connected(back
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["status"], "not_connected");
     assert_eq!(fake.calls_to("/revoke").await, 1);
-    let status: Value = app
-        .api_get(&format!("{API}/acme/connections/acme"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = app
+        .get_json(&format!("{API}/acme/connections/acme"), &key)
+        .await;
     assert_eq!(status["status"], "not_connected");
     assert!(status["account"].is_null());
-    let list: Value = app
-        .api_get(&format!("{API}/acme/connections"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, list) = app.get_json(&format!("{API}/acme/connections"), &key).await;
     let acme = list["connections"]
         .as_array()
         .unwrap()

@@ -91,12 +91,9 @@ async fn a_token_expiring_within_min_ttl_is_refreshed_once_first_and_keeps_the_r
     assert!(body["expires_in"].as_i64().unwrap() > 7000, "{body}");
     assert_eq!(body["metadata"], json!({"locationId": "loc_9"}));
     // Warm again: asking once more does not refresh again.
-    let again: Value = app
-        .api_get(&format!("{API}/acme/connections/acme/token"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, again) = app
+        .get_json(&format!("{API}/acme/connections/acme/token"), &key)
+        .await;
     assert_eq!(again["access_token"], "at-2");
     assert_eq!(fake.refresh_calls().await, 1, "exactly one provider call");
     let tokens = app
@@ -159,12 +156,9 @@ async fn a_connection_that_needs_reconnect_gets_409_needs_reconnect(backend: Bac
             .await;
         assert_eq!(error_of(res).await, (409, "needs_reconnect".into()), "{q}");
     }
-    let status: Value = app
-        .api_get(&format!("{API}/acme/connections/acme"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = app
+        .get_json(&format!("{API}/acme/connections/acme"), &key)
+        .await;
     assert_eq!(status["status"], "needs_reconnect");
 }
 
@@ -249,12 +243,9 @@ async fn a_tenant_without_a_connection_gets_404_for_its_token(backend: Backend) 
         let res = app.api_get(&p, &key).await;
         assert_eq!(error_of(res).await, (404, "not_found".into()), "{p}");
     }
-    let status: Value = app
-        .api_get(&format!("{API}/acme/connections/acme"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = app
+        .get_json(&format!("{API}/acme/connections/acme"), &key)
+        .await;
     assert_eq!(status["status"], "not_connected");
     assert_eq!(fake.calls().await, 0);
 }
@@ -266,20 +257,14 @@ async fn scopes_added_since_the_grant_are_listed_as_missing_and_the_card_asks_to
     backend: Backend,
 ) {
     let (app, _fake, key) = connected(backend).await;
-    let token: Value = app
-        .api_get(&format!("{API}/acme/connections/acme/token"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, token) = app
+        .get_json(&format!("{API}/acme/connections/acme/token"), &key)
+        .await;
     assert_eq!(token["scopes"], json!(["contacts.read"]));
     assert_eq!(token["missing_scopes"], json!(["contacts.write"]));
-    let status: Value = app
-        .api_get(&format!("{API}/acme/connections/acme"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = app
+        .get_json(&format!("{API}/acme/connections/acme"), &key)
+        .await;
     assert_eq!(status["missing_scopes"], json!(["contacts.write"]));
     let page = app
         .get("/settings/integrations")
@@ -299,12 +284,9 @@ async fn scopes_added_since_the_grant_are_listed_as_missing_and_the_card_asks_to
         .set(connections::scopes.eq(r#"["contacts.read","contacts.write"]"#))
         .execute(&mut app.conn())
         .unwrap();
-    let status: Value = app
-        .api_get(&format!("{API}/acme/connections/acme"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = app
+        .get_json(&format!("{API}/acme/connections/acme"), &key)
+        .await;
     assert_eq!(status["missing_scopes"], json!([]));
     let page = app
         .get("/settings/integrations")
