@@ -91,8 +91,7 @@ macro_rules! backend_tests {
                 #[actix_web::test]
                 $(#[$meta])*
                 async fn $name() {
-                    if $crate::helpers::postgres_url().is_none() {
-                        eprintln!("skipped: TETHER_TEST_POSTGRES_URL is not set");
+                    if $crate::helpers::skipped_without_postgres() {
                         return;
                     }
                     super::$name($crate::helpers::Backend::Postgres).await
@@ -106,6 +105,16 @@ pub fn postgres_url() -> Option<String> {
     std::env::var("TETHER_TEST_POSTGRES_URL")
         .ok()
         .filter(|u| !u.is_empty())
+}
+
+/// Whether a test that needs PostgreSQL is skipped (and says so): true when
+/// no server is configured.
+pub fn skipped_without_postgres() -> bool {
+    if postgres_url().is_none() {
+        eprintln!("skipped: TETHER_TEST_POSTGRES_URL is not set");
+        return true;
+    }
+    false
 }
 
 /// A database that exists for one test: a file in a temp dir, or a PostgreSQL

@@ -6,9 +6,8 @@
 use super::refresh_budget::{refresh_budget, BudgetPlan};
 use super::sigkill_storm::{sigkill_storm, KillPlan};
 use super::sigterm_storm::{sigterm_storm, TermPlan};
-use super::skipped_without_postgres;
 use crate::backend_tests;
-use crate::helpers::Backend;
+use crate::helpers::{skipped_without_postgres, Backend};
 
 backend_tests!(
     #[ignore = "checks the harness, not Tether"]

@@ -9,8 +9,10 @@
 use super::instance::Instance;
 use super::setup::{seed, Setup};
 use super::strict_provider::Outcome;
-use super::{skipped_without_postgres, SERIAL};
-use crate::helpers::{get_json_at, run, stderr, stdout, tether, Backend, KEY_K1, KEY_K2};
+use super::SERIAL;
+use crate::helpers::{
+    get_json_at, run, skipped_without_postgres, stderr, stdout, tether, Backend, KEY_K1, KEY_K2,
+};
 use diesel::prelude::*;
 use std::time::{Duration, Instant};
 use tether::db::schema::connections;

@@ -66,12 +66,3 @@ pub(crate) const EXIT_WITHIN: Duration = Duration::from_secs(PROVIDER_TIMEOUT_SE
 async fn sleep_until(at: Instant) {
     tokio::time::sleep(at.saturating_duration_since(Instant::now())).await;
 }
-
-/// Whether a test that needs PostgreSQL is skipped (and says so).
-fn skipped_without_postgres() -> bool {
-    if crate::helpers::postgres_url().is_none() {
-        eprintln!("skipped: TETHER_TEST_POSTGRES_URL is not set");
-        return true;
-    }
-    false
-}
