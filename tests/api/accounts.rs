@@ -4,7 +4,7 @@
 
 use crate::backend_tests;
 use crate::helpers::{
-    csrf_in, spawn_app_with_acme, start, tokens, Backend, FakeProvider, TestApp, TestDb,
+    csrf_in, json_of, spawn_app_with_acme, start, tokens, Backend, FakeProvider, TestApp, TestDb,
     VerifierMatches, ACME_ISSUER, OWNER, PASSWORD,
 };
 use diesel::prelude::*;
@@ -99,60 +99,15 @@ async fn mount_refresh(fake: &FakeProvider, account: &str, access: &str) {
         .await;
 }
 
-async fn call(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    key: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{}{path}", app.address))
-        .bearer_auth(key);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    req.send().await.unwrap()
-}
-
-async fn json_of(res: reqwest::Response) -> (u16, Value) {
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: {text}")),
-    )
-}
-
 /// The access token the token API hands out (`query`: e.g. `?account=loc-b`).
 async fn token(app: &TestApp, key: &str, query: &str) -> String {
-    let (status, body) = json_of(
-        call(
-            app,
-            reqwest::Method::GET,
-            &format!("{ACCOUNTS}/token{query}"),
-            key,
-            None,
-        )
-        .await,
-    )
-    .await;
+    let (status, body) = app.get_json(&format!("{ACCOUNTS}/token{query}"), key).await;
     assert_eq!(status, 200, "{body}");
     body["access_token"].as_str().unwrap().to_string()
 }
 
 async fn status(app: &TestApp, key: &str, query: &str) -> Value {
-    let (code, body) = json_of(
-        call(
-            app,
-            reqwest::Method::GET,
-            &format!("{ACCOUNTS}{query}"),
-            key,
-            None,
-        )
-        .await,
-    )
-    .await;
+    let (code, body) = app.get_json(&format!("{ACCOUNTS}{query}"), key).await;
     assert_eq!(code, 200, "{body}");
     body
 }
@@ -198,17 +153,7 @@ async fn the_first_account_connected_is_the_default_and_a_second_one_is_added_be
     assert_eq!(token(&app, &key, "").await, "at-loc-a");
 
     // The list of every provider carries the accounts too.
-    let (code, all) = json_of(
-        call(
-            &app,
-            reqwest::Method::GET,
-            "/api/v1/tenants/acme/connections",
-            &key,
-            None,
-        )
-        .await,
-    )
-    .await;
+    let (code, all) = app.get_json("/api/v1/tenants/acme/connections", &key).await;
     assert_eq!(code, 200);
     let acme = all["connections"]
         .as_array()
@@ -254,17 +199,9 @@ async fn a_refresh_of_the_other_account_by_the_scheduler_or_the_api_leaves_the_d
         .expect(1)
         .mount(&fake.server)
         .await;
-    let (code, body) = json_of(
-        call(
-            &app,
-            reqwest::Method::POST,
-            &format!("{ACCOUNTS}/refresh?account=loc-b"),
-            &key,
-            None,
-        )
-        .await,
-    )
-    .await;
+    let (code, body) = app
+        .post_json(&format!("{ACCOUNTS}/refresh?account=loc-b"), &key, None)
+        .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["account"]["id"], "loc-b");
     assert_eq!(body["default"], false);
@@ -335,17 +272,13 @@ async fn put_default_switches_the_account_the_token_api_serves_even_from_a_warm_
     assert_eq!(token(&app, &key, "?account=loc-b").await, "at-loc-b");
     let before_b = app.acme_account("acme", "loc-b");
 
-    let (code, doc) = json_of(
-        call(
-            &app,
-            reqwest::Method::PUT,
+    let (code, doc) = app
+        .put_json(
             &format!("{ACCOUNTS}/default"),
             &key,
-            Some(json!({"account": "loc-b"})),
+            json!({"account": "loc-b"}),
         )
-        .await,
-    )
-    .await;
+        .await;
     assert_eq!(code, 200, "{doc}");
     assert_eq!(doc["account"]["id"], "loc-b");
     assert_eq!(doc["default"], true);
@@ -360,14 +293,13 @@ async fn put_default_switches_the_account_the_token_api_serves_even_from_a_warm_
     assert!(!app.acme_account("acme", "loc-a").is_default);
 
     // Choosing the default again changes nothing.
-    let res = call(
-        &app,
-        reqwest::Method::PUT,
-        &format!("{ACCOUNTS}/default"),
-        &key,
-        Some(json!({"account": "loc-b"})),
-    )
-    .await;
+    let res = app
+        .api_put(
+            &format!("{ACCOUNTS}/default"),
+            &key,
+            json!({"account": "loc-b"}),
+        )
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(app.acme_account("acme", "loc-b").version, after_b.version);
 }
@@ -390,14 +322,13 @@ async fn choosing_a_default_while_one_of_the_two_accounts_is_being_refreshed_is_
             .execute(&mut app.conn())
             .unwrap();
         let before = app.snapshot();
-        let res = call(
-            &app,
-            reqwest::Method::PUT,
-            &format!("{ACCOUNTS}/default"),
-            &key,
-            Some(json!({"account": "loc-b"})),
-        )
-        .await;
+        let res = app
+            .api_put(
+                &format!("{ACCOUNTS}/default"),
+                &key,
+                json!({"account": "loc-b"}),
+            )
+            .await;
         assert_eq!(res.headers()["retry-after"], "2");
         let (code, err) = json_of(res).await;
         assert_eq!(code, 503, "{err}");
@@ -412,14 +343,13 @@ async fn choosing_a_default_while_one_of_the_two_accounts_is_being_refreshed_is_
             .execute(&mut app.conn())
             .unwrap();
     }
-    let res = call(
-        &app,
-        reqwest::Method::PUT,
-        &format!("{ACCOUNTS}/default"),
-        &key,
-        Some(json!({"account": "loc-b"})),
-    )
-    .await;
+    let res = app
+        .api_put(
+            &format!("{ACCOUNTS}/default"),
+            &key,
+            json!({"account": "loc-b"}),
+        )
+        .await;
     assert_eq!(res.status(), 200, "once the refresh is done");
     assert_eq!(token(&app, &key, "").await, "at-loc-b");
 }
@@ -431,14 +361,9 @@ async fn deleting_the_default_names_the_earliest_connected_other_account_as_the_
     connect_account(&app, &fake, "loc-c", "Canal Street").await;
     // loc-c is the most recently updated account: recency must not pick it.
     mount_refresh(&fake, "loc-c", "at-loc-c-2").await;
-    let res = call(
-        &app,
-        reqwest::Method::POST,
-        &format!("{ACCOUNTS}/refresh?account=loc-c"),
-        &key,
-        None,
-    )
-    .await;
+    let res = app
+        .api_post(&format!("{ACCOUNTS}/refresh?account=loc-c"), &key, None)
+        .await;
     assert_eq!(res.status(), 200);
     Mock::given(method("POST"))
         .and(path("/revoke"))
@@ -448,8 +373,7 @@ async fn deleting_the_default_names_the_earliest_connected_other_account_as_the_
         .mount(&fake.server)
         .await;
 
-    let (code, body) =
-        json_of(call(&app, reqwest::Method::DELETE, ACCOUNTS, &key, None).await).await;
+    let (code, body) = app.delete_json(ACCOUNTS, &key).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["disconnected"], "loc-a");
     assert_eq!(body["default"], "loc-b", "{body}");
@@ -463,17 +387,9 @@ async fn deleting_the_default_names_the_earliest_connected_other_account_as_the_
     );
 
     // Disconnecting a non-default account leaves the default where it is.
-    let (code, body) = json_of(
-        call(
-            &app,
-            reqwest::Method::DELETE,
-            &format!("{ACCOUNTS}?account=loc-c"),
-            &key,
-            None,
-        )
-        .await,
-    )
-    .await;
+    let (code, body) = app
+        .delete_json(&format!("{ACCOUNTS}?account=loc-c"), &key)
+        .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["disconnected"], "loc-c");
     assert_eq!(body["default"], "loc-b");
@@ -485,23 +401,12 @@ async fn deleting_the_last_account_answers_default_null_and_the_token_api_404s_u
 ) {
     let (app, fake, key) = app(backend, &[]).await;
     connect_account(&app, &fake, "loc-a", "Main Street").await;
-    let (code, body) =
-        json_of(call(&app, reqwest::Method::DELETE, ACCOUNTS, &key, None).await).await;
+    let (code, body) = app.delete_json(ACCOUNTS, &key).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["disconnected"], "loc-a");
     assert_eq!(body["default"], Value::Null);
     assert_eq!(body["status"], "not_connected");
-    let (code, body) = json_of(
-        call(
-            &app,
-            reqwest::Method::GET,
-            &format!("{ACCOUNTS}/token"),
-            &key,
-            None,
-        )
-        .await,
-    )
-    .await;
+    let (code, body) = app.get_json(&format!("{ACCOUNTS}/token"), &key).await;
     assert_eq!(code, 404, "{body}");
     assert_eq!(body["error"]["code"], "not_connected");
     let doc = status(&app, &key, "").await;
@@ -525,14 +430,9 @@ async fn an_unknown_account_is_a_404_everywhere_and_a_malformed_one_a_400_and_no
         .respond_with(ResponseTemplate::new(200))
         .mount(&fake.server)
         .await;
-    let res = call(
-        &app,
-        reqwest::Method::DELETE,
-        &format!("{ACCOUNTS}?account=loc-gone"),
-        &key,
-        None,
-    )
-    .await;
+    let res = app
+        .api_delete(&format!("{ACCOUNTS}?account=loc-gone"), &key)
+        .await;
     assert_eq!(res.status(), 200);
     let provider_calls = fake.calls().await;
     let before = app.snapshot();
@@ -555,7 +455,7 @@ async fn an_unknown_account_is_a_404_everywhere_and_a_malformed_one_a_400_and_no
             ),
         ];
         for (m, p, body) in attempts {
-            let (code, err) = json_of(call(&app, m.clone(), &p, &key, body).await).await;
+            let (code, err) = json_of(app.api(m.clone(), &p, &key, body).await).await;
             assert_eq!(code, expected, "{m} {p}: {err}");
             let message = err["error"]["message"].as_str().unwrap();
             assert!(!message.contains("token"), "{message}");

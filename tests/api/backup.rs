@@ -10,7 +10,11 @@
 use crate::helpers::{
     run, settings_for, stderr, stdout, tether, Backend, TestDb, KEY_K1, KEY_K1_OTHER, KEY_K2,
 };
-use crate::processes::{start_load, tally, Instance, Outcome, Setup, Strict, EXIT_WITHIN, SERIAL};
+use crate::processes::instance::Instance;
+use crate::processes::load::{start_load, tally, Answer};
+use crate::processes::setup::{seed, Setup};
+use crate::processes::strict_provider::{Outcome, Strict};
+use crate::processes::{EXIT_WITHIN, SERIAL};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -134,7 +138,7 @@ async fn a_backup_taken_in_a_refresh_storm_restores_into_a_fresh_folder_where_ev
     assert!(
         samples
             .iter()
-            .all(|s| matches!(s.answer, crate::processes::Answer::Http(200, _))),
+            .all(|s| matches!(s.answer, Answer::Http(200, _))),
         "the token API answered 200 throughout the backups: {}",
         tally(samples.iter())
     );
@@ -239,7 +243,7 @@ fn database_with_connections(n: usize) -> (TestDb, Vec<String>) {
     let mut ids = Vec::new();
     for i in 0..n {
         let t = Tenant::create(&mut conn, &format!("t{i}"), "T").unwrap();
-        let row = crate::processes::seed(&mut conn, &ctx.keys, &t.id, &format!("rt-{i}"), 3600);
+        let row = seed(&mut conn, &ctx.keys, &t.id, &format!("rt-{i}"), 3600);
         ids.push(row.id.to_string());
     }
     (db, ids)

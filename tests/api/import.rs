@@ -45,16 +45,12 @@ async fn import(
     provider: &str,
     body: &Value,
 ) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!(
-            "{}/api/v1/tenants/{tenant}/connections/{provider}/import",
-            app.address
-        ))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+    app.api_post(
+        &format!("/api/v1/tenants/{tenant}/connections/{provider}/import"),
+        key,
+        Some(body.clone()),
+    )
+    .await
 }
 
 /// The status and body of an answer, checked to repeat no token.

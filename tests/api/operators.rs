@@ -8,7 +8,7 @@
 
 use crate::backend_tests;
 use crate::helpers::{
-    acme_vars, assert_signed, connect, eventually, received, run, spawn_app_with_acme,
+    acme_vars, assert_signed, connect, error_of, eventually, received, run, spawn_app_with_acme,
     spawn_app_with_provider, start, stderr, stdout, tether, Backend, FakeProvider, TestApp,
     ACCOUNT, KEY_K1, OWNER, PASSWORD, WEBHOOK_SECRET,
 };
@@ -125,18 +125,11 @@ async fn two_tenants(backend: Backend) -> (TestApp, FakeProvider, String) {
     (app, fake, key)
 }
 
-async fn get(app: &TestApp, path: &str, key: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .get(format!("{}{path}", app.address))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-}
-
 /// The answer of `GET /api/v1/connections?{query}`; it must be a 200.
 async fn found(app: &TestApp, query: &str, key: &str) -> Value {
-    let res = get(app, &format!("/api/v1/connections?{query}"), key).await;
+    let res = app
+        .api_get(&format!("/api/v1/connections?{query}"), key)
+        .await;
     assert_eq!(res.status(), 200, "{query}");
     assert_eq!(res.headers()["cache-control"], "no-store");
     res.json().await.unwrap()
@@ -161,15 +154,6 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter()
         .map(|(t, a)| (t.to_string(), a.to_string()))
         .collect()
-}
-
-async fn error_of(res: reqwest::Response) -> (u16, String) {
-    let status = res.status().as_u16();
-    let body: Value = res.json().await.unwrap();
-    assert!(body["error"]["message"]
-        .as_str()
-        .is_some_and(|m| !m.is_empty()));
-    (status, body["error"]["code"].as_str().unwrap().to_string())
 }
 
 async fn lookup_by_account_or_location_id_names_the_tenant_holding_it(backend: Backend) {
@@ -235,7 +219,9 @@ async fn a_tenant_scoped_key_sees_only_its_own_tenants_connections(backend: Back
     let body = found(&app, "tenant=dental-1&account=loc_1", &scoped).await;
     assert_eq!(holders(&body), pairs(&[("dental-1", "loc_1")]));
     for other in ["tenant=dental-2", "tenant=nobody"] {
-        let res = get(&app, &format!("/api/v1/connections?{other}"), &scoped).await;
+        let res = app
+            .api_get(&format!("/api/v1/connections?{other}"), &scoped)
+            .await;
         assert_eq!(error_of(res).await, (403, "forbidden".into()), "{other}");
     }
     let res = reqwest::Client::new()
@@ -304,7 +290,9 @@ async fn malformed_or_unknown_filters_are_clear_errors(backend: Backend) {
             (400, "invalid_query"),
         ),
     ] {
-        let res = get(&app, &format!("/api/v1/connections?{query}"), &key).await;
+        let res = app
+            .api_get(&format!("/api/v1/connections?{query}"), &key)
+            .await;
         let (status, code) = error_of(res).await;
         assert_eq!((status, code.as_str()), expected, "{query}");
     }
@@ -468,24 +456,25 @@ async fn offboarding_app(backend: Backend, extra: &[(&str, &str)]) -> (TestApp, 
     grant(&app, &acme.id, "acct-2", None, json!({}), "rt-2");
     start(&app, &[]).await;
     let scoped = app.api_key(Some("acme"), false);
-    let link = reqwest::Client::new()
-        .post(format!("{}/api/v1/tenants/acme/connect-links", app.address))
-        .bearer_auth(&scoped)
-        .json(&json!({"provider": "acme"}))
-        .send()
-        .await
-        .unwrap();
+    let link = app
+        .api_post(
+            "/api/v1/tenants/acme/connect-links",
+            &scoped,
+            Some(json!({"provider": "acme"})),
+        )
+        .await;
     assert_eq!(link.status(), 201);
     let put_settings = |tenant: &str, key: String| {
-        let url = format!("{}/api/v1/tenants/{tenant}/integrations/acme", app.address);
+        let path = format!("/api/v1/tenants/{tenant}/integrations/acme");
+        let app = &app;
         async move {
-            let res = reqwest::Client::new()
-                .put(url)
-                .bearer_auth(key)
-                .json(&json!({"enabled": true, "settings": {"pipeline": "p-1"}}))
-                .send()
-                .await
-                .unwrap();
+            let res = app
+                .api_put(
+                    &path,
+                    &key,
+                    json!({"enabled": true, "settings": {"pipeline": "p-1"}}),
+                )
+                .await;
             assert_eq!(res.status(), 200);
         }
     };
@@ -520,12 +509,8 @@ async fn offboarding_app(backend: Backend, extra: &[(&str, &str)]) -> (TestApp, 
 }
 
 async fn delete_tenant(app: &TestApp, tenant: &str, query: &str, key: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .delete(format!("{}/api/v1/tenants/{tenant}{query}", app.address))
-        .bearer_auth(key)
-        .send()
+    app.api_delete(&format!("/api/v1/tenants/{tenant}{query}"), key)
         .await
-        .unwrap()
 }
 
 async fn removing_a_tenant_revokes_at_the_provider_and_erases_everything_it_had(backend: Backend) {
@@ -568,7 +553,7 @@ async fn removing_a_tenant_revokes_at_the_provider_and_erases_everything_it_had(
     );
     let scoped = app.api_key(Some("acme"), false);
     assert_eq!(
-        get(&app, "/api/v1/tenants/acme/connections", &scoped)
+        app.api_get("/api/v1/tenants/acme/connections", &scoped)
             .await
             .status(),
         200,
@@ -617,9 +602,13 @@ async fn removing_a_tenant_revokes_at_the_provider_and_erases_everything_it_had(
         others_before,
         "other is untouched"
     );
-    let res = get(&app, "/api/v1/tenants/acme/connections", &admin).await;
+    let res = app
+        .api_get("/api/v1/tenants/acme/connections", &admin)
+        .await;
     assert_eq!(error_of(res).await, (404, "not_found".into()));
-    let res = get(&app, "/api/v1/tenants/acme/connections", &scoped).await;
+    let res = app
+        .api_get("/api/v1/tenants/acme/connections", &scoped)
+        .await;
     assert_eq!(res.status(), 401, "its keys went with it, cached or not");
     let dashboard = app.get("/settings/integrations").await;
     assert_eq!(dashboard.status(), 303, "its admin's session ended");

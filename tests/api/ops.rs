@@ -267,8 +267,7 @@ async fn unknown_routes_are_json_under_api_and_a_page_elsewhere(backend: Backend
 
 #[actix_web::test]
 async fn readyz_reports_an_unreachable_database() {
-    if crate::helpers::postgres_url().is_none() {
-        eprintln!("skipped: TETHER_TEST_POSTGRES_URL is not set");
+    if crate::helpers::skipped_without_postgres() {
         return;
     }
     let app = spawn_app(Backend::Postgres).await;

@@ -6,7 +6,9 @@
 //! test, when TETHER_TEST_POSTGRES_URL is not set. Also: compose.yaml names
 //! only variables Tether knows.
 
-use crate::helpers::{postgres_url, run, stderr, stdout, tether, Backend, TestDb, KEY_K1};
+use crate::helpers::{
+    postgres_url, run, skipped_without_postgres, stderr, stdout, tether, Backend, TestDb, KEY_K1,
+};
 use diesel::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,8 +53,7 @@ fn sslmode_require_connects_over_tls_to_the_local_server() {
 
 #[test]
 fn verify_full_connects_with_the_servers_ca_and_refuses_another() {
-    if postgres_url().is_none() {
-        eprintln!("skipped: TETHER_TEST_POSTGRES_URL is not set");
+    if skipped_without_postgres() {
         return;
     }
     let cluster = TlsCluster::start();

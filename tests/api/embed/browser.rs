@@ -110,32 +110,14 @@ async fn setup() -> Setup {
 impl Setup {
     /// A connect link for the demo provider, as the CRM's backend gets one.
     async fn link(&self) -> String {
-        let res = reqwest::Client::new()
-            .post(format!(
-                "{}/api/v1/tenants/acme/connect-links",
-                self.app.address
-            ))
-            .bearer_auth(&self.key)
-            .json(&json!({"provider": "demo"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
-        let body: Value = res.json().await.unwrap();
-        body["url"].as_str().unwrap().to_string()
+        self.app.connect_link(&self.key, "demo").await
     }
 
     /// The demo connection's status, from the internal API.
     async fn status(&self) -> Value {
-        reqwest::Client::new()
-            .get(format!(
-                "{}/api/v1/tenants/acme/connections/demo",
-                self.app.address
-            ))
-            .bearer_auth(&self.key)
-            .send()
+        self.app
+            .api_get("/api/v1/tenants/acme/connections/demo", &self.key)
             .await
-            .unwrap()
             .json()
             .await
             .unwrap()
@@ -270,15 +252,10 @@ async fn a_listed_crm_page_connects_in_a_popup_and_learns_the_outcome_without_a_
     assert_eq!(s.status().await["status"], "connected");
 
     // The access token the API hands out never reached the page.
-    let token: Value = reqwest::Client::new()
-        .get(format!(
-            "{}/api/v1/tenants/acme/connections/demo/token",
-            s.app.address
-        ))
-        .bearer_auth(&s.key)
-        .send()
+    let token: Value = s
+        .app
+        .api_get("/api/v1/tenants/acme/connections/demo/token", &s.key)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -9,10 +9,9 @@ mod browser;
 
 use crate::backend_tests;
 use crate::helpers::{
-    csrf_in, mount_exchange, query_param, run, spawn_app, spawn_app_with_acme, stderr, Backend,
-    FakeProvider, TestApp, ACME_ISSUER,
+    csrf_in, mount_exchange, new_browser, query_param, run, spawn_app, spawn_app_with_acme, stderr,
+    Backend, FakeProvider, TestApp, ACME_ISSUER,
 };
-use serde_json::{json, Value};
 use std::process::Command;
 use tether::db::models::tenant::Tenant;
 
@@ -28,15 +27,6 @@ const CRM: &str = "http://127.0.0.1:3900";
 const POPUP_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// A new browser: its own cookie jar, redirects not followed.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .build()
-        .unwrap()
-}
-
 /// An app with `acme` against a fake, tenant `acme` (not connected), a
 /// global API key, and `origins` as TETHER_EMBED_ORIGINS (None: unset).
 async fn app_listing(backend: Backend, origins: Option<&str>) -> (TestApp, FakeProvider, String) {
@@ -49,20 +39,6 @@ async fn app_listing(backend: Backend, origins: Option<&str>) -> (TestApp, FakeP
     Tenant::create(&mut app.conn(), "acme", "Acme").unwrap();
     let key = app.api_key(None, false);
     (app, fake, key)
-}
-
-/// A connect link for `acme`, as the CRM's backend asks for one.
-async fn new_link(app: &TestApp, key: &str) -> String {
-    let res = reqwest::Client::new()
-        .post(format!("{}/api/v1/tenants/acme/connect-links", app.address))
-        .bearer_auth(key)
-        .json(&json!({"provider": "acme"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let body: Value = res.json().await.unwrap();
-    body["url"].as_str().unwrap().to_string()
 }
 
 /// `link` with `embed=origin`, as connect.js opens it.
@@ -89,8 +65,8 @@ async fn a_link_opened_by_a_listed_page_ends_on_a_popup_that_posts_to_that_origi
 ) {
     let (app, fake, key) =
         app_listing(backend, Some(&format!("https://other.example,{CRM}"))).await;
-    let link = new_link(&app, &key).await;
-    let person = browser();
+    let link = app.connect_link(&key, "acme").await;
+    let person = new_browser();
 
     // The page keeps the origin in its form, which posts to the page itself.
     let res = person.get(embedded(&link, CRM)).send().await.unwrap();
@@ -154,18 +130,9 @@ async fn a_link_opened_by_a_listed_page_ends_on_a_popup_that_posts_to_that_origi
         "a link's popup has no dashboard to go back to: {html}"
     );
     assert!(link_used(&app));
-    let status: Value = reqwest::Client::new()
-        .get(format!(
-            "{}/api/v1/tenants/acme/connections/acme",
-            app.address
-        ))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = app
+        .get_json("/api/v1/tenants/acme/connections/acme", &key)
+        .await;
     assert_eq!(status["status"], "connected");
 
     // The script posts to the origin the page names, and to nothing else.
@@ -181,8 +148,8 @@ async fn an_unlisted_page_origin_is_refused_by_the_link_page_and_its_form_and_us
     backend: Backend,
 ) {
     let (app, fake, key) = app_listing(backend, Some(CRM)).await;
-    let link = new_link(&app, &key).await;
-    let person = browser();
+    let link = app.connect_link(&key, "acme").await;
+    let person = new_browser();
     let before = app.snapshot();
     for other in [
         "http://127.0.0.1:3901",
@@ -248,8 +215,12 @@ async fn an_unlisted_page_origin_is_refused_by_the_link_page_and_its_form_and_us
 
 async fn without_embed_origins_every_embed_parameter_is_refused(backend: Backend) {
     let (app, _fake, key) = app_listing(backend, None).await;
-    let link = new_link(&app, &key).await;
-    let res = browser().get(embedded(&link, CRM)).send().await.unwrap();
+    let link = app.connect_link(&key, "acme").await;
+    let res = new_browser()
+        .get(embedded(&link, CRM))
+        .send()
+        .await
+        .unwrap();
     let page = crate::helpers::assert_error_page(res, 400, "invalid_embed_origin").await;
     assert!(
         page.contains("TETHER_EMBED_ORIGINS lists no page"),

@@ -3,6 +3,15 @@
 
 use super::{csrf_in, TestApp};
 
+/// A new browser's client: its own cookie jar, redirects not followed.
+pub fn new_browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .unwrap()
+}
+
 /// Another browser: its own cookie jar, redirects off.
 pub struct Browser {
     pub client: reqwest::Client,

@@ -4,6 +4,8 @@
 //!
 //! - this file: backends and `backend_tests!`, the test database, the app and
 //!   what a browser or a service does with it (pages, forms, the token API);
+//! - `api.rs`: the JSON API as a service calls it (a bearer key, no cookies),
+//!   its answers as (status, JSON) and its errors as (status, code);
 //! - `db.rs`: the rows a test reads or seeds (a tenant, its acme connection,
 //!   a due connection, an API key, a grant stored through Tether's model);
 //! - `fake_provider.rs`: the `acme` provider faked at the HTTP level, the
@@ -13,9 +15,11 @@
 //! - `held.rs`: a token endpoint in front of the fake's that holds each
 //!   refresh's answer until the test lets it go;
 //! - `flow.rs`: an admin signed in, and the connect flow driven through it;
-//! - `browser.rs`: another browser, and the HTML error page it is shown;
+//! - `browser.rs`: another browser (or a new one's client), and the HTML
+//!   error page it is shown;
 //! - `webhooks.rs`: the outbox and a receiver's signed requests;
-//! - `process.rs`: the `tether` binary, and `tether serve` as a process;
+//! - `process.rs`: the `tether` binary, `tether serve` as a process, and a
+//!   request to such a process by URL;
 //! - `fault_proxy.rs`: a TCP proxy that cuts the database for a while;
 //! - `tls.rs`: a test CA, and a TLS proxy with its certificate in front of a fake.
 
@@ -26,6 +30,7 @@ use std::time::{Duration, Instant};
 use tether::config::Settings;
 use tether::startup::{self, Application, Context};
 
+mod api;
 mod browser;
 mod db;
 mod fake_provider;
@@ -37,6 +42,7 @@ mod rotating;
 mod tls;
 mod webhooks;
 
+pub use api::*;
 pub use browser::*;
 pub use db::*;
 pub use fake_provider::*;
@@ -85,8 +91,7 @@ macro_rules! backend_tests {
                 #[actix_web::test]
                 $(#[$meta])*
                 async fn $name() {
-                    if $crate::helpers::postgres_url().is_none() {
-                        eprintln!("skipped: TETHER_TEST_POSTGRES_URL is not set");
+                    if $crate::helpers::skipped_without_postgres() {
                         return;
                     }
                     super::$name($crate::helpers::Backend::Postgres).await
@@ -100,6 +105,16 @@ pub fn postgres_url() -> Option<String> {
     std::env::var("TETHER_TEST_POSTGRES_URL")
         .ok()
         .filter(|u| !u.is_empty())
+}
+
+/// Whether a test that needs PostgreSQL is skipped (and says so): true when
+/// no server is configured.
+pub fn skipped_without_postgres() -> bool {
+    if postgres_url().is_none() {
+        eprintln!("skipped: TETHER_TEST_POSTGRES_URL is not set");
+        return true;
+    }
+    false
 }
 
 /// A database that exists for one test: a file in a temp dir, or a PostgreSQL

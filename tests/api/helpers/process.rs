@@ -1,6 +1,6 @@
 //! The real `tether` binary: a command with a clean environment, its output,
-//! a `tether serve` read up to its listening line, and the bytes it left on
-//! disk.
+//! a `tether serve` read up to its listening line, the bytes it left on
+//! disk, and a request to a running one by URL.
 
 use super::TestDb;
 use std::io::{BufRead, BufReader};
@@ -144,4 +144,37 @@ pub fn all_bytes_under(dir: &Path) -> Vec<u8> {
 
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `GET url` from a `tether serve` process, as its callers would: no proxy,
+/// a fresh client, `key` as bearer if given, at most `timeout` for the
+/// answer. The status and the body, or why no answer came.
+pub async fn get_at(
+    url: &str,
+    key: Option<&str>,
+    timeout: std::time::Duration,
+) -> reqwest::Result<(u16, String)> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .build()
+        .expect("client");
+    let mut req = client.get(url);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let res = req.send().await?;
+    let status = res.status().as_u16();
+    Ok((status, res.text().await.unwrap_or_default()))
+}
+
+/// [`get_at`] for an answer that must come: the status and the JSON body
+/// (`null` when the body is not JSON).
+pub async fn get_json_at(
+    url: &str,
+    key: Option<&str>,
+    timeout: std::time::Duration,
+) -> (u16, serde_json::Value) {
+    let (status, body) = get_at(url, key, timeout).await.expect("instance answers");
+    (status, serde_json::from_str(&body).unwrap_or_default())
 }

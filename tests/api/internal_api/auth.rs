@@ -3,9 +3,9 @@
 //! (existing or not) and changes nothing, and a global key gets 404 for an
 //! unknown tenant and for unknown or disabled providers.
 
-use super::{connected, error_of, get, link_count, send, service, API};
+use super::{connected, link_count, API};
 use crate::backend_tests;
-use crate::helpers::{Backend, ACCOUNT};
+use crate::helpers::{error_of, service, Backend, ACCOUNT};
 use serde_json::{json, Value};
 use tether::db::models::api_key::ApiKey;
 use tether::db::models::tenant::Tenant;
@@ -94,14 +94,16 @@ async fn a_key_for_one_tenant_gets_403_on_every_route_of_another_tenant_and_chan
     let others = app.api_key(Some("other"), false);
     let others_admin = app.api_key(Some("other"), true);
     // The keys work for their own tenant.
-    let own = get(&app, &format!("{API}/other/connections"), &others).await;
+    let own = app
+        .api_get(&format!("{API}/other/connections"), &others)
+        .await;
     assert_eq!(own.status(), 200);
     let before = app.snapshot();
     let provider_calls = fake.calls().await;
 
     for key in [&others, &others_admin] {
         for (m, p, body) in every_route("acme") {
-            let res = send(&app, m.clone(), &p, key, body).await;
+            let res = app.api(m.clone(), &p, key, body).await;
             assert_eq!(error_of(res).await, (403, "forbidden".into()), "{m} {p}");
         }
     }
@@ -136,9 +138,9 @@ async fn a_tenant_scoped_key_gets_the_same_403_for_a_tenant_that_does_not_exist(
         for ((m, existing, body), (_, missing, _)) in
             every_route("acme").into_iter().zip(every_route("ghost"))
         {
-            let a = send(&app, m.clone(), &existing, key, body.clone()).await;
+            let a = app.api(m.clone(), &existing, key, body.clone()).await;
             let (a_status, a_body) = (a.status(), a.text().await.unwrap());
-            let b = send(&app, m.clone(), &missing, key, body).await;
+            let b = app.api(m.clone(), &missing, key, body).await;
             let (b_status, b_body) = (b.status(), b.text().await.unwrap());
             assert_eq!(b_status, 403, "{m} {missing}: {b_body}");
             assert_eq!(
@@ -162,7 +164,7 @@ async fn a_global_key_gets_404_for_an_unknown_tenant_and_for_unknown_or_disabled
         format!("{API}/ghost/connections/acme/token"),
         format!("{API}/ghost/proxy/acme/contacts"),
     ] {
-        let res = get(&app, &p, &global).await;
+        let res = app.api_get(&p, &global).await;
         assert_eq!(error_of(res).await, (404, "not_found".into()), "{p}");
     }
     // `nosuch` is in no catalogue; `hubspot` is a preset without credentials here.
@@ -172,17 +174,16 @@ async fn a_global_key_gets_404_for_an_unknown_tenant_and_for_unknown_or_disabled
             format!("{API}/acme/connections/{provider}/token"),
             format!("{API}/acme/proxy/{provider}/contacts"),
         ] {
-            let res = get(&app, &p, &global).await;
+            let res = app.api_get(&p, &global).await;
             assert_eq!(error_of(res).await, (404, "not_found".into()), "{p}");
         }
-        let res = send(
-            &app,
-            reqwest::Method::POST,
-            &format!("{API}/acme/connect-links"),
-            &global,
-            Some(json!({"provider": provider})),
-        )
-        .await;
+        let res = app
+            .api_post(
+                &format!("{API}/acme/connect-links"),
+                &global,
+                Some(json!({"provider": provider})),
+            )
+            .await;
         assert_eq!(error_of(res).await, (404, "not_found".into()), "{provider}");
     }
     assert_eq!(link_count(&app), 0);

@@ -5,10 +5,11 @@
 //! form (a POST with this browser's CSRF token) uses the link up, and the
 //! provider is asked for its consent screen.
 
-use super::{error_of, get, link_count, send, service, unconnected, API};
+use super::{link_count, unconnected, API};
 use crate::backend_tests;
 use crate::helpers::{
-    csrf_in, mount_exchange, query_param, Backend, FakeProvider, TestApp, ACME_ISSUER,
+    csrf_in, error_of, mount_exchange, new_browser, query_param, service, Backend, FakeProvider,
+    TestApp, ACME_ISSUER,
 };
 use diesel::prelude::*;
 use serde_json::{json, Value};
@@ -26,30 +27,6 @@ backend_tests!(
     a_bare_get_gets_an_instantly_approving_provider_nothing,
     a_cross_site_post_without_the_pages_csrf_token_uses_nothing,
 );
-
-/// A new browser: its own cookie jar, redirects not followed.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .build()
-        .unwrap()
-}
-
-/// Creates a connect link for `acme` and returns its URL.
-async fn new_link(app: &TestApp, key: &str) -> String {
-    let res = send(
-        app,
-        reqwest::Method::POST,
-        &format!("{API}/acme/connect-links"),
-        key,
-        Some(json!({"provider": "acme"})),
-    )
-    .await;
-    assert_eq!(res.status(), 201);
-    let body: Value = res.json().await.unwrap();
-    body["url"].as_str().unwrap().to_string()
-}
 
 /// Opens a link's page in `browser`; returns the page.
 async fn open_page(browser: &reqwest::Client, link: &str) -> String {
@@ -101,14 +78,13 @@ fn callback_url(app: &TestApp, state: &str) -> String {
 
 async fn a_connect_link_connects_the_tenant_in_a_browser_without_signing_in(backend: Backend) {
     let (app, fake, key) = unconnected(backend).await;
-    let res = send(
-        &app,
-        reqwest::Method::POST,
-        &format!("{API}/acme/connect-links"),
-        &key,
-        Some(json!({"provider": "acme"})),
-    )
-    .await;
+    let res = app
+        .api_post(
+            &format!("{API}/acme/connect-links"),
+            &key,
+            Some(json!({"provider": "acme"})),
+        )
+        .await;
     assert_eq!(res.status(), 201);
     assert_eq!(res.headers()["cache-control"], "no-store");
     let body: Value = res.json().await.unwrap();
@@ -123,7 +99,7 @@ async fn a_connect_link_connects_the_tenant_in_a_browser_without_signing_in(back
     let ttl = expires_at - chrono::Utc::now().timestamp();
     assert!((880..=901).contains(&ttl), "default 15 minutes: {ttl}");
 
-    let person = browser();
+    let person = new_browser();
     let (state, challenge) = follow(&fake, &person, &link).await;
     mount_exchange(&fake, &challenge, "at-link", "rt-link").await;
     let res = person.get(callback_url(&app, &state)).send().await.unwrap();
@@ -143,26 +119,22 @@ async fn a_connect_link_connects_the_tenant_in_a_browser_without_signing_in(back
     );
     assert!(!page.contains("at-link") && !page.contains("rt-link"));
 
-    let status: Value = get(&app, &format!("{API}/acme/connections/acme"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = app
+        .get_json(&format!("{API}/acme/connections/acme"), &key)
+        .await;
     assert_eq!(status["status"], "connected");
     assert_eq!(status["account"]["id"], "acct-42");
-    let token: Value = get(&app, &format!("{API}/acme/connections/acme/token"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, token) = app
+        .get_json(&format!("{API}/acme/connections/acme/token"), &key)
+        .await;
     assert_eq!(token["access_token"], "at-link");
 }
 
 async fn a_connect_link_works_only_once(backend: Backend) {
     let (app, fake, key) = unconnected(backend).await;
-    let link = new_link(&app, &key).await;
-    follow(&fake, &browser(), &link).await;
-    for client in [browser(), browser()] {
+    let link = app.connect_link(&key, "acme").await;
+    follow(&fake, &new_browser(), &link).await;
+    for client in [new_browser(), new_browser()] {
         let res = client.get(&link).send().await.unwrap();
         assert_eq!(res.status(), 400);
         let page = res.text().await.unwrap();
@@ -172,13 +144,13 @@ async fn a_connect_link_works_only_once(backend: Backend) {
 
 async fn an_expired_connect_link_is_refused(backend: Backend) {
     let (app, _fake, key) = unconnected(backend).await;
-    let link = new_link(&app, &key).await;
+    let link = app.connect_link(&key, "acme").await;
     diesel::update(connect_links::table)
         .set(connect_links::expires_at.eq(tether::db::now() - chrono::Duration::seconds(1)))
         .execute(&mut app.conn())
         .unwrap();
     let before = app.snapshot();
-    let res = browser().get(&link).send().await.unwrap();
+    let res = new_browser().get(&link).send().await.unwrap();
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("invalid_link"));
     assert_eq!(app.snapshot(), before, "no flow was started");
@@ -188,10 +160,10 @@ async fn a_connect_links_callback_in_another_browser_is_rejected_and_stores_noth
     backend: Backend,
 ) {
     let (app, fake, key) = unconnected(backend).await;
-    let link = new_link(&app, &key).await;
-    let (state, _) = follow(&fake, &browser(), &link).await;
+    let link = app.connect_link(&key, "acme").await;
+    let (state, _) = follow(&fake, &new_browser(), &link).await;
     let before = app.snapshot();
-    let res = browser()
+    let res = new_browser()
         .get(callback_url(&app, &state))
         .send()
         .await
@@ -205,11 +177,9 @@ async fn a_connect_links_callback_in_another_browser_is_rejected_and_stores_noth
         "nothing stored, the state not used up"
     );
     assert_eq!(fake.calls_to("/token").await, 0, "no code exchange");
-    let status: Value = get(&app, &format!("{API}/acme/connections/acme"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = app
+        .get_json(&format!("{API}/acme/connections/acme"), &key)
+        .await;
     assert_eq!(status["status"], "not_connected");
 }
 
@@ -232,14 +202,13 @@ async fn a_bad_connect_link_request_is_a_400_and_creates_no_link(backend: Backen
             "invalid_email",
         ),
     ] {
-        let res = send(
-            &app,
-            reqwest::Method::POST,
-            &format!("{API}/acme/connect-links"),
-            &key,
-            Some(body.clone()),
-        )
-        .await;
+        let res = app
+            .api_post(
+                &format!("{API}/acme/connect-links"),
+                &key,
+                Some(body.clone()),
+            )
+            .await;
         assert_eq!(error_of(res).await, (400, expected.into()), "{body}");
     }
     let res = service()
@@ -258,21 +227,20 @@ async fn a_links_page_names_tenant_provider_and_person_and_previews_leave_it_usa
     backend: Backend,
 ) {
     let (app, fake, key) = unconnected(backend).await;
-    let res = send(
-        &app,
-        reqwest::Method::POST,
-        &format!("{API}/acme/connect-links"),
-        &key,
-        Some(json!({"provider": "acme", "email": "Jane@Acme.example"})),
-    )
-    .await;
+    let res = app
+        .api_post(
+            &format!("{API}/acme/connect-links"),
+            &key,
+            Some(json!({"provider": "acme", "email": "Jane@Acme.example"})),
+        )
+        .await;
     assert_eq!(res.status(), 201);
     let body: Value = res.json().await.unwrap();
     let link = body["url"].as_str().unwrap().to_string();
     let before = app.snapshot();
     // Chat apps and mail scanners fetch the link, each in its own "browser".
     for _ in 0..3 {
-        let page = open_page(&browser(), &link).await;
+        let page = open_page(&new_browser(), &link).await;
         assert!(page.contains("Connect Acme CRM to Acme"), "{page}");
         assert!(
             page.contains("<strong>Acme</strong>"),
@@ -283,7 +251,7 @@ async fn a_links_page_names_tenant_provider_and_person_and_previews_leave_it_usa
     assert_eq!(app.snapshot(), before, "a page view changes nothing");
     assert!(fake.requests().await.is_empty());
     // The person it is for still gets through.
-    let person = browser();
+    let person = new_browser();
     let (state, challenge) = follow(&fake, &person, &link).await;
     mount_exchange(&fake, &challenge, "at-link", "rt-link").await;
     let res = person.get(callback_url(&app, &state)).send().await.unwrap();
@@ -326,7 +294,7 @@ async fn a_bare_get_gets_an_instantly_approving_provider_nothing(backend: Backen
         })
         .mount(&fake.server)
         .await;
-    let link = new_link(&app, &key).await;
+    let link = app.connect_link(&key, "acme").await;
     let before = app.snapshot();
     // A victim's browser sent to the link follows every redirect it is given.
     let victim = reqwest::Client::builder()
@@ -339,27 +307,25 @@ async fn a_bare_get_gets_an_instantly_approving_provider_nothing(backend: Backen
     assert_eq!(fake.calls_to("/authorize").await, 0);
     assert_eq!(fake.calls_to("/token").await, 0);
     assert_eq!(app.snapshot(), before);
-    let status: Value = get(&app, &format!("{API}/acme/connections/acme"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = app
+        .get_json(&format!("{API}/acme/connections/acme"), &key)
+        .await;
     assert_eq!(status["status"], "not_connected");
 }
 
 async fn a_cross_site_post_without_the_pages_csrf_token_uses_nothing(backend: Backend) {
     let (app, fake, key) = unconnected(backend).await;
-    let link = new_link(&app, &key).await;
+    let link = app.connect_link(&key, "acme").await;
     let before = app.snapshot();
     // Another site's auto-submitting form: no token, or one from another browser.
-    let elsewhere = csrf_in(&open_page(&browser(), &link).await).unwrap();
+    let elsewhere = csrf_in(&open_page(&new_browser(), &link).await).unwrap();
     for form in [vec![], vec![("csrf", elsewhere.as_str())]] {
-        let victim = browser();
+        let victim = new_browser();
         let res = victim.post(&link).form(&form).send().await.unwrap();
         assert_eq!(res.status(), 403);
         assert!(res.headers().get("location").is_none());
     }
     assert_eq!(app.snapshot(), before);
     assert!(fake.requests().await.is_empty());
-    follow(&fake, &browser(), &link).await;
+    follow(&fake, &new_browser(), &link).await;
 }

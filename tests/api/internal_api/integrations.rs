@@ -5,13 +5,13 @@
 //! hidden from the dashboard (listed under "Disabled") and its token API,
 //! proxy and connect links answer 409 `provider_disabled`.
 
-use super::{error_of, get, send, API};
+use super::API;
 use crate::backend_tests;
 use crate::helpers::{
-    connect, csrf_in, spawn_app_with_acme, Backend, FakeProvider, TestApp, OWNER, PASSWORD,
+    connect, csrf_in, error_of, json_of, service, spawn_app_with_acme, Backend, FakeProvider,
+    TestApp, OWNER, PASSWORD,
 };
 use diesel::prelude::*;
-use reqwest::Method;
 use serde_json::{json, Value};
 use tether::db::models::integration_setting::IntegrationSetting;
 use wiremock::matchers::{method, path};
@@ -55,19 +55,6 @@ async fn app(
 
 const ACME: &str = "/api/v1/tenants/acme/integrations/acme";
 
-async fn put(app: &TestApp, path: &str, key: &str, body: Value) -> reqwest::Response {
-    send(app, Method::PUT, path, key, Some(body)).await
-}
-
-async fn json_of(res: reqwest::Response) -> (u16, Value) {
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 fn row(app: &TestApp, tenant: &str, provider: &str) -> Option<IntegrationSetting> {
     let t = app.tenant(tenant);
     IntegrationSetting::find(&mut app.conn(), &t.id, provider).unwrap()
@@ -105,7 +92,7 @@ async fn a_never_written_pair_answers_the_defaults_and_a_put_round_trips_with_an
     backend: Backend,
 ) {
     let (app, _fake, key) = app(backend, false, &[]).await;
-    let res = get(&app, ACME, &key).await;
+    let res = app.api_get(ACME, &key).await;
     assert_eq!(res.headers()["cache-control"], "no-store");
     let (status, body) = json_of(res).await;
     assert_eq!(status, 200, "{body}");
@@ -116,43 +103,30 @@ async fn a_never_written_pair_answers_the_defaults_and_a_put_round_trips_with_an
     assert!(row(&app, "acme", "acme").is_none(), "a GET writes nothing");
 
     let settings = json!({"pipeline": "p-1", "nested": {"stages": [1, 2.5, "x"]}, "on": true});
-    let (status, body) = json_of(
-        put(
-            &app,
-            ACME,
-            &key,
-            json!({"enabled": true, "settings": settings}),
-        )
-        .await,
-    )
-    .await;
+    let (status, body) = app
+        .put_json(ACME, &key, json!({"enabled": true, "settings": settings}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["settings"], settings);
     assert_eq!(body["enabled"], true);
     let updated_at = body["updated_at"].as_str().expect("updated_at").to_string();
     assert!(updated_at.ends_with('Z'), "{updated_at}");
-    let (_, again) = json_of(get(&app, ACME, &key).await).await;
+    let (_, again) = app.get_json(ACME, &key).await;
     assert_eq!(again, body, "GET answers what PUT stored");
     assert_eq!(event_kinds(&app, "acme"), ["settings_changed"]);
 
     // The same again changes nothing: no event, the same updated_at.
     let before = app.snapshot();
-    let (status, same) = json_of(
-        put(
-            &app,
-            ACME,
-            &key,
-            json!({"enabled": true, "settings": settings}),
-        )
-        .await,
-    )
-    .await;
+    let (status, same) = app
+        .put_json(ACME, &key, json!({"enabled": true, "settings": settings}))
+        .await;
     assert_eq!((status, &same), (200, &body));
     assert_eq!(app.snapshot(), before);
 
     // Both at once: two events.
-    let (status, body) =
-        json_of(put(&app, ACME, &key, json!({"enabled": false, "settings": {}})).await).await;
+    let (status, body) = app
+        .put_json(ACME, &key, json!({"enabled": false, "settings": {}}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         (body["enabled"].clone(), body["settings"].clone()),
@@ -169,15 +143,17 @@ async fn a_never_written_pair_answers_the_defaults_and_a_put_round_trips_with_an
     let stored = row(&app, "acme", "acme").unwrap();
     assert!(!stored.enabled);
     assert_eq!(stored.settings, "{}");
-    put(&app, ACME, &key, json!({"enabled": true, "settings": {}})).await;
+    app.api_put(ACME, &key, json!({"enabled": true, "settings": {}}))
+        .await;
     assert_eq!(
         event_kinds(&app, "acme").last().map(String::as_str),
         Some("integration_enabled")
     );
     // A PUT of the defaults on a pair never written leaves none written.
     let demo = "/api/v1/tenants/acme/integrations/demo";
-    let (status, body) =
-        json_of(put(&app, demo, &key, json!({"enabled": true, "settings": {}})).await).await;
+    let (status, body) = app
+        .put_json(demo, &key, json!({"enabled": true, "settings": {}}))
+        .await;
     assert_eq!((status, body["updated_at"].clone()), (200, Value::Null));
     assert!(row(&app, "acme", "demo").is_none());
 }
@@ -185,7 +161,7 @@ async fn a_never_written_pair_answers_the_defaults_and_a_put_round_trips_with_an
 async fn every_refused_put_changes_nothing_and_says_why(backend: Backend) {
     let (app, _fake, _) = app(backend, true, &[]).await;
     let key = app.api_key(None, false);
-    let (_, body) = json_of(get(&app, ACME, &key).await).await;
+    let (_, body) = app.get_json(ACME, &key).await;
     assert_eq!(
         body["schema"],
         json!([
@@ -196,21 +172,21 @@ async fn every_refused_put_changes_nothing_and_says_why(backend: Backend) {
     );
     // 64 KiB exactly is taken: {"pipeline_id":"..."} is 18 bytes around the value.
     let fits = "a".repeat(64 * 1024 - 18);
-    let res = put(
-        &app,
-        ACME,
-        &key,
-        json!({"enabled": true, "settings": {"pipeline_id": fits}}),
-    )
-    .await;
+    let res = app
+        .api_put(
+            ACME,
+            &key,
+            json!({"enabled": true, "settings": {"pipeline_id": fits}}),
+        )
+        .await;
     assert_eq!(res.status(), 200);
-    let res = put(
-        &app,
-        ACME,
-        &key,
-        json!({"enabled": true, "settings": {"pipeline_id": "p-1", "limit": 3}}),
-    )
-    .await;
+    let res = app
+        .api_put(
+            ACME,
+            &key,
+            json!({"enabled": true, "settings": {"pipeline_id": "p-1", "limit": 3}}),
+        )
+        .await;
     assert_eq!(res.status(), 200);
     let stored = row(&app, "acme", "acme").unwrap();
     let before = app.snapshot();
@@ -302,7 +278,7 @@ async fn every_refused_put_changes_nothing_and_says_why(backend: Backend) {
         ),
     ];
     for (what, body, status, code, says) in cases {
-        let res = put(&app, ACME, &key, body).await;
+        let res = app.api_put(ACME, &key, body).await;
         let got = res.status().as_u16();
         let text = res.text().await.unwrap();
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: {text}"));
@@ -324,7 +300,7 @@ async fn every_refused_put_changes_nothing_and_says_why(backend: Backend) {
             "a".repeat(300 * 1024)
         ),
     ] {
-        let res = super::service()
+        let res = service()
             .put(format!("{}{ACME}", app.address))
             .bearer_auth(&key)
             .header("content-type", "application/json")
@@ -342,19 +318,19 @@ async fn every_refused_put_changes_nothing_and_says_why(backend: Backend) {
         ("/api/v1/tenants/acme/integrations/hubspot", 404),
         ("/api/v1/tenants/acme/integrations/NOT_A_KEY", 404),
     ] {
-        let res = put(&app, path, &key, ok.clone()).await;
+        let res = app.api_put(path, &key, ok.clone()).await;
         assert_eq!(
             error_of(res).await,
             (status, "not_found".to_string()),
             "{path}"
         );
         assert_eq!(
-            error_of(get(&app, path, &key).await).await.0,
+            error_of(app.api_get(path, &key).await).await.0,
             status,
             "{path}"
         );
     }
-    let res = send(&app, Method::DELETE, ACME, &key, None).await;
+    let res = app.api_delete(ACME, &key).await;
     assert_eq!(res.status(), 405);
     assert_eq!(res.headers()["allow"], "GET, PUT");
     assert_eq!(app.snapshot(), before);
@@ -368,39 +344,38 @@ async fn a_scoped_key_reads_and_writes_only_its_own_tenants_settings(backend: Ba
     let before = app.snapshot();
     for path in [other, "/api/v1/tenants/missing/integrations/acme"] {
         assert_eq!(
-            error_of(get(&app, path, &own).await).await,
+            error_of(app.api_get(path, &own).await).await,
             (403, "forbidden".to_string())
         );
-        let res = put(&app, path, &own, json!({"enabled": false, "settings": {}})).await;
+        let res = app
+            .api_put(path, &own, json!({"enabled": false, "settings": {}}))
+            .await;
         assert_eq!(error_of(res).await, (403, "forbidden".to_string()));
     }
-    let res = put(
-        &app,
-        other,
-        "tth_not-a-key",
-        json!({"enabled": false, "settings": {}}),
-    )
-    .await;
+    let res = app
+        .api_put(
+            other,
+            "tth_not-a-key",
+            json!({"enabled": false, "settings": {}}),
+        )
+        .await;
     assert_eq!(res.status(), 401);
     assert_eq!(app.snapshot(), before);
     // Its own tenant, and a global key for the other one.
     assert_eq!(
-        put(&app, ACME, &own, json!({"enabled": false, "settings": {}}))
+        app.api_put(ACME, &own, json!({"enabled": false, "settings": {}}))
             .await
             .status(),
         200
     );
     let global = app.api_key(None, false);
-    let (status, body) = json_of(
-        put(
-            &app,
+    let (status, body) = app
+        .put_json(
             other,
             &global,
             json!({"enabled": true, "settings": {"x": 1}}),
         )
-        .await,
-    )
-    .await;
+        .await;
     assert_eq!(status, 200, "{body}");
     assert!(!row(&app, "acme", "acme").unwrap().enabled);
     assert_eq!(row(&app, "other", "acme").unwrap().settings, r#"{"x":1}"#);
@@ -418,20 +393,20 @@ async fn a_disabled_provider_answers_409_provider_disabled_to_the_token_api_prox
         .await;
     let token = format!("{API}/acme/connections/acme/token");
     let proxy = format!("{API}/acme/proxy/acme/v1/me");
-    let (status, body) = json_of(get(&app, &token, &key).await).await;
+    let (status, body) = app.get_json(&token, &key).await;
     assert_eq!((status, body["access_token"].clone()), (200, json!("at-1")));
-    assert_eq!(get(&app, &proxy, &key).await.status(), 200);
+    assert_eq!(app.api_get(&proxy, &key).await.status(), 200);
     let api_calls = fake.calls_to("/api/v1/me").await;
 
     assert_eq!(
-        put(&app, ACME, &key, json!({"enabled": false, "settings": {}}))
+        app.api_put(ACME, &key, json!({"enabled": false, "settings": {}}))
             .await
             .status(),
         200
     );
     let before = app.snapshot();
     for path in [&token, &proxy] {
-        let res = get(&app, path, &key).await;
+        let res = app.api_get(path, &key).await;
         let text = res.text().await.unwrap();
         assert!(!text.contains("at-1"), "{path}: {text}");
         let v: Value = serde_json::from_str(&text).unwrap();
@@ -444,16 +419,15 @@ async fn a_disabled_provider_answers_409_provider_disabled_to_the_token_api_prox
             "{text}"
         );
     }
-    let res = get(&app, &token, &key).await;
+    let res = app.api_get(&token, &key).await;
     assert_eq!(res.status(), 409);
-    let link = send(
-        &app,
-        Method::POST,
-        &format!("{API}/acme/connect-links"),
-        &key,
-        Some(json!({"provider": "acme"})),
-    )
-    .await;
+    let link = app
+        .api_post(
+            &format!("{API}/acme/connect-links"),
+            &key,
+            Some(json!({"provider": "acme"})),
+        )
+        .await;
     assert_eq!(error_of(link).await, (409, "provider_disabled".to_string()));
     assert_eq!(
         fake.calls_to("/api/v1/me").await,
@@ -463,16 +437,18 @@ async fn a_disabled_provider_answers_409_provider_disabled_to_the_token_api_prox
     assert_eq!(fake.refresh_calls().await, 0);
     assert_eq!(app.snapshot(), before);
     // Distinct from a provider the operator has not enabled: that is a 404.
-    let hubspot = get(&app, &format!("{API}/acme/connections/hubspot/token"), &key).await;
+    let hubspot = app
+        .api_get(&format!("{API}/acme/connections/hubspot/token"), &key)
+        .await;
     assert_eq!(error_of(hubspot).await, (404, "not_found".to_string()));
     // The connection was kept: enabling again serves its token at once.
     assert_eq!(
-        put(&app, ACME, &key, json!({"enabled": true, "settings": {}}))
+        app.api_put(ACME, &key, json!({"enabled": true, "settings": {}}))
             .await
             .status(),
         200
     );
-    let (status, body) = json_of(get(&app, &token, &key).await).await;
+    let (status, body) = app.get_json(&token, &key).await;
     assert_eq!((status, body["access_token"].clone()), (200, json!("at-1")));
     assert_eq!(fake.refresh_calls().await, 0);
 }
@@ -535,7 +511,7 @@ async fn the_dashboard_hides_a_disabled_provider_and_lists_it_under_disabled_wit
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/settings/integrations");
     assert!(!row(&app, "acme", "acme").unwrap().enabled);
-    let (_, body) = json_of(get(&app, ACME, &key).await).await;
+    let (_, body) = app.get_json(ACME, &key).await;
     assert_eq!(body["enabled"], false);
     let page = dashboard(&app).await;
     assert!(page.contains("Acme CRM is disabled"), "the flash: {page}");
@@ -641,7 +617,7 @@ async fn the_card_edits_settings_with_a_form_for_a_schema_and_a_json_box_otherwi
     )
     .await;
     assert_eq!(res.status(), 303);
-    let (_, body) = json_of(get(&app, ACME, &key).await).await;
+    let (_, body) = app.get_json(ACME, &key).await;
     assert_eq!(
         body["settings"],
         json!({"pipeline_id": "pipe-7", "limit": 5, "notify": true})
@@ -728,7 +704,9 @@ async fn the_card_edits_settings_with_a_form_for_a_schema_and_a_json_box_otherwi
     )
     .await;
     assert_eq!(res.status(), 303);
-    let (_, body) = json_of(get(&app, "/api/v1/tenants/acme/integrations/demo", &key).await).await;
+    let (_, body) = app
+        .get_json("/api/v1/tenants/acme/integrations/demo", &key)
+        .await;
     assert_eq!(body["settings"], json!({"greeting": "hi", "n": [1]}));
     let res = app
         .post_form(
@@ -739,7 +717,7 @@ async fn the_card_edits_settings_with_a_form_for_a_schema_and_a_json_box_otherwi
     assert_eq!(res.status(), 403);
     assert_eq!(
         body["settings"],
-        json_of(get(&app, "/api/v1/tenants/acme/integrations/demo", &key).await)
+        app.get_json("/api/v1/tenants/acme/integrations/demo", &key)
             .await
             .1["settings"]
     );
@@ -770,7 +748,7 @@ async fn a_disabled_integration_is_still_refreshed_by_the_scheduler(backend: Bac
         .mount(&fake.server)
         .await;
     assert_eq!(
-        put(&app, ACME, &key, json!({"enabled": false, "settings": {}}))
+        app.api_put(ACME, &key, json!({"enabled": false, "settings": {}}))
             .await
             .status(),
         200
@@ -785,12 +763,13 @@ async fn a_disabled_integration_is_still_refreshed_by_the_scheduler(backend: Bac
     let row = app.until(&c.id, |r| r.version > c.version).await;
     assert!(row.last_error.is_none(), "{row:?}");
     assert_eq!(
-        put(&app, ACME, &key, json!({"enabled": true, "settings": {}}))
+        app.api_put(ACME, &key, json!({"enabled": true, "settings": {}}))
             .await
             .status(),
         200
     );
-    let (status, body) =
-        json_of(get(&app, &format!("{API}/acme/connections/acme/token"), &key).await).await;
+    let (status, body) = app
+        .get_json(&format!("{API}/acme/connections/acme/token"), &key)
+        .await;
     assert_eq!((status, body["access_token"].clone()), (200, json!("at-2")));
 }

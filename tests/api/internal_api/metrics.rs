@@ -1,7 +1,7 @@
 //! What the API feeds into /metrics: token requests are counted, and
 //! connections by status.
 
-use super::{connected, get, API};
+use super::{connected, API};
 use crate::backend_tests;
 use crate::helpers::Backend;
 
@@ -9,7 +9,9 @@ backend_tests!(metrics_count_token_requests_and_connections_by_status,);
 
 async fn metrics_count_token_requests_and_connections_by_status(backend: Backend) {
     let (app, _fake, key) = connected(backend).await;
-    let res = get(&app, &format!("{API}/acme/connections/acme/token"), &key).await;
+    let res = app
+        .api_get(&format!("{API}/acme/connections/acme/token"), &key)
+        .await;
     assert_eq!(res.status(), 200);
     let text = app.get("/metrics").await.text().await.unwrap();
     let count: u64 = text

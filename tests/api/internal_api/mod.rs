@@ -20,7 +20,7 @@ mod token;
 
 use crate::helpers::{connect, signed_in, spawn_app_with_provider, Backend, FakeProvider, TestApp};
 use diesel::prelude::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use tether::db::models::tenant::Tenant;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -44,53 +44,6 @@ async fn unconnected(backend: Backend) -> (TestApp, FakeProvider, String) {
     Tenant::create(&mut app.conn(), "acme", "Acme").unwrap();
     let key = app.api_key(None, false);
     (app, fake, key)
-}
-
-/// A client like the CRM's services: no cookies, no redirects followed.
-fn service() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-async fn send(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    key: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut req = service()
-        .request(method, format!("{}{path}", app.address))
-        .bearer_auth(key);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    req.send().await.unwrap()
-}
-
-async fn get(app: &TestApp, path: &str, key: &str) -> reqwest::Response {
-    send(app, reqwest::Method::GET, path, key, None).await
-}
-
-/// The status and error code of a JSON error response.
-async fn error_of(res: reqwest::Response) -> (u16, String) {
-    let status = res.status().as_u16();
-    let content_type = res.headers()["content-type"].to_str().unwrap().to_string();
-    let body = res.text().await.unwrap();
-    assert!(
-        content_type.starts_with("application/json"),
-        "{status} {content_type}: {body}"
-    );
-    let v: Value = serde_json::from_str(&body).unwrap();
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-    (status, v["error"]["code"].as_str().unwrap().to_string())
 }
 
 fn link_count(app: &TestApp) -> i64 {

@@ -5,9 +5,9 @@
 //! naming the documented ones, and an undocumented path is a 404.
 //! (`scripts/fuzz-api` holds the answers to the document's schemas.)
 
-use super::{connected, send, service};
+use super::connected;
 use crate::backend_tests;
-use crate::helpers::Backend;
+use crate::helpers::{service, Backend};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -54,7 +54,7 @@ async fn the_openapi_document_is_public_json_with_every_operation_routed(backend
             operations += 1;
             let body = (*m != "get" && *m != "delete").then(|| json!({}));
             let method = Method::from_bytes(m.to_uppercase().as_bytes()).unwrap();
-            let res = send(&app, method, &concrete(template), &key, body).await;
+            let res = app.api(method, &concrete(template), &key, body).await;
             let status = res.status().as_u16();
             let text = res.text().await.unwrap();
             assert_ne!(status, 405, "{m} {template} is documented: {text}");
@@ -92,7 +92,7 @@ async fn a_method_a_documented_path_does_not_take_is_a_405_naming_those_it_does(
             .collect();
         for m in METHODS.iter().filter(|m| item.get(**m).is_none()) {
             let method = Method::from_bytes(m.to_uppercase().as_bytes()).unwrap();
-            let res = send(&app, method, &concrete(template), &key, None).await;
+            let res = app.api(method, &concrete(template), &key, None).await;
             assert_eq!(res.status(), 405, "{m} {template}");
             let allow = res.headers()["allow"].to_str().unwrap().to_string();
             let listed: Vec<&str> = allow.split(", ").collect();
@@ -115,7 +115,7 @@ async fn a_path_the_document_does_not_list_is_a_404(backend: Backend) {
         "/api/v1/tenants/acme/connections/acme/token/more",
         "/api/v2/openapi.json",
     ] {
-        let res = send(&app, Method::GET, p, &key, None).await;
+        let res = app.api_get(p, &key).await;
         assert_eq!(res.status(), 404, "{p}");
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["error"]["code"], "not_found", "{p}");

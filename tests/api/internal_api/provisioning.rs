@@ -2,9 +2,9 @@
 //! a non-admin key cannot, and a malformed tenant id is a 400 that creates
 //! nothing.
 
-use super::{error_of, get, send, unconnected, API};
+use super::{unconnected, API};
 use crate::backend_tests;
-use crate::helpers::Backend;
+use crate::helpers::{error_of, Backend};
 use serde_json::{json, Value};
 use tether::db::models::tenant::Tenant;
 
@@ -18,12 +18,10 @@ async fn an_admin_key_provisions_a_tenant_then_renames_it(backend: Backend) {
     let (app, _fake, _) = unconnected(backend).await;
     let admin = app.api_key(None, true);
     let put = |name: &'static str| {
-        send(
-            &app,
-            reqwest::Method::PUT,
+        app.api_put(
             "/api/v1/tenants/crm-client-7",
             &admin,
-            Some(json!({ "name": name })),
+            json!({ "name": name }),
         )
     };
     let res = put("Main Street Dental").await;
@@ -44,7 +42,9 @@ async fn an_admin_key_provisions_a_tenant_then_renames_it(backend: Backend) {
     assert_eq!(renamed.id, created.id, "the same tenant");
     assert_eq!(renamed.name, "Main Street Dental & Co");
     // The provisioned tenant is usable at once.
-    let list = get(&app, &format!("{API}/crm-client-7/connections"), &admin).await;
+    let list = app
+        .api_get(&format!("{API}/crm-client-7/connections"), &admin)
+        .await;
     assert_eq!(list.status(), 200);
 }
 
@@ -53,14 +53,9 @@ async fn a_non_admin_key_cannot_provision_a_tenant(backend: Backend) {
     let scoped = app.api_key(Some("acme"), false);
     let before = app.snapshot();
     for (key, tenant) in [(&global, "newco"), (&global, "acme"), (&scoped, "acme")] {
-        let res = send(
-            &app,
-            reqwest::Method::PUT,
-            &format!("{API}/{tenant}"),
-            key,
-            Some(json!({"name": "Renamed"})),
-        )
-        .await;
+        let res = app
+            .api_put(&format!("{API}/{tenant}"), key, json!({"name": "Renamed"}))
+            .await;
         assert_eq!(error_of(res).await, (403, "forbidden".into()), "{tenant}");
     }
     assert_eq!(app.snapshot(), before);
@@ -80,18 +75,15 @@ async fn a_malformed_tenant_id_is_refused_with_400_and_creates_nothing(backend: 
     let admin = app.api_key(None, true);
     let before = app.snapshot();
     for id in ["a%20b", "a%2Fb", "%C3%A9t%C3%A9", &"x".repeat(129)] {
-        let res = send(
-            &app,
-            reqwest::Method::PUT,
-            &format!("{API}/{id}"),
-            &admin,
-            Some(json!({"name": "Bad"})),
-        )
-        .await;
+        let res = app
+            .api_put(&format!("{API}/{id}"), &admin, json!({"name": "Bad"}))
+            .await;
         let (status, code) = error_of(res).await;
         assert_eq!((status, code.as_str()), (400, "invalid_tenant"), "{id}");
     }
-    let res = get(&app, &format!("{API}/a%20b/connections"), &admin).await;
+    let res = app
+        .api_get(&format!("{API}/a%20b/connections"), &admin)
+        .await;
     assert_eq!(error_of(res).await, (404, "not_found".into()));
     assert_eq!(app.snapshot(), before, "no tenant was created");
 }

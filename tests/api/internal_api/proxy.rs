@@ -4,9 +4,11 @@
 //! cuts off bodies over the configured size, and refuses paths that would
 //! escape the provider's API base before any request is sent.
 
-use super::{connected, error_of, get, mount_refresh, send, API};
+use super::{connected, mount_refresh, API};
 use crate::backend_tests;
-use crate::helpers::{spawn_app_with_providers, Backend, FakeProvider, TestApp, TestDb, ACCOUNT};
+use crate::helpers::{
+    error_of, spawn_app_with_providers, Backend, FakeProvider, TestApp, TestDb, ACCOUNT,
+};
 use serde_json::{json, Value};
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -76,12 +78,9 @@ async fn the_proxy_forwards_method_query_and_body_with_the_connections_token_not
         .mount(&fake.server)
         .await;
 
-    let res = get(
-        &app,
-        &format!("{API}/acme/proxy/acme/contacts?limit=5"),
-        &key,
-    )
-    .await;
+    let res = app
+        .api_get(&format!("{API}/acme/proxy/acme/contacts?limit=5"), &key)
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         res.headers()["content-type"],
@@ -89,14 +88,13 @@ async fn the_proxy_forwards_method_query_and_body_with_the_connections_token_not
     );
     assert_eq!(res.text().await.unwrap(), r#"{"contacts":[{"id":"c1"}]}"#);
 
-    let res = send(
-        &app,
-        reqwest::Method::POST,
-        &format!("{API}/acme/proxy/acme/contacts"),
-        &key,
-        Some(json!({"name": "Ada"})),
-    )
-    .await;
+    let res = app
+        .api_post(
+            &format!("{API}/acme/proxy/acme/contacts"),
+            &key,
+            Some(json!({"name": "Ada"})),
+        )
+        .await;
     assert_eq!(res.status(), 201);
     assert_eq!(res.headers()["content-type"], "application/vnd.acme+json");
     assert_eq!(res.text().await.unwrap(), r#"{"id":"c2"}"#);
@@ -147,7 +145,9 @@ async fn a_provider_401_through_the_proxy_refreshes_once_and_retries_with_the_ne
         .mount(&fake.server)
         .await;
     mount_refresh(&fake, "at-2").await;
-    let res = get(&app, &format!("{API}/acme/proxy/acme/contacts"), &key).await;
+    let res = app
+        .api_get(&format!("{API}/acme/proxy/acme/contacts"), &key)
+        .await;
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body, json!({"contacts": []}));
@@ -191,7 +191,9 @@ async fn a_provider_redirect_through_the_proxy_is_a_502_neither_followed_nor_pas
         .mount(&fake.server)
         .await;
     for status in [301, 302, 303, 307, 308] {
-        let res = get(&app, &format!("{API}/acme/proxy/acme/moved-{status}"), &key).await;
+        let res = app
+            .api_get(&format!("{API}/acme/proxy/acme/moved-{status}"), &key)
+            .await;
         assert!(res.headers().get("location").is_none(), "{status}");
         assert_eq!(res.status(), 502, "{status}");
         let body = res.text().await.unwrap();
@@ -245,12 +247,16 @@ async fn a_provider_body_over_the_cap_is_a_502_and_one_at_the_cap_passes(backend
         .respond_with(ResponseTemplate::new(200).set_body_string("y".repeat(1024)))
         .mount(&fake_api.server)
         .await;
-    let res = get(&app, &format!("{API}/acme/proxy/acme/big"), &key).await;
+    let res = app
+        .api_get(&format!("{API}/acme/proxy/acme/big"), &key)
+        .await;
     assert_eq!(
         error_of(res).await,
         (502, "provider_response_too_large".to_string())
     );
-    let res = get(&app, &format!("{API}/acme/proxy/acme/exact"), &key).await;
+    let res = app
+        .api_get(&format!("{API}/acme/proxy/acme/exact"), &key)
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.text().await.unwrap(), "y".repeat(1024));
 }
@@ -280,7 +286,9 @@ async fn an_endless_provider_body_is_cut_off_at_the_cap(backend: Backend) {
         while out.write_all(chunk.as_bytes()).is_ok() {}
     });
     let (app, _fake, key) = capped(backend, &base, "4096").await;
-    let res = get(&app, &format!("{API}/acme/proxy/acme/stream"), &key).await;
+    let res = app
+        .api_get(&format!("{API}/acme/proxy/acme/stream"), &key)
+        .await;
     assert_eq!(
         error_of(res).await,
         (502, "provider_response_too_large".to_string())
@@ -345,7 +353,9 @@ async fn the_proxy_passes_back_the_providers_rate_limit_headers_and_no_others(ba
         .expect(1)
         .mount(&fake.server)
         .await;
-    let res = get(&app, &format!("{API}/acme/proxy/acme/contacts"), &key).await;
+    let res = app
+        .api_get(&format!("{API}/acme/proxy/acme/contacts"), &key)
+        .await;
     assert_eq!(res.status(), 200);
     for (name, value) in limits {
         assert_eq!(

@@ -2,9 +2,9 @@
 //! refresh and answers the status, not the token; DELETE revokes at the
 //! provider and leaves the tenant not connected, its tokens erased.
 
-use super::{connected, error_of, get, mount_refresh, send, API};
+use super::{connected, mount_refresh, API};
 use crate::backend_tests;
-use crate::helpers::{Backend, ACCOUNT};
+use crate::helpers::{error_of, Backend, ACCOUNT};
 use serde_json::Value;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -18,14 +18,9 @@ async fn post_refresh_forces_exactly_one_refresh(backend: Backend) {
     let (app, fake, key) = connected(backend).await;
     let version = app.acme_account("acme", ACCOUNT).version;
     mount_refresh(&fake, "at-2").await;
-    let res = send(
-        &app,
-        reqwest::Method::POST,
-        &format!("{API}/acme/connections/acme/refresh"),
-        &key,
-        None,
-    )
-    .await;
+    let res = app
+        .api_post(&format!("{API}/acme/connections/acme/refresh"), &key, None)
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["cache-control"], "no-store");
     let body: Value = res.json().await.unwrap();
@@ -35,11 +30,9 @@ async fn post_refresh_forces_exactly_one_refresh(backend: Backend) {
         "status, not the token: {body}"
     );
     assert_eq!(app.acme_account("acme", ACCOUNT).version, version + 1);
-    let token: Value = get(&app, &format!("{API}/acme/connections/acme/token"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, token) = app
+        .get_json(&format!("{API}/acme/connections/acme/token"), &key)
+        .await;
     assert_eq!(token["access_token"], "at-2");
     assert_eq!(
         fake.calls_to("/token").await,
@@ -58,30 +51,19 @@ async fn delete_revokes_at_the_provider_and_leaves_the_tenant_not_connected(back
         .expect(1)
         .mount(&fake.server)
         .await;
-    let res = send(
-        &app,
-        reqwest::Method::DELETE,
-        &format!("{API}/acme/connections/acme"),
-        &key,
-        None,
-    )
-    .await;
+    let res = app
+        .api_delete(&format!("{API}/acme/connections/acme"), &key)
+        .await;
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["status"], "not_connected");
     assert_eq!(fake.calls_to("/revoke").await, 1);
-    let status: Value = get(&app, &format!("{API}/acme/connections/acme"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = app
+        .get_json(&format!("{API}/acme/connections/acme"), &key)
+        .await;
     assert_eq!(status["status"], "not_connected");
     assert!(status["account"].is_null());
-    let list: Value = get(&app, &format!("{API}/acme/connections"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, list) = app.get_json(&format!("{API}/acme/connections"), &key).await;
     let acme = list["connections"]
         .as_array()
         .unwrap()
@@ -91,6 +73,8 @@ async fn delete_revokes_at_the_provider_and_leaves_the_tenant_not_connected(back
         .clone();
     assert_eq!(acme["status"], "not_connected");
     assert!(app.acme_account("acme", ACCOUNT).token_ciphertext.is_none());
-    let token = get(&app, &format!("{API}/acme/connections/acme/token"), &key).await;
+    let token = app
+        .api_get(&format!("{API}/acme/connections/acme/token"), &key)
+        .await;
     assert_eq!(error_of(token).await, (404, "not_connected".into()));
 }

@@ -4,9 +4,9 @@
 //! the answer says why not: 400 for a bad min_ttl, 409 needs_reconnect, 503
 //! with Retry-After while the provider is down, 404 without a connection.
 
-use super::{connected, error_of, get, mount_refresh, send, unconnected, API};
+use super::{connected, mount_refresh, unconnected, API};
 use crate::backend_tests;
-use crate::helpers::{Backend, TestApp, ACCOUNT};
+use crate::helpers::{error_of, Backend, TestApp, ACCOUNT};
 use diesel::prelude::*;
 use serde_json::{json, Value};
 use tether::db::schema::connections;
@@ -42,7 +42,9 @@ async fn a_warm_token_is_returned_as_stored_with_no_store_and_no_provider_call(b
     let (app, fake, key) = connected(backend).await;
     let before = app.snapshot();
     let provider_calls = fake.calls().await;
-    let res = get(&app, &format!("{API}/acme/connections/acme/token"), &key).await;
+    let res = app
+        .api_get(&format!("{API}/acme/connections/acme/token"), &key)
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["cache-control"], "no-store");
     assert!(res.headers()["content-type"]
@@ -79,7 +81,9 @@ async fn a_token_expiring_within_min_ttl_is_refreshed_once_first_and_keeps_the_r
     let (app, fake, key) = connected(backend).await;
     expire_in(&app, 30);
     mount_refresh(&fake, "at-2").await;
-    let res = get(&app, &format!("{API}/acme/connections/acme/token"), &key).await;
+    let res = app
+        .api_get(&format!("{API}/acme/connections/acme/token"), &key)
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["cache-control"], "no-store");
     let body: Value = res.json().await.unwrap();
@@ -87,11 +91,9 @@ async fn a_token_expiring_within_min_ttl_is_refreshed_once_first_and_keeps_the_r
     assert!(body["expires_in"].as_i64().unwrap() > 7000, "{body}");
     assert_eq!(body["metadata"], json!({"locationId": "loc_9"}));
     // Warm again: asking once more does not refresh again.
-    let again: Value = get(&app, &format!("{API}/acme/connections/acme/token"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, again) = app
+        .get_json(&format!("{API}/acme/connections/acme/token"), &key)
+        .await;
     assert_eq!(again["access_token"], "at-2");
     assert_eq!(fake.refresh_calls().await, 1, "exactly one provider call");
     let tokens = app
@@ -111,12 +113,12 @@ async fn an_invalid_min_ttl_is_a_400(backend: Backend) {
     let (app, fake, key) = connected(backend).await;
     let provider_calls = fake.calls().await;
     for q in ["-1", "abc", "86401", "1.5", ""] {
-        let res = get(
-            &app,
-            &format!("{API}/acme/connections/acme/token?min_ttl={q}"),
-            &key,
-        )
-        .await;
+        let res = app
+            .api_get(
+                &format!("{API}/acme/connections/acme/token?min_ttl={q}"),
+                &key,
+            )
+            .await;
         let (status, code) = error_of(res).await;
         assert_eq!(status, 400, "min_ttl={q}");
         assert!(
@@ -124,12 +126,12 @@ async fn an_invalid_min_ttl_is_a_400(backend: Backend) {
             "{q}: {code}"
         );
     }
-    let ok = get(
-        &app,
-        &format!("{API}/acme/connections/acme/token?min_ttl=0"),
-        &key,
-    )
-    .await;
+    let ok = app
+        .api_get(
+            &format!("{API}/acme/connections/acme/token?min_ttl=0"),
+            &key,
+        )
+        .await;
     assert_eq!(ok.status(), 200);
     assert_eq!(fake.calls().await, provider_calls);
 }
@@ -143,25 +145,20 @@ async fn a_connection_that_needs_reconnect_gets_409_needs_reconnect(backend: Bac
         .expect(1)
         .mount(&fake.server)
         .await;
-    let res = send(
-        &app,
-        reqwest::Method::POST,
-        &format!("{API}/acme/connections/acme/refresh"),
-        &key,
-        None,
-    )
-    .await;
+    let res = app
+        .api_post(&format!("{API}/acme/connections/acme/refresh"), &key, None)
+        .await;
     assert_eq!(error_of(res).await, (409, "needs_reconnect".into()));
     // Even a token that looks valid is not handed out, and the provider is not asked again.
     for q in ["", "?min_ttl=0", "?min_ttl=86400"] {
-        let res = get(&app, &format!("{API}/acme/connections/acme/token{q}"), &key).await;
+        let res = app
+            .api_get(&format!("{API}/acme/connections/acme/token{q}"), &key)
+            .await;
         assert_eq!(error_of(res).await, (409, "needs_reconnect".into()), "{q}");
     }
-    let status: Value = get(&app, &format!("{API}/acme/connections/acme"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = app
+        .get_json(&format!("{API}/acme/connections/acme"), &key)
+        .await;
     assert_eq!(status["status"], "needs_reconnect");
 }
 
@@ -176,7 +173,9 @@ async fn a_still_valid_token_is_handed_out_while_the_provider_fails_to_refresh_i
         .expect(1)
         .mount(&fake.server)
         .await;
-    let res = get(&app, &format!("{API}/acme/connections/acme/token"), &key).await;
+    let res = app
+        .api_get(&format!("{API}/acme/connections/acme/token"), &key)
+        .await;
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["access_token"], "at-1");
@@ -193,7 +192,9 @@ async fn an_expired_token_while_the_provider_is_down_gets_503_with_retry_after(b
         .expect(1)
         .mount(&fake.server)
         .await;
-    let res = get(&app, &format!("{API}/acme/connections/acme/token"), &key).await;
+    let res = app
+        .api_get(&format!("{API}/acme/connections/acme/token"), &key)
+        .await;
     assert_eq!(res.status(), 503);
     let retry_after: u64 = res.headers()["retry-after"]
         .to_str()
@@ -228,7 +229,7 @@ async fn a_tenant_without_a_connection_gets_404_for_its_token(backend: Backend) 
             format!("{API}/acme/proxy/acme/contacts"),
         ),
     ] {
-        let res = send(&app, m.clone(), &p, &key, None).await;
+        let res = app.api(m.clone(), &p, &key, None).await;
         assert_eq!(res.status(), 404, "{m} {p}");
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["error"]["code"], "not_connected", "{m} {p}");
@@ -239,14 +240,12 @@ async fn a_tenant_without_a_connection_gets_404_for_its_token(backend: Backend) 
         format!("{API}/nosuch/connections/acme/token"),
         format!("{API}/acme/connections/nosuch/token"),
     ] {
-        let res = send(&app, reqwest::Method::GET, &p, &key, None).await;
+        let res = app.api_get(&p, &key).await;
         assert_eq!(error_of(res).await, (404, "not_found".into()), "{p}");
     }
-    let status: Value = get(&app, &format!("{API}/acme/connections/acme"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = app
+        .get_json(&format!("{API}/acme/connections/acme"), &key)
+        .await;
     assert_eq!(status["status"], "not_connected");
     assert_eq!(fake.calls().await, 0);
 }
@@ -258,18 +257,14 @@ async fn scopes_added_since_the_grant_are_listed_as_missing_and_the_card_asks_to
     backend: Backend,
 ) {
     let (app, _fake, key) = connected(backend).await;
-    let token: Value = get(&app, &format!("{API}/acme/connections/acme/token"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, token) = app
+        .get_json(&format!("{API}/acme/connections/acme/token"), &key)
+        .await;
     assert_eq!(token["scopes"], json!(["contacts.read"]));
     assert_eq!(token["missing_scopes"], json!(["contacts.write"]));
-    let status: Value = get(&app, &format!("{API}/acme/connections/acme"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = app
+        .get_json(&format!("{API}/acme/connections/acme"), &key)
+        .await;
     assert_eq!(status["missing_scopes"], json!(["contacts.write"]));
     let page = app
         .get("/settings/integrations")
@@ -289,11 +284,9 @@ async fn scopes_added_since_the_grant_are_listed_as_missing_and_the_card_asks_to
         .set(connections::scopes.eq(r#"["contacts.read","contacts.write"]"#))
         .execute(&mut app.conn())
         .unwrap();
-    let status: Value = get(&app, &format!("{API}/acme/connections/acme"), &key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = app
+        .get_json(&format!("{API}/acme/connections/acme"), &key)
+        .await;
     assert_eq!(status["missing_scopes"], json!([]));
     let page = app
         .get("/settings/integrations")

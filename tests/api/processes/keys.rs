@@ -6,19 +6,16 @@
 //! fails only the rows sealed with it, and both are told. Verdicts come from
 //! the answers, the rows and the provider's ledger.
 
-use super::{Instance, Outcome, Setup, SERIAL};
-use crate::helpers::{postgres_url, run, stderr, stdout, tether, Backend, KEY_K1, KEY_K2};
+use super::instance::Instance;
+use super::setup::{seed, Setup};
+use super::strict_provider::Outcome;
+use super::SERIAL;
+use crate::helpers::{
+    get_json_at, run, skipped_without_postgres, stderr, stdout, tether, Backend, KEY_K1, KEY_K2,
+};
 use diesel::prelude::*;
 use std::time::{Duration, Instant};
 use tether::db::schema::connections;
-
-fn skipped() -> bool {
-    if postgres_url().is_none() {
-        eprintln!("skipped: TETHER_TEST_POSTGRES_URL is not set");
-        return true;
-    }
-    false
-}
 
 fn old_then_new() -> String {
     format!("{KEY_K1},{KEY_K2}")
@@ -28,34 +25,23 @@ fn new_then_old() -> String {
     format!("{KEY_K2},{KEY_K1}")
 }
 
-async fn get(url: &str, bearer: Option<&str>) -> (u16, serde_json::Value) {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
-    let mut req = client.get(url);
-    if let Some(key) = bearer {
-        req = req.bearer_auth(key);
-    }
-    let res = req.send().await.expect("instance answers");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or_default())
-}
+/// How long a request to an instance may wait for its answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 async fn token(setup: &Setup, instance: &Instance, tenant: &str) -> (u16, serde_json::Value) {
-    get(
+    get_json_at(
         &format!(
             "{}/api/v1/tenants/{tenant}/connections/acme/token",
             instance.url()
         ),
         Some(&setup.api_key),
+        ANSWER_WITHIN,
     )
     .await
 }
 
 async fn readyz(instance: &Instance) -> (u16, serde_json::Value) {
-    get(&format!("{}/readyz", instance.url()), None).await
+    get_json_at(&format!("{}/readyz", instance.url()), None, ANSWER_WITHIN).await
 }
 
 /// Every instance is ready and hands out a token for every tenant.
@@ -159,7 +145,7 @@ fn nothing_lost(setup: &Setup) {
 
 #[actix_web::test]
 async fn a_rolling_key_rotation_keeps_both_instances_serving_at_every_step() {
-    if skipped() {
+    if skipped_without_postgres() {
         return;
     }
     let _serial = SERIAL.lock().await;
@@ -207,7 +193,7 @@ async fn a_rolling_key_rotation_keeps_both_instances_serving_at_every_step() {
 
 #[actix_web::test]
 async fn an_instance_without_the_new_key_fails_only_its_rows_and_stays_ready() {
-    if skipped() {
+    if skipped_without_postgres() {
         return;
     }
     let _serial = SERIAL.lock().await;
@@ -218,7 +204,7 @@ async fn an_instance_without_the_new_key_fails_only_its_rows_and_stays_ready() {
         let tenant = tether::db::models::tenant::Tenant::create(&mut conn, "steady", "Steady")
             .expect("tenant");
         setup.provider.grant("gsteady");
-        let row = super::seed(&mut conn, &setup.ctx.keys, &tenant.id, "gsteady", 3600);
+        let row = seed(&mut conn, &setup.ctx.keys, &tenant.id, "gsteady", 3600);
         setup
             .conns
             .push(("steady".into(), row.id.to_string(), "gsteady".into()));
@@ -284,7 +270,7 @@ async fn an_instance_without_the_new_key_fails_only_its_rows_and_stays_ready() {
 
 #[actix_web::test]
 async fn instances_with_different_session_keys_are_told() {
-    if skipped() {
+    if skipped_without_postgres() {
         return;
     }
     let _serial = SERIAL.lock().await;

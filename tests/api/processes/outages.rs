@@ -7,21 +7,22 @@
 //! answered 200 throughout, and the instance back (ready, answers stored)
 //! within 5 s of the database.
 
-use super::*;
-use crate::helpers::{postgres_url, FaultProxy, WriteLock};
+use super::instance::Instance;
+use super::load::{per_target, start_load, tally, Answer, Sample};
+use super::setup::{seed, settle, Settled, Setup};
+use super::strict_provider::{malformed, Call, Outcome, Strict};
+use super::{sleep_until, LEASE_SECS, PROVIDER_TIMEOUT_SECS, SERIAL};
+use crate::backend_tests;
+use crate::helpers::{get_at, skipped_without_postgres, Backend, FaultProxy, WriteLock};
+use chrono::NaiveDateTime;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tether::db::models::tenant::Tenant;
 
 /// How soon after the database is back everything must be too.
 const BACK_WITHIN: Duration = Duration::from_secs(5);
 /// How soon after a cut `/readyz` must say so.
 const NOTICED_WITHIN: Duration = Duration::from_secs(2);
-
-fn skipped() -> bool {
-    if postgres_url().is_none() {
-        eprintln!("skipped: TETHER_TEST_POSTGRES_URL is not set");
-        return true;
-    }
-    false
-}
 
 /// The settings every instance here runs with: the database through the
 /// proxy, every due connection refreshed in one round.
@@ -80,22 +81,17 @@ async fn all_in_flight(provider: &Strict, via: &[String], n: usize, max: Duratio
     }
 }
 
-async fn get(url: &str) -> Option<(u16, String)> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
-    let res = client.get(url).send().await.ok()?;
-    let status = res.status().as_u16();
-    Some((status, res.text().await.unwrap_or_default()))
-}
+/// How long a request to an instance may wait for its answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 /// Polls `url` until it answers `status`; how long that took, or `None`.
 async fn until_status(url: &str, status: u16, max: Duration) -> Option<Duration> {
     let started = Instant::now();
     while started.elapsed() < max {
-        if get(url).await.is_some_and(|(s, _)| s == status) {
+        if get_at(url, None, ANSWER_WITHIN)
+            .await
+            .is_ok_and(|(s, _)| s == status)
+        {
             return Some(started.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -105,7 +101,9 @@ async fn until_status(url: &str, status: u16, max: Duration) -> Option<Duration>
 
 /// The instance's `tether_held_token_sets` gauge.
 async fn held(instance: &Instance) -> Option<u64> {
-    let (_, text) = get(&format!("{}/metrics", instance.url())).await?;
+    let (_, text) = get_at(&format!("{}/metrics", instance.url()), None, ANSWER_WITHIN)
+        .await
+        .ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("tether_held_token_sets "))
         .and_then(|v| v.trim().parse().ok())
@@ -130,9 +128,9 @@ async fn until_held(instance: &Instance, n: u64, max: Duration) {
 
 /// The instance's `tether_token_cache_coherent` gauge.
 async fn coherent(instance: &Instance) -> bool {
-    get(&format!("{}/metrics", instance.url()))
+    get_at(&format!("{}/metrics", instance.url()), None, ANSWER_WITHIN)
         .await
-        .is_some_and(|(_, text)| text.contains("tether_token_cache_coherent 1\n"))
+        .is_ok_and(|(_, text)| text.contains("tether_token_cache_coherent 1\n"))
 }
 
 /// Polls until the instance hears other instances' writes again.
@@ -217,7 +215,7 @@ fn not_served(samples: &[Sample], from: NaiveDateTime, to: NaiveDateTime) -> Vec
 /// 5 s, and the provider saw each refresh token once.
 #[actix_web::test]
 async fn a_database_outage_while_refreshes_are_at_the_provider_loses_nothing() {
-    if skipped() {
+    if skipped_without_postgres() {
         return;
     }
     let _serial = SERIAL.lock().await;
@@ -244,7 +242,10 @@ async fn a_database_outage_while_refreshes_are_at_the_provider_loses_nothing() {
     .expect("/readyz never said not ready while the database was cut");
     until_held(&a, 6, Duration::from_secs(6)).await;
     let deaf = !coherent(&a).await;
-    let alive = get(&format!("{}/healthz", a.url())).await.map(|(s, _)| s);
+    let alive = get_at(&format!("{}/healthz", a.url()), None, ANSWER_WITHIN)
+        .await
+        .ok()
+        .map(|(s, _)| s);
     // The warm connection needs the database to refresh: told to come back.
     let refresh = reqwest::Client::new()
         .post(format!(
@@ -306,7 +307,7 @@ async fn a_database_outage_while_refreshes_are_at_the_provider_loses_nothing() {
         "the token cache counted as coherent while the database was cut"
     );
     assert_eq!(alive, Some(200), "/healthz while the database was cut");
-    let (_, metrics) = get(&format!("{}/metrics", a.url()))
+    let (_, metrics) = get_at(&format!("{}/metrics", a.url()), None, ANSWER_WITHIN)
         .await
         .unwrap_or_default();
     assert!(
@@ -335,7 +336,7 @@ async fn a_database_outage_while_refreshes_are_at_the_provider_loses_nothing() {
 /// is back. The provider sees every refresh token once.
 #[actix_web::test]
 async fn two_instances_never_refresh_what_the_other_holds_after_an_outage() {
-    if skipped() {
+    if skipped_without_postgres() {
         return;
     }
     let _serial = SERIAL.lock().await;
@@ -412,7 +413,7 @@ async fn two_instances_never_refresh_what_the_other_holds_after_an_outage() {
 /// it serves, and deletes the file.
 #[actix_web::test]
 async fn a_stop_during_an_outage_spills_held_answers_and_the_next_start_stores_them() {
-    if skipped() {
+    if skipped_without_postgres() {
         return;
     }
     let _serial = SERIAL.lock().await;
