@@ -33,13 +33,7 @@ pub async fn access_log(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| valid_request_id(v))
-        .map(str::to_string)
-        .unwrap_or_else(|| hex::encode(crate::crypto::random_bytes(8)));
+    let id = request_id(&req);
     let app = req.app_data::<web::Data<App>>().cloned();
     let level = match req.path() {
         "/healthz" | "/readyz" | "/readyz/providers" | "/metrics" => log::Level::Debug,
@@ -47,19 +41,28 @@ pub async fn access_log(
     };
     // What the line needs, read only when it is written (the token route is
     // the hot path, and an operator may filter request lines out).
-    let line = log::log_enabled!(target: "tether::access", level).then(|| {
-        let trusted = app
-            .as_ref()
-            .map_or(&[][..], |app| &app.settings.trusted_proxies[..]);
-        let client =
-            client_ip(req.request(), trusted).map_or_else(|| "unknown".into(), |ip| ip.to_string());
-        (client, req.method().to_string(), loggable_path(req.path()))
-    });
+    let line = log::log_enabled!(target: "tether::access", level).then(|| Line::of(&req));
     // No clone of the request is held meanwhile: actix needs it unshared.
     let mut result = next.call(req).await;
-    let status = match &mut result {
+    let status = stamp(&mut result, &id);
+    if let Some(app) = &app {
+        app.metrics.http_response(status);
+    }
+    if let Some(line) = line {
+        let tenant = result
+            .as_ref()
+            .ok()
+            .and_then(|res| res.request().extensions().get::<LogTenant>().cloned());
+        line.write(level, status, started, &id, tenant);
+    }
+    result
+}
+
+/// Sends the request id back with the response; answers the status.
+fn stamp<B>(result: &mut Result<ServiceResponse<B>, actix_web::Error>, id: &str) -> u16 {
+    match result {
         Ok(res) => {
-            if let Ok(value) = HeaderValue::from_str(&id) {
+            if let Ok(value) = HeaderValue::from_str(id) {
                 res.headers_mut().insert(REQUEST_ID, value);
             }
             res.status()
@@ -67,34 +70,71 @@ pub async fn access_log(
         // An error no layer turned into a response yet: answered with its status.
         Err(e) => e.as_response_error().status_code(),
     }
-    .as_u16();
-    if let Some(app) = &app {
-        app.metrics.http_response(status);
+    .as_u16()
+}
+
+/// The proxy's request id when it is one, else a new one.
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map(str::to_string)
+        .unwrap_or_else(|| hex::encode(crate::crypto::random_bytes(8)))
+}
+
+/// What a request line says of the request, read before it is handled.
+struct Line {
+    client: String,
+    method: String,
+    path: String,
+}
+
+impl Line {
+    fn of(req: &ServiceRequest) -> Line {
+        let app = req.app_data::<web::Data<App>>();
+        let trusted = app.map_or(&[][..], |app| &app.settings.trusted_proxies[..]);
+        Line {
+            client: client_ip(req.request(), trusted)
+                .map_or_else(|| "unknown".into(), |ip| ip.to_string()),
+            method: req.method().to_string(),
+            path: loggable_path(req.path()),
+        }
     }
-    let Some((client, method, path)) = line else {
-        return result;
-    };
-    let ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
-    let tenant = result
-        .as_ref()
-        .ok()
-        .and_then(|res| res.request().extensions().get::<LogTenant>().cloned())
-        .map(|t| t.0)
-        .or_else(|| api_tenant(&path))
-        .unwrap_or_else(|| "-".into());
-    log::log!(
-        target: "tether::access",
-        level,
-        method = method.as_str(),
-        path = path.as_str(),
-        status = status,
-        ms = ms.as_str(),
-        client = client.as_str(),
-        request_id = id.as_str(),
-        tenant = tenant.as_str();
-        "{method} {path} {status} {ms}ms"
-    );
-    result
+
+    /// Writes the line, with the tenant a handler named, else the one the
+    /// path names.
+    fn write(
+        self,
+        level: log::Level,
+        status: u16,
+        started: Instant,
+        id: &str,
+        tenant: Option<LogTenant>,
+    ) {
+        let Line {
+            client,
+            method,
+            path,
+        } = self;
+        let ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
+        let tenant = tenant
+            .map(|t| t.0)
+            .or_else(|| api_tenant(&path))
+            .unwrap_or_else(|| "-".into());
+        log::log!(
+            target: "tether::access",
+            level,
+            method = method.as_str(),
+            path = path.as_str(),
+            status = status,
+            ms = ms.as_str(),
+            client = client.as_str(),
+            request_id = id,
+            tenant = tenant.as_str();
+            "{method} {path} {status} {ms}ms"
+        );
+    }
 }
 
 fn valid_request_id(v: &str) -> bool {

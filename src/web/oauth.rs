@@ -217,14 +217,13 @@ async fn callback(
             Err(e) => callback_error(e),
         };
     }
-    let done = match rate_limit(&state, &req) {
-        Ok(()) => {
-            let (binding, email) = (session::oauth_binding(&session), session::email(&session));
-            connect::complete(&state, &path, query.into_inner(), binding, email).await
-        }
-        Err(e) => Err(e),
+    let done = async {
+        rate_limit(&state, &req)?;
+        let (binding, email) = (session::oauth_binding(&session), session::email(&session));
+        connect::complete(&state, &path, query.into_inner(), binding, email).await
     };
     match done
+        .await
         .map_err(PageError)
         .and_then(|done| finish(&state, &session, done))
     {
@@ -238,6 +237,39 @@ async fn callback(
 /// connection (said on a page of its own), or is held and this browser is
 /// sent to claim it (signing in first), with the install's id kept in the
 /// session only.
+/// The provider said the install did not complete (its `error`, shown as
+/// printable and short).
+fn install_not_completed(provider: &crate::providers::Provider, error: &str) -> AppError {
+    let shown: String = error
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(64)
+        .collect();
+    AppError::bad_request(
+        Code::InvalidInstall,
+        format!(
+            "{} did not complete the install ({shown}). Nothing was changed.",
+            provider.display_name
+        ),
+    )
+}
+
+/// Sends an admin who is not signed in to sign in, then back to `page` of
+/// the provider's install flow.
+fn sign_in_first(provider: &str, page: &str) -> HttpResponse {
+    redirect_no_referrer(&format!("/login?next=/oauth/{provider}/{page}"))
+}
+
+/// The name of the signed-in admin's tenant.
+async fn tenant_name(state: &App, admin: &AdminSession) -> AppResult<String> {
+    let t = admin.tenant_id.clone();
+    let tenant = state
+        .db(move |c| Ok(crate::db::models::tenant::Tenant::by_id(c, &t)?))
+        .await?
+        .ok_or_else(|| AppError::unauthorized("sign in first"))?;
+    Ok(tenant.name)
+}
+
 async fn marketplace_install(
     state: &App,
     req: &HttpRequest,
@@ -247,18 +279,7 @@ async fn marketplace_install(
 ) -> AppResult<HttpResponse> {
     rate_limit(state, req)?;
     if let Some(error) = &query.error {
-        let shown: String = error
-            .chars()
-            .filter(|c| c.is_ascii_graphic())
-            .take(64)
-            .collect();
-        return Err(AppError::bad_request(
-            Code::InvalidInstall,
-            format!(
-                "{} did not complete the install ({shown}). Nothing was changed.",
-                provider.display_name
-            ),
-        ));
+        return Err(install_not_completed(&provider, error));
     }
     let code = query.code.clone().unwrap_or_default();
     match installs::receive(state, provider.clone(), &code).await? {
@@ -315,21 +336,14 @@ async fn claim_page(
         session::pending_install(&session, &provider.key).ok_or_else(|| no_claim(&provider))?;
     let install = installs::preview(&state, &provider, id).await?;
     let Some(admin) = admin else {
-        return Ok(redirect_no_referrer(&format!(
-            "/login?next=/oauth/{}/claim",
-            provider.key
-        )));
+        return Ok(sign_in_first(&provider.key, "claim"));
     };
-    let t = admin.tenant_id.clone();
-    let tenant = state
-        .db(move |c| Ok(crate::db::models::tenant::Tenant::by_id(c, &t)?))
-        .await?
-        .ok_or_else(|| AppError::unauthorized("sign in first"))?;
+    let tenant = tenant_name(&state, &admin).await?;
     let csrf = session::csrf_token(&session)?;
     let body = ClaimPage {
         key: &provider.key,
         provider: &provider.display_name,
-        tenant: &tenant.name,
+        tenant: &tenant,
         location: install.label(),
         flash: session::take_flash(&session),
         csrf: &csrf,
@@ -454,21 +468,14 @@ async fn install_page(
         session::keep_install(&session, &provider.key, &instance)?;
     }
     let Some(admin) = admin else {
-        return Ok(redirect_no_referrer(&format!(
-            "/login?next=/oauth/{}/install",
-            provider.key
-        )));
+        return Ok(sign_in_first(&provider.key, "install"));
     };
-    let t = admin.tenant_id.clone();
-    let tenant = state
-        .db(move |c| Ok(crate::db::models::tenant::Tenant::by_id(c, &t)?))
-        .await?
-        .ok_or_else(|| AppError::unauthorized("sign in first"))?;
+    let tenant = tenant_name(&state, &admin).await?;
     let csrf = session::csrf_token(&session)?;
     let body = InstallPage {
         key: &provider.key,
         provider: &provider.display_name,
-        tenant: &tenant.name,
+        tenant: &tenant,
         instance_id: &account,
         csrf: &csrf,
     }

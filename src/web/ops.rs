@@ -30,44 +30,13 @@ pub async fn healthz() -> HttpResponse {
 /// database's own error text goes to the log only (it can name hosts, users
 /// and tables). The key check's reason is Tether's own and names the key id.
 pub async fn readyz(state: web::Data<App>) -> HttpResponse {
-    let (pool, health) = (state.pool.clone(), state.health.clone());
-    let keys = state.keys.clone();
-    let result = web::block(
-        move || -> Result<(Vec<ProviderFlag>, Vec<String>), Failed> {
-            let database = |e: &dyn std::fmt::Display| {
-                log::warn!("not ready: database: {e}");
-                Failed::Database
-            };
-            // Within a second, so that a balancer hears of an outage at once.
-            let mut conn = crate::db::checkout(&pool, &health, READY_PATIENCE).map_err(|e| {
-                health.down(&e);
-                database(&e)
-            })?;
-            if let Err(e) = conn.batch_execute("SELECT 1") {
-                crate::db::poison(&mut conn);
-                health.down(&e);
-                return Err(database(&e));
-            }
-            health.reached();
-            let mut warnings = Vec::new();
-            for finding in crate::keys::findings(&mut conn, &keys).map_err(|e| database(&e))? {
-                match finding {
-                    crate::keys::Finding::WrongKey(_) => {
-                        log::warn!("not ready: encryption keys: {finding}");
-                        return Err(Failed::EncryptionKeys(finding.to_string()));
-                    }
-                    crate::keys::Finding::MissingKey(_) => warnings.push(finding.to_string()),
-                }
-            }
-            let flags = ProviderFlag::all(&mut conn).map_err(|e| database(&e))?;
-            Ok((flags, warnings))
-        },
-    )
-    .await
-    .unwrap_or_else(|e| {
-        log::warn!("not ready: the check did not run: {e}");
-        Err(Failed::Database)
-    });
+    let (pool, health, keys) = (state.pool.clone(), state.health.clone(), state.keys.clone());
+    let result = web::block(move || ready_check(&pool, &health, &keys))
+        .await
+        .unwrap_or_else(|e| {
+            log::warn!("not ready: the check did not run: {e}");
+            Err(Failed::Database)
+        });
     let mut res = match &result {
         Ok(_) => HttpResponse::Ok(),
         Err(_) => HttpResponse::ServiceUnavailable(),
@@ -75,14 +44,8 @@ pub async fn readyz(state: web::Data<App>) -> HttpResponse {
     res.insert_header((header::CACHE_CONTROL, "no-store"));
     match result {
         Ok((flags, mut warnings)) => {
-            warnings.extend(
-                state
-                    .disagreements
-                    .lock()
-                    .expect("disagreements")
-                    .iter()
-                    .cloned(),
-            );
+            let disagreements = state.disagreements.lock().expect("disagreements");
+            warnings.extend(disagreements.iter().cloned());
             res.json(serde_json::json!({
                 "status": "ready",
                 "checks": { "database": "ok", "encryption_keys": "ok" },
@@ -90,26 +53,65 @@ pub async fn readyz(state: web::Data<App>) -> HttpResponse {
                 "warnings": warnings,
             }))
         }
-        Err(failed) => {
-            let (check, reason) = match failed {
-                Failed::Database => (
-                    "database",
-                    "the database did not answer a query; the log has the details".to_string(),
-                ),
-                Failed::EncryptionKeys(why) => ("encryption_keys", why),
-            };
-            let mut checks = serde_json::Map::new();
-            checks.insert("database".into(), "ok".into());
-            checks.insert("encryption_keys".into(), "not_run".into());
-            checks.insert(check.into(), "failed".into());
-            res.json(serde_json::json!({
-                "status": "unavailable",
-                "failed_check": check,
-                "reason": reason,
-                "checks": checks,
-            }))
+        Err(failed) => res.json(unavailable(failed)),
+    }
+}
+
+/// The readiness checks, on a blocking thread: the database answers (within
+/// a second, so that a balancer hears of an outage at once), and the key
+/// ring opens what is stored. Answers the flagged providers and warnings.
+fn ready_check(
+    pool: &crate::db::Pool,
+    health: &crate::db::health::Health,
+    keys: &crate::crypto::KeyRing,
+) -> Result<(Vec<ProviderFlag>, Vec<String>), Failed> {
+    let database = |e: &dyn std::fmt::Display| {
+        log::warn!("not ready: database: {e}");
+        Failed::Database
+    };
+    let mut conn = crate::db::checkout(pool, health, READY_PATIENCE).map_err(|e| {
+        health.down(&e);
+        database(&e)
+    })?;
+    if let Err(e) = conn.batch_execute("SELECT 1") {
+        crate::db::poison(&mut conn);
+        health.down(&e);
+        return Err(database(&e));
+    }
+    health.reached();
+    let mut warnings = Vec::new();
+    for finding in crate::keys::findings(&mut conn, keys).map_err(|e| database(&e))? {
+        match finding {
+            crate::keys::Finding::WrongKey(_) => {
+                log::warn!("not ready: encryption keys: {finding}");
+                return Err(Failed::EncryptionKeys(finding.to_string()));
+            }
+            crate::keys::Finding::MissingKey(_) => warnings.push(finding.to_string()),
         }
     }
+    let flags = ProviderFlag::all(&mut conn).map_err(|e| database(&e))?;
+    Ok((flags, warnings))
+}
+
+/// `/readyz`'s body for a failed check: which, why, and which did not run.
+fn unavailable(failed: Failed) -> serde_json::Value {
+    let (check, reason) = match failed {
+        Failed::Database => (
+            "database",
+            "the database did not answer a query; the log has the details".to_string(),
+        ),
+        Failed::EncryptionKeys(why) => ("encryption_keys", why),
+    };
+    let mut checks = serde_json::Map::new();
+    checks.insert("database".into(), "ok".into());
+    checks.insert("encryption_keys".into(), "not_run".into());
+    checks.insert(check.into(), "failed".into());
+    serde_json::json!({
+        "status": "unavailable",
+        "failed_check": check,
+        "reason": reason,
+        "checks": checks,
+    })
 }
 
 /// Which readiness check failed.
@@ -161,16 +163,13 @@ pub async fn metrics(state: web::Data<App>, req: HttpRequest) -> HttpResponse {
         .map(|(p, s)| (p, s.as_str()))
         .collect();
     let flags: Vec<String> = flags.into_iter().map(|f| f.provider).collect();
+    let (up, coherent) = (state.health.is_up(), state.tokens.is_coherent());
+    let body = state
+        .metrics
+        .render(&circuits, &statuses, &flags, backlog, up, coherent);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render(
-            &circuits,
-            &statuses,
-            &flags,
-            backlog,
-            state.health.is_up(),
-            state.tokens.is_coherent(),
-        ))
+        .body(body)
 }
 
 /// With `TETHER_METRICS_TOKEN` set, the 401 for a request that does not
@@ -206,50 +205,62 @@ pub async fn provider_health(state: web::Data<App>, req: HttpRequest) -> HttpRes
         Err(e) if e.is(crate::error::Code::DatabaseUnavailable) => None,
         Err(e) => return actix_web::ResponseError::error_response(&e),
     };
-    let iso =
-        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mut providers = serde_json::Map::new();
-    for p in state.providers.all().filter(|p| p.enabled()) {
-        let key = p.key.as_str();
-        let (circuit, failures, next_probe) = state.breakers.health(key);
-        let flag = flags
-            .as_ref()
-            .and_then(|f| f.iter().find(|f| f.provider == key));
-        let activity = state.metrics.activity(key);
-        let status = if flag.is_some() {
-            "misconfigured"
-        } else if circuit != crate::app::circuit::State::Closed {
-            "circuit_open"
-        } else if failures > 0 {
-            "failing"
-        } else {
-            "ok"
-        };
-        providers.insert(
-            key.to_string(),
-            serde_json::json!({
-                "status": status,
-                "circuit": circuit.as_str(),
-                "consecutive_failures": failures,
-                "next_probe_in_secs": next_probe,
-                "misconfigured": flag.map(|f| serde_json::json!({
-                    "error": f.error,
-                    "since": iso(f.flagged_at.and_utc()),
-                })),
-                "last_success": activity.last_success.map(iso),
-                "last_failure": activity.last_failure.map(|(at, outcome)| serde_json::json!({
-                    "at": iso(at),
-                    "outcome": outcome.as_str(),
-                })),
-            }),
-        );
-    }
+    let providers: serde_json::Map<String, serde_json::Value> = state
+        .providers
+        .all()
+        .filter(|p| p.enabled())
+        .map(|p| {
+            (
+                p.key.to_string(),
+                provider_view(&state, p, flags.as_deref()),
+            )
+        })
+        .collect();
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(serde_json::json!({
             "database": if flags.is_some() { "ok" } else { "unavailable" },
             "providers": providers,
         }))
+}
+
+/// One provider as `/readyz/providers` shows it (`flags`: `None` while the
+/// database is away).
+fn provider_view(
+    state: &App,
+    p: &crate::providers::Provider,
+    flags: Option<&[ProviderFlag]>,
+) -> serde_json::Value {
+    let iso =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let key = p.key.as_str();
+    let (circuit, failures, next_probe) = state.breakers.health(key);
+    let flag = flags.and_then(|f| f.iter().find(|f| f.provider == key));
+    let activity = state.metrics.activity(key);
+    let status = if flag.is_some() {
+        "misconfigured"
+    } else if circuit != crate::app::circuit::State::Closed {
+        "circuit_open"
+    } else if failures > 0 {
+        "failing"
+    } else {
+        "ok"
+    };
+    serde_json::json!({
+        "status": status,
+        "circuit": circuit.as_str(),
+        "consecutive_failures": failures,
+        "next_probe_in_secs": next_probe,
+        "misconfigured": flag.map(|f| serde_json::json!({
+            "error": f.error,
+            "since": iso(f.flagged_at.and_utc()),
+        })),
+        "last_success": activity.last_success.map(iso),
+        "last_failure": activity.last_failure.map(|(at, outcome)| serde_json::json!({
+            "at": iso(at),
+            "outcome": outcome.as_str(),
+        })),
+    })
 }
 
 /// Whether the request carries `Authorization: Bearer <expected>`. Both sides
@@ -274,35 +285,43 @@ fn bearer_matches(req: &HttpRequest, expected: &str) -> bool {
 /// The stylesheet and the small scripts, compiled into the binary.
 /// `connect.js` is included by the CRM's pages on other origins: it says
 /// so (`Cross-Origin-Resource-Policy`), for pages that require it.
+/// The static files, built into the binary: (body, content type).
+const STATIC_FILES: [(&str, &str, &str); 4] = [
+    (
+        "style.css",
+        include_str!("../../static/style.css"),
+        "text/css; charset=utf-8",
+    ),
+    (
+        "app.js",
+        include_str!("../../static/app.js"),
+        "text/javascript; charset=utf-8",
+    ),
+    (
+        "popup.js",
+        include_str!("../../static/popup.js"),
+        "text/javascript; charset=utf-8",
+    ),
+    (
+        "connect.js",
+        include_str!("../../static/connect.js"),
+        "text/javascript; charset=utf-8",
+    ),
+];
+
 pub async fn static_file(path: web::Path<String>) -> HttpResponse {
-    let (body, content_type) = match path.as_str() {
-        "style.css" => (
-            include_str!("../../static/style.css"),
-            "text/css; charset=utf-8",
-        ),
-        "app.js" => (
-            include_str!("../../static/app.js"),
-            "text/javascript; charset=utf-8",
-        ),
-        "popup.js" => (
-            include_str!("../../static/popup.js"),
-            "text/javascript; charset=utf-8",
-        ),
-        "connect.js" => (
-            include_str!("../../static/connect.js"),
-            "text/javascript; charset=utf-8",
-        ),
-        _ => {
-            return HttpResponse::NotFound()
-                .content_type("text/plain; charset=utf-8")
-                .body("not found\n")
-        }
+    let Some((name, body, content_type)) =
+        STATIC_FILES.iter().find(|(n, _, _)| *n == path.as_str())
+    else {
+        return HttpResponse::NotFound()
+            .content_type("text/plain; charset=utf-8")
+            .body("not found\n");
     };
     let mut res = HttpResponse::Ok();
-    res.content_type(content_type)
+    res.content_type(*content_type)
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"));
-    if path.as_str() == "connect.js" {
+    if *name == "connect.js" {
         res.insert_header(("Cross-Origin-Resource-Policy", "cross-origin"));
     }
-    res.body(body)
+    res.body(*body)
 }

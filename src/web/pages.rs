@@ -6,7 +6,7 @@ use crate::app::App;
 use crate::connections::integration::{self, IntegrationView, FORM_PREFIX};
 use crate::connections::status::{PublicStatus, StatusView};
 use crate::db::models::connection::Connection;
-use crate::db::models::event::{Event, EventKind};
+use crate::db::models::event::Event;
 use crate::db::models::integration_setting::IntegrationSetting;
 use crate::db::models::tenant::Tenant;
 use crate::error::{AppError, Code, PageError, PageResult};
@@ -125,27 +125,33 @@ fn failed_sign_in(session: &Session, email: &str, next: &str) -> PageResult<Http
         .body(body))
 }
 
+/// Whether this sign-in may be tried: the client first, every attempt
+/// counted (a client refused here never reaches the email's counter, so it
+/// cannot lock a victim out); then the email, against which only failed
+/// sign-ins count, but once it has had its share even the right password
+/// waits. Answers the email and its counter's key.
+fn sign_in_allowed(req: &HttpRequest, state: &App, email: &str) -> PageResult<(String, String)> {
+    let client = client_addr(req, &state.settings.trusted_proxies);
+    state
+        .login_limiter
+        .check(&format!("ip:{client}"))
+        .map_err(AppError::too_many_requests)?;
+    let email = sign_in_email(email)?;
+    let email_key = format!("email:{email}");
+    state
+        .login_failures
+        .peek(&email_key)
+        .map_err(AppError::too_many_requests)?;
+    Ok((email, email_key))
+}
+
 async fn login(
     req: HttpRequest,
     state: web::Data<App>,
     session: Session,
     CsrfForm(form): CsrfForm<LoginForm>,
 ) -> PageResult<HttpResponse> {
-    // The client first, every attempt counted: a client refused here never
-    // reaches the email's counter, so it cannot lock a victim out.
-    let client = client_addr(&req, &state.settings.trusted_proxies);
-    state
-        .login_limiter
-        .check(&format!("ip:{client}"))
-        .map_err(AppError::too_many_requests)?;
-    let email = sign_in_email(&form.email)?;
-    // Only failed sign-ins count against an email (below), but once it has
-    // had its share even the right password waits.
-    let email_key = format!("email:{email}");
-    state
-        .login_failures
-        .peek(&email_key)
-        .map_err(AppError::too_many_requests)?;
+    let (email, email_key) = sign_in_allowed(&req, &state, &form.email)?;
     let next = form
         .next
         .as_deref()
@@ -348,10 +354,6 @@ fn when(t: NaiveDateTime) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
-fn event_label(kind: &str) -> &'static str {
-    EventKind::parse(kind).map_or("Activity", EventKind::label)
-}
-
 /// A time of a [`StatusView`] (RFC 3339) as the dashboard shows it.
 fn shown(iso: &Option<String>, format: &str) -> Option<String> {
     let t = chrono::DateTime::parse_from_rfc3339(iso.as_deref()?).ok()?;
@@ -411,7 +413,7 @@ fn card(
             .into_iter()
             .map(|e| EventLine {
                 when: when(e.created_at),
-                label: event_label(&e.kind),
+                label: e.kind.label(),
                 actor: e.actor,
             })
             .collect(),
@@ -556,10 +558,7 @@ async fn set_enabled(
         "true" => true,
         "false" => false,
         _ => {
-            return Err(PageError(AppError::bad_request(
-                Code::InvalidForm,
-                "enabled is true or false",
-            )))
+            return Err(AppError::bad_request(Code::InvalidForm, "enabled is true or false").into())
         }
     };
     integration::save(
@@ -571,16 +570,20 @@ async fn set_enabled(
         &admin.actor(),
     )
     .await?;
-    let message = if enabled {
+    session::flash(&admin.session, FlashKind::Ok, switched(&provider, enabled));
+    Ok(see_other(DASHBOARD))
+}
+
+/// What the admin is told after switching a provider on or off.
+fn switched(provider: &Provider, enabled: bool) -> String {
+    if enabled {
         format!("{} is enabled again.", provider.display_name)
     } else {
         format!(
             "{} is disabled: its card is hidden and the CRM's token requests for it are refused until it is enabled again (under Disabled, below).",
             provider.display_name
         )
-    };
-    session::flash(&admin.session, FlashKind::Ok, message);
-    Ok(see_other(DASHBOARD))
+    }
 }
 
 /// `POST /settings/integrations/{provider}/settings`: the card's settings
@@ -593,44 +596,54 @@ async fn save_settings(
     CsrfForm(form): CsrfForm<HashMap<String, String>>,
 ) -> PageResult<HttpResponse> {
     let provider = state.enabled_provider(&path)?;
-    let parsed = if provider.settings_schema.is_empty() {
-        integration::from_json_box(form.get(JSON_BOX).map_or("", String::as_str))
-    } else {
-        integration::from_form(&provider, &form)
+    let saved = async {
+        let settings = if provider.settings_schema.is_empty() {
+            integration::from_json_box(form.get(JSON_BOX).map_or("", String::as_str))?
+        } else {
+            integration::from_form(&provider, &form)?
+        };
+        let actor = admin.actor();
+        integration::save(
+            &state,
+            &admin.tenant_id,
+            &provider,
+            None,
+            Some(&settings),
+            &actor,
+        )
+        .await
     };
-    let saved = match parsed {
-        Ok(settings) => {
-            integration::save(
-                &state,
-                &admin.tenant_id,
-                &provider,
-                None,
-                Some(&settings),
-                &admin.actor(),
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
-    match saved {
+    match saved.await {
         Ok(_) => {
             let message = format!("{} settings saved.", provider.display_name);
             session::flash(&admin.session, FlashKind::Ok, message);
             Ok(see_other(DASHBOARD))
         }
         Err(e) if e.is(Code::InvalidSettings) || e.is(Code::SettingsTooLarge) => {
-            let draft = Draft {
-                provider: provider.key.to_string(),
-                form,
-                error: format!("Not saved: {}", e.message()),
-            };
-            let Some(body) = dashboard_page(&state, &admin, Some(draft)).await? else {
-                return Ok(see_other("/login"));
-            };
-            Ok(HttpResponse::BadRequest()
-                .content_type("text/html; charset=utf-8")
-                .body(body))
+            not_saved(&state, &admin, &provider, form, &e).await
         }
         Err(e) => Err(PageError(e)),
     }
+}
+
+/// The dashboard again, with the refused settings as the admin typed them
+/// and why they were refused (400).
+async fn not_saved(
+    state: &App,
+    admin: &AdminSession,
+    provider: &Provider,
+    form: HashMap<String, String>,
+    refused: &AppError,
+) -> PageResult<HttpResponse> {
+    let draft = Draft {
+        provider: provider.key.to_string(),
+        error: format!("Not saved: {}", refused.message()),
+        form,
+    };
+    let Some(body) = dashboard_page(state, admin, Some(draft)).await? else {
+        return Ok(see_other("/login"));
+    };
+    Ok(HttpResponse::BadRequest()
+        .content_type("text/html; charset=utf-8")
+        .body(body))
 }

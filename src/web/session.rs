@@ -82,6 +82,18 @@ impl FromRequest for AdminSession {
 /// The admin this session belongs to, if it is still signed in: within
 /// both limits and of the user's current generation. A session that is
 /// not is emptied, so its cookie is replaced.
+/// Moves the session's last-seen time on, at most once per
+/// [`SEEN_RESOLUTION_SECS`] (a write of the cookie on every request would
+/// cost more than the idle limit needs).
+fn seen_now(session: &Session, seen: i64, now: i64) -> AppResult<()> {
+    if now - seen >= SEEN_RESOLUTION_SECS {
+        session
+            .insert(LAST_SEEN, now)
+            .map_err(|e| AppError::internal(e.to_string()))?;
+    }
+    Ok(())
+}
+
 async fn signed_in(app: &App, session: Session) -> AppResult<AdminSession> {
     let get = |k: &str| session.get::<String>(k).ok().flatten();
     let num = |k: &str| session.get::<i64>(k).ok().flatten();
@@ -102,11 +114,7 @@ async fn signed_in(app: &App, session: Session) -> AppResult<AdminSession> {
     let Some((_, tenant)) = current.filter(|(g, _)| *g == generation) else {
         return Err(ended(&session));
     };
-    if now - seen >= SEEN_RESOLUTION_SECS {
-        session
-            .insert(LAST_SEEN, now)
-            .map_err(|e| AppError::internal(e.to_string()))?;
-    }
+    seen_now(&session, seen, now)?;
     Ok(AdminSession {
         user_id,
         tenant_id: TenantId::known(tenant_id),

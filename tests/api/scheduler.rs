@@ -163,7 +163,7 @@ async fn a_refresh_token_about_to_lapse_is_announced_once_and_shown_on_the_card(
             .unwrap();
     let warnings: Vec<_> = events
         .iter()
-        .filter(|e| e.kind == "refresh_token_expiring")
+        .filter(|e| e.kind.as_str() == "refresh_token_expiring")
         .collect();
     assert_eq!(warnings.len(), 1, "announced once: {events:?}");
     assert!(warnings[0]
@@ -207,7 +207,7 @@ async fn lapse_warnings_after_a_tick(backend: Backend, extra: &[(&str, &str)], d
     tether::db::models::event::Event::recent(&mut app.conn(), &row.tenant_id, "acme", 10)
         .unwrap()
         .iter()
-        .filter(|e| e.kind == "refresh_token_expiring")
+        .filter(|e| e.kind.as_str() == "refresh_token_expiring")
         .count()
 }
 

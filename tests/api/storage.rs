@@ -16,7 +16,35 @@ backend_tests!(
     the_raw_database_holds_none_of_the_secret_bytes,
     a_ciphertext_copied_into_another_row_does_not_open,
     a_flipped_byte_gives_a_clear_error_not_a_panic,
+    an_event_of_a_kind_this_version_does_not_know_is_refused_when_read,
 );
+
+/// A stored event kind is read back as the kind it names, and a name no
+/// kind has (written by a newer version, or by hand) is an error that says
+/// so, never taken for another kind.
+async fn an_event_of_a_kind_this_version_does_not_know_is_refused_when_read(backend: Backend) {
+    use tether::db::models::event::{Actor, Event, EventKind, NewEvent};
+    let app = spawn_app(backend).await;
+    let t = tenant(&app, "acme");
+    let provider = tether::ids::ProviderKey::known("demo");
+    let new = NewEvent {
+        tenant_id: &t.id,
+        connection_id: None,
+        provider: &provider,
+        kind: EventKind::NeedsReconnect,
+        actor: &Actor::Cli,
+        detail: None,
+    };
+    Event::record(&mut app.conn(), &new).unwrap();
+    let read = Event::recent(&mut app.conn(), &t.id, "demo", 5).unwrap();
+    assert_eq!(read[0].kind, EventKind::NeedsReconnect);
+    diesel::sql_query("UPDATE events SET kind = 'teleported'")
+        .execute(&mut app.conn())
+        .unwrap();
+    let err = Event::recent(&mut app.conn(), &t.id, "demo", 5).unwrap_err();
+    let said = tether::error::chain(&err);
+    assert!(said.contains("'teleported'"), "{said}");
+}
 
 async fn a_stored_token_set_reads_back(backend: Backend) {
     let app = spawn_app(backend).await;

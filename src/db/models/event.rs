@@ -13,14 +13,17 @@ pub struct Event {
     pub tenant_id: TenantId,
     pub connection_id: Option<ConnectionId>,
     pub provider: ProviderKey,
-    pub kind: String,
+    pub kind: EventKind,
     pub actor: String,
     pub detail: Option<String>,
     pub created_at: NaiveDateTime,
 }
 
-/// What happened to a connection. Stored as its `as_str` name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What happened to a connection. Stored as its `as_str` name; a stored
+/// name this version does not know is refused when read, never taken for
+/// another kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, diesel::AsExpression, diesel::FromSqlRow)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 pub enum EventKind {
     Connected,
     Reconnected,
@@ -103,6 +106,38 @@ impl EventKind {
     }
 }
 
+impl<DB> diesel::deserialize::FromSql<diesel::sql_types::Text, DB> for EventKind
+where
+    DB: diesel::backend::Backend,
+    String: diesel::deserialize::FromSql<diesel::sql_types::Text, DB>,
+{
+    fn from_sql(bytes: DB::RawValue<'_>) -> diesel::deserialize::Result<Self> {
+        let name = String::from_sql(bytes)?;
+        EventKind::parse(&name).ok_or_else(|| {
+            format!("events.kind holds '{name}', which is no event kind this version knows").into()
+        })
+    }
+}
+
+impl<DB> diesel::serialize::ToSql<diesel::sql_types::Text, DB> for EventKind
+where
+    DB: diesel::backend::Backend,
+    str: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
+{
+    fn to_sql<'b>(
+        &'b self,
+        out: &mut diesel::serialize::Output<'b, '_, DB>,
+    ) -> diesel::serialize::Result {
+        self.as_str().to_sql(out)
+    }
+}
+
+impl serde::Serialize for EventKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// Who did what an event records; stored as its `Display` form
 /// (`admin:<email>`, `api:<key name>`, `connect-link`, `scheduler`,
 /// `token-api`, `cli`, `import:api:<key name>`, `import:cli`).
@@ -176,7 +211,7 @@ impl Event {
             tenant_id: new.tenant_id.clone(),
             connection_id: new.connection_id.cloned(),
             provider: new.provider.clone(),
-            kind: new.kind.as_str().into(),
+            kind: new.kind,
             actor: actor.clone(),
             detail: new.detail.map(Into::into),
             created_at: now(),

@@ -7,22 +7,19 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 /// Records `webhook_id` of `provider` as taken until `expires_at`; `false`
-/// when it was taken before (a replay), for every caller but one.
+/// when it was taken before (a replay). The insert is the first statement
+/// of the caller's transaction, with no read before it: on SQLite a
+/// transaction that read first and then writes fails at once
+/// (`SQLITE_BUSY_SNAPSHOT`, "database is locked") when another connection
+/// committed a write in between, where one that writes first waits its turn
+/// (`busy_timeout`). On PostgreSQL the refused insert ends the transaction,
+/// and the caller answers the replay without another statement.
 pub fn first_sight(
     conn: &mut DbConn,
     provider: &str,
     webhook_id: &str,
     expires_at: NaiveDateTime,
 ) -> QueryResult<bool> {
-    let seen = diesel::select(diesel::dsl::exists(
-        seen_webhooks::table
-            .filter(seen_webhooks::provider.eq(provider))
-            .filter(seen_webhooks::webhook_id.eq(webhook_id)),
-    ))
-    .get_result::<bool>(conn)?;
-    if seen {
-        return Ok(false);
-    }
     let inserted = diesel::insert_into(seen_webhooks::table)
         .values((
             seen_webhooks::provider.eq(provider),
@@ -32,7 +29,7 @@ pub fn first_sight(
         .execute(conn);
     match inserted {
         Ok(_) => Ok(true),
-        // A concurrent delivery of the same id won the insert.
+        // Taken before, or by a concurrent delivery of the same id.
         Err(diesel::result::Error::DatabaseError(
             diesel::result::DatabaseErrorKind::UniqueViolation,
             _,
