@@ -173,17 +173,10 @@ impl Scheduler {
         self.tick_with_capacity().await.map(|(started, _)| started)
     }
 
-    /// As [`Scheduler::tick`], also returning how many slots the tick had.
-    async fn tick_with_capacity(&self) -> Result<(usize, usize), crate::error::AppError> {
+    /// Once per refresh interval: expired sign-in states go, lapsing refresh
+    /// tokens are warned about, and old events are pruned.
+    async fn housekeep(&self) -> Result<(), crate::error::AppError> {
         let state = &self.state;
-        if state.is_stopping() {
-            return Ok((0, 0));
-        }
-        // An answer this process holds must be stored before anything of
-        // ours is refreshed again (the keeper stores it once it can).
-        if !state.held.is_empty() {
-            return Err(crate::error::AppError::database_unavailable());
-        }
         let housekeeping_due = {
             let mut last = self.housekept.lock().unwrap_or_else(|e| e.into_inner());
             let due = last.is_none_or(|t| t.elapsed() >= state.settings.refresh.interval);
@@ -206,6 +199,21 @@ impl Scheduler {
                 })
                 .await?;
         }
+        Ok(())
+    }
+
+    /// As [`Scheduler::tick`], also returning how many slots the tick had.
+    async fn tick_with_capacity(&self) -> Result<(usize, usize), crate::error::AppError> {
+        let state = &self.state;
+        if state.is_stopping() {
+            return Ok((0, 0));
+        }
+        // An answer this process holds must be stored before anything of
+        // ours is refreshed again (the keeper stores it once it can).
+        if !state.held.is_empty() {
+            return Err(crate::error::AppError::database_unavailable());
+        }
+        self.housekeep().await?;
         // Take the slots first: each claimed row goes out holding its own, so
         // the loop in `start` sees at once whether every slot is busy.
         let mut slots = Vec::new();

@@ -1,0 +1,250 @@
+//! Finding connections by id, tenant, provider, account and metadata.
+
+use super::row::{Connection, Status};
+use crate::db::schema::connections;
+use crate::db::DbConn;
+use crate::ids::TenantId;
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+/// `value` with LIKE's special characters turned into `%`: the pattern
+/// still matches every row that holds `value` (and maybe more), and the
+/// caller checks each candidate exactly.
+fn like_escaped(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if matches!(c, '%' | '_' | '\\') {
+                '%'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+impl Connection {
+    pub fn by_id(conn: &mut DbConn, id: &str) -> QueryResult<Connection> {
+        connections::table
+            .find(id)
+            .select(Connection::as_select())
+            .first(conn)
+    }
+
+    pub fn find(
+        conn: &mut DbConn,
+        tenant_id: &str,
+        provider: &str,
+        account_id: &str,
+    ) -> QueryResult<Option<Connection>> {
+        connections::table
+            .filter(connections::tenant_id.eq(tenant_id))
+            .filter(connections::provider.eq(provider))
+            .filter(connections::account_id.eq(account_id))
+            .select(Connection::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    /// The tenant's default account of `provider`, if it holds tokens: what
+    /// the token API, the proxy and the status serve when no account is named.
+    /// This is the token API's one query, answered from the partial unique
+    /// index `connections_default` (the bare `is_default` term matches its
+    /// predicate on both backends). It runs on the backend's own connection,
+    /// whose prepared-statement cache it then hits (through the multi-backend
+    /// enum it is parsed again on every call).
+    pub fn default_for(
+        conn: &mut DbConn,
+        tenant_id: &str,
+        provider: &str,
+    ) -> QueryResult<Option<Connection>> {
+        macro_rules! query {
+            () => {
+                connections::table
+                    .filter(connections::tenant_id.eq(tenant_id))
+                    .filter(connections::provider.eq(provider))
+                    .filter(connections::is_default)
+                    .filter(connections::token_ciphertext.is_not_null())
+                    .select(Connection::as_select())
+            };
+        }
+        match conn {
+            DbConn::Postgres(c) => query!().first(c).optional(),
+            DbConn::Sqlite(c) => query!().first(c).optional(),
+        }
+    }
+
+    /// The tenant holding `provider`'s account `account_id` (connected, with
+    /// tokens), if any: a provider-initiated install may bind an account to
+    /// one tenant only.
+    pub fn holder(
+        conn: &mut DbConn,
+        provider: &str,
+        account_id: &str,
+    ) -> QueryResult<Option<TenantId>> {
+        connections::table
+            .filter(connections::provider.eq(provider))
+            .filter(connections::account_id.eq(account_id))
+            .filter(connections::token_ciphertext.is_not_null())
+            .select(connections::tenant_id)
+            .first(conn)
+            .optional()
+    }
+
+    /// The tenant `provider`'s account `account_id` is bound to: the one
+    /// holding its tokens, else the one whose row for it changed last (a
+    /// location uninstalled and installed again goes back to its tenant).
+    pub fn bound_tenant(
+        conn: &mut DbConn,
+        provider: &str,
+        account_id: &str,
+    ) -> QueryResult<Option<TenantId>> {
+        if let Some(t) = Connection::holder(conn, provider, account_id)? {
+            return Ok(Some(t));
+        }
+        connections::table
+            .filter(connections::provider.eq(provider))
+            .filter(connections::account_id.eq(account_id))
+            .order(connections::updated_at.desc())
+            .select(connections::tenant_id)
+            .first(conn)
+            .optional()
+    }
+
+    /// Every row (any tenant, any status) of `provider`'s account `account_id`.
+    pub fn all_of_account(
+        conn: &mut DbConn,
+        provider: &str,
+        account_id: &str,
+    ) -> QueryResult<Vec<Connection>> {
+        connections::table
+            .filter(connections::provider.eq(provider))
+            .filter(connections::account_id.eq(account_id))
+            .order(connections::id.asc())
+            .select(Connection::as_select())
+            .load(conn)
+    }
+
+    /// Every row of `provider` whose metadata `field` is the string `value`
+    /// (an account's parent company, say). The text match only narrows the rows;
+    /// the parsed metadata decides.
+    pub fn with_metadata(
+        conn: &mut DbConn,
+        provider: &str,
+        field: &str,
+        value: &str,
+    ) -> QueryResult<Vec<Connection>> {
+        let rows: Vec<Connection> = connections::table
+            .filter(connections::provider.eq(provider))
+            .filter(connections::metadata.like(format!("%{}%", like_escaped(value))))
+            .order(connections::id.asc())
+            .select(Connection::as_select())
+            .load(conn)?;
+        Ok(rows
+            .into_iter()
+            .filter(|c| c.metadata().get(field).and_then(|v| v.as_str()) == Some(value))
+            .collect())
+    }
+
+    /// One connected account (holding tokens) of the tenant's `provider`.
+    pub fn for_account(
+        conn: &mut DbConn,
+        tenant_id: &str,
+        provider: &str,
+        account_id: &str,
+    ) -> QueryResult<Option<Connection>> {
+        Ok(Connection::find(conn, tenant_id, provider, account_id)?.filter(|c| c.has_tokens()))
+    }
+
+    /// The named account, or the default when `account` is `None`.
+    pub fn lookup(
+        conn: &mut DbConn,
+        tenant_id: &str,
+        provider: &str,
+        account: Option<&str>,
+    ) -> QueryResult<Option<Connection>> {
+        match account {
+            None => Connection::default_for(conn, tenant_id, provider),
+            Some(a) => Connection::for_account(conn, tenant_id, provider, a),
+        }
+    }
+
+    /// Connected rows of `providers` whose metadata holds every one of
+    /// `fragments` (metadata is compact JSON, so a fragment such as
+    /// `"kind":"x"` matches exactly), each with the account ids its tenant
+    /// holds of that provider. The caller reads the parsed metadata.
+    pub fn connected_with_metadata(
+        conn: &mut DbConn,
+        providers: &[String],
+        fragments: &[&str],
+    ) -> QueryResult<Vec<(Connection, Vec<String>)>> {
+        let mut query = connections::table
+            .filter(connections::provider.eq_any(providers))
+            .filter(connections::status.eq(Status::Connected.as_str()))
+            .filter(connections::token_ciphertext.is_not_null())
+            .into_boxed();
+        for fragment in fragments {
+            query =
+                query.filter(connections::metadata.like(format!("%{}%", like_escaped(fragment))));
+        }
+        let rows: Vec<Connection> = query.select(Connection::as_select()).load(conn)?;
+        rows.into_iter()
+            .map(|row| {
+                let held = connections::table
+                    .filter(connections::tenant_id.eq(&row.tenant_id))
+                    .filter(connections::provider.eq(&row.provider))
+                    .filter(connections::token_ciphertext.is_not_null())
+                    .select(connections::account_id)
+                    .load(conn)?;
+                Ok((row, held))
+            })
+            .collect()
+    }
+
+    /// Every connected account of the tenant's `provider`: the default first,
+    /// then in the order they were connected.
+    pub fn accounts(
+        conn: &mut DbConn,
+        tenant_id: &str,
+        provider: &str,
+    ) -> QueryResult<Vec<Connection>> {
+        connections::table
+            .filter(connections::tenant_id.eq(tenant_id))
+            .filter(connections::provider.eq(provider))
+            .filter(connections::token_ciphertext.is_not_null())
+            // true sorts last on both backends, so descending puts the default first.
+            .order((
+                connections::is_default.desc(),
+                connections::created_at.asc(),
+                connections::id.asc(),
+            ))
+            .select(Connection::as_select())
+            .load(conn)
+    }
+
+    /// Every row of the tenant (connected or not), for its removal.
+    pub fn of_tenant(conn: &mut DbConn, tenant_id: &str) -> QueryResult<Vec<Connection>> {
+        connections::table
+            .filter(connections::tenant_id.eq(tenant_id))
+            .order((connections::provider.asc(), connections::created_at.asc()))
+            .select(Connection::as_select())
+            .load(conn)
+    }
+
+    /// Live connections whose refresh token lapses before `horizon` (up to 100).
+    pub fn refresh_token_lapsing(
+        conn: &mut DbConn,
+        horizon: NaiveDateTime,
+    ) -> QueryResult<Vec<Connection>> {
+        connections::table
+            .filter(connections::refresh_expires_at.le(horizon))
+            .filter(
+                connections::status.eq_any([Status::Connected.as_str(), Status::Error.as_str()]),
+            )
+            .filter(connections::token_ciphertext.is_not_null())
+            .order(connections::refresh_expires_at.asc())
+            .limit(100)
+            .select(Connection::as_select())
+            .load(conn)
+    }
+}
