@@ -240,7 +240,7 @@ impl<A> Platforms<A> {
     pub fn verify_install(&self, provider: &Provider, artefact: &str) -> AppResult<String> {
         self.of(provider)
             .and_then(|p| p.verify_install(provider, artefact))
-            .unwrap_or_else(|| Err(unsupported(provider)))
+            .unwrap_or_else(|| Err(unsupported()))
     }
 
     /// A token set for the account a verified install named.
@@ -255,7 +255,7 @@ impl<A> Platforms<A> {
             .and_then(|p| p.connect_install(http, provider, account))
         {
             Some(authorized) => authorized.await,
-            None => Err(unsupported(provider)),
+            None => Err(unsupported()),
         }
     }
 }
@@ -312,7 +312,8 @@ pub fn no_locations(provider: &Provider) -> AppError {
     )
 }
 
-fn unsupported(_provider: &Provider) -> AppError {
+/// The provider has no signed install: it connects through its sign-in page.
+fn unsupported() -> AppError {
     AppError::bad_request(
         Code::UnsupportedFlow,
         "this provider connects through its sign-in page",

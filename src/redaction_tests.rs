@@ -116,7 +116,7 @@ fn connection() -> Connection {
         provider: ProviderKey::known("demo"),
         account_id: "acct".into(),
         account_name: None,
-        status: "connected".into(),
+        status: crate::db::models::connection::Status::Connected,
         scopes: "[]".into(),
         token_ciphertext: Some(vec![1, 2, 3]),
         key_id: Some("k1".into()),

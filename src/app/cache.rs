@@ -246,7 +246,7 @@ mod tests {
             provider: ProviderKey::known(provider),
             account_id: "a1".into(),
             account_name: None,
-            status: "connected".into(),
+            status: crate::db::models::connection::Status::Connected,
             scopes: "[]".into(),
             token_ciphertext: None,
             key_id: None,

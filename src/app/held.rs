@@ -41,7 +41,7 @@ impl HeldAnswer {
         let mut row = self.leased.clone();
         row.token_ciphertext = Some(self.sealed.bytes.clone());
         row.key_id = Some(self.sealed.key_id.clone());
-        row.status = Status::Connected.as_str().to_string();
+        row.status = Status::Connected;
         row.expires_at = self.refreshed.expires_at;
         row.next_refresh_at = self.refreshed.next_refresh_at;
         row.refresh_expires_at = self.refreshed.refresh_expires_at;

@@ -17,7 +17,23 @@ backend_tests!(
     a_ciphertext_copied_into_another_row_does_not_open,
     a_flipped_byte_gives_a_clear_error_not_a_panic,
     an_event_of_a_kind_this_version_does_not_know_is_refused_when_read,
+    a_status_this_version_does_not_know_is_refused_when_read,
 );
+
+/// `connections.status` reads back as the status it names; a name no status
+/// has (the column's CHECK keeps one out of the table, so it is selected
+/// here) is an error that says so, never taken for `disconnected`.
+async fn a_status_this_version_does_not_know_is_refused_when_read(backend: Backend) {
+    use diesel::sql_types::Text;
+    let app = spawn_app(backend).await;
+    let read = |text: &str| {
+        diesel::select(diesel::dsl::sql::<Text>(&format!("'{text}'")))
+            .get_result::<Status>(&mut app.conn())
+    };
+    assert_eq!(read("needs_reconnect").unwrap(), Status::NeedsReconnect);
+    let said = tether::error::chain(&read("teleported").unwrap_err());
+    assert!(said.contains("'teleported'"), "{said}");
+}
 
 /// A stored event kind is read back as the kind it names, and a name no
 /// kind has (written by a newer version, or by hand) is an error that says

@@ -8,8 +8,13 @@ use crate::ids::{ConnectionId, ProviderKey, TenantId};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-/// Where a connection stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// Where a connection stands: the column type of `connections.status`. A
+/// stored name this version does not know is an error naming it when read,
+/// never taken for another status.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, diesel::AsExpression, diesel::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Connected,
@@ -30,14 +35,55 @@ impl Status {
         }
     }
 
-    pub fn parse(s: &str) -> Status {
-        match s {
-            "connected" => Status::Connected,
-            "needs_reconnect" => Status::NeedsReconnect,
-            "error" => Status::Error,
-            // The CHECK constraint allows nothing else.
-            _ => Status::Disconnected,
-        }
+    pub const ALL: [Status; 4] = [
+        Status::Connected,
+        Status::NeedsReconnect,
+        Status::Error,
+        Status::Disconnected,
+    ];
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|status| status.as_str() == s)
+    }
+}
+
+impl<DB> diesel::deserialize::FromSql<diesel::sql_types::Text, DB> for Status
+where
+    DB: diesel::backend::Backend,
+    String: diesel::deserialize::FromSql<diesel::sql_types::Text, DB>,
+{
+    fn from_sql(bytes: DB::RawValue<'_>) -> diesel::deserialize::Result<Self> {
+        let name = String::from_sql(bytes)?;
+        Status::parse(&name).ok_or_else(|| {
+            format!("connections.status holds '{name}', which is no status this version knows")
+                .into()
+        })
+    }
+}
+
+impl<DB> diesel::serialize::ToSql<diesel::sql_types::Text, DB> for Status
+where
+    DB: diesel::backend::Backend,
+    str: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
+{
+    fn to_sql<'b>(
+        &'b self,
+        out: &mut diesel::serialize::Output<'b, '_, DB>,
+    ) -> diesel::serialize::Result {
+        self.as_str().to_sql(out)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status reads as its stored name (`row.status == "connected"`).
+impl PartialEq<&str> for Status {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -59,7 +105,7 @@ pub struct Connection {
     pub provider: ProviderKey,
     pub account_id: String,
     pub account_name: Option<String>,
-    pub status: String,
+    pub status: Status,
     /// JSON array of granted scopes.
     pub scopes: String,
     pub token_ciphertext: Option<Vec<u8>>,
@@ -105,7 +151,7 @@ impl Connection {
     }
 
     pub fn status(&self) -> Status {
-        Status::parse(&self.status)
+        self.status
     }
 
     /// Whether half the access token's life has passed (tokens without an
