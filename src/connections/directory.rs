@@ -1,6 +1,6 @@
-//! Connections across tenants: which tenant owns a provider account (inbound
-//! GoHighLevel traffic is keyed by `locationId`), and which connections need
-//! attention. One filter, read from the API's query string or the CLI's
+//! Connections across tenants: which tenant owns a provider account (a
+//! platform's inbound traffic names its account, or a metadata field such
+//! as a location id), and which connections need attention. One filter, read from the API's query string or the CLI's
 //! flags; the caller's scope (every tenant, or one) bounds what it sees.
 
 use crate::db::models::connection::{Connection, Search, Status};
@@ -28,7 +28,7 @@ pub struct Filter {
     pub account: Option<String>,
     /// Any of these (empty: any status).
     pub statuses: Vec<Status>,
-    /// Metadata fields and the value each must have, e.g. `locationId`.
+    /// Metadata fields and the value each must have, e.g. a location id.
     pub metadata: Vec<(String, String)>,
     pub limit: usize,
 }

@@ -406,3 +406,39 @@ fn an_app_s_webhook_key_defaults_to_the_published_one_and_a_bad_one_or_app_id_st
         Some("64f0a1b2c3")
     );
 }
+
+#[test]
+fn a_provider_names_its_platform_the_old_flags_imply_one_and_an_unknown_one_is_refused() {
+    let c = Catalogue::build(&settings(), None, &no_env).unwrap();
+    let platform = |c: &Catalogue, key: &str| c.get(key).unwrap().platform.clone();
+    assert_eq!(platform(&c, "gohighlevel").as_deref(), Some("gohighlevel"));
+    assert_eq!(platform(&c, "instagram").as_deref(), Some("instagram"));
+    assert_eq!(platform(&c, "wix").as_deref(), Some("wix"));
+    assert_eq!(platform(&c, "hubspot"), None);
+    let custom = |extra: &str| {
+        format!(
+            "[providers.acme]\ndisplay_name = \"Acme\"\nauthorize_url = \"https://a.example/auth\"\ntoken_url = \"https://a.example/token\"\napi_base_url = \"https://a.example\"\n{extra}"
+        )
+    };
+    for (extra, implied) in [
+        ("", None),
+        ("location_tokens = true\n", Some("gohighlevel")),
+        ("refresh = \"instagram\"\n", Some("instagram")),
+        ("refresh = \"client_credentials\"\n", Some("wix")),
+        ("platform = \"wix\"\n", Some("wix")),
+    ] {
+        let file = custom(extra);
+        let c = Catalogue::build(&settings(), Some(("p.toml", &file)), &no_env).unwrap();
+        assert_eq!(platform(&c, "acme").as_deref(), implied, "{extra}");
+    }
+    let file = custom("platform = \"myspace\"\n");
+    let err = Catalogue::build(&settings(), Some(("p.toml", &file)), &no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "[providers.acme] 'platform' is 'myspace'; it is one of gohighlevel, instagram, wix"
+        ),
+        "{err}"
+    );
+}

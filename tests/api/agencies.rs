@@ -250,6 +250,16 @@ async fn the_location_minter_mints_the_approved_locations_of_a_bulk_install_once
             .mount(&fake)
             .await;
     }
+    // The minter is a worker of its own, registered for a provider that
+    // mints location tokens; here one round of it is run by hand.
+    let workers: Vec<&str> = app
+        .state
+        .platforms
+        .workers(&app.state)
+        .iter()
+        .map(|w| w.name)
+        .collect();
+    assert_eq!(workers, ["location minter"]);
     mint_approved(&app.state).await.unwrap();
     assert_eq!(mints(&fake).await, 2);
     let key = app.api_key(Some("acme"), false);

@@ -1,6 +1,5 @@
-//! Provider-initiated installs no tenant has claimed yet (GoHighLevel
-//! Marketplace installs reach the callback without a state, so without a
-//! tenant). The grant is sealed like a connection's token set, bound to this
+//! Provider-initiated installs no tenant has claimed yet (a marketplace's
+//! installs reach the callback without a state, so without a tenant). The grant is sealed like a connection's token set, bound to this
 //! row; the row lives until it is claimed, replaced or swept.
 
 use crate::crypto::{Aad, CryptoError, KeyRing, Sealed};
@@ -21,7 +20,7 @@ pub struct PendingInstall {
     pub account_name: Option<String>,
     /// JSON array of granted scopes.
     pub scopes: String,
-    /// JSON object of non-secret metadata (GoHighLevel's locationId, companyId).
+    /// JSON object of non-secret metadata (the provider's `keep_fields`).
     pub metadata: String,
     pub token_ciphertext: Vec<u8>,
     pub key_id: String,

@@ -173,3 +173,29 @@ async fn remint(http: &reqwest::Client, provider: &Provider, due: Due<'_>) -> An
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `tether doctor` hears, through the seam, that app webhooks of any
+    /// app are taken while no app id is set, and nothing once one is.
+    #[test]
+    fn doctor_is_warned_while_no_app_id_is_set() {
+        let mut provider = crate::providers::presets::all()
+            .into_iter()
+            .find(|p| p.key.as_str() == NAME)
+            .unwrap();
+        let warnings = GoHighLevel.warnings(&provider, "https://t.example");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("TETHER_GOHIGHLEVEL_APP_ID is unset")
+                && warnings[0].contains("https://t.example/webhooks/gohighlevel"),
+            "{warnings:?}"
+        );
+        provider.app_id = Some("64f0a1b2c3".into());
+        assert!(GoHighLevel
+            .warnings(&provider, "https://t.example")
+            .is_empty());
+    }
+}

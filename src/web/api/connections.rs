@@ -208,7 +208,7 @@ struct ImportRequest {
     /// The provider account; required for providers whose connections are
     /// per account.
     account: Option<ImportAccount>,
-    /// Non-secret fields kept beside the connection (e.g. `locationId`).
+    /// Non-secret fields kept beside the connection (the fields the provider's `keep_fields` names).
     #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
     /// Overwrite an account that is already connected (default false: skip it).

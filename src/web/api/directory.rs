@@ -23,7 +23,7 @@ struct DirectoryQuery {
     /// Only this provider's connections.
     #[param(pattern = r"^[a-z][a-z0-9_-]{0,31}$")]
     provider: Option<String>,
-    /// Only connections of this provider account id (e.g. a GoHighLevel
+    /// Only connections of this provider account id (e.g. an agency's
     /// location id).
     #[param(min_length = 1, max_length = 256)]
     account: Option<String>,
@@ -88,8 +88,8 @@ struct FoundConnections {
 
 /// Find connections across tenants
 ///
-/// Which tenant owns a provider account (`?provider=gohighlevel&account=loc_123`,
-/// or by a metadata field: `?locationId=loc_123`), and which connections need
+/// Which tenant owns a provider account (`?provider=acme&account=acct_123`,
+/// or by a metadata field: `?siteId=site_123`), and which connections need
 /// attention (`?status=needs_reconnect,error`). Only connections holding
 /// tokens are listed. Any query key other than `tenant`, `provider`,
 /// `account`, `status` and `limit` names a metadata field (a letter or `_`,

@@ -118,7 +118,7 @@ pub struct Connection {
     pub lease_until: Option<NaiveDateTime>,
     pub failure_count: i32,
     pub last_error: Option<String>,
-    /// JSON object of non-secret metadata (e.g. GoHighLevel's locationId).
+    /// JSON object of non-secret metadata (the provider's `keep_fields`).
     pub metadata: String,
     pub last_refreshed_at: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
