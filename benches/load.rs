@@ -786,14 +786,15 @@ fn parts_bench() {
     println!("| step | µs |");
     println!("|---|---|");
     let mut c = pool.get().expect("connection");
+    let demo = tether::ids::ProviderKey::known("demo");
     time("pool checkout + return", &mut || {
         let _c = pool.get().expect("connection");
     });
     time("Connection::default_for (query + row decode)", &mut || {
-        let _ = tether::db::models::connection::Connection::default_for(&mut c, &tenant.id, "demo")
+        let _ = tether::db::models::connection::Connection::default_for(&mut c, &tenant.id, &demo)
             .expect("query");
     });
-    let row = tether::db::models::connection::Connection::default_for(&mut c, &tenant.id, "demo")
+    let row = tether::db::models::connection::Connection::default_for(&mut c, &tenant.id, &demo)
         .expect("query")
         .expect("row");
     time("open the token set (decrypt + JSON)", &mut || {

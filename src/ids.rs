@@ -82,6 +82,12 @@ id!(
     ConnectionId
 );
 id!(
+    /// An account's id at its provider (a HubSpot portal, a GoHighLevel
+    /// location, a Google user): the provider's own text, checked once by
+    /// [`AccountId::parse`].
+    AccountId
+);
+id!(
     /// A provider's key in the catalogue (`gohighlevel`, `hubspot`, a custom
     /// provider's table name): lower-case letters, digits, `-` and `_`.
     ProviderKey
@@ -105,6 +111,43 @@ impl ExternalTenantId {
     }
 }
 
+/// For the command line (`--tenant`): the parse's message as the error.
+impl std::str::FromStr for ExternalTenantId {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<ExternalTenantId, String> {
+        ExternalTenantId::parse(raw).map_err(|e| e.message().to_string())
+    }
+}
+
+impl AccountId {
+    /// 1 to 256 characters and no control character: anything a provider
+    /// would issue, nothing that could forge a log line; else a 400.
+    pub fn parse(raw: &str) -> AppResult<AccountId> {
+        AccountId::check(raw).ok_or_else(|| {
+            AppError::bad_request(
+                Code::InvalidAccount,
+                "account is a provider's account id: 1 to 256 characters, no control characters",
+            )
+        })
+    }
+
+    /// The one account of a provider that names none (no identity lookup,
+    /// nothing in the token response): `default`.
+    pub fn unnamed() -> AccountId {
+        AccountId("default".into())
+    }
+
+    /// [`AccountId::parse`] without the error, for text read from a
+    /// provider's answer (where a bad id is the provider's fault, reported
+    /// by the caller in its own words).
+    pub fn check(raw: &str) -> Option<AccountId> {
+        let count = raw.chars().count();
+        let ok = (1..=256).contains(&count) && !raw.chars().any(char::is_control);
+        ok.then(|| AccountId(raw.to_string()))
+    }
+}
+
 impl ConnectionId {
     /// A fresh id for a new row.
     pub fn fresh() -> ConnectionId {
@@ -123,5 +166,15 @@ mod tests {
         assert!(ExternalTenantId::parse("").is_err());
         assert!(ExternalTenantId::parse("a/b").is_err());
         assert_eq!(TenantId::known("t1").to_string(), "t1");
+    }
+
+    #[test]
+    fn an_account_id_counts_characters_and_refuses_control_characters() {
+        // 256 three-byte characters are 768 bytes and still one valid id.
+        assert!(AccountId::parse(&"é".repeat(256)).is_ok());
+        assert!(AccountId::parse(&"a".repeat(257)).is_err());
+        assert!(AccountId::parse("").is_err());
+        assert!(AccountId::parse("loc\nforged").is_err());
+        assert_eq!(&*AccountId::parse("loc-1").unwrap(), "loc-1");
     }
 }

@@ -20,7 +20,7 @@ use crate::db::models::tenant::{Holdings, Tenant};
 use crate::db::models::webhook as outbox;
 use crate::db::{new_id, now};
 use crate::error::{AppError, AppResult};
-use crate::ids::{ExternalTenantId, ProviderKey};
+use crate::ids::{AccountId, ExternalTenantId, ProviderKey};
 use diesel::Connection as _;
 
 /// What became, or would become, of one connection's grant at its provider.
@@ -48,7 +48,8 @@ pub struct RevocationReport {
     #[schema(value_type = String)]
     pub provider: ProviderKey,
     /// The provider's account id.
-    pub account: String,
+    #[schema(value_type = String)]
+    pub account: AccountId,
     pub outcome: Outcome,
     /// Why a revocation failed (the provider's error, never a token).
     pub detail: Option<String>,

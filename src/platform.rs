@@ -14,7 +14,7 @@
 
 use crate::db::models::connection::{Connection, TokenSet};
 use crate::error::{AppError, AppResult, Code};
-use crate::ids::TenantId;
+use crate::ids::{AccountId, TenantId};
 use crate::oauth::client::{self, ProviderError};
 use crate::oauth::token::TokenResponse;
 use crate::oauth::Authorized;
@@ -91,7 +91,7 @@ pub trait Platform<A>: Send + Sync {
         _provider: &Provider,
         _row: &Connection,
         _tokens: &TokenSet,
-    ) -> Option<String> {
+    ) -> Option<AccountId> {
         None
     }
 
@@ -107,7 +107,11 @@ pub trait Platform<A>: Send + Sync {
 
     /// Checks a provider-signed install artefact (`?instance=` on the
     /// install route) with the app's secret; answers the account it names.
-    fn verify_install(&self, _provider: &Provider, _artefact: &str) -> Option<AppResult<String>> {
+    fn verify_install(
+        &self,
+        _provider: &Provider,
+        _artefact: &str,
+    ) -> Option<AppResult<AccountId>> {
         None
     }
 
@@ -116,7 +120,7 @@ pub trait Platform<A>: Send + Sync {
         &'a self,
         _http: &'a reqwest::Client,
         _provider: &'a Provider,
-        _account: &'a str,
+        _account: &'a AccountId,
     ) -> Option<BoxFuture<'a, AppResult<Authorized>>> {
         None
     }
@@ -140,7 +144,7 @@ pub trait Platform<A>: Send + Sync {
         _app: &'a Arc<A>,
         _tenant: &'a TenantId,
         _provider: &'a Provider,
-        _account: &'a str,
+        _account: &'a AccountId,
     ) -> Option<BoxFuture<'a, AppResult<()>>> {
         None
     }
@@ -219,7 +223,7 @@ impl<A> Platforms<A> {
         provider: &Provider,
         row: &Connection,
         tokens: &TokenSet,
-    ) -> Option<String> {
+    ) -> Option<AccountId> {
         self.of(provider)?.minted_from(provider, row, tokens)
     }
 
@@ -237,7 +241,7 @@ impl<A> Platforms<A> {
     }
 
     /// The account a provider-signed install names, once verified.
-    pub fn verify_install(&self, provider: &Provider, artefact: &str) -> AppResult<String> {
+    pub fn verify_install(&self, provider: &Provider, artefact: &str) -> AppResult<AccountId> {
         self.of(provider)
             .and_then(|p| p.verify_install(provider, artefact))
             .unwrap_or_else(|| Err(unsupported()))
@@ -248,7 +252,7 @@ impl<A> Platforms<A> {
         &self,
         http: &reqwest::Client,
         provider: &Provider,
-        account: &str,
+        account: &AccountId,
     ) -> AppResult<Authorized> {
         match self
             .of(provider)
@@ -268,7 +272,7 @@ impl<A> Platforms<A> {
         app: &Arc<A>,
         tenant: &TenantId,
         provider: &Provider,
-        account: &str,
+        account: &AccountId,
     ) -> AppResult<()> {
         match self
             .of(provider)

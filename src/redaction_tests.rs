@@ -10,7 +10,7 @@ use crate::db::models::api_key::ApiKey;
 use crate::db::models::connection::{Connection, Grant, TokenSet};
 use crate::db::models::oauth_state::NewState;
 use crate::db::models::user::User;
-use crate::ids::{ConnectionId, ProviderKey, TenantId};
+use crate::ids::{AccountId, ConnectionId, ProviderKey, TenantId};
 use crate::oauth::token::TokenResponse;
 use crate::oauth::{Authorized, CallbackQuery, Initiator};
 use crate::providers::{presets, Catalogue, Provider};
@@ -114,7 +114,7 @@ fn connection() -> Connection {
         id: ConnectionId::known("c1"),
         tenant_id: TenantId::known("t1"),
         provider: ProviderKey::known("demo"),
-        account_id: "acct".into(),
+        account_id: AccountId::known("acct"),
         account_name: None,
         status: crate::db::models::connection::Status::Connected,
         scopes: "[]".into(),
@@ -161,7 +161,7 @@ fn every_type_holding_a_secret_debug_prints_stars_in_its_place() {
     assert_redacted("TokenResponse", &response);
     let authorized = Authorized {
         response,
-        account_id: "acct".into(),
+        account_id: AccountId::known("acct"),
         account_name: Some("Main Street Dental".into()),
         scopes: vec!["profile".into()],
         metadata: serde_json::json!({"locationId": "loc_1"}),
@@ -203,7 +203,7 @@ fn every_type_holding_a_secret_debug_prints_stars_in_its_place() {
     let grant = Grant {
         tenant_id: &tenant,
         provider: &key,
-        account_id: "acct",
+        account_id: &AccountId::known("acct"),
         account_name: None,
         scopes: &[],
         tokens: &tokens,

@@ -10,6 +10,7 @@ use crate::crypto::sha256_hex;
 use crate::db::models::{tenant::Tenant, user::User};
 use crate::db::{now, DbConn};
 use crate::error::{AppError, AppResult, Code};
+use crate::ids::ExternalTenantId;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -78,7 +79,7 @@ pub fn verify(secret: &[u8], token: &str, now_unix: i64) -> AppResult<Claims> {
 
 /// Spends the nonce and returns the tenant's admin, creating it on first use.
 pub fn admit(conn: &mut DbConn, claims: &Claims) -> AppResult<User> {
-    let tenant = Tenant::by_external_id(conn, &claims.tenant)?
+    let tenant = Tenant::by_external_id(conn, &ExternalTenantId::parse(&claims.tenant)?)?
         .ok_or_else(|| AppError::not_found(format!("no tenant '{}'", claims.tenant)))?;
     let email = crate::db::models::user::normalize_email(&claims.email)?;
     let existing = User::by_email(conn, &email)?;

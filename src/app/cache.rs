@@ -15,6 +15,7 @@
 //! the access token is still valid. A write heard or made drops them.
 
 use crate::db::models::connection::{Connection, TokenSet};
+use crate::ids::{AccountId, ProviderKey, TenantId};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -45,13 +46,13 @@ impl Opened {
 }
 
 /// The account asked for, `None` for the default.
-type Account = Option<String>;
+type Account = Option<AccountId>;
 /// An opened set, when it was put, and the flush generation it belongs to.
 type Entry = (Arc<Opened>, Instant, u64);
 /// Tenant -> provider -> account: every write to one of a (tenant,
 /// provider)'s connections drops all its entries, since the default may have
 /// moved with it. Nested so that a lookup borrows instead of building a key.
-type Entries = HashMap<String, HashMap<String, HashMap<Account, Entry>>>;
+type Entries = HashMap<TenantId, HashMap<ProviderKey, HashMap<Account, Entry>>>;
 
 /// Longest life of an entry while writes of other instances are heard.
 const COHERENT_TTL: Duration = Duration::from_secs(3600);
@@ -92,7 +93,7 @@ impl TokenCache {
         }
     }
 
-    fn epoch_slot(&self, tenant_id: &str, provider: &str) -> &AtomicU64 {
+    fn epoch_slot(&self, tenant_id: &TenantId, provider: &ProviderKey) -> &AtomicU64 {
         let mut h = DefaultHasher::new();
         (tenant_id, provider).hash(&mut h);
         &self.epochs[(h.finish() as usize) % STRIPES]
@@ -104,16 +105,16 @@ impl TokenCache {
 
     /// Call before reading the database for (tenant, provider); hand the
     /// result to [`TokenCache::put`].
-    pub fn epoch(&self, tenant_id: &str, provider: &str) -> Epoch {
+    pub fn epoch(&self, tenant_id: &TenantId, provider: &ProviderKey) -> Epoch {
         Epoch(self.epoch_slot(tenant_id, provider).load(Ordering::SeqCst))
     }
 
     /// The entry for `account` (`None`: the default) of (tenant, provider).
     pub fn get(
         &self,
-        tenant_id: &str,
-        provider: &str,
-        account: Option<&str>,
+        tenant_id: &TenantId,
+        provider: &ProviderKey,
+        account: Option<&AccountId>,
     ) -> Option<Arc<Opened>> {
         if self.ttl.is_zero() {
             return None;
@@ -134,27 +135,28 @@ impl TokenCache {
     /// when the database is away. The caller checks it is still valid.
     pub fn fallback(
         &self,
-        tenant_id: &str,
-        provider: &str,
-        account: Option<&str>,
+        tenant_id: &TenantId,
+        provider: &ProviderKey,
+        account: Option<&AccountId>,
     ) -> Option<Arc<Opened>> {
         self.entry(tenant_id, provider, account)
             .map(|(opened, _, _)| opened)
     }
 
-    fn entry(&self, tenant_id: &str, provider: &str, account: Option<&str>) -> Option<Entry> {
+    fn entry(
+        &self,
+        tenant_id: &TenantId,
+        provider: &ProviderKey,
+        account: Option<&AccountId>,
+    ) -> Option<Entry> {
         let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let accounts = map.get(tenant_id)?.get(provider)?;
-        match account {
-            None => accounts.get(&None),
-            Some(a) => accounts.get(&Some(a.to_string())),
-        }
-        .cloned()
+        accounts.get(&account.cloned()).cloned()
     }
 
     /// Keeps `row` as the answer for `account` (`None`: the default), read
     /// at `seen`, unless an invalidation came since.
-    pub fn put(&self, opened: &Arc<Opened>, account: Option<&str>, seen: Epoch) {
+    pub fn put(&self, opened: &Arc<Opened>, account: Option<&AccountId>, seen: Epoch) {
         // Kept even with the cache off (`TETHER_TOKEN_CACHE_MS=0`): then it is
         // never served warm, only as the last resort of an outage.
         let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -166,12 +168,12 @@ impl TokenCache {
         if map.len() >= MAX_ENTRIES {
             map.clear();
         }
-        map.entry(row.tenant_id.to_string())
+        map.entry(row.tenant_id.clone())
             .or_default()
-            .entry(row.provider.to_string())
+            .entry(row.provider.clone())
             .or_default()
             .insert(
-                account.map(str::to_string),
+                account.cloned(),
                 (
                     opened.clone(),
                     Instant::now(),
@@ -182,13 +184,13 @@ impl TokenCache {
 
     /// Drops the entries of (tenant, provider) after a write in this process
     /// to one of its connections.
-    pub fn forget(&self, tenant_id: &str, provider: &str) {
+    pub fn forget(&self, tenant_id: &TenantId, provider: &ProviderKey) {
         self.invalidate(tenant_id, provider);
     }
 
     /// Drops the entries of (tenant, provider), and keeps readers that read
     /// the database before now from putting them back.
-    pub fn invalidate(&self, tenant_id: &str, provider: &str) {
+    pub fn invalidate(&self, tenant_id: &TenantId, provider: &ProviderKey) {
         let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         self.epoch_slot(tenant_id, provider)
             .fetch_add(1, Ordering::SeqCst);
@@ -219,7 +221,7 @@ impl TokenCache {
 }
 
 impl crate::db::listen::Hearer for TokenCache {
-    fn changed(&self, tenant_id: &str, provider: &str) {
+    fn changed(&self, tenant_id: &TenantId, provider: &ProviderKey) {
         self.invalidate(tenant_id, provider);
     }
 
@@ -236,15 +238,15 @@ impl crate::db::listen::Hearer for TokenCache {
 mod tests {
     use super::*;
     use crate::crypto::Secret;
-    use crate::ids::{ConnectionId, ProviderKey, TenantId};
+    use crate::ids::ConnectionId;
 
-    fn row(tenant_id: &str, provider: &str) -> Arc<Opened> {
+    fn row(tenant_id: &TenantId, provider: &ProviderKey) -> Arc<Opened> {
         let t = crate::db::now();
         let row = Connection {
             id: ConnectionId::known("c1"),
-            tenant_id: TenantId::known(tenant_id),
-            provider: ProviderKey::known(provider),
-            account_id: "a1".into(),
+            tenant_id: tenant_id.clone(),
+            provider: provider.clone(),
+            account_id: AccountId::known("a1"),
             account_name: None,
             status: crate::db::models::connection::Status::Connected,
             scopes: "[]".into(),
@@ -275,47 +277,53 @@ mod tests {
 
     #[test]
     fn a_read_from_before_an_invalidation_is_not_put_back() {
+        let (t, p, a1) = (
+            TenantId::known("t"),
+            ProviderKey::known("p"),
+            AccountId::known("a1"),
+        );
         let cache = TokenCache::new(Duration::from_secs(1), true);
-        let opened = row("t", "p");
+        let opened = row(&t, &p);
         // A reader looks, another instance's write is heard, the reader puts.
-        let seen = cache.epoch("t", "p");
-        cache.invalidate("t", "p");
+        let seen = cache.epoch(&t, &p);
+        cache.invalidate(&t, &p);
         cache.put(&opened, None, seen);
-        assert!(cache.get("t", "p", None).is_none(), "stale read cached");
+        assert!(cache.get(&t, &p, None).is_none(), "stale read cached");
         // A read after the invalidation is cached, for every account key.
-        let seen = cache.epoch("t", "p");
+        let seen = cache.epoch(&t, &p);
         cache.put(&opened, None, seen);
-        cache.put(&opened, Some("a1"), seen);
-        assert!(cache.get("t", "p", None).is_some());
-        assert!(cache.get("t", "p", Some("a1")).is_some());
+        cache.put(&opened, Some(&a1), seen);
+        assert!(cache.get(&t, &p, None).is_some());
+        assert!(cache.get(&t, &p, Some(&a1)).is_some());
         // One invalidation drops them all; a flush drops everything.
-        cache.invalidate("t", "p");
-        assert!(cache.get("t", "p", None).is_none() && cache.get("t", "p", Some("a1")).is_none());
-        let seen = cache.epoch("t", "p");
+        cache.invalidate(&t, &p);
+        assert!(cache.get(&t, &p, None).is_none() && cache.get(&t, &p, Some(&a1)).is_none());
+        let seen = cache.epoch(&t, &p);
         cache.put(&opened, None, seen);
         cache.flush();
-        assert!(cache.get("t", "p", None).is_none());
+        assert!(cache.get(&t, &p, None).is_none());
         // A flushed entry is still there as a last resort; a write drops it.
-        assert!(cache.fallback("t", "p", None).is_some());
-        cache.invalidate("t", "p");
-        assert!(cache.fallback("t", "p", None).is_none());
+        assert!(cache.fallback(&t, &p, None).is_some());
+        cache.invalidate(&t, &p);
+        assert!(cache.fallback(&t, &p, None).is_none());
     }
 
     #[test]
     fn an_incoherent_cache_keeps_entries_only_its_short_lifetime() {
+        let (t, p) = (TenantId::known("t"), ProviderKey::known("p"));
         let cache = TokenCache::new(Duration::from_millis(1), false);
-        let opened = row("t", "p");
-        cache.put(&opened, None, cache.epoch("t", "p"));
+        let opened = row(&t, &p);
+        cache.put(&opened, None, cache.epoch(&t, &p));
         std::thread::sleep(Duration::from_millis(5));
         assert!(
-            cache.get("t", "p", None).is_none(),
+            cache.get(&t, &p, None).is_none(),
             "short-lived while incoherent"
         );
         cache.set_coherent(true);
-        cache.put(&opened, None, cache.epoch("t", "p"));
+        cache.put(&opened, None, cache.epoch(&t, &p));
         std::thread::sleep(Duration::from_millis(5));
         assert!(
-            cache.get("t", "p", None).is_some(),
+            cache.get(&t, &p, None).is_some(),
             "long-lived while coherent"
         );
     }

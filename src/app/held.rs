@@ -17,6 +17,7 @@
 use crate::crypto::Sealed;
 use crate::db::models::connection::{Connection, Refreshed, Status};
 use crate::db::models::event::Actor;
+use crate::ids::{AccountId, ConnectionId, ProviderKey, TenantId};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chrono::NaiveDateTime;
@@ -62,8 +63,8 @@ impl HeldAnswer {
 /// it loses it, and the person connects again (a mint is simply made again);
 /// nothing a tenant had before is lost by that.
 pub struct HeldGrant {
-    pub tenant_id: String,
-    pub provider: String,
+    pub tenant_id: TenantId,
+    pub provider: ProviderKey,
     /// What the person who made it was told, and the log says.
     pub what: String,
     pub save: SaveGrant,
@@ -81,7 +82,7 @@ type Entry = (Arc<HeldAnswer>, bool);
 /// it arrives until it is stored.
 #[derive(Default)]
 pub struct Held {
-    answers: Mutex<HashMap<String, Entry>>,
+    answers: Mutex<HashMap<ConnectionId, Entry>>,
     grants: Mutex<Vec<Arc<HeldGrant>>>,
     /// Wakes the keeper when an answer starts waiting.
     pub(crate) added: tokio::sync::Notify,
@@ -91,20 +92,20 @@ pub struct Held {
 }
 
 impl Held {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, Entry>> {
         self.answers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Keeps `answer`: served from now on, until it is stored or superseded.
     pub fn hold(&self, answer: Arc<HeldAnswer>) {
-        let id = answer.leased.id.to_string();
+        let id = answer.leased.id.clone();
         self.lock().insert(id, (answer, false));
     }
 
     /// `answer` could not be stored: it waits for the database, and the
     /// keeper is told.
     pub fn wait(&self, answer: &Arc<HeldAnswer>) {
-        if let Some(entry) = self.lock().get_mut(&answer.leased.id.to_string()) {
+        if let Some(entry) = self.lock().get_mut(&answer.leased.id) {
             if Arc::ptr_eq(&entry.0, answer) {
                 entry.1 = true;
             }
@@ -153,29 +154,29 @@ impl Held {
     }
 
     /// Whether an answer for connection `id` is here (waiting or being stored).
-    pub fn holds(&self, id: &str) -> bool {
+    pub fn holds(&self, id: &ConnectionId) -> bool {
         self.lock().contains_key(id)
     }
 
     /// The held row of connection `id`, as it will be stored.
-    pub fn row_of(&self, id: &str) -> Option<Connection> {
+    pub fn row_of(&self, id: &ConnectionId) -> Option<Connection> {
         self.lock().get(id).map(|(a, _)| a.row())
     }
 
     /// The held row for `account` (`None`: the default) of (tenant, provider).
     pub fn row_for(
         &self,
-        tenant_id: &str,
-        provider: &str,
-        account: Option<&str>,
+        tenant_id: &TenantId,
+        provider: &ProviderKey,
+        account: Option<&AccountId>,
     ) -> Option<Connection> {
         self.lock()
             .values()
             .find(|(a, _)| {
                 let r = &a.leased;
-                *r.tenant_id == *tenant_id
-                    && *r.provider == *provider
-                    && account.map_or(r.is_default, |acc| r.account_id == acc)
+                r.tenant_id == *tenant_id
+                    && r.provider == *provider
+                    && account.map_or(r.is_default, |acc| r.account_id == *acc)
             })
             .map(|(a, _)| a.row())
     }
@@ -193,9 +194,9 @@ impl Held {
     /// the same connection replaced it meanwhile.
     pub(crate) fn release(&self, answer: &Arc<HeldAnswer>) {
         let mut map = self.lock();
-        let id = answer.leased.id.to_string();
-        if map.get(&id).is_some_and(|(a, _)| Arc::ptr_eq(a, answer)) {
-            map.remove(&id);
+        let id = &answer.leased.id;
+        if map.get(id).is_some_and(|(a, _)| Arc::ptr_eq(a, answer)) {
+            map.remove(id);
         }
     }
 }
@@ -291,9 +292,9 @@ fn actor_from(stored: &str) -> Actor {
 /// A spilled answer read back. Its row is read from the database by the
 /// one who stores it: `version` is the row's as it was leased.
 pub struct Unspilled {
-    pub connection_id: String,
-    pub tenant_id: String,
-    pub provider: String,
+    pub connection_id: ConnectionId,
+    pub tenant_id: TenantId,
+    pub provider: ProviderKey,
     pub version: i64,
     pub owner: String,
     pub sealed: Sealed,
@@ -358,9 +359,10 @@ pub fn read_spill(file: &Path) -> Result<Vec<Unspilled>, String> {
         let s: Spilled = serde_json::from_str(line).map_err(|_| damaged())?;
         let bytes = B64.decode(&s.ciphertext).map_err(|_| damaged())?;
         answers.push(Unspilled {
-            connection_id: s.connection_id,
-            tenant_id: s.tenant_id,
-            provider: s.provider,
+            // Written by this code; the sealed token set is bound to them.
+            connection_id: ConnectionId::known(s.connection_id),
+            tenant_id: TenantId::known(s.tenant_id),
+            provider: ProviderKey::known(s.provider),
             version: s.version,
             owner: s.owner,
             sealed: Sealed {

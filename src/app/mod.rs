@@ -4,6 +4,7 @@ use crate::config::Settings;
 use crate::crypto::KeyRing;
 use crate::db::{Backend, DbConn, Pool};
 use crate::error::{AppError, AppResult, Code};
+use crate::ids::ProviderKey;
 use crate::platform::Platforms;
 use crate::providers::Catalogue;
 use crate::ratelimit::RateLimiter;
@@ -188,10 +189,10 @@ impl App {
 
     /// Records that `provider` rejected our client credentials (an operator
     /// error, shown by /readyz, doctor and metrics); tenants are left alone.
-    pub fn flag_provider(&self, provider: &str, error: &str) {
+    pub fn flag_provider(&self, provider: &ProviderKey, error: &str) {
         log::error!("provider {provider} rejected Tether's client credentials ({error}): check its client id and secret");
         let pool = self.pool.clone();
-        let (provider, error) = (provider.to_string(), error.to_string());
+        let (provider, error) = (provider.clone(), error.to_string());
         // Best effort, off the request path.
         std::thread::spawn(move || {
             if let Ok(mut c) = pool.get() {

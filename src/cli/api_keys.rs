@@ -19,13 +19,9 @@ pub(super) fn api_key(c: ApiKeyCommand, ctx: &Context) -> Result<(), String> {
                 Some(ext) => Some(Tenant::require(&mut db, ext).map_err(|e| e.to_string())?),
                 None => None,
             };
-            let (key, secret) = ApiKey::create(
-                &mut db,
-                &name,
-                tenant_row.as_ref().map(|t| t.id.as_str()),
-                admin,
-            )
-            .map_err(|e| e.to_string())?;
+            let (key, secret) =
+                ApiKey::create(&mut db, &name, tenant_row.as_ref().map(|t| &t.id), admin)
+                    .map_err(|e| e.to_string())?;
             let scope = tenant.map_or("all tenants".to_string(), |t| format!("tenant '{t}'"));
             let admin = if key.is_admin { ", admin" } else { "" };
             println!(

@@ -1,6 +1,7 @@
 //! The commands and their arguments, as clap reads them: `tether --help`
 //! and every subcommand's help come from the doc comments here.
 
+use crate::ids::ExternalTenantId;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -111,7 +112,7 @@ pub enum ConnectionsCommand {
     List {
         /// Only this tenant's connections.
         #[arg(long, value_name = "EXTERNAL_ID")]
-        tenant: Option<String>,
+        tenant: Option<ExternalTenantId>,
         /// Only this provider's connections.
         #[arg(long, value_name = "KEY")]
         provider: Option<String>,
@@ -144,7 +145,7 @@ pub enum UserCommand {
     Add {
         /// The tenant the admin signs in to.
         #[arg(long, value_name = "EXTERNAL_ID")]
-        tenant: String,
+        tenant: ExternalTenantId,
         /// The admin's email address, their sign-in name.
         #[arg(long)]
         email: String,
@@ -156,7 +157,7 @@ pub enum UserCommand {
     List {
         /// Only this tenant's admins.
         #[arg(long, value_name = "EXTERNAL_ID")]
-        tenant: Option<String>,
+        tenant: Option<ExternalTenantId>,
         /// One JSON array on stdout: email, tenant, role, last_login_at.
         #[arg(long)]
         json: bool,
@@ -186,7 +187,7 @@ pub enum ApiKeyCommand {
         name: String,
         /// Limit the key to one tenant (default: all tenants).
         #[arg(long, value_name = "EXTERNAL_ID")]
-        tenant: Option<String>,
+        tenant: Option<ExternalTenantId>,
         /// Allow tenant provisioning.
         #[arg(long)]
         admin: bool,

@@ -4,6 +4,7 @@
 use super::database::conn;
 use super::output::{minute, print_json, print_table, rfc3339, PARTLY};
 use crate::db::models::tenant::Tenant;
+use crate::ids::{AccountId, ExternalTenantId};
 use crate::startup::Context;
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -57,8 +58,8 @@ pub(super) fn connections_list(
         .map(|found| {
             let c = &found.connection;
             let account = match &c.account_name {
-                Some(name) if *name != c.account_id => format!("{} ({name})", c.account_id),
-                _ => c.account_id.clone(),
+                Some(name) if *name != *c.account_id => format!("{} ({name})", c.account_id),
+                _ => c.account_id.to_string(),
             };
             let expires = c.expires_at.map_or("never".into(), minute);
             let error: String = c
@@ -160,7 +161,7 @@ fn import_line(
     line: &[u8],
     actor: &crate::db::models::event::Actor,
     dry_run: bool,
-    planned: &mut std::collections::HashMap<(String, String, String), usize>,
+    planned: &mut std::collections::HashMap<(ExternalTenantId, String, AccountId), usize>,
     n: usize,
 ) -> Result<(LineOutcome, String), String> {
     use crate::connections::import::{apply, Outcome, Request};
@@ -173,8 +174,8 @@ fn import_line(
     let Some(obj) = value.as_object_mut() else {
         return refuse("a line must be a JSON object");
     };
-    let tenant = match obj.remove("tenant") {
-        Some(serde_json::Value::String(t)) if crate::ids::ExternalTenantId::parse(&t).is_ok() => t,
+    let tenant = match obj.remove("tenant").as_ref().and_then(|t| t.as_str()) {
+        Some(t) if ExternalTenantId::parse(t).is_ok() => ExternalTenantId::known(t),
         _ => return refuse("\"tenant\" must be the tenant's external id (1 to 128 letters, digits, '-', '_', '.' or ':')"),
     };
     let provider_key = match obj.remove("provider") {

@@ -160,7 +160,7 @@ fn run(command: Command, settings: Settings) -> Result<ExitCode, Stop> {
             json,
         }) => {
             let filter = [
-                ("tenant", tenant),
+                ("tenant", tenant.map(|t| t.to_string())),
                 ("provider", provider),
                 ("status", status),
             ]

@@ -57,7 +57,7 @@ pub(super) fn user(c: UserCommand, ctx: &Context) -> Result<ExitCode, Stop> {
             if let Some(ext) = &tenant {
                 Tenant::require(&mut db, ext).map_err(|e| e.to_string())?;
             }
-            let users = User::list(&mut db, tenant.as_deref()).map_err(|e| e.to_string())?;
+            let users = User::list(&mut db, tenant.as_ref()).map_err(|e| e.to_string())?;
             if json {
                 print_json(
                     users

@@ -8,7 +8,7 @@ use crate::db::models::connect_link::ConnectLink;
 use crate::db::models::connection::Connection;
 use crate::db::models::event::Actor;
 use crate::error::AppResult;
-use crate::ids::TenantId;
+use crate::ids::{AccountId, TenantId};
 use crate::oauth::client::ProviderError;
 use crate::oauth::{self, Authorized, CallbackQuery, DASHBOARD};
 use crate::providers::Provider;
@@ -206,7 +206,7 @@ pub async fn exchange(
 
 /// Checks a provider-signed install artefact (Wix's `instance`) with the
 /// app's secret; answers the account it names.
-pub fn verify_install(app: &App, provider: &Provider, artefact: &str) -> AppResult<String> {
+pub fn verify_install(app: &App, provider: &Provider, artefact: &str) -> AppResult<AccountId> {
     app.platforms.verify_install(provider, artefact)
 }
 

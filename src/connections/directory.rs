@@ -7,7 +7,7 @@ use crate::db::models::connection::{Connection, Search, Status};
 use crate::db::models::tenant::Tenant;
 use crate::db::DbConn;
 use crate::error::{AppError, AppResult, Code};
-use crate::ids::{ExternalTenantId, TenantId};
+use crate::ids::{AccountId, ExternalTenantId, ProviderKey, TenantId};
 use crate::providers::Catalogue;
 
 /// Connections in one answer when the caller names no `limit`.
@@ -24,8 +24,8 @@ pub const RESERVED: [&str; 5] = ["tenant", "provider", "account", "status", "lim
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
     pub tenant: Option<ExternalTenantId>,
-    pub provider: Option<String>,
-    pub account: Option<String>,
+    pub provider: Option<ProviderKey>,
+    pub account: Option<AccountId>,
     /// Any of these (empty: any status).
     pub statuses: Vec<Status>,
     /// Metadata fields and the value each must have, e.g. a location id.
@@ -85,17 +85,9 @@ impl Filter {
                             "provider is a provider's key, as /api/v1/providers lists them",
                         ));
                     }
-                    filter.provider = Some(value);
+                    filter.provider = Some(ProviderKey::known(value));
                 }
-                "account" => {
-                    if !plain_value(&value) {
-                        return Err(AppError::bad_request(
-                            Code::InvalidAccount,
-                            "account is a provider's account id: 1 to 256 characters, no control characters",
-                        ));
-                    }
-                    filter.account = Some(value);
-                }
+                "account" => filter.account = Some(AccountId::parse(&value)?),
                 "status" => filter.statuses = parse_statuses(&value)?,
                 "limit" => filter.limit = parse_limit(&value)?,
                 _ => {
@@ -231,9 +223,9 @@ pub fn find(
     }
     let names: Vec<String> = filter.metadata.iter().map(|(k, _)| k.clone()).collect();
     let search = Search {
-        tenant_id: tenant_id.as_deref(),
-        provider: filter.provider.as_deref(),
-        account_id: filter.account.as_deref(),
+        tenant_id: tenant_id.as_ref(),
+        provider: filter.provider.as_ref(),
+        account_id: filter.account.as_ref(),
         statuses: &filter.statuses,
         metadata_names: &names,
     };

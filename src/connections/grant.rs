@@ -172,8 +172,8 @@ pub async fn save(app: &App, grant: NewGrant) -> AppResult<(Connection, bool)> {
                 grant.provider.display_name.clone(),
             );
             app.held.hold_grant(HeldGrant {
-                tenant_id: grant.tenant.to_string(),
-                provider: grant.provider.key.to_string(),
+                tenant_id: grant.tenant.clone(),
+                provider: grant.provider.key.clone(),
                 what: format!("account {}", grant.authorized.account_id),
                 save: Box::new(move |c| store(c, &keys, &settings, &grant).map(|_| ())),
             });

@@ -21,7 +21,7 @@ use crate::db::models::connection::{Connection, TokenSet};
 use crate::db::models::event::Actor;
 use crate::db::{now, DbConn};
 use crate::error::{AppError, AppResult, Code};
-use crate::ids::TenantId;
+use crate::ids::{AccountId, TenantId};
 use crate::oauth::token::{TokenResponse, MAX_EXPIRES_IN};
 use crate::oauth::Authorized;
 use crate::providers::{Provider, RefreshStyle};
@@ -69,7 +69,7 @@ pub struct Request {
     token_type: String,
     expiry: Expiry,
     scopes: Option<Vec<String>>,
-    account_id: Option<String>,
+    account_id: Option<AccountId>,
     account_name: Option<String>,
     metadata: Value,
     /// Overwrite an account that is already connected (default: skip it).
@@ -237,16 +237,17 @@ impl Request {
                     )));
                 }
                 let id = match account.get("id") {
-                    Some(Value::String(id)) if super::valid_account_id(id) => id.clone(),
+                    Some(Value::String(id)) => AccountId::check(id),
                     // Numeric ids (HubSpot's hub id) read as their digits.
-                    Some(Value::Number(n)) if n.is_u64() => n.to_string(),
-                    _ => {
-                        return Err(AppError::bad_request(
-                            Code::InvalidAccount,
-                            "account.id is a provider's account id: 1 to 256 characters, no control characters",
-                        ))
-                    }
-                };
+                    Some(Value::Number(n)) if n.is_u64() => AccountId::check(&n.to_string()),
+                    _ => None,
+                }
+                .ok_or_else(|| {
+                    AppError::bad_request(
+                        Code::InvalidAccount,
+                        "account.id is a provider's account id: 1 to 256 characters, no control characters",
+                    )
+                })?;
                 let name = optional(account, "name")
                     .map(|n| text_field(n, "account.name"))
                     .transpose()?;
@@ -293,7 +294,7 @@ impl Request {
 pub enum Outcome {
     /// Stored: `connection` is the row (`None` in a dry run).
     Imported {
-        account_id: String,
+        account_id: AccountId,
         /// It overwrote a connected account (`replace`).
         replaced: bool,
         /// Expired or within the refresh margin: its refresh is due now.
@@ -302,7 +303,7 @@ pub enum Outcome {
     },
     /// The account is already connected and `replace` was not asked: nothing
     /// was written.
-    AlreadyConnected { account_id: String },
+    AlreadyConnected { account_id: AccountId },
 }
 
 /// Checks `request` against the provider and the tenant's connections and,
@@ -332,7 +333,7 @@ pub fn apply(
                 provider.display_name
             )))
         }
-        (None, None) => "default".to_string(),
+        (None, None) => AccountId::unnamed(),
     };
     let t = now();
     let expires_at = match request.expiry {
@@ -427,7 +428,7 @@ pub struct Imported {
 }
 
 impl Imported {
-    pub fn account_id(&self) -> &str {
+    pub fn account_id(&self) -> &AccountId {
         match &self.outcome {
             Outcome::Imported { account_id, .. } | Outcome::AlreadyConnected { account_id } => {
                 account_id

@@ -65,7 +65,7 @@ pub async fn receive(app: &App, provider: Arc<Provider>, code: &str) -> AppResul
     let label = authorized
         .account_name
         .clone()
-        .unwrap_or_else(|| authorized.account_id.clone());
+        .unwrap_or_else(|| authorized.account_id.to_string());
     if let Some(tenant_id) = bound {
         let actor = Actor::Provider {
             key: provider.key.to_string(),

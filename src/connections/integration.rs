@@ -125,7 +125,7 @@ pub async fn load(
     tenant_id: &TenantId,
     provider: &Provider,
 ) -> AppResult<IntegrationView> {
-    let (t, p) = (tenant_id.to_string(), provider.key.to_string());
+    let (t, p) = (tenant_id.clone(), provider.key.clone());
     let row = app
         .db(move |c| Ok(IntegrationSetting::find(c, &t, &p)?))
         .await?;
@@ -137,7 +137,7 @@ pub async fn all_of(
     app: &App,
     tenant_id: &TenantId,
 ) -> AppResult<std::collections::BTreeMap<String, IntegrationSetting>> {
-    let t = tenant_id.to_string();
+    let t = tenant_id.clone();
     let rows = app
         .db(move |c| Ok(IntegrationSetting::for_tenant(c, &t)?))
         .await?;

@@ -5,7 +5,7 @@ use crate::app::App;
 use crate::db::models::connection::{unknown_account, Connection};
 use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::error::{AppError, AppResult};
-use crate::ids::TenantId;
+use crate::ids::{AccountId, ProviderKey, TenantId};
 use crate::oauth;
 use crate::providers::Provider;
 use std::sync::Arc;
@@ -15,16 +15,12 @@ use std::sync::Arc;
 pub async fn connection(
     app: &App,
     tenant_id: &TenantId,
-    provider: &str,
-    account: Option<&str>,
+    provider: &ProviderKey,
+    account: Option<&AccountId>,
 ) -> AppResult<Connection> {
-    let (t, p, a) = (
-        tenant_id.to_string(),
-        provider.to_string(),
-        account.map(str::to_string),
-    );
+    let (t, p, a) = (tenant_id.clone(), provider.clone(), account.cloned());
     app.db(move |c| {
-        Connection::lookup(c, &t, &p, a.as_deref())?
+        Connection::lookup(c, &t, &p, a.as_ref())?
             .filter(|c| c.has_tokens())
             .ok_or_else(|| match a {
                 None => AppError::not_connected(),
@@ -40,7 +36,7 @@ pub async fn refresh(
     app: &Arc<App>,
     tenant_id: &TenantId,
     provider: &Provider,
-    account: Option<&str>,
+    account: Option<&AccountId>,
     actor: &Actor,
 ) -> AppResult<Connection> {
     let row = connection(app, tenant_id, &provider.key, account).await?;
@@ -52,7 +48,7 @@ pub async fn choose_default(
     app: &App,
     tenant_id: &TenantId,
     provider: &Provider,
-    account: &str,
+    account: &AccountId,
     actor: &Actor,
 ) -> AppResult<Connection> {
     let target = connection(app, tenant_id, &provider.key, Some(account)).await?;
@@ -86,7 +82,7 @@ pub struct Disconnected {
     /// For the person: revoked or not, and what to do.
     pub message: String,
     /// The provider account id that was disconnected.
-    pub account_id: String,
+    pub account_id: AccountId,
     pub revocation: Revocation,
     /// The default account afterwards; `None`: the provider is not connected.
     pub default: Option<Connection>,
@@ -100,7 +96,7 @@ pub async fn disconnect(
     app: &App,
     tenant_id: &TenantId,
     provider: &Provider,
-    account: Option<&str>,
+    account: Option<&AccountId>,
     actor: &Actor,
 ) -> AppResult<Disconnected> {
     let connection = connection(app, tenant_id, &provider.key, account).await?;

@@ -26,9 +26,3 @@ pub mod links;
 pub mod manage;
 pub mod proxy;
 pub mod status;
-
-/// Whether `id` could be a provider's account id: 1 to 256 bytes, no
-/// control characters. Anything else is refused before any lookup.
-pub fn valid_account_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control)
-}

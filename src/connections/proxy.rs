@@ -8,7 +8,7 @@
 use crate::app::App;
 use crate::db::models::event::Actor;
 use crate::error::{AppError, AppResult, Code};
-use crate::ids::TenantId;
+use crate::ids::{AccountId, TenantId};
 use crate::providers::Provider;
 use reqwest::header::{HeaderMap, HeaderName};
 use std::sync::Arc;
@@ -67,7 +67,7 @@ pub async fn forward(
     app: &Arc<App>,
     tenant_id: &TenantId,
     provider: &Arc<Provider>,
-    account: Option<&str>,
+    account: Option<&AccountId>,
     actor: &Actor,
     call: Call,
 ) -> AppResult<Answer> {

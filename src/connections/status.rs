@@ -5,7 +5,7 @@
 use crate::db::models::connection::{unknown_account, Connection, Status};
 use crate::db::DbConn;
 use crate::error::AppResult;
-use crate::ids::TenantId;
+use crate::ids::{AccountId, TenantId};
 use crate::providers::Provider;
 use chrono::NaiveDateTime;
 
@@ -49,14 +49,16 @@ pub struct StatusView {
 /// A provider account: its id at the provider and its readable name.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct AccountRef {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: AccountId,
     pub name: Option<String>,
 }
 
 /// One line of a provider's account list.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct AccountSummary {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: AccountId,
     pub name: Option<String>,
     pub status: PublicStatus,
     pub default: bool,
@@ -168,7 +170,7 @@ pub fn load(
     c: &mut DbConn,
     tenant_id: &TenantId,
     provider: &Provider,
-    account: Option<&str>,
+    account: Option<&AccountId>,
 ) -> AppResult<StatusView> {
     match account {
         Some(a) => {

@@ -12,6 +12,7 @@
 //! (notifications sent in between were missed). A flush keeps the entries
 //! as a last resort while the database is away (see `app::cache`).
 
+use crate::ids::{ProviderKey, TenantId};
 use diesel::prelude::*;
 use pq_sys::*;
 use std::ffi::{CStr, CString};
@@ -26,8 +27,8 @@ pub const CHANNEL: &str = "tether_connections";
 /// which serves one instance.
 pub fn notify_changed(
     conn: &mut super::DbConn,
-    tenant_id: &str,
-    provider: &str,
+    tenant_id: &TenantId,
+    provider: &ProviderKey,
 ) -> QueryResult<()> {
     if let super::DbConn::Postgres(pg) = conn {
         diesel::sql_query("SELECT pg_notify($1, $2)")
@@ -42,7 +43,7 @@ pub fn notify_changed(
 /// cache): told what the listener hears.
 pub trait Hearer: Send + Sync + 'static {
     /// A connection of (tenant, provider) was written by another instance.
-    fn changed(&self, tenant_id: &str, provider: &str);
+    fn changed(&self, tenant_id: &TenantId, provider: &ProviderKey);
     /// Something was written, nobody said what.
     fn anything_changed(&self);
     /// Whether other instances' writes are heard from now on.
@@ -202,7 +203,10 @@ impl Session {
                     return "the instance stopped".into();
                 };
                 match payload.split_once(' ') {
-                    Some((tenant_id, provider)) => c.changed(tenant_id, provider),
+                    // Written by `notify_changed`.
+                    Some((tenant_id, provider)) => {
+                        c.changed(&TenantId::known(tenant_id), &ProviderKey::known(provider))
+                    }
                     None => c.anything_changed(),
                 }
             }

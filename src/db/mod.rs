@@ -7,6 +7,7 @@ pub mod listen;
 pub mod models;
 pub mod schema;
 
+use crate::ids::{ProviderKey, TenantId};
 use chrono::{NaiveDateTime, SubsecRound, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -383,8 +384,8 @@ pub fn insert_key_check_if_absent(
 /// holds the write lock from here on.
 pub fn insert_integration_setting_if_absent(
     conn: &mut DbConn,
-    tenant: &str,
-    provider_key: &str,
+    tenant: &TenantId,
+    provider_key: &ProviderKey,
     at: NaiveDateTime,
 ) -> QueryResult<bool> {
     use schema::integration_settings::dsl::*;

@@ -9,6 +9,7 @@ use crate::crypto::{random_token, redacted, sha256_hex, KeyRing, Secret};
 use crate::db::models::oauth_state::{NewState, OAuthState};
 use crate::db::{now, DbConn};
 use crate::error::{AppError, AppResult, Code};
+use crate::ids::AccountId;
 use crate::providers::{Flow, Provider};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -260,7 +261,7 @@ pub fn consume(conn: &mut DbConn, row: &OAuthState) -> AppResult<()> {
 #[derive(Debug)]
 pub struct Authorized {
     pub response: TokenResponse,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub account_name: Option<String>,
     pub scopes: Vec<String>,
     pub metadata: serde_json::Value,
@@ -330,7 +331,7 @@ pub async fn identify(
     http: &reqwest::Client,
     provider: &Provider,
     response: &TokenResponse,
-) -> AppResult<(String, Option<String>)> {
+) -> AppResult<(AccountId, Option<String>)> {
     let from_token =
         |pointers: &[String]| pointers.iter().find_map(|p| pointer_str(&response.raw, p));
     let identity = match client::identity(
@@ -365,11 +366,24 @@ pub async fn identify(
         (name, label) => name.or(label),
     };
     Ok(match account_id {
-        Some(id) => (id, account_name),
+        Some(id) => match AccountId::check(&id) {
+            Some(id) => (id, account_name),
+            // Over 256 characters, or with a control character: no provider
+            // documents such an id, so the answer is not trusted.
+            None => {
+                return Err(AppError::bad_gateway(
+                    Code::ProviderError,
+                    format!(
+                        "{} named the account with an id Tether cannot use. An operator has to check the provider's account_id setting.",
+                        provider.display_name
+                    ),
+                ))
+            }
+        },
         // Without an identity, the provider has one account per tenant:
         // named after the provider rather than "default".
         None => (
-            "default".into(),
+            AccountId::unnamed(),
             account_name.or_else(|| Some(provider.display_name.clone())),
         ),
     })

@@ -10,6 +10,7 @@
 
 use crate::app::App;
 use crate::error::{AppError, AppResult, Code};
+use crate::ids::AccountId;
 use crate::oauth::client::{self, ProviderError};
 use crate::oauth::token::{pointer_str, TokenResponse};
 use crate::oauth::{provider_failure, Authorized};
@@ -37,7 +38,7 @@ pub const MAX_LEN: usize = 2048;
 /// What a verified artefact says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedInstance {
-    pub instance_id: String,
+    pub instance_id: AccountId,
     pub signed_at: DateTime<Utc>,
 }
 
@@ -100,7 +101,7 @@ pub fn verify_instance(
         return Err(invalid("expired"));
     }
     Ok(SignedInstance {
-        instance_id: instance_id.to_string(),
+        instance_id: AccountId::known(instance_id),
         signed_at,
     })
 }
@@ -123,7 +124,7 @@ impl Platform<App> for Wix {
         "wix"
     }
 
-    fn verify_install(&self, provider: &Provider, artefact: &str) -> Option<AppResult<String>> {
+    fn verify_install(&self, provider: &Provider, artefact: &str) -> Option<AppResult<AccountId>> {
         let Some((_, secret)) = provider.credentials.as_ref() else {
             return Some(Err(AppError::not_found("no such provider")));
         };
@@ -137,7 +138,7 @@ impl Platform<App> for Wix {
         &'a self,
         http: &'a reqwest::Client,
         provider: &'a Provider,
-        account: &'a str,
+        account: &'a AccountId,
     ) -> Option<BoxFuture<'a, AppResult<Authorized>>> {
         Some(connect_instance(http, provider, account).boxed())
     }
@@ -191,7 +192,7 @@ async fn client_credentials(
 async fn connect_instance(
     http: &reqwest::Client,
     provider: &Provider,
-    instance_id: &str,
+    instance_id: &AccountId,
 ) -> AppResult<Authorized> {
     let valid = (1..=128).contains(&instance_id.len())
         && instance_id
@@ -219,13 +220,13 @@ async fn connect_instance(
         .as_deref()
         .and_then(|p| identity.as_ref().and_then(|doc| pointer_str(doc, p)));
     let mut metadata = response.metadata(provider);
-    metadata[INSTANCE_ID] = instance_id.into();
+    metadata[INSTANCE_ID] = instance_id.as_str().into();
     Ok(Authorized {
         scopes: response
             .scopes
             .clone()
             .unwrap_or_else(|| provider.scopes.clone()),
-        account_id: instance_id.to_string(),
+        account_id: instance_id.clone(),
         account_name,
         metadata,
         response,

@@ -11,7 +11,7 @@ use crate::db::models::connection::{Connection, Refreshed, Status, TokenSet};
 use crate::db::models::event::{Actor, NewEvent};
 use crate::db::now;
 use crate::error::{AppError, AppResult, Code};
-use crate::ids::ProviderKey;
+use crate::ids::{AccountId, ProviderKey};
 use crate::metrics::RefreshOutcome;
 use crate::oauth::client::ProviderError;
 use crate::oauth::token::{self, TokenResponse};
@@ -260,7 +260,7 @@ async fn store_renewed(
 ) -> AppResult<Connection> {
     // Sealed once: stored now, or held (and maybe spilled) as is.
     let sealed = row.seal(&state.keys, tokens)?;
-    let id = row.id.to_string();
+    let id = row.id.clone();
     let answer = held::HeldAnswer {
         leased: row,
         owner,
@@ -372,9 +372,9 @@ async fn record_failure(
 async fn parent_of(
     state: &App,
     row: &Connection,
-    account: String,
+    account: AccountId,
 ) -> AppResult<Option<(Connection, Option<TokenSet>)>> {
-    let (tenant, key) = (row.tenant_id.to_string(), row.provider.clone());
+    let (tenant, key) = (row.tenant_id.clone(), row.provider.clone());
     let parent = state
         .db(move |c| Ok(Connection::for_account(c, &tenant, &key, &account)?))
         .await?;

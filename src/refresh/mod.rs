@@ -27,7 +27,7 @@ use crate::db::models::instance::Takeover;
 use crate::db::models::integration_setting::IntegrationSetting;
 use crate::db::now;
 use crate::error::{AppError, AppResult, Code};
-use crate::ids::TenantId;
+use crate::ids::{AccountId, ConnectionId, ProviderKey, TenantId};
 use crate::providers::{Provider, RefreshStyle};
 use chrono::{Duration, NaiveDateTime};
 pub use retry::backoff;
@@ -52,8 +52,8 @@ pub fn takeover(state: &App) -> Takeover {
 
 /// Takes the lease of one connection, or says who cannot have it: `Ok(None)`
 /// when another holder has it, an error when the row cannot be refreshed.
-async fn claim(state: &App, id: &str) -> AppResult<Option<Leased>> {
-    let (id, owner, until) = (id.to_string(), lease_owner(state), lease_until(state));
+async fn claim(state: &App, id: &ConnectionId) -> AppResult<Option<Leased>> {
+    let (id, owner, until) = (id.clone(), lease_owner(state), lease_until(state));
     let takeover = takeover(state);
     state
         .db(move |c| {
@@ -73,14 +73,14 @@ async fn claim(state: &App, id: &str) -> AppResult<Option<Leased>> {
 /// Waits until another holder's lease on `id` is released, or lapses and
 /// may be taken over, by polling the row with a growing interval (bounded
 /// by the lease length).
-async fn wait_for_lease(state: &App, id: &str) -> AppResult<()> {
+async fn wait_for_lease(state: &App, id: &ConnectionId) -> AppResult<()> {
     let deadline = std::time::Instant::now()
         + state.settings.refresh.lease
         + std::time::Duration::from_secs(1);
     let mut pause = std::time::Duration::from_millis(10);
     loop {
         let free = {
-            let (id, takeover) = (id.to_string(), takeover(state));
+            let (id, takeover) = (id.clone(), takeover(state));
             state
                 .db(move |c| Ok(Connection::lease_free(c, &id, &takeover)?))
                 .await?
@@ -123,7 +123,7 @@ impl Seen {
 /// whatever happened meanwhile is the outcome, and nothing is sent.
 pub async fn refresh_now(
     state: &Arc<App>,
-    id: &str,
+    id: &ConnectionId,
     actor: &Actor,
     seen: Option<Seen>,
 ) -> AppResult<Connection> {
@@ -134,7 +134,7 @@ pub async fn refresh_now(
     // stop with the server, the system runs until refreshes have drained.
     let (tx, rx) = tokio::sync::oneshot::channel();
     {
-        let (state, id, actor) = (state.clone(), id.to_string(), actor.clone());
+        let (state, id, actor) = (state.clone(), id.clone(), actor.clone());
         let started = actix_web::rt::System::current()
             .arbiter()
             .spawn(async move {
@@ -150,14 +150,14 @@ pub async fn refresh_now(
     if let Some(held) = state.held.row_of(id) {
         return Ok(held);
     }
-    let id = id.to_string();
+    let id = id.clone();
     state.db(move |c| Ok(Connection::by_id(c, &id)?)).await
 }
 
 /// [`refresh_now`]'s run, shared by every caller in this process.
 async fn shared_refresh(
     state: &Arc<App>,
-    id: &str,
+    id: &ConnectionId,
     actor: &Actor,
     seen: Option<Seen>,
 ) -> AppResult<()> {
@@ -171,7 +171,7 @@ async fn shared_refresh(
             let baseline = match seen {
                 Some(s) => s,
                 None => {
-                    let id = id.to_string();
+                    let id = id.clone();
                     state
                         .db(move |c| Ok(Seen::of(&Connection::by_id(c, &id)?)))
                         .await?
@@ -193,7 +193,7 @@ async fn shared_refresh(
                     None => {
                         wait_for_lease(state, id).await?;
                         // The other holder finished: its outcome, success or failure, is ours.
-                        let id = id.to_string();
+                        let id = id.clone();
                         let row = state.db(move |c| Ok(Connection::by_id(c, &id)?)).await?;
                         if Seen::of(&row) != baseline || row.status() == Status::NeedsReconnect {
                             return outcome_of(&row);
@@ -216,7 +216,7 @@ pub async fn fresh_token(
     state: &Arc<App>,
     tenant_id: &TenantId,
     provider: &Provider,
-    account: Option<&str>,
+    account: Option<&AccountId>,
     min_ttl: i64,
 ) -> AppResult<Arc<Opened>> {
     let t = now();
@@ -297,14 +297,10 @@ async fn stored(
     state: &App,
     tenant_id: &TenantId,
     provider: &Provider,
-    account: Option<&str>,
+    account: Option<&AccountId>,
 ) -> AppResult<Stored> {
     let read = {
-        let (tn, p, a) = (
-            tenant_id.to_string(),
-            provider.key.clone(),
-            account.map(str::to_string),
-        );
+        let (tn, p, a) = (tenant_id.clone(), provider.key.clone(), account.cloned());
         state
             .db(move |c| {
                 // Before the connection: a tenant that switched the provider
@@ -314,7 +310,7 @@ async fn stored(
                 if IntegrationSetting::is_disabled(c, &tn, &p)? {
                     return Ok(None);
                 }
-                Ok(Some(Connection::lookup(c, &tn, &p, a.as_deref())?))
+                Ok(Some(Connection::lookup(c, &tn, &p, a.as_ref())?))
             })
             .await
     };
@@ -379,8 +375,8 @@ async fn patiently(
 fn from_memory(
     state: &App,
     tenant_id: &TenantId,
-    provider: &str,
-    account: Option<&str>,
+    provider: &ProviderKey,
+    account: Option<&AccountId>,
 ) -> Option<Arc<Opened>> {
     let hit = state.tokens.fallback(tenant_id, provider, account)?;
     let row = &hit.row;

@@ -2,20 +2,14 @@
 //! request, and responses built the same way everywhere.
 
 use crate::error::{AppError, AppResult, Code, PageError};
+use crate::ids::AccountId;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
 
 /// An `account` parameter (a provider's account id) as received: absent is
 /// the default account; anything no provider would issue is a 400.
-pub fn account_param(raw: Option<&str>) -> AppResult<Option<&str>> {
-    match raw {
-        None => Ok(None),
-        Some(a) if crate::connections::valid_account_id(a) => Ok(Some(a)),
-        Some(_) => Err(AppError::bad_request(
-            Code::InvalidAccount,
-            "account is a provider's account id: 1 to 256 characters, no control characters",
-        )),
-    }
+pub fn account_param(raw: Option<&str>) -> AppResult<Option<AccountId>> {
+    raw.map(AccountId::parse).transpose()
 }
 
 /// The query string's pairs, percent-decoded (`+` is a space). Unlike a

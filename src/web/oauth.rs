@@ -525,7 +525,15 @@ async fn refresh(
 ) -> PageResult<HttpResponse> {
     let provider = state.enabled_provider(&path)?;
     let account = account_param(form.account.as_deref())?;
-    match manage::refresh(&state, &admin.tenant_id, &provider, account, &admin.actor()).await {
+    let actor = admin.actor();
+    let refreshed = manage::refresh(
+        &state,
+        &admin.tenant_id,
+        &provider,
+        account.as_ref(),
+        &actor,
+    );
+    match refreshed.await {
         Ok(fresh) => session::flash(
             &admin.session,
             FlashKind::Ok,
@@ -558,9 +566,14 @@ async fn make_default(
             "choose the account to make the default",
         )
     })?;
-    let chosen =
-        manage::choose_default(&state, &admin.tenant_id, &provider, account, &admin.actor())
-            .await?;
+    let chosen = manage::choose_default(
+        &state,
+        &admin.tenant_id,
+        &provider,
+        &account,
+        &admin.actor(),
+    )
+    .await?;
     session::flash(
         &admin.session,
         FlashKind::Ok,
@@ -585,10 +598,10 @@ async fn status(
     query: web::Query<StatusQuery>,
 ) -> AppResult<HttpResponse> {
     let provider = state.enabled_provider(&path)?;
-    let account = account_param(query.account.as_deref())?.map(str::to_string);
+    let account = account_param(query.account.as_deref())?;
     let (t, p) = (admin.tenant_id.clone(), provider.clone());
     let doc = state
-        .db(move |c| status::load(c, &t, &p, account.as_deref()))
+        .db(move |c| status::load(c, &t, &p, account.as_ref()))
         .await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -603,8 +616,14 @@ async fn disconnect(
 ) -> PageResult<HttpResponse> {
     let provider = state.enabled_provider(&path)?;
     let account = account_param(form.account.as_deref())?;
-    let done =
-        manage::disconnect(&state, &admin.tenant_id, &provider, account, &admin.actor()).await?;
+    let done = manage::disconnect(
+        &state,
+        &admin.tenant_id,
+        &provider,
+        account.as_ref(),
+        &admin.actor(),
+    )
+    .await?;
     session::flash(&admin.session, FlashKind::Ok, done.message);
     Ok(see_other(DASHBOARD))
 }

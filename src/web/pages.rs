@@ -364,7 +364,10 @@ fn shown(iso: &Option<String>, format: &str) -> Option<String> {
 /// `warn_days` is how far ahead a lapsing refresh token is shown (the
 /// scheduler's warning window).
 fn account_card(view: StatusView, warn_days: i64) -> AccountCard {
-    let (id, name) = view.account.map(|a| (a.id, a.name)).unwrap_or_default();
+    let (id, name) = view
+        .account
+        .map(|a| (a.id.to_string(), a.name))
+        .unwrap_or_default();
     let soon = chrono::Utc::now() + chrono::Duration::days(warn_days);
     AccountCard {
         label: name.unwrap_or_else(|| id.clone()),
@@ -452,7 +455,7 @@ async fn board(
         .filter(|p| only.is_none_or(|k| p.key == k))
         .map(|p| (p.clone(), integrations.get(p.key.as_str()).cloned()))
         .collect();
-    let tenant_id = tenant_id.to_string();
+    let tenant_id = tenant_id.clone();
     let warn_days = state.settings.refresh.lapse_warning_days;
     let cards = state
         .db(move |c| {

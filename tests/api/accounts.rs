@@ -113,7 +113,8 @@ async fn status(app: &TestApp, key: &str, query: &str) -> Value {
 }
 
 fn default_account(app: &TestApp) -> Option<String> {
-    app.default_connection("acme", "acme").map(|c| c.account_id)
+    app.default_connection("acme", "acme")
+        .map(|c| c.account_id.to_string())
 }
 
 fn ids(list: &Value) -> Vec<(String, bool)> {
@@ -482,6 +483,18 @@ async fn an_unknown_account_is_a_404_everywhere_and_a_malformed_one_a_400_and_no
             .unwrap();
         assert_eq!(res.status().as_u16(), expected);
     }
+    // An account id is counted in characters, as the message says: 256
+    // two-byte characters are an id (not connected), 257 are not.
+    for (account, expected) in [("é".repeat(256), 404), ("é".repeat(257), 400)] {
+        let p = format!("{ACCOUNTS}?account={}", urlencoding(&account));
+        let (code, err) = json_of(app.api(reqwest::Method::GET, &p, &key, None).await).await;
+        assert_eq!(
+            code,
+            expected,
+            "{} characters: {err}",
+            account.chars().count()
+        );
+    }
     assert_eq!(app.snapshot(), before, "nothing changed");
     assert_eq!(fake.calls().await, provider_calls, "no provider was called");
     assert_eq!(default_account(&app).as_deref(), Some("loc-a"));
@@ -685,21 +698,26 @@ async fn the_migration_makes_the_row_the_old_rule_served_the_default_if_it_holds
     let lone = seed(conn, &two.id, "lone", false, 2);
 
     assert_eq!(tether::db::migrate(conn).unwrap().len(), 1);
-    let flag =
-        |conn: &mut tether::db::DbConn, id: &str| Connection::by_id(conn, id).unwrap().is_default;
+    let flag = |conn: &mut tether::db::DbConn, id: &str| {
+        Connection::by_id(conn, &tether::ids::ConnectionId::known(id))
+            .unwrap()
+            .is_default
+    };
     assert!(flag(conn, &served));
     assert!(!flag(conn, &older));
     assert!(!flag(conn, &erased));
     assert!(!flag(conn, &lone));
     assert_eq!(
-        Connection::default_for(conn, &one.id, "acme")
+        Connection::default_for(conn, &one.id, &tether::ids::ProviderKey::known("acme"))
             .unwrap()
-            .map(|c| c.account_id),
+            .map(|c| c.account_id.to_string()),
         Some("served".to_string())
     );
-    assert!(Connection::default_for(conn, &two.id, "acme")
-        .unwrap()
-        .is_none());
+    assert!(
+        Connection::default_for(conn, &two.id, &tether::ids::ProviderKey::known("acme"))
+            .unwrap()
+            .is_none()
+    );
     // The index allows one default per (tenant, provider).
     let second = diesel::update(connections::table.find(&older))
         .set(connections::is_default.eq(true))

@@ -152,8 +152,8 @@ async fn an_agency_mints_a_location_token_once_on_first_request_and_serves_it_as
     let loc = tether::db::models::connection::Connection::for_account(
         &mut app.conn(),
         &agency.tenant_id,
-        "gohighlevel",
-        "loc_1",
+        &tether::ids::ProviderKey::known("gohighlevel"),
+        &tether::ids::AccountId::known("loc_1"),
     )
     .unwrap()
     .unwrap();
@@ -203,8 +203,8 @@ async fn a_location_token_minted_without_a_refresh_token_is_minted_again_by_the_
     let loc = tether::db::models::connection::Connection::for_account(
         &mut app.conn(),
         &agency.tenant_id,
-        "gohighlevel",
-        "loc_1",
+        &tether::ids::ProviderKey::known("gohighlevel"),
+        &tether::ids::AccountId::known("loc_1"),
     )
     .unwrap()
     .unwrap();

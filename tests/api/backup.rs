@@ -48,7 +48,8 @@ fn stored_refresh_tokens(db_url: &str, ids: &[String]) -> Vec<String> {
     let mut conn = pool.get().unwrap();
     ids.iter()
         .map(|id| {
-            let row = Connection::by_id(&mut conn, id).expect("every connection is in the copy");
+            let row = Connection::by_id(&mut conn, &tether::ids::ConnectionId::known(id.as_str()))
+                .expect("every connection is in the copy");
             let tokens = row
                 .tokens(&ring)
                 .expect("its token set opens")

@@ -374,7 +374,7 @@ async fn doctor_names_a_provider_that_rejected_tethers_credentials(backend: Back
     let pool = pool(&db);
     tether::db::models::provider_flag::ProviderFlag::raise(
         &mut pool.get().unwrap(),
-        "hubspot",
+        &tether::ids::ProviderKey::known("hubspot"),
         "invalid_client",
     )
     .unwrap();

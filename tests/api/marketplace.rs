@@ -182,7 +182,7 @@ fn bind(app: &TestApp, tenant: &str, location: &str, company: &str) -> Connectio
         &Grant {
             tenant_id: &TenantId::known(t.id.to_string()),
             provider: &ProviderKey::known("gohighlevel"),
-            account_id: location,
+            account_id: &tether::ids::AccountId::known(location),
             account_name: None,
             scopes: &["contacts.readonly".to_string()],
             tokens: &tokens,

@@ -59,7 +59,7 @@ fn grant(
         &Grant {
             tenant_id: &TenantId::known(tenant_id),
             provider: &ProviderKey::known("acme"),
-            account_id: account,
+            account_id: &tether::ids::AccountId::known(account),
             account_name: name,
             scopes: &["contacts.read".to_string()],
             tokens: &tokens,
@@ -497,7 +497,7 @@ async fn offboarding_app(backend: Backend, extra: &[(&str, &str)]) -> (TestApp, 
     tether::db::models::connect_link::ConnectLink::create(
         &mut app.conn(),
         &other.id,
-        "acme",
+        &tether::ids::ProviderKey::known("acme"),
         "api:crm",
         None,
         chrono::Duration::minutes(15),

@@ -118,8 +118,13 @@ async fn the_card_shows_state_changes_before_routine_refreshes(backend: Backend)
     for _ in 0..6 {
         old_event(&app, &c, "refreshed", 0, None);
     }
-    let recent =
-        tether::db::models::event::Event::recent(&mut app.conn(), &c.tenant_id, "acme", 5).unwrap();
+    let recent = tether::db::models::event::Event::recent(
+        &mut app.conn(),
+        &c.tenant_id,
+        &tether::ids::ProviderKey::known("acme"),
+        5,
+    )
+    .unwrap();
     let kinds: Vec<&str> = recent.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
         kinds,
@@ -158,9 +163,13 @@ async fn a_refresh_token_about_to_lapse_is_announced_once_and_shown_on_the_card(
     // warning already recorded for this window.
     Scheduler::new(app.state.clone()).tick().await.unwrap();
     Scheduler::new(app.state.clone()).tick().await.unwrap();
-    let events =
-        tether::db::models::event::Event::recent(&mut app.conn(), &row.tenant_id, "acme", 10)
-            .unwrap();
+    let events = tether::db::models::event::Event::recent(
+        &mut app.conn(),
+        &row.tenant_id,
+        &row.provider,
+        10,
+    )
+    .unwrap();
     let warnings: Vec<_> = events
         .iter()
         .filter(|e| e.kind.as_str() == "refresh_token_expiring")
@@ -204,7 +213,7 @@ async fn lapse_warnings_after_a_tick(backend: Backend, extra: &[(&str, &str)], d
             .unwrap();
     }
     Scheduler::new(app.state.clone()).tick().await.unwrap();
-    tether::db::models::event::Event::recent(&mut app.conn(), &row.tenant_id, "acme", 10)
+    tether::db::models::event::Event::recent(&mut app.conn(), &row.tenant_id, &row.provider, 10)
         .unwrap()
         .iter()
         .filter(|e| e.kind.as_str() == "refresh_token_expiring")

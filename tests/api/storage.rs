@@ -52,12 +52,24 @@ async fn an_event_of_a_kind_this_version_does_not_know_is_refused_when_read(back
         detail: None,
     };
     Event::record(&mut app.conn(), &new).unwrap();
-    let read = Event::recent(&mut app.conn(), &t.id, "demo", 5).unwrap();
+    let read = Event::recent(
+        &mut app.conn(),
+        &t.id,
+        &tether::ids::ProviderKey::known("demo"),
+        5,
+    )
+    .unwrap();
     assert_eq!(read[0].kind, EventKind::NeedsReconnect);
     diesel::sql_query("UPDATE events SET kind = 'teleported'")
         .execute(&mut app.conn())
         .unwrap();
-    let err = Event::recent(&mut app.conn(), &t.id, "demo", 5).unwrap_err();
+    let err = Event::recent(
+        &mut app.conn(),
+        &t.id,
+        &tether::ids::ProviderKey::known("demo"),
+        5,
+    )
+    .unwrap_err();
     let said = tether::error::chain(&err);
     assert!(said.contains("'teleported'"), "{said}");
 }

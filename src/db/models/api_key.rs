@@ -33,7 +33,7 @@ struct NewApiKey<'a> {
     name: &'a str,
     prefix: &'a str,
     secret_hash: &'a str,
-    tenant_id: Option<&'a str>,
+    tenant_id: Option<&'a TenantId>,
     is_admin: bool,
     created_at: NaiveDateTime,
 }
@@ -46,7 +46,7 @@ impl ApiKey {
     pub fn create(
         conn: &mut DbConn,
         name: &str,
-        tenant_id: Option<&str>,
+        tenant_id: Option<&TenantId>,
         is_admin: bool,
     ) -> AppResult<(ApiKey, Secret<String>)> {
         if name.trim().is_empty()

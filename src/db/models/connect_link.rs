@@ -3,7 +3,7 @@
 use crate::crypto::{random_token, sha256_hex, Secret};
 use crate::db::schema::connect_links;
 use crate::db::{now, DbConn};
-use crate::ids::TenantId;
+use crate::ids::{ProviderKey, TenantId};
 use chrono::{Duration, NaiveDateTime};
 use diesel::prelude::*;
 
@@ -26,8 +26,8 @@ impl ConnectLink {
     /// Creates a link; returns its token (shown once, stored as a hash) and expiry.
     pub fn create(
         conn: &mut DbConn,
-        tenant_id: &str,
-        provider: &str,
+        tenant_id: &TenantId,
+        provider: &ProviderKey,
         created_by: &str,
         email: Option<&str>,
         ttl: Duration,

@@ -234,7 +234,7 @@ impl Event {
     /// Whether the connection has an event of `kind` since `since`.
     pub fn exists_since(
         conn: &mut DbConn,
-        connection_id: &str,
+        connection_id: &ConnectionId,
         kind: EventKind,
         since: NaiveDateTime,
     ) -> QueryResult<bool> {
@@ -253,8 +253,8 @@ impl Event {
     /// connection is in the state it is.
     pub fn recent(
         conn: &mut DbConn,
-        tenant_id: &str,
-        provider: &str,
+        tenant_id: &TenantId,
+        provider: &ProviderKey,
         limit: i64,
     ) -> QueryResult<Vec<Event>> {
         events::table

@@ -59,8 +59,8 @@ impl IntegrationSetting {
     /// The tenant's row for the provider, if it was ever written.
     pub fn find(
         conn: &mut DbConn,
-        tenant_id: &str,
-        provider: &str,
+        tenant_id: &TenantId,
+        provider: &ProviderKey,
     ) -> QueryResult<Option<IntegrationSetting>> {
         integration_settings::table
             .find((tenant_id, provider))
@@ -70,7 +70,10 @@ impl IntegrationSetting {
     }
 
     /// Every row of the tenant, by provider.
-    pub fn for_tenant(conn: &mut DbConn, tenant_id: &str) -> QueryResult<Vec<IntegrationSetting>> {
+    pub fn for_tenant(
+        conn: &mut DbConn,
+        tenant_id: &TenantId,
+    ) -> QueryResult<Vec<IntegrationSetting>> {
         integration_settings::table
             .filter(integration_settings::tenant_id.eq(tenant_id))
             .order(integration_settings::provider.asc())
@@ -79,7 +82,11 @@ impl IntegrationSetting {
     }
 
     /// Whether the tenant switched the provider off.
-    pub fn is_disabled(conn: &mut DbConn, tenant_id: &str, provider: &str) -> QueryResult<bool> {
+    pub fn is_disabled(
+        conn: &mut DbConn,
+        tenant_id: &TenantId,
+        provider: &ProviderKey,
+    ) -> QueryResult<bool> {
         diesel::select(diesel::dsl::exists(
             integration_settings::table
                 .find((tenant_id, provider))
@@ -95,8 +102,8 @@ impl IntegrationSetting {
     /// nothing.
     pub fn save(
         conn: &mut DbConn,
-        tenant_id: &str,
-        provider: &str,
+        tenant_id: &TenantId,
+        provider: &ProviderKey,
         enabled: Option<bool>,
         settings: Option<&str>,
     ) -> AppResult<Saved> {
@@ -159,7 +166,7 @@ impl IntegrationSetting {
 
     /// Erases every integration setting of the tenant (its removal);
     /// returns how many rows went.
-    pub fn delete_for_tenant(conn: &mut DbConn, tenant_id: &str) -> QueryResult<usize> {
+    pub fn delete_for_tenant(conn: &mut DbConn, tenant_id: &TenantId) -> QueryResult<usize> {
         diesel::delete(
             integration_settings::table.filter(integration_settings::tenant_id.eq(tenant_id)),
         )

@@ -6,7 +6,7 @@ use crate::crypto::{Aad, CryptoError, KeyRing, Sealed};
 use crate::db::models::connection::{SealedRow, TokenSet};
 use crate::db::schema::pending_installs;
 use crate::db::{new_id, now, DbConn};
-use crate::ids::ProviderKey;
+use crate::ids::{AccountId, ProviderKey};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -16,7 +16,7 @@ use diesel::prelude::*;
 pub struct PendingInstall {
     pub id: String,
     pub provider: ProviderKey,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub account_name: Option<String>,
     /// JSON array of granted scopes.
     pub scopes: String,
@@ -47,7 +47,7 @@ impl std::fmt::Debug for PendingInstall {
 #[derive(Debug)]
 pub struct NewInstall<'a> {
     pub provider: &'a ProviderKey,
-    pub account_id: &'a str,
+    pub account_id: &'a AccountId,
     pub account_name: Option<&'a str>,
     pub scopes: &'a [String],
     pub metadata: &'a serde_json::Value,
@@ -136,7 +136,11 @@ impl PendingInstall {
     }
 
     /// Drops the unclaimed install of `provider`'s account, if any.
-    pub fn drop_account(conn: &mut DbConn, provider: &str, account_id: &str) -> QueryResult<usize> {
+    pub fn drop_account(
+        conn: &mut DbConn,
+        provider: &ProviderKey,
+        account_id: &AccountId,
+    ) -> QueryResult<usize> {
         diesel::delete(
             pending_installs::table
                 .filter(pending_installs::provider.eq(provider))
@@ -148,7 +152,7 @@ impl PendingInstall {
     /// Drops the unclaimed installs of `provider` whose metadata `field` is `value`.
     pub fn drop_by_metadata(
         conn: &mut DbConn,
-        provider: &str,
+        provider: &ProviderKey,
         field: &str,
         value: &str,
     ) -> QueryResult<usize> {

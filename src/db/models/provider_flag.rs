@@ -2,6 +2,7 @@
 
 use crate::db::schema::provider_flags;
 use crate::db::{now, DbConn};
+use crate::ids::ProviderKey;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -15,7 +16,7 @@ pub struct ProviderFlag {
 
 impl ProviderFlag {
     /// Flags `provider` (or refreshes its flag).
-    pub fn raise(conn: &mut DbConn, provider: &str, error: &str) -> QueryResult<()> {
+    pub fn raise(conn: &mut DbConn, provider: &ProviderKey, error: &str) -> QueryResult<()> {
         diesel::delete(provider_flags::table.find(provider)).execute(conn)?;
         diesel::insert_into(provider_flags::table)
             .values((
@@ -27,7 +28,7 @@ impl ProviderFlag {
             .map(|_| ())
     }
 
-    pub fn clear(conn: &mut DbConn, provider: &str) -> QueryResult<usize> {
+    pub fn clear(conn: &mut DbConn, provider: &ProviderKey) -> QueryResult<usize> {
         diesel::delete(provider_flags::table.find(provider)).execute(conn)
     }
 

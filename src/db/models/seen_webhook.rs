@@ -3,6 +3,7 @@
 
 use crate::db::schema::seen_webhooks;
 use crate::db::{now, DbConn};
+use crate::ids::ProviderKey;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -16,7 +17,7 @@ use diesel::prelude::*;
 /// and the caller answers the replay without another statement.
 pub fn first_sight(
     conn: &mut DbConn,
-    provider: &str,
+    provider: &ProviderKey,
     webhook_id: &str,
     expires_at: NaiveDateTime,
 ) -> QueryResult<bool> {

@@ -64,9 +64,9 @@ fn validate_name(name: &str) -> AppResult<()> {
 impl Tenant {
     /// Creates a tenant; the external id must be new.
     pub fn create(conn: &mut DbConn, external_id: &str, name: &str) -> AppResult<Tenant> {
-        ExternalTenantId::parse(external_id)?;
+        let external = ExternalTenantId::parse(external_id)?;
         validate_name(name)?;
-        if Tenant::by_external_id(conn, external_id)?.is_some() {
+        if Tenant::by_external_id(conn, &external)?.is_some() {
             return Err(AppError::conflict(
                 Code::TenantExists,
                 format!("tenant '{external_id}' already exists"),
@@ -105,9 +105,9 @@ impl Tenant {
         external_id: &str,
         name: &str,
     ) -> AppResult<(Tenant, bool)> {
-        ExternalTenantId::parse(external_id)?;
+        let external = ExternalTenantId::parse(external_id)?;
         validate_name(name)?;
-        match Tenant::by_external_id(conn, external_id)? {
+        match Tenant::by_external_id(conn, &external)? {
             Some(t) => {
                 diesel::update(tenants::table.find(&t.id))
                     .set((tenants::name.eq(name.trim()), tenants::updated_at.eq(now())))
@@ -129,7 +129,10 @@ impl Tenant {
         }
     }
 
-    pub fn by_external_id(conn: &mut DbConn, external_id: &str) -> QueryResult<Option<Tenant>> {
+    pub fn by_external_id(
+        conn: &mut DbConn,
+        external_id: &ExternalTenantId,
+    ) -> QueryResult<Option<Tenant>> {
         tenants::table
             .filter(tenants::external_id.eq(external_id))
             .select(Tenant::as_select())
@@ -137,7 +140,7 @@ impl Tenant {
             .optional()
     }
 
-    pub fn by_id(conn: &mut DbConn, id: &str) -> QueryResult<Option<Tenant>> {
+    pub fn by_id(conn: &mut DbConn, id: &TenantId) -> QueryResult<Option<Tenant>> {
         tenants::table
             .find(id)
             .select(Tenant::as_select())
@@ -146,7 +149,7 @@ impl Tenant {
     }
 
     /// The tenant with that external id, or a 404 naming it.
-    pub fn require(conn: &mut DbConn, external_id: &str) -> AppResult<Tenant> {
+    pub fn require(conn: &mut DbConn, external_id: &ExternalTenantId) -> AppResult<Tenant> {
         Tenant::by_external_id(conn, external_id)?
             .ok_or_else(|| AppError::not_found(format!("no tenant '{external_id}'")))
     }
@@ -159,7 +162,7 @@ impl Tenant {
     }
 
     /// What the tenant holds, counted.
-    pub fn holdings(conn: &mut DbConn, id: &str) -> QueryResult<Holdings> {
+    pub fn holdings(conn: &mut DbConn, id: &TenantId) -> QueryResult<Holdings> {
         Ok(Holdings {
             connections: connections::table
                 .filter(connections::tenant_id.eq(id))
@@ -200,7 +203,7 @@ impl Tenant {
     /// Deletes the tenant and every row it owns, children first (the
     /// foreign keys would cascade, but the counts are the report); returns
     /// what was deleted. The caller runs it in a transaction.
-    pub fn erase(conn: &mut DbConn, id: &str) -> QueryResult<Holdings> {
+    pub fn erase(conn: &mut DbConn, id: &TenantId) -> QueryResult<Holdings> {
         let tokens = connections::table
             .filter(connections::tenant_id.eq(id))
             .filter(connections::token_ciphertext.is_not_null())

@@ -3,7 +3,7 @@
 use crate::db::schema::{tenants, users};
 use crate::db::{new_id, now, DbConn};
 use crate::error::{AppError, AppResult, Code};
-use crate::ids::TenantId;
+use crate::ids::{ExternalTenantId, TenantId};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -55,7 +55,7 @@ impl User {
     /// login form identifies the tenant by the email alone.
     pub fn create(
         conn: &mut DbConn,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         email: &str,
         password_hash: Option<&str>,
     ) -> AppResult<User> {
@@ -94,7 +94,7 @@ impl User {
     /// Every user with the external id of its tenant, optionally for one tenant.
     pub fn list(
         conn: &mut DbConn,
-        tenant_external_id: Option<&str>,
+        tenant_external_id: Option<&ExternalTenantId>,
     ) -> QueryResult<Vec<(User, String)>> {
         let mut q = users::table
             .inner_join(tenants::table)
@@ -102,7 +102,7 @@ impl User {
             .order((tenants::external_id.asc(), users::email.asc()))
             .into_boxed();
         if let Some(ext) = tenant_external_id {
-            q = q.filter(tenants::external_id.eq(ext.to_string()));
+            q = q.filter(tenants::external_id.eq(ext.clone()));
         }
         q.load(conn)
     }

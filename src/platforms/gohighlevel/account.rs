@@ -4,6 +4,7 @@
 //! preset's `keep_fields`) and, for a location token minted from an agency,
 //! which agency (`agency`).
 
+use crate::ids::AccountId;
 use serde_json::Value;
 
 pub const LOCATION_ID: &str = "locationId";
@@ -19,39 +20,36 @@ pub const COMPANY: &str = "Company";
 /// A GoHighLevel connection's account, as its metadata says.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Account {
-    pub location_id: Option<String>,
-    pub company_id: Option<String>,
+    pub location_id: Option<AccountId>,
+    pub company_id: Option<AccountId>,
     /// `Company` (an agency's token) or `Location`.
     pub user_type: Option<String>,
     /// The locations a bulk install approved (an agency's token).
-    pub approved_locations: Vec<String>,
+    pub approved_locations: Vec<AccountId>,
     /// The agency account a location token was minted from.
-    pub agency: Option<String>,
+    pub agency: Option<AccountId>,
 }
 
 impl Account {
     pub fn of(metadata: &Value) -> Account {
-        let text = |name: &str| {
-            metadata
-                .get(name)
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
+        let text = |name: &str| metadata.get(name).and_then(Value::as_str);
+        // An id no account could have is no id.
+        let id = |name: &str| text(name).and_then(AccountId::check);
         Account {
-            location_id: text(LOCATION_ID),
-            company_id: text(COMPANY_ID),
-            user_type: text(USER_TYPE),
+            location_id: id(LOCATION_ID),
+            company_id: id(COMPANY_ID),
+            user_type: text(USER_TYPE).map(str::to_string),
             approved_locations: metadata
                 .get(APPROVED_LOCATIONS)
                 .and_then(Value::as_array)
                 .map(|a| {
                     a.iter()
                         .filter_map(Value::as_str)
-                        .map(str::to_string)
+                        .filter_map(AccountId::check)
                         .collect()
                 })
                 .unwrap_or_default(),
-            agency: text(AGENCY),
+            agency: id(AGENCY),
         }
     }
 

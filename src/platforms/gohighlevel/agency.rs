@@ -12,7 +12,7 @@ use crate::connections::grant::{self, Arrival, NewGrant};
 use crate::db::models::connection::Connection;
 use crate::db::models::event::Actor;
 use crate::error::{AppError, AppResult, Code};
-use crate::ids::TenantId;
+use crate::ids::{AccountId, ProviderKey, TenantId};
 use crate::oauth::client::ProviderError;
 use crate::oauth::{self, Authorized};
 use crate::platform::Location;
@@ -35,7 +35,7 @@ pub fn is_agency(row: &Connection) -> bool {
 }
 
 /// The company an agency connection stands for.
-pub fn company_id(agency: &Connection) -> String {
+pub fn company_id(agency: &Connection) -> AccountId {
     Account::of(&agency.metadata())
         .company_id
         .unwrap_or_else(|| agency.account_id.clone())
@@ -63,7 +63,7 @@ async fn find_agency(
     tenant_id: &TenantId,
     provider: &Provider,
 ) -> AppResult<Connection> {
-    let (tenant, key) = (tenant_id.to_string(), provider.key.to_string());
+    let (tenant, key) = (tenant_id.clone(), provider.key.clone());
     let agency = state
         .db(move |c| {
             Ok(Connection::accounts(c, &tenant, &key)?
@@ -85,7 +85,7 @@ pub async fn ensure_location(
     state: &Arc<App>,
     tenant_id: &TenantId,
     provider: &Provider,
-    location: &str,
+    location: &AccountId,
 ) -> AppResult<()> {
     if !provider.location_tokens {
         return Err(crate::platform::no_locations(provider));
@@ -126,13 +126,9 @@ async fn holds(
     state: &App,
     tenant_id: &TenantId,
     provider: &Provider,
-    location: &str,
+    location: &AccountId,
 ) -> AppResult<bool> {
-    let (tenant, key, loc) = (
-        tenant_id.to_string(),
-        provider.key.to_string(),
-        location.to_string(),
-    );
+    let (tenant, key, loc) = (tenant_id.clone(), provider.key.clone(), location.clone());
     state
         .db(move |c| Ok(Connection::for_account(c, &tenant, &key, &loc)?.is_some()))
         .await
@@ -160,7 +156,7 @@ pub async fn mint(
     tenant_id: &TenantId,
     provider: &Provider,
     agency: &Connection,
-    location: &str,
+    location: &AccountId,
     actor: &Actor,
 ) -> AppResult<Connection> {
     let agency_token =
@@ -175,7 +171,7 @@ pub async fn mint(
     .await
     .map_err(|e| minting_failed(provider, location, e))?;
     let (account_id, account_name) = oauth::identify(&state.http, provider, &response).await?;
-    if account_id != location {
+    if account_id != *location {
         return Err(AppError::bad_gateway(
             Code::ProviderError,
             format!(
@@ -185,7 +181,7 @@ pub async fn mint(
         ));
     }
     let mut metadata = response.metadata(provider);
-    metadata[AGENCY] = agency.account_id.clone().into();
+    metadata[AGENCY] = agency.account_id.as_str().into();
     let authorized = Authorized {
         scopes: response.scopes.clone().unwrap_or_else(|| agency.scopes()),
         response,
@@ -248,8 +244,8 @@ pub async fn installed_locations(
     )
     .await
     .map_err(|e| oauth::provider_failure(provider, e))?;
-    let connected: Vec<String> = {
-        let (tenant, key) = (tenant_id.to_string(), provider.key.to_string());
+    let connected: Vec<AccountId> = {
+        let (tenant, key) = (tenant_id.clone(), provider.key.clone());
         state
             .db(move |c| {
                 Ok(Connection::accounts(c, &tenant, &key)?
@@ -272,7 +268,7 @@ pub async fn installed_locations(
                 .find_map(|k| l.get(*k).and_then(Value::as_str))?
                 .to_string();
             Some(Location {
-                connected: connected.contains(&id),
+                connected: connected.iter().any(|held| *held == *id),
                 name: l.get("name").and_then(Value::as_str).map(str::to_string),
                 installed: l
                     .get("isInstalled")
@@ -304,11 +300,11 @@ pub async fn mint_approved_forever(state: Arc<App>) {
 /// round. Returns how many were minted; a failure is logged and retried
 /// next round.
 pub async fn mint_approved(state: &Arc<App>) -> AppResult<usize> {
-    let keys: Vec<String> = state
+    let keys: Vec<ProviderKey> = state
         .providers
         .all()
         .filter(|p| p.enabled() && p.location_tokens && p.platform.as_deref() == Some(GOHIGHLEVEL))
-        .map(|p| p.key.to_string())
+        .map(|p| p.key.clone())
         .collect();
     if keys.is_empty() {
         return Ok(0);
@@ -329,7 +325,7 @@ pub async fn mint_approved(state: &Arc<App>) -> AppResult<usize> {
         if !account.is_agency() {
             continue;
         }
-        let approved: Vec<String> = account
+        let approved: Vec<AccountId> = account
             .approved_locations
             .into_iter()
             .filter(|l| valid_location(l) && !held.contains(l))

@@ -11,6 +11,7 @@ use crate::db::models::pending_install::PendingInstall;
 use crate::db::models::seen_webhook;
 use crate::db::DbConn;
 use crate::error::{AppError, AppResult, Code};
+use crate::ids::ProviderKey;
 use crate::platform::Taken;
 use crate::providers::presets::GOHIGHLEVEL as PROVIDER;
 use actix_web::http::header::HeaderMap;
@@ -47,8 +48,9 @@ pub async fn take(app: &App, body: &[u8], headers: &HeaderMap) -> AppResult<Take
     events::check_app(&event, provider.app_id.as_deref())?;
     events::check_fresh(&event, chrono::Utc::now())?;
     let notify = app.settings.webhook.is_some();
+    let key_of_provider = provider.key.clone();
     let handled = app
-        .db(move |c| c.transaction(|c| apply(c, &event, notify)))
+        .db(move |c| c.transaction(|c| apply(c, &key_of_provider, &event, notify)))
         .await?;
     // Whatever was erased must not be served from a cache.
     for t in &handled.tenants {
@@ -75,10 +77,15 @@ fn unknown_location(what: &str) -> AppError {
 }
 
 /// Records the delivery id (refusing a replay), then acts on the event.
-fn apply(c: &mut DbConn, event: &AppEvent, notify: bool) -> AppResult<Handled> {
+fn apply(
+    c: &mut DbConn,
+    provider: &ProviderKey,
+    event: &AppEvent,
+    notify: bool,
+) -> AppResult<Handled> {
     if let Some(id) = &event.webhook_id {
         let keep_until = crate::db::now() + events::MAX_AGE + events::CLOCK_SKEW;
-        if !seen_webhook::first_sight(c, PROVIDER, id, keep_until)? {
+        if !seen_webhook::first_sight(c, provider, id, keep_until)? {
             return Err(AppError::conflict(
                 Code::WebhookReplayed,
                 format!("webhook {id} was delivered before; it is not applied twice"),
@@ -86,7 +93,7 @@ fn apply(c: &mut DbConn, event: &AppEvent, notify: bool) -> AppResult<Handled> {
         }
     }
     let actor = Actor::Provider {
-        key: PROVIDER.into(),
+        key: provider.to_string(),
     };
     let mut handled = Handled {
         disconnected: 0,
@@ -99,9 +106,9 @@ fn apply(c: &mut DbConn, event: &AppEvent, notify: bool) -> AppResult<Handled> {
         Kind::Uninstall => {
             let (rows, what) = match (&event.location_id, &event.company_id) {
                 (Some(loc), _) => {
-                    handled.dropped_installs = PendingInstall::drop_account(c, PROVIDER, loc)?;
+                    handled.dropped_installs = PendingInstall::drop_account(c, provider, loc)?;
                     (
-                        Connection::all_of_account(c, PROVIDER, loc)?,
+                        Connection::all_of_account(c, provider, loc)?,
                         format!("location {loc}"),
                     )
                 }
@@ -109,10 +116,10 @@ fn apply(c: &mut DbConn, event: &AppEvent, notify: bool) -> AppResult<Handled> {
                 // and the company's own connection.
                 (None, Some(company)) => {
                     handled.dropped_installs =
-                        PendingInstall::drop_by_metadata(c, PROVIDER, "companyId", company)?
-                            + PendingInstall::drop_account(c, PROVIDER, company)?;
-                    let mut rows = Connection::with_metadata(c, PROVIDER, "companyId", company)?;
-                    for r in Connection::all_of_account(c, PROVIDER, company)? {
+                        PendingInstall::drop_by_metadata(c, provider, "companyId", company)?
+                            + PendingInstall::drop_account(c, provider, company)?;
+                    let mut rows = Connection::with_metadata(c, provider, "companyId", company)?;
+                    for r in Connection::all_of_account(c, provider, company)? {
                         if !rows.iter().any(|x| x.id == r.id) {
                             rows.push(r);
                         }
@@ -152,9 +159,9 @@ fn apply(c: &mut DbConn, event: &AppEvent, notify: bool) -> AppResult<Handled> {
                 handled.message = "install without a location acknowledged".into();
                 return Ok(handled);
             };
-            let bound = Connection::bound_tenant(c, PROVIDER, loc)?;
+            let bound = Connection::bound_tenant(c, provider, loc)?;
             let row = match &bound {
-                Some(t) => Connection::find(c, t, PROVIDER, loc)?,
+                Some(t) => Connection::find(c, t, provider, loc)?,
                 None => None,
             };
             match row {

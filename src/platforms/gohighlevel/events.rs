@@ -6,6 +6,7 @@
 //! is retired and not taken. This file is the one place the scheme lives.
 
 use crate::error::{AppError, AppResult, Code};
+use crate::ids::AccountId;
 use actix_web::http::StatusCode;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -36,8 +37,8 @@ pub enum Kind {
 pub struct AppEvent {
     pub kind: Kind,
     pub app_id: Option<String>,
-    pub location_id: Option<String>,
-    pub company_id: Option<String>,
+    pub location_id: Option<AccountId>,
+    pub company_id: Option<AccountId>,
     pub webhook_id: Option<String>,
     pub timestamp: Option<DateTime<Utc>>,
 }
@@ -87,6 +88,16 @@ fn id_field(doc: &serde_json::Value, name: &str) -> AppResult<Option<String>> {
     }
 }
 
+/// An account id field: absent, or an id as [`AccountId`] takes them.
+fn account_field(doc: &serde_json::Value, name: &str) -> AppResult<Option<AccountId>> {
+    match id_field(doc, name)? {
+        None => Ok(None),
+        Some(id) => AccountId::check(&id)
+            .map(Some)
+            .ok_or_else(|| invalid(&format!("'{name}' is not an account id"))),
+    }
+}
+
 /// Reads a verified body.
 pub fn parse(body: &[u8]) -> AppResult<AppEvent> {
     let doc: serde_json::Value =
@@ -111,8 +122,8 @@ pub fn parse(body: &[u8]) -> AppResult<AppEvent> {
     Ok(AppEvent {
         kind,
         app_id: id_field(&doc, "appId")?,
-        location_id: id_field(&doc, "locationId")?,
-        company_id: id_field(&doc, "companyId")?,
+        location_id: account_field(&doc, "locationId")?,
+        company_id: account_field(&doc, "companyId")?,
         webhook_id: id_field(&doc, "webhookId")?,
         timestamp,
     })

@@ -17,7 +17,7 @@
 use crate::app::App;
 use crate::db::models::connection::{Connection, Status, TokenSet};
 use crate::db::now;
-use crate::ids::TenantId;
+use crate::ids::{AccountId, TenantId};
 use crate::oauth::client::{self as oauth_client, ProviderError};
 use crate::platform::{Answer, Due, Location, Platform, Taken, Worker};
 use crate::providers::Provider;
@@ -50,7 +50,7 @@ impl Platform<App> for GoHighLevel {
         provider: &Provider,
         row: &Connection,
         tokens: &TokenSet,
-    ) -> Option<String> {
+    ) -> Option<AccountId> {
         if !provider.location_tokens || tokens.refresh_token.is_some() {
             return None;
         }
@@ -103,7 +103,7 @@ impl Platform<App> for GoHighLevel {
         app: &'a Arc<App>,
         tenant: &'a TenantId,
         provider: &'a Provider,
-        account: &'a str,
+        account: &'a AccountId,
     ) -> Option<BoxFuture<'a, crate::error::AppResult<()>>> {
         Some(agency::ensure_location(app, tenant, provider, account).boxed())
     }

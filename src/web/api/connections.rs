@@ -9,6 +9,7 @@ use crate::connections::status::{self, StatusView};
 use crate::connections::{import as importing, manage};
 use crate::db::models::event::Actor;
 use crate::error::{AppResult, ErrorBody};
+use crate::ids::AccountId;
 use crate::providers::Provider;
 use crate::web::http::{account_param, no_store};
 use actix_web::{delete, get, post, put, web, HttpResponse};
@@ -75,14 +76,14 @@ pub(super) async fn provider_status(
     target: ForConnection,
     query: web::Query<AccountQuery>,
 ) -> AppResult<HttpResponse> {
-    let account = account_param(query.account.as_deref())?.map(str::to_string);
+    let account = account_param(query.account.as_deref())?;
     let ForConnection {
         tenant: tenant_id,
         provider,
         ..
     } = target;
     let doc = state
-        .db(move |c| status::load(c, &tenant_id, &provider, account.as_deref()))
+        .db(move |c| status::load(c, &tenant_id, &provider, account.as_ref()))
         .await?;
     Ok(no_store(HttpResponse::Ok().json(doc)))
 }
@@ -92,11 +93,13 @@ pub(super) async fn provider_status(
 struct Disconnected {
     provider: String,
     /// The account that was disconnected.
-    disconnected: String,
+    #[schema(value_type = String)]
+    disconnected: AccountId,
     /// The provider's status afterwards (its new default's).
     status: status::PublicStatus,
     /// The default account afterwards, if any is left.
-    default: Option<String>,
+    #[schema(value_type = Option<String>)]
+    default: Option<AccountId>,
     message: String,
 }
 
@@ -130,7 +133,14 @@ pub(super) async fn disconnect(
         tenant: tenant_id,
         provider,
     } = target;
-    let done = manage::disconnect(&state, &tenant_id, &provider, account, &caller.actor()).await?;
+    let done = manage::disconnect(
+        &state,
+        &tenant_id,
+        &provider,
+        account.as_ref(),
+        &caller.actor(),
+    )
+    .await?;
     Ok(no_store(HttpResponse::Ok().json(Disconnected {
         provider: provider.key.to_string(),
         disconnected: done.account_id,
@@ -171,13 +181,13 @@ pub(super) async fn set_default(
     target: ForConnection,
     body: web::Json<DefaultRequest>,
 ) -> AppResult<HttpResponse> {
-    let account = account_param(Some(&body.account))?.unwrap_or_default();
+    let account = AccountId::parse(&body.account)?;
     let ForConnection {
         key: caller,
         tenant: tenant_id,
         provider,
     } = target;
-    manage::choose_default(&state, &tenant_id, &provider, account, &caller.actor()).await?;
+    manage::choose_default(&state, &tenant_id, &provider, &account, &caller.actor()).await?;
     let p = provider.clone();
     let doc = state
         .db(move |c| status::load(c, &tenant_id, &p, None))
@@ -331,7 +341,7 @@ pub(super) async fn import(
         by: key.caller.actor().to_string(),
     };
     let done = importing::import(&state, &tenant_id, &provider, request, &actor).await?;
-    let (p, a) = (provider.clone(), done.account_id().to_string());
+    let (p, a) = (provider.clone(), done.account_id().clone());
     let status = state
         .db(move |c| status::load(c, &tenant_id, &p, Some(&a)))
         .await?;

@@ -4,6 +4,7 @@ use super::rights::ForConnection;
 use crate::app::App;
 use crate::connections::proxy as proxying;
 use crate::error::{AppError, AppResult, Code};
+use crate::ids::AccountId;
 use crate::web::http::account_param;
 use actix_web::http::header;
 use actix_web::{route, web, HttpRequest, HttpResponse};
@@ -12,7 +13,7 @@ use actix_web::{route, web, HttpRequest, HttpResponse};
 /// forwarded), else the default. Not a query parameter like on the other
 /// routes: the proxied query string belongs to the provider and goes out
 /// verbatim, where an `account` of ours could clash with one of its own.
-fn proxy_account(req: &HttpRequest) -> AppResult<Option<&str>> {
+fn proxy_account(req: &HttpRequest) -> AppResult<Option<AccountId>> {
     match req.headers().get(ACCOUNT_HEADER) {
         None => Ok(None),
         Some(v) => account_param(Some(v.to_str().map_err(|_| {
@@ -89,7 +90,7 @@ pub(super) async fn proxy(
         &state,
         &target.tenant,
         &target.provider,
-        account,
+        account.as_ref(),
         &target.key.actor(),
         call,
     )

@@ -11,7 +11,7 @@ use crate::app::App;
 use crate::db::models::event::Actor;
 use crate::db::models::tenant::Tenant;
 use crate::error::{AppError, AppResult};
-use crate::ids::TenantId;
+use crate::ids::{ExternalTenantId, TenantId};
 use crate::providers::Provider;
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
@@ -231,7 +231,7 @@ impl FromRequest for ProvisionTarget {
             let key = key.await?;
             let (external_id, state) = (path.await?.into_inner().tenant, state?);
             if let Some(own) = key.caller.key.tenant_id.clone() {
-                let ext = external_id.clone();
+                let ext = ExternalTenantId::parse(&external_id)?;
                 let target = state
                     .db(move |c| Ok(Tenant::by_external_id(c, &ext)?))
                     .await?;

@@ -9,6 +9,7 @@ use crate::app::App;
 use crate::connections::manage;
 use crate::connections::status::{self, StatusView};
 use crate::error::{AppError, AppResult, Code, ErrorBody};
+use crate::ids::AccountId;
 use crate::platform::Location;
 use crate::providers::Provider;
 use crate::web::http::{account_param, no_store, rfc3339};
@@ -34,16 +35,16 @@ struct TokenQuery {
 }
 
 /// Whose token the token route serves.
-enum Whose<'a> {
+enum Whose {
     /// An account's (the default's without one).
-    Account(Option<&'a str>),
+    Account(Option<AccountId>),
     /// A location of the tenant's agency connection (GoHighLevel).
-    Location(&'a str),
+    Location(AccountId),
 }
 
 impl TokenQuery {
     /// The checked `min_ttl` (default 60), and whose token is asked for.
-    fn read(&self) -> AppResult<(i64, Whose<'_>)> {
+    fn read(&self) -> AppResult<(i64, Whose)> {
         let min_ttl = self.min_ttl.unwrap_or(60);
         if !(0..=86_400).contains(&min_ttl) {
             return Err(AppError::bad_request(
@@ -56,7 +57,7 @@ impl TokenQuery {
             account_param(self.account.as_deref())?,
         ) {
             (None, account) => Whose::Account(account),
-            (Some(location), None) => Whose::Location(location),
+            (Some(location), None) => Whose::Location(AccountId::parse(location)?),
             (Some(_), Some(_)) => {
                 return Err(AppError::bad_request(
                     Code::InvalidQuery,
@@ -150,15 +151,16 @@ pub(super) async fn token(
     let (tenant_id, provider) = (&target.tenant, &target.provider);
     let opened = match whose {
         Whose::Account(account) => {
-            crate::refresh::fresh_token(&state, tenant_id, provider, account, min_ttl).await?
+            crate::refresh::fresh_token(&state, tenant_id, provider, account.as_ref(), min_ttl)
+                .await?
         }
         Whose::Location(location) => {
             let app = state.clone().into_inner();
             state
                 .platforms
-                .ensure_account(&app, tenant_id, provider, location)
+                .ensure_account(&app, tenant_id, provider, &location)
                 .await?;
-            crate::refresh::fresh_token(&state, tenant_id, provider, Some(location), min_ttl)
+            crate::refresh::fresh_token(&state, tenant_id, provider, Some(&location), min_ttl)
                 .await?
         }
     };
@@ -241,7 +243,14 @@ pub(super) async fn refresh(
         tenant: tenant_id,
         provider,
     } = target;
-    let fresh = manage::refresh(&state, &tenant_id, &provider, account, &caller.actor()).await?;
+    let fresh = manage::refresh(
+        &state,
+        &tenant_id,
+        &provider,
+        account.as_ref(),
+        &caller.actor(),
+    )
+    .await?;
     Ok(no_store(
         HttpResponse::Ok().json(StatusView::of(&provider, Some(&fresh))),
     ))

@@ -9,7 +9,7 @@ use tether::db::models::api_key::ApiKey;
 use tether::db::models::connection::{Connection, Grant, TokenSet};
 use tether::db::models::tenant::Tenant;
 use tether::db::now;
-use tether::ids::{ProviderKey, TenantId};
+use tether::ids::{AccountId, ConnectionId, ExternalTenantId, ProviderKey, TenantId};
 
 impl TestApp {
     /// Everything a rejected request must leave alone, as one comparable string.
@@ -41,7 +41,7 @@ impl TestApp {
 
     /// The tenant with this external id; it must exist.
     pub fn tenant(&self, external_id: &str) -> Tenant {
-        Tenant::by_external_id(&mut self.conn(), external_id)
+        Tenant::by_external_id(&mut self.conn(), &ExternalTenantId::known(external_id))
             .unwrap()
             .unwrap_or_else(|| panic!("no tenant {external_id}"))
     }
@@ -49,7 +49,7 @@ impl TestApp {
     /// The tenant with this external id (and that name), created if missing.
     pub fn ensure_tenant(&self, external_id: &str) -> Tenant {
         let mut conn = self.conn();
-        match Tenant::by_external_id(&mut conn, external_id).unwrap() {
+        match Tenant::by_external_id(&mut conn, &ExternalTenantId::known(external_id)).unwrap() {
             Some(t) => t,
             None => Tenant::create(&mut conn, external_id, external_id).unwrap(),
         }
@@ -58,7 +58,7 @@ impl TestApp {
     /// The tenant's default connection to `provider`, if it has one.
     pub fn default_connection(&self, tenant: &str, provider: &str) -> Option<Connection> {
         let t = self.tenant(tenant);
-        Connection::default_for(&mut self.conn(), &t.id, provider).unwrap()
+        Connection::default_for(&mut self.conn(), &t.id, &ProviderKey::known(provider)).unwrap()
     }
 
     /// The tenant's default `acme` connection; it must have one.
@@ -71,14 +71,19 @@ impl TestApp {
     /// the default: it is found after a disconnect too.
     pub fn acme_account(&self, tenant: &str, account: &str) -> Connection {
         let t = self.tenant(tenant);
-        Connection::find(&mut self.conn(), &t.id, "acme", account)
-            .unwrap()
-            .unwrap_or_else(|| panic!("{tenant} has no acme connection of {account}"))
+        Connection::find(
+            &mut self.conn(),
+            &t.id,
+            &ProviderKey::known("acme"),
+            &AccountId::known(account),
+        )
+        .unwrap()
+        .unwrap_or_else(|| panic!("{tenant} has no acme connection of {account}"))
     }
 
     /// The connection row with this id.
     pub fn connection(&self, id: &str) -> Connection {
-        Connection::by_id(&mut self.conn(), id).unwrap()
+        Connection::by_id(&mut self.conn(), &ConnectionId::known(id)).unwrap()
     }
 
     /// Makes the connection due now, as if its time had come.
@@ -112,7 +117,7 @@ impl TestApp {
     pub fn api_key(&self, tenant: Option<&str>, admin: bool) -> String {
         let tenant_id = tenant.map(|ext| self.tenant(ext).id);
         let (_, secret) =
-            ApiKey::create(&mut self.conn(), "crm", tenant_id.as_deref(), admin).unwrap();
+            ApiKey::create(&mut self.conn(), "crm", tenant_id.as_ref(), admin).unwrap();
         secret.expose().clone()
     }
 
@@ -160,7 +165,7 @@ pub fn store(
         &Grant {
             tenant_id: &TenantId::known(tenant_id),
             provider: &ProviderKey::known("demo"),
-            account_id: account,
+            account_id: &AccountId::known(account),
             account_name: Some("Main Street Dental"),
             scopes: &scopes,
             tokens: &tokens,
@@ -200,7 +205,7 @@ pub fn seed_on(
         &Grant {
             tenant_id: &TenantId::known(tenant_id),
             provider: &ProviderKey::known("acme"),
-            account_id: account,
+            account_id: &AccountId::known(account),
             account_name: None,
             scopes: &scopes,
             tokens: &tokens,
@@ -221,5 +226,5 @@ pub fn issued_ago(conn: &mut tether::db::PooledConn, id: &str, secs: i64) -> Con
         .set(connections::last_refreshed_at.eq(Some(now() - chrono::Duration::seconds(secs))))
         .execute(conn)
         .unwrap();
-    Connection::by_id(conn, id).unwrap()
+    Connection::by_id(conn, &ConnectionId::known(id)).unwrap()
 }

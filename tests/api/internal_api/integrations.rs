@@ -57,7 +57,12 @@ const ACME: &str = "/api/v1/tenants/acme/integrations/acme";
 
 fn row(app: &TestApp, tenant: &str, provider: &str) -> Option<IntegrationSetting> {
     let t = app.tenant(tenant);
-    IntegrationSetting::find(&mut app.conn(), &t.id, provider).unwrap()
+    IntegrationSetting::find(
+        &mut app.conn(),
+        &t.id,
+        &tether::ids::ProviderKey::known(provider),
+    )
+    .unwrap()
 }
 
 /// The kinds of the tenant's events about `provider`, oldest first.

@@ -59,9 +59,12 @@ async fn a_non_admin_key_cannot_provision_a_tenant(backend: Backend) {
         assert_eq!(error_of(res).await, (403, "forbidden".into()), "{tenant}");
     }
     assert_eq!(app.snapshot(), before);
-    assert!(Tenant::by_external_id(&mut app.conn(), "newco")
-        .unwrap()
-        .is_none());
+    assert!(Tenant::by_external_id(
+        &mut app.conn(),
+        &tether::ids::ExternalTenantId::known("newco")
+    )
+    .unwrap()
+    .is_none());
     let acme = app.tenant("acme");
     assert_eq!(acme.name, "Acme");
 }

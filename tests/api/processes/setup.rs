@@ -59,7 +59,7 @@ impl Setup {
     pub(crate) fn row(&self, i: usize) -> Connection {
         Connection::by_id(
             &mut self.ctx.pool.get().expect("pooled connection"),
-            &self.conns[i].1,
+            &tether::ids::ConnectionId::known(self.conns[i].1.as_str()),
         )
         .expect("connection row")
     }
@@ -128,7 +128,7 @@ pub(crate) fn seed(
         &Grant {
             tenant_id: &TenantId::known(tenant_id),
             provider: &ProviderKey::known("acme"),
-            account_id: rt,
+            account_id: &tether::ids::AccountId::known(rt),
             account_name: None,
             scopes: &scopes,
             tokens: &tokens,

@@ -155,7 +155,7 @@ fn take_over(app: &TestApp, id: &str, owner: &str) -> Connection {
     let other = owner.split(':').next().unwrap_or(owner);
     Connection::claim(
         &mut app.conn(),
-        id,
+        &tether::ids::ConnectionId::known(id),
         owner,
         now() + chrono::Duration::seconds(60),
         &Takeover::new(other, Some(std::time::Duration::MAX), now()),

@@ -168,13 +168,15 @@ async fn a_connection_made_while_sqlite_is_locked_is_stored_once_unlocked() {
         "{page}"
     );
     let tenant = app.tenant("acme");
-    let missing = Connection::find(&mut app.conn(), &tenant.id, "acme", ACCOUNT).unwrap();
+    let acme = tether::ids::ProviderKey::known("acme");
+    let account = tether::ids::AccountId::known(ACCOUNT);
+    let missing = Connection::find(&mut app.conn(), &tenant.id, &acme, &account).unwrap();
     assert!(missing.is_none(), "stored under the lock: {missing:?}");
 
     drop(lock);
     let deadline = Instant::now() + Duration::from_secs(10);
     let stored = loop {
-        if let Some(c) = Connection::find(&mut app.conn(), &tenant.id, "acme", ACCOUNT).unwrap() {
+        if let Some(c) = Connection::find(&mut app.conn(), &tenant.id, &acme, &account).unwrap() {
             break c;
         }
         assert!(

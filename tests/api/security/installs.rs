@@ -119,7 +119,8 @@ async fn install_as(app: &TestApp, email: &str, instance: &str) -> reqwest::Resp
 }
 
 async fn wix_connection(app: &TestApp, tenant: &str) -> Option<String> {
-    app.default_connection(tenant, "wix").map(|c| c.account_id)
+    app.default_connection(tenant, "wix")
+        .map(|c| c.account_id.to_string())
 }
 
 async fn a_signed_install_connects_the_site_after_sign_in_and_confirmation(backend: Backend) {

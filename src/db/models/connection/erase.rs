@@ -4,6 +4,7 @@ use super::row::{Connection, Status};
 use crate::db::listen::notify_changed;
 use crate::db::schema::connections;
 use crate::db::{now, DbConn};
+use crate::ids::ConnectionId;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::Connection as _;
@@ -16,7 +17,7 @@ impl Connection {
     /// (`None`: the provider is not connected any more). The promoted row's
     /// version is left alone: its tokens did not change, and a bump would
     /// make a refresh of it under way fail its compare-and-swap.
-    pub fn erase(conn: &mut DbConn, id: &str) -> QueryResult<Option<Connection>> {
+    pub fn erase(conn: &mut DbConn, id: &ConnectionId) -> QueryResult<Option<Connection>> {
         conn.transaction(|conn| {
             diesel::update(connections::table.find(id))
                 .set((

@@ -6,7 +6,7 @@ use crate::db::listen::notify_changed;
 use crate::db::schema::connections;
 use crate::db::{now, DbConn};
 use crate::error::{AppError, AppResult, Code};
-use crate::ids::{ConnectionId, ProviderKey, TenantId};
+use crate::ids::{AccountId, ConnectionId, ProviderKey, TenantId};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::Connection as _;
@@ -16,7 +16,7 @@ use diesel::Connection as _;
 pub struct Grant<'a> {
     pub tenant_id: &'a TenantId,
     pub provider: &'a ProviderKey,
-    pub account_id: &'a str,
+    pub account_id: &'a AccountId,
     pub account_name: Option<&'a str>,
     pub scopes: &'a [String],
     pub tokens: &'a TokenSet,
@@ -144,7 +144,7 @@ impl Connection {
     /// commits with a compare-and-swap on `version` that a bump would make
     /// fail, losing the provider's new tokens: then nothing changes and the
     /// caller is asked to retry in a moment. Returns the new default.
-    pub fn make_default(conn: &mut DbConn, id: &str) -> AppResult<Connection> {
+    pub fn make_default(conn: &mut DbConn, id: &ConnectionId) -> AppResult<Connection> {
         let target = Connection::by_id(conn, id)
             .optional()?
             .filter(|c| c.has_tokens())

@@ -6,6 +6,7 @@ use crate::crypto::KeyRing;
 use crate::db::models::instance::{Takeover, TAKEABLE};
 use crate::db::schema::connections;
 use crate::db::{now, DbConn};
+use crate::ids::ConnectionId;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -25,7 +26,7 @@ impl Connection {
     /// `db::models::instance`). Returns the row as leased.
     pub fn claim(
         conn: &mut DbConn,
-        id: &str,
+        id: &ConnectionId,
         owner: &str,
         until: NaiveDateTime,
         takeover: &Takeover,
@@ -58,7 +59,11 @@ impl Connection {
     }
 
     /// Whether a claim of `id` under `takeover` would find its lease free.
-    pub fn lease_free(conn: &mut DbConn, id: &str, takeover: &Takeover) -> QueryResult<bool> {
+    pub fn lease_free(
+        conn: &mut DbConn,
+        id: &ConnectionId,
+        takeover: &Takeover,
+    ) -> QueryResult<bool> {
         use diesel::sql_types::{BigInt, Bool, Text, Timestamp};
         #[derive(QueryableByName)]
         struct Count {
@@ -87,7 +92,7 @@ impl Connection {
     /// Pushes our lease's end out to `until`, if we still hold it.
     pub fn extend_lease(
         conn: &mut DbConn,
-        id: &str,
+        id: &ConnectionId,
         owner: &str,
         until: NaiveDateTime,
     ) -> QueryResult<bool> {
@@ -167,7 +172,7 @@ impl Connection {
     }
 
     /// Releases a lease without changing anything else.
-    pub fn release(conn: &mut DbConn, id: &str, owner: &str) -> QueryResult<usize> {
+    pub fn release(conn: &mut DbConn, id: &ConnectionId, owner: &str) -> QueryResult<usize> {
         diesel::update(
             connections::table
                 .find(id)

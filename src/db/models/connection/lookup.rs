@@ -3,7 +3,7 @@
 use super::row::{Connection, Status};
 use crate::db::schema::connections;
 use crate::db::DbConn;
-use crate::ids::TenantId;
+use crate::ids::{AccountId, ConnectionId, ProviderKey, TenantId};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -24,7 +24,7 @@ fn like_escaped(value: &str) -> String {
 }
 
 impl Connection {
-    pub fn by_id(conn: &mut DbConn, id: &str) -> QueryResult<Connection> {
+    pub fn by_id(conn: &mut DbConn, id: &ConnectionId) -> QueryResult<Connection> {
         connections::table
             .find(id)
             .select(Connection::as_select())
@@ -33,9 +33,9 @@ impl Connection {
 
     pub fn find(
         conn: &mut DbConn,
-        tenant_id: &str,
-        provider: &str,
-        account_id: &str,
+        tenant_id: &TenantId,
+        provider: &ProviderKey,
+        account_id: &AccountId,
     ) -> QueryResult<Option<Connection>> {
         connections::table
             .filter(connections::tenant_id.eq(tenant_id))
@@ -55,8 +55,8 @@ impl Connection {
     /// enum it is parsed again on every call).
     pub fn default_for(
         conn: &mut DbConn,
-        tenant_id: &str,
-        provider: &str,
+        tenant_id: &TenantId,
+        provider: &ProviderKey,
     ) -> QueryResult<Option<Connection>> {
         macro_rules! query {
             () => {
@@ -79,8 +79,8 @@ impl Connection {
     /// one tenant only.
     pub fn holder(
         conn: &mut DbConn,
-        provider: &str,
-        account_id: &str,
+        provider: &ProviderKey,
+        account_id: &AccountId,
     ) -> QueryResult<Option<TenantId>> {
         connections::table
             .filter(connections::provider.eq(provider))
@@ -96,8 +96,8 @@ impl Connection {
     /// location uninstalled and installed again goes back to its tenant).
     pub fn bound_tenant(
         conn: &mut DbConn,
-        provider: &str,
-        account_id: &str,
+        provider: &ProviderKey,
+        account_id: &AccountId,
     ) -> QueryResult<Option<TenantId>> {
         if let Some(t) = Connection::holder(conn, provider, account_id)? {
             return Ok(Some(t));
@@ -114,8 +114,8 @@ impl Connection {
     /// Every row (any tenant, any status) of `provider`'s account `account_id`.
     pub fn all_of_account(
         conn: &mut DbConn,
-        provider: &str,
-        account_id: &str,
+        provider: &ProviderKey,
+        account_id: &AccountId,
     ) -> QueryResult<Vec<Connection>> {
         connections::table
             .filter(connections::provider.eq(provider))
@@ -130,7 +130,7 @@ impl Connection {
     /// the parsed metadata decides.
     pub fn with_metadata(
         conn: &mut DbConn,
-        provider: &str,
+        provider: &ProviderKey,
         field: &str,
         value: &str,
     ) -> QueryResult<Vec<Connection>> {
@@ -149,9 +149,9 @@ impl Connection {
     /// One connected account (holding tokens) of the tenant's `provider`.
     pub fn for_account(
         conn: &mut DbConn,
-        tenant_id: &str,
-        provider: &str,
-        account_id: &str,
+        tenant_id: &TenantId,
+        provider: &ProviderKey,
+        account_id: &AccountId,
     ) -> QueryResult<Option<Connection>> {
         Ok(Connection::find(conn, tenant_id, provider, account_id)?.filter(|c| c.has_tokens()))
     }
@@ -159,9 +159,9 @@ impl Connection {
     /// The named account, or the default when `account` is `None`.
     pub fn lookup(
         conn: &mut DbConn,
-        tenant_id: &str,
-        provider: &str,
-        account: Option<&str>,
+        tenant_id: &TenantId,
+        provider: &ProviderKey,
+        account: Option<&AccountId>,
     ) -> QueryResult<Option<Connection>> {
         match account {
             None => Connection::default_for(conn, tenant_id, provider),
@@ -175,9 +175,9 @@ impl Connection {
     /// holds of that provider. The caller reads the parsed metadata.
     pub fn connected_with_metadata(
         conn: &mut DbConn,
-        providers: &[String],
+        providers: &[ProviderKey],
         fragments: &[&str],
-    ) -> QueryResult<Vec<(Connection, Vec<String>)>> {
+    ) -> QueryResult<Vec<(Connection, Vec<AccountId>)>> {
         let mut query = connections::table
             .filter(connections::provider.eq_any(providers))
             .filter(connections::status.eq(Status::Connected.as_str()))
@@ -205,8 +205,8 @@ impl Connection {
     /// then in the order they were connected.
     pub fn accounts(
         conn: &mut DbConn,
-        tenant_id: &str,
-        provider: &str,
+        tenant_id: &TenantId,
+        provider: &ProviderKey,
     ) -> QueryResult<Vec<Connection>> {
         connections::table
             .filter(connections::tenant_id.eq(tenant_id))
@@ -223,7 +223,7 @@ impl Connection {
     }
 
     /// Every row of the tenant (connected or not), for its removal.
-    pub fn of_tenant(conn: &mut DbConn, tenant_id: &str) -> QueryResult<Vec<Connection>> {
+    pub fn of_tenant(conn: &mut DbConn, tenant_id: &TenantId) -> QueryResult<Vec<Connection>> {
         connections::table
             .filter(connections::tenant_id.eq(tenant_id))
             .order((connections::provider.asc(), connections::created_at.asc()))

@@ -4,7 +4,7 @@
 use crate::crypto::{Aad, CryptoError, KeyRing, Sealed, Secret};
 use crate::db::schema::connections;
 use crate::error::AppError;
-use crate::ids::{ConnectionId, ProviderKey, TenantId};
+use crate::ids::{AccountId, ConnectionId, ProviderKey, TenantId};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -103,7 +103,7 @@ pub struct Connection {
     pub id: ConnectionId,
     pub tenant_id: TenantId,
     pub provider: ProviderKey,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub account_name: Option<String>,
     pub status: Status,
     /// JSON array of granted scopes.

@@ -3,15 +3,15 @@
 use super::row::{Connection, Status};
 use crate::db::schema::connections;
 use crate::db::DbConn;
-use crate::ids::ExternalTenantId;
+use crate::ids::{AccountId, ExternalTenantId, ProviderKey, TenantId};
 use diesel::prelude::*;
 
 /// What [`Connection::search`] filters on in SQL; every part is optional.
 #[derive(Debug, Default)]
 pub struct Search<'a> {
-    pub tenant_id: Option<&'a str>,
-    pub provider: Option<&'a str>,
-    pub account_id: Option<&'a str>,
+    pub tenant_id: Option<&'a TenantId>,
+    pub provider: Option<&'a ProviderKey>,
+    pub account_id: Option<&'a AccountId>,
     /// Any of these statuses (empty: any).
     pub statuses: &'a [Status],
     /// Metadata fields the row must name (their values are checked by the caller).
@@ -77,7 +77,7 @@ impl Connection {
                 q = q.filter(connections::provider.eq(p.to_string()));
             }
             if let Some(a) = search.account_id {
-                q = q.filter(connections::account_id.eq(a.to_string()));
+                q = q.filter(connections::account_id.eq(a));
             }
             if !statuses.is_empty() {
                 q = q.filter(connections::status.eq_any(statuses.clone()));
