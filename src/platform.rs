@@ -56,6 +56,9 @@ pub struct Taken {
     pub disconnected: usize,
     /// Unclaimed installs dropped (an uninstall).
     pub dropped_installs: usize,
+    /// What became of its relay to the CRM (`queued`, `held ...`, `off`,
+    /// `no` for a repeated delivery).
+    pub relayed: &'static str,
 }
 
 /// A background task a platform runs beside the server, until it stops.

@@ -211,6 +211,7 @@ fn every_type_holding_a_secret_debug_prints_stars_in_its_place() {
         refresh_expires_at: None,
         next_refresh_at: None,
         metadata: &serde_json::Value::Null,
+        parent_account_id: None,
     };
     assert_redacted("Grant", &grant);
     assert_redacted("Opened", &Opened::new(connection(), token_set()));

@@ -1,6 +1,7 @@
-//! Connection events to the operator's URL: written to an outbox in the same
-//! database work as the event, delivered by a background task with retries,
-//! so they survive restarts and never hold up a refresh.
+//! Connection events to the operator's URL, and providers' app events
+//! relayed to the CRM: written to an outbox in the same database work as
+//! what they tell, delivered by a background task with retries, so they
+//! survive restarts and never hold up a refresh.
 //!
 //! Each delivery is a JSON POST with
 //! `Tether-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`.
@@ -26,59 +27,149 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &str) -> String {
 
 pub use crate::db::models::webhook::prune;
 
-/// Delivers what is due; returns how many were delivered.
+/// Deliveries sent at once per channel, per process.
+pub const CONCURRENCY: usize = 16;
+
+/// Deliveries taken per round and channel.
+const BATCH: usize = 64;
+
+/// How one delivery went.
+enum Outcome {
+    Taken,
+    /// The receiver is down, overloaded or failing (no answer, 5xx, 429):
+    /// its deliveries are probed one at a time until it takes one.
+    ReceiverFailed(String),
+    /// The receiver refused this delivery (another 4xx, a 3xx).
+    Refused(String),
+}
+
+/// Delivers what is due, round after round, until nothing is left that can
+/// go now; returns how many were delivered. Each channel (connection
+/// events, relayed app events) goes to its own URL, [`CONCURRENCY`] at a
+/// time, in order per account.
 pub async fn deliver_due(state: &App) -> Result<usize, crate::error::AppError> {
-    let Some((url, secret)) = state.settings.webhook.clone() else {
-        return Ok(0);
-    };
-    let batch = state.db(|c| Ok(outbox::claim(c, 20)?)).await?;
+    let targets = [
+        (outbox::EVENTS, state.settings.webhook.clone()),
+        (outbox::RELAY, state.settings.relay_target()),
+    ];
     let mut delivered = 0;
-    for p in batch {
-        let ts = chrono::Utc::now().timestamp();
-        let sent = state
-            .http
-            .post(url.clone())
-            .header("content-type", "application/json")
-            .header(
-                "Tether-Signature",
-                signature(secret.expose().as_bytes(), ts, &p.payload),
-            )
-            .body(p.payload.clone())
-            .send()
-            .await;
-        let outcome = match sent {
-            Ok(res) if res.status().is_success() => Ok(()),
-            Ok(res) => Err(format!("HTTP {}", res.status().as_u16())),
-            Err(e) => Err(crate::oauth::client::transport_detail(e)),
+    for (channel, target) in targets {
+        // Unset since some were queued: those wait for a URL.
+        let Some((url, secret)) = target else {
+            continue;
         };
-        let attempts = p.attempts + 1;
-        let id = p.id.clone();
-        let delivery = p.delivery_id();
-        match outcome {
-            Ok(()) => {
-                delivered += 1;
-                state.metrics.webhook_delivery(Delivery::Delivered);
-                state
-                    .db(move |c| Ok(outbox::delivered(c, &id, attempts)?))
-                    .await?;
+        loop {
+            let limit = state.receivers.allowance(channel, BATCH) as i64;
+            let batch = state
+                .db(move |c| Ok(outbox::claim(c, channel, limit)?))
+                .await?;
+            if batch.is_empty() {
+                break;
             }
-            Err(why) => {
-                let next = if attempts >= MAX_ATTEMPTS {
-                    log::error!("webhook {delivery} given up after {attempts} attempts: {why}; `tether webhooks retry {delivery}` sends it again");
-                    state.metrics.webhook_delivery(Delivery::GivenUp);
-                    now() + outbox::GIVEN_UP_FOR
-                } else {
-                    log::warn!("webhook {delivery} attempt {attempts} failed: {why}");
-                    state.metrics.webhook_delivery(Delivery::Failed);
-                    now() + crate::refresh::retry::backoff(attempts - 1, None)
-                };
-                state
-                    .db(move |c| Ok(outbox::failed(c, &id, attempts, next, &why)?))
-                    .await?;
+            let sent = round(state, channel, &url, &secret, batch).await?;
+            delivered += sent;
+            if sent == 0 {
+                break;
             }
         }
     }
     Ok(delivered)
+}
+
+/// Sends one claimed batch and records each outcome; returns how many
+/// were taken.
+async fn round(
+    state: &App,
+    channel: &'static str,
+    url: &url::Url,
+    secret: &crate::crypto::Secret<String>,
+    batch: Vec<outbox::Pending>,
+) -> Result<usize, crate::error::AppError> {
+    use futures_util::StreamExt;
+    let outcomes: Vec<(outbox::Pending, Outcome)> = futures_util::stream::iter(batch)
+        .map(|p| async move {
+            let outcome = send(state, url, secret, &p.payload).await;
+            (p, outcome)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut taken = Vec::new();
+    for (p, outcome) in outcomes {
+        let why = match outcome {
+            Outcome::Taken => {
+                state.receivers.took(channel);
+                state.metrics.webhook_delivery(Delivery::Delivered);
+                taken.push(p.id);
+                continue;
+            }
+            Outcome::ReceiverFailed(why) => {
+                state.receivers.failed(channel);
+                why
+            }
+            Outcome::Refused(why) => why,
+        };
+        failed(state, p, why).await?;
+    }
+    let n = taken.len();
+    if n > 0 {
+        state
+            .db(move |c| Ok(outbox::delivered_all(c, &taken)?))
+            .await?;
+    }
+    Ok(n)
+}
+
+/// POSTs one payload, signed.
+async fn send(
+    state: &App,
+    url: &url::Url,
+    secret: &crate::crypto::Secret<String>,
+    payload: &str,
+) -> Outcome {
+    let ts = chrono::Utc::now().timestamp();
+    let sent = state
+        .http
+        .post(url.clone())
+        .header("content-type", "application/json")
+        .header(
+            "Tether-Signature",
+            signature(secret.expose().as_bytes(), ts, payload),
+        )
+        .body(payload.to_string())
+        .send()
+        .await;
+    match sent {
+        Ok(res) if res.status().is_success() => Outcome::Taken,
+        Ok(res) if res.status().is_server_error() || res.status().as_u16() == 429 => {
+            Outcome::ReceiverFailed(format!("HTTP {}", res.status().as_u16()))
+        }
+        Ok(res) => Outcome::Refused(format!("HTTP {}", res.status().as_u16())),
+        Err(e) => Outcome::ReceiverFailed(crate::oauth::client::transport_detail(e)),
+    }
+}
+
+/// Records a failed attempt: the next one backs off, or it is given up.
+async fn failed(
+    state: &App,
+    p: outbox::Pending,
+    why: String,
+) -> Result<(), crate::error::AppError> {
+    let attempts = p.attempts + 1;
+    let delivery = p.delivery_id();
+    let next = if attempts >= MAX_ATTEMPTS {
+        log::error!("webhook {delivery} given up after {attempts} attempts: {why}; `tether webhooks retry {delivery}` sends it again");
+        state.metrics.webhook_delivery(Delivery::GivenUp);
+        now() + outbox::GIVEN_UP_FOR
+    } else {
+        log::warn!("webhook {delivery} attempt {attempts} failed: {why}");
+        state.metrics.webhook_delivery(Delivery::Failed);
+        now() + crate::refresh::retry::backoff(attempts - 1, None)
+    };
+    let id = p.id;
+    state
+        .db(move |c| Ok(outbox::failed(c, &id, attempts, next, &why)?))
+        .await
 }
 
 #[cfg(test)]

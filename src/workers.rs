@@ -53,7 +53,7 @@ impl Workers {
                 workers.spawn(worker.name, worker.work);
             }
         }
-        if app.settings.webhook.is_some() {
+        if app.settings.webhook.is_some() || app.settings.relay_target().is_some() {
             let app = app.clone();
             workers.spawn("webhook deliverer", deliver_webhooks(app));
         }
@@ -144,11 +144,15 @@ async fn beat(app: Arc<App>) {
     }
 }
 
-/// Delivers due webhooks every [`DELIVER_EVERY`] until the process stops.
+/// Delivers due webhooks every [`DELIVER_EVERY`], and at once when this
+/// process queued something (`App::deliver_now`), until the process stops.
 async fn deliver_webhooks(app: Arc<App>) {
     let mut every = tokio::time::interval(DELIVER_EVERY);
     while !app.is_stopping() {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = app.deliver_now.notified() => {}
+        }
         if let Err(e) = crate::webhooks::deliver_due(&app).await {
             log::warn!("webhook delivery: {e:?}");
         }

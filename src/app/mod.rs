@@ -16,6 +16,7 @@ pub mod cache;
 pub mod circuit;
 pub mod flight;
 pub mod held;
+pub mod receivers;
 
 /// Everything the domain shares: built once by `startup`, handed to the web
 /// layer as app data and to the workers, and taken as `&App` by every
@@ -70,6 +71,11 @@ pub struct App {
     /// Where live instances disagree with this one on keys, as the last
     /// heartbeat found (see `keys::disagreements`); shown by `/readyz`.
     pub disagreements: std::sync::Mutex<Vec<String>>,
+    /// How the CRM's webhook receivers are doing (see `app::receivers`).
+    pub receivers: crate::app::receivers::Receivers,
+    /// Woken when this process queued an app event to relay: the deliverer
+    /// sends it now rather than at its next round.
+    pub deliver_now: tokio::sync::Notify,
 }
 
 /// Permits of [`App::sending`]: more than can ever be in flight.
@@ -132,6 +138,8 @@ impl App {
             held: Default::default(),
             fingerprints,
             disagreements: Default::default(),
+            receivers: Default::default(),
+            deliver_now: Default::default(),
         }
     }
 

@@ -261,6 +261,18 @@ pub enum WebhooksCommand {
         #[arg(long)]
         all_given_up: bool,
     },
+    /// Providers' app events held because no tenant holds their account
+    /// yet, oldest first: relayed when a tenant connects the account,
+    /// dropped after TETHER_RELAY_HOLD_DAYS.
+    Held {
+        /// The first this many rows, oldest first.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        limit: i64,
+        /// One JSON array on stdout: id, provider, account_id, event_type,
+        /// received_at, held_until.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[cfg(test)]

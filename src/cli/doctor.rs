@@ -67,6 +67,11 @@ pub(super) fn doctor(settings: Settings) -> ExitCode {
                 crate::db::models::provider_flag::ProviderFlag::all(&mut db)
                     .map_err(|e| e.to_string())
             });
+            if let Ok(catalogue) = &catalogue {
+                for line in held_twice(&ctx, catalogue) {
+                    report("warn", line);
+                }
+            }
             for flag in flags.unwrap_or_default() {
                 report(
                     "FAIL",
@@ -126,4 +131,40 @@ pub(super) fn doctor(settings: Settings) -> ExitCode {
         println!("doctor found nothing that will fail");
         ExitCode::SUCCESS
     }
+}
+
+/// Accounts of one-holder providers held by several tenants (stored before
+/// the rule, or a provider file that turned it on later): said, not
+/// resolved, since only the operator knows which tenant the business is.
+fn held_twice(ctx: &startup::Context, catalogue: &crate::providers::Catalogue) -> Vec<String> {
+    use crate::db::models::connection::Connection;
+    use crate::db::models::tenant::Tenant;
+    let keys: Vec<_> = catalogue
+        .all()
+        .filter(|p| p.one_holder)
+        .map(|p| p.key.clone())
+        .collect();
+    let found = conn(ctx).and_then(|mut db| {
+        let twice = Connection::held_twice(&mut db, &keys).map_err(|e| e.to_string())?;
+        twice
+            .into_iter()
+            .map(|(provider, account, tenants)| {
+                let names = tenants
+                    .iter()
+                    .map(|t| {
+                        Tenant::by_id(&mut db, t)
+                            .map(|row| row.map_or_else(|| t.to_string(), |r| r.external_id.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?;
+                Ok(format!(
+                    "{provider}: account {account} is held by {} tenants ({}); one business belongs to one tenant: installs and events go to the first, '{}'. Disconnect it from the others",
+                    names.len(),
+                    names.join(", "),
+                    names[0]
+                ))
+            })
+            .collect::<Result<Vec<_>, String>>()
+    });
+    found.unwrap_or_else(|e| vec![format!("could not look for accounts held twice: {e}")])
 }

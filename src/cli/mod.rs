@@ -182,7 +182,7 @@ fn run(command: Command, settings: Settings) -> Result<ExitCode, Stop> {
         }
         Command::Webhooks(c) => {
             let purpose = match c {
-                WebhooksCommand::List { .. } => Use::Read,
+                WebhooksCommand::List { .. } | WebhooksCommand::Held { .. } => Use::Read,
                 WebhooksCommand::Retry { .. } => Use::Write,
             };
             webhooks(c, &startup::prepare_for(settings, purpose)?)

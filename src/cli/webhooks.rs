@@ -1,5 +1,5 @@
-//! `tether webhooks`: deliveries not yet made, and sending given-up ones
-//! again.
+//! `tether webhooks`: deliveries not yet made, sending given-up ones
+//! again, and app events held for a tenant to come.
 
 use super::args::WebhooksCommand;
 use super::database::conn;
@@ -67,6 +67,34 @@ pub(super) fn webhooks(c: WebhooksCommand, ctx: &Context) -> Result<(), String> 
             if ctx.settings.webhook.is_none() {
                 println!("(webhooks are off here: TETHER_WEBHOOK_URL is unset)");
             }
+        }
+        WebhooksCommand::Held { limit, json } => {
+            let held = outbox::held(&mut db, limit).map_err(|e| e.to_string())?;
+            if json {
+                print_json(
+                    held.iter()
+                        .map(|h| serde_json::to_value(h).unwrap_or_default())
+                        .collect(),
+                );
+                return Ok(());
+            }
+            let rows: Vec<[String; 5]> = held
+                .iter()
+                .map(|h| {
+                    [
+                        h.id.clone(),
+                        h.provider.to_string(),
+                        h.account_id.to_string(),
+                        h.event_type.clone(),
+                        h.held_until.clone(),
+                    ]
+                })
+                .collect();
+            print_table(["ID", "PROVIDER", "ACCOUNT", "TYPE", "HELD UNTIL"], &rows);
+            println!(
+                "{} app event(s) held until a tenant holds their account",
+                held.len()
+            );
         }
         WebhooksCommand::Retry { ids, all_given_up } => {
             let retried = if all_given_up {

@@ -167,14 +167,34 @@ impl Settings {
                 );
                 None
             }
+            // The secret signs relayed app events alone.
+            (None, Some(_)) if v.get("TETHER_RELAY_URL").is_some() => None,
             (None, Some(_)) => {
                 v.problem(
                     "TETHER_WEBHOOK_URL",
-                    "is required when TETHER_WEBHOOK_SECRET is set".into(),
+                    "is required when TETHER_WEBHOOK_SECRET is set (or TETHER_RELAY_URL)".into(),
                 );
                 None
             }
         };
+        let relay = v
+            .get("TETHER_RELAY_URL")
+            .and_then(|raw| match Url::parse(&raw) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                    if webhook.is_none() && v.get("TETHER_WEBHOOK_SECRET").is_none() {
+                        v.problem(
+                            "TETHER_RELAY_URL",
+                            "needs TETHER_WEBHOOK_SECRET, the key relayed events are signed with"
+                                .into(),
+                        );
+                    }
+                    Some(u)
+                }
+                _ => {
+                    v.problem("TETHER_RELAY_URL", "is not an http(s) URL".into());
+                    None
+                }
+            });
         let sso_secret = v.get("TETHER_SSO_SECRET").and_then(|s| {
             if s.len() < 32 {
                 v.problem("TETHER_SSO_SECRET", "must be at least 32 characters".into());
@@ -235,6 +255,9 @@ impl Settings {
                 86_400
                     * v.parse::<u64>("TETHER_RETENTION_DAYS", "90", |s| parse_range(s, 1, 36_500)),
             ),
+            relay_hold: Duration::from_secs(
+                86_400 * v.parse::<u64>("TETHER_RELAY_HOLD_DAYS", "7", |s| parse_range(s, 1, 90)),
+            ),
             lapse_warning_days: v.parse("TETHER_REFRESH_TOKEN_LAPSE_WARNING_DAYS", "14", |s| {
                 parse_range(s, 1, 365)
             }),
@@ -291,6 +314,9 @@ impl Settings {
             }
             // The payload names tenants and accounts, and the signature only
             // proves who sent it: in production it travels encrypted.
+            if relay.as_ref().is_some_and(|url| url.scheme() != "https") {
+                v.problem("TETHER_RELAY_URL", "must be https:// in production".into());
+            }
             if webhook
                 .as_ref()
                 .is_some_and(|(url, _)| url.scheme() != "https")
@@ -333,6 +359,7 @@ impl Settings {
             session,
             providers_file,
             webhook,
+            relay,
             sso_secret,
             embed_origins,
             metrics_token,

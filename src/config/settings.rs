@@ -40,6 +40,9 @@ pub struct RefreshSettings {
     pub token_cache: Duration,
     /// Age after which events and finished webhook deliveries are deleted.
     pub retention: Duration,
+    /// How long a provider's app event for an account no tenant holds is
+    /// kept for the tenant that comes to hold it (`TETHER_RELAY_HOLD_DAYS`).
+    pub relay_hold: Duration,
     /// How far ahead a lapsing refresh token is announced, in days.
     pub lapse_warning_days: i64,
 }
@@ -73,6 +76,9 @@ pub struct Settings {
     pub session: SessionLimits,
     pub providers_file: Option<PathBuf>,
     pub webhook: Option<(Url, Secret<String>)>,
+    /// `TETHER_RELAY_URL`: where providers' app events are relayed, when
+    /// not to the events URL; see [`Settings::relay_target`].
+    pub relay: Option<Url>,
     pub sso_secret: Option<Secret<String>>,
     /// Origins (`scheme://host[:port]`, as browsers write them) of the CRM
     /// pages allowed to learn a connect link's outcome by `postMessage`.
@@ -119,6 +125,20 @@ impl Settings {
         self.spill_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.clone())
+    }
+
+    /// Where providers' app events are relayed, and the key they are signed
+    /// with: `TETHER_RELAY_URL`, else the events URL; `None`: not relayed.
+    pub fn relay_target(&self) -> Option<(Url, Secret<String>)> {
+        let secret = match &self.webhook {
+            Some((_, secret)) => secret.clone(),
+            None => Secret::new(self.var("TETHER_WEBHOOK_SECRET")?),
+        };
+        match (&self.relay, &self.webhook) {
+            (Some(url), _) => Some((url.clone(), secret)),
+            (None, Some((url, _))) => Some((url.clone(), secret)),
+            (None, None) => None,
+        }
     }
 
     pub fn is_production(&self) -> bool {

@@ -137,6 +137,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "how many days before a refresh token with a known lifetime lapses the `refresh_token_expiring` event is recorded (1 to 365)",
     ),
     (
+        "TETHER_RELAY_URL",
+        "the events URL",
+        "where providers' app events (a message a client received, ...) are relayed, signed like connection events (needs TETHER_WEBHOOK_SECRET)",
+    ),
+    (
+        "TETHER_RELAY_HOLD_DAYS",
+        "7",
+        "how long an app event for an account no tenant holds is kept, to be relayed when a tenant connects it (1 to 90); then it is dropped with a log line",
+    ),
+    (
         "TETHER_RETENTION_DAYS",
         "90",
         "events and finished webhook deliveries older than this are deleted (in batches, by the scheduler)",

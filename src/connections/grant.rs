@@ -3,7 +3,8 @@
 //! the account, a claimed or assigned install, a location minted from its
 //! agency, an import) is saved here: sealed into the connection, checked
 //! against the account-holder rule, recorded as an event in the same
-//! transaction, and every cache of the tenant's tokens cleared.
+//! transaction, and every cache of the tenant's tokens cleared. App events
+//! held for the account are relayed to its new holder.
 
 use crate::app::held::HeldGrant;
 use crate::app::App;
@@ -17,6 +18,7 @@ use crate::ids::TenantId;
 use crate::oauth::{token, Authorized};
 use crate::providers::{Provider, RefreshStyle};
 use chrono::Duration;
+use diesel::Connection as _;
 use std::sync::Arc;
 
 /// How a grant arrived: which holder rule applies, and when it is refreshed.
@@ -27,10 +29,10 @@ pub enum Arrival {
     /// A provider-signed install (Wix): refused when another tenant holds
     /// the account's tokens.
     SignedInstall,
-    /// A Marketplace install for the tenant the account is bound to.
+    /// A Marketplace install for the tenant holding the account.
     Reinstall,
     /// A held install claimed or assigned: refused when the account is
-    /// bound to another tenant.
+    /// held by another tenant.
     Claim,
     /// A location's token minted from the tenant's agency.
     Mint,
@@ -59,15 +61,21 @@ pub fn bound_elsewhere(provider: &Provider) -> AppError {
     )
 }
 
-/// The account-holder rule for `grant`'s arrival.
+/// The account-holder rule. Where an account is a business (the
+/// provider's `one_holder`), and for any grant that arrived without the
+/// tenant's own connect (a signed install, a claimed or assigned install),
+/// the account is held by one tenant at most: the one holding its tokens.
+/// A tenant that disconnected holds nothing. Called first in the grant's
+/// transaction, which from then on is the only one storing this account.
 fn check_holder(c: &mut DbConn, grant: &NewGrant) -> AppResult<()> {
     let (key, account) = (&grant.provider.key, &grant.authorized.account_id);
-    let other = match grant.arrival {
-        Arrival::SignedInstall => Connection::holder(c, key, account)?,
-        Arrival::Claim => Connection::bound_tenant(c, key, account)?,
-        _ => None,
-    };
-    match other {
+    let applies = grant.provider.one_holder
+        || matches!(grant.arrival, Arrival::SignedInstall | Arrival::Claim);
+    if !applies {
+        return Ok(());
+    }
+    crate::db::lock_for_write(c, &format!("account {key} {account}"))?;
+    match Connection::holder(c, key, account)? {
         Some(holder) if holder != grant.tenant => Err(bound_elsewhere(&grant.provider)),
         _ => Ok(()),
     }
@@ -78,6 +86,15 @@ fn check_holder(c: &mut DbConn, grant: &NewGrant) -> AppResult<()> {
 /// replaced tokens the tenant held for the account. The caller clears the
 /// caches once its work is committed ([`stored`]).
 pub fn store(
+    c: &mut DbConn,
+    ring: &KeyRing,
+    settings: &Settings,
+    grant: &NewGrant,
+) -> AppResult<(Connection, bool)> {
+    c.transaction(|c| store_checked(c, ring, settings, grant))
+}
+
+fn store_checked(
     c: &mut DbConn,
     ring: &KeyRing,
     settings: &Settings,
@@ -102,6 +119,7 @@ pub fn store(
         .refresh_token_lifetime_days
         .filter(|_| auth.response.tokens.refresh_token.is_some())
         .map(|days| t + Duration::days(days));
+    let parent = provider.parent_of(&auth.metadata);
     let connection = Connection::store_grant(
         c,
         ring,
@@ -116,6 +134,7 @@ pub fn store(
             refresh_expires_at,
             next_refresh_at,
             metadata: &auth.metadata,
+            parent_account_id: parent.as_ref(),
         },
     )?;
     let kind = if existed {
@@ -135,6 +154,8 @@ pub fn store(
             detail: Some(auth.account_name.as_deref().unwrap_or(&auth.account_id)),
         },
     )?;
+    // The account's app events held for whoever came to hold it.
+    super::relay::release_held(c, &connection)?;
     Ok((connection, existed))
 }
 
@@ -143,6 +164,8 @@ pub fn store(
 pub fn stored(app: &App, connection: &Connection) {
     app.tokens
         .forget(&connection.tenant_id, &connection.provider);
+    // Its event, and app events held for the account, go out now.
+    app.deliver_now.notify_one();
     log::info!(
         "stored a grant tenant={} provider={} connection={}",
         connection.tenant_id,

@@ -1,6 +1,7 @@
 //! Installs that start at the provider (GoHighLevel's Marketplace): the
 //! callback carries a code and no state, so no tenant. The grant goes to the
-//! tenant its account is bound to, or is held unassigned (sealed like a
+//! tenant holding the account's tokens (a disconnected tenant holds
+//! nothing), or is held unassigned (sealed like a
 //! connection) for a day, until a signed-in admin claims it or the CRM
 //! assigns it; then it is revoked and dropped.
 
@@ -28,7 +29,7 @@ const SWEEP_BATCH: i64 = 100;
 /// What became of an install that reached the callback.
 #[derive(Debug)]
 pub enum Received {
-    /// Its account is bound to a tenant, whose connection it refreshed.
+    /// A tenant holds its account; its connection was refreshed.
     Refreshed { message: String },
     /// Held for a tenant to claim; `id` is kept in the installer's session
     /// only (whoever holds it may claim the install).
@@ -44,8 +45,8 @@ pub fn unknown_install() -> AppError {
 }
 
 /// Exchanges a state-less callback's code (for a provider that declares
-/// provider-initiated installs) and routes the grant: to the tenant the
-/// account is bound to, else held unassigned.
+/// provider-initiated installs) and routes the grant: to the tenant holding
+/// the account's tokens, else held unassigned.
 pub async fn receive(app: &App, provider: Arc<Provider>, code: &str) -> AppResult<Received> {
     if !provider.provider_initiated_installs {
         return Err(AppError::bad_request(
@@ -59,8 +60,7 @@ pub async fn receive(app: &App, provider: Arc<Provider>, code: &str) -> AppResul
     let authorized = super::connect::exchange(app, &provider, &redirect_uri, code, None).await?;
     let bound = {
         let (p, a) = (provider.key.clone(), authorized.account_id.clone());
-        app.db(move |c| Ok(Connection::bound_tenant(c, &p, &a)?))
-            .await?
+        app.db(move |c| Ok(Connection::holder(c, &p, &a)?)).await?
     };
     let label = authorized
         .account_name
@@ -107,6 +107,7 @@ pub async fn receive(app: &App, provider: Arc<Provider>, code: &str) -> AppResul
                     account_name: authorized.account_name.as_deref(),
                     scopes: &authorized.scopes,
                     metadata: &authorized.metadata,
+                    parent_account_id: p.parent_of(&authorized.metadata).as_ref(),
                     tokens: &authorized.response.tokens,
                     token_expires_at: authorized.response.expires_at(t),
                     held_for: HOLD,

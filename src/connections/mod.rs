@@ -14,7 +14,9 @@
 //!   needs attention);
 //! - `installs`: installs started at the provider (GoHighLevel's
 //!   Marketplace), held until a tenant claims them, and swept;
-//! - `proxy`: calling a provider's API with a tenant's token.
+//! - `proxy`: calling a provider's API with a tenant's token;
+//! - `relay`: providers' app events relayed to the CRM, with the tenant
+//!   and account they concern, or held until a tenant holds the account.
 
 pub mod connect;
 pub mod directory;
@@ -25,4 +27,5 @@ pub mod integration;
 pub mod links;
 pub mod manage;
 pub mod proxy;
+pub mod relay;
 pub mod status;

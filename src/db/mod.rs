@@ -378,6 +378,31 @@ pub fn insert_key_check_if_absent(
     }
 }
 
+/// Makes the caller's transaction the only one, until it ends, that holds
+/// the lock named `name`; call it first in the transaction. PostgreSQL: an
+/// advisory transaction lock on a hash of the name, so that only
+/// transactions about the same thing wait for each other. SQLite: the
+/// database's write lock (a write that changes nothing takes it), which
+/// serialises every writer anyway; taken first, a later write cannot fail
+/// with `SQLITE_BUSY_SNAPSHOT` because another connection wrote meanwhile.
+pub fn lock_for_write(conn: &mut DbConn, name: &str) -> QueryResult<()> {
+    match conn {
+        DbConn::Postgres(c) => {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(name.as_bytes());
+            let mut key = [0u8; 8];
+            key.copy_from_slice(&digest[..8]);
+            diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+                .bind::<diesel::sql_types::BigInt, _>(i64::from_be_bytes(key))
+                .execute(c)
+                .map(|_| ())
+        }
+        DbConn::Sqlite(c) => diesel::sql_query("UPDATE instances SET id = id WHERE 0")
+            .execute(c)
+            .map(|_| ()),
+    }
+}
+
 /// Inserts an integration-settings row with the defaults (enabled, no
 /// settings) unless the tenant has one for the provider; returns whether it
 /// inserted. A write either way, so that on SQLite the caller's transaction

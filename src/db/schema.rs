@@ -48,6 +48,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         is_default -> Bool,
+        parent_account_id -> Nullable<Text>,
     }
 }
 
@@ -107,6 +108,10 @@ diesel::table! {
         delivered_at -> Nullable<Timestamp>,
         last_error -> Nullable<Text>,
         created_at -> Timestamp,
+        channel -> Text,
+        provider -> Nullable<Text>,
+        account_id -> Nullable<Text>,
+        held_until -> Nullable<Timestamp>,
     }
 }
 
@@ -169,6 +174,7 @@ diesel::table! {
         token_expires_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         expires_at -> Timestamp,
+        parent_account_id -> Nullable<Text>,
     }
 }
 

@@ -100,10 +100,8 @@ codes! {
     TenantExists => "tenant_exists",
     Unauthorized => "unauthorized",
     UnknownInstall => "unknown_install",
-    UnknownLocation => "unknown_location",
     UnsupportedFlow => "unsupported_flow",
     UserExists => "user_exists",
-    WebhookReplayed => "webhook_replayed",
     WebhookStale => "webhook_stale",
     WrongApp => "wrong_app",
 }

@@ -22,6 +22,7 @@ pub(super) struct ProviderToml {
     identity: Option<Identity>,
     account_id: Option<OneOrMany>,
     account_name: Option<String>,
+    parent_account: Option<String>,
     account_label: Option<String>,
     issuer: Option<String>,
     /// The RFC 8414 metadata name is accepted too, so that a value can be
@@ -47,6 +48,7 @@ pub(super) struct ProviderToml {
     refresh_token_lifetime_days: Option<i64>,
     rotates_refresh_tokens: Option<bool>,
     location_tokens: Option<bool>,
+    one_holder: Option<bool>,
     platform: Option<String>,
     settings_schema: Option<Vec<SettingFieldToml>>,
 }
@@ -134,6 +136,7 @@ pub(super) fn merge(mut p: Provider, t: ProviderToml) -> Provider {
         iss_required,
         identity,
         location_tokens,
+        one_holder,
         provider_initiated_installs
     );
     if let Some(ids) = t.account_id {
@@ -144,6 +147,7 @@ pub(super) fn merge(mut p: Provider, t: ProviderToml) -> Provider {
         revocation_client_auth,
         userinfo_url,
         account_name,
+        parent_account,
         account_label,
         issuer,
         api_base_url,

@@ -33,6 +33,7 @@ pub(super) fn base(
         account_id: Vec::new(),
         account_name: None,
         account_label: None,
+        parent_account: None,
         issuer: None,
         // No platform of the catalogue documents RFC 9207 (PROVIDERS.md); a
         // providers file turns it on (`iss_required = true`) for one that does.
@@ -57,6 +58,7 @@ pub(super) fn base(
         // answer restarts its tracked lifetime.
         rotates_refresh_tokens: true,
         location_tokens: false,
+        one_holder: false,
         platform: None,
         optional_scopes: Vec::new(),
         app_id: None,
@@ -140,6 +142,8 @@ pub fn all() -> Vec<Provider> {
             // A location token names its location; an agency's (Company)
             // token only its company.
             account_id: strings(&["/locationId", "/companyId"]),
+            // A location belongs to its agency's company.
+            parent_account: Some("/companyId".into()),
             // No `user_type` on the exchange: the install says which
             // (a location or the agency). A refresh sends the stored
             // token's own `userType` (src/platforms/gohighlevel/).
@@ -151,6 +155,8 @@ pub fn all() -> Vec<Provider> {
             // An agency connection (`token_params = { user_type = "Company" }`,
             // scopes `oauth.write` and `oauth.readonly`) serves its locations.
             location_tokens: true,
+            // A location (or an agency's company) is one business.
+            one_holder: true,
             platform: Some(GOHIGHLEVEL.into()),
             webhook_key: Some(
                 crate::crypto::ed25519_public_key(GOHIGHLEVEL_WEBHOOK_KEY)
@@ -192,6 +198,8 @@ pub fn all() -> Vec<Provider> {
             account_name: Some("/user".into()),
             account_label: Some("/hub_domain".into()),
             api_base_url: Some("https://api.hubapi.com".into()),
+            // A hub is one business.
+            one_holder: true,
             ..base(
                 "hubspot",
                 "HubSpot",
@@ -342,6 +350,8 @@ pub fn all() -> Vec<Provider> {
             api_base_url: Some("https://www.wixapis.com".into()),
             refresh: RefreshStyle::ClientCredentials,
             platform: Some("wix".into()),
+            // A site is one business.
+            one_holder: true,
             rotates_refresh_tokens: false,
             ..base("wix", "Wix", "", "https://www.wixapis.com/oauth2/token")
         },

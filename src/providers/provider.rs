@@ -1,7 +1,7 @@
 //! What Tether knows of one OAuth provider.
 
 use crate::crypto::Secret;
-use crate::ids::ProviderKey;
+use crate::ids::{AccountId, ProviderKey};
 use std::collections::BTreeMap;
 
 /// How the client authenticates at the token endpoint.
@@ -138,6 +138,11 @@ pub struct Provider {
     /// JSON pointer to a detail shown after the name in parentheses
     /// (HubSpot: the hub's domain).
     pub account_label: Option<String>,
+    /// JSON pointer into the kept metadata (`keep_fields`) naming the
+    /// business an account belongs to (GoHighLevel: a location's
+    /// `/companyId`); stored as an indexed column, so that an agency's
+    /// accounts are found without reading JSON.
+    pub parent_account: Option<String>,
     pub issuer: Option<String>,
     /// RFC 9207: the provider puts `iss` on every authorization response (its
     /// metadata's `authorization_response_iss_parameter_supported`), so a
@@ -185,6 +190,10 @@ pub struct Provider {
     /// (`POST {api_base_url}/oauth/locationToken`) and lists the locations
     /// where the app is installed (`GET .../oauth/installedLocations`).
     pub location_tokens: bool,
+    /// The provider's accounts are businesses (a GoHighLevel location or
+    /// company, a HubSpot hub, a Wix site): each is held by one tenant at
+    /// most, whichever way its grant arrives (`connections::grant`).
+    pub one_holder: bool,
     /// The platform whose code does what this data cannot say (a folder of
     /// `src/platforms/`, reached through `platform::Platform`); one of
     /// [`super::PLATFORMS`], or `None` for a provider that is data only.
@@ -230,6 +239,16 @@ pub fn placeholders(template: &str) -> Result<Vec<&str>, String> {
 }
 
 impl Provider {
+    /// The business an account with this kept metadata belongs to
+    /// ([`Provider::parent_account`]), if the provider names one.
+    pub fn parent_of(&self, metadata: &serde_json::Value) -> Option<AccountId> {
+        let pointer = self.parent_account.as_deref()?;
+        metadata
+            .pointer(pointer)
+            .and_then(serde_json::Value::as_str)
+            .and_then(AccountId::check)
+    }
+
     /// The marketplace app's id as the client id says it, for GoHighLevel's
     /// installedLocations when TETHER_GOHIGHLEVEL_APP_ID is unset: the part
     /// before its first '-' (GoHighLevel client ids are `<appId>-<suffix>`).

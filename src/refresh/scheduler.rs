@@ -70,7 +70,8 @@ fn warn_lapsing_refresh_tokens(
 const PRUNE_BATCH: i64 = 1_000;
 const PRUNE_BATCHES_PER_ROUND: usize = 20;
 
-/// Deletes events and finished webhook deliveries older than `before`.
+/// Deletes events and finished webhook deliveries older than `before`, and
+/// held app events whose time is over.
 fn prune(c: &mut crate::db::DbConn, before: chrono::NaiveDateTime) -> diesel::QueryResult<()> {
     let (mut events, mut deliveries) = (0, 0);
     for _ in 0..PRUNE_BATCHES_PER_ROUND {
@@ -86,6 +87,19 @@ fn prune(c: &mut crate::db::DbConn, before: chrono::NaiveDateTime) -> diesel::Qu
         log::info!(
             "retention: deleted {events} events and {deliveries} webhook deliveries older than {}",
             before.format("%Y-%m-%d")
+        );
+    }
+    let mut dropped = 0;
+    for _ in 0..PRUNE_BATCHES_PER_ROUND {
+        let d = crate::db::models::webhook::drop_expired_held(c, PRUNE_BATCH)?;
+        dropped += d;
+        if (d as i64) < PRUNE_BATCH {
+            break;
+        }
+    }
+    if dropped > 0 {
+        log::warn!(
+            "relay: dropped {dropped} held app events: no tenant came to hold their accounts within TETHER_RELAY_HOLD_DAYS"
         );
     }
     Ok(())

@@ -22,6 +22,7 @@ struct Taken<'a> {
     message: &'a str,
     disconnected: usize,
     dropped_installs: usize,
+    relayed: &'a str,
 }
 
 /// `POST /webhooks/{platform}`: a platform's app webhook (GoHighLevel's
@@ -47,6 +48,7 @@ async fn app_webhook(
         message: &done.message,
         disconnected: done.disconnected,
         dropped_installs: done.dropped_installs,
+        relayed: done.relayed,
     }))
 }
 

@@ -25,6 +25,7 @@ mod presets;
 mod processes;
 mod quick_start;
 mod refresh;
+mod relay;
 mod scheduler;
 mod security;
 mod signin;

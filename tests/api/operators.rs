@@ -67,6 +67,7 @@ fn grant(
             refresh_expires_at: None,
             next_refresh_at: Some(now() + chrono::Duration::minutes(48)),
             metadata: &metadata,
+            parent_account_id: None,
         },
     )
     .expect("store grant")

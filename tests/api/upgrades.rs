@@ -18,7 +18,10 @@ use diesel::sqlite::Sqlite;
 use diesel_migrations::MigrationHarness;
 use std::collections::BTreeMap;
 
-backend_tests!(every_migration_only_expands_and_the_previous_releases_queries_still_run);
+backend_tests!(
+    every_migration_only_expands_and_the_previous_releases_queries_still_run,
+    the_relay_migration_gives_rows_stored_before_their_parent_account,
+);
 
 /// Steps that break the rule, knowingly: (migration, table, column, why).
 /// None so far; an entry must say why the previous release is unaffected
@@ -360,4 +363,52 @@ fn both_backends_have_the_same_migrations() {
         .map(|m| m.name().to_string())
         .collect();
     assert_eq!(sorted(sqlite), sorted(postgres));
+}
+
+/// Rows a previous release stored name their company only in metadata:
+/// the migration that made it a column fills it, so that an agency-level
+/// uninstall still finds them.
+async fn the_relay_migration_gives_rows_stored_before_their_parent_account(backend: Backend) {
+    let db = TestDb::new(backend);
+    let mut raw = Raw::open(&db, backend);
+    let names = raw.migrations();
+    let relay = names
+        .iter()
+        .position(|n| n.ends_with("_relay"))
+        .expect("the relay migration");
+    for name in &names[..relay] {
+        raw.apply(name);
+    }
+    raw.execute(
+        "INSERT INTO tenants (id, external_id, name, created_at, updated_at) \
+         VALUES ('t1', 'acme', 'acme', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+    )
+    .unwrap();
+    for (id, account, metadata) in [
+        ("c1", "loc_1", r#"{"locationId":"loc_1","companyId":"c_9"}"#),
+        ("c2", "loc_2", r#"{"companyId":7}"#),
+        ("c3", "hub_1", r#"{"hub_id":"hub_1"}"#),
+    ] {
+        raw.execute(&format!(
+            "INSERT INTO connections (id, tenant_id, provider, account_id, status, scopes, \
+             version, failure_count, metadata, created_at, updated_at) VALUES ('{id}', 't1', \
+             'p', '{account}', 'connected', '[]', 0, 0, '{metadata}', CURRENT_TIMESTAMP, \
+             CURRENT_TIMESTAMP)"
+        ))
+        .unwrap();
+    }
+    raw.apply(&names[relay]);
+    let with_parent = |raw: &mut Raw, parent: &str| {
+        raw.count(&format!(
+            "SELECT COUNT(*) AS n FROM connections WHERE parent_account_id = '{parent}'"
+        ))
+        .unwrap()
+    };
+    assert_eq!(with_parent(&mut raw, "c_9"), 1);
+    assert_eq!(
+        raw.count("SELECT COUNT(*) AS n FROM connections WHERE parent_account_id IS NULL")
+            .unwrap(),
+        2,
+        "a number or no companyId is no parent"
+    );
 }

@@ -51,6 +51,8 @@ pub struct NewInstall<'a> {
     pub account_name: Option<&'a str>,
     pub scopes: &'a [String],
     pub metadata: &'a serde_json::Value,
+    /// The business the account belongs to (the provider's `parent_account`).
+    pub parent_account_id: Option<&'a AccountId>,
     pub tokens: &'a TokenSet,
     pub token_expires_at: Option<NaiveDateTime>,
     /// How long it is held from now.
@@ -85,6 +87,7 @@ impl PendingInstall {
                     pending_installs::scopes
                         .eq(serde_json::to_string(new.scopes).unwrap_or_else(|_| "[]".into())),
                     pending_installs::metadata.eq(new.metadata.to_string()),
+                    pending_installs::parent_account_id.eq(new.parent_account_id),
                     pending_installs::token_ciphertext.eq(&sealed.bytes),
                     pending_installs::key_id.eq(&sealed.key_id),
                     pending_installs::token_expires_at.eq(new.token_expires_at),
@@ -149,23 +152,19 @@ impl PendingInstall {
         .execute(conn)
     }
 
-    /// Drops the unclaimed installs of `provider` whose metadata `field` is `value`.
-    pub fn drop_by_metadata(
+    /// Drops the unclaimed installs of `provider`'s accounts that belong to
+    /// `parent` (an agency's company).
+    pub fn drop_of_parent(
         conn: &mut DbConn,
         provider: &ProviderKey,
-        field: &str,
-        value: &str,
+        parent: &AccountId,
     ) -> QueryResult<usize> {
-        let ids: Vec<String> = pending_installs::table
-            .filter(pending_installs::provider.eq(provider))
-            .select(PendingInstall::as_select())
-            .load(conn)?
-            .into_iter()
-            .filter(|p| p.metadata().get(field).and_then(|v| v.as_str()) == Some(value))
-            .map(|p| p.id)
-            .collect();
-        diesel::delete(pending_installs::table.filter(pending_installs::id.eq_any(&ids)))
-            .execute(conn)
+        diesel::delete(
+            pending_installs::table
+                .filter(pending_installs::provider.eq(provider))
+                .filter(pending_installs::parent_account_id.eq(parent)),
+        )
+        .execute(conn)
     }
 
     /// Opens the sealed grant.

@@ -5,6 +5,7 @@ use crate::db::models::event::{Event, NewEvent};
 use crate::db::models::tenant::Tenant;
 use crate::db::schema::webhook_outbox;
 use crate::db::{now, DbConn};
+use crate::ids::{AccountId, ProviderKey};
 use chrono::{Duration, NaiveDateTime};
 use diesel::prelude::*;
 
@@ -41,14 +42,21 @@ pub fn notify(conn: &mut DbConn, event: &Event) -> QueryResult<()> {
     enqueue(conn, &event.id, Some(&event.id), &payload.to_string())
 }
 
+/// The outbox rows of connection events (to `TETHER_WEBHOOK_URL`).
+pub const EVENTS: &str = "events";
+/// The outbox rows of providers' app events, relayed to the CRM.
+pub const RELAY: &str = "relay";
+
 /// A notification due for delivery.
-#[derive(Debug, Queryable)]
+#[derive(Debug)]
 pub struct Pending {
     pub id: String,
     pub event_id: Option<String>,
     pub payload: String,
     pub attempts: i32,
     pub next_attempt_at: NaiveDateTime,
+    /// [`EVENTS`] or [`RELAY`]: where it goes.
+    pub channel: String,
 }
 
 impl Pending {
@@ -142,6 +150,7 @@ pub fn undelivered(
 ) -> QueryResult<Vec<Delivery>> {
     let mut q = webhook_outbox::table
         .filter(webhook_outbox::delivered_at.is_null())
+        .filter(webhook_outbox::held_until.is_null())
         .order((webhook_outbox::created_at.asc(), webhook_outbox::id.asc()))
         .limit(limit)
         .select(delivery_columns!())
@@ -269,45 +278,83 @@ pub fn enqueue(
         .map(|_| ())
 }
 
-/// Takes up to `limit` due notifications, pushing their next attempt out so
-/// that another instance does not send them at the same time.
-pub fn claim(conn: &mut DbConn, limit: i64) -> QueryResult<Vec<Pending>> {
+/// After this many failed attempts a delivery steps aside: later events of
+/// its account no longer wait for it (it keeps being retried on its own).
+pub const STEP_ASIDE_AFTER: i32 = 3;
+
+/// Takes up to `limit` due deliveries of `channel`, pushing their next
+/// attempt out so that another instance does not send them at the same
+/// time. An account's relayed events go in order: one is not taken while an
+/// earlier one of its account is undelivered, unless that one failed
+/// [`STEP_ASIDE_AFTER`] times (a poison event holds nobody up for ever).
+pub fn claim(conn: &mut DbConn, channel: &str, limit: i64) -> QueryResult<Vec<Pending>> {
+    use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
+    #[derive(QueryableByName)]
+    struct Due {
+        #[diesel(sql_type = Text)]
+        id: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        event_id: Option<String>,
+        #[diesel(sql_type = Text)]
+        payload: String,
+        #[diesel(sql_type = Integer)]
+        attempts: i32,
+        #[diesel(sql_type = Timestamp)]
+        next_attempt_at: NaiveDateTime,
+        #[diesel(sql_type = Text)]
+        channel: String,
+    }
+    let sql = "SELECT o.id, o.event_id, o.payload, o.attempts, o.next_attempt_at, o.channel \
+        FROM webhook_outbox o \
+        WHERE o.channel = $1 AND o.delivered_at IS NULL AND o.held_until IS NULL \
+        AND o.next_attempt_at <= $2 \
+        AND (o.account_id IS NULL OR NOT EXISTS (SELECT 1 FROM webhook_outbox e \
+            WHERE e.provider = o.provider AND e.account_id = o.account_id \
+            AND e.channel = o.channel AND e.delivered_at IS NULL AND e.held_until IS NULL \
+            AND e.attempts < $3 \
+            AND (e.created_at < o.created_at OR (e.created_at = o.created_at AND e.id < o.id)))) \
+        ORDER BY o.next_attempt_at, o.created_at, o.id LIMIT $4";
     let t = now();
-    let due: Vec<Pending> = webhook_outbox::table
-        .filter(webhook_outbox::delivered_at.is_null())
-        .filter(webhook_outbox::next_attempt_at.le(t))
-        .order(webhook_outbox::next_attempt_at.asc())
-        .limit(limit)
-        .select((
-            webhook_outbox::id,
-            webhook_outbox::event_id,
-            webhook_outbox::payload,
-            webhook_outbox::attempts,
-            webhook_outbox::next_attempt_at,
-        ))
+    let sql = match conn {
+        DbConn::Postgres(_) => sql.to_string(),
+        // `?NNN` is SQLite's numbered parameter.
+        DbConn::Sqlite(_) => sql.replace('$', "?"),
+    };
+    let due: Vec<Due> = diesel::sql_query(sql)
+        .bind::<Text, _>(channel)
+        .bind::<Timestamp, _>(t)
+        .bind::<Integer, _>(STEP_ASIDE_AFTER)
+        .bind::<BigInt, _>(limit)
         .load(conn)?;
     let mut mine = Vec::new();
-    for p in due {
+    for d in due {
         let taken = diesel::update(
             webhook_outbox::table
-                .find(&p.id)
-                .filter(webhook_outbox::next_attempt_at.eq(p.next_attempt_at)),
+                .find(&d.id)
+                .filter(webhook_outbox::next_attempt_at.eq(d.next_attempt_at)),
         )
         .set(webhook_outbox::next_attempt_at.eq(t + Duration::seconds(60)))
         .execute(conn)?;
         if taken == 1 {
-            mine.push(p);
+            mine.push(Pending {
+                id: d.id,
+                event_id: d.event_id,
+                payload: d.payload,
+                attempts: d.attempts,
+                next_attempt_at: d.next_attempt_at,
+                channel: d.channel,
+            });
         }
     }
     Ok(mine)
 }
 
-/// Records a delivery after `attempts` attempts.
-pub fn delivered(conn: &mut DbConn, id: &str, attempts: i32) -> QueryResult<()> {
-    diesel::update(webhook_outbox::table.find(id))
+/// Records deliveries made: each after one more attempt.
+pub fn delivered_all(conn: &mut DbConn, ids: &[String]) -> QueryResult<()> {
+    diesel::update(webhook_outbox::table.filter(webhook_outbox::id.eq_any(ids)))
         .set((
             webhook_outbox::delivered_at.eq(now()),
-            webhook_outbox::attempts.eq(attempts),
+            webhook_outbox::attempts.eq(webhook_outbox::attempts + 1),
         ))
         .execute(conn)
         .map(|_| ())
@@ -337,6 +384,7 @@ pub fn backlog(conn: &mut DbConn) -> QueryResult<crate::metrics::Backlog> {
     let undelivered = || {
         webhook_outbox::table
             .filter(webhook_outbox::delivered_at.is_null())
+            .filter(webhook_outbox::held_until.is_null())
             .filter(webhook_outbox::attempts.lt(MAX_ATTEMPTS))
     };
     let t = now();
@@ -366,4 +414,132 @@ pub fn prune(conn: &mut DbConn, before: NaiveDateTime, batch: i64) -> QueryResul
         .limit(batch)
         .load::<String>(conn)?;
     diesel::delete(webhook_outbox::table.filter(webhook_outbox::id.eq_any(&done))).execute(conn)
+}
+
+/// Queues a provider's app event for the relay (`payload` is its whole
+/// body as the CRM receives it). With `held_until`, no tenant holds its
+/// account yet: it waits, never claimed, for [`release`] or the sweep.
+pub fn enqueue_relay(
+    conn: &mut DbConn,
+    id: &str,
+    payload: &str,
+    provider: &ProviderKey,
+    account: Option<&AccountId>,
+    held_until: Option<NaiveDateTime>,
+) -> QueryResult<()> {
+    let t = now();
+    diesel::insert_into(webhook_outbox::table)
+        .values((
+            webhook_outbox::id.eq(id),
+            webhook_outbox::payload.eq(payload),
+            webhook_outbox::attempts.eq(0),
+            webhook_outbox::next_attempt_at.eq(held_until.map_or(t, |_| t + GIVEN_UP_FOR)),
+            webhook_outbox::created_at.eq(t),
+            webhook_outbox::channel.eq(RELAY),
+            webhook_outbox::provider.eq(provider),
+            webhook_outbox::account_id.eq(account),
+            webhook_outbox::held_until.eq(held_until),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// The held app events of `provider`'s account, oldest first: (row id, payload).
+pub fn held_of(
+    conn: &mut DbConn,
+    provider: &ProviderKey,
+    account: &AccountId,
+) -> QueryResult<Vec<(String, String)>> {
+    webhook_outbox::table
+        .filter(webhook_outbox::provider.eq(provider))
+        .filter(webhook_outbox::account_id.eq(account))
+        .filter(webhook_outbox::held_until.is_not_null())
+        .order((webhook_outbox::created_at.asc(), webhook_outbox::id.asc()))
+        .select((webhook_outbox::id, webhook_outbox::payload))
+        .load(conn)
+}
+
+/// Lets a held app event go, due now, with its payload completed.
+pub fn release(conn: &mut DbConn, id: &str, payload: &str) -> QueryResult<()> {
+    diesel::update(webhook_outbox::table.find(id))
+        .set((
+            webhook_outbox::payload.eq(payload),
+            webhook_outbox::held_until.eq(None::<NaiveDateTime>),
+            webhook_outbox::next_attempt_at.eq(now()),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// A held app event, as the API and `tether webhooks held` list it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct HeldEvent {
+    /// The id the CRM will see (the payload's `"id"`).
+    pub id: String,
+    #[schema(value_type = String)]
+    pub provider: ProviderKey,
+    #[schema(value_type = String)]
+    pub account_id: AccountId,
+    /// The provider's name of the event (`InboundMessage`, ...).
+    pub event_type: String,
+    /// When it was received, RFC 3339.
+    pub received_at: String,
+    /// When it is dropped unless a tenant comes to hold the account.
+    pub held_until: String,
+}
+
+/// A held row: id, payload, provider, account, created, held until.
+type HeldRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    NaiveDateTime,
+    Option<NaiveDateTime>,
+);
+
+/// The held app events, oldest first (at most `limit`).
+pub fn held(conn: &mut DbConn, limit: i64) -> QueryResult<Vec<HeldEvent>> {
+    let rows: Vec<HeldRow> = webhook_outbox::table
+        .filter(webhook_outbox::held_until.is_not_null())
+        .order((webhook_outbox::created_at.asc(), webhook_outbox::id.asc()))
+        .limit(limit)
+        .select((
+            webhook_outbox::id,
+            webhook_outbox::payload,
+            webhook_outbox::provider,
+            webhook_outbox::account_id,
+            webhook_outbox::created_at,
+            webhook_outbox::held_until,
+        ))
+        .load(conn)?;
+    let rfc3339 = |t: NaiveDateTime| {
+        t.and_utc()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(id, payload, provider, account, created_at, until)| {
+            let doc = serde_json::from_str::<serde_json::Value>(&payload).unwrap_or_default();
+            HeldEvent {
+                id: delivery_id(&payload, None, &id),
+                // Written by `enqueue_relay`.
+                provider: ProviderKey::known(provider.unwrap_or_default()),
+                account_id: AccountId::known(account.unwrap_or_default()),
+                event_type: doc["event_type"].as_str().unwrap_or_default().to_string(),
+                received_at: rfc3339(created_at),
+                held_until: until.map(rfc3339).unwrap_or_default(),
+            }
+        })
+        .collect())
+}
+
+/// Drops up to `batch` held app events whose time is over; returns how many.
+pub fn drop_expired_held(conn: &mut DbConn, batch: i64) -> QueryResult<usize> {
+    let over: Vec<String> = webhook_outbox::table
+        .filter(webhook_outbox::held_until.le(now()))
+        .select(webhook_outbox::id)
+        .limit(batch)
+        .load(conn)?;
+    diesel::delete(webhook_outbox::table.filter(webhook_outbox::id.eq_any(&over))).execute(conn)
 }

@@ -1,10 +1,17 @@
-//! GoHighLevel's app webhooks: `INSTALL` and `UNINSTALL`, verified
-//! (`events.rs`) before anything is read, refused
-//! whole when stale, replayed, for another app or for an unknown location,
-//! and applied in one transaction with the record of their delivery id.
+//! GoHighLevel's app webhooks. One URL takes every event of a Marketplace
+//! app: each is verified (`events.rs`) before anything is read, refused
+//! whole when stale or for another app, acted on where Tether acts
+//! (`INSTALL`, `UNINSTALL`, `LocationUpdate` renames the location), and
+//! relayed to the CRM for the tenant holding the location
+//! (`connections::relay`), all in one transaction with the record of its
+//! delivery id: GoHighLevel is answered 200 only once the event is stored.
+//! A delivery repeated with the same `webhookId` is answered 200 and
+//! neither applied nor relayed again.
 
 use super::events::{self, AppEvent, Kind};
 use crate::app::App;
+use crate::config::Settings;
+use crate::connections::relay;
 use crate::db::models::connection::Connection;
 use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::db::models::pending_install::PendingInstall;
@@ -16,6 +23,7 @@ use crate::platform::Taken;
 use crate::providers::presets::GOHIGHLEVEL as PROVIDER;
 use actix_web::http::header::HeaderMap;
 use diesel::Connection as _;
+use serde_json::value::RawValue;
 
 /// What a taken webhook did.
 #[derive(Debug)]
@@ -29,6 +37,8 @@ struct Handled {
     pub message: String,
     /// The tenants whose connections changed.
     pub tenants: Vec<crate::ids::TenantId>,
+    /// What became of the relay to the CRM.
+    pub relayed: &'static str,
 }
 
 /// Takes an app webhook: its raw body, signed in `X-GHL-Signature`.
@@ -47,155 +57,225 @@ pub async fn take(app: &App, body: &[u8], headers: &HeaderMap) -> AppResult<Take
     let event = events::parse(body)?;
     events::check_app(&event, provider.app_id.as_deref())?;
     events::check_fresh(&event, chrono::Utc::now())?;
-    let notify = app.settings.webhook.is_some();
-    let key_of_provider = provider.key.clone();
+    // `parse` read it as a JSON document, so it is one.
+    let raw = std::str::from_utf8(body)
+        .ok()
+        .and_then(|text| RawValue::from_string(text.to_string()).ok())
+        .ok_or_else(|| AppError::bad_request(Code::InvalidWebhook, "the body is not JSON"))?;
+    let (settings, key) = (app.settings.clone(), provider.key.clone());
     let handled = app
-        .db(move |c| c.transaction(|c| apply(c, &key_of_provider, &event, notify)))
+        .db(move |c| c.transaction(|c| apply(c, &settings, &key, &event, &raw)))
         .await?;
-    // Whatever was erased must not be served from a cache.
+    // Stored: the deliverer sends it now.
+    app.deliver_now.notify_one();
+    // Whatever was erased or renamed must not be served from a cache.
     for t in &handled.tenants {
         app.tokens.forget(t, &provider.key);
     }
     log::info!(
-        "gohighlevel app webhook: {} ({} disconnected, {} installs dropped)",
+        "gohighlevel app webhook: {} ({} disconnected, {} installs dropped, relay {})",
         handled.message,
         handled.disconnected,
-        handled.dropped_installs
+        handled.dropped_installs,
+        handled.relayed
     );
     Ok(Taken {
         message: handled.message,
         disconnected: handled.disconnected,
         dropped_installs: handled.dropped_installs,
+        relayed: handled.relayed,
     })
 }
 
-fn unknown_location(what: &str) -> AppError {
-    AppError::not_found_as(
-        Code::UnknownLocation,
-        format!("no connection or unclaimed install of GoHighLevel {what} is known here"),
-    )
-}
-
-/// Records the delivery id (refusing a replay), then acts on the event.
+/// Records the delivery id (a repeat is answered, and nothing more), acts
+/// on the event, and queues it for the CRM.
 fn apply(
     c: &mut DbConn,
+    settings: &Settings,
     provider: &ProviderKey,
     event: &AppEvent,
-    notify: bool,
+    body: &RawValue,
 ) -> AppResult<Handled> {
-    if let Some(id) = &event.webhook_id {
-        let keep_until = crate::db::now() + events::MAX_AGE + events::CLOCK_SKEW;
-        if !seen_webhook::first_sight(c, provider, id, keep_until)? {
-            return Err(AppError::conflict(
-                Code::WebhookReplayed,
-                format!("webhook {id} was delivered before; it is not applied twice"),
-            ));
-        }
-    }
-    let actor = Actor::Provider {
-        key: provider.to_string(),
-    };
     let mut handled = Handled {
         disconnected: 0,
         dropped_installs: 0,
         events: 0,
         message: String::new(),
         tenants: Vec::new(),
+        relayed: "no",
     };
-    match &event.kind {
-        Kind::Uninstall => {
-            let (rows, what) = match (&event.location_id, &event.company_id) {
-                (Some(loc), _) => {
-                    handled.dropped_installs = PendingInstall::drop_account(c, provider, loc)?;
-                    (
-                        Connection::all_of_account(c, provider, loc)?,
-                        format!("location {loc}"),
-                    )
-                }
-                // An agency-level uninstall: every location of the company,
-                // and the company's own connection.
-                (None, Some(company)) => {
-                    handled.dropped_installs =
-                        PendingInstall::drop_by_metadata(c, provider, "companyId", company)?
-                            + PendingInstall::drop_account(c, provider, company)?;
-                    let mut rows = Connection::with_metadata(c, provider, "companyId", company)?;
-                    for r in Connection::all_of_account(c, provider, company)? {
-                        if !rows.iter().any(|x| x.id == r.id) {
-                            rows.push(r);
-                        }
-                    }
-                    (rows, format!("company {company}"))
-                }
-                (None, None) => return Err(AppError::bad_request(
-                    Code::InvalidWebhook,
-                    "not a GoHighLevel app webhook: an UNINSTALL names a locationId or a companyId",
-                )),
-            };
-            if rows.is_empty() && handled.dropped_installs == 0 {
-                return Err(unknown_location(&what));
-            }
-            for row in rows.iter().filter(|r| r.has_tokens()) {
-                Connection::erase(c, &row.id)?;
-                crate::db::models::webhook::record(
-                    c,
-                    notify,
-                    &NewEvent {
-                        tenant_id: &row.tenant_id,
-                        connection_id: Some(&row.id),
-                        provider: &row.provider,
-                        kind: EventKind::Disconnected,
-                        actor: &actor,
-                        detail: Some("the app was uninstalled at GoHighLevel"),
-                    },
-                )?;
-                handled.disconnected += 1;
-                handled.events += 1;
-                handled.tenants.push(row.tenant_id.clone());
-            }
-            handled.message = format!("uninstall of {what} applied");
-        }
-        Kind::Install => {
-            let Some(loc) = &event.location_id else {
-                handled.message = "install without a location acknowledged".into();
-                return Ok(handled);
-            };
-            let bound = Connection::bound_tenant(c, provider, loc)?;
-            let row = match &bound {
-                Some(t) => Connection::find(c, t, provider, loc)?,
-                None => None,
-            };
-            match row {
-                Some(row) => {
-                    crate::db::models::webhook::record(
-                        c,
-                        notify,
-                        &NewEvent {
-                            tenant_id: &row.tenant_id,
-                            connection_id: Some(&row.id),
-                            provider: &row.provider,
-                            kind: EventKind::Installed,
-                            actor: &actor,
-                            detail: Some("the app was installed at GoHighLevel"),
-                        },
-                    )?;
-                    handled.events = 1;
-                    handled.message = format!("install on location {loc} recorded");
-                }
-                None => {
-                    handled.message = format!(
-                        "install on location {loc} acknowledged; its grant arrives through the callback"
-                    )
-                }
-            }
-        }
-        Kind::Other(kind) => {
+    if let Some(id) = &event.webhook_id {
+        let keep_until = crate::db::now() + events::MAX_AGE + events::CLOCK_SKEW;
+        if !seen_webhook::first_sight(c, provider, id, keep_until)? {
             handled.message = format!(
-                "{} webhook acknowledged; Tether does not act on it",
-                short(kind)
+                "webhook {} was received before; it is not applied or relayed again",
+                short(id)
             );
+            return Ok(handled);
         }
     }
+    let notify = settings.webhook.is_some();
+    let relayed = event.account().map(|account| relay::AppEvent {
+        provider,
+        event_type: &event.type_name,
+        account,
+        body,
+    });
+    // Looked up before acting: an uninstall erases the holder's tokens,
+    // and the event is still that tenant's.
+    let holder_before = match &relayed {
+        Some(r) => relay::holding(c, r)?,
+        None => None,
+    };
+    match &event.kind {
+        Kind::Uninstall => uninstall(c, provider, event, notify, &mut handled)?,
+        Kind::Install => install(c, provider, event, notify, &mut handled)?,
+        Kind::LocationUpdate => rename(c, provider, event, &mut handled)?,
+        Kind::Other(kind) => {
+            handled.message = format!("{} webhook taken", short(kind));
+        }
+    }
+    let holder = match (&event.kind, &relayed) {
+        (Kind::Uninstall, _) | (_, None) => holder_before,
+        (_, Some(r)) => relay::holding(c, r)?,
+    };
+    handled.relayed = match &relayed {
+        Some(r) => match relay::queue(c, settings, r, holder.as_ref())? {
+            relay::Relayed::Queued => "queued",
+            relay::Relayed::Held => "held until a tenant connects the location",
+            relay::Relayed::Off => "off",
+        },
+        // Nothing names whose it is: relayed as GoHighLevel sent it.
+        None => match relay::queue_unrouted(c, settings, provider, &event.type_name, body)? {
+            relay::Relayed::Off => "off",
+            _ => "queued",
+        },
+    };
     Ok(handled)
+}
+
+fn uninstall(
+    c: &mut DbConn,
+    provider: &ProviderKey,
+    event: &AppEvent,
+    notify: bool,
+    handled: &mut Handled,
+) -> AppResult<()> {
+    let actor = Actor::Provider {
+        key: provider.to_string(),
+    };
+    let (rows, what) = match (&event.location_id, &event.company_id) {
+        (Some(loc), _) => {
+            handled.dropped_installs = PendingInstall::drop_account(c, provider, loc)?;
+            (
+                Connection::all_of_account(c, provider, loc)?,
+                format!("location {loc}"),
+            )
+        }
+        // An agency-level uninstall: every location of the company, and the
+        // company's own connection.
+        (None, Some(company)) => {
+            handled.dropped_installs = PendingInstall::drop_of_parent(c, provider, company)?
+                + PendingInstall::drop_account(c, provider, company)?;
+            let mut rows = Connection::of_parent(c, provider, company)?;
+            for r in Connection::all_of_account(c, provider, company)? {
+                if !rows.iter().any(|x| x.id == r.id) {
+                    rows.push(r);
+                }
+            }
+            (rows, format!("company {company}"))
+        }
+        (None, None) => {
+            return Err(AppError::bad_request(
+                Code::InvalidWebhook,
+                "not a GoHighLevel app webhook: an UNINSTALL names a locationId or a companyId",
+            ))
+        }
+    };
+    for row in rows.iter().filter(|r| r.has_tokens()) {
+        Connection::erase(c, &row.id)?;
+        crate::db::models::webhook::record(
+            c,
+            notify,
+            &NewEvent {
+                tenant_id: &row.tenant_id,
+                connection_id: Some(&row.id),
+                provider: &row.provider,
+                kind: EventKind::Disconnected,
+                actor: &actor,
+                detail: Some("the app was uninstalled at GoHighLevel"),
+            },
+        )?;
+        handled.disconnected += 1;
+        handled.events += 1;
+        handled.tenants.push(row.tenant_id.clone());
+    }
+    handled.message = if rows.is_empty() && handled.dropped_installs == 0 {
+        format!("uninstall of {what}, which no connection or unclaimed install holds")
+    } else {
+        format!("uninstall of {what} applied")
+    };
+    Ok(())
+}
+
+fn install(
+    c: &mut DbConn,
+    provider: &ProviderKey,
+    event: &AppEvent,
+    notify: bool,
+    handled: &mut Handled,
+) -> AppResult<()> {
+    let Some(loc) = &event.location_id else {
+        handled.message = "install without a location taken".into();
+        return Ok(());
+    };
+    let holder = Connection::holder(c, provider, loc)?;
+    let row = match &holder {
+        Some(t) => Connection::find(c, t, provider, loc)?,
+        None => None,
+    };
+    let Some(row) = row else {
+        handled.message =
+            format!("install on location {loc} taken; its grant arrives through the callback");
+        return Ok(());
+    };
+    crate::db::models::webhook::record(
+        c,
+        notify,
+        &NewEvent {
+            tenant_id: &row.tenant_id,
+            connection_id: Some(&row.id),
+            provider: &row.provider,
+            kind: EventKind::Installed,
+            actor: &Actor::Provider {
+                key: provider.to_string(),
+            },
+            detail: Some("the app was installed at GoHighLevel"),
+        },
+    )?;
+    handled.events = 1;
+    handled.message = format!("install on location {loc} recorded");
+    Ok(())
+}
+
+/// `LocationUpdate`: the location's connections take its new name.
+fn rename(
+    c: &mut DbConn,
+    provider: &ProviderKey,
+    event: &AppEvent,
+    handled: &mut Handled,
+) -> AppResult<()> {
+    let (Some(loc), Some(name)) = (&event.location_id, &event.name) else {
+        handled.message = "location update without a location id or name taken".into();
+        return Ok(());
+    };
+    let renamed = Connection::rename_account(c, provider, loc, name)?;
+    handled.tenants = renamed;
+    handled.message = format!(
+        "location {loc} renamed on {} connections",
+        handled.tenants.len()
+    );
+    Ok(())
 }
 
 /// A provider-given word as it may be shown and logged: printable, short.

@@ -28,7 +28,9 @@ pub const CLOCK_SKEW: Duration = Duration::minutes(5);
 pub enum Kind {
     Install,
     Uninstall,
-    /// Any other type (location or user updates, ...): acknowledged, not acted on.
+    /// A location's details changed: its name is applied to the connection.
+    LocationUpdate,
+    /// Any other type (messages, contacts, ...): relayed, not acted on.
     Other(String),
 }
 
@@ -36,11 +38,23 @@ pub enum Kind {
 #[derive(Debug, Clone)]
 pub struct AppEvent {
     pub kind: Kind,
+    /// The `type` as GoHighLevel wrote it.
+    pub type_name: String,
+    /// A location's new name (`LocationUpdate`).
+    pub name: Option<String>,
     pub app_id: Option<String>,
     pub location_id: Option<AccountId>,
     pub company_id: Option<AccountId>,
     pub webhook_id: Option<String>,
     pub timestamp: Option<DateTime<Utc>>,
+}
+
+impl AppEvent {
+    /// The account the event concerns: its location, else its company (an
+    /// agency-level event).
+    pub fn account(&self) -> Option<&AccountId> {
+        self.location_id.as_ref().or(self.company_id.as_ref())
+    }
 }
 
 fn invalid(why: &str) -> AppError {
@@ -105,11 +119,18 @@ pub fn parse(body: &[u8]) -> AppResult<AppEvent> {
     if !doc.is_object() {
         return Err(invalid("the body is not a JSON object"));
     }
-    let kind = match id_field(&doc, "type")?.as_deref() {
-        Some("INSTALL") => Kind::Install,
-        Some("UNINSTALL") => Kind::Uninstall,
-        Some(other) => Kind::Other(other.to_string()),
-        None => return Err(invalid("no 'type'")),
+    let type_name = id_field(&doc, "type")?.ok_or_else(|| invalid("no 'type'"))?;
+    let kind = match type_name.as_str() {
+        "INSTALL" => Kind::Install,
+        "UNINSTALL" => Kind::Uninstall,
+        "LocationUpdate" => Kind::LocationUpdate,
+        other => Kind::Other(other.to_string()),
+    };
+    // A location event names its location `id`; every other event that
+    // concerns one, `locationId`.
+    let location_id = match type_name.starts_with("Location") {
+        true => account_field(&doc, "id")?,
+        false => None,
     };
     let timestamp = match id_field(&doc, "timestamp")? {
         None => None,
@@ -121,8 +142,16 @@ pub fn parse(body: &[u8]) -> AppResult<AppEvent> {
     };
     Ok(AppEvent {
         kind,
+        type_name,
+        name: match doc.get("name") {
+            Some(serde_json::Value::String(n)) => Some(n.chars().take(256).collect()),
+            _ => None,
+        },
         app_id: id_field(&doc, "appId")?,
-        location_id: account_field(&doc, "locationId")?,
+        location_id: match location_id {
+            Some(id) => Some(id),
+            None => account_field(&doc, "locationId")?,
+        },
         company_id: account_field(&doc, "companyId")?,
         webhook_id: id_field(&doc, "webhookId")?,
         timestamp,
@@ -223,9 +252,19 @@ mod tests {
         assert!(check_app(&e, None).is_ok());
         assert_eq!(check_app(&e, Some("a2")).unwrap_err().code(), "wrong_app");
         assert_eq!(
-            parse(br#"{"type":"LocationUpdate"}"#).unwrap().kind,
-            Kind::Other("LocationUpdate".into())
+            parse(br#"{"type":"InboundMessage"}"#).unwrap().kind,
+            Kind::Other("InboundMessage".into())
         );
+        // A location event names its location `id`, with its new name.
+        let renamed =
+            parse(br#"{"type":"LocationUpdate","id":"l9","companyId":"c1","name":"Dental"}"#)
+                .unwrap();
+        assert_eq!(renamed.kind, Kind::LocationUpdate);
+        assert_eq!(renamed.account().map(|a| a.as_str()), Some("l9"));
+        assert_eq!(renamed.name.as_deref(), Some("Dental"));
+        // An agency event names only its company.
+        let agency = parse(br#"{"type":"UserCreate","companyId":"c1"}"#).unwrap();
+        assert_eq!(agency.account().map(|a| a.as_str()), Some("c1"));
         for bad in [
             &b"[]"[..],
             b"nope",

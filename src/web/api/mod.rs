@@ -13,6 +13,7 @@ mod installs;
 mod integrations;
 mod links;
 mod params;
+mod provider_events;
 mod proxy;
 mod rights;
 mod tenants;
@@ -77,6 +78,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(proxy::proxy)
         .service(installs::list_installs)
         .service(installs::assign_install)
+        .service(provider_events::held_events)
         .service(document::openapi_document)
         .default_service(web::to(unrouted));
     cfg.app_data(web::Data::new(Document::of(&api)))

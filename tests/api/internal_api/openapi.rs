@@ -64,9 +64,9 @@ async fn the_openapi_document_is_public_json_with_every_operation_routed(backend
             );
         }
     }
-    // Fifteen paths; three take two methods each and the proxy five.
-    assert_eq!(paths.len(), 15, "{:?}", paths.keys());
-    assert_eq!(operations, 22);
+    // Sixteen paths; three take two methods each and the proxy five.
+    assert_eq!(paths.len(), 16, "{:?}", paths.keys());
+    assert_eq!(operations, 23);
     for name in ["Status", "Token", "Error", "Code"] {
         assert!(
             doc["components"]["schemas"].get(name).is_some(),

@@ -24,6 +24,8 @@ pub struct Grant<'a> {
     pub refresh_expires_at: Option<NaiveDateTime>,
     pub next_refresh_at: Option<NaiveDateTime>,
     pub metadata: &'a serde_json::Value,
+    /// The business the account belongs to (the provider's `parent_account`).
+    pub parent_account_id: Option<&'a AccountId>,
 }
 
 #[derive(Insertable, AsChangeset)]
@@ -42,6 +44,7 @@ struct GrantRow<'a> {
     failure_count: i32,
     last_error: Option<String>,
     metadata: String,
+    parent_account_id: Option<&'a str>,
     last_refreshed_at: Option<NaiveDateTime>,
     updated_at: NaiveDateTime,
 }
@@ -79,6 +82,7 @@ impl Connection {
                 failure_count: 0,
                 last_error: None,
                 metadata: grant.metadata.to_string(),
+                parent_account_id: grant.parent_account_id.map(AccountId::as_str),
                 last_refreshed_at: Some(t),
                 updated_at: t,
             }
@@ -211,5 +215,29 @@ impl Connection {
                 },
             }
         })
+    }
+
+    /// Gives `provider`'s account `account_id` a new name on every row
+    /// holding its tokens (the provider renamed it); returns their tenants,
+    /// whose other instances are told. `updated_at` stays: a name is not a
+    /// change a refresh in flight must yield to.
+    pub fn rename_account(
+        conn: &mut DbConn,
+        provider: &ProviderKey,
+        account_id: &AccountId,
+        name: &str,
+    ) -> QueryResult<Vec<TenantId>> {
+        let held = connections::table
+            .filter(connections::provider.eq(provider))
+            .filter(connections::account_id.eq(account_id))
+            .filter(connections::token_ciphertext.is_not_null());
+        diesel::update(held)
+            .set(connections::account_name.eq(name))
+            .execute(conn)?;
+        let tenants: Vec<TenantId> = held.select(connections::tenant_id).load(conn)?;
+        for tenant in &tenants {
+            notify_changed(conn, tenant, provider)?;
+        }
+        Ok(tenants)
     }
 }

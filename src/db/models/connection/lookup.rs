@@ -74,9 +74,9 @@ impl Connection {
         }
     }
 
-    /// The tenant holding `provider`'s account `account_id` (connected, with
-    /// tokens), if any: a provider-initiated install may bind an account to
-    /// one tenant only.
+    /// The tenant holding `provider`'s account `account_id`: the one whose
+    /// row holds its tokens (the earliest, should two: `tether doctor`
+    /// reports that), if any. A disconnected row holds nothing.
     pub fn holder(
         conn: &mut DbConn,
         provider: &ProviderKey,
@@ -86,29 +86,45 @@ impl Connection {
             .filter(connections::provider.eq(provider))
             .filter(connections::account_id.eq(account_id))
             .filter(connections::token_ciphertext.is_not_null())
+            .order((connections::created_at.asc(), connections::id.asc()))
             .select(connections::tenant_id)
             .first(conn)
             .optional()
     }
 
-    /// The tenant `provider`'s account `account_id` is bound to: the one
-    /// holding its tokens, else the one whose row for it changed last (a
-    /// location uninstalled and installed again goes back to its tenant).
-    pub fn bound_tenant(
+    /// Accounts of the `providers` held by more than one tenant (tokens in
+    /// each), with the tenants: left by versions without the one-holder
+    /// rule, reported by `tether doctor`, never resolved silently.
+    pub fn held_twice(
         conn: &mut DbConn,
-        provider: &ProviderKey,
-        account_id: &AccountId,
-    ) -> QueryResult<Option<TenantId>> {
-        if let Some(t) = Connection::holder(conn, provider, account_id)? {
-            return Ok(Some(t));
-        }
-        connections::table
-            .filter(connections::provider.eq(provider))
-            .filter(connections::account_id.eq(account_id))
-            .order(connections::updated_at.desc())
-            .select(connections::tenant_id)
-            .first(conn)
-            .optional()
+        providers: &[ProviderKey],
+    ) -> QueryResult<Vec<(ProviderKey, AccountId, Vec<TenantId>)>> {
+        let twice: Vec<(ProviderKey, AccountId)> = connections::table
+            .filter(connections::provider.eq_any(providers))
+            .filter(connections::token_ciphertext.is_not_null())
+            .group_by((connections::provider, connections::account_id))
+            .having(
+                diesel::dsl::count(connections::tenant_id)
+                    .aggregate_distinct()
+                    .gt(1),
+            )
+            .order((connections::provider.asc(), connections::account_id.asc()))
+            .select((connections::provider, connections::account_id))
+            .load(conn)?;
+        twice
+            .into_iter()
+            .map(|(provider, account)| {
+                let tenants = connections::table
+                    .filter(connections::provider.eq(&provider))
+                    .filter(connections::account_id.eq(&account))
+                    .filter(connections::token_ciphertext.is_not_null())
+                    .order(connections::created_at.asc())
+                    .select(connections::tenant_id)
+                    .distinct()
+                    .load(conn)?;
+                Ok((provider, account, tenants))
+            })
+            .collect()
     }
 
     /// Every row (any tenant, any status) of `provider`'s account `account_id`.
@@ -125,25 +141,19 @@ impl Connection {
             .load(conn)
     }
 
-    /// Every row of `provider` whose metadata `field` is the string `value`
-    /// (an account's parent company, say). The text match only narrows the rows;
-    /// the parsed metadata decides.
-    pub fn with_metadata(
+    /// Every row of `provider` whose account belongs to `parent` (an
+    /// agency's company), by the indexed column.
+    pub fn of_parent(
         conn: &mut DbConn,
         provider: &ProviderKey,
-        field: &str,
-        value: &str,
+        parent: &AccountId,
     ) -> QueryResult<Vec<Connection>> {
-        let rows: Vec<Connection> = connections::table
+        connections::table
             .filter(connections::provider.eq(provider))
-            .filter(connections::metadata.like(format!("%{}%", like_escaped(value))))
+            .filter(connections::parent_account_id.eq(parent))
             .order(connections::id.asc())
             .select(Connection::as_select())
-            .load(conn)?;
-        Ok(rows
-            .into_iter()
-            .filter(|c| c.metadata().get(field).and_then(|v| v.as_str()) == Some(value))
-            .collect())
+            .load(conn)
     }
 
     /// One connected account (holding tokens) of the tenant's `provider`.

@@ -1,0 +1,11 @@
+DROP INDEX webhook_outbox_account;
+DROP INDEX pending_installs_parent;
+ALTER TABLE pending_installs DROP COLUMN parent_account_id;
+DROP INDEX connections_parent;
+ALTER TABLE connections DROP COLUMN parent_account_id;
+DROP INDEX webhook_outbox_held;
+ALTER TABLE webhook_outbox DROP COLUMN held_until;
+ALTER TABLE webhook_outbox DROP COLUMN account_id;
+ALTER TABLE webhook_outbox DROP COLUMN provider;
+ALTER TABLE webhook_outbox DROP COLUMN channel;
+DROP INDEX connections_account;
