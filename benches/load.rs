@@ -4,6 +4,7 @@
 //!   cargo bench --bench load -- wrk   [--rows N] [--secs S] [--rounds R]
 //!   cargo bench --bench load -- drain [--rows N] [--latency-ms L] [--concurrency C]
 //!   cargo bench --bench load -- plan  [--rows N]
+//!   cargo bench --bench load -- relay [--rows N] [--events E] [--latency-ms L] [--concurrency C] [--kill]
 //!
 //! SQLite by default; PostgreSQL when TETHER_BENCH_POSTGRES_URL is set (a
 //! server URL such as postgres://postgres@127.0.0.1:5432/postgres: a fresh
@@ -19,6 +20,9 @@ use tether::db::models::api_key::ApiKey;
 use tether::db::models::connection::TokenSet;
 use tether::db::models::tenant::Tenant;
 use tether::db::schema::connections;
+
+#[path = "load/relay.rs"]
+mod relay;
 
 const KEYS: &str = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
 const SESSION_KEY: &str =
@@ -850,10 +854,17 @@ fn main() {
                 .map(|_| flag("--concurrency", 16) as usize),
         ),
         Some("plan") => plan_bench(flag("--rows", 1_000_000) as usize),
+        Some("relay") => relay::relay_bench(
+            flag("--rows", 1_000) as usize,
+            flag("--events", 10_000) as usize,
+            flag("--latency-ms", 50),
+            flag("--concurrency", 16) as usize,
+            args.iter().any(|a| a == "--kill"),
+        ),
         Some("parts") => parts_bench(),
         _ => {
             eprintln!(
-                "usage: cargo bench --bench load -- token|wrk|drain|plan|parts [--rows N] [--secs S] [--rounds R] [--latency-ms L] [--concurrency C]"
+                "usage: cargo bench --bench load -- token|wrk|drain|plan|parts|relay [--rows N] [--secs S] [--rounds R] [--latency-ms L] [--concurrency C] [--events E] [--kill]"
             );
             std::process::exit(2);
         }

@@ -355,6 +355,26 @@ async fn one_tenant_holds_a_location_whichever_way_its_grant_arrives(backend: Ba
     assert_eq!(res.status(), 303);
     assert!(pending(&app).is_empty(), "not held: beta holds it");
     assert!(!app.connection(&held.id).has_tokens(), "acme gets nothing");
+
+    // An install held for loc_5, which acme connects meanwhile: the CRM
+    // cannot assign it to beta.
+    hold(&app, &fake, &Browser::new(&app), "loc_5", 10).await;
+    bind(&app, "acme", "loc_5", "c_9");
+    let id = pending(&app)[0].id.clone();
+    let admin = app.api_key(None, false);
+    let before = snapshot(&app);
+    let res = app
+        .client
+        .post(format!("{}/api/v1/installs/{id}/assign", app.address))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"tenant": "beta"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    let err: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "account_bound_elsewhere");
+    assert_eq!(snapshot(&app), before, "still held, nothing changed");
 }
 
 /// An instance without a server (so without a delivery loop of its own)
