@@ -137,6 +137,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "how many days before a refresh token with a known lifetime lapses the `refresh_token_expiring` event is recorded (1 to 365)",
     ),
     (
+        "TETHER_REFRESH_FAILING_AFTER",
+        "1h",
+        "how long refreshing a connection may fail without a break (status `error`) before the scheduler records `refresh_failing` (and its webhook), once per streak: `90s`, `30m`, `1h`, `2d` (1 s to 30 days)",
+    ),
+    (
         "TETHER_RETENTION_DAYS",
         "90",
         "events and finished webhook deliveries older than this are deleted (in batches, by the scheduler)",

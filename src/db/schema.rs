@@ -48,6 +48,8 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         is_default -> Bool,
+        tags -> Nullable<Text>,
+        error_since -> Nullable<Timestamp>,
     }
 }
 
@@ -67,6 +69,7 @@ diesel::table! {
         expires_at -> Timestamp,
         consumed_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
+        tags -> Nullable<Text>,
     }
 }
 
@@ -143,6 +146,7 @@ diesel::table! {
         used_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         email -> Nullable<Text>,
+        tags -> Nullable<Text>,
     }
 }
 

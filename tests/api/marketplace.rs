@@ -190,6 +190,7 @@ fn bind(app: &TestApp, tenant: &str, location: &str, company: &str) -> Connectio
             refresh_expires_at: None,
             next_refresh_at: Some(now() + chrono::Duration::minutes(48)),
             metadata: &metadata,
+            tags: None,
         },
     )
     .unwrap()

@@ -67,6 +67,7 @@ fn grant(
             refresh_expires_at: None,
             next_refresh_at: Some(now() + chrono::Duration::minutes(48)),
             metadata: &metadata,
+            tags: None,
         },
     )
     .expect("store grant")
@@ -499,6 +500,7 @@ async fn offboarding_app(backend: Backend, extra: &[(&str, &str)]) -> (TestApp, 
         &other.id,
         &tether::ids::ProviderKey::known("acme"),
         "api:crm",
+        None,
         None,
         chrono::Duration::minutes(15),
     )

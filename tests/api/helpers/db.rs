@@ -173,6 +173,7 @@ pub fn store(
             refresh_expires_at: None,
             next_refresh_at: Some(now() + chrono::Duration::minutes(48)),
             metadata: &metadata,
+            tags: None,
         },
     )
     .expect("store grant")
@@ -213,6 +214,7 @@ pub fn seed_on(
             refresh_expires_at: None,
             next_refresh_at: Some(now() + chrono::Duration::seconds(due_in)),
             metadata: &metadata,
+            tags: None,
         },
     )
     .expect("store grant");

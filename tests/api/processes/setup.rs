@@ -137,6 +137,7 @@ pub(crate) fn seed(
             // At 80% of its life: the tests measure what Tether plans after.
             next_refresh_at: Some(t + chrono::Duration::milliseconds(life * 800)),
             metadata: &metadata,
+            tags: None,
         },
     )
     .expect("store grant")

@@ -24,6 +24,9 @@ pub struct Grant<'a> {
     pub refresh_expires_at: Option<NaiveDateTime>,
     pub next_refresh_at: Option<NaiveDateTime>,
     pub metadata: &'a serde_json::Value,
+    /// The CRM's tags of the connect: stored when given, else the row keeps
+    /// what it has.
+    pub tags: Option<&'a crate::ids::Tags>,
 }
 
 #[derive(Insertable, AsChangeset)]
@@ -44,6 +47,7 @@ struct GrantRow<'a> {
     metadata: String,
     last_refreshed_at: Option<NaiveDateTime>,
     updated_at: NaiveDateTime,
+    error_since: Option<NaiveDateTime>,
 }
 
 fn unique_violation(e: &diesel::result::Error) -> bool {
@@ -62,6 +66,7 @@ impl Connection {
         grant: &Grant<'_>,
     ) -> AppResult<Connection> {
         let plaintext = serde_json::to_vec(grant.tokens).map_err(AppError::internal)?;
+        let tags = grant.tags.map(crate::ids::Tags::to_json);
         let row = |id: &str| {
             let sealed = ring.seal(&plaintext, aad(id, grant.tenant_id, grant.provider));
             let t = now();
@@ -81,6 +86,7 @@ impl Connection {
                 metadata: grant.metadata.to_string(),
                 last_refreshed_at: Some(t),
                 updated_at: t,
+                error_since: None,
             }
         };
         // A losing racer on the insert (same account, or a second default
@@ -99,6 +105,7 @@ impl Connection {
                                 row(&existing.id),
                                 connections::version.eq(connections::version + 1),
                                 connections::is_default.eq(is_default),
+                                tags.as_ref().map(|t| connections::tags.eq(t)),
                             ))
                             .execute(conn)
                             .map(|_| existing.id)
@@ -115,6 +122,7 @@ impl Connection {
                                 connections::created_at.eq(now()),
                                 // The first account connected is the default.
                                 connections::is_default.eq(!has_default),
+                                connections::tags.eq(&tags),
                                 row(&id),
                             ))
                             .execute(conn)
