@@ -155,6 +155,87 @@ impl ConnectionId {
     }
 }
 
+/// Tags the CRM sets on a connect (a conversation id, a user id): a small
+/// flat JSON object, stored with the connection and echoed in its events.
+/// At most [`Tags::MAX_KEYS`] keys of 1 to 64 characters, each a string of
+/// at most 256 characters, a number or a boolean; at most 2 KiB as JSON.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(transparent)]
+pub struct Tags(serde_json::Map<String, serde_json::Value>);
+
+impl Tags {
+    pub const MAX_KEYS: usize = 16;
+    pub const MAX_KEY_CHARS: usize = 64;
+    pub const MAX_VALUE_CHARS: usize = 256;
+    pub const MAX_BYTES: usize = 2048;
+
+    /// The tags `value` holds, or a 400 `invalid_tags` saying what is wrong.
+    pub fn parse(value: &serde_json::Value) -> AppResult<Tags> {
+        let invalid = |why: String| AppError::bad_request(Code::InvalidTags, why);
+        let serde_json::Value::Object(map) = value else {
+            return Err(invalid(
+                "tags must be a JSON object, such as {\"conversation\": \"c-42\"}".into(),
+            ));
+        };
+        if map.len() > Tags::MAX_KEYS {
+            return Err(invalid(format!(
+                "tags has {} keys; at most {} are allowed",
+                map.len(),
+                Tags::MAX_KEYS
+            )));
+        }
+        for (key, v) in map {
+            let count = key.chars().count();
+            if count == 0 || count > Tags::MAX_KEY_CHARS || key.chars().any(char::is_control) {
+                return Err(invalid(format!(
+                    "a tag's key is 1 to {} characters without control characters",
+                    Tags::MAX_KEY_CHARS
+                )));
+            }
+            match v {
+                serde_json::Value::String(s) if s.chars().count() > Tags::MAX_VALUE_CHARS => {
+                    return Err(invalid(format!(
+                        "tag '{key}' is longer than {} characters",
+                        Tags::MAX_VALUE_CHARS
+                    )));
+                }
+                serde_json::Value::String(_)
+                | serde_json::Value::Number(_)
+                | serde_json::Value::Bool(_) => {}
+                _ => {
+                    return Err(invalid(format!(
+                        "tag '{key}' must be a string, a number or a boolean"
+                    )))
+                }
+            }
+        }
+        let tags = Tags(map.clone());
+        if tags.to_json().len() > Tags::MAX_BYTES {
+            return Err(invalid(format!(
+                "tags are longer than {} bytes as JSON",
+                Tags::MAX_BYTES
+            )));
+        }
+        Ok(tags)
+    }
+
+    /// The JSON text stored in a row.
+    pub fn to_json(&self) -> String {
+        self.to_value().to_string()
+    }
+
+    /// Tags Tether stored itself (a row's `tags` column); `None` when there
+    /// are none (or the text is no JSON object, which Tether never writes).
+    pub fn stored(text: Option<&str>) -> Option<Tags> {
+        text.and_then(|t| serde_json::from_str(t).ok()).map(Tags)
+    }
+
+    /// The tags as a JSON object.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::Value::Object(self.0.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +257,37 @@ mod tests {
         assert!(AccountId::parse("").is_err());
         assert!(AccountId::parse("loc\nforged").is_err());
         assert_eq!(&*AccountId::parse("loc-1").unwrap(), "loc-1");
+    }
+
+    #[test]
+    fn tags_are_a_small_flat_object() {
+        use serde_json::json;
+        let ok = Tags::parse(&json!({"conversation": "c-42", "user": 7, "vip": true})).unwrap();
+        assert_eq!(Tags::stored(Some(&ok.to_json())), Some(ok.clone()));
+        assert_eq!(
+            ok.to_value(),
+            json!({"conversation": "c-42", "user": 7, "vip": true})
+        );
+        let many: serde_json::Map<_, _> = (0..17).map(|i| (format!("k{i}"), json!(i))).collect();
+        for bad in [
+            json!("c-42"),
+            json!(["c-42"]),
+            serde_json::Value::Object(many),
+            json!({"conversation": "x".repeat(257)}),
+            json!({"conversation": {"id": "c-42"}}),
+            json!({"conversation": null}),
+            json!({"": "empty key"}),
+            json!({"k".repeat(65): "long key"}),
+        ] {
+            let e = Tags::parse(&bad).unwrap_err();
+            assert!(e.is(Code::InvalidTags), "{bad}");
+        }
+        let big: serde_json::Map<_, _> = (0..16)
+            .map(|i| (format!("k{i}"), json!("v".repeat(200))))
+            .collect();
+        assert!(
+            Tags::parse(&serde_json::Value::Object(big)).is_err(),
+            "over 2 KiB"
+        );
     }
 }

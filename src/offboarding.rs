@@ -142,10 +142,12 @@ pub async fn remove(
                     let id = new_id();
                     let payload = serde_json::json!({
                         "id": id,
-                        "type": "tenant_removed",
+                        "type": outbox::TENANT_REMOVED,
                         "tenant": ext2,
                         "provider": null,
                         "connection_id": null,
+                        "account": null,
+                        "tags": null,
                         "actor": who,
                         "detail": null,
                         "erased": erased,

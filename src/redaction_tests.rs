@@ -133,6 +133,8 @@ fn connection() -> Connection {
         created_at: t,
         updated_at: t,
         is_default: true,
+        tags: None,
+        error_since: None,
     }
 }
 
@@ -181,6 +183,7 @@ fn every_type_holding_a_secret_debug_prints_stars_in_its_place() {
         user_id: Some("u1"),
         session_binding: Some(BINDING),
         ask_consent: false,
+        tags: None,
     };
     assert_redacted("Initiator", &initiator);
 
@@ -196,6 +199,7 @@ fn every_type_holding_a_secret_debug_prints_stars_in_its_place() {
         return_to: None,
         popup: false,
         expires_at: crate::db::now(),
+        tags: None,
     };
     assert_redacted("NewState", &new_state);
 
@@ -212,6 +216,7 @@ fn every_type_holding_a_secret_debug_prints_stars_in_its_place() {
         next_refresh_at: None,
         metadata: &serde_json::Value::Null,
         parent_account_id: None,
+        tags: None,
     };
     assert_redacted("Grant", &grant);
     assert_redacted("Opened", &Opened::new(connection(), token_set()));

@@ -265,6 +265,8 @@ mod tests {
             created_at: t,
             updated_at: t,
             is_default: true,
+            tags: None,
+            error_since: None,
         };
         let tokens = TokenSet {
             access_token: Secret::new("at".into()),

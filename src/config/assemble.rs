@@ -7,7 +7,8 @@ use super::settings::{
     ConfigError, Environment, LogFormat, RefreshSettings, SessionLimits, Settings,
 };
 use super::values::{
-    parse_bool, parse_networks, parse_origins, parse_public_url, parse_range, read_ca_certs,
+    parse_bool, parse_duration, parse_networks, parse_origins, parse_public_url, parse_range,
+    read_ca_certs,
 };
 use super::variables::{is_known_variable, nearest_variable};
 use crate::crypto::{KeyRing, Secret};
@@ -260,6 +261,9 @@ impl Settings {
             ),
             lapse_warning_days: v.parse("TETHER_REFRESH_TOKEN_LAPSE_WARNING_DAYS", "14", |s| {
                 parse_range(s, 1, 365)
+            }),
+            failing_after: v.parse("TETHER_REFRESH_FAILING_AFTER", "1h", |s| {
+                parse_duration(s, 1, 30 * 86_400)
             }),
         };
         // A refresh must finish (or time out) while its lease still holds, or

@@ -45,6 +45,8 @@ pub struct RefreshSettings {
     pub relay_hold: Duration,
     /// How far ahead a lapsing refresh token is announced, in days.
     pub lapse_warning_days: i64,
+    /// How long refreshing may fail without a break before `refresh_failing`.
+    pub failing_after: Duration,
 }
 
 /// The limits of a signed-in session, checked on every request.

@@ -5,6 +5,7 @@ use super::settings::Settings;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -409,4 +410,27 @@ fn public_url_loses_its_trailing_slash() {
         s.redirect_uri("acme"),
         "https://t.example.com/oauth/acme/callback"
     );
+}
+
+#[test]
+fn the_refresh_failing_time_is_a_duration_of_one_hour_by_default() {
+    let default = Settings::from_vars(&BTreeMap::new()).unwrap();
+    assert_eq!(default.refresh.failing_after, Duration::from_secs(3600));
+    for (raw, secs) in [
+        ("90s", 90),
+        ("30m", 1800),
+        ("2h", 7200),
+        ("1d", 86_400),
+        ("5", 5),
+    ] {
+        let s = Settings::from_vars(&vars(&[("TETHER_REFRESH_FAILING_AFTER", raw)])).unwrap();
+        assert_eq!(s.refresh.failing_after, Duration::from_secs(secs), "{raw}");
+    }
+    for bad in ["0s", "1w", "h", "-5m", "31d"] {
+        let err = Settings::from_vars(&vars(&[("TETHER_REFRESH_FAILING_AFTER", bad)])).unwrap_err();
+        assert!(
+            err.to_string().contains("TETHER_REFRESH_FAILING_AFTER"),
+            "{bad}: {err}"
+        );
+    }
 }

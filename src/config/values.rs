@@ -1,8 +1,9 @@
 //! Parsing one variable's value: the public URL, networks, embedding
-//! origins, booleans, whole numbers in a range, and the CA bundle a path
+//! origins, booleans, whole numbers in a range, durations, and the CA bundle a path
 //! names. Each returns why a value is wrong, never the value itself.
 
 use std::path::Path;
+use std::time::Duration;
 use url::Url;
 
 /// The certificates of the PEM bundle at `path`, each one a root rustls
@@ -149,6 +150,27 @@ pub(super) fn parse_bool(s: &str) -> Result<bool, String> {
         "0" | "false" | "no" | "off" => Ok(false),
         _ => Err("must be true or false".into()),
     }
+}
+
+/// A duration such as `90s`, `30m`, `1h` or `2d` (a bare number is seconds),
+/// from `min` to `max` seconds.
+pub(super) fn parse_duration(s: &str, min: u64, max: u64) -> Result<Duration, String> {
+    let why = || format!("must be a duration such as 90s, 30m, 1h or 2d (from {min} s to {max} s)");
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let per = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(why()),
+    };
+    let secs = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(per))
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(why)?;
+    Ok(Duration::from_secs(secs))
 }
 
 pub(super) fn parse_range<T>(s: &str, min: u64, max: u64) -> Result<T, String>

@@ -147,6 +147,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "how long an app event for an account no tenant holds is kept, to be relayed when a tenant connects it (1 to 90); then it is dropped with a log line",
     ),
     (
+        "TETHER_REFRESH_FAILING_AFTER",
+        "1h",
+        "how long refreshing a connection may fail without a break (status `error`) before the scheduler records `refresh_failing` (and its webhook), once per streak: `90s`, `30m`, `1h`, `2d` (1 s to 30 days)",
+    ),
+    (
         "TETHER_RETENTION_DAYS",
         "90",
         "events and finished webhook deliveries older than this are deleted (in batches, by the scheduler)",

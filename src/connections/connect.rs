@@ -6,9 +6,10 @@ use super::grant::{self, Arrival, NewGrant};
 use crate::app::App;
 use crate::db::models::connect_link::ConnectLink;
 use crate::db::models::connection::Connection;
-use crate::db::models::event::Actor;
+use crate::db::models::event::{Actor, EventKind, NewEvent};
+use crate::db::models::oauth_state::OAuthState;
 use crate::error::AppResult;
-use crate::ids::{AccountId, TenantId};
+use crate::ids::{AccountId, Tags, TenantId};
 use crate::oauth::client::ProviderError;
 use crate::oauth::{self, Authorized, CallbackQuery, DASHBOARD};
 use crate::providers::Provider;
@@ -26,6 +27,8 @@ pub struct Starter {
     /// Ask the provider to show its consent or account chooser
     /// (`Provider::consent_params`).
     pub ask_consent: bool,
+    /// The CRM's tags for the connect, kept with the state until the callback.
+    pub tags: Option<Tags>,
 }
 
 /// Records a pending authorization; returns the provider's authorize URL.
@@ -37,12 +40,14 @@ pub async fn begin(
     popup: bool,
 ) -> AppResult<String> {
     let (keys, settings) = (app.keys.clone(), app.settings.clone());
+    let tags = starter.tags.as_ref().map(Tags::to_json);
     app.db(move |c| {
         let who = oauth::Initiator {
             tenant_id: &starter.tenant_id,
             user_id: starter.user_id.as_deref(),
             session_binding: Some(&starter.binding),
             ask_consent: starter.ask_consent,
+            tags: tags.as_deref(),
         };
         oauth::start(
             c,
@@ -79,6 +84,7 @@ pub async fn begin_with_link(
         // provider for another account: the provider is asked to show its
         // consent or account chooser rather than answer at once.
         ask_consent: true,
+        tags: Tags::stored(link.tags.as_deref()),
     };
     begin(app, provider, starter, LINK_DONE.to_string(), popup).await
 }
@@ -156,12 +162,25 @@ pub async fn complete(
             provider.key,
             short(error)
         );
+        let why = if error == "access_denied" {
+            "declined at the provider (access_denied)".to_string()
+        } else {
+            format!("the provider did not grant it ({})", short(error))
+        };
+        failed(app, &row, &provider, &actor, &why).await;
         return Ok(completion(false, message, None));
     }
     let code = query.code.clone().unwrap_or_default();
     let verifier = row.verifier(&app.keys)?;
     let verifier = verifier.as_ref().map(|v| v.expose().as_str());
-    let authorized = exchange(app, &provider, &row.redirect_uri, &code, verifier).await?;
+    let authorized = match exchange(app, &provider, &row.redirect_uri, &code, verifier).await {
+        Ok(authorized) => authorized,
+        Err(e) => {
+            let why = format!("the code exchange failed: {}", e.message());
+            failed(app, &row, &provider, &actor, &why).await;
+            return Err(e);
+        }
+    };
     let (connection, reconnected) = grant::save(
         app,
         NewGrant {
@@ -170,6 +189,7 @@ pub async fn complete(
             authorized,
             actor,
             arrival: Arrival::Callback,
+            tags: Tags::stored(row.tags.as_deref()),
         },
     )
     .await?;
@@ -178,6 +198,45 @@ pub async fn complete(
         connected_message(&provider, &connection, reconnected),
         Some(connection.label().to_string()),
     ))
+}
+
+/// Records that the connect of `row` made no connection, and `why` (never a
+/// secret, never the code), with the tags it started with. What the person
+/// is told does not depend on it: a failure to record is logged.
+async fn failed(app: &App, row: &OAuthState, provider: &Provider, actor: &Actor, why: &str) {
+    let notify = app.settings.webhook.is_some();
+    let (tenant, key, actor, why) = (
+        row.tenant_id.clone(),
+        provider.key.clone(),
+        actor.clone(),
+        why.to_string(),
+    );
+    let tags = Tags::stored(row.tags.as_deref());
+    app.db(move |c| {
+        crate::db::models::webhook::record_tagged(
+            c,
+            notify,
+            &NewEvent {
+                tenant_id: &tenant,
+                connection_id: None,
+                provider: &key,
+                kind: EventKind::ConnectFailed,
+                actor: &actor,
+                detail: Some(&why),
+            },
+            tags.as_ref(),
+        )?;
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|e| {
+        log::warn!(
+            "connect_failed not recorded tenant={} provider={}: {}",
+            row.tenant_id,
+            provider.key,
+            e.message()
+        )
+    })
 }
 
 /// Exchanges an authorization code (the platform's way, or RFC 6749's) and
@@ -240,6 +299,7 @@ pub async fn install(
             authorized,
             actor: actor.clone(),
             arrival: Arrival::SignedInstall,
+            tags: None,
         },
     )
     .await?;

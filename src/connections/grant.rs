@@ -14,7 +14,7 @@ use crate::db::models::connection::{self, Connection};
 use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::db::{now, DbConn};
 use crate::error::{AppError, AppResult, Code};
-use crate::ids::TenantId;
+use crate::ids::{Tags, TenantId};
 use crate::oauth::{token, Authorized};
 use crate::providers::{Provider, RefreshStyle};
 use chrono::Duration;
@@ -48,6 +48,9 @@ pub struct NewGrant {
     pub authorized: Authorized,
     pub actor: Actor,
     pub arrival: Arrival,
+    /// The CRM's tags of the connect (a connect link's): stored with the
+    /// connection when given; `None` keeps what the connection has.
+    pub tags: Option<Tags>,
 }
 
 /// The account is bound to another tenant.
@@ -135,6 +138,7 @@ fn store_checked(
             next_refresh_at,
             metadata: &auth.metadata,
             parent_account_id: parent.as_ref(),
+            tags: grant.tags.as_ref(),
         },
     )?;
     let kind = if existed {

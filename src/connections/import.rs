@@ -406,6 +406,7 @@ pub fn apply(
         authorized,
         actor: actor.clone(),
         arrival: Arrival::Import { due },
+        tags: None,
     };
     let (connection, replaced) = grant::store(conn, ring, settings, &grant)?;
     Ok(Outcome::Imported {

@@ -78,6 +78,7 @@ pub async fn receive(app: &App, provider: Arc<Provider>, code: &str) -> AppResul
                 authorized,
                 actor,
                 arrival: Arrival::Reinstall,
+                tags: None,
             },
         )
         .await?;
@@ -188,6 +189,7 @@ pub async fn claim(
                     authorized: reopen(&keys, &install)?,
                     actor: who,
                     arrival: Arrival::Claim,
+                    tags: None,
                 };
                 Ok(grant::store(c, &keys, &settings, &claimed)?.0)
             })

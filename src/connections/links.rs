@@ -10,7 +10,7 @@ use crate::db::models::integration_setting::IntegrationSetting;
 use crate::db::models::tenant::Tenant;
 use crate::db::models::user::normalize_email;
 use crate::error::{AppError, AppResult, Code};
-use crate::ids::TenantId;
+use crate::ids::{Tags, TenantId};
 use crate::providers::{Flow, Provider};
 use chrono::NaiveDateTime;
 
@@ -24,16 +24,31 @@ pub struct IssuedLink {
     pub expires_at: NaiveDateTime,
 }
 
+/// What a link is issued with besides its tenant and provider.
+pub struct LinkOptions<'a> {
+    /// Seconds the link stays valid (60 to 86400).
+    pub ttl_secs: i64,
+    /// The person it is for.
+    pub email: Option<&'a str>,
+    /// The CRM's tags, carried to the connection and its events.
+    pub tags: Option<Tags>,
+}
+
 /// Issues a link to connect `provider` for the tenant, valid `ttl_secs`
-/// (60 to 86400), optionally naming the person it is for.
+/// (60 to 86400), optionally naming the person it is for and with the
+/// CRM's tags.
 pub async fn issue(
     app: &App,
     tenant_id: TenantId,
     provider: &Provider,
-    ttl_secs: i64,
-    email: Option<&str>,
+    options: LinkOptions<'_>,
     actor: &Actor,
 ) -> AppResult<IssuedLink> {
+    let LinkOptions {
+        ttl_secs,
+        email,
+        tags,
+    } = options;
     if provider.flow != Flow::AuthorizationCode {
         return Err(AppError::bad_request(
             Code::UnsupportedFlow,
@@ -64,6 +79,7 @@ pub async fn issue(
                 &key,
                 &actor,
                 email.as_deref(),
+                tags.as_ref(),
                 chrono::Duration::seconds(ttl_secs),
             )?)
         })

@@ -47,6 +47,34 @@ pub enum Relayed {
     Off,
 }
 
+/// A provider's app event as the CRM receives it: what the OpenAPI
+/// document's `webhooks` says of [`Payload`], which writes it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ProviderEventPayload {
+    /// The delivery's id (`pev_...`): a redelivery carries the same one.
+    id: String,
+    /// Always `provider_event`.
+    #[schema(rename = "type", example = "provider_event")]
+    kind: String,
+    /// The provider's key (`gohighlevel`).
+    provider: String,
+    /// The provider's name of the event (`InboundMessage`, `ContactCreate`,
+    /// `LocationUpdate`, `INSTALL`, ...).
+    event_type: String,
+    /// The CRM's id of the tenant holding the account; null only for an
+    /// event that names no account.
+    tenant: Option<String>,
+    /// The account it concerns (a location); null when it names none.
+    account: Option<crate::db::models::webhook::EventAccount>,
+    /// When Tether received it (RFC 3339).
+    #[schema(format = DateTime)]
+    received_at: String,
+    /// The provider's body, byte for byte.
+    #[schema(value_type = Object)]
+    body: serde_json::Value,
+}
+
 /// The payload the CRM receives; also how a held one is read back.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Payload {

@@ -49,6 +49,8 @@ diesel::table! {
         updated_at -> Timestamp,
         is_default -> Bool,
         parent_account_id -> Nullable<Text>,
+        tags -> Nullable<Text>,
+        error_since -> Nullable<Timestamp>,
     }
 }
 
@@ -68,6 +70,7 @@ diesel::table! {
         expires_at -> Timestamp,
         consumed_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
+        tags -> Nullable<Text>,
     }
 }
 
@@ -148,6 +151,7 @@ diesel::table! {
         used_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         email -> Nullable<Text>,
+        tags -> Nullable<Text>,
     }
 }
 

@@ -68,6 +68,7 @@ codes! {
     InvalidRequest => "invalid_request",
     InvalidReturnTo => "invalid_return_to",
     InvalidScope => "invalid_scope",
+    InvalidTags => "invalid_tags",
     InvalidSettings => "invalid_settings",
     InvalidSsoToken => "invalid_sso_token",
     InvalidState => "invalid_state",

@@ -59,6 +59,9 @@ pub struct Initiator<'a> {
     /// link's follower): the provider is asked to show its consent or
     /// account chooser (`Provider::consent_params`).
     pub ask_consent: bool,
+    /// The CRM's tags (JSON text of `ids::Tags`), kept with the state until
+    /// the callback.
+    pub tags: Option<&'a str>,
 }
 
 impl std::fmt::Debug for Initiator<'_> {
@@ -68,6 +71,7 @@ impl std::fmt::Debug for Initiator<'_> {
             .field("user_id", &self.user_id)
             .field("session_binding", &redacted(&self.session_binding))
             .field("ask_consent", &self.ask_consent)
+            .field("tags", &self.tags)
             .finish_non_exhaustive()
     }
 }
@@ -109,6 +113,7 @@ pub fn start(
             return_to,
             popup,
             expires_at: now() + Duration::minutes(STATE_TTL_MINUTES),
+            tags: who.tags,
         },
     )?;
     let mut url = url::Url::parse(&provider.authorize_url).map_err(|_| {

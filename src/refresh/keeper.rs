@@ -5,7 +5,7 @@
 use crate::app::held::{self, HeldAnswer};
 use crate::app::App;
 use crate::crypto::KeyRing;
-use crate::db::models::connection::Connection;
+use crate::db::models::connection::{Connection, Status};
 use crate::db::models::event::{EventKind, NewEvent};
 use crate::db::DbConn;
 use crate::error::{AppResult, Code};
@@ -26,7 +26,8 @@ pub enum Stored {
 }
 
 /// Stores an answer in one transaction: the token set (if the row is still
-/// the one leased), the provider's flag cleared, the `refreshed` event.
+/// the one leased), the provider's flag cleared, the `refreshed` event, and
+/// `recovered` when the row's refreshes had been failing.
 pub fn store(c: &mut DbConn, answer: &HeldAnswer, notify: bool) -> AppResult<Stored> {
     let row = &answer.leased;
     c.transaction(|c| {
@@ -46,6 +47,29 @@ pub fn store(c: &mut DbConn, answer: &HeldAnswer, notify: bool) -> AppResult<Sto
                 detail: None,
             },
         )?;
+        if row.status() == Status::Error {
+            let detail = match row.error_since {
+                Some(since) => format!(
+                    "refreshing works again after failing since {}",
+                    since
+                        .and_utc()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+                None => "refreshing works again".to_string(),
+            };
+            crate::db::models::webhook::record(
+                c,
+                notify,
+                &NewEvent {
+                    tenant_id: &row.tenant_id,
+                    connection_id: Some(&row.id),
+                    provider: &row.provider,
+                    kind: EventKind::Recovered,
+                    actor: &answer.actor,
+                    detail: Some(&detail),
+                },
+            )?;
+        }
         Ok(Stored::Committed(Box::new(Connection::by_id(c, &row.id)?)))
     })
 }

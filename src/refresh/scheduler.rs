@@ -64,6 +64,48 @@ fn warn_lapsing_refresh_tokens(
     Ok(())
 }
 
+/// Records `refresh_failing` for each connection whose refreshes have failed
+/// without a break for longer than `after` (TETHER_REFRESH_FAILING_AFTER):
+/// once per streak, which begins at the row's `error_since` (an event of
+/// that kind since then means it was said).
+fn announce_failing(
+    c: &mut crate::db::DbConn,
+    notify: bool,
+    after: chrono::Duration,
+) -> diesel::QueryResult<()> {
+    for row in Connection::failing_unannounced(c, now() - after)? {
+        let Some(since) = row.error_since else {
+            continue;
+        };
+        let detail = format!(
+            "refreshing has failed since {}: {}",
+            since
+                .and_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            row.last_error.as_deref().unwrap_or("no answer")
+        );
+        log::warn!(
+            "tenant={} provider={} connection={}: {detail}",
+            row.tenant_id,
+            row.provider,
+            row.id
+        );
+        crate::db::models::webhook::record(
+            c,
+            notify,
+            &NewEvent {
+                tenant_id: &row.tenant_id,
+                connection_id: Some(&row.id),
+                provider: &row.provider,
+                kind: EventKind::RefreshFailing,
+                actor: &Actor::Scheduler,
+                detail: Some(&detail),
+            },
+        )?;
+    }
+    Ok(())
+}
+
 /// Rows deleted per statement, and statements per housekeeping round, when
 /// pruning old events and webhook deliveries: short transactions that never
 /// hold up refreshes, while a backlog still goes within a few rounds.
@@ -188,7 +230,8 @@ impl Scheduler {
     }
 
     /// Once per refresh interval: expired sign-in states go, lapsing refresh
-    /// tokens are warned about, and old events are pruned.
+    /// tokens and long failing refreshes are announced, and old events are
+    /// pruned.
     async fn housekeep(&self) -> Result<(), crate::error::AppError> {
         let state = &self.state;
         let housekeeping_due = {
@@ -204,10 +247,13 @@ impl Scheduler {
             let warn_days = state.settings.refresh.lapse_warning_days;
             let retention = chrono::Duration::from_std(state.settings.refresh.retention)
                 .unwrap_or(chrono::Duration::days(90));
+            let failing_after = chrono::Duration::from_std(state.settings.refresh.failing_after)
+                .unwrap_or(chrono::Duration::hours(1));
             state
                 .db(move |c| {
                     OAuthState::delete_expired(c, now() - chrono::Duration::hours(1))?;
                     warn_lapsing_refresh_tokens(c, notify, warn_days)?;
+                    announce_failing(c, notify, failing_after)?;
                     prune(c, now() - retention)?;
                     Ok(())
                 })

@@ -70,6 +70,7 @@ async fn authorize(
         user_id: Some(admin.user_id.clone()),
         binding: admin.binding()?,
         ask_consent: false,
+        tags: None,
     };
     let url = connect::begin(&state, provider, starter, return_to, popup).await?;
     Ok(redirect_no_referrer(&url))

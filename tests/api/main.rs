@@ -11,6 +11,7 @@ mod ca_certs;
 mod cli;
 mod demo;
 mod embed;
+mod events;
 mod flow;
 mod import;
 mod internal_api;

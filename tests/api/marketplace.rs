@@ -216,6 +216,7 @@ pub(crate) fn bind(app: &TestApp, tenant: &str, location: &str, company: &str) -
             next_refresh_at: Some(now() + chrono::Duration::minutes(48)),
             metadata: &metadata,
             parent_account_id: Some(&tether::ids::AccountId::known(company)),
+            tags: None,
         },
     )
     .unwrap()

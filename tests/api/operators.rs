@@ -68,6 +68,7 @@ fn grant(
             next_refresh_at: Some(now() + chrono::Duration::minutes(48)),
             metadata: &metadata,
             parent_account_id: None,
+            tags: None,
         },
     )
     .expect("store grant")
@@ -500,6 +501,7 @@ async fn offboarding_app(backend: Backend, extra: &[(&str, &str)]) -> (TestApp, 
         &other.id,
         &tether::ids::ProviderKey::known("acme"),
         "api:crm",
+        None,
         None,
         chrono::Duration::minutes(15),
     )

@@ -581,6 +581,7 @@ async fn every_preset_whose_platform_documents_pkce_sends_an_s256_challenge(back
         user_id: None,
         session_binding: None,
         ask_consent: false,
+        tags: None,
     };
     for key in [
         "gohighlevel",

@@ -123,6 +123,35 @@ async fn every_app_event_is_relayed_with_its_tenant_and_account_after_tether_act
         got[2].0["account"]["name"], "Main Street Dental",
         "relayed after the rename was applied"
     );
+    // The OpenAPI document describes what the CRM receives.
+    let doc: serde_json::Value = app
+        .client
+        .get(format!("{}/api/v1/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schema = &doc["components"]["schemas"]["ProviderEventPayload"]["properties"];
+    for field in [
+        "id",
+        "type",
+        "provider",
+        "event_type",
+        "tenant",
+        "account",
+        "received_at",
+        "body",
+    ] {
+        assert!(schema.get(field).is_some(), "{field} in {schema}");
+        assert!(got[0].0.get(field).is_some(), "{field} relayed");
+    }
+    assert_eq!(
+        doc["webhooks"]["provider_event"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/ProviderEventPayload"
+    );
 }
 
 async fn an_event_for_a_location_nobody_holds_is_held_then_relayed_to_the_tenant_that_connects_it(

@@ -3,7 +3,7 @@
 use crate::crypto::{random_token, sha256_hex, Secret};
 use crate::db::schema::connect_links;
 use crate::db::{now, DbConn};
-use crate::ids::{ProviderKey, TenantId};
+use crate::ids::{ProviderKey, Tags, TenantId};
 use chrono::{Duration, NaiveDateTime};
 use diesel::prelude::*;
 
@@ -20,6 +20,8 @@ pub struct ConnectLink {
     /// The person the link is for, shown on its page (not a check: the CRM
     /// owns identity).
     pub email: Option<String>,
+    /// The CRM's tags for the connect (a JSON object, `ids::Tags`).
+    pub tags: Option<String>,
 }
 
 impl ConnectLink {
@@ -30,6 +32,7 @@ impl ConnectLink {
         provider: &ProviderKey,
         created_by: &str,
         email: Option<&str>,
+        tags: Option<&Tags>,
         ttl: Duration,
     ) -> QueryResult<(Secret<String>, NaiveDateTime)> {
         let token = random_token(32);
@@ -41,6 +44,7 @@ impl ConnectLink {
                 connect_links::provider.eq(provider),
                 connect_links::created_by.eq(created_by),
                 connect_links::email.eq(email),
+                connect_links::tags.eq(tags.map(Tags::to_json)),
                 connect_links::expires_at.eq(t + ttl),
                 connect_links::created_at.eq(t),
             ))

@@ -41,10 +41,18 @@ pub enum EventKind {
     SettingsChanged,
     /// The provider says its app was installed (again) on a bound account.
     Installed,
+    /// A connect did not end in a connection: the person declined at the
+    /// provider, or the provider refused the code exchange. No connection row.
+    ConnectFailed,
+    /// Refreshing has failed without a break for longer than
+    /// `TETHER_REFRESH_FAILING_AFTER`: said once per streak.
+    RefreshFailing,
+    /// A refresh succeeded again after failing (status `error`).
+    Recovered,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::Connected,
         EventKind::Reconnected,
         EventKind::Refreshed,
@@ -57,6 +65,9 @@ impl EventKind {
         EventKind::IntegrationDisabled,
         EventKind::SettingsChanged,
         EventKind::Installed,
+        EventKind::ConnectFailed,
+        EventKind::RefreshFailing,
+        EventKind::Recovered,
     ];
 
     /// The name stored in `events.kind` and sent as a webhook's `type`.
@@ -74,6 +85,9 @@ impl EventKind {
             EventKind::IntegrationDisabled => "integration_disabled",
             EventKind::SettingsChanged => "settings_changed",
             EventKind::Installed => "installed",
+            EventKind::ConnectFailed => "connect_failed",
+            EventKind::RefreshFailing => "refresh_failing",
+            EventKind::Recovered => "recovered",
         }
     }
 
@@ -96,6 +110,9 @@ impl EventKind {
             EventKind::IntegrationDisabled => "Disabled",
             EventKind::SettingsChanged => "Settings changed",
             EventKind::Installed => "Installed at the provider",
+            EventKind::ConnectFailed => "Connect failed",
+            EventKind::RefreshFailing => "Refresh failing for long",
+            EventKind::Recovered => "Recovered",
         }
     }
 

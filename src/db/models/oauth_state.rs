@@ -26,6 +26,8 @@ pub struct OAuthState {
     pub expires_at: NaiveDateTime,
     pub consumed_at: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
+    /// The CRM's tags of the connect link that started it (`ids::Tags`).
+    pub tags: Option<String>,
 }
 
 fn aad<'a>(id: &'a str, tenant_id: &'a str, provider: &'a str) -> Aad<'a> {
@@ -49,6 +51,8 @@ pub struct NewState<'a> {
     pub return_to: Option<&'a str>,
     pub popup: bool,
     pub expires_at: NaiveDateTime,
+    /// The CRM's tags, as JSON text, carried to the connection.
+    pub tags: Option<&'a str>,
 }
 
 impl OAuthState {
@@ -73,6 +77,7 @@ impl OAuthState {
                 oauth_states::popup.eq(new.popup),
                 oauth_states::expires_at.eq(new.expires_at),
                 oauth_states::created_at.eq(now()),
+                oauth_states::tags.eq(new.tags),
             ))
             .execute(conn)?;
         Ok(id)

@@ -1,11 +1,12 @@
 //! The webhook outbox: notifications queued with their event, delivered by
 //! the webhook worker with retries (`webhooks`).
 
-use crate::db::models::event::{Event, NewEvent};
+use crate::db::models::connection;
+use crate::db::models::event::{Event, EventKind, NewEvent};
 use crate::db::models::tenant::Tenant;
 use crate::db::schema::webhook_outbox;
 use crate::db::{now, DbConn};
-use crate::ids::{AccountId, ProviderKey};
+use crate::ids::{AccountId, ConnectionId, ExternalTenantId, ProviderKey, Tags};
 use chrono::{Duration, NaiveDateTime};
 use diesel::prelude::*;
 
@@ -16,30 +17,131 @@ pub const MAX_ATTEMPTS: i32 = 20;
 /// the worker never claims it again (`retry` brings it back).
 pub const GIVEN_UP_FOR: Duration = Duration::days(36_500);
 
+/// The `type` of the notification sent when a tenant is removed (with its
+/// events): not an event kind, and its payload adds `erased` and `revocations`.
+pub const TENANT_REMOVED: &str = "tenant_removed";
+
+/// What a webhook receiver gets: one event, as a JSON POST signed with the
+/// shared secret (`Tether-Signature`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct EventPayload {
+    /// The event's id: the same on every attempt, so that a receiver can
+    /// drop a repeat.
+    pub id: String,
+    /// What happened.
+    #[serde(rename = "type")]
+    #[schema(schema_with = event_types)]
+    pub kind: EventKind,
+    /// The CRM's id of the tenant.
+    #[schema(value_type = Option<String>)]
+    pub tenant: Option<ExternalTenantId>,
+    /// The provider's key.
+    #[schema(value_type = String)]
+    pub provider: ProviderKey,
+    /// The connection the event concerns; `null` for a connect that made
+    /// none (`connect_failed`) and for a tenant's settings.
+    #[schema(value_type = Option<String>)]
+    pub connection_id: Option<ConnectionId>,
+    /// The connection's account; `null` when the event has no connection.
+    pub account: Option<EventAccount>,
+    /// The tags the CRM set on the connect link that made the connection
+    /// (for `connect_failed`, the link's); `null` when none were set.
+    #[schema(value_type = Option<Object>, example = json!({"conversation": "c-42"}))]
+    pub tags: Option<Tags>,
+    /// Who did it: `admin:<email>`, `api:<key name>`, `connect-link`,
+    /// `scheduler`, `token-api`, `cli`, `import:<by>`, `provider:<key>`.
+    pub actor: String,
+    /// A human-readable detail (never a secret).
+    pub detail: Option<String>,
+    /// When it happened (UTC, RFC 3339).
+    #[schema(format = DateTime)]
+    pub occurred_at: String,
+}
+
+/// The account an event's connection is for.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct EventAccount {
+    /// The provider's id of the account.
+    pub id: String,
+    /// Its name, when the provider tells it.
+    pub name: Option<String>,
+}
+
+/// Every `type` a notification may have.
+pub fn event_types() -> utoipa::openapi::Object {
+    let names: Vec<&str> = EventKind::ALL
+        .into_iter()
+        .filter(|k| k.notifies())
+        .map(EventKind::as_str)
+        .chain([TENANT_REMOVED])
+        .collect();
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(names))
+        .description(Some(
+            "What happened. `refreshed` and `refresh_failed` are recorded but never sent; \
+             `tenant_removed` adds `erased` and `revocations`.",
+        ))
+        .build()
+}
+
 /// Records an event and, when webhooks are on and its kind notifies,
 /// queues its notification in the same database work.
 pub fn record(conn: &mut DbConn, webhooks_on: bool, new: &NewEvent) -> QueryResult<Event> {
+    record_tagged(conn, webhooks_on, new, None)
+}
+
+/// As [`record`], the notification naming `tags` rather than those of the
+/// event's connection: for an event of a connect that made none.
+pub fn record_tagged(
+    conn: &mut DbConn,
+    webhooks_on: bool,
+    new: &NewEvent,
+    tags: Option<&Tags>,
+) -> QueryResult<Event> {
     let event = Event::record(conn, new)?;
     if webhooks_on && new.kind.notifies() {
-        notify(conn, &event)?;
+        queue(conn, &event, tags)?;
     }
     Ok(event)
 }
 
 /// Queues a notification of `event`.
 pub fn notify(conn: &mut DbConn, event: &Event) -> QueryResult<()> {
+    queue(conn, event, None)
+}
+
+/// Queues a notification of `event`, naming its connection's account and
+/// tags (`tags` when given).
+fn queue(conn: &mut DbConn, event: &Event, tags: Option<&Tags>) -> QueryResult<()> {
     let tenant = Tenant::by_id(conn, &event.tenant_id)?.map(|t| t.external_id);
-    let payload = serde_json::json!({
-        "id": event.id,
-        "type": event.kind,
-        "tenant": tenant,
-        "provider": event.provider,
-        "connection_id": event.connection_id,
-        "actor": event.actor,
-        "detail": event.detail,
-        "occurred_at": event.created_at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    });
-    enqueue(conn, &event.id, Some(&event.id), &payload.to_string())
+    let row = match &event.connection_id {
+        Some(id) => connection::Connection::by_id(conn, id).optional()?,
+        None => None,
+    };
+    let payload = EventPayload {
+        id: event.id.clone(),
+        kind: event.kind,
+        tenant,
+        provider: event.provider.clone(),
+        connection_id: event.connection_id.clone(),
+        account: row.as_ref().map(|c| EventAccount {
+            id: c.account_id.to_string(),
+            name: c.account_name.clone(),
+        }),
+        tags: tags
+            .cloned()
+            .or_else(|| row.as_ref().and_then(connection::Connection::tags)),
+        actor: event.actor.clone(),
+        detail: event.detail.clone(),
+        occurred_at: event
+            .created_at
+            .and_utc()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    let text = serde_json::to_string(&payload)
+        .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+    enqueue(conn, &event.id, Some(&event.id), &text)
 }
 
 /// The outbox rows of connection events (to `TETHER_WEBHOOK_URL`).

@@ -202,6 +202,7 @@ pub async fn mint(
             authorized,
             actor: actor.clone(),
             arrival: Arrival::Mint,
+            tags: None,
         },
     )
     .await?;

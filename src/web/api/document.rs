@@ -1,6 +1,8 @@
 //! The OpenAPI document (`GET /api/v1/openapi.json`), built from the route
 //! registrations, and the 404/405 answers for what no route takes.
 
+use crate::connections::relay::ProviderEventPayload;
+use crate::db::models::webhook::{EventAccount, EventPayload};
 use crate::error::AppError;
 use actix_web::http::header;
 use actix_web::{get, web, HttpRequest, HttpResponse};
@@ -23,6 +25,7 @@ pub struct Document {
             this tenant, 404 unknown tenant/provider/connection, 409 needs_reconnect, 503 refresh \
             temporarily failing (with Retry-After). A method a path does not take is a 405 with `Allow`."
     ),
+    components(schemas(EventPayload, EventAccount, ProviderEventPayload)),
     modifiers(&BearerKeys)
 )]
 struct Base;
@@ -38,6 +41,66 @@ impl utoipa::Modify for BearerKeys {
             .get_or_insert_with(Default::default)
             .add_security_scheme("apiKey", SecurityScheme::Http(scheme));
     }
+}
+
+/// The notifications Tether sends to `TETHER_WEBHOOK_URL` (OpenAPI 3.1
+/// `webhooks`): one POST per event, its body an `EventPayload`.
+fn webhooks() -> serde_json::Value {
+    serde_json::json!({
+        "event": {
+            "post": {
+                "summary": "An event",
+                "description": "One event, sent to `TETHER_WEBHOOK_URL` as a JSON POST, retried with back-off \
+                    (up to 20 attempts) until the receiver answers 2xx. `Tether-Signature: t=<unix seconds>,v1=<hex>` is the \
+                    HMAC-SHA256, with `TETHER_WEBHOOK_SECRET`, of `<t>.<body>`. Every event names the \
+                    connection's `account` and the CRM's `tags` of its connect, when it has them.",
+                "parameters": [{
+                    "name": "Tether-Signature",
+                    "in": "header",
+                    "required": true,
+                    "schema": {"type": "string"},
+                    "description": "`t=<unix seconds>,v1=<hex HMAC-SHA256 of <t>.<body>>`"
+                }],
+                "requestBody": {
+                    "required": true,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/EventPayload"}
+                        }
+                    }
+                },
+                "responses": {
+                    "2XX": {"description": "Received; any other answer is retried"}
+                }
+            }
+        },
+        "provider_event": {
+            "post": {
+                "summary": "A provider's app event, relayed",
+                "description": "A verified app webhook of a provider (a message a client received, ...), sent to \
+                    `TETHER_RELAY_URL` (else `TETHER_WEBHOOK_URL`) once Tether acted on it, signed like an event. \
+                    An account's events arrive in order; one for an account no tenant holds waits until a tenant does.",
+                "parameters": [{
+                    "name": "Tether-Signature",
+                    "in": "header",
+                    "required": true,
+                    "schema": {"type": "string"},
+                    "description": "`t=<unix seconds>,v1=<hex HMAC-SHA256 of <t>.<body>>`"
+                }],
+                "requestBody": {
+                    "required": true,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/ProviderEventPayload"}
+                        }
+                    }
+                },
+                "responses": {
+                    "2XX": {"description": "Received; any other answer is retried"}
+                }
+            }
+        }
+    })
 }
 
 impl Document {
@@ -76,9 +139,10 @@ impl Document {
                 (actix_web::dev::ResourceDef::new(pattern), allow.join(", "))
             })
             .collect();
-        let json = doc
-            .to_pretty_json()
-            .expect("the OpenAPI document serialises");
+        let mut value = serde_json::to_value(&doc).expect("the OpenAPI document serialises");
+        // utoipa 5 has no `webhooks` (OpenAPI 3.1): added to the JSON.
+        value["webhooks"] = webhooks();
+        let json = serde_json::to_string_pretty(&value).expect("the OpenAPI document serialises");
         Document {
             json: bytes::Bytes::from(json),
             routes,

@@ -6,6 +6,7 @@ use super::rights::ForTenant;
 use crate::app::App;
 use crate::connections::links;
 use crate::error::{AppResult, ErrorBody};
+use crate::ids::Tags;
 use crate::web::http::{no_store, rfc3339};
 use actix_web::{post, web, HttpResponse};
 
@@ -20,6 +21,12 @@ struct LinkRequest {
     /// The person the link is for: shown on the link's page.
     #[schema(format = Email, max_length = 254)]
     email: Option<String>,
+    /// The CRM's tags (a conversation id, a user id): stored with the
+    /// connection and echoed in its events, and in `connect_failed`. A flat
+    /// object of at most 16 keys (1 to 64 characters), each a string of at
+    /// most 256 characters, a number or a boolean; at most 2 KiB as JSON.
+    #[schema(value_type = Option<Object>, example = json!({"conversation": "c-42"}))]
+    tags: Option<serde_json::Value>,
 }
 
 /// A connect link.
@@ -41,7 +48,7 @@ struct LinkBody<'a> {
     request_body = LinkRequest,
     responses(
         (status = 201, description = "The link", body = LinkBody),
-        (status = 400, description = "An invalid body", body = ErrorBody),
+        (status = 400, description = "An invalid body (`invalid_tags`: tags that are not a small flat object)", body = ErrorBody),
         NoValidKey,
         OtherTenant,
         (status = 404, description = "No such tenant or provider", body = ErrorBody),
@@ -56,14 +63,18 @@ pub(super) async fn connect_link(
     target: ForTenant,
     body: web::Json<LinkRequest>,
 ) -> AppResult<HttpResponse> {
+    let tags = body.tags.as_ref().map(Tags::parse).transpose()?;
     let provider = state.enabled_provider(&body.provider)?;
-    let ttl = body.expires_in.unwrap_or(links::DEFAULT_TTL_SECS);
+    let options = links::LinkOptions {
+        ttl_secs: body.expires_in.unwrap_or(links::DEFAULT_TTL_SECS),
+        email: body.email.as_deref(),
+        tags,
+    };
     let link = links::issue(
         &state,
         target.tenant.clone(),
         &provider,
-        ttl,
-        body.email.as_deref(),
+        options,
         &target.actor(),
     )
     .await?;

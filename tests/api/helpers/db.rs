@@ -174,6 +174,7 @@ pub fn store(
             next_refresh_at: Some(now() + chrono::Duration::minutes(48)),
             metadata: &metadata,
             parent_account_id: None,
+            tags: None,
         },
     )
     .expect("store grant")
@@ -215,6 +216,7 @@ pub fn seed_on(
             next_refresh_at: Some(now() + chrono::Duration::seconds(due_in)),
             metadata: &metadata,
             parent_account_id: None,
+            tags: None,
         },
     )
     .expect("store grant");

@@ -138,6 +138,7 @@ pub(crate) fn seed(
             next_refresh_at: Some(t + chrono::Duration::milliseconds(life * 800)),
             metadata: &metadata,
             parent_account_id: None,
+            tags: None,
         },
     )
     .expect("store grant")

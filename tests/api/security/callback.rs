@@ -4,7 +4,7 @@
 //! unless the provider declares that it always sends one (RFC 9207), when it
 //! is refused and changes nothing;
 //! a declined consent (access_denied) leaves the existing connection
-//! untouched, uses up the state and says so.
+//! untouched, uses up the state, says so and records `connect_failed`.
 
 use super::{fingerprint, forbid_token_requests};
 use crate::backend_tests;
@@ -160,14 +160,23 @@ async fn access_denied_leaves_the_existing_connection_untouched_and_says_so(back
     assert_eq!(tokens.access_token.expose(), "at-old-secret");
     assert_eq!(tokens.refresh_token.unwrap().expose(), "rt-old-secret");
 
-    // Only the state changed: it is used up.
+    // Only the state changed, used up, and the refusal is recorded.
     let after = app.snapshot();
     let (before, after): (Vec<&str>, Vec<&str>) =
         (before.lines().collect(), after.lines().collect());
-    for i in [0, 2, 3, 4] {
+    for i in [0, 3, 4] {
         assert_eq!(before[i], after[i], "snapshot line {i}");
     }
     assert_ne!(before[1], after[1], "the state is consumed");
+    let events = |line: &str| line.parse::<i64>().unwrap();
+    assert_eq!(events(after[2]), events(before[2]) + 1, "one event");
+    let failed: i64 = tether::db::schema::events::table
+        .filter(tether::db::schema::events::kind.eq("connect_failed"))
+        .filter(tether::db::schema::events::connection_id.is_null())
+        .count()
+        .get_result(&mut *app.conn())
+        .unwrap();
+    assert_eq!(failed, 1, "a connect_failed, of no connection");
     let unconsumed: i64 = oauth_states::table
         .filter(oauth_states::consumed_at.is_null())
         .count()

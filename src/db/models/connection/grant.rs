@@ -26,6 +26,9 @@ pub struct Grant<'a> {
     pub metadata: &'a serde_json::Value,
     /// The business the account belongs to (the provider's `parent_account`).
     pub parent_account_id: Option<&'a AccountId>,
+    /// The CRM's tags of the connect: stored when given, else the row keeps
+    /// what it has.
+    pub tags: Option<&'a crate::ids::Tags>,
 }
 
 #[derive(Insertable, AsChangeset)]
@@ -47,6 +50,7 @@ struct GrantRow<'a> {
     parent_account_id: Option<&'a str>,
     last_refreshed_at: Option<NaiveDateTime>,
     updated_at: NaiveDateTime,
+    error_since: Option<NaiveDateTime>,
 }
 
 fn unique_violation(e: &diesel::result::Error) -> bool {
@@ -65,6 +69,7 @@ impl Connection {
         grant: &Grant<'_>,
     ) -> AppResult<Connection> {
         let plaintext = serde_json::to_vec(grant.tokens).map_err(AppError::internal)?;
+        let tags = grant.tags.map(crate::ids::Tags::to_json);
         let row = |id: &str| {
             let sealed = ring.seal(&plaintext, aad(id, grant.tenant_id, grant.provider));
             let t = now();
@@ -85,6 +90,7 @@ impl Connection {
                 parent_account_id: grant.parent_account_id.map(AccountId::as_str),
                 last_refreshed_at: Some(t),
                 updated_at: t,
+                error_since: None,
             }
         };
         // A losing racer on the insert (same account, or a second default
@@ -103,6 +109,7 @@ impl Connection {
                                 row(&existing.id),
                                 connections::version.eq(connections::version + 1),
                                 connections::is_default.eq(is_default),
+                                tags.as_ref().map(|t| connections::tags.eq(t)),
                             ))
                             .execute(conn)
                             .map(|_| existing.id)
@@ -119,6 +126,7 @@ impl Connection {
                                 connections::created_at.eq(now()),
                                 // The first account connected is the default.
                                 connections::is_default.eq(!has_default),
+                                connections::tags.eq(&tags),
                                 row(&id),
                             ))
                             .execute(conn)

@@ -1,7 +1,8 @@
 //! Finding connections by id, tenant, provider, account and metadata.
 
 use super::row::{Connection, Status};
-use crate::db::schema::connections;
+use crate::db::models::event::EventKind;
+use crate::db::schema::{connections, events};
 use crate::db::DbConn;
 use crate::ids::{AccountId, ConnectionId, ProviderKey, TenantId};
 use chrono::NaiveDateTime;
@@ -237,6 +238,28 @@ impl Connection {
         connections::table
             .filter(connections::tenant_id.eq(tenant_id))
             .order((connections::provider.asc(), connections::created_at.asc()))
+            .select(Connection::as_select())
+            .load(conn)
+    }
+
+    /// Connections whose refreshes have failed without a break since before
+    /// `before` (status `error`) and whose streak has no `refresh_failing`
+    /// event yet, longest failing first (up to 100).
+    pub fn failing_unannounced(
+        conn: &mut DbConn,
+        before: NaiveDateTime,
+    ) -> QueryResult<Vec<Connection>> {
+        let announced = events::table
+            .filter(events::connection_id.eq(connections::id.nullable()))
+            .filter(events::kind.eq(EventKind::RefreshFailing.as_str()))
+            .filter(events::created_at.nullable().ge(connections::error_since));
+        connections::table
+            .filter(connections::status.eq(Status::Error.as_str()))
+            .filter(connections::error_since.le(before))
+            .filter(connections::token_ciphertext.is_not_null())
+            .filter(diesel::dsl::not(diesel::dsl::exists(announced)))
+            .order(connections::error_since.asc())
+            .limit(100)
             .select(Connection::as_select())
             .load(conn)
     }

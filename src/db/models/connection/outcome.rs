@@ -53,6 +53,7 @@ impl Connection {
             connections::lease_until.eq(None::<NaiveDateTime>),
             connections::failure_count.eq(0),
             connections::last_error.eq(None::<String>),
+            connections::error_since.eq(None::<NaiveDateTime>),
             connections::last_refreshed_at.eq(t),
             connections::updated_at.eq(t),
         ))
@@ -71,6 +72,14 @@ impl Connection {
         error: &str,
         next_refresh_at: Option<NaiveDateTime>,
     ) -> QueryResult<bool> {
+        let t = now();
+        // A streak of failures keeps the moment it began; the row was read
+        // under our lease, so its status is the one before this failure.
+        let error_since = match (status, leased.status) {
+            (Status::Error, Status::Error) => leased.error_since.or(Some(t)),
+            (Status::Error, _) => Some(t),
+            _ => None,
+        };
         let n = diesel::update(
             connections::table
                 .find(&leased.id)
@@ -82,9 +91,10 @@ impl Connection {
             connections::next_refresh_at.eq(next_refresh_at),
             connections::failure_count.eq(connections::failure_count + 1),
             connections::last_error.eq(error),
+            connections::error_since.eq(error_since),
             connections::lease_owner.eq(None::<String>),
             connections::lease_until.eq(None::<NaiveDateTime>),
-            connections::updated_at.eq(now()),
+            connections::updated_at.eq(t),
         ))
         .execute(conn)?;
         notify_changed(conn, &leased.tenant_id, &leased.provider)?;

@@ -127,6 +127,12 @@ pub struct Connection {
     /// caller names none. Only admins move it (and a disconnect of it);
     /// refreshes never touch it.
     pub is_default: bool,
+    /// The CRM's tags of the connect that made it (a JSON object), echoed
+    /// in its events (`ids::Tags`).
+    pub tags: Option<String>,
+    /// When its current streak of failing refreshes began (status `error`);
+    /// `None` otherwise.
+    pub error_since: Option<NaiveDateTime>,
 }
 
 /// The answer when a caller names an account that is not connected. It
@@ -172,6 +178,11 @@ impl Connection {
 
     pub fn scopes(&self) -> Vec<String> {
         serde_json::from_str(&self.scopes).unwrap_or_default()
+    }
+
+    /// Its tags as JSON, if it has any.
+    pub fn tags(&self) -> Option<crate::ids::Tags> {
+        crate::ids::Tags::stored(self.tags.as_deref())
     }
 
     pub fn metadata(&self) -> serde_json::Value {
