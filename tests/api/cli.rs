@@ -14,6 +14,7 @@ backend_tests!(
     user_add_reads_the_password_from_stdin_and_stores_an_argon2_hash,
     api_key_create_prints_the_secret_once_on_the_last_line_and_stores_its_hash,
     doctor_names_a_provider_that_rejected_tethers_credentials,
+    doctor_reports_a_business_account_held_by_two_tenants,
     doctor_prints_redirect_uris_and_passes_on_a_working_setup,
     doctor_on_an_empty_database_reports_pending_migrations_and_leaves_it_empty,
     a_command_with_only_a_database_url_writes_no_key_file_and_no_key_check,
@@ -389,6 +390,62 @@ async fn doctor_names_a_provider_that_rejected_tethers_credentials(backend: Back
         line.starts_with("FAIL") && line.contains("invalid_client"),
         "{line}"
     );
+}
+
+/// A location two tenants hold, as versions before the one-holder rule
+/// could store it: doctor names it and both tenants, and changes nothing.
+async fn doctor_reports_a_business_account_held_by_two_tenants(backend: Backend) {
+    use tether::db::models::connection::{Connection, Grant, TokenSet};
+    use tether::db::models::tenant::Tenant;
+    let db = TestDb::migrated(backend);
+    run(tether(&db, KEY_K1).arg("migrate"), "");
+    let pool = pool(&db);
+    let mut c = pool.get().unwrap();
+    let ring = tether::crypto::KeyRing::parse(KEY_K1).unwrap();
+    tether::keys::ensure_checks(&mut c, &ring).unwrap();
+    for tenant in ["acme", "beta"] {
+        let t = Tenant::create(&mut c, tenant, tenant).unwrap();
+        let tokens = TokenSet {
+            access_token: tether::crypto::Secret::new(format!("at-{tenant}")),
+            refresh_token: None,
+            token_type: "Bearer".into(),
+            raw: tether::crypto::Secret::new(serde_json::json!({})),
+        };
+        Connection::store_grant(
+            &mut c,
+            &ring,
+            &Grant {
+                tenant_id: &t.id,
+                provider: &tether::ids::ProviderKey::known("gohighlevel"),
+                account_id: &tether::ids::AccountId::known("loc_1"),
+                account_name: None,
+                scopes: &[],
+                tokens: &tokens,
+                expires_at: None,
+                refresh_expires_at: None,
+                next_refresh_at: None,
+                metadata: &serde_json::json!({}),
+                parent_account_id: None,
+                tags: None,
+            },
+        )
+        .unwrap();
+    }
+    drop(c);
+    let out = run(tether(&db, KEY_K1).arg("doctor"), "");
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.contains("loc_1"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.starts_with("warn"), "{line}");
+    assert!(line.contains("held by 2 tenants (acme, beta)"), "{line}");
+    let held: i64 = tether::db::schema::connections::table
+        .filter(tether::db::schema::connections::token_ciphertext.is_not_null())
+        .count()
+        .get_result(&mut pool.get().unwrap())
+        .unwrap();
+    assert_eq!(held, 2, "reported, not resolved");
 }
 
 /// Tables in the test database, Tether's and diesel's bookkeeping alike.

@@ -8,4 +8,5 @@ ALTER TABLE webhook_outbox DROP COLUMN held_until;
 ALTER TABLE webhook_outbox DROP COLUMN account_id;
 ALTER TABLE webhook_outbox DROP COLUMN provider;
 ALTER TABLE webhook_outbox DROP COLUMN channel;
+DROP INDEX connections_holder;
 DROP INDEX connections_account;

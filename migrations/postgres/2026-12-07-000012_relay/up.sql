@@ -1,5 +1,9 @@
--- Which tenant holds a provider's account: asked for every app event.
+-- Which rows are a provider's account (any status).
 CREATE INDEX connections_account ON connections (provider, account_id);
+-- Which tenant holds it, asked for every app event: answered from this
+-- index alone (the earliest live row's tenant), without reading the row.
+CREATE INDEX connections_holder ON connections (provider, account_id, created_at, id, tenant_id)
+    WHERE token_ciphertext IS NOT NULL;
 -- Providers' app events relayed to the CRM travel the outbox beside
 -- connection events: 'relay' rows go to TETHER_RELAY_URL (else the events
 -- URL). One for an account no tenant holds yet is held (held_until set,

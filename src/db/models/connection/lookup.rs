@@ -119,9 +119,9 @@ impl Connection {
                     .filter(connections::provider.eq(&provider))
                     .filter(connections::account_id.eq(&account))
                     .filter(connections::token_ciphertext.is_not_null())
+                    // One row per (tenant, provider, account): no repeats.
                     .order(connections::created_at.asc())
                     .select(connections::tenant_id)
-                    .distinct()
                     .load(conn)?;
                 Ok((provider, account, tenants))
             })
