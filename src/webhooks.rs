@@ -58,7 +58,8 @@ pub async fn deliver_due(state: &App) -> Result<usize, crate::error::AppError> {
         let Some((url, secret)) = target else {
             continue;
         };
-        loop {
+        // A stopping process claims nothing more: another instance sends it.
+        while !state.is_stopping() {
             let limit = state.receivers.allowance(channel, BATCH) as i64;
             let batch = state
                 .db(move |c| Ok(outbox::claim(c, channel, limit)?))
