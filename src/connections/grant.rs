@@ -72,12 +72,16 @@ pub fn bound_elsewhere(provider: &Provider) -> AppError {
 /// transaction, which from then on is the only one storing this account.
 fn check_holder(c: &mut DbConn, grant: &NewGrant) -> AppResult<()> {
     let (key, account) = (&grant.provider.key, &grant.authorized.account_id);
+    // Taken for every arrival, before any read: on SQLite a transaction
+    // that reads and then writes fails when another connection wrote in
+    // between; and the account's app events wait for the grant that
+    // releases them (connections::relay).
+    crate::db::lock_for_write(c, &format!("account {key} {account}"))?;
     let applies = grant.provider.one_holder
         || matches!(grant.arrival, Arrival::SignedInstall | Arrival::Claim);
     if !applies {
         return Ok(());
     }
-    crate::db::lock_for_write(c, &format!("account {key} {account}"))?;
     match Connection::holder(c, key, account)? {
         Some(holder) if holder != grant.tenant => Err(bound_elsewhere(&grant.provider)),
         _ => Ok(()),

@@ -4,10 +4,13 @@
 //! checked against the provider's settings schema when it declares one.
 
 use crate::app::App;
+use crate::db::models::account_setting::AccountSetting;
+use crate::db::models::connection::Connection;
 use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::db::models::integration_setting::{IntegrationSetting, NO_SETTINGS};
+use crate::db::DbConn;
 use crate::error::{AppError, AppResult, Code};
-use crate::ids::TenantId;
+use crate::ids::{AccountId, ProviderKey, TenantId};
 use crate::providers::{Provider, SettingField};
 use diesel::Connection as _;
 use serde_json::{Map, Value};
@@ -375,4 +378,136 @@ mod tests {
         assert!(e.is(Code::InvalidSettings));
         assert!(e.message().contains("line 1, column"), "{}", e.message());
     }
+}
+
+/// A tenant's settings for one account of a provider, as the API gives them.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = AccountIntegration)]
+pub struct AccountSettingsView {
+    pub provider: String,
+    /// The provider's id of the account.
+    pub account: String,
+    /// The account's own settings (`{}` when none): they override the
+    /// provider's, key by key.
+    #[schema(value_type = Object)]
+    pub settings: Value,
+    /// What applies to the account: the provider's settings with the
+    /// account's own over them.
+    #[schema(value_type = Object)]
+    pub effective: Value,
+    /// When the account's own settings were last changed; null when never.
+    #[schema(format = DateTime)]
+    pub updated_at: Option<String>,
+}
+
+/// The provider's settings with the account's own over them, key by key.
+pub fn effective(provider_settings: &str, account_settings: Option<&str>) -> Value {
+    let mut merged = match parse(provider_settings) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    if let Some(Value::Object(own)) = account_settings.map(parse) {
+        merged.extend(own);
+    }
+    Value::Object(merged)
+}
+
+/// The effective settings of the tenant's `account` of `provider`, read
+/// within the caller's database work.
+pub fn effective_of(
+    c: &mut DbConn,
+    tenant_id: &TenantId,
+    provider: &ProviderKey,
+    account: &AccountId,
+) -> diesel::QueryResult<Value> {
+    let shared = IntegrationSetting::find(c, tenant_id, provider)?;
+    let own = AccountSetting::find(c, tenant_id, provider, account)?;
+    Ok(effective(
+        shared.as_ref().map_or(NO_SETTINGS, |r| r.settings.as_str()),
+        own.as_ref().map(|r| r.settings.as_str()),
+    ))
+}
+
+fn account_view(
+    c: &mut DbConn,
+    tenant_id: &TenantId,
+    provider: &ProviderKey,
+    account: &AccountId,
+) -> diesel::QueryResult<AccountSettingsView> {
+    let own = AccountSetting::find(c, tenant_id, provider, account)?;
+    Ok(AccountSettingsView {
+        provider: provider.to_string(),
+        account: account.to_string(),
+        settings: parse(own.as_ref().map_or(NO_SETTINGS, |r| r.settings.as_str())),
+        effective: effective_of(c, tenant_id, provider, account)?,
+        updated_at: own.map(|r| {
+            r.updated_at
+                .and_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        }),
+    })
+}
+
+/// The tenant's settings for one account of `provider`.
+pub async fn load_account(
+    app: &App,
+    tenant_id: &TenantId,
+    provider: &Provider,
+    account: &AccountId,
+) -> AppResult<AccountSettingsView> {
+    let (t, p, a) = (tenant_id.clone(), provider.key.clone(), account.clone());
+    app.db(move |c| Ok(account_view(c, &t, &p, &a)?)).await
+}
+
+/// Sets the tenant's own settings for one account of `provider` (checked by
+/// [`validate`] first, so a refusal changes nothing; `{}` removes them).
+/// A change is recorded as `settings_changed` on the account's connection,
+/// with its webhook, naming the account.
+pub async fn save_account(
+    app: &App,
+    tenant_id: &TenantId,
+    provider: &Provider,
+    account: &AccountId,
+    settings: &Value,
+    actor: &Actor,
+) -> AppResult<AccountSettingsView> {
+    let text = validate(provider, settings)?;
+    let (t, p, a, who) = (
+        tenant_id.clone(),
+        provider.key.clone(),
+        account.clone(),
+        actor.clone(),
+    );
+    let notify = app.settings.webhook.is_some();
+    let view = app
+        .db(move |c| {
+            c.transaction(|c| {
+                // Before the read of what was there (SQLite: see lock_for_write).
+                crate::db::lock_for_write(c, &format!("settings {t} {p} {a}"))?;
+                let before = AccountSetting::save(c, &t, &p, &a, &text)?;
+                if before != text {
+                    let connection = Connection::find(c, &t, &p, &a)?;
+                    let detail = format!("account {a}");
+                    crate::db::models::webhook::record(
+                        c,
+                        notify,
+                        &NewEvent {
+                            tenant_id: &t,
+                            connection_id: connection.as_ref().map(|row| &row.id),
+                            provider: &p,
+                            kind: EventKind::SettingsChanged,
+                            actor: &who,
+                            detail: Some(&detail),
+                        },
+                    )?;
+                }
+                Ok(account_view(c, &t, &p, &a)?)
+            })
+        })
+        .await?;
+    log::info!(
+        "account settings saved tenant={tenant_id} provider={} account={account} actor={actor}",
+        provider.key
+    );
+    Ok(view)
 }

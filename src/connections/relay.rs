@@ -70,6 +70,10 @@ pub struct ProviderEventPayload {
     /// When Tether received it (RFC 3339).
     #[schema(format = DateTime)]
     received_at: String,
+    /// The account's effective integration settings: the tenant's for the
+    /// provider with the account's own over them (a location's pipeline).
+    #[schema(value_type = Option<Object>)]
+    settings: Option<serde_json::Value>,
     /// The provider's body, byte for byte.
     #[schema(value_type = Object)]
     body: serde_json::Value,
@@ -88,6 +92,10 @@ struct Payload {
     /// `null` only for an event that names no account.
     account: Option<Account>,
     received_at: String,
+    /// The account's effective integration settings (the tenant's for the
+    /// provider, the account's own over them); null while held.
+    #[serde(default)]
+    settings: Option<serde_json::Value>,
     body: Box<RawValue>,
 }
 
@@ -118,9 +126,17 @@ pub fn queue(
     if settings.relay_target().is_none() {
         return Ok(Relayed::Off);
     }
-    let tenant = match holder {
-        Some(row) => Tenant::by_id(c, &row.tenant_id)?.map(|t| t.external_id.to_string()),
-        None => None,
+    let (tenant, effective) = match holder {
+        Some(row) => (
+            Tenant::by_id(c, &row.tenant_id)?.map(|t| t.external_id.to_string()),
+            Some(super::integration::effective_of(
+                c,
+                &row.tenant_id,
+                &row.provider,
+                &row.account_id,
+            )?),
+        ),
+        None => (None, None),
     };
     let payload = Payload {
         id: format!("pev_{}", uuid::Uuid::new_v4().simple()),
@@ -134,6 +150,7 @@ pub fn queue(
         received_at: received_now(),
         body: event.body.to_owned(),
         tenant,
+        settings: effective,
     };
     let held_until = payload.tenant.is_none().then(|| {
         now() + chrono::Duration::from_std(settings.refresh.relay_hold).unwrap_or_default()
@@ -173,6 +190,7 @@ pub fn queue_unrouted(
         tenant: None,
         account: None,
         received_at: received_now(),
+        settings: None,
         body: body.to_owned(),
     };
     outbox::enqueue_relay(c, &payload.id, &to_json(&payload), provider, None, None)?;
@@ -201,6 +219,12 @@ pub fn release_held(c: &mut DbConn, connection: &Connection) -> diesel::QueryRes
             continue;
         };
         payload.tenant = tenant.clone();
+        payload.settings = Some(super::integration::effective_of(
+            c,
+            &connection.tenant_id,
+            &connection.provider,
+            &connection.account_id,
+        )?);
         if let Some(account) = payload.account.as_mut() {
             account.name = connection.account_name.clone();
         }
@@ -244,6 +268,7 @@ mod tests {
                 name: None,
             }),
             received_at: "2026-12-07T00:00:00.000Z".into(),
+            settings: None,
             body: RawValue::from_string(body.into()).unwrap(),
         };
         let mut read: Payload = serde_json::from_str(&to_json(&payload)).unwrap();

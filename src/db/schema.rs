@@ -190,6 +190,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    account_settings (tenant_id, provider, account_id) {
+        tenant_id -> Text,
+        provider -> Text,
+        account_id -> Text,
+        settings -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(account_settings -> tenants (tenant_id));
 diesel::joinable!(users -> tenants (tenant_id));
 diesel::joinable!(integration_settings -> tenants (tenant_id));
 diesel::joinable!(connect_links -> tenants (tenant_id));
@@ -224,4 +235,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     pending_installs,
     seen_webhooks,
     instances,
+    account_settings,
 );

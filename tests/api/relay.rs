@@ -23,6 +23,7 @@ backend_tests!(
     one_tenant_holds_a_location_whichever_way_its_grant_arrives,
     an_account_s_events_go_in_order_and_a_poison_event_steps_aside,
     a_failing_receiver_is_probed_with_one_delivery_until_it_takes_one,
+    an_account_s_settings_override_the_provider_s_and_travel_with_its_events,
 );
 
 /// The relayed events the receiver got (`/hooks`), signed, in order.
@@ -556,4 +557,89 @@ async fn a_failing_receiver_is_probed_with_one_delivery_until_it_takes_one(backe
     let mut got = words(&receiver).await[6..].to_vec();
     got.sort();
     assert_eq!(got, ["w0", "w1", "w2", "w3", "w4"]);
+}
+
+async fn an_account_s_settings_override_the_provider_s_and_travel_with_its_events(
+    backend: Backend,
+) {
+    let fake = FakeProvider::start().await;
+    let app = ghl_app(backend, &fake, false).await;
+    bind(&app, "acme", "loc_1", "c_9");
+    bind(&app, "acme", "loc_2", "c_9");
+    let key = app.api_key(Some("acme"), false);
+    let base = "/api/v1/tenants/acme/integrations/gohighlevel";
+    let (code, _) = app
+        .put_json(
+            base,
+            &key,
+            serde_json::json!({"enabled": true, "settings": {
+                "default_pipeline_id": "pipe-shared", "default_stage_id": "stage-shared"}}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    // Never written: the provider's settings apply.
+    let (code, view) = app.get_json(&format!("{base}/accounts/loc_2"), &key).await;
+    assert_eq!(code, 200, "{view}");
+    assert_eq!(view["settings"], serde_json::json!({}));
+    assert_eq!(view["effective"]["default_pipeline_id"], "pipe-shared");
+    // loc_1's own pipeline overrides the provider's; its stage does not.
+    let (code, view) = app
+        .put_json(
+            &format!("{base}/accounts/loc_1"),
+            &key,
+            serde_json::json!({"settings": {"default_pipeline_id": "pipe-loc1"}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{view}");
+    assert_eq!(view["effective"]["default_pipeline_id"], "pipe-loc1");
+    assert_eq!(view["effective"]["default_stage_id"], "stage-shared");
+    let changed = crate::marketplace::events(&app, "gohighlevel");
+    let last = changed.last().unwrap();
+    assert_eq!(last.0, "settings_changed");
+    assert_eq!(last.2.as_deref(), Some("account loc_1"));
+    // Refusals change nothing.
+    let before = snapshot(&app);
+    for (path, body, code) in [
+        (
+            format!("{base}/accounts/loc_1"),
+            serde_json::json!({"settings": {"nope": 1}}),
+            "invalid_settings",
+        ),
+        (
+            format!("{base}/accounts/loc_1"),
+            serde_json::json!({"settings": []}),
+            "invalid_settings",
+        ),
+        (
+            format!("{base}/accounts/%0A"),
+            serde_json::json!({"settings": {}}),
+            "invalid_account",
+        ),
+    ] {
+        let (status, err) = app.put_json(&path, &key, body).await;
+        assert_eq!(status, 400, "{path}: {err}");
+        assert_eq!(err["error"]["code"], code, "{path}: {err}");
+    }
+    assert_eq!(snapshot(&app), before);
+    // The relay carries each account's effective settings.
+    send(&app, &inbound("loc_1", "wh-s1")).await;
+    send(&app, &inbound("loc_2", "wh-s2")).await;
+    drain(&app).await;
+    let got = relayed(&fake).await;
+    let of = |loc: &str| {
+        got.iter()
+            .find(|(d, _)| d["account"]["id"] == loc)
+            .map(|(d, _)| d["settings"]["default_pipeline_id"].clone())
+            .unwrap()
+    };
+    assert_eq!(of("loc_1"), "pipe-loc1");
+    assert_eq!(of("loc_2"), "pipe-shared");
+    // Another tenant's key reads none of it.
+    let other = app.api_key(Some("beta"), false);
+    assert_eq!(
+        app.get_json(&format!("{base}/accounts/loc_1"), &other)
+            .await
+            .0,
+        403
+    );
 }

@@ -1,5 +1,6 @@
 //! One module per table; each owns its queries.
 
+pub mod account_setting;
 pub mod api_key;
 pub mod connect_link;
 pub mod connection;

@@ -96,6 +96,15 @@ fn apply(
     event: &AppEvent,
     body: &RawValue,
 ) -> AppResult<Handled> {
+    // First, before any read: on SQLite a transaction that reads and then
+    // writes fails at once when another connection wrote in between (the
+    // delivery loop does, all the time); on PostgreSQL this account's events
+    // and grants take turns, so that none is held after its holder came.
+    let lock = match event.account() {
+        Some(account) => format!("account {provider} {account}"),
+        None => format!("app events {provider}"),
+    };
+    crate::db::lock_for_write(c, &lock)?;
     let mut handled = Handled {
         disconnected: 0,
         dropped_installs: 0,

@@ -4,8 +4,9 @@ use super::errors::{DatabaseUnreachable, NoValidKey, OtherTenant};
 use super::params::ConnectionPath;
 use super::rights::ForConnection;
 use crate::app::App;
-use crate::connections::integration::{self, IntegrationView};
+use crate::connections::integration::{self, AccountSettingsView, IntegrationView};
 use crate::error::{AppResult, ErrorBody};
+use crate::ids::AccountId;
 use crate::web::http::no_store;
 use actix_web::{get, put, web, HttpResponse};
 
@@ -91,6 +92,105 @@ pub(super) async fn set_integration(
         &provider,
         Some(body.enabled),
         Some(&body.settings),
+        &caller.actor(),
+    )
+    .await?;
+    Ok(no_store(HttpResponse::Ok().json(view)))
+}
+
+/// `{tenant}/integrations/{provider}/accounts/{account}`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+struct AccountSettingsPath {
+    /// The CRM's external id of the tenant.
+    #[param(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
+    #[allow(dead_code)]
+    tenant: String,
+    /// A provider's key.
+    #[param(pattern = r"^[a-z][a-z0-9_-]{0,31}$")]
+    #[allow(dead_code)]
+    provider: String,
+    /// The provider's id of the account (a GoHighLevel location id); it
+    /// need not be connected yet.
+    #[param(min_length = 1, max_length = 256)]
+    account: String,
+}
+
+/// The tenant's settings for one account of a provider
+///
+/// The account's own settings (`{}` when none) and what applies to it:
+/// the provider's settings with the account's over them, key by key.
+#[utoipa::path(
+    params(AccountSettingsPath),
+    responses(
+        (status = 200, description = "The account's settings", body = AccountSettingsView),
+        (status = 400, description = "`invalid_account`", body = ErrorBody),
+        NoValidKey,
+        OtherTenant,
+        (status = 404, description = "No such tenant or enabled provider", body = ErrorBody),
+        DatabaseUnreachable,
+    ),
+    security(("apiKey" = []))
+)]
+#[get("/{provider}/accounts/{account}")]
+pub(super) async fn get_account_settings(
+    state: web::Data<App>,
+    target: ForConnection,
+    path: web::Path<AccountSettingsPath>,
+) -> AppResult<HttpResponse> {
+    let account = AccountId::parse(&path.account)?;
+    let view =
+        integration::load_account(&state, &target.tenant, &target.provider, &account).await?;
+    Ok(no_store(HttpResponse::Ok().json(view)))
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct AccountSettingsRequest {
+    /// A JSON object checked like the provider's settings (its schema,
+    /// 64 KiB); `{}` removes the account's own settings.
+    #[schema(value_type = Object)]
+    settings: serde_json::Value,
+}
+
+/// Set the tenant's settings for one account of a provider
+///
+/// Replaces the account's own settings; they override the provider's for
+/// that account (a GoHighLevel location's own pipeline). A change is
+/// recorded as `settings_changed` naming the account; a refusal changes
+/// nothing.
+#[utoipa::path(
+    params(AccountSettingsPath),
+    request_body = AccountSettingsRequest,
+    responses(
+        (status = 200, description = "The account's settings afterwards", body = AccountSettingsView),
+        (status = 400, description = "`invalid_account`, `invalid_json`, `invalid_settings` or `settings_too_large`", body = ErrorBody),
+        NoValidKey,
+        OtherTenant,
+        (status = 404, description = "No such tenant or enabled provider", body = ErrorBody),
+        DatabaseUnreachable,
+    ),
+    security(("apiKey" = []))
+)]
+#[put("/{provider}/accounts/{account}")]
+pub(super) async fn set_account_settings(
+    state: web::Data<App>,
+    target: ForConnection,
+    path: web::Path<AccountSettingsPath>,
+    body: web::Json<AccountSettingsRequest>,
+) -> AppResult<HttpResponse> {
+    let account = AccountId::parse(&path.account)?;
+    let ForConnection {
+        key: caller,
+        tenant: tenant_id,
+        provider,
+    } = target;
+    let view = integration::save_account(
+        &state,
+        &tenant_id,
+        &provider,
+        &account,
+        &body.settings,
         &caller.actor(),
     )
     .await?;

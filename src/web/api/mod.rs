@@ -73,6 +73,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .app_data(json(integrations::SETTINGS_BODY_LIMIT))
                 .service(integrations::get_integration)
                 .service(integrations::set_integration)
+                .service(integrations::get_account_settings)
+                .service(integrations::set_account_settings)
                 .default_service(web::to(unrouted)),
         )
         .service(proxy::proxy)
