@@ -133,6 +133,11 @@ pub async fn remove(
     let erased = app
         .db(move |c| {
             Ok(c.transaction(|c| {
+                // Before erase's first read: on SQLite a transaction that
+                // reads and then writes fails ("database is locked") when
+                // another connection (the delivery loop, the heartbeat)
+                // wrote in between; this one waits its turn instead.
+                crate::db::lock_for_write(c, &format!("tenant {tenant_id}"))?;
                 let erased = Tenant::erase(c, &tenant_id)?;
                 // Other instances drop the tenant's cached token sets.
                 for p in &providers2 {
