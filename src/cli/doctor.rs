@@ -109,6 +109,16 @@ pub(super) fn doctor(settings: Settings) -> ExitCode {
                     {
                         report("warn", format!("{}: {warning}", p.key));
                     }
+                    // A provider whose signed app webhooks Tether takes.
+                    if p.webhook_key.is_some() && settings.relay_target().is_none() {
+                        report(
+                            "warn",
+                            format!(
+                                "{}: its app events are acted on but relayed nowhere: set TETHER_WEBHOOK_URL (or TETHER_RELAY_URL) for the CRM to receive them",
+                                p.key
+                            ),
+                        );
+                    }
                 } else {
                     report(
                         "--",

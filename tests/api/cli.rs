@@ -15,6 +15,7 @@ backend_tests!(
     api_key_create_prints_the_secret_once_on_the_last_line_and_stores_its_hash,
     doctor_names_a_provider_that_rejected_tethers_credentials,
     doctor_reports_a_business_account_held_by_two_tenants,
+    doctor_warns_when_app_events_are_relayed_nowhere,
     doctor_prints_redirect_uris_and_passes_on_a_working_setup,
     doctor_on_an_empty_database_reports_pending_migrations_and_leaves_it_empty,
     a_command_with_only_a_database_url_writes_no_key_file_and_no_key_check,
@@ -390,6 +391,32 @@ async fn doctor_names_a_provider_that_rejected_tethers_credentials(backend: Back
         line.starts_with("FAIL") && line.contains("invalid_client"),
         "{line}"
     );
+}
+
+/// An enabled provider whose app webhooks Tether takes, with nowhere to
+/// relay them: doctor says so; with an events URL it does not.
+async fn doctor_warns_when_app_events_are_relayed_nowhere(backend: Backend) {
+    let db = TestDb::migrated(backend);
+    run(tether(&db, KEY_K1).arg("migrate"), "");
+    let ghl = |cmd: &mut Command| {
+        cmd.env("GOHIGHLEVEL_CLIENT_ID", "id")
+            .env("GOHIGHLEVEL_CLIENT_SECRET", "secret")
+            .env("TETHER_GOHIGHLEVEL_APP_ID", "app-1");
+    };
+    let mut cmd = tether(&db, KEY_K1);
+    ghl(&mut cmd);
+    let text = stdout(&run(cmd.arg("doctor"), ""));
+    assert!(
+        text.lines().any(|l| l.starts_with("warn")
+            && l.contains("gohighlevel: its app events are acted on but relayed nowhere")),
+        "{text}"
+    );
+    let mut cmd = tether(&db, KEY_K1);
+    ghl(&mut cmd);
+    cmd.env("TETHER_WEBHOOK_URL", "http://127.0.0.1:9/hooks")
+        .env("TETHER_WEBHOOK_SECRET", "a-webhook-secret-of-some-length");
+    let text = stdout(&run(cmd.arg("doctor"), ""));
+    assert!(!text.contains("relayed nowhere"), "{text}");
 }
 
 /// A location two tenants hold, as versions before the one-holder rule
