@@ -74,7 +74,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "TETHER_WEBHOOK_SECRET",
         "none",
-        "HMAC key for `Tether-Signature` (required with the URL)",
+        "HMAC key for `Tether-Signature` (required with TETHER_WEBHOOK_URL or TETHER_RELAY_URL)",
     ),
     (
         "TETHER_SSO_SECRET",

@@ -17,6 +17,36 @@ use tokio::sync::Semaphore;
 /// How soon a tick is tried again while the database is away.
 const AWAY_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A warning of the scheduler about one connection: a WARN line and the
+/// event (with its webhook).
+fn announce(
+    c: &mut crate::db::DbConn,
+    notify: bool,
+    row: &Connection,
+    kind: EventKind,
+    detail: &str,
+) -> diesel::QueryResult<()> {
+    log::warn!(
+        "tenant={} provider={} connection={}: {detail}",
+        row.tenant_id,
+        row.provider,
+        row.id
+    );
+    crate::db::models::webhook::record(
+        c,
+        notify,
+        &NewEvent {
+            tenant_id: &row.tenant_id,
+            connection_id: Some(&row.id),
+            provider: &row.provider,
+            kind,
+            actor: &Actor::Scheduler,
+            detail: Some(detail),
+        },
+    )
+    .map(|_| ())
+}
+
 /// Records (once per connection and window) that a refresh token with a known
 /// lifetime lapses within `warn_days` days (TETHER_REFRESH_TOKEN_LAPSE_WARNING_DAYS):
 /// after that, only a reconnect helps.
@@ -42,24 +72,7 @@ fn warn_lapsing_refresh_tokens(
             "the refresh token lapses on {}; reconnect before then",
             lapses.format("%Y-%m-%d")
         );
-        log::warn!(
-            "tenant={} provider={} connection={}: {detail}",
-            row.tenant_id,
-            row.provider,
-            row.id
-        );
-        crate::db::models::webhook::record(
-            c,
-            notify,
-            &NewEvent {
-                tenant_id: &row.tenant_id,
-                connection_id: Some(&row.id),
-                provider: &row.provider,
-                kind: EventKind::RefreshTokenExpiring,
-                actor: &Actor::Scheduler,
-                detail: Some(&detail),
-            },
-        )?;
+        announce(c, notify, &row, EventKind::RefreshTokenExpiring, &detail)?;
     }
     Ok(())
 }
@@ -84,24 +97,7 @@ fn announce_failing(
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             row.last_error.as_deref().unwrap_or("no answer")
         );
-        log::warn!(
-            "tenant={} provider={} connection={}: {detail}",
-            row.tenant_id,
-            row.provider,
-            row.id
-        );
-        crate::db::models::webhook::record(
-            c,
-            notify,
-            &NewEvent {
-                tenant_id: &row.tenant_id,
-                connection_id: Some(&row.id),
-                provider: &row.provider,
-                kind: EventKind::RefreshFailing,
-                actor: &Actor::Scheduler,
-                detail: Some(&detail),
-            },
-        )?;
+        announce(c, notify, &row, EventKind::RefreshFailing, &detail)?;
     }
     Ok(())
 }

@@ -340,15 +340,16 @@ async fn one_tenant_holds_a_location_whichever_way_its_grant_arrives(backend: Ba
 
     // beta imports tokens for loc_1.
     let key = app.api_key(Some("beta"), true);
+    let import = serde_json::json!({
+        "access_token": "imported-at", "refresh_token": "imported-rt",
+        "expires_in": 3600, "account": {"id": "loc_1"},
+    });
     let before = snapshot(&app);
     let (code, err) = app
         .post_json(
             "/api/v1/tenants/beta/connections/gohighlevel/import",
             &key,
-            Some(serde_json::json!({
-                "access_token": "imported-at", "refresh_token": "imported-rt",
-                "expires_in": 3600, "account": {"id": "loc_1"},
-            })),
+            Some(import.clone()),
         )
         .await;
     assert_eq!(code, 409, "{err}");
@@ -371,10 +372,7 @@ async fn one_tenant_holds_a_location_whichever_way_its_grant_arrives(backend: Ba
         .post_json(
             "/api/v1/tenants/beta/connections/gohighlevel/import",
             &key,
-            Some(serde_json::json!({
-                "access_token": "imported-at", "refresh_token": "imported-rt",
-                "expires_in": 3600, "account": {"id": "loc_1"},
-            })),
+            Some(import.clone()),
         )
         .await;
     assert_eq!(code, 201, "{body}");
