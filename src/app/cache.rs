@@ -32,6 +32,10 @@ pub struct Opened {
     /// The row's scopes and metadata, parsed once.
     pub scopes: Vec<String>,
     pub metadata: serde_json::Value,
+    /// The account's effective integration settings, read by the first
+    /// token request that serves this set. A settings change drops the set
+    /// from the cache like a token write does, so they stay current.
+    pub settings: std::sync::OnceLock<serde_json::Value>,
 }
 
 impl Opened {
@@ -39,6 +43,7 @@ impl Opened {
         Arc::new(Opened {
             scopes: row.scopes(),
             metadata: row.metadata(),
+            settings: std::sync::OnceLock::new(),
             row,
             tokens,
         })

@@ -155,7 +155,7 @@ pub async fn all_of(
 /// changes nothing). Records an event per change (`integration_enabled` or
 /// `integration_disabled`, `settings_changed`) with its webhook, and makes
 /// every instance's token cache forget the pair, so that the token API sees
-/// a switch-off at once.
+/// a switch-off, and the settings it serves with a token, at once.
 pub async fn save(
     app: &App,
     tenant_id: &TenantId,
@@ -186,7 +186,6 @@ pub async fn save(
                         EventKind::IntegrationDisabled
                     };
                     crate::db::models::webhook::record(c, notify, &event(kind))?;
-                    crate::db::listen::notify_changed(c, &t, &key)?;
                 }
                 if saved.settings_changed() {
                     crate::db::models::webhook::record(
@@ -195,11 +194,15 @@ pub async fn save(
                         &event(EventKind::SettingsChanged),
                     )?;
                 }
+                if saved.enabled_changed() || saved.settings_changed() {
+                    // The token API serves the settings with the token.
+                    crate::db::listen::notify_changed(c, &t, &key)?;
+                }
                 Ok(saved)
             })
         })
         .await?;
-    if saved.enabled_changed() {
+    if saved.enabled_changed() || saved.settings_changed() {
         app.tokens.forget(tenant_id, &provider.key);
     }
     if saved.enabled_changed() || saved.settings_changed() {
@@ -220,12 +223,40 @@ pub fn from_form(
     provider: &Provider,
     form: &std::collections::HashMap<String, String>,
 ) -> AppResult<Value> {
+    read_form(provider, form, false)
+}
+
+/// The settings an account's form posted: like [`from_form`], but a yes/no
+/// setting has three choices, `true`, `false`, or empty: the provider's.
+pub fn from_account_form(
+    provider: &Provider,
+    form: &std::collections::HashMap<String, String>,
+) -> AppResult<Value> {
+    read_form(provider, form, true)
+}
+
+fn read_form(
+    provider: &Provider,
+    form: &std::collections::HashMap<String, String>,
+    per_account: bool,
+) -> AppResult<Value> {
     let mut out = Map::new();
     for field in &provider.settings_schema {
         let raw = form
             .get(&format!("{FORM_PREFIX}{}", field.name))
             .map(|v| v.trim());
         let value = match field.kind {
+            crate::providers::FieldType::Boolean if per_account => match raw {
+                None | Some("") => None,
+                Some("true") => Some(Value::Bool(true)),
+                Some("false") => Some(Value::Bool(false)),
+                Some(_) => {
+                    return Err(invalid(format!(
+                        "{} is yes, no, or as for all accounts",
+                        field.label
+                    )))
+                }
+            },
             crate::providers::FieldType::Boolean => Some(Value::Bool(raw == Some("true"))),
             _ if raw.is_none_or(str::is_empty) => None,
             crate::providers::FieldType::String => raw.map(|v| Value::String(v.to_string())),
@@ -373,6 +404,17 @@ mod tests {
         );
         let e = from_form(&p, &form(&[("limit", "three")])).unwrap_err();
         assert!(e.message().contains("Limit must be a number"), "{e:?}");
+        // An account's form: a yes/no left empty is the provider's.
+        assert_eq!(
+            from_account_form(&p, &form(&[("pipeline", ""), ("notify", "")])).unwrap(),
+            json!({})
+        );
+        assert_eq!(
+            from_account_form(&p, &form(&[("notify", "false")])).unwrap(),
+            json!({"notify": false})
+        );
+        let e = from_account_form(&p, &form(&[("notify", "maybe")])).unwrap_err();
+        assert!(e.message().contains("Notify is yes, no"), "{e:?}");
         assert_eq!(from_json_box("  ").unwrap(), json!({}));
         let e = from_json_box("{\"a\": }").unwrap_err();
         assert!(e.is(Code::InvalidSettings));
@@ -426,6 +468,17 @@ pub fn effective_of(
         shared.as_ref().map_or(NO_SETTINGS, |r| r.settings.as_str()),
         own.as_ref().map(|r| r.settings.as_str()),
     ))
+}
+
+/// The effective settings of the tenant's `account` of `provider`.
+pub async fn effective_for(
+    app: &App,
+    tenant_id: &TenantId,
+    provider: &ProviderKey,
+    account: &AccountId,
+) -> AppResult<Value> {
+    let (t, p, a) = (tenant_id.clone(), provider.clone(), account.clone());
+    app.db(move |c| Ok(effective_of(c, &t, &p, &a)?)).await
 }
 
 fn account_view(
@@ -500,11 +553,14 @@ pub async fn save_account(
                             detail: Some(&detail),
                         },
                     )?;
+                    // The token API serves the settings with the token.
+                    crate::db::listen::notify_changed(c, &t, &p)?;
                 }
                 Ok(account_view(c, &t, &p, &a)?)
             })
         })
         .await?;
+    app.tokens.forget(tenant_id, &provider.key);
     log::info!(
         "account settings saved tenant={tenant_id} provider={} account={account} actor={actor}",
         provider.key

@@ -5,11 +5,13 @@ use super::session::{self, AdminSession, CsrfForm, Flash, FlashKind, NoFields};
 use crate::app::App;
 use crate::connections::integration::{self, IntegrationView, FORM_PREFIX};
 use crate::connections::status::{PublicStatus, StatusView};
+use crate::db::models::account_setting::AccountSetting;
 use crate::db::models::connection::Connection;
 use crate::db::models::event::Event;
 use crate::db::models::integration_setting::IntegrationSetting;
 use crate::db::models::tenant::Tenant;
 use crate::error::{AppError, Code, PageError, PageResult};
+use crate::ids::AccountId;
 use crate::oauth::{safe_return_to, DASHBOARD};
 use crate::providers::{FieldType, Flow, Provider};
 use actix_session::Session;
@@ -254,10 +256,15 @@ pub struct FieldInput {
     /// The form field's name (`setting.<field>`).
     pub input: String,
     pub label: String,
-    /// `text`, `number` or `checkbox`.
+    /// `text`, `number`, `checkbox`, or `yesno` (an account's yes/no: a
+    /// choice of yes, no, or the provider's).
     pub kind: &'static str,
+    /// What was typed or stored (`yesno`: `true`, `false` or empty).
     pub value: String,
     pub checked: bool,
+    /// An account's form: what applies when the account sets nothing (the
+    /// provider's setting, as a person reads it), if anything does.
+    pub inherited: Option<String>,
 }
 
 /// A provider the tenant switched off, listed under "Disabled".
@@ -269,31 +276,47 @@ pub struct DisabledItem {
 /// What a refused settings form posted, drawn again on its card.
 struct Draft {
     provider: String,
+    /// The account whose form it was; `None`: the provider's.
+    account: Option<String>,
     form: HashMap<String, String>,
     error: String,
 }
 
-/// A card's settings form, filled from the stored settings, or from the
-/// draft of a refused save.
+/// A setting's value as a person reads it (a yes/no as yes or no).
+fn readable(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(v) => v.clone(),
+        serde_json::Value::Bool(true) => "yes".into(),
+        serde_json::Value::Bool(false) => "no".into(),
+        v => v.to_string(),
+    }
+}
+
+/// A card's settings form, filled from the `stored` settings, or from the
+/// draft of a refused save. `inherited`: an account's form, over these
+/// settings of the provider.
 fn settings_form(
     provider: &Provider,
-    view: &IntegrationView,
+    stored: &serde_json::Value,
+    inherited: Option<&serde_json::Value>,
     draft: Option<&Draft>,
 ) -> SettingsForm {
-    let stored = view.settings.as_object();
+    let object = stored.as_object();
     let fields = provider
         .settings_schema
         .iter()
         .map(|f| {
             let input = format!("{FORM_PREFIX}{}", f.name);
+            let per_account = inherited.is_some();
             let (value, checked) = match draft {
                 Some(d) => {
                     let v = d.form.get(&input).cloned().unwrap_or_default();
                     let checked = v == "true";
                     (v, checked)
                 }
-                None => match stored.and_then(|o| o.get(&f.name)) {
+                None => match object.and_then(|o| o.get(&f.name)) {
                     Some(serde_json::Value::String(v)) => (v.clone(), false),
+                    Some(serde_json::Value::Bool(b)) if per_account => (b.to_string(), false),
                     Some(serde_json::Value::Bool(b)) => (String::new(), *b),
                     Some(v) => (v.to_string(), false),
                     None => (String::new(), false),
@@ -305,16 +328,18 @@ fn settings_form(
                 kind: match f.kind {
                     FieldType::String => "text",
                     FieldType::Number => "number",
+                    FieldType::Boolean if per_account => "yesno",
                     FieldType::Boolean => "checkbox",
                 },
                 value,
                 checked,
+                inherited: inherited.and_then(|p| p.get(&f.name)).map(readable),
             }
         })
         .collect();
     let json = match draft {
         Some(d) => d.form.get(JSON_BOX).cloned().unwrap_or_default(),
-        None => serde_json::to_string_pretty(&view.settings).unwrap_or_else(|_| "{}".into()),
+        None => serde_json::to_string_pretty(stored).unwrap_or_else(|_| "{}".into()),
     };
     SettingsForm {
         fields,
@@ -342,6 +367,10 @@ pub struct AccountCard {
     pub last_error: Option<String>,
     /// When the refresh token lapses soon (a reconnect is needed before then).
     pub lapses_on: Option<String>,
+    /// The account's own settings, over the provider's.
+    pub settings: SettingsForm,
+    /// The HTML id its settings form's inputs start with.
+    pub form_id: String,
 }
 
 pub struct EventLine {
@@ -363,7 +392,12 @@ fn shown(iso: &Option<String>, format: &str) -> Option<String> {
 /// An account's card line, from the view the API gives of that account.
 /// `warn_days` is how far ahead a lapsing refresh token is shown (the
 /// scheduler's warning window).
-fn account_card(view: StatusView, warn_days: i64) -> AccountCard {
+fn account_card(
+    view: StatusView,
+    settings: SettingsForm,
+    form_id: String,
+    warn_days: i64,
+) -> AccountCard {
     let (id, name) = view
         .account
         .map(|a| (a.id.to_string(), a.name))
@@ -383,6 +417,8 @@ fn account_card(view: StatusView, warn_days: i64) -> AccountCard {
             .lapses_at
             .filter(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok_and(|t| t <= soon))
             .and_then(|t| shown(&Some(t), "%Y-%m-%d")),
+        settings,
+        form_id,
     }
 }
 
@@ -390,18 +426,22 @@ const MINUTE: &str = "%Y-%m-%d %H:%M UTC";
 
 /// A provider's card: every fact comes from the [`StatusView`]s the API
 /// gives of the provider (`view`) and of each account (`accounts`, default
-/// first).
+/// first, each with its settings form).
 fn card(
     provider: &Provider,
     view: StatusView,
-    accounts: Vec<StatusView>,
+    accounts: Vec<(StatusView, SettingsForm)>,
     events: Vec<Event>,
     settings: SettingsForm,
     warn_days: i64,
 ) -> Card {
     let accounts: Vec<AccountCard> = accounts
         .into_iter()
-        .map(|a| account_card(a, warn_days))
+        .enumerate()
+        .map(|(i, (a, form))| {
+            let form_id = format!("settings-{}-a{}", provider.key, i + 1);
+            account_card(a, form, form_id, warn_days)
+        })
         .collect();
     Card {
         key: provider.key.to_string(),
@@ -464,10 +504,30 @@ async fn board(
                 let accounts = Connection::accounts(c, &tenant_id, &p.key)?;
                 let events = Event::recent(c, &tenant_id, &p.key, 5)?;
                 let view = StatusView::of_provider(p, &accounts);
-                let each = accounts.iter().map(|a| StatusView::of(p, Some(a)));
-                let draft = draft.as_ref().filter(|d| d.provider == p.key.as_str());
-                let form = settings_form(p, &IntegrationView::of(p, row.as_ref()), draft);
-                out.push(card(p, view, each.collect(), events, form, warn_days));
+                let shared = IntegrationView::of(p, row.as_ref()).settings;
+                let own: HashMap<String, serde_json::Value> =
+                    AccountSetting::of_provider(c, &tenant_id, &p.key)?
+                        .into_iter()
+                        .map(|r| {
+                            let settings = serde_json::from_str(&r.settings).unwrap_or_default();
+                            (r.account_id.to_string(), settings)
+                        })
+                        .collect();
+                let draft_of = |account: Option<&str>| {
+                    draft
+                        .as_ref()
+                        .filter(|d| d.provider == p.key.as_str() && d.account.as_deref() == account)
+                };
+                let none = serde_json::json!({});
+                let each = accounts.iter().map(|a| {
+                    let id = a.account_id.as_str();
+                    let stored = own.get(id).unwrap_or(&none);
+                    let form = settings_form(p, stored, Some(&shared), draft_of(Some(id)));
+                    (StatusView::of(p, Some(a)), form)
+                });
+                let each = each.collect();
+                let form = settings_form(p, &shared, None, draft_of(None));
+                out.push(card(p, view, each, events, form, warn_days));
             }
             Ok(out)
         })
@@ -589,9 +649,13 @@ fn switched(provider: &Provider, enabled: bool) -> String {
     }
 }
 
+/// The form field naming the account whose settings a form holds; absent:
+/// the provider's.
+const ACCOUNT_FIELD: &str = "account";
+
 /// `POST /settings/integrations/{provider}/settings`: the card's settings
-/// form. A refused one draws the dashboard again (400) with what was typed
-/// and why, on its card.
+/// form, the provider's or (with `account`) one account's. A refused one
+/// draws the dashboard again (400) with what was typed and why, on its card.
 async fn save_settings(
     state: web::Data<App>,
     admin: AdminSession,
@@ -599,31 +663,46 @@ async fn save_settings(
     CsrfForm(form): CsrfForm<HashMap<String, String>>,
 ) -> PageResult<HttpResponse> {
     let provider = state.enabled_provider(&path)?;
+    let account = form
+        .get(ACCOUNT_FIELD)
+        .map(|raw| AccountId::parse(raw))
+        .transpose()?;
     let saved = async {
-        let settings = if provider.settings_schema.is_empty() {
-            integration::from_json_box(form.get(JSON_BOX).map_or("", String::as_str))?
-        } else {
-            integration::from_form(&provider, &form)?
-        };
         let actor = admin.actor();
-        integration::save(
-            &state,
-            &admin.tenant_id,
-            &provider,
-            None,
-            Some(&settings),
-            &actor,
-        )
-        .await
+        let boxed = || integration::from_json_box(form.get(JSON_BOX).map_or("", String::as_str));
+        match &account {
+            None => {
+                let settings = if provider.settings_schema.is_empty() {
+                    boxed()?
+                } else {
+                    integration::from_form(&provider, &form)?
+                };
+                let (t, s) = (&admin.tenant_id, Some(&settings));
+                integration::save(&state, t, &provider, None, s, &actor).await?;
+            }
+            Some(account) => {
+                let settings = if provider.settings_schema.is_empty() {
+                    boxed()?
+                } else {
+                    integration::from_account_form(&provider, &form)?
+                };
+                let t = &admin.tenant_id;
+                integration::save_account(&state, t, &provider, account, &settings, &actor).await?;
+            }
+        }
+        Ok::<_, AppError>(())
     };
     match saved.await {
-        Ok(_) => {
-            let message = format!("{} settings saved.", provider.display_name);
+        Ok(()) => {
+            let message = match &account {
+                None => format!("{} settings saved.", provider.display_name),
+                Some(a) => format!("{} settings of {} saved.", provider.display_name, a),
+            };
             session::flash(&admin.session, FlashKind::Ok, message);
             Ok(see_other(DASHBOARD))
         }
         Err(e) if e.is(Code::InvalidSettings) || e.is(Code::SettingsTooLarge) => {
-            not_saved(&state, &admin, &provider, form, &e).await
+            not_saved(&state, &admin, &provider, account, form, &e).await
         }
         Err(e) => Err(PageError(e)),
     }
@@ -635,11 +714,13 @@ async fn not_saved(
     state: &App,
     admin: &AdminSession,
     provider: &Provider,
+    account: Option<AccountId>,
     form: HashMap<String, String>,
     refused: &AppError,
 ) -> PageResult<HttpResponse> {
     let draft = Draft {
         provider: provider.key.to_string(),
+        account: account.map(|a| a.to_string()),
         error: format!("Not saved: {}", refused.message()),
         form,
     };

@@ -367,3 +367,127 @@ async fn admin_connects_the_demo_provider_in_a_popup_and_disconnects() {
 
     client.close().await.expect("end the browser session");
 }
+
+/// Signs `email` in through the login form; the browser lands on the
+/// dashboard.
+async fn sign_in(client: &Client, address: &str, email: &str, password: &str) {
+    let wait = || client.wait().at_most(WAIT);
+    client
+        .goto(&format!("{address}/login"))
+        .await
+        .expect("login page");
+    for (field, value) in [("#email", email), ("#password", password)] {
+        wait()
+            .for_element(Locator::Css(field))
+            .await
+            .expect("a login field")
+            .send_keys(value)
+            .await
+            .expect("type into the login form");
+    }
+    client
+        .find(Locator::Css("#login-submit"))
+        .await
+        .expect("login button")
+        .click()
+        .await
+        .expect("log in");
+    wait()
+        .for_element(Locator::Css("[data-provider]"))
+        .await
+        .expect("a card on the dashboard");
+}
+
+#[actix_web::test]
+async fn admin_gives_one_account_settings_of_its_own_on_its_card() {
+    let Some((client, _driver)) = browser().await else {
+        return;
+    };
+    let (app, _fake, key) =
+        crate::internal_api::integrations::app(Backend::Sqlite, true, &[]).await;
+    let account = app.acme_connection("acme").account_id.to_string();
+    let shared = serde_json::json!({"enabled": true, "settings": {"pipeline_id": "pipe-all"}});
+    let (code, _) = app
+        .put_json("/api/v1/tenants/acme/integrations/acme", &key, shared)
+        .await;
+    assert_eq!(code, 200);
+    sign_in(
+        &client,
+        &app.address,
+        crate::helpers::OWNER,
+        crate::helpers::PASSWORD,
+    )
+    .await;
+    let wait = || client.wait().at_most(WAIT);
+    let item = format!(r#"[data-provider="acme"] [data-account="{account}"]"#);
+    let within = |rest: &str| format!("{item} {rest}");
+
+    // Folded until asked for; the empty field says what applies instead.
+    let pipeline = client
+        .find(Locator::Css(&within(
+            r#"input[name="setting.pipeline_id"]"#,
+        )))
+        .await
+        .expect("the account's pipeline field");
+    assert!(!pipeline.is_displayed().await.expect("displayed?"));
+    client
+        .find(Locator::Css(&within("details.account-settings > summary")))
+        .await
+        .expect("the account's settings")
+        .click()
+        .await
+        .expect("open them");
+    assert!(pipeline.is_displayed().await.expect("displayed?"));
+    assert_eq!(
+        pipeline.attr("placeholder").await.expect("placeholder"),
+        Some("As for all accounts: pipe-all".into())
+    );
+    pipeline
+        .send_keys("pipe-own")
+        .await
+        .expect("type a pipeline");
+    client
+        .find(Locator::Css(&within(r#"select[name="setting.notify"]"#)))
+        .await
+        .expect("the account's yes/no")
+        .select_by_value("false")
+        .await
+        .expect("choose No");
+    client
+        .find(Locator::Css(&within(
+            r#"[data-action="save-account-settings"]"#,
+        )))
+        .await
+        .expect("the account's save button")
+        .click()
+        .await
+        .expect("save");
+    wait()
+        .for_element(Locator::XPath(
+            r#"//*[contains(., "Acme CRM settings of")]"#,
+        ))
+        .await
+        .expect("the saved flash");
+    let (_, body) = app
+        .get_json(
+            &format!("/api/v1/tenants/acme/integrations/acme/accounts/{account}"),
+            &key,
+        )
+        .await;
+    assert_eq!(
+        body["settings"],
+        serde_json::json!({"pipeline_id": "pipe-own", "notify": false})
+    );
+    // Drawn again as saved.
+    let value = client
+        .find(Locator::Css(&within(
+            r#"input[name="setting.pipeline_id"]"#,
+        )))
+        .await
+        .expect("the pipeline field again")
+        .prop("value")
+        .await
+        .expect("its value");
+    assert_eq!(value.as_deref(), Some("pipe-own"));
+    client.close().await.expect("end the browser session");
+}

@@ -632,6 +632,37 @@ async fn an_account_s_settings_override_the_provider_s_and_travel_with_its_event
     };
     assert_eq!(of("loc_1"), "pipe-loc1");
     assert_eq!(of("loc_2"), "pipe-shared");
+    // So does the token API, warm or not, and a change shows at once.
+    let (app, key) = (&app, &key);
+    let token = |account: &'static str| async move {
+        let path = format!("/api/v1/tenants/acme/connections/gohighlevel/token?account={account}");
+        let (code, body) = app.get_json(&path, key).await;
+        assert_eq!(code, 200, "{body}");
+        let s = &body["settings"];
+        format!("{} {}", s["default_pipeline_id"], s["default_stage_id"])
+    };
+    assert_eq!(token("loc_1").await, r#""pipe-loc1" "stage-shared""#);
+    assert_eq!(token("loc_1").await, r#""pipe-loc1" "stage-shared""#);
+    assert_eq!(token("loc_2").await, r#""pipe-shared" "stage-shared""#);
+    let (code, _) = app
+        .put_json(
+            &format!("{base}/accounts/loc_1"),
+            key,
+            serde_json::json!({"settings": {"default_pipeline_id": "pipe-loc1b"}}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(token("loc_1").await, r#""pipe-loc1b" "stage-shared""#);
+    let (code, body) = app
+        .put_json(
+            base,
+            key,
+            serde_json::json!({"enabled": true, "settings": {"default_stage_id": "stage-2"}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(token("loc_1").await, r#""pipe-loc1b" "stage-2""#);
+    assert_eq!(token("loc_2").await, r#"null "stage-2""#);
     // Another tenant's key reads none of it.
     let other = app.api_key(Some("beta"), false);
     assert_eq!(

@@ -27,6 +27,7 @@ backend_tests!(
     a_cached_token_is_served_until_the_cache_lapses_and_a_local_disconnect_is_seen_at_once,
     a_token_about_to_expire_is_not_served_from_the_cache,
     another_instances_refresh_and_disconnect_are_seen_as_soon_as_their_notification_arrives,
+    settings_changed_anywhere_are_served_with_the_next_token,
 );
 
 /// Waits until `app`'s token cache hears other instances (its listener is up).
@@ -277,4 +278,81 @@ async fn a_token_about_to_expire_is_not_served_from_the_cache(backend: Backend) 
             .expose(),
         "at-2"
     );
+}
+
+/// The token API serves the account's effective settings with the token: a
+/// change in this process is served at once, and on PostgreSQL another
+/// instance's change as soon as its notification arrives.
+async fn settings_changed_anywhere_are_served_with_the_next_token(backend: Backend) {
+    let (a, fake, key) = app_with_cache(backend, "60000").await;
+    connect(&a, &fake, "at-1", "rt-1").await;
+    let account = a.acme_connection("acme").account_id.to_string();
+    let (a_ref, key_ref) = (&a, &key);
+    let served = || async move {
+        let body: serde_json::Value = a_ref.token(key_ref, "acme").await.json().await.unwrap();
+        assert_eq!(body["access_token"], "at-1", "{body}");
+        body["settings"].clone()
+    };
+    assert_eq!(served().await, serde_json::json!({}));
+    assert_eq!(served().await, serde_json::json!({}), "cached");
+    let base = "/api/v1/tenants/acme/integrations/acme";
+    let put = |address: String, path: String, body: serde_json::Value| {
+        let (a, key) = (&a, &key);
+        async move {
+            let res = a
+                .client
+                .put(format!("{address}{path}"))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+        }
+    };
+    put(
+        a.address.clone(),
+        base.into(),
+        serde_json::json!({"enabled": true, "settings": {"team": "sales", "limit": 1}}),
+    )
+    .await;
+    assert_eq!(
+        served().await,
+        serde_json::json!({"team": "sales", "limit": 1})
+    );
+    let own = format!("{base}/accounts/{account}");
+    put(
+        a.address.clone(),
+        own.clone(),
+        serde_json::json!({"settings": {"limit": 2}}),
+    )
+    .await;
+    assert_eq!(
+        served().await,
+        serde_json::json!({"team": "sales", "limit": 2})
+    );
+    if backend == Backend::Sqlite {
+        eprintln!("skipped: several instances need PostgreSQL");
+        return;
+    }
+    let (b, _) = a
+        .second_instance(&[("TETHER_TOKEN_CACHE_MS", "60000")])
+        .await;
+    listening(&a).await;
+    assert_eq!(served().await["limit"], 2, "cached on A");
+    put(b, own, serde_json::json!({"settings": {"limit": 3}})).await;
+    // B committed before it answered; its NOTIFY is on its way to A.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let limit = served().await["limit"].clone();
+        if limit == 3 {
+            break;
+        }
+        assert_eq!(limit, 2, "neither the old nor the new settings");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never heard B's change"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }

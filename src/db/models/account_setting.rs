@@ -33,6 +33,19 @@ impl AccountSetting {
             .optional()
     }
 
+    /// The tenant's settings of every account of `provider` that has some.
+    pub fn of_provider(
+        conn: &mut DbConn,
+        tenant_id: &TenantId,
+        provider: &ProviderKey,
+    ) -> QueryResult<Vec<AccountSetting>> {
+        account_settings::table
+            .filter(account_settings::tenant_id.eq(tenant_id))
+            .filter(account_settings::provider.eq(provider))
+            .select(AccountSetting::as_select())
+            .load(conn)
+    }
+
     /// Writes the account's settings (`{}`: none of its own, the row goes);
     /// returns the settings it had before (`{}` for none).
     pub fn save(

@@ -6,8 +6,8 @@ use super::params::{AccountQuery, ConnectionPath};
 use super::rights::ForConnection;
 use crate::app::cache::Opened;
 use crate::app::App;
-use crate::connections::manage;
 use crate::connections::status::{self, StatusView};
+use crate::connections::{integration, manage};
 use crate::error::{AppError, AppResult, Code, ErrorBody};
 use crate::ids::AccountId;
 use crate::platform::Location;
@@ -91,6 +91,12 @@ struct TokenBody<'a> {
     /// `Version`), for callers that call the provider themselves.
     #[schema(value_type = std::collections::HashMap<String, String>)]
     api_headers: &'a std::collections::BTreeMap<String, String>,
+    /// The tenant's integration settings that apply to this account: the
+    /// provider's, with the account's own over them. Null only when they
+    /// could not be read just now (the database is away: the token is
+    /// still served).
+    #[schema(value_type = Option<Object>)]
+    settings: Option<&'a serde_json::Value>,
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -100,7 +106,11 @@ struct AccountBody<'a> {
 }
 
 impl<'a> TokenBody<'a> {
-    fn of(opened: &'a Opened, provider: &'a Provider) -> TokenBody<'a> {
+    fn of(
+        opened: &'a Opened,
+        provider: &'a Provider,
+        settings: Option<&'a serde_json::Value>,
+    ) -> TokenBody<'a> {
         let row = &opened.row;
         TokenBody {
             access_token: opened.tokens.access_token.expose(),
@@ -117,8 +127,35 @@ impl<'a> TokenBody<'a> {
                 name: row.account_name.as_deref(),
             },
             api_headers: &provider.api_headers,
+            settings,
         }
     }
+}
+
+/// The effective settings of the opened set's account: read once, then
+/// kept with the set (a settings change drops it from the token cache).
+/// `None` while they cannot be read: the token is served all the same.
+async fn settings_of<'a>(state: &App, opened: &'a Opened) -> Option<&'a serde_json::Value> {
+    if opened.settings.get().is_none() {
+        let row = &opened.row;
+        match integration::effective_for(state, &row.tenant_id, &row.provider, &row.account_id)
+            .await
+        {
+            Ok(settings) => {
+                // A concurrent request may have set them first: the same read.
+                let _ = opened.settings.set(settings);
+            }
+            Err(e) => {
+                log::warn!(
+                    "token for connection {} served without its settings: {}",
+                    row.id,
+                    e.message()
+                );
+                return None;
+            }
+        }
+    }
+    opened.settings.get()
 }
 
 /// A valid access token
@@ -164,7 +201,8 @@ pub(super) async fn token(
                 .await?
         }
     };
-    let body = TokenBody::of(&opened, provider);
+    let settings = settings_of(&state, &opened).await;
+    let body = TokenBody::of(&opened, provider, settings);
     state.metrics.token_api(started.elapsed().as_secs_f64());
     Ok(no_store(HttpResponse::Ok().json(body)))
 }

@@ -27,6 +27,7 @@ impl TestApp {
             "SELECT token_hash || '|' || COALESCE(CAST(used_at AS TEXT), '-') AS v FROM connect_links ORDER BY token_hash",
             "SELECT CAST(COUNT(*) AS TEXT) AS v FROM tenants",
             "SELECT tenant_id || '|' || provider || '|' || CAST(enabled AS TEXT) || '|' || settings || '|' || CAST(updated_at AS TEXT) AS v FROM integration_settings ORDER BY tenant_id, provider",
+            "SELECT tenant_id || '|' || provider || '|' || account_id || '|' || settings || '|' || CAST(updated_at AS TEXT) AS v FROM account_settings ORDER BY tenant_id, provider, account_id",
         ];
         let mut conn = self.conn();
         queries

@@ -24,6 +24,7 @@ backend_tests!(
     a_disabled_provider_answers_409_provider_disabled_to_the_token_api_proxy_and_links,
     the_dashboard_hides_a_disabled_provider_and_lists_it_under_disabled_with_enable,
     the_card_edits_settings_with_a_form_for_a_schema_and_a_json_box_otherwise,
+    the_card_edits_an_account_s_own_settings_over_the_provider_s,
     a_disabled_integration_is_still_refreshed_by_the_scheduler,
 );
 
@@ -36,7 +37,7 @@ const SCHEMA: &str = r#"settings_schema = [
 
 /// An app whose `acme` declares [`SCHEMA`] (or none), the admin of tenant
 /// `acme` signed in, acme connected (at-1 / rt-1), and a key scoped to `acme`.
-async fn app(
+pub(crate) async fn app(
     backend: Backend,
     schema: bool,
     extra: &[(&str, &str)],
@@ -570,7 +571,7 @@ async fn the_card_edits_settings_with_a_form_for_a_schema_and_a_json_box_otherwi
     let csrf = csrf_in(&page).unwrap();
     let acme = card(&page, "acme").unwrap();
     let form = &acme[acme
-        .find(r#"action="/settings/integrations/acme/settings""#)
+        .find(r#"action="/settings/integrations/acme/settings" class="settings-form" data-form="settings""#)
         .expect("a settings form")..];
     let form = &form[..form.find("</form>").unwrap()];
     assert!(form.contains(r#"name="csrf""#), "{form}");
@@ -596,7 +597,7 @@ async fn the_card_edits_settings_with_a_form_for_a_schema_and_a_json_box_otherwi
     );
     let demo = card(&page, "demo").unwrap();
     let boxed = &demo[demo
-        .find(r#"action="/settings/integrations/demo/settings""#)
+        .find(r#"action="/settings/integrations/demo/settings" class="settings-form" data-form="settings""#)
         .unwrap()..];
     assert!(
         boxed[..boxed.find("</form>").unwrap()].contains(r#"name="settings_json""#),
@@ -777,4 +778,141 @@ async fn a_disabled_integration_is_still_refreshed_by_the_scheduler(backend: Bac
         .get_json(&format!("{API}/acme/connections/acme/token"), &key)
         .await;
     assert_eq!((status, body["access_token"].clone()), (200, json!("at-2")));
+}
+
+/// The `<li>` of `account` on a card.
+fn account_item<'a>(card: &'a str, account: &str) -> &'a str {
+    let start = card
+        .find(&format!(r#"data-account="{account}""#))
+        .unwrap_or_else(|| panic!("no item for {account}: {card}"));
+    let item = &card[start..];
+    &item[..item.find("\n    </li>").expect("the item's end")]
+}
+
+async fn the_card_edits_an_account_s_own_settings_over_the_provider_s(backend: Backend) {
+    let (app, _fake, key) = app(backend, true, &[]).await;
+    let account = app.acme_connection("acme").account_id.to_string();
+    let page = dashboard(&app).await;
+    let csrf = csrf_in(&page).unwrap();
+    let post = |fields: Vec<(&'static str, String)>| {
+        let mut form = vec![("csrf", csrf.clone())];
+        form.extend(fields);
+        let app = &app;
+        async move {
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            app.post_form("/settings/integrations/acme/settings", &form)
+                .await
+        }
+    };
+    // The provider's settings, then the account's over them.
+    let res = post(vec![
+        ("setting.pipeline_id", "pipe-all".into()),
+        ("setting.notify", "true".into()),
+    ])
+    .await;
+    assert_eq!(res.status(), 303);
+    let page = dashboard(&app).await;
+    let item = account_item(card(&page, "acme").unwrap(), &account);
+    assert!(item.contains(r#"data-form="account-settings""#), "{item}");
+    assert!(
+        item.contains(&format!(r#"name="account" value="{account}""#)),
+        "{item}"
+    );
+    assert!(
+        item.contains(r#"value="" placeholder="As for all accounts: pipe-all""#),
+        "{item}"
+    );
+    assert!(
+        item.contains(r#"<option value="" selected>As for all accounts (yes)</option>"#),
+        "{item}"
+    );
+    let res = post(vec![
+        ("account", account.clone()),
+        ("setting.pipeline_id", " pipe-own ".into()),
+        ("setting.limit", "".into()),
+        ("setting.notify", "false".into()),
+    ])
+    .await;
+    assert_eq!(res.status(), 303);
+    let own = format!("{ACME}/accounts/{account}");
+    let (code, body) = app.get_json(&own, &key).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["settings"],
+        json!({"pipeline_id": "pipe-own", "notify": false})
+    );
+    assert_eq!(
+        body["effective"],
+        json!({"pipeline_id": "pipe-own", "notify": false})
+    );
+    let (_, shared) = app.get_json(ACME, &key).await;
+    assert_eq!(
+        shared["settings"],
+        json!({"pipeline_id": "pipe-all", "notify": true})
+    );
+    let page = dashboard(&app).await;
+    assert!(page.contains("Acme CRM settings of"), "the flash: {page}");
+    let item = account_item(card(&page, "acme").unwrap(), &account);
+    assert!(item.contains(r#"value="pipe-own""#), "{item}");
+    assert!(
+        item.contains(r#"<option value="false" selected>No</option>"#),
+        "{item}"
+    );
+
+    // Refusals draw the page again with the error in the account's form,
+    // what was typed kept; nothing changes.
+    let before = app.snapshot();
+    for (fields, says) in [
+        (
+            vec![("setting.limit", "five".to_string())],
+            "limit must be a number",
+        ),
+        (
+            vec![("setting.notify", "maybe".to_string())],
+            "is yes, no, or as for all accounts",
+        ),
+    ] {
+        let typed = fields[0].1.clone();
+        let mut fields = fields;
+        fields.push(("account", account.clone()));
+        let res = post(fields).await;
+        assert_eq!(res.status(), 400, "{says}");
+        let page = res.text().await.unwrap();
+        let item = account_item(card(&page, "acme").unwrap(), &account);
+        let alert = &item[item
+            .find(r#"role="alert""#)
+            .unwrap_or_else(|| panic!("an alert in the account's form: {item}"))..];
+        assert!(
+            alert[..alert.find("</p>").unwrap()].contains(says),
+            "{alert}"
+        );
+        assert!(item.contains(r#"<details class="settings account-settings" open>"#));
+        if typed == "five" {
+            assert!(
+                item.contains(r#"value="five""#),
+                "kept what was typed: {item}"
+            );
+        }
+    }
+    for bad in ["", "a\nb", &"x".repeat(257)] {
+        let res = post(vec![
+            ("account", bad.to_string()),
+            ("setting.limit", "1".into()),
+        ])
+        .await;
+        crate::helpers::assert_error_page(res, 400, "invalid_account").await;
+    }
+    assert_eq!(app.snapshot(), before);
+
+    // All left empty: the account follows the provider again.
+    let res = post(vec![
+        ("account", account.clone()),
+        ("setting.pipeline_id", "".into()),
+        ("setting.notify", "".into()),
+    ])
+    .await;
+    assert_eq!(res.status(), 303);
+    let (_, body) = app.get_json(&own, &key).await;
+    assert_eq!(body["settings"], json!({}));
+    assert_eq!(body["effective"], shared["settings"]);
 }

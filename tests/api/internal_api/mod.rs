@@ -10,7 +10,7 @@
 
 mod auth;
 mod connect_links;
-mod integrations;
+pub(crate) mod integrations;
 mod metrics;
 mod openapi;
 mod provisioning;
