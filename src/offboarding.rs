@@ -14,7 +14,7 @@
 use crate::app::App;
 use crate::connections::manage::{self, Revocation};
 use crate::db::listen::notify_changed;
-use crate::db::models::connection::Connection;
+use crate::db::models::connection::{Connection, Kind};
 use crate::db::models::event::Actor;
 use crate::db::models::tenant::{Holdings, Tenant};
 use crate::db::models::webhook as outbox;
@@ -94,7 +94,9 @@ pub async fn remove(
         let provider = app.providers.shared(&row.provider);
         let (outcome, detail) = match provider {
             None => (Outcome::ProviderNotConfigured, None),
-            Some(p) if p.revocation_url.is_none() => (Outcome::NotOffered, None),
+            Some(p) if p.revocation_url.is_none() || row.kind == Kind::PrivateToken => {
+                (Outcome::NotOffered, None)
+            }
             Some(_) if dry_run => (Outcome::WouldRevoke, None),
             Some(p) => match manage::revoke(app, p, row).await {
                 Revocation::Revoked => (Outcome::Revoked, None),

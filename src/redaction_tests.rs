@@ -135,6 +135,7 @@ fn connection() -> Connection {
         is_default: true,
         tags: None,
         error_since: None,
+        kind: crate::db::models::connection::Kind::OAuth,
     }
 }
 
@@ -205,6 +206,7 @@ fn every_type_holding_a_secret_debug_prints_stars_in_its_place() {
 
     let (tenant, key) = (TenantId::known("t1"), ProviderKey::known("demo"));
     let grant = Grant {
+        kind: crate::db::models::connection::Kind::OAuth,
         tenant_id: &tenant,
         provider: &key,
         account_id: &AccountId::known("acct"),

@@ -272,6 +272,7 @@ mod tests {
             is_default: true,
             tags: None,
             error_since: None,
+            kind: crate::db::models::connection::Kind::OAuth,
         };
         let tokens = TokenSet {
             access_token: Secret::new("at".into()),

@@ -10,7 +10,7 @@ use crate::app::held::HeldGrant;
 use crate::app::App;
 use crate::config::Settings;
 use crate::crypto::KeyRing;
-use crate::db::models::connection::{self, Connection};
+use crate::db::models::connection::{self, Connection, Kind};
 use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::db::{now, DbConn};
 use crate::error::{AppError, AppResult, Code};
@@ -39,6 +39,9 @@ pub enum Arrival {
     /// Tokens the CRM kept itself; `due`: refresh them at once (expired or
     /// within the refresh margin).
     Import { due: bool },
+    /// A private token (`connections::private_token`), checked against the
+    /// account lookup: refused over a live OAuth grant of the account.
+    PrivateToken,
 }
 
 /// A grant on its way in.
@@ -59,6 +62,17 @@ pub fn bound_elsewhere(provider: &Provider) -> AppError {
         Code::AccountBoundElsewhere,
         format!(
             "This {} account is connected to another business in the CRM. Disconnect it there first, or ask the CRM's support to move it.",
+            provider.display_name
+        ),
+    )
+}
+
+/// A private token refused over an OAuth grant of the account.
+fn over_oauth(provider: &Provider, account: &crate::ids::AccountId) -> AppError {
+    AppError::conflict(
+        Code::OauthConnected,
+        format!(
+            "{account} is connected to {} through OAuth, which Tether keeps fresh; a private token would replace it. Disconnect it first if that is what you want.",
             provider.display_name
         ),
     )
@@ -110,8 +124,16 @@ fn store_checked(
     check_holder(c, grant)?;
     let (provider, auth) = (&grant.provider, &grant.authorized);
     let t = now();
-    let existed = Connection::find(c, &grant.tenant, &provider.key, &auth.account_id)?
-        .is_some_and(|row| row.has_tokens());
+    let before = Connection::find(c, &grant.tenant, &provider.key, &auth.account_id)?
+        .filter(Connection::has_tokens);
+    let kind = match grant.arrival {
+        Arrival::PrivateToken => Kind::PrivateToken,
+        _ => Kind::OAuth,
+    };
+    if kind == Kind::PrivateToken && before.as_ref().is_some_and(|b| b.kind == Kind::OAuth) {
+        return Err(over_oauth(provider, &auth.account_id));
+    }
+    let existed = before.is_some();
     let due = matches!(grant.arrival, Arrival::Import { due: true });
     let next_refresh_at = match (auth.response.expires_in, provider.refresh) {
         (_, RefreshStyle::None) | (None, _) => None,
@@ -143,6 +165,7 @@ fn store_checked(
             metadata: &auth.metadata,
             parent_account_id: parent.as_ref(),
             tags: grant.tags.as_ref(),
+            kind,
         },
     )?;
     let kind = if existed {

@@ -2,7 +2,7 @@
 //! disconnecting one.
 
 use crate::app::App;
-use crate::db::models::connection::{unknown_account, Connection};
+use crate::db::models::connection::{unknown_account, Connection, Kind};
 use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::error::{AppError, AppResult};
 use crate::ids::{AccountId, ProviderKey, TenantId};
@@ -108,6 +108,9 @@ pub async fn disconnect(
     let revocation = revoke(app, provider, &connection).await;
     let (name, label) = (&provider.display_name, connection.label());
     let outcome = match &revocation {
+        _ if connection.kind == Kind::PrivateToken => format!(
+            "Disconnected {name} ({label}) and forgot its private token, which works at {name} until you delete it there."
+        ),
         Revocation::Revoked => {
             format!("Disconnected {name} ({label}); the provider revoked the access.")
         }
@@ -181,6 +184,10 @@ pub async fn disconnect(
 /// Asks the provider to revoke the connection's grant: its refresh token
 /// where it has one, else its access token.
 pub async fn revoke(app: &App, provider: &Provider, connection: &Connection) -> Revocation {
+    if connection.kind == Kind::PrivateToken {
+        // Not Tether's grant: only its owner deletes it, at the provider.
+        return Revocation::NotOffered;
+    }
     match connection.tokens(&app.keys) {
         Ok(Some(tokens)) => {
             let (token, hint) = match &tokens.refresh_token {

@@ -8,6 +8,8 @@
 //! - `grant`: the one door through which every grant is saved;
 //! - `manage`: which account, the default account, disconnecting;
 //! - `import`: storing tokens the CRM kept itself before Tether;
+//! - `private_token`: a token the account's owner made at the provider (an
+//!   API key), checked and kept until an OAuth grant replaces it;
 //! - `links`: issuing connect links;
 //! - `integration`: a tenant's integration settings (enabled, preferences);
 //! - `directory`: connections across tenants (who owns an account, what
@@ -26,6 +28,7 @@ pub mod installs;
 pub mod integration;
 pub mod links;
 pub mod manage;
+pub mod private_token;
 pub mod proxy;
 pub mod relay;
 pub mod status;

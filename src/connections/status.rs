@@ -2,7 +2,7 @@
 //! one `StatusView`, the body of the API's status routes, the source of every
 //! fact on a dashboard card, and the `Status` schema of the OpenAPI document.
 
-use crate::db::models::connection::{unknown_account, Connection, Status};
+use crate::db::models::connection::{unknown_account, Connection, Kind, Status};
 use crate::db::DbConn;
 use crate::error::AppResult;
 use crate::ids::{AccountId, TenantId};
@@ -21,6 +21,11 @@ pub struct StatusView {
     /// Whether this account is the tenant's default for the provider (served
     /// when a caller names no account).
     pub default: bool,
+    /// How its token came: `oauth`, or `private_token` (a token the
+    /// account's owner created at the provider: never refreshed, replaced
+    /// by an OAuth grant of the account). Null when not connected.
+    #[schema(value_type = Option<String>, example = "oauth")]
+    pub kind: Option<Kind>,
     pub scopes: Vec<String>,
     /// Scopes the provider is now configured to ask for that this account
     /// was not granted (the operator added some since): reconnecting grants
@@ -62,6 +67,9 @@ pub struct AccountSummary {
     pub name: Option<String>,
     pub status: PublicStatus,
     pub default: bool,
+    /// `oauth` or `private_token`.
+    #[schema(value_type = String, example = "oauth")]
+    pub kind: Kind,
 }
 
 /// The status the CRM and the dashboard see.
@@ -127,7 +135,11 @@ impl StatusView {
         let scopes = live.map(Connection::scopes).unwrap_or_default();
         StatusView {
             provider: provider.key.to_string(),
-            missing_scopes: live.map_or_else(Vec::new, |_| missing_scopes(provider, &scopes)),
+            // A private token's scopes are its owner's choice, not asked for.
+            missing_scopes: live
+                .filter(|c| c.kind == Kind::OAuth)
+                .map_or_else(Vec::new, |_| missing_scopes(provider, &scopes)),
+            kind: live.map(|c| c.kind),
             status: public_status(c),
             account: live.map(|c| AccountRef {
                 id: c.account_id.clone(),
@@ -157,6 +169,7 @@ impl StatusView {
                         name: c.account_name.clone(),
                         status: public_status(Some(c)),
                         default: c.is_default,
+                        kind: c.kind,
                     })
                     .collect(),
             ),

@@ -51,6 +51,7 @@ diesel::table! {
         parent_account_id -> Nullable<Text>,
         tags -> Nullable<Text>,
         error_since -> Nullable<Timestamp>,
+        kind -> Text,
     }
 }
 

@@ -49,6 +49,7 @@ pub(super) struct ProviderToml {
     rotates_refresh_tokens: Option<bool>,
     location_tokens: Option<bool>,
     one_holder: Option<bool>,
+    private_tokens: Option<String>,
     platform: Option<String>,
     settings_schema: Option<Vec<SettingFieldToml>>,
 }
@@ -152,6 +153,7 @@ pub(super) fn merge(mut p: Provider, t: ProviderToml) -> Provider {
         issuer,
         api_base_url,
         refresh_token_lifetime_days,
+        private_tokens,
         platform
     );
     if p.platform.is_none() {

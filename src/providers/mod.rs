@@ -9,7 +9,9 @@ mod provider;
 mod tests;
 mod validate;
 
-pub use provider::{ClientAuth, FieldType, Flow, Identity, Provider, RefreshStyle, SettingField};
+pub use provider::{
+    placeholders, ClientAuth, FieldType, Flow, Identity, Provider, RefreshStyle, SettingField,
+};
 pub use validate::{valid_key, PLATFORMS};
 
 use crate::config::Settings;

@@ -59,6 +59,7 @@ pub(super) fn base(
         rotates_refresh_tokens: true,
         location_tokens: false,
         one_holder: false,
+        private_tokens: None,
         platform: None,
         optional_scopes: Vec::new(),
         app_id: None,
@@ -157,6 +158,10 @@ pub fn all() -> Vec<Provider> {
             location_tokens: true,
             // A location (or an agency's company) is one business.
             one_holder: true,
+            // A location's Private Integration Token, checked with the
+            // location lookup, keeps a client working until it installs
+            // the app (PROVIDERS.md).
+            private_tokens: Some("Private Integration Token".into()),
             platform: Some(GOHIGHLEVEL.into()),
             webhook_key: Some(
                 crate::crypto::ed25519_public_key(GOHIGHLEVEL_WEBHOOK_KEY)

@@ -194,6 +194,11 @@ pub struct Provider {
     /// company, a HubSpot hub, a Wix site): each is held by one tenant at
     /// most, whichever way its grant arrives (`connections::grant`).
     pub one_holder: bool,
+    /// What the platform calls the tokens an account's owner creates for
+    /// an integration (GoHighLevel: "Private Integration Token"): a tenant
+    /// may store one as a connection (`connections::private_token`),
+    /// checked with `userinfo_url`. `None`: OAuth only.
+    pub private_tokens: Option<String>,
     /// The platform whose code does what this data cannot say (a folder of
     /// `src/platforms/`, reached through `platform::Platform`); one of
     /// [`super::PLATFORMS`], or `None` for a provider that is data only.

@@ -85,6 +85,17 @@ pub(super) fn validate(p: &Provider) -> Result<(), String> {
             return Err(format!("'userinfo_url': {e}"));
         }
     }
+    if p.private_tokens.is_some() && p.userinfo_url.is_none() {
+        return Err(
+            "'private_tokens' needs 'userinfo_url': a private token is checked with the account lookup before it is stored".into(),
+        );
+    }
+    if p.private_tokens
+        .as_deref()
+        .is_some_and(|l| l.trim().is_empty() || l.len() > 64)
+    {
+        return Err("'private_tokens' is what the platform calls them: 1 to 64 characters".into());
+    }
     for name in [&p.client_id_env, &p.client_secret_env] {
         if name.is_empty()
             || !name

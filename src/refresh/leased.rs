@@ -7,7 +7,7 @@ use super::keeper;
 use crate::app::circuit::Ticket;
 use crate::app::held;
 use crate::app::App;
-use crate::db::models::connection::{Connection, Refreshed, Status, TokenSet};
+use crate::db::models::connection::{Connection, Kind, Refreshed, Status, TokenSet};
 use crate::db::models::event::{Actor, NewEvent};
 use crate::db::now;
 use crate::error::{AppError, AppResult, Code};
@@ -138,6 +138,21 @@ async fn ready_to_send<'a>(state: &'a App, row: &Connection, owner: &str) -> App
                 format!(
                     "{} tokens do not expire and cannot be refreshed",
                     provider.display_name
+                ),
+            ),
+        )
+        .await);
+    }
+    if row.kind == Kind::PrivateToken {
+        return Err(release(
+            state,
+            row,
+            owner,
+            AppError::conflict(
+                Code::NotRefreshable,
+                format!(
+                    "{} is connected with a private token, which is never refreshed: replace it with a new one, or connect with OAuth",
+                    row.label()
                 ),
             ),
         )

@@ -4,9 +4,10 @@ use super::http::{client_addr, html, see_other};
 use super::session::{self, AdminSession, CsrfForm, Flash, FlashKind, NoFields};
 use crate::app::App;
 use crate::connections::integration::{self, IntegrationView, FORM_PREFIX};
+use crate::connections::private_token;
 use crate::connections::status::{PublicStatus, StatusView};
 use crate::db::models::account_setting::AccountSetting;
-use crate::db::models::connection::Connection;
+use crate::db::models::connection::{Connection, Kind};
 use crate::db::models::event::Event;
 use crate::db::models::integration_setting::IntegrationSetting;
 use crate::db::models::tenant::Tenant;
@@ -35,6 +36,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/settings/integrations/{provider}/enabled",
             web::post().to(set_enabled),
+        )
+        .route(
+            "/settings/integrations/{provider}/private-token",
+            web::post().to(save_private_token),
         )
         .service(
             // 64 KiB of settings, form-encoded (a JSON box's quotes and
@@ -239,6 +244,9 @@ pub struct Card {
     pub events: Vec<EventLine>,
     /// The tenant's settings for the provider, as a form.
     pub settings: SettingsForm,
+    /// What the platform calls the private tokens a tenant may store
+    /// instead of connecting (GoHighLevel's Private Integration Tokens).
+    pub private_tokens: Option<String>,
 }
 
 /// A card's settings form: one input per schema field, or a JSON box when
@@ -371,6 +379,8 @@ pub struct AccountCard {
     pub settings: SettingsForm,
     /// The HTML id its settings form's inputs start with.
     pub form_id: String,
+    /// Connected with a private token (never refreshed), not OAuth.
+    pub private_token: bool,
 }
 
 pub struct EventLine {
@@ -419,6 +429,7 @@ fn account_card(
             .and_then(|t| shown(&Some(t), "%Y-%m-%d")),
         settings,
         form_id,
+        private_token: view.kind == Some(Kind::PrivateToken),
     }
 }
 
@@ -461,6 +472,7 @@ fn card(
             })
             .collect(),
         settings,
+        private_tokens: provider.private_tokens.clone(),
     }
 }
 
@@ -730,4 +742,51 @@ async fn not_saved(
     Ok(HttpResponse::BadRequest()
         .content_type("text/html; charset=utf-8")
         .body(body))
+}
+
+#[derive(serde::Deserialize)]
+struct PrivateTokenForm {
+    account: String,
+    token: String,
+}
+
+/// `POST /settings/integrations/{provider}/private-token`: the card's form
+/// for a private token. Checked with the provider first; a refusal is
+/// flashed and changes nothing.
+async fn save_private_token(
+    state: web::Data<App>,
+    admin: AdminSession,
+    path: web::Path<String>,
+    CsrfForm(form): CsrfForm<PrivateTokenForm>,
+) -> PageResult<HttpResponse> {
+    let provider = state.enabled_provider(&path)?;
+    let stored = async {
+        let request = private_token::Request {
+            token: private_token::Request::token(&form.token)?,
+            account: Some(AccountId::parse(form.account.trim())?),
+        };
+        let t = &admin.tenant_id;
+        private_token::store(&state, t, &provider, request, &admin.actor()).await
+    };
+    let label = provider
+        .private_tokens
+        .as_deref()
+        .unwrap_or("private token");
+    match stored.await {
+        Ok((row, _)) => session::flash(
+            &admin.session,
+            FlashKind::Ok,
+            format!(
+                "{} connected with its {label}: the CRM can use it now. Tether never refreshes it; connect with OAuth when you can, and it takes the token's place.",
+                row.label()
+            ),
+        ),
+        Err(e) if e.is_unavailable() => return Err(PageError(e)),
+        Err(e) => session::flash(
+            &admin.session,
+            FlashKind::Error,
+            format!("The {label} was not stored: {}", e.message()),
+        ),
+    }
+    Ok(see_other(DASHBOARD))
 }

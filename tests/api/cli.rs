@@ -442,6 +442,7 @@ async fn doctor_reports_a_business_account_held_by_two_tenants(backend: Backend)
             &mut c,
             &ring,
             &Grant {
+                kind: tether::db::models::connection::Kind::OAuth,
                 tenant_id: &t.id,
                 provider: &tether::ids::ProviderKey::known("gohighlevel"),
                 account_id: &tether::ids::AccountId::known("loc_1"),

@@ -23,6 +23,7 @@ mod operators;
 mod ops;
 mod postgres_tls;
 mod presets;
+mod private_tokens;
 mod processes;
 mod quick_start;
 mod refresh;

@@ -205,6 +205,7 @@ pub(crate) fn bind(app: &TestApp, tenant: &str, location: &str, company: &str) -
         &mut app.conn(),
         &app.ctx.keys,
         &Grant {
+            kind: tether::db::models::connection::Kind::OAuth,
             tenant_id: &TenantId::known(t.id.to_string()),
             provider: &ProviderKey::known("gohighlevel"),
             account_id: &tether::ids::AccountId::known(location),

@@ -57,6 +57,7 @@ fn grant(
         &mut app.conn(),
         &app.ctx.keys,
         &Grant {
+            kind: tether::db::models::connection::Kind::OAuth,
             tenant_id: &TenantId::known(tenant_id),
             provider: &ProviderKey::known("acme"),
             account_id: &tether::ids::AccountId::known(account),

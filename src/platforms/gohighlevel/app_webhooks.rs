@@ -12,7 +12,7 @@ use super::events::{self, AppEvent, Kind};
 use crate::app::App;
 use crate::config::Settings;
 use crate::connections::relay;
-use crate::db::models::connection::Connection;
+use crate::db::models::connection::{Connection, Kind as ConnectionKind};
 use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::db::models::pending_install::PendingInstall;
 use crate::db::models::seen_webhook;
@@ -201,7 +201,10 @@ fn uninstall(
             ))
         }
     };
-    for row in rows.iter().filter(|r| r.has_tokens()) {
+    // A Private Integration Token is the location's own, not the app's: an
+    // uninstall of the app leaves it working.
+    let app_grants = |r: &&Connection| r.has_tokens() && r.kind == ConnectionKind::OAuth;
+    for row in rows.iter().filter(app_grants) {
         Connection::erase(c, &row.id)?;
         crate::db::models::webhook::record(
             c,

@@ -1,12 +1,12 @@
 //! A tenant's connections: their status, disconnect, the default account,
-//! and tokens imported from the CRM.
+//! tokens imported from the CRM, and private tokens.
 
 use super::errors::{DatabaseUnreachable, NoValidKey, NotAdminForTenant, OtherTenant};
 use super::params::{AccountQuery, ConnectionPath, TenantPath};
 use super::rights::{AdminKey, ForConnection, ForTenant, Importing};
 use crate::app::App;
 use crate::connections::status::{self, StatusView};
-use crate::connections::{import as importing, manage};
+use crate::connections::{import as importing, manage, private_token as private};
 use crate::db::models::event::Actor;
 use crate::error::{AppResult, ErrorBody};
 use crate::ids::AccountId;
@@ -351,5 +351,66 @@ pub(super) async fn import(
         HttpResponse::Created().json(answer)
     } else {
         HttpResponse::Ok().json(answer)
+    }))
+}
+
+/// A private token to store (read by `connections::private_token`, which
+/// refuses unknown fields and repeats no value).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct PrivateTokenRequest {
+    /// The token its owner created at the provider (GoHighLevel: the
+    /// location's Private Integration Token). Visible ASCII, 1 to 8192
+    /// characters.
+    #[schema(min_length = 1, max_length = 8192)]
+    token: String,
+    /// The provider account it is for (GoHighLevel: the location id).
+    #[schema(min_length = 1, max_length = 256)]
+    account: Option<String>,
+}
+
+/// Store an account's private token
+///
+/// For providers that take them (`private_tokens` in their preset:
+/// GoHighLevel's Private Integration Tokens). The token is checked with the
+/// provider's account lookup first; it is then served like any connection's
+/// token (`kind: private_token`), never refreshed, and replaced in place by
+/// an OAuth grant of the same account when one arrives. A second call
+/// replaces the stored private token. No token appears in the answer.
+#[utoipa::path(
+    params(ConnectionPath),
+    request_body = PrivateTokenRequest,
+    responses(
+        (status = 201, description = "Stored as a new connection", body = StatusView),
+        (status = 200, description = "Stored over the account's earlier private token", body = StatusView),
+        (status = 400, description = "`invalid_request`, `invalid_account`, `unsupported_flow` (the provider takes no private tokens) or `token_refused` (the provider's lookup refused the token, or it belongs to another account): nothing was stored", body = ErrorBody),
+        NoValidKey,
+        OtherTenant,
+        (status = 404, description = "No such tenant or provider", body = ErrorBody),
+        (status = 409, description = "`oauth_connected`: the account is connected through OAuth; `account_bound_elsewhere`: another tenant holds it", body = ErrorBody),
+        (status = 502, description = "The provider's lookup failed", body = ErrorBody),
+        DatabaseUnreachable,
+    ),
+    security(("apiKey" = []))
+)]
+#[post("/tenants/{tenant}/connections/{provider}/private-token")]
+pub(super) async fn private_token(
+    state: web::Data<App>,
+    target: ForConnection,
+    body: web::Json<serde_json::Value>,
+) -> AppResult<HttpResponse> {
+    let ForConnection {
+        key,
+        tenant: tenant_id,
+        provider,
+    } = target;
+    let request = private::Request::parse(&body)?;
+    let (row, replaced) =
+        private::store(&state, &tenant_id, &provider, request, &key.actor()).await?;
+    let status = StatusView::of(&provider, Some(&row));
+    Ok(no_store(if replaced {
+        HttpResponse::Ok().json(status)
+    } else {
+        HttpResponse::Created().json(status)
     }))
 }

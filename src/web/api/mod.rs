@@ -65,6 +65,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(connections::set_default)
         .service(tokens::locations)
         .service(connections::import)
+        .service(connections::private_token)
         .service(links::connect_link)
         // Settings may be 64 KiB themselves: their body may be larger than
         // that, so that an object over the cap gets its own answer.

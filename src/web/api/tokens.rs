@@ -8,6 +8,7 @@ use crate::app::cache::Opened;
 use crate::app::App;
 use crate::connections::status::{self, StatusView};
 use crate::connections::{integration, manage};
+use crate::db::models::connection::Kind;
 use crate::error::{AppError, AppResult, Code, ErrorBody};
 use crate::ids::AccountId;
 use crate::platform::Location;
@@ -87,6 +88,10 @@ struct TokenBody<'a> {
     metadata: &'a serde_json::Value,
     /// The account whose token this is.
     account: AccountBody<'a>,
+    /// How the token came: `oauth`, or `private_token` (its owner's own
+    /// token, which Tether never refreshes).
+    #[schema(value_type = String, example = "oauth")]
+    kind: Kind,
     /// Headers every call to this provider's API must carry (GoHighLevel's
     /// `Version`), for callers that call the provider themselves.
     #[schema(value_type = std::collections::HashMap<String, String>)]
@@ -126,6 +131,7 @@ impl<'a> TokenBody<'a> {
                 id: &row.account_id,
                 name: row.account_name.as_deref(),
             },
+            kind: row.kind,
             api_headers: &provider.api_headers,
             settings,
         }

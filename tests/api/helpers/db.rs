@@ -164,6 +164,7 @@ pub fn store(
         &mut app.conn(),
         &app.ctx.keys,
         &Grant {
+            kind: tether::db::models::connection::Kind::OAuth,
             tenant_id: &TenantId::known(tenant_id),
             provider: &ProviderKey::known("demo"),
             account_id: &AccountId::known(account),
@@ -206,6 +207,7 @@ pub fn seed_on(
         conn,
         keys,
         &Grant {
+            kind: tether::db::models::connection::Kind::OAuth,
             tenant_id: &TenantId::known(tenant_id),
             provider: &ProviderKey::known("acme"),
             account_id: &AccountId::known(account),

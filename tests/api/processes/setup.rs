@@ -126,6 +126,7 @@ pub(crate) fn seed(
         conn,
         keys,
         &Grant {
+            kind: tether::db::models::connection::Kind::OAuth,
             tenant_id: &TenantId::known(tenant_id),
             provider: &ProviderKey::known("acme"),
             account_id: &tether::ids::AccountId::known(rt),

@@ -1,6 +1,6 @@
 //! Storing a fresh grant, and choosing which account is the default.
 
-use super::row::{aad, unknown_account, Connection, Status, TokenSet};
+use super::row::{aad, unknown_account, Connection, Kind, Status, TokenSet};
 use crate::crypto::KeyRing;
 use crate::db::listen::notify_changed;
 use crate::db::schema::connections;
@@ -29,6 +29,8 @@ pub struct Grant<'a> {
     /// The CRM's tags of the connect: stored when given, else the row keeps
     /// what it has.
     pub tags: Option<&'a crate::ids::Tags>,
+    /// How the token came; an OAuth grant replaces a private token in place.
+    pub kind: Kind,
 }
 
 #[derive(Insertable, AsChangeset)]
@@ -51,6 +53,7 @@ struct GrantRow<'a> {
     last_refreshed_at: Option<NaiveDateTime>,
     updated_at: NaiveDateTime,
     error_since: Option<NaiveDateTime>,
+    kind: Kind,
 }
 
 fn unique_violation(e: &diesel::result::Error) -> bool {
@@ -91,6 +94,7 @@ impl Connection {
                 last_refreshed_at: Some(t),
                 updated_at: t,
                 error_since: None,
+                kind: grant.kind,
             }
         };
         // A losing racer on the insert (same account, or a second default

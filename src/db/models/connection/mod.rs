@@ -17,6 +17,6 @@ mod search;
 
 pub use grant::Grant;
 pub use outcome::Refreshed;
-pub use row::{unknown_account, Connection, Status, TokenSet};
+pub use row::{unknown_account, Connection, Kind, Status, TokenSet};
 pub use sealed::SealedRow;
 pub use search::Search;

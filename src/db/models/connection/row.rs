@@ -87,6 +87,62 @@ impl PartialEq<&str> for Status {
     }
 }
 
+/// How a connection's token came: the column type of `connections.kind`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, diesel::AsExpression, diesel::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// An OAuth grant: refreshed, revoked on disconnect.
+    #[serde(rename = "oauth")]
+    OAuth,
+    /// A token the account's owner created at the provider and gave Tether
+    /// (a GoHighLevel Private Integration Token, an API key): checked
+    /// against the account lookup when stored, never refreshed, and
+    /// replaced in place by an OAuth grant of the same account.
+    PrivateToken,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::OAuth => "oauth",
+            Kind::PrivateToken => "private_token",
+        }
+    }
+}
+
+impl<DB> diesel::deserialize::FromSql<diesel::sql_types::Text, DB> for Kind
+where
+    DB: diesel::backend::Backend,
+    String: diesel::deserialize::FromSql<diesel::sql_types::Text, DB>,
+{
+    fn from_sql(bytes: DB::RawValue<'_>) -> diesel::deserialize::Result<Self> {
+        let name = String::from_sql(bytes)?;
+        [Kind::OAuth, Kind::PrivateToken]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+            .ok_or_else(|| {
+                format!("connections.kind holds '{name}', which is no kind this version knows")
+                    .into()
+            })
+    }
+}
+
+impl<DB> diesel::serialize::ToSql<diesel::sql_types::Text, DB> for Kind
+where
+    DB: diesel::backend::Backend,
+    str: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
+{
+    fn to_sql<'b>(
+        &'b self,
+        out: &mut diesel::serialize::Output<'b, '_, DB>,
+    ) -> diesel::serialize::Result {
+        self.as_str().to_sql(out)
+    }
+}
+
 /// The secret part of a connection, sealed as one JSON document.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TokenSet {
@@ -133,6 +189,8 @@ pub struct Connection {
     /// When its current streak of failing refreshes began (status `error`);
     /// `None` otherwise.
     pub error_since: Option<NaiveDateTime>,
+    /// How its token came.
+    pub kind: Kind,
 }
 
 /// The answer when a caller names an account that is not connected. It
