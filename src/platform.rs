@@ -167,6 +167,13 @@ pub trait Platform<A>: Send + Sync {
         Vec::new()
     }
 
+    /// Why this provider's set-up must not serve in production, if it must
+    /// not: `serve` refuses to start so in production, and warns in
+    /// development.
+    fn refused_in_production(&self, _provider: &Provider) -> Option<String> {
+        None
+    }
+
     /// What an operator should know about this provider's set-up (shown by
     /// `tether doctor`), each a sentence; `base_url` is Tether's public URL.
     fn warnings(&self, _provider: &Provider, _base_url: &str) -> Vec<String> {

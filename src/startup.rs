@@ -170,12 +170,34 @@ pub fn is_own_development_database(settings: &Settings) -> bool {
     same(folder, &settings.data_dir)
 }
 
+/// What a platform says must not serve in production (GoHighLevel's app
+/// webhooks without an app id): refused there, a warning in development.
+fn refuse_unsafe_platforms(settings: &Settings, providers: &Catalogue) -> Result<(), String> {
+    let platforms = crate::platforms::all();
+    for provider in providers.all().filter(|p| p.enabled()) {
+        let Some(why) = platforms
+            .of(provider)
+            .and_then(|platform| platform.refused_in_production(provider))
+        else {
+            continue;
+        };
+        if settings.is_production() {
+            return Err(why);
+        }
+        log::warn!("{why} (development starts anyway; production refuses to)");
+    }
+    Ok(())
+}
+
 /// Opens the database for `purpose`, migrating only for `serve` and `migrate`.
 /// Development keys are generated into the data dir on first use, and only
 /// for the development SQLite there.
 pub fn open_for(settings: Settings, purpose: Use) -> Result<Context, String> {
     // First, so that a refused catalogue leaves no key file behind.
     let providers = Catalogue::load(&settings).map_err(|e| e.to_string())?;
+    if purpose == Use::Serve {
+        refuse_unsafe_platforms(&settings, &providers)?;
+    }
     let dev_keys = is_own_development_database(&settings);
     let not_generated = |variable: &str| {
         if settings.is_production() {

@@ -34,6 +34,8 @@ backend_tests!(
     an_agency_uninstall_disconnects_every_location_of_the_company,
     webhook_refusals_say_why_and_change_nothing,
     held_installs_need_their_key_and_are_rotated_with_the_connections,
+    an_uninstall_gohighlevel_does_not_confirm_erases_nothing,
+    production_refuses_app_webhooks_without_an_app_id,
 );
 
 /// The GoHighLevel app's webhook signing key in the tests (GoHighLevel's own
@@ -653,6 +655,24 @@ pub(crate) async fn deliver(
     req.body(body).send().await.unwrap()
 }
 
+/// GoHighLevel's token endpoint answering a refresh of these locations'
+/// tokens (as [`bind`] stores them) with `invalid_grant`: the app was
+/// uninstalled there.
+pub(crate) async fn grant_gone(fake: &FakeProvider, locations: &[&str]) {
+    for location in locations {
+        Mock::given(method("POST"))
+            .and(path("/oauth/token"))
+            .and(body_string_contains(format!(
+                "refresh_token=old-rt-{location}"
+            )))
+            .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+                "error": "invalid_grant", "error_description": "Invalid refresh token"
+            })))
+            .mount(&fake.server)
+            .await;
+    }
+}
+
 pub(crate) fn webhook(kind: &str, location: &str, id: &str) -> serde_json::Value {
     serde_json::json!({
         "type": kind, "appId": APP_ID, "locationId": location, "companyId": "c_9",
@@ -671,10 +691,12 @@ async fn an_uninstall_webhook_disconnects_the_location_with_an_event_and_a_webho
     hold(&app, &fake, &Browser::new(&app), "loc_2", 2).await;
     let key = ghl_key();
 
+    grant_gone(&fake, &["loc_1"]).await;
     let res = deliver(&app, &webhook("UNINSTALL", "loc_1", "wh-1"), Some(&key)).await;
     assert_eq!(res.status(), 200);
     let doc: serde_json::Value = res.json().await.unwrap();
     assert_eq!(doc["disconnected"], 1);
+    assert_eq!(fake.refresh_calls().await, 1, "confirmed with GoHighLevel");
     let row = app.connection(&c.id);
     assert_eq!(row.status, "disconnected");
     assert!(row.token_ciphertext.is_none() && row.key_id.is_none());
@@ -690,7 +712,9 @@ async fn an_uninstall_webhook_disconnects_the_location_with_an_event_and_a_webho
         &(
             "disconnected".to_string(),
             "provider:gohighlevel".to_string(),
-            Some("the app was uninstalled at GoHighLevel".to_string())
+            Some(
+                "the app was uninstalled at GoHighLevel (confirmed: its grant is gone)".to_string()
+            )
         )
     );
     let queued: Vec<serde_json::Value> = outbox(&mut app.conn())
@@ -740,6 +764,7 @@ async fn an_agency_uninstall_disconnects_every_location_of_the_company(backend: 
     let doc = serde_json::json!({
         "type": "UNINSTALL", "appId": APP_ID, "companyId": "c_9", "webhookId": "wh-agency",
     });
+    grant_gone(&fake, &["loc_1", "loc_2"]).await;
     let res = deliver(&app, &doc, Some(&ghl_key())).await;
     assert_eq!(res.status(), 200);
     assert_eq!(app.connection(&a.id).status, "disconnected");
@@ -865,5 +890,84 @@ async fn held_installs_need_their_key_and_are_rotated_with_the_connections(backe
     assert_eq!(
         held.tokens(&k2_only).unwrap().access_token.expose(),
         "ghl-at-1"
+    );
+}
+
+async fn an_uninstall_gohighlevel_does_not_confirm_erases_nothing(backend: Backend) {
+    let fake = FakeProvider::start().await;
+    let app = ghl_app(backend, &fake, false).await;
+    let c = bind(&app, "acme", "loc_1", "c_9");
+    // The location's token still refreshes: the app is installed.
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .and(body_string_contains("grant_type=refresh_token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": "ghl-at-fresh", "token_type": "Bearer", "expires_in": 86399,
+            "refresh_token": "ghl-rt-fresh", "userType": "Location",
+            "companyId": "c_9", "locationId": "loc_1"
+        })))
+        .mount(&fake.server)
+        .await;
+    // A captured UNINSTALL replayed (GoHighLevel's carries no id nor time).
+    let replayed = serde_json::json!({
+        "type": "UNINSTALL", "appId": APP_ID, "locationId": "loc_1", "companyId": "c_9",
+    });
+    let res = deliver(&app, &replayed, Some(&ghl_key())).await;
+    assert_eq!(res.status(), 200);
+    let doc: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(doc["disconnected"], 0, "{doc}");
+    let row = app.connection(&c.id);
+    assert_eq!(row.status, "connected");
+    assert!(row.has_tokens());
+    assert_eq!(fake.refresh_calls().await, 1, "asked GoHighLevel once");
+    assert!(
+        !events(&app, "gohighlevel")
+            .iter()
+            .any(|e| e.0 == "disconnected"),
+        "nothing recorded as disconnected"
+    );
+    // The CRM still hears of it (relayed), as of the tenant holding it.
+    let queued: Vec<serde_json::Value> = outbox(&mut app.conn())
+        .iter()
+        .map(|o| serde_json::from_str(&o.payload).unwrap())
+        .collect();
+    assert!(
+        queued.iter().any(|p| p["type"] == "provider_event"
+            && p["event_type"] == "UNINSTALL"
+            && p["tenant"] == "acme"),
+        "{queued:?}"
+    );
+}
+
+async fn production_refuses_app_webhooks_without_an_app_id(backend: Backend) {
+    let db = TestDb::new(backend);
+    let key = base64::engine::general_purpose::STANDARD.encode([9u8; 64]);
+    let mut vars = vec![
+        ("TETHER_ENV", "production"),
+        ("TETHER_SESSION_KEY", key.as_str()),
+        ("TETHER_PUBLIC_URL", "https://tether.example.com"),
+        ("TETHER_DEMO_PROVIDER", "false"),
+        ("GOHIGHLEVEL_CLIENT_ID", "ghl-client"),
+        ("GOHIGHLEVEL_CLIENT_SECRET", "ghl-secret"),
+    ];
+    let refused = tether::startup::prepare(crate::helpers::settings_for(&db, &vars))
+        .err()
+        .expect("production refuses GoHighLevel without an app id");
+    assert!(
+        refused.contains("TETHER_GOHIGHLEVEL_APP_ID is required in production"),
+        "{refused}"
+    );
+    // Development starts, warning.
+    let dev = crate::helpers::settings_for(&db, &vars[4..]);
+    assert!(tether::startup::prepare(dev).is_ok());
+    vars.push(("TETHER_GOHIGHLEVEL_APP_ID", APP_ID));
+    let answer = tether::startup::prepare(crate::helpers::settings_for(&db, &vars));
+    assert!(
+        answer
+            .as_ref()
+            .err()
+            .is_none_or(|e| !e.contains("TETHER_GOHIGHLEVEL_APP_ID")),
+        "{:?}",
+        answer.err()
     );
 }

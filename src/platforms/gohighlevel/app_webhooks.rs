@@ -7,23 +7,32 @@
 //! delivery id: GoHighLevel is answered 200 only once the event is stored.
 //! A delivery repeated with the same `webhookId` is answered 200 and
 //! neither applied nor relayed again.
+//!
+//! An UNINSTALL erases nothing on its word alone: GoHighLevel signs every
+//! Marketplace app's webhooks with one key, and an UNINSTALL carries
+//! neither an id nor a timestamp, so another app's (without an app id
+//! configured) or a captured one replayed after a reinstall would verify.
+//! Once it is stored and relayed, each OAuth connection it names is
+//! refreshed: only when GoHighLevel says the grant is gone are its tokens
+//! erased; a token that still refreshes is kept, and the refusal logged.
 
 use super::events::{self, AppEvent, Kind};
 use crate::app::App;
 use crate::config::Settings;
 use crate::connections::relay;
-use crate::db::models::connection::{Connection, Kind as ConnectionKind};
+use crate::db::models::connection::{Connection, Kind as ConnectionKind, Status};
 use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::db::models::pending_install::PendingInstall;
 use crate::db::models::seen_webhook;
 use crate::db::DbConn;
 use crate::error::{AppError, AppResult, Code};
-use crate::ids::ProviderKey;
+use crate::ids::{ConnectionId, ProviderKey};
 use crate::platform::Taken;
 use crate::providers::presets::GOHIGHLEVEL as PROVIDER;
 use actix_web::http::header::HeaderMap;
-use diesel::Connection as _;
+use diesel::{Connection as _, OptionalExtension};
 use serde_json::value::RawValue;
+use std::sync::Arc;
 
 /// What a taken webhook did.
 #[derive(Debug)]
@@ -37,12 +46,15 @@ struct Handled {
     pub message: String,
     /// The tenants whose connections changed.
     pub tenants: Vec<crate::ids::TenantId>,
+    /// The OAuth connections an UNINSTALL names, to confirm with
+    /// GoHighLevel once it is stored.
+    pub to_confirm: Vec<ConnectionId>,
     /// What became of the relay to the CRM.
     pub relayed: &'static str,
 }
 
 /// Takes an app webhook: its raw body, signed in `X-GHL-Signature`.
-pub async fn take(app: &App, body: &[u8], headers: &HeaderMap) -> AppResult<Taken> {
+pub async fn take(app: &Arc<App>, body: &[u8], headers: &HeaderMap) -> AppResult<Taken> {
     let provider = app.enabled_provider(PROVIDER)?;
     let key = provider.webhook_key.ok_or_else(|| {
         AppError::conflict(
@@ -63,17 +75,23 @@ pub async fn take(app: &App, body: &[u8], headers: &HeaderMap) -> AppResult<Take
         .and_then(|text| RawValue::from_string(text.to_string()).ok())
         .ok_or_else(|| AppError::bad_request(Code::InvalidWebhook, "the body is not JSON"))?;
     let (settings, key) = (app.settings.clone(), provider.key.clone());
+    let app_id = event.app_id.clone().unwrap_or_else(|| "none".into());
     let handled = app
         .db(move |c| c.transaction(|c| apply(c, &settings, &key, &event, &raw)))
         .await?;
     // Stored: the deliverer sends it now.
     app.deliver_now.notify_one();
-    // Whatever was erased or renamed must not be served from a cache.
+    // Whatever was renamed must not be served from a cache.
     for t in &handled.tenants {
         app.tokens.forget(t, &provider.key);
     }
+    let mut handled = handled;
+    if !handled.to_confirm.is_empty() {
+        let ids = std::mem::take(&mut handled.to_confirm);
+        handled.disconnected = confirm_uninstall(app, &ids, &app_id).await?;
+    }
     log::info!(
-        "gohighlevel app webhook: {} ({} disconnected, {} installs dropped, relay {})",
+        "gohighlevel app webhook: {} app={app_id} ({} disconnected, {} installs dropped, relay {})",
         handled.message,
         handled.disconnected,
         handled.dropped_installs,
@@ -111,6 +129,7 @@ fn apply(
         events: 0,
         message: String::new(),
         tenants: Vec::new(),
+        to_confirm: Vec::new(),
         relayed: "no",
     };
     if let Some(id) = &event.webhook_id {
@@ -137,7 +156,7 @@ fn apply(
         None => None,
     };
     match &event.kind {
-        Kind::Uninstall => uninstall(c, provider, event, notify, &mut handled)?,
+        Kind::Uninstall => uninstall(c, provider, event, &mut handled)?,
         Kind::Install => install(c, provider, event, notify, &mut handled)?,
         Kind::LocationUpdate => rename(c, provider, event, &mut handled)?,
         Kind::Other(kind) => {
@@ -167,12 +186,8 @@ fn uninstall(
     c: &mut DbConn,
     provider: &ProviderKey,
     event: &AppEvent,
-    notify: bool,
     handled: &mut Handled,
 ) -> AppResult<()> {
-    let actor = Actor::Provider {
-        key: provider.to_string(),
-    };
     let (rows, what) = match (&event.location_id, &event.company_id) {
         (Some(loc), _) => {
             handled.dropped_installs = PendingInstall::drop_account(c, provider, loc)?;
@@ -204,30 +219,96 @@ fn uninstall(
     // A Private Integration Token is the location's own, not the app's: an
     // uninstall of the app leaves it working.
     let app_grants = |r: &&Connection| r.has_tokens() && r.kind == ConnectionKind::OAuth;
-    for row in rows.iter().filter(app_grants) {
-        Connection::erase(c, &row.id)?;
-        crate::db::models::webhook::record(
-            c,
-            notify,
-            &NewEvent {
-                tenant_id: &row.tenant_id,
-                connection_id: Some(&row.id),
-                provider: &row.provider,
-                kind: EventKind::Disconnected,
-                actor: &actor,
-                detail: Some("the app was uninstalled at GoHighLevel"),
-            },
-        )?;
-        handled.disconnected += 1;
-        handled.events += 1;
-        handled.tenants.push(row.tenant_id.clone());
-    }
+    handled.to_confirm = rows
+        .iter()
+        .filter(app_grants)
+        .map(|r| r.id.clone())
+        .collect();
     handled.message = if rows.is_empty() && handled.dropped_installs == 0 {
         format!("uninstall of {what}, which no connection or unclaimed install holds")
     } else {
-        format!("uninstall of {what} applied")
+        format!("uninstall of {what} taken")
     };
     Ok(())
+}
+
+/// How many connections are confirmed at once.
+const CONFIRMING: usize = 8;
+
+/// Confirms an UNINSTALL with GoHighLevel, connection by connection: each
+/// is refreshed now (sharing any refresh under way), and only one whose
+/// grant GoHighLevel says is gone is erased, recorded as disconnected by
+/// the uninstall. Returns how many were.
+async fn confirm_uninstall(app: &Arc<App>, ids: &[ConnectionId], app_id: &str) -> AppResult<usize> {
+    use futures_util::StreamExt;
+    let actor = Actor::Provider {
+        key: PROVIDER.to_string(),
+    };
+    let outcomes: Vec<(ConnectionId, AppResult<Connection>)> =
+        futures_util::stream::iter(ids.iter().cloned())
+            .map(|id| {
+                let actor = actor.clone();
+                async move {
+                    let refreshed = crate::refresh::refresh_now(app, &id, &actor, None).await;
+                    (id, refreshed)
+                }
+            })
+            .buffer_unordered(CONFIRMING)
+            .collect()
+            .await;
+    let mut gone = Vec::new();
+    for (id, outcome) in outcomes {
+        match outcome {
+            Err(e) if e.is(Code::NeedsReconnect) => gone.push(id),
+            Ok(_) => log::warn!(
+                "gohighlevel UNINSTALL not confirmed for connection {id} (app={app_id}): its token still refreshes, so its tokens are kept"
+            ),
+            Err(e) => log::warn!(
+                "gohighlevel UNINSTALL not confirmed for connection {id} (app={app_id}): {}; its tokens are kept, and its next refresh tells",
+                e.message()
+            ),
+        }
+    }
+    if gone.is_empty() {
+        return Ok(0);
+    }
+    let notify = app.settings.webhook.is_some();
+    let erased = app
+        .db(move |c| {
+            c.transaction(|c| {
+                let mut erased = Vec::new();
+                for id in &gone {
+                    let Some(row) = Connection::by_id(c, id).optional()? else {
+                        continue;
+                    };
+                    // Reconnected meanwhile: a new grant is not the uninstalled one.
+                    if row.status() != Status::NeedsReconnect {
+                        continue;
+                    }
+                    Connection::erase(c, id)?;
+                    crate::db::models::webhook::record(
+                        c,
+                        notify,
+                        &NewEvent {
+                            tenant_id: &row.tenant_id,
+                            connection_id: Some(&row.id),
+                            provider: &row.provider,
+                            kind: EventKind::Disconnected,
+                            actor: &actor,
+                            detail: Some("the app was uninstalled at GoHighLevel (confirmed: its grant is gone)"),
+                        },
+                    )?;
+                    erased.push(row);
+                }
+                Ok::<_, AppError>(erased)
+            })
+        })
+        .await?;
+    for row in &erased {
+        app.tokens.forget(&row.tenant_id, &row.provider);
+    }
+    app.deliver_now.notify_one();
+    Ok(erased.len())
 }
 
 fn install(

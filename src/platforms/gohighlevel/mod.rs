@@ -117,6 +117,12 @@ impl Platform<App> for GoHighLevel {
         Some(agency::installed_locations(app, tenant, provider).boxed())
     }
 
+    fn refused_in_production(&self, provider: &Provider) -> Option<String> {
+        (provider.app_id.is_none() && provider.webhook_key.is_some()).then(|| {
+            "TETHER_GOHIGHLEVEL_APP_ID is required in production: GoHighLevel signs every Marketplace app's webhooks with one key, so without it another app's signed events (an UNINSTALL among them) would be taken as this app's".to_string()
+        })
+    }
+
     fn warnings(&self, provider: &Provider, base_url: &str) -> Vec<String> {
         if provider.app_id.is_some() {
             return Vec::new();
