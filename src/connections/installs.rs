@@ -46,7 +46,10 @@ pub fn unknown_install() -> AppError {
 
 /// Exchanges a state-less callback's code (for a provider that declares
 /// provider-initiated installs) and routes the grant: to the tenant holding
-/// the account's tokens, else held unassigned.
+/// the account's live tokens when the install is that tenant's own
+/// re-authorisation (the same business as its grant names: the provider's
+/// `parent_account`, GoHighLevel's company), else held unassigned for a
+/// signed-in claim or the CRM's assign.
 pub async fn receive(app: &App, provider: Arc<Provider>, code: &str) -> AppResult<Received> {
     if !provider.provider_initiated_installs {
         return Err(AppError::bad_request(
@@ -58,10 +61,28 @@ pub async fn receive(app: &App, provider: Arc<Provider>, code: &str) -> AppResul
     // No verifier: the preset has PKCE off, and the catalogue refuses
     // provider-initiated installs with PKCE on.
     let authorized = super::connect::exchange(app, &provider, &redirect_uri, code, None).await?;
-    let bound = {
+    let held_by = {
         let (p, a) = (provider.key.clone(), authorized.account_id.clone());
-        app.db(move |c| Ok(Connection::holder(c, &p, &a)?)).await?
+        app.db(move |c| {
+            let Some(tenant) = Connection::holder(c, &p, &a)? else {
+                return Ok(None);
+            };
+            Ok(Connection::find(c, &tenant, &p, &a)?.map(|row| (tenant, row)))
+        })
+        .await?
     };
+    let business = provider.parent_of(&authorized.metadata);
+    let bound = held_by.and_then(|(tenant, row)| {
+        let own = business.is_some() && provider.parent_of(&row.metadata()) == business;
+        if !own {
+            log::info!(
+                "install of {} account {} not routed to its holder tenant={tenant}: it does not re-authorise that grant's business; held for a claim",
+                provider.key,
+                authorized.account_id
+            );
+        }
+        own.then_some(tenant)
+    });
     let label = authorized
         .account_name
         .clone()

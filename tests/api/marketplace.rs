@@ -36,6 +36,7 @@ backend_tests!(
     held_installs_need_their_key_and_are_rotated_with_the_connections,
     an_uninstall_gohighlevel_does_not_confirm_erases_nothing,
     production_refuses_app_webhooks_without_an_app_id,
+    an_install_that_does_not_re_authorise_the_holder_s_business_is_held,
 );
 
 /// The GoHighLevel app's webhook signing key in the tests (GoHighLevel's own
@@ -970,4 +971,24 @@ async fn production_refuses_app_webhooks_without_an_app_id(backend: Backend) {
         "{:?}",
         answer.err()
     );
+}
+
+async fn an_install_that_does_not_re_authorise_the_holder_s_business_is_held(backend: Backend) {
+    let fake = FakeProvider::start().await;
+    let app = ghl_app(backend, &fake, false).await;
+    // acme holds loc_1 through a grant of company c_10; the install comes
+    // from company c_9 (mount_exchange's).
+    let c = bind(&app, "acme", "loc_1", "c_10");
+    let browser = Browser::new(&app);
+    hold(&app, &fake, &browser, "loc_1", 1).await;
+    let row = app.connection(&c.id);
+    assert_eq!(row.version, c.version, "acme's grant untouched");
+    let key = app.api_key(Some("acme"), false);
+    let (_, token) = app
+        .get_json(
+            "/api/v1/tenants/acme/connections/gohighlevel/token?account=loc_1",
+            &key,
+        )
+        .await;
+    assert_eq!(token["access_token"], "old-at-loc_1");
 }

@@ -253,9 +253,20 @@ async fn an_oauth_grant_of_the_location_takes_the_private_token_s_place_without_
     assert_eq!(code, 201, "{view}");
     let before = app.default_connection("acme", "gohighlevel").unwrap();
 
-    // The CRM keeps asking for the location's token while its owner
-    // installs the app: every answer is a token, the private one, then the
-    // OAuth one.
+    // A Marketplace install names a business the private token does not:
+    // held for a claim, and the private token keeps serving.
+    mount_exchange(&fake, "code-0", "loc_1", 0).await;
+    let res = marketplace_callback(&Browser::new(&app), "code-0").await;
+    assert_eq!(res.status(), 303, "{:?}", res.text().await);
+    assert_eq!(crate::marketplace::pending(&app).len(), 1, "held");
+    assert_eq!(
+        app.get_json(TOKEN, &key).await.1["access_token"],
+        "pit-good"
+    );
+
+    // The CRM keeps asking for the location's token while its admin
+    // connects it with OAuth: every answer is a token, the private one,
+    // then the OAuth one.
     let asking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let poller = {
         let (client, url, key, asking) = (
@@ -281,8 +292,27 @@ async fn an_oauth_grant_of_the_location_takes_the_private_token_s_place_without_
             seen
         })
     };
+    assert_eq!(
+        app.login("owner@acme.example", PASSWORD).await.status(),
+        303
+    );
+    let res = app
+        .authorize("gohighlevel", &[("return_to", "/settings/integrations")])
+        .await;
+    assert_eq!(res.status(), 303);
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    let state = url::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.to_string())
+        .unwrap();
     mount_exchange(&fake, "code-1", "loc_1", 1).await;
-    let res = marketplace_callback(&Browser::new(&app), "code-1").await;
+    let res = app
+        .get(&format!(
+            "/oauth/gohighlevel/callback?code=code-1&state={state}"
+        ))
+        .await;
     assert_eq!(res.status(), 303, "{:?}", res.text().await);
     asking.store(false, std::sync::atomic::Ordering::SeqCst);
     let seen = poller.await.unwrap();

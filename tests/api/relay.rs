@@ -376,19 +376,35 @@ async fn one_tenant_holds_a_location_whichever_way_its_grant_arrives(backend: Ba
         )
         .await;
     assert_eq!(code, 201, "{body}");
-    // And an install of loc_1 now refreshes beta's, not its former tenant's.
+    // An install of loc_1 goes neither to its former tenant nor to beta,
+    // whose imported grant names no business to re-authorise: held.
     let browser = Browser::new(&app);
     mount_exchange(&fake, "code-9", "loc_1", 9).await;
     let res = crate::marketplace::marketplace_callback(&browser, "code-9").await;
     assert_eq!(res.status(), 303);
-    assert!(pending(&app).is_empty(), "not held: beta holds it");
+    assert_eq!(pending(&app).len(), 1, "held for a claim");
     assert!(!app.connection(&held.id).has_tokens(), "acme gets nothing");
+    let beta_key = app.api_key(Some("beta"), false);
+    let (_, token) = app
+        .get_json(
+            "/api/v1/tenants/beta/connections/gohighlevel/token?account=loc_1",
+            &beta_key,
+        )
+        .await;
+    assert_eq!(
+        token["access_token"], "imported-at",
+        "beta's grant untouched"
+    );
 
     // An install held for loc_5, which acme connects meanwhile: the CRM
     // cannot assign it to beta.
     hold(&app, &fake, &Browser::new(&app), "loc_5", 10).await;
     bind(&app, "acme", "loc_5", "c_9");
-    let id = pending(&app)[0].id.clone();
+    let id = pending(&app)
+        .into_iter()
+        .find(|p| p.account_id == "loc_5")
+        .unwrap()
+        .id;
     let admin = app.api_key(None, false);
     let before = snapshot(&app);
     let res = app
