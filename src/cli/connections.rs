@@ -123,6 +123,17 @@ pub(super) fn connections_import(
     };
     let mut db = conn(ctx)?;
     let actor = crate::db::models::event::Actor::Import { by: "cli".into() };
+    // Each line's token is checked with its provider before it is stored.
+    let checker = Checker {
+        runtime: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the HTTP client: {e}"))?,
+        http: crate::oauth::client::http_client(
+            ctx.settings.refresh.provider_timeout,
+            &ctx.settings.ca_certs,
+        ),
+    };
     // In a dry run nothing is written, so a second line for one account
     // would not see the first: remember which line would have taken it.
     let mut planned = std::collections::HashMap::new();
@@ -133,7 +144,16 @@ pub(super) fn connections_import(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let (outcome, said) = import_line(&mut db, ctx, &line, &actor, dry_run, &mut planned, n)?;
+        let (outcome, said) = import_line(
+            &mut db,
+            ctx,
+            &checker,
+            &line,
+            &actor,
+            dry_run,
+            &mut planned,
+            n,
+        )?;
         match outcome {
             LineOutcome::Imported => imported += 1,
             LineOutcome::Skipped => skipped += 1,
@@ -153,18 +173,27 @@ pub(super) fn connections_import(
     })
 }
 
+/// What checks an import line's token with its provider (the same lookup
+/// as the API's import).
+struct Checker {
+    runtime: tokio::runtime::Runtime,
+    http: reqwest::Client,
+}
+
 /// One line of an import file: what became of it and the sentence that says
 /// so. Only a failure of the database itself stops the import.
+#[allow(clippy::too_many_arguments)]
 fn import_line(
     db: &mut crate::db::PooledConn,
     ctx: &Context,
+    checker: &Checker,
     line: &[u8],
     actor: &crate::db::models::event::Actor,
     dry_run: bool,
     planned: &mut std::collections::HashMap<(ExternalTenantId, String, AccountId), usize>,
     n: usize,
 ) -> Result<(LineOutcome, String), String> {
-    use crate::connections::import::{apply, Outcome, Request};
+    use crate::connections::import::{apply, verify, Outcome, Request};
     let refuse = |why: &str| Ok((LineOutcome::Refused, format!("refused: {why}")));
     let mut value: serde_json::Value = match serde_json::from_slice(line) {
         Ok(v) => v,
@@ -206,6 +235,13 @@ fn import_line(
             LineOutcome::Skipped,
             format!("skipped (unknown provider '{provider_key}': it {why})"),
         ));
+    };
+    let request = match checker
+        .runtime
+        .block_on(verify(&checker.http, provider, request))
+    {
+        Ok(r) => r,
+        Err(e) => return refuse(e.message()),
     };
     let outcome = apply(
         db,

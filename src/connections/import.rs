@@ -3,12 +3,14 @@
 //! real connect ([`oauth::save_imported`]): sealed like any connection, its
 //! refresh planned the same way, an event recorded (actor `import:...`).
 //!
-//! A token that has expired or expires within the refresh margin is made
-//! due at once (`next_refresh_at = now`): the scheduler of every running
-//! instance refreshes it at its next tick, and the internal API's import
-//! refreshes it inline before answering (see [`import`]). An expired token
-//! that cannot be renewed (no refresh token) is refused: it would only be a
-//! dead connection.
+//! Whose the token is, the provider says ([`verify`], before anything is
+//! stored): the account lookup a connect makes, with the imported access
+//! token; identity-bearing metadata comes from that check, never from the
+//! caller. An access token that has expired cannot be checked and is
+//! refused; one that expires within the refresh margin is made due at once
+//! (`next_refresh_at = now`): the scheduler of every running instance
+//! refreshes it at its next tick, and the internal API's import refreshes it
+//! inline before answering (see [`import`]).
 //!
 //! No message here ever contains a token, nor any value of the request other
 //! than the tenant, provider and account ids.
@@ -289,6 +291,148 @@ impl Request {
     }
 }
 
+/// The metadata keys a provider routes or mints by, which only its own
+/// answers may set: the fields its account lookup's URL is filled from
+/// (GoHighLevel's `locationId`), those its account ids and business are
+/// read from in a token response (`/companyId`).
+fn identity_keys(provider: &Provider) -> Vec<String> {
+    let template = provider.userinfo_url.as_deref().unwrap_or_default();
+    let mut keys: Vec<String> = crate::providers::placeholders(template)
+        .unwrap_or_default()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let pointers = provider.account_id.iter().chain(&provider.parent_account);
+    for pointer in pointers {
+        if let Some(key) = pointer.strip_prefix('/').filter(|k| !k.contains('/')) {
+            keys.push(key.replace("~1", "/").replace("~0", "~"));
+        }
+    }
+    keys
+}
+
+/// Checks an import with the provider before anything is stored: whose the
+/// access token is, by the same account lookup a connect makes. The
+/// account id must be the one the provider names (or, where the lookup's
+/// URL is the account's own, the lookup must answer for it); the name comes
+/// from the lookup when the import gives none; identity-bearing metadata is
+/// dropped and set from what was checked. Refused: a client-credentials
+/// provider (only its signed install names a site), an access token that
+/// has expired (nothing can check it), a provider whose accounts are named
+/// only in token responses.
+pub async fn verify(
+    http: &reqwest::Client,
+    provider: &Provider,
+    mut request: Request,
+) -> AppResult<Request> {
+    let name = &provider.display_name;
+    if provider.flow == crate::providers::Flow::ClientCredentials {
+        return Err(refused(format!(
+            "{name} accounts cannot be imported: only {name}'s signed install names a site; install the app there"
+        )));
+    }
+    let mut metadata = match std::mem::take(&mut request.metadata) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    let keys = identity_keys(provider);
+    metadata.retain(|k, _| !keys.contains(k));
+    let Some(template) = provider.userinfo_url.as_deref() else {
+        if provider.account_id.is_empty() {
+            // One account per tenant, named by nothing: nothing to claim.
+            request.metadata = Value::Object(metadata);
+            return Ok(request);
+        }
+        return Err(refused(format!(
+            "Tether cannot check whose this token is: {name} names accounts only when a code is exchanged; connect the account instead"
+        )));
+    };
+    let t = now();
+    let expired = match request.expiry {
+        Expiry::At(at) => at <= t,
+        Expiry::In(secs) => secs <= 0,
+        Expiry::Unknown => false,
+    };
+    if expired {
+        return Err(refused(format!(
+            "the access token has expired, so {name} cannot say whose it is: import it while it is valid, or have the account reconnect"
+        )));
+    }
+    let mut filled = Map::new();
+    for field in crate::providers::placeholders(template).unwrap_or_default() {
+        let Some(account) = &request.account_id else {
+            return Err(AppError::bad_request(
+                Code::InvalidAccount,
+                format!("account.id is required: {name}'s lookup is by the account's {field}"),
+            ));
+        };
+        filled.insert(field.to_string(), Value::String(account.to_string()));
+    }
+    let filled = Value::Object(filled);
+    if provider.identity_url(&filled).is_none() {
+        return Err(AppError::bad_request(
+            Code::InvalidAccount,
+            "account.id is an id of letters, digits, '-', '_' and '.'",
+        ));
+    }
+    let token = request.access_token.expose();
+    let doc = match crate::oauth::client::identity(http, provider, token, &filled).await {
+        Ok(Some(doc)) => doc,
+        Ok(None) => return Err(AppError::internal("a lookup URL that was filled is there")),
+        Err(e @ crate::oauth::client::ProviderError::Transient { .. })
+        | Err(e @ crate::oauth::client::ProviderError::Unknown { .. }) => {
+            return Err(crate::oauth::provider_failure(provider, e))
+        }
+        Err(e) => {
+            log::info!(
+                "import refused by the account lookup provider={}: {e}",
+                provider.key
+            );
+            return Err(refused(format!(
+                "{name} did not accept the access token for {}: it is not that account's, or no longer valid",
+                request
+                    .account_id
+                    .as_ref()
+                    .map_or_else(|| "the account".to_string(), |a| a.to_string())
+            )));
+        }
+    };
+    let named = provider
+        .account_id
+        .iter()
+        .find_map(|p| crate::oauth::token::pointer_str(&doc, p))
+        .map(|id| {
+            AccountId::check(&id).ok_or_else(|| {
+                AppError::bad_gateway(
+                    Code::ProviderError,
+                    format!("{name} named the account with an id Tether cannot use"),
+                )
+            })
+        })
+        .transpose()?;
+    match (&request.account_id, named) {
+        (Some(given), Some(named)) if *given != named => {
+            return Err(AppError::bad_request(
+                Code::InvalidAccount,
+                format!("{name} says this access token is account {named}'s, not {given}'s"),
+            ))
+        }
+        (None, Some(named)) => request.account_id = Some(named),
+        _ => {}
+    }
+    if request.account_name.is_none() {
+        request.account_name = provider
+            .account_name
+            .as_deref()
+            .and_then(|p| crate::oauth::token::pointer_str(&doc, p));
+    }
+    if let Value::Object(checked) = filled {
+        metadata.extend(checked);
+    }
+    request.metadata = Value::Object(metadata);
+    Ok(request)
+}
+
 /// What an import did (or, in a dry run, would do).
 #[derive(Debug)]
 pub enum Outcome {
@@ -479,6 +623,7 @@ pub async fn import(
     request: Request,
     actor: &Actor,
 ) -> AppResult<Imported> {
+    let request = verify(&app.http, provider, request).await?;
     let (keys, settings, p, t, a) = (
         app.keys.clone(),
         app.settings.clone(),

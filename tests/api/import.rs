@@ -14,12 +14,13 @@ use serde_json::{json, Value};
 use tether::db::models::connection::Connection;
 use tether::db::now;
 use tether::refresh::scheduler::Scheduler;
-use wiremock::matchers::{body_string_contains, method, path};
+use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, ResponseTemplate};
 
 backend_tests!(
     an_admin_key_imports_tokens_sealed_and_served_like_a_connection,
-    expired_or_nearly_expired_imports_are_refreshed_at_the_providers_token_endpoint,
+    expired_imports_are_refused_and_nearly_expired_ones_refreshed_at_once,
+    an_import_is_the_account_the_provider_names_or_nothing_is_stored,
     an_account_already_connected_is_skipped_unless_replace_is_asked,
     bad_imports_are_refused_change_nothing_and_never_repeat_a_token,
     only_admin_keys_import_and_unknown_tenants_or_providers_are_not_found,
@@ -59,6 +60,22 @@ async fn answer(res: reqwest::Response) -> (u16, Value) {
     let text = res.text().await.unwrap();
     assert!(!text.contains(SECRET), "a token in the answer: {text}");
     (status, serde_json::from_str(&text).unwrap())
+}
+
+/// The fake's account lookup (`GET /me`) answering each access token with
+/// its account; any other token is refused (404).
+async fn mount_me(fake: &FakeProvider, pairs: &[(&str, &str)]) {
+    for (token, account) in pairs {
+        Mock::given(method("GET"))
+            .and(path("/me"))
+            .and(header("authorization", format!("Bearer {token}").as_str()))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"sub": account, "name": "From Acme"})),
+            )
+            .mount(&fake.server)
+            .await;
+    }
 }
 
 /// The refresh grant's answer: a new access token for two hours.
@@ -118,6 +135,7 @@ fn connection_count(app: &TestApp) -> i64 {
 
 async fn an_admin_key_imports_tokens_sealed_and_served_like_a_connection(backend: Backend) {
     let (app, fake, admin) = setup(backend).await;
+    mount_me(&fake, &[("at-tok-secret-1", "loc_1")]).await;
     let body = json!({
         "access_token": "at-tok-secret-1", "refresh_token": "rt-tok-secret-1",
         "expires_in": 3600, "scopes": ["contacts.read"],
@@ -158,28 +176,41 @@ async fn an_admin_key_imports_tokens_sealed_and_served_like_a_connection(backend
         [("connected".to_string(), "import:api:crm".to_string())]
     );
 
-    // Served by the token API, with no call to the provider.
+    // Served by the token API, with no call to the provider but the
+    // import's own check of whose the token is.
     let token: Value = app.token(&admin, "acme").await.json().await.unwrap();
     assert_eq!(token["access_token"], "at-tok-secret-1");
     assert_eq!(token["account"]["id"], "loc_1");
-    assert_eq!(fake.calls().await, 0);
+    assert_eq!(fake.calls().await, 1);
+    assert_eq!(fake.calls_to("/me").await, 1);
 }
 
-async fn expired_or_nearly_expired_imports_are_refreshed_at_the_providers_token_endpoint(
-    backend: Backend,
-) {
+async fn expired_imports_are_refused_and_nearly_expired_ones_refreshed_at_once(backend: Backend) {
     let (app, fake, admin) = setup(backend).await;
     mount_refresh(&fake).await;
+    mount_me(&fake, &[("at-tok-secret-near", "near")]).await;
+    // Expired: nothing can say whose it is (the lookup is impossible).
+    let before = app.snapshot();
     let expired = json!({
         "access_token": "at-tok-secret-old", "refresh_token": "rt-tok-secret-old",
         "expires_at": "2020-01-01T00:00:00Z", "account": {"id": "old"}
     });
+    let (status, body) = answer(import(&app, &admin, "acme", "acme", &expired).await).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has expired"),
+        "{body}"
+    );
+    assert_eq!(app.snapshot(), before);
     // Within the refresh margin (300 s by default).
     let nearly = json!({
         "access_token": "at-tok-secret-near", "refresh_token": "rt-tok-secret-near",
         "expires_in": 120, "account": {"id": "near"}
     });
-    for (body, account) in [(expired, "old"), (nearly, "near")] {
+    for (body, account) in [(nearly, "near")] {
         let (status, body) = answer(import(&app, &admin, "acme", "acme", &body).await).await;
         assert_eq!(status, 201, "{body}");
         assert_eq!(body["refresh"], "refreshed", "{body}");
@@ -191,10 +222,7 @@ async fn expired_or_nearly_expired_imports_are_refreshed_at_the_providers_token_
         let kinds: Vec<String> = events_of(&app, &row.id).into_iter().map(|e| e.0).collect();
         assert_eq!(kinds, ["connected", "refreshed"]);
     }
-    assert_eq!(
-        refresh_tokens_sent(&fake).await,
-        ["rt-tok-secret-old", "rt-tok-secret-near"]
-    );
+    assert_eq!(refresh_tokens_sent(&fake).await, ["rt-tok-secret-near"]);
 
     // Expired and nothing to renew it with: refused, nothing stored.
     let before = app.snapshot();
@@ -206,12 +234,13 @@ async fn expired_or_nearly_expired_imports_are_refreshed_at_the_providers_token_
     assert!(body["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("no refresh_token"));
+        .contains("has expired"));
     assert_eq!(app.snapshot(), before);
 }
 
 async fn an_account_already_connected_is_skipped_unless_replace_is_asked(backend: Backend) {
     let (app, fake, admin) = setup(backend).await;
+    mount_me(&fake, &[("at-tok-secret-1", "loc_1")]).await;
     let t = app.tenant("acme");
     let seeded = app.seed(&t.id, "loc_1", "rt-0", 3600, 2000);
     let before = app.snapshot();
@@ -247,11 +276,16 @@ async fn an_account_already_connected_is_skipped_unless_replace_is_asked(backend
         events_of(&app, &row.id).last().unwrap(),
         &("reconnected".to_string(), "import:api:crm".to_string())
     );
-    assert_eq!(fake.calls().await, 0);
+    assert_eq!(
+        fake.calls().await,
+        fake.calls_to("/me").await,
+        "only checks"
+    );
 }
 
 async fn bad_imports_are_refused_change_nothing_and_never_repeat_a_token(backend: Backend) {
     let (app, fake, admin) = setup(backend).await;
+    mount_me(&fake, &[("at-tok-secret", "loc_1")]).await;
     let t = app.tenant("acme");
     app.seed(&t.id, "loc_0", "rt-0", 3600, 2000);
     let ok = json!({"access_token": "at-tok-secret", "refresh_token": "rt-tok-secret", "account": {"id": "loc_1"}});
@@ -311,8 +345,6 @@ async fn bad_imports_are_refused_change_nothing_and_never_repeat_a_token(backend
             "invalid_import",
         ),
         (with("replace", json!("tok-secret")), "invalid_import"),
-        // acme keeps a row per account: an import must say which.
-        (json!({"access_token": "at-tok-secret"}), "invalid_import"),
         (json!(["tok-secret"]), "invalid_import"),
     ];
     let before = app.snapshot();
@@ -347,6 +379,7 @@ async fn bad_imports_are_refused_change_nothing_and_never_repeat_a_token(backend
 
 async fn only_admin_keys_import_and_unknown_tenants_or_providers_are_not_found(backend: Backend) {
     let (app, fake, admin) = setup(backend).await;
+    mount_me(&fake, &[("at-tok-secret", "loc_1")]).await;
     app.ensure_tenant("other");
     let plain = app.api_key(None, false);
     let scoped_admin = app.api_key(Some("other"), true);
@@ -372,7 +405,11 @@ async fn only_admin_keys_import_and_unknown_tenants_or_providers_are_not_found(b
     let (status, answered) =
         answer(import(&app, &scoped_admin, "other", "acme", &body).await).await;
     assert_eq!(status, 201, "{answered}");
-    assert_eq!(fake.calls().await, 0);
+    assert_eq!(
+        fake.calls().await,
+        fake.calls_to("/me").await,
+        "only checks"
+    );
 }
 
 /// The `tether` binary against the app's database and providers file.
@@ -412,8 +449,8 @@ fn import_file(app: &TestApp) -> std::path::PathBuf {
         r#"{"tenant": "acme", "access_token": "at-tok-secret-6""#,
         // 7: blank, not reported.
         "   ",
-        // 8: imported, expired: due.
-        r#"{"tenant": "acme", "provider": "acme", "access_token": "at-tok-secret-8", "refresh_token": "rt-tok-secret-8", "expires_at": "2020-01-01T00:00:00Z", "account": {"id": "loc_8"}}"#,
+        // 8: imported, within the refresh margin: due.
+        r#"{"tenant": "acme", "provider": "acme", "access_token": "at-tok-secret-8", "refresh_token": "rt-tok-secret-8", "expires_in": 120, "account": {"id": "loc_8"}}"#,
         // 9: refused, metadata not an object.
         r#"{"tenant": "acme", "provider": "acme", "access_token": "at-tok-secret-9", "metadata": "tok-secret", "account": {"id": "loc_9"}}"#,
     ];
@@ -421,6 +458,15 @@ fn import_file(app: &TestApp) -> std::path::PathBuf {
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
     file
 }
+
+/// Whose each token of [`import_file`] is, as the fake's lookup says.
+const CLI_ACCOUNTS: [(&str, &str); 5] = [
+    ("at-tok-secret-1", "loc_1"),
+    ("at-tok-secret-0", "loc_0"),
+    ("at-tok-secret-8", "loc_8"),
+    ("at-tok-secret-2", "loc_2"),
+    ("at-tok-secret-10", "loc_1"),
+];
 
 const EXPECTED_LINES: [&str; 8] = [
     "line 1: imported acme/acme/loc_1",
@@ -438,6 +484,7 @@ async fn cli_import_reports_every_line_and_due_imports_are_refreshed_by_the_sche
 ) {
     let (app, fake, _) = setup(backend).await;
     mount_refresh(&fake).await;
+    mount_me(&fake, &CLI_ACCOUNTS).await;
     let t = app.tenant("acme");
     app.seed(&t.id, "loc_0", "rt-0", 3600, 2000);
     let file = import_file(&app);
@@ -475,7 +522,11 @@ async fn cli_import_reports_every_line_and_due_imports_are_refreshed_by_the_sche
     // The expired one is due now; the server's scheduler refreshes it.
     let due = app.acme_account("acme", "loc_8");
     assert!(due.next_refresh_at.unwrap() <= now());
-    assert_eq!(fake.calls().await, 0, "the import itself called nobody");
+    assert_eq!(
+        fake.calls().await,
+        fake.calls_to("/me").await,
+        "the import itself only asked whose each token is"
+    );
     assert_eq!(Scheduler::new(app.state.clone()).tick().await.unwrap(), 1);
     let refreshed = app.until(&due.id, |c| c.version > due.version).await;
     assert_eq!(tokens(&app, &refreshed).0, "at-fresh");
@@ -493,6 +544,7 @@ async fn cli_import_reports_every_line_and_due_imports_are_refreshed_by_the_sche
 
 async fn cli_dry_run_checks_every_line_and_writes_nothing(backend: Backend) {
     let (app, fake, _) = setup(backend).await;
+    mount_me(&fake, &CLI_ACCOUNTS).await;
     let t = app.tenant("acme");
     app.seed(&t.id, "loc_0", "rt-0", 3600, 2000);
     let file = import_file(&app);
@@ -524,5 +576,137 @@ async fn cli_dry_run_checks_every_line_and_writes_nothing(backend: Backend) {
     assert_eq!(lines, expected, "{text}");
     assert_eq!(app.snapshot(), before, "a dry run writes nothing");
     assert_eq!(connection_count(&app), 1);
-    assert_eq!(fake.calls().await, 0);
+    // Each well-formed line's token was checked, nothing else was sent.
+    assert_eq!(fake.calls().await, fake.calls_to("/me").await);
+    assert_eq!(fake.calls_to("/me").await, 4);
+}
+
+/// A Wix app (client credentials) against a fake.
+async fn wix_app(backend: Backend) -> TestApp {
+    let db = crate::helpers::TestDb::new(backend);
+    let file = db.data_dir().join("providers.toml");
+    std::fs::write(
+        &file,
+        "[providers.wix]\ntoken_url = \"http://127.0.0.1:9/oauth2/token\"\n",
+    )
+    .unwrap();
+    let app = crate::helpers::spawn_app_with(
+        db,
+        &[
+            ("TETHER_PROVIDERS_FILE", &file.display().to_string()),
+            ("WIX_CLIENT_ID", "wix-app"),
+            ("WIX_CLIENT_SECRET", "wix-app-secret"),
+        ],
+    )
+    .await;
+    app.ensure_tenant("acme");
+    app
+}
+
+async fn an_import_is_the_account_the_provider_names_or_nothing_is_stored(backend: Backend) {
+    let (app, fake, admin) = setup(backend).await;
+    mount_me(
+        &fake,
+        &[
+            ("at-tok-secret-theirs", "someone-else"),
+            ("at-tok-secret-mine", "mine"),
+        ],
+    )
+    .await;
+    let before = app.snapshot();
+    let refused = [
+        // The provider says the token is another account's.
+        (
+            json!({"access_token": "at-tok-secret-theirs", "account": {"id": "mine"}}),
+            "invalid_account",
+            "account someone-else's, not mine's",
+        ),
+        // The provider does not know the token.
+        (
+            json!({"access_token": "at-tok-secret-unknown", "account": {"id": "mine"}}),
+            "invalid_import",
+            "did not accept the access token",
+        ),
+    ];
+    for (body, code, says) in refused {
+        let (status, answered) = answer(import(&app, &admin, "acme", "acme", &body).await).await;
+        assert_eq!(status, 400, "{answered}");
+        assert_eq!(answered["error"]["code"], code, "{answered}");
+        assert!(
+            answered["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(says),
+            "{answered}"
+        );
+    }
+    assert_eq!(app.snapshot(), before, "refusals change nothing");
+    // Without an account id, the provider's names it (and its name).
+    let (status, answered) = answer(
+        import(
+            &app,
+            &admin,
+            "acme",
+            "acme",
+            &json!({"access_token": "at-tok-secret-mine"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{answered}");
+    assert_eq!(answered["account"], "mine");
+    assert_eq!(
+        app.acme_account("acme", "mine").account_name.as_deref(),
+        Some("From Acme")
+    );
+
+    // GoHighLevel: the location the lookup answered for is the account,
+    // and the caller's identity-bearing metadata is not taken.
+    let ghl_fake = FakeProvider::start().await;
+    let ghl = crate::marketplace::ghl_app(backend, &ghl_fake, false).await;
+    let key = ghl.api_key(Some("acme"), true);
+    Mock::given(method("GET"))
+        .and(path("/locations/loc_1"))
+        .and(header("authorization", "Bearer at-tok-secret-loc1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "location": {"id": "loc_1", "name": "Main Street Dental", "companyId": "c_9"}
+        })))
+        .mount(&ghl_fake.server)
+        .await;
+    let before = ghl.snapshot();
+    let other = json!({"access_token": "at-tok-secret-loc1", "account": {"id": "loc_2"}});
+    let (status, answered) = answer(import(&ghl, &key, "acme", "gohighlevel", &other).await).await;
+    assert_eq!(status, 400, "{answered}");
+    assert_eq!(ghl.snapshot(), before);
+    let claimed = json!({
+        "access_token": "at-tok-secret-loc1", "account": {"id": "loc_1"},
+        "metadata": {"locationId": "loc_9", "companyId": "c_other", "note": "kept"}
+    });
+    let (status, answered) =
+        answer(import(&ghl, &key, "acme", "gohighlevel", &claimed).await).await;
+    assert_eq!(status, 201, "{answered}");
+    let row = ghl.default_connection("acme", "gohighlevel").unwrap();
+    assert_eq!(row.account_name.as_deref(), Some("Main Street Dental"));
+    assert_eq!(
+        row.metadata(),
+        json!({"locationId": "loc_1", "note": "kept"}),
+        "identity-bearing fields come from the provider only"
+    );
+
+    // Wix: client credentials mint a token for any site id, so no import.
+    let wix = wix_app(backend).await;
+    let key = wix.api_key(None, true);
+    let before = wix.snapshot();
+    let site = json!({"access_token": "at-tok-secret-wix", "account": {"id": "site-1"},
+        "metadata": {"instanceId": "site-of-another-tenant"}});
+    let (status, answered) = answer(import(&wix, &key, "acme", "wix", &site).await).await;
+    assert_eq!(status, 400, "{answered}");
+    assert!(
+        answered["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be imported"),
+        "{answered}"
+    );
+    assert_eq!(wix.snapshot(), before);
 }

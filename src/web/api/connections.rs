@@ -307,20 +307,24 @@ struct ImportRefreshError {
 
 /// Import a token set the CRM stored itself (admin keys only)
 ///
-/// Stored encrypted like any connection; an account already connected is
-/// skipped (200, `outcome: skipped`) unless `replace` is true. A token that
-/// has expired or expires within the refresh margin is refreshed before the
-/// answer. No token appears in the answer.
+/// Checked first with the provider's account lookup (the token must be the
+/// account's; an expired one is refused), then stored encrypted like any
+/// connection; an account already connected is skipped (200, `outcome:
+/// skipped`) unless `replace` is true. A token that expires within the
+/// refresh margin is refreshed before the answer. No token appears in the
+/// answer.
 #[utoipa::path(
     params(ConnectionPath),
     request_body = ImportRequest,
     responses(
         (status = 201, description = "Imported as a new connection", body = ImportAnswer),
         (status = 200, description = "Imported over a connected account (`replace`), or skipped", body = ImportAnswer),
-        (status = 400, description = "`invalid_import`, `invalid_account` or `invalid_json`: nothing was stored", body = ErrorBody),
+        (status = 400, description = "`invalid_import`, `invalid_account` (the provider names another account for the token) or `invalid_json`: nothing was stored", body = ErrorBody),
         NoValidKey,
         NotAdminForTenant,
         (status = 404, description = "No such tenant or provider", body = ErrorBody),
+        (status = 409, description = "`account_bound_elsewhere`: another tenant holds the account", body = ErrorBody),
+        (status = 502, description = "The provider's account lookup failed: nothing was stored", body = ErrorBody),
         DatabaseUnreachable,
     ),
     security(("apiKey" = []))
