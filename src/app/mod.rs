@@ -43,6 +43,10 @@ pub struct App {
     pub login_failures: RateLimiter,
     /// OAuth starts and callbacks per client address.
     pub oauth_limiter: RateLimiter,
+    /// State-less install callbacks per client address: each costs a code
+    /// exchange at the provider, so a client repeating them is stopped
+    /// before the exchange.
+    pub install_limiter: RateLimiter,
     /// Shares one refresh between concurrent callers in this process.
     pub flights: crate::app::flight::Flights,
     /// Per-provider circuit breakers.
@@ -125,6 +129,7 @@ impl App {
             login_limiter: RateLimiter::new(30, Duration::from_secs(300)),
             login_failures: RateLimiter::new(10, Duration::from_secs(300)),
             oauth_limiter: RateLimiter::new(60, Duration::from_secs(60)),
+            install_limiter: RateLimiter::new(10, Duration::from_secs(600)),
             flights: Default::default(),
             breakers: Default::default(),
             metrics: Default::default(),

@@ -219,6 +219,10 @@ impl Settings {
         let proxy_max_body = v.parse("TETHER_PROXY_MAX_BODY_BYTES", "10485760", |s| {
             parse_range(s, 1, 1 << 30)
         });
+        let install_claim_window =
+            Duration::from_secs(v.parse("TETHER_INSTALL_CLAIM_WINDOW_SECS", "600", |s| {
+                parse_range(s, 0, 86_400)
+            }));
         let ca_certs = v
             .get("TETHER_CA_CERTS")
             .map(|path| {
@@ -368,6 +372,7 @@ impl Settings {
             embed_origins,
             metrics_token,
             proxy_max_body,
+            install_claim_window,
             ca_certs,
             refresh,
             demo_provider,

@@ -89,6 +89,9 @@ pub struct Settings {
     pub metrics_token: Option<Secret<String>>,
     /// Largest provider response body the proxy reads, in bytes.
     pub proxy_max_body: usize,
+    /// How long a browser may claim a held install it brought
+    /// (`TETHER_INSTALL_CLAIM_WINDOW_SECS`; 0: never, only the CRM assigns).
+    pub install_claim_window: Duration,
     /// Roots from `TETHER_CA_CERTS`, trusted beside the bundled ones by
     /// every outgoing call (`oauth::client::http_client`).
     pub ca_certs: Vec<reqwest::Certificate>,

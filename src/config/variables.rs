@@ -97,6 +97,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "largest provider response the proxy passes back; larger ones are a 502 `provider_response_too_large`",
     ),
     (
+        "TETHER_INSTALL_CLAIM_WINDOW_SECS",
+        "600",
+        "how long a browser may claim a held Marketplace install it brought (a planted one lapses from it); the CRM may assign it until it expires",
+    ),
+    (
         "TETHER_CA_CERTS",
         "none",
         "PEM file of root certificates (an operator's CA) trusted beside the bundled ones by every outgoing https call: providers, the proxy, webhooks",

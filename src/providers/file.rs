@@ -50,6 +50,7 @@ pub(super) struct ProviderToml {
     location_tokens: Option<bool>,
     one_holder: Option<bool>,
     private_tokens: Option<String>,
+    installed_by: Option<String>,
     platform: Option<String>,
     settings_schema: Option<Vec<SettingFieldToml>>,
 }
@@ -154,6 +155,7 @@ pub(super) fn merge(mut p: Provider, t: ProviderToml) -> Provider {
         api_base_url,
         refresh_token_lifetime_days,
         private_tokens,
+        installed_by,
         platform
     );
     if p.platform.is_none() {

@@ -60,6 +60,7 @@ pub(super) fn base(
         location_tokens: false,
         one_holder: false,
         private_tokens: None,
+        installed_by: None,
         platform: None,
         optional_scopes: Vec::new(),
         app_id: None,
@@ -162,6 +163,8 @@ pub fn all() -> Vec<Provider> {
             // location lookup, keeps a client working until it installs
             // the app (PROVIDERS.md).
             private_tokens: Some("Private Integration Token".into()),
+            // The user who installed the app, named on the claim page.
+            installed_by: Some("/userId".into()),
             platform: Some(GOHIGHLEVEL.into()),
             webhook_key: Some(
                 crate::crypto::ed25519_public_key(GOHIGHLEVEL_WEBHOOK_KEY)

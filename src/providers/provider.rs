@@ -194,6 +194,10 @@ pub struct Provider {
     /// company, a HubSpot hub, a Wix site): each is held by one tenant at
     /// most, whichever way its grant arrives (`connections::grant`).
     pub one_holder: bool,
+    /// JSON pointer into the kept metadata naming the person who installed
+    /// or approved the app (GoHighLevel: `/userId`), shown on the claim
+    /// page of a held install beside the business (`parent_account`).
+    pub installed_by: Option<String>,
     /// What the platform calls the tokens an account's owner creates for
     /// an integration (GoHighLevel: "Private Integration Token"): a tenant
     /// may store one as a connection (`connections::private_token`),

@@ -72,6 +72,7 @@ pub(super) fn validate(p: &Provider) -> Result<(), String> {
         ("account_name", p.account_name.as_ref()),
         ("account_label", p.account_label.as_ref()),
         ("parent_account", p.parent_account.as_ref()),
+        ("installed_by", p.installed_by.as_ref()),
     ];
     for (name, ptr) in pointers.chain(named) {
         if let Some(ptr) = ptr {

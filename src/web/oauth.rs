@@ -282,6 +282,13 @@ async fn marketplace_install(
     if let Some(error) = &query.error {
         return Err(install_not_completed(&provider, error));
     }
+    // Each attempt costs a code exchange at the provider: a client that
+    // keeps trying is stopped before it.
+    let client = client_addr(req, &state.settings.trusted_proxies);
+    state
+        .install_limiter
+        .check(&format!("install:{client}"))
+        .map_err(AppError::too_many_requests)?;
     let code = query.code.clone().unwrap_or_default();
     match installs::receive(state, provider.clone(), &code).await? {
         Received::Refreshed { message } => {
@@ -289,7 +296,8 @@ async fn marketplace_install(
             Ok(redirect_no_referrer(connect::LINK_DONE))
         }
         Received::Held { id, message } => {
-            session::keep_install(session, &provider.key, &id)?;
+            let vouched = from_provider_page(req, &provider);
+            session::keep_held_install(session, &provider.key, &id, vouched)?;
             session::flash(session, FlashKind::Ok, message);
             Ok(redirect_no_referrer(&format!(
                 "/oauth/{}/claim",
@@ -299,6 +307,24 @@ async fn marketplace_install(
     }
 }
 
+/// Whether the browser came from the provider's own install page: its
+/// `Referer` has the origin of the provider's authorize URL (where the
+/// Marketplace's consent page lives). A link someone else planted comes
+/// from elsewhere, or says nothing.
+fn from_provider_page(req: &HttpRequest, provider: &crate::providers::Provider) -> bool {
+    let origin = |u: &str| {
+        url::Url::parse(u)
+            .ok()
+            .map(|u| u.origin().ascii_serialization())
+    };
+    let referer = req
+        .headers()
+        .get(actix_web::http::header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(origin);
+    referer.is_some() && referer == origin(&provider.authorize_url)
+}
+
 #[derive(Template)]
 #[template(path = "claim.html")]
 struct ClaimPage<'a> {
@@ -306,8 +332,21 @@ struct ClaimPage<'a> {
     provider: &'a str,
     tenant: &'a str,
     location: &'a str,
+    /// Who installed it, as the provider's token answer says: the user and
+    /// the business, where the provider names them.
+    installed_by: Option<String>,
+    business: Option<String>,
+    /// The browser did not come from the provider's install page: the
+    /// claim needs an explicit confirmation.
+    confirm: bool,
     flash: Option<session::Flash>,
     csrf: &'a str,
+}
+
+#[derive(serde::Deserialize)]
+struct ClaimForm {
+    /// `yes` when the admin confirmed they installed it themselves.
+    confirm: Option<String>,
 }
 
 /// No held install is kept in this browser's session.
@@ -333,9 +372,10 @@ async fn claim_page(
 ) -> PageResult<HttpResponse> {
     rate_limit(&state, &req)?;
     let provider = state.enabled_provider(&path)?;
-    let id =
-        session::pending_install(&session, &provider.key).ok_or_else(|| no_claim(&provider))?;
-    let install = installs::preview(&state, &provider, id).await?;
+    let window = state.settings.install_claim_window;
+    let held = session::held_install(&session, &provider.key, window)
+        .ok_or_else(|| no_claim(&provider))?;
+    let install = installs::preview(&state, &provider, held.id).await?;
     let Some(admin) = admin else {
         return Ok(sign_in_first(&provider.key, "claim"));
     };
@@ -346,6 +386,14 @@ async fn claim_page(
         provider: &provider.display_name,
         tenant: &tenant,
         location: install.label(),
+        installed_by: provider
+            .installed_by
+            .as_deref()
+            .and_then(|p| crate::oauth::token::pointer_str(&install.metadata(), p)),
+        business: provider
+            .parent_of(&install.metadata())
+            .map(|b| b.to_string()),
+        confirm: !held.vouched,
         flash: session::take_flash(&session),
         csrf: &csrf,
     }
@@ -355,22 +403,34 @@ async fn claim_page(
 }
 
 /// `POST /oauth/{provider}/claim`: the admin claims the held install for
-/// their tenant.
+/// their tenant; one this browser did not bring from the provider's own
+/// install page needs the page's explicit confirmation.
 async fn claim(
     req: HttpRequest,
     state: web::Data<App>,
     admin: AdminSession,
     path: web::Path<String>,
-    _: CsrfForm<NoFields>,
+    CsrfForm(form): CsrfForm<ClaimForm>,
 ) -> PageResult<HttpResponse> {
     rate_limit(&state, &req)?;
     let provider = state.enabled_provider(&path)?;
-    let id = session::pending_install(&admin.session, &provider.key)
+    let window = state.settings.install_claim_window;
+    let held = session::held_install(&admin.session, &provider.key, window)
         .ok_or_else(|| no_claim(&provider))?;
+    if !held.vouched && form.confirm.as_deref() != Some("yes") {
+        return Err(AppError::bad_request(
+            Code::InvalidForm,
+            format!(
+                "This browser did not come from {}'s install page: tick the box to confirm you installed it yourself just now, or leave it.",
+                provider.display_name
+            ),
+        )
+        .into());
+    }
     let connection = installs::claim(
         &state,
         Some(&provider),
-        id,
+        held.id,
         &admin.tenant_id,
         &admin.actor(),
     )

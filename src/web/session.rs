@@ -229,11 +229,15 @@ pub fn sign_in(session: &Session, user: &User) -> AppResult<()> {
     // An install the admin signed in to confirm stays (it proves nothing
     // about the admin; the confirmation form still needs this session).
     let install = session.get::<(String, String)>(INSTALL).ok().flatten();
+    let held = session.get::<HeldInstall>(HELD_INSTALL).ok().flatten();
     session.renew();
     session.clear();
     let internal = |e: actix_session::SessionInsertError| AppError::internal(e.to_string());
     if let Some(install) = install {
         session.insert(INSTALL, install).map_err(internal)?;
+    }
+    if let Some(held) = held {
+        session.insert(HELD_INSTALL, held).map_err(internal)?;
     }
     for (k, v) in [
         (USER, user.id.as_str()),
@@ -316,6 +320,57 @@ pub fn pending_install(session: &Session, provider: &str) -> Option<String> {
 
 pub fn drop_install(session: &Session) {
     session.remove(INSTALL);
+    session.remove(HELD_INSTALL);
+}
+
+/// A held install this browser brought from the provider's callback.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HeldInstall {
+    pub provider: String,
+    pub id: String,
+    /// When it was brought (Unix seconds).
+    pub at: i64,
+    /// The browser came from the provider's own install page (its
+    /// `Referer` is the provider's authorize origin); otherwise the claim
+    /// asks for an explicit confirmation.
+    pub vouched: bool,
+}
+
+const HELD_INSTALL: &str = "held_install";
+
+/// Keeps the id of a held install while the admin signs in and claims it
+/// (never in a URL: whoever holds the id can claim the install).
+pub fn keep_held_install(
+    session: &Session,
+    provider: &str,
+    id: &str,
+    vouched: bool,
+) -> AppResult<()> {
+    let held = HeldInstall {
+        provider: provider.into(),
+        id: id.into(),
+        at: chrono::Utc::now().timestamp(),
+        vouched,
+    };
+    session
+        .insert(HELD_INSTALL, held)
+        .map_err(|e| AppError::internal(e.to_string()))
+}
+
+/// The held install this browser brought for `provider`, while it may
+/// still claim it (`window`: a planted one lapses from the browser within
+/// minutes; the CRM may still assign the install until it expires).
+pub fn held_install(
+    session: &Session,
+    provider: &str,
+    window: std::time::Duration,
+) -> Option<HeldInstall> {
+    let now = chrono::Utc::now().timestamp();
+    session
+        .get::<HeldInstall>(HELD_INSTALL)
+        .ok()
+        .flatten()
+        .filter(|h| h.provider == provider && now - h.at < window.as_secs() as i64)
 }
 
 /// What a one-time message says happened: its style on the page

@@ -37,6 +37,8 @@ backend_tests!(
     an_uninstall_gohighlevel_does_not_confirm_erases_nothing,
     production_refuses_app_webhooks_without_an_app_id,
     an_install_that_does_not_re_authorise_the_holder_s_business_is_held,
+    a_planted_install_needs_confirming_lapses_from_the_browser_and_cannot_be_repeated_cheaply,
+    a_held_install_lapses_from_the_browser_after_the_claim_window,
 );
 
 /// The GoHighLevel app's webhook signing key in the tests (GoHighLevel's own
@@ -137,10 +139,23 @@ pub(crate) async fn mount_exchange(fake: &FakeProvider, code: &str, location: &s
 }
 
 /// The state-less callback a Marketplace install sends `browser` to.
-pub(crate) async fn marketplace_callback(browser: &Browser, code: &str) -> reqwest::Response {
+/// From GoHighLevel's install page (the authorize URL's origin is the
+/// `Referer`, as a browser sends it), so the claim needs no confirmation.
+pub(crate) async fn marketplace_callback(
+    browser: &Browser,
+    fake: &FakeProvider,
+    code: &str,
+) -> reqwest::Response {
     browser
-        .get(&format!("/oauth/gohighlevel/callback?code={code}"))
+        .client
+        .get(format!(
+            "{}/oauth/gohighlevel/callback?code={code}",
+            browser.address
+        ))
+        .header("referer", format!("{}/", fake.server.uri()))
+        .send()
         .await
+        .unwrap()
 }
 
 /// Holds an install of `location` through the callback, in `browser`.
@@ -153,7 +168,7 @@ pub(crate) async fn hold(
 ) {
     let code = format!("code-{n}");
     mount_exchange(fake, &code, location, n).await;
-    let res = marketplace_callback(browser, &code).await;
+    let res = marketplace_callback(browser, fake, &code).await;
     assert_eq!(res.status(), 303, "{:?}", res.text().await);
     assert_eq!(res.headers()["location"], "/oauth/gohighlevel/claim");
     assert!(pending(app).iter().any(|p| p.account_id == location));
@@ -308,7 +323,7 @@ async fn an_install_of_a_bound_location_refreshes_that_tenant_s_connection(backe
     mount_exchange(&fake, "code-2", "loc_1", 2).await;
 
     let browser = Browser::new(&app);
-    let res = marketplace_callback(&browser, "code-2").await;
+    let res = marketplace_callback(&browser, &fake, "code-2").await;
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/connect/done");
     let page = browser.get("/connect/done").await.text().await.unwrap();
@@ -991,4 +1006,93 @@ async fn an_install_that_does_not_re_authorise_the_holder_s_business_is_held(bac
         )
         .await;
     assert_eq!(token["access_token"], "old-at-loc_1");
+}
+
+async fn a_planted_install_needs_confirming_lapses_from_the_browser_and_cannot_be_repeated_cheaply(
+    backend: Backend,
+) {
+    let fake = FakeProvider::start().await;
+    let app = ghl_app(backend, &fake, false).await;
+    // An admin's browser opened at a callback someone else sent it to: no
+    // Referer from GoHighLevel's install page.
+    let browser = Browser::new(&app);
+    mount_exchange(&fake, "code-1", "loc_1", 1).await;
+    let res = browser.get("/oauth/gohighlevel/callback?code=code-1").await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        browser.login("owner@acme.example", PASSWORD).await.status(),
+        303
+    );
+    let page = browser.get("/oauth/gohighlevel/claim").await;
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(page.contains(r#"id="claim-unvouched""#), "{page}");
+    assert!(
+        page.contains(r#"<strong id="claim-installer">u_1</strong>"#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<strong id="claim-business">c_9</strong>"#),
+        "{page}"
+    );
+    let csrf = csrf_in(&page).unwrap();
+    let before = snapshot(&app);
+    let res = browser
+        .post_form("/oauth/gohighlevel/claim", &[("csrf", &csrf)])
+        .await;
+    let text = crate::helpers::assert_error_page(res, 400, "invalid_form").await;
+    assert!(text.contains("tick the box"), "{text}");
+    assert_eq!(snapshot(&app), before, "nothing claimed");
+    let res = browser
+        .post_form(
+            "/oauth/gohighlevel/claim",
+            &[("csrf", &csrf), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert!(app.default_connection("acme", "gohighlevel").is_some());
+
+    // From GoHighLevel's own page: no confirmation asked.
+    let vouched = Browser::new(&app);
+    hold(&app, &fake, &vouched, "loc_2", 2).await;
+    vouched.login("owner@acme.example", PASSWORD).await;
+    let page = vouched
+        .get("/oauth/gohighlevel/claim")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("claim-location"), "{page}");
+    assert!(!page.contains("claim-unvouched"), "{page}");
+
+    // Repeated state-less attempts from one client stop before the exchange.
+    let exchanges = fake.calls_to("/oauth/token").await;
+    let mut refused = 0;
+    for n in 0..12 {
+        let res = Browser::new(&app)
+            .get(&format!("/oauth/gohighlevel/callback?code=junk-{n}"))
+            .await;
+        if res.status() == 429 {
+            refused += 1;
+        }
+    }
+    // Ten per client address in ten minutes; two were spent above.
+    assert_eq!(refused, 4);
+    assert_eq!(
+        fake.calls_to("/oauth/token").await - exchanges,
+        12 - refused,
+        "a refused attempt costs no exchange"
+    );
+}
+
+async fn a_held_install_lapses_from_the_browser_after_the_claim_window(backend: Backend) {
+    let fake = FakeProvider::start().await;
+    let app = ghl_app_with(backend, &fake, &[("TETHER_INSTALL_CLAIM_WINDOW_SECS", "0")]).await;
+    let browser = Browser::new(&app);
+    hold(&app, &fake, &browser, "loc_1", 1).await;
+    browser.login("owner@acme.example", PASSWORD).await;
+    let res = browser.get("/oauth/gohighlevel/claim").await;
+    crate::helpers::assert_error_page(res, 404, "unknown_install").await;
+    // The CRM may still assign it.
+    assert_eq!(pending(&app).len(), 1);
 }

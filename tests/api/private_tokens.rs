@@ -256,7 +256,7 @@ async fn an_oauth_grant_of_the_location_takes_the_private_token_s_place_without_
     // A Marketplace install names a business the private token does not:
     // held for a claim, and the private token keeps serving.
     mount_exchange(&fake, "code-0", "loc_1", 0).await;
-    let res = marketplace_callback(&Browser::new(&app), "code-0").await;
+    let res = marketplace_callback(&Browser::new(&app), &fake, "code-0").await;
     assert_eq!(res.status(), 303, "{:?}", res.text().await);
     assert_eq!(crate::marketplace::pending(&app).len(), 1, "held");
     assert_eq!(

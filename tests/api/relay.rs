@@ -380,7 +380,7 @@ async fn one_tenant_holds_a_location_whichever_way_its_grant_arrives(backend: Ba
     // whose imported grant names no business to re-authorise: held.
     let browser = Browser::new(&app);
     mount_exchange(&fake, "code-9", "loc_1", 9).await;
-    let res = crate::marketplace::marketplace_callback(&browser, "code-9").await;
+    let res = crate::marketplace::marketplace_callback(&browser, &fake, "code-9").await;
     assert_eq!(res.status(), 303);
     assert_eq!(pending(&app).len(), 1, "held for a claim");
     assert!(!app.connection(&held.id).has_tokens(), "acme gets nothing");
