@@ -38,9 +38,13 @@ pub struct App {
     pub instance_id: String,
     /// Sign-in attempts per client address: every attempt counts.
     pub login_limiter: RateLimiter,
-    /// Failed sign-ins per email: consulted before a password is checked,
-    /// counted only when it was wrong (see `web::pages::login`).
+    /// Failed sign-ins per email and client address: consulted before a
+    /// password is checked, counted only when it was wrong (see
+    /// `web::pages::login`).
     pub login_failures: RateLimiter,
+    /// Failed sign-ins per email from every address: a backstop, high
+    /// enough that an attacker spending it is a flood, not a lockout.
+    pub login_failures_anywhere: RateLimiter,
     /// OAuth starts and callbacks per client address.
     pub oauth_limiter: RateLimiter,
     /// Shares one refresh between concurrent callers in this process.
@@ -124,6 +128,7 @@ impl App {
             instance_id,
             login_limiter: RateLimiter::new(30, Duration::from_secs(300)),
             login_failures: RateLimiter::new(10, Duration::from_secs(300)),
+            login_failures_anywhere: RateLimiter::new(100, Duration::from_secs(300)),
             oauth_limiter: RateLimiter::new(60, Duration::from_secs(60)),
             flights: Default::default(),
             breakers: Default::default(),

@@ -205,6 +205,13 @@ impl Settings {
             }
         });
         let embed_origins = v.parse("TETHER_EMBED_ORIGINS", "none", parse_origins);
+        if sso_secret.is_some() && embed_origins.is_empty() {
+            warnings.push(
+                "TETHER_SSO_SECRET: is set but TETHER_EMBED_ORIGINS lists no CRM origin, so \
+                 browsers' single sign-on posts are refused; list the CRM page's origin"
+                    .to_string(),
+            );
+        }
         let metrics_token = v.get("TETHER_METRICS_TOKEN").and_then(|s| {
             if s.trim().len() < 16 {
                 v.problem(
