@@ -15,6 +15,7 @@ use std::time::Duration;
 pub mod cache;
 pub mod circuit;
 pub mod flight;
+pub mod hashing;
 pub mod held;
 pub mod receivers;
 
@@ -47,6 +48,8 @@ pub struct App {
     pub login_failures_anywhere: RateLimiter,
     /// OAuth starts and callbacks per client address.
     pub oauth_limiter: RateLimiter,
+    /// Where sign-ins' password hashes are checked (see `app::hashing`).
+    pub password_checks: crate::app::hashing::PasswordChecks,
     /// Shares one refresh between concurrent callers in this process.
     pub flights: crate::app::flight::Flights,
     /// Per-provider circuit breakers.
@@ -130,6 +133,7 @@ impl App {
             login_failures: RateLimiter::new(10, Duration::from_secs(300)),
             login_failures_anywhere: RateLimiter::new(100, Duration::from_secs(300)),
             oauth_limiter: RateLimiter::new(60, Duration::from_secs(60)),
+            password_checks: Default::default(),
             flights: Default::default(),
             breakers: Default::default(),
             metrics: Default::default(),

@@ -26,6 +26,7 @@ backend_tests!(
     sso_is_not_found_without_a_secret,
     an_sso_link_alone_signs_nobody_in_and_leaves_the_token_unspent,
     sso_posted_from_outside_the_crms_origins_signs_nobody_in_and_leaves_the_token_unspent,
+    a_sign_in_waiting_for_its_password_check_holds_no_database_connection,
     a_cookie_saved_before_sign_out_is_refused_after_it,
     signing_out_everywhere_or_removing_the_user_ends_every_copy,
 );
@@ -476,4 +477,38 @@ async fn sso_posted_from_outside_the_crms_origins_signs_nobody_in_and_leaves_the
     .unwrap();
     assert_eq!(res.status(), 303);
     assert_eq!(browser.get("/settings/integrations").await.status(), 200);
+}
+
+async fn a_sign_in_waiting_for_its_password_check_holds_no_database_connection(backend: Backend) {
+    // One connection: a sign-in that held it would stop the API.
+    let app = spawn_app_with(TestDb::new(backend), &[("TETHER_DB_POOL_SIZE", "1")]).await;
+    app.create_admin("acme", OWNER);
+    let key = app.api_key(None, false);
+    // Every password check is busy (a flood of sign-ins, say).
+    let checks = &app.state.password_checks;
+    let busy = checks
+        .permits
+        .acquire_many(checks.permits.available_permits() as u32)
+        .await
+        .unwrap();
+    let browser = Browser::new(&app);
+    let csrf = browser.csrf("/login").await;
+    let sign_in = tokio::spawn(async move {
+        browser
+            .post_form(
+                "/login",
+                &[("email", OWNER), ("password", PASSWORD), ("csrf", &csrf)],
+            )
+            .await
+            .status()
+    });
+    // The sign-in has read its hash and waits for a check...
+    while checks.waiting() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // ...without the connection: the API answers meanwhile.
+    let (status, body) = app.get_json("/api/v1/tenants/acme/connections", &key).await;
+    assert_eq!(status, 200, "{body}");
+    drop(busy);
+    assert_eq!(sign_in.await.unwrap(), 303);
 }
