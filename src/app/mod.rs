@@ -48,6 +48,9 @@ pub struct App {
     pub login_failures_anywhere: RateLimiter,
     /// OAuth starts and callbacks per client address.
     pub oauth_limiter: RateLimiter,
+    /// Requests per tenant-scoped API key (`TETHER_API_KEY_RATE_LIMIT` a
+    /// minute; `None`: off).
+    pub api_key_limiter: Option<RateLimiter>,
     /// Where sign-ins' password hashes are checked (see `app::hashing`).
     pub password_checks: crate::app::hashing::PasswordChecks,
     /// Shares one refresh between concurrent callers in this process.
@@ -120,6 +123,9 @@ impl App {
             key_ids: keys.key_ids().join(","),
             session_key_check,
         };
+        let per_key = settings.api_key_rate_limit;
+        let api_key_limiter =
+            (per_key > 0).then(|| RateLimiter::new(per_key, Duration::from_secs(60)));
         App {
             settings,
             pool,
@@ -134,6 +140,7 @@ impl App {
             login_failures_anywhere: RateLimiter::new(100, Duration::from_secs(300)),
             oauth_limiter: RateLimiter::new(60, Duration::from_secs(60)),
             password_checks: Default::default(),
+            api_key_limiter,
             flights: Default::default(),
             breakers: Default::default(),
             metrics: Default::default(),

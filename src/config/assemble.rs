@@ -226,6 +226,9 @@ impl Settings {
         let proxy_max_body = v.parse("TETHER_PROXY_MAX_BODY_BYTES", "10485760", |s| {
             parse_range(s, 1, 1 << 30)
         });
+        let api_key_rate_limit = v.parse("TETHER_API_KEY_RATE_LIMIT", "600", |s| {
+            parse_range(s, 0, 1_000_000)
+        });
         let ca_certs = v
             .get("TETHER_CA_CERTS")
             .map(|path| {
@@ -269,6 +272,11 @@ impl Settings {
             lapse_warning_days: v.parse("TETHER_REFRESH_TOKEN_LAPSE_WARNING_DAYS", "14", |s| {
                 parse_range(s, 1, 365)
             }),
+            forced_cooldown: Duration::from_secs(v.parse(
+                "TETHER_FORCED_REFRESH_COOLDOWN_SECS",
+                "30",
+                |s| parse_range(s, 0, 3600),
+            )),
             failing_after: v.parse("TETHER_REFRESH_FAILING_AFTER", "1h", |s| {
                 parse_duration(s, 1, 30 * 86_400)
             }),
@@ -375,6 +383,7 @@ impl Settings {
             embed_origins,
             metrics_token,
             proxy_max_body,
+            api_key_rate_limit,
             ca_certs,
             refresh,
             demo_provider,

@@ -49,7 +49,7 @@ impl FromRequest for ApiCaller {
         // A key validated moments ago needs no database, nor a task.
         let digest = crate::crypto::sha256(presented.as_bytes());
         if let Some(key) = state.api_cache.key(&digest) {
-            return Either::Left(ready(Ok(ApiCaller { key })));
+            return Either::Left(ready(within_rate(&state, key)));
         }
         // Guessing keys costs the guesser, not the database: a client that
         // presented too many refused keys waits (unless this one was valid
@@ -66,11 +66,23 @@ impl FromRequest for ApiCaller {
         }
         let presented = presented.to_string();
         Either::Right(Box::pin(async move {
-            Ok(ApiCaller {
-                key: authenticate(&state, digest, presented, &client).await?,
-            })
+            let key = authenticate(&state, digest, presented, &client).await?;
+            within_rate(&state, key)
         }))
     }
+}
+
+/// The caller, unless its key has made its share of requests this minute
+/// (`TETHER_API_KEY_RATE_LIMIT`): tenant-scoped keys only, so that one
+/// tenant's runaway integration cannot take the instance from the others;
+/// the CRM's own all-tenants keys carry every tenant's traffic.
+fn within_rate(state: &App, key: Arc<ApiKey>) -> Result<ApiCaller, actix_web::Error> {
+    if let (Some(limiter), Some(_)) = (&state.api_key_limiter, &key.tenant_id) {
+        limiter
+            .check(&key.id)
+            .map_err(AppError::too_many_requests)?;
+    }
+    Ok(ApiCaller { key })
 }
 
 /// Validates a key the cache does not hold (or no longer trusts).

@@ -16,6 +16,7 @@ backend_tests!(
     a_tenant_scoped_key_gets_the_same_403_for_a_tenant_that_does_not_exist,
     a_global_key_gets_404_for_an_unknown_tenant_and_for_unknown_or_disabled_providers,
     a_client_presenting_many_bad_keys_waits_while_keys_in_use_and_other_clients_go_on,
+    a_tenant_key_over_its_rate_waits_while_other_keys_and_all_tenants_keys_go_on,
 );
 
 /// Every route of the API for `tenant`, with a body where one is needed.
@@ -241,4 +242,38 @@ async fn a_client_presenting_many_bad_keys_waits_while_keys_in_use_and_other_cli
     // Another address is not held up.
     assert_eq!(get("192.0.2.7", unused).await.unwrap().status(), 200);
     assert_eq!(app.snapshot(), before);
+}
+
+async fn a_tenant_key_over_its_rate_waits_while_other_keys_and_all_tenants_keys_go_on(
+    backend: Backend,
+) {
+    let app = spawn_app_with(TestDb::new(backend), &[("TETHER_API_KEY_RATE_LIMIT", "5")]).await;
+    Tenant::create(&mut app.conn(), "acme", "Acme").unwrap();
+    let runaway = app.api_key(Some("acme"), false);
+    let sibling = app.api_key(Some("acme"), false);
+    let crm = app.api_key(None, true);
+    let url = format!("{API}/acme/connections");
+    for i in 0..5 {
+        assert_eq!(
+            app.api_get(&url, &runaway).await.status(),
+            200,
+            "request {i}"
+        );
+    }
+    let before = app.snapshot();
+    let res = app.api_get(&url, &runaway).await;
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(error_of(res).await, (429, "rate_limited".into()));
+    assert_eq!(app.snapshot(), before);
+    // The limit is the key's: another key of the tenant is not held up, and
+    // the CRM's all-tenants key is never limited.
+    assert_eq!(app.api_get(&url, &sibling).await.status(), 200);
+    for i in 0..10 {
+        assert_eq!(app.api_get(&url, &crm).await.status(), 200, "crm {i}");
+    }
 }
