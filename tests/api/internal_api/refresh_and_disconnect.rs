@@ -5,7 +5,7 @@
 
 use super::{connected, mount_refresh, API};
 use crate::backend_tests;
-use crate::helpers::{error_of, spawn_app_with_acme, Backend, FakeProvider, ACCOUNT};
+use crate::helpers::{error_of, spawn_app_with_acme, Backend, FakeProvider, ACCOUNT, PASSWORD};
 use serde_json::Value;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -115,6 +115,20 @@ async fn forced_refreshes_moments_after_a_refresh_answer_the_current_status_with
         "no call within the cooldown"
     );
     assert_eq!(app.snapshot(), after_one);
+    // So is the card's Refresh.
+    app.create_admin("acme", "owner@acme.example");
+    assert_eq!(
+        app.login("owner@acme.example", PASSWORD).await.status(),
+        303
+    );
+    let after_sign_in = app.snapshot();
+    let csrf = app.csrf("/settings/integrations").await;
+    let res = app
+        .post_form("/oauth/acme/refresh", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(fake.calls_to("/token").await, 1, "the card's Refresh");
+    assert_eq!(app.snapshot(), after_sign_in);
     let (_, token) = app
         .get_json(&format!("{API}/acme/connections/acme/token"), &key)
         .await;
