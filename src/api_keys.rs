@@ -1,8 +1,10 @@
 //! The cache of validated API keys and tenant ids, so a warm internal API
-//! request costs no query.
+//! request costs no query; and of refused keys, so that a bad key costs one
+//! query per client address and half minute at most.
 
 use crate::db::models::api_key::ApiKey;
 use crate::ids::{ExternalTenantId, TenantId};
+use crate::ratelimit::RateLimiter;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,12 +23,17 @@ const TENANT_CACHE_TTL: Duration = Duration::from_secs(60);
 pub const OUTAGE_TRUST: Duration = Duration::from_secs(600);
 /// `last_used_at` is written at most this often per key.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// How long a refused key is refused again without asking the database.
+/// Keys are random: none becomes valid after it was presented.
+const REFUSED_FOR: Duration = Duration::from_secs(30);
+/// Refused keys a client address may present in a minute before it waits.
+pub const REFUSALS_PER_CLIENT: u32 = 30;
 
 /// A key and when it was last validated against the database.
 type ValidatedKey = (Arc<ApiKey>, Instant);
 
-/// Validated keys and tenant ids, so a warm token request costs one query.
-#[derive(Default)]
+/// Validated keys and tenant ids, so a warm token request costs one query;
+/// refused keys and the clients that presented them.
 pub struct ApiCache {
     /// SHA-256 of the presented key -> the key.
     keys: Mutex<HashMap<[u8; 32], ValidatedKey>>,
@@ -36,6 +43,22 @@ pub struct ApiCache {
     /// while the tenant exists, but a tenant may be removed (and its
     /// external id given to a new one).
     tenants: Mutex<HashMap<String, (TenantId, Instant)>>,
+    /// Hex SHA-256 of keys refused within [`REFUSED_FOR`].
+    refused: RateLimiter,
+    /// Refused keys per client address, within a minute.
+    refusals: RateLimiter,
+}
+
+impl Default for ApiCache {
+    fn default() -> Self {
+        ApiCache {
+            keys: Default::default(),
+            touched: Default::default(),
+            tenants: Default::default(),
+            refused: RateLimiter::new(1, REFUSED_FOR),
+            refusals: RateLimiter::new(REFUSALS_PER_CLIENT, Duration::from_secs(60)),
+        }
+    }
 }
 
 impl ApiCache {
@@ -92,6 +115,23 @@ impl ApiCache {
         lock(&self.tenants).insert(external_id.to_string(), (tenant_id.clone(), Instant::now()));
     }
 
+    /// Whether the key whose SHA-256 is `digest` was refused moments ago.
+    pub fn refused_recently(&self, digest: &[u8; 32]) -> bool {
+        self.refused.peek(&hex::encode(digest)).is_err()
+    }
+
+    /// Whether `client` may have another key looked up: `Err(seconds)` to
+    /// wait once it has presented too many refused ones.
+    pub fn client_may_try(&self, client: &str) -> Result<(), u64> {
+        self.refusals.peek(client)
+    }
+
+    /// Records that `client` presented a key that was refused.
+    pub fn refuse(&self, digest: &[u8; 32], client: &str) {
+        self.refused.charge(&hex::encode(digest));
+        self.refusals.charge(client);
+    }
+
     /// Drops a removed tenant's id and every key cached in its name.
     pub fn forget_tenant(&self, tenant_id: &TenantId) {
         lock(&self.tenants).retain(|_, (id, _)| id != tenant_id);
@@ -103,4 +143,25 @@ impl ApiCache {
 /// elsewhere does not poison it for good.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_key_is_remembered_and_a_client_waits_after_its_share() {
+        let cache = ApiCache::default();
+        let (bad, other) = ([1u8; 32], [2u8; 32]);
+        assert!(!cache.refused_recently(&bad));
+        cache.refuse(&bad, "ip:192.0.2.1");
+        assert!(cache.refused_recently(&bad));
+        assert!(!cache.refused_recently(&other));
+        for _ in 1..REFUSALS_PER_CLIENT {
+            assert!(cache.client_may_try("ip:192.0.2.1").is_ok());
+            cache.refuse(&other, "ip:192.0.2.1");
+        }
+        assert!(cache.client_may_try("ip:192.0.2.1").is_err());
+        assert!(cache.client_may_try("ip:192.0.2.2").is_ok());
+    }
 }

@@ -33,7 +33,10 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 
 /// The admin whose `email` and `password` these are, or `None`. Unknown
 /// emails cost a hash check too, so that timing does not tell which exist.
-/// Absurdly long input is a 400 before any work.
+/// Absurdly long input is a 400 before any work. The hash is read and the
+/// database connection given back before it is checked (on
+/// [`App::password_checks`]), so that a flood of sign-ins takes CPU, not
+/// the connections every token request needs.
 pub async fn sign_in_with_password(
     app: &App,
     email: &str,
@@ -45,18 +48,18 @@ pub async fn sign_in_with_password(
             "that email or password is far too long",
         ));
     }
-    let (email, password) = (email.to_string(), password.to_string());
-    let user = app
-        .db(move |c| {
-            let user = User::by_email(c, &email)?;
-            let hash = user
-                .as_ref()
-                .and_then(|u| u.password_hash.clone())
-                .unwrap_or_else(|| dummy_hash().to_string());
-            let ok = verify_password(&password, &hash);
-            Ok(user.filter(|u| ok && u.password_hash.is_some()))
-        })
+    let email = email.to_string();
+    let user = app.db(move |c| Ok(User::by_email(c, &email)?)).await?;
+    let hash = user
+        .as_ref()
+        .and_then(|u| u.password_hash.clone())
+        .unwrap_or_else(|| dummy_hash().to_string());
+    let password = password.to_string();
+    let ok = app
+        .password_checks
+        .run(move || verify_password(&password, &hash))
         .await?;
+    let user = user.filter(|u| ok && u.password_hash.is_some());
     if let Some(user) = &user {
         let id = user.id.clone();
         app.db(move |c| Ok(User::touch_login(c, &id)?)).await?;

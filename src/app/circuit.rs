@@ -168,7 +168,7 @@ impl Ticket<'_> {
         self.breakers.success(&self.provider);
     }
 
-    /// A transient failure (timeout, 5xx, 429, no answer); true when this
+    /// A transient failure (timeout, 5xx, no answer; not a 429); true when this
     /// opened the circuit.
     pub fn failure(mut self) -> bool {
         self.settled = true;

@@ -15,6 +15,7 @@ use std::time::Duration;
 pub mod cache;
 pub mod circuit;
 pub mod flight;
+pub mod hashing;
 pub mod held;
 pub mod receivers;
 
@@ -38,15 +39,24 @@ pub struct App {
     pub instance_id: String,
     /// Sign-in attempts per client address: every attempt counts.
     pub login_limiter: RateLimiter,
-    /// Failed sign-ins per email: consulted before a password is checked,
-    /// counted only when it was wrong (see `web::pages::login`).
+    /// Failed sign-ins per email and client address: consulted before a
+    /// password is checked, counted only when it was wrong (see
+    /// `web::pages::login`).
     pub login_failures: RateLimiter,
+    /// Failed sign-ins per email from every address: a backstop, high
+    /// enough that an attacker spending it is a flood, not a lockout.
+    pub login_failures_anywhere: RateLimiter,
     /// OAuth starts and callbacks per client address.
     pub oauth_limiter: RateLimiter,
     /// State-less install callbacks per client address: each costs a code
     /// exchange at the provider, so a client repeating them is stopped
     /// before the exchange.
     pub install_limiter: RateLimiter,
+    /// Requests per tenant-scoped API key (`TETHER_API_KEY_RATE_LIMIT` a
+    /// minute; `None`: off).
+    pub api_key_limiter: Option<RateLimiter>,
+    /// Where sign-ins' password hashes are checked (see `app::hashing`).
+    pub password_checks: crate::app::hashing::PasswordChecks,
     /// Shares one refresh between concurrent callers in this process.
     pub flights: crate::app::flight::Flights,
     /// Per-provider circuit breakers.
@@ -117,6 +127,9 @@ impl App {
             key_ids: keys.key_ids().join(","),
             session_key_check,
         };
+        let per_key = settings.api_key_rate_limit;
+        let api_key_limiter =
+            (per_key > 0).then(|| RateLimiter::new(per_key, Duration::from_secs(60)));
         App {
             settings,
             pool,
@@ -128,8 +141,11 @@ impl App {
             instance_id,
             login_limiter: RateLimiter::new(30, Duration::from_secs(300)),
             login_failures: RateLimiter::new(10, Duration::from_secs(300)),
+            login_failures_anywhere: RateLimiter::new(100, Duration::from_secs(300)),
             oauth_limiter: RateLimiter::new(60, Duration::from_secs(60)),
             install_limiter: RateLimiter::new(10, Duration::from_secs(600)),
+            password_checks: Default::default(),
+            api_key_limiter,
             flights: Default::default(),
             breakers: Default::default(),
             metrics: Default::default(),

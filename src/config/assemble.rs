@@ -205,6 +205,13 @@ impl Settings {
             }
         });
         let embed_origins = v.parse("TETHER_EMBED_ORIGINS", "none", parse_origins);
+        if sso_secret.is_some() && embed_origins.is_empty() {
+            warnings.push(
+                "TETHER_SSO_SECRET: is set but TETHER_EMBED_ORIGINS lists no CRM origin, so \
+                 browsers' single sign-on posts are refused; list the CRM page's origin"
+                    .to_string(),
+            );
+        }
         let metrics_token = v.get("TETHER_METRICS_TOKEN").and_then(|s| {
             if s.trim().len() < 16 {
                 v.problem(
@@ -223,6 +230,9 @@ impl Settings {
             Duration::from_secs(v.parse("TETHER_INSTALL_CLAIM_WINDOW_SECS", "600", |s| {
                 parse_range(s, 0, 86_400)
             }));
+        let api_key_rate_limit = v.parse("TETHER_API_KEY_RATE_LIMIT", "600", |s| {
+            parse_range(s, 0, 1_000_000)
+        });
         let ca_certs = v
             .get("TETHER_CA_CERTS")
             .map(|path| {
@@ -266,6 +276,11 @@ impl Settings {
             lapse_warning_days: v.parse("TETHER_REFRESH_TOKEN_LAPSE_WARNING_DAYS", "14", |s| {
                 parse_range(s, 1, 365)
             }),
+            forced_cooldown: Duration::from_secs(v.parse(
+                "TETHER_FORCED_REFRESH_COOLDOWN_SECS",
+                "30",
+                |s| parse_range(s, 0, 3600),
+            )),
             failing_after: v.parse("TETHER_REFRESH_FAILING_AFTER", "1h", |s| {
                 parse_duration(s, 1, 30 * 86_400)
             }),
@@ -373,6 +388,7 @@ impl Settings {
             metrics_token,
             proxy_max_body,
             install_claim_window,
+            api_key_rate_limit,
             ca_certs,
             refresh,
             demo_provider,

@@ -47,6 +47,9 @@ pub struct RefreshSettings {
     pub lapse_warning_days: i64,
     /// How long refreshing may fail without a break before `refresh_failing`.
     pub failing_after: Duration,
+    /// How soon after a successful refresh a forced one answers the row as
+    /// it is instead of calling the provider (zero: never).
+    pub forced_cooldown: Duration,
 }
 
 /// The limits of a signed-in session, checked on every request.
@@ -92,6 +95,8 @@ pub struct Settings {
     /// How long a browser may claim a held install it brought
     /// (`TETHER_INSTALL_CLAIM_WINDOW_SECS`; 0: never, only the CRM assigns).
     pub install_claim_window: Duration,
+    /// Requests per minute a tenant-scoped API key may make (0: no limit).
+    pub api_key_rate_limit: u32,
     /// Roots from `TETHER_CA_CERTS`, trusted beside the bundled ones by
     /// every outgoing call (`oauth::client::http_client`).
     pub ca_certs: Vec<reqwest::Certificate>,

@@ -434,3 +434,22 @@ fn the_refresh_failing_time_is_a_duration_of_one_hour_by_default() {
         );
     }
 }
+
+#[test]
+fn sso_without_a_crm_origin_is_a_warning_naming_both_variables() {
+    let secret = (
+        "TETHER_SSO_SECRET",
+        "an-sso-secret-of-at-least-32-characters",
+    );
+    let s = Settings::from_vars(&vars(&[secret])).unwrap();
+    assert_eq!(s.warnings.len(), 1);
+    assert!(s.warnings[0].starts_with("TETHER_SSO_SECRET:"));
+    assert!(s.warnings[0].contains("TETHER_EMBED_ORIGINS"));
+    assert!(!s.warnings[0].contains(secret.1));
+    let listed = Settings::from_vars(&vars(&[
+        secret,
+        ("TETHER_EMBED_ORIGINS", "https://crm.example.com"),
+    ]))
+    .unwrap();
+    assert!(listed.warnings.is_empty());
+}

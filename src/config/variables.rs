@@ -122,6 +122,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "refresh at 80% of a token's life, and at least this long before expiry",
     ),
     (
+        "TETHER_FORCED_REFRESH_COOLDOWN_SECS",
+        "30",
+        "a forced refresh (the API's `POST .../refresh`, the card's Refresh) this soon after the last successful refresh answers the current token and status without calling the provider (0: always call)",
+    ),
+    (
+        "TETHER_API_KEY_RATE_LIMIT",
+        "600",
+        "requests per minute each tenant-scoped API key may make, per process (429 `rate_limited` with `Retry-After` beyond); all-tenants keys are not limited; 0 turns the limit off",
+    ),
+    (
         "TETHER_REFRESH_CONCURRENCY",
         "16",
         "refreshes in flight per process",

@@ -31,7 +31,10 @@ pub async fn connection(
 }
 
 /// Refreshes the tenant's account of `provider` (`None`: the default) now,
-/// sharing any refresh already under way; returns the refreshed row.
+/// sharing any refresh already under way; returns the refreshed row. Within
+/// `TETHER_FORCED_REFRESH_COOLDOWN_SECS` of its last successful refresh the
+/// row is answered as it is: a loop of forced refreshes would otherwise
+/// spend the provider's per-user token quota (and earn 429s) for nothing.
 pub async fn refresh(
     app: &Arc<App>,
     tenant_id: &TenantId,
@@ -40,7 +43,25 @@ pub async fn refresh(
     actor: &Actor,
 ) -> AppResult<Connection> {
     let row = connection(app, tenant_id, &provider.key, account).await?;
+    if refreshed_lately(&row, app.settings.refresh.forced_cooldown) {
+        log::debug!(
+            "forced refresh answered without a call: refreshed moments ago connection={}",
+            row.id
+        );
+        return Ok(row);
+    }
     crate::refresh::refresh_now(app, &row.id, actor, None).await
+}
+
+/// Whether `row` was last refreshed (or connected) within `cooldown`.
+fn refreshed_lately(row: &Connection, cooldown: std::time::Duration) -> bool {
+    let Ok(cooldown) = chrono::Duration::from_std(cooldown) else {
+        return false;
+    };
+    !cooldown.is_zero()
+        && row
+            .last_refreshed_at
+            .is_some_and(|at| crate::db::now() < at + cooldown)
 }
 
 /// Makes the tenant's connected `account` of `provider` its default.

@@ -98,6 +98,7 @@ codes! {
     RefreshFailed => "refresh_failed",
     RefreshInProgress => "refresh_in_progress",
     SettingsTooLarge => "settings_too_large",
+    SsoOriginRefused => "sso_origin_refused",
     ShuttingDown => "shutting_down",
     TenantExists => "tenant_exists",
     TokenRefused => "token_refused",

@@ -47,6 +47,9 @@ pub enum ProviderError {
     Transient {
         detail: String,
         retry_after: Option<u64>,
+        /// A 429: the provider is up and limits this caller (a user, an
+        /// app), which says nothing about how it serves everyone else.
+        throttled: bool,
     },
     /// The request was sent but no answer came: the provider may have acted on it.
     #[error("no answer from the provider; the outcome is unknown ({detail})")]
@@ -58,6 +61,7 @@ impl ProviderError {
         ProviderError::Transient {
             detail: detail.into(),
             retry_after: None,
+            throttled: false,
         }
     }
 }
@@ -101,6 +105,7 @@ pub fn classify(status: u16, retry_after: Option<u64>, body: &[u8]) -> ProviderE
         return ProviderError::Transient {
             detail: format!("HTTP {status}"),
             retry_after,
+            throttled: status == 429,
         };
     }
     if let Some(graph) = json.as_ref().and_then(graph_error) {
@@ -448,7 +453,8 @@ mod tests {
             classify(429, Some(30), b"slow down"),
             ProviderError::Transient {
                 detail: "HTTP 429".into(),
-                retry_after: Some(30)
+                retry_after: Some(30),
+                throttled: true,
             }
         );
         assert!(matches!(

@@ -97,6 +97,7 @@ pub fn classify(provider: &Provider, row: &Connection, e: &ProviderError) -> Fai
         ProviderError::Transient {
             retry_after,
             detail,
+            ..
         } => retry(
             backoff(row.failure_count, *retry_after),
             Code::RefreshFailed,

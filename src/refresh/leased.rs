@@ -304,6 +304,12 @@ fn judge_provider(
     e: &ProviderError,
 ) {
     match e {
+        // A 429 limits one caller (often per user: one tenant forcing
+        // refreshes gets it), and must not stop every tenant's refreshes:
+        // the provider answered.
+        ProviderError::Transient {
+            throttled: true, ..
+        } => ticket.success(),
         // No answer is as much a sign of trouble as a 5xx.
         ProviderError::Transient { .. } | ProviderError::Unknown { .. } => {
             if ticket.failure() {

@@ -133,23 +133,42 @@ fn failed_sign_in(session: &Session, email: &str, next: &str) -> PageResult<Http
 }
 
 /// Whether this sign-in may be tried: the client first, every attempt
-/// counted (a client refused here never reaches the email's counter, so it
-/// cannot lock a victim out); then the email, against which only failed
-/// sign-ins count, but once it has had its share even the right password
-/// waits. Answers the email and its counter's key.
-fn sign_in_allowed(req: &HttpRequest, state: &App, email: &str) -> PageResult<(String, String)> {
+/// counted (a client refused here never reaches the email's counters, so it
+/// cannot lock a victim out); then the email from this client, against
+/// which only failed sign-ins count, but once it has had its share even the
+/// right password waits (from this client: another address still signs in);
+/// then the email from everywhere, a high backstop against guessing spread
+/// over many addresses. Answers the email and its counters' keys.
+fn sign_in_allowed(
+    req: &HttpRequest,
+    state: &App,
+    email: &str,
+) -> PageResult<(String, FailureKeys)> {
     let client = client_addr(req, &state.settings.trusted_proxies);
     state
         .login_limiter
         .check(&format!("ip:{client}"))
         .map_err(AppError::too_many_requests)?;
     let email = sign_in_email(email)?;
-    let email_key = format!("email:{email}");
+    let keys = FailureKeys {
+        from_client: format!("email:{email} ip:{client}"),
+        anywhere: format!("email:{email}"),
+    };
     state
         .login_failures
-        .peek(&email_key)
+        .peek(&keys.from_client)
         .map_err(AppError::too_many_requests)?;
-    Ok((email, email_key))
+    state
+        .login_failures_anywhere
+        .peek(&keys.anywhere)
+        .map_err(AppError::too_many_requests)?;
+    Ok((email, keys))
+}
+
+/// The counters a failed sign-in is charged to.
+struct FailureKeys {
+    from_client: String,
+    anywhere: String,
 }
 
 async fn login(
@@ -158,7 +177,7 @@ async fn login(
     session: Session,
     CsrfForm(form): CsrfForm<LoginForm>,
 ) -> PageResult<HttpResponse> {
-    let (email, email_key) = sign_in_allowed(&req, &state, &form.email)?;
+    let (email, failure_keys) = sign_in_allowed(&req, &state, &form.email)?;
     let next = form
         .next
         .as_deref()
@@ -166,7 +185,8 @@ async fn login(
         .unwrap_or_else(|| DASHBOARD.into());
     let Some(user) = crate::auth::sign_in_with_password(&state, &email, &form.password).await?
     else {
-        state.login_failures.charge(&email_key);
+        state.login_failures.charge(&failure_keys.from_client);
+        state.login_failures_anywhere.charge(&failure_keys.anywhere);
         log::info!("failed sign-in for an account");
         return failed_sign_in(&session, &email, &next);
     };
@@ -206,6 +226,7 @@ async fn sso_by_link() -> PageResult<HttpResponse> {
 
 /// `POST /sso`: the CRM hands a signed-in admin over (see `crate::sso`).
 async fn sso(
+    req: HttpRequest,
     state: web::Data<App>,
     session: Session,
     query: web::Form<SsoForm>,
@@ -215,6 +236,7 @@ async fn sso(
             "single sign-on is not enabled",
         )));
     };
+    sso_from_the_crm(&req, &state.settings)?;
     let claims = crate::sso::verify(
         secret.expose().as_bytes(),
         &query.token,
@@ -224,6 +246,39 @@ async fn sso(
     session::sign_in(&session, &user)?;
     log::info!("admin signed in through SSO tenant={}", user.tenant_id);
     Ok(see_other(DASHBOARD))
+}
+
+/// Refuses a hand-over a page other than the CRM's made the browser post
+/// (login CSRF: an auto-submitted form carrying the attacker's own token
+/// would sign the victim into the attacker's tenant). A browser names the
+/// page in `Origin`, which must be one of `TETHER_EMBED_ORIGINS` (the CRM's
+/// pages) or Tether's own; without `Origin`, `Sec-Fetch-Site` must not say
+/// another site. A client that sends neither is no browser a page can
+/// drive, and is let through.
+fn sso_from_the_crm(req: &HttpRequest, settings: &crate::config::Settings) -> PageResult<()> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("").trim().to_string())
+    };
+    let allowed = match (header("origin"), header("sec-fetch-site")) {
+        (Some(origin), _) => {
+            settings.embed_origin(&origin).is_some()
+                || origin == settings.public_url.origin().ascii_serialization()
+        }
+        (None, Some(site)) => matches!(site.as_str(), "same-origin" | "none"),
+        (None, None) => true,
+    };
+    if allowed {
+        return Ok(());
+    }
+    log::warn!("refused a single sign-on posted from outside the CRM's origins");
+    Err(PageError(AppError::refused(
+        actix_web::http::StatusCode::FORBIDDEN,
+        Code::SsoOriginRefused,
+        "single sign-on is accepted only from the CRM's own pages (TETHER_EMBED_ORIGINS); \
+         open Tether from the CRM again",
+    )))
 }
 
 /// One provider's card on the dashboard.

@@ -181,7 +181,11 @@ async fn a_backup_taken_in_a_refresh_storm_restores_into_a_fresh_folder_where_ev
         &fresh,
         "restored",
         &server.uri(),
-        &[("TETHER_REFRESH_ENABLED", "false")],
+        &[
+            ("TETHER_REFRESH_ENABLED", "false"),
+            // Rows the storm refreshed moments ago must still be sent.
+            ("TETHER_FORCED_REFRESH_COOLDOWN_SECS", "0"),
+        ],
     );
     r.start().await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();

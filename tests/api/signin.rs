@@ -25,6 +25,8 @@ backend_tests!(
     expired_far_future_forged_or_foreign_sso_tokens_are_refused_and_create_nothing,
     sso_is_not_found_without_a_secret,
     an_sso_link_alone_signs_nobody_in_and_leaves_the_token_unspent,
+    sso_posted_from_outside_the_crms_origins_signs_nobody_in_and_leaves_the_token_unspent,
+    a_sign_in_waiting_for_its_password_check_holds_no_database_connection,
     a_cookie_saved_before_sign_out_is_refused_after_it,
     signing_out_everywhere_or_removing_the_user_ends_every_copy,
 );
@@ -410,4 +412,103 @@ async fn signing_out_everywhere_or_removing_the_user_ends_every_copy(backend: Ba
     assert!(User::by_email(&mut app.conn(), OWNER).unwrap().is_none());
     let out = app.run_cli(&["user", "remove", OWNER, "--yes"]);
     assert_eq!(out.status.code(), Some(1), "removing nobody is an error");
+}
+
+/// The CRM's page, as `TETHER_EMBED_ORIGINS` lists it.
+const CRM: &str = "https://crm.example.com";
+
+async fn sso_posted_from_outside_the_crms_origins_signs_nobody_in_and_leaves_the_token_unspent(
+    backend: Backend,
+) {
+    let app = spawn_app_with(
+        TestDb::new(backend),
+        &[("TETHER_SSO_SECRET", SECRET), ("TETHER_EMBED_ORIGINS", CRM)],
+    )
+    .await;
+    Tenant::create(&mut app.conn(), "acme", "Acme Dental").unwrap();
+    let token = token(&claims("acme", "crm-admin@acme.example", 120));
+    let post = |browser: &Browser, headers: &[(&'static str, &'static str)]| {
+        let mut req = browser
+            .client
+            .post(format!("{}/sso", app.address))
+            .form(&[("token", &token)]);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.send()
+    };
+    let before = app.snapshot();
+    // An auto-submitted form on another site (login CSRF), an opaque
+    // origin, and browsers that say only that the page was another site's.
+    let foreign: [&[(&str, &str)]; 5] = [
+        &[
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ],
+        &[("origin", "https://crm.example.com.evil.example")],
+        &[("origin", "null"), ("sec-fetch-site", "cross-site")],
+        &[("sec-fetch-site", "cross-site")],
+        &[("sec-fetch-site", "same-site")],
+    ];
+    for headers in foreign {
+        let browser = Browser::new(&app);
+        let body = assert_error_page(
+            post(&browser, headers).await.unwrap(),
+            403,
+            "sso_origin_refused",
+        )
+        .await;
+        assert!(body.contains("from the CRM"), "{body}");
+        assert!(!body.contains(&token));
+        assert_ne!(
+            browser.get("/settings/integrations").await.status(),
+            200,
+            "{headers:?} signed nobody in"
+        );
+    }
+    assert_eq!(app.snapshot(), before, "no user, no spent token");
+    // The CRM's own page hands the admin over, with the same token.
+    let browser = Browser::new(&app);
+    let res = post(
+        &browser,
+        &[("origin", CRM), ("sec-fetch-site", "cross-site")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(browser.get("/settings/integrations").await.status(), 200);
+}
+
+async fn a_sign_in_waiting_for_its_password_check_holds_no_database_connection(backend: Backend) {
+    // One connection: a sign-in that held it would stop the API.
+    let app = spawn_app_with(TestDb::new(backend), &[("TETHER_DB_POOL_SIZE", "1")]).await;
+    app.create_admin("acme", OWNER);
+    let key = app.api_key(None, false);
+    // Every password check is busy (a flood of sign-ins, say).
+    let checks = &app.state.password_checks;
+    let busy = checks
+        .permits
+        .acquire_many(checks.permits.available_permits() as u32)
+        .await
+        .unwrap();
+    let browser = Browser::new(&app);
+    let csrf = browser.csrf("/login").await;
+    let sign_in = tokio::spawn(async move {
+        browser
+            .post_form(
+                "/login",
+                &[("email", OWNER), ("password", PASSWORD), ("csrf", &csrf)],
+            )
+            .await
+            .status()
+    });
+    // The sign-in has read its hash and waits for a check...
+    while checks.waiting() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // ...without the connection: the API answers meanwhile.
+    let (status, body) = app.get_json("/api/v1/tenants/acme/connections", &key).await;
+    assert_eq!(status, 200, "{body}");
+    drop(busy);
+    assert_eq!(sign_in.await.unwrap(), 303);
 }

@@ -165,6 +165,7 @@ async fn remint(http: &reqwest::Client, provider: &Provider, due: Due<'_>) -> An
         return Err(ProviderError::Transient {
             detail: "the agency's token is due for its own refresh first".into(),
             retry_after: Some(30),
+            throttled: false,
         });
     }
     let company = Account::of(&due.row.metadata())

@@ -9,6 +9,7 @@ use crate::db::models::event::Actor;
 use crate::db::models::tenant::Tenant;
 use crate::error::{AppError, AppResult, Code};
 use crate::ids::{ExternalTenantId, TenantId};
+use crate::web::http::client_addr;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
@@ -48,25 +49,60 @@ impl FromRequest for ApiCaller {
         // A key validated moments ago needs no database, nor a task.
         let digest = crate::crypto::sha256(presented.as_bytes());
         if let Some(key) = state.api_cache.key(&digest) {
-            return Either::Left(ready(Ok(ApiCaller { key })));
+            return Either::Left(ready(within_rate(&state, key)));
+        }
+        // Guessing keys costs the guesser, not the database: a client that
+        // presented too many refused keys waits (unless this one was valid
+        // lately), and a key refused moments ago is refused again unasked.
+        let client = client_addr(req, &state.settings.trusted_proxies);
+        if state.api_cache.key_while_away(&digest).is_none() {
+            if let Err(wait) = state.api_cache.client_may_try(&client) {
+                return Either::Left(ready(Err(AppError::too_many_requests(wait).into())));
+            }
+        }
+        if state.api_cache.refused_recently(&digest) {
+            state.api_cache.refuse(&digest, &client);
+            return Either::Left(ready(Err(invalid_key().into())));
         }
         let presented = presented.to_string();
         Either::Right(Box::pin(async move {
-            Ok(ApiCaller {
-                key: authenticate(&state, digest, presented).await?,
-            })
+            let key = authenticate(&state, digest, presented, &client).await?;
+            within_rate(&state, key)
         }))
     }
 }
 
+/// The caller, unless its key has made its share of requests this minute
+/// (`TETHER_API_KEY_RATE_LIMIT`): tenant-scoped keys only, so that one
+/// tenant's runaway integration cannot take the instance from the others;
+/// the CRM's own all-tenants keys carry every tenant's traffic.
+fn within_rate(state: &App, key: Arc<ApiKey>) -> Result<ApiCaller, actix_web::Error> {
+    if let (Some(limiter), Some(_)) = (&state.api_key_limiter, &key.tenant_id) {
+        limiter
+            .check(&key.id)
+            .map_err(AppError::too_many_requests)?;
+    }
+    Ok(ApiCaller { key })
+}
+
 /// Validates a key the cache does not hold (or no longer trusts).
-async fn authenticate(state: &App, digest: [u8; 32], presented: String) -> AppResult<Arc<ApiKey>> {
+async fn authenticate(
+    state: &App,
+    digest: [u8; 32],
+    presented: String,
+    client: &str,
+) -> AppResult<Arc<ApiKey>> {
     let key = match state.db(move |c| ApiKey::authenticate(c, &presented)).await {
         Ok(key) => Arc::new(key),
         Err(e) if e.is(Code::DatabaseUnavailable) => {
             return state.api_cache.key_while_away(&digest).ok_or(e)
         }
-        Err(e) => return Err(e),
+        Err(e) => {
+            if e.is(Code::Unauthorized) {
+                state.api_cache.refuse(&digest, client);
+            }
+            return Err(e);
+        }
     };
     let due = state.api_cache.remember(digest, &key);
     if due {
@@ -77,6 +113,11 @@ async fn authenticate(state: &App, digest: [u8; 32], presented: String) -> AppRe
         }
     }
     Ok(key)
+}
+
+/// The refusal of a key known to be bad, as the database's would say it.
+fn invalid_key() -> AppError {
+    AppError::unauthorized("the API key is missing, malformed, revoked or unknown")
 }
 
 impl ApiCaller {

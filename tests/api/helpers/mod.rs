@@ -199,6 +199,9 @@ pub fn settings_for(db: &TestDb, extra: &[(&str, &str)]) -> Settings {
         // Tests that change rows behind Tether's back must not see a cached
         // token set; tests/api/token_cache.rs turns it on.
         ("TETHER_TOKEN_CACHE_MS", "0".to_string()),
+        // Tests force refreshes back to back to see each call;
+        // internal_api/refresh_and_disconnect.rs turns the cooldown on.
+        ("TETHER_FORCED_REFRESH_COOLDOWN_SECS", "0".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

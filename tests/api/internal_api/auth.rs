@@ -5,7 +5,7 @@
 
 use super::{connected, link_count, API};
 use crate::backend_tests;
-use crate::helpers::{error_of, service, Backend, ACCOUNT};
+use crate::helpers::{error_of, service, spawn_app_with, Backend, TestDb, ACCOUNT};
 use serde_json::{json, Value};
 use tether::db::models::api_key::ApiKey;
 use tether::db::models::tenant::Tenant;
@@ -15,6 +15,8 @@ backend_tests!(
     a_key_for_one_tenant_gets_403_on_every_route_of_another_tenant_and_changes_nothing,
     a_tenant_scoped_key_gets_the_same_403_for_a_tenant_that_does_not_exist,
     a_global_key_gets_404_for_an_unknown_tenant_and_for_unknown_or_disabled_providers,
+    a_client_presenting_many_bad_keys_waits_while_keys_in_use_and_other_clients_go_on,
+    a_tenant_key_over_its_rate_waits_while_other_keys_and_all_tenants_keys_go_on,
 );
 
 /// Every route of the API for `tenant`, with a body where one is needed.
@@ -187,4 +189,91 @@ async fn a_global_key_gets_404_for_an_unknown_tenant_and_for_unknown_or_disabled
         assert_eq!(error_of(res).await, (404, "not_found".into()), "{provider}");
     }
     assert_eq!(link_count(&app), 0);
+}
+
+async fn a_client_presenting_many_bad_keys_waits_while_keys_in_use_and_other_clients_go_on(
+    backend: Backend,
+) {
+    // Behind a proxy, so that each test client is an address of its own.
+    let app = spawn_app_with(
+        TestDb::new(backend),
+        &[("TETHER_TRUSTED_PROXIES", "127.0.0.1/32")],
+    )
+    .await;
+    Tenant::create(&mut app.conn(), "acme", "Acme").unwrap();
+    let in_use = app.api_key(None, false);
+    let unused = app.api_key(None, false);
+    let url = format!("{}{API}/acme/connections", app.address);
+    let get = |client: &'static str, key: String| {
+        service()
+            .get(&url)
+            .bearer_auth(key)
+            .header("x-forwarded-for", client)
+            .send()
+    };
+    let guesser = "198.51.100.66";
+    assert_eq!(get(guesser, in_use.clone()).await.unwrap().status(), 200);
+    let before = app.snapshot();
+    for i in 0..tether::api_keys::REFUSALS_PER_CLIENT {
+        // Well formed, so each would be a lookup; and one key twice, which
+        // is refused again without one.
+        let guess = format!("tth_guess{}_{}", i / 2, "x".repeat(43));
+        let res = get(guesser, guess).await.unwrap();
+        assert_eq!(
+            error_of(res).await,
+            (401, "unauthorized".into()),
+            "guess {i}"
+        );
+    }
+    let res = get(guesser, format!("tth_guess_{}", "y".repeat(43)))
+        .await
+        .unwrap();
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(error_of(res).await, (429, "rate_limited".into()));
+    // A key the address used lately goes on working; one it never used waits.
+    assert_eq!(get(guesser, in_use.clone()).await.unwrap().status(), 200);
+    let res = get(guesser, unused.clone()).await.unwrap();
+    assert_eq!(error_of(res).await, (429, "rate_limited".into()));
+    // Another address is not held up.
+    assert_eq!(get("192.0.2.7", unused).await.unwrap().status(), 200);
+    assert_eq!(app.snapshot(), before);
+}
+
+async fn a_tenant_key_over_its_rate_waits_while_other_keys_and_all_tenants_keys_go_on(
+    backend: Backend,
+) {
+    let app = spawn_app_with(TestDb::new(backend), &[("TETHER_API_KEY_RATE_LIMIT", "5")]).await;
+    Tenant::create(&mut app.conn(), "acme", "Acme").unwrap();
+    let runaway = app.api_key(Some("acme"), false);
+    let sibling = app.api_key(Some("acme"), false);
+    let crm = app.api_key(None, true);
+    let url = format!("{API}/acme/connections");
+    for i in 0..5 {
+        assert_eq!(
+            app.api_get(&url, &runaway).await.status(),
+            200,
+            "request {i}"
+        );
+    }
+    let before = app.snapshot();
+    let res = app.api_get(&url, &runaway).await;
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(error_of(res).await, (429, "rate_limited".into()));
+    assert_eq!(app.snapshot(), before);
+    // The limit is the key's: another key of the tenant is not held up, and
+    // the CRM's all-tenants key is never limited.
+    assert_eq!(app.api_get(&url, &sibling).await.status(), 200);
+    for i in 0..10 {
+        assert_eq!(app.api_get(&url, &crm).await.status(), 200, "crm {i}");
+    }
 }

@@ -1,16 +1,18 @@
 //! Refresh and disconnect through the API: POST refresh forces exactly one
-//! refresh and answers the status, not the token; DELETE revokes at the
+//! refresh and answers the status, not the token, unless the last refresh
+//! was moments ago (then the provider is not called); DELETE revokes at the
 //! provider and leaves the tenant not connected, its tokens erased.
 
 use super::{connected, mount_refresh, API};
 use crate::backend_tests;
-use crate::helpers::{error_of, Backend, ACCOUNT};
+use crate::helpers::{error_of, spawn_app_with_acme, Backend, FakeProvider, ACCOUNT, PASSWORD};
 use serde_json::Value;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, ResponseTemplate};
 
 backend_tests!(
     post_refresh_forces_exactly_one_refresh,
+    forced_refreshes_moments_after_a_refresh_answer_the_current_status_without_a_call,
     delete_revokes_at_the_provider_and_leaves_the_tenant_not_connected,
 );
 
@@ -77,4 +79,58 @@ async fn delete_revokes_at_the_provider_and_leaves_the_tenant_not_connected(back
         .api_get(&format!("{API}/acme/connections/acme/token"), &key)
         .await;
     assert_eq!(error_of(token).await, (404, "not_connected".into()));
+}
+
+async fn forced_refreshes_moments_after_a_refresh_answer_the_current_status_without_a_call(
+    backend: Backend,
+) {
+    let fake = FakeProvider::start().await;
+    mount_refresh(&fake, "at-2").await;
+    let app = spawn_app_with_acme(
+        backend,
+        &fake,
+        "",
+        &[("TETHER_FORCED_REFRESH_COOLDOWN_SECS", "30")],
+    )
+    .await;
+    let t = app.ensure_tenant("acme");
+    // Refreshed an hour ago: the first forced refresh calls the provider.
+    app.seed(&t.id, ACCOUNT, "rt-1", 600, 300);
+    let key = app.api_key(Some("acme"), false);
+    let refresh = format!("{API}/acme/connections/acme/refresh");
+    let res = app.api_post(&refresh, &key, None).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(fake.calls_to("/token").await, 1);
+    let after_one = app.snapshot();
+    // A loop of forced refreshes is answered from the row.
+    for i in 0..5 {
+        let res = app.api_post(&refresh, &key, None).await;
+        assert_eq!(res.status(), 200, "refresh {i}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["status"], "connected");
+    }
+    assert_eq!(
+        fake.calls_to("/token").await,
+        1,
+        "no call within the cooldown"
+    );
+    assert_eq!(app.snapshot(), after_one);
+    // So is the card's Refresh.
+    app.create_admin("acme", "owner@acme.example");
+    assert_eq!(
+        app.login("owner@acme.example", PASSWORD).await.status(),
+        303
+    );
+    let after_sign_in = app.snapshot();
+    let csrf = app.csrf("/settings/integrations").await;
+    let res = app
+        .post_form("/oauth/acme/refresh", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(fake.calls_to("/token").await, 1, "the card's Refresh");
+    assert_eq!(app.snapshot(), after_sign_in);
+    let (_, token) = app
+        .get_json(&format!("{API}/acme/connections/acme/token"), &key)
+        .await;
+    assert_eq!(token["access_token"], "at-2");
 }

@@ -1,7 +1,8 @@
 //! The circuit breaker stops storms: five transient failures in a row
 //! (timeouts among them) open a provider's circuit, and while it is open a
 //! refresh fails fast without a call and leaves its connection alone; a
-//! success in between resets the count.
+//! success in between resets the count. A 429 is not such a failure: it
+//! limits one caller, so it never stops every tenant's refreshes.
 
 use super::SHORT_TIMEOUT;
 use crate::backend_tests;
@@ -17,6 +18,7 @@ backend_tests!(
     five_transient_failures_open_the_circuit_and_the_next_refresh_fails_fast,
     a_success_resets_the_count_of_failures_in_a_row,
     timeouts_open_the_circuit,
+    throttling_answers_never_open_the_circuit,
 );
 
 /// `n` tenants `c0..` with one expired connection each.
@@ -160,4 +162,30 @@ async fn timeouts_open_the_circuit(backend: Backend) {
     );
     assert_eq!(app.token(&key, "c5").await.status(), 503);
     assert_eq!(keeping.calls(), 5, "no call while open");
+}
+
+async fn throttling_answers_never_open_the_circuit(backend: Backend) {
+    let fake = FakeProvider::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "20"))
+        .mount(&fake.server)
+        .await;
+    let app = spawn_app_with_acme(backend, &fake, "", &[]).await;
+    expired_connections(&app, 8);
+    let key = app.api_key(None, false);
+    // One tenant's forced refreshes earn it 429s, far past the threshold...
+    for i in 0..8 {
+        let res = app.token(&key, &format!("c{i}")).await;
+        assert!(res.status().is_server_error(), "{}", res.status());
+    }
+    // ...and every one of them reached the provider: the circuit is closed.
+    assert_eq!(fake.calls_to("/token").await, 8);
+    assert_eq!(app.state.breakers.state("acme"), State::Closed);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("tether_circuit_open{provider=\"acme\"} 0")
+            || !metrics.contains("tether_circuit_open{provider=\"acme\"}"),
+        "{metrics}"
+    );
 }

@@ -1,7 +1,9 @@
-//! Rate limits: sign-in is limited per client address (every attempt) and
-//! per email (failed attempts only, checked after the address), so that even
-//! the right password is refused once an email's limit is reached but a
-//! blocked client cannot lock anyone out; the OAuth routes are limited per
+//! Rate limits: sign-in is limited per client address (every attempt), per
+//! email and address (failed attempts only, checked after the address), and
+//! per email from everywhere (failed attempts, a high backstop), so that the
+//! right password is refused from an address that has guessed too often, but
+//! neither a blocked client nor one guessing client can lock anyone out
+//! elsewhere; the OAuth routes are limited per
 //! client; behind a trusted proxy each client behind it has its own bucket;
 //! a limited request changes nothing, and the limiters' memory is bounded.
 
@@ -17,14 +19,18 @@ backend_tests!(
     two_clients_behind_one_trusted_proxy_have_separate_buckets,
     without_trusted_proxies_a_forged_forwarded_for_is_ignored,
     a_blocked_address_cannot_lock_out_an_email,
+    an_address_that_guessed_too_often_cannot_lock_out_the_email_elsewhere,
+    guesses_spread_over_many_addresses_meet_the_email_backstop,
     successful_sign_ins_never_count_against_the_email,
     a_flood_of_distinct_emails_stores_only_counted_failures_within_the_bound,
 );
 
 /// Sign-in attempts every client address is allowed in five minutes.
 const PER_ADDRESS: usize = 30;
-/// Failed sign-ins every email is allowed in five minutes.
+/// Failed sign-ins every email is allowed from one address in five minutes.
 const PER_EMAIL: usize = 10;
+/// Failed sign-ins every email is allowed from all addresses in five minutes.
+const PER_EMAIL_ANYWHERE: usize = 100;
 const VICTIM: &str = "victim@acme.example";
 
 /// An app that believes the `X-Forwarded-For` of requests from 127.0.0.1
@@ -177,23 +183,54 @@ async fn a_blocked_address_cannot_lock_out_an_email(backend: Backend) {
     assert_eq!(res.status(), 303, "the victim still signs in");
 }
 
+async fn an_address_that_guessed_too_often_cannot_lock_out_the_email_elsewhere(backend: Backend) {
+    let app = behind_a_proxy(backend).await;
+    let attacker = "198.51.100.66";
+    for i in 0..PER_EMAIL {
+        let res = sign_in_from(&app, Some(attacker), VICTIM, "a guess").await;
+        assert_eq!(res.status(), 401, "guess {i}");
+    }
+    // The guessing address now waits, even with the right password...
+    let before = app.snapshot();
+    let res = sign_in_from(&app, Some(attacker), VICTIM, PASSWORD).await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(app.snapshot(), before);
+    // ...but the admin, elsewhere, signs in.
+    let res = sign_in_from(&app, Some("192.0.2.10"), VICTIM, PASSWORD).await;
+    assert_eq!(res.status(), 303, "the admin is not locked out");
+}
+
+async fn guesses_spread_over_many_addresses_meet_the_email_backstop(backend: Backend) {
+    let app = behind_a_proxy(backend).await;
+    // Each address stays under its own limit for the email.
+    let from = |i: usize| format!("10.{}.{}.1", i / PER_EMAIL, i % PER_EMAIL);
+    for i in 0..PER_EMAIL_ANYWHERE {
+        let res = sign_in_from(&app, Some(&from(i)), VICTIM, "a guess").await;
+        assert_eq!(res.status(), 401, "guess {i}");
+    }
+    let before = app.snapshot();
+    let res = sign_in_from(&app, Some("192.0.2.10"), VICTIM, PASSWORD).await;
+    assert_eq!(res.status(), 429, "the email's backstop is reached");
+    assert_eq!(app.snapshot(), before);
+}
+
 async fn successful_sign_ins_never_count_against_the_email(backend: Backend) {
     let app = behind_a_proxy(backend).await;
-    // Spread over addresses, so that only the email's counter is in play.
-    let from = |i: usize| format!("192.0.2.{i}");
+    let client = Some("192.0.2.1");
     for i in 0..PER_EMAIL - 1 {
-        let res = sign_in_from(&app, Some(&from(i)), VICTIM, "a typo").await;
-        assert_eq!(res.status(), 401);
+        let res = sign_in_from(&app, client, VICTIM, "a typo").await;
+        assert_eq!(res.status(), 401, "typo {i}");
     }
     for i in 0..PER_EMAIL {
-        let res = sign_in_from(&app, Some(&from(100 + i)), VICTIM, PASSWORD).await;
+        let res = sign_in_from(&app, client, VICTIM, PASSWORD).await;
         assert_eq!(res.status(), 303, "sign-in {i}");
     }
-    // The tenth failure is still a plain failure; after it, the email waits.
-    let res = sign_in_from(&app, Some(&from(200)), VICTIM, "a typo").await;
+    // The tenth failure is still a plain failure; after it, the email waits
+    // (from this address).
+    let res = sign_in_from(&app, client, VICTIM, "a typo").await;
     assert_eq!(res.status(), 401);
     let before = app.snapshot();
-    let res = sign_in_from(&app, Some(&from(201)), VICTIM, PASSWORD).await;
+    let res = sign_in_from(&app, client, VICTIM, PASSWORD).await;
     assert_eq!(res.status(), 429);
     assert_eq!(app.snapshot(), before);
 }
@@ -226,6 +263,7 @@ async fn a_flood_of_distinct_emails_stores_only_counted_failures_within_the_boun
     let state = &app.state;
     // Over-long emails and refused attempts never became keys.
     assert_eq!(state.login_failures.len(), failures);
+    assert_eq!(state.login_failures_anywhere.len(), failures);
     assert_eq!(state.login_limiter.len(), clients.len());
     // The bound itself is the limiter's unit test (a flood past it).
     assert!(state.login_failures.len() <= tether::ratelimit::CAPACITY);
