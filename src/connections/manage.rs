@@ -43,7 +43,11 @@ pub async fn refresh(
     actor: &Actor,
 ) -> AppResult<Connection> {
     let row = connection(app, tenant_id, &provider.key, account).await?;
-    if refreshed_lately(&row, app.settings.refresh.forced_cooldown) {
+    // Only what could be refreshed cools down: the others' refusal
+    // (`not_refreshable`) is said at once.
+    let refreshable =
+        row.kind == Kind::OAuth && provider.refresh != crate::providers::RefreshStyle::None;
+    if refreshable && refreshed_lately(&row, app.settings.refresh.forced_cooldown) {
         log::debug!(
             "forced refresh answered without a call: refreshed moments ago connection={}",
             row.id
