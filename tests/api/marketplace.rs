@@ -72,7 +72,7 @@ pub(crate) async fn ghl_app_with(
     ghl_app_revoking(backend, fake, false, extra).await
 }
 
-async fn ghl_app_revoking(
+pub(crate) async fn ghl_app_revoking(
     backend: Backend,
     fake: &FakeProvider,
     revocation: bool,

@@ -7,7 +7,7 @@
 use crate::backend_tests;
 use crate::helpers::{Backend, Browser, FakeProvider, TestApp, PASSWORD};
 use crate::marketplace::{
-    deliver, ghl_app, ghl_key, marketplace_callback, mount_exchange, snapshot, webhook,
+    deliver, ghl_key, marketplace_callback, mount_exchange, snapshot, webhook,
 };
 use serde_json::json;
 use wiremock::matchers::{header, method, path, path_regex};
@@ -47,7 +47,15 @@ async fn mount_lookup(fake: &FakeProvider) {
 
 async fn app_with_lookup(backend: Backend) -> (TestApp, FakeProvider, String) {
     let fake = FakeProvider::start().await;
-    let app = ghl_app(backend, &fake, true).await;
+    // The forced-refresh cooldown on, as in production: a private token's
+    // refresh is refused at once all the same.
+    let app = crate::marketplace::ghl_app_revoking(
+        backend,
+        &fake,
+        true,
+        &[("TETHER_FORCED_REFRESH_COOLDOWN_SECS", "30")],
+    )
+    .await;
     mount_lookup(&fake).await;
     let key = app.api_key(Some("acme"), false);
     (app, fake, key)
