@@ -222,10 +222,23 @@ pub fn find(
         }
     }
     let names: Vec<String> = filter.metadata.iter().map(|(k, _)| k.clone()).collect();
+    // The business field (GoHighLevel's companyId) is an indexed column:
+    // it narrows the scan exactly, before the metadata is read.
+    let parent_pointer = filter
+        .provider
+        .as_ref()
+        .and_then(|p| catalogue.get(p))
+        .and_then(|p| p.parent_account.clone());
+    let parent_account_id = filter
+        .metadata
+        .iter()
+        .find(|(name, _)| parent_pointer.as_deref() == Some(&format!("/{name}")))
+        .and_then(|(_, value)| AccountId::check(value));
     let search = Search {
         tenant_id: tenant_id.as_ref(),
         provider: filter.provider.as_ref(),
         account_id: filter.account.as_ref(),
+        parent_account_id,
         statuses: &filter.statuses,
         metadata_names: &names,
     };

@@ -39,6 +39,7 @@ backend_tests!(
     an_install_that_does_not_re_authorise_the_holder_s_business_is_held,
     a_planted_install_needs_confirming_lapses_from_the_browser_and_cannot_be_repeated_cheaply,
     a_held_install_lapses_from_the_browser_after_the_claim_window,
+    the_directory_finds_a_company_s_accounts_by_its_indexed_column,
 );
 
 /// The GoHighLevel app's webhook signing key in the tests (GoHighLevel's own
@@ -1095,4 +1096,41 @@ async fn a_held_install_lapses_from_the_browser_after_the_claim_window(backend: 
     crate::helpers::assert_error_page(res, 404, "unknown_install").await;
     // The CRM may still assign it.
     assert_eq!(pending(&app).len(), 1);
+}
+
+async fn the_directory_finds_a_company_s_accounts_by_its_indexed_column(backend: Backend) {
+    let fake = FakeProvider::start().await;
+    let app = ghl_app(backend, &fake, false).await;
+    bind(&app, "acme", "loc_1", "c_9");
+    bind(&app, "beta", "loc_2", "c_9");
+    bind(&app, "beta", "loc_3", "c_10");
+    let key = app.api_key(None, false);
+    let (code, body) = app
+        .get_json(
+            "/api/v1/connections?provider=gohighlevel&companyId=c_9",
+            &key,
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let mut found: Vec<String> = body["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}/{}",
+                c["tenant"].as_str().unwrap(),
+                c["account"]["id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    found.sort();
+    assert_eq!(found, ["acme/loc_1", "beta/loc_2"]);
+    let (_, body) = app
+        .get_json(
+            "/api/v1/connections?provider=gohighlevel&companyId=c_9&locationId=loc_2",
+            &key,
+        )
+        .await;
+    assert_eq!(body["connections"].as_array().unwrap().len(), 1, "{body}");
 }

@@ -12,6 +12,9 @@ pub struct Search<'a> {
     pub tenant_id: Option<&'a TenantId>,
     pub provider: Option<&'a ProviderKey>,
     pub account_id: Option<&'a AccountId>,
+    /// The business the account belongs to (the indexed
+    /// `parent_account_id`, set from the provider's `parent_account`).
+    pub parent_account_id: Option<AccountId>,
     /// Any of these statuses (empty: any).
     pub statuses: &'a [Status],
     /// Metadata fields the row must name (their values are checked by the caller).
@@ -78,6 +81,9 @@ impl Connection {
             }
             if let Some(a) = search.account_id {
                 q = q.filter(connections::account_id.eq(a));
+            }
+            if let Some(parent) = &search.parent_account_id {
+                q = q.filter(connections::parent_account_id.eq(parent.as_str()));
             }
             if !statuses.is_empty() {
                 q = q.filter(connections::status.eq_any(statuses.clone()));
