@@ -470,7 +470,9 @@ async fn the_crm_lists_and_assigns_held_installs_through_the_api(backend: Backen
     let app = ghl_app(backend, &fake, false).await;
     hold(&app, &fake, &Browser::new(&app), "loc_1", 1).await;
     hold(&app, &fake, &Browser::new(&app), "loc_2", 2).await;
-    let key = app.api_key(None, false);
+    // Listing takes any key for all tenants; assigning, an admin one.
+    let reader = app.api_key(None, false);
+    let key = app.api_key(None, true);
     let scoped = app.api_key(Some("acme"), true);
     let list = |key: String| {
         let (client, url) = (
@@ -479,7 +481,7 @@ async fn the_crm_lists_and_assigns_held_installs_through_the_api(backend: Backen
         );
         async move { client.get(url).bearer_auth(key).send().await.unwrap() }
     };
-    let res = list(key.clone()).await;
+    let res = list(reader.clone()).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["cache-control"], "no-store");
     let text = res.text().await.unwrap();
@@ -521,6 +523,14 @@ async fn the_crm_lists_and_assigns_held_installs_through_the_api(backend: Backen
             &scoped,
             id.as_str(),
             serde_json::json!({"tenant": "acme"}),
+            403,
+            "forbidden",
+        ),
+        // A key for all tenants made without --admin lists, never assigns.
+        (
+            &reader,
+            id.as_str(),
+            serde_json::json!({"tenant": "beta"}),
             403,
             "forbidden",
         ),

@@ -168,7 +168,7 @@ async fn an_event_for_a_location_nobody_holds_is_held_then_relayed_to_the_tenant
         "nothing goes out for nobody"
     );
 
-    let key = app.api_key(None, false);
+    let key = app.api_key(None, true);
     let (code, listed) = app.get_json("/api/v1/provider-events/held", &key).await;
     assert_eq!(code, 200, "{listed}");
     let events = listed["events"].as_array().unwrap();
@@ -389,7 +389,7 @@ async fn one_tenant_holds_a_location_whichever_way_its_grant_arrives(backend: Ba
     hold(&app, &fake, &Browser::new(&app), "loc_5", 10).await;
     bind(&app, "acme", "loc_5", "c_9");
     let id = pending(&app)[0].id.clone();
-    let admin = app.api_key(None, false);
+    let admin = app.api_key(None, true);
     let before = snapshot(&app);
     let res = app
         .client
