@@ -24,6 +24,7 @@ use wiremock::{Mock, ResponseTemplate};
 
 backend_tests!(
     a_stateless_callback_is_held_for_gohighlevel_sealed_and_refused_for_acme,
+    a_held_install_is_logged_by_a_digest_of_its_id_never_the_id,
     an_install_of_a_bound_location_refreshes_that_tenant_s_connection,
     a_held_install_is_claimed_on_its_page_after_signing_in,
     a_location_bound_to_another_tenant_meanwhile_is_refused_on_claim,
@@ -876,4 +877,63 @@ async fn held_installs_need_their_key_and_are_rotated_with_the_connections(backe
         held.tokens(&k2_only).unwrap().access_token.expose(),
         "ghl-at-1"
     );
+}
+
+async fn a_held_install_is_logged_by_a_digest_of_its_id_never_the_id(backend: Backend) {
+    // The id claims the install (through an all-tenants key or the session
+    // it rides in): `tether serve`'s own log must not carry it.
+    let fake = FakeProvider::start().await;
+    let base = fake.server.uri();
+    let db = TestDb::new(backend);
+    let file = crate::helpers::write_providers(
+        &db,
+        &format!(
+            "[providers.gohighlevel]\ntoken_url = \"{base}/oauth/token\"\nuserinfo_url = \"{base}/locations/{{locationId}}\"\n"
+        ),
+    );
+    mount_exchange(&fake, "code-1", "loc_1", 1).await;
+    let server = crate::helpers::Server::start(
+        crate::helpers::tether(&db, KEY_K1)
+            .env("RUST_LOG", "info")
+            .env("TETHER_PROVIDERS_FILE", &file)
+            .env("GOHIGHLEVEL_CLIENT_ID", "ghl-client")
+            .env("GOHIGHLEVEL_CLIENT_SECRET", "ghl-secret")
+            .env("TETHER_GOHIGHLEVEL_APP_ID", APP_ID)
+            .arg("serve"),
+    )
+    .expect("serve starts");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = client
+        .get(format!(
+            "http://127.0.0.1:{}/oauth/gohighlevel/callback?code=code-1",
+            server.port
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let log = server.stop();
+    let id = {
+        use tether::db::schema::pending_installs as p;
+        let pool = tether::db::connect(&db.url, 1).unwrap();
+        let ids: Vec<String> = p::table
+            .select(p::id)
+            .load(&mut pool.get().unwrap())
+            .unwrap();
+        assert_eq!(ids.len(), 1, "{log}");
+        ids[0].clone()
+    };
+    let line = log
+        .lines()
+        .find(|l| l.contains("install held"))
+        .unwrap_or_else(|| panic!("{log}"));
+    let digest = tether::crypto::sha256_hex(id.as_bytes());
+    assert!(
+        line.contains(&format!("install=sha256:{}", &digest[..16])),
+        "{line}"
+    );
+    assert!(!log.contains(&id), "{log}");
 }
