@@ -2,8 +2,11 @@
 //! provider where the provider offers it (a failure is reported, not
 //! fatal), then the tenant and everything it had (connections and their
 //! tokens, admins, connect links, OAuth states, its events, API keys limited
-//! to it) are erased in one transaction. A dry run says what would be done
-//! and changes nothing.
+//! to it, and its webhook deliveries still queued) are erased in one
+//! transaction. A connection that gained tokens while the revocations were
+//! being sent (a connect finishing meanwhile) is erased in that transaction
+//! too, and its grant revoked after it, so that none outlives the tenant
+//! unrevoked. A dry run says what would be done and changes nothing.
 //!
 //! The tenant's events go with it: they are its data, and an offboarding
 //! that keeps them has not erased the tenant. What stays is the operator's
@@ -20,7 +23,7 @@ use crate::db::models::tenant::{Holdings, Tenant};
 use crate::db::models::webhook as outbox;
 use crate::db::{new_id, now};
 use crate::error::{AppError, AppResult};
-use crate::ids::{AccountId, ExternalTenantId, ProviderKey};
+use crate::ids::{AccountId, ConnectionId, ExternalTenantId, ProviderKey};
 use diesel::Connection as _;
 
 /// What became, or would become, of one connection's grant at its provider.
@@ -83,37 +86,22 @@ pub async fn remove(
             let tenant = Tenant::by_external_id(c, &ext)?
                 .ok_or_else(|| AppError::not_found(format!("no tenant '{ext}'")))?;
             let rows = Connection::of_tenant(c, &tenant.id)?;
-            let holdings = Tenant::holdings(c, &tenant.id)?;
+            let mut holdings = Tenant::holdings(c, &tenant.id)?;
+            holdings.webhook_deliveries = outbox::queued_for_tenant(c, &ext)?.len() as i64;
             Ok((tenant, rows, holdings))
         })
         .await?
     };
     let live: Vec<&Connection> = rows.iter().filter(|r| r.has_tokens()).collect();
+    // The grants asked about: a row whose tokens differ when the tenant is
+    // erased gained them meanwhile.
+    let asked: Vec<(ConnectionId, Option<Vec<u8>>)> = live
+        .iter()
+        .map(|r| (r.id.clone(), r.token_ciphertext.clone()))
+        .collect();
     let mut revocations = Vec::with_capacity(live.len());
     for row in live {
-        let provider = app.providers.shared(&row.provider);
-        let (outcome, detail) = match provider {
-            None => (Outcome::ProviderNotConfigured, None),
-            Some(p) if p.revocation_url.is_none() || row.kind == Kind::PrivateToken => {
-                (Outcome::NotOffered, None)
-            }
-            Some(_) if dry_run => (Outcome::WouldRevoke, None),
-            Some(p) => match manage::revoke(app, p, row).await {
-                Revocation::Revoked => (Outcome::Revoked, None),
-                Revocation::NotOffered => (Outcome::NotOffered, None),
-                Revocation::Failed(why) => (Outcome::Failed, Some(why)),
-                Revocation::Unopenable => (
-                    Outcome::Unopenable,
-                    Some("the stored tokens could not be decrypted".to_string()),
-                ),
-            },
-        };
-        revocations.push(RevocationReport {
-            provider: row.provider.clone(),
-            account: row.account_id.clone(),
-            outcome,
-            detail,
-        });
+        revocations.push(revoke(app, row, dry_run).await);
     }
     if dry_run {
         return Ok(Removal {
@@ -132,7 +120,7 @@ pub async fn remove(
     let notify = app.settings.webhook.is_some();
     let (tenant_id, revs, who) = (tenant.id.clone(), revocations.clone(), actor.to_string());
     let (ext2, providers2) = (ext.clone(), providers.clone());
-    let erased = app
+    let (erased, late) = app
         .db(move |c| {
             Ok(c.transaction(|c| {
                 // Before erase's first read: on SQLite a transaction that
@@ -140,7 +128,18 @@ pub async fn remove(
                 // another connection (the delivery loop, the heartbeat)
                 // wrote in between; this one waits its turn instead.
                 crate::db::lock_for_write(c, &format!("tenant {tenant_id}"))?;
-                let erased = Tenant::erase(c, &tenant_id)?;
+                let late: Vec<Connection> = Connection::of_tenant(c, &tenant_id)?
+                    .into_iter()
+                    .filter(|r| {
+                        r.has_tokens()
+                            && !asked
+                                .iter()
+                                .any(|(id, sealed)| *id == r.id && *sealed == r.token_ciphertext)
+                    })
+                    .collect();
+                let mut erased = Tenant::erase(c, &tenant_id)?;
+                let queued = outbox::queued_for_tenant(c, &ext2)?;
+                erased.webhook_deliveries = outbox::erase(c, &queued)? as i64;
                 // Other instances drop the tenant's cached token sets.
                 for p in &providers2 {
                     notify_changed(c, &tenant_id, p)?;
@@ -163,10 +162,17 @@ pub async fn remove(
                     });
                     outbox::enqueue(c, &id, None, &payload.to_string())?;
                 }
-                Ok::<_, diesel::result::Error>(erased)
+                Ok::<_, diesel::result::Error>((erased, late))
             })?)
         })
         .await?;
+    // Erased already; their grants are revoked now that no request can
+    // reach them (the operator's notification, queued above, lists the
+    // grants asked about before the erase; the log line and the answer
+    // count these too).
+    for row in &late {
+        revocations.push(revoke(app, row, false).await);
+    }
     for p in &providers {
         app.tokens.forget(&tenant.id, p);
     }
@@ -185,4 +191,32 @@ pub async fn remove(
         revocations,
         erased,
     })
+}
+
+/// Asks the provider to revoke one connection's grant (in a dry run, says
+/// whether it would be asked); the report of it.
+async fn revoke(app: &App, row: &Connection, dry_run: bool) -> RevocationReport {
+    let provider = app.providers.shared(&row.provider);
+    let (outcome, detail) = match provider {
+        None => (Outcome::ProviderNotConfigured, None),
+        Some(p) if p.revocation_url.is_none() || row.kind == Kind::PrivateToken => {
+            (Outcome::NotOffered, None)
+        }
+        Some(_) if dry_run => (Outcome::WouldRevoke, None),
+        Some(p) => match manage::revoke(app, p, row).await {
+            Revocation::Revoked => (Outcome::Revoked, None),
+            Revocation::NotOffered => (Outcome::NotOffered, None),
+            Revocation::Failed(why) => (Outcome::Failed, Some(why)),
+            Revocation::Unopenable => (
+                Outcome::Unopenable,
+                Some("the stored tokens could not be decrypted".to_string()),
+            ),
+        },
+    };
+    RevocationReport {
+        provider: row.provider.clone(),
+        account: row.account_id.clone(),
+        outcome,
+        detail,
+    }
 }

@@ -61,6 +61,15 @@ pub struct Taken {
     pub relayed: &'static str,
 }
 
+/// What a provider-signed install artefact proves, once verified: the
+/// account it names and what it says about who opened it (kept as the
+/// connection's metadata; never taken from anything but the artefact).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedInstall {
+    pub account: AccountId,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
 /// A background task a platform runs beside the server, until it stops.
 pub struct Worker {
     pub name: &'static str,
@@ -109,21 +118,22 @@ pub trait Platform<A>: Send + Sync {
     }
 
     /// Checks a provider-signed install artefact (`?instance=` on the
-    /// install route) with the app's secret; answers the account it names.
+    /// install route) with the app's secret, and that the person who opened
+    /// it may bind the account; answers what it proves.
     fn verify_install(
         &self,
         _provider: &Provider,
         _artefact: &str,
-    ) -> Option<AppResult<AccountId>> {
+    ) -> Option<AppResult<SignedInstall>> {
         None
     }
 
-    /// Obtains a token set for an account a verified install named.
+    /// Obtains a token set for the account a verified install named.
     fn connect_install<'a>(
         &'a self,
         _http: &'a reqwest::Client,
         _provider: &'a Provider,
-        _account: &'a AccountId,
+        _install: &'a SignedInstall,
     ) -> Option<BoxFuture<'a, AppResult<Authorized>>> {
         None
     }
@@ -250,8 +260,8 @@ impl<A> Platforms<A> {
         }
     }
 
-    /// The account a provider-signed install names, once verified.
-    pub fn verify_install(&self, provider: &Provider, artefact: &str) -> AppResult<AccountId> {
+    /// What a provider-signed install proves, once verified.
+    pub fn verify_install(&self, provider: &Provider, artefact: &str) -> AppResult<SignedInstall> {
         self.of(provider)
             .and_then(|p| p.verify_install(provider, artefact))
             .unwrap_or_else(|| Err(unsupported()))
@@ -262,11 +272,11 @@ impl<A> Platforms<A> {
         &self,
         http: &reqwest::Client,
         provider: &Provider,
-        account: &AccountId,
+        install: &SignedInstall,
     ) -> AppResult<Authorized> {
         match self
             .of(provider)
-            .and_then(|p| p.connect_install(http, provider, account))
+            .and_then(|p| p.connect_install(http, provider, install))
         {
             Some(authorized) => authorized.await,
             None => Err(unsupported()),

@@ -352,6 +352,15 @@ impl Settings {
             if demo_provider {
                 v.problem("TETHER_DEMO_PROVIDER", "must be off in production".into());
             }
+            // `/metrics` and `/readyz/providers` share the public bind: open,
+            // they tell anyone which providers are configured and how many
+            // connections each has.
+            if metrics_token.is_none() && v.get("TETHER_METRICS_TOKEN").is_none() {
+                v.problem(
+                    "TETHER_METRICS_TOKEN",
+                    "is required in production (at least 16 characters; the scraper sends it as a bearer token)".into(),
+                );
+            }
             // The outcome names the connected account: it goes to pages
             // served over https only.
             if let Some(i) = embed_origins
@@ -363,6 +372,15 @@ impl Settings {
                     format!("entry {} must be https:// in production", i + 1),
                 );
             }
+        }
+
+        if postgres_without_tls(&database_url) {
+            warnings.push(
+                "TETHER_DATABASE_URL: names a PostgreSQL host that is not this machine without \
+                 requiring TLS, so libpq may fall back to a plain connection; add \
+                 sslmode=require (or sslmode=verify-full with sslrootcert) to the URL"
+                    .into(),
+            );
         }
 
         if !v.problems.is_empty() {
@@ -449,4 +467,38 @@ fn default_public_url(dev: bool, bind: SocketAddr) -> String {
         ip => ip,
     };
     format!("http://{}", SocketAddr::new(host, bind.port()))
+}
+
+/// Whether a PostgreSQL URL reaches another machine without requiring TLS
+/// (`sslmode` `require`, `verify-ca` or `verify-full`). A socket directory,
+/// `localhost` or a loopback address stays on this machine. Only the host
+/// and the query are read; nothing of the URL is told.
+pub(crate) fn postgres_without_tls(database_url: &str) -> bool {
+    let Ok(url) = Url::parse(database_url) else {
+        return false;
+    };
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return false;
+    }
+    let mut host = url.host_str().map(str::to_string);
+    let mut tls_required = false;
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "host" => host = Some(value.into_owned()),
+            "sslmode" => {
+                tls_required = matches!(value.as_ref(), "require" | "verify-ca" | "verify-full")
+            }
+            _ => {}
+        }
+    }
+    let local = match host.as_deref() {
+        None | Some("") | Some("localhost") => true,
+        Some(h) if h.starts_with('/') || h.starts_with('@') => true,
+        Some(h) => h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+    };
+    !local && !tls_required
 }

@@ -163,6 +163,7 @@ fn production_refuses_an_http_webhook_url_and_takes_an_https_one() {
                 "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
             ),
             ("TETHER_SESSION_KEY", &B64.encode([7u8; 64])),
+            ("TETHER_METRICS_TOKEN", "a-metrics-token-of-length"),
             ("TETHER_WEBHOOK_URL", webhook),
             ("TETHER_WEBHOOK_SECRET", "a-webhook-secret-of-some-length"),
         ]))
@@ -182,6 +183,65 @@ fn production_refuses_an_http_webhook_url_and_takes_an_https_one() {
         ("TETHER_WEBHOOK_SECRET", "a-webhook-secret-of-some-length"),
     ]))
     .is_ok());
+}
+
+#[test]
+fn only_a_remote_postgres_url_that_does_not_require_tls_is_flagged() {
+    use super::assemble::postgres_without_tls;
+    for url in [
+        "postgres://u:pw@db.example.com/tether",
+        "postgresql://u:pw@10.0.0.5:5432/tether?sslmode=prefer",
+        "postgres://u:pw@db.example.com/tether?sslmode=disable&application_name=x",
+        "postgres://u:pw@localhost/tether?host=db.example.com",
+    ] {
+        assert!(postgres_without_tls(url), "{url}");
+    }
+    for url in [
+        "postgres://u:pw@db.example.com/tether?sslmode=require",
+        "postgres://u:pw@db.example.com/tether?sslmode=verify-ca",
+        "postgres://u:pw@db.example.com/tether?application_name=x&sslmode=verify-full",
+        "postgres://u:pw@127.0.0.1/tether",
+        "postgres://u:pw@127.8.9.10:5432/tether",
+        "postgres://u:pw@localhost/tether",
+        "postgres://u:pw@[::1]/tether",
+        "postgres:///tether",
+        "postgres:///tether?host=/var/run/postgresql",
+        "sqlite:///data/tether.db",
+    ] {
+        assert!(!postgres_without_tls(url), "{url}");
+    }
+}
+
+#[test]
+fn production_requires_a_metrics_token_naming_it() {
+    let prod = |token: Option<&str>| {
+        let mut v = vars(&[
+            ("TETHER_ENV", "production"),
+            ("TETHER_DATABASE_URL", "postgres://db.example.com/tether"),
+            ("TETHER_PUBLIC_URL", "https://tether.example.com"),
+            (
+                "TETHER_ENCRYPTION_KEYS",
+                "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+            ),
+            ("TETHER_SESSION_KEY", &B64.encode([7u8; 64])),
+        ]);
+        if let Some(t) = token {
+            v.insert("TETHER_METRICS_TOKEN".into(), t.into());
+        }
+        Settings::from_vars(&v)
+    };
+    let text = prod(None).unwrap_err().to_string();
+    assert!(
+        text.contains("TETHER_METRICS_TOKEN: is required in production"),
+        "{text}"
+    );
+    assert_eq!(text.matches("  - ").count(), 1, "only the token: {text}");
+    assert!(prod(Some("a-metrics-token-of-length")).is_ok());
+    // Development keeps it optional.
+    assert!(Settings::from_vars(&vars(&[]))
+        .unwrap()
+        .metrics_token
+        .is_none());
 }
 
 #[test]
@@ -274,6 +334,7 @@ fn production_takes_only_https_embed_origins() {
                 "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
             ),
             ("TETHER_SESSION_KEY", &B64.encode([7u8; 64])),
+            ("TETHER_METRICS_TOKEN", "a-metrics-token-of-length"),
             ("TETHER_EMBED_ORIGINS", origins),
         ]))
     };

@@ -89,7 +89,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "TETHER_METRICS_TOKEN",
         "none",
-        "when set, `/metrics` and `/readyz/providers` answer only `Authorization: Bearer <token>` (at least 16 characters)",
+        "`/metrics` and `/readyz/providers` answer only `Authorization: Bearer <token>` (at least 16 characters); required in production",
     ),
     (
         "TETHER_PROXY_MAX_BODY_BYTES",

@@ -266,7 +266,7 @@ pub async fn exchange(
 /// Checks a provider-signed install artefact (Wix's `instance`) with the
 /// app's secret; answers the account it names.
 pub fn verify_install(app: &App, provider: &Provider, artefact: &str) -> AppResult<AccountId> {
-    app.platforms.verify_install(provider, artefact)
+    Ok(app.platforms.verify_install(provider, artefact)?.account)
 }
 
 /// Connects the site a provider-signed install names (Wix apps) to the
@@ -278,10 +278,10 @@ pub async fn install(
     instance: &str,
     actor: &Actor,
 ) -> AppResult<String> {
-    let account = verify_install(app, &provider, instance)?;
+    let signed = app.platforms.verify_install(&provider, instance)?;
     // Checked before a token is minted too: none is for a site held elsewhere.
     let holder = {
-        let (p, id) = (provider.key.clone(), account.clone());
+        let (p, id) = (provider.key.clone(), signed.account.clone());
         app.db(move |c| Ok(Connection::holder(c, &p, &id)?)).await?
     };
     if holder.is_some_and(|t| &t != tenant_id) {
@@ -289,7 +289,7 @@ pub async fn install(
     }
     let authorized = app
         .platforms
-        .connect_install(&app.http, &provider, &account)
+        .connect_install(&app.http, &provider, &signed)
         .await?;
     let (connection, reconnected) = grant::save(
         app,

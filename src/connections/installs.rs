@@ -141,7 +141,7 @@ pub async fn receive(app: &App, provider: Arc<Provider>, code: &str) -> AppResul
         "install held provider={} account={} install={}",
         provider.key,
         held.account_id,
-        held.id
+        logged_id(&held.id)
     );
     Ok(Received::Held {
         message: format!(
@@ -303,6 +303,16 @@ pub async fn sweep(app: &App) -> AppResult<Swept> {
     Ok(swept)
 }
 
+/// How an unclaimed install's id appears in a log line: an id is what an
+/// all-tenants key (or the session it was put in) claims the install by, so
+/// a line carries a digest of it instead (`sha256:` and 16 hex digits),
+/// enough to match a line to the row (`sha256sum` of the id) and useless to
+/// claim with.
+pub fn logged_id(id: &str) -> String {
+    let digest = crate::crypto::sha256_hex(id.as_bytes());
+    format!("sha256:{}", &digest[..16])
+}
+
 /// Asks the provider to revoke a dropped install's grant; whether it did.
 async fn revoke(app: &App, install: &PendingInstall) -> bool {
     let Some(provider) = app.providers.enabled(&install.provider) else {
@@ -313,7 +323,7 @@ async fn revoke(app: &App, install: &PendingInstall) -> bool {
         Err(e) => {
             log::warn!(
                 "install {} does not open ({e}); dropped unrevoked",
-                install.id
+                logged_id(&install.id)
             );
             return false;
         }
@@ -328,9 +338,30 @@ async fn revoke(app: &App, install: &PendingInstall) -> bool {
             log::warn!(
                 "revocation failed provider={} install={}: {e}",
                 install.provider,
-                install.id
+                logged_id(&install.id)
             );
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::logged_id;
+
+    #[test]
+    fn an_install_id_is_logged_as_a_digest_that_does_not_contain_it() {
+        let id = "Zq3vK9x2LmP0aB7cD4eF6gH8iJ1kLmNo";
+        let logged = logged_id(id);
+        assert!(
+            !logged.contains(id) && !logged.contains(&id[..8]),
+            "{logged}"
+        );
+        assert_eq!(logged, logged_id(id), "the same id, the same digest");
+        assert_ne!(logged, logged_id("another-install-id"));
+        assert_eq!(
+            logged,
+            format!("sha256:{}", &crate::crypto::sha256_hex(id.as_bytes())[..16])
+        );
     }
 }

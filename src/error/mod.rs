@@ -85,6 +85,7 @@ codes! {
     NotFound => "not_found",
     NotConnected => "not_connected",
     NotRefreshable => "not_refreshable",
+    NotSiteOwner => "not_site_owner",
     OauthConnected => "oauth_connected",
     ProviderDisabled => "provider_disabled",
     ProviderError => "provider_error",

@@ -4,7 +4,12 @@
 //! payload is base64url JSON holding `instanceId` and `signDate`, and the
 //! signature is base64url HMAC-SHA256 over the payload's text with the
 //! app's secret (PROVIDERS.md; the one place this scheme lives). An instance
-//! id alone is an identifier, not a proof, so no route takes one. Tokens are
+//! id alone is an identifier, not a proof, so no route takes one. Wix signs
+//! the same `instance` for every iframe of the app, a site visitor's
+//! included, so only the site's owner's binds a site: `permissions` is
+//! `OWNER`, a Wix user id (`uid`) is present, and no anonymous visitor id
+//! (`aid`). The owner's `uid` (and `siteMemberId`, when the instance carries
+//! one) are kept as the connection's metadata. Tokens are
 //! minted for the site with the app's client credentials, at connect and at
 //! every renewal; there is no refresh token.
 
@@ -14,7 +19,7 @@ use crate::ids::AccountId;
 use crate::oauth::client::{self, ProviderError};
 use crate::oauth::token::{pointer_str, TokenResponse};
 use crate::oauth::{provider_failure, Authorized};
-use crate::platform::{Answer, Due, Platform};
+use crate::platform::{Answer, Due, Platform, SignedInstall};
 use crate::providers::Provider;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -40,6 +45,30 @@ pub const MAX_LEN: usize = 2048;
 pub struct SignedInstance {
     pub instance_id: AccountId,
     pub signed_at: DateTime<Utc>,
+    /// The Wix user id of the site's owner who opened the app.
+    pub owner_uid: String,
+    /// The site member id, when the instance carries one.
+    pub site_member_id: Option<String>,
+}
+
+/// The metadata fields the owner's ids are kept under.
+const OWNER_UID: &str = "ownerUid";
+const SITE_MEMBER_ID: &str = "siteMemberId";
+
+/// An id from the payload as it may be stored: short and printable.
+fn plain_id(doc: &serde_json::Value, field: &str) -> Option<String> {
+    doc.get(field)
+        .and_then(|v| v.as_str())
+        .filter(|id| (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+}
+
+fn not_owner() -> AppError {
+    AppError::refused(
+        actix_web::http::StatusCode::FORBIDDEN,
+        Code::NotSiteOwner,
+        "Only the site's owner can connect it. Ask the owner to open the app from the site's dashboard.",
+    )
 }
 
 fn invalid(why: &str) -> AppError {
@@ -100,9 +129,17 @@ pub fn verify_instance(
     if now - signed_at > MAX_AGE {
         return Err(invalid("expired"));
     }
+    // A visitor (`aid`), a collaborator or a member is not the owner.
+    let owner_uid = plain_id(&doc, "uid");
+    let is_owner = doc.get("permissions").and_then(|v| v.as_str()) == Some("OWNER");
+    let (Some(owner_uid), true, None) = (owner_uid, is_owner, doc.get("aid")) else {
+        return Err(not_owner());
+    };
     Ok(SignedInstance {
         instance_id: AccountId::known(instance_id),
         signed_at,
+        owner_uid,
+        site_member_id: plain_id(&doc, "siteMemberId"),
     })
 }
 
@@ -124,13 +161,26 @@ impl Platform<App> for Wix {
         "wix"
     }
 
-    fn verify_install(&self, provider: &Provider, artefact: &str) -> Option<AppResult<AccountId>> {
+    fn verify_install(
+        &self,
+        provider: &Provider,
+        artefact: &str,
+    ) -> Option<AppResult<SignedInstall>> {
         let Some((_, secret)) = provider.credentials.as_ref() else {
             return Some(Err(AppError::not_found("no such provider")));
         };
         Some(
-            verify_instance(secret.expose().as_bytes(), artefact, Utc::now())
-                .map(|signed| signed.instance_id),
+            verify_instance(secret.expose().as_bytes(), artefact, Utc::now()).map(|signed| {
+                let mut metadata = serde_json::Map::new();
+                metadata.insert(OWNER_UID.into(), signed.owner_uid.into());
+                if let Some(member) = signed.site_member_id {
+                    metadata.insert(SITE_MEMBER_ID.into(), member.into());
+                }
+                SignedInstall {
+                    account: signed.instance_id,
+                    metadata,
+                }
+            }),
         )
     }
 
@@ -138,9 +188,18 @@ impl Platform<App> for Wix {
         &'a self,
         http: &'a reqwest::Client,
         provider: &'a Provider,
-        account: &'a AccountId,
+        install: &'a SignedInstall,
     ) -> Option<BoxFuture<'a, AppResult<Authorized>>> {
-        Some(connect_instance(http, provider, account).boxed())
+        Some(
+            async move {
+                let mut authorized = connect_instance(http, provider, &install.account).await?;
+                for (key, value) in &install.metadata {
+                    authorized.metadata[key] = value.clone();
+                }
+                Ok(authorized)
+            }
+            .boxed(),
+        )
     }
 
     fn renew<'a>(
@@ -242,7 +301,9 @@ mod tests {
     fn signed(id: &str, at: DateTime<Utc>) -> String {
         sign_instance(
             SECRET,
-            &serde_json::json!({"instanceId": id, "signDate": at.to_rfc3339(), "uid": "u1"}),
+            &serde_json::json!({
+                "instanceId": id, "signDate": at.to_rfc3339(), "uid": "u1", "permissions": "OWNER"
+            }),
         )
     }
 
@@ -251,6 +312,7 @@ mod tests {
         let now = Utc::now();
         let ok = verify_instance(SECRET, &signed("inst-1", now), now).unwrap();
         assert_eq!(ok.instance_id, "inst-1");
+        assert_eq!(ok.owner_uid, "u1");
         let refused = |instance: &str| {
             verify_instance(SECRET, instance, now)
                 .unwrap_err()
@@ -279,6 +341,18 @@ mod tests {
             &serde_json::json!({"instanceId": "inst-1"})
         ))
         .contains("no signing date"));
+        // Signed by Wix, but not opened by the site's owner.
+        let date = now.to_rfc3339();
+        for payload in [
+            serde_json::json!({"instanceId": "inst-1", "signDate": date, "aid": "visitor-1"}),
+            serde_json::json!({"instanceId": "inst-1", "signDate": date, "uid": "u1"}),
+            serde_json::json!({"instanceId": "inst-1", "signDate": date, "uid": "u1", "permissions": "CONTRIBUTOR"}),
+            serde_json::json!({"instanceId": "inst-1", "signDate": date, "permissions": "OWNER"}),
+            serde_json::json!({"instanceId": "inst-1", "signDate": date, "uid": "u1", "permissions": "OWNER", "aid": "a1"}),
+        ] {
+            let e = verify_instance(SECRET, &sign_instance(SECRET, &payload), now).unwrap_err();
+            assert_eq!(e.code(), "not_site_owner", "{payload}");
+        }
         for junk in ["", "garbage", ".", "a.b", &"x".repeat(MAX_LEN + 1)] {
             assert_eq!(
                 verify_instance(SECRET, junk, now).unwrap_err().code(),

@@ -92,6 +92,7 @@ fn production_refuses_plain_http_provider_urls_naming_provider_and_field() {
                 "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
             ),
             ("TETHER_SESSION_KEY", session_key.as_str()),
+            ("TETHER_METRICS_TOKEN", "a-metrics-token-of-length"),
         ]
         .into_iter()
         .map(|(k, v): (&str, &str)| (k.to_string(), v.to_string()))

@@ -209,6 +209,7 @@ async fn doctor_prints_redirect_uris_and_passes_on_a_working_setup(backend: Back
     let out = run(
         tether(&db, KEY_K1)
             .env("TETHER_PUBLIC_URL", "https://tether.example.com")
+            .env("TETHER_METRICS_TOKEN", "a-metrics-token-of-length")
             .arg("doctor"),
         "",
     );
@@ -867,6 +868,7 @@ fn the_configuration_line_names_a_production_database_without_its_credentials() 
             .env("TETHER_ENCRYPTION_KEYS", KEY_K1)
             .env("TETHER_SESSION_KEY", SESSION_KEY)
             .env("TETHER_PUBLIC_URL", "https://tether.example.com")
+            .env("TETHER_METRICS_TOKEN", "a-metrics-token-of-length")
             .arg("doctor"),
         "",
     );

@@ -24,6 +24,7 @@ use wiremock::{Mock, ResponseTemplate};
 
 backend_tests!(
     a_stateless_callback_is_held_for_gohighlevel_sealed_and_refused_for_acme,
+    a_held_install_is_logged_by_a_digest_of_its_id_never_the_id,
     an_install_of_a_bound_location_refreshes_that_tenant_s_connection,
     a_held_install_is_claimed_on_its_page_after_signing_in,
     a_location_bound_to_another_tenant_meanwhile_is_refused_on_claim,
@@ -489,7 +490,9 @@ async fn the_crm_lists_and_assigns_held_installs_through_the_api(backend: Backen
     let app = ghl_app(backend, &fake, false).await;
     hold(&app, &fake, &Browser::new(&app), "loc_1", 1).await;
     hold(&app, &fake, &Browser::new(&app), "loc_2", 2).await;
-    let key = app.api_key(None, false);
+    // Listing takes any key for all tenants; assigning, an admin one.
+    let reader = app.api_key(None, false);
+    let key = app.api_key(None, true);
     let scoped = app.api_key(Some("acme"), true);
     let list = |key: String| {
         let (client, url) = (
@@ -498,7 +501,7 @@ async fn the_crm_lists_and_assigns_held_installs_through_the_api(backend: Backen
         );
         async move { client.get(url).bearer_auth(key).send().await.unwrap() }
     };
-    let res = list(key.clone()).await;
+    let res = list(reader.clone()).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["cache-control"], "no-store");
     let text = res.text().await.unwrap();
@@ -540,6 +543,14 @@ async fn the_crm_lists_and_assigns_held_installs_through_the_api(backend: Backen
             &scoped,
             id.as_str(),
             serde_json::json!({"tenant": "acme"}),
+            403,
+            "forbidden",
+        ),
+        // A key for all tenants made without --admin lists, never assigns.
+        (
+            &reader,
+            id.as_str(),
+            serde_json::json!({"tenant": "beta"}),
             403,
             "forbidden",
         ),
@@ -964,6 +975,7 @@ async fn production_refuses_app_webhooks_without_an_app_id(backend: Backend) {
         ("TETHER_SESSION_KEY", key.as_str()),
         ("TETHER_PUBLIC_URL", "https://tether.example.com"),
         ("TETHER_DEMO_PROVIDER", "false"),
+        ("TETHER_METRICS_TOKEN", "a-metrics-token-of-some-length"),
         ("GOHIGHLEVEL_CLIENT_ID", "ghl-client"),
         ("GOHIGHLEVEL_CLIENT_SECRET", "ghl-secret"),
     ];
@@ -975,7 +987,7 @@ async fn production_refuses_app_webhooks_without_an_app_id(backend: Backend) {
         "{refused}"
     );
     // Development starts, warning.
-    let dev = crate::helpers::settings_for(&db, &vars[4..]);
+    let dev = crate::helpers::settings_for(&db, &vars[5..]);
     assert!(tether::startup::prepare(dev).is_ok());
     vars.push(("TETHER_GOHIGHLEVEL_APP_ID", APP_ID));
     let answer = tether::startup::prepare(crate::helpers::settings_for(&db, &vars));
@@ -1133,4 +1145,63 @@ async fn the_directory_finds_a_company_s_accounts_by_its_indexed_column(backend:
         )
         .await;
     assert_eq!(body["connections"].as_array().unwrap().len(), 1, "{body}");
+}
+
+async fn a_held_install_is_logged_by_a_digest_of_its_id_never_the_id(backend: Backend) {
+    // The id claims the install (through an all-tenants key or the session
+    // it rides in): `tether serve`'s own log must not carry it.
+    let fake = FakeProvider::start().await;
+    let base = fake.server.uri();
+    let db = TestDb::new(backend);
+    let file = crate::helpers::write_providers(
+        &db,
+        &format!(
+            "[providers.gohighlevel]\ntoken_url = \"{base}/oauth/token\"\nuserinfo_url = \"{base}/locations/{{locationId}}\"\n"
+        ),
+    );
+    mount_exchange(&fake, "code-1", "loc_1", 1).await;
+    let server = crate::helpers::Server::start(
+        crate::helpers::tether(&db, KEY_K1)
+            .env("RUST_LOG", "info")
+            .env("TETHER_PROVIDERS_FILE", &file)
+            .env("GOHIGHLEVEL_CLIENT_ID", "ghl-client")
+            .env("GOHIGHLEVEL_CLIENT_SECRET", "ghl-secret")
+            .env("TETHER_GOHIGHLEVEL_APP_ID", APP_ID)
+            .arg("serve"),
+    )
+    .expect("serve starts");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = client
+        .get(format!(
+            "http://127.0.0.1:{}/oauth/gohighlevel/callback?code=code-1",
+            server.port
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let log = server.stop();
+    let id = {
+        use tether::db::schema::pending_installs as p;
+        let pool = tether::db::connect(&db.url, 1).unwrap();
+        let ids: Vec<String> = p::table
+            .select(p::id)
+            .load(&mut pool.get().unwrap())
+            .unwrap();
+        assert_eq!(ids.len(), 1, "{log}");
+        ids[0].clone()
+    };
+    let line = log
+        .lines()
+        .find(|l| l.contains("install held"))
+        .unwrap_or_else(|| panic!("{log}"));
+    let digest = tether::crypto::sha256_hex(id.as_bytes());
+    assert!(
+        line.contains(&format!("install=sha256:{}", &digest[..16])),
+        "{line}"
+    );
+    assert!(!log.contains(&id), "{log}");
 }

@@ -31,6 +31,7 @@ backend_tests!(
     removing_a_tenant_revokes_at_the_provider_and_erases_everything_it_had,
     a_removal_dry_run_says_what_would_be_done_and_changes_nothing,
     removing_an_unknown_tenant_or_without_an_all_tenants_admin_key_changes_nothing,
+    a_connection_made_while_a_removal_revokes_is_erased_and_revoked_too,
     cli_tenant_remove_revokes_erases_and_prints_what_it_did,
     cli_connections_list_limit_returns_the_first_rows_in_the_lists_order,
     cli_tenant_remove_asks_or_needs_yes_and_a_failed_revocation_exits_3_with_a_warning,
@@ -47,6 +48,18 @@ fn grant(
     metadata: Value,
     rt: &str,
 ) -> Connection {
+    grant_on(&app.state, tenant_id, account, name, metadata, rt)
+}
+
+/// As [`grant`], through the running app's own pool and keys.
+fn grant_on(
+    app: &tether::app::App,
+    tenant_id: &str,
+    account: &str,
+    name: Option<&str>,
+    metadata: Value,
+    rt: &str,
+) -> Connection {
     let tokens = TokenSet {
         access_token: Secret::new(format!("at-{rt}")),
         refresh_token: Some(Secret::new(rt.to_string())),
@@ -54,8 +67,8 @@ fn grant(
         raw: Secret::new(json!({ "refresh_token": rt })),
     };
     Connection::store_grant(
-        &mut app.conn(),
-        &app.ctx.keys,
+        &mut app.pool.get().expect("pooled connection"),
+        &app.keys,
         &Grant {
             kind: tether::db::models::connection::Kind::OAuth,
             tenant_id: &TenantId::known(tenant_id),
@@ -564,6 +577,23 @@ async fn removing_a_tenant_revokes_at_the_provider_and_erases_everything_it_had(
         "its key works (and is cached) before the removal"
     );
 
+    // Deliveries of acme's events still queued (the receiver has not been
+    // called yet), and one of other's.
+    let queued = |tenant: &'static str| {
+        use tether::db::schema::webhook_outbox as o;
+        let rows: Vec<String> = o::table
+            .filter(o::delivered_at.is_null())
+            .select(o::payload)
+            .load(&mut app.conn())
+            .unwrap();
+        rows.iter()
+            .filter(|p| serde_json::from_str::<Value>(p).unwrap()["tenant"] == tenant)
+            .count()
+    };
+    let acme_queued = queued("acme");
+    assert!(acme_queued > 0, "acme's events wait to be delivered");
+    let others_queued = queued("other");
+
     let admin = app.api_key(None, true);
     let res = delete_tenant(&app, "acme", "", &admin).await;
     assert_eq!(res.status(), 200);
@@ -591,8 +621,13 @@ async fn removing_a_tenant_revokes_at_the_provider_and_erases_everything_it_had(
         body["erased"],
         json!({"connections": 2, "tokens": 2, "users": 1,
                "connect_links": count("connect_links"), "oauth_states": count("oauth_states"),
-               "events": count("events"), "api_keys": 2, "integration_settings": 1})
+               "events": count("events"), "api_keys": 2, "integration_settings": 1,
+               "webhook_deliveries": acme_queued})
     );
+    // Its queued deliveries went with it; other's and the operator's
+    // notification stay.
+    assert_eq!(queued("acme"), 1, "only tenant_removed names acme now");
+    assert_eq!(queued("other"), others_queued);
     assert!(!body.to_string().contains("rt-1") && !body.to_string().contains("at-1"));
     assert_eq!(fake.calls_to("/revoke").await, 2, "each grant revoked once");
 
@@ -679,6 +714,53 @@ async fn a_removal_dry_run_says_what_would_be_done_and_changes_nothing(backend: 
     assert_eq!(fake.calls_to("/revoke").await, 0, "nothing was sent");
     assert_eq!(app.snapshot(), before);
     assert_eq!(rows_of(&app, &acme.id), acme_before);
+}
+
+async fn a_connection_made_while_a_removal_revokes_is_erased_and_revoked_too(backend: Backend) {
+    let (app, fake) = offboarding_app(backend, &[]).await;
+    let acme = app.tenant("acme");
+    // While the provider is asked to revoke rt-1, a connect of acme's
+    // finishes: a grant the revocation pass did not see.
+    let state = app.state.clone();
+    let tenant = acme.id.to_string();
+    Mock::given(method("POST"))
+        .and(path("/revoke"))
+        .and(body_string_contains("token=rt-1"))
+        .respond_with(move |_: &wiremock::Request| {
+            grant_on(&state, &tenant, "acct-late", None, json!({}), "rt-late");
+            ResponseTemplate::new(200)
+        })
+        .expect(1)
+        .mount(&fake.server)
+        .await;
+    for token in ["token=rt-2", "token=rt-late"] {
+        Mock::given(method("POST"))
+            .and(path("/revoke"))
+            .and(body_string_contains(token))
+            .respond_with(ResponseTemplate::new(200))
+            .expect(1)
+            .mount(&fake.server)
+            .await;
+    }
+    let admin = app.api_key(None, true);
+    let res = delete_tenant(&app, "acme", "", &admin).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let late = body["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["account"] == "acct-late")
+        .unwrap_or_else(|| panic!("the late grant is reported: {body}"))
+        .clone();
+    assert_eq!(late["outcome"], "revoked", "{body}");
+    assert_eq!(body["erased"]["connections"], 3, "{body}");
+    assert_eq!(fake.calls_to("/revoke").await, 3, "each grant revoked once");
+    assert!(
+        rows_of(&app, &acme.id).iter().all(|(_, n)| *n == 0),
+        "nothing of acme is left: {:?}",
+        rows_of(&app, &acme.id)
+    );
 }
 
 async fn removing_an_unknown_tenant_or_without_an_all_tenants_admin_key_changes_nothing(

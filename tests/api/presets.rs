@@ -532,7 +532,10 @@ async fn wix_connects_a_site_instance_with_client_credentials_and_mints_again_to
     // Wix sends the admin from the app's dashboard page with a signed instance.
     let instance = tether::platforms::wix::sign_instance(
         b"preset-secret",
-        &serde_json::json!({"instanceId": "inst-1", "signDate": chrono::Utc::now().to_rfc3339()}),
+        &serde_json::json!({
+            "instanceId": "inst-1", "signDate": chrono::Utc::now().to_rfc3339(),
+            "uid": "wix-owner-1", "permissions": "OWNER"
+        }),
     );
     let page = app
         .client

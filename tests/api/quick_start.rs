@@ -10,7 +10,7 @@ use std::process::Command;
 backend_tests!(the_production_quick_start_works_as_written);
 
 /// The README's example database URL, replaced by the test's own.
-const EXAMPLE_DATABASE_URL: &str = "postgres://tether@db.internal:5432/tether";
+const EXAMPLE_DATABASE_URL: &str = "postgres://tether@db.internal:5432/tether?sslmode=verify-full";
 
 /// The first `sh` block after the "Production quick start" heading.
 fn quick_start() -> String {

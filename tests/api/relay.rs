@@ -168,7 +168,7 @@ async fn an_event_for_a_location_nobody_holds_is_held_then_relayed_to_the_tenant
         "nothing goes out for nobody"
     );
 
-    let key = app.api_key(None, false);
+    let key = app.api_key(None, true);
     let (code, listed) = app.get_json("/api/v1/provider-events/held", &key).await;
     assert_eq!(code, 200, "{listed}");
     let events = listed["events"].as_array().unwrap();
@@ -405,7 +405,7 @@ async fn one_tenant_holds_a_location_whichever_way_its_grant_arrives(backend: Ba
         .find(|p| p.account_id == "loc_5")
         .unwrap()
         .id;
-    let admin = app.api_key(None, false);
+    let admin = app.api_key(None, true);
     let before = snapshot(&app);
     let res = app
         .client

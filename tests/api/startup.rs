@@ -163,6 +163,7 @@ fn production_without_a_database_url_is_refused() {
             .env("TETHER_PUBLIC_URL", "https://tether.example.com")
             .env("TETHER_ENCRYPTION_KEYS", KEY_K1)
             .env("TETHER_SESSION_KEY", &session_key)
+            .env("TETHER_METRICS_TOKEN", "a-metrics-token-of-length")
             .arg("serve"),
         "",
     );
@@ -174,6 +175,83 @@ fn production_without_a_database_url_is_refused() {
     );
     assert_eq!(err.matches("  - ").count(), 1, "only the database: {err}");
     assert!(!dir.path().join("data").exists(), "nothing was created");
+}
+
+#[test]
+fn production_without_a_metrics_token_is_refused_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let session_key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [9u8; 64]);
+    let db = format!("sqlite://{}", dir.path().join("tether.db").display());
+    let out = crate::helpers::run(
+        fresh(dir.path())
+            .env("TETHER_ENV", "production")
+            .env("TETHER_PUBLIC_URL", "https://tether.example.com")
+            .env("TETHER_ENCRYPTION_KEYS", KEY_K1)
+            .env("TETHER_SESSION_KEY", &session_key)
+            .env("TETHER_DATABASE_URL", &db)
+            // Settings are checked before any command; `migrate` (rather
+            // than `serve`) ends on its own should they ever pass.
+            .arg("migrate"),
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = crate::helpers::stderr(&out);
+    assert!(
+        err.contains("TETHER_METRICS_TOKEN: is required in production"),
+        "{err}"
+    );
+    assert_eq!(err.matches("  - ").count(), 1, "only the token: {err}");
+    assert!(
+        !dir.path().join("tether.db").exists(),
+        "nothing was created"
+    );
+}
+
+/// `tether migrate` in development with `url`: its standard error (the
+/// warnings come before the database is reached, so an unreachable host
+/// serves).
+fn migrate_with_database(url: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::helpers::run(
+        fresh(dir.path())
+            .env("TETHER_DATABASE_URL", url)
+            .env("TETHER_ENCRYPTION_KEYS", KEY_K1)
+            .arg("migrate"),
+        "",
+    );
+    crate::helpers::stderr(&out)
+}
+
+#[test]
+fn a_remote_postgres_url_without_required_tls_is_warned_of_naming_the_fix_not_the_password() {
+    let warned = |err: &str| err.lines().any(|l| l.contains("sslmode=require"));
+    for url in [
+        "postgres://tether:pw-in-the-url@db.invalid:5432/tether",
+        "postgresql://tether:pw-in-the-url@db.invalid/tether?sslmode=prefer",
+        "postgres://tether:pw-in-the-url@192.0.2.1:5432/tether?sslmode=disable",
+    ] {
+        let err = migrate_with_database(url);
+        let line = err
+            .lines()
+            .find(|l| l.contains("sslmode=require"))
+            .unwrap_or_else(|| panic!("{url}: {err}"));
+        assert!(line.contains("WARN"), "{line}");
+        assert!(line.contains("TETHER_DATABASE_URL"), "{line}");
+        assert!(!err.contains("pw-in-the-url"), "{err}");
+    }
+    // TLS required, or a database on this machine: no warning.
+    for url in [
+        "postgres://tether:pw@db.invalid:5432/tether?sslmode=require",
+        "postgres://tether:pw@db.invalid:5432/tether?sslmode=verify-full&sslrootcert=/x.pem",
+        "postgres://tether:pw@db.invalid:5432/tether?sslmode=verify-ca",
+        "postgres://tether:pw@127.0.0.1:1/tether",
+        "postgres://tether:pw@localhost:1/tether",
+        "postgres://tether:pw@[::1]:1/tether",
+        "postgres:///tether?host=/var/run/postgresql",
+    ] {
+        let err = migrate_with_database(url);
+        assert!(!warned(&err), "{url}: {err}");
+    }
 }
 
 #[test]

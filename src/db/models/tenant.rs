@@ -39,6 +39,10 @@ pub struct Holdings {
     pub api_keys: i64,
     /// Integration settings (enabled switch, preferences), one per provider.
     pub integration_settings: i64,
+    /// Webhook deliveries naming the tenant still queued (counted and
+    /// erased by the removal itself, `offboarding`, which owns the outbox's
+    /// part: 0 here).
+    pub webhook_deliveries: i64,
 }
 
 #[derive(Insertable)]
@@ -197,6 +201,7 @@ impl Tenant {
                 .filter(integration_settings::tenant_id.eq(id))
                 .count()
                 .get_result(conn)?,
+            webhook_deliveries: 0,
         })
     }
 
@@ -228,6 +233,7 @@ impl Tenant {
                 as i64,
             api_keys: diesel::delete(api_keys::table.filter(api_keys::tenant_id.eq(id)))
                 .execute(conn)? as i64,
+            webhook_deliveries: 0,
         };
         diesel::delete(tenants::table.find(id)).execute(conn)?;
         Ok(erased)

@@ -380,6 +380,48 @@ pub fn enqueue(
         .map(|_| ())
 }
 
+/// The undelivered deliveries whose payload names tenant `tenant` (its
+/// events' webhooks, its accounts' relayed provider events): what a
+/// removal of the tenant erases with it. The pattern (LIKE's special
+/// characters widened to `%`) only narrows the rows read; each candidate's
+/// `tenant` is then compared exactly.
+pub fn queued_for_tenant(conn: &mut DbConn, tenant: &ExternalTenantId) -> QueryResult<Vec<String>> {
+    let widened: String = tenant
+        .as_str()
+        .chars()
+        .map(|c| {
+            if matches!(c, '%' | '_' | '\\') {
+                '%'
+            } else {
+                c
+            }
+        })
+        .collect();
+    let candidates: Vec<(String, String)> = webhook_outbox::table
+        .filter(webhook_outbox::delivered_at.is_null())
+        .filter(webhook_outbox::payload.like(format!("%{widened}%")))
+        .select((webhook_outbox::id, webhook_outbox::payload))
+        .load(conn)?;
+    Ok(candidates
+        .into_iter()
+        .filter(|(_, payload)| {
+            serde_json::from_str::<serde_json::Value>(payload)
+                .is_ok_and(|doc| doc["tenant"].as_str() == Some(tenant.as_str()))
+        })
+        .map(|(id, _)| id)
+        .collect())
+}
+
+/// Deletes the deliveries `ids`; how many went.
+pub fn erase(conn: &mut DbConn, ids: &[String]) -> QueryResult<usize> {
+    let mut erased = 0;
+    for chunk in ids.chunks(500) {
+        erased += diesel::delete(webhook_outbox::table.filter(webhook_outbox::id.eq_any(chunk)))
+            .execute(conn)?;
+    }
+    Ok(erased)
+}
+
 /// After this many failed attempts a delivery steps aside: later events of
 /// its account no longer wait for it (it keeps being retried on its own).
 pub const STEP_ASIDE_AFTER: i32 = 3;

@@ -1,7 +1,7 @@
 //! Unclaimed provider-initiated installs, and their assignment to a tenant.
 
 use super::errors::{DatabaseUnreachable, LimitedToOneTenant, NoValidKey};
-use super::rights::AllTenantsKey;
+use super::rights::{AllTenantsAdminKey, AllTenantsKey, Assigning};
 use crate::app::App;
 use crate::connections::installs;
 use crate::connections::status::{self, StatusView};
@@ -87,7 +87,7 @@ struct Assigned {
     connection: StatusView,
 }
 
-/// Assign an unclaimed install to a tenant (all-tenants keys only)
+/// Assign an unclaimed install to a tenant (all-tenants admin keys only)
 ///
 /// Its grant becomes the tenant's connection, with a `connected` (or
 /// `reconnected`) event. 409 `account_bound_elsewhere` when another tenant
@@ -99,7 +99,7 @@ struct Assigned {
         (status = 200, description = "Assigned", body = Assigned),
         (status = 400, description = "An invalid body", body = ErrorBody),
         NoValidKey,
-        LimitedToOneTenant,
+        (status = 403, description = "Not an admin key for all tenants", body = ErrorBody),
         (status = 404, description = "`unknown_install` (claimed, replaced or expired), or no such tenant", body = ErrorBody),
         (status = 409, description = "`account_bound_elsewhere`", body = ErrorBody),
         DatabaseUnreachable,
@@ -109,7 +109,7 @@ struct Assigned {
 #[post("/installs/{id}/assign")]
 pub(super) async fn assign_install(
     state: web::Data<App>,
-    key: AllTenantsKey,
+    key: AllTenantsAdminKey<Assigning>,
     path: web::Path<InstallPath>,
     body: web::Json<AssignRequest>,
 ) -> AppResult<HttpResponse> {
@@ -117,13 +117,13 @@ pub(super) async fn assign_install(
         return Err(installs::unknown_install());
     }
     // A key for all tenants may name any: only whether it exists is checked.
-    let tenant_id = key.0.tenant(&state, &body.tenant).await?;
+    let tenant_id = key.caller.tenant(&state, &body.tenant).await?;
     let connection = installs::claim(
         &state,
         None,
         path.into_inner().id,
         &tenant_id,
-        &key.0.actor(),
+        &key.caller.actor(),
     )
     .await?;
     let provider = state.enabled_provider(&connection.provider)?;

@@ -98,29 +98,54 @@ impl<W: AdminWork + 'static> FromRequest for AdminKey<W> {
     }
 }
 
-/// An admin API key for all tenants (created with `--admin` and no
-/// `--tenant`).
-pub(super) struct AllTenantsAdminKey(pub(super) ApiCaller);
+/// What an admin key for all tenants is needed for: names the refusal.
+pub(super) trait AllTenantsWork {
+    /// The 403's message for any other key.
+    const REFUSAL: &'static str;
+}
 
-impl FromRequest for AllTenantsAdminKey {
+/// Removing a tenant.
+pub(super) enum Removing {}
+
+impl AllTenantsWork for Removing {
+    const REFUSAL: &'static str = "removing a tenant needs an admin API key for all tenants (created with --admin and no --tenant)";
+}
+
+/// Assigning an unclaimed install (its grant) to a tenant.
+pub(super) enum Assigning {}
+
+impl AllTenantsWork for Assigning {
+    const REFUSAL: &'static str = "assigning an install needs an admin API key for all tenants (created with --admin and no --tenant)";
+}
+
+/// An admin API key for all tenants (created with `--admin` and no
+/// `--tenant`), for `W`.
+pub(super) struct AllTenantsAdminKey<W: AllTenantsWork> {
+    pub(super) caller: ApiCaller,
+    work: PhantomData<W>,
+}
+
+impl<W: AllTenantsWork + 'static> FromRequest for AllTenantsAdminKey<W> {
     type Error = actix_web::Error;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         checked(req, payload, |caller| {
             if !caller.key.is_admin || caller.key.tenant_id.is_some() {
-                return Err(AppError::forbidden(
-                    "removing a tenant needs an admin API key for all tenants (created with --admin and no --tenant)",
-                ));
+                return Err(AppError::forbidden(W::REFUSAL));
             }
-            Ok(AllTenantsAdminKey(caller))
+            Ok(AllTenantsAdminKey {
+                caller,
+                work: PhantomData,
+            })
         })
     }
 }
 
-/// An API key for all tenants, admin or not. Its only routes are the
-/// unclaimed installs', which belong to no tenant; its refusal says so.
-pub(super) struct AllTenantsKey(pub(super) ApiCaller);
+/// An API key for all tenants, admin or not. Its routes read what belongs
+/// to no tenant (unclaimed installs, held provider events); its refusal
+/// says so.
+pub(super) struct AllTenantsKey;
 
 impl FromRequest for AllTenantsKey {
     type Error = actix_web::Error;
@@ -133,7 +158,7 @@ impl FromRequest for AllTenantsKey {
                     "unclaimed installs need an API key for all tenants",
                 ));
             }
-            Ok(AllTenantsKey(caller))
+            Ok(AllTenantsKey)
         })
     }
 }

@@ -2,7 +2,7 @@
 
 use super::errors::{DatabaseUnreachable, NoValidKey, NotAdminForTenant};
 use super::params::TenantPath;
-use super::rights::{AllTenantsAdminKey, ProvisionTarget};
+use super::rights::{AllTenantsAdminKey, ProvisionTarget, Removing};
 use crate::app::App;
 use crate::db::models::tenant::Tenant;
 use crate::error::{AppResult, ErrorBody};
@@ -94,7 +94,7 @@ struct RemoveQuery {
 #[delete("/tenants/{tenant}")]
 pub(super) async fn remove_tenant(
     state: web::Data<App>,
-    key: AllTenantsAdminKey,
+    key: AllTenantsAdminKey<Removing>,
     path: web::Path<TenantPath>,
     query: web::Query<RemoveQuery>,
 ) -> AppResult<HttpResponse> {
@@ -102,7 +102,7 @@ pub(super) async fn remove_tenant(
         &state,
         &path.tenant,
         query.dry_run.unwrap_or(false),
-        &key.0.actor(),
+        &key.caller.actor(),
     )
     .await?;
     Ok(no_store(HttpResponse::Ok().json(removal)))

@@ -2,7 +2,8 @@
 //! the `instance` Wix signs with the app's secret, after the tenant's admin
 //! signs in and confirms on a page that names the site; a forged, tampered,
 //! expired or missing artefact, or a site another tenant holds, is refused
-//! with a clear error and changes nothing. No route takes a bare instance id.
+//! with a clear error and changes nothing. No route takes a bare instance id,
+//! and only the site's owner's artefact binds a site.
 
 use crate::backend_tests;
 use crate::helpers::{csrf_in, spawn_app_with, Backend, Browser, TestApp, TestDb, PASSWORD};
@@ -15,6 +16,7 @@ backend_tests!(
     a_signed_install_connects_the_site_after_sign_in_and_confirmation,
     forged_tampered_expired_or_missing_artefacts_are_refused_and_change_nothing,
     a_site_bound_to_one_tenant_is_refused_for_another,
+    only_the_sites_owner_binds_it_and_anyone_else_changes_nothing,
 );
 
 const SECRET: &str = "wix-app-secret";
@@ -65,17 +67,23 @@ async fn mount_site(fake: &MockServer, instance_id: &str) {
         .await;
 }
 
-/// What Wix adds to the app's dashboard URL, signed `ago` before now.
+/// What Wix adds to the app's dashboard URL for the site's owner, signed
+/// `ago` before now.
 fn signed(secret: &str, instance_id: &str, ago: Duration) -> String {
-    sign_wix_instance(
-        secret.as_bytes(),
-        &serde_json::json!({
+    signed_as(
+        secret,
+        serde_json::json!({
             "instanceId": instance_id,
             "signDate": (Utc::now() - ago).to_rfc3339(),
             "uid": "wix-user-1",
             "permissions": "OWNER",
+            "siteMemberId": "member-9",
         }),
     )
+}
+
+fn signed_as(secret: &str, payload: serde_json::Value) -> String {
+    sign_wix_instance(secret.as_bytes(), &payload)
 }
 
 fn install_url(instance: &str) -> String {
@@ -169,6 +177,10 @@ async fn a_signed_install_connects_the_site_after_sign_in_and_confirmation(backe
         c.account_name.as_deref(),
         Some("https://mainstreet.example")
     );
+    // Who opened it, from the signed artefact.
+    let metadata = c.metadata();
+    assert_eq!(metadata["ownerUid"], "wix-user-1");
+    assert_eq!(metadata["siteMemberId"], "member-9");
     // The artefact is used up in this session.
     assert_eq!(
         browser
@@ -279,4 +291,57 @@ async fn a_site_bound_to_one_tenant_is_refused_for_another(backend: Backend) {
     )
     .await;
     assert_eq!(res.status(), 303);
+}
+
+async fn only_the_sites_owner_binds_it_and_anyone_else_changes_nothing(backend: Backend) {
+    let (app, fake) = wix_app(backend).await;
+    mount_site(&fake, "inst-1").await;
+    let browser = Browser::new(&app);
+    assert_eq!(
+        login(&browser, "owner@acme.example", "/settings/integrations")
+            .await
+            .status(),
+        303
+    );
+    let csrf = browser.csrf("/settings/integrations").await;
+    let before = app.snapshot();
+    let date = (Utc::now() - Duration::minutes(1)).to_rfc3339();
+    // Each signed by Wix with the app's secret, none by the site's owner.
+    let cases = [
+        (
+            "an anonymous visitor of the site",
+            serde_json::json!({"instanceId": "inst-1", "signDate": date, "aid": "visitor-1"}),
+        ),
+        (
+            "a collaborator",
+            serde_json::json!({"instanceId": "inst-1", "signDate": date, "uid": "u2", "permissions": "CONTRIBUTOR"}),
+        ),
+        (
+            "no permissions",
+            serde_json::json!({"instanceId": "inst-1", "signDate": date, "uid": "u2"}),
+        ),
+        (
+            "OWNER without a user",
+            serde_json::json!({"instanceId": "inst-1", "signDate": date, "permissions": "OWNER"}),
+        ),
+        (
+            "OWNER beside a visitor id",
+            serde_json::json!({"instanceId": "inst-1", "signDate": date, "uid": "u2", "permissions": "OWNER", "aid": "visitor-1"}),
+        ),
+    ];
+    for (why, payload) in cases {
+        let res = browser.get(&install_url(&signed_as(SECRET, payload))).await;
+        assert_eq!(res.status(), 403, "{why}");
+        let body = res.text().await.unwrap();
+        assert!(body.contains("not_site_owner"), "{why}: {body}");
+        assert!(body.contains("Only the site&#39;s owner"), "{why}: {body}");
+        // Nothing was kept for the confirmation.
+        let res = browser
+            .post_form("/oauth/wix/install", &[("csrf", &csrf)])
+            .await;
+        assert_eq!(res.status(), 400, "{why}: confirm");
+    }
+    assert_eq!(app.snapshot(), before);
+    assert!(fake.received_requests().await.unwrap().is_empty());
+    assert!(wix_connection(&app, "acme").await.is_none());
 }

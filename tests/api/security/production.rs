@@ -13,11 +13,12 @@ backend_tests!(
 );
 
 /// What production needs besides the test defaults: a session key, an https
-/// public URL, no demo provider.
+/// public URL, no demo provider, a metrics token.
 fn production(session_key: &str) -> Vec<(&'static str, &str)> {
     vec![
         ("TETHER_ENV", "production"),
         ("TETHER_SESSION_KEY", session_key),
+        ("TETHER_METRICS_TOKEN", "a-metrics-token-of-length"),
         ("TETHER_PUBLIC_URL", "https://tether.example.com"),
         ("TETHER_DEMO_PROVIDER", "false"),
     ]
@@ -42,6 +43,7 @@ async fn production_refuses_plain_http_public_webhook_and_provider_urls_naming_e
         ("TETHER_PUBLIC_URL", "http://tether.example.com"),
         ("TETHER_WEBHOOK_URL", "http://crm.example.com/hooks"),
         ("TETHER_WEBHOOK_SECRET", "a-webhook-secret-of-some-length"),
+        ("TETHER_METRICS_TOKEN", "a-metrics-token-of-length"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

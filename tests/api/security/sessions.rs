@@ -162,6 +162,7 @@ async fn in_production_the_cookie_is_host_prefixed_and_secure(backend: Backend) 
             ("TETHER_PUBLIC_URL", "https://tether.example"),
             ("TETHER_SESSION_KEY", &session_key),
             ("TETHER_DEMO_PROVIDER", "false"),
+            ("TETHER_METRICS_TOKEN", "a-metrics-token-of-length"),
         ],
     )
     .await;
