@@ -132,12 +132,25 @@ fn open_sqlite(path: &std::path::Path) -> Result<DbConn, diesel::r2d2::Error> {
         SqliteConnection::establish(path).map_err(diesel::r2d2::Error::ConnectionError)?;
     // busy_timeout first: switching a new file to WAL takes a lock
     // that other pool connections opening at the same moment wait on.
-    conn.batch_execute(
-        "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
-         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-    )
-    .map_err(diesel::r2d2::Error::QueryError)?;
-    Ok(DbConn::Sqlite(conn))
+    const SETUP: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+    // Two processes opening a new file at once both switch it to WAL; the
+    // loser's switch can fail at once with "database is locked" (SQLite
+    // does not run the busy handler where waiting could deadlock), so it
+    // tries again, within the busy timeout's 10 s.
+    let started = std::time::Instant::now();
+    loop {
+        match conn.batch_execute(SETUP) {
+            Ok(()) => return Ok(DbConn::Sqlite(conn)),
+            Err(diesel::result::Error::DatabaseError(_, info))
+                if info.message().contains("locked")
+                    && started.elapsed() < Duration::from_secs(10) =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(diesel::r2d2::Error::QueryError(e)),
+        }
+    }
 }
 
 /// Replaces a pooled SQLite connection that failed a write with a fresh one
