@@ -170,8 +170,8 @@ pub fn is_own_development_database(settings: &Settings) -> bool {
     same(folder, &settings.data_dir)
 }
 
-/// What a platform says must not serve in production (GoHighLevel's app
-/// webhooks without an app id): refused there, a warning in development.
+/// What a platform says must not serve in production (app webhooks
+/// that cannot tell this app's from another's): refused there, a warning in development.
 fn refuse_unsafe_platforms(settings: &Settings, providers: &Catalogue) -> Result<(), String> {
     let platforms = crate::platforms::all();
     for provider in providers.all().filter(|p| p.enabled()) {

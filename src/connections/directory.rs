@@ -222,7 +222,7 @@ pub fn find(
         }
     }
     let names: Vec<String> = filter.metadata.iter().map(|(k, _)| k.clone()).collect();
-    // The business field (GoHighLevel's companyId) is an indexed column:
+    // The business field (the provider's `parent_account`) is an indexed column:
     // it narrows the scan exactly, before the metadata is read.
     let parent_pointer = filter
         .provider

@@ -25,7 +25,7 @@ use crate::db::{now, DbConn};
 use crate::error::{AppError, AppResult, Code};
 use crate::ids::{AccountId, TenantId};
 use crate::oauth::token::{TokenResponse, MAX_EXPIRES_IN};
-use crate::oauth::Authorized;
+use crate::oauth::{Authorized, Unchecked};
 use crate::providers::{Provider, RefreshStyle};
 use chrono::{Duration, NaiveDateTime};
 use serde_json::{Map, Value};
@@ -240,7 +240,7 @@ impl Request {
                 }
                 let id = match account.get("id") {
                     Some(Value::String(id)) => AccountId::check(id),
-                    // Numeric ids (HubSpot's hub id) read as their digits.
+                    // Numeric ids (a hub's) read as their digits.
                     Some(Value::Number(n)) if n.is_u64() => AccountId::check(&n.to_string()),
                     _ => None,
                 }
@@ -293,8 +293,8 @@ impl Request {
 
 /// The metadata keys a provider routes or mints by, which only its own
 /// answers may set: the fields its account lookup's URL is filled from
-/// (GoHighLevel's `locationId`), those its account ids and business are
-/// read from in a token response (`/companyId`).
+/// (a location's id), and the top-level fields its account ids and
+/// business are read from in a token response.
 fn identity_keys(provider: &Provider) -> Vec<String> {
     let template = provider.userinfo_url.as_deref().unwrap_or_default();
     let mut keys: Vec<String> = crate::providers::placeholders(template)
@@ -337,7 +337,7 @@ pub async fn verify(
     };
     let keys = identity_keys(provider);
     metadata.retain(|k, _| !keys.contains(k));
-    let Some(template) = provider.userinfo_url.as_deref() else {
+    if provider.userinfo_url.is_none() {
         if provider.account_id.is_empty() {
             // One account per tenant, named by nothing: nothing to claim.
             request.metadata = Value::Object(metadata);
@@ -346,7 +346,7 @@ pub async fn verify(
         return Err(refused(format!(
             "Tether cannot check whose this token is: {name} names accounts only when a code is exchanged; connect the account instead"
         )));
-    };
+    }
     let t = now();
     let expired = match request.expiry {
         Expiry::At(at) => at <= t,
@@ -358,76 +358,43 @@ pub async fn verify(
             "the access token has expired, so {name} cannot say whose it is: import it while it is valid, or have the account reconnect"
         )));
     }
-    let mut filled = Map::new();
-    for field in crate::providers::placeholders(template).unwrap_or_default() {
-        let Some(account) = &request.account_id else {
+    let token = request.access_token.expose();
+    let given = request.account_id.as_ref();
+    let checked = match crate::oauth::check_token(http, provider, token, given).await {
+        Ok(checked) => checked,
+        Err(Unchecked::AccountNeeded(field)) => {
             return Err(AppError::bad_request(
                 Code::InvalidAccount,
                 format!("account.id is required: {name}'s lookup is by the account's {field}"),
-            ));
-        };
-        filled.insert(field.to_string(), Value::String(account.to_string()));
-    }
-    let filled = Value::Object(filled);
-    if provider.identity_url(&filled).is_none() {
-        return Err(AppError::bad_request(
-            Code::InvalidAccount,
-            "account.id is an id of letters, digits, '-', '_' and '.'",
-        ));
-    }
-    let token = request.access_token.expose();
-    let doc = match crate::oauth::client::identity(http, provider, token, &filled).await {
-        Ok(Some(doc)) => doc,
-        Ok(None) => return Err(AppError::internal("a lookup URL that was filled is there")),
-        Err(e @ crate::oauth::client::ProviderError::Transient { .. })
-        | Err(e @ crate::oauth::client::ProviderError::Unknown { .. }) => {
-            return Err(crate::oauth::provider_failure(provider, e))
+            ))
         }
-        Err(e) => {
-            log::info!(
-                "import refused by the account lookup provider={}: {e}",
-                provider.key
-            );
+        Err(Unchecked::UnusableAccount) => {
+            return Err(AppError::bad_request(
+                Code::InvalidAccount,
+                "account.id is an id of letters, digits, '-', '_' and '.'",
+            ))
+        }
+        Err(Unchecked::Refused) => {
             return Err(refused(format!(
                 "{name} did not accept the access token for {}: it is not that account's, or no longer valid",
-                request
-                    .account_id
-                    .as_ref()
-                    .map_or_else(|| "the account".to_string(), |a| a.to_string())
-            )));
+                given.map_or_else(|| "the account".to_string(), |a| a.to_string())
+            )))
         }
-    };
-    let named = provider
-        .account_id
-        .iter()
-        .find_map(|p| crate::oauth::token::pointer_str(&doc, p))
-        .map(|id| {
-            AccountId::check(&id).ok_or_else(|| {
-                AppError::bad_gateway(
-                    Code::ProviderError,
-                    format!("{name} named the account with an id Tether cannot use"),
-                )
-            })
-        })
-        .transpose()?;
-    match (&request.account_id, named) {
-        (Some(given), Some(named)) if *given != named => {
+        Err(Unchecked::Mismatch(named)) => {
+            let given = given.map(ToString::to_string).unwrap_or_default();
             return Err(AppError::bad_request(
                 Code::InvalidAccount,
                 format!("{name} says this access token is account {named}'s, not {given}'s"),
-            ))
+            ));
         }
-        (None, Some(named)) => request.account_id = Some(named),
-        _ => {}
-    }
+        Err(Unchecked::Failed(e)) => return Err(e),
+    };
+    request.account_id = checked.account_id;
     if request.account_name.is_none() {
-        request.account_name = provider
-            .account_name
-            .as_deref()
-            .and_then(|p| crate::oauth::token::pointer_str(&doc, p));
+        request.account_name = checked.account_name;
     }
-    if let Value::Object(checked) = filled {
-        metadata.extend(checked);
+    if let Value::Object(vouched) = checked.filled {
+        metadata.extend(vouched);
     }
     request.metadata = Value::Object(metadata);
     Ok(request)

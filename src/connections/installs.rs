@@ -48,7 +48,7 @@ pub fn unknown_install() -> AppError {
 /// provider-initiated installs) and routes the grant: to the tenant holding
 /// the account's live tokens when the install is that tenant's own
 /// re-authorisation (the same business as its grant names: the provider's
-/// `parent_account`, GoHighLevel's company), else held unassigned for a
+/// `parent_account`: the company a location belongs to), else held unassigned for a
 /// signed-in claim or the CRM's assign.
 pub async fn receive(app: &App, provider: Arc<Provider>, code: &str) -> AppResult<Received> {
     if !provider.provider_initiated_installs {

@@ -1,6 +1,6 @@
 //! Private tokens: a token the account's owner created at the provider
-//! (what the preset's `private_tokens` names it: GoHighLevel's Private
-//! Integration Token; any platform's API key) stored as a connection of its
+//! (what the preset's `private_tokens` names it: a platform's private
+//! integration token or API key) stored as a connection of its
 //! own kind, so that a client's integration keeps working while it moves
 //! to OAuth. Such a token is checked against the provider's account lookup
 //! (`userinfo_url`, its placeholders filled with the account named) before
@@ -18,10 +18,9 @@ use crate::db::models::connection::{Connection, TokenSet};
 use crate::db::models::event::Actor;
 use crate::error::{AppError, AppResult, Code};
 use crate::ids::{AccountId, TenantId};
-use crate::oauth::client::{self, ProviderError};
-use crate::oauth::token::{pointer_str, TokenResponse};
-use crate::oauth::Authorized;
-use crate::providers::{placeholders, Provider};
+use crate::oauth::token::TokenResponse;
+use crate::oauth::{self, Authorized, Unchecked};
+use crate::providers::Provider;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -100,93 +99,42 @@ pub async fn store(
             ),
         ));
     };
-    let template = provider.userinfo_url.as_deref().unwrap_or_default();
-    // What the lookup's URL is filled from: each placeholder is the account.
-    let mut filled = Map::new();
-    for name in placeholders(template).unwrap_or_default() {
-        let Some(account) = &request.account else {
-            return Err(AppError::bad_request(
-                Code::InvalidAccount,
-                format!("account is required: the {name} the {label} belongs to"),
-            ));
-        };
-        filled.insert(name.to_string(), Value::String(account.to_string()));
-    }
-    let filled = Value::Object(filled);
-    if provider.identity_url(&filled).is_none() {
-        return Err(AppError::bad_request(
-            Code::InvalidAccount,
-            "account is an id of letters, digits, '-', '_' and '.'",
-        ));
-    }
+    let invalid_account = |message: String| AppError::bad_request(Code::InvalidAccount, message);
+    let refused = |message: String| AppError::bad_request(Code::TokenRefused, message);
     let token = request.token.expose();
-    let doc = match client::identity(&app.http, provider, token, &filled).await {
-        Ok(Some(doc)) => doc,
-        Ok(None) => {
-            return Err(AppError::internal(
-                "a provider that takes private tokens has an account lookup",
+    let given = request.account.as_ref();
+    let checked = match oauth::check_token(&app.http, provider, token, given).await {
+        Ok(checked) => checked,
+        Err(Unchecked::AccountNeeded(field)) => {
+            return Err(invalid_account(format!(
+                "account is required: the {field} the {label} belongs to"
+            )))
+        }
+        Err(Unchecked::UnusableAccount) => {
+            return Err(invalid_account(
+                "account is an id of letters, digits, '-', '_' and '.'".into(),
             ))
         }
-        Err(
-            e @ (ProviderError::GrantGone { .. }
-            | ProviderError::Refused { .. }
-            | ProviderError::ClientMisconfigured { .. }),
-        ) => {
-            log::info!(
-                "private token refused provider={} tenant={tenant_id}: {e}",
-                provider.key
-            );
-            return Err(AppError::bad_request(
-                Code::TokenRefused,
-                format!(
-                    "{} refused this {label}{}. Check that it is the account's, still active, and allowed to read the account.",
-                    provider.display_name,
-                    request
-                        .account
-                        .as_ref()
-                        .map(|a| format!(" for {a}"))
-                        .unwrap_or_default()
-                ),
-            ));
+        Err(Unchecked::Refused) => {
+            return Err(refused(format!(
+                "{} refused this {label}{}. Check that it is the account's, still active, and allowed to read the account.",
+                provider.display_name,
+                given.map(|a| format!(" for {a}")).unwrap_or_default()
+            )))
         }
-        Err(e) => return Err(crate::oauth::provider_failure(provider, e)),
-    };
-    let named = provider
-        .account_id
-        .iter()
-        .find_map(|p| pointer_str(&doc, p))
-        .map(|id| {
-            AccountId::check(&id).ok_or_else(|| {
-                AppError::bad_gateway(
-                    Code::ProviderError,
-                    format!(
-                        "{} named the account with an id Tether cannot use",
-                        provider.display_name
-                    ),
-                )
-            })
-        })
-        .transpose()?;
-    let account_id = match (request.account, named) {
-        (Some(given), Some(named)) if given != named => {
-            return Err(AppError::bad_request(
-                Code::TokenRefused,
-                format!("this {label} belongs to {named}, not to {given}"),
-            ))
+        Err(Unchecked::Mismatch(named)) => {
+            let given = given.map(ToString::to_string).unwrap_or_default();
+            return Err(refused(format!(
+                "this {label} belongs to {named}, not to {given}"
+            )));
         }
-        (Some(id), _) | (None, Some(id)) => id,
-        (None, None) => {
-            return Err(AppError::bad_request(
-                Code::InvalidAccount,
-                format!("account is required: the account the {label} belongs to"),
-            ))
-        }
+        Err(Unchecked::Failed(e)) => return Err(e),
     };
-    let find = |p: &Option<String>| p.as_deref().and_then(|p| pointer_str(&doc, p));
-    let account_name = match (find(&provider.account_name), find(&provider.account_label)) {
-        (Some(name), Some(label)) => Some(format!("{name} ({label})")),
-        (name, label) => name.or(label),
-    };
+    let account_id = checked.account_id.ok_or_else(|| {
+        invalid_account(format!(
+            "account is required: the account the {label} belongs to"
+        ))
+    })?;
     let authorized = Authorized {
         response: TokenResponse {
             tokens: TokenSet {
@@ -201,9 +149,9 @@ pub async fn store(
             raw: Value::Object(Map::new()),
         },
         account_id,
-        account_name,
+        account_name: checked.account_name,
         scopes: Vec::new(),
-        metadata: filled,
+        metadata: checked.filled,
     };
     let grant = NewGrant {
         provider: provider.clone(),

@@ -15,6 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::Duration;
 use client::ProviderError;
+use serde_json::Value;
 use token::{pointer_str, TokenResponse};
 
 /// How long a started authorization may take.
@@ -364,12 +365,7 @@ pub async fn identify(
             .or_else(|| pointer_str(&response.raw, pointer))
     };
     let account_id = provider.account_id.iter().find_map(|p| find(p));
-    let name = provider.account_name.as_deref().and_then(find);
-    let label = provider.account_label.as_deref().and_then(find);
-    let account_name = match (name, label) {
-        (Some(name), Some(label)) => Some(format!("{name} ({label})")),
-        (name, label) => name.or(label),
-    };
+    let account_name = name_of(provider, find);
     Ok(match account_id {
         Some(id) => match AccountId::check(&id) {
             Some(id) => (id, account_name),
@@ -391,6 +387,102 @@ pub async fn identify(
             AccountId::unnamed(),
             account_name.or_else(|| Some(provider.display_name.clone())),
         ),
+    })
+}
+
+/// The account's readable name, as the provider's `account_name` and
+/// `account_label` pointers find it: "name (label)", or either alone.
+fn name_of(provider: &Provider, find: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let name = provider.account_name.as_deref().and_then(&find);
+    let label = provider.account_label.as_deref().and_then(&find);
+    match (name, label) {
+        (Some(name), Some(label)) => Some(format!("{name} ({label})")),
+        (name, label) => name.or(label),
+    }
+}
+
+/// What the provider's account lookup says of a token Tether did not get
+/// from a code exchange (an import, a private token).
+#[derive(Debug)]
+pub struct Checked {
+    /// The account the lookup names, else the one asked about (whose own
+    /// lookup URL answered); `None` when neither names one.
+    pub account_id: Option<AccountId>,
+    pub account_name: Option<String>,
+    /// The fields the lookup's URL was filled from, each the account's id:
+    /// identity-bearing metadata that the check vouches for.
+    pub filled: Value,
+}
+
+/// Why the lookup could not vouch for a token.
+#[derive(Debug)]
+pub enum Unchecked {
+    /// Its URL is filled from the account's id, under this field.
+    AccountNeeded(String),
+    /// The account's id cannot fill a URL (letters, digits, '-', '_', '.').
+    UnusableAccount,
+    /// The provider refused the token.
+    Refused,
+    /// The provider names another account.
+    Mismatch(AccountId),
+    /// An answer as it stands (the provider failing for now, or naming the
+    /// account with an id Tether cannot use).
+    Failed(AppError),
+}
+
+/// Asks the provider's account lookup (`userinfo_url`, which the caller
+/// knows is set; its placeholders filled with `account`) whose `token` is.
+pub async fn check_token(
+    http: &reqwest::Client,
+    provider: &Provider,
+    token: &str,
+    account: Option<&AccountId>,
+) -> Result<Checked, Unchecked> {
+    let template = provider.userinfo_url.as_deref().unwrap_or_default();
+    let mut filled = serde_json::Map::new();
+    for field in crate::providers::placeholders(template).unwrap_or_default() {
+        let account = account.ok_or_else(|| Unchecked::AccountNeeded(field.to_string()))?;
+        filled.insert(field.to_string(), Value::String(account.to_string()));
+    }
+    let filled = Value::Object(filled);
+    if provider.identity_url(&filled).is_none() {
+        return Err(Unchecked::UnusableAccount);
+    }
+    let doc = match client::identity(http, provider, token, &filled).await {
+        Ok(Some(doc)) => doc,
+        Ok(None) => return Err(Unchecked::UnusableAccount),
+        Err(e @ (ProviderError::Transient { .. } | ProviderError::Unknown { .. })) => {
+            return Err(Unchecked::Failed(provider_failure(provider, e)))
+        }
+        Err(e) => {
+            log::info!(
+                "a token was refused by the account lookup provider={}: {e}",
+                provider.key
+            );
+            return Err(Unchecked::Refused);
+        }
+    };
+    let find = |pointer: &str| pointer_str(&doc, pointer);
+    let named = match provider.account_id.iter().find_map(|p| find(p)) {
+        None => None,
+        Some(id) => Some(AccountId::check(&id).ok_or_else(|| {
+            Unchecked::Failed(AppError::bad_gateway(
+                Code::ProviderError,
+                format!(
+                    "{} named the account with an id Tether cannot use",
+                    provider.display_name
+                ),
+            ))
+        })?),
+    };
+    let account_id = match (account, named) {
+        (Some(given), Some(named)) if *given != named => return Err(Unchecked::Mismatch(named)),
+        (given, named) => named.or_else(|| given.cloned()),
+    };
+    Ok(Checked {
+        account_id,
+        account_name: name_of(provider, find),
+        filled,
     })
 }
 

@@ -300,7 +300,7 @@ pub struct Card {
     /// The tenant's settings for the provider, as a form.
     pub settings: SettingsForm,
     /// What the platform calls the private tokens a tenant may store
-    /// instead of connecting (GoHighLevel's Private Integration Tokens).
+    /// instead of connecting (a platform's private integration tokens).
     pub private_tokens: Option<String>,
 }
 

@@ -98,7 +98,7 @@ pub enum Kind {
     #[serde(rename = "oauth")]
     OAuth,
     /// A token the account's owner created at the provider and gave Tether
-    /// (a GoHighLevel Private Integration Token, an API key): checked
+    /// (a private integration token, an API key): checked
     /// against the account lookup when stored, never refreshed, and
     /// replaced in place by an OAuth grant of the same account.
     PrivateToken,
