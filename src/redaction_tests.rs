@@ -185,6 +185,7 @@ fn every_type_holding_a_secret_debug_prints_stars_in_its_place() {
         session_binding: Some(BINDING),
         ask_consent: false,
         tags: None,
+        embed_origin: None,
     };
     assert_redacted("Initiator", &initiator);
 
@@ -201,6 +202,7 @@ fn every_type_holding_a_secret_debug_prints_stars_in_its_place() {
         popup: false,
         expires_at: crate::db::now(),
         tags: None,
+        embed_origin: None,
     };
     assert_redacted("NewState", &new_state);
 

@@ -29,6 +29,8 @@ pub struct Starter {
     pub ask_consent: bool,
     /// The CRM's tags for the connect, kept with the state until the callback.
     pub tags: Option<Tags>,
+    /// The listed CRM origin whose page opened a connect link in a popup.
+    pub embed_origin: Option<String>,
 }
 
 /// Records a pending authorization; returns the provider's authorize URL.
@@ -48,6 +50,7 @@ pub async fn begin(
             session_binding: Some(&starter.binding),
             ask_consent: starter.ask_consent,
             tags: tags.as_deref(),
+            embed_origin: starter.embed_origin.as_deref(),
         };
         oauth::start(
             c,
@@ -63,13 +66,14 @@ pub async fn begin(
 }
 
 /// Redeems a connect link and starts its flow, bound to `binding`; returns
-/// the provider's authorize URL. `popup`: the link was opened in a popup by
-/// `/static/connect.js` on a CRM page, which is told the outcome.
+/// the provider's authorize URL. `embed`: the listed origin of the CRM page
+/// whose `/static/connect.js` opened the link in a popup; it is kept with the
+/// state and told the outcome.
 pub async fn begin_with_link(
     app: &App,
     token: String,
     binding: String,
-    popup: bool,
+    embed: Option<String>,
 ) -> AppResult<String> {
     let link = app
         .db(move |c| Ok(ConnectLink::redeem(c, &token)?))
@@ -85,7 +89,9 @@ pub async fn begin_with_link(
         // consent or account chooser rather than answer at once.
         ask_consent: true,
         tags: Tags::stored(link.tags.as_deref()),
+        embed_origin: embed,
     };
+    let popup = starter.embed_origin.is_some();
     begin(app, provider, starter, LINK_DONE.to_string(), popup).await
 }
 
@@ -96,6 +102,8 @@ pub struct Completion {
     pub popup: bool,
     /// Started from a connect link (rather than by a signed-in admin).
     pub by_link: bool,
+    /// The CRM page's origin a connect link's popup reports to (`by_link`).
+    pub embed_origin: Option<String>,
     /// Connected (or reconnected), rather than declined at the provider.
     pub connected: bool,
     pub message: String,
@@ -137,6 +145,7 @@ pub async fn complete(
         provider: provider.key.to_string(),
         popup: row.popup,
         by_link: row.user_id.is_none(),
+        embed_origin: row.embed_origin.clone(),
         connected,
         message,
         account,

@@ -72,6 +72,7 @@ diesel::table! {
         consumed_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         tags -> Nullable<Text>,
+        embed_origin -> Nullable<Text>,
     }
 }
 

@@ -63,6 +63,9 @@ pub struct Initiator<'a> {
     /// The CRM's tags (JSON text of `ids::Tags`), kept with the state until
     /// the callback.
     pub tags: Option<&'a str>,
+    /// The listed origin of the CRM page that opened a connect link in a
+    /// popup, told the outcome by the callback.
+    pub embed_origin: Option<&'a str>,
 }
 
 impl std::fmt::Debug for Initiator<'_> {
@@ -73,6 +76,7 @@ impl std::fmt::Debug for Initiator<'_> {
             .field("session_binding", &redacted(&self.session_binding))
             .field("ask_consent", &self.ask_consent)
             .field("tags", &self.tags)
+            .field("embed_origin", &self.embed_origin)
             .finish_non_exhaustive()
     }
 }
@@ -115,6 +119,7 @@ pub fn start(
             popup,
             expires_at: now() + Duration::minutes(STATE_TTL_MINUTES),
             tags: who.tags,
+            embed_origin: who.embed_origin,
         },
     )?;
     let mut url = url::Url::parse(&provider.authorize_url).map_err(|_| {

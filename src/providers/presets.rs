@@ -245,6 +245,10 @@ pub fn all() -> Vec<Provider> {
             account_id: strings(&["/sub"]),
             account_name: Some("/email".into()),
             issuer: Some("https://accounts.google.com".into()),
+            // Google's discovery document sets
+            // authorization_response_iss_parameter_supported: every callback
+            // carries iss, and one without it (or with another) is refused.
+            iss_required: true,
             scopes: strings(&[
                 "openid",
                 "email",

@@ -153,10 +153,12 @@ fn iss_required_needs_an_issuer_and_reads_the_metadata_name_too() {
         let c = Catalogue::build(&settings(), Some(("p.toml", &text)), &no_env).unwrap();
         assert!(c.get("acme").unwrap().iss_required, "{flag}");
     }
-    // Off in every preset (none documents RFC 9207); on for our demo server.
+    // On where the provider documents RFC 9207 (Google's discovery document)
+    // and for our demo server; off in every other preset.
     let c = Catalogue::build(&settings(), None, &no_env).unwrap();
     for p in c.all() {
-        assert_eq!(p.iss_required, p.key.as_str() == "demo", "{}", p.key);
+        let documented = matches!(p.key.as_str(), "demo" | "google");
+        assert_eq!(p.iss_required, documented, "{}", p.key);
     }
 }
 

@@ -71,6 +71,7 @@ async fn authorize(
         binding: admin.binding()?,
         ask_consent: false,
         tags: None,
+        embed_origin: None,
     };
     let url = connect::begin(&state, provider, starter, return_to, popup).await?;
     Ok(redirect_no_referrer(&url))
@@ -132,7 +133,8 @@ fn embed_origin(state: &App, raw: &Option<String>) -> AppResult<Option<String>> 
 
 /// `POST /connect/{token}`: the person on the link's page goes on (no
 /// sign-in). The link is used up, and the state is bound to this browser;
-/// a popup opened by a listed CRM page keeps that page's origin beside it.
+/// a popup opened by a listed CRM page keeps that page's origin in the state,
+/// so each flow reports to the page that opened it.
 async fn connect_with_link(
     req: HttpRequest,
     state: web::Data<App>,
@@ -142,10 +144,8 @@ async fn connect_with_link(
 ) -> PageResult<HttpResponse> {
     rate_limit(&state, &req)?;
     let embed = embed_origin(&state, &form.embed)?;
-    let binding = crate::crypto::random_token(32);
-    session::bind_oauth(&session, &binding)?;
-    session::keep_embed_origin(&session, embed.as_deref())?;
-    let url = connect::begin_with_link(&state, path.into_inner(), binding, embed.is_some()).await?;
+    let binding = session::oauth_binding_or_new(&session)?;
+    let url = connect::begin_with_link(&state, path.into_inner(), binding, embed).await?;
     Ok(redirect_no_referrer(&url))
 }
 
@@ -454,16 +454,13 @@ async fn claim(
 /// still listed, and nobody otherwise.
 fn finish(state: &App, session: &Session, done: Completion) -> PageResult<HttpResponse> {
     if done.popup {
+        // Still listed now: an origin removed from the list since the flow
+        // began is told nothing.
         let embed = done
-            .by_link
-            .then(|| session::take_embed_origin(session))
-            .flatten()
-            .and_then(|o| state.settings.embed_origin(&o).map(str::to_string));
-        let target = if done.by_link {
-            embed.as_deref()
-        } else {
-            Some("self")
-        };
+            .embed_origin
+            .as_deref()
+            .and_then(|o| state.settings.embed_origin(o));
+        let target = if done.by_link { embed } else { Some("self") };
         return popup_page(PopupResult {
             provider: &done.provider,
             ok: done.connected,

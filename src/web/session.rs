@@ -28,7 +28,6 @@ const TENANT: &str = "tid";
 const EMAIL: &str = "email";
 const CSRF: &str = "csrf";
 const BINDING: &str = "oauth_binding";
-const EMBED: &str = "embed_origin";
 const FLASH: &str = "flash";
 const INSTALL: &str = "install";
 const ISSUED_AT: &str = "iat";
@@ -189,33 +188,11 @@ pub fn email(session: &Session) -> Option<String> {
     session.get::<String>(EMAIL).ok().flatten()
 }
 
-/// Keeps the value that ties the OAuth states started now to this browser.
-pub fn bind_oauth(session: &Session, binding: &str) -> AppResult<()> {
-    session
-        .insert(BINDING, binding)
-        .map_err(|e| AppError::internal(e.to_string()))
-}
-
-/// Keeps (or forgets) the origin of the CRM page that opened this browser's
-/// connect-link flow in a popup, for its callback to post the outcome to.
-/// Set with each link flow's binding, so it always belongs to the latest.
-pub fn keep_embed_origin(session: &Session, origin: Option<&str>) -> AppResult<()> {
-    match origin {
-        Some(o) => session
-            .insert(EMBED, o)
-            .map_err(|e| AppError::internal(e.to_string())),
-        None => {
-            session.remove(EMBED);
-            Ok(())
-        }
-    }
-}
-
-/// The origin kept by [`keep_embed_origin`], forgotten as it is read.
-pub fn take_embed_origin(session: &Session) -> Option<String> {
-    let origin = session.get::<String>(EMBED).ok().flatten();
-    session.remove(EMBED);
-    origin
+/// The value that ties the OAuth states this browser starts to it, made on
+/// first use. Every flow of the browser shares it, so a second flow (another
+/// link's popup, a dashboard connect) leaves the first one valid.
+pub fn oauth_binding_or_new(session: &Session) -> AppResult<String> {
+    get_or_create(session, BINDING)
 }
 
 /// The value an OAuth callback must match, if this browser started a flow.

@@ -56,6 +56,7 @@ backend_tests!(
     gohighlevel_api_calls_carry_its_version_header_through_the_proxy_and_the_token_api,
     instagram_trades_for_a_long_lived_token_and_an_expired_token_needs_reconnect,
     google_asks_for_offline_access_with_pkce,
+    a_google_callback_must_name_google_as_its_issuer,
     every_preset_whose_platform_documents_pkce_sends_an_s256_challenge,
     wix_connects_a_site_instance_with_client_credentials_and_mints_again_to_refresh,
     a_gohighlevel_location_is_named_from_its_location_lookup_with_the_version_header,
@@ -481,6 +482,64 @@ async fn google_asks_for_offline_access_with_pkce(backend: Backend) {
         .contains("https://www.googleapis.com/auth/webmasters.readonly"));
 }
 
+/// Google documents RFC 9207 (its discovery document's
+/// authorization_response_iss_parameter_supported): a callback without `iss`,
+/// or naming another issuer, is refused before any exchange and leaves the
+/// state for the real answer, which then connects.
+async fn a_google_callback_must_name_google_as_its_issuer(backend: Backend) {
+    let fake = MockServer::start().await;
+    let base = fake.uri();
+    let app = app_with_preset(
+        backend,
+        "google",
+        &format!("token_url = \"{base}/token\"\nuserinfo_url = \"{base}/userinfo\"\n"),
+    )
+    .await;
+    let url = authorize_url(&app, "google").await;
+    let state = query_param(&url, "state").unwrap();
+    let before = app.snapshot();
+    for (iss, code) in [
+        ("", "issuer_missing"),
+        ("&iss=https%3A%2F%2Fevil.example", "issuer_mismatch"),
+        ("&iss=accounts.google.com", "issuer_mismatch"),
+    ] {
+        let res = app
+            .get(&format!("/oauth/google/callback?code=c&state={state}{iss}"))
+            .await;
+        crate::helpers::assert_error_page(res, 400, code).await;
+    }
+    assert_eq!(app.snapshot(), before, "nothing spent, nothing saved");
+    assert!(fake.received_requests().await.unwrap().is_empty());
+
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": "ya29.google-at", "refresh_token": "1//google-rt",
+            "token_type": "Bearer", "expires_in": 3599,
+            "scope": "openid email https://www.googleapis.com/auth/webmasters.readonly"
+        })))
+        .expect(1)
+        .mount(&fake)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/userinfo"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"sub": "1077", "email": "owner@acme.example"})),
+        )
+        .mount(&fake)
+        .await;
+    let res = app
+        .get(&format!(
+            "/oauth/google/callback?code=c&state={state}&iss=https%3A%2F%2Faccounts.google.com"
+        ))
+        .await;
+    assert_eq!(res.status(), 303, "{:?}", res.text().await);
+    let status = status(&app, "google").await;
+    assert_eq!(status["status"], "connected", "{status}");
+    assert_eq!(status["account"]["id"], "1077", "{status}");
+}
+
 async fn wix_connects_a_site_instance_with_client_credentials_and_mints_again_to_refresh(
     backend: Backend,
 ) {
@@ -585,6 +644,7 @@ async fn every_preset_whose_platform_documents_pkce_sends_an_s256_challenge(back
         session_binding: None,
         ask_consent: false,
         tags: None,
+        embed_origin: None,
     };
     for key in [
         "gohighlevel",

@@ -28,6 +28,9 @@ pub struct OAuthState {
     pub created_at: NaiveDateTime,
     /// The CRM's tags of the connect link that started it (`ids::Tags`).
     pub tags: Option<String>,
+    /// The listed CRM origin whose page opened a connect link's flow in a
+    /// popup: the callback posts the outcome to it (and to nobody else).
+    pub embed_origin: Option<String>,
 }
 
 fn aad<'a>(id: &'a str, tenant_id: &'a str, provider: &'a str) -> Aad<'a> {
@@ -53,6 +56,8 @@ pub struct NewState<'a> {
     pub expires_at: NaiveDateTime,
     /// The CRM's tags, as JSON text, carried to the connection.
     pub tags: Option<&'a str>,
+    /// The CRM page's origin, for a connect link opened in its popup.
+    pub embed_origin: Option<&'a str>,
 }
 
 impl OAuthState {
@@ -78,6 +83,7 @@ impl OAuthState {
                 oauth_states::expires_at.eq(new.expires_at),
                 oauth_states::created_at.eq(now()),
                 oauth_states::tags.eq(new.tags),
+                oauth_states::embed_origin.eq(new.embed_origin),
             ))
             .execute(conn)?;
         Ok(id)

@@ -19,6 +19,7 @@ backend_tests!(
     a_link_opened_by_a_listed_page_ends_on_a_popup_that_posts_to_that_origin_only,
     an_unlisted_page_origin_is_refused_by_the_link_page_and_its_form_and_uses_nothing,
     without_embed_origins_every_embed_parameter_is_refused,
+    two_link_popups_in_one_browser_each_report_to_the_page_that_opened_it,
 );
 
 /// The CRM page's origin the apps below list.
@@ -142,6 +143,79 @@ async fn a_link_opened_by_a_listed_page_ends_on_a_popup_that_posts_to_that_origi
         !script.contains(r#""*""#) && !script.contains("'*'"),
         "{script}"
     );
+}
+
+/// Opens `link` as connect.js does from a page of `origin` and goes on;
+/// returns the authorize URL's state and PKCE challenge.
+async fn begin_embedded(person: &reqwest::Client, link: &str, origin: &str) -> (String, String) {
+    let page = person
+        .get(embedded(link, origin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_in(&page).expect("the page's form");
+    let res = person
+        .post(embedded(link, origin))
+        .form(&[("csrf", csrf.as_str()), ("embed", origin)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    (
+        query_param(&location, "state").unwrap(),
+        query_param(&location, "code_challenge").unwrap(),
+    )
+}
+
+/// Two CRM pages (two listed origins) open a link each in one browser; the
+/// second flow starts before the first ends. Each popup still completes and
+/// posts to the origin that opened it: the origin is kept with the flow's
+/// state, and the browser's binding is shared by its flows, not replaced.
+async fn two_link_popups_in_one_browser_each_report_to_the_page_that_opened_it(backend: Backend) {
+    const OTHER_CRM: &str = "http://127.0.0.1:3901";
+    let (app, fake, key) = app_listing(backend, Some(&format!("{CRM},{OTHER_CRM}"))).await;
+    let first_link = app.connect_link(&key, "acme").await;
+    let second_link = app.connect_link(&key, "acme").await;
+    let person = new_browser();
+    let (first_state, first_challenge) = begin_embedded(&person, &first_link, CRM).await;
+    let (second_state, second_challenge) = begin_embedded(&person, &second_link, OTHER_CRM).await;
+
+    for (state, challenge, origin, other, flow) in [
+        (&first_state, &first_challenge, CRM, OTHER_CRM, "first"),
+        (&second_state, &second_challenge, OTHER_CRM, CRM, "second"),
+    ] {
+        mount_exchange(
+            &fake,
+            challenge,
+            &format!("at-{flow}"),
+            &format!("rt-{flow}"),
+        )
+        .await;
+        let res = person
+            .get(format!(
+                "{}/oauth/acme/callback?code=the-code&state={state}&iss={ACME_ISSUER}",
+                app.address
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{flow}: the popup page");
+        let html = res.text().await.unwrap();
+        assert!(
+            html.contains(&format!(r#"data-target="{origin}""#)),
+            "{flow}: {html}"
+        );
+        assert!(!html.contains(other), "{flow}: one origin only: {html}");
+        assert!(html.contains(r#"data-ok="true""#), "{flow}: {html}");
+        let (_, status) = app
+            .get_json("/api/v1/tenants/acme/connections/acme", &key)
+            .await;
+        assert_eq!(status["status"], "connected", "{flow}");
+    }
 }
 
 async fn an_unlisted_page_origin_is_refused_by_the_link_page_and_its_form_and_uses_nothing(
