@@ -7,8 +7,8 @@ use super::settings::{
     ConfigError, Environment, LogFormat, RefreshSettings, SessionLimits, Settings,
 };
 use super::values::{
-    parse_bool, parse_duration, parse_networks, parse_origins, parse_public_url, parse_range,
-    read_ca_certs,
+    parse_bool, parse_crm_name, parse_duration, parse_networks, parse_origins, parse_public_url,
+    parse_range, read_ca_certs,
 };
 use super::variables::{is_known_variable, nearest_variable};
 use crate::crypto::{KeyRing, Secret};
@@ -230,6 +230,7 @@ impl Settings {
             Duration::from_secs(v.parse("TETHER_INSTALL_CLAIM_WINDOW_SECS", "600", |s| {
                 parse_range(s, 0, 86_400)
             }));
+        let crm_name = v.parse("TETHER_CRM_NAME", "the CRM", parse_crm_name);
         let api_key_rate_limit = v.parse("TETHER_API_KEY_RATE_LIMIT", "600", |s| {
             parse_range(s, 0, 1_000_000)
         });
@@ -406,6 +407,7 @@ impl Settings {
             metrics_token,
             proxy_max_body,
             install_claim_window,
+            crm_name,
             api_key_rate_limit,
             ca_certs,
             refresh,

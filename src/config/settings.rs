@@ -95,6 +95,9 @@ pub struct Settings {
     /// How long a browser may claim a held install it brought
     /// (`TETHER_INSTALL_CLAIM_WINDOW_SECS`; 0: never, only the CRM assigns).
     pub install_claim_window: Duration,
+    /// The CRM's name as the client's staff know it (`TETHER_CRM_NAME`),
+    /// written where they see the product: "the CRM" unless set.
+    pub crm_name: String,
     /// Requests per minute a tenant-scoped API key may make (0: no limit).
     pub api_key_rate_limit: u32,
     /// Roots from `TETHER_CA_CERTS`, trusted beside the bundled ones by

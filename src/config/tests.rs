@@ -514,3 +514,20 @@ fn sso_without_a_crm_origin_is_a_warning_naming_both_variables() {
     .unwrap();
     assert!(listed.warnings.is_empty());
 }
+
+#[test]
+fn the_crm_name_defaults_to_the_crm_and_refuses_long_or_multi_line_names() {
+    let none = Settings::from_vars(&BTreeMap::new()).unwrap();
+    assert_eq!(none.crm_name, "the CRM");
+    let s = Settings::from_vars(&vars(&[("TETHER_CRM_NAME", " Acme CRM ")])).unwrap();
+    assert_eq!(s.crm_name, "Acme CRM");
+    // Empty is unset, as for every variable.
+    let empty = Settings::from_vars(&vars(&[("TETHER_CRM_NAME", "")])).unwrap();
+    assert_eq!(empty.crm_name, "the CRM");
+    for bad in ["Acme\nCRM", "Acme\u{7}", &"x".repeat(61)] {
+        let err = Settings::from_vars(&vars(&[("TETHER_CRM_NAME", bad)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TETHER_CRM_NAME"), "{bad:?}: {err}");
+    }
+}

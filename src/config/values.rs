@@ -185,3 +185,16 @@ where
     }
     T::try_from(n).map_err(|_| format!("must be a whole number from {min} to {max}"))
 }
+
+/// `TETHER_CRM_NAME`: a name people read, 1 to 60 characters, no control
+/// characters (it is written into pages, always HTML-escaped).
+pub(super) fn parse_crm_name(s: &str) -> Result<String, String> {
+    let n = s.chars().count();
+    if n == 0 || n > 60 {
+        return Err(format!("must be 1 to 60 characters (it has {n})"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err("must not contain control characters such as a newline".into());
+    }
+    Ok(s.to_string())
+}

@@ -102,6 +102,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "how long a browser may claim a held Marketplace install it brought (a planted one lapses from it); the CRM may assign it until it expires",
     ),
     (
+        "TETHER_CRM_NAME",
+        "the CRM",
+        "the CRM's name as the client's staff know it, in the pages they see (\"Acme CRM\"); 1 to 60 characters",
+    ),
+    (
         "TETHER_CA_CERTS",
         "none",
         "PEM file of root certificates (an operator's CA) trusted beside the bundled ones by every outgoing https call: providers, the proxy, webhooks",
