@@ -186,6 +186,7 @@ fn every_type_holding_a_secret_debug_prints_stars_in_its_place() {
         ask_consent: false,
         tags: None,
         embed_origin: None,
+        login_hint: None,
     };
     assert_redacted("Initiator", &initiator);
 

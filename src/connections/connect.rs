@@ -12,7 +12,7 @@ use crate::error::AppResult;
 use crate::ids::{AccountId, Tags, TenantId};
 use crate::oauth::client::ProviderError;
 use crate::oauth::{self, Authorized, CallbackQuery, DASHBOARD};
-use crate::providers::Provider;
+use crate::providers::{LoginHint, Provider};
 use std::sync::Arc;
 
 /// Where a connect link's flow ends.
@@ -31,6 +31,17 @@ pub struct Starter {
     pub tags: Option<Tags>,
     /// The listed CRM origin whose page opened a connect link in a popup.
     pub embed_origin: Option<String>,
+    /// A reconnect of one account: what the provider takes as its
+    /// `login_hint` ([`login_hint`]).
+    pub login_hint: Option<String>,
+}
+
+/// What `provider` takes as `login_hint` for `account`, if it takes one.
+pub fn login_hint(provider: &Provider, account: &Connection) -> Option<String> {
+    match provider.login_hint? {
+        LoginHint::AccountId => Some(account.account_id.to_string()),
+        LoginHint::AccountName => account.account_name.clone(),
+    }
 }
 
 /// Records a pending authorization; returns the provider's authorize URL.
@@ -51,6 +62,7 @@ pub async fn begin(
             ask_consent: starter.ask_consent,
             tags: tags.as_deref(),
             embed_origin: starter.embed_origin.as_deref(),
+            login_hint: starter.login_hint.as_deref(),
         };
         oauth::start(
             c,
@@ -90,9 +102,21 @@ pub async fn begin_with_link(
         ask_consent: true,
         tags: Tags::stored(link.tags.as_deref()),
         embed_origin: embed,
+        login_hint: None,
     };
     let popup = starter.embed_origin.is_some();
     begin(app, provider, starter, LINK_DONE.to_string(), popup).await
+}
+
+/// A flow that failed after its state was used: in a popup, the failure is
+/// the popup's own result (told to the page that opened it), so its message;
+/// in a whole window, the error page.
+fn in_popup(row: &OAuthState, e: crate::error::AppError) -> AppResult<String> {
+    if !row.popup {
+        return Err(e);
+    }
+    e.log();
+    Ok(e.message().to_string())
 }
 
 /// How a callback ended, for the person who went through it.
@@ -187,10 +211,10 @@ pub async fn complete(
         Err(e) => {
             let why = format!("the code exchange failed: {}", e.message());
             failed(app, &row, &provider, &actor, &why).await;
-            return Err(e);
+            return in_popup(&row, e).map(|message| completion(false, message, None));
         }
     };
-    let (connection, reconnected) = grant::save(
+    let saved = grant::save(
         app,
         NewGrant {
             provider: provider.clone(),
@@ -201,7 +225,11 @@ pub async fn complete(
             tags: Tags::stored(row.tags.as_deref()),
         },
     )
-    .await?;
+    .await;
+    let (connection, reconnected) = match saved {
+        Ok(saved) => saved,
+        Err(e) => return in_popup(&row, e).map(|message| completion(false, message, None)),
+    };
     Ok(completion(
         true,
         connected_message(&provider, &connection, reconnected),

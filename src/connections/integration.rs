@@ -288,38 +288,6 @@ fn read_form(
 /// The name of a schema field's input on the dashboard's settings form.
 pub const FORM_PREFIX: &str = "setting.";
 
-/// The settings a dashboard's JSON box holds, parsed (then checked by
-/// [`save`] like the API's).
-pub fn from_json_box(text: &str) -> AppResult<Value> {
-    if text.len() > 2 * MAX_SETTINGS_BYTES {
-        return Err(AppError::bad_request(
-            Code::SettingsTooLarge,
-            format!("settings are at most {MAX_SETTINGS_BYTES} bytes (64 KiB) serialised"),
-        ));
-    }
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(Value::Object(Map::new()));
-    }
-    serde_json::from_str(text).map_err(|e| {
-        invalid(format!(
-            "the settings are not valid JSON (line {}, column {}: {})",
-            e.line(),
-            e.column(),
-            describe(&e)
-        ))
-    })
-}
-
-/// serde_json's reason without its position (given separately).
-fn describe(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    match text.rfind(" at line ") {
-        Some(at) => text[..at].to_string(),
-        None => text,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,10 +383,6 @@ mod tests {
         );
         let e = from_account_form(&p, &form(&[("notify", "maybe")])).unwrap_err();
         assert!(e.message().contains("Notify is yes, no"), "{e:?}");
-        assert_eq!(from_json_box("  ").unwrap(), json!({}));
-        let e = from_json_box("{\"a\": }").unwrap_err();
-        assert!(e.is(Code::InvalidSettings));
-        assert!(e.message().contains("line 1, column"), "{}", e.message());
     }
 }
 

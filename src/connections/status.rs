@@ -198,7 +198,9 @@ pub fn load(
     }
 }
 
-/// The provider's configured scopes that `granted` lacks. Google answers
+/// The provider's configured scopes that `granted` lacks, leaving out those
+/// only ever asked for (`request_only_scopes`: `offline_access`, which no
+/// token answer echoes). Google answers
 /// `email` and `profile` with their long names
 /// (`https://www.googleapis.com/auth/userinfo.email`), which count as them.
 pub fn missing_scopes(provider: &Provider, granted: &[String]) -> Vec<String> {
@@ -213,7 +215,7 @@ pub fn missing_scopes(provider: &Provider, granted: &[String]) -> Vec<String> {
     provider
         .scopes
         .iter()
-        .filter(|s| !has(s))
+        .filter(|s| !has(s) && !provider.request_only_scopes.contains(s))
         .cloned()
         .collect()
 }
@@ -252,5 +254,18 @@ mod tests {
             "email",
             "only Google's own long name counts"
         );
+    }
+
+    #[test]
+    fn a_request_only_scope_is_never_missing_unless_the_list_drops_it() {
+        let mut microsoft = crate::providers::presets::all()
+            .into_iter()
+            .find(|p| p.key.as_str() == "microsoft")
+            .unwrap();
+        assert!(microsoft.scopes.contains(&"offline_access".to_string()));
+        let granted = vec!["User.Read".to_string()];
+        assert!(missing_scopes(&microsoft, &granted).is_empty());
+        microsoft.request_only_scopes.clear();
+        assert_eq!(missing_scopes(&microsoft, &granted), ["offline_access"]);
     }
 }

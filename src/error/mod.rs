@@ -304,7 +304,8 @@ impl AppError {
         self.status
     }
 
-    fn log(&self) {
+    /// Logs it as an error page or a JSON answer of it would.
+    pub fn log(&self) {
         match &self.cause {
             // Said once when the database goes and comes back (`db::health`);
             // each request it fails is a detail.
@@ -527,10 +528,30 @@ impl fmt::Display for PageError {
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
+    /// What happened, in a few words a person reads first.
+    headline: &'static str,
     status: u16,
     reason: &'a str,
     message: &'a str,
     code: &'a str,
+}
+
+/// An error page's headline: what happened, before the sentence that says
+/// why and what to do (the HTTP status is kept under "Details").
+fn headline(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 422 => "That did not work",
+        401 | 403 => "Not allowed",
+        404 => "Nothing here",
+        405 => "Not like this",
+        409 => "Already taken care of",
+        410 => "This has expired",
+        413 => "Too much at once",
+        429 => "Too many tries",
+        502 | 504 => "A service is not answering",
+        503 => "Not available right now",
+        _ => "Something went wrong on our side",
+    }
 }
 
 impl ResponseError for PageError {
@@ -547,6 +568,7 @@ impl ResponseError for PageError {
                 .finish();
         }
         let page = ErrorPage {
+            headline: headline(self.0.status),
             status: self.0.status.as_u16(),
             reason: self.0.status.canonical_reason().unwrap_or("Error"),
             message: &self.0.message,

@@ -66,6 +66,9 @@ pub struct Initiator<'a> {
     /// The listed origin of the CRM page that opened a connect link in a
     /// popup, told the outcome by the callback.
     pub embed_origin: Option<&'a str>,
+    /// OpenID Connect's `login_hint`, sent on a reconnect of one account so
+    /// that the provider offers that account (`Provider::login_hint`).
+    pub login_hint: Option<&'a str>,
 }
 
 impl std::fmt::Debug for Initiator<'_> {
@@ -77,6 +80,7 @@ impl std::fmt::Debug for Initiator<'_> {
             .field("ask_consent", &self.ask_consent)
             .field("tags", &self.tags)
             .field("embed_origin", &self.embed_origin)
+            .field("login_hint", &self.login_hint)
             .finish_non_exhaustive()
     }
 }
@@ -149,6 +153,9 @@ pub fn start(
                 "optional_scope",
                 &provider.optional_scopes.join(&provider.scope_separator),
             );
+        }
+        if let Some(hint) = who.login_hint {
+            q.append_pair("login_hint", hint);
         }
         if let Some(v) = &verifier {
             q.append_pair("code_challenge", &pkce_challenge(v.expose()))

@@ -3,7 +3,7 @@
 
 use super::presets;
 use super::provider::{
-    ClientAuth, FieldType, Flow, Identity, Provider, RefreshStyle, SettingField,
+    ClientAuth, FieldType, Flow, Identity, LoginHint, Provider, RefreshStyle, SettingField,
 };
 use super::validate::implied_platform;
 use std::collections::BTreeMap;
@@ -31,6 +31,10 @@ pub(super) struct ProviderToml {
     iss_required: Option<bool>,
     scopes: Option<Vec<String>>,
     optional_scopes: Option<Vec<String>>,
+    request_only_scopes: Option<Vec<String>>,
+    /// Added to (or replacing) the preset's, scope by scope.
+    scope_descriptions: Option<BTreeMap<String, String>>,
+    login_hint: Option<LoginHint>,
     scope_separator: Option<String>,
     provider_initiated_installs: Option<bool>,
     pkce: Option<bool>,
@@ -121,6 +125,7 @@ pub(super) fn merge(mut p: Provider, t: ProviderToml) -> Provider {
         token_url,
         scopes,
         optional_scopes,
+        request_only_scopes,
         scope_separator,
         pkce,
         client_auth
@@ -141,6 +146,9 @@ pub(super) fn merge(mut p: Provider, t: ProviderToml) -> Provider {
         one_holder,
         provider_initiated_installs
     );
+    if let Some(more) = t.scope_descriptions {
+        p.scope_descriptions.extend(more);
+    }
     if let Some(ids) = t.account_id {
         p.account_id = ids.into_vec();
     }
@@ -156,6 +164,7 @@ pub(super) fn merge(mut p: Provider, t: ProviderToml) -> Provider {
         refresh_token_lifetime_days,
         private_tokens,
         installed_by,
+        login_hint,
         platform
     );
     if p.platform.is_none() {

@@ -10,7 +10,8 @@ mod tests;
 mod validate;
 
 pub use provider::{
-    placeholders, ClientAuth, FieldType, Flow, Identity, Provider, RefreshStyle, SettingField,
+    placeholders, ClientAuth, FieldType, Flow, Identity, LoginHint, Provider, RefreshStyle,
+    SettingField,
 };
 pub use validate::{valid_key, PLATFORMS};
 

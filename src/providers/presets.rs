@@ -7,7 +7,7 @@
 //! Each preset that turns it off says why; a test keeps the list in step.
 
 use super::provider::{
-    ClientAuth, FieldType, Flow, Identity, Provider, RefreshStyle, SettingField,
+    ClientAuth, FieldType, Flow, Identity, LoginHint, Provider, RefreshStyle, SettingField,
 };
 use crate::config::Settings;
 use crate::ids::ProviderKey;
@@ -63,11 +63,40 @@ pub(super) fn base(
         installed_by: None,
         platform: None,
         optional_scopes: Vec::new(),
+        // OpenID Connect's `offline_access` asks for a refresh token and is
+        // never echoed in a token answer's `scope` (oidc-provider, Okta and
+        // Auth0 leave it out), so it is never missing from a grant.
+        request_only_scopes: strings(&["offline_access"]),
+        scope_descriptions: descriptions(&[
+            ("openid", "Confirm who you are"),
+            ("email", "See your email address"),
+            ("profile", "See your name and profile picture"),
+            (
+                "offline_access",
+                "Keep working for you when you are not signed in",
+            ),
+        ]),
+        login_hint: None,
         app_id: None,
         webhook_key: None,
         settings_schema: Vec::new(),
         credentials: None,
     }
+}
+
+/// Scope descriptions from (scope, sentence) pairs.
+fn descriptions(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `base`'s scope descriptions with a platform's own added.
+fn described(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut all = base("x", "x", "", "").scope_descriptions;
+    all.extend(descriptions(pairs));
+    all
 }
 
 /// What each provider is sent to show its consent or account chooser on a
@@ -165,6 +194,34 @@ pub fn all() -> Vec<Provider> {
             private_tokens: Some("Private Integration Token".into()),
             // The user who installed the app, named on the claim page.
             installed_by: Some("/userId".into()),
+            // The scopes a CRM's app commonly asks for (the operator sets
+            // which, in the app and the providers file).
+            scope_descriptions: described(&[
+                ("contacts.readonly", "See your contacts"),
+                ("contacts.write", "Add and change your contacts"),
+                ("conversations.readonly", "Read your conversations"),
+                ("conversations.write", "Manage your conversations"),
+                ("conversations/message.readonly", "Read your messages"),
+                (
+                    "conversations/message.write",
+                    "Send messages (SMS, email, chat) for you",
+                ),
+                ("calendars.readonly", "See your calendars"),
+                ("calendars/events.readonly", "See your appointments"),
+                ("calendars/events.write", "Book and change appointments"),
+                ("locations.readonly", "See your business's details"),
+                (
+                    "opportunities.readonly",
+                    "See your pipelines and opportunities",
+                ),
+                ("opportunities.write", "Add and change opportunities"),
+                ("users.readonly", "See your team members"),
+                (
+                    "oauth.readonly",
+                    "See the sub-accounts the app is installed in",
+                ),
+                ("oauth.write", "Connect the app to your sub-accounts"),
+            ]),
             platform: Some(GOHIGHLEVEL.into()),
             webhook_key: Some(
                 crate::crypto::ed25519_public_key(GOHIGHLEVEL_WEBHOOK_KEY)
@@ -245,6 +302,12 @@ pub fn all() -> Vec<Provider> {
             account_id: strings(&["/sub"]),
             account_name: Some("/email".into()),
             issuer: Some("https://accounts.google.com".into()),
+            // Google takes the account's `sub` (or email) as `login_hint`.
+            login_hint: Some(LoginHint::AccountId),
+            scope_descriptions: described(&[(
+                "https://www.googleapis.com/auth/webmasters.readonly",
+                "See your Search Console sites and their search data",
+            )]),
             // Google's discovery document sets
             // authorization_response_iss_parameter_supported: every callback
             // carries iss, and one without it (or with another) is refused.
@@ -276,6 +339,7 @@ pub fn all() -> Vec<Provider> {
             account_id: strings(&["/id"]),
             account_name: Some("/display_name".into()),
             scopes: strings(&["user-read-email"]),
+            scope_descriptions: described(&[("user-read-email", "See your email address")]),
             api_base_url: Some("https://api.spotify.com".into()),
             refresh_token_lifetime_days: Some(180),
             rotates_refresh_tokens: false,
@@ -294,6 +358,10 @@ pub fn all() -> Vec<Provider> {
             account_id: strings(&["/user_id"]),
             account_name: Some("/username".into()),
             scopes: strings(&["instagram_business_basic"]),
+            scope_descriptions: described(&[(
+                "instagram_business_basic",
+                "See your Instagram business profile and posts",
+            )]),
             scope_separator: ",".into(),
             api_base_url: Some("https://graph.instagram.com".into()),
             refresh: RefreshStyle::Instagram,
@@ -311,6 +379,9 @@ pub fn all() -> Vec<Provider> {
             account_id: strings(&["/id"]),
             account_name: Some("/userPrincipalName".into()),
             scopes: strings(&["offline_access", "User.Read"]),
+            // Microsoft takes the user principal name as `login_hint`.
+            login_hint: Some(LoginHint::AccountName),
+            scope_descriptions: described(&[("User.Read", "See your profile")]),
             api_base_url: Some("https://graph.microsoft.com".into()),
             ..base(
                 "microsoft",
@@ -324,6 +395,10 @@ pub fn all() -> Vec<Provider> {
             // (PROVIDERS.md: unconfirmed); `pkce = true` turns it on.
             pkce: false,
             scopes: strings(&["webmaster.manage"]),
+            scope_descriptions: described(&[(
+                "webmaster.manage",
+                "Manage your sites in Bing Webmaster Tools",
+            )]),
             rotates_refresh_tokens: false,
             api_base_url: Some("https://ssl.bing.com/webmaster/api.svc/json".into()),
             ..base(
@@ -341,6 +416,7 @@ pub fn all() -> Vec<Provider> {
             account_id: strings(&["/ID"]),
             account_name: Some("/username".into()),
             scopes: strings(&["global"]),
+            scope_descriptions: described(&[("global", "Manage all your WordPress.com sites")]),
             keep_fields: strings(&["blog_id", "blog_url"]),
             api_base_url: Some("https://public-api.wordpress.com".into()),
             refresh: RefreshStyle::None,
@@ -383,6 +459,7 @@ pub fn demo(settings: &Settings) -> Provider {
         // Ours: every answer of the demo server carries `iss`.
         iss_required: true,
         scopes: strings(&["profile", "contacts.read"]),
+        scope_descriptions: described(&[("contacts.read", "See your contacts")]),
         api_base_url: Some(format!("{base_url}/demo/api")),
         client_id_env: "TETHER_DEMO_CLIENT_ID".into(),
         client_secret_env: "TETHER_DEMO_CLIENT_SECRET".into(),

@@ -62,6 +62,17 @@ pub enum Identity {
     Introspect,
 }
 
+/// What a reconnect sends as OpenID Connect's `login_hint`, so that the
+/// provider offers the account being reconnected rather than any other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginHint {
+    /// The account's id (Google takes its `sub`).
+    AccountId,
+    /// The account's name (Microsoft takes the user principal name).
+    AccountName,
+}
+
 /// The type of a field of a provider's settings schema.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
@@ -153,6 +164,16 @@ pub struct Provider {
     /// `optional_scope` beside `scope` (HubSpot: a required scope the
     /// account cannot grant fails the install; an optional one is left out).
     pub optional_scopes: Vec<String>,
+    /// Scopes that are asked for but never echoed in a token answer's
+    /// `scope` (OpenID's `offline_access`, which only asks for a refresh
+    /// token): never counted as missing from a grant.
+    pub request_only_scopes: Vec<String>,
+    /// Each scope in a sentence a client admin reads ("See your email
+    /// address"); a scope without one is shown by its code.
+    pub scope_descriptions: BTreeMap<String, String>,
+    /// What a reconnect of one account sends as `login_hint`, where the
+    /// provider takes one.
+    pub login_hint: Option<LoginHint>,
     pub scope_separator: String,
     /// Installs may start at the provider (GoHighLevel's Marketplace): its
     /// callback then carries a code and no state, and the grant is held

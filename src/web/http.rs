@@ -161,6 +161,12 @@ pub fn form_config(limit: usize) -> actix_web::web::FormConfig {
         })
 }
 
+/// Back to the dashboard, at the card of provider `key` (its anchor), where
+/// the admin acted: a page without script lands there too.
+pub fn back_to_card(key: &str) -> HttpResponse {
+    see_other(&format!("{}#card-{key}", crate::oauth::DASHBOARD))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

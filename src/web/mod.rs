@@ -9,6 +9,7 @@ pub mod oauth;
 pub mod ops;
 pub mod pages;
 pub mod session;
+pub mod when;
 
 use crate::error::{AppError, Code, PageError};
 use actix_web::web;

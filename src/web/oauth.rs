@@ -1,13 +1,17 @@
 //! Browser OAuth routes: authorize, callback, refresh, status, disconnect.
 //! The tenant always comes from the session, never from the request.
 
-use super::http::{account_param, client_addr, html, no_referrer, redirect_no_referrer, see_other};
+use super::http::{
+    account_param, back_to_card, client_addr, html, no_referrer, redirect_no_referrer, see_other,
+};
 use super::session::{self, AdminSession, CsrfForm, FlashKind, NoFields};
+use super::when::{self, Moment};
 
 use crate::app::App;
 use crate::connections::connect::{self, Completion, Starter};
 use crate::connections::installs::{self, Received};
 use crate::connections::{links, manage, status};
+use crate::db::models::connection::Connection;
 use crate::error::{AppError, AppResult, Code, PageError, PageResult};
 use crate::oauth::{self, CallbackQuery, DASHBOARD};
 use actix_session::Session;
@@ -46,6 +50,9 @@ fn rate_limit(state: &App, req: &HttpRequest) -> AppResult<()> {
 struct AuthorizeForm {
     popup: Option<String>,
     return_to: Option<String>,
+    /// Reconnect of this connected account: the provider is sent its login
+    /// hint, if it takes one.
+    account: Option<String>,
 }
 
 /// `POST /oauth/{provider}/authorize`: Connect or Reconnect, from the card's
@@ -65,6 +72,22 @@ async fn authorize(
         None => DASHBOARD.to_string(),
     };
     let popup = query.popup.as_deref() == Some("1");
+    let login_hint = match account_param(query.account.as_deref())? {
+        Some(account) => {
+            let (tenant, key) = (admin.tenant_id.clone(), provider.key.clone());
+            let row = state
+                .db(move |c| Ok(Connection::find(c, &tenant, &key, &account)?))
+                .await?
+                .ok_or_else(|| {
+                    AppError::not_connected_because(format!(
+                        "That {} account is not connected here. Use Connect to add it.",
+                        provider.display_name
+                    ))
+                })?;
+            connect::login_hint(&provider, &row)
+        }
+        None => None,
+    };
     let starter = Starter {
         tenant_id: admin.tenant_id.clone(),
         user_id: Some(admin.user_id.clone()),
@@ -72,6 +95,7 @@ async fn authorize(
         ask_consent: false,
         tags: None,
         embed_origin: None,
+        login_hint,
     };
     let url = connect::begin(&state, provider, starter, return_to, popup).await?;
     Ok(redirect_no_referrer(&url))
@@ -83,7 +107,11 @@ struct LinkPage<'a> {
     tenant: &'a str,
     provider: &'a str,
     email: Option<&'a str>,
-    expires: String,
+    expires: Moment,
+    /// How long the link has left, in words ("15 minutes").
+    lasts: String,
+    /// The CRM's name, as the client's staff know it.
+    crm: &'a str,
     csrf: &'a str,
     /// The CRM page's origin, when `/static/connect.js` opened the link.
     embed: Option<&'a str>,
@@ -114,7 +142,9 @@ async fn connect_link_page(
         tenant: &link.tenant_name,
         provider: &link.provider_name,
         email: link.email.as_deref(),
-        expires: link.expires_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        expires: Moment::of(link.expires_at),
+        lasts: when::span((link.expires_at - crate::db::now()).num_seconds()),
+        crm: &state.settings.crm_name,
         csrf: &csrf,
         embed: embed.as_deref(),
     }
@@ -475,7 +505,11 @@ fn finish(state: &App, session: &Session, done: Completion) -> PageResult<HttpRe
     } else {
         FlashKind::Warn
     };
-    session::flash(session, kind, done.message);
+    if done.by_link {
+        session::flash(session, kind, done.message);
+    } else {
+        session::flash_card(session, kind, &done.provider, done.message);
+    }
     Ok(redirect_no_referrer(&done.return_to))
 }
 
@@ -592,22 +626,24 @@ async fn refresh(
         &actor,
     );
     match refreshed.await {
-        Ok(fresh) => session::flash(
+        Ok(fresh) => session::flash_card(
             &admin.session,
             FlashKind::Ok,
+            &provider.key,
             format!(
-                "{} tokens refreshed for {}.",
-                provider.display_name,
-                fresh.label()
+                "Access to {} at {} is renewed.",
+                fresh.label(),
+                provider.display_name
             ),
         ),
-        Err(e) => session::flash(
+        Err(e) => session::flash_card(
             &admin.session,
             FlashKind::Error,
-            format!("Refresh failed: {}", e.message()),
+            &provider.key,
+            format!("Could not renew access: {}", e.message()),
         ),
     }
-    Ok(see_other(DASHBOARD))
+    Ok(back_to_card(&provider.key))
 }
 
 /// `POST /oauth/{provider}/default`: the admin picks the default account.
@@ -632,16 +668,17 @@ async fn make_default(
         &admin.actor(),
     )
     .await?;
-    session::flash(
+    session::flash_card(
         &admin.session,
         FlashKind::Ok,
+        &provider.key,
         format!(
             "{} is now the default {} account.",
             chosen.label(),
             provider.display_name
         ),
     );
-    Ok(see_other(DASHBOARD))
+    Ok(back_to_card(&provider.key))
 }
 
 #[derive(serde::Deserialize)]
@@ -682,6 +719,6 @@ async fn disconnect(
         &admin.actor(),
     )
     .await?;
-    session::flash(&admin.session, FlashKind::Ok, done.message);
-    Ok(see_other(DASHBOARD))
+    session::flash_card(&admin.session, FlashKind::Ok, &provider.key, done.message);
+    Ok(back_to_card(&provider.key))
 }

@@ -1,7 +1,8 @@
 //! Server-rendered pages: sign-in (local and SSO), the integrations dashboard.
 
-use super::http::{client_addr, html, see_other};
+use super::http::{back_to_card, client_addr, html, see_other};
 use super::session::{self, AdminSession, CsrfForm, Flash, FlashKind, NoFields};
+use super::when::Moment;
 use crate::app::App;
 use crate::connections::integration::{self, IntegrationView, FORM_PREFIX};
 use crate::connections::private_token;
@@ -18,8 +19,8 @@ use crate::providers::{FieldType, Flow, Provider};
 use actix_session::Session;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
-use chrono::NaiveDateTime;
 use std::collections::HashMap;
+use std::time::Duration;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(root))
@@ -302,15 +303,17 @@ pub struct Card {
     /// What the platform calls the private tokens a tenant may store
     /// instead of connecting (a platform's private integration tokens).
     pub private_tokens: Option<String>,
+    /// What most needs a person among its accounts.
+    pub need: Option<Need>,
+    /// The outcome of what the admin just did on this card.
+    pub flash: Option<Flash>,
 }
 
-/// A card's settings form: one input per schema field, or a JSON box when
-/// the provider declares no schema; after a refused save, what was typed
-/// and why it was refused.
+/// A card's settings form: one typed input per schema field (a provider
+/// without a schema has none: its free-form settings are the CRM's to
+/// write); after a refused save, what was typed and why it was refused.
 pub struct SettingsForm {
     pub fields: Vec<FieldInput>,
-    /// The JSON box's text (no schema).
-    pub json: String,
     pub error: Option<String>,
 }
 
@@ -400,19 +403,69 @@ fn settings_form(
             }
         })
         .collect();
-    let json = match draft {
-        Some(d) => d.form.get(JSON_BOX).cloned().unwrap_or_default(),
-        None => serde_json::to_string_pretty(stored).unwrap_or_else(|_| "{}".into()),
-    };
     SettingsForm {
         fields,
-        json,
         error: draft.map(|d| d.error.clone()),
     }
 }
 
-/// The JSON box's form field.
-const JSON_BOX: &str = "settings_json";
+/// Why an account needs a person, most urgent first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Need {
+    /// The provider refused the grant: only a reconnect brings it back.
+    Reconnect,
+    /// The provider now asks for permissions the account has not granted.
+    Permissions,
+    /// The refresh token lapses soon: a reconnect before then keeps it.
+    Lapsing,
+    /// Refreshes have failed for longer than `TETHER_FAILING_AFTER_SECS`.
+    Failing,
+}
+
+impl Need {
+    /// Whether the fix is a reconnect of the account (else a retry).
+    pub fn reconnects(self) -> bool {
+        self != Need::Failing
+    }
+
+    /// Whether the account is unusable until someone acts (else it is a
+    /// warning ahead of time).
+    pub fn is_broken(self) -> bool {
+        self == Need::Reconnect
+    }
+
+    /// As in `data-need` and CSS classes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Need::Reconnect => "reconnect",
+            Need::Permissions => "permissions",
+            Need::Lapsing => "lapsing",
+            Need::Failing => "failing",
+        }
+    }
+}
+
+/// One permission of an account, in words where the provider's preset or
+/// providers file gives them.
+pub struct Permission {
+    /// The sentence, or the scope's code when none is known.
+    pub text: String,
+    pub code: String,
+}
+
+fn permissions(provider: &Provider, scopes: &[String]) -> Vec<Permission> {
+    scopes
+        .iter()
+        .map(|s| Permission {
+            text: provider
+                .scope_descriptions
+                .get(s)
+                .cloned()
+                .unwrap_or_else(|| s.clone()),
+            code: s.clone(),
+        })
+        .collect()
+}
 
 /// One connected account on its provider's card, with its own actions.
 pub struct AccountCard {
@@ -422,14 +475,26 @@ pub struct AccountCard {
     pub label: String,
     pub is_default: bool,
     pub status: PublicStatus,
-    pub scopes: Vec<String>,
-    /// Scopes asked for now that this account was not granted.
-    pub missing_scopes: Vec<String>,
-    pub expires_at: Option<String>,
-    pub last_refreshed_at: Option<String>,
+    pub permissions: Vec<Permission>,
+    /// Permissions asked for now that this account was not granted.
+    pub missing: Vec<Permission>,
+    /// What most needs a person, if anything.
+    pub need: Option<Need>,
+    /// Lapsing is already said by the banner (no "Access ends" line).
+    pub lapse_in_banner: bool,
+    /// The sentence that says so, and what the fix does.
+    pub need_text: String,
+    /// When the current access token expires (none: it does not).
+    pub expires: Option<Moment>,
+    /// The last successful renewal (none: not yet).
+    pub renewed: Option<Moment>,
+    /// When a failing account is tried again.
+    pub next_try: Option<Moment>,
+    pub connected: Moment,
+    /// When the refresh token lapses, if the provider documents a lifetime.
+    pub lapses: Option<Moment>,
+    /// What the provider last said, as stored (shown under "Details").
     pub last_error: Option<String>,
-    /// When the refresh token lapses soon (a reconnect is needed before then).
-    pub lapses_on: Option<String>,
     /// The account's own settings, over the provider's.
     pub settings: SettingsForm,
     /// The HTML id its settings form's inputs start with.
@@ -439,56 +504,117 @@ pub struct AccountCard {
 }
 
 pub struct EventLine {
-    pub when: String,
+    pub when: Moment,
     pub label: &'static str,
     pub actor: String,
 }
 
-fn when(t: NaiveDateTime) -> String {
-    t.format("%Y-%m-%d %H:%M UTC").to_string()
-}
-
-/// A time of a [`StatusView`] (RFC 3339) as the dashboard shows it.
-fn shown(iso: &Option<String>, format: &str) -> Option<String> {
-    let t = chrono::DateTime::parse_from_rfc3339(iso.as_deref()?).ok()?;
-    Some(t.format(format).to_string())
-}
-
-/// An account's card line, from the view the API gives of that account.
-/// `warn_days` is how far ahead a lapsing refresh token is shown (the
-/// scheduler's warning window).
-fn account_card(
+/// What the dashboard knows of one account: the view the API gives of it,
+/// and the row's own times.
+struct AccountFacts<'a> {
+    provider: &'a Provider,
     view: StatusView,
+    row: &'a Connection,
     settings: SettingsForm,
     form_id: String,
-    warn_days: i64,
-) -> AccountCard {
+}
+
+/// An account's card line. `warn_days` is how far ahead a lapsing refresh
+/// token is shown (the scheduler's warning window); `failing_after`, how
+/// long refreshes fail before a person is asked to look.
+fn account_card(f: AccountFacts<'_>, warn_days: i64, failing_after: Duration) -> AccountCard {
+    let AccountFacts {
+        provider,
+        view,
+        row,
+        settings,
+        form_id,
+    } = f;
     let (id, name) = view
         .account
         .map(|a| (a.id.to_string(), a.name))
         .unwrap_or_default();
-    let soon = chrono::Utc::now() + chrono::Duration::days(warn_days);
+    let label = name.unwrap_or_else(|| id.clone());
+    let now = chrono::Utc::now();
+    let lapses = Moment::parse(view.lapses_at.as_deref());
+    let lapsing = view
+        .lapses_at
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .is_some_and(|t| t <= now + chrono::Duration::days(warn_days));
+    let failing_long = view.status == PublicStatus::Error
+        && row.error_since.is_some_and(|since| {
+            (now.naive_utc() - since)
+                .to_std()
+                .is_ok_and(|d| d >= failing_after)
+        });
+    let need = if view.status == PublicStatus::NeedsReconnect {
+        Some(Need::Reconnect)
+    } else if !view.missing_scopes.is_empty() {
+        Some(Need::Permissions)
+    } else if lapsing {
+        Some(Need::Lapsing)
+    } else if failing_long {
+        Some(Need::Failing)
+    } else {
+        None
+    };
+    let p = &provider.display_name;
+    let missing = permissions(provider, &view.missing_scopes);
+    let need_text = match need {
+        Some(Need::Reconnect) => {
+            format!("{p} no longer accepts the connection of {label}. Reconnect it to keep it working.")
+        }
+        Some(Need::Permissions) => format!(
+            "{p} now asks {label} for more: {}. Reconnect to give them.{}",
+            missing
+                .iter()
+                .map(|m| m.text.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            match (&lapses, lapsing) {
+                (Some(m), true) => format!(" Its access also ends {}.", m.relative),
+                _ => String::new(),
+            }
+        ),
+        Some(Need::Lapsing) => format!(
+            "{p} ends access to {label} {}. Reconnect before then to keep it working.",
+            lapses.as_ref().map_or("soon", |m| m.relative.as_str())
+        ),
+        Some(Need::Failing) => format!(
+            "{p} has not answered for {label} since {}. We keep trying; try now, or reconnect if this goes on.",
+            row.error_since
+                .map_or_else(|| "a while".to_string(), |t| Moment::of(t).relative)
+        ),
+        None => String::new(),
+    };
+    let refreshes = provider.refresh != crate::providers::RefreshStyle::None
+        && view.kind != Some(Kind::PrivateToken);
     AccountCard {
-        label: name.unwrap_or_else(|| id.clone()),
         id,
         is_default: view.default,
         status: view.status,
-        scopes: view.scopes,
-        missing_scopes: view.missing_scopes,
-        expires_at: shown(&view.expires_at, MINUTE),
-        last_refreshed_at: shown(&view.last_refreshed_at, MINUTE),
+        permissions: permissions(provider, &view.scopes),
+        missing,
+        lapse_in_banner: need == Some(Need::Lapsing),
+        need,
+        need_text,
+        expires: Moment::parse(view.expires_at.as_deref()),
+        renewed: refreshes
+            .then(|| Moment::parse(view.last_refreshed_at.as_deref()))
+            .flatten(),
+        next_try: (view.status == PublicStatus::Error)
+            .then(|| row.next_refresh_at.map(Moment::of))
+            .flatten(),
+        connected: Moment::of(row.created_at),
+        lapses,
         last_error: view.last_error,
-        lapses_on: view
-            .lapses_at
-            .filter(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok_and(|t| t <= soon))
-            .and_then(|t| shown(&Some(t), "%Y-%m-%d")),
         settings,
         form_id,
         private_token: view.kind == Some(Kind::PrivateToken),
+        label,
     }
 }
-
-const MINUTE: &str = "%Y-%m-%d %H:%M UTC";
 
 /// A provider's card: every fact comes from the [`StatusView`]s the API
 /// gives of the provider (`view`) and of each account (`accounts`, default
@@ -496,22 +622,14 @@ const MINUTE: &str = "%Y-%m-%d %H:%M UTC";
 fn card(
     provider: &Provider,
     view: StatusView,
-    accounts: Vec<(StatusView, SettingsForm)>,
+    accounts: Vec<AccountCard>,
     events: Vec<Event>,
     settings: SettingsForm,
-    warn_days: i64,
 ) -> Card {
-    let accounts: Vec<AccountCard> = accounts
-        .into_iter()
-        .enumerate()
-        .map(|(i, (a, form))| {
-            let form_id = format!("settings-{}-a{}", provider.key, i + 1);
-            account_card(a, form, form_id, warn_days)
-        })
-        .collect();
     Card {
         key: provider.key.to_string(),
-        needs_new_permissions: accounts.iter().any(|a| !a.missing_scopes.is_empty()),
+        needs_new_permissions: accounts.iter().any(|a| !a.missing.is_empty()),
+        need: accounts.iter().filter_map(|a| a.need).min(),
         name: provider.display_name.clone(),
         status: view.status,
         has_tokens: !accounts.is_empty(),
@@ -521,13 +639,14 @@ fn card(
         events: events
             .into_iter()
             .map(|e| EventLine {
-                when: when(e.created_at),
+                when: Moment::of(e.created_at),
                 label: e.kind.label(),
                 actor: e.actor,
             })
             .collect(),
         settings,
         private_tokens: provider.private_tokens.clone(),
+        flash: None,
     }
 }
 
@@ -564,6 +683,7 @@ async fn board(
         .collect();
     let tenant_id = tenant_id.clone();
     let warn_days = state.settings.refresh.lapse_warning_days;
+    let failing_after = state.settings.refresh.failing_after;
     let cards = state
         .db(move |c| {
             let mut out = Vec::new();
@@ -586,15 +706,21 @@ async fn board(
                         .filter(|d| d.provider == p.key.as_str() && d.account.as_deref() == account)
                 };
                 let none = serde_json::json!({});
-                let each = accounts.iter().map(|a| {
+                let each = accounts.iter().enumerate().map(|(i, a)| {
                     let id = a.account_id.as_str();
                     let stored = own.get(id).unwrap_or(&none);
-                    let form = settings_form(p, stored, Some(&shared), draft_of(Some(id)));
-                    (StatusView::of(p, Some(a)), form)
+                    let facts = AccountFacts {
+                        provider: p,
+                        view: StatusView::of(p, Some(a)),
+                        row: a,
+                        settings: settings_form(p, stored, Some(&shared), draft_of(Some(id))),
+                        form_id: format!("settings-{}-a{}", p.key, i + 1),
+                    };
+                    account_card(facts, warn_days, failing_after)
                 });
                 let each = each.collect();
                 let form = settings_form(p, &shared, None, draft_of(None));
-                out.push(card(p, view, each, events, form, warn_days));
+                out.push(card(p, view, each, events, form));
             }
             Ok(out)
         })
@@ -608,9 +734,72 @@ struct Dashboard<'a> {
     tenant_name: &'a str,
     email: &'a str,
     csrf: &'a str,
-    cards: Vec<Card>,
+    /// The CRM's name as configured, and at the start of a sentence.
+    crm: &'a str,
+    crm_start: String,
+    /// Every account that needs a person, most urgent first.
+    attention: Vec<Attention>,
+    /// Providers with accounts, those that need a person first.
+    connected: Vec<Card>,
+    /// Providers to connect, compact.
+    available: Vec<Card>,
     disabled: Vec<DisabledItem>,
+    /// A message about no one card.
     flash: Option<Flash>,
+}
+
+/// One line of "Needs your attention": an account and its fix.
+pub struct Attention {
+    pub key: String,
+    pub provider: String,
+    pub account_id: String,
+    pub account: String,
+    pub need: Need,
+    pub text: String,
+}
+
+/// `name` with its first letter in capitals, to start a sentence.
+pub fn sentence_start(name: &str) -> String {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// The board laid out for a person: what needs them, then what is
+/// connected, then what may be connected; a flash about a card goes on it.
+fn lay_out(
+    mut cards: Vec<Card>,
+    flash: Option<Flash>,
+) -> (Vec<Attention>, Vec<Card>, Vec<Card>, Option<Flash>) {
+    let mut page_flash = flash;
+    if let Some(target) = page_flash.as_ref().and_then(|f| f.card.clone()) {
+        if let Some(card) = cards.iter_mut().find(|c| c.key == target) {
+            card.flash = page_flash.take();
+        }
+    }
+    let mut attention: Vec<Attention> = cards
+        .iter()
+        .flat_map(|c| {
+            c.accounts.iter().filter_map(|a| {
+                Some(Attention {
+                    key: c.key.clone(),
+                    provider: c.name.clone(),
+                    account_id: a.id.clone(),
+                    account: a.label.clone(),
+                    need: a.need?,
+                    text: a.need_text.clone(),
+                })
+            })
+        })
+        .collect();
+    attention.sort_by_key(|a| a.need);
+    let (mut connected, available): (Vec<Card>, Vec<Card>) =
+        cards.into_iter().partition(|c| c.has_tokens);
+    // Stable: alphabetical within each group, as the catalogue lists them.
+    connected.sort_by_key(|c| c.need.is_none());
+    (attention, connected, available, page_flash)
 }
 
 async fn dashboard(state: web::Data<App>, admin: AdminSession) -> PageResult<HttpResponse> {
@@ -636,13 +825,19 @@ async fn dashboard_page(
     };
     let csrf = session::csrf_token(&admin.session)?;
     let Board { cards, disabled } = board(state, &admin.tenant_id, None, draft).await?;
+    let (attention, connected, available, flash) =
+        lay_out(cards, session::take_flash(&admin.session));
     let page = Dashboard {
         tenant_name: &tenant.name,
         email: &admin.email,
         csrf: &csrf,
-        cards,
+        crm: &state.settings.crm_name,
+        crm_start: sentence_start(&state.settings.crm_name),
+        attention,
+        connected,
+        available,
         disabled,
-        flash: session::take_flash(&admin.session),
+        flash,
     };
     Ok(Some(page.render().map_err(AppError::internal)?))
 }
@@ -651,6 +846,8 @@ async fn dashboard_page(
 #[template(path = "card_fragment.html")]
 struct CardFragment<'a> {
     csrf: &'a str,
+    crm: &'a str,
+    crm_start: String,
     card: &'a Card,
 }
 
@@ -666,7 +863,12 @@ async fn card_fragment(
         .first()
         .ok_or_else(|| AppError::not_found("no such provider, or it is disabled"))?;
     let csrf = session::csrf_token(&admin.session)?;
-    render(&CardFragment { csrf: &csrf, card })
+    render(&CardFragment {
+        csrf: &csrf,
+        crm: &state.settings.crm_name,
+        crm_start: sentence_start(&state.settings.crm_name),
+        card,
+    })
 }
 
 #[derive(serde::Deserialize)]
@@ -700,8 +902,19 @@ async fn set_enabled(
         &admin.actor(),
     )
     .await?;
-    session::flash(&admin.session, FlashKind::Ok, switched(&provider, enabled));
-    Ok(see_other(DASHBOARD))
+    if enabled {
+        session::flash_card(
+            &admin.session,
+            FlashKind::Ok,
+            &provider.key,
+            switched(&provider, enabled),
+        );
+        Ok(back_to_card(&provider.key))
+    } else {
+        // Its card is gone: the message goes at the top.
+        session::flash(&admin.session, FlashKind::Ok, switched(&provider, enabled));
+        Ok(see_other(DASHBOARD))
+    }
 }
 
 /// What the admin is told after switching a provider on or off.
@@ -734,25 +947,24 @@ async fn save_settings(
         .get(ACCOUNT_FIELD)
         .map(|raw| AccountId::parse(raw))
         .transpose()?;
+    if provider.settings_schema.is_empty() {
+        // Free-form settings are the CRM's to write, through its API.
+        return Err(AppError::bad_request(
+            Code::InvalidSettings,
+            format!("{} has no settings to change here.", provider.display_name),
+        )
+        .into());
+    }
     let saved = async {
         let actor = admin.actor();
-        let boxed = || integration::from_json_box(form.get(JSON_BOX).map_or("", String::as_str));
         match &account {
             None => {
-                let settings = if provider.settings_schema.is_empty() {
-                    boxed()?
-                } else {
-                    integration::from_form(&provider, &form)?
-                };
+                let settings = integration::from_form(&provider, &form)?;
                 let (t, s) = (&admin.tenant_id, Some(&settings));
                 integration::save(&state, t, &provider, None, s, &actor).await?;
             }
             Some(account) => {
-                let settings = if provider.settings_schema.is_empty() {
-                    boxed()?
-                } else {
-                    integration::from_account_form(&provider, &form)?
-                };
+                let settings = integration::from_account_form(&provider, &form)?;
                 let t = &admin.tenant_id;
                 integration::save_account(&state, t, &provider, account, &settings, &actor).await?;
             }
@@ -765,8 +977,8 @@ async fn save_settings(
                 None => format!("{} settings saved.", provider.display_name),
                 Some(a) => format!("{} settings of {} saved.", provider.display_name, a),
             };
-            session::flash(&admin.session, FlashKind::Ok, message);
-            Ok(see_other(DASHBOARD))
+            session::flash_card(&admin.session, FlashKind::Ok, &provider.key, message);
+            Ok(back_to_card(&provider.key))
         }
         Err(e) if e.is(Code::InvalidSettings) || e.is(Code::SettingsTooLarge) => {
             not_saved(&state, &admin, &provider, account, form, &e).await
@@ -828,20 +1040,22 @@ async fn save_private_token(
         .as_deref()
         .unwrap_or("private token");
     match stored.await {
-        Ok((row, _)) => session::flash(
+        Ok((row, _)) => session::flash_card(
             &admin.session,
             FlashKind::Ok,
+            &provider.key,
             format!(
                 "{} connected with its {label}: the CRM can use it now. Tether never refreshes it; connect with OAuth when you can, and it takes the token's place.",
                 row.label()
             ),
         ),
         Err(e) if e.is_unavailable() => return Err(PageError(e)),
-        Err(e) => session::flash(
+        Err(e) => session::flash_card(
             &admin.session,
             FlashKind::Error,
+            &provider.key,
             format!("The {label} was not stored: {}", e.message()),
         ),
     }
-    Ok(see_other(DASHBOARD))
+    Ok(back_to_card(&provider.key))
 }

@@ -386,6 +386,10 @@ impl std::fmt::Display for FlashKind {
 pub struct Flash {
     pub kind: FlashKind,
     pub message: String,
+    /// The provider whose card it is about: shown on that card, where the
+    /// admin acted, rather than at the top of the page.
+    #[serde(default)]
+    pub card: Option<String>,
 }
 
 pub fn flash(session: &Session, kind: FlashKind, message: impl Into<String>) {
@@ -394,6 +398,19 @@ pub fn flash(session: &Session, kind: FlashKind, message: impl Into<String>) {
         Flash {
             kind,
             message: message.into(),
+            card: None,
+        },
+    );
+}
+
+/// A [`flash`] shown on the card of provider `card`.
+pub fn flash_card(session: &Session, kind: FlashKind, card: &str, message: impl Into<String>) {
+    let _ = session.insert(
+        FLASH,
+        Flash {
+            kind,
+            message: message.into(),
+            card: Some(card.to_string()),
         },
     );
 }

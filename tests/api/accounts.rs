@@ -514,7 +514,7 @@ async fn the_dashboard_shows_each_account_with_its_own_forms_and_make_default_sw
         .text()
         .await
         .unwrap();
-    let card = &page[page.find(r#"data-provider="acme""#).unwrap()..];
+    let card = &page[page.find(r#"id="card-acme""#).unwrap()..];
     let card = &card[..card.find("</article>").unwrap()];
     let a = card.find(r#"data-account="loc-a""#).expect("loc-a listed");
     let b = card.find(r#"data-account="loc-b""#).expect("loc-b listed");
@@ -524,11 +524,12 @@ async fn the_dashboard_shows_each_account_with_its_own_forms_and_make_default_sw
         .expect("the Connect button");
     let (item_a, item_b) = (&card[a..b], &card[b..end]);
     assert!(
-        item_a.contains("Main Street") && item_a.contains(">Default<"),
+        item_a.contains("Main Street")
+            && item_a.contains("Default: used when the CRM names no account."),
         "{item_a}"
     );
     assert!(
-        item_b.contains("Harbour Road") && !item_b.contains(">Default<"),
+        item_b.contains("Harbour Road") && !item_b.contains("Default: used when"),
         "{item_b}"
     );
     for (item, id) in [(item_a, "loc-a"), (item_b, "loc-b")] {
@@ -557,7 +558,8 @@ async fn the_dashboard_shows_each_account_with_its_own_forms_and_make_default_sw
         "one Connect"
     );
 
-    // Without JavaScript: post, redirect, flash.
+    // Without JavaScript: post, and back to the card's anchor, where the
+    // outcome is shown.
     let csrf = csrf_in(&page).unwrap();
     let res = app
         .post_form(
@@ -566,7 +568,10 @@ async fn the_dashboard_shows_each_account_with_its_own_forms_and_make_default_sw
         )
         .await;
     assert_eq!(res.status(), 303);
-    assert_eq!(res.headers()["location"], "/settings/integrations");
+    assert_eq!(
+        res.headers()["location"],
+        "/settings/integrations#card-acme"
+    );
     assert_eq!(token(&app, &key, "").await, "at-loc-b");
     let page = app
         .get("/settings/integrations")
@@ -574,11 +579,12 @@ async fn the_dashboard_shows_each_account_with_its_own_forms_and_make_default_sw
         .text()
         .await
         .unwrap();
+    let card = &page[page.find(r#"id="card-acme""#).unwrap()..];
+    let card = &card[..card.find("</article>").unwrap()];
     assert!(
-        page.contains("Harbour Road is now the default Acme CRM account."),
-        "{page}"
+        card.contains("Harbour Road is now the default Acme CRM account."),
+        "the outcome is on the card: {page}"
     );
-    let card = &page[page.find(r#"data-provider="acme""#).unwrap()..];
     assert!(
         card.find(r#"data-account="loc-b""#) < card.find(r#"data-account="loc-a""#),
         "the new default comes first"

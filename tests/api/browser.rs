@@ -210,7 +210,7 @@ async fn browser_renders_a_page_served_by_tether() {
         .for_element(Locator::Css("h1"))
         .await
         .expect("a heading");
-    assert_eq!(h1.text().await.expect("heading text"), "404 Not Found");
+    assert_eq!(h1.text().await.expect("heading text"), "Nothing here");
 
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("not-found.png");
@@ -370,7 +370,7 @@ async fn admin_connects_the_demo_provider_in_a_popup_and_disconnects() {
 
 /// Signs `email` in through the login form; the browser lands on the
 /// dashboard.
-async fn sign_in(client: &Client, address: &str, email: &str, password: &str) {
+pub(crate) async fn sign_in(client: &Client, address: &str, email: &str, password: &str) {
     let wait = || client.wait().at_most(WAIT);
     client
         .goto(&format!("{address}/login"))

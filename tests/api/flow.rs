@@ -186,7 +186,7 @@ async fn refresh_rotates_the_tokens_and_keeps_the_refresh_token_when_none_comes_
         .await
         .unwrap();
     assert!(
-        page.contains("Acme CRM tokens refreshed for Main Street Dental.")
+        page.contains("Access to Main Street Dental at Acme CRM is renewed.")
             && page.contains("Refreshed</span>"),
         "{page}"
     );
@@ -220,7 +220,7 @@ async fn a_refresh_refused_with_invalid_grant_marks_the_connection_needs_reconne
         page.contains("no longer accepts this connection"),
         "banner: {page}"
     );
-    assert!(page.contains("Refresh failed:"));
+    assert!(page.contains("Could not renew access:"), "{page}");
     // No more tries: a second click does not reach the provider (expect(1) above).
     app.post_form("/oauth/acme/refresh", &[("csrf", &csrf)])
         .await;
@@ -307,8 +307,8 @@ async fn reconnecting_replaces_the_tokens_and_records_a_reconnect(backend: Backe
         "{page}"
     );
     assert!(
-        page.contains(r#"data-action="connect">Reconnect"#),
-        "the button offers a reconnect"
+        page.contains(r#"data-action="connect">Add another account"#),
+        "the card offers another account; choosing a connected one reconnects it"
     );
 }
 

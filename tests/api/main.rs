@@ -9,6 +9,7 @@ mod backup;
 mod browser;
 mod ca_certs;
 mod cli;
+mod dashboard_browser;
 mod demo;
 mod embed;
 mod events;

@@ -645,6 +645,7 @@ async fn every_preset_whose_platform_documents_pkce_sends_an_s256_challenge(back
         ask_consent: false,
         tags: None,
         embed_origin: None,
+        login_hint: None,
     };
     for key in [
         "gohighlevel",

@@ -187,7 +187,11 @@ async fn a_refresh_token_about_to_lapse_is_announced_once_and_shown_on_the_card(
         .await
         .unwrap();
     assert!(
-        page.contains("access lapses on") && page.contains("Access lapses soon"),
+        // The fake grants one of the two scopes asked for: the banner asks
+        // for the permissions first and says the access ends too.
+        page.contains(r#"data-need="permissions""#)
+            && page.contains("Its access also ends in 2 days.")
+            && page.contains("Access lapses soon"),
         "{page}"
     );
 }

@@ -281,13 +281,13 @@ async fn an_unlisted_crm_page_is_told_nothing_even_when_it_names_a_listed_origin
     let code = client
         .wait()
         .at_most(WAIT)
-        .for_element(Locator::Css("code"))
+        .for_element(Locator::Css("#problem code"))
         .await
         .expect("an error page")
-        .text()
+        .prop("textContent")
         .await
         .expect("its code");
-    assert_eq!(code, "invalid_embed_origin");
+    assert_eq!(code.as_deref(), Some("invalid_embed_origin"));
     client.close_window().await.expect("close the popup");
     let handles = wait_for_windows(&client, "one window", |h| h.len() == 1).await;
     client.switch_to_window(handles[0].clone()).await.unwrap();

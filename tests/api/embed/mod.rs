@@ -138,7 +138,7 @@ async fn a_link_opened_by_a_listed_page_ends_on_a_popup_that_posts_to_that_origi
 
     // The script posts to the origin the page names, and to nothing else.
     let script = app.get("/static/popup.js").await.text().await.unwrap();
-    assert!(script.contains("el.dataset.target"), "{script}");
+    assert!(script.contains("result.dataset.target"), "{script}");
     assert!(
         !script.contains(r#""*""#) && !script.contains("'*'"),
         "{script}"

@@ -22,6 +22,7 @@ backend_tests!(
     an_expired_token_while_the_provider_is_down_gets_503_with_retry_after,
     a_tenant_without_a_connection_gets_404_for_its_token,
     scopes_added_since_the_grant_are_listed_as_missing_and_the_card_asks_to_reconnect,
+    offline_access_never_echoed_by_the_provider_is_not_missing,
 );
 
 /// Makes the stored access token expire `secs` seconds from now (negative: ago).
@@ -272,11 +273,15 @@ async fn scopes_added_since_the_grant_are_listed_as_missing_and_the_card_asks_to
         .text()
         .await
         .unwrap();
+    assert!(page.contains(r#"data-need="permissions""#), "{page}");
     assert!(
-        page.contains("Reconnect to grant new permissions"),
+        page.contains("now asks Main Street Dental for more: contacts.write."),
         "{page}"
     );
-    assert!(page.contains("<code>contacts.write</code>"), "{page}");
+    assert!(
+        page.contains(r#"data-action="reconnect-account">Reconnect Main Street Dental"#),
+        "the fix beside the account: {page}"
+    );
 
     // Granted in full (a reconnect with the new scope): nothing is missing.
     let id = app.acme_account("acme", ACCOUNT).id;
@@ -294,8 +299,67 @@ async fn scopes_added_since_the_grant_are_listed_as_missing_and_the_card_asks_to
         .text()
         .await
         .unwrap();
-    assert!(
-        !page.contains("Reconnect to grant new permissions"),
-        "{page}"
-    );
+    assert!(!page.contains(r#"data-need="permissions""#), "{page}");
+}
+
+/// An OpenID provider asked for `offline_access` never echoes it in the token
+/// answer's `scope` (oidc-provider, Okta and Auth0 leave it out); the fake
+/// grants `contacts.read` alone. Nothing is missing, and the card asks for
+/// no reconnect. A providers file that empties `request_only_scopes` makes
+/// it count again, so the rule is the list's, not a special case.
+async fn offline_access_never_echoed_by_the_provider_is_not_missing(backend: Backend) {
+    for (extra, missing) in [
+        ("", json!([])),
+        ("request_only_scopes = []\n", json!(["offline_access"])),
+    ] {
+        let fake = crate::helpers::FakeProvider::start().await;
+        let toml = fake.providers_toml("post").replace(
+            r#"scopes = ["contacts.read", "contacts.write"]"#,
+            r#"scopes = ["contacts.read", "offline_access"]"#,
+        ) + extra;
+        let app = crate::helpers::spawn_app_with_providers(
+            crate::helpers::TestDb::new(backend),
+            &toml,
+            &[],
+        )
+        .await;
+        app.create_admin("acme", crate::helpers::OWNER);
+        let signed_in = app
+            .login(crate::helpers::OWNER, crate::helpers::PASSWORD)
+            .await;
+        assert_eq!(signed_in.status(), 303);
+        let res = app
+            .authorize("acme", &[("return_to", "/settings/integrations")])
+            .await;
+        let location = res.headers()["location"].to_str().unwrap().to_string();
+        let asked = crate::helpers::query_param(&location, "scope");
+        assert_eq!(asked.as_deref(), Some("contacts.read offline_access"));
+        let state = crate::helpers::query_param(&location, "state").unwrap();
+        let challenge = crate::helpers::query_param(&location, "code_challenge").unwrap();
+        crate::helpers::mount_exchange(&fake, &challenge, "at-1", "rt-1").await;
+        let res = app
+            .get(&format!(
+                "/oauth/acme/callback?code=the-code&state={state}&iss={}",
+                crate::helpers::ACME_ISSUER
+            ))
+            .await;
+        assert_eq!(res.status(), 303, "{:?}", res.text().await);
+        let key = app.api_key(Some("acme"), false);
+        let (_, token) = app
+            .get_json(&format!("{API}/acme/connections/acme/token"), &key)
+            .await;
+        assert_eq!(token["scopes"], json!(["contacts.read"]), "{extra}");
+        assert_eq!(token["missing_scopes"], missing, "{extra}");
+        let page = app
+            .get("/settings/integrations")
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            page.contains(r#"data-need="permissions""#),
+            missing != json!([]),
+            "{extra}: {page}"
+        );
+    }
 }
