@@ -418,7 +418,7 @@ pub enum Need {
     Permissions,
     /// The refresh token lapses soon: a reconnect before then keeps it.
     Lapsing,
-    /// Refreshes have failed for longer than `TETHER_FAILING_AFTER_SECS`.
+    /// Refreshes have failed for longer than `TETHER_REFRESH_FAILING_AFTER`.
     Failing,
 }
 

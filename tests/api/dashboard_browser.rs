@@ -455,3 +455,79 @@ async fn a_provider_failing_the_exchange_is_told_on_the_card_not_in_the_popup() 
     );
     client.close().await.expect("end the browser session");
 }
+
+#[actix_web::test]
+async fn a_posting_button_says_it_is_working_and_is_sent_once_and_times_are_the_viewers() {
+    let Some((client, _driver)) = browser().await else {
+        return;
+    };
+    let fake = FakeProvider::start().await;
+    // A slow provider: the renewal takes two seconds to answer.
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_string_contains("grant_type=refresh_token"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({
+                    "access_token": "at-renewed", "refresh_token": "rt-renewed",
+                    "token_type": "Bearer", "expires_in": 3600
+                }))
+                .set_delay(std::time::Duration::from_secs(2)),
+        )
+        .mount(&fake.server)
+        .await;
+    let app = tenant_with_a_broken_account(&fake).await;
+    sign_in(&client, &app.address, OWNER, PASSWORD).await;
+
+    // Times: relative text, and the exact time in the viewer's own format
+    // rather than the server's UTC text.
+    let times = eval(
+        &client,
+        r#"return [...document.querySelectorAll('time[data-rel]')].map(function (t) {
+             return [t.textContent, t.title, t.getAttribute('datetime')]; });"#,
+    )
+    .await;
+    let times = times.as_array().unwrap();
+    assert!(!times.is_empty());
+    for t in times {
+        let (text, title) = (t[0].as_str().unwrap(), t[1].as_str().unwrap());
+        assert!(
+            text == "just now" || text.starts_with("in ") || text.ends_with(" ago"),
+            "{t}"
+        );
+        assert!(!title.ends_with("UTC"), "shown in the viewer's zone: {t}");
+    }
+
+    // Two clicks on Renew now while the first is on its way: one renewal.
+    let said = eval(
+        &client,
+        &format!(
+            r#"var sent = 0;
+               document.addEventListener('submit', function (e) {{ if (!e.defaultPrevented) sent += 1; }});
+               var b = document.querySelector('article.card [data-account="{HEALTHY}"] [data-action="refresh"]');
+               b.click(); b.click();
+               return [b.getAttribute('aria-busy'), b.textContent, sent];"#
+        ),
+    )
+    .await;
+    assert_eq!(said[2], 1, "the second click sends nothing: {said}");
+    assert_eq!(said[0], "true", "{said}");
+    assert!(said[1].as_str().unwrap().starts_with("Renewing…"), "{said}");
+    wait_until(
+        &client,
+        "the renewal's outcome on the card",
+        r#"var m = document.querySelector('article.card[data-provider="acme"] [data-card-message]');
+           return !!m && m.textContent.indexOf('is renewed') >= 0;"#,
+    )
+    .await;
+    let renewals = fake
+        .requests()
+        .await
+        .iter()
+        .filter(|r| String::from_utf8_lossy(&r.body).contains("grant_type=refresh_token"))
+        .count();
+    assert_eq!(renewals, 1, "sent once");
+    let url = client.current_url().await.unwrap();
+    assert_eq!(url.fragment(), Some("card-acme"), "back at the card: {url}");
+    client.close().await.expect("end the browser session");
+}

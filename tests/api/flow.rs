@@ -22,6 +22,7 @@ async fn status(app: &TestApp) -> serde_json::Value {
 }
 
 backend_tests!(
+    a_whole_page_connect_comes_back_to_the_card_with_its_outcome,
     an_admin_connects_a_provider_with_pkce_and_sees_it_connected,
     basic_client_authentication_sends_the_credentials_in_the_header,
     refresh_rotates_the_tokens_and_keeps_the_refresh_token_when_none_comes_back,
@@ -374,4 +375,62 @@ async fn a_connection_whose_tokens_no_longer_open_can_still_be_disconnected(back
         .await
         .unwrap();
     assert!(page.contains("did not confirm the revocation"), "{page}");
+}
+
+/// Without script (or with the popup blocked), Connect is a whole-page trip:
+/// the card's form asks to come back to the card's anchor, and the outcome,
+/// connected or declined, is shown on that card rather than at the top.
+async fn a_whole_page_connect_comes_back_to_the_card_with_its_outcome(backend: Backend) {
+    let (app, fake) = signed_in(backend, "post").await;
+    let page = app
+        .get("/settings/integrations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let card = &page[page.find(r#"id="card-acme""#).expect("the acme card")..];
+    let form = &card[card.find(r#"data-form="connect""#).expect("its Connect")..];
+    let form = &form[..form.find("</form>").unwrap()];
+    let back = "/settings/integrations#card-acme";
+    assert!(
+        form.contains(&format!(r#"name="return_to" value="{back}""#)),
+        "{form}"
+    );
+    for (answer, says) in [
+        (
+            "error=access_denied",
+            "You declined the connection at Acme CRM.",
+        ),
+        ("code=the-code", "Connected Acme CRM as Main Street Dental."),
+    ] {
+        let res = app
+            .authorize("acme", &[("return_to", back), ("popup", "0")])
+            .await;
+        let location = res.headers()["location"].to_str().unwrap().to_string();
+        let state = crate::helpers::query_param(&location, "state").unwrap();
+        let challenge = crate::helpers::query_param(&location, "code_challenge").unwrap();
+        if answer.starts_with("code") {
+            crate::helpers::mount_exchange(&fake, &challenge, "at-1", "rt-1").await;
+        }
+        let res = app
+            .get(&format!(
+                "/oauth/acme/callback?{answer}&state={state}&iss={}",
+                crate::helpers::ACME_ISSUER
+            ))
+            .await;
+        assert_eq!(res.status(), 303);
+        assert_eq!(res.headers()["location"], back);
+        let page = app
+            .get("/settings/integrations")
+            .await
+            .text()
+            .await
+            .unwrap();
+        let card = &page[page.find(r#"id="card-acme""#).unwrap()..];
+        let card = &card[..card.find("</article>").unwrap()];
+        assert!(card.contains(says), "on the card: {card}");
+        let top = &page[page.find(r#"id="flash""#).unwrap()..];
+        let top = &top[..top.find("</div>").unwrap()];
+        assert!(!top.contains(says), "not at the top: {top}");
+    }
 }

@@ -231,13 +231,24 @@ async fn a_links_page_names_tenant_provider_and_person_and_previews_leave_it_usa
         .api_post(
             &format!("{API}/acme/connect-links"),
             &key,
-            Some(json!({"provider": "acme", "email": "Jane@Acme.example"})),
+            Some(json!({"provider": "acme", "email": "Jane@Acme.example", "expires_in": 900})),
         )
         .await;
     assert_eq!(res.status(), 201);
     let body: Value = res.json().await.unwrap();
     let link = body["url"].as_str().unwrap().to_string();
     let before = app.snapshot();
+    // How long it lasts, as a person is told it, and the CRM by its name.
+    let page = open_page(&new_browser(), &link).await;
+    assert!(
+        page.contains("The link works once and expires in 15 minutes"),
+        "{page}"
+    );
+    assert!(
+        page.contains("in the CRM, so the CRM can work with it"),
+        "{page}"
+    );
+    assert!(page.contains("<time datetime=\""), "{page}");
     // Chat apps and mail scanners fetch the link, each in its own "browser".
     for _ in 0..3 {
         let page = open_page(&new_browser(), &link).await;
