@@ -636,14 +636,30 @@ async fn refresh(
                 provider.display_name
             ),
         ),
-        Err(e) => session::flash_card(
+        Err(e) => session::flash_card_with(
             &admin.session,
             FlashKind::Error,
             &provider.key,
-            format!("Could not renew access: {}", e.message()),
+            not_renewed(&provider, &e),
+            Some(format!("{} ({})", e.message(), e.code())),
         ),
     }
     Ok(back_to_card(&provider.key))
+}
+
+/// Why a renewal the admin asked for did not happen, as they read it (what
+/// the provider said goes under "Details").
+fn not_renewed(provider: &crate::providers::Provider, e: &AppError) -> String {
+    let p = &provider.display_name;
+    if e.is(Code::NeedsReconnect) {
+        format!("Could not renew access: {p} no longer accepts this account. Reconnect it.")
+    } else if e.is(Code::ProviderMisconfigured) {
+        format!("Could not renew access: {p} refused this service's own credentials. Nothing you can do here: the CRM's team has been told in its logs.")
+    } else if e.status().is_server_error() {
+        format!("Could not renew access: {p} is not answering right now. We keep trying; nothing to do unless this lasts.")
+    } else {
+        format!("Could not renew access: {}", e.message())
+    }
 }
 
 /// `POST /oauth/{provider}/default`: the admin picks the default account.

@@ -390,6 +390,9 @@ pub struct Flash {
     /// admin acted, rather than at the top of the page.
     #[serde(default)]
     pub card: Option<String>,
+    /// What a service said, for whoever wants it: shown under "Details".
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 pub fn flash(session: &Session, kind: FlashKind, message: impl Into<String>) {
@@ -399,18 +402,31 @@ pub fn flash(session: &Session, kind: FlashKind, message: impl Into<String>) {
             kind,
             message: message.into(),
             card: None,
+            detail: None,
         },
     );
 }
 
 /// A [`flash`] shown on the card of provider `card`.
 pub fn flash_card(session: &Session, kind: FlashKind, card: &str, message: impl Into<String>) {
+    flash_card_with(session, kind, card, message, None);
+}
+
+/// A [`flash_card`] with what a service said, shown under "Details".
+pub fn flash_card_with(
+    session: &Session,
+    kind: FlashKind,
+    card: &str,
+    message: impl Into<String>,
+    detail: Option<String>,
+) {
     let _ = session.insert(
         FLASH,
         Flash {
             kind,
             message: message.into(),
             card: Some(card.to_string()),
+            detail,
         },
     );
 }
