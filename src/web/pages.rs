@@ -1,5 +1,6 @@
 //! Server-rendered pages: sign-in (local and SSO), the integrations dashboard.
 
+use super::activity::{self, ActivityLine, UsageLine, Wording};
 use super::http::{client_addr, html, see_other};
 use super::session::{self, AdminSession, CsrfForm, Flash, FlashKind, NoFields};
 use crate::app::App;
@@ -7,10 +8,11 @@ use crate::connections::integration::{self, IntegrationView, FORM_PREFIX};
 use crate::connections::private_token;
 use crate::connections::status::{PublicStatus, StatusView};
 use crate::db::models::account_setting::AccountSetting;
+use crate::db::models::activity::Activity;
 use crate::db::models::connection::{Connection, Kind};
-use crate::db::models::event::Event;
 use crate::db::models::integration_setting::IntegrationSetting;
 use crate::db::models::tenant::Tenant;
+use crate::db::models::usage::{self, Usage};
 use crate::error::{AppError, Code, PageError, PageResult};
 use crate::ids::AccountId;
 use crate::oauth::{safe_return_to, DASHBOARD};
@@ -18,7 +20,6 @@ use crate::providers::{FieldType, Flow, Provider};
 use actix_session::Session;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
-use chrono::NaiveDateTime;
 use std::collections::HashMap;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -296,7 +297,8 @@ pub struct Card {
     pub by_instance: bool,
     /// Whether its tokens can be refreshed (WordPress.com's never expire).
     pub refreshable: bool,
-    pub events: Vec<EventLine>,
+    /// The latest lines of its activity.
+    pub events: Vec<ActivityLine>,
     /// The tenant's settings for the provider, as a form.
     pub settings: SettingsForm,
     /// What the platform calls the private tokens a tenant may store
@@ -436,16 +438,8 @@ pub struct AccountCard {
     pub form_id: String,
     /// Connected with a private token (never refreshed), not OAuth.
     pub private_token: bool,
-}
-
-pub struct EventLine {
-    pub when: String,
-    pub label: &'static str,
-    pub actor: String,
-}
-
-fn when(t: NaiveDateTime) -> String {
-    t.format("%Y-%m-%d %H:%M UTC").to_string()
+    /// What the CRM did with it lately.
+    pub usage: UsageLine,
 }
 
 /// A time of a [`StatusView`] (RFC 3339) as the dashboard shows it.
@@ -459,7 +453,7 @@ fn shown(iso: &Option<String>, format: &str) -> Option<String> {
 /// scheduler's warning window).
 fn account_card(
     view: StatusView,
-    settings: SettingsForm,
+    (settings, usage): (SettingsForm, UsageLine),
     form_id: String,
     warn_days: i64,
 ) -> AccountCard {
@@ -485,6 +479,7 @@ fn account_card(
         settings,
         form_id,
         private_token: view.kind == Some(Kind::PrivateToken),
+        usage,
     }
 }
 
@@ -492,12 +487,12 @@ const MINUTE: &str = "%Y-%m-%d %H:%M UTC";
 
 /// A provider's card: every fact comes from the [`StatusView`]s the API
 /// gives of the provider (`view`) and of each account (`accounts`, default
-/// first, each with its settings form).
+/// first, each with its settings form and its use by the CRM).
 fn card(
     provider: &Provider,
     view: StatusView,
-    accounts: Vec<(StatusView, SettingsForm)>,
-    events: Vec<Event>,
+    accounts: Vec<(StatusView, (SettingsForm, UsageLine))>,
+    events: Vec<ActivityLine>,
     settings: SettingsForm,
     warn_days: i64,
 ) -> Card {
@@ -518,14 +513,7 @@ fn card(
         accounts,
         by_instance: provider.flow == Flow::ClientCredentials,
         refreshable: provider.refresh != crate::providers::RefreshStyle::None,
-        events: events
-            .into_iter()
-            .map(|e| EventLine {
-                when: when(e.created_at),
-                label: e.kind.label(),
-                actor: e.actor,
-            })
-            .collect(),
+        events,
         settings,
         private_tokens: provider.private_tokens.clone(),
     }
@@ -539,12 +527,14 @@ struct Board {
 }
 
 /// Loads the board of the tenant (the cards of all its providers, or of
-/// `only`); `draft` is a refused settings form to draw again.
+/// `only`), worded for `wording`'s reader; `draft` is a refused settings
+/// form to draw again.
 async fn board(
     state: &App,
     tenant_id: &crate::ids::TenantId,
     only: Option<&str>,
     draft: Option<Draft>,
+    wording: Wording,
 ) -> Result<Board, AppError> {
     let integrations = integration::all_of(state, tenant_id).await?;
     let is_on = |p: &Provider| integrations.get(p.key.as_str()).is_none_or(|r| r.enabled);
@@ -569,7 +559,13 @@ async fn board(
             let mut out = Vec::new();
             for (p, row) in &providers {
                 let accounts = Connection::accounts(c, &tenant_id, &p.key)?;
-                let events = Event::recent(c, &tenant_id, &p.key, 5)?;
+                let read = Activity::page(c, &tenant_id, &p.key, None, activity::EVENTS_READ)?;
+                let mut events = activity::lines(read, &wording);
+                events.truncate(activity::CARD_LINES);
+                let ids: Vec<_> = accounts.iter().map(|a| a.id.clone()).collect();
+                let today = crate::db::now().date();
+                let week_ago = today - chrono::Duration::days(usage::WEEK_DAYS);
+                let used = usage::summaries(&Usage::of_connections(c, &ids, week_ago)?, today);
                 let view = StatusView::of_provider(p, &accounts);
                 let shared = IntegrationView::of(p, row.as_ref()).settings;
                 let own: HashMap<String, serde_json::Value> =
@@ -590,7 +586,8 @@ async fn board(
                     let id = a.account_id.as_str();
                     let stored = own.get(id).unwrap_or(&none);
                     let form = settings_form(p, stored, Some(&shared), draft_of(Some(id)));
-                    (StatusView::of(p, Some(a)), form)
+                    let usage = wording.usage(used.get(&a.id));
+                    (StatusView::of(p, Some(a)), (form, usage))
                 });
                 let each = each.collect();
                 let form = settings_form(p, &shared, None, draft_of(None));
@@ -635,7 +632,8 @@ async fn dashboard_page(
         return Ok(None);
     };
     let csrf = session::csrf_token(&admin.session)?;
-    let Board { cards, disabled } = board(state, &admin.tenant_id, None, draft).await?;
+    let wording = Wording::new(state, &admin.email);
+    let Board { cards, disabled } = board(state, &admin.tenant_id, None, draft, wording).await?;
     let page = Dashboard {
         tenant_name: &tenant.name,
         email: &admin.email,
@@ -660,7 +658,8 @@ async fn card_fragment(
     admin: AdminSession,
     path: web::Path<String>,
 ) -> PageResult<HttpResponse> {
-    let board = board(&state, &admin.tenant_id, Some(path.as_str()), None).await?;
+    let wording = Wording::new(&state, &admin.email);
+    let board = board(&state, &admin.tenant_id, Some(path.as_str()), None, wording).await?;
     let card = board
         .cards
         .first()
