@@ -516,6 +516,7 @@ impl Application {
                 app.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
                 let (_, served) = tokio::join!(handle.stop(true), server);
                 served?;
+                flush_usage(&app).await;
                 crate::refresh::keeper::drain(&app).await;
                 return Err(worker_failure(stopped));
             }
@@ -527,9 +528,18 @@ impl Application {
         // The server's own future carries out the stop: poll both.
         let (_, served) = tokio::join!(handle.stop(true), server);
         served?;
+        flush_usage(&app).await;
         crate::refresh::keeper::drain(&app).await;
         log::info!("stopped");
         Ok(())
+    }
+}
+
+/// Writes the uses counted since the last flush, once no request can add
+/// any: only a crash loses counts.
+async fn flush_usage(app: &crate::app::App) {
+    if let Err(e) = crate::workers::flush_usage(app).await {
+        log::warn!("shutdown: usage counts lost: {}", e.message());
     }
 }
 

@@ -1,5 +1,6 @@
 //! The background workers that run beside the HTTP server: the refresh
-//! scheduler, the webhook deliverer and the install sweeper. Both are started here, from one
+//! scheduler, the webhook deliverer, the install sweeper and the usage
+//! flusher, among others. They are started here, from one
 //! place; a worker is supposed to run until the process stops, so one that
 //! ends early (or panics) is logged and takes the process down with an
 //! error instead of leaving it running half alive.
@@ -64,6 +65,10 @@ impl Workers {
         {
             let app = app.clone();
             workers.spawn("held answer keeper", crate::refresh::keeper::keep(app));
+        }
+        {
+            let app = app.clone();
+            workers.spawn("usage flusher", flush_usage_every(app));
         }
         if app
             .providers
@@ -155,6 +160,42 @@ async fn deliver_webhooks(app: Arc<App>) {
         }
         if let Err(e) = crate::webhooks::deliver_due(&app).await {
             log::warn!("webhook delivery: {e:?}");
+        }
+    }
+}
+
+/// Adds the uses counted in memory to the database every
+/// `TETHER_USAGE_FLUSH_MS` until the process stops (a graceful stop flushes
+/// once more, after the last request was answered: see `startup`).
+async fn flush_usage_every(app: Arc<App>) {
+    let mut every = tokio::time::interval(app.settings.usage_flush);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !app.is_stopping() {
+        every.tick().await;
+        if let Err(e) = flush_usage(&app).await {
+            log::warn!(
+                "usage counts not written yet (kept for the next try): {}",
+                e.message()
+            );
+        }
+    }
+}
+
+/// Adds every use counted in memory so far to the database; returns how
+/// many rows it added to. On failure the counts are kept for the next flush.
+pub async fn flush_usage(app: &App) -> crate::error::AppResult<usize> {
+    use crate::db::models::usage::Usage;
+    let tallies = app.usage.take();
+    if tallies.is_empty() {
+        return Ok(0);
+    }
+    let n = tallies.len();
+    let written = tallies.clone();
+    match app.db(move |c| Ok(Usage::add(c, &written)?)).await {
+        Ok(()) => Ok(n),
+        Err(e) => {
+            app.usage.put_back(tallies);
+            Err(e)
         }
     }
 }

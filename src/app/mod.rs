@@ -18,6 +18,7 @@ pub mod flight;
 pub mod hashing;
 pub mod held;
 pub mod receivers;
+pub mod usage;
 
 /// Everything the domain shares: built once by `startup`, handed to the web
 /// layer as app data and to the workers, and taken as `&App` by every
@@ -90,6 +91,9 @@ pub struct App {
     /// Woken when this process queued an app event to relay: the deliverer
     /// sends it now rather than at its next round.
     pub deliver_now: tokio::sync::Notify,
+    /// Token reads and proxied calls counted since the last flush (see
+    /// `app::usage`).
+    pub usage: crate::app::usage::UsageCounter,
 }
 
 /// Permits of [`App::sending`]: more than can ever be in flight.
@@ -161,6 +165,7 @@ impl App {
             disagreements: Default::default(),
             receivers: Default::default(),
             deliver_now: Default::default(),
+            usage: Default::default(),
         }
     }
 

@@ -231,6 +231,9 @@ impl Settings {
                 parse_range(s, 0, 86_400)
             }));
         let crm_name = v.parse("TETHER_CRM_NAME", "the CRM", parse_crm_name);
+        let usage_flush = Duration::from_millis(v.parse("TETHER_USAGE_FLUSH_MS", "10000", |s| {
+            parse_range(s, 10, 600_000)
+        }));
         let api_key_rate_limit = v.parse("TETHER_API_KEY_RATE_LIMIT", "600", |s| {
             parse_range(s, 0, 1_000_000)
         });
@@ -408,6 +411,7 @@ impl Settings {
             proxy_max_body,
             install_claim_window,
             crm_name,
+            usage_flush,
             api_key_rate_limit,
             ca_certs,
             refresh,

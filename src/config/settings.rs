@@ -98,6 +98,10 @@ pub struct Settings {
     /// The CRM's name as the client's staff know it (`TETHER_CRM_NAME`),
     /// written where they see the product: "the CRM" unless set.
     pub crm_name: String,
+    /// How often the uses counted in memory (token reads, proxied calls)
+    /// are added to the database (`TETHER_USAGE_FLUSH_MS`): a crash loses
+    /// at most this much of them.
+    pub usage_flush: Duration,
     /// Requests per minute a tenant-scoped API key may make (0: no limit).
     pub api_key_rate_limit: u32,
     /// Roots from `TETHER_CA_CERTS`, trusted beside the bundled ones by

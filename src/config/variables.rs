@@ -107,6 +107,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "the CRM's name as the client's staff know it, in the pages they see (\"Acme CRM\"); 1 to 60 characters",
     ),
     (
+        "TETHER_USAGE_FLUSH_MS",
+        "10000",
+        "how often the token reads and proxied calls counted in memory are written to the database for the Integrations page (10 to 600000); a crash loses at most this much of them",
+    ),
+    (
         "TETHER_CA_CERTS",
         "none",
         "PEM file of root certificates (an operator's CA) trusted beside the bundled ones by every outgoing https call: providers, the proxy, webhooks",

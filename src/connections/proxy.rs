@@ -8,7 +8,7 @@
 use crate::app::App;
 use crate::db::models::event::Actor;
 use crate::error::{AppError, AppResult, Code};
-use crate::ids::{AccountId, TenantId};
+use crate::ids::{AccountId, ConnectionId, TenantId};
 use crate::providers::Provider;
 use reqwest::header::{HeaderMap, HeaderName};
 use std::sync::Arc;
@@ -53,6 +53,8 @@ pub struct Call {
 /// The provider's answer, as passed back: status, the headers that
 /// [`passes_back`], body (at most the configured size). Never a redirect.
 pub struct Answer {
+    /// The connection whose token the call carried.
+    pub connection_id: ConnectionId,
     pub status: u16,
     pub headers: HeaderMap,
     pub body: bytes::Bytes,
@@ -159,6 +161,7 @@ pub async fn forward(
         .map_err(|e| e.unwrap_or_else(unreachable))?;
     let status = status.as_u16();
     Ok(Answer {
+        connection_id: opened.row.id.clone(),
         status,
         headers,
         body,

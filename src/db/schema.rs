@@ -202,6 +202,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    connection_usage (connection_id, key_name, kind, day) {
+        connection_id -> Text,
+        key_name -> Text,
+        kind -> Text,
+        day -> Date,
+        uses -> BigInt,
+        last_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(connection_usage -> connections (connection_id));
+diesel::joinable!(events -> connections (connection_id));
 diesel::joinable!(account_settings -> tenants (tenant_id));
 diesel::joinable!(users -> tenants (tenant_id));
 diesel::joinable!(integration_settings -> tenants (tenant_id));
@@ -238,4 +251,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     seen_webhooks,
     instances,
     account_settings,
+    connection_usage,
 );

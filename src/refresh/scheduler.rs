@@ -9,6 +9,7 @@ use crate::app::App;
 use crate::db::models::connection::Connection;
 use crate::db::models::event::{Actor, EventKind, NewEvent};
 use crate::db::models::oauth_state::OAuthState;
+use crate::db::models::usage;
 use crate::db::now;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -226,8 +227,8 @@ impl Scheduler {
     }
 
     /// Once per refresh interval: expired sign-in states go, lapsing refresh
-    /// tokens and long failing refreshes are announced, and old events are
-    /// pruned.
+    /// tokens and long failing refreshes are announced, and old events (and
+    /// usage counts older than `usage::KEEP_DAYS`) are pruned.
     async fn housekeep(&self) -> Result<(), crate::error::AppError> {
         let state = &self.state;
         let housekeeping_due = {
@@ -251,6 +252,8 @@ impl Scheduler {
                     warn_lapsing_refresh_tokens(c, notify, warn_days)?;
                     announce_failing(c, notify, failing_after)?;
                     prune(c, now() - retention)?;
+                    let keep = chrono::Duration::days(usage::KEEP_DAYS);
+                    usage::Usage::prune(c, (now() - keep).date())?;
                     Ok(())
                 })
                 .await?;

@@ -1,6 +1,7 @@
 //! HTTP routes by area; handlers stay thin and call into the domain.
 
 pub mod access_log;
+pub mod activity;
 pub mod api;
 pub mod app_webhooks;
 pub mod forwarded;
@@ -34,6 +35,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         // (The areas' paths do not overlap, so the order changes nothing else.)
         .configure(api::routes)
         .configure(pages::routes)
+        .configure(activity::routes)
         .configure(oauth::routes)
         .configure(app_webhooks::routes)
         .configure(crate::demo::routes)

@@ -1,5 +1,6 @@
 //! Server-rendered pages: sign-in (local and SSO), the integrations dashboard.
 
+use super::activity::{self, ActivityLine, UsageLine, Wording};
 use super::http::{back_to_card, client_addr, html, see_other};
 use super::session::{self, AdminSession, CsrfForm, Flash, FlashKind, NoFields};
 use super::when::Moment;
@@ -8,10 +9,11 @@ use crate::connections::integration::{self, IntegrationView, FORM_PREFIX};
 use crate::connections::private_token;
 use crate::connections::status::{PublicStatus, StatusView};
 use crate::db::models::account_setting::AccountSetting;
+use crate::db::models::activity::Activity;
 use crate::db::models::connection::{Connection, Kind};
-use crate::db::models::event::Event;
 use crate::db::models::integration_setting::IntegrationSetting;
 use crate::db::models::tenant::Tenant;
+use crate::db::models::usage::{self, Usage};
 use crate::error::{AppError, Code, PageError, PageResult};
 use crate::ids::AccountId;
 use crate::oauth::{safe_return_to, DASHBOARD};
@@ -297,7 +299,8 @@ pub struct Card {
     pub by_instance: bool,
     /// Whether its tokens can be refreshed (WordPress.com's never expire).
     pub refreshable: bool,
-    pub events: Vec<EventLine>,
+    /// The latest lines of its activity.
+    pub events: Vec<ActivityLine>,
     /// The tenant's settings for the provider, as a form.
     pub settings: SettingsForm,
     /// What the platform calls the private tokens a tenant may store
@@ -501,12 +504,8 @@ pub struct AccountCard {
     pub form_id: String,
     /// Connected with a private token (never refreshed), not OAuth.
     pub private_token: bool,
-}
-
-pub struct EventLine {
-    pub when: Moment,
-    pub label: &'static str,
-    pub actor: String,
+    /// What the CRM did with it lately.
+    pub usage: UsageLine,
 }
 
 /// What the dashboard knows of one account: the view the API gives of it,
@@ -516,6 +515,7 @@ struct AccountFacts<'a> {
     view: StatusView,
     row: &'a Connection,
     settings: SettingsForm,
+    usage: UsageLine,
     form_id: String,
 }
 
@@ -528,6 +528,7 @@ fn account_card(f: AccountFacts<'_>, warn_days: i64, failing_after: Duration) ->
         view,
         row,
         settings,
+        usage,
         form_id,
     } = f;
     let (id, name) = view
@@ -612,18 +613,19 @@ fn account_card(f: AccountFacts<'_>, warn_days: i64, failing_after: Duration) ->
         settings,
         form_id,
         private_token: view.kind == Some(Kind::PrivateToken),
+        usage,
         label,
     }
 }
 
 /// A provider's card: every fact comes from the [`StatusView`]s the API
 /// gives of the provider (`view`) and of each account (`accounts`, default
-/// first, each with its settings form).
+/// first, each with its settings form and its use by the CRM).
 fn card(
     provider: &Provider,
     view: StatusView,
     accounts: Vec<AccountCard>,
-    events: Vec<Event>,
+    events: Vec<ActivityLine>,
     settings: SettingsForm,
 ) -> Card {
     Card {
@@ -636,14 +638,7 @@ fn card(
         accounts,
         by_instance: provider.flow == Flow::ClientCredentials,
         refreshable: provider.refresh != crate::providers::RefreshStyle::None,
-        events: events
-            .into_iter()
-            .map(|e| EventLine {
-                when: Moment::of(e.created_at),
-                label: e.kind.label(),
-                actor: e.actor,
-            })
-            .collect(),
+        events,
         settings,
         private_tokens: provider.private_tokens.clone(),
         flash: None,
@@ -658,12 +653,14 @@ struct Board {
 }
 
 /// Loads the board of the tenant (the cards of all its providers, or of
-/// `only`); `draft` is a refused settings form to draw again.
+/// `only`), worded for `wording`'s reader; `draft` is a refused settings
+/// form to draw again.
 async fn board(
     state: &App,
     tenant_id: &crate::ids::TenantId,
     only: Option<&str>,
     draft: Option<Draft>,
+    wording: Wording,
 ) -> Result<Board, AppError> {
     let integrations = integration::all_of(state, tenant_id).await?;
     let is_on = |p: &Provider| integrations.get(p.key.as_str()).is_none_or(|r| r.enabled);
@@ -689,7 +686,13 @@ async fn board(
             let mut out = Vec::new();
             for (p, row) in &providers {
                 let accounts = Connection::accounts(c, &tenant_id, &p.key)?;
-                let events = Event::recent(c, &tenant_id, &p.key, 5)?;
+                let read = Activity::page(c, &tenant_id, &p.key, None, activity::EVENTS_READ)?;
+                let mut events = activity::lines(read, &wording);
+                events.truncate(activity::CARD_LINES);
+                let ids: Vec<_> = accounts.iter().map(|a| a.id.clone()).collect();
+                let today = crate::db::now().date();
+                let week_ago = today - chrono::Duration::days(usage::WEEK_DAYS);
+                let used = usage::summaries(&Usage::of_connections(c, &ids, week_ago)?, today);
                 let view = StatusView::of_provider(p, &accounts);
                 let shared = IntegrationView::of(p, row.as_ref()).settings;
                 let own: HashMap<String, serde_json::Value> =
@@ -714,6 +717,7 @@ async fn board(
                         view: StatusView::of(p, Some(a)),
                         row: a,
                         settings: settings_form(p, stored, Some(&shared), draft_of(Some(id))),
+                        usage: wording.usage(used.get(&a.id)),
                         form_id: format!("settings-{}-a{}", p.key, i + 1),
                     };
                     account_card(facts, warn_days, failing_after)
@@ -824,7 +828,8 @@ async fn dashboard_page(
         return Ok(None);
     };
     let csrf = session::csrf_token(&admin.session)?;
-    let Board { cards, disabled } = board(state, &admin.tenant_id, None, draft).await?;
+    let wording = Wording::new(state, &admin.email);
+    let Board { cards, disabled } = board(state, &admin.tenant_id, None, draft, wording).await?;
     let (attention, connected, available, flash) =
         lay_out(cards, session::take_flash(&admin.session));
     let page = Dashboard {
@@ -857,7 +862,8 @@ async fn card_fragment(
     admin: AdminSession,
     path: web::Path<String>,
 ) -> PageResult<HttpResponse> {
-    let board = board(&state, &admin.tenant_id, Some(path.as_str()), None).await?;
+    let wording = Wording::new(&state, &admin.email);
+    let board = board(&state, &admin.tenant_id, Some(path.as_str()), None, wording).await?;
     let card = board
         .cards
         .first()

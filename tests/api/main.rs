@@ -36,4 +36,5 @@ mod startup;
 mod storage;
 mod token_cache;
 mod upgrades;
+mod usage;
 mod webhooks;

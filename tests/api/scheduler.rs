@@ -15,7 +15,7 @@ backend_tests!(
     a_scheduler_tick_refreshes_a_due_connection_and_plans_the_next,
     a_refresh_token_about_to_lapse_is_announced_once_and_shown_on_the_card,
     old_events_and_finished_deliveries_are_pruned_and_the_rest_kept,
-    the_card_shows_state_changes_before_routine_refreshes,
+    the_card_shows_the_newest_activity_and_all_activity_the_rest,
     the_lapse_warning_window_is_configurable,
 );
 
@@ -110,7 +110,10 @@ async fn old_events_and_finished_deliveries_are_pruned_and_the_rest_kept(backend
     assert!(outbox.iter().any(|(_, p)| p.contains(&pending)));
 }
 
-async fn the_card_shows_state_changes_before_routine_refreshes(backend: Backend) {
+/// Activity is listed strictly by time (issue 22): the card's five lines
+/// are the newest, routine refreshes included, and an older failure is one
+/// click away on the full list.
+async fn the_card_shows_the_newest_activity_and_all_activity_the_rest(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;
     connect(&app, &fake, "at-1", "rt-1").await;
     let c = app.acme_connection("acme");
@@ -118,31 +121,33 @@ async fn the_card_shows_state_changes_before_routine_refreshes(backend: Backend)
     for _ in 0..6 {
         old_event(&app, &c, "refreshed", 0, None);
     }
-    let recent = tether::db::models::event::Event::recent(
-        &mut app.conn(),
-        &c.tenant_id,
-        &tether::ids::ProviderKey::known("acme"),
-        5,
-    )
-    .unwrap();
-    let kinds: Vec<&str> = recent.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(
-        kinds,
-        [
-            "connected",
-            "refresh_failed",
-            "refreshed",
-            "refreshed",
-            "refreshed"
-        ]
-    );
+    let line = "<li class=\"activity-line\" data-event=\"";
     let page = app
         .get("/settings/integrations")
         .await
         .text()
         .await
         .unwrap();
-    assert!(page.contains("Refresh failed"), "{page}");
+    let kinds: Vec<&str> = page
+        .split(line)
+        .skip(1)
+        .map(|l| &l[..l.find('"').unwrap()])
+        .collect();
+    assert_eq!(kinds, ["refreshed"; 5], "{page}");
+    let all = app
+        .get("/settings/integrations/acme/activity")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = all
+        .split(line)
+        .skip(1)
+        .map(|l| &l[..l.find('"').unwrap()])
+        .collect();
+    let mut expected = vec!["refreshed"; 6];
+    expected.extend(["connected", "refresh_failed"]);
+    assert_eq!(kinds, expected, "{all}");
 }
 
 async fn a_refresh_token_about_to_lapse_is_announced_once_and_shown_on_the_card(backend: Backend) {

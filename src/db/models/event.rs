@@ -195,6 +195,35 @@ impl std::fmt::Display for Actor {
     }
 }
 
+impl Actor {
+    /// The actor an `events.actor` string names: the one reading of what
+    /// [`Display`](std::fmt::Display) writes. `None` for a string no
+    /// version wrote.
+    pub fn parse(stored: &str) -> Option<Actor> {
+        let actor = match stored {
+            "admin" => Actor::Admin {
+                email: String::new(),
+            },
+            "connect-link" => Actor::ConnectLink,
+            "scheduler" => Actor::Scheduler,
+            "token-api" => Actor::TokenApi,
+            "cli" => Actor::Cli,
+            _ => {
+                let (kind, rest) = stored.split_once(':')?;
+                let rest = rest.to_string();
+                match kind {
+                    "admin" => Actor::Admin { email: rest },
+                    "api" => Actor::ApiKey { name: rest },
+                    "import" => Actor::Import { by: rest },
+                    "provider" => Actor::Provider { key: rest },
+                    _ => return None,
+                }
+            }
+        };
+        Some(actor)
+    }
+}
+
 /// An event to record. `detail` must never contain a secret.
 #[derive(Debug, Clone, Copy)]
 pub struct NewEvent<'a> {
@@ -264,10 +293,10 @@ impl Event {
         .get_result(conn)
     }
 
-    /// The latest events of a tenant's provider for its card: state changes
+    /// The latest events of a tenant's provider, state changes
     /// (connected, failures, needs_reconnect...) first, newest first, then
-    /// routine refreshes, so that a day of refreshes does not hide why a
-    /// connection is in the state it is.
+    /// routine refreshes. The dashboard lists activity strictly by time
+    /// (`models::activity`); this order is for reading what changed.
     pub fn recent(
         conn: &mut DbConn,
         tenant_id: &TenantId,
@@ -327,6 +356,15 @@ mod tests {
         assert_eq!(import.to_string(), "import:api:chatbot");
         let acme = Actor::Provider { key: "acme".into() };
         assert_eq!(acme.to_string(), "provider:acme");
+        for actor in [admin, unknown, key, import, acme].into_iter().chain([
+            Actor::ConnectLink,
+            Actor::Scheduler,
+            Actor::TokenApi,
+            Actor::Cli,
+        ]) {
+            assert_eq!(Actor::parse(&actor.to_string()), Some(actor));
+        }
+        assert_eq!(Actor::parse("robot"), None);
     }
 
     #[test]

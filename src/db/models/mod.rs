@@ -1,6 +1,7 @@
 //! One module per table; each owns its queries.
 
 pub mod account_setting;
+pub mod activity;
 pub mod api_key;
 pub mod connect_link;
 pub mod connection;
@@ -14,5 +15,6 @@ pub mod provider_flag;
 pub mod seen_webhook;
 pub mod sso_nonce;
 pub mod tenant;
+pub mod usage;
 pub mod user;
 pub mod webhook;

@@ -3,6 +3,7 @@
 use super::rights::ForConnection;
 use crate::app::App;
 use crate::connections::proxy as proxying;
+use crate::db::models::usage::UsageKind;
 use crate::error::{AppError, AppResult, Code};
 use crate::ids::AccountId;
 use crate::web::http::account_param;
@@ -95,6 +96,10 @@ pub(super) async fn proxy(
         call,
     )
     .await?;
+    let key = &target.key.key.name;
+    state
+        .usage
+        .count(&answer.connection_id, key, UsageKind::Proxy);
     Ok(passed_back(answer))
 }
 

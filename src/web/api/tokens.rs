@@ -9,6 +9,7 @@ use crate::app::App;
 use crate::connections::status::{self, StatusView};
 use crate::connections::{integration, manage};
 use crate::db::models::connection::Kind;
+use crate::db::models::usage::UsageKind;
 use crate::error::{AppError, AppResult, Code, ErrorBody};
 use crate::ids::AccountId;
 use crate::platform::Location;
@@ -209,6 +210,9 @@ pub(super) async fn token(
     };
     let settings = settings_of(&state, &opened).await;
     let body = TokenBody::of(&opened, provider, settings);
+    // In memory only: the hot path writes nothing (see `app::usage`).
+    let key = &target.key.key.name;
+    state.usage.count(&opened.row.id, key, UsageKind::Token);
     state.metrics.token_api(started.elapsed().as_secs_f64());
     Ok(no_store(HttpResponse::Ok().json(body)))
 }
