@@ -292,6 +292,8 @@ async fn what_needs_the_admin_comes_first_with_its_fix_beside_the_account_at_eve
         .await;
         assert_eq!(faults, serde_json::json!([]), "{width} px");
         if let Some(dir) = shots() {
+            // The whole page, for a person to look at.
+            client.set_window_size(width, 2200).await.expect("resize");
             eval(&client, "window.scrollTo(0, 0); return true;").await;
             screenshot(&client, &dir.join(format!("dashboard-{width}.png"))).await;
         }
