@@ -223,7 +223,7 @@ struct SsoForm {
 /// must not switch a browser's tenant, and the token must not sit in a URL).
 async fn sso_by_link() -> PageResult<HttpResponse> {
     Err(PageError(AppError::method_not_allowed(
-        "single sign-on is a form the CRM posts; open Tether from the CRM again",
+        "Single sign-on is a form the CRM posts: open Integrations from the CRM again.",
     )))
 }
 
@@ -280,7 +280,7 @@ fn sso_from_the_crm(req: &HttpRequest, settings: &crate::config::Settings) -> Pa
         actix_web::http::StatusCode::FORBIDDEN,
         Code::SsoOriginRefused,
         "single sign-on is accepted only from the CRM's own pages (TETHER_EMBED_ORIGINS); \
-         open Tether from the CRM again",
+         open Integrations from the CRM again",
     )))
 }
 
@@ -1051,7 +1051,7 @@ async fn save_private_token(
             FlashKind::Ok,
             &provider.key,
             format!(
-                "{} connected with its {label}: the CRM can use it now. Tether never refreshes it; connect with OAuth when you can, and it takes the token's place.",
+                "{} connected with its {label}: the CRM can use it now. It is never renewed here; connect when you can, and the connection takes its place.",
                 row.label()
             ),
         ),
