@@ -103,6 +103,60 @@ fn webhooks() -> serde_json::Value {
     })
 }
 
+/// The methods an OpenAPI path item may hold, as its keys.
+const OPERATION_KEYS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// OpenAPI asks every operation for an operationId of its own, which client
+/// generators turn into function names, and groups operations by tag. One
+/// handler that serves several methods (the proxy) would give them all its
+/// name: each gets its method appended (`proxy_get`). Each operation is
+/// tagged by the resource its path names (`connections`, `proxy`, ...).
+fn name_and_tag(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    for item in paths.values() {
+        for key in OPERATION_KEYS {
+            if let Some(id) = item.get(key).and_then(|op| op["operationId"].as_str()) {
+                *seen.entry(id.to_string()).or_default() += 1;
+            }
+        }
+    }
+    for (path, item) in paths.iter_mut() {
+        let tag = resource_of(path);
+        for key in OPERATION_KEYS {
+            let Some(op) = item.get_mut(key).and_then(|op| op.as_object_mut()) else {
+                continue;
+            };
+            if let Some(id) = op.get("operationId").and_then(|v| v.as_str()) {
+                if seen.get(id).copied().unwrap_or(0) > 1 {
+                    let unique = format!("{id}_{key}");
+                    op.insert("operationId".into(), unique.into());
+                }
+            }
+            op.insert("tags".into(), serde_json::json!([tag]));
+        }
+    }
+}
+
+/// The resource a path names: the segment after `/tenants/{tenant}/`, or
+/// the first one after the API's prefix (`tenants` for a tenant itself).
+fn resource_of(path: &str) -> String {
+    let segments: Vec<&str> = path
+        .trim_start_matches("/api/v1")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    match segments.as_slice() {
+        ["tenants", "{tenant}", next, ..] if !next.starts_with('{') => next.to_string(),
+        [first, ..] => first.to_string(),
+        [] => "api".into(),
+    }
+}
+
 impl Document {
     pub(super) fn of<T>(api: &utoipa_actix_web::scope::Scope<T>) -> Document {
         use utoipa::OpenApi;
@@ -140,6 +194,7 @@ impl Document {
             })
             .collect();
         let mut value = serde_json::to_value(&doc).expect("the OpenAPI document serialises");
+        name_and_tag(&mut value);
         // utoipa 5 has no `webhooks` (OpenAPI 3.1): added to the JSON.
         value["webhooks"] = webhooks();
         let json = serde_json::to_string_pretty(&value).expect("the OpenAPI document serialises");

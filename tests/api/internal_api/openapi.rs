@@ -78,6 +78,30 @@ async fn the_openapi_document_is_public_json_with_every_operation_routed(backend
         .unwrap();
     assert!(codes.contains(&json!("needs_reconnect")));
     assert_eq!(codes.len(), tether::error::Code::ALL.len());
+
+    // Every operation has an operationId of its own (generators make
+    // function names of them) and is tagged by its resource.
+    let mut ids = std::collections::BTreeSet::new();
+    for (template, item) in paths {
+        for m in METHODS.iter().filter(|m| item.get(**m).is_some()) {
+            let op = &item[*m];
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{m} {template}"));
+            assert!(ids.insert(id.to_string()), "{id} twice ({m} {template})");
+            let tags = op["tags"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{m} {template}"));
+            assert_eq!(tags.len(), 1, "{m} {template}");
+        }
+    }
+    assert_eq!(ids.len(), operations);
+    let proxy = &paths["/api/v1/tenants/{tenant}/proxy/{provider}/{path}"];
+    assert_eq!(proxy["get"]["operationId"], "proxy_get");
+    assert_eq!(proxy["delete"]["operationId"], "proxy_delete");
+    assert_eq!(proxy["get"]["tags"], json!(["proxy"]));
+    let token = &paths["/api/v1/tenants/{tenant}/connections/{provider}/token"];
+    assert_eq!(token["get"]["tags"], json!(["connections"]));
 }
 
 async fn a_method_a_documented_path_does_not_take_is_a_405_naming_those_it_does(backend: Backend) {
