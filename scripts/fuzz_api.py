@@ -60,6 +60,7 @@ def main():
         else:
             sys.exit("tether did not come up")
         validate()
+        generate(work)
         return fuzz(work, env)
     finally:
         server.terminate()
@@ -76,6 +77,37 @@ def validate():
     step("openapi-spec-validator")
     check(requests.get(f"{BASE}/api/v1/openapi.json", timeout=10).json())
     print("the document is valid OpenAPI")
+
+
+def generate(work):
+    """Clients as the CRM's developers generate them: openapi-typescript
+    then a strict tsc over the declarations, and openapi-python-client,
+    which must generate every operation (it skips one it cannot describe)."""
+    doc = work / "openapi.json"
+    doc.write_bytes(requests.get(f"{BASE}/api/v1/openapi.json", timeout=10).content)
+    tools = pathlib.Path("scripts/openapi-clients/node_modules/.bin")
+
+    step("openapi-typescript, then tsc --strict over the declarations")
+    subprocess.run([str(tools / "openapi-typescript"), str(doc), "-o", str(work / "api.d.ts")], check=True)
+    (work / "tsconfig.json").write_text(json.dumps({
+        "compilerOptions": {"strict": True, "noEmit": True, "skipLibCheck": False,
+                            "target": "ES2022", "module": "ES2022", "moduleResolution": "bundler"},
+        "files": ["api.d.ts"],
+    }))
+    subprocess.run([str(tools / "tsc"), "-p", str(work / "tsconfig.json")], check=True)
+
+    step("openapi-python-client: every operation generated")
+    generator = pathlib.Path(sys.executable).with_name("openapi-python-client")
+    out = subprocess.run(
+        [str(generator), "generate", "--path", str(doc), "--output-path", str(work / "python-client"),
+         "--overwrite"],
+        capture_output=True, text=True,
+    )
+    said = out.stdout + out.stderr
+    if out.returncode != 0 or "will not be generated" in said:
+        print(said)
+        sys.exit("openapi-python-client skipped an operation (above)")
+    print("every operation generated")
 
 
 def fuzz(work, env):

@@ -138,7 +138,47 @@ fn name_and_tag(doc: &mut serde_json::Value) {
                 }
             }
             op.insert("tags".into(), serde_json::json!([tag]));
+            describe_bytes(op, key);
         }
+    }
+}
+
+/// What a generator needs to describe bytes passed on as they are (the
+/// proxy's bodies): a GET or HEAD takes no body; a request body is JSON or
+/// bytes (any other content type is passed on too, undescribed), and a
+/// content is never left without a schema (for which generators skip the
+/// operation).
+fn describe_bytes(op: &mut serde_json::Map<String, serde_json::Value>, method: &str) {
+    if matches!(method, "get" | "head") {
+        op.remove("requestBody");
+    }
+    let with_schemas = |holder: &mut serde_json::Value| {
+        let Some(content) = holder.get_mut("content").and_then(|c| c.as_object_mut()) else {
+            return;
+        };
+        for media in content.values_mut().filter_map(|m| m.as_object_mut()) {
+            media
+                .entry("schema")
+                .or_insert_with(|| serde_json::json!({ "type": "string", "format": "binary" }));
+        }
+    };
+    if let Some(body) = op.get_mut("requestBody") {
+        // Any content type is passed on; generators take these two (not
+        // `*/*`), which cover what a service sends: JSON, or bytes.
+        if body.get("content").is_some_and(|c| c.get("*/*").is_some()) {
+            body["content"] = serde_json::json!({
+                "application/json": { "schema": {} },
+                "application/octet-stream": {},
+            });
+        }
+        with_schemas(body);
+    }
+    // An answer with content but no schema is bytes. A pass-through answer
+    // (the proxy's `default`) stays without content: it is the provider's,
+    // of any type or none, as its description says.
+    let responses = op.get_mut("responses").and_then(|r| r.as_object_mut());
+    for answer in responses.into_iter().flat_map(|r| r.values_mut()) {
+        with_schemas(answer);
     }
 }
 

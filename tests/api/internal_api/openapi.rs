@@ -100,6 +100,24 @@ async fn the_openapi_document_is_public_json_with_every_operation_routed(backend
     assert_eq!(proxy["get"]["operationId"], "proxy_get");
     assert_eq!(proxy["delete"]["operationId"], "proxy_delete");
     assert_eq!(proxy["get"]["tags"], json!(["proxy"]));
+    // Generators skip an operation whose content has no schema, or whose
+    // body is `*/*`: a GET takes no body, others JSON or bytes.
+    assert!(
+        proxy["get"].get("requestBody").is_none(),
+        "{}",
+        proxy["get"]
+    );
+    let content = &proxy["post"]["requestBody"]["content"];
+    assert_eq!(
+        content["application/json"]["schema"],
+        json!({}),
+        "{content}"
+    );
+    assert_eq!(
+        content["application/octet-stream"]["schema"],
+        json!({"type": "string", "format": "binary"}),
+        "{content}"
+    );
     let token = &paths["/api/v1/tenants/{tenant}/connections/{provider}/token"];
     assert_eq!(token["get"]["tags"], json!(["connections"]));
 }
