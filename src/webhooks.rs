@@ -3,8 +3,14 @@
 //! what they tell, delivered by a background task with retries, so they
 //! survive restarts and never hold up a refresh.
 //!
-//! Each delivery is a JSON POST with
-//! `Tether-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`.
+//! Each delivery is a JSON POST signed as Standard Webhooks defines
+//! (standardwebhooks.com), so a receiver verifies it with any of that
+//! specification's libraries: `webhook-id` (the payload's id, the same on
+//! every attempt), `webhook-timestamp` (unix seconds) and `webhook-signature`
+//! (`v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, one per secret,
+//! space-separated). The older `Tether-Signature: t=<unix seconds>,v1=<hex
+//! HMAC-SHA256 of "t.body">` is still sent, with the first secret, for
+//! receivers written for it.
 
 use crate::app::App;
 use crate::db::models::webhook as outbox;
@@ -23,6 +29,40 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &str) -> String {
         "t={timestamp},v1={}",
         hex::encode(mac.finalize().into_bytes())
     )
+}
+
+/// The secrets `TETHER_WEBHOOK_SECRET` holds: one, or two separated by a
+/// space while a receiver moves from the second to the first.
+pub fn secrets(configured: &str) -> Vec<&str> {
+    configured.split_whitespace().collect()
+}
+
+/// The HMAC key of a secret, as Standard Webhooks' libraries read it: a
+/// `whsec_` secret is the base64 of its key; any other is its own bytes (a
+/// library is then given `whsec_` and the base64 of the secret).
+pub fn signing_key(secret: &str) -> Vec<u8> {
+    use base64::Engine;
+    secret
+        .strip_prefix("whsec_")
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .unwrap_or_else(|| secret.as_bytes().to_vec())
+}
+
+/// The `webhook-signature` header value: a `v1,<base64>` signature of
+/// `id.timestamp.body` per secret, space-separated.
+pub fn standard_signature(secrets: &[&str], id: &str, timestamp: i64, body: &str) -> String {
+    use base64::Engine;
+    secrets
+        .iter()
+        .map(|secret| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(&signing_key(secret))
+                .expect("HMAC takes keys of any length");
+            mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+            let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+            format!("v1,{sig}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub use crate::db::models::webhook::prune;
@@ -89,7 +129,7 @@ async fn round(
     use futures_util::StreamExt;
     let outcomes: Vec<(outbox::Pending, Outcome)> = futures_util::stream::iter(batch)
         .map(|p| async move {
-            let outcome = send(state, url, secret, &p.payload).await;
+            let outcome = send(state, url, secret, &p.delivery_id(), &p.payload).await;
             (p, outcome)
         })
         .buffer_unordered(CONCURRENCY)
@@ -121,22 +161,29 @@ async fn round(
     Ok(n)
 }
 
-/// POSTs one payload, signed.
+/// POSTs one payload, signed (see the module's documentation). `id` is the
+/// id the receiver sees, the same on every attempt.
 async fn send(
     state: &App,
     url: &url::Url,
     secret: &crate::crypto::Secret<String>,
+    id: &str,
     payload: &str,
 ) -> Outcome {
     let ts = chrono::Utc::now().timestamp();
+    let secrets = secrets(secret.expose());
+    let first = secrets.first().copied().unwrap_or_default();
     let sent = state
         .http
         .post(url.clone())
         .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", ts.to_string())
         .header(
-            "Tether-Signature",
-            signature(secret.expose().as_bytes(), ts, payload),
+            "webhook-signature",
+            standard_signature(&secrets, id, ts, payload),
         )
+        .header("Tether-Signature", signature(first.as_bytes(), ts, payload))
         .body(payload.to_string())
         .send()
         .await;
@@ -175,6 +222,23 @@ async fn failed(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn standard_signatures_are_hmac_of_id_timestamp_body_one_per_secret() {
+        // Computed independently: printf 'msg_1.1700000000.{"a":1}' |
+        // openssl dgst -sha256 -hmac secret -binary | base64
+        let one = super::standard_signature(&["secret"], "msg_1", 1_700_000_000, r#"{"a":1}"#);
+        assert_eq!(one, "v1,Q5nZ7DiOGwijBBqvBVAK6c0zDr2JLkXI7TaV4f+Q2vY=");
+        // A whsec_ secret is its base64 key: "c2VjcmV0" is "secret".
+        assert_eq!(
+            super::standard_signature(&["whsec_c2VjcmV0"], "msg_1", 1_700_000_000, r#"{"a":1}"#),
+            one
+        );
+        let two =
+            super::standard_signature(&["secret", "old"], "msg_1", 1_700_000_000, r#"{"a":1}"#);
+        assert!(two.starts_with(&format!("{one} v1,")), "{two}");
+        assert_eq!(super::secrets(" new-one  old-one "), ["new-one", "old-one"]);
+    }
+
     #[test]
     fn signature_is_hmac_of_timestamp_dot_body() {
         // Computed independently: printf '1700000000.{"a":1}' | openssl dgst -sha256 -hmac secret

@@ -153,10 +153,12 @@ impl Settings {
                         None
                     }
                 };
-                if secret.len() < 16 {
+                let parts = crate::webhooks::secrets(&secret);
+                if parts.is_empty() || parts.len() > 2 || parts.iter().any(|s| s.len() < 16) {
                     v.problem(
                         "TETHER_WEBHOOK_SECRET",
-                        "must be at least 16 characters".into(),
+                        "must be one secret of at least 16 characters, or two separated by a space while receivers move to the first"
+                            .into(),
                     );
                 }
                 url.map(|u| (u, Secret::new(secret)))

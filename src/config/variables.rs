@@ -74,7 +74,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "TETHER_WEBHOOK_SECRET",
         "none",
-        "HMAC key for `Tether-Signature` (required with TETHER_WEBHOOK_URL or TETHER_RELAY_URL)",
+        "the key webhooks are signed with (Standard Webhooks; `Tether-Signature` too): at least 16 characters, a `whsec_` one is base64; two separated by a space during a rotation (required with TETHER_WEBHOOK_URL or TETHER_RELAY_URL)",
     ),
     (
         "TETHER_SSO_SECRET",

@@ -3,7 +3,7 @@
 //! broken account, the layout holds from 390 to 1440 px, Connect shows it is
 //! pending, and every ending of the popup (closed by hand, a provider error)
 //! is told on the card, with focus there. axe-core (from
-//! tests/browser-support, `npm ci`) checks the page for accessibility faults.
+//! tests/node-support, `npm ci`) checks the page for accessibility faults.
 
 use crate::browser::{browser, screenshot, sign_in, wait_for_windows, WAIT};
 use crate::helpers::{
@@ -127,11 +127,11 @@ fn contrast(a: &str, b: &str) -> f64 {
 /// None when axe-core is not installed and the browser tests are optional.
 async fn axe_violations(client: &Client) -> Option<Vec<serde_json::Value>> {
     let file = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/browser-support/node_modules/axe-core/axe.min.js");
+        .join("tests/node-support/node_modules/axe-core/axe.min.js");
     let Ok(axe) = std::fs::read_to_string(&file) else {
         assert!(
             std::env::var("TETHER_BROWSER_TESTS").as_deref() != Ok("required"),
-            "TETHER_BROWSER_TESTS=required, but {} is missing: run `npm ci --prefix tests/browser-support`",
+            "TETHER_BROWSER_TESTS=required, but {} is missing: run `npm ci --prefix tests/node-support`",
             file.display()
         );
         eprintln!("axe-core skipped: {} is missing", file.display());

@@ -17,6 +17,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 backend_tests!(
     a_needs_reconnect_event_is_delivered_as_a_signed_json_post,
+    deliveries_verify_with_the_standard_webhooks_library_under_either_secret_of_a_rotation,
     a_failed_delivery_stays_pending_and_a_restarted_instance_delivers_it,
     a_given_up_delivery_is_listed_and_retried_under_the_id_the_receiver_sees,
 );
@@ -329,4 +330,113 @@ async fn a_given_up_delivery_is_listed_and_retried_under_the_id_the_receiver_see
         )),
         "{log}"
     );
+}
+
+/// What the Standard Webhooks library from npm says of a delivery, given
+/// `secret` as a receiver configures it; None when the library is not
+/// installed and the Node tests are optional.
+fn verify_with_library(secret: &str, request: &wiremock::Request) -> Option<Result<(), String>> {
+    use std::io::Write;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node-support");
+    if !dir.join("node_modules/standardwebhooks").is_dir() {
+        assert!(
+            std::env::var("TETHER_BROWSER_TESTS").as_deref() != Ok("required"),
+            "the standardwebhooks package is missing: run `npm ci --prefix tests/node-support`"
+        );
+        eprintln!("skipped: tests/node-support is not installed");
+        return None;
+    }
+    let header = |name: &str| request.headers[name].to_str().unwrap().to_string();
+    let input = serde_json::json!({
+        "secret": secret,
+        "headers": {
+            "webhook-id": header("webhook-id"),
+            "webhook-timestamp": header("webhook-timestamp"),
+            "webhook-signature": header("webhook-signature"),
+        },
+        "body": String::from_utf8(request.body.clone()).unwrap(),
+    });
+    let mut child = std::process::Command::new("node")
+        .arg(dir.join("verify-webhook.js"))
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Some(if out.status.success() {
+        Ok(())
+    } else {
+        Err(said)
+    })
+}
+
+/// A receiver's secret in the form Standard Webhooks' libraries take.
+fn as_library_secret(secret: &str) -> String {
+    use base64::Engine;
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(secret)
+    )
+}
+
+/// Deliveries carry webhook-id, webhook-timestamp and webhook-signature as
+/// Standard Webhooks defines them: the receiver's own library verifies
+/// them. While TETHER_WEBHOOK_SECRET holds a new and an old secret, a
+/// receiver on either verifies; one on another secret does not.
+async fn deliveries_verify_with_the_standard_webhooks_library_under_either_secret_of_a_rotation(
+    backend: Backend,
+) {
+    const NEW: &str = "whsec-the-new-secret-2026";
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hooks"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let hook = format!("{}/hooks", receiver.uri());
+    let both = format!("{NEW} {WEBHOOK_SECRET}");
+    let (app, _fake, _c, key) = failing(
+        backend,
+        invalid_grant(),
+        &[
+            ("TETHER_WEBHOOK_URL", &hook),
+            ("TETHER_WEBHOOK_SECRET", &both),
+        ],
+    )
+    .await;
+    assert_eq!(app.token(&key, "acme").await.status(), 409);
+    let (app, receiver) = (&app, &receiver);
+    eventually(10, "the webhook delivery", move || async move {
+        tether::webhooks::deliver_due(&app.state).await.unwrap();
+        !received(receiver).await.is_empty()
+    })
+    .await;
+    let request = &received(receiver).await[0];
+    let payload: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(
+        request.headers["webhook-id"],
+        payload["id"].as_str().unwrap()
+    );
+    let signatures = request.headers["webhook-signature"].to_str().unwrap();
+    assert_eq!(
+        signatures.split(' ').count(),
+        2,
+        "one per secret: {signatures}"
+    );
+    for secret in [NEW, WEBHOOK_SECRET] {
+        let Some(verdict) = verify_with_library(&as_library_secret(secret), request) else {
+            return;
+        };
+        assert_eq!(verdict, Ok(()), "{secret}");
+    }
+    let other = verify_with_library(&as_library_secret("whsec-some-other-secret"), request);
+    assert!(matches!(other, Some(Err(_))), "{other:?}");
 }

@@ -43,6 +43,22 @@ impl utoipa::Modify for BearerKeys {
     }
 }
 
+/// The headers that sign a delivery (`crate::webhooks`).
+fn signature_headers() -> serde_json::Value {
+    let header = |name: &str, description: &str| {
+        serde_json::json!({
+            "name": name, "in": "header", "required": true,
+            "schema": {"type": "string"}, "description": description,
+        })
+    };
+    serde_json::json!([
+        header("webhook-id", "Standard Webhooks: the delivery's id (the payload's `id`), the same on every attempt"),
+        header("webhook-timestamp", "Standard Webhooks: unix seconds of this attempt"),
+        header("webhook-signature", "Standard Webhooks: `v1,<base64 HMAC-SHA256 of <id>.<timestamp>.<body>>`, one per secret of `TETHER_WEBHOOK_SECRET`, space-separated; a `whsec_` secret's key is its base64"),
+        header("Tether-Signature", "The older scheme, with the first secret: `t=<unix seconds>,v1=<hex HMAC-SHA256 of <t>.<body>>`"),
+    ])
+}
+
 /// The notifications Tether sends to `TETHER_WEBHOOK_URL` (OpenAPI 3.1
 /// `webhooks`): one POST per event, its body an `EventPayload`.
 fn webhooks() -> serde_json::Value {
@@ -51,16 +67,10 @@ fn webhooks() -> serde_json::Value {
             "post": {
                 "summary": "An event",
                 "description": "One event, sent to `TETHER_WEBHOOK_URL` as a JSON POST, retried with back-off \
-                    (up to 20 attempts) until the receiver answers 2xx. `Tether-Signature: t=<unix seconds>,v1=<hex>` is the \
-                    HMAC-SHA256, with `TETHER_WEBHOOK_SECRET`, of `<t>.<body>`. Every event names the \
+                    (up to 20 attempts) until the receiver answers 2xx. Signed as Standard Webhooks defines: verify it with \
+                    any of its libraries (the older `Tether-Signature` is sent too). Every event names the \
                     connection's `account` and the CRM's `tags` of its connect, when it has them.",
-                "parameters": [{
-                    "name": "Tether-Signature",
-                    "in": "header",
-                    "required": true,
-                    "schema": {"type": "string"},
-                    "description": "`t=<unix seconds>,v1=<hex HMAC-SHA256 of <t>.<body>>`"
-                }],
+                "parameters": signature_headers(),
                 "requestBody": {
                     "required": true,
                     "content": {
@@ -80,13 +90,7 @@ fn webhooks() -> serde_json::Value {
                 "description": "A verified app webhook of a provider (a message a client received, ...), sent to \
                     `TETHER_RELAY_URL` (else `TETHER_WEBHOOK_URL`) once Tether acted on it, signed like an event. \
                     An account's events arrive in order; one for an account no tenant holds waits until a tenant does.",
-                "parameters": [{
-                    "name": "Tether-Signature",
-                    "in": "header",
-                    "required": true,
-                    "schema": {"type": "string"},
-                    "description": "`t=<unix seconds>,v1=<hex HMAC-SHA256 of <t>.<body>>`"
-                }],
+                "parameters": signature_headers(),
                 "requestBody": {
                     "required": true,
                     "content": {
