@@ -187,6 +187,7 @@ fn every_type_holding_a_secret_debug_prints_stars_in_its_place() {
         tags: None,
         embed_origin: None,
         login_hint: None,
+        reconnect_account: None,
     };
     assert_redacted("Initiator", &initiator);
 
@@ -204,6 +205,7 @@ fn every_type_holding_a_secret_debug_prints_stars_in_its_place() {
         expires_at: crate::db::now(),
         tags: None,
         embed_origin: None,
+        reconnect_account: None,
     };
     assert_redacted("NewState", &new_state);
 

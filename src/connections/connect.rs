@@ -34,6 +34,9 @@ pub struct Starter {
     /// A reconnect of one account: what the provider takes as its
     /// `login_hint` ([`login_hint`]).
     pub login_hint: Option<String>,
+    /// A reconnect of this account: a callback that comes back with
+    /// another is refused, not added beside it.
+    pub reconnect_account: Option<AccountId>,
 }
 
 /// What `provider` takes as `login_hint` for `account`, if it takes one.
@@ -63,6 +66,7 @@ pub async fn begin(
             tags: tags.as_deref(),
             embed_origin: starter.embed_origin.as_deref(),
             login_hint: starter.login_hint.as_deref(),
+            reconnect_account: starter.reconnect_account.as_ref().map(AccountId::as_str),
         };
         oauth::start(
             c,
@@ -103,9 +107,42 @@ pub async fn begin_with_link(
         tags: Tags::stored(link.tags.as_deref()),
         embed_origin: embed,
         login_hint: None,
+        reconnect_account: None,
     };
     let popup = starter.embed_origin.is_some();
     begin(app, provider, starter, LINK_DONE.to_string(), popup).await
+}
+
+/// What the admin is told when a reconnect of `expected` came back with
+/// another account: both named, and nothing changed.
+async fn other_account(
+    app: &App,
+    row: &OAuthState,
+    provider: &Provider,
+    expected: &str,
+    got: &Authorized,
+) -> String {
+    let (tenant, key, id) = (
+        row.tenant_id.clone(),
+        provider.key.clone(),
+        AccountId::known(expected),
+    );
+    let known = app
+        .db(move |c| Ok(Connection::find(c, &tenant, &key, &id)?))
+        .await
+        .ok()
+        .flatten();
+    let wanted = known
+        .as_ref()
+        .map_or(expected.to_string(), |c| c.label().to_string());
+    let chosen = got
+        .account_name
+        .clone()
+        .unwrap_or_else(|| got.account_id.to_string());
+    format!(
+        "You chose {chosen} at {p}, but this was a reconnect of {wanted}. Nothing changed: reconnect again and choose {wanted}, or use Add another account to add {chosen}.",
+        p = provider.display_name
+    )
 }
 
 /// A flow that failed after its state was used: in a popup, the failure is
@@ -214,6 +251,17 @@ pub async fn complete(
             return in_popup(&row, e).map(|message| completion(false, message, None));
         }
     };
+    if let Some(expected) = row.reconnect_account.as_deref() {
+        if authorized.account_id.as_str() != expected {
+            let message = other_account(app, &row, &provider, expected, &authorized).await;
+            let why = format!(
+                "a reconnect of {expected} came back with another account, {}",
+                authorized.account_id
+            );
+            failed(app, &row, &provider, &actor, &why).await;
+            return Ok(completion(false, message, None));
+        }
+    }
     let saved = grant::save(
         app,
         NewGrant {

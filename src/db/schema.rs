@@ -73,6 +73,7 @@ diesel::table! {
         created_at -> Timestamp,
         tags -> Nullable<Text>,
         embed_origin -> Nullable<Text>,
+        reconnect_account -> Nullable<Text>,
     }
 }
 

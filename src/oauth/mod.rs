@@ -69,6 +69,8 @@ pub struct Initiator<'a> {
     /// OpenID Connect's `login_hint`, sent on a reconnect of one account so
     /// that the provider offers that account (`Provider::login_hint`).
     pub login_hint: Option<&'a str>,
+    /// A reconnect of this account: a callback with another is refused.
+    pub reconnect_account: Option<&'a str>,
 }
 
 impl std::fmt::Debug for Initiator<'_> {
@@ -81,6 +83,7 @@ impl std::fmt::Debug for Initiator<'_> {
             .field("tags", &self.tags)
             .field("embed_origin", &self.embed_origin)
             .field("login_hint", &self.login_hint)
+            .field("reconnect_account", &self.reconnect_account)
             .finish_non_exhaustive()
     }
 }
@@ -124,6 +127,7 @@ pub fn start(
             expires_at: now() + Duration::minutes(STATE_TTL_MINUTES),
             tags: who.tags,
             embed_origin: who.embed_origin,
+            reconnect_account: who.reconnect_account,
         },
     )?;
     let mut url = url::Url::parse(&provider.authorize_url).map_err(|_| {

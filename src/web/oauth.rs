@@ -72,7 +72,8 @@ async fn authorize(
         None => DASHBOARD.to_string(),
     };
     let popup = query.popup.as_deref() == Some("1");
-    let login_hint = match account_param(query.account.as_deref())? {
+    let reconnect_account = account_param(query.account.as_deref())?;
+    let login_hint = match reconnect_account.clone() {
         Some(account) => {
             let (tenant, key) = (admin.tenant_id.clone(), provider.key.clone());
             let row = state
@@ -96,6 +97,7 @@ async fn authorize(
         tags: None,
         embed_origin: None,
         login_hint,
+        reconnect_account,
     };
     let url = connect::begin(&state, provider, starter, return_to, popup).await?;
     Ok(redirect_no_referrer(&url))

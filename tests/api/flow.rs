@@ -23,6 +23,7 @@ async fn status(app: &TestApp) -> serde_json::Value {
 
 backend_tests!(
     a_whole_page_connect_comes_back_to_the_card_with_its_outcome,
+    a_reconnect_of_one_account_refuses_another_account_naming_both,
     an_admin_connects_a_provider_with_pkce_and_sees_it_connected,
     basic_client_authentication_sends_the_credentials_in_the_header,
     refresh_rotates_the_tokens_and_keeps_the_refresh_token_when_none_comes_back,
@@ -433,4 +434,100 @@ async fn a_whole_page_connect_comes_back_to_the_card_with_its_outcome(backend: B
         let top = &top[..top.find("</div>").unwrap()];
         assert!(!top.contains(says), "not at the top: {top}");
     }
+}
+
+/// A reconnect started from an account's own Reconnect (`account`) that
+/// comes back with another account at the provider is refused, naming both,
+/// and changes nothing: the other account is not added beside the broken
+/// one. The same reconnect with the right account goes through.
+async fn a_reconnect_of_one_account_refuses_another_account_naming_both(backend: Backend) {
+    use wiremock::matchers::header;
+    let (app, fake) = signed_in(backend, "post").await;
+    connect(&app, &fake, "at-1", "rt-1").await;
+    let back = "/settings/integrations#card-acme";
+    // At the provider the person picks another account.
+    let (state, challenge) = reconnect(&app, back).await;
+    Mock::given(method("GET"))
+        .and(path("/me"))
+        .and(header("authorization", "Bearer at-other"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"sub": "acct-other", "name": "Harbour Road"})),
+        )
+        .mount(&fake.server)
+        .await;
+    mount_exchange(&fake, &challenge, "at-other", "rt-other").await;
+    let before = connection_rows(&app);
+    let res = app
+        .get(&format!(
+            "/oauth/acme/callback?code=the-code&state={state}&iss={ACME_ISSUER}"
+        ))
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], back);
+    let page = app
+        .get("/settings/integrations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(
+            "You chose Harbour Road at Acme CRM, but this was a reconnect of Main Street Dental. Nothing changed"
+        ),
+        "{page}"
+    );
+    assert_eq!(
+        connection_rows(&app),
+        before,
+        "no account added, none changed"
+    );
+    assert!(!page.contains(r#"data-account="acct-other""#), "{page}");
+
+    // The right account reconnects.
+    let (state, challenge) = reconnect(&app, back).await;
+    mount_exchange(&fake, &challenge, "at-2", "rt-2").await;
+    let res = app
+        .get(&format!(
+            "/oauth/acme/callback?code=the-code&state={state}&iss={ACME_ISSUER}"
+        ))
+        .await;
+    assert_eq!(res.status(), 303);
+    let page = app
+        .get("/settings/integrations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Reconnected Acme CRM as Main Street Dental."),
+        "{page}"
+    );
+}
+
+/// Starts a reconnect of `ACCOUNT` from its own Reconnect; the state and
+/// PKCE challenge of the authorize URL.
+async fn reconnect(app: &TestApp, back: &str) -> (String, String) {
+    let res = app
+        .authorize(
+            "acme",
+            &[("return_to", back), ("popup", "0"), ("account", ACCOUNT)],
+        )
+        .await;
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    (
+        crate::helpers::query_param(&location, "state").unwrap(),
+        crate::helpers::query_param(&location, "code_challenge").unwrap(),
+    )
+}
+
+/// Every connection row: account, status and version.
+fn connection_rows(app: &TestApp) -> Vec<(String, String, i64)> {
+    use diesel::prelude::*;
+    use tether::db::schema::connections as c;
+    c::table
+        .select((c::account_id, c::status, c::version))
+        .order(c::account_id)
+        .load(&mut app.conn())
+        .unwrap()
 }

@@ -646,6 +646,7 @@ async fn every_preset_whose_platform_documents_pkce_sends_an_s256_challenge(back
         tags: None,
         embed_origin: None,
         login_hint: None,
+        reconnect_account: None,
     };
     for key in [
         "gohighlevel",

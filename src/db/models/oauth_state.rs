@@ -31,6 +31,9 @@ pub struct OAuthState {
     /// The listed CRM origin whose page opened a connect link's flow in a
     /// popup: the callback posts the outcome to it (and to nobody else).
     pub embed_origin: Option<String>,
+    /// The account a reconnect was started for: a callback with another
+    /// is refused.
+    pub reconnect_account: Option<String>,
 }
 
 fn aad<'a>(id: &'a str, tenant_id: &'a str, provider: &'a str) -> Aad<'a> {
@@ -58,6 +61,8 @@ pub struct NewState<'a> {
     pub tags: Option<&'a str>,
     /// The CRM page's origin, for a connect link opened in its popup.
     pub embed_origin: Option<&'a str>,
+    /// A reconnect of this account (its provider id).
+    pub reconnect_account: Option<&'a str>,
 }
 
 impl OAuthState {
@@ -84,6 +89,7 @@ impl OAuthState {
                 oauth_states::created_at.eq(now()),
                 oauth_states::tags.eq(new.tags),
                 oauth_states::embed_origin.eq(new.embed_origin),
+                oauth_states::reconnect_account.eq(new.reconnect_account),
             ))
             .execute(conn)?;
         Ok(id)
