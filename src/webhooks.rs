@@ -31,11 +31,7 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &str) -> String {
     )
 }
 
-/// The secrets `TETHER_WEBHOOK_SECRET` holds: one, or two separated by a
-/// space while a receiver moves from the second to the first.
-pub fn secrets(configured: &str) -> Vec<&str> {
-    configured.split_whitespace().collect()
-}
+pub use crate::config::webhook_secrets as secrets;
 
 /// The HMAC key of a secret, as Standard Webhooks' libraries read it: a
 /// `whsec_` secret is the base64 of its key; any other is its own bytes (a

@@ -153,7 +153,7 @@ impl Settings {
                         None
                     }
                 };
-                let parts = crate::webhooks::secrets(&secret);
+                let parts = super::webhook_secrets(&secret);
                 if parts.is_empty() || parts.len() > 2 || parts.iter().any(|s| s.len() < 16) {
                     v.problem(
                         "TETHER_WEBHOOK_SECRET",

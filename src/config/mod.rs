@@ -18,3 +18,9 @@ mod variables;
 
 pub use settings::{ConfigError, Environment, LogFormat, RefreshSettings, SessionLimits, Settings};
 pub use variables::{table, APP_ID_SUFFIX, NOT_CONFIGURATION, VARIABLES, WEBHOOK_KEY_SUFFIX};
+
+/// The secrets `TETHER_WEBHOOK_SECRET` holds: one, or two separated by a
+/// space while receivers move from the second to the first.
+pub fn webhook_secrets(configured: &str) -> Vec<&str> {
+    configured.split_whitespace().collect()
+}

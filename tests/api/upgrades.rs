@@ -33,6 +33,7 @@ const ALLOWED: &[(&str, &str, &str, &str)] = &[];
 const CHECKED: &[(&str, &str, &str)] = &[
     ("users", "role", "admin"),
     ("connections", "status", "connected"),
+    ("connection_usage", "kind", "token"),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +207,8 @@ impl Raw {
             "FALSE".into()
         } else if ty.contains("timestamp") {
             "'2026-12-01 00:00:00'".into()
+        } else if ty == "date" {
+            "'2026-12-01'".into()
         } else if ty.contains("bytea") {
             "decode('00', 'hex')".into()
         } else if ty.contains("blob") || ty.contains("binary") {
