@@ -293,8 +293,6 @@ pub struct Card {
     /// Every connected account, the default first.
     pub accounts: Vec<AccountCard>,
     pub has_tokens: bool,
-    /// Some account lacks scopes the provider now asks for.
-    pub needs_new_permissions: bool,
     /// Connected by a site instance id instead of a sign-in page (Wix apps).
     pub by_instance: bool,
     /// Whether its tokens can be refreshed (WordPress.com's never expire).
@@ -483,8 +481,6 @@ pub struct AccountCard {
     pub missing: Vec<Permission>,
     /// What most needs a person, if anything.
     pub need: Option<Need>,
-    /// Lapsing is already said by the banner (no "Access ends" line).
-    pub lapse_in_banner: bool,
     /// The sentence that says so, and what the fix does.
     pub need_text: String,
     /// When the current access token expires (none: it does not).
@@ -506,6 +502,13 @@ pub struct AccountCard {
     pub private_token: bool,
     /// What the CRM did with it lately.
     pub usage: UsageLine,
+}
+
+impl AccountCard {
+    /// Its banner already says when access ends (no separate line).
+    pub fn lapse_in_banner(&self) -> bool {
+        self.need == Some(Need::Lapsing)
+    }
 }
 
 /// What the dashboard knows of one account: the view the API gives of it,
@@ -597,7 +600,6 @@ fn account_card(f: AccountFacts<'_>, warn_days: i64, failing_after: Duration) ->
         status: view.status,
         permissions: permissions(provider, &view.scopes),
         missing,
-        lapse_in_banner: need == Some(Need::Lapsing),
         need,
         need_text,
         expires: Moment::parse(view.expires_at.as_deref()),
@@ -630,7 +632,6 @@ fn card(
 ) -> Card {
     Card {
         key: provider.key.to_string(),
-        needs_new_permissions: accounts.iter().any(|a| !a.missing.is_empty()),
         need: accounts.iter().filter_map(|a| a.need).min(),
         name: provider.display_name.clone(),
         status: view.status,

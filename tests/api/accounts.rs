@@ -508,12 +508,7 @@ async fn the_dashboard_shows_each_account_with_its_own_forms_and_make_default_sw
     backend: Backend,
 ) {
     let (app, fake, key) = two_accounts(backend, &[]).await;
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     let card = &page[page.find(r#"id="card-acme""#).unwrap()..];
     let card = &card[..card.find("</article>").unwrap()];
     let a = card.find(r#"data-account="loc-a""#).expect("loc-a listed");
@@ -573,12 +568,7 @@ async fn the_dashboard_shows_each_account_with_its_own_forms_and_make_default_sw
         "/settings/integrations#card-acme"
     );
     assert_eq!(token(&app, &key, "").await, "at-loc-b");
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     let card = &page[page.find(r#"id="card-acme""#).unwrap()..];
     let card = &card[..card.find("</article>").unwrap()];
     assert!(

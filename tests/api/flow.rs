@@ -23,6 +23,7 @@ async fn status(app: &TestApp) -> serde_json::Value {
 
 backend_tests!(
     a_whole_page_connect_comes_back_to_the_card_with_its_outcome,
+    lapsing_and_long_failing_accounts_need_the_admin_and_an_expired_token_says_so,
     a_reconnect_of_one_account_refuses_another_account_naming_both,
     an_admin_connects_a_provider_with_pkce_and_sees_it_connected,
     basic_client_authentication_sends_the_credentials_in_the_header,
@@ -103,12 +104,7 @@ async fn an_admin_connects_a_provider_with_pkce_and_sees_it_connected(backend: B
     assert_eq!(s["metadata"], serde_json::json!({"locationId": "loc_9"}));
     assert!(s["expires_at"].as_str().unwrap().ends_with('Z'));
 
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(
         page.contains("Connected Acme CRM as Main Street Dental."),
         "flash: {page}"
@@ -181,12 +177,7 @@ async fn refresh_rotates_the_tokens_and_keeps_the_refresh_token_when_none_comes_
     );
     assert!(after.expires_at.unwrap() > before.expires_at.unwrap());
     assert!(after.lease_owner.is_none());
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(
         page.contains("Access to Main Street Dental at Acme CRM is renewed.")
             && page.contains("Refreshed</span>"),
@@ -212,12 +203,7 @@ async fn a_refresh_refused_with_invalid_grant_marks_the_connection_needs_reconne
     app.post_form("/oauth/acme/refresh", &[("csrf", &csrf)])
         .await;
     assert_eq!(status(&app).await["status"], "needs_reconnect");
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(
         page.contains("no longer accepts this connection"),
         "banner: {page}"
@@ -248,12 +234,7 @@ async fn disconnect_revokes_the_refresh_token_and_erases_the_tokens(backend: Bac
     assert_eq!(status(&app).await["status"], "not_connected");
     let row = app.acme_account("acme", ACCOUNT);
     assert!(row.token_ciphertext.is_none() && row.key_id.is_none());
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(page.contains("the provider revoked the access"), "{page}");
     assert!(page.contains("Revoked at the provider") && page.contains("Disconnected</span>"));
 }
@@ -270,12 +251,7 @@ async fn disconnect_erases_the_tokens_even_when_revocation_fails_and_says_so(bac
     app.post_form("/oauth/acme/disconnect", &[("csrf", &csrf)])
         .await;
     assert!(app.acme_account("acme", ACCOUNT).token_ciphertext.is_none());
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(page.contains("did not confirm the revocation"), "{page}");
 }
 
@@ -298,12 +274,7 @@ async fn reconnecting_replaces_the_tokens_and_records_a_reconnect(backend: Backe
             .expose(),
         "rt-2"
     );
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(
         page.contains("Reconnected Acme CRM as Main Street Dental."),
         "{page}"
@@ -369,12 +340,7 @@ async fn a_connection_whose_tokens_no_longer_open_can_still_be_disconnected(back
         app.acme_account("acme", ACCOUNT).token_ciphertext.is_none(),
         "erased"
     );
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(page.contains("did not confirm the revocation"), "{page}");
 }
 
@@ -383,12 +349,7 @@ async fn a_connection_whose_tokens_no_longer_open_can_still_be_disconnected(back
 /// connected or declined, is shown on that card rather than at the top.
 async fn a_whole_page_connect_comes_back_to_the_card_with_its_outcome(backend: Backend) {
     let (app, fake) = signed_in(backend, "post").await;
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     let card = &page[page.find(r#"id="card-acme""#).expect("the acme card")..];
     let form = &card[card.find(r#"data-form="connect""#).expect("its Connect")..];
     let form = &form[..form.find("</form>").unwrap()];
@@ -421,12 +382,7 @@ async fn a_whole_page_connect_comes_back_to_the_card_with_its_outcome(backend: B
             .await;
         assert_eq!(res.status(), 303);
         assert_eq!(res.headers()["location"], back);
-        let page = app
-            .get("/settings/integrations")
-            .await
-            .text()
-            .await
-            .unwrap();
+        let page = app.page("/settings/integrations").await;
         let card = &page[page.find(r#"id="card-acme""#).unwrap()..];
         let card = &card[..card.find("</article>").unwrap()];
         assert!(card.contains(says), "on the card: {card}");
@@ -465,12 +421,7 @@ async fn a_reconnect_of_one_account_refuses_another_account_naming_both(backend:
         .await;
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], back);
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(
         page.contains(
             "You chose Harbour Road at Acme CRM, but this was a reconnect of Main Street Dental. Nothing changed"
@@ -493,12 +444,7 @@ async fn a_reconnect_of_one_account_refuses_another_account_naming_both(backend:
         ))
         .await;
     assert_eq!(res.status(), 303);
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(
         page.contains("Reconnected Acme CRM as Main Street Dental."),
         "{page}"
@@ -530,4 +476,89 @@ fn connection_rows(app: &TestApp) -> Vec<(String, String, i64)> {
         .order(c::account_id)
         .load(&mut app.conn())
         .unwrap()
+}
+
+/// Besides a refused grant and missing permissions (tested where they are
+/// made), the list of what needs the admin holds an account whose access
+/// lapses within the warning window (fix: reconnect) and one whose renewals
+/// have failed for longer than TETHER_REFRESH_FAILING_AFTER (fix: try now),
+/// most urgent first; one failing for a moment is not listed. An access
+/// token already expired reads "expired ... ago" in the error colour.
+async fn lapsing_and_long_failing_accounts_need_the_admin_and_an_expired_token_says_so(
+    backend: Backend,
+) {
+    use diesel::prelude::*;
+    use tether::db::schema::connections as c;
+    let (app, _fake) = signed_in(backend, "post").await;
+    let tenant = app.ensure_tenant("acme");
+    let t = tether::db::now();
+    let hour = chrono::Duration::hours(1);
+    for (account, lapses, failing_since, expires) in [
+        (
+            "acct-lapsing",
+            Some(t + chrono::Duration::days(3)),
+            None,
+            t + hour,
+        ),
+        (
+            "acct-failing",
+            None,
+            Some(t - hour * 2),
+            t - hour * 2 - chrono::Duration::minutes(5),
+        ),
+        (
+            "acct-blip",
+            None,
+            Some(t - chrono::Duration::minutes(5)),
+            t + hour,
+        ),
+    ] {
+        let row = app.seed(&tenant.id, account, &format!("rt-{account}"), 3600, 3000);
+        diesel::update(c::table.find(&row.id))
+            .set((
+                c::scopes.eq(r#"["contacts.read","contacts.write"]"#),
+                c::refresh_expires_at.eq(lapses),
+                c::error_since.eq(failing_since),
+                c::status.eq(if failing_since.is_some() {
+                    "error"
+                } else {
+                    "connected"
+                }),
+                c::expires_at.eq(Some(expires)),
+            ))
+            .execute(&mut app.conn())
+            .unwrap();
+    }
+    let page = app.page("/settings/integrations").await;
+    let attention = &page[page.find(r#"class="attention""#).expect("the list")..];
+    let attention = &attention[..attention.find("</section>").unwrap()];
+    let lapsing = attention
+        .find(r#"data-account="acct-lapsing""#)
+        .expect("the lapsing one");
+    let failing = attention
+        .find(r#"data-account="acct-failing""#)
+        .expect("the failing one");
+    assert!(lapsing < failing, "most urgent first: {attention}");
+    assert!(
+        !attention.contains("acct-blip"),
+        "a passing fault needs nobody: {attention}"
+    );
+    assert!(
+        attention.contains("ends access to acct-lapsing in 2 days"),
+        "{attention}"
+    );
+    let try_now = &attention[failing..];
+    assert!(
+        try_now.contains("has not answered for acct-failing since")
+            && try_now.contains(r#"data-action="refresh">Try now"#),
+        "{try_now}"
+    );
+    let card = &page[page.find(r#"id="card-acme""#).unwrap()..];
+    let failing_item = &card[card.find(r#"data-account="acct-failing""#).unwrap()..];
+    let failing_item = &failing_item[..failing_item.find("</dl>").unwrap()];
+    assert!(
+        failing_item.contains(r#"<span class="error-text">expired <time datetime=""#)
+            && failing_item.contains(">2 h ago</time>"),
+        "{failing_item}"
+    );
 }

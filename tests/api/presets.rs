@@ -124,12 +124,7 @@ async fn a_gohighlevel_location_is_named_from_its_location_lookup_with_the_versi
     let s = status(&app, "gohighlevel").await;
     assert_eq!(s["account"]["id"], "loc_123");
     assert_eq!(s["account"]["name"], "Main Street Dental");
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(
         page.contains("<span class=\"account\">Main Street Dental</span>"),
         "{page}"
@@ -255,12 +250,7 @@ async fn a_bing_connection_is_named_after_the_platform_instead_of_default(backen
     let s = status(&app, "bing").await;
     assert_eq!(s["account"]["name"], "Bing Webmaster");
     assert_eq!(s["account"]["id"], "default");
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(
         page.contains("<span class=\"account\">Bing Webmaster</span>"),
         "{page}"
@@ -553,12 +543,7 @@ async fn wix_connects_a_site_instance_with_client_credentials_and_mints_again_to
         ),
     )
     .await;
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(
         page.contains("open it from the site's dashboard"),
         "connected from Wix, not from a redirect or a typed id"

@@ -357,12 +357,7 @@ async fn the_card_stores_a_private_token_and_shows_it_as_one(backend: Backend) {
         app.login("owner@acme.example", PASSWORD).await.status(),
         303
     );
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(
         page.contains(r#"data-form="private-token""#),
         "offered on the card"
@@ -383,12 +378,7 @@ async fn the_card_stores_a_private_token_and_shows_it_as_one(backend: Backend) {
     // Refused: said on the page, nothing stored.
     let before = snapshot(&app);
     assert_eq!(form("pit-bad").await.status(), 303);
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(
         page.contains("The Private Integration Token was not stored"),
         "{page}"
@@ -398,12 +388,7 @@ async fn the_card_stores_a_private_token_and_shows_it_as_one(backend: Backend) {
     assert_eq!(app.get_json(TOKEN, &key).await.0, 404);
 
     assert_eq!(form("pit-good").await.status(), 303);
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(
         page.contains("connected with its Private Integration Token"),
         "{page}"

@@ -122,24 +122,14 @@ async fn the_card_shows_the_newest_activity_and_all_activity_the_rest(backend: B
         old_event(&app, &c, "refreshed", 0, None);
     }
     let line = "<li class=\"activity-line\" data-event=\"";
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     let kinds: Vec<&str> = page
         .split(line)
         .skip(1)
         .map(|l| &l[..l.find('"').unwrap()])
         .collect();
     assert_eq!(kinds, ["refreshed"; 5], "{page}");
-    let all = app
-        .get("/settings/integrations/acme/activity")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let all = app.page("/settings/integrations/acme/activity").await;
     let kinds: Vec<&str> = all
         .split(line)
         .skip(1)
@@ -185,12 +175,7 @@ async fn a_refresh_token_about_to_lapse_is_announced_once_and_shown_on_the_card(
         .as_deref()
         .unwrap()
         .contains("reconnect before then"));
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(
         // The fake grants one of the two scopes asked for: the banner asks
         // for the permissions first and says the access ends too.

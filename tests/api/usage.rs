@@ -100,12 +100,7 @@ fn usage_of(html: &str, account: &str) -> String {
 async fn until_usage(app: &TestApp, account: &str, wanted: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let html = app
-            .get("/settings/integrations")
-            .await
-            .text()
-            .await
-            .unwrap();
+        let html = app.page("/settings/integrations").await;
         let line = usage_of(&html, account);
         if line.contains(wanted) {
             return line;
@@ -124,12 +119,7 @@ async fn token_reads_and_proxy_calls_of_two_keys_show_as_last_use_and_seven_day_
         .respond_with(ResponseTemplate::new(200).set_body_string("[]"))
         .mount(&fake.server)
         .await;
-    let html = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = app.page("/settings/integrations").await;
     assert_eq!(usage_of(&html, "acct-1"), "Not used by zest CRM yet");
     assert_eq!(usage_of(&html, "acct-2"), "Not used by zest CRM yet");
 
@@ -147,12 +137,7 @@ async fn token_reads_and_proxy_calls_of_two_keys_show_as_last_use_and_seven_day_
     );
     assert!(line.contains("\" data-rel>"), "{line}");
     assert!(line.contains(" UTC</time>"), "{line}");
-    let html = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = app.page("/settings/integrations").await;
     assert_eq!(usage_of(&html, "acct-2"), "Not used by zest CRM yet");
 
     // The other key reads the other account's token: its own line.
@@ -163,12 +148,7 @@ async fn token_reads_and_proxy_calls_of_two_keys_show_as_last_use_and_seven_day_
         "{line}"
     );
     // The first account's line is unchanged.
-    let html = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = app.page("/settings/integrations").await;
     assert!(usage_of(&html, "acct-1").contains("5 uses in the last 7 days"));
 }
 
@@ -374,12 +354,7 @@ async fn activity_is_newest_first_with_accounts_human_actors_and_folded_failures
         line("Connected", "acct-2", "ann@acme.example"),
         line("Connected", "Main Street Dental", "You"),
     ];
-    let card = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let card = app.page("/settings/integrations").await;
     assert_eq!(lines_of(&card), all[..5].to_vec(), "{card}");
     assert!(card.contains("href=\"/settings/integrations/acme/activity\""));
     assert!(

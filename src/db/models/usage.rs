@@ -61,31 +61,7 @@ impl UsageKind {
     }
 }
 
-impl<DB> diesel::deserialize::FromSql<diesel::sql_types::Text, DB> for UsageKind
-where
-    DB: diesel::backend::Backend,
-    String: diesel::deserialize::FromSql<diesel::sql_types::Text, DB>,
-{
-    fn from_sql(bytes: DB::RawValue<'_>) -> diesel::deserialize::Result<Self> {
-        let name = String::from_sql(bytes)?;
-        UsageKind::parse(&name).ok_or_else(|| {
-            format!("connection_usage.kind holds '{name}', which is no usage kind").into()
-        })
-    }
-}
-
-impl<DB> diesel::serialize::ToSql<diesel::sql_types::Text, DB> for UsageKind
-where
-    DB: diesel::backend::Backend,
-    str: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
-{
-    fn to_sql<'b>(
-        &'b self,
-        out: &mut diesel::serialize::Output<'b, '_, DB>,
-    ) -> diesel::serialize::Result {
-        self.as_str().to_sql(out)
-    }
-}
+crate::db::models::text_column!(UsageKind, "connection_usage.kind", UsageKind::parse);
 
 /// Uses counted for one connection, key, kind and day: a row, or what one
 /// process adds to it.

@@ -282,9 +282,14 @@ impl TestApp {
         t
     }
 
+    /// The HTML of the page at `path`, as the signed-in browser gets it.
+    pub async fn page(&self, path: &str) -> String {
+        self.get(path).await.text().await.unwrap()
+    }
+
     /// The CSRF token of the form on `path`.
     pub async fn csrf(&self, path: &str) -> String {
-        let html = self.get(path).await.text().await.unwrap();
+        let html = self.page(path).await;
         csrf_in(&html).unwrap_or_else(|| panic!("no csrf field on {path}: {html}"))
     }
 

@@ -267,12 +267,7 @@ async fn scopes_added_since_the_grant_are_listed_as_missing_and_the_card_asks_to
         .get_json(&format!("{API}/acme/connections/acme"), &key)
         .await;
     assert_eq!(status["missing_scopes"], json!(["contacts.write"]));
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(page.contains(r#"data-need="permissions""#), "{page}");
     assert!(
         page.contains("now asks Main Street Dental for more: contacts.write."),
@@ -293,12 +288,7 @@ async fn scopes_added_since_the_grant_are_listed_as_missing_and_the_card_asks_to
         .get_json(&format!("{API}/acme/connections/acme"), &key)
         .await;
     assert_eq!(status["missing_scopes"], json!([]));
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(!page.contains(r#"data-need="permissions""#), "{page}");
 }
 
@@ -350,12 +340,7 @@ async fn offline_access_never_echoed_by_the_provider_is_not_missing(backend: Bac
             .await;
         assert_eq!(token["scopes"], json!(["contacts.read"]), "{extra}");
         assert_eq!(token["missing_scopes"], missing, "{extra}");
-        let page = app
-            .get("/settings/integrations")
-            .await
-            .text()
-            .await
-            .unwrap();
+        let page = app.page("/settings/integrations").await;
         assert_eq!(
             page.contains(r#"data-need="permissions""#),
             missing != json!([]),

@@ -117,12 +117,7 @@ async fn a_refresh_of_a_provider_without_refresh_is_a_409_that_changes_nothing(b
             .status(),
         303
     );
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(page.contains(r#"data-provider="acme""#), "{page}");
     assert!(page.contains(r#"data-action="disconnect""#), "{page}");
     assert!(!page.contains(r#"data-action="refresh""#), "{page}");

@@ -185,12 +185,7 @@ async fn access_denied_leaves_the_existing_connection_untouched_and_says_so(back
     assert_eq!(unconsumed, 0);
     assert_eq!(fake.calls_to("/token").await, 0);
 
-    let page = app
-        .get("/settings/integrations")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/settings/integrations").await;
     assert!(
         page.contains("You declined the connection at Acme CRM. Nothing was changed."),
         "{page}"

@@ -47,32 +47,7 @@ impl Status {
     }
 }
 
-impl<DB> diesel::deserialize::FromSql<diesel::sql_types::Text, DB> for Status
-where
-    DB: diesel::backend::Backend,
-    String: diesel::deserialize::FromSql<diesel::sql_types::Text, DB>,
-{
-    fn from_sql(bytes: DB::RawValue<'_>) -> diesel::deserialize::Result<Self> {
-        let name = String::from_sql(bytes)?;
-        Status::parse(&name).ok_or_else(|| {
-            format!("connections.status holds '{name}', which is no status this version knows")
-                .into()
-        })
-    }
-}
-
-impl<DB> diesel::serialize::ToSql<diesel::sql_types::Text, DB> for Status
-where
-    DB: diesel::backend::Backend,
-    str: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
-{
-    fn to_sql<'b>(
-        &'b self,
-        out: &mut diesel::serialize::Output<'b, '_, DB>,
-    ) -> diesel::serialize::Result {
-        self.as_str().to_sql(out)
-    }
-}
+crate::db::models::text_column!(Status, "connections.status", Status::parse);
 
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,37 +86,15 @@ impl Kind {
             Kind::PrivateToken => "private_token",
         }
     }
-}
 
-impl<DB> diesel::deserialize::FromSql<diesel::sql_types::Text, DB> for Kind
-where
-    DB: diesel::backend::Backend,
-    String: diesel::deserialize::FromSql<diesel::sql_types::Text, DB>,
-{
-    fn from_sql(bytes: DB::RawValue<'_>) -> diesel::deserialize::Result<Self> {
-        let name = String::from_sql(bytes)?;
+    pub fn parse(s: &str) -> Option<Kind> {
         [Kind::OAuth, Kind::PrivateToken]
             .into_iter()
-            .find(|k| k.as_str() == name)
-            .ok_or_else(|| {
-                format!("connections.kind holds '{name}', which is no kind this version knows")
-                    .into()
-            })
+            .find(|k| k.as_str() == s)
     }
 }
 
-impl<DB> diesel::serialize::ToSql<diesel::sql_types::Text, DB> for Kind
-where
-    DB: diesel::backend::Backend,
-    str: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
-{
-    fn to_sql<'b>(
-        &'b self,
-        out: &mut diesel::serialize::Output<'b, '_, DB>,
-    ) -> diesel::serialize::Result {
-        self.as_str().to_sql(out)
-    }
-}
+crate::db::models::text_column!(Kind, "connections.kind", Kind::parse);
 
 /// The secret part of a connection, sealed as one JSON document.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
