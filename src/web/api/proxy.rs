@@ -1,6 +1,6 @@
 //! The proxy: a call to the provider's API with the token attached.
 
-use super::rights::ForConnection;
+use super::rights::{ForConnection, Proxying, Scoped};
 use crate::app::App;
 use crate::connections::proxy as proxying;
 use crate::db::models::usage::UsageKind;
@@ -68,7 +68,7 @@ struct ProxyPath {
     responses(
         (status = "default", description = "The provider's answer (its status, headers and body), or one of Tether's JSON errors"),
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["proxy"]))
 )]
 #[route(
     "/tenants/{tenant}/proxy/{provider}/{path:.*}",
@@ -81,7 +81,7 @@ struct ProxyPath {
 pub(super) async fn proxy(
     req: HttpRequest,
     state: web::Data<App>,
-    target: ForConnection,
+    target: ForConnection<Scoped<Proxying>>,
     path: web::Path<ProxyPath>,
     body: web::Bytes,
 ) -> AppResult<HttpResponse> {

@@ -10,12 +10,14 @@
 
 mod auth;
 mod connect_links;
+mod connect_sessions;
 pub(crate) mod integrations;
 mod metrics;
 mod openapi;
 mod provisioning;
 mod proxy;
 mod refresh_and_disconnect;
+mod scopes;
 mod token;
 
 use crate::helpers::{connect, signed_in, spawn_app_with_provider, Backend, FakeProvider, TestApp};
