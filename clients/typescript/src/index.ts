@@ -20,6 +20,7 @@ type Schemas = components["schemas"];
 type TokenRoute = paths["/api/v1/tenants/{tenant}/connections/{provider}/token"]["get"];
 type StatusRoute = paths["/api/v1/tenants/{tenant}/connections/{provider}"]["get"];
 type LinkRoute = paths["/api/v1/tenants/{tenant}/connect-links"]["post"];
+type SessionRoute = paths["/api/v1/tenants/{tenant}/connect-sessions"]["post"];
 type DirectoryRoute = paths["/api/v1/connections"]["get"];
 
 /** A valid access token and what goes with it (`GET .../token`). */
@@ -28,6 +29,8 @@ export type Token = TokenRoute["responses"][200]["content"]["application/json"];
 export type Status = StatusRoute["responses"][200]["content"]["application/json"];
 /** A connect link to send to a person (`POST .../connect-links`). */
 export type ConnectLink = LinkRoute["responses"][201]["content"]["application/json"];
+/** A connect session for the CRM's own page (`POST .../connect-sessions`). */
+export type ConnectSession = SessionRoute["responses"][201]["content"]["application/json"];
 /** What the directory found (`GET /api/v1/connections`). */
 export type FoundConnections = DirectoryRoute["responses"][200]["content"]["application/json"];
 /** One connection the directory found, with the tenant holding it. */
@@ -82,6 +85,20 @@ export interface ConnectLinkOptions {
    * connection's events: a flat object of at most 16 keys, each a string,
    * number or boolean.
    */
+  tags?: Record<string, string | number | boolean> | undefined;
+}
+
+/** Options of {@link Tether.connectSession}. */
+export interface ConnectSessionOptions {
+  /** The providers the page offers (Tether's default: every enabled provider connected by a link). */
+  providers?: string[] | undefined;
+  /** Seconds the session stays valid (60 to 86400; Tether's default 1800). */
+  expiresIn?: number | undefined;
+  /** Connects it allows (1 to 100; Tether's default 10). */
+  uses?: number | undefined;
+  /** The person it is for, shown on its pages. */
+  email?: string | undefined;
+  /** The CRM's tags, as on a connect link. */
   tags?: Record<string, string | number | boolean> | undefined;
 }
 
@@ -184,8 +201,23 @@ export class Tether {
     return this.#call("POST", `/tenants/${seg(tenant)}/connect-links`, { body });
   }
 
-  // Connect sessions (`POST /api/v1/tenants/{tenant}/connect-sessions`) go
-  // here, beside connect links, once the route is in the document.
+  /**
+   * A connect session for the CRM's own page: fetch it when the page loads
+   * and put its `token` in the page, where
+   * `TetherConnect.open({ session: token, provider })` (Tether's
+   * `/static/connect.js`) uses it on each click. A secret: give it only to
+   * the page of the tenant's signed-in user.
+   */
+  connectSession(tenant: string, options: ConnectSessionOptions = {}): Promise<ConnectSession> {
+    const body: SessionRoute["requestBody"]["content"]["application/json"] = {
+      providers: options.providers,
+      expires_in: options.expiresIn,
+      uses: options.uses,
+      email: options.email,
+      tags: options.tags,
+    };
+    return this.#call("POST", `/tenants/${seg(tenant)}/connect-sessions`, { body });
+  }
 
   /**
    * Which tenant holds a provider account (a GoHighLevel location, a

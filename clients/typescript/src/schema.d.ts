@@ -162,6 +162,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/tenants/{tenant}/connect-sessions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A connect session for the CRM's own page
+         * @description One token, fetched when the page loads, for every Connect button on it:
+         *     valid for minutes, for the listed providers, for a number of connects.
+         *     Single-use links stay for messages.
+         */
+        post: operations["connect_session"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tenants/{tenant}/connections": {
         parameters: {
             query?: never;
@@ -638,7 +660,7 @@ export interface components {
             tenant: string;
         };
         /** @enum {string} */
-        Code: "already_revoked" | "concurrent_update" | "database_unavailable" | "decryption_failed" | "forbidden" | "insufficient_scope" | "internal" | "invalid_account" | "invalid_client" | "invalid_code" | "invalid_decision" | "invalid_email" | "invalid_embed_origin" | "invalid_expires_in" | "invalid_form" | "invalid_grant" | "invalid_import" | "invalid_instance" | "invalid_install" | "invalid_webhook" | "invalid_webhook_signature" | "account_bound_elsewhere" | "invalid_json" | "invalid_link" | "invalid_method" | "invalid_min_ttl" | "invalid_name" | "invalid_path" | "invalid_query" | "invalid_redirect_uri" | "invalid_request" | "invalid_return_to" | "invalid_scope" | "invalid_tags" | "invalid_settings" | "invalid_sso_token" | "invalid_state" | "invalid_status" | "invalid_tenant" | "invalid_token" | "issuer_mismatch" | "issuer_missing" | "key_unavailable" | "lease_lost" | "location_unavailable" | "method_not_allowed" | "needs_reconnect" | "not_found" | "not_connected" | "not_refreshable" | "not_site_owner" | "oauth_connected" | "provider_disabled" | "provider_error" | "provider_misconfigured" | "provider_mismatch" | "provider_redirected" | "provider_response_too_large" | "provider_unavailable" | "provider_unreachable" | "rate_limited" | "refresh_failed" | "refresh_in_progress" | "settings_too_large" | "sso_origin_refused" | "shutting_down" | "tenant_exists" | "token_refused" | "unauthorized" | "unknown_install" | "unsupported_flow" | "user_exists" | "webhook_stale" | "wrong_app";
+        Code: "already_revoked" | "concurrent_update" | "database_unavailable" | "decryption_failed" | "forbidden" | "insufficient_scope" | "internal" | "invalid_account" | "invalid_client" | "invalid_code" | "invalid_decision" | "invalid_email" | "invalid_embed_origin" | "invalid_expires_in" | "invalid_form" | "invalid_grant" | "invalid_import" | "invalid_instance" | "invalid_install" | "invalid_webhook" | "invalid_webhook_signature" | "account_bound_elsewhere" | "invalid_json" | "invalid_link" | "invalid_method" | "invalid_min_ttl" | "invalid_name" | "invalid_path" | "invalid_query" | "invalid_redirect_uri" | "invalid_request" | "invalid_return_to" | "invalid_scope" | "invalid_tags" | "invalid_settings" | "invalid_sso_token" | "invalid_state" | "invalid_status" | "invalid_tenant" | "invalid_token" | "issuer_mismatch" | "issuer_missing" | "key_unavailable" | "lease_lost" | "location_unavailable" | "method_not_allowed" | "missing_scope" | "needs_reconnect" | "not_found" | "not_connected" | "not_refreshable" | "not_site_owner" | "oauth_connected" | "provider_disabled" | "provider_error" | "provider_misconfigured" | "provider_mismatch" | "provider_redirected" | "provider_response_too_large" | "provider_unavailable" | "provider_unreachable" | "rate_limited" | "refresh_failed" | "refresh_in_progress" | "settings_too_large" | "sso_origin_refused" | "shutting_down" | "tenant_exists" | "token_refused" | "unauthorized" | "unknown_install" | "unsupported_flow" | "user_exists" | "webhook_stale" | "wrong_app";
         /** @description `{"connections": [...]}`: one status per enabled provider. */
         ConnectionList: {
             connections: components["schemas"]["Status"][];
@@ -1023,6 +1045,46 @@ export interface components {
             detail?: string | null;
             outcome: components["schemas"]["Outcome"];
             provider: string;
+        };
+        /** @description A connect session. */
+        SessionBody: {
+            /** Format: date-time */
+            expires_at: string;
+            /** @description The providers it may connect. */
+            providers: string[];
+            /** @description The session's token for `TetherConnect.open({session, provider})`
+             *     on the CRM's page: whoever holds it may connect the listed
+             *     providers for the tenant until it expires. A secret. */
+            token: string;
+            /**
+             * Format: int32
+             * @description Connects it allows.
+             */
+            uses: number;
+        };
+        SessionRequest: {
+            /**
+             * Format: email
+             * @description The person it is for: shown on its page.
+             */
+            email?: string | null;
+            /**
+             * Format: int64
+             * @description Seconds the session stays valid (default 1800).
+             */
+            expires_in?: number | null;
+            /** @description The providers the session may connect (default: every enabled
+             *     provider connected with a link). */
+            providers?: string[] | null;
+            /** @description The CRM's tags, as on a connect link: stored with each connection
+             *     and echoed in its events. */
+            tags?: Record<string, unknown> | null;
+            /**
+             * Format: int32
+             * @description Connects it allows (default 10); each click that goes on to the
+             *     provider spends one.
+             */
+            uses?: number | null;
         };
         /** @description One named field of a provider's per-tenant settings (a tenant may leave
          *     any of them unset). */
@@ -1441,7 +1503,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Not an admin key, or one limited to another tenant */
+            /** @description A key without the admin scope, or one limited to another tenant */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1595,6 +1657,78 @@ export interface operations {
             };
             /** @description `provider_disabled`: the tenant switched the provider off */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The database is unreachable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    connect_session: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The CRM's external id of the tenant. */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SessionRequest"];
+            };
+        };
+        responses: {
+            /** @description The session */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionBody"];
+                };
+            };
+            /** @description An invalid body (`invalid_expires_in`, `invalid_request` for `uses`, `invalid_tags`, `unsupported_flow`: a provider connected from its app install) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key may not act for this tenant */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such tenant or provider */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1950,7 +2084,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Not an admin key, or one limited to another tenant */
+            /** @description A key without the admin scope, or one limited to another tenant */
             403: {
                 headers: {
                     [name: string]: unknown;

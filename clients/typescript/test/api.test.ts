@@ -108,6 +108,23 @@ test("a connect link is created for the lifetime asked, and its page opens", asy
   assert.equal(err.code, "invalid_tags");
 });
 
+test("a connect session lists its providers and uses, and its page opens for each", async () => {
+  const session = await tether.connectSession(env.tenant, {
+    providers: [env.provider],
+    uses: 3,
+    expiresIn: 900,
+  });
+  assert.deepEqual(session.providers, [env.provider]);
+  assert.equal(session.uses, 3);
+  const expires = Date.parse(session.expires_at) - Date.now();
+  assert.ok(expires > 0 && expires <= 901_000, `expires in ${expires} ms`);
+  const page = await fetch(`${env.url}/connect/session/${session.token}/${env.provider}`);
+  assert.equal(page.status, 200);
+  const err = await refusal(tether.connectSession(env.tenant, { uses: 0 }));
+  assert.equal(err.status, 400);
+  assert.equal(err.code, "invalid_request");
+});
+
 test("a bad baseUrl or an empty key is refused when the client is made, without the key", () => {
   assert.throws(() => new Tether({ baseUrl: "tether.internal", apiKey: env.apiKey }), TypeError);
   assert.throws(() => new Tether({ baseUrl: "ftp://tether.internal", apiKey: env.apiKey }), TypeError);
