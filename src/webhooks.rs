@@ -125,7 +125,10 @@ async fn round(
     use futures_util::StreamExt;
     let outcomes: Vec<(outbox::Pending, Outcome)> = futures_util::stream::iter(batch)
         .map(|p| async move {
-            let outcome = send(state, url, secret, &p.delivery_id(), &p.payload).await;
+            let outcome = match outgoing(state, channel, &p).await {
+                Ok(payload) => send(state, url, secret, &p.delivery_id(), &payload).await,
+                Err(why) => Outcome::Refused(why),
+            };
             (p, outcome)
         })
         .buffer_unordered(CONCURRENCY)
@@ -155,6 +158,77 @@ async fn round(
             .await?;
     }
     Ok(n)
+}
+
+/// How long the reconnect link of a `needs_reconnect` event stays valid:
+/// the longest a link may, since the chatbot may forward it to a person who
+/// reads it hours later.
+const RECONNECT_LINK_TTL: chrono::Duration = chrono::Duration::days(1);
+
+/// The payload as it goes out. A `needs_reconnect` event of an account
+/// connected in a browser carries `reconnect_url`: a single-use connect
+/// link that reconnects exactly that account (with the provider's login
+/// hint, refusing another account), for the chatbot to forward as it is.
+/// The link is made at each attempt and never stored in the outbox, where
+/// a secret would sit in clear for as long as the row is kept; an attempt
+/// that could not make it is retried like a failed one.
+async fn outgoing(state: &App, channel: &str, p: &outbox::Pending) -> Result<String, String> {
+    use crate::db::models::connect_link::{ConnectLink, NewLink};
+    use crate::db::models::tenant::Tenant;
+    use crate::ids::ExternalTenantId;
+    if channel != outbox::EVENTS || !p.payload.contains("\"needs_reconnect\"") {
+        return Ok(p.payload.clone());
+    }
+    let mut payload: serde_json::Value =
+        serde_json::from_str(&p.payload).map_err(|e| format!("stored payload: {e}"))?;
+    let field = |name: &str| payload.get(name).and_then(|v| v.as_str()).map(String::from);
+    let account = payload
+        .pointer("/account/id")
+        .and_then(|v| v.as_str())
+        .map(String::from);
+    let (Some("needs_reconnect"), Some(tenant), Some(provider), Some(account)) = (
+        field("type").as_deref(),
+        field("tenant").and_then(|t| ExternalTenantId::parse(&t).ok()),
+        field("provider").and_then(|k| state.providers.shared(&k).cloned()),
+        account,
+    ) else {
+        return Ok(p.payload.clone());
+    };
+    if provider.flow != crate::providers::Flow::AuthorizationCode {
+        return Ok(p.payload.clone());
+    }
+    let key = provider.key.clone();
+    let token = state
+        .db(move |c| {
+            let Some(tenant) = Tenant::by_external_id(c, &tenant)? else {
+                return Ok(None);
+            };
+            let (token, _) = ConnectLink::create(
+                c,
+                &tenant.id,
+                &key,
+                &NewLink {
+                    created_by: "needs_reconnect",
+                    email: None,
+                    tags: None,
+                    account: Some(&account),
+                    ttl: RECONNECT_LINK_TTL,
+                },
+            )?;
+            Ok(Some(token))
+        })
+        .await
+        .map_err(|e| format!("reconnect link not made: {}", e.message()))?;
+    // A tenant removed since: the event goes out as it is.
+    let Some(token) = token else {
+        return Ok(p.payload.clone());
+    };
+    payload["reconnect_url"] = serde_json::Value::String(format!(
+        "{}/connect/{}",
+        state.settings.base_url(),
+        token.expose()
+    ));
+    Ok(payload.to_string())
 }
 
 /// POSTs one payload, signed (see the module's documentation). `id` is the

@@ -96,6 +96,18 @@ pub async fn begin_with_link(
         .await?
         .ok_or_else(super::links::invalid)?;
     let provider = app.enabled_provider(&link.provider)?;
+    // A reconnect link (a needs_reconnect event's) is for one account: its
+    // login hint goes to the provider, and another account is refused.
+    let reconnect_account = link.account.as_deref().and_then(AccountId::check);
+    let login_hint = match reconnect_account.clone() {
+        Some(account) => {
+            let (tenant, key) = (link.tenant_id.clone(), provider.key.clone());
+            app.db(move |c| Ok(Connection::find(c, &tenant, &key, &account)?))
+                .await?
+                .and_then(|row| login_hint(&provider, &row))
+        }
+        None => None,
+    };
     let starter = Starter {
         tenant_id: link.tenant_id,
         user_id: None,
@@ -106,8 +118,8 @@ pub async fn begin_with_link(
         ask_consent: true,
         tags: Tags::stored(link.tags.as_deref()),
         embed_origin: embed,
-        login_hint: None,
-        reconnect_account: None,
+        login_hint,
+        reconnect_account,
     };
     let popup = starter.embed_origin.is_some();
     begin(app, provider, starter, LINK_DONE.to_string(), popup).await

@@ -4,7 +4,7 @@
 use crate::app::App;
 use crate::config::Settings;
 use crate::crypto::Secret;
-use crate::db::models::connect_link::ConnectLink;
+use crate::db::models::connect_link::{ConnectLink, NewLink};
 use crate::db::models::connect_session::{ConnectSession, NewSession};
 use crate::db::models::event::Actor;
 use crate::db::models::integration_setting::IntegrationSetting;
@@ -70,10 +70,13 @@ pub async fn issue(
                 c,
                 &tenant_id,
                 &key,
-                &actor,
-                email.as_deref(),
-                tags.as_ref(),
-                chrono::Duration::seconds(ttl_secs),
+                &NewLink {
+                    created_by: &actor,
+                    email: email.as_deref(),
+                    tags: tags.as_ref(),
+                    account: None,
+                    ttl: chrono::Duration::seconds(ttl_secs),
+                },
             )?)
         })
         .await?;
@@ -254,10 +257,13 @@ pub async fn link_from_session(app: &App, token: String, provider: String) -> Ap
                 c,
                 &session.tenant_id,
                 &key,
-                &session.created_by,
-                session.email.as_deref(),
-                Tags::stored(session.tags.as_deref()).as_ref(),
-                chrono::Duration::seconds(60),
+                &NewLink {
+                    created_by: &session.created_by,
+                    email: session.email.as_deref(),
+                    tags: Tags::stored(session.tags.as_deref()).as_ref(),
+                    account: None,
+                    ttl: chrono::Duration::seconds(60),
+                },
             )?;
             Ok(link)
         })

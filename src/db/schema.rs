@@ -157,6 +157,7 @@ diesel::table! {
         created_at -> Timestamp,
         email -> Nullable<Text>,
         tags -> Nullable<Text>,
+        account -> Nullable<Text>,
     }
 }
 

@@ -514,10 +514,13 @@ async fn offboarding_app(backend: Backend, extra: &[(&str, &str)]) -> (TestApp, 
         &mut app.conn(),
         &other.id,
         &tether::ids::ProviderKey::known("acme"),
-        "api:crm",
-        None,
-        None,
-        chrono::Duration::minutes(15),
+        &tether::db::models::connect_link::NewLink {
+            created_by: "api:crm",
+            email: None,
+            tags: None,
+            account: None,
+            ttl: chrono::Duration::minutes(15),
+        },
     )
     .unwrap();
     let other_key = app.api_key(Some("other"), false);

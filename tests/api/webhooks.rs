@@ -20,6 +20,7 @@ backend_tests!(
     deliveries_verify_with_the_standard_webhooks_library_under_either_secret_of_a_rotation,
     a_failed_delivery_stays_pending_and_a_restarted_instance_delivers_it,
     a_given_up_delivery_is_listed_and_retried_under_the_id_the_receiver_sees,
+    a_needs_reconnect_event_carries_a_link_that_reconnects_exactly_its_account,
 );
 
 async fn a_needs_reconnect_event_is_delivered_as_a_signed_json_post(backend: Backend) {
@@ -439,4 +440,105 @@ async fn deliveries_verify_with_the_standard_webhooks_library_under_either_secre
     }
     let other = verify_with_library(&as_library_secret("whsec-some-other-secret"), request);
     assert!(matches!(other, Some(Err(_))), "{other:?}");
+}
+
+/// The chatbot forwards a `needs_reconnect` event's `reconnect_url` as it
+/// is: a single-use link for exactly that account, made when the event is
+/// sent and never stored in the outbox. A person who picks another account
+/// at the provider is told so, naming both, and nothing is added.
+async fn a_needs_reconnect_event_carries_a_link_that_reconnects_exactly_its_account(
+    backend: Backend,
+) {
+    use crate::helpers::{csrf_in, mount_exchange, new_browser, query_param, ACME_ISSUER};
+    use tether::db::schema::{connect_links, connections};
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hooks"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let hook = format!("{}/hooks", receiver.uri());
+    let (app, fake, c, key) = failing(
+        backend,
+        invalid_grant(),
+        &[
+            ("TETHER_WEBHOOK_URL", &hook),
+            ("TETHER_WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ],
+    )
+    .await;
+    assert_eq!(app.token(&key, "acme").await.status(), 409);
+    let (app, receiver) = (&app, &receiver);
+    eventually(10, "the webhook delivery", move || async move {
+        tether::webhooks::deliver_due(&app.state).await.unwrap();
+        !received(receiver).await.is_empty()
+    })
+    .await;
+    let payload = assert_signed(&received(receiver).await[0]);
+    assert_eq!(payload["type"], "needs_reconnect");
+    let url = payload["reconnect_url"]
+        .as_str()
+        .expect("a reconnect link")
+        .to_string();
+    assert!(
+        url.starts_with(&format!("{}/connect/", app.address)),
+        "{url}"
+    );
+    let token = url.rsplit('/').next().unwrap();
+    // The outbox keeps the event without the link.
+    for row in outbox(&mut app.conn()) {
+        assert!(!row.payload.contains("reconnect_url") && !row.payload.contains(token));
+    }
+    let accounts: Vec<Option<String>> = connect_links::table
+        .select(connect_links::account)
+        .load(&mut app.conn())
+        .unwrap();
+    assert_eq!(accounts, vec![Some(c.account_id.to_string())]);
+
+    // The person follows it and picks another account at the provider.
+    let person = new_browser();
+    let page = person.get(&url).send().await.unwrap().text().await.unwrap();
+    let csrf = csrf_in(&page).expect("the link's form");
+    let res = person
+        .post(&url)
+        .form(&[("csrf", csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    let state = query_param(&location, "state").unwrap();
+    let challenge = query_param(&location, "code_challenge").unwrap();
+    mount_exchange(&fake, &challenge, "at-other", "rt-other").await;
+    let res = person
+        .get(format!(
+            "{}/oauth/acme/callback?code=the-code&state={state}&iss={ACME_ISSUER}",
+            app.address
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303, "to the link's last page");
+    assert_eq!(res.headers()["location"], "/connect/done");
+    let text = person
+        .get(format!("{}/connect/done", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("Main Street Dental") && text.contains("acct-1"),
+        "names both accounts: {text}"
+    );
+    let rows: Vec<(String, String)> = connections::table
+        .select((connections::account_id, connections::status))
+        .load(&mut app.conn())
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![(c.account_id.to_string(), "needs_reconnect".to_string())],
+        "nothing added, the account still needs its reconnect"
+    );
 }

@@ -718,6 +718,14 @@ export interface components {
             occurred_at: string;
             /** @description The provider's key. */
             provider: string;
+            /**
+             * Format: uri
+             * @description `needs_reconnect` only, for an account connected in a browser: a
+             *     single-use link (valid a day) that reconnects exactly this account,
+             *     for the chatbot to forward as it is. A secret until used. Made at
+             *     each delivery attempt, never stored; absent otherwise.
+             */
+            reconnect_url?: string | null;
             /** @description The tags the CRM set on the connect link that made the connection
              *     (for `connect_failed`, the link's); `null` when none were set. */
             tags?: Record<string, unknown> | null;

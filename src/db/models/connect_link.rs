@@ -22,6 +22,19 @@ pub struct ConnectLink {
     pub email: Option<String>,
     /// The CRM's tags for the connect (a JSON object, `ids::Tags`).
     pub tags: Option<String>,
+    /// The account a reconnect link is for (its provider id): the flow
+    /// sends its login hint and refuses a callback with another account.
+    pub account: Option<String>,
+}
+
+/// What a link is made with besides its tenant and provider.
+pub struct NewLink<'a> {
+    pub created_by: &'a str,
+    pub email: Option<&'a str>,
+    pub tags: Option<&'a Tags>,
+    /// Reconnect of this account only.
+    pub account: Option<&'a str>,
+    pub ttl: Duration,
 }
 
 impl ConnectLink {
@@ -30,11 +43,15 @@ impl ConnectLink {
         conn: &mut DbConn,
         tenant_id: &TenantId,
         provider: &ProviderKey,
-        created_by: &str,
-        email: Option<&str>,
-        tags: Option<&Tags>,
-        ttl: Duration,
+        new: &NewLink,
     ) -> QueryResult<(Secret<String>, NaiveDateTime)> {
+        let NewLink {
+            created_by,
+            email,
+            tags,
+            account,
+            ttl,
+        } = *new;
         let token = random_token(32);
         let t = now();
         diesel::insert_into(connect_links::table)
@@ -45,6 +62,7 @@ impl ConnectLink {
                 connect_links::created_by.eq(created_by),
                 connect_links::email.eq(email),
                 connect_links::tags.eq(tags.map(Tags::to_json)),
+                connect_links::account.eq(account),
                 connect_links::expires_at.eq(t + ttl),
                 connect_links::created_at.eq(t),
             ))

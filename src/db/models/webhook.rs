@@ -56,6 +56,13 @@ pub struct EventPayload {
     /// When it happened (UTC, RFC 3339).
     #[schema(format = DateTime)]
     pub occurred_at: String,
+    /// `needs_reconnect` only, for an account connected in a browser: a
+    /// single-use link (valid a day) that reconnects exactly this account,
+    /// for the chatbot to forward as it is. A secret until used. Made at
+    /// each delivery attempt, never stored; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = "uri")]
+    pub reconnect_url: Option<String>,
 }
 
 /// The account an event's connection is for.
@@ -138,6 +145,8 @@ fn queue(conn: &mut DbConn, event: &Event, tags: Option<&Tags>) -> QueryResult<(
             .created_at
             .and_utc()
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        // Made when it is sent (`webhooks::outgoing`), never stored.
+        reconnect_url: None,
     };
     let text = serde_json::to_string(&payload)
         .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
