@@ -24,6 +24,7 @@ const PAGE: &str = r#"<!doctype html>
 <body>
 <button id="connect" type="button">Connect</button>
 <button id="forge" type="button">Forge</button>
+<button id="connect-session" type="button">Connect with the session</button>
 <pre id="outcome"></pre>
 <script>
 window.received = [];
@@ -35,6 +36,11 @@ document.getElementById("connect").addEventListener("click", function () {
   TetherConnect.open(window.link).then(function (outcome) {
     window.tetherOutcome = outcome;
     document.getElementById("outcome").textContent = JSON.stringify(outcome);
+  });
+});
+document.getElementById("connect-session").addEventListener("click", function () {
+  TetherConnect.open({ session: window.session, provider: "demo" }).then(function (outcome) {
+    window.tetherOutcome = outcome;
   });
 });
 document.getElementById("forge").addEventListener("click", function () {
@@ -263,6 +269,53 @@ async fn a_listed_crm_page_connects_in_a_popup_and_learns_the_outcome_without_a_
     let seen = format!("{outcome}{}", Value::Array(messages));
     assert!(!seen.contains(&access), "{seen}");
 
+    client.close().await.expect("end the browser session");
+}
+
+/// A connect session serves the page's button: the popup opens the
+/// session's page for the provider on Tether's origin (where connect.js
+/// came from), and the page learns the outcome; one use is spent.
+#[actix_web::test]
+async fn a_connect_session_serves_the_pages_button_and_spends_one_use() {
+    use diesel::prelude::*;
+    use tether::db::schema::connect_sessions;
+    let Some((client, _driver)) = browser().await else {
+        return;
+    };
+    let s = setup().await;
+    let (status, session) = s
+        .app
+        .post_json(
+            "/api/v1/tenants/acme/connect-sessions",
+            &s.key,
+            Some(json!({"providers": ["demo"], "uses": 3})),
+        )
+        .await;
+    assert_eq!(status, 201, "{session}");
+    let token = session["token"].as_str().unwrap().to_string();
+    open_crm_page(&client, &s.listed, "unused").await;
+    client
+        .execute("window.session = arguments[0];", vec![json!(token)])
+        .await
+        .expect("hand the page its session");
+    click_to_popup(&client, "#connect-session").await;
+    let url = client.current_url().await.expect("the popup's address");
+    assert_eq!(url.origin().ascii_serialization(), s.app.address);
+    assert_eq!(url.path(), format!("/connect/session/{token}/demo"));
+    go_through_the_flow(&client).await;
+    let outcome = wait_for_js(
+        &client,
+        "connect.js to resolve",
+        "window.tetherOutcome || null",
+    )
+    .await;
+    assert_eq!(outcome["status"], "connected", "{outcome}");
+    assert_eq!(s.status().await["status"], "connected");
+    let left: Vec<i32> = connect_sessions::table
+        .select(connect_sessions::uses_left)
+        .load(&mut s.app.conn())
+        .unwrap();
+    assert_eq!(left, vec![2]);
     client.close().await.expect("end the browser session");
 }
 
