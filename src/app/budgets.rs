@@ -213,6 +213,12 @@ mod tests {
         assert!(ledger.spend("p", "a", &spans, t).is_ok());
         assert!(ledger.spend("p", "a", &spans, t).is_ok());
         assert_eq!(ledger.spend("p", "a", &spans, t).unwrap_err().0, 1);
+        // The refused call spent none of the burst: three of its five remain.
+        let burst_only = [Span::at(&burst, t)];
+        for _ in 0..3 {
+            assert!(ledger.spend("p", "a", &burst_only, t).is_ok());
+        }
+        assert!(ledger.spend("p", "a", &burst_only, t).is_err());
         // Another account has budgets of its own.
         assert!(ledger.spend("p", "b", &spans, t).is_ok());
     }

@@ -331,7 +331,39 @@ fn percent_decode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::target;
+    use super::{retry_after, target};
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates_and_nothing_else() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // 06 Nov 1994 08:49:37
+        let read = |v: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert("retry-after", v.parse().unwrap());
+            retry_after(&h, now)
+        };
+        assert_eq!(read("3"), Some(Duration::from_secs(3)));
+        assert_eq!(read(" 0 "), Some(Duration::ZERO));
+        // IMF-fixdate, RFC 850 and asctime, as RFC 9110 has recipients read them.
+        assert_eq!(
+            read("Sun, 06 Nov 1994 08:49:47 GMT"),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            read("Sunday, 06-Nov-94 08:49:47 GMT"),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            read("Sun Nov  6 08:49:47 1994"),
+            Some(Duration::from_secs(10))
+        );
+        // A date already past: no wait.
+        assert_eq!(read("Sat, 05 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
+        for bad in ["soon", "-1", "1.5", "3s", "99999999999999999999999", ""] {
+            assert_eq!(read(bad), None, "{bad}");
+        }
+        assert_eq!(retry_after(&reqwest::header::HeaderMap::new(), now), None);
+    }
 
     #[test]
     fn proxied_paths_stay_under_the_api_base() {

@@ -23,6 +23,8 @@ backend_tests!(
     an_unreadable_retry_after_is_not_retried,
     past_a_declared_budget_tether_answers_429_itself_without_calling_the_provider,
     two_instances_spend_one_budget_together,
+    budget_buckets_no_window_counts_are_pruned_by_housekeeping,
+    a_call_refused_by_one_budget_spends_none_of_the_others,
 );
 
 const CONTACTS: &str = "/api/contacts";
@@ -251,4 +253,99 @@ async fn two_instances_spend_one_budget_together(backend: Backend) {
         5,
         "the provider saw the budget, no more"
     );
+}
+
+async fn budget_buckets_no_window_counts_are_pruned_by_housekeeping(backend: Backend) {
+    use diesel::prelude::*;
+    use tether::db::schema::proxy_budgets as pb;
+    let (app, fake, key) = proxied(backend, &budget(5), &[]).await;
+    ok(&fake, "GET").await;
+    let url = format!("{API}/acme/proxy/acme/contacts");
+    assert_eq!(app.api_get(&url, &key).await.status(), 200);
+    let rows = |app: &TestApp| -> Vec<(i64, i64)> {
+        pb::table
+            .select((pb::window_secs, pb::bucket))
+            .order((pb::window_secs, pb::bucket))
+            .load(&mut *app.conn())
+            .unwrap()
+    };
+    let live = rows(&app);
+    assert_eq!(live.len(), 2, "one bucket of each budget: {live:?}");
+    // A bucket of yesterday's hour, which no window counts any more.
+    diesel::insert_into(pb::table)
+        .values((
+            pb::provider.eq("acme"),
+            pb::account_id.eq(ACCOUNT),
+            pb::window_secs.eq(3_600_i64),
+            pb::bucket.eq(1_i64),
+            pb::spent.eq(5_i64),
+            pb::expires_at.eq(tether::db::now() - chrono::Duration::days(1)),
+        ))
+        .execute(&mut *app.conn())
+        .unwrap();
+    assert_eq!(rows(&app).len(), 3);
+    tether::refresh::scheduler::Scheduler::new(app.state.clone())
+        .tick()
+        .await
+        .unwrap();
+    assert_eq!(rows(&app), live, "only the expired bucket went");
+}
+
+/// While SQLite refuses writes (another writer holds its lock past the
+/// busy timeout), proxied calls go on: this instance keeps to the budget
+/// with its own count. SQLite only: the outage is its write lock (on
+/// PostgreSQL, the same fallback runs on the same `database_unavailable`).
+#[actix_web::test]
+async fn while_the_database_refuses_writes_each_instance_keeps_to_the_budget_alone() {
+    let (app, fake, key) = proxied(Backend::Sqlite, &budget(3), &[]).await;
+    ok(&fake, "GET").await;
+    let lock = crate::helpers::WriteLock::take(&app.db.url);
+    let url = format!("{}{API}/acme/proxy/acme/contacts", app.address);
+    let calls = (0..5).map(|_| {
+        let (url, key) = (url.clone(), key.clone());
+        async move {
+            let res = service().get(url).bearer_auth(key).send().await.unwrap();
+            res.status().as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    drop(lock);
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(fake.calls_to(CONTACTS).await, 3);
+}
+
+async fn a_call_refused_by_one_budget_spends_none_of_the_others(backend: Backend) {
+    use diesel::prelude::*;
+    use tether::db::schema::proxy_budgets as pb;
+    let budgets =
+        r#"api_budgets = [{ calls = 1000, window = "1h" }, { calls = 3, window = "1d" }]"#;
+    let (app, fake, key) = proxied(backend, budgets, &[]).await;
+    ok(&fake, "GET").await;
+    let url = format!("{API}/acme/proxy/acme/contacts");
+    for _ in 0..3 {
+        assert_eq!(app.api_get(&url, &key).await.status(), 200);
+    }
+    let res = app.api_get(&url, &key).await;
+    assert_eq!(
+        error_of(res).await,
+        (429, "provider_budget_spent".to_string())
+    );
+    // The hour's budget took the fourth call before the day's refused it:
+    // undone with it.
+    let hour: Vec<i64> = pb::table
+        .filter(pb::window_secs.eq(3_600_i64))
+        .select(pb::spent)
+        .load(&mut *app.conn())
+        .unwrap();
+    assert_eq!(hour.iter().sum::<i64>(), 3, "{hour:?}");
+    assert_eq!(fake.calls_to(CONTACTS).await, 3);
 }
