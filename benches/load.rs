@@ -5,7 +5,7 @@
 //!   cargo bench --bench load -- drain [--rows N] [--latency-ms L] [--concurrency C]
 //!   cargo bench --bench load -- plan  [--rows N]
 //!   cargo bench --bench load -- relay [--rows N] [--events E] [--latency-ms L] [--concurrency C] [--kill]
-//!   cargo bench --bench load -- proxy [--secs S] [--rounds R] [--calls N] [--window W]
+//!   cargo bench --bench load -- proxy [--secs S] [--rounds R] [--calls N] [--window W] [--budget-secs B]
 //!
 //! SQLite by default; PostgreSQL when TETHER_BENCH_POSTGRES_URL is set (a
 //! server URL such as postgres://postgres@127.0.0.1:5432/postgres: a fresh
@@ -870,10 +870,11 @@ fn main() {
             flag("--rounds", 3).max(1) as usize,
             flag("--calls", 100).max(1),
             flag("--window", 10).max(1),
+            flag("--budget-secs", 25).max(1),
         ),
         _ => {
             eprintln!(
-                "usage: cargo bench --bench load -- token|wrk|drain|plan|parts|relay|proxy [--rows N] [--secs S] [--rounds R] [--latency-ms L] [--concurrency C] [--events E] [--kill] [--calls N] [--window W]"
+                "usage: cargo bench --bench load -- token|wrk|drain|plan|parts|relay|proxy [--rows N] [--secs S] [--rounds R] [--latency-ms L] [--concurrency C] [--events E] [--kill] [--calls N] [--window W] [--budget-secs B]"
             );
             std::process::exit(2);
         }

@@ -4,7 +4,8 @@
 //! that the budget's database spend is priced apart), rounds alternating, in
 //! one run: the difference is what the proxy adds per call. Part two: two
 //! `tether serve` processes on one database spend one budget (by default
-//! GoHighLevel's 100 calls per 10 s) while wrk hammers both for S seconds:
+//! GoHighLevel's 100 calls per 10 s) while wrk hammers both (25 s, so that
+//! the budget's window turns over twice; `--budget-secs`):
 //! what the provider saw, and the most it saw in any 10-second stretch.
 
 use super::{prepare, seed, serve, wrk, Db, WrkRun};
@@ -138,7 +139,7 @@ fn row(name: &str, l: &WrkRun, cpu_us: Option<f64>) {
     );
 }
 
-pub fn proxy_bench(secs: u64, rounds: usize, calls: u64, window: u64) {
+pub fn proxy_bench(secs: u64, rounds: usize, calls: u64, window: u64, budget_secs: u64) {
     let db = Db::new();
     println!(
         "proxy overhead and budgets, {}, wrk 2 threads 64 connections, {rounds} rounds of {secs} s",
@@ -237,7 +238,7 @@ pub fn proxy_bench(secs: u64, rounds: usize, calls: u64, window: u64) {
         .iter()
         .map(|url| {
             let (url, key) = (url.clone(), key.expose().clone());
-            std::thread::spawn(move || wrk(&url, Some(&key), secs))
+            std::thread::spawn(move || wrk(&url, Some(&key), budget_secs))
         })
         .collect();
     let runs: Vec<WrkRun> = runs.into_iter().map(|t| t.join().expect("wrk")).collect();
