@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tether::crypto::{Aad, KeyRing, Secret};
-use tether::db::models::api_key::ApiKey;
+use tether::db::models::api_key::{ApiKey, Rights};
 use tether::db::models::connection::TokenSet;
 use tether::db::models::tenant::Tenant;
 use tether::db::schema::connections;
@@ -392,7 +392,7 @@ fn seed_warm_tokens(db: &Db, rows: usize) -> Secret<String> {
     };
     seed(db, &ring, &provider_of, rows, &tenants, due_later);
     let mut c = pool.get().expect("connection");
-    ApiKey::create(&mut c, "bench", None, false)
+    ApiKey::create(&mut c, "bench", None, &Rights::unlimited(false))
         .expect("api key")
         .1
 }

@@ -246,10 +246,12 @@ fn every_type_holding_a_secret_debug_prints_stars_in_its_place() {
         prefix: "abcd1234".into(),
         secret_hash: KEY_HASH.into(),
         tenant_id: Some(tenant),
-        is_admin: false,
         created_at: t,
         last_used_at: None,
         revoked_at: None,
+        is_admin: false,
+        stored_scopes: Some(crate::db::models::api_key::Scopes::all_but_admin()),
+        providers: None,
     };
     assert_redacted("ApiKey", &api_key);
 }

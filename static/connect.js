@@ -1,8 +1,12 @@
 // Tether Connect for the CRM's own pages (README, "Connect from your own
 // page"). Call it from a click handler, so the browser allows the popup:
 //
+//   TetherConnect.open({session: sessionToken, provider: "hubspot"}).then(...)
 //   TetherConnect.open(connectLinkUrl).then(function (outcome) { ... });
 //
+// A connect session (POST /api/v1/tenants/{t}/connect-sessions, fetched by
+// the CRM's backend when the page loads) serves every Connect button of the
+// page, as many times as it allows; a connect link serves one connect.
 // It opens the connect link in a popup, adding this page's origin, which
 // Tether checks against TETHER_EMBED_ORIGINS. The popup's last page posts the
 // outcome to exactly that origin. The promise resolves once, with
@@ -15,6 +19,22 @@
   "use strict";
 
   var POLL_MS = 300;
+  // Where this script came from: Tether, which serves the session's pages.
+  var script = root.document.currentScript;
+  var TETHER = script && script.src ? new URL(script.src).origin : root.location.origin;
+
+  // The page a target opens: a connect link as it is, or a session's page
+  // for one of its providers.
+  function pageOf(target) {
+    if (target && typeof target === "object") {
+      return new URL(
+        "/connect/session/" + encodeURIComponent(String(target.session)) +
+          "/" + encodeURIComponent(String(target.provider)),
+        TETHER
+      );
+    }
+    return new URL(target, root.location.href);
+  }
 
   function outcomeOf(data) {
     return {
@@ -25,9 +45,9 @@
     };
   }
 
-  function open(connectLinkUrl, options) {
+  function open(target, options) {
     var onResult = options && options.onResult;
-    var link = new URL(connectLinkUrl, root.location.href);
+    var link = pageOf(target);
     link.searchParams.set("embed", root.location.origin);
     var popup = root.open(link.href, "", "popup=yes,width=560,height=720");
 

@@ -188,13 +188,23 @@ pub enum ApiKeyCommand {
         /// Limit the key to one tenant (default: all tenants).
         #[arg(long, value_name = "EXTERNAL_ID")]
         tenant: Option<ExternalTenantId>,
-        /// Allow tenant provisioning.
+        /// What the key may do, repeated or separated by commas: token:read,
+        /// status:read, directory:read, proxy, links, connections:write,
+        /// admin, or all (default: every scope but admin).
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// Limit the key to a provider's connections; repeat for several
+        /// (default: every provider).
+        #[arg(long = "provider", value_name = "KEY")]
+        providers: Vec<String>,
+        /// Add the admin scope (provisioning tenants, importing tokens,
+        /// assigning installs); the same as --scope admin.
         #[arg(long)]
         admin: bool,
     },
     /// List keys (never their secrets), newest first.
     List {
-        /// One JSON array on stdout: prefix, name, tenant, admin, last_used_at, state.
+        /// One JSON array on stdout: prefix, name, tenant, scopes, providers, last_used_at, state.
         #[arg(long)]
         json: bool,
     },

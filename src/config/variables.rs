@@ -248,8 +248,10 @@ pub const NOT_CONFIGURATION: &[&str] = &[
     "TETHER_BENCH_POSTGRES_URL",
     "TETHER_BENCH_WRAP",
     "TETHER_BENCH_LOG",
-    // The README's curl examples keep the API key in this shell variable.
+    // The README's curl examples keep the API key in this shell variable,
+    // and the TypeScript client's examples Tether's address in the other.
     "TETHER_API_KEY",
+    "TETHER_URL",
 ];
 
 /// The configuration table (`tether config`): [`VARIABLES`] as aligned

@@ -113,6 +113,19 @@ pub async fn begin_with_link(
     begin(app, provider, starter, LINK_DONE.to_string(), popup).await
 }
 
+/// Starts a connect from a connect session's page: spends one of its uses
+/// on a single-use link for `provider`, and goes on with that link.
+pub async fn begin_with_session(
+    app: &App,
+    token: String,
+    provider: String,
+    binding: String,
+    embed: Option<String>,
+) -> AppResult<String> {
+    let link = super::links::link_from_session(app, token, provider).await?;
+    begin_with_link(app, link, binding, embed).await
+}
+
 /// What the admin is told when a reconnect of `expected` came back with
 /// another account: both named, and nothing changed.
 async fn other_account(

@@ -31,6 +31,9 @@ pub struct Filter {
     /// Metadata fields and the value each must have, e.g. a location id.
     pub metadata: Vec<(String, String)>,
     pub limit: usize,
+    /// The providers the caller may see (an API key limited to some);
+    /// `None`: every provider. Set by the caller, never from the query.
+    pub visible_providers: Option<Vec<String>>,
 }
 
 impl Default for Filter {
@@ -42,6 +45,7 @@ impl Default for Filter {
             statuses: Vec::new(),
             metadata: Vec::new(),
             limit: DEFAULT_LIMIT,
+            visible_providers: None,
         }
     }
 }
@@ -115,6 +119,13 @@ impl Filter {
 
     /// Whether a row's metadata has every field asked for with its value: a
     /// string equal to it, or a number or boolean written that way.
+    /// Whether the caller may see `row`'s provider.
+    fn visible(&self, row: &Connection) -> bool {
+        self.visible_providers
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|p| p == row.provider.as_str()))
+    }
+
     fn metadata_matches(&self, row: &Connection) -> bool {
         if self.metadata.is_empty() {
             return true;
@@ -243,7 +254,7 @@ pub fn find(
         metadata_names: &names,
     };
     let (rows, truncated) = Connection::search(conn, &search, filter.limit, |row| {
-        filter.metadata_matches(row)
+        filter.visible(row) && filter.metadata_matches(row)
     })?;
     let connections: Vec<Listed> = rows
         .into_iter()

@@ -88,6 +88,8 @@ diesel::table! {
         created_at -> Timestamp,
         last_used_at -> Nullable<Timestamp>,
         revoked_at -> Nullable<Timestamp>,
+        scopes -> Nullable<Text>,
+        providers -> Nullable<Text>,
     }
 }
 
@@ -155,6 +157,20 @@ diesel::table! {
         created_at -> Timestamp,
         email -> Nullable<Text>,
         tags -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    connect_sessions (token_hash) {
+        token_hash -> Text,
+        tenant_id -> Text,
+        providers -> Text,
+        created_by -> Text,
+        email -> Nullable<Text>,
+        tags -> Nullable<Text>,
+        uses_left -> Integer,
+        expires_at -> Timestamp,
+        created_at -> Timestamp,
     }
 }
 
@@ -244,6 +260,7 @@ diesel::table! {
 
 diesel::joinable!(oauth_states -> tenants (tenant_id));
 diesel::joinable!(api_keys -> tenants (tenant_id));
+diesel::joinable!(connect_sessions -> tenants (tenant_id));
 diesel::joinable!(events -> tenants (tenant_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -258,6 +275,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     sso_nonces,
     provider_flags,
     connect_links,
+    connect_sessions,
     integration_settings,
     pending_installs,
     seen_webhooks,

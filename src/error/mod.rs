@@ -81,6 +81,7 @@ codes! {
     LeaseLost => "lease_lost",
     LocationUnavailable => "location_unavailable",
     MethodNotAllowed => "method_not_allowed",
+    MissingScope => "missing_scope",
     NeedsReconnect => "needs_reconnect",
     NotFound => "not_found",
     NotConnected => "not_connected",
@@ -173,6 +174,11 @@ impl AppError {
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, Code::Forbidden, message)
+    }
+    /// 403 with a code of its own (an API key without the route's scope,
+    /// or limited to other providers).
+    pub fn forbidden_as(code: Code, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, code, message)
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, Code::NotFound, message)

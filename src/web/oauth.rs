@@ -31,6 +31,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/oauth/{provider}/claim", web::get().to(claim_page))
         .route("/oauth/{provider}/claim", web::post().to(claim))
         .route("/connect/done", web::get().to(connect_done))
+        .route(
+            "/connect/session/{token}/{provider}",
+            web::get().to(connect_session_page),
+        )
+        .route(
+            "/connect/session/{token}/{provider}",
+            web::post().to(connect_with_session),
+        )
         .route("/connect/{token}", web::get().to(connect_link_page))
         .route("/connect/{token}", web::post().to(connect_with_link));
 }
@@ -106,6 +114,8 @@ async fn authorize(
 #[derive(Template)]
 #[template(path = "connect_link.html")]
 struct LinkPage<'a> {
+    /// A link (works once), or a session's page (works while it lasts).
+    single_use: bool,
     tenant: &'a str,
     provider: &'a str,
     email: Option<&'a str>,
@@ -139,7 +149,19 @@ async fn connect_link_page(
     rate_limit(&state, &req)?;
     let embed = embed_origin(&state, &query.embed)?;
     let link = links::preview(&state, path.into_inner()).await?;
-    let csrf = session::csrf_token(&session)?;
+    link_page(&state, &session, &link, embed.as_deref(), true)
+}
+
+/// The page of a link or a session: whom and what it connects, and a form,
+/// bound to this browser by the CSRF token, that goes on.
+fn link_page(
+    state: &App,
+    session: &Session,
+    link: &links::LinkPreview,
+    embed: Option<&str>,
+    single_use: bool,
+) -> PageResult<HttpResponse> {
+    let csrf = session::csrf_token(session)?;
     let body = LinkPage {
         tenant: &link.tenant_name,
         provider: &link.provider_name,
@@ -148,12 +170,47 @@ async fn connect_link_page(
         lasts: when::span((link.expires_at - crate::db::now()).num_seconds()),
         crm: &state.settings.crm_name,
         csrf: &csrf,
-        embed: embed.as_deref(),
+        embed,
+        single_use,
     }
     .render()
     .map_err(AppError::internal)?;
     // The page's address holds the link's secret.
     Ok(no_referrer(html(body)))
+}
+
+/// `GET /connect/session/{token}/{provider}`: a connect session's page for
+/// one of its providers, as `TetherConnect.open({session, provider})` opens
+/// it. It changes nothing.
+async fn connect_session_page(
+    req: HttpRequest,
+    state: web::Data<App>,
+    session: Session,
+    path: web::Path<(String, String)>,
+    query: web::Query<LinkParams>,
+) -> PageResult<HttpResponse> {
+    rate_limit(&state, &req)?;
+    let embed = embed_origin(&state, &query.embed)?;
+    let (token, provider) = path.into_inner();
+    let link = links::preview_session(&state, token, provider).await?;
+    link_page(&state, &session, &link, embed.as_deref(), false)
+}
+
+/// `POST /connect/session/{token}/{provider}`: the person goes on; one of
+/// the session's uses is spent, and the flow is the link's.
+async fn connect_with_session(
+    req: HttpRequest,
+    state: web::Data<App>,
+    session: Session,
+    path: web::Path<(String, String)>,
+    CsrfForm(form): CsrfForm<LinkParams>,
+) -> PageResult<HttpResponse> {
+    rate_limit(&state, &req)?;
+    let embed = embed_origin(&state, &form.embed)?;
+    let binding = session::oauth_binding_or_new(&session)?;
+    let (token, provider) = path.into_inner();
+    let url = connect::begin_with_session(&state, token, provider, binding, embed).await?;
+    Ok(redirect_no_referrer(&url))
 }
 
 /// The listed origin an `embed` parameter names, if it is present.

@@ -202,6 +202,61 @@ async fn api_key_create_prints_the_secret_once_on_the_last_line_and_stores_its_h
         "",
     );
     assert_eq!(wrong_tenant.status.code(), Some(1));
+    // Without --scope, every scope but admin; the output says which.
+    assert!(
+        text.contains(
+            "scopes token:read, status:read, directory:read, proxy, links, connections:write)"
+        ),
+        "{text}"
+    );
+
+    // Scopes and providers are named, checked and listed.
+    let scoped = run(
+        tether(&db, KEY_K1).args([
+            "api-key",
+            "create",
+            "--name",
+            "router",
+            "--scope",
+            "directory:read,status:read",
+            "--scope",
+            "token:read",
+            "--provider",
+            "demo",
+        ]),
+        "",
+    );
+    assert!(scoped.status.success(), "{}", stderr(&scoped));
+    assert!(
+        stdout(&scoped).contains("providers demo, scopes token:read, status:read, directory:read)"),
+        "{}",
+        stdout(&scoped)
+    );
+    let list = run(tether(&db, KEY_K1).args(["api-key", "list"]), "");
+    let row = stdout(&list)
+        .lines()
+        .find(|l| l.contains("router"))
+        .unwrap()
+        .to_string();
+    assert!(
+        row.contains("token:read,status:read,directory:read") && row.contains("demo"),
+        "{row}"
+    );
+    for (args, says) in [
+        (
+            vec!["--scope", "tokens"],
+            "unknown scope 'tokens' (known: token:read",
+        ),
+        (vec!["--provider", "nope"], "no provider 'nope' (known: "),
+    ] {
+        let mut all = vec!["api-key", "create", "--name", "bad"];
+        all.extend(args);
+        let out = run(tether(&db, KEY_K1).args(&all), "");
+        assert_eq!(out.status.code(), Some(1), "{all:?}");
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
+    let keys = ApiKey::list(&mut pool.get().unwrap()).unwrap();
+    assert!(keys.iter().all(|(k, _)| k.name != "bad"), "nothing created");
 }
 
 async fn doctor_prints_redirect_uris_and_passes_on_a_working_setup(backend: Backend) {

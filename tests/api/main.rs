@@ -35,6 +35,7 @@ mod signin;
 mod startup;
 mod storage;
 mod token_cache;
+mod ts_client;
 mod upgrades;
 mod usage;
 mod webhooks;

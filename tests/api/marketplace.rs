@@ -546,13 +546,13 @@ async fn the_crm_lists_and_assigns_held_installs_through_the_api(backend: Backen
             403,
             "forbidden",
         ),
-        // A key for all tenants made without --admin lists, never assigns.
+        // A key for all tenants without the admin scope lists, never assigns.
         (
             &reader,
             id.as_str(),
             serde_json::json!({"tenant": "beta"}),
             403,
-            "forbidden",
+            "missing_scope",
         ),
         (
             &key,

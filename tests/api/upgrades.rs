@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 backend_tests!(
     every_migration_only_expands_and_the_previous_releases_queries_still_run,
     the_relay_migration_gives_rows_stored_before_their_parent_account,
+    the_scopes_migration_keeps_each_keys_rights,
 );
 
 /// Steps that break the rule, knowingly: (migration, table, column, why).
@@ -414,4 +415,39 @@ async fn the_relay_migration_gives_rows_stored_before_their_parent_account(backe
         2,
         "a number or no companyId is no parent"
     );
+}
+
+/// Keys made before scopes keep what they could do: every scope but admin,
+/// and admin too for an admin key; every provider.
+async fn the_scopes_migration_keeps_each_keys_rights(backend: Backend) {
+    let db = TestDb::new(backend);
+    let mut raw = Raw::open(&db, backend);
+    let names = raw.migrations();
+    let scopes = names
+        .iter()
+        .position(|n| n.ends_with("_api_key_scopes"))
+        .expect("the scopes migration");
+    for name in &names[..scopes] {
+        raw.apply(name);
+    }
+    for (id, admin) in [("k1", "TRUE"), ("k2", "FALSE")] {
+        raw.execute(&format!(
+            "INSERT INTO api_keys (id, name, prefix, secret_hash, is_admin, created_at) \
+             VALUES ('{id}', '{id}', 'p{id}', 'h', {admin}, CURRENT_TIMESTAMP)"
+        ))
+        .unwrap();
+    }
+    raw.apply(&names[scopes]);
+    let every = "token:read status:read directory:read proxy links connections:write";
+    for (id, expected) in [("k1", format!("{every} admin")), ("k2", every.to_string())] {
+        assert_eq!(
+            raw.count(&format!(
+                "SELECT COUNT(*) AS n FROM api_keys WHERE id = '{id}' \
+                 AND scopes = '{expected}' AND providers IS NULL"
+            ))
+            .unwrap(),
+            1,
+            "{id}"
+        );
+    }
 }

@@ -11,7 +11,7 @@ use crate::helpers::{
 };
 use diesel::prelude::*;
 use std::time::{Duration, Instant};
-use tether::db::models::api_key::ApiKey;
+use tether::db::models::api_key::{ApiKey, Rights};
 use tether::db::models::event::{Actor, Event, EventKind, NewEvent};
 use tether::db::now;
 use tether::ids::{ConnectionId, ProviderKey, TenantId};
@@ -55,7 +55,13 @@ async fn app(backend: Backend, flush_ms: &str) -> (TestApp, FakeProvider, [Conne
 /// A new API key of tenant `acme` named `name`; its secret.
 fn key(app: &TestApp, name: &str) -> String {
     let tenant = app.tenant("acme");
-    let (_, secret) = ApiKey::create(&mut app.conn(), name, Some(&tenant.id), false).unwrap();
+    let (_, secret) = ApiKey::create(
+        &mut app.conn(),
+        name,
+        Some(&tenant.id),
+        &Rights::unlimited(false),
+    )
+    .unwrap();
     secret.expose().clone()
 }
 

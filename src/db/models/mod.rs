@@ -43,6 +43,7 @@ pub mod account_setting;
 pub mod activity;
 pub mod api_key;
 pub mod connect_link;
+pub mod connect_session;
 pub mod connection;
 pub mod event;
 pub mod instance;

@@ -1,6 +1,6 @@
 //! Who calls: [`ApiCaller`], an API key presented as `Authorization: Bearer`,
-//! and the tenant it may act for. What a handler needs beyond a valid key is
-//! in `rights.rs`.
+//! and the tenant it may act for. A handler never takes the caller itself:
+//! it names a right of `rights.rs`, each of which needs a scope.
 
 use crate::app::App;
 use crate::connections::directory;
@@ -10,10 +10,13 @@ use crate::db::models::tenant::Tenant;
 use crate::error::{AppError, AppResult, Code};
 use crate::ids::{ExternalTenantId, TenantId};
 use crate::web::http::client_addr;
-use actix_web::dev::Payload;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, HttpRequest};
 use futures_util::future::{ready, Either, LocalBoxFuture, Ready};
+use std::cell::RefCell;
 use std::sync::Arc;
 
 /// An authenticated internal caller.
@@ -21,14 +24,52 @@ pub struct ApiCaller {
     pub key: Arc<ApiKey>,
 }
 
-impl FromRequest for ApiCaller {
-    type Error = actix_web::Error;
-    type Future = Either<
-        Ready<Result<Self, Self::Error>>,
-        LocalBoxFuture<'static, Result<Self, Self::Error>>,
-    >;
+/// The outcome of authenticating a request's key, settled by
+/// [`authenticate_first`] before any extractor runs.
+struct Settled(RefCell<Option<Result<ApiCaller, actix_web::Error>>>);
 
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+/// Authenticates the request's key before its extractors run, so that a
+/// refused key (401, 429) or a missing scope (403) is the answer whatever
+/// else the request holds: a handler's extractors run together, and a
+/// malformed body would otherwise answer first while the key is looked up.
+/// The OpenAPI document needs no key and gets no lookup.
+pub(super) async fn authenticate_first(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if req.headers().contains_key(header::AUTHORIZATION)
+        && req.path() != super::document::DOCUMENT_PATH
+    {
+        let outcome = ApiCaller::look_up(req.request()).await;
+        req.extensions_mut()
+            .insert(Settled(RefCell::new(Some(outcome))));
+    }
+    next.call(req).await
+}
+
+/// What authenticating a request yields: at once from the cache, or after
+/// asking the database.
+type Authenticating = Either<
+    Ready<Result<ApiCaller, actix_web::Error>>,
+    LocalBoxFuture<'static, Result<ApiCaller, actix_web::Error>>,
+>;
+
+impl ApiCaller {
+    /// The caller presenting the request's key, for the rights to check:
+    /// as [`authenticate_first`] settled it.
+    pub(super) fn authenticate(req: &HttpRequest) -> Authenticating {
+        let settled = req
+            .extensions()
+            .get::<Settled>()
+            .and_then(|s| s.0.borrow_mut().take());
+        match settled {
+            Some(outcome) => Either::Left(ready(outcome)),
+            None => Self::look_up(req),
+        }
+    }
+
+    /// Authenticates the request's key: from the cache, or the database.
+    fn look_up(req: &HttpRequest) -> Authenticating {
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -121,6 +162,19 @@ fn invalid_key() -> AppError {
 }
 
 impl ApiCaller {
+    /// Ok if the key may act on `provider`'s connections: 403 for a key
+    /// limited to others.
+    pub(super) fn may_use(&self, provider: &str) -> AppResult<()> {
+        if self.key.covers(provider) {
+            return Ok(());
+        }
+        let list = self.key.providers().unwrap_or_default().join(", ");
+        Err(AppError::forbidden_as(
+            Code::MissingScope,
+            format!("this API key is limited to the providers {list}"),
+        ))
+    }
+
     /// The tenant this key may act for: 404 for an unknown tenant, 403 for
     /// another tenant than the key's (without saying whether it exists).
     pub(super) async fn tenant(&self, state: &App, external_id: &str) -> AppResult<TenantId> {

@@ -3,7 +3,9 @@
 
 use super::errors::{DatabaseUnreachable, NoValidKey, NotAdminForTenant, OtherTenant};
 use super::params::{AccountQuery, ConnectionPath, TenantPath};
-use super::rights::{AdminKey, ForConnection, ForTenant, Importing};
+use super::rights::{
+    AdminKey, ConnectionsWrite, ForConnection, ForTenant, Importing, Scoped, StatusRead,
+};
 use crate::app::App;
 use crate::connections::status::{self, StatusView};
 use crate::connections::{import as importing, manage, private_token as private};
@@ -30,15 +32,18 @@ struct ConnectionList {
         (status = 404, description = "No such tenant", body = ErrorBody),
         DatabaseUnreachable,
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["status:read"]))
 )]
 #[get("/tenants/{tenant}/connections")]
-pub(super) async fn list(state: web::Data<App>, target: ForTenant) -> AppResult<HttpResponse> {
+pub(super) async fn list(
+    state: web::Data<App>,
+    target: ForTenant<Scoped<StatusRead>>,
+) -> AppResult<HttpResponse> {
     let tenant_id = target.tenant;
     let providers: Vec<_> = state
         .providers
         .all()
-        .filter(|p| p.enabled())
+        .filter(|p| p.enabled() && target.key.caller.key.covers(p.key.as_str()))
         .cloned()
         .collect();
     let connections = state
@@ -68,12 +73,12 @@ pub(super) async fn list(state: web::Data<App>, target: ForTenant) -> AppResult<
         (status = 404, description = "No such tenant, provider or account", body = ErrorBody),
         DatabaseUnreachable,
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["status:read"]))
 )]
 #[get("/tenants/{tenant}/connections/{provider}")]
 pub(super) async fn provider_status(
     state: web::Data<App>,
-    target: ForConnection,
+    target: ForConnection<Scoped<StatusRead>>,
     query: web::Query<AccountQuery>,
 ) -> AppResult<HttpResponse> {
     let account = account_param(query.account.as_deref())?;
@@ -119,12 +124,12 @@ struct Disconnected {
         (status = 404, description = "No such tenant, provider or connection", body = ErrorBody),
         DatabaseUnreachable,
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["connections:write"]))
 )]
 #[delete("/tenants/{tenant}/connections/{provider}")]
 pub(super) async fn disconnect(
     state: web::Data<App>,
-    target: ForConnection,
+    target: ForConnection<Scoped<ConnectionsWrite>>,
     query: web::Query<AccountQuery>,
 ) -> AppResult<HttpResponse> {
     let account = account_param(query.account.as_deref())?;
@@ -173,12 +178,12 @@ struct DefaultRequest {
         (status = 404, description = "No such tenant, provider or account", body = ErrorBody),
         DatabaseUnreachable,
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["connections:write"]))
 )]
 #[put("/tenants/{tenant}/connections/{provider}/default")]
 pub(super) async fn set_default(
     state: web::Data<App>,
-    target: ForConnection,
+    target: ForConnection<Scoped<ConnectionsWrite>>,
     body: web::Json<DefaultRequest>,
 ) -> AppResult<HttpResponse> {
     let account = AccountId::parse(&body.account)?;
@@ -327,7 +332,7 @@ struct ImportRefreshError {
         (status = 502, description = "The provider's account lookup failed: nothing was stored", body = ErrorBody),
         DatabaseUnreachable,
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["admin"]))
 )]
 #[post("/tenants/{tenant}/connections/{provider}/import")]
 pub(super) async fn import(
@@ -395,12 +400,12 @@ struct PrivateTokenRequest {
         (status = 502, description = "The provider's lookup failed", body = ErrorBody),
         DatabaseUnreachable,
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["connections:write"]))
 )]
 #[post("/tenants/{tenant}/connections/{provider}/private-token")]
 pub(super) async fn private_token(
     state: web::Data<App>,
-    target: ForConnection,
+    target: ForConnection<Scoped<ConnectionsWrite>>,
     body: web::Json<serde_json::Value>,
 ) -> AppResult<HttpResponse> {
     let ForConnection {

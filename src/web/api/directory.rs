@@ -1,7 +1,7 @@
 //! The directory: connections found across tenants.
 
-use super::auth::ApiCaller;
 use super::errors::{DatabaseUnreachable, NoValidKey};
+use super::rights::{DirectoryRead, Scoped};
 use crate::app::App;
 use crate::connections::directory;
 use crate::connections::status;
@@ -107,16 +107,24 @@ struct FoundConnections {
         (status = 404, description = "No such tenant or provider", body = ErrorBody),
         DatabaseUnreachable,
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["directory:read"]))
 )]
 #[get("/connections")]
 pub(super) async fn find_connections(
     req: HttpRequest,
     state: web::Data<App>,
-    caller: ApiCaller,
+    caller: Scoped<DirectoryRead>,
 ) -> AppResult<HttpResponse> {
-    let filter = directory::Filter::from_query(query_pairs(req.query_string())?)?;
-    let scope = caller.directory_scope();
+    let mut filter = directory::Filter::from_query(query_pairs(req.query_string())?)?;
+    if let Some(p) = &filter.provider {
+        caller.caller.may_use(p.as_str())?;
+    }
+    filter.visible_providers = caller
+        .caller
+        .key
+        .providers()
+        .map(|list| list.into_iter().map(String::from).collect());
+    let scope = caller.caller.directory_scope();
     let catalogue = state.providers.clone();
     let listing = state
         .db(move |c| directory::find(c, &catalogue, &scope, &filter))

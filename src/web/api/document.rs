@@ -279,6 +279,9 @@ pub(super) async fn unrouted(req: HttpRequest, doc: web::Data<Document>) -> Http
     actix_web::ResponseError::error_response(&err)
 }
 
+/// Where the document is served (no key needed).
+pub(super) const DOCUMENT_PATH: &str = "/api/v1/openapi.json";
+
 /// This document
 #[utoipa::path(responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
 #[get("/openapi.json")]

@@ -56,12 +56,15 @@ impl utoipa::IntoResponses for LimitedToOneTenant {
     }
 }
 
-/// 403: a key created without `--admin`, or an admin key limited to another
+/// 403: a key without the admin scope, or an admin key limited to another
 /// tenant ([`super::rights::AdminKey`] with the tenant's scope).
 pub(super) enum NotAdminForTenant {}
 
 impl utoipa::IntoResponses for NotAdminForTenant {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        error(403, "Not an admin key, or one limited to another tenant")
+        error(
+            403,
+            "A key without the admin scope, or one limited to another tenant",
+        )
     }
 }

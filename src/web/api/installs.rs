@@ -1,7 +1,7 @@
 //! Unclaimed provider-initiated installs, and their assignment to a tenant.
 
 use super::errors::{DatabaseUnreachable, LimitedToOneTenant, NoValidKey};
-use super::rights::{AllTenantsAdminKey, AllTenantsKey, Assigning};
+use super::rights::{AllTenantsAdminKey, AllTenantsKey, Assigning, DirectoryRead};
 use crate::app::App;
 use crate::connections::installs;
 use crate::connections::status::{self, StatusView};
@@ -39,16 +39,17 @@ struct InstallList {
         LimitedToOneTenant,
         DatabaseUnreachable,
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["directory:read"]))
 )]
 #[get("/installs")]
 pub(super) async fn list_installs(
     state: web::Data<App>,
-    _key: AllTenantsKey,
+    key: AllTenantsKey<DirectoryRead>,
 ) -> AppResult<HttpResponse> {
     let installs = installs::unclaimed(&state)
         .await?
         .into_iter()
+        .filter(|p| key.caller.key.covers(p.provider.as_str()))
         .map(|p| InstallBody {
             account: status::AccountRef {
                 id: p.account_id.clone(),
@@ -104,7 +105,7 @@ struct Assigned {
         (status = 409, description = "`account_bound_elsewhere`", body = ErrorBody),
         DatabaseUnreachable,
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["admin"]))
 )]
 #[post("/installs/{id}/assign")]
 pub(super) async fn assign_install(

@@ -2,7 +2,7 @@
 
 use super::errors::{DatabaseUnreachable, NoValidKey, OtherTenant};
 use super::params::ConnectionPath;
-use super::rights::ForConnection;
+use super::rights::{ConnectionsWrite, ForConnection, Scoped, StatusRead};
 use crate::app::App;
 use crate::connections::integration::{self, AccountSettingsView, IntegrationView};
 use crate::error::{AppResult, ErrorBody};
@@ -28,12 +28,12 @@ pub(super) const SETTINGS_BODY_LIMIT: usize = 4 * integration::MAX_SETTINGS_BYTE
         (status = 404, description = "No such tenant or enabled provider", body = ErrorBody),
         DatabaseUnreachable,
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["status:read"]))
 )]
 #[get("/{provider}")]
 pub(super) async fn get_integration(
     state: web::Data<App>,
-    target: ForConnection,
+    target: ForConnection<Scoped<StatusRead>>,
 ) -> AppResult<HttpResponse> {
     let ForConnection {
         tenant: tenant_id,
@@ -73,12 +73,12 @@ struct IntegrationRequest {
         (status = 409, description = "`concurrent_update`: changed by another request at the same moment", body = ErrorBody),
         DatabaseUnreachable,
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["connections:write"]))
 )]
 #[put("/{provider}")]
 pub(super) async fn set_integration(
     state: web::Data<App>,
-    target: ForConnection,
+    target: ForConnection<Scoped<ConnectionsWrite>>,
     body: web::Json<IntegrationRequest>,
 ) -> AppResult<HttpResponse> {
     let ForConnection {
@@ -130,12 +130,12 @@ struct AccountSettingsPath {
         (status = 404, description = "No such tenant or enabled provider", body = ErrorBody),
         DatabaseUnreachable,
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["status:read"]))
 )]
 #[get("/{provider}/accounts/{account}")]
 pub(super) async fn get_account_settings(
     state: web::Data<App>,
-    target: ForConnection,
+    target: ForConnection<Scoped<StatusRead>>,
     path: web::Path<AccountSettingsPath>,
 ) -> AppResult<HttpResponse> {
     let account = AccountId::parse(&path.account)?;
@@ -170,12 +170,12 @@ struct AccountSettingsRequest {
         (status = 404, description = "No such tenant or enabled provider", body = ErrorBody),
         DatabaseUnreachable,
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["connections:write"]))
 )]
 #[put("/{provider}/accounts/{account}")]
 pub(super) async fn set_account_settings(
     state: web::Data<App>,
-    target: ForConnection,
+    target: ForConnection<Scoped<ConnectionsWrite>>,
     path: web::Path<AccountSettingsPath>,
     body: web::Json<AccountSettingsRequest>,
 ) -> AppResult<HttpResponse> {

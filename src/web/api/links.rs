@@ -1,8 +1,9 @@
-//! Connect links: a single-use link to connect a provider without signing in.
+//! Connect links (a single-use link to connect a provider without signing
+//! in) and connect sessions (one token for the Connect buttons of a page).
 
 use super::errors::{DatabaseUnreachable, NoValidKey, OtherTenant};
 use super::params::TenantPath;
-use super::rights::ForTenant;
+use super::rights::{ForTenant, Links, Scoped};
 use crate::app::App;
 use crate::connections::links;
 use crate::error::{AppResult, ErrorBody};
@@ -55,12 +56,12 @@ struct LinkBody<'a> {
         (status = 409, description = "`provider_disabled`: the tenant switched the provider off", body = ErrorBody),
         DatabaseUnreachable,
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["links"]))
 )]
 #[post("/tenants/{tenant}/connect-links")]
 pub(super) async fn connect_link(
     state: web::Data<App>,
-    target: ForTenant,
+    target: ForTenant<Scoped<Links>>,
     body: web::Json<LinkRequest>,
 ) -> AppResult<HttpResponse> {
     let tags = body.tags.as_ref().map(Tags::parse).transpose()?;
@@ -82,5 +83,86 @@ pub(super) async fn connect_link(
         url: link.url.expose(),
         provider: &provider.key,
         expires_at: rfc3339(link.expires_at),
+    })))
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SessionRequest {
+    /// The providers the session may connect (default: every enabled
+    /// provider connected with a link).
+    #[schema(max_items = 64)]
+    providers: Option<Vec<String>>,
+    /// Seconds the session stays valid (default 1800).
+    #[schema(minimum = 60, maximum = 86400)]
+    expires_in: Option<i64>,
+    /// Connects it allows (default 10); each click that goes on to the
+    /// provider spends one.
+    #[schema(minimum = 1, maximum = 100)]
+    uses: Option<i32>,
+    /// The person it is for: shown on its page.
+    #[schema(format = Email, max_length = 254)]
+    email: Option<String>,
+    /// The CRM's tags, as on a connect link: stored with each connection
+    /// and echoed in its events.
+    #[schema(value_type = Option<Object>, example = json!({"user": "u-7"}))]
+    tags: Option<serde_json::Value>,
+}
+
+/// A connect session.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct SessionBody<'a> {
+    /// The session's token for `TetherConnect.open({session, provider})`
+    /// on the CRM's page: whoever holds it may connect the listed
+    /// providers for the tenant until it expires. A secret.
+    token: &'a str,
+    /// The providers it may connect.
+    providers: &'a [String],
+    /// Connects it allows.
+    uses: i32,
+    #[schema(format = DateTime)]
+    expires_at: String,
+}
+
+/// A connect session for the CRM's own page
+///
+/// One token, fetched when the page loads, for every Connect button on it:
+/// valid for minutes, for the listed providers, for a number of connects.
+/// Single-use links stay for messages.
+#[utoipa::path(
+    params(TenantPath),
+    request_body = SessionRequest,
+    responses(
+        (status = 201, description = "The session", body = SessionBody),
+        (status = 400, description = "An invalid body (`invalid_expires_in`, `invalid_request` for `uses`, `invalid_tags`, `unsupported_flow`: a provider connected from its app install)", body = ErrorBody),
+        NoValidKey,
+        OtherTenant,
+        (status = 404, description = "No such tenant or provider", body = ErrorBody),
+        DatabaseUnreachable,
+    ),
+    security(("apiKey" = ["links"]))
+)]
+#[post("/tenants/{tenant}/connect-sessions")]
+pub(super) async fn connect_session(
+    state: web::Data<App>,
+    target: ForTenant<Scoped<Links>>,
+    body: web::Json<SessionRequest>,
+) -> AppResult<HttpResponse> {
+    let body = body.into_inner();
+    let tags = body.tags.as_ref().map(Tags::parse).transpose()?;
+    let options = links::SessionOptions {
+        providers: body.providers.unwrap_or_default(),
+        ttl_secs: body.expires_in.unwrap_or(links::SESSION_DEFAULT_TTL_SECS),
+        uses: body.uses.unwrap_or(links::SESSION_DEFAULT_USES),
+        email: body.email.as_deref(),
+        tags,
+    };
+    let session =
+        links::open_session(&state, target.tenant.clone(), options, &target.actor()).await?;
+    Ok(no_store(HttpResponse::Created().json(SessionBody {
+        token: session.token.expose(),
+        providers: &session.providers,
+        uses: session.uses,
+        expires_at: rfc3339(session.expires_at),
     })))
 }

@@ -51,6 +51,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     };
     // The hot route first: routes are tried in order.
     let api = utoipa_actix_web::scope("/api/v1")
+        .wrap(actix_web::middleware::from_fn(auth::authenticate_first))
         .app_data(json(64 * 1024))
         .app_data(query())
         .app_data(path())
@@ -67,6 +68,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(connections::import)
         .service(connections::private_token)
         .service(links::connect_link)
+        .service(links::connect_session)
         // Settings may be 64 KiB themselves: their body may be larger than
         // that, so that an object over the cap gets its own answer.
         .service(

@@ -1,7 +1,7 @@
 //! Providers' app events the relay holds for a tenant to come.
 
 use super::errors::{DatabaseUnreachable, LimitedToOneTenant, NoValidKey};
-use super::rights::AllTenantsKey;
+use super::rights::{AllTenantsKey, StatusRead};
 use crate::app::App;
 use crate::connections::relay;
 use crate::db::models::webhook::HeldEvent;
@@ -27,13 +27,14 @@ struct HeldList {
         LimitedToOneTenant,
         DatabaseUnreachable,
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["status:read"]))
 )]
 #[get("/provider-events/held")]
 pub(super) async fn held_events(
     state: web::Data<App>,
-    _key: AllTenantsKey,
+    key: AllTenantsKey<StatusRead>,
 ) -> AppResult<HttpResponse> {
-    let events = relay::held(&state).await?;
+    let mut events = relay::held(&state).await?;
+    events.retain(|e| key.caller.key.covers(e.provider.as_str()));
     Ok(no_store(HttpResponse::Ok().json(HeldList { events })))
 }

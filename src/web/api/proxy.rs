@@ -1,6 +1,6 @@
 //! The proxy: a call to the provider's API with the token attached.
 
-use super::rights::ForConnection;
+use super::rights::{ForConnection, Proxying, Scoped};
 use crate::app::App;
 use crate::connections::proxy as proxying;
 use crate::db::models::usage::UsageKind;
@@ -79,7 +79,7 @@ struct ProxyPath {
         (status = "default", description = "The provider's answer (its status, headers and body), or one of Tether's JSON errors",
             headers(("Tether-Proxy-Retries" = u32, description = "On the provider's answers: how many times the proxy retried the call after a 429 or 503 with `Retry-After` (0: sent once)"))),
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["proxy"]))
 )]
 #[route(
     "/tenants/{tenant}/proxy/{provider}/{path:.*}",
@@ -92,7 +92,7 @@ struct ProxyPath {
 pub(super) async fn proxy(
     req: HttpRequest,
     state: web::Data<App>,
-    target: ForConnection,
+    target: ForConnection<Scoped<Proxying>>,
     path: web::Path<ProxyPath>,
     body: web::Bytes,
 ) -> AppResult<HttpResponse> {

@@ -37,7 +37,7 @@ struct Provisioned {
         NotAdminForTenant,
         DatabaseUnreachable,
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["admin"]))
 )]
 #[put("/tenants/{tenant}")]
 pub(super) async fn provision(
@@ -89,7 +89,7 @@ struct RemoveQuery {
         (status = 404, description = "No such tenant", body = ErrorBody),
         DatabaseUnreachable,
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["admin"]))
 )]
 #[delete("/tenants/{tenant}")]
 pub(super) async fn remove_tenant(

@@ -3,7 +3,7 @@
 
 use super::errors::{NoValidKey, OtherTenant};
 use super::params::{AccountQuery, ConnectionPath};
-use super::rights::ForConnection;
+use super::rights::{DirectoryRead, ForConnection, Scoped, TokenRead};
 use crate::app::cache::Opened;
 use crate::app::App;
 use crate::connections::status::{self, StatusView};
@@ -182,12 +182,12 @@ async fn settings_of<'a>(state: &App, opened: &'a Opened) -> Option<&'a serde_js
         (status = 502, description = "The provider refused Tether's credentials", body = ErrorBody),
         (status = 503, description = "A refresh is failing for now (see Retry-After), or this instance lacks the encryption key the connection is sealed with (`key_unavailable`: another instance serves it)", body = ErrorBody),
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["token:read"]))
 )]
 #[get("/tenants/{tenant}/connections/{provider}/token")]
 pub(super) async fn token(
     state: web::Data<App>,
-    target: ForConnection,
+    target: ForConnection<Scoped<TokenRead>>,
     query: web::Query<TokenQuery>,
 ) -> AppResult<HttpResponse> {
     let started = Instant::now();
@@ -240,12 +240,12 @@ struct LocationList {
         (status = 502, description = "The provider failed", body = ErrorBody),
         (status = 503, description = "The agency's token cannot be refreshed for now", body = ErrorBody),
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["directory:read"]))
 )]
 #[get("/tenants/{tenant}/connections/{provider}/locations")]
 pub(super) async fn locations(
     state: web::Data<App>,
-    target: ForConnection,
+    target: ForConnection<Scoped<DirectoryRead>>,
 ) -> AppResult<HttpResponse> {
     let ForConnection {
         tenant: tenant_id,
@@ -277,12 +277,12 @@ pub(super) async fn locations(
         (status = 502, description = "The provider refused Tether's credentials", body = ErrorBody),
         (status = 503, description = "The refresh is failing for now; see Retry-After", body = ErrorBody),
     ),
-    security(("apiKey" = []))
+    security(("apiKey" = ["token:read"]))
 )]
 #[post("/tenants/{tenant}/connections/{provider}/refresh")]
 pub(super) async fn refresh(
     state: web::Data<App>,
-    target: ForConnection,
+    target: ForConnection<Scoped<TokenRead>>,
     query: web::Query<AccountQuery>,
 ) -> AppResult<HttpResponse> {
     let account = account_param(query.account.as_deref())?;

@@ -5,7 +5,7 @@
 use super::TestApp;
 use diesel::prelude::*;
 use tether::crypto::Secret;
-use tether::db::models::api_key::ApiKey;
+use tether::db::models::api_key::{ApiKey, Rights};
 use tether::db::models::connection::{Connection, Grant, TokenSet};
 use tether::db::models::tenant::Tenant;
 use tether::db::now;
@@ -117,8 +117,24 @@ impl TestApp {
     /// global; an admin key may provision tenants.
     pub fn api_key(&self, tenant: Option<&str>, admin: bool) -> String {
         let tenant_id = tenant.map(|ext| self.tenant(ext).id);
-        let (_, secret) =
-            ApiKey::create(&mut self.conn(), "crm", tenant_id.as_ref(), admin).unwrap();
+        let (_, secret) = ApiKey::create(
+            &mut self.conn(),
+            "crm",
+            tenant_id.as_ref(),
+            &Rights::unlimited(admin),
+        )
+        .unwrap();
+        secret.expose().clone()
+    }
+
+    /// A new API key's secret with only `scopes` (names separated by
+    /// spaces), limited to `providers` if given, for every tenant.
+    pub fn scoped_key(&self, scopes: &str, providers: Option<&[&str]>) -> String {
+        let rights = Rights {
+            scopes: tether::db::models::api_key::Scopes::parse(scopes).unwrap(),
+            providers: providers.map(|p| p.iter().map(|s| s.to_string()).collect()),
+        };
+        let (_, secret) = ApiKey::create(&mut self.conn(), "scoped", None, &rights).unwrap();
         secret.expose().clone()
     }
 

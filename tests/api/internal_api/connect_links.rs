@@ -29,7 +29,7 @@ backend_tests!(
 );
 
 /// Opens a link's page in `browser`; returns the page.
-async fn open_page(browser: &reqwest::Client, link: &str) -> String {
+pub(super) async fn open_page(browser: &reqwest::Client, link: &str) -> String {
     let res = browser.get(link).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["referrer-policy"], "no-referrer");
@@ -39,7 +39,11 @@ async fn open_page(browser: &reqwest::Client, link: &str) -> String {
 
 /// Follows a link in `browser` as a person does: its page, then the page's
 /// form; returns the state and PKCE challenge it was sent off with.
-async fn follow(fake: &FakeProvider, browser: &reqwest::Client, link: &str) -> (String, String) {
+pub(super) async fn follow(
+    fake: &FakeProvider,
+    browser: &reqwest::Client,
+    link: &str,
+) -> (String, String) {
     let page = open_page(browser, link).await;
     let csrf = csrf_in(&page).expect("the page's form");
     let res = browser
@@ -69,7 +73,7 @@ async fn follow(fake: &FakeProvider, browser: &reqwest::Client, link: &str) -> (
     )
 }
 
-fn callback_url(app: &TestApp, state: &str) -> String {
+pub(super) fn callback_url(app: &TestApp, state: &str) -> String {
     format!(
         "{}/oauth/acme/callback?code=the-code&state={state}&iss={ACME_ISSUER}",
         app.address

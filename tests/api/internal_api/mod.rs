@@ -10,6 +10,7 @@
 
 mod auth;
 mod connect_links;
+mod connect_sessions;
 pub(crate) mod integrations;
 mod metrics;
 mod openapi;
@@ -17,6 +18,7 @@ mod provisioning;
 mod proxy;
 mod proxy_limits;
 mod refresh_and_disconnect;
+mod scopes;
 mod token;
 
 use crate::helpers::{connect, signed_in, spawn_app_with_provider, Backend, FakeProvider, TestApp};

@@ -56,7 +56,11 @@ async fn a_non_admin_key_cannot_provision_a_tenant(backend: Backend) {
         let res = app
             .api_put(&format!("{API}/{tenant}"), key, json!({"name": "Renamed"}))
             .await;
-        assert_eq!(error_of(res).await, (403, "forbidden".into()), "{tenant}");
+        assert_eq!(
+            error_of(res).await,
+            (403, "missing_scope".into()),
+            "{tenant}"
+        );
     }
     assert_eq!(app.snapshot(), before);
     assert!(Tenant::by_external_id(

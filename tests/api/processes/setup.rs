@@ -8,7 +8,7 @@ use crate::helpers::{settings_for, Backend, TestDb};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tether::crypto::{KeyRing, Secret};
-use tether::db::models::api_key::ApiKey;
+use tether::db::models::api_key::{ApiKey, Rights};
 use tether::db::models::connection::{Connection, Grant, Status, TokenSet};
 use tether::db::models::tenant::Tenant;
 use tether::ids::{ProviderKey, TenantId};
@@ -43,7 +43,8 @@ impl Setup {
             let row = seed(&mut conn, &ctx.keys, &tenant.id, &grant, life);
             conns.push((external, row.id.to_string(), grant));
         }
-        let (_, key) = ApiKey::create(&mut conn, "load", None, false).expect("api key");
+        let (_, key) =
+            ApiKey::create(&mut conn, "load", None, &Rights::unlimited(false)).expect("api key");
         drop(conn);
         Setup {
             db,

@@ -154,10 +154,16 @@ async fn passwords_are_stored_as_argon2id(backend: Backend) {
 async fn api_keys_are_stored_as_sha256_and_a_wrong_secret_with_a_right_prefix_is_refused(
     backend: Backend,
 ) {
-    use tether::db::models::api_key::ApiKey;
+    use tether::db::models::api_key::{ApiKey, Rights};
     let (app, _fake) = signed_in(backend, "post").await;
     let tenant = app.tenant("acme");
-    let (row, key) = ApiKey::create(&mut app.conn(), "crm", Some(&tenant.id), false).unwrap();
+    let (row, key) = ApiKey::create(
+        &mut app.conn(),
+        "crm",
+        Some(&tenant.id),
+        &Rights::unlimited(false),
+    )
+    .unwrap();
     let key = key.expose().clone();
     assert_eq!(row.secret_hash, tether::crypto::sha256_hex(key.as_bytes()));
     let secret_part = key.splitn(3, '_').nth(2).unwrap();

@@ -1,0 +1,1 @@
+DROP TABLE connect_sessions;
