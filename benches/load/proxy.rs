@@ -12,7 +12,7 @@ use super::{prepare, seed, serve, wrk, Db, WrkRun};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tether::db::models::api_key::ApiKey;
+use tether::db::models::api_key::{ApiKey, Rights};
 
 /// What the fake provider received: per first path segment, the arrival
 /// times.
@@ -160,7 +160,7 @@ pub fn proxy_bench(secs: u64, rounds: usize, calls: u64, window: u64, budget_sec
     );
     let key = {
         let mut c = pool.get().expect("connection");
-        ApiKey::create(&mut c, "bench", None, false)
+        ApiKey::create(&mut c, "bench", None, &Rights::unlimited(false))
             .expect("api key")
             .1
     };
