@@ -5,6 +5,7 @@
 //!   cargo bench --bench load -- drain [--rows N] [--latency-ms L] [--concurrency C]
 //!   cargo bench --bench load -- plan  [--rows N]
 //!   cargo bench --bench load -- relay [--rows N] [--events E] [--latency-ms L] [--concurrency C] [--kill]
+//!   cargo bench --bench load -- proxy [--secs S] [--rounds R] [--calls N] [--window W] [--budget-secs B]
 //!
 //! SQLite by default; PostgreSQL when TETHER_BENCH_POSTGRES_URL is set (a
 //! server URL such as postgres://postgres@127.0.0.1:5432/postgres: a fresh
@@ -21,6 +22,8 @@ use tether::db::models::connection::TokenSet;
 use tether::db::models::tenant::Tenant;
 use tether::db::schema::connections;
 
+#[path = "load/proxy.rs"]
+mod proxy;
 #[path = "load/relay.rs"]
 mod relay;
 
@@ -862,9 +865,16 @@ fn main() {
             args.iter().any(|a| a == "--kill"),
         ),
         Some("parts") => parts_bench(),
+        Some("proxy") => proxy::proxy_bench(
+            flag("--secs", 10),
+            flag("--rounds", 3).max(1) as usize,
+            flag("--calls", 100).max(1),
+            flag("--window", 10).max(1),
+            flag("--budget-secs", 25).max(1),
+        ),
         _ => {
             eprintln!(
-                "usage: cargo bench --bench load -- token|wrk|drain|plan|parts|relay [--rows N] [--secs S] [--rounds R] [--latency-ms L] [--concurrency C] [--events E] [--kill]"
+                "usage: cargo bench --bench load -- token|wrk|drain|plan|parts|relay|proxy [--rows N] [--secs S] [--rounds R] [--latency-ms L] [--concurrency C] [--events E] [--kill] [--calls N] [--window W] [--budget-secs B]"
             );
             std::process::exit(2);
         }

@@ -12,6 +12,7 @@ use diesel::r2d2::R2D2Connection;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod budgets;
 pub mod cache;
 pub mod circuit;
 pub mod flight;
@@ -94,6 +95,9 @@ pub struct App {
     /// Token reads and proxied calls counted since the last flush (see
     /// `app::usage`).
     pub usage: crate::app::usage::UsageCounter,
+    /// This process's own count of providers' budgets, spent only while
+    /// the database is away (see `app::budgets`).
+    pub budgets: crate::app::budgets::BudgetLedger,
 }
 
 /// Permits of [`App::sending`]: more than can ever be in flight.
@@ -166,6 +170,7 @@ impl App {
             receivers: Default::default(),
             deliver_now: Default::default(),
             usage: Default::default(),
+            budgets: Default::default(),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use super::file::read_file;
 use super::settings::{
-    ConfigError, Environment, LogFormat, RefreshSettings, SessionLimits, Settings,
+    ConfigError, Environment, LogFormat, ProxyRetry, RefreshSettings, SessionLimits, Settings,
 };
 use super::values::{
     parse_bool, parse_crm_name, parse_duration, parse_networks, parse_origins, parse_public_url,
@@ -228,6 +228,12 @@ impl Settings {
         let proxy_max_body = v.parse("TETHER_PROXY_MAX_BODY_BYTES", "10485760", |s| {
             parse_range(s, 1, 1 << 30)
         });
+        let proxy_retry = ProxyRetry {
+            max: v.parse("TETHER_PROXY_RETRY_MAX", "2", |s| parse_range(s, 0, 10)),
+            max_wait: Duration::from_secs(v.parse("TETHER_PROXY_RETRY_MAX_WAIT_SECS", "10", |s| {
+                parse_range(s, 0, 120)
+            })),
+        };
         let install_claim_window =
             Duration::from_secs(v.parse("TETHER_INSTALL_CLAIM_WINDOW_SECS", "600", |s| {
                 parse_range(s, 0, 86_400)
@@ -411,6 +417,7 @@ impl Settings {
             embed_origins,
             metrics_token,
             proxy_max_body,
+            proxy_retry,
             install_claim_window,
             crm_name,
             usage_flush,

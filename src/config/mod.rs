@@ -16,7 +16,10 @@ mod tests;
 mod values;
 mod variables;
 
-pub use settings::{ConfigError, Environment, LogFormat, RefreshSettings, SessionLimits, Settings};
+pub use settings::{
+    ConfigError, Environment, LogFormat, ProxyRetry, RefreshSettings, SessionLimits, Settings,
+};
+pub(crate) use values::parse_duration;
 pub use variables::{table, APP_ID_SUFFIX, NOT_CONFIGURATION, VARIABLES, WEBHOOK_KEY_SUFFIX};
 
 /// The secrets `TETHER_WEBHOOK_SECRET` holds: one, or two separated by a

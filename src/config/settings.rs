@@ -52,6 +52,18 @@ pub struct RefreshSettings {
     pub forced_cooldown: Duration,
 }
 
+/// When the proxy retries a call the provider refused for now (429 or 503
+/// with `Retry-After`): idempotent methods only.
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyRetry {
+    /// Retries of one call at most (`TETHER_PROXY_RETRY_MAX`; 0: never).
+    pub max: u32,
+    /// The longest one call waits, all retries together
+    /// (`TETHER_PROXY_RETRY_MAX_WAIT_SECS`): a `Retry-After` that would
+    /// pass it is handed back to the caller at once.
+    pub max_wait: Duration,
+}
+
 /// The limits of a signed-in session, checked on every request.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionLimits {
@@ -92,6 +104,8 @@ pub struct Settings {
     pub metrics_token: Option<Secret<String>>,
     /// Largest provider response body the proxy reads, in bytes.
     pub proxy_max_body: usize,
+    /// Whether and how long the proxy retries a provider's 429 or 503.
+    pub proxy_retry: ProxyRetry,
     /// How long a browser may claim a held install it brought
     /// (`TETHER_INSTALL_CLAIM_WINDOW_SECS`; 0: never, only the CRM assigns).
     pub install_claim_window: Duration,

@@ -531,3 +531,25 @@ fn the_crm_name_defaults_to_the_crm_and_refuses_long_or_multi_line_names() {
         assert!(err.contains("TETHER_CRM_NAME"), "{bad:?}: {err}");
     }
 }
+
+#[test]
+fn proxy_retries_default_to_two_within_ten_seconds_and_bad_values_are_refused_by_name() {
+    let s = Settings::from_vars(&vars(&[])).unwrap();
+    assert_eq!(s.proxy_retry.max, 2);
+    assert_eq!(s.proxy_retry.max_wait, Duration::from_secs(10));
+    let s = Settings::from_vars(&vars(&[
+        ("TETHER_PROXY_RETRY_MAX", "0"),
+        ("TETHER_PROXY_RETRY_MAX_WAIT_SECS", "30"),
+    ]))
+    .unwrap();
+    assert_eq!(s.proxy_retry.max, 0);
+    assert_eq!(s.proxy_retry.max_wait, Duration::from_secs(30));
+    let err = Settings::from_vars(&vars(&[
+        ("TETHER_PROXY_RETRY_MAX", "11"),
+        ("TETHER_PROXY_RETRY_MAX_WAIT_SECS", "-1"),
+    ]))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("TETHER_PROXY_RETRY_MAX:"), "{err}");
+    assert!(err.contains("TETHER_PROXY_RETRY_MAX_WAIT_SECS:"), "{err}");
+}

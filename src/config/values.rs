@@ -154,7 +154,7 @@ pub(super) fn parse_bool(s: &str) -> Result<bool, String> {
 
 /// A duration such as `90s`, `30m`, `1h` or `2d` (a bare number is seconds),
 /// from `min` to `max` seconds.
-pub(super) fn parse_duration(s: &str, min: u64, max: u64) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str, min: u64, max: u64) -> Result<Duration, String> {
     let why = || format!("must be a duration such as 90s, 30m, 1h or 2d (from {min} s to {max} s)");
     let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let per = match unit {

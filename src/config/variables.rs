@@ -97,6 +97,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "largest provider response the proxy passes back; larger ones are a 502 `provider_response_too_large`",
     ),
     (
+        "TETHER_PROXY_RETRY_MAX",
+        "2",
+        "how many times the proxy retries one idempotent call (GET, HEAD, PUT, DELETE) the provider answered 429 or 503 with a `Retry-After` (0 to 10; 0: never)",
+    ),
+    (
+        "TETHER_PROXY_RETRY_MAX_WAIT_SECS",
+        "10",
+        "the longest one proxied call waits for its retries, all together (0 to 120); a `Retry-After` beyond it goes back to the caller at once",
+    ),
+    (
         "TETHER_INSTALL_CLAIM_WINDOW_SECS",
         "600",
         "how long a browser may claim a held Marketplace install it brought (a planted one lapses from it); the CRM may assign it until it expires",

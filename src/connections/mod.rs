@@ -16,10 +16,13 @@
 //!   needs attention);
 //! - `installs`: installs started at the provider (GoHighLevel's
 //!   Marketplace), held until a tenant claims them, and swept;
-//! - `proxy`: calling a provider's API with a tenant's token;
+//! - `proxy`: calling a provider's API with a tenant's token, retrying
+//!   what the provider asks to be retried;
+//! - `budget`: the provider's per-account budgets the proxy spends;
 //! - `relay`: providers' app events relayed to the CRM, with the tenant
 //!   and account they concern, or held until a tenant holds the account.
 
+pub mod budget;
 pub mod connect;
 pub mod directory;
 pub mod grant;

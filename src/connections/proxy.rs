@@ -3,7 +3,10 @@
 //! about to expire, and once more on a 401), and only a few headers pass
 //! either way. A provider's redirect is never followed nor passed on (its
 //! `Location` could send the caller, or a token, anywhere), and a response
-//! body is read only up to `TETHER_PROXY_MAX_BODY_BYTES`.
+//! body is read only up to `TETHER_PROXY_MAX_BODY_BYTES`. Every call spends
+//! the provider's per-account budgets first (`super::budget`), and an
+//! idempotent call the provider answers 429 or 503 with a `Retry-After` is
+//! retried after it, within `TETHER_PROXY_RETRY_*`.
 
 use crate::app::App;
 use crate::db::models::event::Actor;
@@ -11,7 +14,13 @@ use crate::error::{AppError, AppResult, Code};
 use crate::ids::{AccountId, ConnectionId, TenantId};
 use crate::providers::Provider;
 use reqwest::header::{HeaderMap, HeaderName};
+use reqwest::{Method, StatusCode};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// The response header telling the caller how many times the proxy
+/// retried its call (`0` when it did not), on every answer of the provider.
+pub const RETRIES_HEADER: &str = "tether-proxy-retries";
 
 /// Headers passed to the provider: nothing that identifies the caller to
 /// Tether (its API key) or carries cookies.
@@ -58,11 +67,59 @@ pub struct Answer {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: bytes::Bytes,
+    /// How many times the call was retried after a 429 or 503.
+    pub retries: u32,
+}
+
+/// Whether sending a request twice has the effect of sending it once
+/// (RFC 9110 section 9.2.2): only these are retried. A POST or PATCH is
+/// never sent again: the first may have been done.
+pub fn idempotent(method: &Method) -> bool {
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::DELETE,
+        Method::OPTIONS,
+    ]
+    .contains(method)
+}
+
+/// The wait a provider's `Retry-After` asks for (RFC 9110 section 10.2.3):
+/// delta-seconds, or an HTTP-date (a past date is no wait). `None` without
+/// one, or with one that reads as neither.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return value.parse::<u64>().ok().map(Duration::from_secs);
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// How long to wait before retrying an answer, if it is retried: a 429 or
+/// a 503 whose `Retry-After` fits in `left` (what remains of
+/// `TETHER_PROXY_RETRY_MAX_WAIT_SECS`). A 503 without one is not retried:
+/// the provider is struggling and did not say for how long, a retry at a
+/// guess only adds to its load, and the caller, who gets the 503 at once,
+/// knows best whether its work can wait.
+fn retry_wait(status: StatusCode, headers: &HeaderMap, left: Duration) -> Option<Duration> {
+    if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    retry_after(headers, SystemTime::now()).filter(|wait| *wait <= left)
 }
 
 /// Forwards `call` to the provider's API for the tenant's account (`None`:
-/// the default), with its access token; on a 401, refreshes once and
-/// retries once. A 3xx answer (other than 304) is a 502
+/// the default), with its access token, once the provider's budgets for
+/// the account are spent (a spent one is a 429 `provider_budget_spent`);
+/// on a 401, refreshes once and retries once; on a 429 or 503 with a
+/// `Retry-After`, an idempotent call waits and is sent again (see
+/// [`retry_wait`]), at most `TETHER_PROXY_RETRY_MAX` times. A 3xx answer (other than 304) is a 502
 /// `provider_redirected`; a body over the configured cap is a 502
 /// `provider_response_too_large`, and no more of it is read.
 pub async fn forward(
@@ -113,9 +170,10 @@ pub async fn forward(
     };
     let opened = crate::refresh::fresh_token(app, tenant_id, provider, account, 30).await?;
     let row = &opened.row;
-    let mut res = send(opened.tokens.access_token.expose().clone())
-        .await
-        .map_err(unreachable)?;
+    let account_id = row.account_id.as_str();
+    super::budget::spend(app, provider, account_id).await?;
+    let mut access = opened.tokens.access_token.expose().clone();
+    let mut res = send(access.clone()).await.map_err(unreachable)?;
     if res.status() == reqwest::StatusCode::UNAUTHORIZED {
         // The provider no longer takes this token: refresh once, retry once.
         log::info!(
@@ -128,9 +186,34 @@ pub async fn forward(
         let tokens = fresh
             .tokens(&app.keys)?
             .ok_or_else(AppError::not_connected)?;
-        res = send(tokens.access_token.expose().clone())
-            .await
-            .map_err(unreachable)?;
+        access = tokens.access_token.expose().clone();
+        super::budget::spend(app, provider, account_id).await?;
+        res = send(access.clone()).await.map_err(unreachable)?;
+    }
+    let retry = app.settings.proxy_retry;
+    let (mut retries, mut waited) = (0, Duration::ZERO);
+    while retries < retry.max && idempotent(&call.method) {
+        let left = retry.max_wait.saturating_sub(waited);
+        let Some(wait) = retry_wait(res.status(), res.headers(), left) else {
+            break;
+        };
+        log::info!(
+            "proxy: provider {} answered {}; retrying in {} ms",
+            provider.key,
+            res.status().as_u16(),
+            wait.as_millis()
+        );
+        tokio::time::sleep(wait).await;
+        waited += wait;
+        // A retry spends the budgets like any call; without room, the
+        // provider's answer goes back as it came.
+        match super::budget::spend(app, provider, account_id).await {
+            Ok(()) => {}
+            Err(e) if e.is(Code::ProviderBudgetSpent) => break,
+            Err(e) => return Err(e),
+        }
+        res = send(access.clone()).await.map_err(unreachable)?;
+        retries += 1;
     }
     let status = res.status();
     // 304 is no redirect: it carries no Location and answers a conditional request.
@@ -165,6 +248,7 @@ pub async fn forward(
         status,
         headers,
         body,
+        retries,
     })
 }
 
@@ -247,7 +331,39 @@ fn percent_decode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::target;
+    use super::{retry_after, target};
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates_and_nothing_else() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // 06 Nov 1994 08:49:37
+        let read = |v: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert("retry-after", v.parse().unwrap());
+            retry_after(&h, now)
+        };
+        assert_eq!(read("3"), Some(Duration::from_secs(3)));
+        assert_eq!(read(" 0 "), Some(Duration::ZERO));
+        // IMF-fixdate, RFC 850 and asctime, as RFC 9110 has recipients read them.
+        assert_eq!(
+            read("Sun, 06 Nov 1994 08:49:47 GMT"),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            read("Sunday, 06-Nov-94 08:49:47 GMT"),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            read("Sun Nov  6 08:49:47 1994"),
+            Some(Duration::from_secs(10))
+        );
+        // A date already past: no wait.
+        assert_eq!(read("Sat, 05 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
+        for bad in ["soon", "-1", "1.5", "3s", "99999999999999999999999", ""] {
+            assert_eq!(read(bad), None, "{bad}");
+        }
+        assert_eq!(retry_after(&reqwest::header::HeaderMap::new(), now), None);
+    }
 
     #[test]
     fn proxied_paths_stay_under_the_api_base() {

@@ -231,6 +231,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    proxy_budgets (provider, account_id, window_secs, bucket) {
+        provider -> Text,
+        account_id -> Text,
+        window_secs -> BigInt,
+        bucket -> BigInt,
+        spent -> BigInt,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(connection_usage -> connections (connection_id));
 diesel::joinable!(events -> connections (connection_id));
 diesel::joinable!(account_settings -> tenants (tenant_id));
@@ -272,4 +283,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     instances,
     account_settings,
     connection_usage,
+    proxy_budgets,
 );

@@ -88,6 +88,7 @@ codes! {
     NotRefreshable => "not_refreshable",
     NotSiteOwner => "not_site_owner",
     OauthConnected => "oauth_connected",
+    ProviderBudgetSpent => "provider_budget_spent",
     ProviderDisabled => "provider_disabled",
     ProviderError => "provider_error",
     ProviderMisconfigured => "provider_misconfigured",

@@ -3,7 +3,7 @@
 
 use super::presets;
 use super::provider::{
-    ClientAuth, FieldType, Flow, Identity, LoginHint, Provider, RefreshStyle, SettingField,
+    Budget, ClientAuth, FieldType, Flow, Identity, LoginHint, Provider, RefreshStyle, SettingField,
 };
 use super::validate::implied_platform;
 use std::collections::BTreeMap;
@@ -45,6 +45,8 @@ pub(super) struct ProviderToml {
     keep_fields: Option<Vec<String>>,
     api_base_url: Option<String>,
     api_headers: Option<BTreeMap<String, String>>,
+    /// Replaces the preset's (`api_budgets = []`: none).
+    api_budgets: Option<Vec<Budget>>,
     authorize_params: Option<BTreeMap<String, String>>,
     consent_params: Option<BTreeMap<String, String>>,
     token_params: Option<BTreeMap<String, String>>,
@@ -135,6 +137,7 @@ pub(super) fn merge(mut p: Provider, t: ProviderToml) -> Provider {
         client_secret_env,
         keep_fields,
         api_headers,
+        api_budgets,
         authorize_params,
         consent_params,
         token_params,

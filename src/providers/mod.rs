@@ -10,7 +10,7 @@ mod tests;
 mod validate;
 
 pub use provider::{
-    placeholders, ClientAuth, FieldType, Flow, Identity, LoginHint, Provider, RefreshStyle,
+    placeholders, Budget, ClientAuth, FieldType, Flow, Identity, LoginHint, Provider, RefreshStyle,
     SettingField,
 };
 pub use validate::{valid_key, PLATFORMS};

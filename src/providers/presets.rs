@@ -7,7 +7,7 @@
 //! Each preset that turns it off says why; a test keeps the list in step.
 
 use super::provider::{
-    ClientAuth, FieldType, Flow, Identity, LoginHint, Provider, RefreshStyle, SettingField,
+    Budget, ClientAuth, FieldType, Flow, Identity, LoginHint, Provider, RefreshStyle, SettingField,
 };
 use crate::config::Settings;
 use crate::ids::ProviderKey;
@@ -49,6 +49,7 @@ pub(super) fn base(
         keep_fields: Vec::new(),
         api_base_url: None,
         api_headers: BTreeMap::new(),
+        api_budgets: Vec::new(),
         authorize_params: BTreeMap::new(),
         consent_params: consent_params(key),
         token_params: BTreeMap::new(),
@@ -183,6 +184,12 @@ pub fn all() -> Vec<Provider> {
             // Every API call names the API version it was written against;
             // calls without it are rejected (PROVIDERS.md).
             api_headers: params(&[("Version", "2021-07-28")]),
+            // GoHighLevel's documented API limits, per Marketplace app and
+            // per resource (a location, or an agency's company): a burst
+            // of 100 requests per 10 seconds and 200,000 per day. Every
+            // instance spends them together, so the CRM's services never
+            // earn GoHighLevel's 429 between them.
+            api_budgets: vec![Budget::per_secs(100, 10), Budget::per_secs(200_000, 86_400)],
             // An agency connection (`token_params = { user_type = "Company" }`,
             // scopes `oauth.write` and `oauth.readonly`) serves its locations.
             location_tokens: true,

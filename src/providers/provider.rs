@@ -125,6 +125,56 @@ impl SettingField {
     }
 }
 
+/// A budget of calls a provider grants each of its accounts over a window
+/// (GoHighLevel: 100 per 10 s and 200,000 per day per location), which the
+/// proxy spends for every instance together (`connections::budget`), so
+/// that the provider never has to refuse. Read from the providers file as
+/// `{ calls = 100, window = "10s" }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "BudgetToml")]
+pub struct Budget {
+    /// Calls allowed in any stretch of `window`.
+    pub calls: u64,
+    /// Whole seconds, from 1 s to [`Budget::LONGEST_WINDOW_SECS`].
+    pub window: std::time::Duration,
+}
+
+impl Budget {
+    /// The longest window a budget may declare (31 days): longer ones are
+    /// not rate limits but quotas, which providers reset on their own calendar.
+    pub const LONGEST_WINDOW_SECS: u64 = 31 * 86_400;
+
+    /// A budget of `calls` per `window_secs` seconds (for presets).
+    pub const fn per_secs(calls: u64, window_secs: u64) -> Budget {
+        Budget {
+            calls,
+            window: std::time::Duration::from_secs(window_secs),
+        }
+    }
+}
+
+/// A budget as the providers file writes it: the window as a duration
+/// (`90s`, `10m`, `1h`, `1d`).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetToml {
+    calls: u64,
+    window: String,
+}
+
+impl TryFrom<BudgetToml> for Budget {
+    type Error = String;
+
+    fn try_from(t: BudgetToml) -> Result<Budget, String> {
+        let window = crate::config::parse_duration(&t.window, 1, Budget::LONGEST_WINDOW_SECS)
+            .map_err(|why| format!("an api_budgets window {why}"))?;
+        Ok(Budget {
+            calls: t.calls,
+            window,
+        })
+    }
+}
+
 /// One configured provider.
 #[derive(Debug, Clone)]
 pub struct Provider {
@@ -194,6 +244,9 @@ pub struct Provider {
     /// `Version`): the proxy adds them, and the token API returns them for
     /// callers that call the provider themselves.
     pub api_headers: BTreeMap<String, String>,
+    /// Per-account budgets of API calls the proxy keeps to (none: the
+    /// provider's own 429s are the only limit).
+    pub api_budgets: Vec<Budget>,
     pub authorize_params: BTreeMap<String, String>,
     /// Authorize parameters that make the provider show its consent screen
     /// or account chooser instead of answering at once for an app already

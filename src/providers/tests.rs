@@ -445,3 +445,47 @@ fn a_provider_names_its_platform_the_old_flags_imply_one_and_an_unknown_one_is_r
         "{err}"
     );
 }
+
+#[test]
+fn api_budgets_come_from_the_preset_or_the_file_and_bad_ones_are_refused() {
+    let c = Catalogue::build(&settings(), None, &no_env).unwrap();
+    // GoHighLevel's documented limits per location: 100 per 10 s, 200,000 a day.
+    assert_eq!(
+        c.get("gohighlevel").unwrap().api_budgets,
+        [Budget::per_secs(100, 10), Budget::per_secs(200_000, 86_400)]
+    );
+    assert!(c.get("hubspot").unwrap().api_budgets.is_empty());
+    let base = "[providers.acme]\ndisplay_name = \"Acme\"\nauthorize_url = \"https://a.example/auth\"\ntoken_url = \"https://a.example/token\"\napi_base_url = \"https://api.a.example\"\n";
+    let ok = format!("{base}api_budgets = [{{ calls = 3, window = \"1h\" }}, {{ calls = 50, window = \"90s\" }}]\n[providers.gohighlevel]\napi_budgets = []\n");
+    let c = Catalogue::build(&settings(), Some(("p.toml", &ok)), &no_env).unwrap();
+    assert_eq!(
+        c.get("acme").unwrap().api_budgets,
+        [Budget::per_secs(3, 3_600), Budget::per_secs(50, 90)]
+    );
+    assert!(c.get("gohighlevel").unwrap().api_budgets.is_empty());
+    for bad in [
+        "api_budgets = [{ calls = 0, window = \"1h\" }]",
+        "api_budgets = [{ calls = 5, window = \"0s\" }]",
+        "api_budgets = [{ calls = 5, window = \"32d\" }]",
+        "api_budgets = [{ calls = 5, window = \"soon\" }]",
+        "api_budgets = [{ calls = 5 }]",
+        "api_budgets = [{ calls = 5, window = \"1h\", burst = 2 }]",
+        "api_budgets = [{ calls = 5, window = \"1h\" }, { calls = 9, window = \"60m\" }]",
+    ] {
+        let file = format!("{base}{bad}\n");
+        let err = Catalogue::build(&settings(), Some(("p.toml", &file)), &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("api_budgets") || err.contains("window") || err.contains("burst"),
+            "{bad}: {err}"
+        );
+    }
+    // Budgets are spent by proxied calls: a provider without an API base has none to spend.
+    let no_api = base.replace("api_base_url = \"https://api.a.example\"\n", "")
+        + "api_budgets = [{ calls = 5, window = \"1h\" }]\n";
+    let err = Catalogue::build(&settings(), Some(("p.toml", &no_api)), &no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("api_base_url"), "{err}");
+}

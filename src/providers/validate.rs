@@ -132,6 +132,7 @@ pub(super) fn validate(p: &Provider) -> Result<(), String> {
             return Err(format!("'api_headers.{name}' is not a valid header value"));
         }
     }
+    validate_budgets(p)?;
     if p.location_tokens && p.api_base_url.is_none() {
         return Err(
             "'location_tokens' needs 'api_base_url', where the agency endpoints are".into(),
@@ -153,6 +154,41 @@ pub(super) fn validate(p: &Provider) -> Result<(), String> {
         ));
     }
     validate_settings_schema(&p.settings_schema)
+}
+
+/// The most budgets a provider may declare: a burst, a day, and room for
+/// a minute and an hour.
+const MAX_BUDGETS: usize = 4;
+
+/// Budgets need the proxy (`api_base_url`), at least one call each, and
+/// windows of their own: two budgets of one window would spend one count.
+fn validate_budgets(p: &Provider) -> Result<(), String> {
+    let budgets = &p.api_budgets;
+    if budgets.is_empty() {
+        return Ok(());
+    }
+    if p.api_base_url.is_none() {
+        return Err("'api_budgets' needs 'api_base_url': they are spent by proxied calls".into());
+    }
+    if budgets.len() > MAX_BUDGETS {
+        return Err(format!(
+            "'api_budgets' declares {} budgets; at most {MAX_BUDGETS}",
+            budgets.len()
+        ));
+    }
+    let mut windows = std::collections::BTreeSet::new();
+    for b in budgets {
+        if !(1..=1_000_000_000).contains(&b.calls) {
+            return Err("'api_budgets' calls are from 1 to 1,000,000,000".into());
+        }
+        if !windows.insert(b.window) {
+            return Err(format!(
+                "'api_budgets' declares two budgets over {} s; one per window",
+                b.window.as_secs()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The most fields a settings schema may declare (a form, not a database).

@@ -228,7 +228,8 @@ impl Scheduler {
 
     /// Once per refresh interval: expired sign-in states go, lapsing refresh
     /// tokens and long failing refreshes are announced, and old events (and
-    /// usage counts older than `usage::KEEP_DAYS`) are pruned.
+    /// usage counts older than `usage::KEEP_DAYS`, and the proxy's budget
+    /// buckets no window counts any more) are pruned.
     async fn housekeep(&self) -> Result<(), crate::error::AppError> {
         let state = &self.state;
         let housekeeping_due = {
@@ -254,6 +255,7 @@ impl Scheduler {
                     prune(c, now() - retention)?;
                     let keep = chrono::Duration::days(usage::KEEP_DAYS);
                     usage::Usage::prune(c, (now() - keep).date())?;
+                    crate::db::models::proxy_budget::prune(c, now())?;
                     Ok(())
                 })
                 .await?;

@@ -52,6 +52,7 @@ pub mod key_check;
 pub mod oauth_state;
 pub mod pending_install;
 pub mod provider_flag;
+pub mod proxy_budget;
 pub mod seen_webhook;
 pub mod sso_nonce;
 pub mod tenant;

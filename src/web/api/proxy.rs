@@ -4,7 +4,7 @@ use super::rights::{ForConnection, Proxying, Scoped};
 use crate::app::App;
 use crate::connections::proxy as proxying;
 use crate::db::models::usage::UsageKind;
-use crate::error::{AppError, AppResult, Code};
+use crate::error::{AppError, AppResult, Code, ErrorBody};
 use crate::ids::AccountId;
 use crate::web::http::account_param;
 use actix_web::http::header;
@@ -48,7 +48,15 @@ struct ProxyPath {
 
 /// Call the provider's API with the token attached
 ///
-/// On a 401, refreshes once and retries once. Only the provider's API base is
+/// On a 401, refreshes once and retries once. On a 429 or 503 with a
+/// `Retry-After` (seconds or an HTTP-date) that fits in
+/// `TETHER_PROXY_RETRY_MAX_WAIT_SECS`, a GET, PUT or DELETE waits and is sent
+/// again, at most `TETHER_PROXY_RETRY_MAX` times; a POST or PATCH never is.
+/// `Tether-Proxy-Retries` on the provider's answer says how many retries
+/// were made. A provider may declare per-account budgets (GoHighLevel: 100
+/// calls per 10 s, 200,000 a day), spent by every instance together: a
+/// call past one is answered 429 `provider_budget_spent` with `Retry-After`,
+/// without calling the provider. Only the provider's API base is
 /// reachable. The answer is the provider's own (any status, any content
 /// type), except for Tether's own errors, which are JSON error bodies: 400 (a
 /// path outside the API base, an invalid `Tether-Account`), 401, 403, 404
@@ -66,7 +74,10 @@ struct ProxyPath {
     ),
     request_body(description = "Passed on as it is", content_type = "*/*"),
     responses(
-        (status = "default", description = "The provider's answer (its status, headers and body), or one of Tether's JSON errors"),
+        (status = 429, description = "`provider_budget_spent`: the account's budget of calls at the provider is spent; try again after `Retry-After`. (A 429 of the provider's own, passed back, has no JSON error of Tether's and carries `Tether-Proxy-Retries`.)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the budget has room again"))),
+        (status = "default", description = "The provider's answer (its status, headers and body), or one of Tether's JSON errors",
+            headers(("Tether-Proxy-Retries" = u32, description = "On the provider's answers: how many times the proxy retried the call after a 429 or 503 with `Retry-After` (0: sent once)"))),
     ),
     security(("apiKey" = ["proxy"]))
 )]
@@ -139,5 +150,6 @@ fn passed_back(answer: proxying::Answer) -> HttpResponse {
         out.insert_header((name.as_str(), v.as_bytes()));
     }
     out.insert_header((header::CACHE_CONTROL, "no-store"));
+    out.insert_header((proxying::RETRIES_HEADER, answer.retries.to_string()));
     out.body(answer.body)
 }

@@ -16,6 +16,7 @@ mod metrics;
 mod openapi;
 mod provisioning;
 mod proxy;
+mod proxy_limits;
 mod refresh_and_disconnect;
 mod scopes;
 mod token;
