@@ -47,6 +47,15 @@ pub enum Relayed {
     Off,
 }
 
+/// The `type` of a relayed provider event: only [`PROVIDER_EVENT`].
+fn provider_event_type() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some([PROVIDER_EVENT]))
+        .description(Some("Always `provider_event`."))
+        .build()
+}
+
 /// A provider's app event as the CRM receives it: what the OpenAPI
 /// document's `webhooks` says of [`Payload`], which writes it.
 #[derive(utoipa::ToSchema)]
@@ -54,8 +63,9 @@ pub enum Relayed {
 pub struct ProviderEventPayload {
     /// The delivery's id (`pev_...`): a redelivery carries the same one.
     id: String,
-    /// Always `provider_event`.
-    #[schema(rename = "type", example = "provider_event")]
+    /// Always `provider_event`: a one-value enum, so that a generated
+    /// client tells these apart from connection events by `type`.
+    #[schema(rename = "type", schema_with = provider_event_type)]
     kind: String,
     /// The provider's key (`gohighlevel`).
     provider: String,

@@ -430,7 +430,15 @@ export interface paths {
         };
         /**
          * Call the provider's API with the token attached
-         * @description On a 401, refreshes once and retries once. Only the provider's API base is
+         * @description On a 401, refreshes once and retries once. On a 429 or 503 with a
+         *     `Retry-After` (seconds or an HTTP-date) that fits in
+         *     `TETHER_PROXY_RETRY_MAX_WAIT_SECS`, a GET, PUT or DELETE waits and is sent
+         *     again, at most `TETHER_PROXY_RETRY_MAX` times; a POST or PATCH never is.
+         *     `Tether-Proxy-Retries` on the provider's answer says how many retries
+         *     were made. A provider may declare per-account budgets (GoHighLevel: 100
+         *     calls per 10 s, 200,000 a day), spent by every instance together: a
+         *     call past one is answered 429 `provider_budget_spent` with `Retry-After`,
+         *     without calling the provider. Only the provider's API base is
          *     reachable. The answer is the provider's own (any status, any content
          *     type), except for Tether's own errors, which are JSON error bodies: 400 (a
          *     path outside the API base, an invalid `Tether-Account`), 401, 403, 404
@@ -444,7 +452,15 @@ export interface paths {
         get: operations["proxy_get"];
         /**
          * Call the provider's API with the token attached
-         * @description On a 401, refreshes once and retries once. Only the provider's API base is
+         * @description On a 401, refreshes once and retries once. On a 429 or 503 with a
+         *     `Retry-After` (seconds or an HTTP-date) that fits in
+         *     `TETHER_PROXY_RETRY_MAX_WAIT_SECS`, a GET, PUT or DELETE waits and is sent
+         *     again, at most `TETHER_PROXY_RETRY_MAX` times; a POST or PATCH never is.
+         *     `Tether-Proxy-Retries` on the provider's answer says how many retries
+         *     were made. A provider may declare per-account budgets (GoHighLevel: 100
+         *     calls per 10 s, 200,000 a day), spent by every instance together: a
+         *     call past one is answered 429 `provider_budget_spent` with `Retry-After`,
+         *     without calling the provider. Only the provider's API base is
          *     reachable. The answer is the provider's own (any status, any content
          *     type), except for Tether's own errors, which are JSON error bodies: 400 (a
          *     path outside the API base, an invalid `Tether-Account`), 401, 403, 404
@@ -458,7 +474,15 @@ export interface paths {
         put: operations["proxy_put"];
         /**
          * Call the provider's API with the token attached
-         * @description On a 401, refreshes once and retries once. Only the provider's API base is
+         * @description On a 401, refreshes once and retries once. On a 429 or 503 with a
+         *     `Retry-After` (seconds or an HTTP-date) that fits in
+         *     `TETHER_PROXY_RETRY_MAX_WAIT_SECS`, a GET, PUT or DELETE waits and is sent
+         *     again, at most `TETHER_PROXY_RETRY_MAX` times; a POST or PATCH never is.
+         *     `Tether-Proxy-Retries` on the provider's answer says how many retries
+         *     were made. A provider may declare per-account budgets (GoHighLevel: 100
+         *     calls per 10 s, 200,000 a day), spent by every instance together: a
+         *     call past one is answered 429 `provider_budget_spent` with `Retry-After`,
+         *     without calling the provider. Only the provider's API base is
          *     reachable. The answer is the provider's own (any status, any content
          *     type), except for Tether's own errors, which are JSON error bodies: 400 (a
          *     path outside the API base, an invalid `Tether-Account`), 401, 403, 404
@@ -472,7 +496,15 @@ export interface paths {
         post: operations["proxy_post"];
         /**
          * Call the provider's API with the token attached
-         * @description On a 401, refreshes once and retries once. Only the provider's API base is
+         * @description On a 401, refreshes once and retries once. On a 429 or 503 with a
+         *     `Retry-After` (seconds or an HTTP-date) that fits in
+         *     `TETHER_PROXY_RETRY_MAX_WAIT_SECS`, a GET, PUT or DELETE waits and is sent
+         *     again, at most `TETHER_PROXY_RETRY_MAX` times; a POST or PATCH never is.
+         *     `Tether-Proxy-Retries` on the provider's answer says how many retries
+         *     were made. A provider may declare per-account budgets (GoHighLevel: 100
+         *     calls per 10 s, 200,000 a day), spent by every instance together: a
+         *     call past one is answered 429 `provider_budget_spent` with `Retry-After`,
+         *     without calling the provider. Only the provider's API base is
          *     reachable. The answer is the provider's own (any status, any content
          *     type), except for Tether's own errors, which are JSON error bodies: 400 (a
          *     path outside the API base, an invalid `Tether-Account`), 401, 403, 404
@@ -488,7 +520,15 @@ export interface paths {
         head?: never;
         /**
          * Call the provider's API with the token attached
-         * @description On a 401, refreshes once and retries once. Only the provider's API base is
+         * @description On a 401, refreshes once and retries once. On a 429 or 503 with a
+         *     `Retry-After` (seconds or an HTTP-date) that fits in
+         *     `TETHER_PROXY_RETRY_MAX_WAIT_SECS`, a GET, PUT or DELETE waits and is sent
+         *     again, at most `TETHER_PROXY_RETRY_MAX` times; a POST or PATCH never is.
+         *     `Tether-Proxy-Retries` on the provider's answer says how many retries
+         *     were made. A provider may declare per-account budgets (GoHighLevel: 100
+         *     calls per 10 s, 200,000 a day), spent by every instance together: a
+         *     call past one is answered 429 `provider_budget_spent` with `Retry-After`,
+         *     without calling the provider. Only the provider's API base is
          *     reachable. The answer is the provider's own (any status, any content
          *     type), except for Tether's own errors, which are JSON error bodies: 400 (a
          *     path outside the API base, an invalid `Tether-Account`), 401, 403, 404
@@ -660,7 +700,7 @@ export interface components {
             tenant: string;
         };
         /** @enum {string} */
-        Code: "already_revoked" | "concurrent_update" | "database_unavailable" | "decryption_failed" | "forbidden" | "insufficient_scope" | "internal" | "invalid_account" | "invalid_client" | "invalid_code" | "invalid_decision" | "invalid_email" | "invalid_embed_origin" | "invalid_expires_in" | "invalid_form" | "invalid_grant" | "invalid_import" | "invalid_instance" | "invalid_install" | "invalid_webhook" | "invalid_webhook_signature" | "account_bound_elsewhere" | "invalid_json" | "invalid_link" | "invalid_method" | "invalid_min_ttl" | "invalid_name" | "invalid_path" | "invalid_query" | "invalid_redirect_uri" | "invalid_request" | "invalid_return_to" | "invalid_scope" | "invalid_tags" | "invalid_settings" | "invalid_sso_token" | "invalid_state" | "invalid_status" | "invalid_tenant" | "invalid_token" | "issuer_mismatch" | "issuer_missing" | "key_unavailable" | "lease_lost" | "location_unavailable" | "method_not_allowed" | "missing_scope" | "needs_reconnect" | "not_found" | "not_connected" | "not_refreshable" | "not_site_owner" | "oauth_connected" | "provider_disabled" | "provider_error" | "provider_misconfigured" | "provider_mismatch" | "provider_redirected" | "provider_response_too_large" | "provider_unavailable" | "provider_unreachable" | "rate_limited" | "refresh_failed" | "refresh_in_progress" | "settings_too_large" | "sso_origin_refused" | "shutting_down" | "tenant_exists" | "token_refused" | "unauthorized" | "unknown_install" | "unsupported_flow" | "user_exists" | "webhook_stale" | "wrong_app";
+        Code: "already_revoked" | "concurrent_update" | "database_unavailable" | "decryption_failed" | "forbidden" | "insufficient_scope" | "internal" | "invalid_account" | "invalid_client" | "invalid_code" | "invalid_decision" | "invalid_email" | "invalid_embed_origin" | "invalid_expires_in" | "invalid_form" | "invalid_grant" | "invalid_import" | "invalid_instance" | "invalid_install" | "invalid_webhook" | "invalid_webhook_signature" | "account_bound_elsewhere" | "invalid_json" | "invalid_link" | "invalid_method" | "invalid_min_ttl" | "invalid_name" | "invalid_path" | "invalid_query" | "invalid_redirect_uri" | "invalid_request" | "invalid_return_to" | "invalid_scope" | "invalid_tags" | "invalid_settings" | "invalid_sso_token" | "invalid_state" | "invalid_status" | "invalid_tenant" | "invalid_token" | "issuer_mismatch" | "issuer_missing" | "key_unavailable" | "lease_lost" | "location_unavailable" | "method_not_allowed" | "missing_scope" | "needs_reconnect" | "not_found" | "not_connected" | "not_refreshable" | "not_site_owner" | "oauth_connected" | "provider_budget_spent" | "provider_disabled" | "provider_error" | "provider_misconfigured" | "provider_mismatch" | "provider_redirected" | "provider_response_too_large" | "provider_unavailable" | "provider_unreachable" | "rate_limited" | "refresh_failed" | "refresh_in_progress" | "settings_too_large" | "sso_origin_refused" | "shutting_down" | "tenant_exists" | "token_refused" | "unauthorized" | "unknown_install" | "unsupported_flow" | "user_exists" | "webhook_stale" | "wrong_app";
         /** @description `{"connections": [...]}`: one status per enabled provider. */
         ConnectionList: {
             connections: components["schemas"]["Status"][];
@@ -1017,9 +1057,9 @@ export interface components {
             tenant?: string | null;
             /**
              * @description Always `provider_event`.
-             * @example provider_event
+             * @enum {string}
              */
-            type: string;
+            type: "provider_event";
         };
         ProvisionRequest: {
             /** @description The tenant's display name. */
@@ -2824,9 +2864,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description `provider_budget_spent`: the account's budget of calls at the provider is spent; try again after `Retry-After`. (A 429 of the provider's own, passed back, has no JSON error of Tether's and carries `Tether-Proxy-Retries`.) */
+            429: {
+                headers: {
+                    /** @description Seconds until the budget has room again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description The provider's answer (its status, headers and body), or one of Tether's JSON errors */
             default: {
                 headers: {
+                    /** @description On the provider's answers: how many times the proxy retried the call after a 429 or 503 with `Retry-After` (0: sent once) */
+                    "Tether-Proxy-Retries"?: number;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2858,9 +2911,22 @@ export interface operations {
             };
         };
         responses: {
+            /** @description `provider_budget_spent`: the account's budget of calls at the provider is spent; try again after `Retry-After`. (A 429 of the provider's own, passed back, has no JSON error of Tether's and carries `Tether-Proxy-Retries`.) */
+            429: {
+                headers: {
+                    /** @description Seconds until the budget has room again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description The provider's answer (its status, headers and body), or one of Tether's JSON errors */
             default: {
                 headers: {
+                    /** @description On the provider's answers: how many times the proxy retried the call after a 429 or 503 with `Retry-After` (0: sent once) */
+                    "Tether-Proxy-Retries"?: number;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2892,9 +2958,22 @@ export interface operations {
             };
         };
         responses: {
+            /** @description `provider_budget_spent`: the account's budget of calls at the provider is spent; try again after `Retry-After`. (A 429 of the provider's own, passed back, has no JSON error of Tether's and carries `Tether-Proxy-Retries`.) */
+            429: {
+                headers: {
+                    /** @description Seconds until the budget has room again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description The provider's answer (its status, headers and body), or one of Tether's JSON errors */
             default: {
                 headers: {
+                    /** @description On the provider's answers: how many times the proxy retried the call after a 429 or 503 with `Retry-After` (0: sent once) */
+                    "Tether-Proxy-Retries"?: number;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2926,9 +3005,22 @@ export interface operations {
             };
         };
         responses: {
+            /** @description `provider_budget_spent`: the account's budget of calls at the provider is spent; try again after `Retry-After`. (A 429 of the provider's own, passed back, has no JSON error of Tether's and carries `Tether-Proxy-Retries`.) */
+            429: {
+                headers: {
+                    /** @description Seconds until the budget has room again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description The provider's answer (its status, headers and body), or one of Tether's JSON errors */
             default: {
                 headers: {
+                    /** @description On the provider's answers: how many times the proxy retried the call after a 429 or 503 with `Retry-After` (0: sent once) */
+                    "Tether-Proxy-Retries"?: number;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2960,9 +3052,22 @@ export interface operations {
             };
         };
         responses: {
+            /** @description `provider_budget_spent`: the account's budget of calls at the provider is spent; try again after `Retry-After`. (A 429 of the provider's own, passed back, has no JSON error of Tether's and carries `Tether-Proxy-Retries`.) */
+            429: {
+                headers: {
+                    /** @description Seconds until the budget has room again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description The provider's answer (its status, headers and body), or one of Tether's JSON errors */
             default: {
                 headers: {
+                    /** @description On the provider's answers: how many times the proxy retried the call after a 429 or 503 with `Retry-After` (0: sent once) */
+                    "Tether-Proxy-Retries"?: number;
                     [name: string]: unknown;
                 };
                 content?: never;
