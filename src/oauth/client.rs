@@ -8,6 +8,9 @@ use reqwest::header::{ACCEPT, RETRY_AFTER};
 use serde_json::Value;
 use std::time::Duration;
 
+/// How long an idle connection to a provider is kept for the next call.
+const POOL_IDLE: Duration = Duration::from_secs(4);
+
 /// Largest provider response we read.
 const MAX_BODY: usize = 1 << 20;
 
@@ -15,7 +18,10 @@ const MAX_BODY: usize = 1 << 20;
 /// bounded time, no redirects followed (a token endpoint that redirects is
 /// misconfigured, and following could carry credentials elsewhere), and the
 /// operator's roots (`TETHER_CA_CERTS`, checked at start) beside the bundled
-/// ones.
+/// ones. An idle connection is dropped after [`POOL_IDLE`], before the 5-s
+/// keep-alive many servers close it at (Node's and actix-web's default): a
+/// call sent on a connection the server is closing fails after it was sent,
+/// and a refresh token sent so cannot be told used or not.
 pub fn http_client(timeout: Duration, ca_certs: &[reqwest::Certificate]) -> reqwest::Client {
     ca_certs
         .iter()
@@ -24,6 +30,7 @@ pub fn http_client(timeout: Duration, ca_certs: &[reqwest::Certificate]) -> reqw
         })
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(POOL_IDLE)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("tether/", env!("CARGO_PKG_VERSION")))
         .build()
