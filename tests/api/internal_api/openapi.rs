@@ -64,9 +64,9 @@ async fn the_openapi_document_is_public_json_with_every_operation_routed(backend
             );
         }
     }
-    // Eighteen paths; four take two methods each and the proxy five.
-    assert_eq!(paths.len(), 18, "{:?}", paths.keys());
-    assert_eq!(operations, 26);
+    // Twenty paths; four take two methods each and the proxy five.
+    assert_eq!(paths.len(), 20, "{:?}", paths.keys());
+    assert_eq!(operations, 28);
     for name in ["Status", "Token", "Error", "Code"] {
         assert!(
             doc["components"]["schemas"].get(name).is_some(),
