@@ -118,16 +118,7 @@ pub async fn check(
         Err(e) => {
             let id = row.id.clone();
             let row = app.db(move |c| Ok(Connection::by_id(c, &id)?)).await?;
-            let why = format!(
-                "it refused the access token, and the refresh that would tell a lapsed token from a revoked grant failed: {}",
-                e.message()
-            );
-            Ok(found(
-                provider,
-                row,
-                Verdict::Unreachable(ProviderError::transient(why)),
-                true,
-            ))
+            Ok(unconfirmed(provider, row, &e))
         }
     }
 }
@@ -211,6 +202,28 @@ fn found(provider: &Provider, row: Connection, verdict: Verdict, refreshed: bool
     }
 }
 
+/// A check whose refused token could not be judged: the refresh that would
+/// have told a lapsed token from a revoked grant failed for now (and was
+/// recorded as any failed refresh is).
+fn unconfirmed(provider: &Provider, row: Connection, e: &AppError) -> Checked {
+    let message = format!(
+        "{} refused the access token of {}, and the refresh that would tell a lapsed token from a revoked grant failed for now ({}). Check again later.",
+        provider.display_name,
+        row.label(),
+        e.message()
+    );
+    Checked {
+        outcome: Outcome::Unreachable,
+        account_id: None,
+        account_name: None,
+        same_account: None,
+        refreshed: true,
+        message,
+        connection: row,
+        checked_at: now(),
+    }
+}
+
 /// A check that found the grant gone (`refreshed`: by a refresh).
 fn revoked(provider: &Provider, row: Connection, refreshed: bool) -> Checked {
     let message = format!(
@@ -278,6 +291,14 @@ async fn mark_revoked(
         })
         .await?;
     app.tokens.forget(&row.tenant_id, &row.provider);
+    if marked.is_some() {
+        log::warn!(
+            "check: the provider refused a token that cannot be renewed; needs_reconnect tenant={} provider={} connection={}",
+            row.tenant_id,
+            row.provider,
+            row.id
+        );
+    }
     marked.ok_or_else(|| {
         AppError::conflict(
             Code::ConcurrentUpdate,

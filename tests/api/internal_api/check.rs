@@ -21,6 +21,7 @@ backend_tests!(
     a_refused_token_whose_refresh_is_refused_leaves_the_connection_needing_reconnect_with_an_event,
     a_refused_token_that_refreshes_was_only_lapsed_and_is_valid_again,
     a_provider_that_does_not_answer_the_lookup_changes_nothing,
+    a_refused_token_whose_refresh_fails_for_now_is_unreachable_not_revoked,
     a_refused_token_that_cannot_be_refreshed_is_the_grant_gone,
     a_provider_without_an_account_lookup_is_a_409_that_asks_nothing,
     another_tenants_key_may_not_check_a_connection,
@@ -202,6 +203,32 @@ async fn a_provider_that_does_not_answer_the_lookup_changes_nothing(backend: Bac
     assert_eq!(check(&app, &key).await["outcome"], "unreachable");
     assert_eq!(fake.refresh_calls().await, 0);
     assert_eq!(app.snapshot(), before, "nothing changed");
+}
+
+async fn a_refused_token_whose_refresh_fails_for_now_is_unreachable_not_revoked(backend: Backend) {
+    let (app, fake, key) = connected(backend).await;
+    lookup_answers(&fake, "at-1", unauthorized()).await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_string_contains("grant_type=refresh_token"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(1)
+        .mount(&fake.server)
+        .await;
+    let body = check(&app, &key).await;
+    assert_eq!(body["outcome"], "unreachable", "{body}");
+    assert_eq!(body["refreshed"], true);
+    // Recorded as any failed refresh is: retried later, not given up.
+    assert_eq!(body["status"], "error");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Check again later"),
+        "{body}"
+    );
+    assert!(events_of(&app, &key, "needs_reconnect").await.is_empty());
+    assert_eq!(events_of(&app, &key, "refresh_failed").await.len(), 1);
 }
 
 async fn a_refused_token_that_cannot_be_refreshed_is_the_grant_gone(backend: Backend) {
