@@ -228,13 +228,16 @@ impl Position {
     }
 }
 
-/// An event as [`Event::page`] lists it: with the account (id and name) of
-/// its connection, when it concerns one that still exists.
+/// An event as [`Event::page`] lists it: with the account of its
+/// connection, when it concerns one that still exists.
 #[derive(Debug, Clone)]
 pub struct Listed {
     pub event: Event,
-    pub account: Option<(AccountId, Option<String>)>,
+    pub account: Option<ListedAccount>,
 }
+
+/// A listed event's account: its id and name.
+pub type ListedAccount = (AccountId, Option<String>);
 
 /// An event to record. `detail` must never contain a secret.
 #[derive(Debug, Clone, Copy)]
@@ -368,7 +371,7 @@ impl Event {
                     .and(events::id.lt(p.id.clone()))),
             );
         }
-        let rows: Vec<(Event, Option<(AccountId, Option<String>)>)> = query.load(conn)?;
+        let rows: Vec<(Event, Option<ListedAccount>)> = query.load(conn)?;
         Ok(rows
             .into_iter()
             .map(|(event, account)| Listed { event, account })

@@ -112,7 +112,11 @@ async fn events_come_newest_first_a_page_at_a_time_without_a_gap_or_a_repeat_whi
     assert_eq!(next, None, "the last page says so");
     // The tie is crossed one event a page as well.
     let (one, next) = page(&app, &key, "limit=1").await;
-    assert_eq!(one, [arrived.id.clone()], "a new first page starts with it");
+    assert_eq!(
+        one,
+        [arrived.id.as_str()],
+        "a new first page starts with it"
+    );
     let mut seen = one;
     let mut cursor = next;
     while let Some(c) = cursor {
@@ -160,7 +164,7 @@ async fn each_filter_narrows_the_events_and_filters_combine(backend: Backend) {
     let (acme, _) = page(&app, &key, "provider=acme").await;
     assert_eq!(acme, [&e, &c, &b, &a].map(|x| x.id.clone()));
     let (demo, _) = page(&app, &key, "provider=demo").await;
-    assert_eq!(demo, [d.id.clone()]);
+    assert_eq!(demo, [d.id.as_str()]);
     let (first, _) = page(&app, &key, "account=acct-1").await;
     assert_eq!(first, [&c, &a].map(|x| x.id.clone()));
     let (connected, _) = page(&app, &key, "kind=connected").await;
@@ -168,7 +172,7 @@ async fn each_filter_narrows_the_events_and_filters_combine(backend: Backend) {
     let (attention, _) = page(&app, &key, "kind=needs_reconnect,revoked").await;
     assert_eq!(attention, [&e, &c].map(|x| x.id.clone()));
     let (both, _) = page(&app, &key, "provider=acme&account=acct-2&kind=connected").await;
-    assert_eq!(both, [b.id.clone()]);
+    assert_eq!(both, [b.id.as_str()]);
     let (none, next) = page(&app, &key, "account=acct-9").await;
     assert!(none.is_empty());
     assert_eq!(next, None);
