@@ -67,6 +67,50 @@ pub struct Metrics {
     deliveries: [std::sync::atomic::AtomicU64; 3],
     /// Responses by status class, 1xx to 5xx.
     responses: [std::sync::atomic::AtomicU64; 5],
+    /// Tokens handed out by the token API, by [`KeyUse`].
+    token_reads: Mutex<BTreeMap<KeyUse, u64>>,
+    /// Proxied calls the provider answered, by [`KeyUse`] and the answer's
+    /// status class (1 to 5).
+    proxy_calls: Mutex<BTreeMap<(KeyUse, u16), u64>>,
+}
+
+/// Whose use of the API a counter counts: an API key, by its prefix and
+/// name (neither is secret: `tether api-key list` prints both), and the
+/// provider. Keys and providers are few, so the series stay few.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct KeyUse {
+    key_prefix: String,
+    key: String,
+    provider: String,
+}
+
+impl KeyUse {
+    fn new(key_prefix: &str, key: &str, provider: &str) -> KeyUse {
+        KeyUse {
+            key_prefix: key_prefix.to_string(),
+            key: key.to_string(),
+            provider: provider.to_string(),
+        }
+    }
+
+    /// Its labels, escaped as the text format asks.
+    fn labels(&self) -> String {
+        format!(
+            "key_prefix=\"{}\",key=\"{}\",provider=\"{}\"",
+            escape(&self.key_prefix),
+            escape(&self.key),
+            escape(&self.provider)
+        )
+    }
+}
+
+/// A label value as the Prometheus text format writes it: backslash, double
+/// quote and line feed escaped (a key's name may hold the first two).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// How a webhook delivery attempt ended.
@@ -204,6 +248,29 @@ impl Metrics {
         }
     }
 
+    /// Counts a token handed out by the token API to the key with this
+    /// prefix and name, for `provider`.
+    pub fn token_read(&self, key_prefix: &str, key: &str, provider: &str) {
+        *self
+            .token_reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(KeyUse::new(key_prefix, key, provider))
+            .or_default() += 1;
+    }
+
+    /// Counts a proxied call of the key with this prefix and name to
+    /// `provider`, which answered `status`.
+    pub fn proxy_call(&self, key_prefix: &str, key: &str, provider: &str, status: u16) {
+        let class = (status / 100).clamp(1, 5);
+        *self
+            .proxy_calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((KeyUse::new(key_prefix, key, provider), class))
+            .or_default() += 1;
+    }
+
     pub fn token_api(&self, secs: f64) {
         self.token_api
             .lock()
@@ -329,6 +396,28 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .render(&mut out, "tether_token_api_duration_seconds", "");
+        out.push_str("# HELP tether_api_token_reads_total Tokens the token API handed out, by API key (prefix and name) and provider.\n# TYPE tether_api_token_reads_total counter\n");
+        for (used, n) in self
+            .token_reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(out, "tether_api_token_reads_total{{{}}} {n}", used.labels());
+        }
+        out.push_str("# HELP tether_api_proxy_calls_total Proxied calls the provider answered, by API key (prefix and name), provider and the answer's status class.\n# TYPE tether_api_proxy_calls_total counter\n");
+        for ((used, class), n) in self
+            .proxy_calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "tether_api_proxy_calls_total{{{},status_class=\"{class}xx\"}} {n}",
+                used.labels()
+            );
+        }
         out
     }
 }
@@ -388,5 +477,34 @@ mod tests {
         assert!(text.contains("tether_provider_misconfigured{provider=\"acme\"} 1"));
         assert!(text.contains("tether_token_api_duration_seconds_bucket{le=\"0.001\"} 1"));
         assert!(text.contains("tether_token_api_duration_seconds_count 1"));
+    }
+
+    #[test]
+    fn api_use_is_counted_per_key_and_provider_with_its_labels_escaped() {
+        let m = Metrics::default();
+        m.token_read("abc123", "crm", "acme");
+        m.token_read("abc123", "crm", "acme");
+        m.token_read("abc123", "crm", "demo");
+        m.token_read("def456", "sync \"nightly\" \\ job", "acme");
+        m.proxy_call("abc123", "crm", "acme", 200);
+        m.proxy_call("abc123", "crm", "acme", 201);
+        m.proxy_call("abc123", "crm", "acme", 404);
+        let text = m.render(&[], &[], &[], None, true, true);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("tether_api_"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                r#"tether_api_token_reads_total{key_prefix="abc123",key="crm",provider="acme"} 2"#,
+                r#"tether_api_token_reads_total{key_prefix="abc123",key="crm",provider="demo"} 1"#,
+                r#"tether_api_token_reads_total{key_prefix="def456",key="sync \"nightly\" \\ job",provider="acme"} 1"#,
+                r#"tether_api_proxy_calls_total{key_prefix="abc123",key="crm",provider="acme",status_class="2xx"} 2"#,
+                r#"tether_api_proxy_calls_total{key_prefix="abc123",key="crm",provider="acme",status_class="4xx"} 1"#,
+            ]
+        );
+        assert!(text.contains("# TYPE tether_api_token_reads_total counter\n"));
+        assert!(text.contains("# TYPE tether_api_proxy_calls_total counter\n"));
     }
 }

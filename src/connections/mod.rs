@@ -7,6 +7,7 @@
 //!   connect links, client-credentials instances), saving a grant;
 //! - `grant`: the one door through which every grant is saved;
 //! - `manage`: which account, the default account, disconnecting;
+//! - `check`: a connection's token checked with its provider now;
 //! - `import`: storing tokens the CRM kept itself before Tether;
 //! - `private_token`: a token the account's owner made at the provider (an
 //!   API key), checked and kept until an OAuth grant replaces it;
@@ -23,6 +24,7 @@
 //!   and account they concern, or held until a tenant holds the account.
 
 pub mod budget;
+pub mod check;
 pub mod connect;
 pub mod directory;
 pub mod grant;

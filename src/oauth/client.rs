@@ -366,6 +366,32 @@ pub async fn identity(
     access_token: &str,
     token_response: &Value,
 ) -> Result<Option<Value>, ProviderError> {
+    identity_answer(http, provider, access_token, token_response)
+        .await
+        .map_err(|f| f.error)
+}
+
+/// Why an identity lookup gave no document: the failure as classified, and
+/// whether the provider answered 401, which a resource server says of an
+/// access token it does not accept (RFC 6750 section 3.1) whatever its body
+/// holds (often none, where a token endpoint's 401 would be unreadable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityFailure {
+    pub error: ProviderError,
+    pub unauthorized: bool,
+}
+
+/// [`identity`], telling a 401 apart.
+pub async fn identity_answer(
+    http: &reqwest::Client,
+    provider: &Provider,
+    access_token: &str,
+    token_response: &Value,
+) -> Result<Option<Value>, IdentityFailure> {
+    let failed = |error| IdentityFailure {
+        error,
+        unauthorized: false,
+    };
     let Some(url) = provider.identity_url(token_response) else {
         return Ok(None);
     };
@@ -379,20 +405,26 @@ pub async fn identity(
                 ("token".to_string(), access_token.to_string()),
                 ("token_type_hint".to_string(), "access_token".to_string()),
             ],
-        )?,
+        )
+        .map_err(failed)?,
     };
     let res = req
         .header(ACCEPT, "application/json")
         .send()
         .await
-        .map_err(transport)?;
-    let (status, retry_after, body) = read_body(res).await?;
+        .map_err(|e| failed(transport(e)))?;
+    let (status, retry_after, body) = read_body(res).await.map_err(failed)?;
     if !(200..300).contains(&status) {
-        return Err(classify(status, retry_after, &body));
+        return Err(IdentityFailure {
+            error: classify(status, retry_after, &body),
+            unauthorized: status == 401,
+        });
     }
-    serde_json::from_slice(&body)
-        .map(Some)
-        .map_err(|_| ProviderError::transient("the identity endpoint did not answer JSON"))
+    serde_json::from_slice(&body).map(Some).map_err(|_| {
+        failed(ProviderError::transient(
+            "the identity endpoint did not answer JSON",
+        ))
+    })
 }
 
 /// The provider's API URL for `path` (`api_base_url` and the path).

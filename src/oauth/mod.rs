@@ -502,6 +502,74 @@ pub async fn check_token(
     })
 }
 
+/// What the provider's account lookup says now of a stored access token
+/// ([`verify_access`]).
+#[derive(Debug)]
+pub enum Verdict {
+    /// It answered for the token, naming this account (`None`: neither its
+    /// answer nor the stored fields name one) and name.
+    Accepted {
+        account_id: Option<AccountId>,
+        account_name: Option<String>,
+    },
+    /// It does not accept the token: a 401, or an answer saying the grant is
+    /// gone. An access token can be refused because it expired early as
+    /// much as because the grant was revoked; the caller tells them apart.
+    NotAccepted(ProviderError),
+    /// It answered otherwise (a 403, another refusal, Tether's client
+    /// credentials refused, an id Tether cannot use): it vouches for
+    /// nothing, and says nothing of the grant.
+    Refused(String),
+    /// No answer to judge by: none, a 5xx, a 429, one that is not JSON.
+    Unreachable(ProviderError),
+}
+
+/// Asks the provider's account lookup now whose `token` is, its URL filled
+/// from `fields` (a connection's stored token response and metadata), and
+/// the account read from its answer, else from `fields`, as a connect reads
+/// it from the code exchange's. `None` when the provider has no lookup, or
+/// its URL cannot be filled from `fields` (a GoHighLevel agency's token,
+/// which names no location).
+pub async fn verify_access(
+    http: &reqwest::Client,
+    provider: &Provider,
+    token: &str,
+    fields: &Value,
+) -> Option<Verdict> {
+    let failure = match client::identity_answer(http, provider, token, fields).await {
+        Ok(doc) => {
+            let doc = doc?;
+            let find =
+                |pointer: &str| pointer_str(&doc, pointer).or_else(|| pointer_str(fields, pointer));
+            let named = provider.account_id.iter().find_map(|p| find(p));
+            let account_id = match named.map(|id| AccountId::check(&id)) {
+                None => None,
+                Some(Some(id)) => Some(id),
+                Some(None) => {
+                    return Some(Verdict::Refused(
+                        "the lookup named the account with an id Tether cannot use".into(),
+                    ))
+                }
+            };
+            return Some(Verdict::Accepted {
+                account_id,
+                account_name: name_of(provider, find),
+            });
+        }
+        Err(failure) => failure,
+    };
+    Some(match failure.error {
+        e if failure.unauthorized => Verdict::NotAccepted(e),
+        e @ ProviderError::GrantGone { .. } => Verdict::NotAccepted(e),
+        e @ (ProviderError::Transient { .. } | ProviderError::Unknown { .. }) => {
+            Verdict::Unreachable(e)
+        }
+        e @ (ProviderError::Refused { .. } | ProviderError::ClientMisconfigured { .. }) => {
+            Verdict::Refused(e.to_string())
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -772,7 +772,15 @@ async fn lists_align_their_columns_and_print_json_without_secrets(backend: Backe
         ),
         (
             &["api-key", "list"],
-            &["PREFIX", "NAME", "TENANT", "ADMIN", "LAST USED", "STATE"],
+            &[
+                "PREFIX",
+                "NAME",
+                "TENANT",
+                "SCOPES",
+                "PROVIDERS",
+                "LAST USED",
+                "STATE",
+            ],
         ),
         (
             &["keys", "status"],
@@ -828,7 +836,18 @@ async fn lists_align_their_columns_and_print_json_without_secrets(backend: Backe
     let k = named("k");
     assert_eq!(k["tenant"], serde_json::Value::Null);
     assert_eq!(k["state"], "active");
-    assert_eq!(k["admin"], false);
+    assert_eq!(
+        k["scopes"],
+        serde_json::json!([
+            "token:read",
+            "status:read",
+            "directory:read",
+            "proxy",
+            "links",
+            "connections:write"
+        ])
+    );
+    assert_eq!(k["providers"], serde_json::Value::Null);
     assert!(secret.contains(k["prefix"].as_str().unwrap()));
 
     let ring = json_of(&run(

@@ -386,7 +386,7 @@ async fn only_admin_keys_import_and_unknown_tenants_or_providers_are_not_found(b
     let body = json!({"access_token": "at-tok-secret", "refresh_token": "rt-tok-secret", "account": {"id": "loc_1"}});
     let before = app.snapshot();
     for (key, tenant, provider, want) in [
-        (&plain, "acme", "acme", (403, "forbidden")),
+        (&plain, "acme", "acme", (403, "missing_scope")),
         (&scoped_admin, "acme", "acme", (403, "forbidden")),
         (&admin, "nobody", "acme", (404, "not_found")),
         (&admin, "acme", "nothing", (404, "not_found")),

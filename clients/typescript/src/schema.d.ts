@@ -229,6 +229,33 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/tenants/{tenant}/connections/{provider}/check": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Check a connection's token with the provider now
+         * @description Asks the provider's account lookup (the one a connect names the account
+         *     with) with the stored access token of the default account (or of
+         *     `account`), and says what it found. Changes nothing, except when the
+         *     provider refuses the access token: a connection that can be refreshed
+         *     is refreshed then (a lapsed token is renewed; a refused refresh marks it
+         *     `needs_reconnect`, with its event), and one that cannot (a private token,
+         *     a provider whose tokens do not expire) is marked `needs_reconnect`, with
+         *     its event.
+         */
+        post: operations["check_connection"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tenants/{tenant}/connections/{provider}/default": {
         parameters: {
             query?: never;
@@ -357,6 +384,30 @@ export interface paths {
          *     (`Cache-Control: no-store`).
          */
         get: operations["token"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tenants/{tenant}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A tenant's events
+         * @description The audit trail of the tenant's connections, newest first (by time,
+         *     then id), `limit` at a time. Filters combine: `provider`, `account` (the
+         *     provider account id of a connection), `kind` (comma-separated). The next
+         *     page is asked for with the answer's `next` as `cursor`: a page never
+         *     repeats or skips an event because new ones were recorded meanwhile.
+         */
+        get: operations["list_events"];
         put?: never;
         post?: never;
         delete?: never;
@@ -699,8 +750,30 @@ export interface components {
             connection: components["schemas"]["Status"];
             tenant: string;
         };
+        /** @description What a check found. */
+        CheckAnswer: {
+            account?: null | components["schemas"]["NamedAccount"];
+            /** Format: date-time */
+            checked_at: string;
+            /** @description The account id of the connection checked. */
+            connection_account: string;
+            message: string;
+            /** @description `valid`: the provider accepts the token; `revoked`: it no longer
+             *     accepts the grant (the connection needs reconnecting); `refused`: it
+             *     answered without vouching for the token or saying the grant is gone;
+             *     `unreachable`: no answer to judge by. */
+            outcome: components["schemas"]["Outcome"];
+            /** @description Whether a refresh ran because the provider refused the access token
+             *     (it tells a lapsed token from a revoked grant). */
+            refreshed: boolean;
+            /** @description Whether the provider names the connection's own account; null when
+             *     it names none, or did not accept the token. */
+            same_account?: boolean | null;
+            /** @description The connection's status afterwards. */
+            status: components["schemas"]["PublicStatus"];
+        };
         /** @enum {string} */
-        Code: "already_revoked" | "concurrent_update" | "database_unavailable" | "decryption_failed" | "forbidden" | "insufficient_scope" | "internal" | "invalid_account" | "invalid_client" | "invalid_code" | "invalid_decision" | "invalid_email" | "invalid_embed_origin" | "invalid_expires_in" | "invalid_form" | "invalid_grant" | "invalid_import" | "invalid_instance" | "invalid_install" | "invalid_webhook" | "invalid_webhook_signature" | "account_bound_elsewhere" | "invalid_json" | "invalid_link" | "invalid_method" | "invalid_min_ttl" | "invalid_name" | "invalid_path" | "invalid_query" | "invalid_redirect_uri" | "invalid_request" | "invalid_return_to" | "invalid_scope" | "invalid_tags" | "invalid_settings" | "invalid_sso_token" | "invalid_state" | "invalid_status" | "invalid_tenant" | "invalid_token" | "issuer_mismatch" | "issuer_missing" | "key_unavailable" | "lease_lost" | "location_unavailable" | "method_not_allowed" | "missing_scope" | "needs_reconnect" | "not_found" | "not_connected" | "not_refreshable" | "not_site_owner" | "oauth_connected" | "provider_budget_spent" | "provider_disabled" | "provider_error" | "provider_misconfigured" | "provider_mismatch" | "provider_redirected" | "provider_response_too_large" | "provider_unavailable" | "provider_unreachable" | "rate_limited" | "refresh_failed" | "refresh_in_progress" | "settings_too_large" | "sso_origin_refused" | "shutting_down" | "tenant_exists" | "token_refused" | "unauthorized" | "unknown_install" | "unsupported_flow" | "user_exists" | "webhook_stale" | "wrong_app";
+        Code: "already_revoked" | "concurrent_update" | "database_unavailable" | "decryption_failed" | "forbidden" | "insufficient_scope" | "internal" | "invalid_account" | "invalid_client" | "invalid_code" | "invalid_cursor" | "invalid_decision" | "invalid_email" | "invalid_embed_origin" | "invalid_expires_in" | "invalid_form" | "invalid_grant" | "invalid_import" | "invalid_instance" | "invalid_install" | "invalid_webhook" | "invalid_webhook_signature" | "account_bound_elsewhere" | "invalid_json" | "invalid_link" | "invalid_method" | "invalid_min_ttl" | "invalid_name" | "invalid_path" | "invalid_query" | "invalid_redirect_uri" | "invalid_request" | "invalid_return_to" | "invalid_scope" | "invalid_tags" | "invalid_settings" | "invalid_sso_token" | "invalid_state" | "invalid_status" | "invalid_tenant" | "invalid_token" | "issuer_mismatch" | "issuer_missing" | "key_unavailable" | "lease_lost" | "location_unavailable" | "method_not_allowed" | "missing_scope" | "needs_reconnect" | "no_identity_lookup" | "not_found" | "not_connected" | "not_refreshable" | "not_site_owner" | "oauth_connected" | "provider_budget_spent" | "provider_disabled" | "provider_error" | "provider_misconfigured" | "provider_mismatch" | "provider_redirected" | "provider_response_too_large" | "provider_unavailable" | "provider_unreachable" | "rate_limited" | "refresh_failed" | "refresh_in_progress" | "settings_too_large" | "sso_origin_refused" | "shutting_down" | "tenant_exists" | "token_refused" | "unauthorized" | "unknown_install" | "unsupported_flow" | "user_exists" | "webhook_stale" | "wrong_app";
         /** @description `{"connections": [...]}`: one status per enabled provider. */
         ConnectionList: {
             connections: components["schemas"]["Status"][];
@@ -734,6 +807,11 @@ export interface components {
             /** @description The provider's id of the account. */
             id: string;
             /** @description Its name, when the provider tells it. */
+            name?: string | null;
+        };
+        /** @description The account an event concerns. */
+        EventAccountView: {
+            id: string;
             name?: string | null;
         };
         /** @description What a webhook receiver gets: one event, as a JSON POST signed with the
@@ -1016,11 +1094,16 @@ export interface components {
         LocationList: {
             locations: components["schemas"]["Location"][];
         };
+        /** @description An account as the provider names it. */
+        NamedAccount: {
+            id?: string | null;
+            name?: string | null;
+        };
         /**
-         * @description What became, or would become, of one connection's grant at its provider.
+         * @description What a check found.
          * @enum {string}
          */
-        Outcome: "revoked" | "not_offered" | "provider_not_configured" | "failed" | "unopenable" | "would_revoke";
+        Outcome: "valid" | "revoked" | "refused" | "unreachable";
         /** @description A private token to store (read by `connections::private_token`, which
          *     refuses unknown fields and repeats no value). */
         PrivateTokenRequest: {
@@ -1182,6 +1265,34 @@ export interface components {
             provider: string;
             scopes: string[];
             status: components["schemas"]["PublicStatus"];
+        };
+        /** @description One event, as the API lists it. Never a secret: `detail` is Tether's own
+         *     sentence or the provider's error code, as the webhooks carry it. */
+        TenantEvent: {
+            account?: null | components["schemas"]["EventAccountView"];
+            /** @description Who did it, as stored: `admin:<email>`, `api:<key name>`,
+             *     `connect-link`, `scheduler`, `token-api`, `cli`, `import:<who>`,
+             *     `provider:<key>`. */
+            actor: string;
+            /** Format: date-time */
+            created_at: string;
+            /** @description What happened, in words (a refresh's error, an account's name), if
+             *     anything more than the kind. */
+            detail?: string | null;
+            id: string;
+            /**
+             * @description `connected`, `refreshed`, `needs_reconnect`, ... (the webhooks' `type`).
+             * @example needs_reconnect
+             */
+            kind: string;
+            provider: string;
+        };
+        /** @description A page of events. */
+        TenantEventPage: {
+            /** @description Newest first. */
+            events: components["schemas"]["TenantEvent"][];
+            /** @description The `cursor` of the next (older) page; null on the last page. */
+            next?: string | null;
         };
         /** @description The token API's answer. */
         Token: {
@@ -2004,6 +2115,90 @@ export interface operations {
             };
         };
     };
+    check_connection: {
+        parameters: {
+            query?: {
+                /** @description The provider's account id of one of the tenant's connected accounts
+                 *     (e.g. a GoHighLevel location id). Without it: the tenant's default
+                 *     account. An account that is not connected is a 404. */
+                account?: string;
+            };
+            header?: never;
+            path: {
+                /** @description The CRM's external id of the tenant. */
+                tenant: string;
+                /** @description A provider's key (`gohighlevel`, `hubspot`, ...). */
+                provider: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description What the provider said */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CheckAnswer"];
+                };
+            };
+            /** @description An invalid `account` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key may not act for this tenant */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such tenant, provider or connection */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description `no_identity_lookup`: the provider has no account lookup Tether can ask for this account */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The database is unreachable, or a refresh of the connection is under way */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     set_default: {
         parameters: {
             query?: never;
@@ -2541,6 +2736,88 @@ export interface operations {
                 };
             };
             /** @description A refresh is failing for now (see Retry-After), or this instance lacks the encryption key the connection is sealed with (`key_unavailable`: another instance serves it) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    list_events: {
+        parameters: {
+            query?: {
+                /** @description Only this provider's events (a provider's key; one the catalogue
+                 *     does not know is a 400). */
+                provider?: string;
+                /** @description Only the events of the connection of this provider account id. */
+                account?: string;
+                /** @description Only events of these kinds, comma-separated (`needs_reconnect,revoked`);
+                 *     an unknown kind is a 400 that lists the known ones. */
+                kind?: string;
+                /** @description The `next` of the page before; without it, the newest events. */
+                cursor?: string;
+                /** @description Events in the page. Read as text, so that a bad one gets this
+                 *     route's own message. */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The CRM's external id of the tenant. */
+                tenant: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of events */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantEventPage"];
+                };
+            };
+            /** @description `invalid_query` (an unknown provider or kind, a `limit` out of range, an invalid `account`) or `invalid_cursor` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The key may not act for this tenant */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The database is unreachable */
             503: {
                 headers: {
                     [name: string]: unknown;

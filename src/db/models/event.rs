@@ -1,8 +1,8 @@
 //! The audit trail of a connection: who connected, refreshed or disconnected it, and when.
 
-use crate::db::schema::events;
+use crate::db::schema::{connections, events};
 use crate::db::{new_id, now, DbConn};
-use crate::ids::{ConnectionId, ProviderKey, TenantId};
+use crate::ids::{AccountId, ConnectionId, ProviderKey, TenantId};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -200,6 +200,48 @@ impl Actor {
     }
 }
 
+/// Which of a tenant's events [`Event::page`] reads: all, or those of one
+/// provider, of one account, of some kinds.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub provider: Option<ProviderKey>,
+    pub account: Option<AccountId>,
+    /// Empty: every kind.
+    pub kinds: Vec<EventKind>,
+    /// The providers the caller may see (an API key limited to some);
+    /// `None`: every provider.
+    pub visible_providers: Option<Vec<String>>,
+}
+
+/// A place in a tenant's events, newest first: a page read after it holds
+/// the events older than this one (by time, then id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub created_at: NaiveDateTime,
+    pub id: String,
+}
+
+impl Position {
+    /// The place just after `event`.
+    pub fn of(event: &Event) -> Position {
+        Position {
+            created_at: event.created_at,
+            id: event.id.clone(),
+        }
+    }
+}
+
+/// An event as [`Event::page`] lists it: with the account of its
+/// connection, when it concerns one that still exists.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub event: Event,
+    pub account: Option<ListedAccount>,
+}
+
+/// A listed event's account: its id and name.
+pub type ListedAccount = (AccountId, Option<String>);
+
 /// An event to record. `detail` must never contain a secret.
 #[derive(Debug, Clone, Copy)]
 pub struct NewEvent<'a> {
@@ -291,6 +333,55 @@ impl Event {
             .limit(limit)
             .select(Event::as_select())
             .load(conn)
+    }
+
+    /// Up to `limit` of the tenant's events that `filter` lets through,
+    /// newest first (by time, then id), each with its connection's account;
+    /// only those older than `after` when given. Paging by position rather
+    /// than by offset: events recorded meanwhile are newer than any position
+    /// handed out, so they shift no page.
+    pub fn page(
+        conn: &mut DbConn,
+        tenant_id: &TenantId,
+        filter: &Filter,
+        after: Option<&Position>,
+        limit: i64,
+    ) -> QueryResult<Vec<Listed>> {
+        let mut query = events::table
+            .left_join(connections::table)
+            .filter(events::tenant_id.eq(tenant_id))
+            .order((events::created_at.desc(), events::id.desc()))
+            .limit(limit)
+            .select((
+                Event::as_select(),
+                (connections::account_id, connections::account_name).nullable(),
+            ))
+            .into_boxed();
+        if let Some(provider) = &filter.provider {
+            query = query.filter(events::provider.eq(provider));
+        }
+        if let Some(account) = &filter.account {
+            query = query.filter(connections::account_id.eq(account));
+        }
+        if let Some(visible) = &filter.visible_providers {
+            query = query.filter(events::provider.eq_any(visible));
+        }
+        if !filter.kinds.is_empty() {
+            let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
+            query = query.filter(events::kind.eq_any(kinds));
+        }
+        if let Some(p) = after {
+            query = query.filter(
+                events::created_at.lt(p.created_at).or(events::created_at
+                    .eq(p.created_at)
+                    .and(events::id.lt(p.id.clone()))),
+            );
+        }
+        let rows: Vec<(Event, Option<ListedAccount>)> = query.load(conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|(event, account)| Listed { event, account })
+            .collect())
     }
 
     /// Deletes up to `batch` events older than `before`; returns how many.

@@ -5,10 +5,12 @@
 //! Nothing below imports this file: it only registers the routes.
 
 mod auth;
+mod checks;
 mod connections;
 mod directory;
 mod document;
 mod errors;
+mod events;
 mod installs;
 mod integrations;
 mod links;
@@ -63,6 +65,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(connections::provider_status)
         .service(connections::disconnect)
         .service(tokens::refresh)
+        .service(checks::check_connection)
         .service(connections::set_default)
         .service(tokens::locations)
         .service(connections::import)
@@ -84,6 +87,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(installs::list_installs)
         .service(installs::assign_install)
         .service(provider_events::held_events)
+        .service(events::list_events)
         .service(document::openapi_document)
         .default_service(web::to(unrouted));
     cfg.app_data(web::Data::new(Document::of(&api)))

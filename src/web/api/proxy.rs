@@ -111,6 +111,10 @@ pub(super) async fn proxy(
     state
         .usage
         .count(&answer.connection_id, key, UsageKind::Proxy);
+    let (prefix, provider) = (&target.key.key.prefix, &target.provider.key);
+    state
+        .metrics
+        .proxy_call(prefix, key, provider, answer.status);
     Ok(passed_back(answer))
 }
 

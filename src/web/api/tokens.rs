@@ -211,8 +211,13 @@ pub(super) async fn token(
     let settings = settings_of(&state, &opened).await;
     let body = TokenBody::of(&opened, provider, settings);
     // In memory only: the hot path writes nothing (see `app::usage`).
-    let key = &target.key.key.name;
-    state.usage.count(&opened.row.id, key, UsageKind::Token);
+    let key = &target.key.key;
+    state
+        .usage
+        .count(&opened.row.id, &key.name, UsageKind::Token);
+    state
+        .metrics
+        .token_read(&key.prefix, &key.name, &provider.key);
     state.metrics.token_api(started.elapsed().as_secs_f64());
     Ok(no_store(HttpResponse::Ok().json(body)))
 }

@@ -4,13 +4,17 @@
 //! refresh and disconnect do exactly one thing at the provider; connect links
 //! connect a tenant in a browser, once; admin keys provision tenants; the
 //! proxy forwards with the connection's token and never leaves the API base;
-//! the OpenAPI document is the routes; the metrics count the API's use.
+//! the OpenAPI document is the routes; the metrics count the API's use; a
+//! tenant's events are read a page at a time; a connection is checked with
+//! its provider.
 //! Each family is a file with its own `backend_tests!` list; this file holds
 //! the set-ups and requests they share.
 
 mod auth;
+mod check;
 mod connect_links;
 mod connect_sessions;
+mod events;
 pub(crate) mod integrations;
 mod metrics;
 mod openapi;

@@ -64,9 +64,9 @@ async fn the_openapi_document_is_public_json_with_every_operation_routed(backend
             );
         }
     }
-    // Nineteen paths; four take two methods each and the proxy five.
-    assert_eq!(paths.len(), 19, "{:?}", paths.keys());
-    assert_eq!(operations, 27);
+    // Twenty-one paths; four take two methods each and the proxy five.
+    assert_eq!(paths.len(), 21, "{:?}", paths.keys());
+    assert_eq!(operations, 29);
     for name in ["Status", "Token", "Error", "Code"] {
         assert!(
             doc["components"]["schemas"].get(name).is_some(),

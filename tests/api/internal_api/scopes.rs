@@ -181,6 +181,24 @@ async fn a_key_limited_to_providers_sees_and_touches_only_theirs(backend: Backen
         .await;
     assert_eq!(error_of(res).await, (403, "missing_scope".into()));
 
+    // Events too: only the key's providers', and naming another is refused.
+    let (status, page) = app
+        .get_json("/api/v1/tenants/acme/events", &elsewhere)
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["events"], json!([]), "{page}");
+    let (_, page) = app.get_json("/api/v1/tenants/acme/events", &here).await;
+    assert!(!page["events"].as_array().unwrap().is_empty(), "{page}");
+    let res = app
+        .api(
+            Method::GET,
+            "/api/v1/tenants/acme/events?provider=acme",
+            &elsewhere,
+            None,
+        )
+        .await;
+    assert_eq!(error_of(res).await, (403, "missing_scope".into()));
+
     // Nothing changes for a refused write.
     let res = app
         .api(
