@@ -175,6 +175,11 @@ mod tests {
             super::loggable_path("/connect/Zm9vYmFyYmF6"),
             "/connect/<link>"
         );
+        assert_eq!(
+            super::loggable_path("/connect/session/Zm9vYmFyYmF6/hubspot"),
+            "/connect/<link>",
+            "nor a connect session's"
+        );
         assert_eq!(super::loggable_path("/connect/done"), "/connect/done");
         assert_eq!(super::loggable_path("/healthz"), "/healthz");
     }

@@ -66,7 +66,15 @@ pub fn spend(
         DbConn::Postgres(_) => SPEND.to_string(),
         DbConn::Sqlite(_) => SPEND.replace('$', "?"),
     };
+    let postgres = matches!(conn, DbConn::Postgres(_));
     let outcome = conn.transaction::<(), Unspent, _>(|c| {
+        if postgres {
+            // A spend need not wait for the disk: after a crash of the
+            // server, at most its last fraction of a second of spends is
+            // forgotten (a few calls over a budget, once), where waiting
+            // for each commit's flush costs every proxied call ~2 ms.
+            diesel::sql_query("SET LOCAL synchronous_commit TO OFF").execute(c)?;
+        }
         for (i, w) in windows.iter().enumerate() {
             let changed = diesel::sql_query(&sql)
                 .bind::<Text, _>(provider)
