@@ -176,7 +176,7 @@ mod tests {
             "/connect/<link>"
         );
         assert_eq!(
-            super::loggable_path("/connect/session/Zm9vYmFyYmF6/hubspot"),
+            super::loggable_path("/connect/session/Zm9vYmFyYmF6/acme"),
             "/connect/<link>",
             "nor a connect session's"
         );
