@@ -175,6 +175,13 @@ impl ApiCaller {
         ))
     }
 
+    /// The providers whose connections a list shows this key (`None`: all).
+    pub(super) fn visible_providers(&self) -> Option<Vec<String>> {
+        self.key
+            .providers()
+            .map(|list| list.into_iter().map(String::from).collect())
+    }
+
     /// The tenant this key may act for: 404 for an unknown tenant, 403 for
     /// another tenant than the key's (without saying whether it exists).
     pub(super) async fn tenant(&self, state: &App, external_id: &str) -> AppResult<TenantId> {

@@ -119,11 +119,7 @@ pub(super) async fn find_connections(
     if let Some(p) = &filter.provider {
         caller.caller.may_use(p.as_str())?;
     }
-    filter.visible_providers = caller
-        .caller
-        .key
-        .providers()
-        .map(|list| list.into_iter().map(String::from).collect());
+    filter.visible_providers = caller.visible_providers();
     let scope = caller.caller.directory_scope();
     let catalogue = state.providers.clone();
     let listing = state

@@ -250,13 +250,10 @@ pub(super) async fn list_events(
         limit,
     } = query.read(&state)?;
     // A key limited to providers reads only their events.
-    let key = &target.key.caller.key;
     if let Some(p) = &filter.provider {
         target.key.may_use(p.as_str())?;
     }
-    filter.visible_providers = key
-        .providers()
-        .map(|list| list.into_iter().map(String::from).collect());
+    filter.visible_providers = target.key.visible_providers();
     let tenant_id = target.tenant;
     // One more than asked says whether a next page exists.
     let mut listed = state
